@@ -1,0 +1,25 @@
+"""Errors that reach the operator as one clear line."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError"]
+
+
+class ConfigError(Exception):
+    """A host declaration is missing, unreadable or impossible.
+
+    Raised before anything starts, so a bad config never leaves a half-started host.  C{str()} gives
+    the one line the operator sees: C{file:line: message} when the file and line are known.
+    """
+
+    def __init__(self, message: str, filename: str | None = None, lineno: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.filename = filename
+        self.lineno = lineno
+
+    def __str__(self) -> str:
+        where = ""
+        if self.filename:
+            where = self.filename + (f":{self.lineno}" if self.lineno else "") + ": "
+        return where + self.message

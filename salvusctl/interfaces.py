@@ -1,0 +1,194 @@
+"""The zope interfaces shared across Salvus services.
+
+Each service owns its implementation; other services (and the admin) only rely on what is declared
+here, so a fake checked with C{verifyObject} can stand in for the real thing in tests.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+__all__ = [
+    "IStore",
+    "IScheduler",
+    "ILoadSource",
+    "IAlertAction",
+    "ISupervisor",
+    "IBalancerControl",
+    "IMonitor",
+]
+
+
+class IStore(Interface):
+    """Where a host keeps its state: SQLite by default, PostgreSQL for a fleet.
+
+    SQL given to a store uses C{?} placeholders; the PostgreSQL store translates them.  Every method
+    returns a Deferred and never blocks the reactor.  Writes (C{runOperation}, C{runInteraction})
+    made while the database is unreachable are queued (bounded) and replayed when it returns.
+    """
+
+    dialect = Attribute("C{'sqlite'} or C{'postgresql'}: for the few statements that differ.")
+    url = Attribute("The store URL this store was made from (password removed).")
+
+    def addMigrations(component, steps):
+        """Register versioned schema steps for C{component} before C{start()}.
+
+        @param steps: a list of L{salvusctl.store.migrations.Migration}; applied in version order,
+            each at most once per database, even when several hosts start at once.
+        """
+
+    def start():
+        """Connect and apply migrations.  Fires when the store is ready."""
+
+    def close():
+        """Flush queued writes (bounded wait), close every connection.  Fires when done."""
+
+    def runQuery(sql, args=()):
+        """Run a read; fires with a list of row tuples."""
+
+    def runOperation(sql, args=()):
+        """Run one write statement; fires with None once committed."""
+
+    def runInteraction(fn, *args, **kwargs):
+        """Run C{fn(cursor, *args, **kwargs)} in one transaction (rolled back if it raises).
+
+        The cursor has C{execute(sql, args)}, C{executemany(sql, seq)}, C{fetchone()},
+        C{fetchall()}, C{lastrowid} (SQLite) and accepts C{?} placeholders on both backends.
+        Fires with what C{fn} returns.
+        """
+
+    def notify(channel, payload):
+        """Send C{payload} (a str) to every listener of C{channel}: in-process on SQLite, over
+        PostgreSQL NOTIFY for a fleet."""
+
+    def listen(channel, callback):
+        """Call C{callback(payload)} for each notification on C{channel}; survives reconnects."""
+
+    # The foundation tables (services, status), shared by the monitor, admin and cluster.
+    def recordServiceStart(type, site, address, port, user, pid, monitor_pid):
+        """Insert a C{services} row with C{running = true}; fires with its id."""
+
+    def recordServiceExit(service_id):
+        """Mark a C{services} row C{running = false}."""
+
+    def writeStatus(rows):
+        """Append many C{status} rows in one transaction.
+
+        @param rows: dicts with keys service_id, timestamp, load, percent_mem, percent_cpu,
+            cputime, walltime, virtual_size, resident_size.
+        """
+
+    def latestStatus():
+        """Fires with the latest status dict of every running service."""
+
+    def statusHistory(service_id, since, until=None):
+        """Fires with status dicts of one service between C{since} and C{until}, oldest first."""
+
+
+class IScheduler(Interface):
+    """Chooses a backend host for a new client connection (one small module per policy)."""
+
+    name = Attribute("The scheduler's config name, e.g. C{'roundrobin'}.")
+
+    def choose(hosts, client_address):
+        """Return one of C{hosts} (only hosts able to take a connection are passed), or None."""
+
+    def hostsChanged(hosts):
+        """The group's host set changed (added, removed, reweighted)."""
+
+
+class ILoadSource(Interface):
+    """Feeds the least-load scheduler: how loaded each backend is right now."""
+
+    def loadOf(host):
+        """Return a float (lower is better) or None when unknown."""
+
+
+class IAlertAction(Interface):
+    """Something done when an alert fires or clears: log, e-mail, webhook."""
+
+    def fire(alert):
+        """C{alert} fired (or, with C{alert.cleared}, recovered).  May return a Deferred."""
+
+
+class ISupervisor(Interface):
+    """The deploy supervisor, as other services and the admin see it.
+
+    Instance names are C{deploy:N}; a deploy with numprocs 1 still has C{deploy:0}.  Infos are dicts
+    with at least: name, group, state (name), statecode (supervisord's numeric code), pid, start,
+    stop, now, exitstatus, spawnerr, description, port, logfile, stdout_logfile, stderr_logfile.
+    """
+
+    def instanceInfos():
+        """Return the info dicts of every instance, in start order."""
+
+    def instanceInfo(name):
+        """Return one instance's info dict; raise KeyError for an unknown name."""
+
+    def startInstance(name):
+        """Start one instance; fires when it is RUNNING (or fails with the reason)."""
+
+    def stopInstance(name):
+        """Stop one instance (whole process tree); fires when it has exited."""
+
+    def restartInstance(name):
+        """Stop then start one instance."""
+
+    def startDeploy(name):
+        """Start every instance of a deploy (respecting depends_on)."""
+
+    def stopDeploy(name):
+        """Stop every instance of a deploy."""
+
+    def startAll():
+        """Start everything in priority / dependency order."""
+
+    def stopAll():
+        """Stop everything in reverse order; fires when all have exited."""
+
+    def signalInstance(name, signal):
+        """Send a signal (number or name) to the instance's process group."""
+
+    def tailLog(name, lines=100, stream="stdout"):
+        """Return the last C{lines} lines captured from an instance as a list of str."""
+
+    def addObserver(observer):
+        """Call C{observer(name, old_state, new_state, info)} on every state change."""
+
+    def removeObserver(observer):
+        """Undo L{addObserver}."""
+
+
+class IBalancerControl(Interface):
+    """Live operations on the balancer (exposed by the admin over XML-RPC, pages and CLI)."""
+
+    def snapshot():
+        """Return the running configuration and counters as plain data (dicts, lists, str, int)."""
+
+    def addHost(service, group, address, port, weight=1, name=None):
+        """Add a backend host to a group."""
+
+    def removeHost(service, group, hostname):
+        """Remove a backend host (its open connections finish)."""
+
+    def setHostState(service, group, hostname, state):
+        """Set C{'up'} (admin up), C{'drain'} or C{'maint'}."""
+
+    def setWeight(service, group, hostname, weight):
+        """Change a host's weight."""
+
+    def setScheduler(service, group, scheduler):
+        """Switch a group's scheduler live."""
+
+
+class IMonitor(Interface):
+    """The monitor's queries (the admin and the balancer's least-load scheduler read these)."""
+
+    def latest():
+        """Return the in-memory latest sample of every instance: {name: dict}."""
+
+    def history(name, since, until=None):
+        """Fires with the samples of one instance between two times, oldest first."""
+
+    def leastLoaded(deploy):
+        """Return the name of the least-loaded RUNNING instance of a deploy, or None."""

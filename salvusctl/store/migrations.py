@@ -1,0 +1,102 @@
+"""Versioned schema migrations, applied at start by every store.
+
+Each component (C{core}, C{monitor}, C{balancer} …) owns a list of steps.  The store records what it
+applied in C{salvus_migrations}, so starting twice — or two hosts at once on one PostgreSQL — applies
+each step exactly once (the PostgreSQL store holds an advisory lock while migrating).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Migration", "CORE_MIGRATIONS", "MIGRATIONS_TABLE"]
+
+MIGRATIONS_TABLE = "salvus_migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step.
+
+    @ivar sql: statements run in one transaction; either one string for every dialect or a dict
+        keyed by dialect (C{'sqlite'}, C{'postgresql'}).  Statements are separated by C{;} at the
+        end of a line.
+    """
+
+    version: int
+    description: str
+    sql: str | dict[str, str]
+
+    def statements(self, dialect: str) -> list[str]:
+        """The statements of this step for one dialect."""
+        text = self.sql if isinstance(self.sql, str) else self.sql[dialect]
+        parts = [p.strip() for p in text.split(";\n")]
+        return [p.rstrip(";").strip() for p in parts if p.strip()]
+
+
+CORE_MIGRATIONS = [
+    Migration(
+        1,
+        "services and status",
+        {
+            "sqlite": """
+CREATE TABLE services (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    site TEXT,
+    address TEXT,
+    port INTEGER,
+    running BOOLEAN NOT NULL DEFAULT 1,
+    "user" TEXT,
+    pid INTEGER,
+    monitor_pid INTEGER,
+    host TEXT,
+    started_at DOUBLE PRECISION,
+    stopped_at DOUBLE PRECISION
+);
+CREATE INDEX services_running ON services (running, id);
+CREATE TABLE status (
+    service_id INTEGER NOT NULL REFERENCES services (id),
+    timestamp DOUBLE PRECISION NOT NULL,
+    load DOUBLE PRECISION,
+    percent_mem DOUBLE PRECISION,
+    percent_cpu DOUBLE PRECISION,
+    cputime DOUBLE PRECISION,
+    walltime DOUBLE PRECISION,
+    virtual_size BIGINT,
+    resident_size BIGINT
+);
+CREATE INDEX status_service_time ON status (service_id, timestamp);
+""",
+            "postgresql": """
+CREATE TABLE services (
+    id BIGSERIAL PRIMARY KEY,
+    type TEXT NOT NULL,
+    site TEXT,
+    address TEXT,
+    port INTEGER,
+    running BOOLEAN NOT NULL DEFAULT TRUE,
+    "user" TEXT,
+    pid INTEGER,
+    monitor_pid INTEGER,
+    host TEXT,
+    started_at DOUBLE PRECISION,
+    stopped_at DOUBLE PRECISION
+);
+CREATE INDEX services_running ON services (running, id);
+CREATE TABLE status (
+    service_id BIGINT NOT NULL REFERENCES services (id),
+    timestamp DOUBLE PRECISION NOT NULL,
+    load DOUBLE PRECISION,
+    percent_mem DOUBLE PRECISION,
+    percent_cpu DOUBLE PRECISION,
+    cputime DOUBLE PRECISION,
+    walltime DOUBLE PRECISION,
+    virtual_size BIGINT,
+    resident_size BIGINT
+);
+CREATE INDEX status_service_time ON status (service_id, timestamp DESC);
+""",
+        },
+    ),
+]

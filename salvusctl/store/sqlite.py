@@ -1,0 +1,218 @@
+"""The embedded default store: one SQLite file in WAL mode, driven from one dedicated thread.
+
+SQLite's API blocks, so every call runs on a single worker thread owned by this store (one
+connection, serialised access — which is also what SQLite wants for writes).  The reactor thread
+never touches the connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from salvusctl.interfaces import IStore
+from salvusctl.store.domain import DomainQueries
+from salvusctl.store.migrations import CORE_MIGRATIONS, MIGRATIONS_TABLE, Migration
+
+__all__ = ["SQLiteStore"]
+
+log = Logger()
+
+
+class _Cursor:
+    """The cursor handed to C{runInteraction} functions: sqlite3's, plus C{?} on both backends."""
+
+    def __init__(self, cursor: sqlite3.Cursor):
+        self._cursor = cursor
+
+    def execute(self, sql: str, args: Any = ()) -> _Cursor:
+        self._cursor.execute(sql, args)
+        return self
+
+    def executemany(self, sql: str, seq: Any) -> _Cursor:
+        self._cursor.executemany(sql, seq)
+        return self
+
+    def fetchone(self):
+        return self._cursor.fetchone()
+
+    def fetchall(self):
+        return self._cursor.fetchall()
+
+    @property
+    def lastrowid(self):
+        return self._cursor.lastrowid
+
+    @property
+    def rowcount(self):
+        return self._cursor.rowcount
+
+
+@implementer(IStore)
+class SQLiteStore(DomainQueries):
+    """An L{IStore} in one SQLite file.
+
+    @param reactor: the reactor whose thread pool machinery delivers results.
+    @param path: the database file; its directory is created if missing.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, reactor, path: str, busy_timeout_ms: int = 10000):
+        self._reactor = reactor
+        self.path = path
+        self.url = f"sqlite:{path}"
+        self._busy_timeout_ms = busy_timeout_ms
+        self._migrations: dict[str, list[Migration]] = {"core": list(CORE_MIGRATIONS)}
+        self._listeners: dict[str, list[Callable[[str], Any]]] = defaultdict(list)
+        self._pool: ThreadPool | None = None
+        self._conn: sqlite3.Connection | None = None
+        self.running = False
+
+    def _now(self) -> float:
+        return self._reactor.seconds()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def addMigrations(self, component: str, steps: list[Migration]) -> None:
+        self._migrations.setdefault(component, []).extend(steps)
+
+    @inlineCallbacks
+    def start(self):
+        if self.running:
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        self._pool = ThreadPool(1, 1, name="salvus-sqlite")
+        self._pool.start()
+        self.running = True
+        try:
+            # One call: anything queued behind it on the store's thread sees a migrated schema.
+            yield self._call(self._openAndMigrate)
+        except BaseException:
+            yield self.close()
+            raise
+        log.info("store ready: {url}", url=self.url)
+
+    def _openAndMigrate(self) -> None:
+        self._open()
+        self._migrate()
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._conn = conn
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (component TEXT NOT NULL,"
+                " version INTEGER NOT NULL, description TEXT, applied_at DOUBLE PRECISION,"
+                " PRIMARY KEY (component, version))"
+            )
+            done = set(conn.execute(f"SELECT component, version FROM {MIGRATIONS_TABLE}"))
+            for component, steps in self._migrations.items():
+                for step in sorted(steps, key=lambda s: s.version):
+                    if (component, step.version) in done:
+                        continue
+                    for statement in step.statements(self.dialect):
+                        conn.execute(statement)
+                    conn.execute(
+                        f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?, ?, strftime('%s','now'))",
+                        (component, step.version, step.description),
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> Deferred:
+        if not self.running or self._pool is None:
+            return succeed(None)
+        self.running = False
+        pool = self._pool
+
+        def closeConn():
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        d = deferToThreadPool(self._reactor, pool, closeConn)
+
+        def stopPool(result):
+            self._pool = None
+            # The worker thread is idle now: joining it is immediate.
+            pool.stop()
+            return result
+
+        return d.addBoth(stopPool)
+
+    # -- primitives ------------------------------------------------------------------------------
+
+    def _call(self, fn, *args, **kwargs) -> Deferred:
+        if self._pool is None:
+            from salvusctl.store.errors import StoreClosed
+
+            raise StoreClosed(f"store {self.url} is not running")
+        return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+
+    def _interaction(self, fn, args, kwargs):
+        conn = self._conn
+        if conn is None:
+            from salvusctl.store.errors import StoreClosed
+
+            raise StoreClosed(f"store {self.url} is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(_Cursor(conn.cursor()), *args, **kwargs)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def runQuery(self, sql: str, args: Any = ()) -> Deferred:
+        return self._maybe(lambda: self._call(lambda: self._conn.execute(sql, args).fetchall()))
+
+    def runOperation(self, sql: str, args: Any = ()) -> Deferred:
+        d = self._maybe(
+            lambda: self._call(self._interaction, lambda c: c.execute(sql, args), (), {})
+        )
+        return d.addCallback(lambda _: None)
+
+    def runInteraction(self, fn, *args, **kwargs) -> Deferred:
+        return self._maybe(lambda: self._call(self._interaction, fn, args, kwargs))
+
+    def _maybe(self, thunk) -> Deferred:
+        from twisted.internet.defer import maybeDeferred
+
+        return maybeDeferred(thunk)
+
+    # -- notifications ---------------------------------------------------------------------------
+
+    def notify(self, channel: str, payload: str) -> Deferred:
+        for callback in list(self._listeners.get(channel, ())):
+            try:
+                callback(payload)
+            except Exception:
+                log.failure("listener of {channel} failed", channel=channel)
+        return succeed(None)
+
+    def listen(self, channel: str, callback: Callable[[str], Any]) -> Deferred:
+        self._listeners[channel].append(callback)
+        return succeed(None)

@@ -1,0 +1,58 @@
+"""C{twistd salvus}: options and C{makeService}.  The only module that touches the global reactor."""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+from salvusctl.errors import ConfigError
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(usage.Options):
+    """Command-line options of C{twistd salvus}."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run one Salvus host: the services its .tac file declares (balancer, supervisor, "
+        "monitor, alerts, admin, backup).  Without --config, runs the built-in demo host."
+    )
+    optParameters = [
+        ["config", "c", None, "The host file (.tac or .py) that declares `host = Host(...)`."],
+        ["var", None, "var", "State directory of the default host (SQLite store, logs, certs)."],
+        ["store", None, None, "Override the host's store URL (sqlite:PATH or postgresql://…)."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["config"] is not None and not self["config"]:
+            raise usage.UsageError("--config needs a file name")
+
+
+def loadConfiguredHost(options: Options):
+    """The L{Host} the options name: a config file, or the default demo host."""
+    from salvusctl.config import loadHost
+
+    if options["config"]:
+        host = loadHost(options["config"])
+    else:
+        from salvusctl.defaulthost import defaultHost
+
+        host = defaultHost(var=options["var"])
+    if options["store"]:
+        host.store_url = options["store"]
+    return host
+
+
+def makeService(options: Options):
+    """Build the host's service tree; a bad config exits with one line, never a traceback."""
+    from twisted.internet import reactor
+
+    try:
+        host = loadConfiguredHost(options)
+        return host.build(reactor)
+    except ConfigError as e:
+        sys.stderr.write(f"salvus: error: {e}\n")
+        sys.stderr.flush()
+        raise SystemExit(1)
