@@ -15,6 +15,7 @@ every component.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import socket
 import sys
@@ -176,7 +177,10 @@ class Host:
                 raise ConfigError(e.message, e.filename or filename, e.lineno or lineno)
             endpoints = getattr(declaration, "endpoints", None)
             for description in endpoints() if endpoints is not None else ():
-                key = _listenKey(description)
+                try:
+                    key = _listenKey(description)
+                except ConfigError as e:
+                    raise ConfigError(e.message, filename, lineno)
                 if key in seen:
                     where = seen[key]
                     other = f"{where[0]}:{where[1]}" if where[0] else "another declaration"
@@ -239,6 +243,9 @@ def _load(target: str):
     return getattr(importlib.import_module(module), function)
 
 
+_ephemeral = itertools.count()
+
+
 def _listenKey(description: str) -> str:
     """Normalise an endpoint string to what it binds: C{tcp:8080} and C{tcp:port=8080} clash."""
     from twisted.internet.endpoints import _parseServer
@@ -251,7 +258,7 @@ def _listenKey(description: str) -> str:
     if kind in ("tcp", "ssl", "tcp6"):
         port = str(kwargs.get("port", args[0] if args else ""))
         if port == "0":
-            return f"ephemeral:{id(description)}:{description}"
+            return f"ephemeral:{next(_ephemeral)}"
         # Any two listeners on one port number clash unless both name distinct interfaces;
         # refusing the overlap is the safe reading of a config.
         return f"tcp:{port}"

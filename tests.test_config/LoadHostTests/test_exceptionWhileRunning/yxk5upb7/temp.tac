@@ -1,0 +1,3 @@
+from salvusctl.host import Host
+host = Host("a")
+x = 1 / 0

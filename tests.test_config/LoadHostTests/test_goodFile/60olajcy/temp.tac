@@ -1,0 +1,2 @@
+from salvusctl.host import Host
+host = Host("web1", store="sqlite:var/x.db")

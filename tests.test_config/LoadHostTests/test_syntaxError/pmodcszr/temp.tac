@@ -1,0 +1,4 @@
+from salvusctl.host import Host
+host = Host(
+  name='x',,
+)

@@ -1,0 +1,2 @@
+from salvusctl.host import Host
+host = Host('x', store='nosuch:db')

@@ -1,0 +1,3 @@
+from salvusctl.host import Host
+host = Host('x', store='sqlite:')
+application = host.application()

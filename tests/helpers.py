@@ -1,0 +1,39 @@
+"""Shared test helpers: waiting on real events without sleeping, child interpreters, temp dirs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def childEnv(**extra: str) -> dict[str, str]:
+    """The environment for a child Python that must import this checkout's salvusctl."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+@inlineCallbacks
+def waitFor(predicate, timeout: float = 10.0, interval: float = 0.02, reactor=_reactor) -> Deferred:
+    """Poll C{predicate} on the reactor until it is true; fail after C{timeout} seconds.
+
+    For behaviour that lives in real processes and sockets, where no Clock can stand in.
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        yield deferLater(reactor, interval, lambda: None)
