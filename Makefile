@@ -1,5 +1,5 @@
 # Two commands a new user needs:  `make run`  and  `make test`.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check salvusctl tests bench twisted
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
