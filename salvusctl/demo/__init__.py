@@ -1,0 +1,1 @@
+"""The demo host's worker program (run as a supervised child)."""
