@@ -164,6 +164,8 @@ class HostMonitor:
         self.reactor = reactor
         self.host = host
         self.health = health
+        if agent is None and host.agent_port:
+            agent = AgentCheck(port=host.agent_port)
         self.agent = agent
         self.onChange = onChange
         self.ok = 0
@@ -248,7 +250,8 @@ class HostMonitor:
         if host.ip is None or agent is None:
             self._rescheduleAgent()
             return
-        d = probe(self.reactor, host.ip, agent.port, agent.timeout, agent.send, None, line=True)
+        port = host.agent_port or agent.port
+        d = probe(self.reactor, host.ip, port, agent.timeout, agent.send, None, line=True)
         d.addCallback(self._agentResult)
         d.addBoth(lambda _: self._rescheduleAgent())
 
