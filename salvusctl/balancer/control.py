@@ -70,8 +70,7 @@ class BalancerService(MultiService):
         svc.onHostChange = self._hostChanged
         self.declared[decl.name] = decl
         self.balanced[decl.name] = svc
-        self.dns[decl.name] = DNSCache(self.reactor, self.resolver or getattr(self.reactor, "resolver", None),
-                                       decl.dns_ttl)
+        self.dns[decl.name] = DNSCache(self.reactor, self.resolver, decl.dns_ttl)
         if decl.backends_file:
             self.files[decl.name] = BackendsFile(self.reactor, svc, decl.backends_file, decl.backends_poll)
         svc.setServiceParent(self)
@@ -183,7 +182,7 @@ class BalancerService(MultiService):
     def removeAllHosts(self, service, group):
         """Remove every host of a group; returns how many went."""
         svc = self._service(service)
-        names = list(svc.groups[group].hosts)
+        names = list(svc.group(group).hosts)
         for name in names:
             svc.removeHost(group, name)
         return len(names)

@@ -29,7 +29,7 @@ class DNSCache:
 
     def __init__(self, reactor: Any, resolver: Any = None, ttl: float = 60.0):
         self.reactor = reactor
-        self.resolver = resolver if resolver is not None else reactor.resolver
+        self.resolver = resolver if resolver is not None else getattr(reactor, "resolver", None)
         self.ttl = float(ttl)
         self.entries: dict[str, dict] = {}
 
@@ -50,7 +50,12 @@ class DNSCache:
         return DeferredList(ds, consumeErrors=True)
 
     def _lookup(self, name: str, hosts: list[BackendHost]) -> Deferred:
-        d = self.resolver.getHostByName(name)
+        from twisted.internet.defer import fail, maybeDeferred
+
+        if self.resolver is None:
+            d = fail(RuntimeError("no resolver"))
+        else:
+            d = maybeDeferred(self.resolver.getHostByName, name)
 
         def ok(address):
             self.entries[name] = {"address": address, "expires": self.reactor.seconds() + self.ttl,

@@ -115,14 +115,14 @@ class BalancedService(Service):
         """Remove a group that is not the active one (its open connections finish)."""
         if name == self.active:
             raise ValueError(f"group {name!r} is active; switch to another group first")
-        group = self.groups[name]
+        group = self.group(name)
         for host_name in list(group.hosts):
             self.removeHost(name, host_name)
         del self.groups[name]
 
     def setActiveGroup(self, name: str) -> None:
         """Switch the group that takes new connections; existing ones stay where they are."""
-        group = self.groups[name]
+        group = self.group(name)
         self.active = name
         self.active_group = group
         self._all_down_logged = False
@@ -131,7 +131,7 @@ class BalancedService(Service):
 
     def setScheduler(self, group: str, scheduler: str, options: dict | None = None) -> None:
         """Switch a group's scheduler live."""
-        g = self.groups[group]
+        g = self.group(group)
         options = dict(options or {})
         g.setScheduler(makeScheduler(scheduler, self.reactor, self.rng, **options))
         g.scheduler_options = options
@@ -147,7 +147,7 @@ class BalancedService(Service):
         host.tls_ca = server.tls_ca
         host.tls_verify = server.tls_verify
         host.slowstart = self.slowstart.get(group, 0.0)
-        self.groups[group].add(host)
+        self.group(group).add(host)
         if self.running:
             self._startMonitor(group, host)
         return host
@@ -159,6 +159,7 @@ class BalancedService(Service):
 
     def removeHost(self, group: str, name: str) -> BackendHost:
         """Remove a host from a group; its open connections finish."""
+        self.host(group, name)
         host = self.groups[group].remove(name)
         monitor = self.monitors.pop(id(host), None)
         if monitor is not None:
@@ -167,12 +168,16 @@ class BalancedService(Service):
             self.retired[key] += getattr(host, key)
         return host
 
+    def group(self, name: str) -> HostGroup:
+        """A group by name; raises KeyError naming what is missing."""
+        try:
+            return self.groups[name]
+        except KeyError:
+            raise KeyError(f"service {self.name!r} has no group {name!r}")
+
     def host(self, group: str, name: str) -> BackendHost:
         """A host by group and name; raises KeyError naming what is missing."""
-        try:
-            g = self.groups[group]
-        except KeyError:
-            raise KeyError(f"service {self.name!r} has no group {group!r}")
+        g = self.group(group)
         try:
             return g.hosts[name]
         except KeyError:
