@@ -27,7 +27,13 @@ def buildBalancer(context: Any, declarations: list[Balanced]) -> BalancerService
         store_service = context.services.get("store")
         if store_service is not None:
             ready = lambda: _settled(store_service.ready)  # noqa: E731
-    return BalancerService(context.reactor, list(declarations), store=store, store_ready=ready)
+    resolver = None
+    if any(d.dns == "names" for d in declarations):
+        from salvusctl.balancer.dns import namesResolver
+
+        resolver = namesResolver(context.reactor)
+    return BalancerService(context.reactor, list(declarations), store=store, store_ready=ready,
+                           resolver=resolver)
 
 
 def _settled(ready: Any):

@@ -105,6 +105,21 @@ class BalancerService(MultiService):
             except Exception:
                 log.failure("saving balancer state at stop failed")
 
+    def stopListening(self) -> Deferred:
+        """Stop accepting on every service, keep open connections running (the drain of a hand-over).
+
+        The wheel keeps enforcing idle timeouts; L{openConnections} tells when the last one ended.
+        """
+        ds = []
+        for svc in self.balanced.values():
+            ports, svc.ports = svc.ports, []
+            ds.extend(maybeDeferred(p.stopListening) for p in ports)
+        return DeferredList(ds, consumeErrors=True)
+
+    def openConnections(self) -> int:
+        """Client connections currently open or queued across all services."""
+        return sum(svc.open + svc.queued for svc in self.balanced.values())
+
     def _housekeep(self) -> None:
         """Periodic jobs; each step logs and survives its own error."""
         for svc in self.balanced.values():

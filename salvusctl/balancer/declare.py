@@ -143,6 +143,8 @@ class Balanced:
     @ivar all_down: C{"refuse"} (default: close new clients, log) or C{"aggressive"} (try the
         down hosts anyway).
     @ivar backends_file: a file of backends watched for changes (see L{salvusctl.balancer.backends}).
+    @ivar dns: how backend names are resolved: C{"system"} (the reactor's resolver) or C{"names"}
+        (C{twisted.names}); either way cached for C{dns_ttl} seconds.
     """
 
     name: str
@@ -160,6 +162,7 @@ class Balanced:
     backends_file: str | None = None
     backends_poll: float = 2.0
     dns_ttl: float = 60.0
+    dns: str = "system"
 
     component = "balancer"
 
@@ -186,6 +189,8 @@ class Balanced:
             group.validate(self.name)
         if self.active is not None and self.active not in names:
             raise ConfigError(f"{where}: active group {self.active!r} is not declared")
+        if self.dns not in ("system", "names"):
+            raise ConfigError(f"{where}: dns must be 'system' (the reactor's resolver) or 'names'")
         if self.all_down not in ALL_DOWN_POLICIES:
             raise ConfigError(f"{where}: all_down must be one of {ALL_DOWN_POLICIES}, not {self.all_down!r}")
         for attr in ("maxconn", "queue", "retries"):

@@ -15,9 +15,24 @@ from twisted.logger import Logger
 
 from salvusctl.balancer.model import BackendHost
 
-__all__ = ["DNSCache"]
+__all__ = ["DNSCache", "namesResolver"]
 
 log = Logger()
+
+
+def namesResolver(reactor: Any) -> Any:
+    """A C{twisted.names} resolver (reads resolv.conf and hosts) with C{getHostByName}.
+
+    Used when a service declares C{dns="names"}: lookups never block a thread, unlike the
+    reactor's default thread-pool resolver.
+    """
+    from twisted.names import cache, client, hosts, resolve
+
+    return resolve.ResolverChain([
+        hosts.Resolver(b"/etc/hosts"),
+        cache.CacheResolver(reactor=reactor),
+        client.Resolver(resolv=b"/etc/resolv.conf", reactor=reactor),
+    ])
 
 
 class DNSCache:

@@ -144,3 +144,14 @@ class DNSTests(SynchronousTestCase):
         self.addCleanup(balancer.stopService)
         host = balancer.balanced["db"].groups["g"].hosts["db.lan:5432"]
         self.assertEqual((host.ip, host.state), ("10.9.9.9", "up"))
+
+
+class NamesResolverTests(SynchronousTestCase):
+    def test_twisted_names_resolver_reads_hosts_file(self):
+        """dns='names' uses twisted.names; a name in /etc/hosts resolves without a thread."""
+        from salvusctl.balancer.dns import namesResolver
+
+        reactor = MemoryReactorClock()
+        resolver = namesResolver(reactor)
+        d = resolver.getHostByName("localhost")
+        self.assertIn(self.successResultOf(d), ("127.0.0.1", "::1"))

@@ -34,6 +34,7 @@ class Sticky:
         self.max_entries = int(max_entries)
         self._cache: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._fallback = LeastConns()
+        self._present: frozenset[int] | None = None
 
     def choose(self, hosts, client_address):
         if not hosts:
@@ -68,9 +69,13 @@ class Sticky:
         return dropped
 
     def hostsChanged(self, hosts):
-        present = {id(h) for h in hosts}
-        for ip in [ip for ip, (h, _) in self._cache.items() if id(h) not in present]:
-            del self._cache[ip]
+        # state changes call this often; only a host leaving the group needs a sweep
+        present = frozenset(id(h) for h in hosts)
+        removed = self._present - present if self._present is not None else frozenset()
+        self._present = present
+        if removed:
+            for ip in [ip for ip, (h, _) in self._cache.items() if id(h) in removed]:
+                del self._cache[ip]
 
     def __len__(self) -> int:
         return len(self._cache)
