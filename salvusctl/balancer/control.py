@@ -56,6 +56,7 @@ class BalancerService(MultiService):
         self.dns: dict[str, DNSCache] = {}
         self.files: dict[str, BackendsFile] = {}
         self._loop: LoopingCall | None = None
+        self._save_call: Any = None
         self._restored = store is None
         self.restoring: Deferred = succeed(None)
         for decl in declarations:
@@ -95,6 +96,9 @@ class BalancerService(MultiService):
     def stopService(self):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._save_call is not None and self._save_call.active():
+            self._save_call.cancel()
+        self._save_call = None
         for watcher in self.files.values():
             watcher.stop()
         yield super().stopService()
@@ -140,6 +144,17 @@ class BalancerService(MultiService):
         """Resolve named backends whose cache entry expired (the housekeeping does this)."""
         ds = [self.dns[name].refresh([h for _, h in svc.hosts()]) for name, svc in self.balanced.items()]
         return DeferredList(ds, consumeErrors=True)
+
+    def _dirty(self) -> None:
+        """An operator changed something: save soon (once), so it survives even a crash."""
+        if self.store is None or not self._restored or not self.running:
+            return
+        if self._save_call is None or not self._save_call.active():
+            def run():
+                self._save_call = None
+                self.save().addErrback(lambda f: log.failure("saving balancer state failed", f))
+
+            self._save_call = self.reactor.callLater(0.5, run)
 
     def save(self) -> Deferred:
         """Write host states, weights and counters to the store now."""
@@ -207,6 +222,7 @@ class BalancerService(MultiService):
         svc = self._service(service)
         host = svc.host(group, hostname)
         host.setAdmin(state)
+        self._dirty()
         log.info("{service}/{group}/{host}: admin state {state}", service=service, group=group,
                  host=hostname, state=state)
         if host.state == states.UP:
@@ -227,17 +243,20 @@ class BalancerService(MultiService):
     def setWeight(self, service, group, hostname, weight):
         """Change a host's weight (> 0)."""
         self._service(service).host(group, hostname).setWeight(int(weight))
+        self._dirty()
 
     def setScheduler(self, service, group, scheduler, options=None):
         """Switch a group's scheduler live."""
         try:
             self._service(service).setScheduler(group, scheduler, options)
+            self._dirty()
         except ConfigError as e:
             raise ValueError(e.message)
 
     def setActiveGroup(self, service, group):
         """Switch the group that takes new connections."""
         self._service(service).setActiveGroup(group)
+        self._dirty()
 
     def addGroup(self, service, group, scheduler="roundrobin", options=None):
         """Add an empty group to a service."""

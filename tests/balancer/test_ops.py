@@ -194,3 +194,25 @@ class OpsSocketTests(TestCase):
         data, _ = yield fetch(port_number)
         self.assertEqual(data, b"a:hello")
         self.assertEqual(len(svc.ports), 1)
+
+
+class HousekeepingTests(SynchronousTestCase):
+    def test_sticky_cache_cleaned_periodically(self):
+        """The balancer's housekeeping expires sticky entries, so an idle cache shrinks to nothing."""
+        from twisted.internet.address import IPv4Address
+
+        r = MemoryReactorClock()
+        decl = Balanced("web", listen=["tcp:0"], groups=[
+            Group("g", [Server("10.0.0.1:80"), Server("10.0.0.2:80")], scheduler="sticky",
+                  scheduler_options={"ttl": 30}, health=HealthCheck(interval=1000))])
+        b = BalancerService(r, [decl], housekeeping=10)
+        b.startService()
+        self.addCleanup(b.stopService)
+        group = b.balanced["web"].groups["g"]
+        for i in range(50):
+            group.scheduler.choose(group.rotation, IPv4Address("TCP", f"10.1.0.{i}", 1))
+        self.assertEqual(len(group.scheduler), 50)
+        r.advance(20)
+        self.assertEqual(len(group.scheduler), 50)
+        r.advance(20)
+        self.assertEqual(len(group.scheduler), 0)

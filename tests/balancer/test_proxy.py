@@ -210,3 +210,31 @@ class ProxyTests(TestCase):
         self.assertEqual(svc.total, 100)
         self.assertEqual(svc.open, 0)
         self.assertEqual(sum(h.total for _, h in svc.hosts()), 100)
+
+
+class BackendDeathTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_stream_of_clients_survives_a_backend_dying(self):
+        """While clients keep coming, a backend stops listening: no client is dropped."""
+        backends = [startBackend(self, n) for n in (b"a", b"b", b"c")]
+        balancer = BalancerService(reactor, [balanced([address(b) for b in backends], retries=3)],
+                                   wheel_resolution=0.05)
+        balancer.startService()
+        self.addCleanup(balancer.stopService)
+        svc = balancer.balanced["svc"]
+        yield svc.listening
+        port = svc.ports[0].getHost().port
+        dying = address(backends[1])
+        failures = 0
+        for i in range(150):
+            if i == 30:
+                yield backends[1].port.stopListening()
+            batch = yield gatherResults([fetch(port, b"x") for _ in range(4)])
+            failures += sum(1 for data, _ in batch if not data.endswith(b":x"))
+        self.assertEqual(failures, 0)
+        host_b = svc.groups["main"].hosts[dying]
+        self.assertEqual(host_b.state, "down")
+        self.assertGreaterEqual(svc.retried, 1)
+        self.assertEqual(svc.refused, 0)
