@@ -54,7 +54,7 @@ class Frontend(Protocol):
 
     def connectionMade(self):
         self.transport.pauseProducing()
-        self.lc = self.ls = self.since = self.wheel.tick
+        self.lc = self.ls = self.since = self.wheel.now()
         self.service.accept(self)
 
     def dataReceived(self, data):
@@ -148,7 +148,7 @@ class Frontend(Protocol):
     def backendConnected(self, backend: Backend) -> None:
         self.phase = CONNECTED
         self.peer = backend
-        self.ls = self.lc = self.wheel.tick
+        self.ls = self.lc = self.wheel.now()
         host = self.host
         host.total += 1
         t = self.transport

@@ -311,7 +311,7 @@ class BalancedService(Service):
         host.active += 1
         front.host = host
         front.phase = CONNECTING
-        front.since = self.wheel.tick
+        front.since = self.wheel.now()
         factory = BackendFactory(front, host)
         if host.tls:
             front.connector = self.reactor.connectSSL(host.ip, host.port, factory, self._tlsContext(host),
@@ -391,7 +391,7 @@ class BalancedService(Service):
             self._refuse(front, "queue full")
             return
         front.phase = QUEUED
-        front.since = self.wheel.tick
+        front.since = self.wheel.now()
         self.queue.append(front)
         self.queued += 1
         front.arm()

@@ -189,6 +189,27 @@ class ConnectTimeoutTests(SynchronousTestCase):
         svc.stopService()
 
 
+class IdleWheelTests(SynchronousTestCase):
+    def test_connection_after_a_quiet_spell_gets_its_full_connect_timeout(self):
+        """The wheel sleeps while empty; a connection arriving after a long quiet spell must not
+        inherit a stale tick and time out at once."""
+        r = MemoryReactorClock()
+        svc = BalancedService(r, balanced(["10.0.0.1:80"], connect_timeout=3))
+        svc.autoListen = False
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        for _ in range(2):
+            r.advance(1000)
+            front = Frontend(svc, svc.wheel)
+            front.makeConnection(StringTransport())
+            r.advance(2.5)
+            self.assertFalse(front.connector._disconnected)
+            r.advance(1)
+            self.assertTrue(front.connector._disconnected)
+            r.tcpClients[-1][2].clientConnectionFailed(front.connector, Failure(UserError()))
+            svc.groups["main"].hosts["10.0.0.1:80"].markUp()
+
+
 class HealthSocketTests(TestCase):
     timeout = 20
 
