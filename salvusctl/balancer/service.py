@@ -301,7 +301,9 @@ class BalancedService(Service):
                 else:
                     self._refuse(front, "retries exhausted")
                 return
-        host = group.scheduler.choose(hosts, front.transport.getPeer())
+        # a plain TCP transport holds the peer as a tuple already; getPeer() would allocate
+        t = front.transport
+        host = group.scheduler.choose(hosts, getattr(t, "client", None) or t.getPeer())
         if host is None:
             self._refuse(front, "scheduler chose no host")
             return

@@ -238,3 +238,24 @@ class BackendDeathTests(TestCase):
         self.assertEqual(host_b.state, "down")
         self.assertGreaterEqual(svc.retried, 1)
         self.assertEqual(svc.refused, 0)
+
+
+class StickyEndToEndTests(TestCase):
+    timeout = 20
+
+    @inlineCallbacks
+    def test_sticky_client_keeps_its_backend(self):
+        """Through real sockets, one client IP lands on one backend every time."""
+        backends = [startBackend(self, n) for n in (b"a", b"b", b"c")]
+        for scheduler in ("sticky", "sourcehash"):
+            balancer = BalancerService(reactor, [balanced([address(b) for b in backends], scheduler=scheduler,
+                                                          name=scheduler)])
+            balancer.startService()
+            self.addCleanup(balancer.stopService)
+            svc = balancer.balanced[scheduler]
+            yield svc.listening
+            answers = set()
+            for _ in range(9):
+                data, _ = yield fetch(svc.ports[0].getHost().port, b"x")
+                answers.add(data)
+            self.assertEqual(len(answers), 1, (scheduler, answers))
