@@ -155,6 +155,19 @@ class AgentTests(SynchronousTestCase):
         self.assertEqual(host.state, "drain")  # an unreachable agent changes nothing
         monitor.stop()
 
+    def test_agent_zero_percent_takes_host_out_of_rotation(self):
+        from salvusctl.balancer.model import HostGroup
+        from salvusctl.balancer.schedulers import makeScheduler
+
+        clock = MemoryReactorClock()
+        group = HostGroup("g", makeScheduler("roundrobin", clock))
+        a = group.add(BackendHost(clock, "10.0.0.1", 80, name="a"))
+        b = group.add(BackendHost(clock, "10.0.0.2", 80, name="b"))
+        a.setAgent(percent=0)
+        self.assertEqual(group.rotation, [b])
+        a.setAgent("up", percent=100)
+        self.assertEqual(group.rotation, [a, b])
+
 
 class ConnectTimeoutTests(SynchronousTestCase):
     def test_connect_timeout_marks_down_and_retries_elsewhere(self):
