@@ -153,6 +153,17 @@ class Host:
         self._declarations.append((declaration, filename, lineno))
         return declaration
 
+    def balance(self, name: str, listen, groups, **options: Any) -> Any:
+        """Declare a balanced TCP service (see docs/balancer.md)."""
+        from salvusctl.balancer.declare import Balanced
+
+        return self._addFromCaller(Balanced(name, listen=listen, groups=groups, **options))
+
+    def _addFromCaller(self, declaration: Any) -> Any:
+        filename, lineno = _callerLocation()
+        self._declarations.append((declaration, filename, lineno))
+        return declaration
+
     def declarations(self, component: str | None = None) -> list[Any]:
         """The declarations of one component (or all), in declaration order."""
         return [d for d, _, _ in self._declarations if component in (None, d.component)]

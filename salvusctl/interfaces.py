@@ -180,6 +180,39 @@ class IBalancerControl(Interface):
     def setScheduler(service, group, scheduler):
         """Switch a group's scheduler live."""
 
+    def drain(service, group, hostname):
+        """No new connections to a host; its open ones finish."""
+
+    def enable(service, group, hostname):
+        """Admin up: back into rotation (health checks still apply)."""
+
+    def disable(service, group, hostname):
+        """Admin down (maint)."""
+
+    def removeAllHosts(service, group):
+        """Empty a group."""
+
+    def addGroup(service, group, scheduler="roundrobin"):
+        """Add an empty group to a service."""
+
+    def removeGroup(service, group):
+        """Remove a group (not the active one)."""
+
+    def setActiveGroup(service, group):
+        """Switch the group new clients go to."""
+
+    def retryHost(service, group, hostname):
+        """Health-check a down host now instead of at its next scheduled check."""
+
+    def dumpConfig():
+        """The running configuration as declaration-shaped data."""
+
+    def diff():
+        """Differences between the declared configuration and the running one."""
+
+    def reconcile():
+        """Bring the running configuration back to the declared one."""
+
 
 class IMonitor(Interface):
     """The monitor's queries (the admin and the balancer's least-load scheduler read these)."""

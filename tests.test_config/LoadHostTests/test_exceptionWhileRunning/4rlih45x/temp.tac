@@ -1,3 +1,0 @@
-from salvusctl.host import Host
-host = Host("a")
-x = 1 / 0

@@ -1,2 +1,0 @@
-from salvusctl.host import Host
-host = Host("web1", store="sqlite:var/x.db")

@@ -1,4 +1,0 @@
-from salvusctl.host import Host
-host = Host(
-  name='x',,
-)

@@ -1,2 +1,0 @@
-from salvusctl.host import Host
-host = Host('x', store='nosuch:db')

@@ -1,2 +1,0 @@
-from salvusctl.host import Host
-host = Host("daemon", store="sqlite:/work/main/tests.test_plugin/PluginTests/test_daemonModeWithPidfile/2zobynu7/temp/var/salvus.db", var="/work/main/tests.test_plugin/PluginTests/test_daemonModeWithPidfile/2zobynu7/temp/var")

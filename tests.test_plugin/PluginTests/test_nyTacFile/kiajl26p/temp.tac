@@ -1,3 +1,0 @@
-from salvusctl.host import Host
-host = Host('x', store='sqlite:')
-application = host.application()
