@@ -276,7 +276,8 @@ class BackupJob:
                 dump_size=dump_size,
             )
             yield self._writeManifest(state, meta, manifest)
-            state.steps_done += 1
+            state.steps_done, state.step_percent = state.steps_total, 0
+            self._notify(state)
             self._log(state, "done: {t} bytes transferred, snapshot {s} bytes, dumps {d} bytes",
                       t=transferred, s=snapshot_size, d=dump_size)
         except Exception as e:

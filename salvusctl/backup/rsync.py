@@ -141,19 +141,32 @@ class ProgressParser:
         found = []
         for raw in parts:
             line = raw.decode("utf-8", "replace")
-            match = _PROGRESS.match(line)
-            if match:
-                progress = Progress(
-                    bytes=_number(match["bytes"]),
-                    percent=int(match["percent"]),
-                    to_check=int(match["tochk"]) if match["tochk"] else None,
-                    total_files=int(match["total"]) if match["total"] else None,
-                )
-                self.latest = progress
+            progress = self._progress(line)
+            if progress is not None:
                 found.append(progress)
             elif line.strip():
                 self.text.append(line)
+        # rsync ends a progress line with the next one's \r: read a complete-looking tail now,
+        # not a second later (it is parsed again, harmlessly, when its \r comes).
+        tail = self._buffer.decode("utf-8", "replace")
+        if tail.endswith(("  ", ")")):
+            progress = self._progress(tail)
+            if progress is not None:
+                found.append(progress)
         return found
+
+    def _progress(self, line: str) -> Progress | None:
+        match = _PROGRESS.match(line)
+        if not match:
+            return None
+        progress = Progress(
+            bytes=_number(match["bytes"]),
+            percent=int(match["percent"]),
+            to_check=int(match["tochk"]) if match["tochk"] else None,
+            total_files=int(match["total"]) if match["total"] else None,
+        )
+        self.latest = progress
+        return progress
 
     def finish(self) -> str:
         """The non-progress text (the C{--stats} block), once the process has ended."""

@@ -133,8 +133,14 @@ class RsyncTests(SynchronousTestCase):
         data = STATS.encode()
         for i in range(0, len(data), 7):
             found += parser.feed(data[i:i + 7])
-        self.assertEqual([(p.bytes, p.percent) for p in found], [(3, 0), (3000003, 100)])
+        self.assertEqual(sorted({(p.bytes, p.percent) for p in found}), [(3, 0), (3000003, 100)])
         self.assertEqual(parseStats(parser.finish()).total_size, 3000003)
+
+    def test_progressLineReadBeforeItsTerminator(self):
+        """A progress line is reported as soon as it is complete, before the next \\r."""
+        parser = ProgressParser()
+        found = parser.feed(b"\r         32,768   1%    0.00kB/s    0:00:00  ")
+        self.assertEqual([(p.bytes, p.percent) for p in found], [(32768, 1)])
 
     def test_commands(self):
         """Local and remote (rsync -e ssh) snapshot lines; link-dest only with a good base."""
