@@ -70,7 +70,7 @@ class Restorer:
     # -- helpers ---------------------------------------------------------------------------------
 
     @inlineCallbacks
-    def _exec(self, argv: list[str], lines: list[str] | None = None, **kwargs):
+    def _exec(self, argv: list[str], **kwargs):
         result = yield runProcess(self.reactor, argv, **kwargs).finished
         return checkResult(result)
 
