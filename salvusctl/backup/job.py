@@ -53,11 +53,15 @@ class AlreadyRunning(Exception):
     """A run of this backup set is already in progress."""
 
 
-def hashtreeCommand(python: str, directory: str) -> tuple[list[str], dict[str, str]]:
+def hashtreeCommand(python: str, directory: str, base_dir: str | None = None,
+                    base_json: str | None = None) -> tuple[list[str], dict[str, str]]:
     """The child process that checksums a tree, and the environment that lets it import us."""
     path = os.environ.get("PYTHONPATH", "")
     env = {"PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + path if path else "")}
-    return [python, "-m", "salvusctl.backup.hashtree", directory], env
+    argv = [python, "-m", "salvusctl.backup.hashtree", directory]
+    if base_dir and base_json:
+        argv += [base_dir, base_json]
+    return argv, env
 
 
 @dataclass
@@ -370,7 +374,12 @@ class BackupJob:
         # A remote snapshot cannot be read here: its checksums are taken from the source, which
         # rsync has just made identical.
         tree = source if self.dest.remote else self.dest.localPath(subpath)
-        argv, env = hashtreeCommand(self.python, tree)
+        if link_dest and not self.dest.remote:
+            base_entry = next(f for f in base["files"] if f["label"] == label)
+            argv, env = hashtreeCommand(self.python, tree, link_dest,
+                                        self.dest.localPath(base["run_id"], base_entry["checksums"]))
+        else:
+            argv, env = hashtreeCommand(self.python, tree)
         result = yield self._exec(state, argv, env=env)
         checksums = json.loads(result.stdout)
         relative = f"checksums/{label}.json"

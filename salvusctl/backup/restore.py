@@ -168,7 +168,14 @@ class Restorer:
             report = yield self._restore(run_id, dry_run)
         finally:
             self.busy = False
+            yield self._dropFetched()
         return report
+
+    @inlineCallbacks
+    def _dropFetched(self):
+        """A remote run is pulled into C{work_dir/fetch} for a restore or verify; drop it after."""
+        if self.job.dest.remote:
+            yield runProcess(self.reactor, ["rm", "-rf", "--", os.path.join(self.work_dir, "fetch")]).finished
 
     @inlineCallbacks
     def _restore(self, run_id, dry_run):
@@ -324,6 +331,7 @@ class Restorer:
             report = yield self._verify(run_id)
         finally:
             self.busy = False
+            yield self._dropFetched()
         return report
 
     @inlineCallbacks

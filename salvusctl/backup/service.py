@@ -80,17 +80,28 @@ class BackupService(Service):
         super().startService()
         ready = self._ready() if self._ready is not None else None
         d = ready if isinstance(ready, Deferred) else succeed(None)
-        self.started = d.addCallback(lambda _: self._markStale())
-        self.started.addErrback(lambda f: log.failure("backup start failed", f))
+        d.addCallback(lambda _: self._markStale())
+        d.addErrback(lambda f: log.failure("backup: reading the run history failed", f))
+        # Schedules start even if the history could not be read: backups matter more.
+        d.addCallback(lambda _: self._startSchedules())
+        self.started = d
+
+    def _startSchedules(self) -> None:
+        if self.running:
+            for scheduler in self.schedulers.values():
+                scheduler.start()
 
     @inlineCallbacks
     def _markStale(self):
         now = self.reactor.seconds()
-        for name in self.jobs:
+        for name, job in self.jobs.items():
             yield self.records.markStale(name, now)
-        if self.running:
-            for scheduler in self.schedulers.values():
-                scheduler.start()
+            runs = yield self.records.runs(name)
+            if runs and job.last is None:
+                last = runs[-1]
+                job.last = {k: last[k] for k in ("run_id", "backup", "outcome", "started", "ended",
+                                                 "base_run", "bytes_transferred", "snapshot_size",
+                                                 "dump_size")}
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -100,8 +111,8 @@ class BackupService(Service):
         return DeferredList(waits) if waits else succeed(None)
 
     def _scheduled(self, job: BackupJob):
-        if job.current is not None:
-            log.info("backup {name}: still running, skipping this slot", name=job.name)
+        if job.current is not None or self.restorers[job.name].busy:
+            log.info("backup {name}: busy, skipping this slot", name=job.name)
             return None
         return job.run()
 
@@ -133,6 +144,8 @@ class BackupService(Service):
     def run(self, name: str | None = None) -> Deferred:
         """Start a backup now; fires with its summary once it has finished."""
         job = self.job(name)
+        if self.restorers[job.name].busy:
+            return _fail(AlreadyRunning(f"backup {job.name}: a restore or verify is running"))
         try:
             return job.run()
         except AlreadyRunning as e:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -65,6 +66,17 @@ class BackupRestoreTests(TestCase):
         service.startService()
         self.addCleanup(service.stopService)
         return service
+
+    @inlineCallbacks
+    def waitFor(self, predicate, limit: float = 10.0):
+        """Poll (on the reactor, never sleeping) until an outside process has caught up."""
+        from twisted.internet.task import deferLater
+
+        deadline = reactor.seconds() + limit
+        while not predicate():
+            if reactor.seconds() > deadline:
+                self.fail("condition not reached in time")
+            yield deferLater(reactor, 0.05, lambda: None)
 
     @inlineCallbacks
     def nextSecond(self):
@@ -144,6 +156,14 @@ class BackupRestoreTests(TestCase):
         self.my.query("DELETE FROM notes; CREATE TABLE extra (z int)")
         writeFile(os.path.join(self.src, "config.ini"), b"broken")
         writeFile(os.path.join(self.src, "new.txt"), b"new")
+        # A client still connected to the database is disconnected for the swap.
+        client = subprocess.Popen(["psql", "-X", "-h", self.pg.host, "-p", str(self.pg.port), "-U",
+                                   self.pg.user, "-d", self.pg.name, "-c", "SELECT pg_sleep(60)"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(client.kill)
+        self.addCleanup(client.wait)
+        yield self.waitFor(lambda: self.pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity"
+                                                f" WHERE datname = '{self.pg.name}'") == "1")
         report = yield self.service.restore()
         self.assertEqual(report["outcome"], "ok", report)
         self.assertEqual(report["run_id"], run["run_id"])
@@ -156,6 +176,7 @@ class BackupRestoreTests(TestCase):
         self.assertEqual(self.my.query("SHOW TABLES"), "notes")
         self.assertEqual(self.pg.databases(), [self.pg.name])
         self.assertEqual(self.my.databases(), [self.my.name])
+        self.assertIsNotNone(client.wait(timeout=10))
         with open(os.path.join(self.src, "config.ini"), "rb") as f:
             self.assertEqual(f.read(), b"[web]\nport = 8080\n")
         self.assertFalse(os.path.exists(os.path.join(self.src, "new.txt")))
@@ -397,7 +418,8 @@ class FilesOnlyTests(TestCase):
         writeFile(fake_ssh, b'#!/bin/sh\nshift\nexec sh -c "$*"\n')
         os.chmod(fake_ssh, 0o755)
         remote_dir = os.path.join(self.base, "remote")
-        service = self.service(Backup("r", f"vault:{remote_dir}", paths={"data": self.src}, ssh=fake_ssh))
+        service = self.service(Backup("r", f"vault:{remote_dir}", paths={"data": self.src}, ssh=fake_ssh,
+                                      keep=Retention(last=1)))
         first = yield service.run()
         self.assertEqual(first["outcome"], "ok", first["log"])
         yield BackupRestoreTests.nextSecond(self)
@@ -405,9 +427,10 @@ class FilesOnlyTests(TestCase):
         self.assertEqual(second["outcome"], "ok", second["log"])
         self.assertEqual(second["base_run"], first["run_id"])
         self.assertIn(f"-e {fake_ssh}", second["log"])
-        self.assertEqual(os.stat(os.path.join(remote_dir, first["run_id"], "files", "data", "a.txt")).st_ino,
-                         os.stat(os.path.join(remote_dir, second["run_id"], "files", "data", "a.txt")).st_ino)
+        self.assertIn(f"--link-dest={remote_dir}/{first['run_id']}/files/data", second["log"])
         self.assertTrue(os.path.exists(os.path.join(remote_dir, second["run_id"], MANIFEST)))
+        # Retention (last=1) removed the first run on the remote side, over the same shell.
+        self.assertEqual(sorted(os.listdir(remote_dir)), [second["run_id"]])
         report = yield service.verify(second["run_id"])
         self.assertTrue(report["ok"], report["problems"])
         writeFile(os.path.join(self.src, "a.txt"), b"changed")

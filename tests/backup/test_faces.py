@@ -36,6 +36,9 @@ class _FakeStore:
     def runOperation(self, sql, args=()):
         return succeed(None)
 
+    def runQuery(self, sql, args=()):
+        return succeed([])
+
 
 class _SupervisorService:
     """A supervisor service that holds its ISupervisor as an attribute."""

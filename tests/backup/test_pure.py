@@ -231,3 +231,22 @@ class LayoutTests(SynchronousTestCase):
         changed = dict(tree, **{"d/f": [3, "0" * 64]})
         self.assertEqual(compareTrees(tree, changed), ["checksum mismatch d/f"])
         self.assertEqual(compareTrees(tree, {}), ["missing file d/f", "missing file l"])
+
+    def test_hashTreeReusesChecksumsOfHardlinkedFiles(self):
+        """A file that is the same inode as in the previous snapshot keeps its checksum unread;
+        a copied file is hashed."""
+        old, new = self.mktemp(), self.mktemp()
+        os.makedirs(old)
+        os.makedirs(new)
+        for name in ("same", "copied"):
+            with open(os.path.join(old, name), "wb") as f:
+                f.write(b"data")
+        os.link(os.path.join(old, "same"), os.path.join(new, "same"))
+        with open(os.path.join(new, "copied"), "wb") as f:
+            f.write(b"data")
+        base = {"same": [4, "recorded"], "copied": [4, "recorded"]}
+        stats = {}
+        tree = hashTree(new, old, base, stats)
+        self.assertEqual(tree["same"], [4, "recorded"])
+        self.assertNotEqual(tree["copied"][1], "recorded")
+        self.assertEqual(stats, {"hashed": 1, "reused": 1})
