@@ -246,7 +246,15 @@ class Restorer:
                     f"ALTER DATABASE {dbtools.quotePg(name)} RENAME TO {dbtools.quotePg(old)}",
                 ]
             statements.append(f"ALTER DATABASE {dbtools.quotePg(tmp)} RENAME TO {dbtools.quotePg(name)}")
-            yield self._exec(dbtools.psqlCommand(db, statements, single=True), env=env)
+            # A client reconnecting between the wait and the rename fails the transaction (nothing
+            # changed); try the swap a few times before giving up.
+            for attempt in range(3):
+                try:
+                    yield self._exec(dbtools.psqlCommand(db, statements, single=True), env=env)
+                    break
+                except ProcessFailed as e:
+                    if attempt == 2 or b"being accessed by other users" not in e.result.stderr:
+                        raise
         except Exception:
             yield self._dropPg(db, tmp)
             raise
