@@ -1,6 +1,6 @@
 """Checksums of every file in a tree: the per-snapshot manifest that verify compares against.
 
-Run as a child process (C{python -m salvusctl.backup.hashtree DIR [BASE_DIR BASE_JSON]}) so
+Run as a child process (C{python hashtree.py DIR [BASE_DIR BASE_JSON]}, standard library only) so
 hashing gigabytes never blocks the reactor; prints one JSON object mapping each relative path to
 C{[size, sha256]} (symlinks to C{["link", target]}).  Given the previous snapshot and its checksums,
 a file hard-linked to the previous snapshot (same inode: rsync --link-dest found it unchanged) keeps
@@ -82,7 +82,7 @@ def compareTrees(expected: dict[str, list], actual: dict[str, list]) -> list[str
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (1, 3) or not os.path.isdir(args[0]):
-        sys.stderr.write("usage: python -m salvusctl.backup.hashtree DIRECTORY [BASE_DIR BASE_JSON]\n")
+        sys.stderr.write("usage: hashtree.py DIRECTORY [BASE_DIR BASE_JSON]\n")
         return 2
     base_root = base = None
     if len(args) == 3:

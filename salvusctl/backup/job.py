@@ -42,9 +42,6 @@ __all__ = ["BackupJob", "RunState", "Interrupted", "AlreadyRunning", "hashtreeCo
 
 log = Logger()
 
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 class Interrupted(Exception):
     """The run was stopped (service stop or an operator) before it finished."""
 
@@ -55,13 +52,17 @@ class AlreadyRunning(Exception):
 
 def hashtreeCommand(python: str, directory: str, base_dir: str | None = None,
                     base_json: str | None = None) -> tuple[list[str], dict[str, str]]:
-    """The child process that checksums a tree, and the environment that lets it import us."""
-    path = os.environ.get("PYTHONPATH", "")
-    env = {"PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + path if path else "")}
-    argv = [python, "-m", "salvusctl.backup.hashtree", directory]
+    """The child process that checksums a tree.
+
+    The module runs as a script by its path: it needs only the standard library, and importing
+    the package (and with it Twisted) would cost more than hashing an incremental snapshot.
+    """
+    from salvusctl.backup import hashtree
+
+    argv = [python, "-I", hashtree.__file__, directory]
     if base_dir and base_json:
         argv += [base_dir, base_json]
-    return argv, env
+    return argv, {}
 
 
 @dataclass
