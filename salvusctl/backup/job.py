@@ -99,6 +99,7 @@ class RunState:
             "step_percent": self.step_percent,
             "bytes": self.bytes,
             "started": self.started,
+            "log_tail": self.lines[-5:],
         }
 
 

@@ -401,6 +401,40 @@ class FilesOnlyTests(TestCase):
         self.assertEqual([r["deleted_at"] is not None for r in runs], [True, False, False])
 
     @inlineCallbacks
+    def test_oneOperationAtATime(self):
+        """A second run, or a restore, while a run is in progress is refused with the reason."""
+        service = self.service(Backup("f", os.path.join(self.base, "b"), paths={"data": self.src}))
+        first = service.run()
+        failure = yield self.assertFailure(service.run(), Exception)
+        self.assertIn("already running", str(failure))
+        failure = yield self.assertFailure(service.restore(), Exception)
+        self.assertIn("is running", str(failure))
+        status = service.status()[0]
+        self.assertEqual(status["state"], "running")
+        self.assertIn("log_tail", status)
+        result = yield first
+        self.assertEqual(result["outcome"], "ok")
+
+    @inlineCallbacks
+    def test_hostBuildsAndRunsTheService(self):
+        """Through Host.build: the store gets the backup tables, the service starts after it and
+        a run is recorded."""
+        from salvusctl.host import Host
+
+        host = Host(name="alpha", store="sqlite:" + os.path.join(self.base, "host.db"),
+                    var=os.path.join(self.base, "var"))
+        host.add(Backup("h", os.path.join(self.base, "hb"), paths={"data": self.src}))
+        top = host.build(reactor)
+        top.startService()
+        self.addCleanup(top.stopService)
+        backup = top.getServiceNamed("backup")
+        yield backup.started
+        result = yield backup.run()
+        self.assertEqual(result["outcome"], "ok", result["log"])
+        runs = yield backup.listRuns()
+        self.assertEqual([r["run_id"] for r in runs], [result["run_id"]])
+
+    @inlineCallbacks
     def test_badRequestsSayWhy(self):
         """Unknown runs and sets, and restoring with nothing backed up, fail with a clear reason."""
         service = self.service(Backup("f", os.path.join(self.base, "b"), paths={"data": self.src}))
