@@ -233,7 +233,14 @@ class BackupJob:
             state.finished.callback(summary)
             return summary
 
-        return d.addCallback(done)
+        def broken(failure):
+            # Only the store or the directory listing can fail outside the run's own handling:
+            # free the set for the next run and let the caller see why.
+            self.current = None
+            state.finished.callback(None)
+            return failure
+
+        return d.addCallbacks(done, broken)
 
     @inlineCallbacks
     def _run(self, state: RunState):

@@ -106,8 +106,8 @@ class Restorer:
     def _runningDeploys(self) -> list[str]:
         if self.supervisor is None:
             return []
-        active = {info.get("group") for info in self.supervisor.instanceInfos()
-                  if info.get("state") in _ACTIVE_STATES}
+        active = {info.get("group") or str(info.get("name", "")).partition(":")[0]
+                  for info in self.supervisor.instanceInfos() if info.get("state") in _ACTIVE_STATES}
         return [d for d in self.decl.deploys if d in active]
 
     # -- restore ---------------------------------------------------------------------------------
@@ -183,8 +183,7 @@ class Restorer:
         manifest, run_dir = yield self.resolve(run_id)
         run_id = manifest["run_id"]
         suffix = secrets.token_hex(3)
-        to_stop = self._runningDeploys() if not dry_run else (
-            list(self.decl.deploys) if self.supervisor is not None else [])
+        to_stop = self._runningDeploys()
         steps = self.plan(manifest, run_dir, suffix, to_stop)
         report: dict[str, Any] = {"run_id": run_id, "backup": self.job.name, "dry_run": dry_run,
                                   "steps": [], "outcome": OK, "error": ""}

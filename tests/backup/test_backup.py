@@ -196,6 +196,7 @@ class BackupRestoreTests(TestCase):
         self.assertTrue(report["dry_run"])
         text = "\n".join(s["step"] for s in report["steps"])
         self.assertIn("stop deploy web", text)
+        self.assertNotIn("deploy other", text)  # not this set's deploy
         self.assertIn(f"rename it to {self.pg.name}", text)
         self.assertIn("RENAME TABLE", text)
         self.assertIn(f"to {self.src}", text)
@@ -433,6 +434,19 @@ class FilesOnlyTests(TestCase):
         self.assertEqual(result["outcome"], "ok", result["log"])
         runs = yield backup.listRuns()
         self.assertEqual([r["run_id"] for r in runs], [result["run_id"]])
+
+    @inlineCallbacks
+    def test_storeFailureFreesTheSet(self):
+        """If the store refuses the run's record, the run fails with that reason and the next one
+        can start (the set is not left 'running' forever)."""
+        service = self.service(Backup("f", os.path.join(self.base, "b"), paths={"data": self.src}))
+        yield service.started
+        yield self.store.close()
+        yield self.assertFailure(service.run(), Exception)
+        self.assertEqual(service.status()[0]["state"], "idle")
+        yield self.store.start()
+        result = yield service.run()
+        self.assertEqual(result["outcome"], "ok")
 
     @inlineCallbacks
     def test_badRequestsSayWhy(self):
