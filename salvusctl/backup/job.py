@@ -132,6 +132,7 @@ class BackupJob:
         self.current: RunState | None = None
         self.last: dict[str, Any] | None = None
         self.observers: list[Callable[[RunState], None]] = []
+        self._used_ids: set[str] = set()
 
     # -- reading the directory -------------------------------------------------------------------
 
@@ -220,10 +221,12 @@ class BackupJob:
         if self.current is not None:
             raise AlreadyRunning(f"backup {self.name} is already running ({self.current.run_id})")
         now = self.reactor.seconds()
-        taken = {name for name in os.listdir(self.dest.path)} if (
-            not self.dest.remote and os.path.isdir(self.dest.path)) else set()
+        taken = set(self._used_ids)
+        if not self.dest.remote and os.path.isdir(self.dest.path):
+            taken.update(os.listdir(self.dest.path))
         steps = len(self.decl.databases) + 2 * len(self.decl.paths) + 1
         state = RunState(makeRunId(self.name, now, taken), self.name, now, steps)
+        self._used_ids.add(state.run_id)
         self.current = state
         d = self._run(state)
 
