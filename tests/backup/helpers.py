@@ -12,7 +12,20 @@ from twisted.trial.unittest import SkipTest
 from salvusctl.backup.records import BACKUP_MIGRATIONS
 from salvusctl.store.sqlite import SQLiteStore
 
-__all__ = ["postgresURL", "TempPostgres", "TempMariaDB", "makeStore", "writeFile"]
+__all__ = ["postgresURL", "TempPostgres", "TempMariaDB", "makeStore", "writeFile", "tempPath"]
+
+
+def tempPath(testcase, name: str = "temp") -> str:
+    """A path (not yet created) in a fresh system temporary directory, removed at cleanup.
+
+    Trial's C{mktemp} is relative to the working directory, which under pytest is the checkout.
+    """
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="salvus-backup-test-")
+    testcase.addCleanup(shutil.rmtree, directory, True)
+    return os.path.join(directory, name)
 
 
 def postgresURL() -> str:
@@ -107,7 +120,7 @@ class TempMariaDB:
 
 def makeStore(testcase, reactor, path: str | None = None) -> SQLiteStore:
     """A SQLite store with the backup tables (call C{start()} yourself); closed at cleanup."""
-    store = SQLiteStore(reactor, path or os.path.abspath(testcase.mktemp() + ".db"))
+    store = SQLiteStore(reactor, path or tempPath(testcase, "store.db"))
     store.addMigrations("backup", BACKUP_MIGRATIONS)
     testcase.addCleanup(store.close)
     return store

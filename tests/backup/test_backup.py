@@ -20,7 +20,7 @@ from salvusctl.backup.service import BackupService
 from salvusctl.interfaces import ISupervisor
 
 from .fakes import FakeSupervisor
-from .helpers import TempMariaDB, TempPostgres, makeStore, writeFile
+from .helpers import TempMariaDB, TempPostgres, makeStore, tempPath, writeFile
 
 
 def sha256(path: str) -> str:
@@ -42,7 +42,7 @@ class BackupRestoreTests(TestCase):
         self.my = TempMariaDB(self)
         self.my.query("CREATE TABLE notes (id int PRIMARY KEY, body text);"
                       " INSERT INTO notes VALUES (1, 'one\\ntwo'), (2, 'it''s'), (3, 'three')")
-        self.base = os.path.abspath(self.mktemp())
+        self.base = tempPath(self)
         self.src = os.path.join(self.base, "srv", "web")
         writeFile(os.path.join(self.src, "static", "big.bin"), os.urandom(300_000))
         writeFile(os.path.join(self.src, "config.ini"), b"[web]\nport = 8080\n")
@@ -370,7 +370,7 @@ class FilesOnlyTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.base = os.path.abspath(self.mktemp())
+        self.base = tempPath(self)
         self.src = os.path.join(self.base, "data")
         writeFile(os.path.join(self.src, "a.txt"), b"alpha")
         self.store = makeStore(self, reactor)
@@ -500,7 +500,7 @@ class MariaDBOnlyTests(TestCase):
         my = TempMariaDB(self)
         my.query("CREATE TABLE t (id int PRIMARY KEY, v varchar(20));"
                  " INSERT INTO t VALUES (1, 'a'), (2, 'b'); CREATE TABLE e (x int)")
-        base = os.path.abspath(self.mktemp())
+        base = tempPath(self)
         store = makeStore(self, reactor)
         yield store.start()
         decl = Backup("m", os.path.join(base, "b"), mysql=[my.url])

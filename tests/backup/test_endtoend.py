@@ -19,7 +19,7 @@ from salvusctl.backup.rpc import BackupXMLRPC
 from salvusctl.backup.service import BackupService
 
 from .fakes import FakeSupervisor
-from .helpers import makeStore, writeFile
+from .helpers import makeStore, tempPath, writeFile
 
 
 class CLIOverXMLRPCTests(TestCase):
@@ -29,7 +29,7 @@ class CLIOverXMLRPCTests(TestCase):
     def test_runListVerifyRestore(self):
         """backup run, list, verify and restore --dry-run / restore through a real XML-RPC socket
         (the client blocks, so it runs in a thread as the real salvusctl process would)."""
-        base = os.path.abspath(self.mktemp())
+        base = tempPath(self)
         src = os.path.join(base, "data")
         writeFile(os.path.join(src, "a.txt"), b"alpha")
         store = makeStore(self, reactor)

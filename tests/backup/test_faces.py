@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import xmlrpc.client as xmlrpclib
 
 from twisted.internet.defer import succeed
@@ -21,7 +20,7 @@ from salvusctl.errors import ConfigError
 from salvusctl.host import Host, HostContext
 
 from .fakes import FakeSupervisor
-from .helpers import TempPostgres
+from .helpers import TempPostgres, tempPath
 
 
 class _FakeStore:
@@ -51,7 +50,7 @@ class BuildTests(SynchronousTestCase):
     def context(self, services=None):
         store = _FakeStore()
         context = HostContext(reactor=Clock(), host=Host(name="alpha"), store=store,
-                              var_dir=os.path.abspath(self.mktemp()))
+                              var_dir=tempPath(self))
         context.services.update(services or {})
         return context
 

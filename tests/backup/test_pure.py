@@ -23,6 +23,8 @@ from salvusctl.backup.rsync import (
 from salvusctl.backup.schedule import Scheduler, nextTime, parseSchedule
 from salvusctl.errors import ConfigError
 
+from .helpers import tempPath
+
 STATS = """\r          3   0%    0.00kB/s    0:00:00  \r      3,000,003 100%  715.26MB/s    0:00:00 \
 (xfr#2, to-chk=0/4)
 Number of files: 4 (reg: 2, dir: 2)
@@ -220,7 +222,7 @@ class LayoutTests(SynchronousTestCase):
         self.assertIsNone(runStarted("index.json"))
 
     def test_hashTree(self):
-        root = self.mktemp()
+        root = tempPath(self)
         os.makedirs(os.path.join(root, "d"))
         with open(os.path.join(root, "d", "f"), "wb") as f:
             f.write(b"abc")
@@ -235,7 +237,7 @@ class LayoutTests(SynchronousTestCase):
     def test_hashTreeReusesChecksumsOfHardlinkedFiles(self):
         """A file that is the same inode as in the previous snapshot keeps its checksum unread;
         a copied file is hashed."""
-        old, new = self.mktemp(), self.mktemp()
+        old, new = tempPath(self), tempPath(self)
         os.makedirs(old)
         os.makedirs(new)
         for name in ("same", "copied"):
