@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from salvusctl.backup import dbtools
@@ -114,16 +114,29 @@ class Restorer:
 
     def plan(self, manifest: dict[str, Any], run_dir: str, suffix: str,
              to_stop: list[str]) -> list[Step]:
-        """The steps of a restore, in order (stop, databases, files, record, start)."""
+        """The steps of a restore, in order (stop, databases, files, record, start).
+
+        Only deploys this restore actually stopped are started again.
+        """
         steps = []
+        stopped: list[str] = []
+
+        def stop(deploy: str):
+            d = maybeDeferred(self.supervisor.stopDeploy, deploy)
+            return d.addCallback(lambda _: stopped.append(deploy))
+
+        def start(deploy: str):
+            if deploy not in stopped:
+                return succeed("skipped")
+            return maybeDeferred(self.supervisor.startDeploy, deploy)
+
         deploys = list(self.decl.deploys)
         if deploys and self.supervisor is None:
             steps.append(Step("note", "no supervisor on this host: deploys "
                               + ", ".join(deploys) + " are not stopped"))
         for deploy in reversed(deploys):
             if self.supervisor is not None and deploy in to_stop:
-                steps.append(Step("stop", f"stop deploy {deploy}",
-                                  lambda d=deploy: self.supervisor.stopDeploy(d)))
+                steps.append(Step("stop", f"stop deploy {deploy}", lambda d=deploy: stop(d)))
         for entry in manifest.get("databases", []):
             db = self._database(entry)
             path = os.path.join(run_dir, entry["file"])
@@ -150,8 +163,7 @@ class Restorer:
         steps.append(Step("record", f"record the restore of {manifest['run_id']} in the store"))
         for deploy in deploys:
             if self.supervisor is not None and deploy in to_stop:
-                steps.append(Step("start", f"start deploy {deploy}",
-                                  lambda d=deploy: self.supervisor.startDeploy(d)))
+                steps.append(Step("start", f"start deploy {deploy}", lambda d=deploy: start(d)))
         return steps
 
     @inlineCallbacks
@@ -206,8 +218,8 @@ class Restorer:
                                                      report["outcome"], report, "\n".join(lines))
                 elif step.action is None:
                     entry["outcome"] = "note"
-                else:
-                    yield step.action()
+                elif (yield step.action()) == "skipped":
+                    entry["outcome"] = "skipped"
             except Exception as e:
                 failed = True
                 entry["outcome"] = "failed"

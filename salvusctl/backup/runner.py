@@ -166,18 +166,17 @@ def runProcess(
     if env:
         full_env.update(env)
     handle = ProcessHandle(argv=argv, finished=Deferred())
-    proto = _Protocol(
-        handle, stdoutPath, onStdout, onStderr, captureStdout and stdoutPath is None
-    )
-    executable = argv[0]
-    if os.sep not in executable:
-        executable = _which(executable, full_env.get("PATH", os.defpath))
+    proto = None
     try:
+        executable = argv[0]
+        if os.sep not in executable:
+            executable = _which(executable, full_env.get("PATH", os.defpath))
+        proto = _Protocol(handle, stdoutPath, onStdout, onStderr, captureStdout and stdoutPath is None)
         handle.transport = reactor.spawnProcess(
             proto, executable, argv, env=full_env, path=path, childFDs={0: "w", 1: "r", 2: "r"}
         )
     except Exception as e:
-        if proto.file is not None:
+        if proto is not None and proto.file is not None:
             proto.file.close()
         handle.done = True
         handle.finished.errback(e)

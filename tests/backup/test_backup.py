@@ -449,6 +449,37 @@ class FilesOnlyTests(TestCase):
         self.assertEqual(result["outcome"], "ok")
 
     @inlineCallbacks
+    def test_deployThatWillNotStopAbortsBeforeAnyChange(self):
+        """If the supervisor cannot stop a deploy, nothing is restored and the deploys already
+        stopped are started again."""
+        supervisor = FakeSupervisor(running=["db", "app"])
+        original = supervisor.stopDeploy
+
+        def stopDeploy(name):
+            if name == "db":
+                raise RuntimeError("db refuses to stop")
+            return original(name)
+
+        supervisor.stopDeploy = stopDeploy
+        decl = Backup("s", os.path.join(self.base, "b"), paths={"data": self.src}, deploys=["db", "app"])
+        decl.validate(None)
+        service = BackupService(reactor, self.store, [decl], host_name="alpha",
+                                work_dir=os.path.join(self.base, "work"), supervisor=supervisor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield service.run()
+        writeFile(os.path.join(self.src, "a.txt"), b"newer")
+        report = yield service.restore()
+        self.assertEqual(report["outcome"], "failed")
+        self.assertIn("db refuses to stop", report["error"])
+        self.assertEqual(supervisor.calls, [("stop", "app"), ("start", "app")])
+        with open(os.path.join(self.src, "a.txt"), "rb") as f:
+            self.assertEqual(f.read(), b"newer")
+        self.assertEqual([s["outcome"] for s in report["steps"]],
+                         ["ok", "failed", "skipped", "ok", "skipped", "ok"])
+        self.flushLoggedErrors()
+
+    @inlineCallbacks
     def test_badRequestsSayWhy(self):
         """Unknown runs and sets, and restoring with nothing backed up, fail with a clear reason."""
         service = self.service(Backup("f", os.path.join(self.base, "b"), paths={"data": self.src}))

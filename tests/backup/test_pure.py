@@ -102,6 +102,15 @@ class RetentionTests(SynchronousTestCase):
         self.assertEqual(set(keep), expected)
         self.assertEqual(set(keep) | set(drop), {r.run_id for r in runs})
 
+    def test_weeklyBucketsStartOnMonday(self):
+        """Weekly keeps the newest run of each ISO week (Monday to Sunday, UTC)."""
+        monday = 4 * DAY  # 1970-01-05 was a Monday
+        runs = [RunInfo("sun", monday - HOUR, True), RunInfo("mon", monday + HOUR, True),
+                RunInfo("tue", monday + DAY, True), RunInfo("sat-before", monday - 2 * DAY, True)]
+        keep, drop = selectRuns(runs, monday + 2 * DAY, Retention(weekly=2))
+        self.assertEqual(keep, ["tue", "sun"])
+        self.assertEqual(sorted(drop), ["mon", "sat-before"])
+
     def test_maxAgeButNeverTheNewestGood(self):
         """Age removes old runs, but the newest good run survives any policy."""
         runs = [RunInfo("old", 0.0, True), RunInfo("older", -10.0, True)]
