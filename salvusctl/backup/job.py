@@ -272,8 +272,9 @@ class BackupJob:
         try:
             os.makedirs(os.path.join(meta, "db"), exist_ok=True)
             os.makedirs(os.path.join(meta, "checksums"), exist_ok=True)
+            previous = {d["key"]: d["size"] for d in (base or {}).get("databases", [])}
             for db in self.decl.databases:
-                entry = yield self._dump(state, db, meta)
+                entry = yield self._dump(state, db, meta, previous.get(db.key))
                 manifest["databases"].append(entry)
                 dump_size += entry["size"]
                 transferred += entry["size"]
@@ -323,14 +324,23 @@ class BackupJob:
         }
 
     @inlineCallbacks
-    def _dump(self, state: RunState, db: Database, meta: str):
+    def _dump(self, state: RunState, db: Database, meta: str, expected: int | None = None):
+        """Dump one database.  @param expected: the last good dump's size, the best estimate of
+        this one's, for a percentage (a dump's size is not known before it ends)."""
         state.phase, state.step, state.step_percent = "dump", db.key, 0
         relative = dumpName(db.kind, db.key)
         path = os.path.join(meta, relative)
         start = self.reactor.seconds()
+        written = [0]
 
         def counting(data: bytes, feed=None) -> None:
             state.bytes += len(data)
+            written[0] += len(data)
+            if expected:
+                percent = min(99, written[0] * 100 // expected)
+                if percent != state.step_percent:
+                    state.step_percent = percent
+                    self._notify(state)
             if feed is not None:
                 feed(data)
 

@@ -129,11 +129,14 @@ class Records:
             ),
         )
 
-    def markStale(self, backup: str, now: float) -> Deferred:
-        """Runs left C{running} by a host that died are C{interrupted}: never a base."""
+    def markStale(self, backup: str, host: str, now: float) -> Deferred:
+        """Runs this host left C{running} when it died are C{interrupted}: never a base.
+
+        Only this host's rows: in a fleet's shared store another host may be mid-run.
+        """
         return self.store.runOperation(
-            "UPDATE backup_runs SET outcome = ?, ended = ? WHERE backup = ? AND outcome = ?",
-            (INTERRUPTED, now, backup, RUNNING),
+            "UPDATE backup_runs SET outcome = ?, ended = ? WHERE backup = ? AND host = ? AND outcome = ?",
+            (INTERRUPTED, now, backup, host, RUNNING),
         )
 
     def markDeleted(self, run_id: str, now: float) -> Deferred:

@@ -95,7 +95,7 @@ class BackupService(Service):
     def _markStale(self):
         now = self.reactor.seconds()
         for name, job in self.jobs.items():
-            yield self.records.markStale(name, now)
+            yield self.records.markStale(name, job.host_name, now)
             runs = yield self.records.runs(name)
             if runs and job.last is None:
                 last = runs[-1]
