@@ -190,6 +190,8 @@ class MonitorService(Service):
             for info in self._supervisor.instanceInfos():
                 if info.get("state") in RUNNING_STATES and info.get("pid"):
                     self._started(info)
+        if self._publisher is not None and hasattr(self._publisher, "start"):
+            self._publisher.start()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self._reactor
         self._loop.start(self.interval, now=True)
