@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import time
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 from salvusctl.monitor.schema import DAY, LOG_PARTITION_PREFIX
+from salvusctl.monitor.sqlbatch import insertMany
 
 __all__ = ["LogWriter", "partitionName", "LOG_COLUMNS"]
 
 LOG_COLUMNS = ("host", "deploy", "instance", "stream", "level", "text", "received_at",
                "recorded_at")
-_INSERT = "INSERT INTO logs ({}) VALUES ({})".format(
-    ", ".join(LOG_COLUMNS), ", ".join("?" for _ in LOG_COLUMNS)
-)
+_INSERT_PREFIX = "INSERT INTO logs ({})".format(", ".join(LOG_COLUMNS))
 # Any fixed number: all hosts take the same lock before creating a partition.
 _PARTITION_LOCK = 0x5A17_0001
 MAX_TEXT = 8192
@@ -60,20 +59,21 @@ class LogWriter:
         """Retention may have dropped partitions: check again before the next insert."""
         self._days.clear()
 
-    def insert(self, cursor, rows: list[tuple], now: float) -> None:
+    @inlineCallbacks
+    def insert(self, cursor, rows: list[tuple], now: float):
         """Write rows inside the caller's transaction (the monitor's per-tick flush)."""
         if self._store.dialect == "postgresql":
             days = {int(r[6] // DAY) for r in rows} - self._days
             if days:
-                cursor.execute("SELECT pg_advisory_xact_lock(?)", (_PARTITION_LOCK,))
+                yield cursor.execute("SELECT pg_advisory_xact_lock(?)", (_PARTITION_LOCK,))
                 for day in sorted(days):
-                    cursor.execute(
+                    yield cursor.execute(
                         f"CREATE TABLE IF NOT EXISTS {partitionName(day)} PARTITION OF logs"
                         f" FOR VALUES FROM ({day * DAY:.1f}) TO ({(day + 1) * DAY:.1f})"
                     )
                 # Remembered optimistically; a rolled-back transaction re-creates next time.
                 self._days |= days
-        cursor.executemany(_INSERT, [(*r, now) for r in rows])
+        yield insertMany(cursor, self._store.dialect, _INSERT_PREFIX, [(*r, now) for r in rows])
 
     def search(
         self,

@@ -12,6 +12,8 @@ import calendar
 import time
 from dataclasses import dataclass
 
+from twisted.internet.defer import inlineCallbacks
+
 from salvusctl.monitor.schema import DAY, LOG_PARTITION_PREFIX
 
 __all__ = ["RetentionPolicy", "DEFAULT_RETENTION", "applyRetention", "TIME_COLUMNS"]
@@ -53,8 +55,9 @@ DEFAULT_RETENTION = {
 }
 
 
-def _dropLogPartitions(cursor, cutoff: float) -> int:
-    cursor.execute(
+@inlineCallbacks
+def _dropLogPartitions(cursor, cutoff: float):
+    yield cursor.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = ?",
         ("logs",),
@@ -66,11 +69,12 @@ def _dropLogPartitions(cursor, cutoff: float) -> int:
             continue
         start = calendar.timegm(time.strptime(suffix, "%Y%m%d"))
         if start + DAY <= cutoff:
-            cursor.execute(f"DROP TABLE {relname}")
+            yield cursor.execute(f"DROP TABLE {relname}")
             dropped += 1
     return dropped
 
 
+@inlineCallbacks
 def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], now: float):
     """Apply every policy; returns {table: rows deleted (or partitions dropped for PG logs)}."""
     removed: dict[str, int] = {}
@@ -84,7 +88,7 @@ def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], n
         if table == "services":
             # Only lives that ended long ago and whose samples are gone already.
             if policy.max_age is not None:
-                cursor.execute(
+                yield cursor.execute(
                     "DELETE FROM services WHERE running = ? AND stopped_at < ? AND NOT EXISTS"
                     " (SELECT 1 FROM status WHERE status.service_id = services.id)",
                     (False, now - policy.max_age),
@@ -95,17 +99,17 @@ def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], n
         if policy.max_age is not None:
             cutoff = now - policy.max_age
             if table == "logs" and dialect == "postgresql":
-                count += _dropLogPartitions(cursor, cutoff)
-            cursor.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+                count += yield _dropLogPartitions(cursor, cutoff)
+            yield cursor.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
             count += max(cursor.rowcount or 0, 0)
         if policy.max_rows is not None:
-            cursor.execute(
+            yield cursor.execute(
                 f"SELECT {column} FROM {table} ORDER BY {column} DESC LIMIT 1 OFFSET ?",
                 (policy.max_rows - 1,),
             )
             row = cursor.fetchone()
             if row is not None:
-                cursor.execute(f"DELETE FROM {table} WHERE {column} < ?", (row[0],))
+                yield cursor.execute(f"DELETE FROM {table} WHERE {column} < ?", (row[0],))
                 count += max(cursor.rowcount or 0, 0)
         removed[table] = count
     return removed

@@ -27,6 +27,7 @@ from salvusctl.monitor import queries
 from salvusctl.monitor.logs import LogWriter
 from salvusctl.monitor.retention import DEFAULT_RETENTION, RetentionPolicy, applyRetention
 from salvusctl.monitor.schema import MONITOR_MIGRATIONS
+from salvusctl.monitor.sqlbatch import insertMany
 
 __all__ = ["MonitorService", "RUNNING_STATES", "EXIT_STATES"]
 
@@ -40,20 +41,17 @@ EXIT_STATES = frozenset({"STOPPED", "EXITED", "FATAL", "BACKOFF", "UNKNOWN"})
 _STATUS_INSERT = (
     "INSERT INTO status (service_id, timestamp, load, percent_mem, percent_cpu, cputime, walltime,"
     " virtual_size, resident_size, threads, fds, state, nprocs)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _PROCESS_INSERT = (
     "INSERT INTO process_status (service_id, timestamp, pid, ppid, name, percent_cpu, percent_mem,"
     " cputime, walltime, virtual_size, resident_size, threads, fds, state)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _HOST_INSERT = (
     "INSERT INTO host_status (host, timestamp, load1, load5, load15, percent_cpu, mem_total,"
-    " mem_free, mem_available, swap_total, swap_used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " mem_free, mem_available, swap_total, swap_used)"
 )
 _DISK_INSERT = (
     "INSERT INTO disk_status (host, timestamp, kind, name, path, total, used, free, percent)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -528,6 +526,7 @@ class MonitorService(Service):
             )
         outage.reason = reason
 
+    @inlineCallbacks
     def _writeBatch(self, cursor, batch: list[_Buffered], exits: list[_Instance], now: float):
         status, process, host, disk, logs = [], [], [], [], []
         for item in batch:
@@ -543,12 +542,11 @@ class MonitorService(Service):
                 logs.append(item.row)
         for sql, rows in ((_STATUS_INSERT, status), (_PROCESS_INSERT, process),
                           (_HOST_INSERT, host), (_DISK_INSERT, disk)):
-            if rows:
-                cursor.executemany(sql, rows)
+            yield insertMany(cursor, self._store.dialect, sql, rows)
         if logs:
-            self._logs.insert(cursor, logs, now)
+            yield self._logs.insert(cursor, logs, now)
         for record in exits:
-            cursor.execute(
+            yield cursor.execute(
                 "UPDATE services SET running = ?, stopped_at = ? WHERE id = ?",
                 (False, record.exited_at, record.service_id),
             )

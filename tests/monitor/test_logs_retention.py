@@ -107,7 +107,8 @@ class RetentionTests(MonitorTestMixin, SynchronousTestCase):
 
     def test_unknownTable(self):
         self.makeMonitor()
-        with self.assertRaises(ValueError):
-            applyRetention(None, "sqlite", {"nope": RetentionPolicy(max_age=1)}, 0.0)
+        self.failureResultOf(
+            applyRetention(None, "sqlite", {"nope": RetentionPolicy(max_age=1)}, 0.0), ValueError
+        )
         with self.assertRaises(ValueError):
             RetentionPolicy(max_rows=0)
