@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -69,6 +69,7 @@ class _Instance:
     exit_written: bool = False
     exited_at: float | None = None
     start_in_flight: bool = False
+    start_write: Deferred | None = None
 
 
 @dataclass
@@ -168,6 +169,8 @@ class MonitorService(Service):
         self._observers: list[Callable[[dict[str, Any]], Any]] = []
         self.ticks = 0
         self.flushes = 0
+        #: Seconds C{stopService} waits for the last flush.
+        self.stop_timeout = 5.0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -206,15 +209,35 @@ class MonitorService(Service):
         for loop in (self._loop, self._retentionLoop):
             if loop is not None and loop.running:
                 loop.stop()
+        # One last write of what is buffered (the store closes after the monitor stops), but a
+        # store that is down must not hold the host's shutdown for ever.
         if self._flushing is not None:
-            yield self._flushing
-        # One last write of what is buffered; the store closes after the monitor stops.
-        yield self.flush()
+            yield self._atMost(self._flushing, self.stop_timeout)
+        yield self._atMost(self.flush(), self.stop_timeout)
         if self._publisher is not None and hasattr(self._publisher, "stop"):
             yield maybeDeferred(self._publisher.stop)
         if self._pool is not None:
             self._pool.stop()
             self._pool = None
+
+    def _atMost(self, d: Deferred, seconds: float) -> Deferred:
+        """Fires when C{d} does or after C{seconds}, whichever is first (C{d} is left running)."""
+        waiter: Deferred = Deferred()
+
+        def fire(_=None):
+            if not waiter.called:
+                waiter.callback(None)
+
+        timer = self._reactor.callLater(seconds, fire)
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            fire()
+            return result
+
+        d.addBoth(done)
+        return waiter
 
     # -- supervisor events -----------------------------------------------------------------------
 
@@ -264,7 +287,7 @@ class MonitorService(Service):
         if record.start_in_flight or record.service_id is not None:
             return
         record.start_in_flight = True
-        d = maybeDeferred(
+        d = record.start_write = maybeDeferred(
             self._store.recordServiceStart,
             record.group,
             record.name,
@@ -287,6 +310,7 @@ class MonitorService(Service):
             self._storeFailed(failure)
 
         d.addCallbacks(done, failed)
+        d.addBoth(lambda _: setattr(record, "start_write", None))
 
     # -- sampling --------------------------------------------------------------------------------
 
@@ -483,6 +507,11 @@ class MonitorService(Service):
         for record in list(self._current.values()) + self._exits:
             if record.service_id is None and not record.start_in_flight:
                 self._writeStart(record)
+        # Samples of an instance whose services row is being written wait for its id.
+        starting = [r.start_write for r in list(self._current.values()) + self._exits
+                    if r.start_write is not None]
+        if starting:
+            yield DeferredList(starting, consumeErrors=True)
         exits = [r for r in self._exits if r.service_id is not None]
         batch = [b for b in self._buffer if b.instance is None or b.instance.service_id is not None]
         if not batch and not exits:
