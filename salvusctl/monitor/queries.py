@@ -77,15 +77,31 @@ def _samples(rows) -> list[dict[str, Any]]:
     return [dict(zip(SAMPLE_COLUMNS, row, strict=True)) for row in rows]
 
 
-def history(store, host: str, name: str, since: float, until: float | None = None) -> Deferred:
-    """Samples of the instance C{name} on C{host} (all of its services rows), oldest first."""
-    sql = (
-        f"SELECT {_st('st')} FROM services sv JOIN status st ON st.service_id = sv.id"
-        " WHERE sv.site = ? AND sv.host = ? AND st.timestamp >= ? AND st.timestamp <= ?"
-        " ORDER BY st.timestamp"
+@inlineCallbacks
+def history(store, host: str, name: str, since: float, until: float | None = None):
+    """Samples of the instance C{name} on C{host} (every life overlapping the range), oldest first.
+
+    Two short reads instead of one join: first the lives (services rows) that overlap the range,
+    then their samples by C{service_id IN (…)} on the C{(service_id, timestamp)} index.  With one
+    join, PostgreSQL estimates each life's share of the range from table-wide statistics and, at
+    a million rows, prefers scanning the whole time range of every instance (≈ 50 ms) to probing
+    this one's (≈ 3 ms).
+    """
+    end = _FOREVER if until is None else until
+    lives = yield store.runQuery(
+        "SELECT id FROM services WHERE site = ? AND host = ? AND (started_at IS NULL OR"
+        " started_at <= ?) AND (stopped_at IS NULL OR stopped_at >= ?)",
+        (name, host, end, since),
     )
-    args = (name, host, since, _FOREVER if until is None else until)
-    return store.runQuery(sql, args).addCallback(_samples)
+    ids = [row[0] for row in lives]
+    if not ids:
+        return []
+    rows = yield store.runQuery(
+        "SELECT {} FROM status WHERE service_id IN ({}) AND timestamp >= ? AND timestamp <= ?"
+        " ORDER BY timestamp".format(", ".join(SAMPLE_COLUMNS), ", ".join("?" for _ in ids)),
+        (*ids, since, end),
+    )
+    return _samples(rows)
 
 
 @inlineCallbacks

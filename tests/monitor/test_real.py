@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -91,3 +92,26 @@ class RealProcessTests(TestCase):
 
     def test_directorySizeMissing(self):
         self.assertIsNone(directorySize("/nonexistent/salvus"))
+
+
+class FastPathTests(TestCase):
+    def test_agreesWithPsutil(self):
+        """The /proc fast path reports what psutil reports for the same process."""
+        import psutil
+
+        sampler = Sampler(mounts=False)
+        me = psutil.Process(os.getpid())
+        sampler.sample([("me:0", os.getpid())], 0.0)
+        end = 0
+        for i in range(300_000):  # some CPU for the cpu % to see
+            end += i
+        got = sampler.sample([("me:0", os.getpid())], 1.0)["instances"]["me:0"]["processes"][0]
+        self.assertEqual(got["name"], me.name())
+        self.assertEqual(got["threads"], me.num_threads())
+        self.assertAlmostEqual(got["vms"], me.memory_info().vms, delta=16 << 20)
+        self.assertAlmostEqual(got["rss"], me.memory_info().rss, delta=4 << 20)
+        self.assertAlmostEqual(got["cputime"], sum(me.cpu_times()[:2]), delta=0.05)
+        self.assertAlmostEqual(got["walltime"], time.time() - me.create_time(), delta=0.5)
+        self.assertEqual(got["status"], me.status())
+        self.assertEqual(got["ppid"], me.ppid())
+        self.assertGreater(got["cpu_percent"], 0.0)
