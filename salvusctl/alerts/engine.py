@@ -116,6 +116,17 @@ class AlertsService(Service):
         """Alerts firing now."""
         return [s.firing for s in self._states.values() if s.firing is not None]
 
+    def recorded(self, store, since: float = 0.0, open_only: bool = False, limit: int = 200):
+        """Alert records from the store (every host sharing it), newest first: for the admin."""
+        sql = (
+            "SELECT id, host, rule, subject, severity, message, fired_at, cleared_at FROM alerts"
+            " WHERE fired_at >= ?" + (" AND cleared_at IS NULL" if open_only else "")
+            + f" ORDER BY fired_at DESC LIMIT {int(limit)}"
+        )
+        columns = ("id", "host", "rule", "subject", "severity", "message", "fired_at", "cleared_at")
+        d = store.runQuery(sql, (since,))
+        return d.addCallback(lambda rows: [dict(zip(columns, r, strict=True)) for r in rows])
+
     def evaluate(self, snapshot: Mapping[str, Any]):
         """Evaluate every rule on one snapshot; fires with the actions' results (for tests)."""
         now = snapshot["timestamp"]

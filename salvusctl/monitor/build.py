@@ -32,6 +32,8 @@ class Monitor:
         defaults; C{retention_interval} seconds between runs.
     @ivar address: the address this host's instances are reached on (stored in services rows and
         used to match balancer backends).
+    @ivar load_source: a L{MonitorLoadSource} also given to a balanced service's least-load
+        scheduler (C{scheduler_options={"source": src}}); the builder binds it to this monitor.
     """
 
     component: ClassVar[str] = "monitor"
@@ -44,6 +46,7 @@ class Monitor:
     retention: dict[str, Any] = field(default_factory=dict)
     retention_interval: float = 3600.0
     address: str | None = None
+    load_source: Any = None
 
     def validate(self, host) -> None:
         for name in ("interval", "disk_interval", "retention_interval"):
@@ -64,6 +67,8 @@ class Monitor:
                     f" not {self.memcached!r}"
                 )
             _parse(self.memcached)
+        if self.load_source is not None and not hasattr(self.load_source, "bind"):
+            raise ConfigError("Monitor(load_source=…) must be a MonitorLoadSource()")
         self.policies()
 
     def policies(self) -> dict[str, RetentionPolicy]:
@@ -101,6 +106,32 @@ def findSupervisor(service) -> Any:
     return None
 
 
+def wireLogHook(service, supervisor, monitor: MonitorService) -> bool:
+    """Give the supervisor the monitor's per-line store hook; True if it took it.
+
+    A supervisor offering C{setStoreHook(callable)} (or C{addLogHook}) gets the 5-argument hook
+    through it.  The supervisor service that takes C{storeHook} at construction and hands it to
+    each instance's log gets the C{LogLine} form on itself and on every instance log already made.
+    """
+    for holder in (supervisor, service):
+        if holder is None:
+            continue
+        for name in ("setStoreHook", "addLogHook", "setLogHook"):
+            method = getattr(holder, name, None)
+            if method is not None:
+                method(monitor.storeLogLine if name == "setStoreHook" else monitor.logLine)
+                return True
+    for holder in (supervisor, service):
+        if holder is not None and hasattr(holder, "storeHook"):
+            holder.storeHook = monitor.storeLogLine
+            for instance in getattr(holder, "instances", {}).values():
+                instanceLog = getattr(instance, "log", None)
+                if instanceLog is not None and hasattr(instanceLog, "storeHook"):
+                    instanceLog.storeHook = monitor.storeLogLine
+            return True
+    return False
+
+
 def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
     """One monitor per host: wire it to the supervisor (states, log hook) and the balancer."""
     if len(declarations) > 1:
@@ -131,22 +162,15 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
         retention_interval=decl.retention_interval,
         address=decl.address,
     )
-    # The supervisor's per-line log hook, under whichever name it offers.
-    for holder in (supervisor, context.services.get("supervisor")):
-        hook = None
-        for name in ("addLogHook", "setLogHook", "addStoreLogHook", "setStoreLogHook"):
-            hook = getattr(holder, name, None)
-            if hook is not None:
-                hook(monitor.logLine)
-                break
-        if hook is not None:
-            break
+    wireLogHook(context.services.get("supervisor"), supervisor, monitor)
     # The balancer's least-load scheduler: give it this host's instance loads.
+    from salvusctl.monitor.loadsource import MonitorLoadSource
+
+    addresses = [decl.address] if decl.address else []
+    if decl.load_source is not None:
+        decl.load_source.bind(monitor, addresses)
     balancer = context.services.get("balancer")
     setter = getattr(balancer, "setLoadSource", None)
     if setter is not None:
-        from salvusctl.monitor.loadsource import MonitorLoadSource
-
-        addresses = [decl.address] if decl.address else []
         setter(MonitorLoadSource(monitor, addresses))
     return monitor

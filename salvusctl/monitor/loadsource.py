@@ -40,11 +40,21 @@ class MonitorLoadSource:
         is not ours (None).  Loopback and wildcard addresses always match.
     """
 
-    def __init__(self, monitor, addresses: Iterable[str] = ()):
+    def __init__(self, monitor=None, addresses: Iterable[str] = ()):
         self._monitor = monitor
         self._addresses = frozenset(addresses) | _LOCAL
 
+    def bind(self, monitor, addresses: Iterable[str] = ()) -> None:
+        """Attach the monitor later: a C{.tac} makes the source first, hands it to a balanced
+        service's C{scheduler_options={"source": ...}} and to C{Monitor(load_source=...)}, and
+        the monitor's builder binds it (the balancer is built before the monitor).  Until then
+        every load is unknown and the scheduler falls back to least connections."""
+        self._monitor = monitor
+        self._addresses = frozenset(addresses) | _LOCAL | self._addresses
+
     def loadOf(self, host: Any) -> float | None:
+        if self._monitor is None:
+            return None
         address, port = _addressAndPort(host)
         try:
             port = int(port)

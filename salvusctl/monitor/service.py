@@ -469,6 +469,11 @@ class MonitorService(Service):
         """Rows waiting for the store (for the admin and tests)."""
         return len(self._buffer)
 
+    def storeLogLine(self, line: Any) -> None:
+        """The same hook for the supervisor's C{LogLine} objects (C{instance, stream, level, text,
+        time})."""
+        self.logLine(line.instance, line.stream, line.level, line.text, line.time)
+
     def logLine(self, name: str, stream: str, level: str, text: str, received_time: float) -> None:
         """The supervisor's per-line hook: buffer one deploy log line for the store.
 

@@ -152,6 +152,9 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual(rows, [("fatal", "web:0", "critical", 0.0, 5.0),
                                 ("fatal", "web:0", "critical", 10.0, None)])
         self.assertEqual(len(self.collect.alerts), 2)  # fired, cleared; the refire was suppressed
+        recorded = self.successResultOf(engine.recorded(store, open_only=True))
+        self.assertEqual([(r["rule"], r["fired_at"]) for r in recorded], [("fatal", 10.0)])
+        self.assertEqual(len(self.successResultOf(engine.recorded(store))), 2)
 
     def test_brokenActionDoesNotStopOthers(self):
         """One failing action is logged; the others still run."""

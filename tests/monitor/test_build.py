@@ -76,6 +76,46 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual(supervisor.observers, [monitor.instanceChanged])
         self.successResultOf(monitor.stopService())
 
+    def test_logHookOnASupervisorThatTakesItAtConstruction(self):
+        """A supervisor whose instance logs already hold a C{storeHook} gets the monitor's, and
+        its C{LogLine} objects land in the log table."""
+        from types import SimpleNamespace
+
+        class InstanceLog:
+            storeHook = None
+
+        class SupervisorService(FakeSupervisor):
+            storeHook = None
+
+            def __init__(self):
+                super().__init__()
+                self.instances = {"web:0": SimpleNamespace(log=InstanceLog())}
+
+        supervisor = SupervisorService()
+        ctx = self.context(supervisor=supervisor)
+        monitor = buildMonitor(ctx, [Monitor()])
+        hook = supervisor.instances["web:0"].log.storeHook
+        self.assertEqual(hook, monitor.storeLogLine)
+        self.successResultOf(ctx.store.start())
+        monitor._run = inline
+        monitor.startService()
+        hook(SimpleNamespace(instance="web:0", stream="stderr", level="error", text="boom", time=7.0))
+        self.successResultOf(monitor.flush())
+        self.assertEqual(ctx.store.rows("SELECT instance, level, text, received_at FROM logs"),
+                         [("web:0", "error", "boom", 7.0)])
+        self.successResultOf(monitor.stopService())
+
+    def test_loadSourceDeclaredBeforeTheMonitor(self):
+        """A load source made in the .tac for the balancer is bound when the monitor is built."""
+        source = MonitorLoadSource()
+        self.assertIsNone(source.loadOf(("127.0.0.1", 8001)))
+        monitor = buildMonitor(self.context(), [Monitor(load_source=source)])
+        monitor._latest = {"web:0": {"name": "web:0", "group": "web", "state": "RUNNING",
+                                     "port": 8001, "cpu_percent": 12.5}}
+        self.assertEqual(source.loadOf(("127.0.0.1", 8001)), 12.5)
+        with self.assertRaises(ConfigError):
+            Monitor(load_source=object()).validate(Host(name="h1"))
+
     def test_badDeclarations(self):
         """Each bad value is one ConfigError naming the argument."""
         host = Host(name="h1")
