@@ -248,6 +248,25 @@ class BufferTests(MonitorTestMixin, SynchronousTestCase):
         self.assertEqual(times[-1], 55.0)
         self.assertNotIn(10.0, times)
 
+    def test_hungStoreDoesNotHoldShutdown(self):
+        """A store that queues writes for ever (PostgreSQL during an outage) delays stopping by
+        at most stop_timeout."""
+        from twisted.internet.defer import Deferred
+
+        self.makeMonitor()
+        self.supervisor.add("web:0", pid=100)
+        self.start()
+        self.clock.advance(0)
+        self.store.runInteraction = lambda *a, **kw: Deferred()
+        self.clock.advance(5)
+        self.clock.advance(0)
+        d = self.monitor.stopService()
+        self.assertNoResult(d)
+        self.clock.advance(self.monitor.stop_timeout)
+        self.assertNoResult(d)  # the flush that was running, then the last one
+        self.clock.advance(self.monitor.stop_timeout)
+        self.successResultOf(d)
+
     def test_stopFlushes(self):
         """Stopping the monitor writes what is buffered before the store closes."""
         self.makeMonitor()
