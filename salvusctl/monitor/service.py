@@ -167,6 +167,7 @@ class MonitorService(Service):
         self._loop: LoopingCall | None = None
         self._retentionLoop: LoopingCall | None = None
         self._observers: list[Callable[[dict[str, Any]], Any]] = []
+        self._logsSinceFlush = 0
         self.ticks = 0
         self.flushes = 0
         #: Seconds C{stopService} waits for the last flush.
@@ -484,7 +485,9 @@ class MonitorService(Service):
             return
         row = self._logs.row(name, stream, level, text, received_time)
         self._append(_Buffered("log", row))
-        if sum(1 for b in self._buffer if b.kind == "log") >= 1000:
+        self._logsSinceFlush += 1
+        if self._logsSinceFlush >= 1000:
+            self._logsSinceFlush = 0
             self._flushSoon()
 
     def _flushSoon(self) -> None:

@@ -51,6 +51,16 @@ class LogTests(MonitorTestMixin, SynchronousTestCase):
         with self.assertRaises(ValueError):
             self.monitor.searchLogs(limit=0)
 
+    def test_burstFlushesEarly(self):
+        """A burst of lines is written without waiting for the next tick."""
+        self.makeMonitor()
+        self.start()
+        self.clock.advance(0)
+        for i in range(1000):
+            self.monitor.logLine("web:0", "stdout", "info", f"line {i}", float(i))
+        self.clock.advance(0)
+        self.assertEqual(self.store.rows("SELECT COUNT(*) FROM logs"), [(1000,)])
+
     def test_badLine(self):
         """A line without an instance name is refused at the hook, not at write time."""
         self.makeMonitor()
