@@ -70,6 +70,7 @@ class _Instance:
     exited_at: float | None = None
     start_in_flight: bool = False
     start_write: Deferred | None = None
+    user: str | None = None
 
 
 @dataclass
@@ -269,6 +270,7 @@ class MonitorService(Service):
             pid=pid,
             port=info.get("port"),
             started_at=now,
+            user=info.get("user") or self.user,
         )
         self._current[name] = record
         self._starts.setdefault(name, deque(maxlen=50)).append(now)
@@ -294,7 +296,7 @@ class MonitorService(Service):
             record.name,
             self.address,
             record.port,
-            self.user,
+            record.user,
             record.pid,
             os.getpid(),
             self.host_name,

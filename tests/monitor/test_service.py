@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -63,11 +65,12 @@ class SamplingTests(MonitorTestMixin, SynchronousTestCase):
     def test_servicesRowOnStartAndExit(self):
         """A RUNNING instance gets a services row; its exit marks it not running."""
         self.makeMonitor()
-        self.supervisor.add("web:0", pid=100, port=8001)
+        self.supervisor.add("web:0", pid=100, port=8001, user="www")
         self.start()
         self.tick(0)
-        rows = self.store.rows("SELECT type, site, port, pid, running, host FROM services")
-        self.assertEqual(rows, [("web", "web:0", 8001, 100, 1, "h1")])
+        rows = self.store.rows('SELECT type, site, port, pid, running, host, "user", monitor_pid'
+                               " FROM services")
+        self.assertEqual(rows, [("web", "web:0", 8001, 100, 1, "h1", "www", os.getpid())])
         self.supervisor.setState("web:0", "EXITED")
         self.tick(0)
         rows = self.store.rows("SELECT running, stopped_at FROM services")
