@@ -83,6 +83,30 @@ class RealProcessTests(TestCase):
                                      " (SELECT MAX(timestamp) FROM process_status)")
         self.assertEqual(count, [(2,)])
 
+    @inlineCallbacks
+    def test_samplingRunsOffTheReactorThread(self):
+        """psutil's blocking reads happen on the monitor's own thread, never the reactor's."""
+        import threading
+
+        threads = []
+
+        class Recording(Sampler):
+            def sample(self, *args, **kwargs):
+                threads.append(threading.current_thread())
+                return super().sample(*args, **kwargs)
+
+        store = SQLiteStore(reactor, os.path.join(os.path.abspath(self.mktemp()), "s.db"))
+        monitor = MonitorService(reactor, store, FakeSupervisor(), host_name="h1", interval=3600,
+                                 sampler=Recording(mounts=False))
+        yield store.start()
+        self.addCleanup(store.close)
+        monitor.startService()
+        self.addCleanup(monitor.stopService)
+        yield monitor.sampleOnce()
+        self.assertTrue(threads)
+        self.assertNotIn(threading.main_thread(), threads)
+        self.assertEqual({t.name for t in threads}, {threads[0].name})
+
     def test_goneProcessIsNone(self):
         """A pid that no longer exists samples as None, not an exception."""
         proc = subprocess.Popen([sys.executable, "-c", "pass"])
