@@ -173,3 +173,14 @@ class FakeSampler:
             instances[name] = None if spec is None else processSample(pid, now, **spec)
         deploys = [dict(deploy=d, path=p, bytes=1234) for d, p in sorted((deployDirs or {}).items())]
         return {"instances": instances, "host": hostSample(now, deploys=deploys, **self.host)}
+
+
+def tempDir(testcase) -> str:
+    """A fresh directory removed when the test ends (trial's mktemp() would leave it under the
+    working directory when run by pytest)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="salvus-monitor-")
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path

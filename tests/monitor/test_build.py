@@ -16,7 +16,7 @@ from salvusctl.monitor.build import Monitor, buildMonitor
 from salvusctl.monitor.loadsource import MonitorLoadSource
 from salvusctl.monitor.retention import RetentionPolicy
 from salvusctl.monitor.service import MonitorService
-from tests.monitor.fakes import FakeSupervisor, SyncSQLiteStore, inline
+from tests.monitor.fakes import FakeSupervisor, SyncSQLiteStore, inline, tempDir
 
 
 class FakeBalancer:
@@ -40,13 +40,13 @@ class BuildTests(SynchronousTestCase):
     def context(self, **services):
         clock = Clock()
         store = SyncSQLiteStore(clock)
-        host = Host(name="h1", var=self.mktemp())
+        host = Host(name="h1", var=os.path.join(tempDir(self), "var"))
         return HostContext(reactor=clock, host=host, store=store, var_dir=host.var_dir,
                            services=dict(services))
 
     def test_hostBuildsMonitorAndAlerts(self):
         """A .tac with Monitor and alert declarations builds both services, in order."""
-        var = os.path.abspath(self.mktemp())
+        var = tempDir(self)
         host = Host(name="h1", store="sqlite:" + os.path.join(var, "s.db"), var=var)
         host.add(Monitor(interval=2.0, memcached="tcp:127.0.0.1:11211"))
         host.add(AlertRule("cpu", 90, seconds=30))

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from salvusctl.monitor.sampler import Sampler, directorySize
 from salvusctl.monitor.service import MonitorService
 from salvusctl.store.sqlite import SQLiteStore
-from tests.monitor.fakes import FakeSupervisor
+from tests.monitor.fakes import FakeSupervisor, tempDir
 
 # A parent that starts one child and both wait: a tree of two processes, with a few threads.
 TREE = """
@@ -51,10 +51,10 @@ class RealProcessTests(TestCase):
         """An instance and its child are sampled (summed and per process) off the reactor thread,
         and land in the SQLite store."""
         parent, child = self.spawnTree()
-        store = SQLiteStore(reactor, os.path.join(os.path.abspath(self.mktemp()), "s.db"))
+        store = SQLiteStore(reactor, os.path.join(tempDir(self), "s.db"))
         supervisor = FakeSupervisor()
         supervisor.add("web:0", pid=parent, port=8001)
-        deploy_dir = os.path.abspath(self.mktemp())
+        deploy_dir = tempDir(self)
         os.makedirs(os.path.join(deploy_dir, "sub"))
         with open(os.path.join(deploy_dir, "sub", "f"), "wb") as f:
             f.write(b"x" * 5000)
@@ -95,7 +95,7 @@ class RealProcessTests(TestCase):
                 threads.append(threading.current_thread())
                 return super().sample(*args, **kwargs)
 
-        store = SQLiteStore(reactor, os.path.join(os.path.abspath(self.mktemp()), "s.db"))
+        store = SQLiteStore(reactor, os.path.join(tempDir(self), "s.db"))
         monitor = MonitorService(reactor, store, FakeSupervisor(), host_name="h1", interval=3600,
                                  sampler=Recording(mounts=False))
         yield store.start()
