@@ -63,6 +63,32 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual([type(a) for a in alerts.actions], [RecordAction, EmailAction, WebhookAction])
         self.assertEqual(alerts.repeat_interval, 600)
 
+    def test_fromATacFile(self):
+        """The declarations as a .tac file writes them, through the config loader."""
+        from salvusctl.config import loadHost
+
+        var = tempDir(self)
+        path = os.path.join(var, "host.tac")
+        with open(path, "w") as f:
+            f.write(
+                "from salvusctl.host import Host\n"
+                "from salvusctl.monitor import Monitor, MonitorLoadSource\n"
+                "from salvusctl.alerts import AlertRule, AlertSettings\n"
+                f"host = Host(name='h1', store='sqlite:{var}/s.db', var='{var}')\n"
+                "load = MonitorLoadSource()\n"
+                "host.add(Monitor(interval=1, load_source=load))\n"
+                "host.add(AlertRule('rss', 512, deploy='web'))\n"
+                "host.add(AlertSettings(repeat_interval=7200))\n"
+            )
+        top = loadHost(path).build(MemoryReactorClock())
+        self.assertEqual(top.getServiceNamed("alerts").rules[0].label, "rss:web")
+        with open(path, "a") as f:
+            f.write("host.add(AlertRule('rss'))\n")
+        with self.assertRaises(ConfigError) as e:
+            loadHost(path).build(MemoryReactorClock())
+        self.assertIn("host.tac:9", str(e.exception))
+        self.assertIn("needs a numeric threshold", str(e.exception))
+
     def test_wiresSupervisorHookAndBalancer(self):
         """The monitor observes the supervisor, takes its log lines and feeds the balancer."""
         supervisor, balancer = HookedSupervisor(), FakeBalancer()
