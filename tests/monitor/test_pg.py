@@ -118,3 +118,52 @@ class PostgresMonitorTests(TestCase):
         yield action.fire(replace(alert, cleared=True, cleared_at=20.0))
         self.assertEqual(self.db.query("SELECT subject, fired_at, cleared_at FROM alerts"),
                          [("web:0", 10.0, 20.0)])
+
+
+class PostgresOutageTests(TestCase):
+    """The monitor over the real PostgreSQL store while the server goes away and comes back."""
+
+    skip = POSTGRES_SKIP
+    timeout = 60
+
+    @inlineCallbacks
+    def test_noSampleLostAcrossAnOutage(self):
+        """Sampling and latest() go on while the database is unreachable; when it returns every
+        sample taken meanwhile is in the status table."""
+        from salvusctl.store.postgres import PostgresStore, backoff
+        from salvusctl.store.url import parseStoreURL
+        from tests.monitor.test_memcache import waitFor
+        from tests.store.test_postgres_outage import Proxy, freePort
+
+        db = TempDatabase().create()
+        self.addCleanup(db.drop)
+        proxy = Proxy("127.0.0.1", int(db.port), freePort())
+        proxy.up()
+        self.addCleanup(lambda: proxy.down() if proxy.port is not None else None)
+        store = PostgresStore(reactor, parseStoreURL(db.urlOnPort(proxy.listen_port)),
+                              reconnect_delays=backoff(0.05, 2.0, 0.2))
+        supervisor = FakeSupervisor()
+        supervisor.add("web:0", pid=100)
+        supervisor.add("web:1", pid=200)
+        monitor = MonitorService(reactor, store, supervisor, host_name="h1", sampler=FakeSampler(),
+                                 run=inline, interval=3600)
+        yield store.start()
+        self.addCleanup(store.close)
+        monitor.startService()
+        self.addCleanup(monitor.stopService)
+        for _ in range(2):
+            yield monitor.sampleOnce()
+        yield monitor.flush()
+        self.assertEqual(db.query("SELECT COUNT(*) FROM status"), [(6,)])
+
+        yield proxy.down()
+        taken = []
+        for _ in range(3):
+            snapshot = yield monitor.sampleOnce()
+            taken.append(snapshot["timestamp"])
+            self.assertEqual(monitor.latest()["web:0"]["sampled_at"], snapshot["timestamp"])
+        proxy.up()
+        yield waitFor(lambda: db.query("SELECT COUNT(*) FROM status") == [(12,)], timeout=20)
+        stored = {t for (t,) in db.query("SELECT DISTINCT timestamp FROM status")}
+        self.assertTrue(set(taken) <= stored)
+        self.flushLoggedErrors()
