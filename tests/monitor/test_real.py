@@ -139,3 +139,19 @@ class FastPathTests(TestCase):
         self.assertEqual(got["status"], me.status())
         self.assertEqual(got["ppid"], me.ppid())
         self.assertGreater(got["cpu_percent"], 0.0)
+
+    def test_portablePathAgrees(self):
+        """Where /proc has no stat files the sampler asks psutil for every figure instead; the
+        figures are the same kind."""
+        from salvusctl.monitor import sampler as module
+
+        self.patch(module, "_PROC_STAT", False)
+        sampler = Sampler(mounts=False)
+        sampler.sample([("me:0", os.getpid())], 0.0)
+        got = sampler.sample([("me:0", os.getpid())], 1.0)["instances"]["me:0"]
+        self.assertEqual(got["nprocs"], 1)
+        proc = got["processes"][0]
+        self.assertEqual(proc["pid"], os.getpid())
+        self.assertGreater(proc["threads"], 0)
+        self.assertGreater(proc["rss"], 0)
+        self.assertIn(proc["status"], ("running", "sleeping"))
