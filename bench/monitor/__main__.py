@@ -183,6 +183,52 @@ def pgQueries(reactor, url: str, rows: int, services: int):
 
 
 @inlineCallbacks
+def sqliteQueries(reactor, path: str, rows: int, services: int):
+    """The same two queries on the default SQLite store, filled the same way."""
+    import sqlite3
+
+    store = makeStore("sqlite:" + path, reactor)
+    MonitorService(reactor, store, None, host_name="bench")
+    yield store.start()
+    yield store.close()
+    per = rows // services
+    now = time.time()
+    start = now - per * 5.0
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < ?)"
+            " INSERT INTO services (type, site, port, running, pid, host, started_at)"
+            " SELECT 'web', 'web:' || n, 10000 + n, 1, 1000 + n, 'bench', ? FROM g",
+            (services - 1, start),
+        )
+        conn.execute(
+            "WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < ?)"
+            " INSERT INTO status (service_id, timestamp, load, percent_mem, percent_cpu, cputime,"
+            " walltime, virtual_size, resident_size, threads, fds, state, nprocs)"
+            " SELECT sv.id, ? + g.n * 5.0, 0.5, 0.1, 50.0, g.n * 0.01, g.n * 5.0, 200000000,"
+            " 50000000, 4, 12, 'sleeping', 1 FROM g CROSS JOIN services sv ORDER BY g.n, sv.id",
+            (per - 1, start),
+        )
+        conn.execute("ANALYZE")
+    conn.close()
+    store = makeStore("sqlite:" + path, reactor)
+    yield store.start()
+    latest, history = [], []
+    for i in range(55):
+        t = time.perf_counter()
+        result = yield queries.runningWithStatus(store)
+        latest.append(time.perf_counter() - t)
+        assert len(result) == services
+        t = time.perf_counter()
+        samples = yield queries.history(store, "bench", f"web:{i % services}", now - 3600)
+        history.append(time.perf_counter() - t)
+        assert 700 <= len(samples) <= 721, len(samples)
+    yield store.close()
+    return {"latest": timings(latest[5:]), "history": timings(history[5:])}
+
+
+@inlineCallbacks
 def ingest(reactor, url: str, instances: int = 200, ticks: int = 60):
     """The monitor's flush path: ticks of C{instances} instances, one transaction each."""
     store = makeStore(url, reactor)
@@ -259,8 +305,11 @@ def main(reactor, options):
             else:
                 dropDatabase(dsn, name)
         results["postgresql_queries"] = pg
+        results["sqlite_queries"] = yield sqliteQueries(
+            reactor, os.path.join(directory, "q.db"), options.rows, options.services
+        )
         if options.only_queries:
-            print(json.dumps(pg, indent=1))
+            print(json.dumps({"postgresql": pg, "sqlite": results["sqlite_queries"]}, indent=1))
             return
         ingestion = {}
         name, url = tempDatabase(dsn)
@@ -288,6 +337,9 @@ def main(reactor, options):
     print(f"{'history of one instance, last hour, median ms':44} {pg['history']['median_ms']:12.2f}"
           f"  < 10   (p95 {pg['history']['p95_ms']:.2f}, {pg['history_rows']} rows)")
     print(f"{'  status rows in the table':44} {pg['status_rows']:12d}")
+    sq = results["sqlite_queries"]
+    print(f"{'  same two on SQLite, median ms':44} {sq['latest']['median_ms']:6.2f}"
+          f" {sq['history']['median_ms']:5.2f}")
     for backend, v in ingestion.items():
         print(f"{'ingest rows/s, ' + backend:44} {v['rows_per_s']:12d}  ({v['rows_per_tick']} rows a tick)")
     ratio = ingestion["sqlite"]["rows_per_s"] / max(ingestion["postgresql"]["rows_per_s"], 1)
