@@ -7,8 +7,10 @@ C{ConnectionDead}.  This module adds what a host needs on top:
 
   - a small pool of connections (C{pool_size}), each with its own detector and a reactor-driven,
     stoppable reconnection loop;
-  - one ordered job queue in front of the pool: a write whose connection died is put back in its
-    place and replayed on the next live connection, so a restart loses no write;
+  - one queue in front of the pool: writes are applied in the order they were made, on one
+    connection at a time; a write whose connection died is put back in its place and replayed on
+    the next live connection, so a restart loses no write and reorders none; reads run in
+    parallel on idle connections;
   - while no connection is up (an I{outage}), writes wait in that queue — bounded by
     C{queue_limit}: when full, the oldest queued write is dropped with a log line and its
     Deferred fails with L{QueueFull} — and reads fail at once with L{StoreUnavailable};
@@ -22,12 +24,20 @@ a transaction but before the acknowledgement arrived, that write runs again.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg2
-from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    fail,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, txpostgres
@@ -37,12 +47,19 @@ from salvusctl.interfaces import IStore
 from salvusctl.store.domain import DomainQueries
 from salvusctl.store.errors import QueueFull, StoreClosed, StoreError, StoreUnavailable
 from salvusctl.store.migrations import CORE_MIGRATIONS, MIGRATIONS_TABLE, Migration
-from salvusctl.store.sql import checkChannel, toPyformat
+from salvusctl.store.sql import checkChannel, countPlaceholders, toPyformat
 from salvusctl.store.url import StoreURL
 
 __all__ = ["PostgresStore", "backoff", "MIGRATION_LOCK_KEY"]
 
 log = Logger()
+
+# "INSERT INTO t (a, b) VALUES (?, ?)" and nothing after: batchable into multi-row INSERTs.
+_MULTIROW = re.compile(
+    r"^\s*(?P<head>INSERT\s+INTO\s+[^;'\"?%$]*?)\s+VALUES\s*(?P<values>\([^()'\";$%]*\))\s*;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_BATCH = 500
 
 #: Writes handed to the writing connection at once (txpostgres runs them one after another).
 WRITE_PIPELINE = 32
@@ -126,6 +143,22 @@ class _Connection(txpostgres.Connection):
         return d.addErrback(rollback)
 
 
+def _prepare(sql: str, args: Any) -> tuple[str, tuple | None]:
+    """The statement and parameters for psycopg2, checked against the C{?} count."""
+    if isinstance(args, Mapping) or isinstance(args, (str, bytes)):
+        raise StoreError(f"arguments must be a sequence matching the ? placeholders, not {args!r}")
+    args = tuple(args) if args else ()
+    wanted = countPlaceholders(sql)
+    if wanted != len(args):
+        raise StoreError(
+            f"statement has {wanted} ? placeholder(s) but {len(args)} argument(s) were given:"
+            f" {sql[:200]}"
+        )
+    if not args:
+        return sql, None
+    return toPyformat(sql), args
+
+
 class _InlineCooperator:
     """Delivers notifications as they are read.
 
@@ -143,7 +176,15 @@ class _Detector(reconnection.DeadConnectionDetector):
     stopped (a closed store must leave no timer behind) and tells its owner when the connection
     goes down and comes back."""
 
-    def __init__(self, reactor, delays: Callable[[], Iterator[float]], onDown, onUp, name: str):
+    def __init__(
+        self,
+        reactor,
+        delays: Callable[[], Iterator[float]],
+        onDown,
+        onUp,
+        name: str,
+        verbose: bool = True,
+    ):
         super().__init__(
             deathChecker=self._isDeath, reconnectionIterator=delays, reactor=reactor
         )
@@ -154,6 +195,8 @@ class _Detector(reconnection.DeadConnectionDetector):
         self._timer = None
         self._attempt: Deferred | None = None
         self._failures = 0
+        # One connection per pool speaks up about failed attempts; the store logs the outage.
+        self._verbose = verbose
         self.addRecoveryHandler(onUp)
 
     def _isDeath(self, failure: Failure) -> bool:
@@ -203,9 +246,9 @@ class _Detector(reconnection.DeadConnectionDetector):
     def _failedAgain(self, failure):
         self._attempt = None
         self._failures += 1
-        if self._failures == 1 or self._failures % 20 == 0:
+        if self._verbose and self._failures % 20 == 0:
             log.warn(
-                "{name}: reconnect attempt {n} failed: {why}",
+                "{name}: still unreachable after {n} attempts: {why}",
                 name=self._name,
                 n=self._failures,
                 why=str(failure.value).strip().splitlines()[0] if str(failure.value) else failure,
@@ -223,10 +266,12 @@ class _Detector(reconnection.DeadConnectionDetector):
 class _Slot:
     """One pooled connection and what the pool knows about it."""
 
-    def __init__(self, store: PostgresStore, name: str):
+    def __init__(self, store: PostgresStore, name: str, verbose: bool = True):
         self.store = store
         self.name = name
-        self.detector = _Detector(store._reactor, store._delays, self._down, self._up, name)
+        self.detector = _Detector(
+            store._reactor, store._delays, self._down, self._up, name, verbose=verbose
+        )
         self.connection = _Connection(store._reactor, store._cooperator, detector=self.detector)
         self.up = False
         self.inflight = 0
@@ -310,6 +355,11 @@ class _Cursor:
         self._pending += 1
 
         def step(_):
+            if self._failure is not None:
+                # PostgreSQL ignores everything after an error until the transaction ends.
+                self._pending -= 1
+                out.errback(self._failure)
+                return None
             d = maybeDeferred(thunk)
 
             def finished(result):
@@ -328,33 +378,44 @@ class _Cursor:
         return out
 
     def execute(self, sql: str, args: Any = ()) -> Deferred:
+        text, params = _prepare(sql, args)
+
         def run():
-            if args:
-                d = self._cursor.execute(toPyformat(sql), tuple(args))
-            else:
-                d = self._cursor.execute(sql)
-            return d.addCallback(self._setRowcount)
+            return self._cursor.execute(text, params).addCallback(self._setRowcount)
 
         return self._queue(run)
 
     def executemany(self, sql: str, seq: Any) -> Deferred:
         rows = [tuple(row) for row in seq]
         text = toPyformat(sql)
+        match = _MULTIROW.match(sql)
 
         def run():
-            # psycopg2 refuses executemany on an asynchronous connection: one statement a row.
+            # psycopg2 refuses executemany on an asynchronous connection.  A plain
+            # "INSERT … VALUES (…)" becomes multi-row INSERTs (one round trip per batch);
+            # anything else runs one statement a row.
             total = 0
             d: Deferred = succeed(None)
-            for row in rows:
 
-                def one(_, row=row):
-                    return self._cursor.execute(text, row)
+            def count(c):
+                nonlocal total
+                total += max(c.rowcount, 0)
 
-                def count(c):
-                    nonlocal total
-                    total += max(c.rowcount, 0)
+            if match is not None:
+                head, template = match.group("head"), toPyformat(match.group("values"))
+                for i in range(0, len(rows), _BATCH):
+                    batch = rows[i : i + _BATCH]
 
-                d.addCallback(one).addCallback(count)
+                    def many(_, batch=batch):
+                        values = b",".join(self._cursor.mogrify(template, row) for row in batch)
+                        # No parameters: psycopg2 sends the text as it is.
+                        return self._cursor.execute(head.encode() + b" VALUES " + values)
+
+                    d.addCallback(many).addCallback(count)
+            else:
+                for row in rows:
+                    d.addCallback(lambda _, row=row: self._cursor.execute(text, row))
+                    d.addCallback(count)
             return d.addCallback(lambda _: setattr(self, "_rowcount", total))
 
         return self._queue(run)
@@ -437,7 +498,16 @@ class PostgresStore(DomainQueries):
         self.queue_limit = queue_limit
         self.close_timeout = close_timeout
         self._delays = reconnect_delays or backoff()
-        self._connectKeywords = dict(parsed_url.dsnKeywords(), application_name="salvus")
+        self._connectKeywords = dict(
+            parsed_url.dsnKeywords(),
+            application_name="salvus",
+            # A server that vanishes without closing the socket (a crashed machine, a cut
+            # network) is noticed by TCP keepalive within about a minute, not hours.
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
         self._migrations: dict[str, list[Migration]] = {"core": list(CORE_MIGRATIONS)}
         self._listeners: dict[str, list[Callable[[str], Any]]] = defaultdict(list)
         self._slots: list[_Slot] = []
@@ -486,12 +556,21 @@ class PostgresStore(DomainQueries):
         self.running = True
         self._starting = Deferred()
         self._cooperator = _InlineCooperator()
-        self._slots = [_Slot(self, f"{self.url}#{i}") for i in range(self.pool_size)]
+        self._slots = [
+            _Slot(self, f"{self.url}#{i}", verbose=(i == 0)) for i in range(self.pool_size)
+        ]
         for slot in self._slots:
             slot.connect()
+        ready = self._chain(self._starting)
         if self._listeners:
+            # Channels subscribed before start are LISTENed before start() fires.
+            listening: Deferred = Deferred()
+            self._listenWaiters.append(listening)
             self._startListener()
-        return self._chain(self._starting)
+            both = gatherResults([ready, listening], consumeErrors=True)
+            both.addCallbacks(lambda _: None, lambda f: f.value.subFailure)
+            return both
+        return ready
 
     @staticmethod
     def _chain(d: Deferred) -> Deferred:
@@ -561,14 +640,24 @@ class PostgresStore(DomainQueries):
 
     def _permanentFailure(self, slot: _Slot, failure: Failure) -> None:
         message = str(failure.value).strip().splitlines()[0]
-        error = StoreError(f"store {self.url} refused the connection: {message}")
+        self._giveUp(StoreError(f"store {self.url} refused the connection: {message}"))
+
+    def _giveUp(self, error: StoreError) -> None:
+        """Retrying cannot help (no such database, bad credentials, a broken migration): fail
+        start() and every queued and later call with the reason, and stop reconnecting."""
+        if self._fatal is not None:
+            return
         self._fatal = error
-        for s in self._slots:
+        log.error("{error}", error=error)
+        for s in self._slots + ([self._listener] if self._listener else []):
             s.detector.stop()
+        jobs = list(self._reads) + list(self._writes)
+        self._reads.clear()
+        self._writes.clear()
+        for job in jobs:
+            job.deferred.errback(error)
         if self._starting is not None and not self._starting.called:
-            log.error("{error}", error=error)
             self._starting.errback(error)
-            self._enterOutage(failure)
 
     def _slotUp(self, slot: _Slot) -> None:
         if slot is self._listener:
@@ -634,12 +723,10 @@ class PostgresStore(DomainQueries):
                     if live:
                         self._migrate(live[0])
                     return None
-                error = StoreError(
-                    f"store {self.url}: migration failed: {result.getErrorMessage()}"
-                )
-                log.failure("{error}", result, error=error)
-                if self._starting is not None and not self._starting.called:
-                    self._starting.errback(error)
+                error = result.value
+                if not isinstance(error, StoreError):
+                    error = StoreError(f"store {self.url}: migrations failed: {error}")
+                self._giveUp(error)
                 return None
             self._migrated = True
             log.info("store ready: {url} ({n} migration steps applied)", url=self.url, n=result)
@@ -682,12 +769,32 @@ class PostgresStore(DomainQueries):
                             (c, s.version, s.description, self._now()),
                         )
                     )
+                    d.addErrback(self._stepFailed, component, step)
                     applied.append((component, step.version))
             return d
 
         d = lock()
         d.addCallback(ledger).addCallback(done).addCallback(apply)
         return d.addCallback(lambda _: len(applied))
+
+    def _stepFailed(self, failure: Failure, component: str, step: Migration) -> Failure:
+        if failure.check(StoreError) or self._isConnectionLoss(failure):
+            return failure
+        message = str(failure.value).strip().splitlines()[0]
+        return Failure(
+            StoreError(
+                f"store {self.url}: migration {component} {step.version} ({step.description})"
+                f" failed: {message}"
+            )
+        )
+
+    @staticmethod
+    def _isConnectionLoss(failure: Failure) -> bool:
+        return bool(
+            failure.check(
+                reconnection.ConnectionDead, psycopg2.OperationalError, psycopg2.InterfaceError
+            )
+        )
 
     # -- the job queue ---------------------------------------------------------------------------
 
@@ -814,11 +921,17 @@ class PostgresStore(DomainQueries):
     # -- primitives ------------------------------------------------------------------------------
 
     def runQuery(self, sql: str, args: Any = ()) -> Deferred:
-        sql, params = self._prepare(sql, args)
+        try:
+            sql, params = self._prepare(sql, args)
+        except StoreError:
+            return fail()
         return self._submit(False, lambda conn: conn.runQuery(sql, params))
 
     def runOperation(self, sql: str, args: Any = ()) -> Deferred:
-        sql, params = self._prepare(sql, args)
+        try:
+            sql, params = self._prepare(sql, args)
+        except StoreError:
+            return fail()
         return self._submit(True, lambda conn: conn.runOperation(sql, params))
 
     def runInteraction(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
@@ -831,9 +944,7 @@ class PostgresStore(DomainQueries):
 
     @staticmethod
     def _prepare(sql: str, args: Any) -> tuple[str, tuple | None]:
-        if not args:
-            return sql, None
-        return toPyformat(sql), tuple(args)
+        return _prepare(sql, args)
 
     # -- notifications ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ C{SALVUS_TEST_POSTGRES} names (skipped, loudly, when unset).
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 
 from twisted.internet import reactor as _reactor
@@ -20,7 +21,7 @@ from salvusctl.store import makeStore
 from salvusctl.store.errors import StoreClosed, StoreError
 from salvusctl.store.migrations import Migration
 from salvusctl.store.postgres import backoff
-from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase
+from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase, waitUntil
 
 MONITOR_V1 = Migration(1, "samples", "CREATE TABLE samples (k INTEGER NOT NULL, note TEXT)")
 MONITOR_V2 = Migration(2, "samples index", "CREATE INDEX samples_k ON samples (k)")
@@ -44,6 +45,10 @@ class StoreBehaviour:
     """The tests; a subclass says how to make a store on a fresh database."""
 
     timeout = 60
+
+    def storeURL(self) -> str:
+        """The URL of this test's database."""
+        raise NotImplementedError
 
     def newStore(self, **kw):
         """A store (not started) on this test's database; closed at the end of the test."""
@@ -98,6 +103,20 @@ class StoreBehaviour:
         rows = yield stores[1].runQuery("SELECT count(*) FROM salvus_migrations")
         self.assertEqual(rows[0][0], 2)
 
+    @inlineCallbacks
+    def test_broken_migration_fails_start_and_applies_nothing(self):
+        """A bad step names its component and version; the steps with it are rolled back."""
+        store = self.newStore()
+        store.addMigrations(
+            "monitor", [MONITOR_V1, Migration(2, "typo", "CREATE TABLEE oops (a INTEGER)")]
+        )
+        failure = yield self.assertFailure(store.start(), StoreError)
+        self.assertIn("migration monitor 2 (typo) failed", str(failure))
+        yield store.close()
+        again = yield self.started()
+        rows = yield again.runQuery("SELECT component FROM salvus_migrations")
+        self.assertEqual([r[0] for r in rows], ["core"])
+
     def test_addMigrations_after_start_refused(self):
         """Steps registered too late would silently never run: refuse them."""
         store = self.newStore()
@@ -142,6 +161,8 @@ class StoreBehaviour:
             + [status(b, 5.0, 1.0), status(gone, 50.0, 9.0)]
         )
         self.assertEqual(n, 5)
+        n = yield store.writeStatus([])
+        self.assertEqual(n, 0)
         yield store.recordServiceExit(gone)
         latest = yield store.latestStatus()
         self.assertEqual([(r["service_id"], r["timestamp"], r["load"]) for r in latest], [
@@ -204,6 +225,29 @@ class StoreBehaviour:
         self.assertEqual(rows, [(10, "n"), (11, "big"), (12, "big")])
 
     @inlineCallbacks
+    def test_executemany_large_batches_and_updates(self):
+        """Many rows in one call: batched INSERTs past the batch size, and per-row UPDATEs."""
+        store = yield self.started()
+        sid = yield store.recordServiceStart("a", None, None, None, None, 1, None)
+        n = yield store.writeStatus([status(sid, float(t), t / 10) for t in range(1201)])
+        self.assertEqual(n, 1201)
+        rows = yield store.runQuery("SELECT count(*), sum(load) FROM status")
+        self.assertEqual(rows[0][0], 1201)
+        self.assertAlmostEqual(rows[0][1], sum(t / 10 for t in range(1201)), places=3)
+
+        @inlineCallbacks
+        def bump(cursor):
+            yield cursor.executemany(
+                "UPDATE status SET load = ? WHERE timestamp = ?", [(-1.0, 3.0), (-2.0, 4.0)]
+            )
+            return cursor.rowcount
+
+        changed = yield store.runInteraction(bump)
+        self.assertEqual(changed, 2)
+        history = yield store.statusHistory(sid, 3.0, 4.0)
+        self.assertEqual([r["load"] for r in history], [-1.0, -2.0])
+
+    @inlineCallbacks
     def test_interaction_statements_run_even_when_not_yielded(self):
         """Writes-only interactions in plain style (no yield) commit every statement, in order."""
         store = self.newStore()
@@ -228,6 +272,17 @@ class StoreBehaviour:
         yield self.assertFailure(store.runOperation("INSERT INTO nowhere VALUES (?)", (1,)), Exception)
         rows = yield store.runQuery("SELECT count(*) FROM services")
         self.assertEqual(rows[0][0], 0)
+
+    @inlineCallbacks
+    def test_wrong_argument_count_fails_the_call(self):
+        """A statement given the wrong number of arguments fails that call, clearly."""
+        store = yield self.started()
+        failure = yield self.assertFailure(
+            store.runQuery("SELECT ? + ?", (1,)), StoreError, sqlite3.ProgrammingError
+        )
+        self.assertIn("2", str(failure))
+        rows = yield store.runQuery("SELECT ? + ?", (1, 2))
+        self.assertEqual(rows[0][0], 3)
 
     @inlineCallbacks
     def test_question_marks_and_percent_signs(self):
@@ -267,6 +322,17 @@ class StoreBehaviour:
         yield arrived
         self.assertEqual(got, {"a": ["one", "two"], "b": []})
 
+    @inlineCallbacks
+    def test_listen_before_start(self):
+        """Components subscribe while the host is being built, before the store starts."""
+        store = self.newStore()
+        arrived: Deferred = Deferred()
+        yield store.listen("salvus_early", arrived.callback)
+        yield store.start()
+        yield store.notify("salvus_early", "hello")
+        payload = yield arrived
+        self.assertEqual(payload, "hello")
+
     def test_bad_channel_name_refused(self):
         """A channel name that PostgreSQL would not take is refused on both stores."""
         store = self.newStore()
@@ -283,6 +349,22 @@ class StoreBehaviour:
         yield store.listen("salvus_x", lambda p: None)
         yield store.recordServiceStart("a", None, None, None, None, 1, None)
         yield store.close()
+        self.assertEqual(set(threading.enumerate()) - before, set())
+        left = yield self.leftoverConnections()
+        self.assertEqual(left, 0)
+
+    @inlineCallbacks
+    def test_host_stop_closes_its_store(self):
+        """A host built on this store's URL starts it first and, stopped, leaves nothing open."""
+        from salvusctl.host import Host
+
+        before = set(threading.enumerate())
+        host = Host(name="t", store=self.storeURL(), var=os.path.join(self.mktemp(), "var"))
+        service = host.build(_reactor)
+        service.startService()
+        yield service.getServiceNamed("store").ready
+        yield host.context.store.recordServiceStart("web", None, None, None, None, 1, None)
+        yield service.stopService()
         self.assertEqual(set(threading.enumerate()) - before, set())
         left = yield self.leftoverConnections()
         self.assertEqual(left, 0)
@@ -316,8 +398,11 @@ class SQLiteStoreTests(StoreBehaviour, TestCase):
     def setUp(self):
         self.path = os.path.join(self.mktemp(), "var", "salvus.db")
 
+    def storeURL(self):
+        return f"sqlite:{self.path}"
+
     def newStore(self, **kw):
-        store = makeStore(f"sqlite:{self.path}", _reactor)
+        store = makeStore(self.storeURL(), _reactor)
         self.addCleanup(store.close)
         return store
 
@@ -325,6 +410,17 @@ class SQLiteStoreTests(StoreBehaviour, TestCase):
         from twisted.internet.defer import succeed
 
         return succeed(0)
+
+    @inlineCallbacks
+    def test_in_memory_store_for_tests(self):
+        """sqlite::memory: is a real, private store: handy in other components' tests."""
+        store = makeStore("sqlite::memory:", _reactor)
+        self.addCleanup(store.close)
+        yield store.start()
+        sid = yield store.recordServiceStart("a", None, None, None, None, 1, None)
+        yield store.writeStatus([status(sid, 1.0)])
+        latest = yield store.latestStatus()
+        self.assertEqual(len(latest), 1)
 
     @inlineCallbacks
     def test_store_file_in_wal_mode(self):
@@ -347,6 +443,15 @@ class SQLiteStoreTests(StoreBehaviour, TestCase):
         self.assertEqual(result, (42, [(1,)]))
 
     @inlineCallbacks
+    def test_unopenable_file_fails_start_clearly(self):
+        """A path that cannot be a database (here: a directory) fails start with the path."""
+        os.makedirs(self.path)
+        store = self.newStore()
+        failure = yield self.assertFailure(store.start(), StoreError)
+        self.assertIn(self.path, str(failure))
+        self.assertFalse(store.running)
+
+    @inlineCallbacks
     def test_interaction_waiting_on_other_things_refused(self):
         """On SQLite an interaction runs in the store's thread: it may only wait on its cursor."""
         store = yield self.started()
@@ -366,6 +471,9 @@ class PostgresStoreTests(StoreBehaviour, TestCase):
         self.db = TempDatabase().create()
         self.addCleanup(self.db.drop)
 
+    def storeURL(self):
+        return self.db.url
+
     def newStore(self, **kw):
         kw.setdefault("reconnect_delays", backoff(0.05, 2.0, 0.2))
         from salvusctl.store.postgres import PostgresStore
@@ -378,12 +486,8 @@ class PostgresStoreTests(StoreBehaviour, TestCase):
     @inlineCallbacks
     def leftoverConnections(self):
         # The server ends a backend a moment after its client closed the socket.
-        for _ in range(100):
-            left = len(self.db.backends())
-            if not left:
-                return 0
-            yield deferLater(_reactor, 0.02, lambda: None)
-        return left
+        yield waitUntil(_reactor, lambda: not self.db.backends())
+        return len(self.db.backends())
 
     @inlineCallbacks
     def test_makeStore_selects_postgres(self):
