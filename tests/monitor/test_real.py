@@ -126,9 +126,9 @@ class FastPathTests(TestCase):
         sampler = Sampler(mounts=False)
         me = psutil.Process(os.getpid())
         sampler.sample([("me:0", os.getpid())], 0.0)
-        end = 0
-        for i in range(300_000):  # some CPU for the cpu % to see
-            end += i
+        start = time.process_time()
+        while time.process_time() - start < 0.05:  # some CPU for the cpu % to see (bounded)
+            pass
         got = sampler.sample([("me:0", os.getpid())], 1.0)["instances"]["me:0"]["processes"][0]
         self.assertEqual(got["name"], me.name())
         self.assertEqual(got["threads"], me.num_threads())
