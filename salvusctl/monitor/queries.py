@@ -77,31 +77,28 @@ def _samples(rows) -> list[dict[str, Any]]:
     return [dict(zip(SAMPLE_COLUMNS, row, strict=True)) for row in rows]
 
 
-@inlineCallbacks
-def history(store, host: str, name: str, since: float, until: float | None = None):
+def history(store, host: str, name: str, since: float, until: float | None = None) -> Deferred:
     """Samples of the instance C{name} on C{host} (every life overlapping the range), oldest first.
 
-    Two short reads instead of one join: first the lives (services rows) that overlap the range,
-    then their samples by C{service_id IN (…)} on the C{(service_id, timestamp)} index.  With one
-    join, PostgreSQL estimates each life's share of the range from table-wide statistics and, at
-    a million rows, prefers scanning the whole time range of every instance (≈ 50 ms) to probing
-    this one's (≈ 3 ms).
+    The lives (services rows) overlapping the range are found first and their samples read by
+    C{service_id} on the C{(service_id, timestamp)} index.  Written as a join, PostgreSQL
+    estimates each life's share of the range from table-wide statistics and, at a million rows,
+    prefers scanning the whole time range of every instance (≈ 50 ms) to probing this one's; as
+    C{= ANY(ARRAY(subquery))} the lives are an init plan and the samples one index-only scan
+    (≈ 0.5 ms on the server).  SQLite plans C{IN (subquery)} that way by itself.
     """
     end = _FOREVER if until is None else until
-    lives = yield store.runQuery(
+    lives = (
         "SELECT id FROM services WHERE site = ? AND host = ? AND (started_at IS NULL OR"
-        " started_at <= ?) AND (stopped_at IS NULL OR stopped_at >= ?)",
-        (name, host, end, since),
+        " started_at <= ?) AND (stopped_at IS NULL OR stopped_at >= ?)"
     )
-    ids = [row[0] for row in lives]
-    if not ids:
-        return []
-    rows = yield store.runQuery(
-        "SELECT {} FROM status WHERE service_id IN ({}) AND timestamp >= ? AND timestamp <= ?"
-        " ORDER BY timestamp".format(", ".join(SAMPLE_COLUMNS), ", ".join("?" for _ in ids)),
-        (*ids, since, end),
+    match = f"= ANY(ARRAY({lives}))" if store.dialect == "postgresql" else f"IN ({lives})"
+    d = store.runQuery(
+        "SELECT {} FROM status WHERE service_id {} AND timestamp >= ? AND timestamp <= ?"
+        " ORDER BY timestamp".format(", ".join(SAMPLE_COLUMNS), match),
+        (name, host, end, since, since, end),
     )
-    return _samples(rows)
+    return d.addCallback(_samples)
 
 
 @inlineCallbacks
