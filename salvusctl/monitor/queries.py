@@ -85,17 +85,23 @@ def history(store, host: str, name: str, since: float, until: float | None = Non
     estimates each life's share of the range from table-wide statistics and, at a million rows,
     prefers scanning the whole time range of every instance (≈ 50 ms) to probing this one's; as
     C{= ANY(ARRAY(subquery))} the lives are an init plan and the samples one index-only scan
-    (≈ 0.5 ms on the server).  SQLite plans C{IN (subquery)} that way by itself.
+    (≈ 0.5 ms on the server).  SQLite gets C{IN (subquery)}.
     """
     end = _FOREVER if until is None else until
     lives = (
         "SELECT id FROM services WHERE site = ? AND host = ? AND (started_at IS NULL OR"
         " started_at <= ?) AND (stopped_at IS NULL OR stopped_at >= ?)"
     )
-    match = f"= ANY(ARRAY({lives}))" if store.dialect == "postgresql" else f"IN ({lives})"
+    if store.dialect == "postgresql":
+        match, order = f"= ANY(ARRAY({lives}))", "timestamp"
+    else:
+        # Ordered by the bare column, SQLite walks the index on timestamp alone (every
+        # instance's hour, ≈ 25 ms at a million rows); the unary + makes it probe the
+        # (service_id, timestamp) index and sort this instance's rows (≈ 2 ms).
+        match, order = f"IN ({lives})", "+timestamp"
     d = store.runQuery(
         "SELECT {} FROM status WHERE service_id {} AND timestamp >= ? AND timestamp <= ?"
-        " ORDER BY timestamp".format(", ".join(SAMPLE_COLUMNS), match),
+        " ORDER BY {}".format(", ".join(SAMPLE_COLUMNS), match, order),
         (name, host, end, since, since, end),
     )
     return d.addCallback(_samples)
