@@ -1,1 +1,8 @@
-"""Salvus alerts."""
+"""Salvus alerts: rules over the monitor's samples, notified by e-mail and webhook without spam.
+
+The declarations a C{.tac} uses are re-exported here.
+"""
+
+from salvusctl.alerts.build import AlertRule, AlertSettings, EmailAlerts, WebhookAlerts
+
+__all__ = ["AlertRule", "AlertSettings", "EmailAlerts", "WebhookAlerts"]

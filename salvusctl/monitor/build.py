@@ -1,0 +1,176 @@
+"""The monitor's declaration (C{Monitor(...)} in a C{.tac}) and its builder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from twisted.logger import Logger
+
+from salvusctl.errors import ConfigError
+from salvusctl.interfaces import ISupervisor
+from salvusctl.monitor.retention import DEFAULT_RETENTION, TIME_COLUMNS, RetentionPolicy
+from salvusctl.monitor.service import MonitorService
+
+__all__ = ["Monitor", "buildMonitor"]
+
+log = Logger()
+
+
+@dataclass
+class Monitor:
+    """Sample every supervised instance and the host into the store.
+
+    @ivar interval: seconds between samples (default 5).
+    @ivar disk_interval: seconds between deploy-directory size walks.
+    @ivar buffer_rows: rows kept while the store is unreachable (oldest dropped beyond).
+    @ivar deploy_dirs: {deploy: directory} whose size is sampled (besides each instance's
+        C{directory}).
+    @ivar memcached: a client endpoint string (C{tcp:127.0.0.1:11211}) to publish the latest
+        status to, or None.
+    @ivar retention: {table: RetentionPolicy or {"max_age": s, "max_rows": n}} overriding the
+        defaults; C{retention_interval} seconds between runs.
+    @ivar address: the address this host's instances are reached on (stored in services rows and
+        used to match balancer backends).
+    @ivar load_source: a L{MonitorLoadSource} also given to a balanced service's least-load
+        scheduler (C{scheduler_options={"source": src}}); the builder binds it to this monitor.
+    """
+
+    component: ClassVar[str] = "monitor"
+    interval: float = 5.0
+    disk_interval: float = 60.0
+    buffer_rows: int = 100_000
+    deploy_dirs: dict[str, str] = field(default_factory=dict)
+    memcached: str | None = None
+    memcached_expire: int = 60
+    retention: dict[str, Any] = field(default_factory=dict)
+    retention_interval: float = 3600.0
+    address: str | None = None
+    load_source: Any = None
+
+    def validate(self, host) -> None:
+        for name in ("interval", "disk_interval", "retention_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"Monitor({name}=…) must be a positive number of seconds, not {value!r}")
+        rows = self.buffer_rows
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ConfigError(f"Monitor(buffer_rows=…) must be a positive integer, not {self.buffer_rows!r}")
+        if not isinstance(self.deploy_dirs, dict):
+            raise ConfigError("Monitor(deploy_dirs=…) must be a dict {deploy: directory}")
+        if self.memcached is not None:
+            from twisted.internet.endpoints import _parse
+
+            if not isinstance(self.memcached, str) or ":" not in self.memcached:
+                raise ConfigError(
+                    "Monitor(memcached=…) must be an endpoint like 'tcp:127.0.0.1:11211',"
+                    f" not {self.memcached!r}"
+                )
+            _parse(self.memcached)
+        if self.load_source is not None and not hasattr(self.load_source, "bind"):
+            raise ConfigError("Monitor(load_source=…) must be a MonitorLoadSource()")
+        self.policies()
+
+    def policies(self) -> dict[str, RetentionPolicy]:
+        """The retention policies: the defaults, overridden per table by C{retention}."""
+        out = dict(DEFAULT_RETENTION)
+        for table, policy in (self.retention or {}).items():
+            if table not in TIME_COLUMNS:
+                raise ConfigError(
+                    f"Monitor(retention=…): unknown table {table!r}; one of {sorted(TIME_COLUMNS)}"
+                )
+            try:
+                if isinstance(policy, dict):
+                    policy = RetentionPolicy(**policy)
+                elif policy is not None and not isinstance(policy, RetentionPolicy):
+                    raise ValueError(f"give a dict or RetentionPolicy, not {policy!r}")
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"Monitor(retention={{{table!r}: …}}): {e}")
+            if policy is None:
+                out.pop(table, None)
+            else:
+                out[table] = policy
+        return out
+
+
+def findSupervisor(service) -> Any:
+    """The L{ISupervisor} behind the supervisor component's service (itself or an attribute)."""
+    if service is None:
+        return None
+    if ISupervisor.providedBy(service):
+        return service
+    for attr in ("supervisor", "_supervisor"):
+        candidate = getattr(service, attr, None)
+        if candidate is not None and ISupervisor.providedBy(candidate):
+            return candidate
+    return None
+
+
+def wireLogHook(service, supervisor, monitor: MonitorService) -> bool:
+    """Give the supervisor the monitor's per-line store hook; True if it took it.
+
+    A supervisor offering C{setStoreHook(callable)} (or C{addLogHook}) gets the 5-argument hook
+    through it.  The supervisor service that takes C{storeHook} at construction and hands it to
+    each instance's log gets the C{LogLine} form on itself and on every instance log already made.
+    """
+    for holder in (supervisor, service):
+        if holder is None:
+            continue
+        for name in ("setStoreHook", "addLogHook", "setLogHook"):
+            method = getattr(holder, name, None)
+            if method is not None:
+                method(monitor.storeLogLine if name == "setStoreHook" else monitor.logLine)
+                return True
+    for holder in (supervisor, service):
+        if holder is not None and hasattr(holder, "storeHook"):
+            holder.storeHook = monitor.storeLogLine
+            for instance in getattr(holder, "instances", {}).values():
+                instanceLog = getattr(instance, "log", None)
+                if instanceLog is not None and hasattr(instanceLog, "storeHook"):
+                    instanceLog.storeHook = monitor.storeLogLine
+            return True
+    return False
+
+
+def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
+    """One monitor per host: wire it to the supervisor (states, log hook) and the balancer."""
+    if len(declarations) > 1:
+        raise ConfigError("a host has one Monitor(...); merge the declarations")
+    decl = declarations[0] if declarations else Monitor()
+    reactor = context.reactor
+    publisher = None
+    if decl.memcached:
+        from twisted.internet.endpoints import clientFromString
+
+        from salvusctl.monitor.memcache import MemcachePublisher
+
+        publisher = MemcachePublisher(
+            reactor, clientFromString(reactor, decl.memcached), expire=decl.memcached_expire
+        )
+    supervisor = findSupervisor(context.services.get("supervisor"))
+    monitor = MonitorService(
+        reactor,
+        context.store,
+        supervisor,
+        host_name=context.host.name,
+        interval=decl.interval,
+        disk_interval=decl.disk_interval,
+        buffer_rows=decl.buffer_rows,
+        deploy_dirs=decl.deploy_dirs,
+        publisher=publisher,
+        retention=decl.policies(),
+        retention_interval=decl.retention_interval,
+        address=decl.address,
+    )
+    wireLogHook(context.services.get("supervisor"), supervisor, monitor)
+    # The balancer's least-load scheduler: give it this host's instance loads.
+    from salvusctl.monitor.loadsource import MonitorLoadSource
+
+    addresses = [decl.address] if decl.address else []
+    if decl.load_source is not None:
+        decl.load_source.bind(monitor, addresses)
+    balancer = context.services.get("balancer")
+    setter = getattr(balancer, "setLoadSource", None)
+    if setter is not None:
+        setter(MonitorLoadSource(monitor, addresses))
+    return monitor

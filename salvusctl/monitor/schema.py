@@ -1,0 +1,145 @@
+"""The monitor's tables, as store migrations for both dialects.
+
+The foundation owns C{services} and C{status}; the monitor adds the columns it samples beyond the
+foundation's set (threads, fds, process state, process count), and its own tables: per-process
+samples, host samples, disk samples, alerts, and deploy log lines.  On PostgreSQL the log table is
+partitioned by day (declarative range partitioning on the line's receive time) so that retention
+drops whole partitions instead of deleting rows.
+"""
+
+from __future__ import annotations
+
+from salvusctl.store.migrations import Migration
+
+__all__ = ["MONITOR_MIGRATIONS", "LOG_PARTITION_PREFIX", "DAY"]
+
+DAY = 86400.0
+LOG_PARTITION_PREFIX = "logs_p"
+
+_STATUS_EXTRA = """
+ALTER TABLE status ADD COLUMN threads INTEGER;
+ALTER TABLE status ADD COLUMN fds INTEGER;
+ALTER TABLE status ADD COLUMN state TEXT;
+ALTER TABLE status ADD COLUMN nprocs INTEGER;
+CREATE INDEX services_site ON services (site, id);
+CREATE INDEX status_time ON status (timestamp);
+"""
+
+_TABLES = """
+CREATE TABLE process_status (
+    service_id {bigint} NOT NULL,
+    timestamp DOUBLE PRECISION NOT NULL,
+    pid INTEGER NOT NULL,
+    ppid INTEGER,
+    name TEXT,
+    percent_cpu DOUBLE PRECISION,
+    percent_mem DOUBLE PRECISION,
+    cputime DOUBLE PRECISION,
+    walltime DOUBLE PRECISION,
+    virtual_size BIGINT,
+    resident_size BIGINT,
+    threads INTEGER,
+    fds INTEGER,
+    state TEXT
+);
+CREATE INDEX process_status_service_time ON process_status (service_id, timestamp);
+CREATE INDEX process_status_time ON process_status (timestamp);
+CREATE TABLE host_status (
+    host TEXT NOT NULL,
+    timestamp DOUBLE PRECISION NOT NULL,
+    load1 DOUBLE PRECISION,
+    load5 DOUBLE PRECISION,
+    load15 DOUBLE PRECISION,
+    percent_cpu DOUBLE PRECISION,
+    mem_total BIGINT,
+    mem_free BIGINT,
+    mem_available BIGINT,
+    swap_total BIGINT,
+    swap_used BIGINT
+);
+CREATE INDEX host_status_host_time ON host_status (host, timestamp);
+CREATE INDEX host_status_time ON host_status (timestamp);
+CREATE TABLE disk_status (
+    host TEXT NOT NULL,
+    timestamp DOUBLE PRECISION NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT,
+    total BIGINT,
+    used BIGINT,
+    free BIGINT,
+    percent DOUBLE PRECISION
+);
+CREATE INDEX disk_status_host_time ON disk_status (host, timestamp);
+CREATE INDEX disk_status_time ON disk_status (timestamp);
+CREATE TABLE alerts (
+    id {serial} PRIMARY KEY,
+    host TEXT,
+    rule TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    fired_at DOUBLE PRECISION NOT NULL,
+    cleared_at DOUBLE PRECISION
+);
+CREATE INDEX alerts_open ON alerts (rule, subject, cleared_at);
+CREATE INDEX alerts_time ON alerts (fired_at);
+"""
+
+_LOGS_SQLITE = """
+CREATE TABLE logs (
+    host TEXT,
+    deploy TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    level TEXT NOT NULL,
+    text TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    recorded_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX logs_deploy_time ON logs (deploy, received_at);
+CREATE INDEX logs_time ON logs (received_at);
+"""
+
+# The parent table only: day partitions are created on demand by the writer (see logs.py).
+_LOGS_POSTGRESQL = """
+CREATE TABLE logs (
+    host TEXT,
+    deploy TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    level TEXT NOT NULL,
+    text TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    recorded_at DOUBLE PRECISION NOT NULL
+) PARTITION BY RANGE (received_at);
+CREATE INDEX logs_deploy_time ON logs (deploy, received_at);
+CREATE INDEX logs_time ON logs (received_at);
+"""
+
+MONITOR_MIGRATIONS = [
+    Migration(1, "status columns sampled by the monitor", _STATUS_EXTRA),
+    Migration(
+        2,
+        "process, host, disk samples and alerts",
+        {
+            "sqlite": _TABLES.format(bigint="INTEGER", serial="INTEGER"),
+            "postgresql": _TABLES.format(bigint="BIGINT", serial="BIGSERIAL"),
+        },
+    ),
+    Migration(3, "deploy log lines", {"sqlite": _LOGS_SQLITE, "postgresql": _LOGS_POSTGRESQL}),
+    # "One instance's last hour" and "latest of every instance" as index-only scans: at a million
+    # rows the samples of one instance sit on as many heap pages as rows, and reading those was
+    # most of the query's time.  SQLite keeps its rows by rowid and has no INCLUDE: nothing to do.
+    Migration(
+        4,
+        "covering index for status history and latest",
+        {
+            "sqlite": "",
+            "postgresql": """
+CREATE INDEX status_history ON status (service_id, timestamp) INCLUDE (load, percent_mem,
+    percent_cpu, cputime, walltime, virtual_size, resident_size, threads, fds, state, nprocs)
+""",
+        },
+    ),
+]
