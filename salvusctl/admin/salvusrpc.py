@@ -1,0 +1,273 @@
+"""The C{salvus.*} XML-RPC namespace: what supervisord lacks.
+
+Balancer verbs (L{IBalancerControl}), monitor queries (L{IMonitor}), alerts, store retention and
+config-vs-running diff / reconcile.  A host without the service answers C{NO_SERVICE} (1002) with
+a message naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+
+import salvusctl
+from salvusctl.admin.auth import currentUser
+from salvusctl.admin.extensions import IAlertSource, IReconcilable
+from salvusctl.admin.faults import Faults, rpcFault
+from salvusctl.admin.rpc import _int, _Namespace, _num, _str, operator
+
+__all__ = ["SalvusNamespace", "HOST_STATES"]
+
+# CLI words -> IBalancerControl.setHostState values
+HOST_STATES = {"up": "up", "drain": "drain", "down": "maint", "maint": "maint"}
+
+
+def _call(fn, *args) -> defer.Deferred:
+    """Call a service method; its KeyError / ValueError become BAD_NAME / BAD_ARGUMENTS faults."""
+    d = defer.maybeDeferred(fn, *args)
+
+    def failed(failure):
+        if failure.check(KeyError):
+            raise rpcFault(Faults.BAD_NAME, str(failure.value.args[0]) if failure.value.args else "")
+        if failure.check(ValueError):
+            raise rpcFault(Faults.BAD_ARGUMENTS, str(failure.value))
+        return failure
+
+    return d.addErrback(failed)
+
+
+class SalvusNamespace(_Namespace):
+    """Salvus's own methods."""
+
+    # -- the host --------------------------------------------------------------------------------
+
+    def xmlrpc_hostInfo(self):
+        """The host's name, version and which services it runs
+
+        @return struct result name, version, services (array of component names)
+        """
+        return {
+            "name": self.state.host_name,
+            "version": salvusctl.__version__,
+            "services": sorted(k for k, v in self.state.services.items() if v is not None),
+        }
+
+    def xmlrpc_whoami(self, request):
+        """The calling user's name and role
+
+        @return struct result name, role
+        """
+        user = currentUser(request)
+        return {"name": user.name, "role": user.role}
+
+    xmlrpc_whoami.takesRequest = True
+
+    # -- balancer --------------------------------------------------------------------------------
+
+    def _balancer(self):
+        return self.state.rpcService("balancer")
+
+    def xmlrpc_balancerSnapshot(self):
+        """The balancer's running configuration and counters
+
+        @return struct result services, each with groups, each with hosts and their counters
+        """
+        return _call(self._balancer().snapshot)
+
+    @operator
+    def xmlrpc_balancerAddHost(self, service, group, address, port, weight=1, name=""):
+        """Add a backend host to a group
+
+        @param string service the balanced service
+        @param string group the group within it
+        @param string address host address
+        @param int port host port
+        @param int weight relative weight
+        @param string name host name (default address:port)
+        @return boolean result True unless error
+        """
+        args = (
+            _str(service, "service"),
+            _str(group, "group"),
+            _str(address, "address"),
+            _int(port, "port"),
+            _int(weight, "weight"),
+            _str(name, "name") or None,
+        )
+        return _call(self._balancer().addHost, *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerRemoveHost(self, service, group, host):
+        """Remove a backend host (its open connections finish)
+
+        @param string service the balanced service
+        @param string group the group
+        @param string host the host's name
+        @return boolean result True unless error
+        """
+        args = (_str(service, "service"), _str(group, "group"), _str(host, "host"))
+        return _call(self._balancer().removeHost, *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerSetState(self, service, group, host, state):
+        """Set a host up, drain or down (maint)
+
+        @param string service the balanced service
+        @param string group the group
+        @param string host the host's name
+        @param string state up, drain, down or maint
+        @return boolean result True unless error
+        """
+        state = _str(state, "state")
+        if state not in HOST_STATES:
+            raise rpcFault(Faults.BAD_ARGUMENTS, f"bad state {state!r}: use up, drain or down")
+        args = (_str(service, "service"), _str(group, "group"), _str(host, "host"), HOST_STATES[state])
+        return _call(self._balancer().setHostState, *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerSetWeight(self, service, group, host, weight):
+        """Change a host's weight
+
+        @param string service the balanced service
+        @param string group the group
+        @param string host the host's name
+        @param int weight the new weight
+        @return boolean result True unless error
+        """
+        args = (_str(service, "service"), _str(group, "group"), _str(host, "host"), _int(weight, "weight"))
+        return _call(self._balancer().setWeight, *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerSetScheduler(self, service, group, scheduler):
+        """Switch a group's scheduler live
+
+        @param string service the balanced service
+        @param string group the group
+        @param string scheduler the scheduler's name
+        @return boolean result True unless error
+        """
+        args = (_str(service, "service"), _str(group, "group"), _str(scheduler, "scheduler"))
+        return _call(self._balancer().setScheduler, *args).addCallback(lambda _: True)
+
+    # -- monitor ---------------------------------------------------------------------------------
+
+    def _monitor(self):
+        return self.state.rpcService("monitor")
+
+    def xmlrpc_monitorLatest(self):
+        """The latest sample of every instance
+
+        @return struct result instance name -> sample struct
+        """
+        return _call(self._monitor().latest)
+
+    def xmlrpc_monitorHistory(self, name, since, until=0):
+        """One instance's samples between two times (seconds since the epoch; until 0 = now)
+
+        @param string name the instance
+        @param double since start time
+        @param double until end time (0 for now)
+        @return array result samples, oldest first
+        """
+        name = _str(name, "name")
+        since = _num(since, "since")
+        until = _num(until, "until")
+        return _call(self._monitor().history, name, since, until or None)
+
+    def xmlrpc_monitorLeastLoaded(self, deploy):
+        """The least-loaded running instance of a deploy ('' when none)
+
+        @param string deploy the deploy
+        @return string result an instance name
+        """
+        d = _call(self._monitor().leastLoaded, _str(deploy, "deploy"))
+        return d.addCallback(lambda n: n or "")
+
+    # -- alerts ----------------------------------------------------------------------------------
+
+    def xmlrpc_alerts(self, include_cleared=False):
+        """Active alerts (and cleared ones when asked), newest first
+
+        @param boolean include_cleared include alerts that have recovered
+        @return array result alert structs
+        """
+        source = self.state.rpcService("alerts")
+        if not IAlertSource.providedBy(source):
+            raise rpcFault(Faults.NO_SERVICE, "this host's alerts service cannot list alerts")
+        return _call(source.alerts, bool(include_cleared))
+
+    # -- store retention -------------------------------------------------------------------------
+
+    def _store(self):
+        if self.state.store is None:
+            raise rpcFault(Faults.NO_SERVICE, "this host has no store")
+        return self.state.store
+
+    def xmlrpc_storeInfo(self):
+        """The store's URL, dialect, and how many status samples it keeps since when
+
+        @return struct result url, dialect, samples, oldest, newest
+        """
+        store = self._store()
+        d = store.runQuery("SELECT COUNT(*), MIN(timestamp), MAX(timestamp) FROM status")
+
+        def shape(rows):
+            count, oldest, newest = rows[0] if rows else (0, None, None)
+            return {
+                "url": store.url,
+                "dialect": store.dialect,
+                "samples": int(count or 0),
+                "oldest": float(oldest or 0),
+                "newest": float(newest or 0),
+            }
+
+        return d.addCallback(shape)
+
+    @operator
+    def xmlrpc_storePrune(self, older_than):
+        """Delete status samples older than a number of seconds; returns how many remain
+
+        @param double older_than age in seconds (at least 60)
+        @return int result samples left
+        """
+        age = _num(older_than, "older_than")
+        if age < 60:
+            raise rpcFault(Faults.BAD_ARGUMENTS, "older_than must be at least 60 seconds")
+        store = self._store()
+        cutoff = self.state.clock.seconds() - age
+        d = store.runOperation("DELETE FROM status WHERE timestamp < ?", (cutoff,))
+        d.addCallback(lambda _: store.runQuery("SELECT COUNT(*) FROM status"))
+        return d.addCallback(lambda rows: int(rows[0][0]))
+
+    # -- config vs running -----------------------------------------------------------------------
+
+    def _reconcilables(self) -> list[tuple[str, Any]]:
+        return [
+            (name, self.state.services.get(name))
+            for name in ("supervisor", "balancer")
+            if IReconcilable.providedBy(self.state.services.get(name))
+        ]
+
+    @defer.inlineCallbacks
+    def xmlrpc_diff(self):
+        """What differs between the declared config and what runs, per service
+
+        @return struct result service -> {added, changed, removed}
+        """
+        out: dict[str, Any] = {}
+        for name, service in self._reconcilables():
+            out[name] = yield _call(service.configDiff)
+        return out
+
+    @operator
+    @defer.inlineCallbacks
+    def xmlrpc_reconcile(self):
+        """Make what runs match the config; returns what was changed, per service
+
+        @return struct result service -> {added, changed, removed}
+        """
+        out: dict[str, Any] = {}
+        for name, service in self._reconcilables():
+            out[name] = yield _call(service.reconcile)
+        return out
