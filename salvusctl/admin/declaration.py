@@ -13,19 +13,28 @@ _KINDS = ("tcp", "tcp6", "ssl", "unix")
 
 
 def parseListener(description: str) -> tuple[str, list[Any], dict[str, Any]]:
-    """(kind, args, kwargs) of a server endpoint string; ConfigError if it does not parse."""
-    from twisted.internet.endpoints import _parseServer
+    """(kind, args, kwargs) of a server endpoint string; ConfigError if it does not parse.
+
+    An C{ssl:} listener without C{privateKey=} is accepted as is: the admin makes its own
+    certificate for it at start.
+    """
+    from twisted.internet.endpoints import _parse, _parseServer
 
     if not isinstance(description, str) or not description:
         raise ConfigError(f"admin listener must be an endpoint string, not {description!r}")
     try:
-        kind, args, kwargs = _parseServer(description, None)
+        args, kwargs = _parse(description)
     except Exception as e:
         raise ConfigError(f"bad admin listener {description!r}: {e}")
-    kind = kind.lower()
+    kind = str(args[0]).lower() if args else ""
     if kind not in _KINDS:
         raise ConfigError(f"admin listener {description!r}: use tcp:, ssl: or unix: endpoints")
-    return kind, list(args), dict(kwargs)
+    if kind != "ssl" or "privateKey" in kwargs:
+        try:
+            _parseServer(description, None)
+        except Exception as e:
+            raise ConfigError(f"bad admin listener {description!r}: {e}")
+    return kind, list(args[1:]), dict(kwargs)
 
 
 def isLoopback(interface: str | None) -> bool:

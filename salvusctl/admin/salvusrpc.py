@@ -163,7 +163,7 @@ class SalvusNamespace(_Namespace):
         return _call(self._monitor().latest)
 
     def xmlrpc_monitorHistory(self, name, since, until=0):
-        """One instance's samples between two times (seconds since the epoch; until 0 = now)
+        """One instance's samples between two times (epoch seconds; negative since = seconds ago)
 
         @param string name the instance
         @param double since start time
@@ -173,6 +173,8 @@ class SalvusNamespace(_Namespace):
         name = _str(name, "name")
         since = _num(since, "since")
         until = _num(until, "until")
+        if since < 0:
+            since = self.state.clock.seconds() + since
         return _call(self._monitor().history, name, since, until or None)
 
     def xmlrpc_monitorLeastLoaded(self, deploy):

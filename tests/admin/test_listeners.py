@@ -1,0 +1,125 @@
+"""The Admin declaration, its listeners and the request-size bound, over real sockets."""
+
+from __future__ import annotations
+
+import os
+import xmlrpc.client as xmlrpclib
+
+import treq
+from twisted.internet import defer, reactor
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from salvusctl.admin import Admin
+from salvusctl.admin.build import AdminService, buildAdmin
+from salvusctl.admin.state import AdminState
+from salvusctl.errors import ConfigError
+from salvusctl.host import Host
+from salvusctl.testing import FakeSupervisor
+from tests.admin.helpers import OP, basic, writeUsers
+
+
+class DeclarationTests(SynchronousTestCase):
+    def assertConfigError(self, declaration, text):
+        with self.assertRaises(ConfigError) as e:
+            declaration.validate(None)
+        self.assertIn(text, str(e.exception))
+
+    def test_plainHTTPBeyondLoopbackNeedsOptIn(self):
+        """Basic-auth passwords in clear on a network need an explicit flag."""
+        self.assertConfigError(Admin("tcp:9001"), "allow_plain_http")
+        self.assertConfigError(Admin("tcp:9001:interface=0.0.0.0"), "beyond loopback")
+        Admin("tcp:9001", allow_plain_http=True).validate(None)
+        Admin("tcp:9001:interface=127.0.0.1").validate(None)
+        Admin("tcp6:9001:interface=\\:\\:1").validate(None)
+        Admin("ssl:8443", "unix:/tmp/admin.sock").validate(None)
+
+    def test_badDeclarations(self):
+        self.assertConfigError(Admin(), "at least one listener")
+        self.assertConfigError(Admin("udp:53"), "use tcp:, ssl: or unix:")
+        self.assertConfigError(Admin("ssl:8443:privateKey=/nonexistent.pem"), "bad admin listener")
+        self.assertConfigError(Admin("ssl:8443", refresh=-1), "refresh")
+        self.assertConfigError(Admin("ssl:8443", project_url="javascript:alert(1)"), "project_url")
+        self.assertConfigError(Admin(42), "endpoint string")
+
+    def test_hostRefusesClash(self):
+        """Two listeners on one port are refused by the host before anything starts."""
+        host = Host(name="h", var=self.mktemp())
+        host.add(Admin("ssl:8443"))
+        host.add(Admin("tcp:8443:interface=127.0.0.1"))
+        with self.assertRaises(ConfigError):
+            host.validate()
+
+    def test_buildAdmin(self):
+        """The builder makes one service for all declarations (none without any)."""
+
+        class Context:
+            reactor = None
+            services: dict = {}
+            store = None
+            var_dir = "/tmp/x"
+
+            class host:
+                name = "h"
+
+        self.assertIsNone(buildAdmin(Context(), []))
+        service = buildAdmin(Context(), [Admin("ssl:8443"), Admin("unix:/tmp/a.sock")])
+        self.assertIsInstance(service, AdminService)
+        self.assertEqual(len(service.declarations), 2)
+
+
+class RealSocketTests(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def startAdmin(self, *listen, **kw):
+        self.tmp = os.path.abspath(self.mktemp())
+        os.makedirs(self.tmp)
+        users = os.path.join(self.tmp, "users")
+        writeUsers(users)
+        self.supervisor = FakeSupervisor(clock=reactor)
+        state = AdminState(services={"supervisor": self.supervisor}, clock=reactor, host_name="h")
+        service = AdminService(reactor, [Admin(*listen, users=users, **kw)], state, self.tmp)
+        service.startService()
+        self.addCleanup(service.stopService)
+        ports = yield service.ready
+        return service, ports
+
+    @defer.inlineCallbacks
+    def test_hugePayloadIs413(self):
+        """A body over the bound is refused with 413 before it is stored or parsed."""
+        service, ports = yield self.startAdmin("tcp:0:interface=127.0.0.1", max_request_bytes=64 * 1024)
+        url = f"http://127.0.0.1:{ports[0].getHost().port}/RPC2"
+        body = xmlrpclib.dumps(("x" * 200_000,), "supervisor.getProcessInfo").encode()
+        headers = {**basic(OP), b"Content-Type": [b"text/xml"]}
+        response = yield treq.post(url, data=body, headers=headers, reactor=reactor, persistent=False)
+        self.assertEqual(response.code, 413)
+        self.assertIn(b"larger than 65536", (yield response.content()))
+        small = xmlrpclib.dumps(("web:0",), "supervisor.getProcessInfo").encode()
+        response = yield treq.post(url, data=small, headers=headers, reactor=reactor, persistent=False)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(xmlrpclib.loads((yield response.content()))[0][0]["statename"], "RUNNING")
+
+    @defer.inlineCallbacks
+    def test_httpsCarriesHSTS(self):
+        service, ports = yield self.startAdmin("ssl:0:interface=127.0.0.1")
+        from twisted.internet import ssl as tssl
+        from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+
+        with open(os.path.join(self.tmp, "admin", "admin.crt"), "rb") as f:
+            authority = tssl.Certificate.loadPEM(f.read())
+        agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=authority))
+        url = f"https://127.0.0.1:{ports[0].getHost().port}/RPC2"
+        response = yield treq.get(url, headers=basic(OP), agent=agent)
+        yield response.content()
+        self.assertEqual(response.code, 405)
+        self.assertEqual(response.headers.getRawHeaders(b"strict-transport-security"), [b"max-age=31536000"])
+
+    @defer.inlineCallbacks
+    def test_plainHTTPWarns(self):
+        """An opted-in plain-HTTP listener beyond loopback logs a warning."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        yield self.startAdmin("tcp:0", allow_plain_http=True)
+        self.assertTrue(any("passwords travel in clear" in str(e.get("log_format")) for e in events))
