@@ -79,7 +79,9 @@ class Harness:
         """(response, body bytes) of one request, flushed synchronously."""
         all_headers = dict(basic(user)) if user else {}
         all_headers.update(headers or {})
-        d = self.treq.request(method, "http://localhost" + path, headers=all_headers, data=data)
+        d = self.treq.request(
+            method, "http://localhost" + path, headers=all_headers, data=data, allow_redirects=False
+        )
         self.treq.flush()
         response = testcase.successResultOf(d)
         body = testcase.successResultOf(response.content())
