@@ -37,7 +37,8 @@ def lineChart(
     points = sorted((float(t), float(v)) for t, v in points if t is not None and v is not None)
     if len(points) < 2:
         parts.append(
-            f'<text x="{pad_left + 10}" y="{pad_top + inner_h / 2}" class="empty">not enough samples yet</text>'
+            f'<text x="{pad_left + 10}" y="{pad_top + inner_h / 2}" class="empty">'
+            "not enough samples yet</text>"
         )
         parts.append("</svg>")
         return "".join(parts)

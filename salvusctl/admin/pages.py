@@ -405,8 +405,9 @@ class AdminPages:
                                 f'<input type="hidden" name="{k}" value="{esc(v)}">'
                                 for k, v in fields.items()
                             )
-                            + f'<input type="number" name="weight" min="0" max="256" value="{esc(host.get("weight"))}"'
-                            ' aria-label="weight"><button type="submit">weight</button></form>'
+                            + '<input type="number" name="weight" min="0" max="256" '
+                            f'value="{esc(host.get("weight"))}" aria-label="weight">'
+                            '<button type="submit">weight</button></form>'
                         )
                         row.append(" ".join(controls))
                     rows.append(row)
@@ -460,7 +461,9 @@ class AdminPages:
         rows = [
             [
                 esc(_utc(a.get("since"))),
-                f'<span class="{"up" if a.get("cleared") else "failing"}">{esc(a.get("severity", ""))}</span>',
+                '<span class="{}">{}</span>'.format(
+                    "up" if a.get("cleared") else "failing", esc(a.get("severity", ""))
+                ),
                 esc(a.get("name", "")),
                 esc(a.get("subject", "")),
                 esc(("(cleared) " if a.get("cleared") else "") + str(a.get("message", ""))),
