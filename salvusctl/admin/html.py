@@ -17,7 +17,7 @@ main{padding:16px}
 table{border-collapse:collapse;background:#fff;margin-bottom:16px}
 th,td{border:1px solid #d1d5da;padding:4px 8px;text-align:left;vertical-align:middle}
 th{background:#eaecef}
-td form{display:inline;margin:0}
+td form,p form{display:inline;margin:0 4px 0 0}
 .RUNNING,.up{color:#22863a;font-weight:600}.STOPPED,.EXITED,.maint,.down{color:#6a737d;font-weight:600}
 .FATAL,.BACKOFF,.failing{color:#cb2431;font-weight:600}.STARTING,.STOPPING,.drain{color:#b08800;font-weight:600}
 .flash{background:#fffbdd;border:1px solid #d9d0a5;padding:6px 10px;margin-bottom:12px}

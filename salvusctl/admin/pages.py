@@ -322,7 +322,7 @@ class AdminPages:
             ["Description", esc(info.get("description") or "")],
             ["Port", esc(info.get("port") or "-")],
         ]
-        body = table(["", ""], facts, class_="facts")
+        body = table(["Field", "Value"], facts, class_="facts")
         if self._canAct(request):
             csrf = self.csrfToken(currentUser(request))
             back = {"back": url("instance", name)}
