@@ -98,3 +98,13 @@ class Harness:
             return xmlrpclib.loads(content)[0][0]
         except xmlrpclib.Fault as f:
             return f
+
+
+def tempDir(testcase) -> str:
+    """A fresh absolute temporary directory, removed when the test ends (nothing lands in the tree)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="salvus-admin-")
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path

@@ -18,7 +18,7 @@ from salvusctl.admin.users import (
     hashPassword,
     verifyPassword,
 )
-from tests.admin.helpers import OP, VIEW, Harness
+from tests.admin.helpers import OP, VIEW, Harness, tempDir
 
 
 class PasswordHashTests(SynchronousTestCase):
@@ -41,7 +41,7 @@ class PasswordHashTests(SynchronousTestCase):
 
 class UsersFileTests(SynchronousTestCase):
     def setUp(self):
-        self.path = os.path.join(self.mktemp(), "users")
+        self.path = os.path.join(tempDir(self), "users")
 
     def test_addCheckRemove(self):
         users = UsersFile(self.path)
@@ -82,7 +82,7 @@ class UsersFileTests(SynchronousTestCase):
             self.assertIn(message, str(e.exception))
 
     def test_malformedFile(self):
-        os.makedirs(os.path.dirname(self.path))
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path, "w") as f:
             f.write("# comment\nalice:god:scrypt$1\n")
         with self.assertRaises(UsersFileError) as e:
@@ -127,8 +127,8 @@ class RateLimiterTests(SynchronousTestCase):
 
 class HTTPAuthTests(SynchronousTestCase):
     def setUp(self):
-        self.tmp = self.mktemp()
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.h = Harness(self.tmp)
 
     def test_everyRouteNeedsAuth(self):

@@ -17,7 +17,7 @@ from salvusctl.admin.build import AdminService
 from salvusctl.admin.declaration import Admin
 from salvusctl.admin.state import AdminState
 from salvusctl.testing import FakeAlerts, FakeBalancer, FakeMonitor, FakeSupervisor
-from tests.admin.helpers import OP, VIEW, writeUsers
+from tests.admin.helpers import OP, VIEW, tempDir, writeUsers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARTIFACTS = os.path.join(ROOT, "test-artifacts", "admin")
@@ -94,8 +94,8 @@ class BrowserTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.tmp = os.path.abspath(self.mktemp())
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         users = os.path.join(self.tmp, "users")
         writeUsers(users)
         self.supervisor = FakeSupervisor({"web": 2, "worker": 1}, clock=reactor, stop_delay=1.5)

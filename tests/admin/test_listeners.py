@@ -16,7 +16,7 @@ from salvusctl.admin.state import AdminState
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host
 from salvusctl.testing import FakeSupervisor
-from tests.admin.helpers import OP, basic, writeUsers
+from tests.admin.helpers import OP, basic, tempDir, writeUsers
 
 
 class DeclarationTests(SynchronousTestCase):
@@ -44,7 +44,7 @@ class DeclarationTests(SynchronousTestCase):
 
     def test_hostRefusesClash(self):
         """Two listeners on one port are refused by the host before anything starts."""
-        host = Host(name="h", var=self.mktemp())
+        host = Host(name="h", var=tempDir(self))
         host.add(Admin("ssl:8443"))
         host.add(Admin("tcp:8443:interface=127.0.0.1"))
         with self.assertRaises(ConfigError):
@@ -73,8 +73,8 @@ class RealSocketTests(TestCase):
 
     @defer.inlineCallbacks
     def startAdmin(self, *listen, **kw):
-        self.tmp = os.path.abspath(self.mktemp())
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         users = os.path.join(self.tmp, "users")
         writeUsers(users)
         self.supervisor = FakeSupervisor(clock=reactor)

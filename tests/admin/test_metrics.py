@@ -7,13 +7,13 @@ import os
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.admin.helpers import VIEW, Harness
+from tests.admin.helpers import VIEW, Harness, tempDir
 
 
 class MetricsTests(SynchronousTestCase):
     def setUp(self):
-        self.tmp = self.mktemp()
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.h = Harness(self.tmp)
 
     def scrape(self, harness=None):

@@ -10,15 +10,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.admin.charts import lineChart
 from salvusctl.admin.state import AdminOptions
-from tests.admin.helpers import OP, VIEW, Harness
+from tests.admin.helpers import OP, VIEW, Harness, tempDir
 
 FORM = {b"Content-Type": [b"application/x-www-form-urlencoded"]}
 
 
 class PageTests(SynchronousTestCase):
     def setUp(self):
-        self.tmp = self.mktemp()
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.h = Harness(self.tmp, options=AdminOptions(refresh=7, project_url="https://example.org/proj"))
         now = self.h.clock.seconds()
         for i in range(10):

@@ -8,13 +8,13 @@ import xmlrpc.client as xmlrpclib
 from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.admin.faults import Faults
-from tests.admin.helpers import OP, VIEW, Harness
+from tests.admin.helpers import OP, VIEW, Harness, tempDir
 
 
 class SupervisorNamespaceTests(SynchronousTestCase):
     def setUp(self):
-        self.tmp = self.mktemp()
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.h = Harness(self.tmp)
 
     def call(self, method, *params, user=OP):
@@ -155,8 +155,8 @@ class BadRequestTests(SynchronousTestCase):
     """Bad input gets a Fault with a clear message, never a traceback or a dropped connection."""
 
     def setUp(self):
-        self.tmp = self.mktemp()
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.h = Harness(self.tmp)
 
     def post(self, body, content_type=b"text/xml"):
@@ -226,8 +226,8 @@ class BadRequestTests(SynchronousTestCase):
 
 class SystemNamespaceTests(SynchronousTestCase):
     def setUp(self):
-        self.tmp = self.mktemp()
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.h = Harness(self.tmp)
 
     def test_listMethods(self):

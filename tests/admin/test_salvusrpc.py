@@ -18,7 +18,7 @@ from salvusctl.admin.state import AdminState
 from salvusctl.interfaces import IBalancerControl, IMonitor, ISupervisor
 from salvusctl.store import makeStore
 from salvusctl.testing import FakeAlerts, FakeBalancer, FakeMonitor, FakeSupervisor
-from tests.admin.helpers import OP, VIEW, Harness, basic, writeUsers
+from tests.admin.helpers import OP, VIEW, Harness, basic, tempDir, writeUsers
 
 
 class FakesTests(SynchronousTestCase):
@@ -36,8 +36,8 @@ class FakesTests(SynchronousTestCase):
 
 class SalvusNamespaceTests(SynchronousTestCase):
     def setUp(self):
-        self.tmp = self.mktemp()
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.h = Harness(self.tmp)
 
     def call(self, method, *params, user=OP):
@@ -143,8 +143,8 @@ class StoreRetentionTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.tmp = os.path.abspath(self.mktemp())
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.store = makeStore("sqlite:" + os.path.join(self.tmp, "salvus.db"), reactor)
         yield self.store.start()
         self.addCleanup(self.store.close)

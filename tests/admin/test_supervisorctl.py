@@ -20,7 +20,7 @@ from salvusctl.admin.build import AdminService
 from salvusctl.admin.declaration import Admin
 from salvusctl.admin.state import AdminState
 from salvusctl.testing import FakeSupervisor
-from tests.admin.helpers import OP, VIEW, writeUsers
+from tests.admin.helpers import OP, VIEW, tempDir, writeUsers
 
 SUPERVISORCTL = os.path.join(os.path.dirname(sys.executable), "supervisorctl")
 
@@ -32,8 +32,8 @@ class SupervisorctlTests(TestCase):
     def setUp(self):
         if not os.path.exists(SUPERVISORCTL):  # pragma: no cover - the test dependency is missing
             raise RuntimeError(f"{SUPERVISORCTL} missing: pip install supervisor (a test dependency)")
-        self.tmp = os.path.abspath(self.mktemp())
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         # unix socket paths are limited to ~100 bytes: keep the socket in a short directory
         self.sockdir = os.path.join("/tmp", f"salvus-t-{os.getpid()}-{id(self) % 100000}")
         os.makedirs(self.sockdir, exist_ok=True)

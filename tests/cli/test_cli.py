@@ -21,7 +21,7 @@ from salvusctl.admin.state import AdminState
 from salvusctl.admin.users import UsersFile
 from salvusctl.cli import ExitCode, run
 from salvusctl.testing import FakeAlerts, FakeBalancer, FakeMonitor, FakeSupervisor
-from tests.admin.helpers import OP, VIEW, writeUsers
+from tests.admin.helpers import OP, VIEW, tempDir, writeUsers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,8 +32,8 @@ class CLITestBase(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.tmp = os.path.abspath(self.mktemp())
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.users = os.path.join(self.tmp, "users")
         writeUsers(self.users)
         self.supervisor = FakeSupervisor({"web": 2, "worker": 1}, clock=reactor)
@@ -313,8 +313,8 @@ class UserCommandTests(TestCase):
     """`salvusctl user` edits the local users file (no server involved)."""
 
     def setUp(self):
-        self.tmp = os.path.abspath(self.mktemp())
-        os.makedirs(self.tmp)
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
         self.path = os.path.join(self.tmp, "users")
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
