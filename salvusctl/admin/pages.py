@@ -153,6 +153,70 @@ class AdminPages:
         request.setHeader(b"content-type", CONTENT_TYPE)
         return renderMetrics(self.state)
 
+    # -- supervisorctl's `tail -f` ----------------------------------------------------------------
+
+    @app.route("/logtail/<name>", methods=["GET"])
+    def logtailStdout(self, request, name):
+        return self.logtail(request, name, "stdout")
+
+    @app.route("/logtail/<name>/<stream>", methods=["GET"])
+    def logtail(self, request, name, stream):
+        """Stream an instance's output as it grows (what C{supervisorctl tail -f} reads).
+
+        Starts with the last 1600 bytes, then polls every half second until the client goes away.
+        """
+        if stream not in ("stdout", "stderr"):
+            request.setResponseCode(404)
+            return b"no such stream\n"
+        try:
+            instance = self.supervisorRPC._instanceFor(name)
+        except Fault as f:
+            request.setResponseCode(404)
+            return (f.faultString + "\n").encode()
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        clock = self.state.clock
+        offset: list[int | None] = [None]
+        pending: list[Any] = [None]
+        # Klein finishes the response when the handler's Deferred fires: fire it only when the
+        # client has gone (or the log cannot be read), so the response streams until then.
+        done: defer.Deferred = defer.Deferred()
+
+        def stop(_=None):
+            if pending[0] is not None and pending[0].active():
+                pending[0].cancel()
+            if not done.called:
+                done.callback(b"")
+
+        request.notifyFinish().addBoth(stop)
+
+        def poll():
+            pending[0] = None
+            if done.called:
+                return
+            d = self.supervisorRPC._logData(instance, stream)
+
+            def got(data: bytes):
+                if done.called:
+                    return
+                start = offset[0]
+                if start is None:
+                    start = max(0, len(data) - 1600)
+                elif start > len(data):
+                    start = 0  # truncated or rotated
+                if len(data) > start:
+                    request.write(data[start:])
+                offset[0] = len(data)
+                pending[0] = clock.callLater(0.5, poll)
+
+            def failed(failure):
+                if not done.called:
+                    done.callback(f"(log unavailable: {failure.getErrorMessage()})\n".encode())
+
+            d.addCallbacks(got, failed)
+
+        poll()
+        return done
+
     # -- overview --------------------------------------------------------------------------------
 
     @app.route("/", methods=["GET"])
@@ -484,15 +548,17 @@ class AdminPages:
     @app.handle_errors(Exception)
     def error(self, request, failure):
         """Unexpected errors: logged in full, one plain line to the browser (never a traceback)."""
-        from werkzeug.exceptions import MethodNotAllowed, NotFound
+        from werkzeug.exceptions import HTTPException
+        from werkzeug.routing import RequestRedirect
 
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        if failure.check(NotFound):
-            request.setResponseCode(404)
-            return b"not found\n"
-        if failure.check(MethodNotAllowed):
-            request.setResponseCode(405)
-            return b"method not allowed\n"
+        if failure.check(RequestRedirect):
+            request.setResponseCode(failure.value.code)
+            request.setHeader(b"location", urlsplit(failure.value.new_url).path.encode())
+            return b""
+        if failure.check(HTTPException):
+            request.setResponseCode(failure.value.code)
+            return f"{failure.value.name.lower()}\n".encode()
         log.failure("admin page failed", failure)
         request.setResponseCode(500)
         return f"internal error: {failure.type.__name__}\n".encode()

@@ -123,3 +123,34 @@ class RealSocketTests(TestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         yield self.startAdmin("tcp:0", allow_plain_http=True)
         self.assertTrue(any("passwords travel in clear" in str(e.get("log_format")) for e in events))
+
+
+class HostIntegrationTests(TestCase):
+    """An Admin declared on a Host: built by the host, bootstrap user printed once, serving."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_hostBuildsAndServes(self):
+        var = tempDir(self)
+        host = Host(name="integration", store="sqlite:" + os.path.join(var, "salvus.db"), var=var)
+        host.add(Admin("tcp:0:interface=127.0.0.1", bootstrap_user="admin"))
+        top = host.build(reactor)
+        top.startService()
+        self.addCleanup(top.stopService)
+        admin = top.getServiceNamed("admin")
+        ports = yield admin.ready
+        password = admin.bootstrap_passwords["admin"]
+        self.assertTrue(os.path.exists(os.path.join(var, "admin-users")))
+        url = f"http://127.0.0.1:{ports[0].getHost().port}/RPC2"
+        body = xmlrpclib.dumps((), "salvus.hostInfo").encode()
+        headers = {**basic(("admin", password)), b"Content-Type": [b"text/xml"]}
+        response = yield treq.post(url, data=body, headers=headers, reactor=reactor, persistent=False)
+        info = xmlrpclib.loads((yield response.content()))[0][0]
+        self.assertEqual(info["name"], "integration")
+        self.assertIn("store", info["services"])
+        body = xmlrpclib.dumps((), "supervisor.getAllProcessInfo").encode()
+        response = yield treq.post(url, data=body, headers=headers, reactor=reactor, persistent=False)
+        with self.assertRaises(xmlrpclib.Fault) as e:
+            xmlrpclib.loads((yield response.content()))
+        self.assertEqual(e.exception.faultString, "NO_SERVICE: this host runs no supervisor")

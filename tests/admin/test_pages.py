@@ -173,3 +173,13 @@ class ChartTests(SynchronousTestCase):
 
     def test_flatLine(self):
         self.assertIn("<polyline", lineChart([(0, 0.0), (1, 0.0)], "x"))
+
+
+class LogtailTests(SynchronousTestCase):
+    def test_unknownInstanceOrStream(self):
+        h = Harness(tempDir(self))
+        response, body = h.request(self, "GET", "/logtail/ghost:1")
+        self.assertEqual(response.code, 404)
+        self.assertIn(b"BAD_NAME", body)
+        response, body = h.request(self, "GET", "/logtail/web:0/journal")
+        self.assertEqual(response.code, 404)

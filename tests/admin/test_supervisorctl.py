@@ -12,7 +12,7 @@ import shutil
 import stat
 import sys
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
@@ -25,7 +25,7 @@ from tests.admin.helpers import OP, VIEW, tempDir, writeUsers
 SUPERVISORCTL = os.path.join(os.path.dirname(sys.executable), "supervisorctl")
 
 
-class SupervisorctlTests(TestCase):
+class _AdminForSupervisorctl(TestCase):
     timeout = 60
 
     @defer.inlineCallbacks
@@ -57,6 +57,8 @@ class SupervisorctlTests(TestCase):
         argv = ["-s", server, "-u", user[0], "-p", user[1], *args]
         return getProcessOutputAndValue(SUPERVISORCTL, argv, env=env, path=self.tmp, reactor=reactor)
 
+
+class SupervisorctlTests(_AdminForSupervisorctl):
     def test_socketIsOwnerOnly(self):
         """The unix socket is created 0600, as supervisord's default socket is."""
         self.assertEqual(stat.S_IMODE(os.stat(self.sock).st_mode), 0o600)
@@ -116,3 +118,54 @@ class SupervisorctlTests(TestCase):
         out, err, code = yield self.ctl(f"unix://{self.sock}", "stop", "web:0", user=VIEW)
         self.assertNotEqual(code, 0)
         self.assertEqual(self.supervisor.instanceInfo("web:0")["state"], "RUNNING")
+
+
+class _Collect(protocol.ProcessProtocol):
+    def __init__(self):
+        self.out = b""
+        self.ended = defer.Deferred()
+        self.waiters: list[tuple[bytes, defer.Deferred]] = []
+
+    def outReceived(self, data):
+        self.out += data
+        for text, d in list(self.waiters):
+            if text in self.out:
+                self.waiters.remove((text, d))
+                d.callback(None)
+
+    def waitFor(self, text: bytes) -> defer.Deferred:
+        d = defer.Deferred()
+        if text in self.out:
+            d.callback(None)
+        else:
+            self.waiters.append((text, d))
+        return d
+
+    def processEnded(self, reason):
+        self.ended.callback(None)
+
+
+class SupervisorctlFollowTests(_AdminForSupervisorctl):
+    """`supervisorctl tail -f` streams from /logtail until interrupted."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_tailFollow(self):
+        for server in (self.http, f"unix://{self.sock}"):
+            collector = _Collect()
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": self.tmp,
+                "LANG": "C.UTF-8",
+                "PYTHONUNBUFFERED": "1",
+            }
+            argv = [SUPERVISORCTL, "-s", server, "-u", OP[0], "-p", OP[1], "tail", "-f", "web:0"]
+            process = reactor.spawnProcess(collector, SUPERVISORCTL, argv, env=env, path=self.tmp)
+            try:
+                yield collector.waitFor(b"request served in 3 ms")
+                self.supervisor.emit("web:0", f"a new line for {server}")
+                yield collector.waitFor(f"a new line for {server}".encode())
+            finally:
+                process.signalProcess("KILL")
+                yield collector.ended
