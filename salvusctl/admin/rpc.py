@@ -765,6 +765,15 @@ class RPCRoot(XMLRPC):
             raise rpcFault(Faults.UNKNOWN_METHOD, procedurePath)
         return _Guarded(procedurePath, method)
 
+    def render(self, request):
+        if request.method != b"POST":
+            # answered here rather than by twisted.web's default error page
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"POST")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"XML-RPC: POST text/xml to this URL\n"
+        return super().render(request)
+
     def render_POST(self, request):
         content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
         if content_type not in _XML_TYPES:
