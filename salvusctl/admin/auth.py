@@ -20,7 +20,7 @@ from twisted.web import resource, server
 from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
 from zope.interface import implementer
 
-from salvusctl.admin.users import User, UsersFile, UsersFileError
+from salvusctl.admin.users import DUMMY_HASH, User, UsersFile, UsersFileError, verifyPassword
 
 __all__ = [
     "LoginRateLimiter",
@@ -106,13 +106,21 @@ class AddressedBasicCredentialFactory(BasicCredentialFactory):
 
 @implementer(ICredentialsChecker)
 class UsersChecker:
-    """Checks usernames and passwords against the L{UsersFile}; records failures per client."""
+    """Checks usernames and passwords against the L{UsersFile}; records failures per client.
+
+    @param verify: runs C{verifyPassword(password, hash)} and returns a Deferred of its result.
+        The admin service runs it in the reactor's thread pool, so a scrypt check (tens of ms)
+        never stalls other clients; the default runs it inline (tests, tools).
+    """
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, users: UsersFile, limiter: LoginRateLimiter):
+    def __init__(self, users: UsersFile, limiter: LoginRateLimiter, verify: Any = None):
         self.users = users
         self.limiter = limiter
+        self.verify = verify or (
+            lambda password, stored: defer.maybeDeferred(verifyPassword, password, stored)
+        )
 
     def requestAvatarId(self, credentials):
         key = getattr(credentials, "clientKey", "unknown")
@@ -123,14 +131,23 @@ class UsersChecker:
             self.limiter.failed(key)
             return defer.fail(cred_error.UnauthorizedLogin("bad credentials encoding"))
         try:
-            user = self.users.check(name, password)
+            user, cache_key, cached = self.users.lookup(name, password)
         except UsersFileError as e:
             return defer.fail(cred_error.UnauthorizedLogin(str(e)))
-        if user is None:
-            self.limiter.failed(key)
-            return defer.fail(cred_error.UnauthorizedLogin("wrong user name or password"))
-        self.limiter.succeeded(key)
-        return defer.succeed(user.name.encode("utf-8"))
+        if cached:
+            self.limiter.succeeded(key)
+            return defer.succeed(user.name.encode("utf-8"))
+        d = self.verify(password, user.hash if user is not None else DUMMY_HASH)
+
+        def checked(ok):
+            if not ok or user is None:
+                self.limiter.failed(key)
+                raise cred_error.UnauthorizedLogin("wrong user name or password")
+            self.users.remember(name, cache_key, user)
+            self.limiter.succeeded(key)
+            return user.name.encode("utf-8")
+
+        return d.addCallback(checked)
 
 
 class _UserRoot(resource.Resource):
@@ -269,9 +286,13 @@ class BoundedRequest(server.Request):
 
 
 def makeGate(
-    app: resource.IResource, users: UsersFile, limiter: LoginRateLimiter, realm_name: bytes = b"salvus"
+    app: resource.IResource,
+    users: UsersFile,
+    limiter: LoginRateLimiter,
+    realm_name: bytes = b"salvus",
+    verify: Any = None,
 ) -> Gate:
-    """The authenticated root resource serving C{app}."""
-    portal = Portal(AdminRealm(users, app), [UsersChecker(users, limiter)])
+    """The authenticated root resource serving C{app} (C{verify}: see L{UsersChecker})."""
+    portal = Portal(AdminRealm(users, app), [UsersChecker(users, limiter, verify)])
     wrapper = HTTPAuthSessionWrapper(portal, [AddressedBasicCredentialFactory(realm_name)])
     return Gate(wrapper, limiter)

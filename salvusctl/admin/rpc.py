@@ -737,6 +737,7 @@ class RPCRoot(XMLRPC):
     def __init__(self, state: AdminState):
         super().__init__(allowNone=True)
         self.state = state
+        self._methods: dict[str, Callable] | None = None
         from salvusctl.admin.salvusrpc import SalvusNamespace
 
         self.namespaces: dict[str, _Namespace] = {
@@ -746,12 +747,14 @@ class RPCRoot(XMLRPC):
         }
 
     def allMethods(self) -> dict[str, Callable]:
-        """Every published method by its dotted name."""
-        out = {}
-        for prefix, namespace in self.namespaces.items():
-            for name, method in namespace.methods().items():
-                out[f"{prefix}.{name}"] = method
-        return out
+        """Every published method by its dotted name (computed once)."""
+        if self._methods is None:
+            out = {}
+            for prefix, namespace in self.namespaces.items():
+                for name, method in namespace.methods().items():
+                    out[f"{prefix}.{name}"] = method
+            self._methods = out
+        return self._methods
 
     def listProcedures(self) -> list[str]:
         return sorted(self.allMethods())

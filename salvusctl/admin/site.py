@@ -11,12 +11,24 @@ from salvusctl.admin.users import UsersFile
 __all__ = ["makeSite", "makeRoot"]
 
 
-def makeRoot(state: AdminState, users: UsersFile, limiter: LoginRateLimiter):
+def makeRoot(state: AdminState, users: UsersFile, limiter: LoginRateLimiter, verify=None):
     """The authenticated root resource (what a C{StubTreq} in a test drives)."""
     from salvusctl.admin.pages import AdminPages
 
     pages = AdminPages(state)
-    return makeGate(pages.resource(), users, limiter)
+    return makeGate(pages.resource(), users, limiter, verify=verify)
+
+
+def threadedVerify(reactor):
+    """Password checks in the reactor's thread pool: scrypt must not stall other clients."""
+    from twisted.internet.threads import deferToThreadPool
+
+    from salvusctl.admin.users import verifyPassword
+
+    def verify(password: str, stored: str):
+        return deferToThreadPool(reactor, reactor.getThreadPool(), verifyPassword, password, stored)
+
+    return verify
 
 
 def makeSite(
@@ -27,6 +39,7 @@ def makeSite(
     class Request(BoundedRequest):
         maxBody = max_request_bytes
 
-    site = Site(makeRoot(state, users, limiter), requestFactory=Request, reactor=state.clock)
+    verify = threadedVerify(state.clock) if hasattr(state.clock, "getThreadPool") else None
+    site = Site(makeRoot(state, users, limiter, verify), requestFactory=Request, reactor=state.clock)
     site.displayTracebacks = False
     return site

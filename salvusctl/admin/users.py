@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 
 __all__ = [
+    "DUMMY_HASH",
     "ROLES",
     "VIEWER",
     "OPERATOR",
@@ -158,17 +159,28 @@ class UsersFile:
 
     def check(self, name: str, password: str) -> User | None:
         """The user if C{password} is right, else None (unknown users cost as much as known ones)."""
+        user, key, cached = self.lookup(name, password)
+        if cached:
+            return user
+        if not verifyPassword(password, user.hash if user is not None else _DUMMY_HASH) or user is None:
+            return None
+        self.remember(name, key, user)
+        return user
+
+    def lookup(self, name: str, password: str) -> tuple[User | None, bytes, bool]:
+        """The cheap half of L{check}: (user or None, cache key, whether already verified).
+
+        When not cached, the caller runs L{verifyPassword} (slow, may run in a thread) and then
+        L{remember}s a success.
+        """
         user = self.get(name)
         key = hmac.new(self._cacheKey, f"{name}\0{password}".encode(), "sha256").digest()
-        if user is not None and key in self._verified.get(name, ()):
-            return user
-        if user is None:
-            verifyPassword(password, _DUMMY_HASH)
-            return None
-        if not verifyPassword(password, user.hash):
-            return None
-        self._verified.setdefault(name, set()).add(key)
-        return user
+        return user, key, user is not None and key in self._verified.get(name, ())
+
+    def remember(self, name: str, key: bytes, user: User) -> None:
+        """Cache a verified password (if the user's hash has not changed meanwhile)."""
+        if self.get(name) == user:
+            self._verified.setdefault(name, set()).add(key)
 
     # -- editing ---------------------------------------------------------------------------------
 
@@ -232,6 +244,7 @@ class UsersFile:
 
 
 _DUMMY_HASH = hashPassword("not a password", salt=b"0123456789abcdef")
+DUMMY_HASH = _DUMMY_HASH
 
 
 def ensureAdminUser(path: str, name: str = "admin") -> str | None:

@@ -9,6 +9,8 @@ import treq
 from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
 
 from salvusctl.admin import Admin
 from salvusctl.admin.build import AdminService, buildAdmin
@@ -17,6 +19,30 @@ from salvusctl.errors import ConfigError
 from salvusctl.host import Host
 from salvusctl.testing import FakeSupervisor
 from tests.admin.helpers import OP, basic, tempDir, writeUsers
+
+
+@implementer(IBodyProducer)
+class _Chunks:
+    """A body of unknown length (sent chunked)."""
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def startProducing(self, consumer):
+        for i in range(0, len(self.data), 16384):
+            consumer.write(self.data[i : i + 16384])
+        return defer.succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
 
 
 class DeclarationTests(SynchronousTestCase):
@@ -99,6 +125,18 @@ class RealSocketTests(TestCase):
         response = yield treq.post(url, data=small, headers=headers, reactor=reactor, persistent=False)
         self.assertEqual(response.code, 200)
         self.assertEqual(xmlrpclib.loads((yield response.content()))[0][0]["statename"], "RUNNING")
+
+    @defer.inlineCallbacks
+    def test_hugeChunkedPayloadIs413(self):
+        """Without a Content-Length the body is counted as it arrives and dropped past the bound."""
+        service, ports = yield self.startAdmin("tcp:0:interface=127.0.0.1", max_request_bytes=64 * 1024)
+        url = f"http://127.0.0.1:{ports[0].getHost().port}/RPC2"
+        headers = {**basic(OP), b"Content-Type": [b"text/xml"]}
+        response = yield treq.post(
+            url, data=_Chunks(b"<x>" * 100_000), headers=headers, reactor=reactor, persistent=False
+        )
+        self.assertEqual(response.code, 413)
+        yield response.content()
 
     @defer.inlineCallbacks
     def test_httpsCarriesHSTS(self):
