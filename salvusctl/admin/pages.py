@@ -9,6 +9,7 @@ under a per-process secret) and, when present, that the Origin is this site.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time as _time
 from typing import Any
@@ -19,6 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.xmlrpc import Fault
 
+import salvusctl
 from salvusctl.admin.auth import currentUser
 from salvusctl.admin.charts import lineChart
 from salvusctl.admin.extensions import IAlertSource
@@ -31,6 +33,8 @@ from salvusctl.admin.state import AdminState
 __all__ = ["AdminPages"]
 
 log = Logger()
+
+_LOCAL_PATH = re.compile(r"^/[A-Za-z0-9%:_.~-][A-Za-z0-9/%:_.~-]*$")
 
 
 def _uptime(seconds: float) -> str:
@@ -243,7 +247,12 @@ class AdminPages:
         alerts = alerts_source.alerts() if IAlertSource.providedBy(alerts_source) else []
         if alerts_source is not None:
             cards.append(("Active alerts", str(len(alerts)), "/alerts"))
+        services = ", ".join(
+            sorted(k for k, v in self.state.services.items() if v is not None and k != "store")
+        )
         body = (
+            f"<p>Host <b>{esc(self.state.host_name)}</b> · Salvus {esc(salvusctl.__version__)}"
+            f" · services: {esc(services or 'none')}</p>"
             '<div class="cards">'
             + "".join(
                 f'<a class="card" href="{esc(link)}"><b>{esc(value)}</b>{esc(name)}</a>'
@@ -317,9 +326,9 @@ class AdminPages:
             user = self._checkPost(request)
         except _Refused as e:
             return self._refused(request, e)
-        back = _arg(request, "back") or "/deploys"
-        if not back.startswith("/") or back.startswith("//"):
-            back = "/deploys"
+        back = _arg(request, "back")
+        if not _LOCAL_PATH.match(back):
+            back = "/deploys"  # only our own pages: never an open redirect
         calls = {
             "start": [("start", self.supervisorRPC.xmlrpc_startProcess)],
             "stop": [("stop", self.supervisorRPC.xmlrpc_stopProcess)],

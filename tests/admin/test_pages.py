@@ -78,6 +78,20 @@ class PageTests(SynchronousTestCase):
         self.post("/deploys/web:1/restart", {"csrf": self.token(), "back": "/instance/web%3A1"})
         self.assertNotEqual(self.h.supervisor.instanceInfo("web:1")["pid"], pid)
 
+    def test_noOpenRedirect(self):
+        """The form's `back` field only ever sends the browser to one of our own pages."""
+        for back, expected in [
+            ("/instance/web%3A0", "/instance/web%3A0?"),
+            ("//evil.example/x", "/deploys?"),
+            ("/\\evil.example", "/deploys?"),
+            ("https://evil.example/", "/deploys?"),
+            ("/", "/deploys?"),
+        ]:
+            self.h.supervisor.startInstance("web:0")
+            response, _ = self.post("/deploys/web:0/stop", {"csrf": self.token(), "back": back})
+            location = response.headers.getRawHeaders(b"location")[0].decode()
+            self.assertTrue(location.startswith(expected), (back, location))
+
     def test_actionFaultShownAsMessage(self):
         response, _ = self.post("/deploys/web:0/start", {"csrf": self.token()})
         location = response.headers.getRawHeaders(b"location")[0].decode()
