@@ -270,7 +270,7 @@ class AdminPages:
 
     # -- deploys ---------------------------------------------------------------------------------
 
-    def _deployTable(self, request, compact: bool = False) -> str:
+    def _deployTable(self, request, compact: bool = False, last_lines: dict[str, str] | None = None) -> str:
         sup = self.state.optional("supervisor")
         if sup is None:
             return self._missing("supervisor")
@@ -298,6 +298,13 @@ class AdminPages:
             ]
             if not compact:
                 row.append(esc(info.get("description") or ""))
+            if last_lines is not None:
+                line = last_lines.get(name, "")
+                shown = line if len(line) <= 80 else line[:79] + "…"
+                row.append(
+                    f'<a class="tail" href="{esc(url("instance", name))}#output" title="{esc(line)}">'
+                    f"<code>{esc(shown) or '(no output)'}</code></a>"
+                )
             if can_act:
                 action = url("deploys", name)
                 buttons = []
@@ -311,13 +318,25 @@ class AdminPages:
         headers = ["Instance", "State", "PID", "Uptime", "CPU", "RSS"]
         if not compact:
             headers.append("Description")
+        if last_lines is not None:
+            headers.append("Last output")
         if can_act:
             headers.append("Actions")
         return table(headers, rows, class_="deploys")
 
     @app.route("/deploys", methods=["GET"])
+    @defer.inlineCallbacks
     def deploys(self, request):
-        return self._page(request, "Deploys", self._deployTable(request), "/deploys")
+        sup = self.state.optional("supervisor")
+        last_lines: dict[str, str] = {}
+        if sup is not None:
+            names = [str(i["name"]) for i in sup.instanceInfos()]
+            tails = yield defer.DeferredList(
+                [defer.maybeDeferred(sup.tailLog, n, 1, "stdout") for n in names], consumeErrors=True
+            )
+            for n, (ok, lines) in zip(names, tails, strict=True):
+                last_lines[n] = str(lines[-1]) if ok and lines else ""
+        return self._page(request, "Deploys", self._deployTable(request, last_lines=last_lines), "/deploys")
 
     @app.route("/deploys/<name>/<action>", methods=["POST"])
     @defer.inlineCallbacks
@@ -409,12 +428,21 @@ class AdminPages:
             )
         monitor = self.state.optional("monitor")
         window = self.state.options.history_window
+        minutes = _arg(request, "minutes")
+        if minutes.isdigit():
+            window = float(min(max(int(minutes), 5), 7 * 24 * 60) * 60)
         if monitor is not None:
             now = self.state.clock.seconds()
             samples = yield defer.maybeDeferred(monitor.history, name, now - window, None)
             cpu = [(s.get("timestamp"), s.get("percent_cpu", s.get("cpu"))) for s in samples]
             rss = [(s.get("timestamp"), s.get("resident_size", s.get("rss"))) for s in samples]
-            body += f"<h2>History (last {int(window // 60)} minutes, {len(samples)} samples)</h2>"
+            links = " · ".join(
+                f'<a href="{esc(url("instance", name))}?minutes={m}">{label}</a>'
+                for m, label in ((60, "1 h"), (360, "6 h"), (1440, "1 day"), (10080, "7 days"))
+            )
+            body += (
+                f"<h2>History (last {int(window // 60)} minutes, {len(samples)} samples)</h2><p>{links}</p>"
+            )
             body += lineChart(cpu, "CPU %", lambda v: f"{v:.0f}%", css_class="chart cpu")
             body += lineChart(rss, "Resident memory", _bytes, css_class="chart rss")
         else:
@@ -423,7 +451,9 @@ class AdminPages:
             lines = yield defer.maybeDeferred(sup.tailLog, name, 100, "stdout")
         except Exception as e:
             lines = [f"(log unavailable: {e})"]
-        body += "<h2>Output (last 100 lines)</h2><pre class=log>" + esc("\n".join(lines)) + "</pre>"
+        body += (
+            '<h2 id="output">Output (last 100 lines)</h2><pre class=log>' + esc("\n".join(lines)) + "</pre>"
+        )
         return self._page(request, f"Instance {name}", body, "/deploys")
 
     # -- balancer --------------------------------------------------------------------------------

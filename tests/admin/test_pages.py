@@ -57,6 +57,7 @@ class PageTests(SynchronousTestCase):
         self.assertIn("14.0%", body)  # the latest cpu sample of web:0
         self.assertIn("55.3 MiB", body)
         self.assertIn('action="/deploys/web%3A0/stop"', body)
+        self.assertIn("<code>web:0 started with pid", body)  # the last line of output
 
     def test_viewerSeesNoButtons(self):
         _, body = self.get("/deploys", user=VIEW)
@@ -127,6 +128,8 @@ class PageTests(SynchronousTestCase):
         self.assertIn("10 samples", body)
         self.assertIn("<polyline", body)
         self.assertIn("web:0 started with pid", body)
+        _, body = self.get("/instance/web:0?minutes=5")
+        self.assertIn("last 5 minutes, 5 samples", body)
         response, body = self.get("/instance/ghost:9")
         self.assertEqual(response.code, 404)
 

@@ -56,7 +56,7 @@ class CLITestBase(TestCase):
         self.admin.startService()
         self.addCleanup(self.admin.stopService)
         ports = yield self.admin.ready
-        self.port = ports[0].getHost().port
+        self.port = getattr(ports[0].getHost(), "port", None)
         self.url = f"{self.scheme}://127.0.0.1:{self.port}"
 
     scheme = "http"
@@ -340,3 +340,26 @@ class UserCommandTests(TestCase):
         self.assertEqual((code, err), (ExitCode.FAILED, "salvusctl: no user 'alice'\n"))
         code, out, err = self.cli("user", "add", "carol", "--password-stdin", stdin="\n")
         self.assertEqual(code, ExitCode.USAGE)
+
+
+class UnixSocketTests(CLITestBase):
+    """salvusctl over the owner-only unix socket."""
+
+    sockdir = os.path.join("/tmp", f"salvus-cli-{os.getpid()}")
+    listeners = (f"unix:{sockdir}/admin.sock",)
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        os.makedirs(self.sockdir, exist_ok=True)
+        self.addCleanup(shutil.rmtree, self.sockdir, True)
+        yield super().setUp()
+
+    @defer.inlineCallbacks
+    def test_statusAndStop(self):
+        url = f"unix://{self.sockdir}/admin.sock"
+        code, out, err = yield self.cli("status", env={"SALVUS_URL": url})
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(len(out.splitlines()), 3)
+        code, out, err = yield self.cli("-s", url, "stop", "worker")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(self.supervisor.instanceInfo("worker:0")["state"], "STOPPED")
