@@ -202,16 +202,18 @@ class FakeSupervisor:
         return names
 
     def startDeploy(self, name: str) -> defer.Deferred:
-        return defer.gatherResults([self.startInstance(n) for n in self._names(name)])
+        return defer.gatherResults([self.startInstance(n) for n in self._names(name)], consumeErrors=True)
 
     def stopDeploy(self, name: str) -> defer.Deferred:
-        return defer.gatherResults([self.stopInstance(n) for n in self._names(name)])
+        return defer.gatherResults([self.stopInstance(n) for n in self._names(name)], consumeErrors=True)
 
     def startAll(self) -> defer.Deferred:
-        return defer.gatherResults([self.startInstance(n) for n in self._instances])
+        return defer.gatherResults([self.startInstance(n) for n in self._instances], consumeErrors=True)
 
     def stopAll(self) -> defer.Deferred:
-        return defer.gatherResults([self.stopInstance(n) for n in reversed(self._instances)])
+        return defer.gatherResults(
+            [self.stopInstance(n) for n in reversed(self._instances)], consumeErrors=True
+        )
 
     def signalInstance(self, name: str, signal: int | str) -> None:
         inst = self._get(name)

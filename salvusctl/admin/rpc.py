@@ -21,6 +21,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python import failure
 from twisted.web import server
 from twisted.web.xmlrpc import XMLRPC, Fault
 
@@ -351,6 +352,60 @@ class SupervisorNamespace(_Namespace):
                 chosen.append(instance)
         return defer.gatherResults([one(i) for i in chosen])
 
+    def _bulk(self, instances: list[str], starting: bool, action: Callable, wait: bool) -> Any:
+        """A group or all-process start/stop through the supervisor's own bulk call.
+
+        The supervisor orders the work (dependencies first on start, reverse on stop); the result
+        array then reports, like supervisord's, each instance that needed the change.
+        """
+        if starting:
+            chosen = [i for i in instances if self._statecode(i) not in RUNNING_STATES]
+        else:
+            chosen = [i for i in instances if self._statecode(i) in RUNNING_STATES]
+        if not chosen:
+            return []
+        log.info("{verb} {names}", verb="starting" if starting else "stopping", names=", ".join(chosen))
+        d = defer.maybeDeferred(action)
+        if not wait:
+            d.addErrback(lambda f: log.warn("bulk action failed: {why}", why=f.getErrorMessage()))
+            return [self._result(i, Faults.SUCCESS, "OK") for i in chosen]
+
+        def report(outcome):
+            why = outcome.getErrorMessage() if isinstance(outcome, failure.Failure) else ""
+            results = []
+            for instance in chosen:
+                info = self._instanceInfo(instance)
+                code = int(info.get("statecode", 1000))
+                if starting and code == 20:
+                    results.append(self._result(instance, Faults.SUCCESS, "OK"))
+                elif starting and info.get("spawnerr"):
+                    results.append(
+                        self._result(instance, Faults.SPAWN_ERROR, f"SPAWN_ERROR: {info['spawnerr']}")
+                    )
+                elif starting:
+                    results.append(
+                        self._result(
+                            instance,
+                            Faults.ABNORMAL_TERMINATION,
+                            f"ABNORMAL_TERMINATION: {why or info.get('state')}",
+                        )
+                    )
+                elif code not in RUNNING_STATES and code != 40:
+                    results.append(self._result(instance, Faults.SUCCESS, "OK"))
+                else:
+                    results.append(
+                        self._result(instance, Faults.FAILED, f"FAILED: {why or info.get('state')}")
+                    )
+            return results
+
+        return d.addBoth(report)
+
+    def _statecode(self, instance: str) -> int:
+        try:
+            return int(self._instanceInfo(instance).get("statecode", 1000))
+        except Fault:
+            return 1000
+
     def _groupMembers(self, name: Any) -> list[str]:
         name = _str(name, "name")
         members = self._groups().get(name)
@@ -406,7 +461,7 @@ class SupervisorNamespace(_Namespace):
         @return array result An array of process status info structs
         """
         members = self._groupMembers(name)
-        return self._each(members, lambda c: c not in RUNNING_STATES, self._startOne, wait=bool(wait))
+        return self._bulk(members, True, lambda: self._sup().startDeploy(name), bool(wait))
 
     @operator
     def xmlrpc_startAllProcesses(self, wait=True):
@@ -415,9 +470,7 @@ class SupervisorNamespace(_Namespace):
         @param boolean wait Wait for each process to be fully started
         @return array result An array of process status info structs
         """
-        return self._each(
-            self._allInstances(), lambda c: c not in RUNNING_STATES, self._startOne, wait=bool(wait)
-        )
+        return self._bulk(self._allInstances(), True, lambda: self._sup().startAll(), bool(wait))
 
     def _stopOne(self, instance: str, wait: bool = True) -> Any:
         info = self._instanceInfo(instance)
@@ -459,7 +512,7 @@ class SupervisorNamespace(_Namespace):
         @return array result An array of process status info structs
         """
         members = self._groupMembers(name)
-        return self._each(members, lambda c: c in RUNNING_STATES, self._stopOne, wait=bool(wait))
+        return self._bulk(members, False, lambda: self._sup().stopDeploy(name), bool(wait))
 
     @operator
     def xmlrpc_stopAllProcesses(self, wait=True):
@@ -468,11 +521,8 @@ class SupervisorNamespace(_Namespace):
         @param boolean wait Wait for each process to be fully stopped
         @return array result An array of process status info structs
         """
-        return self._each(
-            list(reversed(self._allInstances())),
-            lambda c: c in RUNNING_STATES,
-            self._stopOne,
-            wait=bool(wait),
+        return self._bulk(
+            list(reversed(self._allInstances())), False, lambda: self._sup().stopAll(), bool(wait)
         )
 
     # -- signals ---------------------------------------------------------------------------------

@@ -93,6 +93,20 @@ class SupervisorNamespaceTests(SynchronousTestCase):
         fault = self.assertFault(self.call("supervisor.startProcess", "web:1"), Faults.SPAWN_ERROR)
         self.assertIn("no such file", fault.faultString)
 
+    def test_groupStartReportsEachInstance(self):
+        """A group start goes through the supervisor's startDeploy and reports each instance."""
+        self.call("supervisor.stopProcessGroup", "web")
+        self.h.supervisor.failNextStart("web:1", "port 8001 in use")
+        results = self.call("supervisor.startProcessGroup", "web")
+        by_name = {r["name"]: r for r in results}
+        self.assertEqual(by_name["0"]["status"], Faults.SUCCESS)
+        self.assertEqual(by_name["1"]["status"], Faults.SPAWN_ERROR)
+        self.assertIn("port 8001 in use", by_name["1"]["description"])
+        self.assertEqual(
+            self.call("supervisor.stopProcessGroup", "web", False),
+            [{"name": "0", "group": "web", "status": Faults.SUCCESS, "description": "OK"}],
+        )
+
     def test_unknownNames(self):
         """Unknown processes and groups are BAD_NAME, whichever call names them."""
         for method, params in [
