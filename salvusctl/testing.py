@@ -284,6 +284,7 @@ class FakeBalancer:
             services = {"www": {"web": [("127.0.0.1", 8000), ("127.0.0.1", 8001)]}}
         self.services: dict[str, dict[str, Any]] = {}
         self.configured: set[tuple[str, str, str]] = set()
+        self.retried: list[str] = []
         for service, groups in services.items():
             entry = {"name": service, "listen": ["tcp:8080"], "groups": {}}
             self.services[service] = entry
@@ -364,6 +365,37 @@ class FakeBalancer:
         if scheduler not in self.SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}")
         self._group(service, group)["scheduler"] = scheduler
+
+    # -- beyond IBalancerControl: what the balancer issue also asks for ------------------------
+
+    def retryHost(self, service, group, hostname) -> None:
+        host = self._host(service, group, hostname)
+        host["healthy"] = True
+        self.retried.append(f"{service}/{group}/{hostname}")
+
+    def addService(self, service, listen) -> None:
+        if service in self.services:
+            raise ValueError(f"service {service} already exists")
+        self.services[service] = {"name": service, "listen": list(listen), "groups": {}}
+
+    def removeService(self, service) -> None:
+        if service not in self.services:
+            raise KeyError(service)
+        del self.services[service]
+
+    def addGroup(self, service, group, scheduler="roundrobin") -> None:
+        if service not in self.services:
+            raise KeyError(service)
+        if scheduler not in self.SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}")
+        groups = self.services[service]["groups"]
+        if group in groups:
+            raise ValueError(f"group {service}/{group} already exists")
+        groups[group] = {"name": group, "scheduler": scheduler, "hosts": {}}
+
+    def removeGroup(self, service, group) -> None:
+        self._group(service, group)
+        del self.services[service]["groups"][group]
 
     def configDiff(self) -> dict[str, list[str]]:
         running = {

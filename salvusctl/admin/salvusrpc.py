@@ -150,6 +150,94 @@ class SalvusNamespace(_Namespace):
         args = (_str(service, "service"), _str(group, "group"), _str(scheduler, "scheduler"))
         return _call(self._balancer().setScheduler, *args).addCallback(lambda _: True)
 
+    def _optional(self, name: str, verb: str):
+        """A balancer method beyond L{IBalancerControl}; a clear fault when this balancer lacks it."""
+        method = getattr(self._balancer(), name, None)
+        if method is None:
+            raise rpcFault(Faults.NO_SERVICE, f"this host's balancer cannot {verb}")
+        return method
+
+    @operator
+    @defer.inlineCallbacks
+    def xmlrpc_balancerRemoveAllHosts(self, service, group):
+        """Remove every host of a group (their open connections finish); returns how many
+
+        @param string service the balanced service
+        @param string group the group
+        @return int result hosts removed
+        """
+        service, group = _str(service, "service"), _str(group, "group")
+        balancer = self._balancer()
+        snapshot = yield _call(balancer.snapshot)
+        for svc in snapshot.get("services", []):
+            if svc.get("name") != service:
+                continue
+            for grp in svc.get("groups", []):
+                if grp.get("name") == group:
+                    names = [h.get("name") for h in grp.get("hosts", [])]
+                    for name in names:
+                        yield _call(balancer.removeHost, service, group, name)
+                    return len(names)
+        raise rpcFault(Faults.BAD_NAME, f"{service}/{group}")
+
+    @operator
+    def xmlrpc_balancerRetryHost(self, service, group, host):
+        """Retry a host marked down by its checks now, instead of at its next check
+
+        @param string service the balanced service
+        @param string group the group
+        @param string host the host's name
+        @return boolean result True unless error
+        """
+        args = (_str(service, "service"), _str(group, "group"), _str(host, "host"))
+        return _call(self._optional("retryHost", "retry a host"), *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerAddService(self, service, listen):
+        """Add a balanced service listening on endpoint strings
+
+        @param string service the new service's name
+        @param array listen endpoint strings, e.g. ['tcp:8080']
+        @return boolean result True unless error
+        """
+        if not isinstance(listen, list) or not all(isinstance(x, str) for x in listen):
+            raise rpcFault(Faults.BAD_ARGUMENTS, "listen must be an array of endpoint strings")
+        method = self._optional("addService", "add a service")
+        return _call(method, _str(service, "service"), list(listen)).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerRemoveService(self, service):
+        """Remove a balanced service (stops listening; open connections finish)
+
+        @param string service the service
+        @return boolean result True unless error
+        """
+        method = self._optional("removeService", "remove a service")
+        return _call(method, _str(service, "service")).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerAddGroup(self, service, group, scheduler="roundrobin"):
+        """Add a group of hosts to a service
+
+        @param string service the service
+        @param string group the new group's name
+        @param string scheduler the group's scheduler
+        @return boolean result True unless error
+        """
+        args = (_str(service, "service"), _str(group, "group"), _str(scheduler, "scheduler"))
+        return _call(self._optional("addGroup", "add a group"), *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerRemoveGroup(self, service, group):
+        """Remove a group and its hosts from a service
+
+        @param string service the service
+        @param string group the group
+        @return boolean result True unless error
+        """
+        args = (_str(service, "service"), _str(group, "group"))
+        return _call(self._optional("removeGroup", "remove a group"), *args).addCallback(lambda _: True)
+
     # -- monitor ---------------------------------------------------------------------------------
 
     def _monitor(self):

@@ -355,6 +355,24 @@ def cmdBalancer(remote: Remote, args, out: Output) -> int:
     elif action == "scheduler":
         remote("salvus.balancerSetScheduler", *_hostSpec(args.target, 2), args.scheduler)
         out.info(f"{args.target}: scheduler {args.scheduler}")
+    elif action == "retry":
+        remote("salvus.balancerRetryHost", *_hostSpec(args.target))
+        out.info(f"{args.target}: retried")
+    elif action == "remove-all":
+        count = remote("salvus.balancerRemoveAllHosts", *_hostSpec(args.target, 2))
+        out.info(f"{args.target}: removed {count} hosts")
+    elif action == "add-group":
+        remote("salvus.balancerAddGroup", *_hostSpec(args.target, 2), args.scheduler)
+        out.info(f"{args.target}: added")
+    elif action == "remove-group":
+        remote("salvus.balancerRemoveGroup", *_hostSpec(args.target, 2))
+        out.info(f"{args.target}: removed")
+    elif action == "add-service":
+        remote("salvus.balancerAddService", args.service, list(args.listen))
+        out.info(f"{args.service}: added")
+    elif action == "remove-service":
+        remote("salvus.balancerRemoveService", args.service)
+        out.info(f"{args.service}: removed")
     return ExitCode.OK
 
 
@@ -514,9 +532,20 @@ def makeParser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     bsub.required = True
     bsub.add_parser("show", help="services, groups and hosts with counters")
-    for action in ("up", "down", "drain", "remove"):
+    for action in ("up", "down", "drain", "remove", "retry"):
         b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP/HOST")
         b.add_argument("target", metavar="SERVICE/GROUP/HOST")
+    for action in ("remove-all", "remove-group"):
+        b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP")
+        b.add_argument("target", metavar="SERVICE/GROUP")
+    b = bsub.add_parser("add-group", help="add-group SERVICE/GROUP [--scheduler NAME]")
+    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("--scheduler", default="roundrobin")
+    b = bsub.add_parser("add-service", help="add-service SERVICE ENDPOINT…")
+    b.add_argument("service", metavar="SERVICE")
+    b.add_argument("listen", nargs="+", metavar="ENDPOINT")
+    b = bsub.add_parser("remove-service", help="remove-service SERVICE")
+    b.add_argument("service", metavar="SERVICE")
     b = bsub.add_parser("weight", help="weight SERVICE/GROUP/HOST N")
     b.add_argument("target", metavar="SERVICE/GROUP/HOST")
     b.add_argument("weight", type=int)

@@ -61,6 +61,37 @@ class SalvusNamespaceTests(SynchronousTestCase):
         self.assertIs(self.call("salvus.balancerRemoveHost", "www", "web", "big"), True)
         self.assertNotIn("big", group["hosts"])
 
+    def test_balancerStructureVerbs(self):
+        """Services and groups come and go; a group can be emptied; a bad host retried now."""
+        self.assertIs(self.call("salvus.balancerAddService", "api", ["tcp:8081"]), True)
+        self.assertIs(self.call("salvus.balancerAddGroup", "api", "blue", "leastconn"), True)
+        self.assertIs(self.call("salvus.balancerAddHost", "api", "blue", "10.0.0.1", 80), True)
+        self.assertIs(self.call("salvus.balancerAddHost", "api", "blue", "10.0.0.2", 80), True)
+        self.assertIs(self.call("salvus.balancerRetryHost", "api", "blue", "10.0.0.1:80"), True)
+        self.assertEqual(self.h.balancer.retried, ["api/blue/10.0.0.1:80"])
+        self.assertEqual(self.call("salvus.balancerRemoveAllHosts", "api", "blue"), 2)
+        self.assertEqual(
+            self.call("salvus.balancerRemoveAllHosts", "api", "green").faultCode, Faults.BAD_NAME
+        )
+        self.assertIs(self.call("salvus.balancerRemoveGroup", "api", "blue"), True)
+        self.assertIs(self.call("salvus.balancerRemoveService", "api"), True)
+        self.assertNotIn("api", self.h.balancer.services)
+        fault = self.call("salvus.balancerAddService", "x", "tcp:1")
+        self.assertEqual(fault.faultCode, Faults.BAD_ARGUMENTS)
+
+    def test_balancerWithoutOptionalVerbs(self):
+        """A balancer offering only IBalancerControl answers the extra verbs with a clear fault."""
+
+        class Minimal:
+            def __init__(self, inner):
+                self.snapshot, self.removeHost = inner.snapshot, inner.removeHost
+
+        h = Harness(self.tmp, services={"balancer": Minimal(FakeBalancer())})
+        fault = h.rpc(self, "salvus.balancerRetryHost", "www", "web", "127.0.0.1:8000")
+        self.assertEqual(fault.faultCode, Faults.NO_SERVICE)
+        self.assertIn("cannot retry a host", fault.faultString)
+        self.assertEqual(h.rpc(self, "salvus.balancerRemoveAllHosts", "www", "web"), 2)
+
     def test_balancerErrors(self):
         self.assertEqual(
             self.call("salvus.balancerSetState", "www", "web", "ghost", "up").faultCode, Faults.BAD_NAME

@@ -179,6 +179,18 @@ class CLITests(CLITestBase):
         self.assertIn("bad weight", err)
         code, out, err = yield self.cli("balancer", "up", "just-a-host")
         self.assertEqual(code, ExitCode.USAGE)
+        for argv in (
+            ("balancer", "add-service", "api", "tcp:8081"),
+            ("balancer", "add-group", "api/blue", "--scheduler", "leastconn"),
+            ("balancer", "add", "api/blue", "10.0.0.1:80"),
+            ("balancer", "retry", "api/blue/10.0.0.1:80"),
+            ("balancer", "remove-all", "api/blue"),
+            ("balancer", "remove-group", "api/blue"),
+            ("balancer", "remove-service", "api"),
+        ):
+            code, out, err = yield self.cli(*argv)
+            self.assertEqual(code, ExitCode.OK, (argv, err))
+        self.assertNotIn("api", self.balancer.services)
 
     @defer.inlineCallbacks
     def test_monitorAlertsDiff(self):
