@@ -288,3 +288,45 @@ class SystemNamespaceTests(SynchronousTestCase):
         )
         self.assertEqual(results[0]["faultCode"], Faults.PERMISSION_DENIED)
         self.assertEqual(self.h.rpc(self, "system.multicall", "x").faultCode, Faults.BAD_ARGUMENTS)
+
+
+class LogFileTests(SynchronousTestCase):
+    """When the supervisor names log files, the log calls read (and clear) the files themselves."""
+
+    def setUp(self):
+        from salvusctl.testing import FakeSupervisor
+
+        self.tmp = tempDir(self)
+        self.logfile = os.path.join(self.tmp, "web-0.out")
+        with open(self.logfile, "wb") as f:
+            f.write(b"0123456789" * 300)
+        fake = FakeSupervisor()
+        logfile = self.logfile
+
+        class FileLogging:
+            """Only ISupervisor's methods, with log files: no clearLogs of its own."""
+
+            def instanceInfos(self):
+                return [self.instanceInfo(i["name"]) for i in fake.instanceInfos()]
+
+            def instanceInfo(self, name):
+                info = fake.instanceInfo(name)
+                if name == "web:0":
+                    info["stdout_logfile"] = info["logfile"] = logfile
+                return info
+
+            def tailLog(self, name, lines=100, stream="stdout"):
+                raise AssertionError("the file should be read instead")
+
+        self.h = Harness(self.tmp, services={"supervisor": FileLogging()})
+
+    def test_readTailClear(self):
+        data = self.h.rpc(self, "supervisor.readProcessStdoutLog", "web:0", -1600, 0)
+        self.assertEqual(len(data), 1600)
+        self.assertEqual(self.h.rpc(self, "supervisor.readProcessStdoutLog", "web:0", 5, 3), "567")
+        text, offset, overflow = self.h.rpc(self, "supervisor.tailProcessStdoutLog", "web:0", 0, 100)
+        self.assertEqual((len(text), offset, overflow), (100, 3000, True))
+        self.assertIs(self.h.rpc(self, "supervisor.clearProcessLogs", "web:0"), True)
+        self.assertEqual(os.path.getsize(self.logfile), 0)
+        fault = self.h.rpc(self, "supervisor.clearProcessLogs", "web:1")
+        self.assertEqual(fault.faultCode, Faults.NO_FILE)
