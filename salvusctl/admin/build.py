@@ -92,8 +92,15 @@ class AdminService(Service):
                 f"salvus admin: password (shown once): {password}"
             )
 
-    def startService(self) -> None:
-        super().startService()
+    def privilegedStartService(self) -> None:
+        """Bind every listener (before twistd drops privileges), failing loudly on the first error.
+
+        A listener that cannot bind (port taken, socket path not writable, unreadable key) raises
+        here, so the host stops with that one error instead of running without its admin.
+        """
+        super().privilegedStartService()
+        if self.ready is not None:
+            return
         listening = []
         for declaration in self.declarations:
             self._bootstrap(declaration)
@@ -116,7 +123,22 @@ class AdminService(Service):
                 d.addCallback(self._listening, kind, full)
                 listening.append(d)
         self.ready = defer.gatherResults(listening, consumeErrors=True)
-        self.ready.addErrback(self._failed)
+        failures: list[Any] = []
+        self.ready.addErrback(failures.append)
+        if failures:
+            for port in self.ports:
+                port.stopListening()
+            self.ports = []
+            error = failures[0].value
+            if isinstance(error, defer.FirstError):
+                error = error.subFailure.value
+            log.error("admin cannot listen: {error}", error=error)
+            raise error
+
+    def startService(self) -> None:
+        super().startService()
+        if self.ready is None:
+            self.privilegedStartService()
 
     def _listening(self, port: Any, kind: str, description: str) -> Any:
         self.ports.append(port)
@@ -124,10 +146,6 @@ class AdminService(Service):
             os.chmod(port.getHost().name, 0o600)
         log.info("admin listening on {d}", d=description.split(":privateKey=")[0])
         return port
-
-    def _failed(self, failure):
-        log.failure("admin could not listen", failure)
-        return failure
 
     def stopService(self) -> defer.Deferred:
         super().stopService()

@@ -192,3 +192,21 @@ class HostIntegrationTests(TestCase):
         with self.assertRaises(xmlrpclib.Fault) as e:
             xmlrpclib.loads((yield response.content()))
         self.assertEqual(e.exception.faultString, "NO_SERVICE: this host runs no supervisor")
+
+
+class BindFailureTests(TestCase):
+    def test_portTakenFailsLoudly(self):
+        """A listener that cannot bind stops the start with that error (no admin-less host)."""
+        from twisted.internet.error import CannotListenError
+
+        tmp = tempDir(self)
+        users = os.path.join(tmp, "users")
+        writeUsers(users)
+        state = AdminState(services={}, clock=reactor, host_name="h")
+        first = AdminService(reactor, [Admin("tcp:0:interface=127.0.0.1", users=users)], state, tmp)
+        first.startService()
+        self.addCleanup(first.stopService)
+        port = self.successResultOf(first.ready)[0].getHost().port
+        second = AdminService(reactor, [Admin(f"tcp:{port}:interface=127.0.0.1", users=users)], state, tmp)
+        with self.assertRaises(CannotListenError):
+            second.privilegedStartService()
