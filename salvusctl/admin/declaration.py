@@ -96,7 +96,22 @@ class Admin:
         return f"Admin({', '.join(map(repr, self.listen))})"
 
     def endpoints(self) -> list[str]:
-        return list(self.listen)
+        """What the host checks for clashes.  An C{ssl:} listener whose certificate is made at
+        start is named by its TCP port (the host's check would otherwise try to load a key file
+        that does not exist yet)."""
+        out = []
+        for description in self.listen:
+            try:
+                kind, args, kwargs = parseListener(description)
+            except ConfigError:
+                out.append(description)  # validate() reports it
+                continue
+            if kind == "ssl" and "privateKey" not in kwargs:
+                port = kwargs.get("port", args[0] if args else "")
+                interface = str(kwargs.get("interface", "")).replace(":", "\\:")
+                description = f"tcp:{port}" + (f":interface={interface}" if interface else "")
+            out.append(description)
+        return out
 
     def validate(self, host: Any) -> None:
         if not self.listen:

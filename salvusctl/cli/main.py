@@ -162,13 +162,27 @@ class Remote:
             raise CLIError(f"{url}: {type(e).__name__}: {e}", ExitCode.UNREACHABLE)
 
 
+_FAULT_WORDS = {
+    Faults.BAD_NAME: "no such name",
+    Faults.BAD_SIGNAL: "bad signal",
+    Faults.NO_FILE: "no log file",
+    Faults.SPAWN_ERROR: "spawn error",
+    Faults.ABNORMAL_TERMINATION: "abnormal termination",
+    Faults.ALREADY_STARTED: "already started",
+    Faults.NOT_RUNNING: "not running",
+    Faults.UNKNOWN_METHOD: "unknown method (is this a Salvus host?)",
+}
+
+
 def _faultText(fault: xmlrpc.client.Fault) -> str:
-    text = fault.faultString
-    name, sep, rest = text.partition(": ")
-    if sep and name.isupper():
-        readable = name.lower().replace("_", " ")
-        return f"{rest}: {readable}" if rest else readable
-    return text
+    """One readable line: the detail, then what kind of fault it was when that adds anything."""
+    name, sep, rest = fault.faultString.partition(": ")
+    if not (sep and name.isupper()):
+        rest = fault.faultString if not name.isupper() else ""
+    words = _FAULT_WORDS.get(fault.faultCode)
+    if words and rest:
+        return f"{rest}: {words}"
+    return rest or words or fault.faultString
 
 
 # -- tables ----------------------------------------------------------------------------------------

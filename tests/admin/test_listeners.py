@@ -210,3 +210,15 @@ class BindFailureTests(TestCase):
         second = AdminService(reactor, [Admin(f"tcp:{port}:interface=127.0.0.1", users=users)], state, tmp)
         with self.assertRaises(CannotListenError):
             second.privilegedStartService()
+
+
+class HostValidationTests(SynchronousTestCase):
+    def test_sslWithoutKeyPassesHostValidation(self):
+        """The host's clash check does not need the certificate that is only made at start."""
+        host = Host(name="h", var=tempDir(self))
+        host.add(Admin("ssl:18443:interface=127.0.0.1", "ssl:port=18444", "ssl:18445:interface=\\:\\:1"))
+        host.validate()
+        self.assertEqual(
+            host.declarations("admin")[0].endpoints(),
+            ["tcp:18443:interface=127.0.0.1", "tcp:18444", "tcp:18445:interface=\\:\\:1"],
+        )

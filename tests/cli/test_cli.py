@@ -375,3 +375,18 @@ class UnixSocketTests(CLITestBase):
         code, out, err = yield self.cli("-s", url, "stop", "worker")
         self.assertEqual(code, ExitCode.OK, err)
         self.assertEqual(self.supervisor.instanceInfo("worker:0")["state"], "STOPPED")
+
+
+class FaultTextTests(TestCase):
+    def test_oneReadableLine(self):
+        from xmlrpc.client import Fault
+
+        from salvusctl.cli.main import _faultText
+
+        self.assertEqual(_faultText(Fault(60, "ALREADY_STARTED: web:0")), "web:0: already started")
+        self.assertEqual(_faultText(Fault(10, "BAD_NAME")), "no such name")
+        self.assertEqual(
+            _faultText(Fault(1002, "NO_SERVICE: this host runs no supervisor")),
+            "this host runs no supervisor",
+        )
+        self.assertEqual(_faultText(Fault(8002, "error")), "error")
