@@ -40,6 +40,7 @@ RUNNING_STATES = (10, 20, 30)  # STARTING, RUNNING, BACKOFF
 SIGNALLABLE_STATES = (10, 20, 40)  # STARTING, RUNNING, STOPPING
 _XML_TYPES = (b"text/xml", b"application/xml")
 _MAX_INT = 2**31 - 1
+MAX_MULTICALL = 1000
 
 
 def operator(fn: Callable) -> Callable:
@@ -758,6 +759,10 @@ class SystemNamespace(_Namespace):
         """
         if not isinstance(calls, list):
             raise rpcFault(Faults.BAD_ARGUMENTS, "calls must be an array of structs")
+        if len(calls) > MAX_MULTICALL:
+            raise rpcFault(
+                Faults.BAD_ARGUMENTS, f"at most {MAX_MULTICALL} calls per multicall, not {len(calls)}"
+            )
         results = []
         for call in calls:
             try:

@@ -185,6 +185,26 @@ class BadRequestTests(SynchronousTestCase):
         self.assertIn("malformed", e.exception.faultString)
         self.assertNotIn("Traceback", e.exception.faultString)
 
+    def test_deepNestingAndBadBytes(self):
+        """Pathological but small documents get a Fault, not a crash or a hung connection."""
+        deep = b"<value><array><data>" * 5000 + b"</data></array></value>" * 5000
+        body = b"<?xml version='1.0'?><methodCall><methodName>supervisor.getProcessInfo</methodName>"
+        body += b"<params><param>" + deep + b"</param></params></methodCall>"
+        response, content = self.post(body)
+        with self.assertRaises(xmlrpclib.Fault) as e:
+            xmlrpclib.loads(content)
+        self.assertEqual(e.exception.faultCode, Faults.BAD_ARGUMENTS)
+        response, content = self.post(b"<?xml version='1.0'?><methodCall><methodName>\xff\xfe</methodName>")
+        with self.assertRaises(xmlrpclib.Fault) as e:
+            xmlrpclib.loads(content)
+        self.assertEqual(e.exception.faultCode, Faults.BAD_REQUEST)
+
+    def test_multicallBounded(self):
+        calls = [{"methodName": "supervisor.getState", "params": []}] * 1001
+        fault = self.h.rpc(self, "system.multicall", calls)
+        self.assertEqual(fault.faultCode, Faults.BAD_ARGUMENTS)
+        self.assertIn("at most 1000", fault.faultString)
+
     def test_responseDocumentInsteadOfCall(self):
         response, body = self.post(xmlrpclib.dumps((1,), methodresponse=True).encode())
         with self.assertRaises(xmlrpclib.Fault) as e:
