@@ -24,6 +24,7 @@ import salvusctl
 from salvusctl.admin.auth import currentUser
 from salvusctl.admin.charts import lineChart
 from salvusctl.admin.extensions import IAlertSource
+from salvusctl.admin.faults import Faults, rpcFault
 from salvusctl.admin.html import button, esc, layout, table, url
 from salvusctl.admin.metrics import CONTENT_TYPE, renderMetrics
 from salvusctl.admin.rpc import RPCRoot
@@ -173,7 +174,7 @@ class AdminPages:
             request.setResponseCode(404)
             return b"no such stream\n"
         try:
-            instance = self.supervisorRPC._instanceFor(name)
+            instance = self.supervisorRPC.instanceFor(name)
         except Fault as f:
             request.setResponseCode(404)
             return (f.faultString + "\n").encode()
@@ -197,7 +198,7 @@ class AdminPages:
             pending[0] = None
             if done.called:
                 return
-            d = self.supervisorRPC._logData(instance, stream)
+            d = self.supervisorRPC.logData(instance, stream)
 
             def got(data: bytes):
                 if done.called:
@@ -365,7 +366,7 @@ class AdminPages:
                     # wait=False: the page answers at once and shows STOPPING / STARTING until done
                     yield defer.maybeDeferred(call, name, False)
                 except Fault as f:
-                    if not (action == "restart" and verb == "stop" and f.faultCode == 70):
+                    if not (action == "restart" and verb == "stop" and f.faultCode == Faults.NOT_RUNNING):
                         raise
                     continue
                 if action == "restart" and verb == "stop":
@@ -548,7 +549,7 @@ class AdminPages:
             elif what == "weight":
                 raw = _arg(request, "weight")
                 if not raw.isdigit():
-                    raise Fault(3, f"weight must be a whole number, not {raw!r}")
+                    raise rpcFault(Faults.BAD_ARGUMENTS, f"weight must be a whole number, not {raw!r}")
                 yield self.salvusRPC.xmlrpc_balancerSetWeight(service, group, host, int(raw))
                 message = f"{target}: weight {raw}"
             else:

@@ -576,7 +576,7 @@ class SupervisorNamespace(_Namespace):
 
     # -- logs ------------------------------------------------------------------------------------
 
-    def _logData(self, instance: str, stream: str) -> defer.Deferred:
+    def logData(self, instance: str, stream: str) -> defer.Deferred:
         """An instance's captured output as bytes: its log file if there is one, else the tail."""
         info = self._instanceInfo(instance)
         path = info.get(f"{stream}_logfile") or (info.get("logfile") if stream == "stdout" else "")
@@ -590,24 +590,25 @@ class SupervisorNamespace(_Namespace):
         d.addCallback(lambda lines: "".join(line + "\n" for line in lines).encode("utf-8", "replace"))
         return d
 
-    def _instanceFor(self, name: Any) -> str:
+    def instanceFor(self, name: Any) -> str:
+        """The one instance a name designates; BAD_NAME for groups and unknown names."""
         group, instance = self._lookup(name)
         if instance is None:
             raise rpcFault(Faults.BAD_NAME, name)
         return instance
 
     def _read(self, name, offset, length, stream):
-        instance = self._instanceFor(name)
+        instance = self.instanceFor(name)
         offset, length = _int(offset, "offset"), _int(length, "length")
-        d = self._logData(instance, stream)
+        d = self.logData(instance, stream)
         return d.addCallback(lambda data: _readBytes(data, offset, length).decode("utf-8", "replace"))
 
     def _tail(self, name, offset, length, stream):
-        instance = self._instanceFor(name)
+        instance = self.instanceFor(name)
         offset, length = _int(offset, "offset"), _int(length, "length")
         if offset < 0 or length < 0:
             raise rpcFault(Faults.BAD_ARGUMENTS, "offset and length must not be negative")
-        return self._logData(instance, stream).addCallback(lambda data: _tailBytes(data, offset, length))
+        return self.logData(instance, stream).addCallback(lambda data: _tailBytes(data, offset, length))
 
     def xmlrpc_readProcessStdoutLog(self, name, offset, length):
         """Read length bytes from name's stdout log starting at offset
@@ -679,7 +680,7 @@ class SupervisorNamespace(_Namespace):
         @param string name The name of the process (or 'group:name')
         @return boolean result Always True unless error
         """
-        return self._clearOne(self._instanceFor(name))
+        return self._clearOne(self.instanceFor(name))
 
     xmlrpc_clearProcessLog = xmlrpc_clearProcessLogs
 
