@@ -89,8 +89,20 @@ def browse(base: str, artifacts: str) -> dict:
     return seen
 
 
+def _missing() -> str | None:
+    """Why this machine cannot run the browser test (None when it can)."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "needs Playwright from PyPI (pip install playwright; the system chromium is used)"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"needs {CHROMIUM} (apt-get install chromium)"
+    return None
+
+
 class BrowserTests(TestCase):
     timeout = 120
+    skip = _missing()
 
     @defer.inlineCallbacks
     def setUp(self):
