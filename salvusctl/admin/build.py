@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from salvusctl.admin.auth import LoginRateLimiter
 from salvusctl.admin.certs import ensureCertificate
 from salvusctl.admin.declaration import Admin, isLoopback, parseListener
+from salvusctl.admin.metrics import TransitionCounter
 from salvusctl.admin.site import makeSite
 from salvusctl.admin.state import AdminOptions, AdminState
 from salvusctl.admin.users import UsersFile, ensureAdminUser
@@ -101,6 +102,7 @@ class AdminService(Service):
         super().privilegedStartService()
         if self.ready is not None:
             return
+        self._observe()
         listening = []
         for declaration in self.declarations:
             self._bootstrap(declaration)
@@ -109,6 +111,7 @@ class AdminService(Service):
                 clock=self.reactor,
                 host_name=self.state.host_name,
                 store=self.state.store,
+                transitions=self.state.transitions,
                 options=AdminOptions(
                     refresh=declaration.refresh, project_url=declaration.project_url, title=declaration.title
                 ),
@@ -147,8 +150,19 @@ class AdminService(Service):
         log.info("admin listening on {d}", d=description.split(":privateKey=")[0])
         return port
 
+    def _observe(self) -> None:
+        """Count the supervisor's state changes for /metrics while the admin runs."""
+        supervisor = self.state.services.get("supervisor")
+        if supervisor is not None and self.state.transitions is None:
+            self.state.transitions = TransitionCounter()
+            supervisor.addObserver(self.state.transitions)
+
     def stopService(self) -> defer.Deferred:
         super().stopService()
+        supervisor = self.state.services.get("supervisor")
+        if supervisor is not None and self.state.transitions is not None:
+            supervisor.removeObserver(self.state.transitions)
+            self.state.transitions = None
         ports, self.ports = self.ports, []
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
 

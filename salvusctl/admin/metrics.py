@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 from salvusctl.admin.extensions import IAlertSource
 from salvusctl.admin.state import AdminState
 
-__all__ = ["HostCollector", "renderMetrics", "CONTENT_TYPE"]
+__all__ = ["HostCollector", "TransitionCounter", "renderMetrics", "CONTENT_TYPE"]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -21,6 +21,22 @@ def _num(value: Any) -> float:
         return float(value or 0)
     except (TypeError, ValueError):
         return 0.0
+
+
+class TransitionCounter:
+    """A supervisor observer counting each instance's state changes (restarts, crashes …).
+
+    Registered with C{ISupervisor.addObserver} while the admin runs; the counts are what
+    Prometheus rates are computed from (e.g. how often an instance went BACKOFF this hour).
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], int] = {}
+
+    def __call__(self, name: str, old_state: Any, new_state: Any, info: Any) -> None:
+        group = str((info or {}).get("group") or str(name).partition(":")[0])
+        key = (str(name), group, str(new_state))
+        self.counts[key] = self.counts.get(key, 0) + 1
 
 
 class HostCollector(Collector):
@@ -73,6 +89,16 @@ class HostCollector(Collector):
         yield state
         yield running
         yield uptime
+        transitions = getattr(self.state, "transitions", None)
+        if transitions is not None:
+            family = CounterMetricFamily(
+                "salvus_instance_transitions",
+                "State changes of each instance since the admin started, by new state.",
+                labels=["instance", "deploy", "state"],
+            )
+            for (name, group, new_state), count in sorted(transitions.counts.items()):
+                family.add_metric([name, group, new_state], count)
+            yield family
 
     def _monitor(self):
         monitor = self.state.optional("monitor")

@@ -45,6 +45,7 @@ class AdminState:
     host_name: str
     store: Any = None
     options: AdminOptions = field(default_factory=AdminOptions)
+    transitions: Any = None  # a metrics.TransitionCounter while the admin observes the supervisor
 
     def optional(self, component: str) -> Any:
         """The service called C{component}, or None."""

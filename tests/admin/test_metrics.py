@@ -52,6 +52,24 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(m[("salvus_alerts_active", ())], 1)
         self.assertEqual(m[("salvus_scrape_errors", ())], 0)
 
+    def test_transitionCounters(self):
+        """State changes observed from the supervisor become counters (restarts, crashes)."""
+        from salvusctl.admin.metrics import TransitionCounter
+
+        counter = TransitionCounter()
+        self.h.state.transitions = counter
+        self.h.supervisor.addObserver(counter)
+        self.h.supervisor.restartInstance("web:0")
+        self.h.supervisor.restartInstance("web:0")
+        m = self.scrape()
+        labels = (("deploy", "web"), ("instance", "web:0"))
+
+        def key(state):
+            return ("salvus_instance_transitions_total", (*labels, ("state", state)))
+
+        self.assertEqual(m[key("STOPPED")], 2)
+        self.assertEqual(m[key("RUNNING")], 2)
+
     def test_failingServiceDoesNotBreakScrape(self):
         def boom():
             raise RuntimeError("balancer gone")

@@ -62,6 +62,13 @@ class _AdminForSupervisorctl(TestCase):
 
 
 class SupervisorctlTests(_AdminForSupervisorctl):
+    @defer.inlineCallbacks
+    def test_observesSupervisorWhileRunning(self):
+        """The admin counts state changes while it runs and stops observing when it stops."""
+        self.assertEqual(len(self.supervisor._observers), 1)
+        yield self.service.stopService()
+        self.assertEqual(self.supervisor._observers, [])
+
     def test_socketIsOwnerOnly(self):
         """The unix socket is created 0600, as supervisord's default socket is."""
         self.assertEqual(stat.S_IMODE(os.stat(self.sock).st_mode), 0o600)
