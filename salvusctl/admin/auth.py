@@ -16,6 +16,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.web import resource, server
 from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
 from zope.interface import implementer
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 _USER_ATTRIBUTE = "_salvus_user"
+
+log = Logger()
 
 
 def clientKey(request: Any) -> str:
@@ -133,6 +136,7 @@ class UsersChecker:
         try:
             user, cache_key, cached = self.users.lookup(name, password)
         except UsersFileError as e:
+            log.error("admin login refused: {error}", error=e)
             return defer.fail(cred_error.UnauthorizedLogin(str(e)))
         if cached:
             self.limiter.succeeded(key)

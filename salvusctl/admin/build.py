@@ -17,7 +17,7 @@ from salvusctl.admin.declaration import Admin, isLoopback, parseListener
 from salvusctl.admin.metrics import TransitionCounter
 from salvusctl.admin.site import makeSite
 from salvusctl.admin.state import AdminOptions, AdminState
-from salvusctl.admin.users import UsersFile, ensureAdminUser
+from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser
 
 __all__ = ["buildAdmin", "AdminService"]
 
@@ -82,9 +82,20 @@ class AdminService(Service):
         return kind, description
 
     def _bootstrap(self, declaration: Admin) -> None:
-        if not declaration.bootstrap_user:
-            return
         path = self.usersPath(declaration)
+        if not declaration.bootstrap_user:
+            try:
+                empty = not UsersFile(path).users()
+            except UsersFileError as e:
+                log.error("admin users file: {error}", error=e)
+                return
+            if empty:
+                log.warn(
+                    "admin: no users in {path}, nobody can log in; add one with "
+                    "`salvusctl user add NAME --file {path}`",
+                    path=path,
+                )
+            return
         password = ensureAdminUser(path, declaration.bootstrap_user)
         if password is not None:
             self.bootstrap_passwords[declaration.bootstrap_user] = password

@@ -154,6 +154,20 @@ class RealSocketTests(TestCase):
         self.assertEqual(response.headers.getRawHeaders(b"strict-transport-security"), [b"max-age=31536000"])
 
     @defer.inlineCallbacks
+    def test_noUsersWarns(self):
+        """An admin nobody can log in to says so, with the command that fixes it."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        tmp = tempDir(self)
+        state = AdminState(services={}, clock=reactor, host_name="h")
+        service = AdminService(reactor, [Admin("tcp:0:interface=127.0.0.1")], state, tmp)
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield service.ready
+        self.assertTrue(any("salvusctl user add" in str(e.get("log_format")) for e in events))
+
+    @defer.inlineCallbacks
     def test_plainHTTPWarns(self):
         """An opted-in plain-HTTP listener beyond loopback logs a warning."""
         events = []
