@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from salvusctl.admin.certs import ensureCertificate, fingerprintOf
 from tests.admin.helpers import tempDir
 
-NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 class CertificateTests(SynchronousTestCase):
