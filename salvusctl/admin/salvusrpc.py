@@ -15,7 +15,7 @@ import salvusctl
 from salvusctl.admin.auth import currentUser
 from salvusctl.admin.extensions import IAlertSource, IReconcilable
 from salvusctl.admin.faults import Faults, rpcFault
-from salvusctl.admin.rpc import _int, _Namespace, _num, _str, operator
+from salvusctl.admin.rpcbase import Namespace, expectInt, expectNumber, expectStr, operator
 
 __all__ = ["SalvusNamespace", "HOST_STATES"]
 
@@ -37,7 +37,7 @@ def _call(fn, *args) -> defer.Deferred:
     return d.addErrback(failed)
 
 
-class SalvusNamespace(_Namespace):
+class SalvusNamespace(Namespace):
     """Salvus's own methods."""
 
     # -- the host --------------------------------------------------------------------------------
@@ -88,12 +88,12 @@ class SalvusNamespace(_Namespace):
         @return boolean result True unless error
         """
         args = (
-            _str(service, "service"),
-            _str(group, "group"),
-            _str(address, "address"),
-            _int(port, "port"),
-            _int(weight, "weight"),
-            _str(name, "name") or None,
+            expectStr(service, "service"),
+            expectStr(group, "group"),
+            expectStr(address, "address"),
+            expectInt(port, "port"),
+            expectInt(weight, "weight"),
+            expectStr(name, "name") or None,
         )
         return _call(self._balancer().addHost, *args).addCallback(lambda _: True)
 
@@ -106,7 +106,7 @@ class SalvusNamespace(_Namespace):
         @param string host the host's name
         @return boolean result True unless error
         """
-        args = (_str(service, "service"), _str(group, "group"), _str(host, "host"))
+        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(host, "host"))
         return _call(self._balancer().removeHost, *args).addCallback(lambda _: True)
 
     @operator
@@ -119,10 +119,15 @@ class SalvusNamespace(_Namespace):
         @param string state up, drain, down or maint
         @return boolean result True unless error
         """
-        state = _str(state, "state")
+        state = expectStr(state, "state")
         if state not in HOST_STATES:
             raise rpcFault(Faults.BAD_ARGUMENTS, f"bad state {state!r}: use up, drain or down")
-        args = (_str(service, "service"), _str(group, "group"), _str(host, "host"), HOST_STATES[state])
+        args = (
+            expectStr(service, "service"),
+            expectStr(group, "group"),
+            expectStr(host, "host"),
+            HOST_STATES[state],
+        )
         return _call(self._balancer().setHostState, *args).addCallback(lambda _: True)
 
     @operator
@@ -135,7 +140,12 @@ class SalvusNamespace(_Namespace):
         @param int weight the new weight
         @return boolean result True unless error
         """
-        args = (_str(service, "service"), _str(group, "group"), _str(host, "host"), _int(weight, "weight"))
+        args = (
+            expectStr(service, "service"),
+            expectStr(group, "group"),
+            expectStr(host, "host"),
+            expectInt(weight, "weight"),
+        )
         return _call(self._balancer().setWeight, *args).addCallback(lambda _: True)
 
     @operator
@@ -147,7 +157,7 @@ class SalvusNamespace(_Namespace):
         @param string scheduler the scheduler's name
         @return boolean result True unless error
         """
-        args = (_str(service, "service"), _str(group, "group"), _str(scheduler, "scheduler"))
+        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(scheduler, "scheduler"))
         return _call(self._balancer().setScheduler, *args).addCallback(lambda _: True)
 
     def _optional(self, name: str, verb: str):
@@ -166,7 +176,7 @@ class SalvusNamespace(_Namespace):
         @param string group the group
         @return int result hosts removed
         """
-        service, group = _str(service, "service"), _str(group, "group")
+        service, group = expectStr(service, "service"), expectStr(group, "group")
         balancer = self._balancer()
         snapshot = yield _call(balancer.snapshot)
         for svc in snapshot.get("services", []):
@@ -189,7 +199,7 @@ class SalvusNamespace(_Namespace):
         @param string host the host's name
         @return boolean result True unless error
         """
-        args = (_str(service, "service"), _str(group, "group"), _str(host, "host"))
+        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(host, "host"))
         return _call(self._optional("retryHost", "retry a host"), *args).addCallback(lambda _: True)
 
     @operator
@@ -203,7 +213,7 @@ class SalvusNamespace(_Namespace):
         if not isinstance(listen, list) or not all(isinstance(x, str) for x in listen):
             raise rpcFault(Faults.BAD_ARGUMENTS, "listen must be an array of endpoint strings")
         method = self._optional("addService", "add a service")
-        return _call(method, _str(service, "service"), list(listen)).addCallback(lambda _: True)
+        return _call(method, expectStr(service, "service"), list(listen)).addCallback(lambda _: True)
 
     @operator
     def xmlrpc_balancerRemoveService(self, service):
@@ -213,7 +223,7 @@ class SalvusNamespace(_Namespace):
         @return boolean result True unless error
         """
         method = self._optional("removeService", "remove a service")
-        return _call(method, _str(service, "service")).addCallback(lambda _: True)
+        return _call(method, expectStr(service, "service")).addCallback(lambda _: True)
 
     @operator
     def xmlrpc_balancerAddGroup(self, service, group, scheduler="roundrobin"):
@@ -224,7 +234,7 @@ class SalvusNamespace(_Namespace):
         @param string scheduler the group's scheduler
         @return boolean result True unless error
         """
-        args = (_str(service, "service"), _str(group, "group"), _str(scheduler, "scheduler"))
+        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(scheduler, "scheduler"))
         return _call(self._optional("addGroup", "add a group"), *args).addCallback(lambda _: True)
 
     @operator
@@ -235,7 +245,7 @@ class SalvusNamespace(_Namespace):
         @param string group the group
         @return boolean result True unless error
         """
-        args = (_str(service, "service"), _str(group, "group"))
+        args = (expectStr(service, "service"), expectStr(group, "group"))
         return _call(self._optional("removeGroup", "remove a group"), *args).addCallback(lambda _: True)
 
     # -- monitor ---------------------------------------------------------------------------------
@@ -258,9 +268,9 @@ class SalvusNamespace(_Namespace):
         @param double until end time (0 for now)
         @return array result samples, oldest first
         """
-        name = _str(name, "name")
-        since = _num(since, "since")
-        until = _num(until, "until")
+        name = expectStr(name, "name")
+        since = expectNumber(since, "since")
+        until = expectNumber(until, "until")
         if since < 0:
             since = self.state.clock.seconds() + since
         return _call(self._monitor().history, name, since, until or None)
@@ -271,7 +281,7 @@ class SalvusNamespace(_Namespace):
         @param string deploy the deploy
         @return string result an instance name
         """
-        d = _call(self._monitor().leastLoaded, _str(deploy, "deploy"))
+        d = _call(self._monitor().leastLoaded, expectStr(deploy, "deploy"))
         return d.addCallback(lambda n: n or "")
 
     # -- alerts ----------------------------------------------------------------------------------
@@ -321,7 +331,7 @@ class SalvusNamespace(_Namespace):
         @param double older_than age in seconds (at least 60)
         @return int result samples left
         """
-        age = _num(older_than, "older_than")
+        age = expectNumber(older_than, "older_than")
         if age < 60:
             raise rpcFault(Faults.BAD_ARGUMENTS, "older_than must be at least 60 seconds")
         store = self._store()
