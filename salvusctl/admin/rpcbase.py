@@ -81,7 +81,7 @@ def toFault(failure) -> Fault:
         return value
     if isinstance(value, KeyError):
         return rpcFault(Faults.BAD_NAME, str(value.args[0]) if value.args else "unknown name")
-    if isinstance(value, (ValueError, TypeError)):
+    if isinstance(value, ValueError):
         return rpcFault(Faults.BAD_ARGUMENTS, str(value))
     log.failure("XML-RPC method failed", failure)
     return rpcFault(Faults.FAILED, f"{type(value).__name__}: {value}")
