@@ -261,6 +261,31 @@ class SupervisorNamespace(Namespace):
         structs.sort(key=lambda s: (s["group"], _natural(s["name"])))
         return structs
 
+    def xmlrpc_getAllConfigInfo(self):
+        """Get info about all available process configurations (what supervisorctl avail shows)
+
+        @return array result An array of process config info structs
+        """
+        out = []
+        for info in self._infos():
+            struct = processStruct(info)
+            out.append(
+                {
+                    "name": struct["name"],
+                    "group": struct["group"],
+                    "inuse": True,
+                    "autostart": bool(info.get("autostart", True)),
+                    "group_prio": _capped(info.get("priority", 999)),
+                    "process_prio": _capped(info.get("priority", 999)),
+                    "command": str(info.get("command") or ""),
+                    "directory": str(info.get("directory") or ""),
+                    "stdout_logfile": struct["stdout_logfile"],
+                    "stderr_logfile": struct["stderr_logfile"],
+                }
+            )
+        out.sort(key=lambda r: (r["group"], _natural(r["name"])))
+        return out
+
     # -- start / stop ----------------------------------------------------------------------------
 
     def _result(self, instance: str, code: int, description: str) -> dict[str, Any]:

@@ -111,6 +111,19 @@ class SupervisorctlTests(_AdminForSupervisorctl):
         )
 
     @defer.inlineCallbacks
+    def test_avail(self):
+        out, err, code = yield self.ctl(self.http, "avail")
+        self.assertEqual(
+            [line.split()[:4] for line in out.decode().splitlines()],
+            [
+                ["web:0", "in", "use", "auto"],
+                ["web:1", "in", "use", "auto"],
+                ["worker:0", "in", "use", "auto"],
+            ],
+            err,
+        )
+
+    @defer.inlineCallbacks
     def test_tail(self):
         out, err, code = yield self.ctl(f"unix://{self.sock}", "tail", "web:0")
         self.assertIn("request served in 3 ms", out.decode())
