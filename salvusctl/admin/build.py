@@ -1,0 +1,188 @@
+"""C{buildAdmin}: the host's C{Admin} declarations as one service of listeners."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from salvusctl.admin.auth import LoginRateLimiter
+from salvusctl.admin.certs import ensureCertificate
+from salvusctl.admin.declaration import Admin, isLoopback, parseListener
+from salvusctl.admin.metrics import TransitionCounter
+from salvusctl.admin.site import makeSite
+from salvusctl.admin.state import AdminOptions, AdminState
+from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser
+
+__all__ = ["buildAdmin", "AdminService"]
+
+log = Logger()
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+class AdminService(Service):
+    """Listens on every admin endpoint; stops listening (and waits) on stop.
+
+    @ivar ports: the listening ports, once started (tests read ephemeral port numbers here).
+    @ivar ready: fires with C{ports} when every listener is bound.
+    @ivar fingerprint: the self-signed certificate's fingerprint, when one is used.
+    """
+
+    def __init__(self, reactor: Any, declarations: list[Admin], state: AdminState, var_dir: str):
+        self.reactor = reactor
+        self.declarations = declarations
+        self.state = state
+        self.var_dir = var_dir
+        self.limiter = LoginRateLimiter(reactor)
+        self.ports: list[Any] = []
+        self.ready: defer.Deferred | None = None
+        self.fingerprint: str | None = None
+        self.bootstrap_passwords: dict[str, str] = {}
+
+    def usersPath(self, declaration: Admin) -> str:
+        return os.path.abspath(declaration.users or os.path.join(self.var_dir, "admin-users"))
+
+    def _certificate(self) -> tuple[str, str]:
+        key, cert, fingerprint, created = ensureCertificate(
+            os.path.join(self.var_dir, "admin"),
+            self.state.host_name,
+            datetime.datetime.fromtimestamp(self.reactor.seconds(), datetime.UTC),
+        )
+        self.fingerprint = fingerprint
+        log.info(
+            "admin certificate {path} ({how}); SHA-256 fingerprint {fingerprint}",
+            path=cert,
+            how="created" if created else "existing",
+            fingerprint=fingerprint,
+        )
+        if created:
+            print(f"salvus admin: new certificate {cert}\nsalvus admin: SHA-256 fingerprint {fingerprint}")
+        return key, cert
+
+    def _endpointString(self, declaration: Admin, description: str) -> tuple[str, str]:
+        kind, args, kwargs = parseListener(description)
+        if kind == "ssl" and "privateKey" not in kwargs:
+            key, cert = self._certificate()
+            description += f":privateKey={_escape(key)}:certKey={_escape(cert)}"
+        elif kind == "unix" and "mode" not in kwargs:
+            description += ":mode=600"
+        elif kind in ("tcp", "tcp6") and not isLoopback(kwargs.get("interface")):
+            log.warn(
+                "admin listener {d} serves plain HTTP beyond loopback: passwords travel in clear",
+                d=description,
+            )
+        return kind, description
+
+    def _bootstrap(self, declaration: Admin) -> None:
+        path = self.usersPath(declaration)
+        if not declaration.bootstrap_user:
+            try:
+                empty = not UsersFile(path).users()
+            except UsersFileError as e:
+                log.error("admin users file: {error}", error=e)
+                return
+            if empty:
+                log.warn(
+                    "admin: no users in {path}, nobody can log in; add one with "
+                    "`salvusctl user add NAME --file {path}`",
+                    path=path,
+                )
+            return
+        password = ensureAdminUser(path, declaration.bootstrap_user)
+        if password is not None:
+            self.bootstrap_passwords[declaration.bootstrap_user] = password
+            print(
+                f"salvus admin: created user {declaration.bootstrap_user!r} in {path}\n"
+                f"salvus admin: password (shown once): {password}"
+            )
+
+    def privilegedStartService(self) -> None:
+        """Bind every listener (before twistd drops privileges), failing loudly on the first error.
+
+        A listener that cannot bind (port taken, socket path not writable, unreadable key) raises
+        here, so the host stops with that one error instead of running without its admin.
+        """
+        super().privilegedStartService()
+        if self.ready is not None:
+            return
+        self._observe()
+        listening = []
+        for declaration in self.declarations:
+            self._bootstrap(declaration)
+            state = AdminState(
+                services=self.state.services,
+                clock=self.reactor,
+                host_name=self.state.host_name,
+                store=self.state.store,
+                transitions=self.state.transitions,
+                options=AdminOptions(
+                    refresh=declaration.refresh, project_url=declaration.project_url, title=declaration.title
+                ),
+            )
+            users = UsersFile(self.usersPath(declaration))
+            self.limiter.limit = declaration.login_limit
+            self.limiter.window = declaration.login_window
+            site = makeSite(state, users, self.limiter, declaration.max_request_bytes)
+            for description in declaration.listen:
+                kind, full = self._endpointString(declaration, description)
+                d = serverFromString(self.reactor, full).listen(site)
+                d.addCallback(self._listening, kind, full)
+                listening.append(d)
+        self.ready = defer.gatherResults(listening, consumeErrors=True)
+        failures: list[Any] = []
+        self.ready.addErrback(failures.append)
+        if failures:
+            for port in self.ports:
+                port.stopListening()
+            self.ports = []
+            error = failures[0].value
+            if isinstance(error, defer.FirstError):
+                error = error.subFailure.value
+            log.error("admin cannot listen: {error}", error=error)
+            raise error
+
+    def startService(self) -> None:
+        super().startService()
+        if self.ready is None:
+            self.privilegedStartService()
+
+    def _listening(self, port: Any, kind: str, description: str) -> Any:
+        self.ports.append(port)
+        if kind == "unix":
+            os.chmod(port.getHost().name, 0o600)
+        log.info("admin listening on {d}", d=description.split(":privateKey=")[0])
+        return port
+
+    def _observe(self) -> None:
+        """Count the supervisor's state changes for /metrics while the admin runs."""
+        supervisor = self.state.services.get("supervisor")
+        if supervisor is not None and self.state.transitions is None:
+            self.state.transitions = TransitionCounter()
+            supervisor.addObserver(self.state.transitions)
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        supervisor = self.state.services.get("supervisor")
+        if supervisor is not None and self.state.transitions is not None:
+            supervisor.removeObserver(self.state.transitions)
+            self.state.transitions = None
+        ports, self.ports = self.ports, []
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+
+def buildAdmin(context: Any, declarations: list[Admin]) -> AdminService | None:
+    """One service for all of a host's C{Admin} declarations (None when there are none)."""
+    if not declarations:
+        return None
+    state = AdminState(
+        services=context.services, clock=context.reactor, host_name=context.host.name, store=context.store
+    )
+    return AdminService(context.reactor, list(declarations), state, context.var_dir)

@@ -1,0 +1,604 @@
+"""The admin's Klein application: server-rendered pages, C{/RPC2} and C{/metrics}.
+
+Pages work without JavaScript: every action is a small POST form carrying a CSRF token, answered
+with a 303 redirect back to the page (with a one-line message).  Basic-auth credentials are sent
+by browsers on cross-site requests too, so every POST checks the token (an HMAC of the user name
+under a per-process secret) and, when present, that the Origin is this site.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import time as _time
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.xmlrpc import Fault
+
+import salvusctl
+from salvusctl.admin.auth import currentUser
+from salvusctl.admin.charts import lineChart
+from salvusctl.admin.extensions import IAlertSource
+from salvusctl.admin.faults import Faults, rpcFault
+from salvusctl.admin.html import button, esc, layout, table, url
+from salvusctl.admin.metrics import CONTENT_TYPE, renderMetrics
+from salvusctl.admin.rpc import RPCRoot
+from salvusctl.admin.salvusrpc import HOST_STATES
+from salvusctl.admin.state import AdminState
+
+__all__ = ["AdminPages"]
+
+log = Logger()
+
+_LOCAL_PATH = re.compile(r"^/[A-Za-z0-9%:_.~-][A-Za-z0-9/%:_.~-]*$")
+
+
+def _uptime(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    text = "%d:%02d:%02d" % (rest // 3600, rest // 60 % 60, rest % 60)
+    return f"{days}d {text}" if days else text
+
+
+def _bytes(n: Any) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _utc(t: Any) -> str:
+    if not t:
+        return "-"
+    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(float(t)))
+
+
+def _arg(request: Any, name: str) -> str:
+    values = request.args.get(name.encode(), [])
+    try:
+        return values[0].decode("utf-8") if values else ""
+    except UnicodeDecodeError:
+        return ""
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class AdminPages:
+    """Routes over one host's services (the state is injected; Klein is a class attribute)."""
+
+    app = Klein()
+
+    def __init__(self, state: AdminState):
+        self.state = state
+        self.rpc = RPCRoot(state)
+        self.supervisorRPC = self.rpc.namespaces["supervisor"]
+        self.salvusRPC = self.rpc.namespaces["salvus"]
+        self._secret = secrets.token_bytes(32)
+
+    def resource(self):
+        return self.app.resource()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def csrfToken(self, user: Any) -> str:
+        """The token a user's forms carry: stable per process, useless to another user or site."""
+        return hmac.new(self._secret, f"csrf:{user.name}".encode(), "sha256").hexdigest()
+
+    def _page(self, request, title: str, body: str, here: str) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        options = self.state.options
+        message = _arg(request, "msg")
+        return layout(
+            title,
+            body,
+            host=self.state.host_name,
+            user=currentUser(request),
+            refresh=options.refresh,
+            project_url=options.project_url,
+            here=here,
+            site_title=options.title,
+            flash=message or None,
+            error=_arg(request, "err") == "1",
+        )
+
+    def _checkPost(self, request) -> Any:
+        """The acting user, after the role, CSRF token and Origin checks; raises L{_Refused}."""
+        user = currentUser(request)
+        if user is None or not user.canOperate:
+            raise _Refused(403, "this needs the operator role")
+        token = _arg(request, "csrf")
+        if not token or not hmac.compare_digest(token, self.csrfToken(user)):
+            raise _Refused(403, "missing or stale form token: reload the page and try again")
+        origin = request.getHeader(b"origin")
+        if origin and origin != b"null":
+            host = request.getHeader(b"host") or b""
+            if urlsplit(origin.decode("latin-1")).netloc.encode("latin-1") != host:
+                raise _Refused(403, "cross-site form refused")
+        return user
+
+    def _refused(self, request, refused: _Refused) -> bytes:
+        request.setResponseCode(refused.code)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return (str(refused) + "\n").encode()
+
+    def _redirect(self, request, to: str, message: str, error: bool = False) -> bytes:
+        query = {"msg": message}
+        if error:
+            query["err"] = "1"
+        request.setResponseCode(303)
+        request.setHeader(b"location", f"{to}?{urlencode(query)}".encode())
+        return b""
+
+    def _canAct(self, request) -> bool:
+        user = currentUser(request)
+        return bool(user and user.canOperate)
+
+    def _missing(self, component: str) -> str:
+        return f"<p class=flash>This host runs no {esc(component)}.</p>"
+
+    # -- RPC and metrics -------------------------------------------------------------------------
+
+    @app.route("/RPC2", branch=False)
+    def rpc2(self, request):
+        return self.rpc
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        return renderMetrics(self.state)
+
+    # -- supervisorctl's `tail -f` ----------------------------------------------------------------
+
+    @app.route("/logtail/<name>", methods=["GET"])
+    def logtailStdout(self, request, name):
+        return self.logtail(request, name, "stdout")
+
+    @app.route("/logtail/<name>/<stream>", methods=["GET"])
+    def logtail(self, request, name, stream):
+        """Stream an instance's output as it grows (what C{supervisorctl tail -f} reads).
+
+        Starts with the last 1600 bytes, then polls every half second until the client goes away.
+        """
+        if stream not in ("stdout", "stderr"):
+            request.setResponseCode(404)
+            return b"no such stream\n"
+        try:
+            instance = self.supervisorRPC.instanceFor(name)
+        except Fault as f:
+            request.setResponseCode(404)
+            return (f.faultString + "\n").encode()
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        clock = self.state.clock
+        offset: list[int | None] = [None]
+        pending: list[Any] = [None]
+        # Klein finishes the response when the handler's Deferred fires: fire it only when the
+        # client has gone (or the log cannot be read), so the response streams until then.
+        done: defer.Deferred = defer.Deferred()
+
+        def stop(_=None):
+            if pending[0] is not None and pending[0].active():
+                pending[0].cancel()
+            if not done.called:
+                done.callback(b"")
+
+        request.notifyFinish().addBoth(stop)
+
+        def poll():
+            pending[0] = None
+            if done.called:
+                return
+            d = self.supervisorRPC.logData(instance, stream)
+
+            def got(data: bytes):
+                if done.called:
+                    return
+                start = offset[0]
+                if start is None:
+                    start = max(0, len(data) - 1600)
+                elif start > len(data):
+                    start = 0  # truncated or rotated
+                if len(data) > start:
+                    request.write(data[start:])
+                offset[0] = len(data)
+                pending[0] = clock.callLater(0.5, poll)
+
+            def failed(failure):
+                if not done.called:
+                    done.callback(f"(log unavailable: {failure.getErrorMessage()})\n".encode())
+
+            d.addCallbacks(got, failed)
+
+        poll()
+        return done
+
+    # -- overview --------------------------------------------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    def overview(self, request):
+        cards = []
+        sup = self.state.optional("supervisor")
+        if sup is not None:
+            infos = sup.instanceInfos()
+            running = sum(1 for i in infos if i.get("state") == "RUNNING")
+            cards.append(("Instances running", f"{running} / {len(infos)}", "/deploys"))
+        balancer = self.state.optional("balancer")
+        if balancer is not None:
+            hosts = [
+                h
+                for s in balancer.snapshot().get("services", [])
+                for g in s.get("groups", [])
+                for h in g.get("hosts", [])
+            ]
+            up = sum(1 for h in hosts if h.get("state") == "up" and h.get("healthy", True))
+            conns = sum(int(h.get("connections") or 0) for h in hosts)
+            cards.append(("Backends up", f"{up} / {len(hosts)}", "/balancer"))
+            cards.append(("Open connections", str(conns), "/balancer"))
+        alerts_source = self.state.optional("alerts")
+        alerts = alerts_source.alerts() if IAlertSource.providedBy(alerts_source) else []
+        if alerts_source is not None:
+            cards.append(("Active alerts", str(len(alerts)), "/alerts"))
+        services = ", ".join(
+            sorted(k for k, v in self.state.services.items() if v is not None and k != "store")
+        )
+        body = (
+            f"<p>Host <b>{esc(self.state.host_name)}</b> · Salvus {esc(salvusctl.__version__)}"
+            f" · services: {esc(services or 'none')}</p>"
+            '<div class="cards">'
+            + "".join(
+                f'<a class="card" href="{esc(link)}"><b>{esc(value)}</b>{esc(name)}</a>'
+                for name, value, link in cards
+            )
+            + "</div>"
+        )
+        if sup is not None:
+            body += "<h2>Deploys</h2>" + self._deployTable(request, compact=True)
+        if alerts:
+            body += "<h2>Alerts</h2>" + self._alertTable(alerts[:5])
+        if not cards:
+            body += "<p>This host declares no services yet.</p>"
+        return self._page(request, "Overview", body, "/")
+
+    # -- deploys ---------------------------------------------------------------------------------
+
+    def _deployTable(self, request, compact: bool = False, last_lines: dict[str, str] | None = None) -> str:
+        sup = self.state.optional("supervisor")
+        if sup is None:
+            return self._missing("supervisor")
+        monitor = self.state.optional("monitor")
+        latest = monitor.latest() if monitor is not None else {}
+        can_act = self._canAct(request) and not compact
+        csrf = self.csrfToken(currentUser(request)) if can_act else ""
+        rows = []
+        for info in sup.instanceInfos():
+            name = str(info["name"])
+            state = str(info.get("state", "UNKNOWN"))
+            running = state == "RUNNING"
+            sample = latest.get(name, {})
+            cpu = sample.get("percent_cpu", sample.get("cpu"))
+            rss = sample.get("resident_size", sample.get("rss"))
+            uptime = _uptime(float(info.get("now") or 0) - float(info.get("start") or 0)) if running else "-"
+            row = [
+                "#id:inst-" + name.replace(":", "-"),
+                f'<a href="{esc(url("instance", name))}">{esc(name)}</a>',
+                f'<span class="state {esc(state)}">{esc(state)}</span>',
+                esc(info.get("pid") or "-"),
+                esc(uptime),
+                esc(f"{float(cpu):.1f}%" if cpu is not None and running else "-"),
+                esc(_bytes(rss) if rss is not None and running else "-"),
+            ]
+            if not compact:
+                row.append(esc(info.get("description") or ""))
+            if last_lines is not None:
+                line = last_lines.get(name, "")
+                shown = line if len(line) <= 80 else line[:79] + "…"
+                row.append(
+                    f'<a class="tail" href="{esc(url("instance", name))}#output" title="{esc(line)}">'
+                    f"<code>{esc(shown) or '(no output)'}</code></a>"
+                )
+            if can_act:
+                action = url("deploys", name)
+                buttons = []
+                if state in ("STOPPED", "EXITED", "FATAL", "BACKOFF", "UNKNOWN"):
+                    buttons.append(button(action + "/start", "start", csrf))
+                if state in ("RUNNING", "STARTING", "BACKOFF"):
+                    buttons.append(button(action + "/stop", "stop", csrf))
+                    buttons.append(button(action + "/restart", "restart", csrf))
+                row.append(" ".join(buttons))
+            rows.append(row)
+        headers = ["Instance", "State", "PID", "Uptime", "CPU", "RSS"]
+        if not compact:
+            headers.append("Description")
+        if last_lines is not None:
+            headers.append("Last output")
+        if can_act:
+            headers.append("Actions")
+        return table(headers, rows, class_="deploys")
+
+    @app.route("/deploys", methods=["GET"])
+    @defer.inlineCallbacks
+    def deploys(self, request):
+        sup = self.state.optional("supervisor")
+        last_lines: dict[str, str] = {}
+        if sup is not None:
+            names = [str(i["name"]) for i in sup.instanceInfos()]
+            tails = yield defer.DeferredList(
+                [defer.maybeDeferred(sup.tailLog, n, 1, "stdout") for n in names], consumeErrors=True
+            )
+            for n, (ok, lines) in zip(names, tails, strict=True):
+                last_lines[n] = str(lines[-1]) if ok and lines else ""
+        return self._page(request, "Deploys", self._deployTable(request, last_lines=last_lines), "/deploys")
+
+    @app.route("/deploys/<name>/<action>", methods=["POST"])
+    @defer.inlineCallbacks
+    def deployAction(self, request, name, action):
+        try:
+            user = self._checkPost(request)
+        except _Refused as e:
+            return self._refused(request, e)
+        back = _arg(request, "back")
+        if not _LOCAL_PATH.match(back):
+            back = "/deploys"  # only our own pages: never an open redirect
+        calls = {
+            "start": [("start", self.supervisorRPC.xmlrpc_startProcess)],
+            "stop": [("stop", self.supervisorRPC.xmlrpc_stopProcess)],
+            "restart": [
+                ("stop", self.supervisorRPC.xmlrpc_stopProcess),
+                ("start", self.supervisorRPC.xmlrpc_startProcess),
+            ],
+        }.get(action)
+        if calls is None:
+            return self._refused(request, _Refused(404, f"no action {action!r}"))
+        log.info("{user} asked to {action} {name} from the pages", user=user.name, action=action, name=name)
+        try:
+            for verb, call in calls:
+                try:
+                    # wait=False: the page answers at once and shows STOPPING / STARTING until done
+                    yield defer.maybeDeferred(call, name, False)
+                except Fault as f:
+                    if not (action == "restart" and verb == "stop" and f.faultCode == Faults.NOT_RUNNING):
+                        raise
+                    continue
+                if action == "restart" and verb == "stop":
+                    yield self._waitStopped(name)
+        except Fault as f:
+            return self._redirect(request, back, f"{action} {name}: {f.faultString}", error=True)
+        return self._redirect(request, back, f"{action} {name}: requested")
+
+    def _waitStopped(self, name: str, limit: float = 30.0) -> defer.Deferred:
+        """Fires once the instance left RUNNING/STOPPING (restart needs it down before starting)."""
+        clock = self.state.clock
+        deadline = clock.seconds() + limit
+        d: defer.Deferred = defer.Deferred()
+
+        def check():
+            try:
+                state = self.state.service("supervisor").instanceInfo(name).get("state")
+            except KeyError:
+                state = None
+            if state not in ("RUNNING", "STOPPING", "STARTING") or clock.seconds() >= deadline:
+                d.callback(None)
+            else:
+                clock.callLater(0.05, check)
+
+        check()
+        return d
+
+    @app.route("/instance/<name>", methods=["GET"])
+    @defer.inlineCallbacks
+    def instance(self, request, name):
+        sup = self.state.optional("supervisor")
+        if sup is None:
+            return self._page(request, name, self._missing("supervisor"), "/deploys")
+        try:
+            info = sup.instanceInfo(name)
+        except KeyError:
+            request.setResponseCode(404)
+            return self._page(request, name, f"<p>No instance called {esc(name)}.</p>", "/deploys")
+        state = str(info.get("state"))
+        facts = [
+            ["State", f'<span class="state {esc(state)}">{esc(state)}</span>'],
+            ["PID", esc(info.get("pid") or "-")],
+            ["Started", esc(_utc(info.get("start")))],
+            ["Stopped", esc(_utc(info.get("stop")))],
+            ["Exit status", esc(info.get("exitstatus"))],
+            ["Description", esc(info.get("description") or "")],
+            ["Port", esc(info.get("port") or "-")],
+        ]
+        body = table(["Field", "Value"], facts, class_="facts")
+        if self._canAct(request):
+            csrf = self.csrfToken(currentUser(request))
+            back = {"back": url("instance", name)}
+            body += (
+                "<p>"
+                + " ".join(
+                    button(url("deploys", name, verb), verb, csrf, back)
+                    for verb in ("start", "stop", "restart")
+                )
+                + "</p>"
+            )
+        monitor = self.state.optional("monitor")
+        window = self.state.options.history_window
+        minutes = _arg(request, "minutes")
+        if minutes.isdigit():
+            window = float(min(max(int(minutes), 5), 7 * 24 * 60) * 60)
+        if monitor is not None:
+            now = self.state.clock.seconds()
+            samples = yield defer.maybeDeferred(monitor.history, name, now - window, None)
+            cpu = [(s.get("timestamp"), s.get("percent_cpu", s.get("cpu"))) for s in samples]
+            rss = [(s.get("timestamp"), s.get("resident_size", s.get("rss"))) for s in samples]
+            links = " · ".join(
+                f'<a href="{esc(url("instance", name))}?minutes={m}">{label}</a>'
+                for m, label in ((60, "1 h"), (360, "6 h"), (1440, "1 day"), (10080, "7 days"))
+            )
+            body += (
+                f"<h2>History (last {int(window // 60)} minutes, {len(samples)} samples)</h2><p>{links}</p>"
+            )
+            body += lineChart(cpu, "CPU %", lambda v: f"{v:.0f}%", css_class="chart cpu")
+            body += lineChart(rss, "Resident memory", _bytes, css_class="chart rss")
+        else:
+            body += self._missing("monitor")
+        try:
+            lines = yield defer.maybeDeferred(sup.tailLog, name, 100, "stdout")
+        except Exception as e:
+            lines = [f"(log unavailable: {e})"]
+        body += (
+            '<h2 id="output">Output (last 100 lines)</h2><pre class=log>' + esc("\n".join(lines)) + "</pre>"
+        )
+        return self._page(request, f"Instance {name}", body, "/deploys")
+
+    # -- balancer --------------------------------------------------------------------------------
+
+    @app.route("/balancer", methods=["GET"])
+    def balancer(self, request):
+        balancer = self.state.optional("balancer")
+        if balancer is None:
+            return self._page(request, "Balancer", self._missing("balancer"), "/balancer")
+        can_act = self._canAct(request)
+        csrf = self.csrfToken(currentUser(request)) if can_act else ""
+        body = ""
+        for service in balancer.snapshot().get("services", []):
+            listen = ", ".join(str(x) for x in service.get("listen", []))
+            body += f"<h2>{esc(service.get('name'))} <small>{esc(listen)}</small></h2>"
+            for group in service.get("groups", []):
+                body += (
+                    f"<h3>group {esc(group.get('name'))} · scheduler {esc(group.get('scheduler', '?'))}</h3>"
+                )
+                rows = []
+                for host in group.get("hosts", []):
+                    state = str(host.get("state", "?"))
+                    health = "ok" if host.get("healthy", True) else "failing"
+                    fields = {
+                        "service": str(service.get("name")),
+                        "group": str(group.get("name")),
+                        "host": str(host.get("name")),
+                    }
+                    row = [
+                        "#id:host-" + str(host.get("name")).replace(":", "-").replace(".", "-"),
+                        esc(host.get("name")),
+                        esc(f"{host.get('address')}:{host.get('port')}"),
+                        f'<span class="{esc(state)}">{esc(state)}</span>',
+                        f'<span class="{esc(health)}">{esc(health)}</span>',
+                        esc(host.get("weight")),
+                        esc(host.get("connections", 0)),
+                        esc(host.get("total_connections", 0)),
+                        esc(_bytes(host.get("bytes_in"))),
+                        esc(_bytes(host.get("bytes_out"))),
+                        esc(host.get("faults", 0)),
+                    ]
+                    if can_act:
+                        controls = [
+                            button("/balancer/state", word, csrf, {**fields, "state": word})
+                            for word in ("up", "drain", "down")
+                            if HOST_STATES[word] != state
+                        ]
+                        controls.append(
+                            '<form method="post" action="/balancer/weight">'
+                            f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+                            + "".join(
+                                f'<input type="hidden" name="{k}" value="{esc(v)}">'
+                                for k, v in fields.items()
+                            )
+                            + '<input type="number" name="weight" min="0" max="256" '
+                            f'value="{esc(host.get("weight"))}" aria-label="weight">'
+                            '<button type="submit">weight</button></form>'
+                        )
+                        row.append(" ".join(controls))
+                    rows.append(row)
+                headers = [
+                    "Host",
+                    "Address",
+                    "State",
+                    "Health",
+                    "Weight",
+                    "Conns",
+                    "Total",
+                    "In",
+                    "Out",
+                    "Faults",
+                ]
+                if can_act:
+                    headers.append("Controls")
+                body += table(headers, rows, class_="hosts")
+        return self._page(request, "Balancer", body or "<p>No balanced services.</p>", "/balancer")
+
+    @app.route("/balancer/<what>", methods=["POST"])
+    @defer.inlineCallbacks
+    def balancerAction(self, request, what):
+        try:
+            user = self._checkPost(request)
+        except _Refused as e:
+            return self._refused(request, e)
+        service, group, host = _arg(request, "service"), _arg(request, "group"), _arg(request, "host")
+        target = f"{service}/{group}/{host}"
+        try:
+            if what == "state":
+                word = _arg(request, "state")
+                yield self.salvusRPC.xmlrpc_balancerSetState(service, group, host, word)
+                message = f"{target}: {word}"
+            elif what == "weight":
+                raw = _arg(request, "weight")
+                if not raw.isdigit():
+                    raise rpcFault(Faults.BAD_ARGUMENTS, f"weight must be a whole number, not {raw!r}")
+                yield self.salvusRPC.xmlrpc_balancerSetWeight(service, group, host, int(raw))
+                message = f"{target}: weight {raw}"
+            else:
+                return self._refused(request, _Refused(404, f"no balancer action {what!r}"))
+        except Fault as f:
+            return self._redirect(request, "/balancer", f"{target}: {f.faultString}", error=True)
+        log.info("{user}: {message}", user=user.name, message=message)
+        return self._redirect(request, "/balancer", message)
+
+    # -- alerts ----------------------------------------------------------------------------------
+
+    def _alertTable(self, alerts: list[dict[str, Any]]) -> str:
+        rows = [
+            [
+                esc(_utc(a.get("since"))),
+                '<span class="{}">{}</span>'.format(
+                    "up" if a.get("cleared") else "failing", esc(a.get("severity", ""))
+                ),
+                esc(a.get("name", "")),
+                esc(a.get("subject", "")),
+                esc(("(cleared) " if a.get("cleared") else "") + str(a.get("message", ""))),
+            ]
+            for a in alerts
+        ]
+        return table(["Since (UTC)", "Severity", "Alert", "Subject", "Message"], rows, class_="alerts")
+
+    @app.route("/alerts", methods=["GET"])
+    def alerts(self, request):
+        source = self.state.optional("alerts")
+        if source is None or not IAlertSource.providedBy(source):
+            return self._page(request, "Alerts", self._missing("alerts service"), "/alerts")
+        items = source.alerts(include_cleared=True)
+        body = self._alertTable(items) if items else "<p>No alerts.</p>"
+        return self._page(request, "Alerts", body, "/alerts")
+
+    @app.handle_errors(Exception)
+    def error(self, request, failure):
+        """Unexpected errors: logged in full, one plain line to the browser (never a traceback)."""
+        from werkzeug.exceptions import HTTPException
+        from werkzeug.routing import RequestRedirect
+
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        if failure.check(RequestRedirect):
+            request.setResponseCode(failure.value.code)
+            request.setHeader(b"location", urlsplit(failure.value.new_url).path.encode())
+            return b""
+        if failure.check(HTTPException):
+            request.setResponseCode(failure.value.code)
+            return f"{failure.value.name.lower()}\n".encode()
+        log.failure("admin page failed", failure)
+        request.setResponseCode(500)
+        return f"internal error: {failure.type.__name__}\n".encode()

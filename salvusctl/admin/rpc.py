@@ -1,0 +1,226 @@
+"""XML-RPC at C{/RPC2}: dispatch, C{system.*}, and the namespaces (C{supervisor.*}, C{salvus.*}).
+
+Every call goes through L{RPCRoot.lookupProcedure}: the method is found, the caller's role is
+checked (viewers read, operators act), the arguments are bound against the method's signature, and
+any error becomes a Fault with a one-line message — never a traceback or a dropped connection.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import xmlrpc.client as xmlrpclib
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import server
+from twisted.web.xmlrpc import XMLRPC, Fault
+
+from salvusctl.admin.auth import currentUser
+from salvusctl.admin.faults import Faults, rpcFault
+from salvusctl.admin.rpcbase import Namespace, expectStr, plain, toFault
+from salvusctl.admin.state import AdminState
+from salvusctl.admin.supervisorrpc import SupervisorNamespace
+
+__all__ = ["RPCRoot", "SystemNamespace", "MAX_MULTICALL"]
+
+log = Logger()
+
+_XML_TYPES = (b"text/xml", b"application/xml")
+MAX_MULTICALL = 1000
+
+
+class SystemNamespace(Namespace):
+    """supervisord's C{system.*}: introspection and multicall."""
+
+    def __init__(self, state: AdminState, root: RPCRoot):
+        super().__init__(state)
+        self.root = root
+
+    def xmlrpc_listMethods(self):
+        """Return an array listing the available method names
+
+        @return array result An array of method names available (strings).
+        """
+        return sorted(self.root.allMethods())
+
+    def _method(self, name: Any) -> Callable:
+        method = self.root.allMethods().get(expectStr(name, "name"))
+        if method is None:
+            raise rpcFault(Faults.SIGNATURE_UNSUPPORTED, name)
+        return method
+
+    def xmlrpc_methodHelp(self, name):
+        """Return a string showing the method's documentation
+
+        @param string name The name of the method.
+        @return string result The documentation for the method name.
+        """
+        return inspect.getdoc(self._method(name)) or ""
+
+    def xmlrpc_methodSignature(self, name):
+        """Return an array describing the method signature
+
+        @param string name The name of the method.
+        @return array result An array describing types of the method's return value and params
+        """
+        doc = inspect.getdoc(self._method(name)) or ""
+        ret = re.findall(r"@return\s+(\w+)", doc)
+        params = re.findall(r"@param\s+(\w+)\s+\w+", doc)
+        if not ret:
+            raise rpcFault(Faults.SIGNATURE_UNSUPPORTED, name)
+        return [ret[0]] + params
+
+    @defer.inlineCallbacks
+    def xmlrpc_multicall(self, request, calls):
+        """Process an array of calls, and return an array of results
+
+        @param array calls An array of structs with keys methodName and params
+        @return array result An array of results, one per call: [value] or a fault struct
+        """
+        if not isinstance(calls, list):
+            raise rpcFault(Faults.BAD_ARGUMENTS, "calls must be an array of structs")
+        if len(calls) > MAX_MULTICALL:
+            raise rpcFault(
+                Faults.BAD_ARGUMENTS, f"at most {MAX_MULTICALL} calls per multicall, not {len(calls)}"
+            )
+        results = []
+        for call in calls:
+            try:
+                if not isinstance(call, dict) or not isinstance(call.get("methodName"), str):
+                    raise rpcFault(Faults.INCORRECT_PARAMETERS, "each call needs a string methodName")
+                name = call["methodName"]
+                params = call.get("params", [])
+                if not isinstance(params, list):
+                    raise rpcFault(Faults.INCORRECT_PARAMETERS, f"{name}: params must be an array")
+                if name == "system.multicall":
+                    raise rpcFault(Faults.INCORRECT_PARAMETERS, "recursive system.multicall forbidden")
+                value = yield self.root.lookupProcedure(name)(request, *params)
+                results.append([value])
+            except Fault as f:
+                results.append({"faultCode": f.faultCode, "faultString": f.faultString})
+        return results
+
+    xmlrpc_multicall.takesRequest = True
+
+
+class RPCRoot(XMLRPC):
+    """The C{/RPC2} resource: dispatch, role checks, argument checks and fault conversion."""
+
+    NOT_FOUND = Faults.UNKNOWN_METHOD
+    FAILURE = Faults.FAILED
+
+    def __init__(self, state: AdminState):
+        super().__init__(allowNone=True)
+        self.state = state
+        self._methods: dict[str, Callable] | None = None
+        from salvusctl.admin.salvusrpc import SalvusNamespace
+
+        self.namespaces: dict[str, Namespace] = {
+            "supervisor": SupervisorNamespace(state),
+            "system": SystemNamespace(state, self),
+            "salvus": SalvusNamespace(state),
+        }
+
+    def allMethods(self) -> dict[str, Callable]:
+        """Every published method by its dotted name (computed once)."""
+        if self._methods is None:
+            out = {}
+            for prefix, namespace in self.namespaces.items():
+                for name, method in namespace.methods().items():
+                    out[f"{prefix}.{name}"] = method
+            self._methods = out
+        return self._methods
+
+    def listProcedures(self) -> list[str]:
+        return sorted(self.allMethods())
+
+    def lookupProcedure(self, procedurePath: Any) -> Callable:
+        """A guarded callable C{(request, *args)} for a dotted method name."""
+        if not isinstance(procedurePath, str):
+            raise rpcFault(Faults.UNKNOWN_METHOD, "no method name")
+        method = self.allMethods().get(procedurePath)
+        if method is None:
+            raise rpcFault(Faults.UNKNOWN_METHOD, procedurePath)
+        return _Guarded(procedurePath, method)
+
+    def render(self, request):
+        if request.method != b"POST":
+            # answered here rather than by twisted.web's default error page
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"POST")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"XML-RPC: POST text/xml to this URL\n"
+        return super().render(request)
+
+    def render_POST(self, request):
+        content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if content_type not in _XML_TYPES:
+            request.setResponseCode(415)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"XML-RPC requests must be sent as text/xml\n"
+        request.content.seek(0, 0)
+        request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+        try:
+            args, path = xmlrpclib.loads(request.content.read(), use_datetime=self.useDateTime)
+        except Exception as e:
+            self._cbRender(rpcFault(Faults.BAD_REQUEST, f"malformed XML-RPC request: {e}"), request)
+            return server.NOT_DONE_YET
+        try:
+            function = self.lookupProcedure(path)
+        except Fault as f:
+            self._cbRender(f, request)
+            return server.NOT_DONE_YET
+        failed: list = []
+        request.notifyFinish().addErrback(failed.append)
+        d = defer.maybeDeferred(function, request, *args)
+        d.addErrback(self._ebRender)
+        d.addCallback(self._cbRender, request, failed)
+        return server.NOT_DONE_YET
+
+    def _ebRender(self, failure):
+        return toFault(failure)
+
+
+class _Guarded:
+    """One method call: role check, argument binding, result and error conversion."""
+
+    def __init__(self, path: str, method: Callable):
+        self.path = path
+        self.method = method
+
+    def __call__(self, request: Any, *args: Any) -> defer.Deferred:
+        user = currentUser(request)
+        if user is None:
+            return defer.fail(rpcFault(Faults.PERMISSION_DENIED, "not authenticated"))
+        if getattr(self.method, "requiresOperator", False) and not user.canOperate:
+            return defer.fail(
+                rpcFault(
+                    Faults.PERMISSION_DENIED,
+                    f"{self.path} needs the operator role; {user.name} is a {user.role}",
+                )
+            )
+        call_args = (request, *args) if getattr(self.method, "takesRequest", False) else args
+        try:
+            inspect.signature(self.method).bind(*call_args)
+        except TypeError:
+            return defer.fail(
+                rpcFault(
+                    Faults.INCORRECT_PARAMETERS,
+                    f"{self.path}{_signatureText(self.method)}: got {len(args)} argument(s)",
+                )
+            )
+        if getattr(self.method, "requiresOperator", False):
+            log.info("{user} called {method}{args}", user=user.name, method=self.path, args=tuple(args))
+        d = defer.maybeDeferred(self.method, *call_args)
+        d.addCallbacks(plain, lambda f: defer.fail(toFault(f)))
+        return d
+
+
+def _signatureText(method: Callable) -> str:
+    params = [p for p in inspect.signature(method).parameters.values() if p.name != "request"]
+    return (
+        "(" + ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params) + ")"
+    )

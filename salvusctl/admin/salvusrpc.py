@@ -1,0 +1,373 @@
+"""The C{salvus.*} XML-RPC namespace: what supervisord lacks.
+
+Balancer verbs (L{IBalancerControl}), monitor queries (L{IMonitor}), alerts, store retention and
+config-vs-running diff / reconcile.  A host without the service answers C{NO_SERVICE} (1002) with
+a message naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+
+import salvusctl
+from salvusctl.admin.auth import currentUser
+from salvusctl.admin.extensions import IAlertSource, IReconcilable
+from salvusctl.admin.faults import Faults, rpcFault
+from salvusctl.admin.rpcbase import Namespace, expectInt, expectNumber, expectStr, operator
+
+__all__ = ["SalvusNamespace", "HOST_STATES"]
+
+# CLI words -> IBalancerControl.setHostState values
+HOST_STATES = {"up": "up", "drain": "drain", "down": "maint", "maint": "maint"}
+
+
+def _call(fn, *args) -> defer.Deferred:
+    """Call a service method; its KeyError / ValueError become BAD_NAME / BAD_ARGUMENTS faults."""
+    d = defer.maybeDeferred(fn, *args)
+
+    def failed(failure):
+        if failure.check(KeyError):
+            raise rpcFault(Faults.BAD_NAME, str(failure.value.args[0]) if failure.value.args else "")
+        if failure.check(ValueError):
+            raise rpcFault(Faults.BAD_ARGUMENTS, str(failure.value))
+        return failure
+
+    return d.addErrback(failed)
+
+
+class SalvusNamespace(Namespace):
+    """Salvus's own methods."""
+
+    # -- the host --------------------------------------------------------------------------------
+
+    def xmlrpc_hostInfo(self):
+        """The host's name, version and which services it runs
+
+        @return struct result name, version, services (array of component names)
+        """
+        return {
+            "name": self.state.host_name,
+            "version": salvusctl.__version__,
+            "services": sorted(k for k, v in self.state.services.items() if v is not None),
+        }
+
+    def xmlrpc_whoami(self, request):
+        """The calling user's name and role
+
+        @return struct result name, role
+        """
+        user = currentUser(request)
+        return {"name": user.name, "role": user.role}
+
+    xmlrpc_whoami.takesRequest = True
+
+    # -- balancer --------------------------------------------------------------------------------
+
+    def _balancer(self):
+        return self.state.rpcService("balancer")
+
+    def xmlrpc_balancerSnapshot(self):
+        """The balancer's running configuration and counters
+
+        @return struct result services, each with groups, each with hosts and their counters
+        """
+        return _call(self._balancer().snapshot)
+
+    @operator
+    def xmlrpc_balancerAddHost(self, service, group, address, port, weight=1, name=""):
+        """Add a backend host to a group
+
+        @param string service the balanced service
+        @param string group the group within it
+        @param string address host address
+        @param int port host port
+        @param int weight relative weight
+        @param string name host name (default address:port)
+        @return boolean result True unless error
+        """
+        args = (
+            expectStr(service, "service"),
+            expectStr(group, "group"),
+            expectStr(address, "address"),
+            expectInt(port, "port"),
+            expectInt(weight, "weight"),
+            expectStr(name, "name") or None,
+        )
+        return _call(self._balancer().addHost, *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerRemoveHost(self, service, group, host):
+        """Remove a backend host (its open connections finish)
+
+        @param string service the balanced service
+        @param string group the group
+        @param string host the host's name
+        @return boolean result True unless error
+        """
+        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(host, "host"))
+        return _call(self._balancer().removeHost, *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerSetState(self, service, group, host, state):
+        """Set a host up, drain or down (maint)
+
+        @param string service the balanced service
+        @param string group the group
+        @param string host the host's name
+        @param string state up, drain, down or maint
+        @return boolean result True unless error
+        """
+        state = expectStr(state, "state")
+        if state not in HOST_STATES:
+            raise rpcFault(Faults.BAD_ARGUMENTS, f"bad state {state!r}: use up, drain or down")
+        args = (
+            expectStr(service, "service"),
+            expectStr(group, "group"),
+            expectStr(host, "host"),
+            HOST_STATES[state],
+        )
+        return _call(self._balancer().setHostState, *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerSetWeight(self, service, group, host, weight):
+        """Change a host's weight
+
+        @param string service the balanced service
+        @param string group the group
+        @param string host the host's name
+        @param int weight the new weight
+        @return boolean result True unless error
+        """
+        args = (
+            expectStr(service, "service"),
+            expectStr(group, "group"),
+            expectStr(host, "host"),
+            expectInt(weight, "weight"),
+        )
+        return _call(self._balancer().setWeight, *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerSetScheduler(self, service, group, scheduler):
+        """Switch a group's scheduler live
+
+        @param string service the balanced service
+        @param string group the group
+        @param string scheduler the scheduler's name
+        @return boolean result True unless error
+        """
+        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(scheduler, "scheduler"))
+        return _call(self._balancer().setScheduler, *args).addCallback(lambda _: True)
+
+    def _optional(self, name: str, verb: str):
+        """A balancer method beyond L{IBalancerControl}; a clear fault when this balancer lacks it."""
+        method = getattr(self._balancer(), name, None)
+        if method is None:
+            raise rpcFault(Faults.NO_SERVICE, f"this host's balancer cannot {verb}")
+        return method
+
+    @operator
+    @defer.inlineCallbacks
+    def xmlrpc_balancerRemoveAllHosts(self, service, group):
+        """Remove every host of a group (their open connections finish); returns how many
+
+        @param string service the balanced service
+        @param string group the group
+        @return int result hosts removed
+        """
+        service, group = expectStr(service, "service"), expectStr(group, "group")
+        balancer = self._balancer()
+        snapshot = yield _call(balancer.snapshot)
+        for svc in snapshot.get("services", []):
+            if svc.get("name") != service:
+                continue
+            for grp in svc.get("groups", []):
+                if grp.get("name") == group:
+                    names = [h.get("name") for h in grp.get("hosts", [])]
+                    for name in names:
+                        yield _call(balancer.removeHost, service, group, name)
+                    return len(names)
+        raise rpcFault(Faults.BAD_NAME, f"{service}/{group}")
+
+    @operator
+    def xmlrpc_balancerRetryHost(self, service, group, host):
+        """Retry a host marked down by its checks now, instead of at its next check
+
+        @param string service the balanced service
+        @param string group the group
+        @param string host the host's name
+        @return boolean result True unless error
+        """
+        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(host, "host"))
+        return _call(self._optional("retryHost", "retry a host"), *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerAddService(self, service, listen):
+        """Add a balanced service listening on endpoint strings
+
+        @param string service the new service's name
+        @param array listen endpoint strings, e.g. ['tcp:8080']
+        @return boolean result True unless error
+        """
+        if not isinstance(listen, list) or not all(isinstance(x, str) for x in listen):
+            raise rpcFault(Faults.BAD_ARGUMENTS, "listen must be an array of endpoint strings")
+        method = self._optional("addService", "add a service")
+        return _call(method, expectStr(service, "service"), list(listen)).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerRemoveService(self, service):
+        """Remove a balanced service (stops listening; open connections finish)
+
+        @param string service the service
+        @return boolean result True unless error
+        """
+        method = self._optional("removeService", "remove a service")
+        return _call(method, expectStr(service, "service")).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerAddGroup(self, service, group, scheduler="roundrobin"):
+        """Add a group of hosts to a service
+
+        @param string service the service
+        @param string group the new group's name
+        @param string scheduler the group's scheduler
+        @return boolean result True unless error
+        """
+        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(scheduler, "scheduler"))
+        return _call(self._optional("addGroup", "add a group"), *args).addCallback(lambda _: True)
+
+    @operator
+    def xmlrpc_balancerRemoveGroup(self, service, group):
+        """Remove a group and its hosts from a service
+
+        @param string service the service
+        @param string group the group
+        @return boolean result True unless error
+        """
+        args = (expectStr(service, "service"), expectStr(group, "group"))
+        return _call(self._optional("removeGroup", "remove a group"), *args).addCallback(lambda _: True)
+
+    # -- monitor ---------------------------------------------------------------------------------
+
+    def _monitor(self):
+        return self.state.rpcService("monitor")
+
+    def xmlrpc_monitorLatest(self):
+        """The latest sample of every instance
+
+        @return struct result instance name -> sample struct
+        """
+        return _call(self._monitor().latest)
+
+    def xmlrpc_monitorHistory(self, name, since, until=0):
+        """One instance's samples between two times (epoch seconds; negative since = seconds ago)
+
+        @param string name the instance
+        @param double since start time
+        @param double until end time (0 for now)
+        @return array result samples, oldest first
+        """
+        name = expectStr(name, "name")
+        since = expectNumber(since, "since")
+        until = expectNumber(until, "until")
+        if since < 0:
+            since = self.state.clock.seconds() + since
+        return _call(self._monitor().history, name, since, until or None)
+
+    def xmlrpc_monitorLeastLoaded(self, deploy):
+        """The least-loaded running instance of a deploy ('' when none)
+
+        @param string deploy the deploy
+        @return string result an instance name
+        """
+        d = _call(self._monitor().leastLoaded, expectStr(deploy, "deploy"))
+        return d.addCallback(lambda n: n or "")
+
+    # -- alerts ----------------------------------------------------------------------------------
+
+    def xmlrpc_alerts(self, include_cleared=False):
+        """Active alerts (and cleared ones when asked), newest first
+
+        @param boolean include_cleared include alerts that have recovered
+        @return array result alert structs
+        """
+        source = self.state.rpcService("alerts")
+        if not IAlertSource.providedBy(source):
+            raise rpcFault(Faults.NO_SERVICE, "this host's alerts service cannot list alerts")
+        return _call(source.alerts, bool(include_cleared))
+
+    # -- store retention -------------------------------------------------------------------------
+
+    def _store(self):
+        if self.state.store is None:
+            raise rpcFault(Faults.NO_SERVICE, "this host has no store")
+        return self.state.store
+
+    def xmlrpc_storeInfo(self):
+        """The store's URL, dialect, and how many status samples it keeps since when
+
+        @return struct result url, dialect, samples, oldest, newest
+        """
+        store = self._store()
+        d = store.runQuery("SELECT COUNT(*), MIN(timestamp), MAX(timestamp) FROM status")
+
+        def shape(rows):
+            count, oldest, newest = rows[0] if rows else (0, None, None)
+            return {
+                "url": store.url,
+                "dialect": store.dialect,
+                "samples": int(count or 0),
+                "oldest": float(oldest or 0),
+                "newest": float(newest or 0),
+            }
+
+        return d.addCallback(shape)
+
+    @operator
+    def xmlrpc_storePrune(self, older_than):
+        """Delete status samples older than a number of seconds; returns how many remain
+
+        @param double older_than age in seconds (at least 60)
+        @return int result samples left
+        """
+        age = expectNumber(older_than, "older_than")
+        if age < 60:
+            raise rpcFault(Faults.BAD_ARGUMENTS, "older_than must be at least 60 seconds")
+        store = self._store()
+        cutoff = self.state.clock.seconds() - age
+        d = store.runOperation("DELETE FROM status WHERE timestamp < ?", (cutoff,))
+        d.addCallback(lambda _: store.runQuery("SELECT COUNT(*) FROM status"))
+        return d.addCallback(lambda rows: int(rows[0][0]))
+
+    # -- config vs running -----------------------------------------------------------------------
+
+    def _reconcilables(self) -> list[tuple[str, Any]]:
+        return [
+            (name, self.state.services.get(name))
+            for name in ("supervisor", "balancer")
+            if IReconcilable.providedBy(self.state.services.get(name))
+        ]
+
+    @defer.inlineCallbacks
+    def xmlrpc_diff(self):
+        """What differs between the declared config and what runs, per service
+
+        @return struct result service -> {added, changed, removed}
+        """
+        out: dict[str, Any] = {}
+        for name, service in self._reconcilables():
+            out[name] = yield _call(service.configDiff)
+        return out
+
+    @operator
+    @defer.inlineCallbacks
+    def xmlrpc_reconcile(self):
+        """Make what runs match the config; returns what was changed, per service
+
+        @return struct result service -> {added, changed, removed}
+        """
+        out: dict[str, Any] = {}
+        for name, service in self._reconcilables():
+            out[name] = yield _call(service.reconcile)
+        return out

@@ -1,0 +1,661 @@
+"""supervisord's C{supervisor.*} XML-RPC namespace over the host's L{ISupervisor}.
+
+Method names, argument lists, struct fields, state codes and fault codes are supervisord's, so the
+real C{supervisorctl} drives a Salvus host unchanged.  Salvus instance C{web:0} is supervisord's
+process C{0} of group C{web}, which C{supervisorctl} prints as C{web:0}.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal as _signal
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import failure
+from twisted.web.xmlrpc import Fault
+
+import salvusctl
+from salvusctl.admin.extensions import ILogClearing, IReconcilable
+from salvusctl.admin.faults import Faults, rpcFault
+from salvusctl.admin.rpcbase import Namespace, expectInt, expectStr, operator, toFault
+
+__all__ = ["SupervisorNamespace", "processStruct", "API_VERSION", "RUNNING_STATES", "SIGNALLABLE_STATES"]
+
+log = Logger()
+
+API_VERSION = "3.0"
+RUNNING_STATES = (10, 20, 30)  # STARTING, RUNNING, BACKOFF
+SIGNALLABLE_STATES = (10, 20, 40)  # STARTING, RUNNING, STOPPING
+_MAX_INT = 2**31 - 1
+
+
+def _capped(value: Any) -> int:
+    try:
+        return max(0, min(_MAX_INT, int(value or 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def processStruct(info: dict[str, Any]) -> dict[str, Any]:
+    """supervisord's process info struct from an L{ISupervisor} info dict."""
+    full = str(info.get("name", ""))
+    group = str(info.get("group") or full.partition(":")[0])
+    short = full.split(":", 1)[1] if full.startswith(group + ":") else full
+    stdout_logfile = info.get("stdout_logfile") or info.get("logfile") or ""
+    return {
+        "name": short,
+        "group": group,
+        "start": _capped(info.get("start")),
+        "stop": _capped(info.get("stop")),
+        "now": _capped(info.get("now")),
+        "state": int(info.get("statecode", 1000)),
+        "statename": str(info.get("state", "UNKNOWN")),
+        "spawnerr": str(info.get("spawnerr") or ""),
+        "exitstatus": _capped(info.get("exitstatus")),
+        "logfile": str(stdout_logfile),
+        "stdout_logfile": str(stdout_logfile),
+        "stderr_logfile": str(info.get("stderr_logfile") or ""),
+        "pid": _capped(info.get("pid")),
+        "description": str(info.get("description") or ""),
+    }
+
+
+def _signalNumber(value: Any) -> int:
+    if isinstance(value, bool):
+        raise rpcFault(Faults.BAD_SIGNAL, repr(value))
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    elif isinstance(value, str):
+        name = value.strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        number = getattr(_signal, name, None)
+        if not isinstance(number, int) or name.startswith("SIG_"):
+            raise rpcFault(Faults.BAD_SIGNAL, value)
+    else:
+        raise rpcFault(Faults.BAD_SIGNAL, repr(value))
+    if not 0 < int(number) < _signal.NSIG:
+        raise rpcFault(Faults.BAD_SIGNAL, str(value))
+    return int(number)
+
+
+def _readBytes(data: bytes, offset: int, length: int) -> bytes:
+    """supervisord's C{readFile} over bytes: negative offset reads from the end."""
+    if offset < 0:
+        if length:
+            raise rpcFault(Faults.BAD_ARGUMENTS, "a negative offset needs length 0")
+        return data[max(0, len(data) + offset) :]
+    if length < 0:
+        raise rpcFault(Faults.BAD_ARGUMENTS, "length must not be negative")
+    return data[offset:] if length == 0 else data[offset : offset + length]
+
+
+def _tailBytes(data: bytes, offset: int, length: int) -> list[Any]:
+    """supervisord's C{tailFile} over bytes: [text, next offset, overflow]."""
+    size = len(data)
+    overflow = False
+    if size > offset + length:
+        overflow = True
+        offset = size - 1
+    if offset + length > size:
+        if offset > size - 1:
+            length = 0
+        offset = size - length
+    offset = max(0, offset)
+    length = max(0, length)
+    chunk = data[offset : offset + length] if length else b""
+    return [chunk.decode("utf-8", "replace"), size, overflow]
+
+
+class SupervisorNamespace(Namespace):
+    """supervisord's C{supervisor.*} API over the host's L{ISupervisor}."""
+
+    def _sup(self) -> Any:
+        return self.state.rpcService("supervisor")
+
+    def _infos(self) -> list[dict[str, Any]]:
+        return list(self._sup().instanceInfos())
+
+    def _groups(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for info in self._infos():
+            groups.setdefault(str(info.get("group") or info["name"].partition(":")[0]), []).append(
+                info["name"]
+            )
+        return groups
+
+    def _lookup(self, name: Any) -> tuple[str, str | None]:
+        """(group, instance) for a namespec; instance None for C{group:*}.  BAD_NAME if unknown."""
+        name = expectStr(name, "name")
+        groups = self._groups()
+        group, sep, process = name.partition(":")
+        if sep and process in ("", "*"):
+            if group not in groups:
+                raise rpcFault(Faults.BAD_NAME, name)
+            return group, None
+        if sep:
+            if name not in groups.get(group, ()):
+                raise rpcFault(Faults.BAD_NAME, name)
+            return group, name
+        members = groups.get(name)
+        if members and len(members) == 1:
+            return name, members[0]
+        if members:
+            raise rpcFault(Faults.BAD_NAME, f"{name} has {len(members)} instances: use {name}:* or {name}:N")
+        raise rpcFault(Faults.BAD_NAME, name)
+
+    def _instanceInfo(self, instance: str) -> dict[str, Any]:
+        try:
+            return self._sup().instanceInfo(instance)
+        except KeyError:
+            raise rpcFault(Faults.BAD_NAME, instance)
+
+    # -- supervisord's status methods ------------------------------------------------------------
+
+    def xmlrpc_getAPIVersion(self) -> str:
+        """Return the version of the RPC API used by supervisord
+
+        @return string version id
+        """
+        return API_VERSION
+
+    xmlrpc_getVersion = xmlrpc_getAPIVersion
+
+    def xmlrpc_getSupervisorVersion(self) -> str:
+        """Return the version of the Salvus host answering
+
+        @return string version id
+        """
+        return salvusctl.__version__
+
+    def xmlrpc_getIdentification(self) -> str:
+        """Return the host's name
+
+        @return string identifier identifying string
+        """
+        return self.state.host_name
+
+    def xmlrpc_getState(self) -> dict[str, Any]:
+        """Return current state of the host as a struct
+
+        @return struct A struct with keys int statecode, string statename
+        """
+        return {"statecode": 1, "statename": "RUNNING"}
+
+    def xmlrpc_getPID(self) -> int:
+        """Return the PID of the host process
+
+        @return int PID
+        """
+        return os.getpid()
+
+    def xmlrpc_readLog(self, offset, length):
+        """Read the main log (Salvus logs through twistd; not readable over XML-RPC)
+
+        @param int offset offset to start reading from.
+        @param int length number of bytes to read from the log.
+        @return string result Bytes of log
+        """
+        raise rpcFault(Faults.NO_FILE, "the host logs through twistd; read its log file")
+
+    xmlrpc_readMainLog = xmlrpc_readLog
+
+    @operator
+    def xmlrpc_clearLog(self):
+        """Clear the main log (not available: see readLog)
+
+        @return boolean result always returns True unless error
+        """
+        raise rpcFault(Faults.NO_FILE, "the host logs through twistd; rotate its log file")
+
+    @operator
+    def xmlrpc_shutdown(self):
+        """Shut down the host (refused: stop twistd through the init system)
+
+        @return boolean result always returns True unless error
+        """
+        raise rpcFault(Faults.FAILED, "shutdown is not offered over XML-RPC; stop the host's twistd")
+
+    @operator
+    def xmlrpc_restart(self):
+        """Restart the host (refused: restart twistd through the init system)
+
+        @return boolean result always return True unless error
+        """
+        raise rpcFault(Faults.FAILED, "restart is not offered over XML-RPC; restart the host's twistd")
+
+    def xmlrpc_reloadConfig(self):
+        """Compare the declared deploys with the running ones (nothing is changed)
+
+        @return array result [[added, changed, removed]]
+        """
+        sup = self._sup()
+        if not IReconcilable.providedBy(sup):
+            return [[[], [], []]]
+        d = defer.maybeDeferred(sup.configDiff)
+        d.addCallback(lambda diff: [[list(diff["added"]), list(diff["changed"]), list(diff["removed"])]])
+        return d
+
+    def xmlrpc_getProcessInfo(self, name):
+        """Get info about a process named name
+
+        @param string name The name of the process (or 'group:name')
+        @return struct result A structure containing data about the process
+        """
+        group, instance = self._lookup(name)
+        if instance is None:
+            raise rpcFault(Faults.BAD_NAME, name)
+        return processStruct(self._instanceInfo(instance))
+
+    def xmlrpc_getAllProcessInfo(self):
+        """Get info about all processes
+
+        @return array result An array of process status results
+        """
+        structs = [processStruct(i) for i in self._infos()]
+        structs.sort(key=lambda s: (s["group"], _natural(s["name"])))
+        return structs
+
+    def xmlrpc_getAllConfigInfo(self):
+        """Get info about all available process configurations (what supervisorctl avail shows)
+
+        @return array result An array of process config info structs
+        """
+        out = []
+        for info in self._infos():
+            struct = processStruct(info)
+            out.append(
+                {
+                    "name": struct["name"],
+                    "group": struct["group"],
+                    "inuse": True,
+                    "autostart": bool(info.get("autostart", True)),
+                    "group_prio": _capped(info.get("priority", 999)),
+                    "process_prio": _capped(info.get("priority", 999)),
+                    "command": str(info.get("command") or ""),
+                    "directory": str(info.get("directory") or ""),
+                    "stdout_logfile": struct["stdout_logfile"],
+                    "stderr_logfile": struct["stderr_logfile"],
+                }
+            )
+        out.sort(key=lambda r: (r["group"], _natural(r["name"])))
+        return out
+
+    # -- start / stop ----------------------------------------------------------------------------
+
+    def _result(self, instance: str, code: int, description: str) -> dict[str, Any]:
+        group, _, short = instance.partition(":")
+        return {"name": short or group, "group": group, "status": code, "description": description}
+
+    def _each(self, instances: list[str], predicate: Callable, action: Callable, **kw) -> defer.Deferred:
+        """Run C{action} on each instance that satisfies C{predicate}; supervisord's result array."""
+
+        def one(instance: str) -> defer.Deferred:
+            d = defer.maybeDeferred(action, instance, **kw)
+
+            def ok(_):
+                return self._result(instance, Faults.SUCCESS, "OK")
+
+            def bad(failure):
+                fault = failure.value if isinstance(failure.value, Fault) else toFault(failure)
+                return self._result(instance, fault.faultCode, fault.faultString)
+
+            return d.addCallbacks(ok, bad)
+
+        chosen = []
+        for instance in instances:
+            try:
+                info = self._instanceInfo(instance)
+            except Fault:
+                continue
+            if predicate(int(info.get("statecode", 1000))):
+                chosen.append(instance)
+        return defer.gatherResults([one(i) for i in chosen])
+
+    def _bulk(self, instances: list[str], starting: bool, action: Callable, wait: bool) -> Any:
+        """A group or all-process start/stop through the supervisor's own bulk call.
+
+        The supervisor orders the work (dependencies first on start, reverse on stop); the result
+        array then reports, like supervisord's, each instance that needed the change.
+        """
+        if starting:
+            chosen = [i for i in instances if self._statecode(i) not in RUNNING_STATES]
+        else:
+            chosen = [i for i in instances if self._statecode(i) in RUNNING_STATES]
+        if not chosen:
+            return []
+        log.info("{verb} {names}", verb="starting" if starting else "stopping", names=", ".join(chosen))
+        d = defer.maybeDeferred(action)
+        if not wait:
+            d.addErrback(lambda f: log.warn("bulk action failed: {why}", why=f.getErrorMessage()))
+            return [self._result(i, Faults.SUCCESS, "OK") for i in chosen]
+
+        def report(outcome):
+            why = outcome.getErrorMessage() if isinstance(outcome, failure.Failure) else ""
+            results = []
+            for instance in chosen:
+                info = self._instanceInfo(instance)
+                code = int(info.get("statecode", 1000))
+                if starting and code == 20:
+                    results.append(self._result(instance, Faults.SUCCESS, "OK"))
+                elif starting and info.get("spawnerr"):
+                    results.append(
+                        self._result(instance, Faults.SPAWN_ERROR, f"SPAWN_ERROR: {info['spawnerr']}")
+                    )
+                elif starting:
+                    results.append(
+                        self._result(
+                            instance,
+                            Faults.ABNORMAL_TERMINATION,
+                            f"ABNORMAL_TERMINATION: {why or info.get('state')}",
+                        )
+                    )
+                elif code not in RUNNING_STATES and code != 40:
+                    results.append(self._result(instance, Faults.SUCCESS, "OK"))
+                else:
+                    results.append(
+                        self._result(instance, Faults.FAILED, f"FAILED: {why or info.get('state')}")
+                    )
+            return results
+
+        return d.addBoth(report)
+
+    def _statecode(self, instance: str) -> int:
+        try:
+            return int(self._instanceInfo(instance).get("statecode", 1000))
+        except Fault:
+            return 1000
+
+    def _groupMembers(self, name: Any) -> list[str]:
+        name = expectStr(name, "name")
+        members = self._groups().get(name)
+        if not members:
+            raise rpcFault(Faults.BAD_NAME, name)
+        return members
+
+    def _allInstances(self) -> list[str]:
+        return [i["name"] for i in self._infos()]
+
+    @operator
+    def xmlrpc_startProcess(self, name, wait=True):
+        """Start a process
+
+        @param string name Process name (or 'group:name', or 'group:*')
+        @param boolean wait Wait for process to be fully started
+        @return boolean result Always true unless error
+        """
+        group, instance = self._lookup(name)
+        if instance is None:
+            return self.xmlrpc_startProcessGroup(group, wait)
+        return self._startOne(instance, wait=bool(wait))
+
+    def _startOne(self, instance: str, wait: bool = True) -> Any:
+        info = self._instanceInfo(instance)
+        if int(info.get("statecode", 1000)) in RUNNING_STATES:
+            raise rpcFault(Faults.ALREADY_STARTED, instance)
+        log.info("starting {instance}", instance=instance)
+        d = defer.maybeDeferred(self._sup().startInstance, instance)
+
+        def failed(failure):
+            if isinstance(failure.value, KeyError):
+                raise rpcFault(Faults.BAD_NAME, instance)
+            after = self._instanceInfo(instance)
+            if after.get("spawnerr"):
+                raise rpcFault(Faults.SPAWN_ERROR, f"{instance}: {after['spawnerr']}")
+            raise rpcFault(Faults.ABNORMAL_TERMINATION, f"{instance}: {failure.getErrorMessage()}")
+
+        d.addCallbacks(lambda _: True, failed)
+        if not wait:
+            d.addErrback(
+                lambda f: log.warn("start of {instance} failed: {why}", instance=instance, why=f.value)
+            )
+            return True
+        return d
+
+    @operator
+    def xmlrpc_startProcessGroup(self, name, wait=True):
+        """Start all processes in the group named 'name'
+
+        @param string name The group name
+        @param boolean wait Wait for each process to be fully started
+        @return array result An array of process status info structs
+        """
+        members = self._groupMembers(name)
+        return self._bulk(members, True, lambda: self._sup().startDeploy(name), bool(wait))
+
+    @operator
+    def xmlrpc_startAllProcesses(self, wait=True):
+        """Start all processes listed in the configuration
+
+        @param boolean wait Wait for each process to be fully started
+        @return array result An array of process status info structs
+        """
+        return self._bulk(self._allInstances(), True, lambda: self._sup().startAll(), bool(wait))
+
+    def _stopOne(self, instance: str, wait: bool = True) -> Any:
+        info = self._instanceInfo(instance)
+        if int(info.get("statecode", 1000)) not in RUNNING_STATES:
+            raise rpcFault(Faults.NOT_RUNNING, instance)
+        log.info("stopping {instance}", instance=instance)
+        d = defer.maybeDeferred(self._sup().stopInstance, instance)
+
+        def failed(failure):
+            raise rpcFault(Faults.FAILED, f"{instance}: {failure.getErrorMessage()}")
+
+        d.addCallbacks(lambda _: True, failed)
+        if not wait:
+            d.addErrback(
+                lambda f: log.warn("stop of {instance} failed: {why}", instance=instance, why=f.value)
+            )
+            return True
+        return d
+
+    @operator
+    def xmlrpc_stopProcess(self, name, wait=True):
+        """Stop a process named by name
+
+        @param string name The name of the process to stop (or 'group:name')
+        @param boolean wait Wait for the process to be fully stopped
+        @return boolean result Always return True unless error
+        """
+        group, instance = self._lookup(name)
+        if instance is None:
+            return self.xmlrpc_stopProcessGroup(group, wait)
+        return self._stopOne(instance, wait=bool(wait))
+
+    @operator
+    def xmlrpc_stopProcessGroup(self, name, wait=True):
+        """Stop all processes in the process group named 'name'
+
+        @param string name The group name
+        @param boolean wait Wait for each process to be fully stopped
+        @return array result An array of process status info structs
+        """
+        members = self._groupMembers(name)
+        return self._bulk(members, False, lambda: self._sup().stopDeploy(name), bool(wait))
+
+    @operator
+    def xmlrpc_stopAllProcesses(self, wait=True):
+        """Stop all processes in the process list
+
+        @param boolean wait Wait for each process to be fully stopped
+        @return array result An array of process status info structs
+        """
+        return self._bulk(
+            list(reversed(self._allInstances())), False, lambda: self._sup().stopAll(), bool(wait)
+        )
+
+    # -- signals ---------------------------------------------------------------------------------
+
+    def _signalOne(self, instance: str, signal: int) -> bool:
+        info = self._instanceInfo(instance)
+        if int(info.get("statecode", 1000)) not in SIGNALLABLE_STATES:
+            raise rpcFault(Faults.NOT_RUNNING, instance)
+        self._sup().signalInstance(instance, signal)
+        return True
+
+    @operator
+    def xmlrpc_signalProcess(self, name, signal):
+        """Send an arbitrary UNIX signal to the process named by name
+
+        @param string name Name of the process to signal (or 'group:name')
+        @param string signal Signal to send, as name ('HUP') or number ('1')
+        @return boolean
+        """
+        group, instance = self._lookup(name)
+        number = _signalNumber(signal)
+        if instance is None:
+            return self.xmlrpc_signalProcessGroup(group, number)
+        return self._signalOne(instance, number)
+
+    @operator
+    def xmlrpc_signalProcessGroup(self, name, signal):
+        """Send a signal to all processes in the group named 'name'
+
+        @param string name The group name
+        @param string signal Signal to send, as name ('HUP') or number ('1')
+        @return array
+        """
+        number = _signalNumber(signal)
+        return self._each(
+            self._groupMembers(name), lambda c: c in SIGNALLABLE_STATES, self._signalOne, signal=number
+        )
+
+    @operator
+    def xmlrpc_signalAllProcesses(self, signal):
+        """Send a signal to all processes in the process list
+
+        @param string signal Signal to send, as name ('HUP') or number ('1')
+        @return array An array of process status info structs
+        """
+        number = _signalNumber(signal)
+        return self._each(
+            self._allInstances(), lambda c: c in SIGNALLABLE_STATES, self._signalOne, signal=number
+        )
+
+    # -- logs ------------------------------------------------------------------------------------
+
+    def logData(self, instance: str, stream: str) -> defer.Deferred:
+        """An instance's captured output as bytes: its log file if there is one, else the tail."""
+        info = self._instanceInfo(instance)
+        path = info.get(f"{stream}_logfile") or (info.get("logfile") if stream == "stdout" else "")
+        if path and os.path.isfile(path):
+            try:
+                with open(path, "rb") as f:
+                    return defer.succeed(f.read())
+            except OSError as e:
+                return defer.fail(rpcFault(Faults.FAILED, f"{instance}: {e.strerror}"))
+        d = defer.maybeDeferred(self._sup().tailLog, instance, 5000, stream)
+        d.addCallback(lambda lines: "".join(line + "\n" for line in lines).encode("utf-8", "replace"))
+        return d
+
+    def instanceFor(self, name: Any) -> str:
+        """The one instance a name designates; BAD_NAME for groups and unknown names."""
+        group, instance = self._lookup(name)
+        if instance is None:
+            raise rpcFault(Faults.BAD_NAME, name)
+        return instance
+
+    def _read(self, name, offset, length, stream):
+        instance = self.instanceFor(name)
+        offset, length = expectInt(offset, "offset"), expectInt(length, "length")
+        d = self.logData(instance, stream)
+        return d.addCallback(lambda data: _readBytes(data, offset, length).decode("utf-8", "replace"))
+
+    def _tail(self, name, offset, length, stream):
+        instance = self.instanceFor(name)
+        offset, length = expectInt(offset, "offset"), expectInt(length, "length")
+        if offset < 0 or length < 0:
+            raise rpcFault(Faults.BAD_ARGUMENTS, "offset and length must not be negative")
+        return self.logData(instance, stream).addCallback(lambda data: _tailBytes(data, offset, length))
+
+    def xmlrpc_readProcessStdoutLog(self, name, offset, length):
+        """Read length bytes from name's stdout log starting at offset
+
+        @param string name the name of the process (or 'group:name')
+        @param int offset offset to start reading from.
+        @param int length number of bytes to read from the log.
+        @return string result Bytes of log
+        """
+        return self._read(name, offset, length, "stdout")
+
+    xmlrpc_readProcessLog = xmlrpc_readProcessStdoutLog
+
+    def xmlrpc_readProcessStderrLog(self, name, offset, length):
+        """Read length bytes from name's stderr log starting at offset
+
+        @param string name the name of the process (or 'group:name')
+        @param int offset offset to start reading from.
+        @param int length number of bytes to read from the log.
+        @return string result Bytes of log
+        """
+        return self._read(name, offset, length, "stderr")
+
+    def xmlrpc_tailProcessStdoutLog(self, name, offset, length):
+        """Tail the stdout log: up to length bytes from offset, jumping to the end on overflow
+
+        @param string name the name of the process (or 'group:name')
+        @param int offset offset to start reading from
+        @param int length maximum number of bytes to return
+        @return array result [string bytes, int offset, bool overflow]
+        """
+        return self._tail(name, offset, length, "stdout")
+
+    xmlrpc_tailProcessLog = xmlrpc_tailProcessStdoutLog
+
+    def xmlrpc_tailProcessStderrLog(self, name, offset, length):
+        """Tail the stderr log: up to length bytes from offset, jumping to the end on overflow
+
+        @param string name the name of the process (or 'group:name')
+        @param int offset offset to start reading from
+        @param int length maximum number of bytes to return
+        @return array result [string bytes, int offset, bool overflow]
+        """
+        return self._tail(name, offset, length, "stderr")
+
+    def _clearOne(self, instance: str) -> bool:
+        sup = self._sup()
+        if ILogClearing.providedBy(sup):
+            sup.clearLogs(instance)
+            return True
+        info = self._instanceInfo(instance)
+        paths = [p for p in (info.get("stdout_logfile"), info.get("stderr_logfile")) if p]
+        if not paths:
+            raise rpcFault(Faults.NO_FILE, instance)
+        for path in paths:
+            try:
+                with open(path, "r+b") as f:
+                    f.truncate(0)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise rpcFault(Faults.FAILED, f"{instance}: {e.strerror}")
+        return True
+
+    @operator
+    def xmlrpc_clearProcessLogs(self, name):
+        """Clear the stdout and stderr logs for the named process
+
+        @param string name The name of the process (or 'group:name')
+        @return boolean result Always True unless error
+        """
+        return self._clearOne(self.instanceFor(name))
+
+    xmlrpc_clearProcessLog = xmlrpc_clearProcessLogs
+
+    @operator
+    def xmlrpc_clearAllProcessLogs(self):
+        """Clear all process log files
+
+        @return array result An array of process status info structs
+        """
+        return self._each(self._allInstances(), lambda c: True, self._clearOne)
+
+
+def _natural(name: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))

@@ -1,0 +1,5 @@
+"""C{python -m salvusctl.cli}."""
+
+from salvusctl.cli.main import main
+
+main()

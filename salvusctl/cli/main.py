@@ -1,0 +1,647 @@
+"""C{salvusctl}: control a Salvus host over its admin's XML-RPC.
+
+Quiet by default (actions print nothing when they succeed), C{-v} for more; one line per error on
+stderr; exit codes scripts can rely on (see L{ExitCode}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import datetime
+import enum
+import getpass
+import http.client
+import os
+import socket
+import ssl
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from salvusctl.admin.faults import Faults
+from salvusctl.cli.client import ClientError, FingerprintMismatch, connect
+
+__all__ = ["main", "ExitCode", "CONFIG_FILE"]
+
+CONFIG_FILE = "~/.salvusctl.conf"
+
+
+class ExitCode(enum.IntEnum):
+    """What C{salvusctl} exits with; stable across releases."""
+
+    OK = 0
+    FAILED = 1  # the host refused or the action failed
+    USAGE = 2  # bad command line
+    NOT_RUNNING = 3  # status: something is not RUNNING; diff: config and running differ
+    UNREACHABLE = 4  # no connection (refused, no socket, TLS failure, timeout)
+    AUTH = 5  # wrong credentials, rate limited, or the role may not do this
+    NO_SUCH_NAME = 6  # no such process, group, service or host
+    NO_SERVICE = 7  # the host runs no such service (e.g. no balancer)
+
+
+class CLIError(Exception):
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+_FAULT_EXIT = {
+    Faults.BAD_NAME: ExitCode.NO_SUCH_NAME,
+    Faults.PERMISSION_DENIED: ExitCode.AUTH,
+    Faults.NO_SERVICE: ExitCode.NO_SERVICE,
+    Faults.INCORRECT_PARAMETERS: ExitCode.USAGE,
+    Faults.BAD_ARGUMENTS: ExitCode.USAGE,
+}
+
+
+class Output:
+    """Where the CLI writes: results to stdout, one-line errors to stderr, extra with -v."""
+
+    def __init__(self, verbosity: int, out: TextIO, err: TextIO):
+        self.verbosity = verbosity
+        self.out = out
+        self.err = err
+
+    def result(self, text: str) -> None:
+        self.out.write(text + "\n")
+
+    def info(self, text: str) -> None:
+        if self.verbosity > 0:
+            self.out.write(text + "\n")
+
+    def error(self, text: str) -> None:
+        self.err.write("salvusctl: " + text.replace("\n", " ") + "\n")
+
+
+# -- connection settings ---------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """URL and credentials: options, then environment, then the config file."""
+    path = args.config or env.get("SALVUS_CONFIG") or CONFIG_FILE
+    if path.startswith("~/"):
+        path = os.path.join(env.get("HOME") or os.path.expanduser("~"), path[2:])
+    conf: dict[str, str] = {}
+    if os.path.exists(path):
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError) as e:
+            raise CLIError(f"cannot read {path}: {str(e).splitlines()[0]}", ExitCode.USAGE)
+        if parser.has_section("salvusctl"):
+            conf = dict(parser.items("salvusctl"))
+    elif args.config:
+        raise CLIError(f"no such config file {path}", ExitCode.USAGE)
+
+    def pick(option: str, env_name: str, key: str) -> str | None:
+        value = getattr(args, option)
+        if value is None:
+            value = env.get(env_name)
+        if value is None:
+            value = conf.get(key)
+        return value
+
+    url = pick("url", "SALVUS_URL", "url")
+    if not url:
+        raise CLIError(f"no admin URL: use --url, SALVUS_URL or url= in {CONFIG_FILE}", ExitCode.USAGE)
+    return {
+        "url": url,
+        "user": pick("user", "SALVUS_USER", "user"),
+        "password": pick("password", "SALVUS_PASSWORD", "password"),
+        "cacert": pick("cacert", "SALVUS_CACERT", "cacert"),
+        "fingerprint": pick("fingerprint", "SALVUS_FINGERPRINT", "fingerprint"),
+    }
+
+
+class Remote:
+    """Calls on the host, turning every transport or fault problem into one L{CLIError}."""
+
+    def __init__(self, settings: dict[str, Any], timeout: float):
+        self.settings = settings
+        try:
+            self.proxy = connect(timeout=timeout, **settings)
+        except ClientError as e:
+            raise CLIError(str(e), ExitCode.USAGE)
+
+    def __call__(self, method: str, *params: Any) -> Any:
+        target = self.proxy
+        for part in method.split("."):
+            target = getattr(target, part)
+        url = self.settings["url"]
+        try:
+            return target(*params)
+        except xmlrpc.client.Fault as f:
+            raise CLIError(_faultText(f), _FAULT_EXIT.get(f.faultCode, ExitCode.FAILED))
+        except xmlrpc.client.ProtocolError as e:
+            if e.errcode == 401:
+                raise CLIError(f"{url}: authentication failed (check user and password)", ExitCode.AUTH)
+            if e.errcode == 429:
+                raise CLIError(
+                    f"{url}: too many failed logins from this address; wait a minute", ExitCode.AUTH
+                )
+            raise CLIError(f"{url}: HTTP {e.errcode} {e.errmsg}", ExitCode.FAILED)
+        except FingerprintMismatch as e:
+            raise CLIError(f"{url}: {e.args[0]}", ExitCode.UNREACHABLE)
+        except ssl.SSLCertVerificationError as e:
+            raise CLIError(
+                f"{url}: certificate not trusted ({e.verify_message}); use --cacert or --fingerprint",
+                ExitCode.UNREACHABLE,
+            )
+        except ssl.SSLError as e:
+            raise CLIError(f"{url}: TLS error: {e.reason or e}", ExitCode.UNREACHABLE)
+        except (ConnectionRefusedError, FileNotFoundError):
+            raise CLIError(f"{url}: connection refused (is the host running?)", ExitCode.UNREACHABLE)
+        except TimeoutError:
+            raise CLIError(f"{url}: timed out", ExitCode.UNREACHABLE)
+        except socket.gaierror as e:
+            raise CLIError(f"{url}: {e.strerror}", ExitCode.UNREACHABLE)
+        except (OSError, http.client.HTTPException) as e:
+            raise CLIError(f"{url}: {type(e).__name__}: {e}", ExitCode.UNREACHABLE)
+
+
+_FAULT_WORDS = {
+    Faults.BAD_NAME: "no such name",
+    Faults.BAD_SIGNAL: "bad signal",
+    Faults.NO_FILE: "no log file",
+    Faults.SPAWN_ERROR: "spawn error",
+    Faults.ABNORMAL_TERMINATION: "abnormal termination",
+    Faults.ALREADY_STARTED: "already started",
+    Faults.NOT_RUNNING: "not running",
+    Faults.UNKNOWN_METHOD: "unknown method (is this a Salvus host?)",
+}
+
+
+def _faultText(fault: xmlrpc.client.Fault) -> str:
+    """One readable line: the detail, then what kind of fault it was when that adds anything."""
+    name, sep, rest = fault.faultString.partition(": ")
+    if not (sep and name.isupper()):
+        rest = fault.faultString if not name.isupper() else ""
+    words = _FAULT_WORDS.get(fault.faultCode)
+    if words and rest:
+        return f"{rest}: {words}"
+    return rest or words or fault.faultString
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+
+def _table(rows: Sequence[Sequence[Any]], out: Output) -> None:
+    if not rows:
+        return
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)]
+        out.result("  ".join(cells).rstrip())
+
+
+def _bytes(n: Any) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(n)
+
+
+def _namespec(info: dict[str, Any]) -> str:
+    return f"{info['group']}:{info['name']}" if info["group"] != info["name"] else info["name"]
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def cmdStatus(remote: Remote, args, out: Output) -> int:
+    infos = remote("supervisor.getAllProcessInfo")
+    if args.names:
+        wanted = []
+        for name in args.names:
+            matched = [
+                i
+                for i in infos
+                if _namespec(i) == name
+                or (name.endswith(":*") and i["group"] == name[:-2])
+                or (name == i["group"] and sum(1 for j in infos if j["group"] == name) == 1)
+            ]
+            if not matched:
+                raise CLIError(f"{name}: no such process", ExitCode.NO_SUCH_NAME)
+            wanted += [m for m in matched if m not in wanted]
+        infos = wanted
+    _table([(_namespec(i), i["statename"], i["description"]) for i in infos], out)
+    return ExitCode.OK if all(i["statename"] == "RUNNING" for i in infos) else ExitCode.NOT_RUNNING
+
+
+def _act(remote: Remote, verb: str, name: str, out: Output) -> int:
+    """start or stop one namespec; prints per-instance results with -v, failures always."""
+    past = {"start": "started", "stop": "stopped"}[verb]
+    if name == "all":
+        results = remote(f"supervisor.{verb}AllProcesses")
+    else:
+        result = remote(f"supervisor.{verb}Process", name)
+        if result is True:
+            out.info(f"{name}: {past}")
+            return ExitCode.OK
+        results = result
+    code = ExitCode.OK
+    for r in results:
+        spec = f"{r['group']}:{r['name']}" if r["group"] != r["name"] else r["name"]
+        if r["status"] == Faults.SUCCESS:
+            out.info(f"{spec}: {past}")
+        else:
+            out.error(f"{spec}: {_faultText(xmlrpc.client.Fault(r['status'], r['description']))}")
+            code = ExitCode.FAILED
+    return code
+
+
+def cmdStartStop(remote: Remote, args, out: Output) -> int:
+    code = ExitCode.OK
+    for name in args.names:
+        try:
+            result = _act(remote, args.command, name, out)
+        except CLIError as e:
+            if args.command == "start" and "already started" in str(e):
+                out.info(f"{name}: already started")
+                continue
+            if args.command == "stop" and "not running" in str(e):
+                out.info(f"{name}: not running")
+                continue
+            raise
+        code = max(code, result)
+    return code
+
+
+def cmdRestart(remote: Remote, args, out: Output) -> int:
+    code = ExitCode.OK
+    for name in args.names:
+        try:
+            _act(remote, "stop", name, out)
+        except CLIError as e:
+            if "not running" not in str(e):
+                raise
+        code = max(code, _act(remote, "start", name, out))
+    return code
+
+
+def cmdTail(remote: Remote, args, out: Output) -> int:
+    method = "Stderr" if args.stream == "stderr" else "Stdout"
+    if not args.follow:
+        text = remote(f"supervisor.readProcess{method}Log", args.name, -args.bytes, 0)
+        out.out.write(text)
+        return ExitCode.OK
+    text, offset, overflow = remote(f"supervisor.tailProcess{method}Log", args.name, 0, args.bytes)
+    out.out.write(text)
+    out.out.flush()
+    polls = 0
+    try:
+        while args.polls is None or polls < args.polls:
+            time.sleep(args.interval)
+            polls += 1
+            # supervisord's tail call returns the *last* N bytes; read from our offset instead
+            text = remote(f"supervisor.readProcess{method}Log", args.name, offset, 65536)
+            offset += len(text.encode("utf-8"))
+            if text:
+                out.out.write(text)
+                out.out.flush()
+    except KeyboardInterrupt:
+        pass
+    return ExitCode.OK
+
+
+def _hostSpec(spec: str, parts: int = 3) -> list[str]:
+    pieces = spec.split("/")
+    if len(pieces) != parts or not all(pieces):
+        shape = "SERVICE/GROUP/HOST" if parts == 3 else "SERVICE/GROUP"
+        raise CLIError(f"bad target {spec!r}: expected {shape}", ExitCode.USAGE)
+    return pieces
+
+
+def cmdBalancer(remote: Remote, args, out: Output) -> int:
+    action = args.action
+    if action == "show":
+        snapshot = remote("salvus.balancerSnapshot")
+        rows = [("HOST", "STATE", "WEIGHT", "CONNS", "TOTAL", "IN", "OUT", "FAULTS")]
+        for service in snapshot.get("services", []):
+            for group in service.get("groups", []):
+                for host in group.get("hosts", []):
+                    state = host.get("state", "?")
+                    if state == "up" and host.get("healthy") is False:
+                        state = "up (failing)"
+                    rows.append(
+                        (
+                            f"{service['name']}/{group['name']}/{host.get('name')}",
+                            state,
+                            host.get("weight", ""),
+                            host.get("connections", 0),
+                            host.get("total_connections", 0),
+                            _bytes(host.get("bytes_in")),
+                            _bytes(host.get("bytes_out")),
+                            host.get("faults", 0),
+                        )
+                    )
+        _table(rows, out)
+        return ExitCode.OK
+    if action in ("up", "down", "drain"):
+        remote("salvus.balancerSetState", *_hostSpec(args.target), action)
+        out.info(f"{args.target}: {action}")
+    elif action == "weight":
+        remote("salvus.balancerSetWeight", *_hostSpec(args.target), args.weight)
+        out.info(f"{args.target}: weight {args.weight}")
+    elif action == "remove":
+        remote("salvus.balancerRemoveHost", *_hostSpec(args.target))
+        out.info(f"{args.target}: removed")
+    elif action == "add":
+        service, group = _hostSpec(args.target, 2)
+        address, _, port = args.address.rpartition(":")
+        if not address or not port.isdigit():
+            raise CLIError(f"bad address {args.address!r}: expected HOST:PORT", ExitCode.USAGE)
+        remote(
+            "salvus.balancerAddHost",
+            service,
+            group,
+            address.strip("[]"),
+            int(port),
+            args.weight,
+            args.name or "",
+        )
+        out.info(f"{args.target}: added {args.address}")
+    elif action == "scheduler":
+        remote("salvus.balancerSetScheduler", *_hostSpec(args.target, 2), args.scheduler)
+        out.info(f"{args.target}: scheduler {args.scheduler}")
+    elif action == "retry":
+        remote("salvus.balancerRetryHost", *_hostSpec(args.target))
+        out.info(f"{args.target}: retried")
+    elif action == "remove-all":
+        count = remote("salvus.balancerRemoveAllHosts", *_hostSpec(args.target, 2))
+        out.info(f"{args.target}: removed {count} hosts")
+    elif action == "add-group":
+        remote("salvus.balancerAddGroup", *_hostSpec(args.target, 2), args.scheduler)
+        out.info(f"{args.target}: added")
+    elif action == "remove-group":
+        remote("salvus.balancerRemoveGroup", *_hostSpec(args.target, 2))
+        out.info(f"{args.target}: removed")
+    elif action == "add-service":
+        remote("salvus.balancerAddService", args.service, list(args.listen))
+        out.info(f"{args.service}: added")
+    elif action == "remove-service":
+        remote("salvus.balancerRemoveService", args.service)
+        out.info(f"{args.service}: removed")
+    return ExitCode.OK
+
+
+def _when(timestamp: Any) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.datetime.fromtimestamp(float(timestamp), datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmdMonitor(remote: Remote, args, out: Output) -> int:
+    if args.action == "top":
+        latest = remote("salvus.monitorLatest")
+        rows = [("NAME", "CPU%", "RSS", "SAMPLED (UTC)")]
+        ordered = sorted(latest.items(), key=lambda kv: -float(kv[1].get("percent_cpu") or 0))
+        for name, sample in ordered:
+            rows.append(
+                (
+                    name,
+                    f"{float(sample.get('percent_cpu') or 0):.1f}",
+                    _bytes(sample.get("resident_size")),
+                    _when(sample.get("timestamp")),
+                )
+            )
+        _table(rows, out)
+        return ExitCode.OK
+    samples = remote("salvus.monitorHistory", args.name, -abs(args.since), 0)
+    rows = [("TIME (UTC)", "CPU%", "RSS")]
+    for s in samples:
+        rows.append(
+            (
+                _when(s.get("timestamp")),
+                f"{float(s.get('percent_cpu') or 0):.1f}",
+                _bytes(s.get("resident_size")),
+            )
+        )
+    _table(rows, out)
+    return ExitCode.OK
+
+
+def cmdAlerts(remote: Remote, args, out: Output) -> int:
+    alerts = remote("salvus.alerts", bool(args.all))
+    rows = [("SINCE (UTC)", "SEVERITY", "ALERT", "SUBJECT", "MESSAGE")]
+    for a in alerts:
+        rows.append(
+            (
+                _when(a.get("since")),
+                a.get("severity", ""),
+                a.get("name", ""),
+                a.get("subject", ""),
+                ("(cleared) " if a.get("cleared") else "") + str(a.get("message", "")),
+            )
+        )
+    if len(rows) > 1 or out.verbosity:
+        _table(rows, out)
+    return ExitCode.OK
+
+
+def _printDiff(diff: dict[str, Any], out: Output, always: bool) -> bool:
+    differs = False
+    for service, changes in sorted(diff.items()):
+        for kind, sign in (("added", "+"), ("changed", "~"), ("removed", "-")):
+            for name in changes.get(kind, []):
+                differs = True
+                line = f"{sign} {service} {name} ({kind})"
+                out.result(line) if always else out.info(line)
+    return differs
+
+
+def cmdDiff(remote: Remote, args, out: Output) -> int:
+    differs = _printDiff(remote("salvus.diff"), out, always=True)
+    return ExitCode.NOT_RUNNING if differs else ExitCode.OK
+
+
+def cmdReconcile(remote: Remote, args, out: Output) -> int:
+    _printDiff(remote("salvus.reconcile"), out, always=False)
+    return ExitCode.OK
+
+
+def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
+    from salvusctl.admin.users import UsersFile, UsersFileError, randomPassword
+
+    path = args.file or env.get("SALVUS_USERS") or os.path.join("var", "admin-users")
+    users = UsersFile(path)
+
+    def password() -> str:
+        if args.random:
+            value = randomPassword()
+            out.result(value)
+            return value
+        if args.password_stdin:
+            value = stdin.readline().rstrip("\r\n")
+        else:
+            value = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != value:
+                raise CLIError("passwords differ", ExitCode.USAGE)
+        if not value:
+            raise CLIError("empty password", ExitCode.USAGE)
+        return value
+
+    try:
+        if args.action == "add":
+            users.add(args.name, password(), args.role or "operator")
+            out.info(f"added {args.name} to {users.path}")
+        elif args.action == "passwd":
+            users.passwd(args.name, password(), args.role)
+            out.info(f"changed {args.name} in {users.path}")
+        elif args.action == "remove":
+            users.remove(args.name)
+            out.info(f"removed {args.name} from {users.path}")
+        else:
+            for user in users.users().values():
+                out.result(f"{user.name}  {user.role}")
+    except UsersFileError as e:
+        raise CLIError(str(e), ExitCode.FAILED)
+    return ExitCode.OK
+
+
+# -- argument parsing ------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise CLIError(message, ExitCode.USAGE)
+
+
+def makeParser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="salvusctl", description="Control a Salvus host over its admin XML-RPC.")
+    parser.add_argument(
+        "-s",
+        "--url",
+        help="admin URL: https://HOST:PORT, http://127.0.0.1:PORT, unix:///PATH (env SALVUS_URL)",
+    )
+    parser.add_argument("-u", "--user", help="user name (env SALVUS_USER)")
+    parser.add_argument("-p", "--password", help="password (env SALVUS_PASSWORD)")
+    parser.add_argument("--cacert", help="trust this CA/certificate file for https (env SALVUS_CACERT)")
+    parser.add_argument("--fingerprint", help="pin the server certificate's SHA-256 fingerprint")
+    parser.add_argument("-c", "--config", help=f"settings file (default {CONFIG_FILE})")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="say more (repeatable)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("status", help="state of every instance (or the named ones)")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    for verb in ("start", "stop", "restart"):
+        p = sub.add_parser(verb, help=f"{verb} NAME, GROUP:* or all")
+        p.add_argument("names", nargs="+", metavar="NAME")
+    p = sub.add_parser("tail", help="an instance's output")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("-n", "--bytes", type=int, default=1600, help="how many bytes from the end")
+    p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--polls", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("stream", nargs="?", default="stdout", choices=("stdout", "stderr"))
+
+    p = sub.add_parser("balancer", help="show or change the balancer")
+    bsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    bsub.required = True
+    bsub.add_parser("show", help="services, groups and hosts with counters")
+    for action in ("up", "down", "drain", "remove", "retry"):
+        b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP/HOST")
+        b.add_argument("target", metavar="SERVICE/GROUP/HOST")
+    for action in ("remove-all", "remove-group"):
+        b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP")
+        b.add_argument("target", metavar="SERVICE/GROUP")
+    b = bsub.add_parser("add-group", help="add-group SERVICE/GROUP [--scheduler NAME]")
+    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("--scheduler", default="roundrobin")
+    b = bsub.add_parser("add-service", help="add-service SERVICE ENDPOINT…")
+    b.add_argument("service", metavar="SERVICE")
+    b.add_argument("listen", nargs="+", metavar="ENDPOINT")
+    b = bsub.add_parser("remove-service", help="remove-service SERVICE")
+    b.add_argument("service", metavar="SERVICE")
+    b = bsub.add_parser("weight", help="weight SERVICE/GROUP/HOST N")
+    b.add_argument("target", metavar="SERVICE/GROUP/HOST")
+    b.add_argument("weight", type=int)
+    b = bsub.add_parser("add", help="add SERVICE/GROUP ADDRESS:PORT")
+    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("address", metavar="ADDRESS:PORT")
+    b.add_argument("--weight", type=int, default=1)
+    b.add_argument("--name", default=None)
+    b = bsub.add_parser("scheduler", help="scheduler SERVICE/GROUP NAME")
+    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("scheduler")
+
+    p = sub.add_parser("monitor", help="resource samples")
+    msub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    msub.required = True
+    msub.add_parser("top", help="latest sample of every instance, busiest first")
+    m = msub.add_parser("history", help="history NAME")
+    m.add_argument("name", metavar="NAME")
+    m.add_argument("--since", type=float, default=3600.0, help="seconds back (default 3600)")
+
+    p = sub.add_parser("alerts", help="active alerts")
+    p.add_argument("--all", action="store_true", help="include cleared alerts")
+    sub.add_parser("diff", help="declared config vs running (exit 3 when they differ)")
+    sub.add_parser("reconcile", help="make what runs match the config")
+
+    p = sub.add_parser("user", help="manage the local admin users file")
+    usub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    usub.required = True
+    for action in ("add", "passwd", "remove", "list"):
+        u = usub.add_parser(action)
+        if action != "list":
+            u.add_argument("name", metavar="NAME")
+        u.add_argument("--file", help="users file (env SALVUS_USERS, default var/admin-users)")
+        if action in ("add", "passwd"):
+            u.add_argument("--role", choices=("viewer", "operator"))
+            u.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+            u.add_argument("--random", action="store_true", help="generate a password and print it")
+    return parser
+
+
+_REMOTE: dict[str, Callable[[Remote, argparse.Namespace, Output], int]] = {
+    "status": cmdStatus,
+    "start": cmdStartStop,
+    "stop": cmdStartStop,
+    "restart": cmdRestart,
+    "tail": cmdTail,
+    "balancer": cmdBalancer,
+    "monitor": cmdMonitor,
+    "alerts": cmdAlerts,
+    "diff": cmdDiff,
+    "reconcile": cmdReconcile,
+}
+
+
+def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    """The whole CLI as a function (what tests call in-process)."""
+    output = Output(0, out, err)
+    try:
+        if not argv:
+            makeParser().print_usage(err)
+            return ExitCode.USAGE
+        if argv[0] in ("-h", "--help") or "--help" in argv or "-h" in argv:
+            try:
+                makeParser().parse_args(list(argv))
+            except SystemExit:
+                pass
+            return ExitCode.OK
+        args = makeParser().parse_args(list(argv))
+        output.verbosity = args.verbose
+        if args.command == "user":
+            return int(cmdUser(args, output, env, stdin))
+        remote = Remote(_settings(args, env), args.timeout)
+        return int(_REMOTE[args.command](remote, args, output))
+    except CLIError as e:
+        output.error(str(e))
+        return int(e.code)
+    except KeyboardInterrupt:
+        return ExitCode.FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The C{salvusctl} console script."""
+    code = run(sys.argv[1:] if argv is None else argv, dict(os.environ), sys.stdout, sys.stderr, sys.stdin)
+    sys.stdout.flush()
+    raise SystemExit(code)

@@ -1,0 +1,482 @@
+"""Public fakes of Salvus services, for the admin's tests and for users' own tests.
+
+Each fake provides the same zope interface as the real service (checked with C{verifyObject} in the
+tests), keeps its state in plain attributes that a test can read, and takes a clock so that times
+are deterministic.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from salvusctl.admin.extensions import IAlertSource, ILogClearing, IReconcilable
+from salvusctl.interfaces import IBalancerControl, IMonitor, ISupervisor
+
+__all__ = ["FakeSupervisor", "FakeBalancer", "FakeMonitor", "FakeAlerts", "STATES"]
+
+# supervisord's process state codes
+STATES = {
+    "STOPPED": 0,
+    "STARTING": 10,
+    "RUNNING": 20,
+    "BACKOFF": 30,
+    "STOPPING": 40,
+    "EXITED": 100,
+    "FATAL": 200,
+    "UNKNOWN": 1000,
+}
+
+
+class _Instance:
+    def __init__(self, name: str, group: str, port: int | None):
+        self.name = name
+        self.group = group
+        self.state = "STOPPED"
+        self.pid = 0
+        self.start = 0.0
+        self.stop = 0.0
+        self.exitstatus = 0
+        self.spawnerr = ""
+        self.port = port
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.signals: list[int] = []
+
+
+@implementer(ISupervisor, IReconcilable, ILogClearing)
+class FakeSupervisor:
+    """A supervisor without processes: instances change state when asked, at once by default.
+
+    @param deploys: deploy name -> number of instances (C{deploy:0} … C{deploy:N-1}).
+    @param clock: gives times (C{seconds()}); with C{stop_delay}, drives the STOPPING phase.
+    @param stop_delay: seconds an instance spends STOPPING (0: stops at once).
+    @param running: start every instance in the constructor.
+    """
+
+    def __init__(
+        self,
+        deploys: dict[str, int] | None = None,
+        clock: Any = None,
+        stop_delay: float = 0.0,
+        running: bool = True,
+    ):
+        self.clock = clock if clock is not None else Clock()
+        self.stop_delay = stop_delay
+        self._instances: dict[str, _Instance] = {}
+        self._observers: list[Callable] = []
+        self._nextPid = 4000
+        self.failures: dict[str, str] = {}
+        self.configured: dict[str, int] = dict(deploys if deploys is not None else {"web": 2, "worker": 1})
+        for deploy, count in self.configured.items():
+            self._addDeploy(deploy, count)
+        if running:
+            for name in list(self._instances):
+                self._start(name)
+
+    def _addDeploy(self, deploy: str, count: int) -> None:
+        for i in range(count):
+            name = f"{deploy}:{i}"
+            self._instances[name] = _Instance(name, deploy, 8000 + len(self._instances))
+
+    # -- test helpers ----------------------------------------------------------------------------
+
+    def emit(self, name: str, line: str, stream: str = "stdout") -> None:
+        """Append a line to an instance's captured output."""
+        getattr(self._get(name), stream).append(line)
+
+    def failNextStart(self, name: str, reason: str) -> None:
+        """Make the next start of C{name} fail (FATAL with C{reason})."""
+        self.failures[name] = reason
+
+    def signals(self, name: str) -> list[int]:
+        """Signals sent to C{name} so far."""
+        return list(self._get(name).signals)
+
+    # -- ISupervisor -----------------------------------------------------------------------------
+
+    def _get(self, name: str) -> _Instance:
+        try:
+            return self._instances[name]
+        except KeyError:
+            raise KeyError(name)
+
+    def _info(self, inst: _Instance) -> dict[str, Any]:
+        now = self.clock.seconds()
+        if inst.state == "RUNNING":
+            description = f"pid {inst.pid}, uptime {_uptime(now - inst.start)}"
+        elif inst.state in ("FATAL", "BACKOFF"):
+            description = inst.spawnerr
+        elif inst.start:
+            description = "stopped"
+        else:
+            description = "Not started"
+        return {
+            "name": inst.name,
+            "group": inst.group,
+            "state": inst.state,
+            "statecode": STATES[inst.state],
+            "pid": inst.pid,
+            "start": inst.start,
+            "stop": inst.stop,
+            "now": now,
+            "exitstatus": inst.exitstatus,
+            "spawnerr": inst.spawnerr,
+            "description": description,
+            "port": inst.port,
+            "logfile": "",
+            "stdout_logfile": "",
+            "stderr_logfile": "",
+        }
+
+    def instanceInfos(self) -> list[dict[str, Any]]:
+        return [self._info(i) for i in self._instances.values()]
+
+    def instanceInfo(self, name: str) -> dict[str, Any]:
+        return self._info(self._get(name))
+
+    def _set(self, inst: _Instance, state: str) -> None:
+        old, inst.state = inst.state, state
+        for observer in list(self._observers):
+            observer(inst.name, old, state, self._info(inst))
+
+    def _start(self, name: str) -> defer.Deferred:
+        inst = self._get(name)
+        if inst.state in ("RUNNING", "STARTING"):
+            return defer.succeed(None)
+        self._set(inst, "STARTING")
+        reason = self.failures.pop(name, None)
+        if reason is not None:
+            inst.spawnerr = reason
+            inst.pid = 0
+            self._set(inst, "FATAL")
+            return defer.fail(RuntimeError(reason))
+        self._nextPid += 1
+        inst.pid = self._nextPid
+        inst.start = self.clock.seconds()
+        inst.spawnerr = ""
+        inst.stdout.append(f"{name} started with pid {inst.pid}")
+        self._set(inst, "RUNNING")
+        return defer.succeed(None)
+
+    def startInstance(self, name: str) -> defer.Deferred:
+        return self._start(name)
+
+    def stopInstance(self, name: str) -> defer.Deferred:
+        inst = self._get(name)
+        if inst.state not in ("RUNNING", "STARTING", "BACKOFF"):
+            return defer.succeed(None)
+        self._set(inst, "STOPPING")
+
+        def stopped():
+            inst.stdout.append(f"{name} stopped")
+            inst.pid = 0
+            inst.stop = self.clock.seconds()
+            self._set(inst, "STOPPED")
+
+        if self.stop_delay:
+            return defer.Deferred.fromCoroutine(self._later(stopped))
+        stopped()
+        return defer.succeed(None)
+
+    async def _later(self, fn: Callable[[], None]) -> None:
+        d: defer.Deferred = defer.Deferred()
+        self.clock.callLater(self.stop_delay, d.callback, None)
+        await d
+        fn()
+
+    @defer.inlineCallbacks
+    def restartInstance(self, name: str):
+        yield self.stopInstance(name)
+        yield self.startInstance(name)
+
+    def _names(self, deploy: str) -> list[str]:
+        names = [n for n, i in self._instances.items() if i.group == deploy]
+        if not names:
+            raise KeyError(deploy)
+        return names
+
+    def startDeploy(self, name: str) -> defer.Deferred:
+        return defer.gatherResults([self.startInstance(n) for n in self._names(name)], consumeErrors=True)
+
+    def stopDeploy(self, name: str) -> defer.Deferred:
+        return defer.gatherResults([self.stopInstance(n) for n in self._names(name)], consumeErrors=True)
+
+    def startAll(self) -> defer.Deferred:
+        return defer.gatherResults([self.startInstance(n) for n in self._instances], consumeErrors=True)
+
+    def stopAll(self) -> defer.Deferred:
+        return defer.gatherResults(
+            [self.stopInstance(n) for n in reversed(self._instances)], consumeErrors=True
+        )
+
+    def signalInstance(self, name: str, signal: int | str) -> None:
+        inst = self._get(name)
+        if isinstance(signal, str):
+            signal = int(getattr(_signal, signal if signal.startswith("SIG") else "SIG" + signal))
+        inst.signals.append(int(signal))
+
+    def tailLog(self, name: str, lines: int = 100, stream: str = "stdout") -> list[str]:
+        inst = self._get(name)
+        return list(getattr(inst, stream)[-lines:]) if lines > 0 else []
+
+    def addObserver(self, observer: Callable) -> None:
+        self._observers.append(observer)
+
+    def removeObserver(self, observer: Callable) -> None:
+        self._observers.remove(observer)
+
+    # -- IReconcilable, ILogClearing -------------------------------------------------------------
+
+    def configDiff(self) -> dict[str, list[str]]:
+        running: dict[str, int] = {}
+        for inst in self._instances.values():
+            running[inst.group] = running.get(inst.group, 0) + 1
+        return {
+            "added": sorted(set(self.configured) - set(running)),
+            "changed": sorted(
+                d for d in self.configured if d in running and running[d] != self.configured[d]
+            ),
+            "removed": sorted(set(running) - set(self.configured)),
+        }
+
+    @defer.inlineCallbacks
+    def reconcile(self):
+        diff = self.configDiff()
+        for deploy in diff["removed"] + diff["changed"]:
+            yield self.stopDeploy(deploy)
+            for name in self._names(deploy):
+                del self._instances[name]
+        for deploy in diff["added"] + diff["changed"]:
+            self._addDeploy(deploy, self.configured[deploy])
+            yield self.startDeploy(deploy)
+        return diff
+
+    def clearLogs(self, name: str) -> None:
+        inst = self._get(name)
+        inst.stdout.clear()
+        inst.stderr.clear()
+
+
+def _uptime(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+@implementer(IBalancerControl, IReconcilable)
+class FakeBalancer:
+    """A balancer's control surface over plain dicts (no sockets).
+
+    The snapshot shape is the one the admin renders: services → groups → hosts, each host with
+    name, address, port, weight, state (up / drain / maint), healthy, connections,
+    total_connections, bytes_in, bytes_out, faults.
+    """
+
+    SCHEDULERS = ("roundrobin", "leastconn", "leastload", "random", "sourcehash")
+
+    def __init__(self, services: dict[str, dict[str, list[tuple[str, int]]]] | None = None):
+        if services is None:
+            services = {"www": {"web": [("127.0.0.1", 8000), ("127.0.0.1", 8001)]}}
+        self.services: dict[str, dict[str, Any]] = {}
+        self.configured: set[tuple[str, str, str]] = set()
+        self.retried: list[str] = []
+        for service, groups in services.items():
+            entry = {"name": service, "listen": ["tcp:8080"], "groups": {}}
+            self.services[service] = entry
+            for group, hosts in groups.items():
+                entry["groups"][group] = {"name": group, "scheduler": "roundrobin", "hosts": {}}
+                for address, port in hosts:
+                    host = self.addHost(service, group, address, port)
+                    self.configured.add((service, group, host))
+
+    def _group(self, service: str, group: str) -> dict[str, Any]:
+        try:
+            return self.services[service]["groups"][group]
+        except KeyError:
+            raise KeyError(f"{service}/{group}")
+
+    def _host(self, service: str, group: str, hostname: str) -> dict[str, Any]:
+        try:
+            return self._group(service, group)["hosts"][hostname]
+        except KeyError:
+            raise KeyError(f"{service}/{group}/{hostname}")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "services": [
+                {
+                    "name": s["name"],
+                    "listen": list(s["listen"]),
+                    "groups": [
+                        {
+                            "name": g["name"],
+                            "scheduler": g["scheduler"],
+                            "hosts": [dict(h) for h in g["hosts"].values()],
+                        }
+                        for g in s["groups"].values()
+                    ],
+                }
+                for s in self.services.values()
+            ]
+        }
+
+    def addHost(self, service, group, address, port, weight=1, name=None) -> str:
+        hosts = self._group(service, group)["hosts"]
+        name = name or f"{address}:{port}"
+        if name in hosts:
+            raise ValueError(f"host {name} already in {service}/{group}")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"bad port {port!r}")
+        hosts[name] = {
+            "name": name,
+            "address": address,
+            "port": port,
+            "weight": weight,
+            "state": "up",
+            "healthy": True,
+            "connections": 0,
+            "total_connections": 0,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "faults": 0,
+        }
+        return name
+
+    def removeHost(self, service, group, hostname) -> None:
+        self._host(service, group, hostname)
+        del self._group(service, group)["hosts"][hostname]
+
+    def setHostState(self, service, group, hostname, state) -> None:
+        if state not in ("up", "drain", "maint"):
+            raise ValueError(f"bad state {state!r}: use up, drain or maint")
+        self._host(service, group, hostname)["state"] = state
+
+    def setWeight(self, service, group, hostname, weight) -> None:
+        if not isinstance(weight, int) or weight < 0 or weight > 256:
+            raise ValueError(f"bad weight {weight!r}: use 0-256")
+        self._host(service, group, hostname)["weight"] = weight
+
+    def setScheduler(self, service, group, scheduler) -> None:
+        if scheduler not in self.SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}")
+        self._group(service, group)["scheduler"] = scheduler
+
+    # -- beyond IBalancerControl: what the balancer issue also asks for ------------------------
+
+    def retryHost(self, service, group, hostname) -> None:
+        host = self._host(service, group, hostname)
+        host["healthy"] = True
+        self.retried.append(f"{service}/{group}/{hostname}")
+
+    def addService(self, service, listen) -> None:
+        if service in self.services:
+            raise ValueError(f"service {service} already exists")
+        self.services[service] = {"name": service, "listen": list(listen), "groups": {}}
+
+    def removeService(self, service) -> None:
+        if service not in self.services:
+            raise KeyError(service)
+        del self.services[service]
+
+    def addGroup(self, service, group, scheduler="roundrobin") -> None:
+        if service not in self.services:
+            raise KeyError(service)
+        if scheduler not in self.SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}")
+        groups = self.services[service]["groups"]
+        if group in groups:
+            raise ValueError(f"group {service}/{group} already exists")
+        groups[group] = {"name": group, "scheduler": scheduler, "hosts": {}}
+
+    def removeGroup(self, service, group) -> None:
+        self._group(service, group)
+        del self.services[service]["groups"][group]
+
+    def configDiff(self) -> dict[str, list[str]]:
+        running = {
+            (s, g, h)
+            for s, sv in self.services.items()
+            for g, gv in sv["groups"].items()
+            for h in gv["hosts"]
+        }
+        return {
+            "added": sorted("/".join(k) for k in self.configured - running),
+            "changed": [],
+            "removed": sorted("/".join(k) for k in running - self.configured),
+        }
+
+    def reconcile(self) -> dict[str, list[str]]:
+        diff = self.configDiff()
+        for key in diff["removed"]:
+            self.removeHost(*key.split("/"))
+        for key in diff["added"]:
+            service, group, host = key.split("/")
+            address, _, port = host.rpartition(":")
+            self.addHost(service, group, address, int(port), name=host)
+        return diff
+
+
+@implementer(IMonitor)
+class FakeMonitor:
+    """Samples kept in memory: C{record()} them, then query like the real monitor."""
+
+    def __init__(self, supervisor: Any = None):
+        self.supervisor = supervisor
+        self.samples: dict[str, list[dict[str, Any]]] = {}
+
+    def record(self, name: str, timestamp: float, percent_cpu: float, resident_size: int, **more) -> None:
+        sample = {
+            "name": name,
+            "timestamp": timestamp,
+            "percent_cpu": percent_cpu,
+            "resident_size": resident_size,
+        }
+        sample.update(more)
+        self.samples.setdefault(name, []).append(sample)
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(s[-1]) for name, s in self.samples.items() if s}
+
+    def history(self, name: str, since: float, until: float | None = None) -> defer.Deferred:
+        rows = [
+            dict(s)
+            for s in self.samples.get(name, [])
+            if s["timestamp"] >= since and (until is None or s["timestamp"] <= until)
+        ]
+        return defer.succeed(rows)
+
+    def leastLoaded(self, deploy: str) -> str | None:
+        latest = self.latest()
+        candidates = [n for n in latest if n.split(":")[0] == deploy]
+        if self.supervisor is not None:
+            candidates = [n for n in candidates if self.supervisor.instanceInfo(n)["state"] == "RUNNING"]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda n: latest[n]["percent_cpu"])
+
+
+@implementer(IAlertSource)
+class FakeAlerts:
+    """A list of alert dicts, newest first."""
+
+    def __init__(self, alerts: list[dict[str, Any]] | None = None):
+        self.items: list[dict[str, Any]] = list(alerts or [])
+
+    def fire(self, name: str, subject: str, message: str, since: float, severity: str = "warning") -> None:
+        alert = {
+            "name": name,
+            "subject": subject,
+            "message": message,
+            "since": since,
+            "severity": severity,
+            "cleared": False,
+        }
+        self.items.insert(0, alert)
+
+    def alerts(self, include_cleared: bool = False) -> list[dict[str, Any]]:
+        return [dict(a) for a in self.items if include_cleared or not a["cleared"]]

@@ -1,0 +1,220 @@
+"""The salvus.* namespace: balancer verbs, monitor queries, alerts, store retention, diff/reconcile."""
+
+from __future__ import annotations
+
+import os
+import xmlrpc.client as xmlrpclib
+
+import treq
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from salvusctl.admin.build import AdminService
+from salvusctl.admin.declaration import Admin
+from salvusctl.admin.extensions import IAlertSource, ILogClearing, IReconcilable
+from salvusctl.admin.faults import Faults
+from salvusctl.admin.state import AdminState
+from salvusctl.interfaces import IBalancerControl, IMonitor, ISupervisor
+from salvusctl.store import makeStore
+from salvusctl.testing import FakeAlerts, FakeBalancer, FakeMonitor, FakeSupervisor
+from tests.admin.helpers import OP, VIEW, Harness, basic, tempDir, writeUsers
+
+
+class FakesTests(SynchronousTestCase):
+    def test_fakesProvideTheInterfaces(self):
+        """The public fakes cannot drift from the interfaces they stand in for."""
+        supervisor = FakeSupervisor()
+        verifyObject(ISupervisor, supervisor)
+        verifyObject(IReconcilable, supervisor)
+        verifyObject(ILogClearing, supervisor)
+        verifyObject(IBalancerControl, FakeBalancer())
+        verifyObject(IReconcilable, FakeBalancer())
+        verifyObject(IMonitor, FakeMonitor())
+        verifyObject(IAlertSource, FakeAlerts())
+
+
+class SalvusNamespaceTests(SynchronousTestCase):
+    def setUp(self):
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
+        self.h = Harness(self.tmp)
+
+    def call(self, method, *params, user=OP):
+        return self.h.rpc(self, method, *params, user=user)
+
+    def test_hostInfoAndWhoami(self):
+        info = self.call("salvus.hostInfo")
+        self.assertEqual(info["services"], ["alerts", "balancer", "monitor", "supervisor"])
+        self.assertEqual(self.call("salvus.whoami", user=VIEW), {"name": "view", "role": "viewer"})
+
+    def test_balancerVerbs(self):
+        snapshot = self.call("salvus.balancerSnapshot")
+        self.assertEqual(snapshot["services"][0]["groups"][0]["hosts"][0]["name"], "127.0.0.1:8000")
+        self.assertIs(self.call("salvus.balancerAddHost", "www", "web", "10.0.0.5", 80, 2, "big"), True)
+        self.assertIs(self.call("salvus.balancerSetState", "www", "web", "big", "drain"), True)
+        self.assertIs(self.call("salvus.balancerSetWeight", "www", "web", "big", 7), True)
+        self.assertIs(self.call("salvus.balancerSetScheduler", "www", "web", "leastconn"), True)
+        group = self.h.balancer.services["www"]["groups"]["web"]
+        self.assertEqual((group["hosts"]["big"]["state"], group["hosts"]["big"]["weight"]), ("drain", 7))
+        self.assertEqual(group["scheduler"], "leastconn")
+        self.assertIs(self.call("salvus.balancerRemoveHost", "www", "web", "big"), True)
+        self.assertNotIn("big", group["hosts"])
+
+    def test_balancerStructureVerbs(self):
+        """Services and groups come and go; a group can be emptied; a bad host retried now."""
+        self.assertIs(self.call("salvus.balancerAddService", "api", ["tcp:8081"]), True)
+        self.assertIs(self.call("salvus.balancerAddGroup", "api", "blue", "leastconn"), True)
+        self.assertIs(self.call("salvus.balancerAddHost", "api", "blue", "10.0.0.1", 80), True)
+        self.assertIs(self.call("salvus.balancerAddHost", "api", "blue", "10.0.0.2", 80), True)
+        self.assertIs(self.call("salvus.balancerRetryHost", "api", "blue", "10.0.0.1:80"), True)
+        self.assertEqual(self.h.balancer.retried, ["api/blue/10.0.0.1:80"])
+        self.assertEqual(self.call("salvus.balancerRemoveAllHosts", "api", "blue"), 2)
+        self.assertEqual(
+            self.call("salvus.balancerRemoveAllHosts", "api", "green").faultCode, Faults.BAD_NAME
+        )
+        self.assertIs(self.call("salvus.balancerRemoveGroup", "api", "blue"), True)
+        self.assertIs(self.call("salvus.balancerRemoveService", "api"), True)
+        self.assertNotIn("api", self.h.balancer.services)
+        fault = self.call("salvus.balancerAddService", "x", "tcp:1")
+        self.assertEqual(fault.faultCode, Faults.BAD_ARGUMENTS)
+
+    def test_balancerWithoutOptionalVerbs(self):
+        """A balancer offering only IBalancerControl answers the extra verbs with a clear fault."""
+
+        class Minimal:
+            def __init__(self, inner):
+                self.snapshot, self.removeHost = inner.snapshot, inner.removeHost
+
+        h = Harness(self.tmp, services={"balancer": Minimal(FakeBalancer())})
+        fault = h.rpc(self, "salvus.balancerRetryHost", "www", "web", "127.0.0.1:8000")
+        self.assertEqual(fault.faultCode, Faults.NO_SERVICE)
+        self.assertIn("cannot retry a host", fault.faultString)
+        self.assertEqual(h.rpc(self, "salvus.balancerRemoveAllHosts", "www", "web"), 2)
+
+    def test_balancerErrors(self):
+        self.assertEqual(
+            self.call("salvus.balancerSetState", "www", "web", "ghost", "up").faultCode, Faults.BAD_NAME
+        )
+        fault = self.call("salvus.balancerSetState", "www", "web", "127.0.0.1:8000", "sideways")
+        self.assertEqual(fault.faultCode, Faults.BAD_ARGUMENTS)
+        self.assertIn("use up, drain or down", fault.faultString)
+        fault = self.call("salvus.balancerSetScheduler", "www", "web", "magic")
+        self.assertEqual(fault.faultCode, Faults.BAD_ARGUMENTS)
+        fault = self.call("salvus.balancerAddHost", "www", "web", "10.0.0.5", "80")
+        self.assertIn("port must be an integer", fault.faultString)
+        fault = self.call("salvus.balancerSetWeight", "www", "web", "127.0.0.1:8000", 1, user=VIEW)
+        self.assertEqual(fault.faultCode, Faults.PERMISSION_DENIED)
+
+    def test_bigCountersMarshal(self):
+        """Byte counters beyond XML-RPC's 32-bit ints travel as doubles instead of failing."""
+        self.h.balancer.services["www"]["groups"]["web"]["hosts"]["127.0.0.1:8000"]["bytes_out"] = 2**40
+        snapshot = self.call("salvus.balancerSnapshot")
+        self.assertEqual(snapshot["services"][0]["groups"][0]["hosts"][0]["bytes_out"], float(2**40))
+
+    def test_monitor(self):
+        now = self.h.clock.seconds()
+        self.h.monitor.record("web:0", now - 100, 10.0, 1000)
+        self.h.monitor.record("web:1", now - 50, 5.0, 2000)
+        self.h.monitor.record("web:0", now - 10, 30.0, 3000)
+        self.assertEqual(self.call("salvus.monitorLatest")["web:0"]["percent_cpu"], 30.0)
+        history = self.call("salvus.monitorHistory", "web:0", -60)
+        self.assertEqual([s["percent_cpu"] for s in history], [30.0])
+        history = self.call("salvus.monitorHistory", "web:0", now - 1000, now - 50)
+        self.assertEqual([s["percent_cpu"] for s in history], [10.0])
+        self.assertEqual(self.call("salvus.monitorLeastLoaded", "web"), "web:1")
+        self.assertEqual(self.call("salvus.monitorLeastLoaded", "none"), "")
+        self.assertEqual(self.call("salvus.monitorHistory", 5, 0).faultCode, Faults.BAD_ARGUMENTS)
+
+    def test_alerts(self):
+        self.h.alerts.fire("disk", "/var", "90% full", 5)
+        self.h.alerts.items.append(
+            {"name": "old", "subject": "", "message": "", "since": 1, "severity": "info", "cleared": True}
+        )
+        self.assertEqual([a["name"] for a in self.call("salvus.alerts")], ["disk"])
+        self.assertEqual([a["name"] for a in self.call("salvus.alerts", True)], ["disk", "old"])
+
+    def test_diffAndReconcile(self):
+        self.assertEqual(
+            self.call("salvus.diff"),
+            {
+                "supervisor": {"added": [], "changed": [], "removed": []},
+                "balancer": {"added": [], "changed": [], "removed": []},
+            },
+        )
+        self.h.supervisor.configured["web"] = 3
+        self.h.balancer.removeHost("www", "web", "127.0.0.1:8001")
+        diff = self.call("salvus.diff")
+        self.assertEqual(diff["supervisor"]["changed"], ["web"])
+        self.assertEqual(diff["balancer"]["added"], ["www/web/127.0.0.1:8001"])
+        self.assertEqual(self.call("salvus.reconcile", user=VIEW).faultCode, Faults.PERMISSION_DENIED)
+        self.call("salvus.reconcile")
+        self.assertEqual(self.h.supervisor.instanceInfo("web:2")["state"], "RUNNING")
+        self.assertIn("127.0.0.1:8001", self.h.balancer.services["www"]["groups"]["web"]["hosts"])
+        self.assertEqual(self.call("salvus.diff")["supervisor"]["changed"], [])
+
+    def test_absentServices(self):
+        h = Harness(self.tmp, services={})
+        for method, params in [
+            ("salvus.balancerSnapshot", ()),
+            ("salvus.monitorLatest", ()),
+            ("salvus.alerts", ()),
+            ("salvus.storeInfo", ()),
+        ]:
+            fault = h.rpc(self, method, *params)
+            self.assertEqual(fault.faultCode, Faults.NO_SERVICE, method)
+            self.assertIn("this host", fault.faultString)
+        self.assertEqual(h.rpc(self, "salvus.diff"), {})
+
+
+class StoreRetentionTests(TestCase):
+    """storeInfo / storePrune against the real SQLite store, over a real socket."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
+        self.store = makeStore("sqlite:" + os.path.join(self.tmp, "salvus.db"), reactor)
+        yield self.store.start()
+        self.addCleanup(self.store.close)
+        now = reactor.seconds()
+        sid = yield self.store.recordServiceStart("web", None, "127.0.0.1", 8000, None, 1234, None)
+        rows = [{"service_id": sid, "timestamp": now - age, "percent_cpu": 1.0} for age in (7200, 5000, 30)]
+        yield self.store.writeStatus(rows)
+        users = os.path.join(self.tmp, "users")
+        writeUsers(users)
+        state = AdminState(services={}, clock=reactor, host_name="h", store=self.store)
+        self.service = AdminService(
+            reactor, [Admin("tcp:0:interface=127.0.0.1", users=users)], state, self.tmp
+        )
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        ports = yield self.service.ready
+        self.url = f"http://127.0.0.1:{ports[0].getHost().port}/RPC2"
+
+    @defer.inlineCallbacks
+    def call(self, method, *params, user=OP):
+        body = xmlrpclib.dumps(params, method).encode()
+        headers = {**basic(user), b"Content-Type": [b"text/xml"]}
+        response = yield treq.post(self.url, data=body, headers=headers, reactor=reactor, persistent=False)
+        content = yield response.content()
+        try:
+            return xmlrpclib.loads(content)[0][0]
+        except xmlrpclib.Fault as f:
+            return f
+
+    @defer.inlineCallbacks
+    def test_infoAndPrune(self):
+        info = yield self.call("salvus.storeInfo")
+        self.assertEqual(info["dialect"], "sqlite")
+        self.assertEqual(info["samples"], 3)
+        fault = yield self.call("salvus.storePrune", 3600, user=VIEW)
+        self.assertEqual(fault.faultCode, Faults.PERMISSION_DENIED)
+        fault = yield self.call("salvus.storePrune", 1)
+        self.assertEqual(fault.faultCode, Faults.BAD_ARGUMENTS)
+        left = yield self.call("salvus.storePrune", 3600)
+        self.assertEqual(left, 1)
+        info = yield self.call("salvus.storeInfo")
+        self.assertEqual(info["samples"], 1)
