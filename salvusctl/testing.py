@@ -368,6 +368,28 @@ class FakeBalancer:
 
     # -- beyond IBalancerControl: what the balancer issue also asks for ------------------------
 
+    def drain(self, service, group, hostname) -> None:
+        self.setHostState(service, group, hostname, "drain")
+
+    def enable(self, service, group, hostname) -> None:
+        self.setHostState(service, group, hostname, "up")
+
+    def disable(self, service, group, hostname) -> None:
+        self.setHostState(service, group, hostname, "maint")
+
+    def removeAllHosts(self, service, group) -> None:
+        self._group(service, group)["hosts"].clear()
+
+    def setActiveGroup(self, service, group) -> None:
+        self._group(service, group)
+        self.services[service]["active"] = group
+
+    def dumpConfig(self) -> dict[str, Any]:
+        return self.snapshot()
+
+    def diff(self) -> dict[str, list[str]]:
+        return self.configDiff()
+
     def retryHost(self, service, group, hostname) -> None:
         host = self._host(service, group, hostname)
         host["healthy"] = True
