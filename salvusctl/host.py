@@ -259,13 +259,17 @@ _ephemeral = itertools.count()
 
 def _listenKey(description: str) -> str:
     """Normalise an endpoint string to what it binds: C{tcp:8080} and C{tcp:port=8080} clash."""
-    from twisted.internet.endpoints import _parseServer
+    from twisted.internet.endpoints import _parse, _parseServer
 
     try:
-        kind, args, kwargs = _parseServer(description, None)
+        words, kwargs = _parse(description)
+        kind, args = str(words[0]).lower(), words[1:]
+        if kind not in ("ssl", "unix"):
+            # A full parse catches unknown kinds and options; ssl is not fully parsed here, as that
+            # would load key files that may be made only at start.
+            _parseServer(description, None)
     except Exception as e:
         raise ConfigError(f"bad endpoint {description!r}: {e}")
-    kind = kind.lower()
     if kind in ("tcp", "ssl", "tcp6"):
         port = str(kwargs.get("port", args[0] if args else ""))
         if port == "0":
