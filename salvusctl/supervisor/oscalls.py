@@ -1,0 +1,402 @@
+"""Every operating-system call the supervisor makes: spawn, prctl, /proc, signals, waitpid.
+
+Kept apart from the state machine so that the machine runs against a fake in tests and this module
+is tested against the real kernel.  Linux only where it says so; elsewhere the Linux extras
+(subreaper, parent-death signal, /proc scans) quietly do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import resource
+import signal
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from twisted.internet import process as _tprocess
+
+__all__ = [
+    "MARKER",
+    "setChildSubreaper",
+    "InstanceProcess",
+    "spawnInstance",
+    "Stat",
+    "readStat",
+    "readMarker",
+    "procTable",
+    "Snapshot",
+    "childrenOf",
+    "members",
+    "signalMembers",
+    "alive",
+    "Reaper",
+    "PidRegistry",
+    "cleanLeftovers",
+]
+
+MARKER = "SALVUS_INSTANCE"
+LINUX = sys.platform.startswith("linux")
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+_libc = None
+if LINUX:
+    try:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:  # pragma: no cover
+        _libc = None
+
+
+def _prctl(option: int, arg: int) -> bool:
+    if _libc is None:
+        return False
+    return _libc.prctl(option, arg, 0, 0, 0) == 0
+
+
+def setChildSubreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux); True when it worked.
+
+    Without it a daemon that double-forks out of an instance is re-parented to PID 1 and escapes
+    every stop; with it, the daemon becomes our child, visible, killable and reapable.
+    """
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+class InstanceProcess(_tprocess.Process):
+    """A Twisted C{Process} whose child, between fork and exec, becomes a session leader, asks the
+    kernel for a signal when Salvus dies, and takes its rlimits.
+
+    Twisted's own posix_spawn fast path cannot do any of that, so it is turned off for instances.
+    """
+
+    def __init__(self, reactor, executable, args, environment, path, proto, uid=None, gid=None,
+                 childFDs=None, deathsig: int | None = None,
+                 rlimits: Mapping[int, tuple[int, int]] | None = None):
+        self._deathsig = deathsig
+        self._rlimits = dict(rlimits or {})
+        self._parentPid = os.getpid()
+        super().__init__(reactor, executable, args, environment, path, proto, uid, gid, childFDs)
+
+    def _trySpawnInsteadOfFork(self, *args, **kwargs):
+        return False
+
+    def _execChild(self, path, uid, gid, executable, args, environment):
+        # In the forked child: a new session, so the whole tree is one signalable group.
+        os.setsid()
+        if self._deathsig and LINUX:
+            _prctl(PR_SET_PDEATHSIG, self._deathsig)
+            if os.getppid() != self._parentPid:
+                # Salvus died between fork and prctl: the signal will never come.
+                os._exit(1)
+        for which, limits in self._rlimits.items():
+            resource.setrlimit(which, limits)
+        super()._execChild(path, uid, gid, executable, args, environment)
+
+
+_devnull: int | None = None
+
+
+def spawnInstance(reactor, protocol, argv: list[str], env: dict[str, str], cwd: str | None,
+                  uid: int | None = None, gid: int | None = None, deathsig: int | None = None,
+                  rlimits: Mapping[int, tuple[int, int]] | None = None) -> InstanceProcess:
+    """Start one instance: stdin from /dev/null, stdout and stderr as pipes to C{protocol}."""
+    global _devnull
+    if _devnull is None:
+        _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return InstanceProcess(reactor, argv[0], argv, env, cwd, protocol, uid, gid,
+                           {0: _devnull, 1: "r", 2: "r"}, deathsig=deathsig, rlimits=rlimits)
+
+
+# -- /proc -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stat:
+    """The few fields of C{/proc/PID/stat} the supervisor needs."""
+
+    pid: int
+    state: str
+    ppid: int
+    pgid: int
+    sid: int
+    starttime: int
+
+    @property
+    def zombie(self) -> bool:
+        return self.state in ("Z", "X")
+
+
+def readStat(pid: int) -> Stat | None:
+    """The stat of one pid, or None when it does not exist (or this is not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2:].split()
+    return Stat(pid, rest[0].decode(), int(rest[1]), int(rest[2]), int(rest[3]), int(rest[19]))
+
+
+def readMarker(pid: int) -> str | None:
+    """The value of C{SALVUS_INSTANCE} in a process's initial environment, if any."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    key = MARKER.encode() + b"="
+    for item in data.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key):].decode("utf-8", "replace")
+    return None
+
+
+class Snapshot:
+    """One /proc pass plus lazily read markers, shared by every instance stopped in one turn."""
+
+    def __init__(self) -> None:
+        self.table = procTable()
+        self._markers: dict[int, str | None] = {}
+
+    def markerOf(self, pid: int) -> str | None:
+        if pid not in self._markers:
+            self._markers[pid] = readMarker(pid)
+        return self._markers[pid]
+
+
+def procTable() -> dict[int, Stat]:
+    """One pass over /proc: every live process's stat."""
+    table: dict[int, Stat] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if name.isdigit():
+            st = readStat(int(name))
+            if st is not None:
+                table[st.pid] = st
+    return table
+
+
+def childrenOf(pid: int) -> list[int]:
+    """Direct children of C{pid} (all its threads), from C{/proc/PID/task/*/children}."""
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(p) for p in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def members(table: Mapping[int, Stat], leader: int | None, marker: str | None,
+            known: Mapping[int, int] | None = None,
+            markerOf: Callable[[int], str | None] | None = readMarker) -> dict[int, int]:
+    """Every live process that belongs to one instance: {pid: starttime}.
+
+    Belonging means any of: the leader's session or process group, a descendant of the leader,
+    a process carrying the instance's environment marker, a process recorded earlier (same start
+    time, so a recycled pid never counts), or a descendant of any of those.
+    """
+    found: dict[int, int] = {}
+    known = dict(known or {})
+    for pid, st in table.items():
+        if st.zombie:
+            continue
+        if leader is not None and (st.sid == leader or st.pgid == leader or pid == leader):
+            found[pid] = st.starttime
+        elif known.get(pid) in (st.starttime, 0):
+            found[pid] = st.starttime
+        elif markerOf is not None and marker is not None and markerOf(pid) == marker:
+            found[pid] = st.starttime
+    kids: dict[int, list[int]] = {}
+    for pid, st in table.items():
+        kids.setdefault(st.ppid, []).append(pid)
+    stack = list(found)
+    while stack:
+        for child in kids.get(stack.pop(), ()):
+            st = table[child]
+            if child not in found and not st.zombie:
+                found[child] = st.starttime
+                stack.append(child)
+    return found
+
+
+def alive(pid: int, starttime: int | None = None) -> bool:
+    """True when C{pid} runs (not a zombie) and, if given, started at C{starttime}."""
+    st = readStat(pid)
+    if st is None or st.zombie:
+        return False
+    return starttime is None or st.starttime == starttime
+
+
+def signalMembers(found: Mapping[int, int], sig: int, groups: Iterable[int] = ()) -> int:
+    """Send C{sig} to process groups and to each member still matching its start time.
+
+    @return: how many signals were delivered.
+    """
+    sent = 0
+    for pgid in groups:
+        try:
+            os.killpg(pgid, sig)
+            sent += 1
+        except OSError:
+            pass
+    for pid, starttime in found.items():
+        if not alive(pid, starttime):
+            continue
+        try:
+            os.kill(pid, sig)
+            sent += 1
+        except OSError:
+            pass
+    return sent
+
+
+class Reaper:
+    """Reaps orphans re-parented to this (subreaper) process, without stealing Twisted's children.
+
+    Twisted waits only for the pids in its own handler table; anything else that is our child is
+    an adopted orphan or belongs to unrelated code (a C{subprocess} in a thread).  An orphan is
+    reaped at once when it is known to belong to an instance (marker or recorded pid); any other
+    zombie is reaped only when it is still a zombie on the next pass, i.e. nobody else waits for it.
+    """
+
+    def __init__(self, token: str, pid: int | None = None):
+        self.token = token
+        self.pid = pid if pid is not None else os.getpid()
+        self.adopted: dict[int, tuple[str, int]] = {}
+        self._zombies: set[int] = set()
+        self.reaped = 0
+
+    def _twisted(self, pid: int) -> bool:
+        return pid in _tprocess.reapProcessHandlers
+
+    def scan(self) -> dict[int, tuple[str, int]]:
+        """One pass: reap what may be reaped, remember new adopted orphans.
+
+        @return: newly adopted orphans {pid: (instance name, starttime)}.
+        """
+        new: dict[int, tuple[str, int]] = {}
+        zombies: set[int] = set()
+        prefix = self.token + "/"
+        for pid in childrenOf(self.pid):
+            if self._twisted(pid):
+                continue
+            st = readStat(pid)
+            if st is None:
+                continue
+            if st.zombie:
+                if pid in self.adopted or pid in self._zombies:
+                    self.reapPid(pid)
+                else:
+                    zombies.add(pid)
+                continue
+            if pid not in self.adopted:
+                marker = readMarker(pid)
+                if marker and marker.startswith(prefix):
+                    self.adopted[pid] = (marker[len(prefix):], st.starttime)
+                    new[pid] = self.adopted[pid]
+        self._zombies = zombies
+        return new
+
+    def reapPid(self, pid: int) -> bool:
+        """waitpid one pid we own (never one of Twisted's)."""
+        if self._twisted(pid):
+            return False
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        except OSError as e:  # pragma: no cover
+            if e.errno != errno.EINTR:
+                done = pid
+            else:
+                return False
+        if done:
+            self.adopted.pop(pid, None)
+            self.reaped += 1
+            return True
+        return False
+
+
+class PidRegistry:
+    """The run directory's record of every process Salvus started: {instance: {pid: starttime}}.
+
+    Written on each change so that, after Salvus is killed with SIGKILL, the next start can find
+    and kill what is left, and the start time makes sure a pid the kernel has since given to an
+    unrelated process is never touched.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.entries: dict[str, dict[int, int]] = {}
+
+    def load(self) -> dict[str, dict[int, int]]:
+        try:
+            with open(self.path) as f:
+                raw = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        out: dict[str, dict[int, int]] = {}
+        for name, pids in raw.get("instances", {}).items():
+            try:
+                out[name] = {int(p): int(t) for p, t in pids.items()}
+            except (TypeError, ValueError, AttributeError):
+                continue
+        return out
+
+    def set(self, name: str, pids: Mapping[int, int]) -> None:
+        current = self.entries.get(name, {})
+        if dict(pids) == current:
+            return
+        if pids:
+            self.entries[name] = dict(pids)
+        else:
+            self.entries.pop(name, None)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path + ".tmp"
+        data = {"instances": {n: {str(p): t for p, t in pids.items()} for n, pids in self.entries.items()}}
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.path)
+
+
+def cleanLeftovers(registry: PidRegistry, token: str) -> dict[int, int]:
+    """Kill (SIGKILL) what a previous run in this run directory left behind.
+
+    Candidates are the registry's pids whose start time still matches, plus any process carrying
+    this run directory's marker.  Returns the {pid: starttime} that were signalled.
+    """
+    found: dict[int, int] = {}
+    recorded = registry.load()
+    for pids in recorded.values():
+        for pid, starttime in pids.items():
+            if pid != os.getpid() and alive(pid, starttime):
+                found[pid] = starttime
+    prefix = token + "/"
+    me = os.getpid()
+    table = procTable()
+    for pid, st in table.items():
+        if pid == me or st.zombie or pid in found:
+            continue
+        marker = readMarker(pid)
+        if marker and marker.startswith(prefix):
+            found[pid] = st.starttime
+    signalMembers(found, signal.SIGKILL)
+    registry.entries = {}
+    registry.save()
+    return found
