@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 __all__ = ["DomainQueries", "STATUS_COLUMNS"]
 
@@ -32,7 +32,10 @@ def _statusDicts(rows: list[tuple]) -> list[dict[str, Any]]:
 class DomainQueries:
     """Mixed into each store: C{services} and C{status} in the same SQL for both dialects.
 
-    Relies on C{runQuery}, C{runInteraction} and C{_now} of the concrete store.
+    Relies on C{runQuery}, C{runOperation}, C{runInteraction} and C{_now} of the concrete store.
+    Interactions are generators that C{yield} each C{cursor.execute}: on PostgreSQL that waits for
+    the statement, on SQLite (whose cursor returns itself) it costs nothing, so one function
+    serves both.  C{INSERT … RETURNING} gives new ids on both (SQLite 3.35+).
     """
 
     def recordServiceStart(
@@ -46,8 +49,11 @@ class DomainQueries:
         monitor_pid: int | None,
         host: str | None = None,
     ) -> Deferred:
+        """Insert a C{services} row with C{running} true; fires with its id."""
+
+        @inlineCallbacks
         def insert(cursor):
-            cursor.execute(
+            yield cursor.execute(
                 'INSERT INTO services (type, site, address, port, running, "user", pid,'
                 " monitor_pid, host, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " RETURNING id",
@@ -58,21 +64,25 @@ class DomainQueries:
         return self.runInteraction(insert)
 
     def recordServiceExit(self, service_id: int) -> Deferred:
+        """Mark a C{services} row stopped (the row stays: history refers to it)."""
         return self.runOperation(
             "UPDATE services SET running = ?, stopped_at = ? WHERE id = ?",
             (False, self._now(), service_id),
         )
 
     def writeStatus(self, rows: list[dict[str, Any]]) -> Deferred:
+        """Append many C{status} rows in one transaction; fires with how many."""
         values = [tuple(row.get(c) for c in STATUS_COLUMNS) for row in rows]
 
+        @inlineCallbacks
         def insert(cursor):
-            cursor.executemany(_INSERT_STATUS, values)
+            yield cursor.executemany(_INSERT_STATUS, values)
             return len(values)
 
         return self.runInteraction(insert)
 
     def latestStatus(self) -> Deferred:
+        """The newest C{status} row of every running service, by service id."""
         d = self.runQuery(
             "SELECT {} FROM services sv JOIN status st ON st.service_id = sv.id"
             " AND st.timestamp = (SELECT MAX(s2.timestamp) FROM status s2"
@@ -83,11 +93,13 @@ class DomainQueries:
         return d.addCallback(_statusDicts)
 
     def statusHistory(self, service_id: int, since: float, until: float | None = None) -> Deferred:
-        if until is None:
-            until = float("inf") if self.dialect == "sqlite" else 1e18
-        d = self.runQuery(
-            "SELECT {} FROM status WHERE service_id = ? AND timestamp >= ? AND timestamp <= ?"
-            " ORDER BY timestamp".format(", ".join(STATUS_COLUMNS)),
-            (service_id, since, until),
+        """Status rows of one service with C{since <= timestamp <= until}, oldest first."""
+        sql = "SELECT {} FROM status WHERE service_id = ? AND timestamp >= ?".format(
+            ", ".join(STATUS_COLUMNS)
         )
+        args: tuple = (service_id, since)
+        if until is not None:
+            sql += " AND timestamp <= ?"
+            args += (until,)
+        d = self.runQuery(sql + " ORDER BY timestamp", args)
         return d.addCallback(_statusDicts)

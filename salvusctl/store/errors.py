@@ -1,6 +1,6 @@
 """Store errors with messages an operator can act on."""
 
-__all__ = ["StoreError", "StoreClosed", "QueueFull"]
+__all__ = ["StoreError", "StoreClosed", "StoreUnavailable", "QueueFull"]
 
 
 class StoreError(Exception):
@@ -9,6 +9,13 @@ class StoreError(Exception):
 
 class StoreClosed(StoreError):
     """The store is not running (not started yet, or closed)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now: reads fail at once instead of hanging.
+
+    Writes are not failed with this error; they are queued and replayed when the database returns.
+    """
 
 
 class QueueFull(StoreError):

@@ -16,12 +16,15 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from salvusctl.interfaces import IStore
 from salvusctl.store.domain import DomainQueries
+from salvusctl.store.errors import StoreClosed, StoreError
 from salvusctl.store.migrations import CORE_MIGRATIONS, MIGRATIONS_TABLE, Migration
+from salvusctl.store.sql import checkChannel
 
 __all__ = ["SQLiteStore"]
 
@@ -57,6 +60,27 @@ class _Cursor:
         return self._cursor.rowcount
 
 
+def _settled(result: Any) -> Any:
+    """The value of an interaction written for both stores (an C{inlineCallbacks} generator).
+
+    On this store every C{cursor.execute} returns at once, so such an interaction has finished by
+    the time it returns its Deferred: take the value (or raise the error) out of it.
+    """
+    if not isinstance(result, Deferred):
+        return result
+    box: list[Any] = []
+    result.addBoth(box.append)
+    if not box:
+        raise StoreError(
+            "interaction waited for something other than its cursor: on SQLite it runs in the"
+            " store's thread and can only wait for cursor.execute"
+        )
+    outcome = box[0]
+    if isinstance(outcome, Failure):
+        outcome.raiseException()
+    return outcome
+
+
 @implementer(IStore)
 class SQLiteStore(DomainQueries):
     """An L{IStore} in one SQLite file.
@@ -84,6 +108,8 @@ class SQLiteStore(DomainQueries):
     # -- lifecycle -------------------------------------------------------------------------------
 
     def addMigrations(self, component: str, steps: list[Migration]) -> None:
+        if self.running:
+            raise StoreError("addMigrations must be called before the store starts")
         self._migrations.setdefault(component, []).extend(steps)
 
     @inlineCallbacks
@@ -165,21 +191,24 @@ class SQLiteStore(DomainQueries):
     # -- primitives ------------------------------------------------------------------------------
 
     def _call(self, fn, *args, **kwargs) -> Deferred:
-        if self._pool is None:
-            from salvusctl.store.errors import StoreClosed
-
+        if self._pool is None or not self.running:
             raise StoreClosed(f"store {self.url} is not running")
         return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
 
-    def _interaction(self, fn, args, kwargs):
+    def _connection(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
-            from salvusctl.store.errors import StoreClosed
-
             raise StoreClosed(f"store {self.url} is closed")
+        return conn
+
+    def _query(self, sql: str, args: Any) -> list[tuple]:
+        return self._connection().execute(sql, args).fetchall()
+
+    def _interaction(self, fn, args, kwargs):
+        conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(_Cursor(conn.cursor()), *args, **kwargs)
+            result = _settled(fn(_Cursor(conn.cursor()), *args, **kwargs))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -187,7 +216,7 @@ class SQLiteStore(DomainQueries):
         return result
 
     def runQuery(self, sql: str, args: Any = ()) -> Deferred:
-        return self._maybe(lambda: self._call(lambda: self._conn.execute(sql, args).fetchall()))
+        return self._maybe(lambda: self._call(self._query, sql, args))
 
     def runOperation(self, sql: str, args: Any = ()) -> Deferred:
         d = self._maybe(
@@ -206,6 +235,8 @@ class SQLiteStore(DomainQueries):
     # -- notifications ---------------------------------------------------------------------------
 
     def notify(self, channel: str, payload: str) -> Deferred:
+        """In-process delivery: one SQLite file has one host."""
+        checkChannel(channel)
         for callback in list(self._listeners.get(channel, ())):
             try:
                 callback(payload)
@@ -214,5 +245,6 @@ class SQLiteStore(DomainQueries):
         return succeed(None)
 
     def listen(self, channel: str, callback: Callable[[str], Any]) -> Deferred:
+        checkChannel(channel)
         self._listeners[channel].append(callback)
         return succeed(None)

@@ -1,0 +1,884 @@
+"""The fleet store: PostgreSQL through txpostgres, with a pool that survives server restarts.
+
+txpostgres 1.7 talks to psycopg2's asynchronous connections from the reactor thread (no threads).
+Left alone, a C{txpostgres.Connection} never recovers from a server restart; with a
+C{DeadConnectionDetector} it reconnects, but calls made while it is down fail at once with
+C{ConnectionDead}.  This module adds what a host needs on top:
+
+  - a small pool of connections (C{pool_size}), each with its own detector and a reactor-driven,
+    stoppable reconnection loop;
+  - one ordered job queue in front of the pool: a write whose connection died is put back in its
+    place and replayed on the next live connection, so a restart loses no write;
+  - while no connection is up (an I{outage}), writes wait in that queue — bounded by
+    C{queue_limit}: when full, the oldest queued write is dropped with a log line and its
+    Deferred fails with L{QueueFull} — and reads fail at once with L{StoreUnavailable};
+  - a dedicated LISTEN connection whose channels are re-LISTENed after each reconnect;
+  - migrations applied at start inside one transaction holding C{pg_advisory_xact_lock}, so two
+    hosts starting at once on one database apply each step exactly once.
+
+Delivery of a replayed write is at-least-once: when a connection dies after the server committed
+a transaction but before the acknowledgement arrived, that write runs again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg2
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txpostgres import reconnection, txpostgres
+from zope.interface import implementer
+
+from salvusctl.interfaces import IStore
+from salvusctl.store.domain import DomainQueries
+from salvusctl.store.errors import QueueFull, StoreClosed, StoreError, StoreUnavailable
+from salvusctl.store.migrations import CORE_MIGRATIONS, MIGRATIONS_TABLE, Migration
+from salvusctl.store.sql import checkChannel, toPyformat
+from salvusctl.store.url import StoreURL
+
+__all__ = ["PostgresStore", "backoff", "MIGRATION_LOCK_KEY"]
+
+log = Logger()
+
+#: The advisory lock every Salvus store takes while migrating (any constant shared by all hosts).
+MIGRATION_LOCK_KEY = 0x5A1705
+
+# Connection errors that mean "the server is there but says no": retrying will not help.
+_PERMANENT = (
+    "does not exist",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "password",
+    "permission denied",
+    "invalid",
+)
+
+
+def backoff(
+    initial: float = 0.1, factor: float = 2.0, maximum: float = 5.0
+) -> Callable[[], Iterator[float]]:
+    """Reconnection delays: try at once, then C{initial}, growing by C{factor} up to C{maximum}."""
+
+    def delays() -> Iterator[float]:
+        yield 0.0
+        delay = initial
+        while True:
+            yield delay
+            delay = min(delay * factor, maximum)
+
+    return delays
+
+
+def _isPermanent(failure: Failure) -> bool:
+    if not failure.check(psycopg2.OperationalError):
+        return False
+    text = str(failure.value)
+    if "could not connect" in text or "Connection refused" in text or "timeout" in text:
+        return False
+    return any(marker in text for marker in _PERMANENT)
+
+
+class _Connection(txpostgres.Connection):
+    """A txpostgres connection that reports a server-side disconnect as connection loss.
+
+    When the server ends an idle connection, psycopg2's C{poll()} raises inside C{doRead}; the
+    reactor would log that as an unhandled error.  Returning the exception instead makes the
+    reactor call C{connectionLost} with it, which is what the detector listens to.
+    """
+
+    def doRead(self):
+        try:
+            txpostgres.Connection.doRead(self)
+        except psycopg2.Error as e:
+            return e
+        return None
+
+    def _runInteraction(self, interaction, *args, **kwargs):
+        # As txpostgres's, except that a connection the server already closed is not rolled
+        # back (that cannot work, and txpostgres would log the attempt as an error): the
+        # original failure goes to the detector, which reconnects.
+        c = self.cursor()
+        d = c.execute("begin")
+        d.addCallback(interaction, *args, **kwargs)
+
+        def commit(result):
+            return c.execute("commit").addCallback(lambda _: result)
+
+        def rollback(failure):
+            if self._connection is None or self._connection.closed:
+                return failure
+
+            def panic(rollbackFailure):
+                log.failure("rollback failed", rollbackFailure)
+                return Failure(txpostgres.RollbackFailed(self, failure))
+
+            e = maybeDeferred(c.execute, "rollback")
+            return e.addCallbacks(lambda _: failure, panic)
+
+        d.addCallback(commit)
+        return d.addErrback(rollback)
+
+
+class _InlineCooperator:
+    """Delivers notifications as they are read.
+
+    txpostgres hands each batch of notifications to a Cooperator; our observer is synchronous
+    and cheap, so running the batch at once needs no timers and leaves none behind at close.
+    """
+
+    def cooperate(self, iterator) -> None:
+        for _ in iterator:
+            pass
+
+
+class _Detector(reconnection.DeadConnectionDetector):
+    """A C{DeadConnectionDetector} whose reconnection loop runs on the injected reactor, can be
+    stopped (a closed store must leave no timer behind) and tells its owner when the connection
+    goes down and comes back."""
+
+    def __init__(self, reactor, delays: Callable[[], Iterator[float]], onDown, onUp, name: str):
+        super().__init__(
+            deathChecker=self._isDeath, reconnectionIterator=delays, reactor=reactor
+        )
+        self._onDown = onDown
+        self._name = name
+        self.stopped = False
+        self._delays: Iterator[float] | None = None
+        self._timer = None
+        self._attempt: Deferred | None = None
+        self._failures = 0
+        self.addRecoveryHandler(onUp)
+
+    def _isDeath(self, failure: Failure) -> bool:
+        if failure.check(txpostgres.RollbackFailed, reconnection.ConnectionDead):
+            return True
+        if failure.check(psycopg2.InterfaceError, psycopg2.OperationalError):
+            # A statement timeout is an OperationalError too: only a closed connection is dead.
+            raw = getattr(self.reconnectable, "_connection", None)
+            return raw is None or bool(raw.closed)
+        return False
+
+    def checkForDeadConnection(self, f):
+        wasDead = self.connectionIsDead
+        result = super().checkForDeadConnection(f)
+        if self.connectionIsDead and not wasDead:
+            self._onDown(f)
+        return result
+
+    def startReconnecting(self, f):
+        if self.stopped:
+            return
+        self._delays = self.reconnectionIterator()
+        self._failures = 0
+        self._schedule()
+
+    def _schedule(self):
+        if self.stopped:
+            return
+        delay = next(self._delays)
+        self._timer = self.reactor.callLater(delay, self._try)
+
+    def _try(self):
+        self._timer = None
+        if self.stopped:
+            return
+        self._attempt = maybeDeferred(self.reconnect)
+        self._attempt.addCallbacks(self._reconnected, self._failedAgain)
+
+    def _reconnected(self, _):
+        self._attempt = None
+        if self.stopped:
+            self.reconnectable.close()
+            return
+        d = self.connectionRecovered()
+        d.addErrback(lambda f: log.failure("recovery of {name} failed", f, name=self._name))
+
+    def _failedAgain(self, failure):
+        self._attempt = None
+        self._failures += 1
+        if self._failures == 1 or self._failures % 20 == 0:
+            log.warn(
+                "{name}: reconnect attempt {n} failed: {why}",
+                name=self._name,
+                n=self._failures,
+                why=str(failure.value).strip().splitlines()[0] if str(failure.value) else failure,
+            )
+        self._schedule()
+
+    def stop(self) -> None:
+        """Stop reconnecting (the store is closing)."""
+        self.stopped = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+
+class _Slot:
+    """One pooled connection and what the pool knows about it."""
+
+    def __init__(self, store: PostgresStore, name: str):
+        self.store = store
+        self.name = name
+        self.detector = _Detector(store._reactor, store._delays, self._down, self._up, name)
+        self.connection = _Connection(store._reactor, store._cooperator, detector=self.detector)
+        self.up = False
+        self.busy = False
+
+    def connect(self) -> Deferred:
+        """First connection: on a transient failure, the detector keeps retrying."""
+        d = self.connection.connect(**self.store._connectKeywords)
+
+        def failed(failure):
+            if self.detector.stopped:
+                return None
+            if _isPermanent(failure):
+                self.store._permanentFailure(self, failure)
+                return None
+            self.store._connectFailed(self, failure)
+            if not self.detector.connectionIsDead:
+                # The detector's retry loop takes over until the server answers.
+                self.detector.connectionIsDead = True
+                self.detector.startReconnecting(failure)
+            return None
+
+        d.addCallbacks(lambda _: self._up(), failed)
+        return d
+
+    def _up(self) -> None:
+        if self.detector.stopped:
+            return
+        self.up = True
+        self.store._slotUp(self)
+
+    def _down(self, failure: Failure) -> None:
+        wasUp = self.up
+        self.up = False
+        self.store._slotDown(self, failure, wasUp)
+
+    def close(self) -> None:
+        self.detector.stop()
+        self.up = False
+        try:
+            if self.connection._connection is not None:
+                self.connection.close()
+        except Exception:
+            log.failure("closing {name} failed", name=self.name)
+
+
+class _Job:
+    __slots__ = ("seq", "write", "run", "deferred", "queuedAt")
+
+    def __init__(self, seq: int, write: bool, run, queuedAt: float):
+        self.seq = seq
+        self.write = write
+        self.run = run
+        self.deferred: Deferred = Deferred()
+        self.queuedAt = queuedAt
+
+
+class _Cursor:
+    """The cursor a C{runInteraction} function receives on PostgreSQL.
+
+    C{execute}/C{executemany} take C{?} placeholders and return a Deferred firing with this
+    cursor; write interactions as generators under C{inlineCallbacks} and C{yield} each call
+    (that also works on SQLite, whose cursor returns itself).  Statements run one after another
+    even when not yielded; the transaction commits only after the last has finished, and the
+    first failure rolls it back.
+    """
+
+    def __init__(self, cursor: txpostgres.Cursor):
+        self._cursor = cursor
+        self._tail: Deferred = succeed(None)
+        self._pending = 0
+        self._failure: Failure | None = None
+        self._outs: list[Deferred] = []
+        self._rowcount = -1
+
+    def _queue(self, thunk) -> Deferred:
+        out: Deferred = Deferred()
+        self._outs.append(out)
+        self._pending += 1
+
+        def step(_):
+            d = maybeDeferred(thunk)
+
+            def finished(result):
+                self._pending -= 1
+                if isinstance(result, Failure):
+                    if self._failure is None:
+                        self._failure = result
+                    out.errback(result)
+                else:
+                    out.callback(self)
+                return None
+
+            return d.addBoth(finished)
+
+        self._tail.addCallback(step)
+        return out
+
+    def execute(self, sql: str, args: Any = ()) -> Deferred:
+        def run():
+            if args:
+                d = self._cursor.execute(toPyformat(sql), tuple(args))
+            else:
+                d = self._cursor.execute(sql)
+            return d.addCallback(self._setRowcount)
+
+        return self._queue(run)
+
+    def executemany(self, sql: str, seq: Any) -> Deferred:
+        rows = [tuple(row) for row in seq]
+        text = toPyformat(sql)
+
+        def run():
+            # psycopg2 refuses executemany on an asynchronous connection: one statement a row.
+            total = 0
+            d: Deferred = succeed(None)
+            for row in rows:
+
+                def one(_, row=row):
+                    return self._cursor.execute(text, row)
+
+                def count(c):
+                    nonlocal total
+                    total += max(c.rowcount, 0)
+
+                d.addCallback(one).addCallback(count)
+            return d.addCallback(lambda _: setattr(self, "_rowcount", total))
+
+        return self._queue(run)
+
+    def _setRowcount(self, c):
+        self._rowcount = c.rowcount
+
+    def _ready(self) -> None:
+        if self._pending:
+            raise StoreError(
+                "fetch before the statement finished: yield cursor.execute(...) first"
+            )
+
+    def fetchone(self):
+        self._ready()
+        return self._cursor.fetchone()
+
+    def fetchall(self):
+        self._ready()
+        return self._cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self):
+        """Always None on PostgreSQL: use C{INSERT … RETURNING id} (works on SQLite too)."""
+        return None
+
+    def _settle(self, result):
+        """After the interaction: wait for its statements, then commit or roll back."""
+
+        def done(_):
+            for out in self._outs:
+                out.addErrback(lambda f: None)  # reported below, or already seen by the caller
+            if isinstance(result, Failure):
+                return result
+            if self._failure is not None:
+                return self._failure
+            return result
+
+        return self._tail.addCallback(done)
+
+
+@implementer(IStore)
+class PostgresStore(DomainQueries):
+    """An L{IStore} on a PostgreSQL database, for hosts that share state.
+
+    @param reactor: the reactor (FD set, timers) the connections run on.
+    @param parsed_url: the parsed C{postgresql://} URL.
+    @param pool_size: connections used for queries (plus one for LISTEN once C{listen} is used).
+    @param queue_limit: writes kept while the database is unreachable.
+    @param close_timeout: how long C{close()} waits for queued writes to be flushed.
+    @param reconnect_delays: a callable returning an iterator of delays between attempts
+        (default L{backoff}C{()}).
+    """
+
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        reactor,
+        parsed_url: StoreURL,
+        pool_size: int = 4,
+        queue_limit: int = 10000,
+        close_timeout: float = 10.0,
+        reconnect_delays: Callable[[], Iterator[float]] | None = None,
+    ):
+        if parsed_url.scheme != "postgresql":
+            raise StoreError(f"not a PostgreSQL URL: {parsed_url.redacted()}")
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, not {pool_size}")
+        if queue_limit < 1:
+            raise ValueError(f"queue_limit must be at least 1, not {queue_limit}")
+        self._reactor = reactor
+        self._parsed = parsed_url
+        self.url = parsed_url.redacted()
+        self.pool_size = pool_size
+        self.queue_limit = queue_limit
+        self.close_timeout = close_timeout
+        self._delays = reconnect_delays or backoff()
+        self._connectKeywords = dict(parsed_url.dsnKeywords(), application_name="salvus")
+        self._migrations: dict[str, list[Migration]] = {"core": list(CORE_MIGRATIONS)}
+        self._listeners: dict[str, list[Callable[[str], Any]]] = defaultdict(list)
+        self._slots: list[_Slot] = []
+        self._listener: _Slot | None = None
+        self._jobs: deque[_Job] = deque()
+        self._queuedWrites = 0
+        self._seq = 0
+        self._cooperator: _InlineCooperator | None = None
+        self._starting: Deferred | None = None
+        self._migrated = False
+        self._migrating = False
+        self._outage = False
+        self._dropped = 0
+        self._idleWaiters: list[Deferred] = []
+        self._listenWaiters: list[Deferred] = []
+        self._fatal: StoreError | None = None
+        self.running = False
+        self.closing = False
+
+    def _now(self) -> float:
+        return self._reactor.seconds()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def addMigrations(self, component: str, steps: list[Migration]) -> None:
+        if self.running:
+            raise StoreError("addMigrations must be called before the store starts")
+        self._migrations.setdefault(component, []).extend(steps)
+
+    def start(self) -> Deferred:
+        """Connect the pool and migrate; fires once the schema is current.
+
+        When the server is unreachable the pool keeps retrying and this fires when it is back;
+        writes made meanwhile are queued.  A server that refuses us (no such database, bad
+        credentials) fails it at once.
+        """
+        if self._starting is not None:
+            return self._chain(self._starting)
+        self.running = True
+        self._starting = Deferred()
+        self._cooperator = _InlineCooperator()
+        self._slots = [_Slot(self, f"{self.url}#{i}") for i in range(self.pool_size)]
+        for slot in self._slots:
+            slot.connect()
+        if self._listeners:
+            self._startListener()
+        return self._chain(self._starting)
+
+    @staticmethod
+    def _chain(d: Deferred) -> Deferred:
+        out: Deferred = Deferred()
+
+        def fire(result):
+            if isinstance(result, Failure):
+                out.errback(result)
+            else:
+                out.callback(result)
+            return result
+
+        d.addBoth(fire)
+        return out
+
+    def close(self) -> Deferred:
+        """Stop taking calls, flush the queue (at most C{close_timeout}), close every connection."""
+        if not self.running or self.closing:
+            return succeed(None)
+        self.closing = True
+        waited: Deferred = Deferred()
+        self._idleWaiters.append(waited)
+        timer = self._reactor.callLater(self.close_timeout, self._flushTimedOut, waited)
+        self._checkIdle()
+
+        def shut(_):
+            if timer.active():
+                timer.cancel()
+            self._shut()
+
+        return waited.addCallback(shut)
+
+    def _flushTimedOut(self, waited: Deferred) -> None:
+        if waited in self._idleWaiters:
+            self._idleWaiters.remove(waited)
+            log.warn(
+                "store {url}: closing with {n} queued writes not written after {t}s",
+                url=self.url,
+                n=self._queuedWrites,
+                t=self.close_timeout,
+            )
+            waited.callback(None)
+
+    def _shut(self) -> None:
+        self.running = False
+        jobs, self._jobs = self._jobs, deque()
+        self._queuedWrites = 0
+        for job in jobs:
+            job.deferred.errback(StoreClosed(f"store {self.url} closed before this ran"))
+        for slot in self._slots + ([self._listener] if self._listener else []):
+            slot.close()
+        waiters, self._listenWaiters = self._listenWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        if self._starting is not None and not self._starting.called:
+            self._starting.errback(StoreClosed(f"store {self.url} closed while starting"))
+        log.info("store closed: {url}", url=self.url)
+
+    # -- connection events (called by the slots) -------------------------------------------------
+
+    def _connectFailed(self, slot: _Slot, failure: Failure) -> None:
+        if slot is self._listener:
+            return
+        if not any(s.up for s in self._slots) and not self._outage:
+            self._enterOutage(failure)
+
+    def _permanentFailure(self, slot: _Slot, failure: Failure) -> None:
+        message = str(failure.value).strip().splitlines()[0]
+        error = StoreError(f"store {self.url} refused the connection: {message}")
+        self._fatal = error
+        for s in self._slots:
+            s.detector.stop()
+        if self._starting is not None and not self._starting.called:
+            log.error("{error}", error=error)
+            self._starting.errback(error)
+            self._enterOutage(failure)
+
+    def _slotUp(self, slot: _Slot) -> None:
+        if slot is self._listener:
+            self._relisten()
+            return
+        if self._outage:
+            self._outage = False
+            log.info(
+                "store {url} reachable again: replaying {n} queued writes{dropped}",
+                url=self.url,
+                n=self._queuedWrites,
+                dropped=f" ({self._dropped} dropped while it was down)" if self._dropped else "",
+            )
+            self._dropped = 0
+        if not self._migrated:
+            self._migrate(slot)
+        self._pump()
+
+    def _slotDown(self, slot: _Slot, failure: Failure, wasUp: bool) -> None:
+        if slot is self._listener:
+            log.warn("store {url}: LISTEN connection lost; reconnecting", url=self.url)
+            return
+        if self.closing and not self.running:
+            return
+        if not any(s.up for s in self._slots) and not self._outage:
+            self._enterOutage(failure)
+
+    def _enterOutage(self, failure: Failure) -> None:
+        self._outage = True
+        why = str(failure.value).strip().splitlines()[0] if failure else "?"
+        log.warn(
+            "store {url} unreachable ({why}): queueing writes (at most {limit}), failing reads",
+            url=self.url,
+            why=why,
+            limit=self.queue_limit,
+        )
+        reads = [job for job in self._jobs if not job.write]
+        if reads:
+            self._jobs = deque(job for job in self._jobs if job.write)
+            for job in reads:
+                job.deferred.errback(self._unavailable())
+        self._trim()
+
+    def _unavailable(self) -> StoreUnavailable:
+        return StoreUnavailable(f"store {self.url} is unreachable; reads fail until it is back")
+
+    # -- migrations ------------------------------------------------------------------------------
+
+    def _migrate(self, slot: _Slot) -> None:
+        if self._migrating:
+            return
+        self._migrating = True
+        slot.busy = True
+        d = slot.connection.runInteraction(self._applyMigrations)
+
+        def done(result):
+            slot.busy = False
+            self._migrating = False
+            if isinstance(result, Failure):
+                if slot.detector.connectionIsDead or result.check(reconnection.ConnectionDead):
+                    # Retried on the next connection that comes up.
+                    live = [s for s in self._slots if s.up and not s.busy]
+                    if live:
+                        self._migrate(live[0])
+                    return None
+                error = StoreError(
+                    f"store {self.url}: migration failed: {result.getErrorMessage()}"
+                )
+                log.failure("{error}", result, error=error)
+                if self._starting is not None and not self._starting.called:
+                    self._starting.errback(error)
+                return None
+            self._migrated = True
+            log.info("store ready: {url} ({n} migration steps applied)", url=self.url, n=result)
+            if self._starting is not None and not self._starting.called:
+                self._starting.callback(None)
+            self._pump()
+            return None
+
+        d.addBoth(done)
+
+    def _applyMigrations(self, cursor: txpostgres.Cursor) -> Deferred:
+        """One transaction: lock, create the ledger, apply what is missing, record it."""
+        applied = []
+
+        def lock(_=None):
+            return cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+
+        def ledger(_):
+            return cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (component TEXT NOT NULL,"
+                " version INTEGER NOT NULL, description TEXT, applied_at DOUBLE PRECISION,"
+                " PRIMARY KEY (component, version))"
+            )
+
+        def done(_):
+            return cursor.execute(f"SELECT component, version FROM {MIGRATIONS_TABLE}")
+
+        def apply(c):
+            have = {(component, version) for component, version in c.fetchall()}
+            d: Deferred = succeed(None)
+            for component, steps in self._migrations.items():
+                for step in sorted(steps, key=lambda s: s.version):
+                    if (component, step.version) in have:
+                        continue
+                    for statement in step.statements(self.dialect):
+                        d.addCallback(lambda _, s=statement: cursor.execute(s))
+                    d.addCallback(
+                        lambda _, c=component, s=step: cursor.execute(
+                            f"INSERT INTO {MIGRATIONS_TABLE} VALUES (%s, %s, %s, %s)",
+                            (c, s.version, s.description, self._now()),
+                        )
+                    )
+                    applied.append((component, step.version))
+            return d
+
+        d = lock()
+        d.addCallback(ledger).addCallback(done).addCallback(apply)
+        return d.addCallback(lambda _: len(applied))
+
+    # -- the job queue ---------------------------------------------------------------------------
+
+    def _submit(self, write: bool, run) -> Deferred:
+        if not self.running or self.closing:
+            return fail(StoreClosed(f"store {self.url} is not running"))
+        if self._fatal is not None:
+            return fail(self._fatal)
+        if not write and self._outage:
+            return fail(self._unavailable())
+        self._seq += 1
+        job = _Job(self._seq, write, run, self._now())
+        self._jobs.append(job)
+        if write:
+            self._queuedWrites += 1
+            self._trim()
+        self._pump()
+        return job.deferred
+
+    def _trim(self) -> None:
+        """In an outage, keep at most C{queue_limit} writes: drop the oldest."""
+        if not self._outage:
+            return
+        while self._queuedWrites > self.queue_limit:
+            oldest = next(job for job in self._jobs if job.write)
+            self._jobs.remove(oldest)
+            self._queuedWrites -= 1
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                log.warn(
+                    "store {url} unreachable and its write queue is full ({limit}): dropped the"
+                    " oldest queued write (queued {age:.1f}s ago; {n} dropped in this outage)",
+                    url=self.url,
+                    limit=self.queue_limit,
+                    age=self._now() - oldest.queuedAt,
+                    n=self._dropped,
+                )
+            oldest.deferred.errback(
+                QueueFull(
+                    f"store {self.url} unreachable and {self.queue_limit} writes already queued:"
+                    " this, the oldest, was dropped"
+                )
+            )
+
+    def _pump(self) -> None:
+        if not self._migrated:
+            return
+        for slot in self._slots:
+            if not self._jobs:
+                break
+            if slot.up and not slot.busy:
+                job = self._jobs.popleft()
+                if job.write:
+                    self._queuedWrites -= 1
+                self._runOn(slot, job)
+        self._checkIdle()
+
+    def _runOn(self, slot: _Slot, job: _Job) -> None:
+        slot.busy = True
+        d = maybeDeferred(job.run, slot.connection)
+
+        def finished(result):
+            slot.busy = False
+            if isinstance(result, Failure) and (
+                result.check(reconnection.ConnectionDead) or slot.detector.connectionIsDead
+            ):
+                if self.running and (job.write or any(s.up for s in self._slots)):
+                    # Back in its place: replayed on the next live connection.
+                    self._requeue(job)
+                else:
+                    job.deferred.errback(self._unavailable() if self.running else result)
+            elif isinstance(result, Failure):
+                job.deferred.errback(result)
+            else:
+                job.deferred.callback(result)
+            self._pump()
+            return None
+
+        d.addBoth(finished)
+
+    def _requeue(self, job: _Job) -> None:
+        index = 0
+        for index, other in enumerate(self._jobs):  # noqa: B007 - the index is the result
+            if other.seq > job.seq:
+                break
+        else:
+            index = len(self._jobs)
+        self._jobs.insert(index, job)
+        if job.write:
+            self._queuedWrites += 1
+        if not job.write and self._outage:
+            self._jobs.remove(job)
+            job.deferred.errback(self._unavailable())
+
+    def _checkIdle(self) -> None:
+        if not self._idleWaiters:
+            return
+        if self._jobs or any(s.busy for s in self._slots):
+            return
+        waiters, self._idleWaiters = self._idleWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # -- primitives ------------------------------------------------------------------------------
+
+    def runQuery(self, sql: str, args: Any = ()) -> Deferred:
+        sql, params = self._prepare(sql, args)
+        return self._submit(False, lambda conn: conn.runQuery(sql, params))
+
+    def runOperation(self, sql: str, args: Any = ()) -> Deferred:
+        sql, params = self._prepare(sql, args)
+        return self._submit(True, lambda conn: conn.runOperation(sql, params))
+
+    def runInteraction(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        def interaction(txcursor):
+            cursor = _Cursor(txcursor)
+            d = maybeDeferred(fn, cursor, *args, **kwargs)
+            return d.addBoth(cursor._settle)
+
+        return self._submit(True, lambda conn: conn.runInteraction(interaction))
+
+    @staticmethod
+    def _prepare(sql: str, args: Any) -> tuple[str, tuple | None]:
+        if not args:
+            return sql, None
+        return toPyformat(sql), tuple(args)
+
+    # -- notifications ---------------------------------------------------------------------------
+
+    def notify(self, channel: str, payload: str) -> Deferred:
+        """C{NOTIFY}: a write, so it is queued (not lost) during an outage."""
+        self._checkChannel(channel)
+        return self.runOperation("SELECT pg_notify(?, ?)", (channel, payload))
+
+    def listen(self, channel: str, callback: Callable[[str], Any]) -> Deferred:
+        """Register C{callback}; fires once the channel is LISTENed (or at once if the server is
+        down: the LISTEN is issued when it returns)."""
+        self._checkChannel(channel)
+        first = channel not in self._listeners
+        self._listeners[channel].append(callback)
+        if not self.running:
+            return succeed(None)
+        if self._listener is None:
+            self._startListener()
+        elif self._listener.up:
+            if first:
+                return self._listener.connection.runOperation(f'LISTEN "{channel}"')
+            return succeed(None)
+        if self._outage:
+            return succeed(None)
+        waiter: Deferred = Deferred()
+        self._listenWaiters.append(waiter)
+        return waiter
+
+    @staticmethod
+    def _checkChannel(channel: str) -> None:
+        checkChannel(channel)
+
+    def _startListener(self) -> None:
+        slot = self._listener = _Slot(self, f"{self.url}#listen")
+        slot.connection.addNotifyObserver(self._notified)
+        slot.connect()
+
+    def _relisten(self) -> None:
+        slot = self._listener
+        if slot is None:
+            return
+        issued = []
+        for channel in list(self._listeners):
+            d = slot.connection.runOperation(f'LISTEN "{channel}"')
+            d.addErrback(
+                lambda f, c=channel: log.warn(
+                    "store {url}: LISTEN {channel} failed: {why}",
+                    url=self.url,
+                    channel=c,
+                    why=f.getErrorMessage(),
+                )
+            )
+            issued.append(d)
+
+        def fire(_):
+            waiters, self._listenWaiters = self._listenWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+        DeferredList(issued).addCallback(fire)
+
+    def _notified(self, notify) -> None:
+        for callback in list(self._listeners.get(notify.channel, ())):
+            try:
+                callback(notify.payload)
+            except Exception:
+                log.failure("listener of {channel} failed", channel=notify.channel)
+
+    # -- introspection for the admin and tests ---------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Pool state as plain data: connections up, queued writes, whether in an outage."""
+        return {
+            "url": self.url,
+            "connections": len(self._slots),
+            "up": sum(1 for s in self._slots if s.up),
+            "busy": sum(1 for s in self._slots if s.busy),
+            "queued": len(self._jobs),
+            "queued_writes": self._queuedWrites,
+            "outage": self._outage,
+            "migrated": self._migrated,
+        }
