@@ -227,6 +227,7 @@ class _Slot:
         self.connection = _Connection(store._reactor, store._cooperator, detector=self.detector)
         self.up = False
         self.busy = False
+        self.everUp = False
 
     def connect(self) -> Deferred:
         """First connection: on a transient failure, the detector keeps retrying."""
@@ -251,7 +252,9 @@ class _Slot:
     def _up(self) -> None:
         if self.detector.stopped:
             return
-        self.up = True
+        if self.everUp:
+            self.store.reconnects += 1
+        self.up = self.everUp = True
         self.store._slotUp(self)
 
     def _down(self, failure: Failure) -> None:
@@ -448,6 +451,11 @@ class PostgresStore(DomainQueries):
         self._idleWaiters: list[Deferred] = []
         self._listenWaiters: list[Deferred] = []
         self._fatal: StoreError | None = None
+        self._listening: set[str] = set()
+        #: Connections (pool or LISTEN) re-established after a loss, since start.
+        self.reconnects = 0
+        #: Calls put back in the queue because their connection died under them.
+        self.replayed = 0
         self.running = False
         self.closing = False
 
@@ -489,7 +497,7 @@ class PostgresStore(DomainQueries):
                 out.errback(result)
             else:
                 out.callback(result)
-            return result
+            return None  # each caller got its own copy
 
         d.addBoth(fire)
         return out
@@ -575,6 +583,7 @@ class PostgresStore(DomainQueries):
 
     def _slotDown(self, slot: _Slot, failure: Failure, wasUp: bool) -> None:
         if slot is self._listener:
+            self._listening.clear()
             log.warn("store {url}: LISTEN connection lost; reconnecting", url=self.url)
             return
         if self.closing and not self.running:
@@ -762,6 +771,7 @@ class PostgresStore(DomainQueries):
         else:
             index = len(self._jobs)
         self._jobs.insert(index, job)
+        self.replayed += 1
         if job.write:
             self._queuedWrites += 1
         if not job.write and self._outage:
@@ -820,7 +830,7 @@ class PostgresStore(DomainQueries):
             self._startListener()
         elif self._listener.up:
             if first:
-                return self._listener.connection.runOperation(f'LISTEN "{channel}"')
+                return self._issueListen(channel)
             return succeed(None)
         if self._outage:
             return succeed(None)
@@ -841,18 +851,7 @@ class PostgresStore(DomainQueries):
         slot = self._listener
         if slot is None:
             return
-        issued = []
-        for channel in list(self._listeners):
-            d = slot.connection.runOperation(f'LISTEN "{channel}"')
-            d.addErrback(
-                lambda f, c=channel: log.warn(
-                    "store {url}: LISTEN {channel} failed: {why}",
-                    url=self.url,
-                    channel=c,
-                    why=f.getErrorMessage(),
-                )
-            )
-            issued.append(d)
+        issued = [self._issueListen(channel) for channel in list(self._listeners)]
 
         def fire(_):
             waiters, self._listenWaiters = self._listenWaiters, []
@@ -860,6 +859,23 @@ class PostgresStore(DomainQueries):
                 waiter.callback(None)
 
         DeferredList(issued).addCallback(fire)
+
+    def _issueListen(self, channel: str) -> Deferred:
+        assert self._listener is not None
+        d = self._listener.connection.runOperation(f'LISTEN "{channel}"')
+
+        def listening(_):
+            self._listening.add(channel)
+
+        def failed(f):
+            log.warn(
+                "store {url}: LISTEN {channel} failed: {why}",
+                url=self.url,
+                channel=channel,
+                why=f.getErrorMessage(),
+            )
+
+        return d.addCallbacks(listening, failed)
 
     def _notified(self, notify) -> None:
         for callback in list(self._listeners.get(notify.channel, ())):
@@ -881,4 +897,7 @@ class PostgresStore(DomainQueries):
             "queued_writes": self._queuedWrites,
             "outage": self._outage,
             "migrated": self._migrated,
+            "reconnects": self.reconnects,
+            "replayed": self.replayed,
+            "listening": sorted(self._listening),
         }

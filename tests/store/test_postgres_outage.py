@@ -1,0 +1,231 @@
+"""The PostgreSQL store through server restarts and outages: no write lost, reads fail fast.
+
+Outages are made two ways without touching the shared server's process: C{pg_terminate_backend}
+on the store's own backends (what a restart does to clients), and a TCP proxy between the store
+and the server that is stopped and restarted (the server unreachable, then back).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
+from twisted.protocols import portforward
+from twisted.trial.unittest import TestCase
+
+from salvusctl.store.errors import QueueFull, StoreClosed, StoreUnavailable
+from salvusctl.store.migrations import Migration
+from salvusctl.store.postgres import PostgresStore, backoff
+from salvusctl.store.url import parseStoreURL
+from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase
+
+WRITES = Migration(1, "writes", "CREATE TABLE writes (k INTEGER NOT NULL)")
+FAST = backoff(0.05, 2.0, 0.2)
+
+
+def freePort() -> int:
+    """A port nothing listens on (just released by the kernel)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class _TrackingProxyServer(portforward.ProxyServer):
+    def connectionMade(self):
+        self.factory.live.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason):
+        self.factory.live.discard(self)
+        super().connectionLost(reason)
+
+
+class Proxy:
+    """A TCP forwarder to the PostgreSQL server that can be cut and brought back on one port."""
+
+    def __init__(self, host: str, port: int, listen_port: int):
+        self.factory = portforward.ProxyFactory(host, port)
+        self.factory.protocol = _TrackingProxyServer
+        self.factory.live = set()
+        self.listen_port = listen_port
+        self.port = None
+
+    def up(self) -> None:
+        self.port = _reactor.listenTCP(self.listen_port, self.factory, interface="127.0.0.1")
+
+    def down(self) -> Deferred:
+        """Stop listening and cut every forwarded connection (the server 'goes away')."""
+        for proto in list(self.factory.live):
+            proto.transport.abortConnection()
+            if proto.peer is not None:
+                proto.peer.transport.abortConnection()
+        d = self.port.stopListening() if self.port is not None else None
+        self.port = None
+        return d
+
+
+class LogCapture:
+    def __init__(self, testcase):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        testcase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def formats(self) -> list[str]:
+        return [e.get("log_format") or "" for e in self.events]
+
+
+class PostgresOutageTests(TestCase):
+    """What a host sees while its PostgreSQL restarts or cannot be reached."""
+
+    skip = POSTGRES_SKIP
+    timeout = 60
+
+    def setUp(self):
+        self.db = TempDatabase().create()
+        self.addCleanup(self.db.drop)
+
+    def newStore(self, url: str | None = None, **kw) -> PostgresStore:
+        kw.setdefault("reconnect_delays", FAST)
+        store = PostgresStore(_reactor, parseStoreURL(url or self.db.url), **kw)
+        store.addMigrations("test", [WRITES])
+        self.addCleanup(store.close)
+        return store
+
+    def proxy(self) -> Proxy:
+        proxy = Proxy(self.db.host, self.db.port, freePort())
+        self.addCleanup(lambda: proxy.down() if proxy.port is not None else None)
+        return proxy
+
+    @inlineCallbacks
+    def test_terminated_backends_under_a_write_stream_lose_no_write(self):
+        """pg_terminate_backend on every pool connection, three times, while writes stream in:
+        every write still lands (replayed on the reconnected pool)."""
+        store = self.newStore(pool_size=4)
+        yield store.start()
+        pending = []
+        ticks, per_tick = 30, 20
+        killed = 0
+        k = 0
+        for tick in range(ticks):
+            for _ in range(per_tick):
+                if k % 3 == 0:
+
+                    @inlineCallbacks
+                    def two(cursor, k=k):
+                        yield cursor.execute("INSERT INTO writes (k) VALUES (?)", (k,))
+                        yield cursor.execute("INSERT INTO writes (k) VALUES (?)", (-k - 1,))
+
+                    pending.append(store.runInteraction(two))
+                else:
+                    pending.append(store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)))
+                k += 1
+            if tick in (5, 12, 20):
+                killed += self.db.terminate()
+            yield deferLater(_reactor, 0.01, lambda: None)
+        self.assertGreaterEqual(killed, 3)
+        results = yield DeferredList(pending, consumeErrors=True)
+        failures = [r for ok, r in results if not ok]
+        self.assertEqual(failures, [])
+        rows = self.db.query("SELECT k FROM writes WHERE k >= 0")
+        self.assertEqual({r[0] for r in rows}, set(range(k)))
+        negatives = self.db.query("SELECT count(DISTINCT k) FROM writes WHERE k < 0")
+        self.assertEqual(negatives[0][0], len(range(0, k, 3)))
+        self.assertGreaterEqual(store.stats()["reconnects"], 3)
+        self.assertGreater(store.stats()["replayed"], 0)  # writes really died in flight
+        self.assertEqual(store.stats()["up"], 4)
+
+    @inlineCallbacks
+    def test_unreachable_at_start_queues_writes_and_flushes_them_when_back(self):
+        """A host that starts before its database: writes wait, reads fail fast, and once the
+        server answers the schema is migrated and the queued writes land in order."""
+        proxy = self.proxy()
+        store = self.newStore(self.db.urlOnPort(proxy.listen_port))
+        logs = LogCapture(self)
+        ready = store.start()
+        writes = [store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)) for k in range(20)]
+        yield deferLater(_reactor, 0.1, lambda: None)
+        self.assertFalse(ready.called)
+        self.assertTrue(store.stats()["outage"])
+        self.assertEqual(store.stats()["queued_writes"], 20)
+        yield self.assertFailure(store.runQuery("SELECT 1"), StoreUnavailable)
+        self.assertTrue(any("unreachable" in f for f in logs.formats()))
+
+        proxy.up()
+        yield ready
+        yield gatherResults(writes)
+        rows = yield store.runQuery("SELECT k FROM writes")
+        self.assertEqual(sorted(r[0] for r in rows), list(range(20)))
+        self.assertFalse(store.stats()["outage"])
+
+    @inlineCallbacks
+    def test_full_queue_drops_the_oldest_write_with_a_log_line(self):
+        """The outage queue is bounded: the oldest write is dropped, says so, and fails."""
+        store = self.newStore(self.db.urlOnPort(freePort()), queue_limit=3, close_timeout=0.1)
+        logs = LogCapture(self)
+        ready = store.start()
+        self.assertFailure(ready, StoreClosed)
+        yield deferLater(_reactor, 0.05, lambda: None)
+        writes = [store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)) for k in range(5)]
+        yield self.assertFailure(writes[0], QueueFull)
+        yield self.assertFailure(writes[1], QueueFull)
+        self.assertEqual([w.called for w in writes[2:]], [False] * 3)
+        self.assertEqual(store.stats()["queued_writes"], 3)
+        dropped = [f for f in logs.formats() if "dropped the oldest" in f]
+        self.assertEqual(len(dropped), 1)  # one line, not one per dropped write
+        yield store.close()
+        for w in writes[2:]:
+            yield self.assertFailure(w, StoreClosed)
+        yield ready
+        self.assertTrue(any("not written" in f for f in logs.formats()))
+
+    @inlineCallbacks
+    def test_server_gone_and_back_replays_writes_and_relistens(self):
+        """Mid-run outage: reads fail at once, writes queue, and after the server returns the
+        writes land and LISTEN works again without the caller re-subscribing."""
+        proxy = self.proxy()
+        proxy.up()
+        store = self.newStore(self.db.urlOnPort(proxy.listen_port), pool_size=2)
+        yield store.start()
+        heard = []
+        waiters: list[Deferred] = []
+
+        def onEvent(payload):
+            heard.append(payload)
+            while waiters:
+                waiters.pop().callback(payload)
+
+        yield store.listen("salvus_events", onEvent)
+        self.assertEqual(store.stats()["listening"], ["salvus_events"])
+        yield store.runOperation("INSERT INTO writes (k) VALUES (?)", (0,))
+
+        yield proxy.down()
+        # The pool notices on its next use (or when the socket closes) and goes into outage.
+        first = store.runOperation("INSERT INTO writes (k) VALUES (?)", (1,))
+        for _ in range(100):
+            if store.stats()["outage"]:
+                break
+            yield deferLater(_reactor, 0.02, lambda: None)
+        self.assertTrue(store.stats()["outage"])
+        yield self.assertFailure(store.runQuery("SELECT 1"), StoreUnavailable)
+        later = [store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)) for k in (2, 3)]
+
+        proxy.up()
+        yield gatherResults([first] + later)
+        rows = yield store.runQuery("SELECT k FROM writes ORDER BY k")
+        self.assertEqual([r[0] for r in rows], [0, 1, 2, 3])
+
+        # The listener connection was cut too; it must have re-LISTENed by itself.
+        for _ in range(200):
+            if "salvus_events" in store.stats()["listening"]:
+                break
+            yield deferLater(_reactor, 0.02, lambda: None)
+        waiter: Deferred = Deferred()
+        waiters.append(waiter)
+        yield store.notify("salvus_events", "after")
+        payload = yield waiter
+        self.assertEqual(payload, "after")
