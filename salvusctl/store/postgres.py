@@ -44,6 +44,9 @@ __all__ = ["PostgresStore", "backoff", "MIGRATION_LOCK_KEY"]
 
 log = Logger()
 
+#: Writes handed to the writing connection at once (txpostgres runs them one after another).
+WRITE_PIPELINE = 32
+
 #: The advisory lock every Salvus store takes while migrating (any constant shared by all hosts).
 MIGRATION_LOCK_KEY = 0x5A1705
 
@@ -226,7 +229,7 @@ class _Slot:
         self.detector = _Detector(store._reactor, store._delays, self._down, self._up, name)
         self.connection = _Connection(store._reactor, store._cooperator, detector=self.detector)
         self.up = False
-        self.busy = False
+        self.inflight = 0
         self.everUp = False
 
     def connect(self) -> Deferred:
@@ -439,8 +442,10 @@ class PostgresStore(DomainQueries):
         self._listeners: dict[str, list[Callable[[str], Any]]] = defaultdict(list)
         self._slots: list[_Slot] = []
         self._listener: _Slot | None = None
-        self._jobs: deque[_Job] = deque()
-        self._queuedWrites = 0
+        self._reads: deque[_Job] = deque()
+        self._writes: deque[_Job] = deque()
+        self._writer: _Slot | None = None
+        self._writesInFlight = 0
         self._seq = 0
         self._cooperator: _InlineCooperator | None = None
         self._starting: Deferred | None = None
@@ -525,15 +530,16 @@ class PostgresStore(DomainQueries):
             log.warn(
                 "store {url}: closing with {n} queued writes not written after {t}s",
                 url=self.url,
-                n=self._queuedWrites,
+                n=len(self._writes) + self._writesInFlight,
                 t=self.close_timeout,
             )
             waited.callback(None)
 
     def _shut(self) -> None:
         self.running = False
-        jobs, self._jobs = self._jobs, deque()
-        self._queuedWrites = 0
+        jobs = list(self._reads) + list(self._writes)
+        self._reads.clear()
+        self._writes.clear()
         for job in jobs:
             job.deferred.errback(StoreClosed(f"store {self.url} closed before this ran"))
         for slot in self._slots + ([self._listener] if self._listener else []):
@@ -573,7 +579,7 @@ class PostgresStore(DomainQueries):
             log.info(
                 "store {url} reachable again: replaying {n} queued writes{dropped}",
                 url=self.url,
-                n=self._queuedWrites,
+                n=len(self._writes),
                 dropped=f" ({self._dropped} dropped while it was down)" if self._dropped else "",
             )
             self._dropped = 0
@@ -600,11 +606,10 @@ class PostgresStore(DomainQueries):
             why=why,
             limit=self.queue_limit,
         )
-        reads = [job for job in self._jobs if not job.write]
-        if reads:
-            self._jobs = deque(job for job in self._jobs if job.write)
-            for job in reads:
-                job.deferred.errback(self._unavailable())
+        reads = list(self._reads)
+        self._reads.clear()
+        for job in reads:
+            job.deferred.errback(self._unavailable())
         self._trim()
 
     def _unavailable(self) -> StoreUnavailable:
@@ -616,16 +621,16 @@ class PostgresStore(DomainQueries):
         if self._migrating:
             return
         self._migrating = True
-        slot.busy = True
+        slot.inflight += 1
         d = slot.connection.runInteraction(self._applyMigrations)
 
         def done(result):
-            slot.busy = False
+            slot.inflight -= 1
             self._migrating = False
             if isinstance(result, Failure):
                 if slot.detector.connectionIsDead or result.check(reconnection.ConnectionDead):
                     # Retried on the next connection that comes up.
-                    live = [s for s in self._slots if s.up and not s.busy]
+                    live = [s for s in self._slots if s.up]
                     if live:
                         self._migrate(live[0])
                     return None
@@ -695,10 +700,11 @@ class PostgresStore(DomainQueries):
             return fail(self._unavailable())
         self._seq += 1
         job = _Job(self._seq, write, run, self._now())
-        self._jobs.append(job)
         if write:
-            self._queuedWrites += 1
+            self._writes.append(job)
             self._trim()
+        else:
+            self._reads.append(job)
         self._pump()
         return job.deferred
 
@@ -706,10 +712,8 @@ class PostgresStore(DomainQueries):
         """In an outage, keep at most C{queue_limit} writes: drop the oldest."""
         if not self._outage:
             return
-        while self._queuedWrites > self.queue_limit:
-            oldest = next(job for job in self._jobs if job.write)
-            self._jobs.remove(oldest)
-            self._queuedWrites -= 1
+        while len(self._writes) > self.queue_limit:
+            oldest = self._writes.popleft()
             self._dropped += 1
             if self._dropped == 1 or self._dropped % 1000 == 0:
                 log.warn(
@@ -728,32 +732,58 @@ class PostgresStore(DomainQueries):
             )
 
     def _pump(self) -> None:
+        """Hand queued calls to connections.
+
+        Writes go, in the order they were made, to one connection at a time (pipelined up to
+        C{WRITE_PIPELINE} deep), so they are applied in order even across a reconnect: when that
+        connection dies, nothing more is sent until every write it held has come back and been
+        put back in its place.  Reads run in parallel on idle connections.
+        """
         if not self._migrated:
             return
-        for slot in self._slots:
-            if not self._jobs:
+        while self._writes:
+            if self._writesInFlight == 0:
+                writer = self._pickWriter()
+                if writer is None:
+                    break
+                self._writer = writer
+            elif not self._writer.up or self._writesInFlight >= WRITE_PIPELINE:
                 break
-            if slot.up and not slot.busy:
-                job = self._jobs.popleft()
-                if job.write:
-                    self._queuedWrites -= 1
-                self._runOn(slot, job)
+            self._dispatch(self._writer, self._writes.popleft())
+        for slot in self._slots:
+            if not self._reads:
+                break
+            if slot.up and slot.inflight == 0:
+                self._dispatch(slot, self._reads.popleft())
         self._checkIdle()
 
-    def _runOn(self, slot: _Slot, job: _Job) -> None:
-        slot.busy = True
+    def _pickWriter(self) -> _Slot | None:
+        up = [s for s in self._slots if s.up]
+        idle = [s for s in up if s.inflight == 0]
+        return (idle or up or [None])[0]
+
+    def _dispatch(self, slot: _Slot, job: _Job) -> None:
+        slot.inflight += 1
+        if job.write:
+            self._writesInFlight += 1
         d = maybeDeferred(job.run, slot.connection)
 
         def finished(result):
-            slot.busy = False
+            slot.inflight -= 1
+            if job.write:
+                self._writesInFlight -= 1
             if isinstance(result, Failure) and (
                 result.check(reconnection.ConnectionDead) or slot.detector.connectionIsDead
             ):
-                if self.running and (job.write or any(s.up for s in self._slots)):
+                if not self.running:
+                    job.deferred.errback(result)
+                elif job.write:
                     # Back in its place: replayed on the next live connection.
-                    self._requeue(job)
+                    self._requeue(self._writes, job)
+                elif not self._outage:
+                    self._requeue(self._reads, job)
                 else:
-                    job.deferred.errback(self._unavailable() if self.running else result)
+                    job.deferred.errback(self._unavailable())
             elif isinstance(result, Failure):
                 job.deferred.errback(result)
             else:
@@ -763,25 +793,19 @@ class PostgresStore(DomainQueries):
 
         d.addBoth(finished)
 
-    def _requeue(self, job: _Job) -> None:
-        index = 0
-        for index, other in enumerate(self._jobs):  # noqa: B007 - the index is the result
+    def _requeue(self, queue: deque[_Job], job: _Job) -> None:
+        index = len(queue)
+        for i, other in enumerate(queue):
             if other.seq > job.seq:
+                index = i
                 break
-        else:
-            index = len(self._jobs)
-        self._jobs.insert(index, job)
+        queue.insert(index, job)
         self.replayed += 1
-        if job.write:
-            self._queuedWrites += 1
-        if not job.write and self._outage:
-            self._jobs.remove(job)
-            job.deferred.errback(self._unavailable())
 
     def _checkIdle(self) -> None:
         if not self._idleWaiters:
             return
-        if self._jobs or any(s.busy for s in self._slots):
+        if self._writes or self._reads or any(s.inflight for s in self._slots):
             return
         waiters, self._idleWaiters = self._idleWaiters, []
         for waiter in waiters:
@@ -892,9 +916,9 @@ class PostgresStore(DomainQueries):
             "url": self.url,
             "connections": len(self._slots),
             "up": sum(1 for s in self._slots if s.up),
-            "busy": sum(1 for s in self._slots if s.busy),
-            "queued": len(self._jobs),
-            "queued_writes": self._queuedWrites,
+            "busy": sum(1 for s in self._slots if s.inflight),
+            "queued_reads": len(self._reads),
+            "queued_writes": len(self._writes),
             "outage": self._outage,
             "migrated": self._migrated,
             "reconnects": self.reconnects,
