@@ -25,5 +25,5 @@ def makeStore(url: str, reactor, base_dir: str = "."):
             from salvusctl.store.postgres import PostgresStore
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ConfigError(f"PostgreSQL store unavailable: {e}")
-        return PostgresStore(reactor, parsed)
+        return PostgresStore(reactor, parsed, **parsed.storeOptions())
     raise ConfigError(f"unknown store scheme {parsed.scheme!r}")

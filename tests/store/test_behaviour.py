@@ -204,6 +204,23 @@ class StoreBehaviour:
         self.assertEqual(rows, [(10, "n"), (11, "big"), (12, "big")])
 
     @inlineCallbacks
+    def test_interaction_statements_run_even_when_not_yielded(self):
+        """Writes-only interactions in plain style (no yield) commit every statement, in order."""
+        store = self.newStore()
+        store.addMigrations("monitor", [MONITOR_V1])
+        yield store.start()
+
+        def plain(cursor):
+            cursor.execute("INSERT INTO samples (k) VALUES (?)", (1,))
+            cursor.execute("UPDATE samples SET note = ? WHERE k = ?", ("seen", 1))
+            return "done"
+
+        result = yield store.runInteraction(plain)
+        self.assertEqual(result, "done")
+        rows = yield store.runQuery("SELECT k, note FROM samples")
+        self.assertEqual([tuple(r) for r in rows], [(1, "seen")])
+
+    @inlineCallbacks
     def test_sql_error_is_reported_and_store_keeps_working(self):
         """A bad statement fails its own call only; it is neither retried nor fatal."""
         store = yield self.started()
@@ -318,6 +335,18 @@ class SQLiteStoreTests(StoreBehaviour, TestCase):
         self.assertTrue(os.path.exists(self.path))
 
     @inlineCallbacks
+    def test_plain_interaction_with_results(self):
+        """Code written for sqlite3's cursor (execute, then fetch) keeps working on SQLite."""
+        store = yield self.started()
+
+        def plain(cursor):
+            cursor.execute("SELECT 40 + ?", (2,))
+            return cursor.fetchone()[0], cursor.execute("SELECT 1").fetchall()
+
+        result = yield store.runInteraction(plain)
+        self.assertEqual(result, (42, [(1,)]))
+
+    @inlineCallbacks
     def test_interaction_waiting_on_other_things_refused(self):
         """On SQLite an interaction runs in the store's thread: it may only wait on its cursor."""
         store = yield self.started()
@@ -378,6 +407,37 @@ class PostgresStoreTests(StoreBehaviour, TestCase):
         self.assertIn("salvus_t_nonexistent", str(failure))
         self.assertIn("does not exist", str(failure))
         yield self.assertFailure(store.runOperation("SELECT 1"), StoreError)
+
+    @inlineCallbacks
+    def test_statement_timeout_is_an_error_not_an_outage(self):
+        """A cancelled statement fails its own call; the pool does not think the server died."""
+        from twisted.internet.defer import CancelledError
+
+        store = yield self.started()
+
+        @inlineCallbacks
+        def slow(cursor):
+            yield cursor.execute("SET LOCAL statement_timeout = 50")
+            yield cursor.execute("SELECT pg_sleep(5)")
+
+        # txpostgres reports a cancelled statement as CancelledError.
+        yield self.assertFailure(store.runInteraction(slow), CancelledError)
+        self.assertEqual(store.stats()["reconnects"], 0)
+        self.assertEqual(store.stats()["replayed"], 0)
+        rows = yield store.runQuery("SELECT 1")
+        self.assertEqual(rows, [(1,)])
+
+    @inlineCallbacks
+    def test_fetch_before_the_statement_finished_is_a_clear_error(self):
+        """Reading a result without waiting for it is a mistake that must say how to fix it."""
+        store = yield self.started()
+
+        def hasty(cursor):
+            cursor.execute("SELECT 1")
+            return cursor.fetchone()
+
+        failure = yield self.assertFailure(store.runInteraction(hasty), StoreError)
+        self.assertIn("yield cursor.execute", str(failure))
 
     @inlineCallbacks
     def test_migrations_hold_the_advisory_lock(self):
