@@ -22,6 +22,7 @@ a transaction but before the acknowledgement arrived, that write runs again.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -43,6 +44,13 @@ from salvusctl.store.url import StoreURL
 __all__ = ["PostgresStore", "backoff", "MIGRATION_LOCK_KEY"]
 
 log = Logger()
+
+# "INSERT INTO t (a, b) VALUES (?, ?)" and nothing after: batchable into multi-row INSERTs.
+_MULTIROW = re.compile(
+    r"^\s*(?P<head>INSERT\s+INTO\s+[^;'\"?%$]*?)\s+VALUES\s*(?P<values>\([^()'\";$%]*\))\s*;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_BATCH = 500
 
 #: Writes handed to the writing connection at once (txpostgres runs them one after another).
 WRITE_PIPELINE = 32
@@ -310,6 +318,11 @@ class _Cursor:
         self._pending += 1
 
         def step(_):
+            if self._failure is not None:
+                # PostgreSQL ignores everything after an error until the transaction ends.
+                self._pending -= 1
+                out.errback(self._failure)
+                return None
             d = maybeDeferred(thunk)
 
             def finished(result):
@@ -340,21 +353,34 @@ class _Cursor:
     def executemany(self, sql: str, seq: Any) -> Deferred:
         rows = [tuple(row) for row in seq]
         text = toPyformat(sql)
+        match = _MULTIROW.match(sql)
 
         def run():
-            # psycopg2 refuses executemany on an asynchronous connection: one statement a row.
+            # psycopg2 refuses executemany on an asynchronous connection.  A plain
+            # "INSERT … VALUES (…)" becomes multi-row INSERTs (one round trip per batch);
+            # anything else runs one statement a row.
             total = 0
             d: Deferred = succeed(None)
-            for row in rows:
 
-                def one(_, row=row):
-                    return self._cursor.execute(text, row)
+            def count(c):
+                nonlocal total
+                total += max(c.rowcount, 0)
 
-                def count(c):
-                    nonlocal total
-                    total += max(c.rowcount, 0)
+            if match is not None:
+                head, template = match.group("head"), toPyformat(match.group("values"))
+                for i in range(0, len(rows), _BATCH):
+                    batch = rows[i : i + _BATCH]
 
-                d.addCallback(one).addCallback(count)
+                    def many(_, batch=batch):
+                        values = b",".join(self._cursor.mogrify(template, row) for row in batch)
+                        # No parameters: psycopg2 sends the text as it is.
+                        return self._cursor.execute(head.encode() + b" VALUES " + values)
+
+                    d.addCallback(many).addCallback(count)
+            else:
+                for row in rows:
+                    d.addCallback(lambda _, row=row: self._cursor.execute(text, row))
+                    d.addCallback(count)
             return d.addCallback(lambda _: setattr(self, "_rowcount", total))
 
         return self._queue(run)

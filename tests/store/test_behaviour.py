@@ -204,6 +204,29 @@ class StoreBehaviour:
         self.assertEqual(rows, [(10, "n"), (11, "big"), (12, "big")])
 
     @inlineCallbacks
+    def test_executemany_large_batches_and_updates(self):
+        """Many rows in one call: batched INSERTs past the batch size, and per-row UPDATEs."""
+        store = yield self.started()
+        sid = yield store.recordServiceStart("a", None, None, None, None, 1, None)
+        n = yield store.writeStatus([status(sid, float(t), t / 10) for t in range(1201)])
+        self.assertEqual(n, 1201)
+        rows = yield store.runQuery("SELECT count(*), sum(load) FROM status")
+        self.assertEqual(rows[0][0], 1201)
+        self.assertAlmostEqual(rows[0][1], sum(t / 10 for t in range(1201)), places=3)
+
+        @inlineCallbacks
+        def bump(cursor):
+            yield cursor.executemany(
+                "UPDATE status SET load = ? WHERE timestamp = ?", [(-1.0, 3.0), (-2.0, 4.0)]
+            )
+            return cursor.rowcount
+
+        changed = yield store.runInteraction(bump)
+        self.assertEqual(changed, 2)
+        history = yield store.statusHistory(sid, 3.0, 4.0)
+        self.assertEqual([r["load"] for r in history], [-1.0, -2.0])
+
+    @inlineCallbacks
     def test_interaction_statements_run_even_when_not_yielded(self):
         """Writes-only interactions in plain style (no yield) commit every statement, in order."""
         store = self.newStore()
