@@ -587,14 +587,24 @@ class PostgresStore(DomainQueries):
 
     def _permanentFailure(self, slot: _Slot, failure: Failure) -> None:
         message = str(failure.value).strip().splitlines()[0]
-        error = StoreError(f"store {self.url} refused the connection: {message}")
+        self._giveUp(StoreError(f"store {self.url} refused the connection: {message}"))
+
+    def _giveUp(self, error: StoreError) -> None:
+        """Retrying cannot help (no such database, bad credentials, a broken migration): fail
+        start() and every queued and later call with the reason, and stop reconnecting."""
+        if self._fatal is not None:
+            return
         self._fatal = error
+        log.error("{error}", error=error)
         for s in self._slots:
             s.detector.stop()
+        jobs = list(self._reads) + list(self._writes)
+        self._reads.clear()
+        self._writes.clear()
+        for job in jobs:
+            job.deferred.errback(error)
         if self._starting is not None and not self._starting.called:
-            log.error("{error}", error=error)
             self._starting.errback(error)
-            self._enterOutage(failure)
 
     def _slotUp(self, slot: _Slot) -> None:
         if slot is self._listener:
@@ -660,12 +670,10 @@ class PostgresStore(DomainQueries):
                     if live:
                         self._migrate(live[0])
                     return None
-                error = StoreError(
-                    f"store {self.url}: migration failed: {result.getErrorMessage()}"
-                )
-                log.failure("{error}", result, error=error)
-                if self._starting is not None and not self._starting.called:
-                    self._starting.errback(error)
+                error = result.value
+                if not isinstance(error, StoreError):
+                    error = StoreError(f"store {self.url}: migrations failed: {error}")
+                self._giveUp(error)
                 return None
             self._migrated = True
             log.info("store ready: {url} ({n} migration steps applied)", url=self.url, n=result)
@@ -708,12 +716,32 @@ class PostgresStore(DomainQueries):
                             (c, s.version, s.description, self._now()),
                         )
                     )
+                    d.addErrback(self._stepFailed, component, step)
                     applied.append((component, step.version))
             return d
 
         d = lock()
         d.addCallback(ledger).addCallback(done).addCallback(apply)
         return d.addCallback(lambda _: len(applied))
+
+    def _stepFailed(self, failure: Failure, component: str, step: Migration) -> Failure:
+        if failure.check(StoreError) or self._isConnectionLoss(failure):
+            return failure
+        message = str(failure.value).strip().splitlines()[0]
+        return Failure(
+            StoreError(
+                f"store {self.url}: migration {component} {step.version} ({step.description})"
+                f" failed: {message}"
+            )
+        )
+
+    @staticmethod
+    def _isConnectionLoss(failure: Failure) -> bool:
+        return bool(
+            failure.check(
+                reconnection.ConnectionDead, psycopg2.OperationalError, psycopg2.InterfaceError
+            )
+        )
 
     # -- the job queue ---------------------------------------------------------------------------
 

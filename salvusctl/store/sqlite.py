@@ -156,8 +156,14 @@ class SQLiteStore(DomainQueries):
                 for step in sorted(steps, key=lambda s: s.version):
                     if (component, step.version) in done:
                         continue
-                    for statement in step.statements(self.dialect):
-                        conn.execute(statement)
+                    try:
+                        for statement in step.statements(self.dialect):
+                            conn.execute(statement)
+                    except sqlite3.Error as e:
+                        raise StoreError(
+                            f"store {self.url}: migration {component} {step.version}"
+                            f" ({step.description}) failed: {e}"
+                        )
                     conn.execute(
                         f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?, ?, strftime('%s','now'))",
                         (component, step.version, step.description),

@@ -98,6 +98,20 @@ class StoreBehaviour:
         rows = yield stores[1].runQuery("SELECT count(*) FROM salvus_migrations")
         self.assertEqual(rows[0][0], 2)
 
+    @inlineCallbacks
+    def test_broken_migration_fails_start_and_applies_nothing(self):
+        """A bad step names its component and version; the steps with it are rolled back."""
+        store = self.newStore()
+        store.addMigrations(
+            "monitor", [MONITOR_V1, Migration(2, "typo", "CREATE TABLEE oops (a INTEGER)")]
+        )
+        failure = yield self.assertFailure(store.start(), StoreError)
+        self.assertIn("migration monitor 2 (typo) failed", str(failure))
+        yield store.close()
+        again = yield self.started()
+        rows = yield again.runQuery("SELECT component FROM salvus_migrations")
+        self.assertEqual([r[0] for r in rows], ["core"])
+
     def test_addMigrations_after_start_refused(self):
         """Steps registered too late would silently never run: refuse them."""
         store = self.newStore()
