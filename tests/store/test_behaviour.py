@@ -45,6 +45,10 @@ class StoreBehaviour:
 
     timeout = 60
 
+    def storeURL(self) -> str:
+        """The URL of this test's database."""
+        raise NotImplementedError
+
     def newStore(self, **kw):
         """A store (not started) on this test's database; closed at the end of the test."""
         raise NotImplementedError
@@ -325,6 +329,22 @@ class StoreBehaviour:
         self.assertEqual(left, 0)
 
     @inlineCallbacks
+    def test_host_stop_closes_its_store(self):
+        """A host built on this store's URL starts it first and, stopped, leaves nothing open."""
+        from salvusctl.host import Host
+
+        before = set(threading.enumerate())
+        host = Host(name="t", store=self.storeURL(), var=os.path.join(self.mktemp(), "var"))
+        service = host.build(_reactor)
+        service.startService()
+        yield service.getServiceNamed("store").ready
+        yield host.context.store.recordServiceStart("web", None, None, None, None, 1, None)
+        yield service.stopService()
+        self.assertEqual(set(threading.enumerate()) - before, set())
+        left = yield self.leftoverConnections()
+        self.assertEqual(left, 0)
+
+    @inlineCallbacks
     def test_calls_after_close_fail_clearly(self):
         """Calls on a closed store fail with StoreClosed instead of hanging."""
         store = yield self.started()
@@ -353,8 +373,11 @@ class SQLiteStoreTests(StoreBehaviour, TestCase):
     def setUp(self):
         self.path = os.path.join(self.mktemp(), "var", "salvus.db")
 
+    def storeURL(self):
+        return f"sqlite:{self.path}"
+
     def newStore(self, **kw):
-        store = makeStore(f"sqlite:{self.path}", _reactor)
+        store = makeStore(self.storeURL(), _reactor)
         self.addCleanup(store.close)
         return store
 
@@ -402,6 +425,9 @@ class PostgresStoreTests(StoreBehaviour, TestCase):
     def setUp(self):
         self.db = TempDatabase().create()
         self.addCleanup(self.db.drop)
+
+    def storeURL(self):
+        return self.db.url
 
     def newStore(self, **kw):
         kw.setdefault("reconnect_delays", backoff(0.05, 2.0, 0.2))
