@@ -463,7 +463,16 @@ class PostgresStore(DomainQueries):
         self.queue_limit = queue_limit
         self.close_timeout = close_timeout
         self._delays = reconnect_delays or backoff()
-        self._connectKeywords = dict(parsed_url.dsnKeywords(), application_name="salvus")
+        self._connectKeywords = dict(
+            parsed_url.dsnKeywords(),
+            application_name="salvus",
+            # A server that vanishes without closing the socket (a crashed machine, a cut
+            # network) is noticed by TCP keepalive within about a minute, not hours.
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
         self._migrations: dict[str, list[Migration]] = {"core": list(CORE_MIGRATIONS)}
         self._listeners: dict[str, list[Callable[[str], Any]]] = defaultdict(list)
         self._slots: list[_Slot] = []
@@ -596,7 +605,7 @@ class PostgresStore(DomainQueries):
             return
         self._fatal = error
         log.error("{error}", error=error)
-        for s in self._slots:
+        for s in self._slots + ([self._listener] if self._listener else []):
             s.detector.stop()
         jobs = list(self._reads) + list(self._writes)
         self._reads.clear()
