@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg2
@@ -38,7 +38,7 @@ from salvusctl.interfaces import IStore
 from salvusctl.store.domain import DomainQueries
 from salvusctl.store.errors import QueueFull, StoreClosed, StoreError, StoreUnavailable
 from salvusctl.store.migrations import CORE_MIGRATIONS, MIGRATIONS_TABLE, Migration
-from salvusctl.store.sql import checkChannel, toPyformat
+from salvusctl.store.sql import checkChannel, countPlaceholders, toPyformat
 from salvusctl.store.url import StoreURL
 
 __all__ = ["PostgresStore", "backoff", "MIGRATION_LOCK_KEY"]
@@ -132,6 +132,22 @@ class _Connection(txpostgres.Connection):
 
         d.addCallback(commit)
         return d.addErrback(rollback)
+
+
+def _prepare(sql: str, args: Any) -> tuple[str, tuple | None]:
+    """The statement and parameters for psycopg2, checked against the C{?} count."""
+    if isinstance(args, Mapping) or isinstance(args, (str, bytes)):
+        raise StoreError(f"arguments must be a sequence matching the ? placeholders, not {args!r}")
+    args = tuple(args) if args else ()
+    wanted = countPlaceholders(sql)
+    if wanted != len(args):
+        raise StoreError(
+            f"statement has {wanted} ? placeholder(s) but {len(args)} argument(s) were given:"
+            f" {sql[:200]}"
+        )
+    if not args:
+        return sql, None
+    return toPyformat(sql), args
 
 
 class _InlineCooperator:
@@ -341,12 +357,10 @@ class _Cursor:
         return out
 
     def execute(self, sql: str, args: Any = ()) -> Deferred:
+        text, params = _prepare(sql, args)
+
         def run():
-            if args:
-                d = self._cursor.execute(toPyformat(sql), tuple(args))
-            else:
-                d = self._cursor.execute(sql)
-            return d.addCallback(self._setRowcount)
+            return self._cursor.execute(text, params).addCallback(self._setRowcount)
 
         return self._queue(run)
 
@@ -877,11 +891,17 @@ class PostgresStore(DomainQueries):
     # -- primitives ------------------------------------------------------------------------------
 
     def runQuery(self, sql: str, args: Any = ()) -> Deferred:
-        sql, params = self._prepare(sql, args)
+        try:
+            sql, params = self._prepare(sql, args)
+        except StoreError:
+            return fail()
         return self._submit(False, lambda conn: conn.runQuery(sql, params))
 
     def runOperation(self, sql: str, args: Any = ()) -> Deferred:
-        sql, params = self._prepare(sql, args)
+        try:
+            sql, params = self._prepare(sql, args)
+        except StoreError:
+            return fail()
         return self._submit(True, lambda conn: conn.runOperation(sql, params))
 
     def runInteraction(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
@@ -894,9 +914,7 @@ class PostgresStore(DomainQueries):
 
     @staticmethod
     def _prepare(sql: str, args: Any) -> tuple[str, tuple | None]:
-        if not args:
-            return sql, None
-        return toPyformat(sql), tuple(args)
+        return _prepare(sql, args)
 
     # -- notifications ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ C{SALVUS_TEST_POSTGRES} names (skipped, loudly, when unset).
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 
 from twisted.internet import reactor as _reactor
@@ -160,6 +161,8 @@ class StoreBehaviour:
             + [status(b, 5.0, 1.0), status(gone, 50.0, 9.0)]
         )
         self.assertEqual(n, 5)
+        n = yield store.writeStatus([])
+        self.assertEqual(n, 0)
         yield store.recordServiceExit(gone)
         latest = yield store.latestStatus()
         self.assertEqual([(r["service_id"], r["timestamp"], r["load"]) for r in latest], [
@@ -269,6 +272,17 @@ class StoreBehaviour:
         yield self.assertFailure(store.runOperation("INSERT INTO nowhere VALUES (?)", (1,)), Exception)
         rows = yield store.runQuery("SELECT count(*) FROM services")
         self.assertEqual(rows[0][0], 0)
+
+    @inlineCallbacks
+    def test_wrong_argument_count_fails_the_call(self):
+        """A statement given the wrong number of arguments fails that call, clearly."""
+        store = yield self.started()
+        failure = yield self.assertFailure(
+            store.runQuery("SELECT ? + ?", (1,)), StoreError, sqlite3.ProgrammingError
+        )
+        self.assertIn("2", str(failure))
+        rows = yield store.runQuery("SELECT ? + ?", (1, 2))
+        self.assertEqual(rows[0][0], 3)
 
     @inlineCallbacks
     def test_question_marks_and_percent_signs(self):
@@ -385,6 +399,17 @@ class SQLiteStoreTests(StoreBehaviour, TestCase):
         from twisted.internet.defer import succeed
 
         return succeed(0)
+
+    @inlineCallbacks
+    def test_in_memory_store_for_tests(self):
+        """sqlite::memory: is a real, private store: handy in other components' tests."""
+        store = makeStore("sqlite::memory:", _reactor)
+        self.addCleanup(store.close)
+        yield store.start()
+        sid = yield store.recordServiceStart("a", None, None, None, None, 1, None)
+        yield store.writeStatus([status(sid, 1.0)])
+        latest = yield store.latestStatus()
+        self.assertEqual(len(latest), 1)
 
     @inlineCallbacks
     def test_store_file_in_wal_mode(self):
