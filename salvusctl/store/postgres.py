@@ -167,7 +167,15 @@ class _Detector(reconnection.DeadConnectionDetector):
     stopped (a closed store must leave no timer behind) and tells its owner when the connection
     goes down and comes back."""
 
-    def __init__(self, reactor, delays: Callable[[], Iterator[float]], onDown, onUp, name: str):
+    def __init__(
+        self,
+        reactor,
+        delays: Callable[[], Iterator[float]],
+        onDown,
+        onUp,
+        name: str,
+        verbose: bool = True,
+    ):
         super().__init__(
             deathChecker=self._isDeath, reconnectionIterator=delays, reactor=reactor
         )
@@ -178,6 +186,8 @@ class _Detector(reconnection.DeadConnectionDetector):
         self._timer = None
         self._attempt: Deferred | None = None
         self._failures = 0
+        # One connection per pool speaks up about failed attempts; the store logs the outage.
+        self._verbose = verbose
         self.addRecoveryHandler(onUp)
 
     def _isDeath(self, failure: Failure) -> bool:
@@ -227,9 +237,9 @@ class _Detector(reconnection.DeadConnectionDetector):
     def _failedAgain(self, failure):
         self._attempt = None
         self._failures += 1
-        if self._failures == 1 or self._failures % 20 == 0:
+        if self._verbose and self._failures % 20 == 0:
             log.warn(
-                "{name}: reconnect attempt {n} failed: {why}",
+                "{name}: still unreachable after {n} attempts: {why}",
                 name=self._name,
                 n=self._failures,
                 why=str(failure.value).strip().splitlines()[0] if str(failure.value) else failure,
@@ -247,10 +257,12 @@ class _Detector(reconnection.DeadConnectionDetector):
 class _Slot:
     """One pooled connection and what the pool knows about it."""
 
-    def __init__(self, store: PostgresStore, name: str):
+    def __init__(self, store: PostgresStore, name: str, verbose: bool = True):
         self.store = store
         self.name = name
-        self.detector = _Detector(store._reactor, store._delays, self._down, self._up, name)
+        self.detector = _Detector(
+            store._reactor, store._delays, self._down, self._up, name, verbose=verbose
+        )
         self.connection = _Connection(store._reactor, store._cooperator, detector=self.detector)
         self.up = False
         self.inflight = 0
@@ -535,7 +547,9 @@ class PostgresStore(DomainQueries):
         self.running = True
         self._starting = Deferred()
         self._cooperator = _InlineCooperator()
-        self._slots = [_Slot(self, f"{self.url}#{i}") for i in range(self.pool_size)]
+        self._slots = [
+            _Slot(self, f"{self.url}#{i}", verbose=(i == 0)) for i in range(self.pool_size)
+        ]
         for slot in self._slots:
             slot.connect()
         if self._listeners:
