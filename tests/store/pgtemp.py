@@ -11,7 +11,7 @@ import os
 import secrets
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["POSTGRES_DSN", "POSTGRES_SKIP", "TempDatabase"]
+__all__ = ["POSTGRES_DSN", "POSTGRES_SKIP", "TempDatabase", "waitUntil"]
 
 POSTGRES_DSN = os.environ.get("SALVUS_TEST_POSTGRES", "")
 
@@ -103,3 +103,24 @@ class TempDatabase:
                 return cur.fetchone()[0]
         finally:
             conn.close()
+
+
+def waitUntil(reactor, predicate, timeout: float = 15.0, step: float = 0.01):
+    """Fire (with True) once C{predicate()} holds, polling on the reactor; False after C{timeout}.
+
+    For conditions that live in another process (a backend exiting, a socket being noticed):
+    fast when the machine is idle, patient when its cores are shared.
+    """
+    from twisted.internet.defer import inlineCallbacks
+    from twisted.internet.task import deferLater
+
+    @inlineCallbacks
+    def poll():
+        deadline = reactor.seconds() + timeout
+        while not predicate():
+            if reactor.seconds() > deadline:
+                return False
+            yield deferLater(reactor, step, lambda: None)
+        return True
+
+    return poll()

@@ -21,7 +21,7 @@ from salvusctl.store import makeStore
 from salvusctl.store.errors import StoreClosed, StoreError
 from salvusctl.store.migrations import Migration
 from salvusctl.store.postgres import backoff
-from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase
+from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase, waitUntil
 
 MONITOR_V1 = Migration(1, "samples", "CREATE TABLE samples (k INTEGER NOT NULL, note TEXT)")
 MONITOR_V2 = Migration(2, "samples index", "CREATE INDEX samples_k ON samples (k)")
@@ -466,12 +466,8 @@ class PostgresStoreTests(StoreBehaviour, TestCase):
     @inlineCallbacks
     def leftoverConnections(self):
         # The server ends a backend a moment after its client closed the socket.
-        for _ in range(100):
-            left = len(self.db.backends())
-            if not left:
-                return 0
-            yield deferLater(_reactor, 0.02, lambda: None)
-        return left
+        yield waitUntil(_reactor, lambda: not self.db.backends())
+        return len(self.db.backends())
 
     @inlineCallbacks
     def test_makeStore_selects_postgres(self):

@@ -20,7 +20,7 @@ from salvusctl.store.errors import QueueFull, StoreClosed, StoreUnavailable
 from salvusctl.store.migrations import Migration
 from salvusctl.store.postgres import PostgresStore, backoff
 from salvusctl.store.url import parseStoreURL
-from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase
+from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase, waitUntil
 
 WRITES = Migration(1, "writes", "CREATE TABLE writes (seq BIGSERIAL, k INTEGER NOT NULL)")
 
@@ -158,9 +158,9 @@ class PostgresOutageTests(TestCase):
         logs = LogCapture(self)
         ready = store.start()
         writes = [store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)) for k in range(20)]
-        yield deferLater(_reactor, 0.1, lambda: None)
+        outage = yield waitUntil(_reactor, lambda: store.stats()["outage"])
+        self.assertTrue(outage)
         self.assertFalse(ready.called)
-        self.assertTrue(store.stats()["outage"])
         self.assertEqual(store.stats()["queued_writes"], 20)
         yield self.assertFailure(store.runQuery("SELECT 1"), StoreUnavailable)
         self.assertTrue(any("unreachable" in f for f in logs.formats()))
@@ -179,7 +179,8 @@ class PostgresOutageTests(TestCase):
         logs = LogCapture(self)
         ready = store.start()
         self.assertFailure(ready, StoreClosed)
-        yield deferLater(_reactor, 0.05, lambda: None)
+        outage = yield waitUntil(_reactor, lambda: store.stats()["outage"])
+        self.assertTrue(outage)
         writes = [store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)) for k in range(5)]
         yield self.assertFailure(writes[0], QueueFull)
         yield self.assertFailure(writes[1], QueueFull)
@@ -216,11 +217,8 @@ class PostgresOutageTests(TestCase):
         yield proxy.down()
         # The pool notices on its next use (or when the socket closes) and goes into outage.
         first = store.runOperation("INSERT INTO writes (k) VALUES (?)", (1,))
-        for _ in range(100):
-            if store.stats()["outage"]:
-                break
-            yield deferLater(_reactor, 0.02, lambda: None)
-        self.assertTrue(store.stats()["outage"])
+        outage = yield waitUntil(_reactor, lambda: store.stats()["outage"])
+        self.assertTrue(outage)
         yield self.assertFailure(store.runQuery("SELECT 1"), StoreUnavailable)
         later = [store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)) for k in (2, 3)]
 
@@ -230,10 +228,10 @@ class PostgresOutageTests(TestCase):
         self.assertEqual([r[0] for r in rows], [0, 1, 2, 3])
 
         # The listener connection was cut too; it must have re-LISTENed by itself.
-        for _ in range(200):
-            if "salvus_events" in store.stats()["listening"]:
-                break
-            yield deferLater(_reactor, 0.02, lambda: None)
+        listening = yield waitUntil(
+            _reactor, lambda: "salvus_events" in store.stats()["listening"]
+        )
+        self.assertTrue(listening)
         waiter: Deferred = Deferred()
         waiters.append(waiter)
         yield store.notify("salvus_events", "after")
@@ -241,24 +239,51 @@ class PostgresOutageTests(TestCase):
         self.assertEqual(payload, "after")
 
     @inlineCallbacks
+    def blockedRead(self, store):
+        """Start a read that waits on a lock this test holds; fire with (read, its pid, release)."""
+        import psycopg2
+
+        blocker = psycopg2.connect(self.db.url)
+        blocker.autocommit = True
+        self.addCleanup(blocker.close)
+        blocker.cursor().execute("SELECT pg_advisory_lock(42)")
+        read = store.runQuery("SELECT 7 FROM (SELECT pg_advisory_xact_lock_shared(42)) AS held")
+        waiting: list = []
+
+        def readerWaits():
+            waiting[:] = self.db.query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query LIKE 'SELECT 7 FROM%' AND wait_event_type = 'Lock'"
+            )
+            return bool(waiting)
+
+        found = yield waitUntil(_reactor, readerWaits)
+        self.assertTrue(found)
+        return read, waiting[0][0], lambda: blocker.cursor().execute("SELECT pg_advisory_unlock(42)")
+
+    @inlineCallbacks
     def test_read_whose_connection_dies_is_retried_on_another(self):
         """A read in flight on a connection the server ends is run again on a live one."""
         store = self.newStore(pool_size=2)
         yield store.start()
-        slow = store.runQuery("SELECT 7 FROM pg_sleep(0.4)")
-        pid = None
-        for _ in range(100):
-            rows = self.db.query(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                " AND query LIKE 'SELECT 7 FROM pg_sleep%' AND pid <> pg_backend_pid()"
-            )
-            if rows:
-                pid = rows[0][0]
-                break
-            yield deferLater(_reactor, 0.01, lambda: None)
-        self.assertIsNotNone(pid)
+        read, pid, release = yield self.blockedRead(store)
         self.db.query("SELECT pg_terminate_backend(%s)", (pid,))
-        rows = yield slow
+        release()
+        rows = yield read
         self.assertEqual(rows, [(7,)])
         self.assertEqual(store.stats()["replayed"], 1)
-        self.assertFalse(store.stats()["outage"])
+
+    @inlineCallbacks
+    def test_read_in_flight_when_every_connection_dies_fails_fast(self):
+        """With no live connection left a read is not held back: it fails with a clear error."""
+        store = self.newStore(pool_size=2)
+        yield store.start()
+        read, pid, release = yield self.blockedRead(store)
+        self.assertEqual(self.db.terminate(), 2)
+        release()
+        failure = yield self.assertFailure(read, StoreUnavailable)
+        self.assertIn("unreachable", str(failure))
+        rows = yield waitUntil(_reactor, lambda: not store.stats()["outage"])
+        self.assertTrue(rows)
+        again = yield store.runQuery("SELECT 8")
+        self.assertEqual(again, [(8,)])
