@@ -28,7 +28,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg2
-from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    fail,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, txpostgres
@@ -552,9 +559,16 @@ class PostgresStore(DomainQueries):
         ]
         for slot in self._slots:
             slot.connect()
+        ready = self._chain(self._starting)
         if self._listeners:
+            # Channels subscribed before start are LISTENed before start() fires.
+            listening: Deferred = Deferred()
+            self._listenWaiters.append(listening)
             self._startListener()
-        return self._chain(self._starting)
+            both = gatherResults([ready, listening], consumeErrors=True)
+            both.addCallbacks(lambda _: None, lambda f: f.value.subFailure)
+            return both
+        return ready
 
     @staticmethod
     def _chain(d: Deferred) -> Deferred:

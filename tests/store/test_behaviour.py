@@ -322,6 +322,17 @@ class StoreBehaviour:
         yield arrived
         self.assertEqual(got, {"a": ["one", "two"], "b": []})
 
+    @inlineCallbacks
+    def test_listen_before_start(self):
+        """Components subscribe while the host is being built, before the store starts."""
+        store = self.newStore()
+        arrived: Deferred = Deferred()
+        yield store.listen("salvus_early", arrived.callback)
+        yield store.start()
+        yield store.notify("salvus_early", "hello")
+        payload = yield arrived
+        self.assertEqual(payload, "hello")
+
     def test_bad_channel_name_refused(self):
         """A channel name that PostgreSQL would not take is refused on both stores."""
         store = self.newStore()
@@ -430,6 +441,15 @@ class SQLiteStoreTests(StoreBehaviour, TestCase):
 
         result = yield store.runInteraction(plain)
         self.assertEqual(result, (42, [(1,)]))
+
+    @inlineCallbacks
+    def test_unopenable_file_fails_start_clearly(self):
+        """A path that cannot be a database (here: a directory) fails start with the path."""
+        os.makedirs(self.path)
+        store = self.newStore()
+        failure = yield self.assertFailure(store.start(), StoreError)
+        self.assertIn(self.path, str(failure))
+        self.assertFalse(store.running)
 
     @inlineCallbacks
     def test_interaction_waiting_on_other_things_refused(self):
