@@ -7,8 +7,10 @@ C{ConnectionDead}.  This module adds what a host needs on top:
 
   - a small pool of connections (C{pool_size}), each with its own detector and a reactor-driven,
     stoppable reconnection loop;
-  - one ordered job queue in front of the pool: a write whose connection died is put back in its
-    place and replayed on the next live connection, so a restart loses no write;
+  - one queue in front of the pool: writes are applied in the order they were made, on one
+    connection at a time; a write whose connection died is put back in its place and replayed on
+    the next live connection, so a restart loses no write and reorders none; reads run in
+    parallel on idle connections;
   - while no connection is up (an I{outage}), writes wait in that queue — bounded by
     C{queue_limit}: when full, the oldest queued write is dropped with a log line and its
     Deferred fails with L{QueueFull} — and reads fail at once with L{StoreUnavailable};
