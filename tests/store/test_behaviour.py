@@ -12,7 +12,6 @@ import threading
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -556,7 +555,14 @@ class PostgresStoreTests(StoreBehaviour, TestCase):
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         store = self.newStore()
         ready = store.start()
-        yield deferLater(_reactor, 0.3, lambda: None)
+        waiting = yield waitUntil(
+            _reactor,
+            lambda: self.db.query(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'salvus' AND wait_event_type = 'Lock'"
+            ),
+        )
+        self.assertTrue(waiting)
         self.assertFalse(ready.called)
         blocker.commit()
         yield ready

@@ -147,7 +147,8 @@ class PostgresOutageTests(TestCase):
         # txpostgres would log an "Unhandled Error" for each connection the server ends; the
         # store reports those as connection loss instead, so there is nothing to flush.
         self.assertEqual(self.flushLoggedErrors(), [])
-        self.assertEqual(store.stats()["up"], 4)
+        allUp = yield waitUntil(_reactor, lambda: store.stats()["up"] == 4)
+        self.assertTrue(allUp)
 
     @inlineCallbacks
     def test_unreachable_at_start_queues_writes_and_flushes_them_when_back(self):
@@ -278,6 +279,8 @@ class PostgresOutageTests(TestCase):
         """With no live connection left a read is not held back: it fails with a clear error."""
         store = self.newStore(pool_size=2)
         yield store.start()
+        # start() fires once migrated; the rest of the pool may still be connecting.
+        yield waitUntil(_reactor, lambda: store.stats()["up"] == 2)
         read, pid, release = yield self.blockedRead(store)
         self.assertEqual(self.db.terminate(), 2)
         release()
