@@ -290,3 +290,25 @@ class PostgresOutageTests(TestCase):
         self.assertTrue(rows)
         again = yield store.runQuery("SELECT 8")
         self.assertEqual(again, [(8,)])
+
+    @inlineCallbacks
+    def test_close_during_an_outage_waits_for_the_server_within_its_bound(self):
+        """Ctrl-C while the server restarts: close() waits (bounded) and the queue still lands."""
+        proxy = self.proxy()
+        proxy.up()
+        store = self.newStore(self.db.urlOnPort(proxy.listen_port), close_timeout=20)
+        yield store.start()
+        yield proxy.down()
+        writes = [store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)) for k in range(10)]
+        outage = yield waitUntil(_reactor, lambda: store.stats()["outage"])
+        self.assertTrue(outage)
+        closing = store.close()
+        yield self.assertFailure(store.runOperation("SELECT 1"), StoreClosed)
+        self.assertFalse(closing.called)
+        proxy.up()
+        yield closing
+        yield gatherResults(writes)
+        rows = self.db.query("SELECT k FROM writes ORDER BY seq")
+        self.assertEqual([r[0] for r in rows], list(range(10)))
+        left = yield waitUntil(_reactor, lambda: not self.db.backends())
+        self.assertTrue(left)
