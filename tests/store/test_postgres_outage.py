@@ -277,17 +277,20 @@ class PostgresOutageTests(TestCase):
     @inlineCallbacks
     def test_read_in_flight_when_every_connection_dies_fails_fast(self):
         """With no live connection left a read is not held back: it fails with a clear error."""
-        store = self.newStore(pool_size=2)
+        proxy = self.proxy()
+        proxy.up()
+        store = self.newStore(self.db.urlOnPort(proxy.listen_port), pool_size=2)
         yield store.start()
         # start() fires once migrated; the rest of the pool may still be connecting.
         yield waitUntil(_reactor, lambda: store.stats()["up"] == 2)
         read, pid, release = yield self.blockedRead(store)
-        self.assertEqual(self.db.terminate(), 2)
+        yield proxy.down()  # every connection cut, and no reconnecting until it is back
         release()
         failure = yield self.assertFailure(read, StoreUnavailable)
         self.assertIn("unreachable", str(failure))
-        rows = yield waitUntil(_reactor, lambda: not store.stats()["outage"])
-        self.assertTrue(rows)
+        proxy.up()
+        back = yield waitUntil(_reactor, lambda: not store.stats()["outage"])
+        self.assertTrue(back)
         again = yield store.runQuery("SELECT 8")
         self.assertEqual(again, [(8,)])
 
