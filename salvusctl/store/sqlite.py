@@ -245,6 +245,21 @@ class SQLiteStore(DomainQueries):
 
         return maybeDeferred(thunk)
 
+    # -- introspection ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Plain data for the admin, with the keys the PostgreSQL store's C{stats()} shares."""
+        queued = self._pool.q.qsize() if self._pool is not None else 0
+        return {
+            "url": self.url,
+            "connections": 1 if self._conn is not None else 0,
+            "up": 1 if self._conn is not None else 0,
+            "queued_reads": 0,
+            "queued_writes": queued,
+            "outage": False,
+            "listening": sorted(c for c, cbs in self._listeners.items() if cbs),
+        }
+
     # -- notifications ---------------------------------------------------------------------------
 
     def notify(self, channel: str, payload: str) -> Deferred:

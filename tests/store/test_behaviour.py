@@ -71,6 +71,18 @@ class StoreBehaviour:
         self.assertTrue(verifyObject(IStore, store))
         self.assertIn(store.dialect, ("sqlite", "postgresql"))
 
+    @inlineCallbacks
+    def test_stats_shared_keys(self):
+        """The admin can show either store's state with the same keys."""
+        store = yield self.started()
+        yield store.listen("salvus_s", lambda p: None)
+        stats = store.stats()
+        for key in ("url", "connections", "up", "queued_reads", "queued_writes", "outage"):
+            self.assertIn(key, stats)
+        self.assertFalse(stats["outage"])
+        self.assertGreaterEqual(stats["up"], 1)
+        self.assertEqual(stats["url"], store.url)
+
     # -- migrations --------------------------------------------------------------------------
 
     @inlineCallbacks
