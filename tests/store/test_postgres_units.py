@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from txpostgres import reconnection
 
 from salvusctl.store.errors import StoreError
-from salvusctl.store.postgres import _Cursor, _Detector, _isPermanent, backoff
+from salvusctl.store.pgconnection import Detector, backoff, isPermanent
+from salvusctl.store.pgcursor import InteractionCursor
 
 
 class BackoffTests(SynchronousTestCase):
@@ -49,7 +50,7 @@ class DetectorTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.events = []
-        self.detector = _Detector(
+        self.detector = Detector(
             self.clock,
             backoff(0.1, 2.0, 0.4),
             lambda f: self.events.append("down"),
@@ -119,11 +120,11 @@ class PermanentErrorTests(SynchronousTestCase):
         def op(text):
             return Failure(psycopg2.OperationalError(text))
 
-        self.assertTrue(_isPermanent(op('FATAL:  database "x" does not exist')))
-        self.assertTrue(_isPermanent(op('FATAL:  password authentication failed for user "u"')))
-        self.assertFalse(_isPermanent(op("could not connect to server: Connection refused")))
-        self.assertFalse(_isPermanent(op("timeout expired")))
-        self.assertFalse(_isPermanent(Failure(ValueError("does not exist"))))
+        self.assertTrue(isPermanent(op('FATAL:  database "x" does not exist')))
+        self.assertTrue(isPermanent(op('FATAL:  password authentication failed for user "u"')))
+        self.assertFalse(isPermanent(op("could not connect to server: Connection refused")))
+        self.assertFalse(isPermanent(op("timeout expired")))
+        self.assertFalse(isPermanent(Failure(ValueError("does not exist"))))
 
 
 class FakeTxCursor:
@@ -162,7 +163,7 @@ class FakeTxCursor:
 class CursorTests(SynchronousTestCase):
     def setUp(self):
         self.tx = FakeTxCursor()
-        self.cursor = _Cursor(self.tx)
+        self.cursor = InteractionCursor(self.tx)
 
     def test_statements_run_one_after_another(self):
         """A second execute is not sent before the first finished (one connection, one query)."""
