@@ -1,9 +1,11 @@
 """txpostgres connections that survive a server restart: the pieces the PostgreSQL store pools.
 
 txpostgres 1.7 with psycopg2 2.9: a plain C{Connection} never recovers from a server restart; with
-a C{DeadConnectionDetector} it reconnects, but its retry loop runs on the global reactor, cannot
-be stopped, and the library logs an "Unhandled Error" when the server ends an idle connection.
-L{Detector} and L{ReconnectingConnection} fix those three things.
+a C{DeadConnectionDetector} it reconnects, but its retry loop cannot be stopped once started (a
+closed store would go on reconnecting), any OperationalError — a statement timeout too — counts as
+a dead connection, and the library logs an "Unhandled Error" when the server ends an idle
+connection and another when it tries to roll back on a closed one.  L{Detector} and
+L{ReconnectingConnection} fix those.
 """
 
 from __future__ import annotations
