@@ -65,8 +65,7 @@ def storeFigures(reactor, url: str, writes: int):
 
     t = time.perf_counter()
     yield gatherResults(
-        [store.runOperation("INSERT INTO bench (k, v) VALUES (?, ?)", (k, k / 2))
-         for k in range(writes)]
+        [store.runOperation("INSERT INTO bench (k, v) VALUES (?, ?)", (k, k / 2)) for k in range(writes)]
     )
     out["concurrent_writes_per_s"] = writes / (time.perf_counter() - t)
 
@@ -154,9 +153,7 @@ def recoveryFigures(reactor, db, queued: int):
 
     # A burst queued while every connection is being re-established, then replayed.
     db.terminate()
-    writes = [
-        store.runOperation("INSERT INTO bench (k, v) VALUES (?, ?)", (k, 0)) for k in range(queued)
-    ]
+    writes = [store.runOperation("INSERT INTO bench (k, v) VALUES (?, ?)", (k, 0)) for k in range(queued)]
     t = time.perf_counter()
     yield gatherResults(writes)
     replay = queued / (time.perf_counter() - t)
@@ -192,10 +189,8 @@ def main(reactor, args):
         try:
             results["postgresql"] = yield storeFigures(reactor, db.url, args.writes)
             results["postgresql_anchor"] = postgresAnchor(db.url, args.writes)
-            results["postgresql_ratio_awaited_vs_psycopg2_interleaved_median"] = (
-                yield interleavedRatio(
-                    reactor, db.url, lambda n: postgresAnchor(db.url, n), args.writes
-                )
+            results["postgresql_ratio_awaited_vs_psycopg2_interleaved_median"] = yield interleavedRatio(
+                reactor, db.url, lambda n: postgresAnchor(db.url, n), args.writes
             )
             results["postgresql_recovery"] = yield recoveryFigures(reactor, db, args.writes)
         finally:

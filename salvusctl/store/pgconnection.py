@@ -33,9 +33,7 @@ _PERMANENT = (
 )
 
 
-def backoff(
-    initial: float = 0.1, factor: float = 2.0, maximum: float = 5.0
-) -> Callable[[], Iterator[float]]:
+def backoff(initial: float = 0.1, factor: float = 2.0, maximum: float = 5.0) -> Callable[[], Iterator[float]]:
     """Reconnection delays: try at once, then C{initial}, growing by C{factor} up to C{maximum}."""
 
     def delays() -> Iterator[float]:
@@ -124,9 +122,7 @@ class Detector(reconnection.DeadConnectionDetector):
         name: str,
         verbose: bool = True,
     ):
-        super().__init__(
-            deathChecker=self._isDeath, reconnectionIterator=delays, reactor=reactor
-        )
+        super().__init__(deathChecker=self._isDeath, reconnectionIterator=delays, reactor=reactor)
         self._onDown = onDown
         self._name = name
         self.stopped = False

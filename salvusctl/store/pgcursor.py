@@ -22,6 +22,7 @@ _MULTIROW = re.compile(
 )
 _BATCH = 500
 
+
 def prepare(sql: str, args: Any) -> tuple[str, tuple | None]:
     """The statement and parameters for psycopg2, checked against the C{?} count."""
     if isinstance(args, Mapping) or isinstance(args, (str, bytes)):
@@ -30,8 +31,7 @@ def prepare(sql: str, args: Any) -> tuple[str, tuple | None]:
     wanted = countPlaceholders(sql)
     if wanted != len(args):
         raise StoreError(
-            f"statement has {wanted} ? placeholder(s) but {len(args)} argument(s) were given:"
-            f" {sql[:200]}"
+            f"statement has {wanted} ? placeholder(s) but {len(args)} argument(s) were given: {sql[:200]}"
         )
     if not args:
         return sql, None
@@ -132,9 +132,7 @@ class InteractionCursor:
 
     def _ready(self) -> None:
         if self._pending:
-            raise StoreError(
-                "fetch before the statement finished: yield cursor.execute(...) first"
-            )
+            raise StoreError("fetch before the statement finished: yield cursor.execute(...) first")
 
     def fetchone(self):
         self._ready()

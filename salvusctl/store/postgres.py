@@ -67,15 +67,14 @@ WRITE_PIPELINE = 32
 #: The advisory lock every Salvus store takes while migrating (any constant shared by all hosts).
 MIGRATION_LOCK_KEY = 0x5A1705
 
+
 class _Slot:
     """One pooled connection and what the pool knows about it."""
 
     def __init__(self, store: PostgresStore, name: str, verbose: bool = True):
         self.store = store
         self.name = name
-        self.detector = Detector(
-            store._reactor, store._delays, self._down, self._up, name, verbose=verbose
-        )
+        self.detector = Detector(store._reactor, store._delays, self._down, self._up, name, verbose=verbose)
         self.connection = ReconnectingConnection(store._reactor, store._cooperator, detector=self.detector)
         self.up = False
         self.inflight = 0
@@ -230,9 +229,7 @@ class PostgresStore(DomainQueries):
         self.running = True
         self._starting = Deferred()
         self._cooperator = InlineCooperator()
-        self._slots = [
-            _Slot(self, f"{self.url}#{i}", verbose=(i == 0)) for i in range(self.pool_size)
-        ]
+        self._slots = [_Slot(self, f"{self.url}#{i}", verbose=(i == 0)) for i in range(self.pool_size)]
         for slot in self._slots:
             slot.connect()
         ready = self._chain(self._starting)
@@ -465,9 +462,7 @@ class PostgresStore(DomainQueries):
     @staticmethod
     def _isConnectionLoss(failure: Failure) -> bool:
         return bool(
-            failure.check(
-                reconnection.ConnectionDead, psycopg2.OperationalError, psycopg2.InterfaceError
-            )
+            failure.check(reconnection.ConnectionDead, psycopg2.OperationalError, psycopg2.InterfaceError)
         )
 
     # -- the job queue ---------------------------------------------------------------------------

@@ -232,9 +232,7 @@ class SQLiteStore(DomainQueries):
         return self._maybe(lambda: self._call(self._query, sql, args))
 
     def runOperation(self, sql: str, args: Any = ()) -> Deferred:
-        d = self._maybe(
-            lambda: self._call(self._interaction, lambda c: c.execute(sql, args), (), {})
-        )
+        d = self._maybe(lambda: self._call(self._interaction, lambda c: c.execute(sql, args), (), {}))
         return d.addCallback(lambda _: None)
 
     def runInteraction(self, fn, *args, **kwargs) -> Deferred:

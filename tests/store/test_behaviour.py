@@ -118,9 +118,7 @@ class StoreBehaviour:
     def test_broken_migration_fails_start_and_applies_nothing(self):
         """A bad step names its component and version; the steps with it are rolled back."""
         store = self.newStore()
-        store.addMigrations(
-            "monitor", [MONITOR_V1, Migration(2, "typo", "CREATE TABLEE oops (a INTEGER)")]
-        )
+        store.addMigrations("monitor", [MONITOR_V1, Migration(2, "typo", "CREATE TABLEE oops (a INTEGER)")])
         failure = yield self.assertFailure(store.start(), StoreError)
         self.assertIn("migration monitor 2 (typo) failed", str(failure))
         yield store.close()
@@ -148,14 +146,23 @@ class StoreBehaviour:
         other = yield store.recordServiceStart("db", None, None, None, None, None, None)
         self.assertNotEqual(sid, other)
         rows = yield store.runQuery(
-            'SELECT type, site, address, port, running, "user", pid, monitor_pid'
-            " FROM services WHERE id = ?",
+            'SELECT type, site, address, port, running, "user", pid, monitor_pid FROM services WHERE id = ?',
             (sid,),
         )
         row = tuple(rows[0])
-        self.assertEqual(row[:4] + (bool(row[4]),) + row[5:], (
-            "web", "site1", "127.0.0.1", 8080, True, "www", 42, 7,
-        ))
+        self.assertEqual(
+            row[:4] + (bool(row[4]),) + row[5:],
+            (
+                "web",
+                "site1",
+                "127.0.0.1",
+                8080,
+                True,
+                "www",
+                42,
+                7,
+            ),
+        )
         yield store.recordServiceExit(sid)
         rows = yield store.runQuery("SELECT running FROM services WHERE id = ?", (sid,))
         self.assertFalse(rows[0][0])
@@ -176,9 +183,13 @@ class StoreBehaviour:
         self.assertEqual(n, 0)
         yield store.recordServiceExit(gone)
         latest = yield store.latestStatus()
-        self.assertEqual([(r["service_id"], r["timestamp"], r["load"]) for r in latest], [
-            (a, 30.0, 0.3), (b, 5.0, 1.0),
-        ])
+        self.assertEqual(
+            [(r["service_id"], r["timestamp"], r["load"]) for r in latest],
+            [
+                (a, 30.0, 0.3),
+                (b, 5.0, 1.0),
+            ],
+        )
         self.assertEqual(latest[0]["virtual_size"], 5 * 2**30)
 
     @inlineCallbacks
@@ -301,13 +312,9 @@ class StoreBehaviour:
         store = self.newStore()
         store.addMigrations("monitor", [MONITOR_V1])
         yield store.start()
-        yield store.runOperation(
-            "INSERT INTO samples (k, note) VALUES (?, ?)", (1, "100% sure? yes")
-        )
+        yield store.runOperation("INSERT INTO samples (k, note) VALUES (?, ?)", (1, "100% sure? yes"))
         yield store.runOperation("INSERT INTO samples (k, note) VALUES (2, 'what? 50%')")
-        rows = yield store.runQuery(
-            "SELECT k FROM samples WHERE note LIKE '%?%' AND k >= ? ORDER BY k", (1,)
-        )
+        rows = yield store.runQuery("SELECT k FROM samples WHERE note LIKE '%?%' AND k >= ? ORDER BY k", (1,))
         self.assertEqual([r[0] for r in rows], [1, 2])
         rows = yield store.runQuery("SELECT note FROM samples WHERE note LIKE '%50!%' ESCAPE '!'")
         self.assertEqual([r[0] for r in rows], ["what? 50%"])
@@ -503,8 +510,10 @@ class PostgresStoreTests(StoreBehaviour, TestCase):
     @inlineCallbacks
     def test_makeStore_selects_postgres(self):
         """A postgresql:// URL gives the PostgreSQL store, password kept out of its url."""
-        store = makeStore(self.db.url.replace("://", "://postgres:secret@", 1)
-                          if "@" not in self.db.url else self.db.url, _reactor)
+        store = makeStore(
+            self.db.url.replace("://", "://postgres:secret@", 1) if "@" not in self.db.url else self.db.url,
+            _reactor,
+        )
         self.assertEqual(store.dialect, "postgresql")
         self.assertNotIn("secret", store.url)
         yield store.close()

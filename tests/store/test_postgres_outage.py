@@ -28,6 +28,8 @@ WRITES = Migration(1, "writes", "CREATE TABLE writes (seq BIGSERIAL, k INTEGER N
 def firstOccurrences(values):
     seen: set = set()
     return [v for v in values if not (v in seen or seen.add(v))]
+
+
 FAST = backoff(0.05, 2.0, 0.2)
 
 
@@ -229,9 +231,7 @@ class PostgresOutageTests(TestCase):
         self.assertEqual([r[0] for r in rows], [0, 1, 2, 3])
 
         # The listener connection was cut too; it must have re-LISTENed by itself.
-        listening = yield waitUntil(
-            _reactor, lambda: "salvus_events" in store.stats()["listening"]
-        )
+        listening = yield waitUntil(_reactor, lambda: "salvus_events" in store.stats()["listening"])
         self.assertTrue(listening)
         waiter: Deferred = Deferred()
         waiters.append(waiter)

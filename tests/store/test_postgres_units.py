@@ -222,8 +222,7 @@ class CursorTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(
             self.tx.sent,
-            [("UPDATE t SET a = %s WHERE b = %s", (1, "x")),
-             ("UPDATE t SET a = %s WHERE b = %s", (2, "y"))],
+            [("UPDATE t SET a = %s WHERE b = %s", (1, "x")), ("UPDATE t SET a = %s WHERE b = %s", (2, "y"))],
         )
         self.assertEqual(self.cursor.rowcount, 1)
 

@@ -10,13 +10,15 @@ from salvusctl.store.sql import checkChannel, countPlaceholders, toPyformat
 
 class ToPyformatTests(SynchronousTestCase):
     def test_placeholders_become_percent_s(self):
-        self.assertEqual(toPyformat("SELECT a FROM t WHERE b = ? AND c = ?"),
-                         "SELECT a FROM t WHERE b = %s AND c = %s")
+        self.assertEqual(
+            toPyformat("SELECT a FROM t WHERE b = ? AND c = ?"), "SELECT a FROM t WHERE b = %s AND c = %s"
+        )
 
     def test_percent_doubled_everywhere(self):
         """psycopg2 %-formats the whole text, quoted strings included."""
-        self.assertEqual(toPyformat("SELECT a % 2, '50%' FROM t WHERE b = ?"),
-                         "SELECT a %% 2, '50%%' FROM t WHERE b = %s")
+        self.assertEqual(
+            toPyformat("SELECT a % 2, '50%' FROM t WHERE b = ?"), "SELECT a %% 2, '50%%' FROM t WHERE b = %s"
+        )
 
     def test_question_marks_in_text_are_not_placeholders(self):
         sql = (

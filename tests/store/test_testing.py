@@ -31,13 +31,10 @@ class MemoryStoreTests(SynchronousTestCase):
         before = threading.active_count()
         sid = self.successResultOf(self.store.recordServiceStart("a", None, None, None, None, 1, 2))
         self.successResultOf(
-            self.store.writeStatus(
-                [{"service_id": sid, "timestamp": self.clock.seconds(), "load": 0.5}]
-            )
+            self.store.writeStatus([{"service_id": sid, "timestamp": self.clock.seconds(), "load": 0.5}])
         )
         latest = self.successResultOf(self.store.latestStatus())
-        self.assertEqual([(r["service_id"], r["timestamp"], r["load"]) for r in latest],
-                         [(sid, 1000.0, 0.5)])
+        self.assertEqual([(r["service_id"], r["timestamp"], r["load"]) for r in latest], [(sid, 1000.0, 0.5)])
         rows = self.successResultOf(self.store.runQuery("SELECT started_at FROM services"))
         self.assertEqual(rows, [(1000.0,)])  # timestamps come from the injected clock
         self.assertEqual(threading.active_count(), before)

@@ -38,8 +38,7 @@ class ParseStoreURLTests(SynchronousTestCase):
         self.assertEqual(parsed.redacted(), "postgresql://bob@db.example:6543/salvus")
         self.assertEqual(
             parsed.dsnKeywords(),
-            {"dbname": "salvus", "host": "db.example", "port": 6543, "user": "bob",
-             "password": "s@cret"},
+            {"dbname": "salvus", "host": "db.example", "port": 6543, "user": "bob", "password": "s@cret"},
         )
         self.assertEqual(parseStoreURL("postgres://h/db").port, 5432)
 
@@ -48,9 +47,7 @@ class ParseStoreURLTests(SynchronousTestCase):
         parsed = parseStoreURL(
             "postgresql://h/db?pool_size=8&queue_limit=500&close_timeout=2.5&sslmode=require"
         )
-        self.assertEqual(
-            parsed.storeOptions(), {"pool_size": 8, "queue_limit": 500, "close_timeout": 2.5}
-        )
+        self.assertEqual(parsed.storeOptions(), {"pool_size": 8, "queue_limit": 500, "close_timeout": 2.5})
         self.assertEqual(parsed.dsnKeywords()["sslmode"], "require")
 
     def test_bad_urls_name_the_fault(self):
