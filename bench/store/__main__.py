@@ -189,6 +189,10 @@ def main(reactor, args):
         try:
             results["postgresql"] = yield storeFigures(reactor, db.url, args.writes)
             results["postgresql_anchor"] = postgresAnchor(db.url, args.writes)
+            results["postgresql_ratio_concurrent_vs_psycopg2_same_run"] = (
+                results["postgresql"]["concurrent_writes_per_s"]
+                / results["postgresql_anchor"]["writes_per_s"]
+            )
             results["postgresql_ratio_awaited_vs_psycopg2_interleaved_median"] = yield interleavedRatio(
                 reactor, db.url, lambda n: postgresAnchor(db.url, n), args.writes
             )

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -285,6 +285,24 @@ class StoreBehaviour:
         self.assertEqual(result, "done")
         rows = yield store.runQuery("SELECT k, note FROM samples")
         self.assertEqual([tuple(r) for r in rows], [(1, "seen")])
+
+    @inlineCallbacks
+    def test_a_bad_write_among_many_fails_alone(self):
+        """Writes made back to back may share a transaction; a faulty one must not take the
+        others down with it, and the rest still land in order."""
+        store = self.newStore()
+        store.addMigrations("monitor", [MONITOR_V1])
+        yield store.start()
+        writes = []
+        for k in range(30):
+            if k == 17:
+                writes.append(store.runOperation("INSERT INTO nowhere (k) VALUES (?)", (k,)))
+            else:
+                writes.append(store.runOperation("INSERT INTO samples (k) VALUES (?)", (k,)))
+        results = yield DeferredList(writes, consumeErrors=True)
+        self.assertEqual([ok for ok, _ in results], [k != 17 for k in range(30)])
+        rows = yield store.runQuery("SELECT k FROM samples")
+        self.assertEqual(sorted(r[0] for r in rows), [k for k in range(30) if k != 17])
 
     @inlineCallbacks
     def test_sql_error_is_reported_and_store_keeps_working(self):
