@@ -9,8 +9,9 @@ C{ConnectionDead}.  This module adds what a host needs on top:
     stoppable reconnection loop;
   - one queue in front of the pool: writes are applied in the order they were made, on one
     connection at a time; a write whose connection died is put back in its place and replayed on
-    the next live connection, so a restart loses no write and reorders none; reads run in
-    parallel on idle connections;
+    the next live connection, so a restart loses no write and reorders none; single-statement
+    writes queued back to back share a transaction (one commit for a burst or a replayed
+    backlog); reads run in parallel on idle connections;
   - while no connection is up (an I{outage}), writes wait in that queue — bounded by
     C{queue_limit}: when full, the oldest queued write is dropped with a log line and its
     Deferred fails with L{QueueFull} — and reads fail at once with L{StoreUnavailable};
