@@ -18,7 +18,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, txpostgres
 
-__all__ = ["backoff", "isPermanent", "ReconnectingConnection", "Detector", "InlineCooperator"]
+__all__ = [
+    "backoff",
+    "isBroken",
+    "isPermanent",
+    "ReconnectingConnection",
+    "Detector",
+    "InlineCooperator",
+]
 
 log = Logger()
 
@@ -55,20 +62,66 @@ def isPermanent(failure: Failure) -> bool:
     return any(marker in text for marker in _PERMANENT)
 
 
+def isBroken(raw) -> bool:
+    """Is this psycopg2 connection unusable?
+
+    psycopg2 marks a connection C{closed} only when it notices the loss itself; when the server
+    ends an idle connection during a shutdown, libpq may already have dropped the socket
+    (C{fileno()} is -1) while C{closed} is still 0.
+    """
+    if raw is None or raw.closed:
+        return True
+    try:
+        return raw.fileno() < 0
+    except psycopg2.Error:
+        return True
+
+
 class ReconnectingConnection(txpostgres.Connection):
     """A txpostgres connection that reports a server-side disconnect as connection loss.
 
-    When the server ends an idle connection, psycopg2's C{poll()} raises inside C{doRead}; the
-    reactor would log that as an unhandled error.  Returning the exception instead makes the
-    reactor call C{connectionLost} with it, which is what the detector listens to.
+    When the server ends an idle connection, psycopg2's C{poll()} raises inside C{doRead}, or
+    libpq drops the socket and txpostgres then asks the reactor to watch file descriptor -1; the
+    reactor would log either as an unhandled error and the loss would go unnoticed until the next
+    query.  Here both become C{connectionLost} with an C{OperationalError}, which is what the
+    detector listens to.
     """
 
+    def _lost(self) -> psycopg2.OperationalError:
+        return psycopg2.OperationalError("the server closed the connection")
+
     def doRead(self):
-        try:
-            txpostgres.Connection.doRead(self)
-        except psycopg2.Error as e:
-            return e
+        self.reactor.removeReader(self)
+        if not self._connection.closed:
+            try:
+                self.continuePolling()
+            except psycopg2.Error as e:
+                return e
+        self.checkForNotifies()
+        if isBroken(self._connection):
+            return self._lost()
+        self.reactor.addReader(self)
         return None
+
+    def cursorFinished(self, cursor):
+        self._cursors.discard(cursor)
+        if isBroken(self._connection):
+            # The statement's own result (or error) still reaches its caller; the loss of the
+            # connection is reported now rather than at its next use.
+            if self.detector is not None:
+                self.detector.checkForDeadConnection(Failure(self._lost()))
+            return
+        self.reactor.addReader(self)
+        self.checkForNotifies()
+
+    def connectionLost(self, reason):
+        if not isBroken(self._connection):
+            txpostgres._PollingMixin.connectionLost(self, reason)
+        elif self._pollingD:
+            d, self._pollingD = self._pollingD, None
+            d.errback(reason)
+        if self.detector is not None:
+            self.detector.checkForDeadConnection(reason)
 
     def _runInteraction(self, interaction, *args, **kwargs):
         # As txpostgres's, except that a connection the server already closed is not rolled
@@ -82,7 +135,7 @@ class ReconnectingConnection(txpostgres.Connection):
             return c.execute("commit").addCallback(lambda _: result)
 
         def rollback(failure):
-            if self._connection is None or self._connection.closed:
+            if isBroken(self._connection):
                 return failure
 
             def panic(rollbackFailure):
@@ -138,9 +191,8 @@ class Detector(reconnection.DeadConnectionDetector):
         if failure.check(txpostgres.RollbackFailed, reconnection.ConnectionDead):
             return True
         if failure.check(psycopg2.InterfaceError, psycopg2.OperationalError):
-            # A statement timeout is an OperationalError too: only a closed connection is dead.
-            raw = getattr(self.reconnectable, "_connection", None)
-            return raw is None or bool(raw.closed)
+            # A statement timeout is an OperationalError too: only a broken connection is dead.
+            return isBroken(getattr(self.reconnectable, "_connection", None))
         return False
 
     def checkForDeadConnection(self, f):

@@ -20,6 +20,7 @@ from salvusctl.store.errors import QueueFull, StoreClosed, StoreUnavailable
 from salvusctl.store.migrations import Migration
 from salvusctl.store.postgres import PostgresStore, backoff
 from salvusctl.store.url import parseStoreURL
+from tests.store.pgcluster import CLUSTER_SKIP, PrivateCluster
 from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase, waitUntil
 
 WRITES = Migration(1, "writes", "CREATE TABLE writes (seq BIGSERIAL, k INTEGER NOT NULL)")
@@ -315,3 +316,53 @@ class PostgresOutageTests(TestCase):
         self.assertEqual([r[0] for r in rows], list(range(10)))
         left = yield waitUntil(_reactor, lambda: not self.db.backends())
         self.assertTrue(left)
+
+
+class PostgresServerRestartTests(TestCase):
+    """A real server restart (a private cluster, never the shared server) under a write stream."""
+
+    skip = CLUSTER_SKIP
+    timeout = 90
+
+    @inlineCallbacks
+    def setUp(self):
+        self.cluster = PrivateCluster(_reactor)
+        self.addCleanup(self.cluster.destroy)
+        yield self.cluster.start()
+
+    @inlineCallbacks
+    def test_server_restart_under_writes_loses_none_and_relistens(self):
+        """pg_ctl restart while writes stream in: every write lands, in order, and LISTEN
+        is back without the listener doing anything."""
+        store = PostgresStore(_reactor, parseStoreURL(self.cluster.url), reconnect_delays=FAST)
+        store.addMigrations("test", [WRITES])
+        self.addCleanup(store.close)
+        yield store.start()
+        heard: list[str] = []
+        yield store.listen("salvus_restart", heard.append)
+
+        writes = []
+        restarted = self.cluster.restart()
+        k = 0
+        duringOutage = 0
+        while not restarted.called or k < 50:
+            writes.append(store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)))
+            duringOutage += store.stats()["outage"]
+            k += 1
+            yield deferLater(_reactor, 0.005, lambda: None)
+        yield restarted
+        for _ in range(20):
+            writes.append(store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)))
+            k += 1
+        results = yield DeferredList(writes, consumeErrors=True)
+        self.assertEqual([r for ok, r in results if not ok], [])
+        rows = yield store.runQuery("SELECT k FROM writes ORDER BY seq")
+        self.assertEqual(firstOccurrences([r[0] for r in rows]), list(range(k)))
+        self.assertGreater(store.stats()["reconnects"], 0)
+        self.assertGreater(duringOutage, 0)  # some writes were made while it was down
+
+        listening = yield waitUntil(_reactor, lambda: store.stats()["listening"] == ["salvus_restart"])
+        self.assertTrue(listening)
+        yield store.notify("salvus_restart", "after")
+        arrived = yield waitUntil(_reactor, lambda: heard == ["after"])
+        self.assertTrue(arrived)

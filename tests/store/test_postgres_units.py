@@ -24,6 +24,10 @@ class BackoffTests(SynchronousTestCase):
 
 class FakeRaw:
     closed = 0
+    fd = 7
+
+    def fileno(self):
+        return self.fd
 
 
 class FakeReconnectable:
@@ -106,6 +110,14 @@ class DetectorTests(SynchronousTestCase):
         self.die()
         self.assertTrue(self.detector.connectionIsDead)
         self.assertEqual(self.events, ["down"])
+        self.detector.stop()
+
+    def test_a_dropped_socket_is_dead_even_if_not_marked_closed(self):
+        """libpq may drop the socket of a connection psycopg2 has not marked closed yet."""
+        self.conn._connection = FakeRaw()
+        self.conn._connection.fd = -1
+        self.die()
+        self.assertTrue(self.detector.connectionIsDead)
         self.detector.stop()
 
     def test_ConnectionDead_and_rollback_failures_are_death(self):
