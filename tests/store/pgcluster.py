@@ -86,10 +86,14 @@ class PrivateCluster:
         yield self._check("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
         yield self._check("pg_ctl", "-D", self.data, "-l", self.log, "-o", self._options(), "-w", "start")
 
-    def restart(self):
-        """A real restart: the server ends every connection, refuses new ones, then comes back."""
+    def restart(self, mode: str = "fast"):
+        """A real restart: the server ends every connection, refuses new ones, then comes back.
+
+        @param mode: C{fast} (clients are told) or C{immediate} (as after a crash: backends are
+            killed and the server recovers from its WAL on the way up).
+        """
         return self._check(
-            "pg_ctl", "-D", self.data, "-l", self.log, "-o", self._options(), "-m", "fast", "-w", "restart"
+            "pg_ctl", "-D", self.data, "-l", self.log, "-o", self._options(), "-m", mode, "-w", "restart"
         )
 
     @inlineCallbacks

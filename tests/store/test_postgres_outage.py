@@ -366,3 +366,43 @@ class PostgresServerRestartTests(TestCase):
         yield store.notify("salvus_restart", "after")
         arrived = yield waitUntil(_reactor, lambda: heard == ["after"])
         self.assertTrue(arrived)
+
+    @inlineCallbacks
+    def test_crash_restart_under_mixed_load(self):
+        """pg_ctl restart -m immediate (a crash: no goodbye to clients, WAL recovery on the way
+        up) under writes, interactions and reads: no write lost, reads either answer or fail
+        with StoreUnavailable, nothing else."""
+        store = PostgresStore(_reactor, parseStoreURL(self.cluster.url), reconnect_delays=FAST)
+        store.addMigrations("test", [WRITES])
+        self.addCleanup(store.close)
+        yield store.start()
+
+        @inlineCallbacks
+        def pair(cursor, k):
+            yield cursor.execute("INSERT INTO writes (k) VALUES (?)", (k,))
+            yield cursor.execute("INSERT INTO writes (k) VALUES (?)", (-k - 1,))
+
+        writes, reads = [], []
+        restarted = self.cluster.restart("immediate")
+        k = 0
+        while not restarted.called or k < 60:
+            if k % 4 == 0:
+                writes.append(store.runInteraction(pair, k))
+            else:
+                writes.append(store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)))
+            reads.append(store.runQuery("SELECT count(*) FROM writes"))
+            k += 1
+            yield deferLater(_reactor, 0.005, lambda: None)
+        yield restarted
+        results = yield DeferredList(writes, consumeErrors=True)
+        self.assertEqual([r for ok, r in results if not ok], [])
+        answered = yield DeferredList(reads, consumeErrors=True)
+        for ok, result in answered:
+            if not ok:
+                result.trap(StoreUnavailable)
+        self.assertGreater(sum(not ok for ok, _ in answered), 0)  # the outage was real
+        rows = yield store.runQuery("SELECT k FROM writes WHERE k >= 0 ORDER BY seq")
+        self.assertEqual(firstOccurrences([r[0] for r in rows]), list(range(k)))
+        pairs = yield store.runQuery("SELECT count(DISTINCT k) FROM writes WHERE k < 0")
+        self.assertEqual(pairs[0][0], len(range(0, k, 4)))
+        self.assertGreater(store.stats()["reconnects"], 0)
