@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import psycopg2
+from twisted.internet import main
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -113,6 +114,24 @@ class ReconnectingConnection(txpostgres.Connection):
             return
         self.reactor.addReader(self)
         self.checkForNotifies()
+
+    def close(self):
+        if not isBroken(self._connection):
+            return txpostgres.Connection.close(self)
+        # txpostgres would push each cursor's poll cycle forward, which on a dropped socket means
+        # watching file descriptor -1: just fail what was waiting and let go.
+        self.reactor.removeReader(self)
+        self.reactor.removeWriter(self)
+        for cursor in set(self._cursors):
+            self.reactor.removeReader(cursor)
+            self.reactor.removeWriter(cursor)
+            if cursor._pollingD is not None:
+                d, cursor._pollingD = cursor._pollingD, None
+                d.errback(Failure(self._lost()))
+        if self._connection is not None and not self._connection.closed:
+            self._connection.close()
+        self.connectionLost(Failure(main.CONNECTION_DONE))
+        return None
 
     def connectionLost(self, reason):
         if not isBroken(self._connection):

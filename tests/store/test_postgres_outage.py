@@ -406,3 +406,22 @@ class PostgresServerRestartTests(TestCase):
         pairs = yield store.runQuery("SELECT count(DISTINCT k) FROM writes WHERE k < 0")
         self.assertEqual(pairs[0][0], len(range(0, k, 4)))
         self.assertGreater(store.stats()["reconnects"], 0)
+
+    @inlineCallbacks
+    def test_close_while_the_server_crashes_under_a_query(self):
+        """Ctrl-C while the database crashes with a query in flight: the query fails, close()
+        finishes within its bound, and nothing is logged as an unhandled error."""
+        store = PostgresStore(
+            _reactor, parseStoreURL(self.cluster.url), reconnect_delays=FAST, close_timeout=0.5
+        )
+        self.addCleanup(store.close)
+        yield store.start()
+        slow = store.runQuery("SELECT pg_sleep(30)")
+        restarted = self.cluster.restart("immediate")
+        self.addCleanup(lambda: restarted)
+        outage = yield waitUntil(_reactor, lambda: store.stats()["outage"])
+        self.assertTrue(outage)
+        yield store.close()
+        failure = yield self.assertFailure(slow, Exception)
+        self.assertIsInstance(failure, (StoreUnavailable, StoreClosed))
+        self.assertEqual(self.flushLoggedErrors(), [])
