@@ -7,7 +7,9 @@ C{SALVUS_TEST_POSTGRES} names (skipped, loudly, when unset).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 
 from twisted.internet import reactor as _reactor
@@ -56,6 +58,12 @@ class StoreBehaviour:
     def leftoverConnections(self) -> Deferred:
         """Fires with how many database connections the stores of this test still hold."""
         raise NotImplementedError
+
+    def tempDir(self) -> str:
+        """A fresh directory outside the source tree, removed after the test."""
+        path = tempfile.mkdtemp(prefix="salvus-store-test-")
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
 
     @inlineCallbacks
     def started(self, **kw):
@@ -395,7 +403,7 @@ class StoreBehaviour:
         from salvusctl.host import Host
 
         before = set(threading.enumerate())
-        host = Host(name="t", store=self.storeURL(), var=os.path.join(self.mktemp(), "var"))
+        host = Host(name="t", store=self.storeURL(), var=os.path.join(self.tempDir(), "var"))
         service = host.build(_reactor)
         service.startService()
         yield service.getServiceNamed("store").ready
@@ -432,7 +440,7 @@ class SQLiteStoreTests(StoreBehaviour, TestCase):
     """The embedded default store on a temporary file."""
 
     def setUp(self):
-        self.path = os.path.join(self.mktemp(), "var", "salvus.db")
+        self.path = os.path.join(self.tempDir(), "var", "salvus.db")
 
     def storeURL(self):
         return f"sqlite:{self.path}"
