@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -202,6 +203,7 @@ def main(reactor, args):
     else:
         results["postgresql"] = "skipped: no --postgres DSN and SALVUS_TEST_POSTGRES unset"
 
+    shutil.rmtree(tmp, ignore_errors=True)
     text = json.dumps(results, indent=2, sort_keys=True)
     print(text)
     if args.json:
