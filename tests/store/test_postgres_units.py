@@ -19,6 +19,7 @@ from salvusctl.store.pgcursor import InteractionCursor
 
 class BackoffTests(SynchronousTestCase):
     def test_first_attempt_at_once_then_doubling_to_the_cap(self):
+        """A restart is usually short: try at once, then back off so a long outage costs little."""
         self.assertEqual(list(islice(backoff(0.1, 2.0, 0.5)(), 6)), [0.0, 0.1, 0.2, 0.4, 0.5, 0.5])
 
 
@@ -121,6 +122,7 @@ class DetectorTests(SynchronousTestCase):
         self.detector.stop()
 
     def test_ConnectionDead_and_rollback_failures_are_death(self):
+        """txpostgres's own signals of a dead connection are taken as such."""
         self.conn._connection = FakeRaw()
         self.detector.checkForDeadConnection(Failure(reconnection.ConnectionDead()))
         self.assertTrue(self.detector.connectionIsDead)
@@ -129,6 +131,8 @@ class DetectorTests(SynchronousTestCase):
 
 class PermanentErrorTests(SynchronousTestCase):
     def test_refusals_are_permanent_unreachability_is_not(self):
+        """A missing database fails start at once; a server not up yet is waited for."""
+
         def op(text):
             return Failure(psycopg2.OperationalError(text))
 
@@ -189,10 +193,12 @@ class CursorTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(result), "ok")
 
     def test_no_args_sends_text_untouched(self):
+        """Without parameters psycopg2 does no %-formatting, so the text is sent as written."""
         self.cursor.execute("SELECT '100%', '?'")
         self.assertEqual(self.tx.sent, [("SELECT '100%', '?'", None)])
 
     def test_fetch_before_finish_says_how_to_fix_it(self):
+        """Plain sqlite3-style code on PostgreSQL gets an error that says what to change."""
         self.cursor.execute("SELECT 1")
         error = self.assertRaises(StoreError, self.cursor.fetchone)
         self.assertIn("yield cursor.execute", str(error))
@@ -217,6 +223,7 @@ class CursorTests(SynchronousTestCase):
         self.failureResultOf(self.cursor._settle(None), psycopg2.DataError)
 
     def test_executemany_plain_insert_is_batched(self):
+        """Many rows of a plain INSERT go in one round trip, values quoted by psycopg2."""
         rows = [(i, f"n{i}") for i in range(3)]
         d = self.cursor.executemany("INSERT INTO t (a, b) VALUES (?, ?)", rows)
         self.assertEqual(len(self.tx.sent), 1)
@@ -228,6 +235,7 @@ class CursorTests(SynchronousTestCase):
         self.assertEqual(self.cursor.rowcount, 3)
 
     def test_executemany_other_statements_run_per_row(self):
+        """Statements that cannot be merged still run, one per row, rowcount summed."""
         d = self.cursor.executemany("UPDATE t SET a = ? WHERE b = ?", [(1, "x"), (2, "y")])
         self.tx.finish(rowcount=1)
         self.tx.finish(rowcount=0)
@@ -239,4 +247,5 @@ class CursorTests(SynchronousTestCase):
         self.assertEqual(self.cursor.rowcount, 1)
 
     def test_lastrowid_is_none(self):
+        """PostgreSQL has no lastrowid: None, not a misleading oid (use RETURNING)."""
         self.assertIsNone(self.cursor.lastrowid)

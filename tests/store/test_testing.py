@@ -24,6 +24,7 @@ class MemoryStoreTests(SynchronousTestCase):
         self.addCleanup(self.store.close)
 
     def test_is_an_IStore(self):
+        """The fake cannot drift from the interface the real stores provide."""
         self.assertTrue(verifyObject(IStore, self.store))
 
     def test_answers_synchronously_without_threads(self):
@@ -40,6 +41,7 @@ class MemoryStoreTests(SynchronousTestCase):
         self.assertEqual(threading.active_count(), before)
 
     def test_component_migrations_applied(self):
+        """Components' own tables exist, as with the real stores."""
         self.successResultOf(self.store.runOperation("INSERT INTO m (k) VALUES (?)", (1,)))
         self.assertEqual(self.successResultOf(self.store.runQuery("SELECT k FROM m")), [(1,)])
 
@@ -58,6 +60,7 @@ class MemoryStoreTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.store.runQuery("SELECT k FROM m")), [(1,), (2,)])
 
     def test_close_fails_queued_writes_and_later_calls(self):
+        """After close nothing hangs: waiting writes and new calls fail with StoreClosed."""
         self.store.unreachable = True
         pending = self.store.runOperation("INSERT INTO m (k) VALUES (1)")
         self.successResultOf(self.store.close())
@@ -65,6 +68,7 @@ class MemoryStoreTests(SynchronousTestCase):
         self.failureResultOf(self.store.runQuery("SELECT 1"), StoreClosed)
 
     def test_notifications(self):
+        """listen/notify deliver in-process, at once."""
         heard = []
         self.successResultOf(self.store.listen("salvus_t", heard.append))
         self.successResultOf(self.store.notify("salvus_t", "x"))
