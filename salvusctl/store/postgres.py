@@ -80,7 +80,7 @@ class _Slot:
         self.store = store
         self.name = name
         self.detector = Detector(store._reactor, store._delays, self._down, self._up, name, verbose=verbose)
-        self.connection = ReconnectingConnection(store._reactor, store._cooperator, detector=self.detector)
+        self.connection = store.connectionFactory(store._reactor, store._cooperator, detector=self.detector)
         self.up = False
         self.inflight = 0
         self.everUp = False
@@ -162,6 +162,10 @@ class PostgresStore(DomainQueries):
     """
 
     dialect = "postgresql"
+
+    #: Makes each pooled connection: C{(reactor, cooperator, detector=)} -> a txpostgres
+    #: C{Connection}.  Tests put a scripted connection here to drive the queue on a C{Clock}.
+    connectionFactory = ReconnectingConnection
 
     def __init__(
         self,
