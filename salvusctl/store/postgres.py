@@ -372,8 +372,16 @@ class PostgresStore(DomainQueries):
             return
         if self.closing and not self.running:
             return
-        if not any(s.up for s in self._slots) and not self._outage:
-            self._enterOutage(failure)
+        if not any(s.up for s in self._slots):
+            if not self._outage:
+                self._enterOutage(failure)
+        elif wasUp:
+            log.info(
+                "store {url}: connection {name} lost ({why}); reconnecting, the others carry on",
+                url=self.url,
+                name=slot.name.rsplit("#", 1)[-1],
+                why=str(failure.value).strip().splitlines()[0] if str(failure.value) else "?",
+            )
 
     def _enterOutage(self, failure: Failure) -> None:
         self._outage = True
