@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from salvusctl.errors import ConfigError
+from salvusctl.store.errors import QueueFull, StoreClosed, StoreError, StoreUnavailable
+from salvusctl.store.migrations import Migration
 from salvusctl.store.url import DEFAULT_STORE_URL, StoreURL, parseStoreURL
 
-__all__ = ["makeStore", "parseStoreURL", "StoreURL", "DEFAULT_STORE_URL"]
+__all__ = [
+    "makeStore",
+    "parseStoreURL",
+    "StoreURL",
+    "DEFAULT_STORE_URL",
+    "Migration",
+    "StoreError",
+    "StoreClosed",
+    "StoreUnavailable",
+    "QueueFull",
+]
 
 
 def makeStore(url: str, reactor, base_dir: str = "."):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 
 __all__ = ["DomainQueries", "STATUS_COLUMNS"]
 
@@ -73,6 +73,8 @@ class DomainQueries:
     def writeStatus(self, rows: list[dict[str, Any]]) -> Deferred:
         """Append many C{status} rows in one transaction; fires with how many."""
         values = [tuple(row.get(c) for c in STATUS_COLUMNS) for row in rows]
+        if not values:
+            return succeed(0)
 
         @inlineCallbacks
         def insert(cursor):

@@ -9,8 +9,9 @@ C{ConnectionDead}.  This module adds what a host needs on top:
     stoppable reconnection loop;
   - one queue in front of the pool: writes are applied in the order they were made, on one
     connection at a time; a write whose connection died is put back in its place and replayed on
-    the next live connection, so a restart loses no write and reorders none; reads run in
-    parallel on idle connections;
+    the next live connection, so a restart loses no write and reorders none; single-statement
+    writes queued back to back share a transaction (one commit for a burst or a replayed
+    backlog); reads run in parallel on idle connections;
   - while no connection is up (an I{outage}), writes wait in that queue — bounded by
     C{queue_limit}: when full, the oldest queued write is dropped with a log line and its
     Deferred fails with L{QueueFull} — and reads fail at once with L{StoreUnavailable};
@@ -24,9 +25,8 @@ a transaction but before the acknowledgement arrived, that write runs again.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
@@ -47,220 +47,30 @@ from salvusctl.interfaces import IStore
 from salvusctl.store.domain import DomainQueries
 from salvusctl.store.errors import QueueFull, StoreClosed, StoreError, StoreUnavailable
 from salvusctl.store.migrations import CORE_MIGRATIONS, MIGRATIONS_TABLE, Migration
-from salvusctl.store.sql import checkChannel, countPlaceholders, toPyformat
+from salvusctl.store.pgconnection import (
+    Detector,
+    InlineCooperator,
+    ReconnectingConnection,
+    backoff,
+    isPermanent,
+)
+from salvusctl.store.pgcursor import InteractionCursor, prepare
+from salvusctl.store.sql import checkChannel
 from salvusctl.store.url import StoreURL
 
 __all__ = ["PostgresStore", "backoff", "MIGRATION_LOCK_KEY"]
 
 log = Logger()
 
-# "INSERT INTO t (a, b) VALUES (?, ?)" and nothing after: batchable into multi-row INSERTs.
-_MULTIROW = re.compile(
-    r"^\s*(?P<head>INSERT\s+INTO\s+[^;'\"?%$]*?)\s+VALUES\s*(?P<values>\([^()'\";$%]*\))\s*;?\s*$",
-    re.IGNORECASE | re.DOTALL,
-)
-_BATCH = 500
-
 #: Writes handed to the writing connection at once (txpostgres runs them one after another).
 WRITE_PIPELINE = 32
 
+#: Single-statement writes queued back to back that are committed in one transaction: one WAL
+#: flush for the lot, which is what makes a replayed backlog drain quickly.
+OPS_PER_TRANSACTION = 200
+
 #: The advisory lock every Salvus store takes while migrating (any constant shared by all hosts).
 MIGRATION_LOCK_KEY = 0x5A1705
-
-# Connection errors that mean "the server is there but says no": retrying will not help.
-_PERMANENT = (
-    "does not exist",
-    "authentication failed",
-    "no pg_hba.conf entry",
-    "password",
-    "permission denied",
-    "invalid",
-)
-
-
-def backoff(
-    initial: float = 0.1, factor: float = 2.0, maximum: float = 5.0
-) -> Callable[[], Iterator[float]]:
-    """Reconnection delays: try at once, then C{initial}, growing by C{factor} up to C{maximum}."""
-
-    def delays() -> Iterator[float]:
-        yield 0.0
-        delay = initial
-        while True:
-            yield delay
-            delay = min(delay * factor, maximum)
-
-    return delays
-
-
-def _isPermanent(failure: Failure) -> bool:
-    if not failure.check(psycopg2.OperationalError):
-        return False
-    text = str(failure.value)
-    if "could not connect" in text or "Connection refused" in text or "timeout" in text:
-        return False
-    return any(marker in text for marker in _PERMANENT)
-
-
-class _Connection(txpostgres.Connection):
-    """A txpostgres connection that reports a server-side disconnect as connection loss.
-
-    When the server ends an idle connection, psycopg2's C{poll()} raises inside C{doRead}; the
-    reactor would log that as an unhandled error.  Returning the exception instead makes the
-    reactor call C{connectionLost} with it, which is what the detector listens to.
-    """
-
-    def doRead(self):
-        try:
-            txpostgres.Connection.doRead(self)
-        except psycopg2.Error as e:
-            return e
-        return None
-
-    def _runInteraction(self, interaction, *args, **kwargs):
-        # As txpostgres's, except that a connection the server already closed is not rolled
-        # back (that cannot work, and txpostgres would log the attempt as an error): the
-        # original failure goes to the detector, which reconnects.
-        c = self.cursor()
-        d = c.execute("begin")
-        d.addCallback(interaction, *args, **kwargs)
-
-        def commit(result):
-            return c.execute("commit").addCallback(lambda _: result)
-
-        def rollback(failure):
-            if self._connection is None or self._connection.closed:
-                return failure
-
-            def panic(rollbackFailure):
-                log.failure("rollback failed", rollbackFailure)
-                return Failure(txpostgres.RollbackFailed(self, failure))
-
-            e = maybeDeferred(c.execute, "rollback")
-            return e.addCallbacks(lambda _: failure, panic)
-
-        d.addCallback(commit)
-        return d.addErrback(rollback)
-
-
-def _prepare(sql: str, args: Any) -> tuple[str, tuple | None]:
-    """The statement and parameters for psycopg2, checked against the C{?} count."""
-    if isinstance(args, Mapping) or isinstance(args, (str, bytes)):
-        raise StoreError(f"arguments must be a sequence matching the ? placeholders, not {args!r}")
-    args = tuple(args) if args else ()
-    wanted = countPlaceholders(sql)
-    if wanted != len(args):
-        raise StoreError(
-            f"statement has {wanted} ? placeholder(s) but {len(args)} argument(s) were given:"
-            f" {sql[:200]}"
-        )
-    if not args:
-        return sql, None
-    return toPyformat(sql), args
-
-
-class _InlineCooperator:
-    """Delivers notifications as they are read.
-
-    txpostgres hands each batch of notifications to a Cooperator; our observer is synchronous
-    and cheap, so running the batch at once needs no timers and leaves none behind at close.
-    """
-
-    def cooperate(self, iterator) -> None:
-        for _ in iterator:
-            pass
-
-
-class _Detector(reconnection.DeadConnectionDetector):
-    """A C{DeadConnectionDetector} whose reconnection loop runs on the injected reactor, can be
-    stopped (a closed store must leave no timer behind) and tells its owner when the connection
-    goes down and comes back."""
-
-    def __init__(
-        self,
-        reactor,
-        delays: Callable[[], Iterator[float]],
-        onDown,
-        onUp,
-        name: str,
-        verbose: bool = True,
-    ):
-        super().__init__(
-            deathChecker=self._isDeath, reconnectionIterator=delays, reactor=reactor
-        )
-        self._onDown = onDown
-        self._name = name
-        self.stopped = False
-        self._delays: Iterator[float] | None = None
-        self._timer = None
-        self._attempt: Deferred | None = None
-        self._failures = 0
-        # One connection per pool speaks up about failed attempts; the store logs the outage.
-        self._verbose = verbose
-        self.addRecoveryHandler(onUp)
-
-    def _isDeath(self, failure: Failure) -> bool:
-        if failure.check(txpostgres.RollbackFailed, reconnection.ConnectionDead):
-            return True
-        if failure.check(psycopg2.InterfaceError, psycopg2.OperationalError):
-            # A statement timeout is an OperationalError too: only a closed connection is dead.
-            raw = getattr(self.reconnectable, "_connection", None)
-            return raw is None or bool(raw.closed)
-        return False
-
-    def checkForDeadConnection(self, f):
-        wasDead = self.connectionIsDead
-        result = super().checkForDeadConnection(f)
-        if self.connectionIsDead and not wasDead:
-            self._onDown(f)
-        return result
-
-    def startReconnecting(self, f):
-        if self.stopped:
-            return
-        self._delays = self.reconnectionIterator()
-        self._failures = 0
-        self._schedule()
-
-    def _schedule(self):
-        if self.stopped:
-            return
-        delay = next(self._delays)
-        self._timer = self.reactor.callLater(delay, self._try)
-
-    def _try(self):
-        self._timer = None
-        if self.stopped:
-            return
-        self._attempt = maybeDeferred(self.reconnect)
-        self._attempt.addCallbacks(self._reconnected, self._failedAgain)
-
-    def _reconnected(self, _):
-        self._attempt = None
-        if self.stopped:
-            self.reconnectable.close()
-            return
-        d = self.connectionRecovered()
-        d.addErrback(lambda f: log.failure("recovery of {name} failed", f, name=self._name))
-
-    def _failedAgain(self, failure):
-        self._attempt = None
-        self._failures += 1
-        if self._verbose and self._failures % 20 == 0:
-            log.warn(
-                "{name}: still unreachable after {n} attempts: {why}",
-                name=self._name,
-                n=self._failures,
-                why=str(failure.value).strip().splitlines()[0] if str(failure.value) else failure,
-            )
-        self._schedule()
-
-    def stop(self) -> None:
-        """Stop reconnecting (the store is closing)."""
-        self.stopped = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
 
 
 class _Slot:
@@ -269,10 +79,8 @@ class _Slot:
     def __init__(self, store: PostgresStore, name: str, verbose: bool = True):
         self.store = store
         self.name = name
-        self.detector = _Detector(
-            store._reactor, store._delays, self._down, self._up, name, verbose=verbose
-        )
-        self.connection = _Connection(store._reactor, store._cooperator, detector=self.detector)
+        self.detector = Detector(store._reactor, store._delays, self._down, self._up, name, verbose=verbose)
+        self.connection = store.connectionFactory(store._reactor, store._cooperator, detector=self.detector)
         self.up = False
         self.inflight = 0
         self.everUp = False
@@ -284,7 +92,7 @@ class _Slot:
         def failed(failure):
             if self.detector.stopped:
                 return None
-            if _isPermanent(failure):
+            if isPermanent(failure):
                 self.store._permanentFailure(self, failure)
                 return None
             self.store._connectFailed(self, failure)
@@ -321,144 +129,23 @@ class _Slot:
 
 
 class _Job:
-    __slots__ = ("seq", "write", "run", "deferred", "queuedAt")
+    """One call waiting for, or running on, a connection.
 
-    def __init__(self, seq: int, write: bool, run, queuedAt: float):
+    @ivar op: C{(sql, params)} for a single-statement write, which may share a transaction with
+        the ones queued next to it; None for reads and interactions.
+    @ivar solo: run alone (set after a shared transaction failed, to find which statement did).
+    """
+
+    __slots__ = ("seq", "write", "run", "deferred", "queuedAt", "op", "solo")
+
+    def __init__(self, seq: int, write: bool, run, queuedAt: float, op: tuple | None = None):
         self.seq = seq
         self.write = write
         self.run = run
         self.deferred: Deferred = Deferred()
         self.queuedAt = queuedAt
-
-
-class _Cursor:
-    """The cursor a C{runInteraction} function receives on PostgreSQL.
-
-    C{execute}/C{executemany} take C{?} placeholders and return a Deferred firing with this
-    cursor; write interactions as generators under C{inlineCallbacks} and C{yield} each call
-    (that also works on SQLite, whose cursor returns itself).  Statements run one after another
-    even when not yielded; the transaction commits only after the last has finished, and the
-    first failure rolls it back.
-    """
-
-    def __init__(self, cursor: txpostgres.Cursor):
-        self._cursor = cursor
-        self._tail: Deferred = succeed(None)
-        self._pending = 0
-        self._failure: Failure | None = None
-        self._outs: list[Deferred] = []
-        self._rowcount = -1
-
-    def _queue(self, thunk) -> Deferred:
-        out: Deferred = Deferred()
-        self._outs.append(out)
-        self._pending += 1
-
-        def step(_):
-            if self._failure is not None:
-                # PostgreSQL ignores everything after an error until the transaction ends.
-                self._pending -= 1
-                out.errback(self._failure)
-                return None
-            d = maybeDeferred(thunk)
-
-            def finished(result):
-                self._pending -= 1
-                if isinstance(result, Failure):
-                    if self._failure is None:
-                        self._failure = result
-                    out.errback(result)
-                else:
-                    out.callback(self)
-                return None
-
-            return d.addBoth(finished)
-
-        self._tail.addCallback(step)
-        return out
-
-    def execute(self, sql: str, args: Any = ()) -> Deferred:
-        text, params = _prepare(sql, args)
-
-        def run():
-            return self._cursor.execute(text, params).addCallback(self._setRowcount)
-
-        return self._queue(run)
-
-    def executemany(self, sql: str, seq: Any) -> Deferred:
-        rows = [tuple(row) for row in seq]
-        text = toPyformat(sql)
-        match = _MULTIROW.match(sql)
-
-        def run():
-            # psycopg2 refuses executemany on an asynchronous connection.  A plain
-            # "INSERT … VALUES (…)" becomes multi-row INSERTs (one round trip per batch);
-            # anything else runs one statement a row.
-            total = 0
-            d: Deferred = succeed(None)
-
-            def count(c):
-                nonlocal total
-                total += max(c.rowcount, 0)
-
-            if match is not None:
-                head, template = match.group("head"), toPyformat(match.group("values"))
-                for i in range(0, len(rows), _BATCH):
-                    batch = rows[i : i + _BATCH]
-
-                    def many(_, batch=batch):
-                        values = b",".join(self._cursor.mogrify(template, row) for row in batch)
-                        # No parameters: psycopg2 sends the text as it is.
-                        return self._cursor.execute(head.encode() + b" VALUES " + values)
-
-                    d.addCallback(many).addCallback(count)
-            else:
-                for row in rows:
-                    d.addCallback(lambda _, row=row: self._cursor.execute(text, row))
-                    d.addCallback(count)
-            return d.addCallback(lambda _: setattr(self, "_rowcount", total))
-
-        return self._queue(run)
-
-    def _setRowcount(self, c):
-        self._rowcount = c.rowcount
-
-    def _ready(self) -> None:
-        if self._pending:
-            raise StoreError(
-                "fetch before the statement finished: yield cursor.execute(...) first"
-            )
-
-    def fetchone(self):
-        self._ready()
-        return self._cursor.fetchone()
-
-    def fetchall(self):
-        self._ready()
-        return self._cursor.fetchall()
-
-    @property
-    def rowcount(self) -> int:
-        return self._rowcount
-
-    @property
-    def lastrowid(self):
-        """Always None on PostgreSQL: use C{INSERT … RETURNING id} (works on SQLite too)."""
-        return None
-
-    def _settle(self, result):
-        """After the interaction: wait for its statements, then commit or roll back."""
-
-        def done(_):
-            for out in self._outs:
-                out.addErrback(lambda f: None)  # reported below, or already seen by the caller
-            if isinstance(result, Failure):
-                return result
-            if self._failure is not None:
-                return self._failure
-            return result
-
-        return self._tail.addCallback(done)
+        self.op = op
+        self.solo = False
 
 
 @implementer(IStore)
@@ -475,6 +162,10 @@ class PostgresStore(DomainQueries):
     """
 
     dialect = "postgresql"
+
+    #: Makes each pooled connection: C{(reactor, cooperator, detector=)} -> a txpostgres
+    #: C{Connection}.  Tests put a scripted connection here to drive the queue on a C{Clock}.
+    connectionFactory = ReconnectingConnection
 
     def __init__(
         self,
@@ -517,7 +208,7 @@ class PostgresStore(DomainQueries):
         self._writer: _Slot | None = None
         self._writesInFlight = 0
         self._seq = 0
-        self._cooperator: _InlineCooperator | None = None
+        self._cooperator: InlineCooperator | None = None
         self._starting: Deferred | None = None
         self._migrated = False
         self._migrating = False
@@ -555,10 +246,8 @@ class PostgresStore(DomainQueries):
             return self._chain(self._starting)
         self.running = True
         self._starting = Deferred()
-        self._cooperator = _InlineCooperator()
-        self._slots = [
-            _Slot(self, f"{self.url}#{i}", verbose=(i == 0)) for i in range(self.pool_size)
-        ]
+        self._cooperator = InlineCooperator()
+        self._slots = [_Slot(self, f"{self.url}#{i}", verbose=(i == 0)) for i in range(self.pool_size)]
         for slot in self._slots:
             slot.connect()
         ready = self._chain(self._starting)
@@ -683,8 +372,16 @@ class PostgresStore(DomainQueries):
             return
         if self.closing and not self.running:
             return
-        if not any(s.up for s in self._slots) and not self._outage:
-            self._enterOutage(failure)
+        if not any(s.up for s in self._slots):
+            if not self._outage:
+                self._enterOutage(failure)
+        elif wasUp:
+            log.info(
+                "store {url}: connection {name} lost ({why}); reconnecting, the others carry on",
+                url=self.url,
+                name=slot.name.rsplit("#", 1)[-1],
+                why=str(failure.value).strip().splitlines()[0] if str(failure.value) else "?",
+            )
 
     def _enterOutage(self, failure: Failure) -> None:
         self._outage = True
@@ -791,14 +488,12 @@ class PostgresStore(DomainQueries):
     @staticmethod
     def _isConnectionLoss(failure: Failure) -> bool:
         return bool(
-            failure.check(
-                reconnection.ConnectionDead, psycopg2.OperationalError, psycopg2.InterfaceError
-            )
+            failure.check(reconnection.ConnectionDead, psycopg2.OperationalError, psycopg2.InterfaceError)
         )
 
     # -- the job queue ---------------------------------------------------------------------------
 
-    def _submit(self, write: bool, run) -> Deferred:
+    def _submit(self, write: bool, run, op: tuple | None = None) -> Deferred:
         if not self.running or self.closing:
             return fail(StoreClosed(f"store {self.url} is not running"))
         if self._fatal is not None:
@@ -806,7 +501,7 @@ class PostgresStore(DomainQueries):
         if not write and self._outage:
             return fail(self._unavailable())
         self._seq += 1
-        job = _Job(self._seq, write, run, self._now())
+        job = _Job(self._seq, write, run, self._now(), op)
         if write:
             self._writes.append(job)
             self._trim()
@@ -856,7 +551,19 @@ class PostgresStore(DomainQueries):
                 self._writer = writer
             elif not self._writer.up or self._writesInFlight >= WRITE_PIPELINE:
                 break
-            self._dispatch(self._writer, self._writes.popleft())
+            job = self._writes.popleft()
+            if job.op is not None and not job.solo and self._writes and self._writes[0].op:
+                batch = [job]
+                while (
+                    self._writes
+                    and len(batch) < OPS_PER_TRANSACTION
+                    and self._writes[0].op is not None
+                    and not self._writes[0].solo
+                ):
+                    batch.append(self._writes.popleft())
+                self._dispatchBatch(self._writer, batch)
+            else:
+                self._dispatch(self._writer, job)
         for slot in self._slots:
             if not self._reads:
                 break
@@ -900,14 +607,54 @@ class PostgresStore(DomainQueries):
 
         d.addBoth(finished)
 
-    def _requeue(self, queue: deque[_Job], job: _Job) -> None:
+    def _dispatchBatch(self, slot: _Slot, jobs: list[_Job]) -> None:
+        """Several single-statement writes in one transaction, in order.
+
+        If the transaction fails for another reason than a lost connection, the writes go back to
+        the front of the queue to run one by one: only the faulty one fails, the rest commit,
+        still in order.
+        """
+        slot.inflight += 1
+        self._writesInFlight += 1
+
+        def together(cursor):
+            d: Deferred = succeed(None)
+            for job in jobs:
+                sql, params = job.op
+                d.addCallback(lambda _, sql=sql, params=params: cursor.execute(sql, params))
+            return d
+
+        d = maybeDeferred(slot.connection.runInteraction, together)
+
+        def finished(result):
+            slot.inflight -= 1
+            self._writesInFlight -= 1
+            if isinstance(result, Failure):
+                dead = result.check(reconnection.ConnectionDead) or slot.detector.connectionIsDead
+                for job in reversed(jobs):
+                    if not self.running:
+                        job.deferred.errback(result)
+                        continue
+                    if not dead:
+                        job.solo = True
+                    self._requeue(self._writes, job, replay=bool(dead))
+            else:
+                for job in jobs:
+                    job.deferred.callback(None)
+            self._pump()
+            return None
+
+        d.addBoth(finished)
+
+    def _requeue(self, queue: deque[_Job], job: _Job, replay: bool = True) -> None:
         index = len(queue)
         for i, other in enumerate(queue):
             if other.seq > job.seq:
                 index = i
                 break
         queue.insert(index, job)
-        self.replayed += 1
+        if replay:
+            self.replayed += 1
 
     def _checkIdle(self) -> None:
         if not self._idleWaiters:
@@ -932,11 +679,11 @@ class PostgresStore(DomainQueries):
             sql, params = self._prepare(sql, args)
         except StoreError:
             return fail()
-        return self._submit(True, lambda conn: conn.runOperation(sql, params))
+        return self._submit(True, lambda conn: conn.runOperation(sql, params), (sql, params))
 
     def runInteraction(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
         def interaction(txcursor):
-            cursor = _Cursor(txcursor)
+            cursor = InteractionCursor(txcursor)
             d = maybeDeferred(fn, cursor, *args, **kwargs)
             return d.addBoth(cursor._settle)
 
@@ -944,7 +691,7 @@ class PostgresStore(DomainQueries):
 
     @staticmethod
     def _prepare(sql: str, args: Any) -> tuple[str, tuple | None]:
-        return _prepare(sql, args)
+        return prepare(sql, args)
 
     # -- notifications ---------------------------------------------------------------------------
 

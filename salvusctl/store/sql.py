@@ -23,8 +23,7 @@ def checkChannel(channel: object) -> str:
 
     if not isinstance(channel, str) or not _CHANNEL.match(channel):
         raise StoreError(
-            f"bad channel name {channel!r}: letters, digits and _ (at most 63), not starting"
-            " with a digit"
+            f"bad channel name {channel!r}: letters, digits and _ (at most 63), not starting with a digit"
         )
     return channel
 

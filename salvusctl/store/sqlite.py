@@ -232,9 +232,7 @@ class SQLiteStore(DomainQueries):
         return self._maybe(lambda: self._call(self._query, sql, args))
 
     def runOperation(self, sql: str, args: Any = ()) -> Deferred:
-        d = self._maybe(
-            lambda: self._call(self._interaction, lambda c: c.execute(sql, args), (), {})
-        )
+        d = self._maybe(lambda: self._call(self._interaction, lambda c: c.execute(sql, args), (), {}))
         return d.addCallback(lambda _: None)
 
     def runInteraction(self, fn, *args, **kwargs) -> Deferred:
@@ -244,6 +242,21 @@ class SQLiteStore(DomainQueries):
         from twisted.internet.defer import maybeDeferred
 
         return maybeDeferred(thunk)
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Plain data for the admin, with the keys the PostgreSQL store's C{stats()} shares."""
+        queued = self._pool.q.qsize() if self._pool is not None else 0
+        return {
+            "url": self.url,
+            "connections": 1 if self._conn is not None else 0,
+            "up": 1 if self._conn is not None else 0,
+            "queued_reads": 0,
+            "queued_writes": queued,
+            "outage": False,
+            "listening": sorted(c for c, cbs in self._listeners.items() if cbs),
+        }
 
     # -- notifications ---------------------------------------------------------------------------
 

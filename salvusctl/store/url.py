@@ -102,7 +102,7 @@ def parseStoreURL(url: str) -> StoreURL:
     if not isinstance(url, str) or not url:
         raise ConfigError(f"store URL must be a non-empty string, not {url!r}")
     if url.startswith("sqlite:"):
-        path = url[len("sqlite:"):]
+        path = url[len("sqlite:") :]
         if path.startswith("//"):
             path = path[2:]
         if not path:
@@ -144,9 +144,7 @@ def parseStoreURL(url: str) -> StoreURL:
             database=database,
             options=tuple(options),
         )
-    raise ConfigError(
-        f"unknown store URL {_safe(url)!r}: use sqlite:PATH or postgresql://user@host:port/db"
-    )
+    raise ConfigError(f"unknown store URL {_safe(url)!r}: use sqlite:PATH or postgresql://user@host:port/db")
 
 
 def _safe(url: str) -> str:

@@ -7,12 +7,13 @@ C{SALVUS_TEST_POSTGRES} names (skipped, loudly, when unset).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -58,6 +59,12 @@ class StoreBehaviour:
         """Fires with how many database connections the stores of this test still hold."""
         raise NotImplementedError
 
+    def tempDir(self) -> str:
+        """A fresh directory outside the source tree, removed after the test."""
+        path = tempfile.mkdtemp(prefix="salvus-store-test-")
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
+
     @inlineCallbacks
     def started(self, **kw):
         store = self.newStore(**kw)
@@ -71,6 +78,18 @@ class StoreBehaviour:
         store = self.newStore()
         self.assertTrue(verifyObject(IStore, store))
         self.assertIn(store.dialect, ("sqlite", "postgresql"))
+
+    @inlineCallbacks
+    def test_stats_shared_keys(self):
+        """The admin can show either store's state with the same keys."""
+        store = yield self.started()
+        yield store.listen("salvus_s", lambda p: None)
+        stats = store.stats()
+        for key in ("url", "connections", "up", "queued_reads", "queued_writes", "outage"):
+            self.assertIn(key, stats)
+        self.assertFalse(stats["outage"])
+        self.assertGreaterEqual(stats["up"], 1)
+        self.assertEqual(stats["url"], store.url)
 
     # -- migrations --------------------------------------------------------------------------
 
@@ -107,9 +126,7 @@ class StoreBehaviour:
     def test_broken_migration_fails_start_and_applies_nothing(self):
         """A bad step names its component and version; the steps with it are rolled back."""
         store = self.newStore()
-        store.addMigrations(
-            "monitor", [MONITOR_V1, Migration(2, "typo", "CREATE TABLEE oops (a INTEGER)")]
-        )
+        store.addMigrations("monitor", [MONITOR_V1, Migration(2, "typo", "CREATE TABLEE oops (a INTEGER)")])
         failure = yield self.assertFailure(store.start(), StoreError)
         self.assertIn("migration monitor 2 (typo) failed", str(failure))
         yield store.close()
@@ -137,14 +154,23 @@ class StoreBehaviour:
         other = yield store.recordServiceStart("db", None, None, None, None, None, None)
         self.assertNotEqual(sid, other)
         rows = yield store.runQuery(
-            'SELECT type, site, address, port, running, "user", pid, monitor_pid'
-            " FROM services WHERE id = ?",
+            'SELECT type, site, address, port, running, "user", pid, monitor_pid FROM services WHERE id = ?',
             (sid,),
         )
         row = tuple(rows[0])
-        self.assertEqual(row[:4] + (bool(row[4]),) + row[5:], (
-            "web", "site1", "127.0.0.1", 8080, True, "www", 42, 7,
-        ))
+        self.assertEqual(
+            row[:4] + (bool(row[4]),) + row[5:],
+            (
+                "web",
+                "site1",
+                "127.0.0.1",
+                8080,
+                True,
+                "www",
+                42,
+                7,
+            ),
+        )
         yield store.recordServiceExit(sid)
         rows = yield store.runQuery("SELECT running FROM services WHERE id = ?", (sid,))
         self.assertFalse(rows[0][0])
@@ -165,9 +191,13 @@ class StoreBehaviour:
         self.assertEqual(n, 0)
         yield store.recordServiceExit(gone)
         latest = yield store.latestStatus()
-        self.assertEqual([(r["service_id"], r["timestamp"], r["load"]) for r in latest], [
-            (a, 30.0, 0.3), (b, 5.0, 1.0),
-        ])
+        self.assertEqual(
+            [(r["service_id"], r["timestamp"], r["load"]) for r in latest],
+            [
+                (a, 30.0, 0.3),
+                (b, 5.0, 1.0),
+            ],
+        )
         self.assertEqual(latest[0]["virtual_size"], 5 * 2**30)
 
     @inlineCallbacks
@@ -265,6 +295,24 @@ class StoreBehaviour:
         self.assertEqual([tuple(r) for r in rows], [(1, "seen")])
 
     @inlineCallbacks
+    def test_a_bad_write_among_many_fails_alone(self):
+        """Writes made back to back may share a transaction; a faulty one must not take the
+        others down with it, and the rest still land in order."""
+        store = self.newStore()
+        store.addMigrations("monitor", [MONITOR_V1])
+        yield store.start()
+        writes = []
+        for k in range(30):
+            if k == 17:
+                writes.append(store.runOperation("INSERT INTO nowhere (k) VALUES (?)", (k,)))
+            else:
+                writes.append(store.runOperation("INSERT INTO samples (k) VALUES (?)", (k,)))
+        results = yield DeferredList(writes, consumeErrors=True)
+        self.assertEqual([ok for ok, _ in results], [k != 17 for k in range(30)])
+        rows = yield store.runQuery("SELECT k FROM samples")
+        self.assertEqual(sorted(r[0] for r in rows), [k for k in range(30) if k != 17])
+
+    @inlineCallbacks
     def test_sql_error_is_reported_and_store_keeps_working(self):
         """A bad statement fails its own call only; it is neither retried nor fatal."""
         store = yield self.started()
@@ -290,13 +338,9 @@ class StoreBehaviour:
         store = self.newStore()
         store.addMigrations("monitor", [MONITOR_V1])
         yield store.start()
-        yield store.runOperation(
-            "INSERT INTO samples (k, note) VALUES (?, ?)", (1, "100% sure? yes")
-        )
+        yield store.runOperation("INSERT INTO samples (k, note) VALUES (?, ?)", (1, "100% sure? yes"))
         yield store.runOperation("INSERT INTO samples (k, note) VALUES (2, 'what? 50%')")
-        rows = yield store.runQuery(
-            "SELECT k FROM samples WHERE note LIKE '%?%' AND k >= ? ORDER BY k", (1,)
-        )
+        rows = yield store.runQuery("SELECT k FROM samples WHERE note LIKE '%?%' AND k >= ? ORDER BY k", (1,))
         self.assertEqual([r[0] for r in rows], [1, 2])
         rows = yield store.runQuery("SELECT note FROM samples WHERE note LIKE '%50!%' ESCAPE '!'")
         self.assertEqual([r[0] for r in rows], ["what? 50%"])
@@ -359,7 +403,7 @@ class StoreBehaviour:
         from salvusctl.host import Host
 
         before = set(threading.enumerate())
-        host = Host(name="t", store=self.storeURL(), var=os.path.join(self.mktemp(), "var"))
+        host = Host(name="t", store=self.storeURL(), var=os.path.join(self.tempDir(), "var"))
         service = host.build(_reactor)
         service.startService()
         yield service.getServiceNamed("store").ready
@@ -396,7 +440,7 @@ class SQLiteStoreTests(StoreBehaviour, TestCase):
     """The embedded default store on a temporary file."""
 
     def setUp(self):
-        self.path = os.path.join(self.mktemp(), "var", "salvus.db")
+        self.path = os.path.join(self.tempDir(), "var", "salvus.db")
 
     def storeURL(self):
         return f"sqlite:{self.path}"
@@ -492,8 +536,10 @@ class PostgresStoreTests(StoreBehaviour, TestCase):
     @inlineCallbacks
     def test_makeStore_selects_postgres(self):
         """A postgresql:// URL gives the PostgreSQL store, password kept out of its url."""
-        store = makeStore(self.db.url.replace("://", "://postgres:secret@", 1)
-                          if "@" not in self.db.url else self.db.url, _reactor)
+        store = makeStore(
+            self.db.url.replace("://", "://postgres:secret@", 1) if "@" not in self.db.url else self.db.url,
+            _reactor,
+        )
         self.assertEqual(store.dialect, "postgresql")
         self.assertNotIn("secret", store.url)
         yield store.close()
@@ -556,7 +602,14 @@ class PostgresStoreTests(StoreBehaviour, TestCase):
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         store = self.newStore()
         ready = store.start()
-        yield deferLater(_reactor, 0.3, lambda: None)
+        waiting = yield waitUntil(
+            _reactor,
+            lambda: self.db.query(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'salvus' AND wait_event_type = 'Lock'"
+            ),
+        )
+        self.assertTrue(waiting)
         self.assertFalse(ready.called)
         blocker.commit()
         yield ready

@@ -20,6 +20,7 @@ from salvusctl.store.errors import QueueFull, StoreClosed, StoreUnavailable
 from salvusctl.store.migrations import Migration
 from salvusctl.store.postgres import PostgresStore, backoff
 from salvusctl.store.url import parseStoreURL
+from tests.store.pgcluster import CLUSTER_SKIP, PrivateCluster
 from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase, waitUntil
 
 WRITES = Migration(1, "writes", "CREATE TABLE writes (seq BIGSERIAL, k INTEGER NOT NULL)")
@@ -28,6 +29,8 @@ WRITES = Migration(1, "writes", "CREATE TABLE writes (seq BIGSERIAL, k INTEGER N
 def firstOccurrences(values):
     seen: set = set()
     return [v for v in values if not (v in seen or seen.add(v))]
+
+
 FAST = backoff(0.05, 2.0, 0.2)
 
 
@@ -147,7 +150,8 @@ class PostgresOutageTests(TestCase):
         # txpostgres would log an "Unhandled Error" for each connection the server ends; the
         # store reports those as connection loss instead, so there is nothing to flush.
         self.assertEqual(self.flushLoggedErrors(), [])
-        self.assertEqual(store.stats()["up"], 4)
+        allUp = yield waitUntil(_reactor, lambda: store.stats()["up"] == 4)
+        self.assertTrue(allUp)
 
     @inlineCallbacks
     def test_unreachable_at_start_queues_writes_and_flushes_them_when_back(self):
@@ -228,9 +232,7 @@ class PostgresOutageTests(TestCase):
         self.assertEqual([r[0] for r in rows], [0, 1, 2, 3])
 
         # The listener connection was cut too; it must have re-LISTENed by itself.
-        listening = yield waitUntil(
-            _reactor, lambda: "salvus_events" in store.stats()["listening"]
-        )
+        listening = yield waitUntil(_reactor, lambda: "salvus_events" in store.stats()["listening"])
         self.assertTrue(listening)
         waiter: Deferred = Deferred()
         waiters.append(waiter)
@@ -276,14 +278,150 @@ class PostgresOutageTests(TestCase):
     @inlineCallbacks
     def test_read_in_flight_when_every_connection_dies_fails_fast(self):
         """With no live connection left a read is not held back: it fails with a clear error."""
-        store = self.newStore(pool_size=2)
+        proxy = self.proxy()
+        proxy.up()
+        store = self.newStore(self.db.urlOnPort(proxy.listen_port), pool_size=2)
         yield store.start()
+        # start() fires once migrated; the rest of the pool may still be connecting.
+        yield waitUntil(_reactor, lambda: store.stats()["up"] == 2)
         read, pid, release = yield self.blockedRead(store)
-        self.assertEqual(self.db.terminate(), 2)
+        yield proxy.down()  # every connection cut, and no reconnecting until it is back
         release()
         failure = yield self.assertFailure(read, StoreUnavailable)
         self.assertIn("unreachable", str(failure))
-        rows = yield waitUntil(_reactor, lambda: not store.stats()["outage"])
-        self.assertTrue(rows)
+        proxy.up()
+        back = yield waitUntil(_reactor, lambda: not store.stats()["outage"])
+        self.assertTrue(back)
         again = yield store.runQuery("SELECT 8")
         self.assertEqual(again, [(8,)])
+
+    @inlineCallbacks
+    def test_close_during_an_outage_waits_for_the_server_within_its_bound(self):
+        """Ctrl-C while the server restarts: close() waits (bounded) and the queue still lands."""
+        proxy = self.proxy()
+        proxy.up()
+        store = self.newStore(self.db.urlOnPort(proxy.listen_port), close_timeout=20)
+        yield store.start()
+        yield proxy.down()
+        writes = [store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)) for k in range(10)]
+        outage = yield waitUntil(_reactor, lambda: store.stats()["outage"])
+        self.assertTrue(outage)
+        closing = store.close()
+        yield self.assertFailure(store.runOperation("SELECT 1"), StoreClosed)
+        self.assertFalse(closing.called)
+        proxy.up()
+        yield closing
+        yield gatherResults(writes)
+        rows = self.db.query("SELECT k FROM writes ORDER BY seq")
+        self.assertEqual([r[0] for r in rows], list(range(10)))
+        left = yield waitUntil(_reactor, lambda: not self.db.backends())
+        self.assertTrue(left)
+
+
+class PostgresServerRestartTests(TestCase):
+    """A real server restart (a private cluster, never the shared server) under a write stream."""
+
+    skip = CLUSTER_SKIP
+    timeout = 90
+
+    @inlineCallbacks
+    def setUp(self):
+        self.cluster = PrivateCluster(_reactor)
+        self.addCleanup(self.cluster.destroy)
+        yield self.cluster.start()
+
+    @inlineCallbacks
+    def test_server_restart_under_writes_loses_none_and_relistens(self):
+        """pg_ctl restart while writes stream in: every write lands, in order, and LISTEN
+        is back without the listener doing anything."""
+        store = PostgresStore(_reactor, parseStoreURL(self.cluster.url), reconnect_delays=FAST)
+        store.addMigrations("test", [WRITES])
+        self.addCleanup(store.close)
+        yield store.start()
+        heard: list[str] = []
+        yield store.listen("salvus_restart", heard.append)
+
+        writes = []
+        restarted = self.cluster.restart()
+        k = 0
+        duringOutage = 0
+        while not restarted.called or k < 50:
+            writes.append(store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)))
+            duringOutage += store.stats()["outage"]
+            k += 1
+            yield deferLater(_reactor, 0.005, lambda: None)
+        yield restarted
+        for _ in range(20):
+            writes.append(store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)))
+            k += 1
+        results = yield DeferredList(writes, consumeErrors=True)
+        self.assertEqual([r for ok, r in results if not ok], [])
+        rows = yield store.runQuery("SELECT k FROM writes ORDER BY seq")
+        self.assertEqual(firstOccurrences([r[0] for r in rows]), list(range(k)))
+        self.assertGreater(store.stats()["reconnects"], 0)
+        self.assertGreater(duringOutage, 0)  # some writes were made while it was down
+
+        listening = yield waitUntil(_reactor, lambda: store.stats()["listening"] == ["salvus_restart"])
+        self.assertTrue(listening)
+        yield store.notify("salvus_restart", "after")
+        arrived = yield waitUntil(_reactor, lambda: heard == ["after"])
+        self.assertTrue(arrived)
+
+    @inlineCallbacks
+    def test_crash_restart_under_mixed_load(self):
+        """pg_ctl restart -m immediate (a crash: no goodbye to clients, WAL recovery on the way
+        up) under writes, interactions and reads: no write lost, reads either answer or fail
+        with StoreUnavailable, nothing else."""
+        store = PostgresStore(_reactor, parseStoreURL(self.cluster.url), reconnect_delays=FAST)
+        store.addMigrations("test", [WRITES])
+        self.addCleanup(store.close)
+        yield store.start()
+
+        @inlineCallbacks
+        def pair(cursor, k):
+            yield cursor.execute("INSERT INTO writes (k) VALUES (?)", (k,))
+            yield cursor.execute("INSERT INTO writes (k) VALUES (?)", (-k - 1,))
+
+        writes, reads = [], []
+        restarted = self.cluster.restart("immediate")
+        k = 0
+        while not restarted.called or k < 60:
+            if k % 4 == 0:
+                writes.append(store.runInteraction(pair, k))
+            else:
+                writes.append(store.runOperation("INSERT INTO writes (k) VALUES (?)", (k,)))
+            reads.append(store.runQuery("SELECT count(*) FROM writes"))
+            k += 1
+            yield deferLater(_reactor, 0.005, lambda: None)
+        yield restarted
+        results = yield DeferredList(writes, consumeErrors=True)
+        self.assertEqual([r for ok, r in results if not ok], [])
+        answered = yield DeferredList(reads, consumeErrors=True)
+        for ok, result in answered:
+            if not ok:
+                result.trap(StoreUnavailable)
+        self.assertGreater(sum(not ok for ok, _ in answered), 0)  # the outage was real
+        rows = yield store.runQuery("SELECT k FROM writes WHERE k >= 0 ORDER BY seq")
+        self.assertEqual(firstOccurrences([r[0] for r in rows]), list(range(k)))
+        pairs = yield store.runQuery("SELECT count(DISTINCT k) FROM writes WHERE k < 0")
+        self.assertEqual(pairs[0][0], len(range(0, k, 4)))
+        self.assertGreater(store.stats()["reconnects"], 0)
+
+    @inlineCallbacks
+    def test_close_while_the_server_crashes_under_a_query(self):
+        """Ctrl-C while the database crashes with a query in flight: the query fails, close()
+        finishes within its bound, and nothing is logged as an unhandled error."""
+        store = PostgresStore(
+            _reactor, parseStoreURL(self.cluster.url), reconnect_delays=FAST, close_timeout=0.5
+        )
+        self.addCleanup(store.close)
+        yield store.start()
+        slow = store.runQuery("SELECT pg_sleep(30)")
+        restarted = self.cluster.restart("immediate")
+        self.addCleanup(lambda: restarted)
+        outage = yield waitUntil(_reactor, lambda: store.stats()["outage"])
+        self.assertTrue(outage)
+        yield store.close()
+        failure = yield self.assertFailure(slow, Exception)
+        self.assertIsInstance(failure, (StoreUnavailable, StoreClosed))
+        self.assertEqual(self.flushLoggedErrors(), [])

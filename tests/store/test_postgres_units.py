@@ -13,16 +13,22 @@ from twisted.trial.unittest import SynchronousTestCase
 from txpostgres import reconnection
 
 from salvusctl.store.errors import StoreError
-from salvusctl.store.postgres import _Cursor, _Detector, _isPermanent, backoff
+from salvusctl.store.pgconnection import Detector, backoff, isPermanent
+from salvusctl.store.pgcursor import InteractionCursor
 
 
 class BackoffTests(SynchronousTestCase):
     def test_first_attempt_at_once_then_doubling_to_the_cap(self):
+        """A restart is usually short: try at once, then back off so a long outage costs little."""
         self.assertEqual(list(islice(backoff(0.1, 2.0, 0.5)(), 6)), [0.0, 0.1, 0.2, 0.4, 0.5, 0.5])
 
 
 class FakeRaw:
     closed = 0
+    fd = 7
+
+    def fileno(self):
+        return self.fd
 
 
 class FakeReconnectable:
@@ -49,7 +55,7 @@ class DetectorTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.events = []
-        self.detector = _Detector(
+        self.detector = Detector(
             self.clock,
             backoff(0.1, 2.0, 0.4),
             lambda f: self.events.append("down"),
@@ -107,7 +113,16 @@ class DetectorTests(SynchronousTestCase):
         self.assertEqual(self.events, ["down"])
         self.detector.stop()
 
+    def test_a_dropped_socket_is_dead_even_if_not_marked_closed(self):
+        """libpq may drop the socket of a connection psycopg2 has not marked closed yet."""
+        self.conn._connection = FakeRaw()
+        self.conn._connection.fd = -1
+        self.die()
+        self.assertTrue(self.detector.connectionIsDead)
+        self.detector.stop()
+
     def test_ConnectionDead_and_rollback_failures_are_death(self):
+        """txpostgres's own signals of a dead connection are taken as such."""
         self.conn._connection = FakeRaw()
         self.detector.checkForDeadConnection(Failure(reconnection.ConnectionDead()))
         self.assertTrue(self.detector.connectionIsDead)
@@ -116,14 +131,16 @@ class DetectorTests(SynchronousTestCase):
 
 class PermanentErrorTests(SynchronousTestCase):
     def test_refusals_are_permanent_unreachability_is_not(self):
+        """A missing database fails start at once; a server not up yet is waited for."""
+
         def op(text):
             return Failure(psycopg2.OperationalError(text))
 
-        self.assertTrue(_isPermanent(op('FATAL:  database "x" does not exist')))
-        self.assertTrue(_isPermanent(op('FATAL:  password authentication failed for user "u"')))
-        self.assertFalse(_isPermanent(op("could not connect to server: Connection refused")))
-        self.assertFalse(_isPermanent(op("timeout expired")))
-        self.assertFalse(_isPermanent(Failure(ValueError("does not exist"))))
+        self.assertTrue(isPermanent(op('FATAL:  database "x" does not exist')))
+        self.assertTrue(isPermanent(op('FATAL:  password authentication failed for user "u"')))
+        self.assertFalse(isPermanent(op("could not connect to server: Connection refused")))
+        self.assertFalse(isPermanent(op("timeout expired")))
+        self.assertFalse(isPermanent(Failure(ValueError("does not exist"))))
 
 
 class FakeTxCursor:
@@ -162,7 +179,7 @@ class FakeTxCursor:
 class CursorTests(SynchronousTestCase):
     def setUp(self):
         self.tx = FakeTxCursor()
-        self.cursor = _Cursor(self.tx)
+        self.cursor = InteractionCursor(self.tx)
 
     def test_statements_run_one_after_another(self):
         """A second execute is not sent before the first finished (one connection, one query)."""
@@ -176,10 +193,12 @@ class CursorTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(result), "ok")
 
     def test_no_args_sends_text_untouched(self):
+        """Without parameters psycopg2 does no %-formatting, so the text is sent as written."""
         self.cursor.execute("SELECT '100%', '?'")
         self.assertEqual(self.tx.sent, [("SELECT '100%', '?'", None)])
 
     def test_fetch_before_finish_says_how_to_fix_it(self):
+        """Plain sqlite3-style code on PostgreSQL gets an error that says what to change."""
         self.cursor.execute("SELECT 1")
         error = self.assertRaises(StoreError, self.cursor.fetchone)
         self.assertIn("yield cursor.execute", str(error))
@@ -204,6 +223,7 @@ class CursorTests(SynchronousTestCase):
         self.failureResultOf(self.cursor._settle(None), psycopg2.DataError)
 
     def test_executemany_plain_insert_is_batched(self):
+        """Many rows of a plain INSERT go in one round trip, values quoted by psycopg2."""
         rows = [(i, f"n{i}") for i in range(3)]
         d = self.cursor.executemany("INSERT INTO t (a, b) VALUES (?, ?)", rows)
         self.assertEqual(len(self.tx.sent), 1)
@@ -215,16 +235,17 @@ class CursorTests(SynchronousTestCase):
         self.assertEqual(self.cursor.rowcount, 3)
 
     def test_executemany_other_statements_run_per_row(self):
+        """Statements that cannot be merged still run, one per row, rowcount summed."""
         d = self.cursor.executemany("UPDATE t SET a = ? WHERE b = ?", [(1, "x"), (2, "y")])
         self.tx.finish(rowcount=1)
         self.tx.finish(rowcount=0)
         self.successResultOf(d)
         self.assertEqual(
             self.tx.sent,
-            [("UPDATE t SET a = %s WHERE b = %s", (1, "x")),
-             ("UPDATE t SET a = %s WHERE b = %s", (2, "y"))],
+            [("UPDATE t SET a = %s WHERE b = %s", (1, "x")), ("UPDATE t SET a = %s WHERE b = %s", (2, "y"))],
         )
         self.assertEqual(self.cursor.rowcount, 1)
 
     def test_lastrowid_is_none(self):
+        """PostgreSQL has no lastrowid: None, not a misleading oid (use RETURNING)."""
         self.assertIsNone(self.cursor.lastrowid)
