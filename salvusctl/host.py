@@ -82,6 +82,10 @@ class StoreService(MultiService):
         self.ready.addErrback(self._failed)
 
     def _failed(self, failure):
+        from salvusctl.store.errors import StoreClosed
+
+        if failure.check(StoreClosed):
+            return None  # the host stopped before its database was reachable: not a fault
         log.failure("store {url} failed to start", failure, url=self.store.url)
         return None
 

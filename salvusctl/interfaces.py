@@ -25,6 +25,8 @@ class IStore(Interface):
     SQL given to a store uses C{?} placeholders; the PostgreSQL store translates them.  Every method
     returns a Deferred and never blocks the reactor.  Writes (C{runOperation}, C{runInteraction})
     made while the database is unreachable are queued (bounded) and replayed when it returns.
+    Reads made while it is unreachable fail at once with StoreUnavailable; when the outage queue is
+    full the oldest queued write fails with QueueFull.
     """
 
     dialect = Attribute("C{'sqlite'} or C{'postgresql'}: for the few statements that differ.")
@@ -53,8 +55,11 @@ class IStore(Interface):
         """Run C{fn(cursor, *args, **kwargs)} in one transaction (rolled back if it raises).
 
         The cursor has C{execute(sql, args)}, C{executemany(sql, seq)}, C{fetchone()},
-        C{fetchall()}, C{lastrowid} (SQLite) and accepts C{?} placeholders on both backends.
-        Fires with what C{fn} returns.
+        C{fetchall()}, C{rowcount} and accepts C{?} placeholders on both backends.  On PostgreSQL
+        C{execute} returns a Deferred: write C{fn} as an C{inlineCallbacks} generator that
+        C{yield}s each C{execute} (on SQLite the cursor returns itself, so the same code runs
+        there).  Use C{INSERT … RETURNING id}, not C{lastrowid}.  On PostgreSQL C{fn} may run more
+        than once (replayed after a lost connection).  Fires with what C{fn} returns.
         """
 
     def notify(channel, payload):
