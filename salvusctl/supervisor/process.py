@@ -160,6 +160,7 @@ class Instance:
         self.exitstatus: int | None = None
         self.spawnerr = ""
         self.fatalReason = ""
+        self.restartReason = ""
         self.ready = False
         self.backoffCount = 0
         self.restarts: deque[float] = deque()
@@ -229,9 +230,11 @@ class Instance:
     def _change(self, new: ProcessState) -> None:
         old = self.state
         checkTransition(self.name, old, new)
-        self.state = new
         if new != S.RUNNING and self.ready:
+            # Out of the pool first, then the state change.
             self.ready = False
+            self.owner._readyChanged(self)
+        self.state = new
         self.owner._stateChanged(self, old, new)
 
     def info(self) -> dict[str, Any]:
@@ -254,6 +257,7 @@ class Instance:
             "port": self.port,
             "ready": self.ready,
             "reason": self.fatalReason,
+            "restart_reason": self.restartReason,
             "restarts": self.totalRestarts,
             "members": sorted(self.members),
             "logfile": self.log.paths["stdout"],
@@ -467,6 +471,7 @@ class Instance:
         if self._flapping():
             return
         self.totalRestarts += 1
+        self.restartReason = why
         log.info("{name}: {why}, restarting", name=self.name, why=why)
         self._spawn()
 
@@ -527,7 +532,7 @@ class Instance:
             return
         why = f"liveness probe failed {self._probeFailures} times"
         log.warn("{name}: {why}, restarting", name=self.name, why=why)
-        self.spawnerr = why
+        self.restartReason = why
         d = self.stop(hooks=False)
 
         def again(_):
