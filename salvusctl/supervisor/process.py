@@ -54,12 +54,14 @@ class InstanceFatal(Exception):
 class ProcessOS:
     """The real operating system, as instances use it.  Tests pass a fake with the same methods."""
 
-    def __init__(self, reactor, reaper: oscalls.Reaper | None = None):
+    def __init__(self, reactor, reaper: oscalls.Reaper | None = None, fast: bool = True):
         self.reactor = reactor
         self.reaper = reaper
+        self.fast = fast
 
     def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits):
-        return oscalls.spawnInstance(self.reactor, protocol, argv, env, cwd, uid, gid, deathsig, rlimits)
+        return oscalls.spawnInstance(self.reactor, protocol, argv, env, cwd, uid, gid, deathsig, rlimits,
+                                     fast=self.fast)
 
     _snapshot: oscalls.Snapshot | None = None
     _snapshotAt = -1.0
@@ -313,6 +315,7 @@ class Instance:
         if reason:
             self._fatal(reason)
             return
+        protocol = InstanceProtocol(self)
         try:
             self.renderTemplates()
             argv, env = self.commandLine()
@@ -329,32 +332,48 @@ class Instance:
             rlimits = {}
             for key, value in self.deploy.rlimits.items():
                 rlimits[RLIMITS[key]] = value if isinstance(value, tuple) else (value, value)
-            protocol = InstanceProtocol(self)
-            self._protocol = protocol
-            self.exitstatus = None
-            self.transport = self.owner.os.spawn(
+        except Exception as e:
+            self._spawnFailed(e)
+            return
+        self._protocol = protocol
+        self.exitstatus = None
+        self.spawnerr = ""
+        self.pid = None
+        self.members = {}
+        self.startTime = self.reactor.seconds()
+        # STARTING before the fork: Twisted may report a very fast exit from inside spawn().
+        self._change(S.STARTING)
+        self._inSpawn = True
+        try:
+            transport = self.owner.os.spawn(
                 protocol, argv, env, self.deploy.cwd, uid, gid, self.deploy.deathSignalNumber, rlimits
             )
         except Exception as e:
-            self.spawnerr = f"spawn failed: {e}"
-            log.warn("{name}: {err}", name=self.name, err=self.spawnerr)
+            self._inSpawn = False
             self._protocol = None
-            self.transport = None
-            self._change(S.STARTING) if self.state != S.STARTING else None
-            self._startFailed()
+            self._spawnFailed(e)
             return
-        self.spawnerr = ""
-        self.pid = self.transport.pid
-        self.startTime = self.reactor.seconds()
-        self.members = {self.pid: self.owner.os.starttime(self.pid)} if self.pid else {}
-        self._change(S.STARTING)
-        self.owner._membersChanged(self)
+        self._inSpawn = False
         if protocol.exited:
-            return  # exited synchronously (a fake, or an exec failure reported at once)
+            return  # already handled by _exited, during spawn()
+        self.transport = transport
+        self.pid = transport.pid
+        self.members = {self.pid: self.owner.os.starttime(self.pid)} if self.pid else {}
+        self.owner._membersChanged(self)
         if self.deploy.startsecs <= 0:
             self._running()
         else:
             self._timer = self.reactor.callLater(self.deploy.startsecs, self._running)
+
+    _inSpawn = False
+
+    def _spawnFailed(self, e: Exception) -> None:
+        self.spawnerr = f"spawn failed: {e}"
+        log.warn("{name}: {err}", name=self.name, err=self.spawnerr)
+        self.transport = None
+        if self.state != S.STARTING:
+            self._change(S.STARTING)
+        self._startFailed()
 
     def _running(self) -> None:
         self._timer = None
@@ -405,6 +424,8 @@ class Instance:
         oldpid = self.pid
         self.pid = None
         self._reapLeftovers(oldpid, dict(self.members))
+        if self.state == S.STARTING and self.deploy.startsecs <= 0:
+            self._running()  # startsecs=0: it was RUNNING the moment it was spawned
         if self.state == S.STARTING:
             self._startFailed()
         elif self.state == S.RUNNING:
@@ -473,7 +494,11 @@ class Instance:
         self.totalRestarts += 1
         self.restartReason = why
         log.info("{name}: {why}, restarting", name=self.name, why=why)
-        self._spawn()
+        if self._inSpawn:
+            # Exited inside the spawn that started it: respawn from the reactor, not recursively.
+            self._timer = self.reactor.callLater(0, self._spawn)
+        else:
+            self._spawn()
 
     def _fatal(self, reason: str) -> None:
         self.fatalReason = reason

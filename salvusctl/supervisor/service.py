@@ -65,6 +65,8 @@ class SupervisorService(Service):
     @param os: the operating-system facade (default: the real one, L{ProcessOS}).
     @param prober: C{prober(instance) -> Deferred[bool]} replacing the built-in tcp/command probes.
     @param drainTimeout: how long before-stop hooks may take before the stop goes ahead anyway.
+    @param fastSpawn: spawn through C{posix_spawn} and small exec'd tools (default) rather than
+        a fork of this process (both set the session, parent-death signal and rlimits).
     """
 
     name = "supervisor"
@@ -73,7 +75,7 @@ class SupervisorService(Service):
                  maxProcesses: int | None = None, storeHook: Callable[[LogLine], Any] | None = None,
                  os: Any = None, prober: Callable[[Instance], Any] | None = None, hostName: str = "",
                  reapInterval: float = 1.0, drainTimeout: float = 30.0, subreaper: bool = True,
-                 inheritEnv: bool = True):
+                 inheritEnv: bool = True, fastSpawn: bool = True):
         self.reactor = reactor
         self.runDir = _abspath(runDir)
         self.logDir = _abspath(logDir) if logDir else _join(self.runDir, "logs")
@@ -86,7 +88,7 @@ class SupervisorService(Service):
         self.inheritEnv = inheritEnv
         self.token = hashlib.sha1(self.runDir.encode()).hexdigest()[:12]
         self.reaper = oscalls.Reaper(self.token)
-        self.os = os if os is not None else ProcessOS(reactor, self.reaper)
+        self.os = os if os is not None else ProcessOS(reactor, self.reaper, fast=fastSpawn)
         self.prober = prober
         self.registry = oscalls.PidRegistry(_join(self.runDir, "pids.json"))
         self.deploys: dict[str, Deploy] = {}
@@ -98,6 +100,7 @@ class SupervisorService(Service):
         self._reapLoop: LoopingCall | None = None
         self._lockFile = None
         self._saveCall = None
+        self._lastSave = -1e9
         self.ready: Deferred | None = None
         validateDeploys(list(deploys))
         for deploy in deploys:
@@ -243,12 +246,16 @@ class SupervisorService(Service):
         else:
             self.registry.entries.pop(instance.name, None)
         if self._saveCall is None:
-            self._saveCall = self.reactor.callLater(0, self._saveRegistry)
+            # At most one write a second: a crash loop must not turn into a disk loop.  The env
+            # marker finds anything spawned since the last write.
+            delay = max(0.0, self._lastSave + 1.0 - self.reactor.seconds())
+            self._saveCall = self.reactor.callLater(delay, self._saveRegistry)
 
     def _saveRegistry(self) -> None:
         if self._saveCall is not None and self._saveCall.active():
             self._saveCall.cancel()
         self._saveCall = None
+        self._lastSave = self.reactor.seconds()
         try:
             self.registry.save()
         except OSError as e:
