@@ -64,20 +64,20 @@ class ProcessOS:
                                      fast=self.fast)
 
     _snapshot: oscalls.Snapshot | None = None
-    _snapshotAt = -1.0
 
     def _table(self) -> oscalls.Snapshot:
         # Every instance stopped in one reactor turn (stopAll) shares one /proc pass.
-        now = self.reactor.seconds()
-        if self._snapshot is None or now - self._snapshotAt > 0.01 or now < self._snapshotAt:
+        if self._snapshot is None:
             self._snapshot = oscalls.Snapshot()
-            self._snapshotAt = now
+            self.reactor.callLater(0, self._forget)
         return self._snapshot
+
+    def _forget(self) -> None:
+        self._snapshot = None
 
     def members(self, leader: int | None, marker: str, known: Mapping[int, int]) -> dict[int, int]:
         """Every live process of one instance (full /proc scan, shared within a turn)."""
-        snap = self._table()
-        found = oscalls.members(snap.table, leader, marker, known, snap.markerOf)
+        found = self._table().members(leader, marker, known)
         if self.reaper is not None:
             for pid, starttime in found.items():
                 self.reaper.adopted.setdefault(pid, (marker, starttime))
@@ -97,8 +97,7 @@ class ProcessOS:
         others = any(p != leader and oscalls.alive(p, t or None) for p, t in known.items())
         if not (groupAlive or adopted or others):
             return {}
-        self._snapshot = None
-        found = self.members(leader, marker, known)
+        found = oscalls.Snapshot().members(leader, marker, known)
         found.pop(leader, None)
         return found
 
