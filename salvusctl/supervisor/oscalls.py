@@ -382,7 +382,13 @@ class Reaper:
         new: dict[int, tuple[str, int]] = {}
         zombies: set[int] = set()
         prefix = self.token + "/"
-        for pid in childrenOf(self.pid):
+        children = childrenOf(self.pid)
+        if self.adopted:
+            # Forget what is no longer our child (reaped by Twisted, or never re-parented to us).
+            current = set(children)
+            for pid in [p for p in self.adopted if p not in current]:
+                del self.adopted[pid]
+        for pid in children:
             if self._twisted(pid):
                 continue
             st = readStat(pid)

@@ -551,13 +551,13 @@ class Instance:
         """The probe stopped answering: stop this process and start a new one."""
         if self._flapping():
             self.fatalReason = "liveness probe failed; " + self.fatalReason
-            d = self.stop(hooks=False)
+            d = self.stop(hooks=False, restarting=True)
             d.addCallback(lambda _: self._fatalAfterStop(self.fatalReason))
             return
         why = f"liveness probe failed {self._probeFailures} times"
         log.warn("{name}: {why}, restarting", name=self.name, why=why)
         self.restartReason = why
-        d = self.stop(hooks=False)
+        d = self.stop(hooks=False, restarting=True)
 
         def again(_):
             if self.state == S.STOPPED:
@@ -572,7 +572,7 @@ class Instance:
 
     # -- stop ------------------------------------------------------------------------------------
 
-    def stop(self, hooks: bool = True) -> Deferred:
+    def stop(self, hooks: bool = True, restarting: bool = False) -> Deferred:
         """Stop the whole process tree: stopsignal to the group, SIGKILL after stopwaitsecs.
 
         With C{hooks}, the owner's before-stop hooks (a balancer drain) run first.  Fires with
@@ -593,10 +593,10 @@ class Instance:
         self._stopping = d = Deferred()
         self._stopWaiters.append(d)
         first = self.owner._beforeStop(self) if hooks and self.state == S.RUNNING else _succeeded(None)
-        first.addBoth(lambda _: self._signalStop())
+        first.addBoth(lambda _: self._signalStop(restarting))
         return d
 
-    def _signalStop(self) -> None:
+    def _signalStop(self, restarting: bool = False) -> None:
         self._cancelTimer()
         self._stopProbe()
         if self.state not in (S.STARTING, S.RUNNING):
@@ -604,7 +604,9 @@ class Instance:
             self._finishStop(changeState=self.state == S.STOPPING)
             return
         self._change(S.STOPPING)
-        self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
+        if not restarting:
+            # Those waiting for this instance to be ready keep waiting across a restart.
+            self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
         leader = self.pid
         found = self.owner.os.members(leader, self.marker, self.members)
         self.members = found

@@ -164,7 +164,7 @@ class SupervisorService(Service):
             self._reapLoop.start(self.reapInterval, now=False).addErrback(
                 lambda f: log.failure("reaper stopped", f))
         self.ready = self.startAll()
-        self.ready.addErrback(lambda f: log.failure("some deploys did not start", f))
+        self.ready.addErrback(lambda f: log.warn("not every deploy started: {why}", why=f.getErrorMessage()))
 
     def stopService(self) -> Deferred:
         """Stop every instance in reverse dependency order and wait for them (no process left)."""

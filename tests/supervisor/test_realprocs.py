@@ -14,7 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from salvusctl.supervisor import oscalls
-from salvusctl.supervisor.deploy import Deploy
+from salvusctl.supervisor.deploy import Deploy, Probe
 from salvusctl.supervisor.service import SupervisorService
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,9 +55,11 @@ def gone(pid: int) -> bool:
 
 class RealTestCase(TestCase):
     timeout = 60
+    fast = True
 
     def service(self, *deploys, **kw) -> SupervisorService:
-        svc = SupervisorService(reactor, list(deploys), runDir=self.mktemp(), reapInterval=0.2, **kw)
+        svc = SupervisorService(reactor, list(deploys), runDir=self.mktemp(), reapInterval=0.2,
+                                fastSpawn=self.fast, **kw)
         self.addCleanup(lambda: svc.stopService() if svc.running else None)
         return svc
 
@@ -111,6 +113,8 @@ class TreeTests(RealTestCase):
         yield svc.ready
         for name in ("s:0", "s:1"):
             pid = svc.instanceInfo(name)["pid"]
+            # (the fork path's child calls setsid() a moment after fork returns)
+            yield waitFor(lambda pid=pid: oscalls.readStat(pid).sid == pid, timeout=5)
             st = oscalls.readStat(pid)
             self.assertEqual((st.sid, st.pgid), (pid, pid))
         yield svc.stopService()
@@ -149,7 +153,7 @@ class LimitAndLogTests(RealTestCase):
         svc.startService()
         yield svc.ready
         yield waitFor(lambda: "ERROR after garbage" in svc.tailLog("noisy:0", 1))
-        lines = svc.tailLog("noisy:0", 100)
+        lines = svc.tailLog("noisy:0", 1000)
         self.assertLessEqual(max(len(line) for line in lines), 64 * 1024)
         self.assertEqual(lines[0], "x" * 64 * 1024)
         self.assertEqual(stored[-1].text, "ERROR after garbage")
@@ -280,3 +284,85 @@ class KilledSupervisorTests(TestCase):
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
+
+
+class ForkPathTreeTests(TreeTests):
+    """The same guarantees when spawning by fork (no setpriv/prlimit on the host)."""
+
+    fast = False
+
+
+class ForkPathLimitTests(LimitAndLogTests):
+    fast = False
+
+
+class ReaperTests(RealTestCase):
+    @inlineCallbacks
+    def test_twisted_children_keep_their_exit_status(self):
+        """The orphan reaper never waits for a pid Twisted owns: its exit code still arrives."""
+        svc = self.service(Deploy("idle", command=["/bin/sleep", "30"], startsecs=0))
+        svc.startService()
+        yield svc.ready
+        codes = []
+        for _ in range(20):
+            proto = _Lines()
+            t = reactor.spawnProcess(proto, "/bin/sh", ["/bin/sh", "-c", "exit 7"], env={})
+            ended = Deferred()
+            proto.processEnded = lambda reason, ended=ended: ended.callback(reason.value.exitCode)
+            svc._reapPass()
+            codes.append((yield ended))
+            self.assertIsNone(t.pid)
+        self.assertEqual(set(codes), {7})
+        yield svc.stopService()
+
+    @inlineCallbacks
+    def test_unattributed_zombie_left_one_pass(self):
+        """A zombie child nobody attributes (a subprocess) survives the first pass, so its owner
+        can still wait for it; only a zombie nobody waited for is reaped on the next pass."""
+        import subprocess
+
+        svc = self.service(Deploy("idle", command=["/bin/sleep", "30"], startsecs=0))
+        svc.startService()
+        yield svc.ready
+        p = subprocess.Popen(["/bin/sh", "-c", "exit 5"])
+        yield waitFor(lambda: oscalls.readStat(p.pid).zombie)
+        svc.reaper.scan()
+        self.assertEqual(p.wait(), 5)
+        q = subprocess.Popen(["/bin/sh", "-c", "exit 6"])
+        yield waitFor(lambda: oscalls.readStat(q.pid).zombie)
+        svc.reaper.scan()
+        svc.reaper.scan()
+        self.assertIsNone(oscalls.readStat(q.pid))
+        q.returncode = 6  # reaped for it; keep Popen's destructor quiet
+        yield svc.stopService()
+
+
+class ProbeTests(RealTestCase):
+    @inlineCallbacks
+    def test_command_probe_gates_dependents(self):
+        """A command probe keeps the instance not-ready (and its dependent stopped) until it passes."""
+        svc = self.service(
+            Deploy("db", command=["/bin/sleep", "30"], startsecs=0,
+                   probe=Probe(kind="command", command=("/bin/sh", "-c", "test -f {run_dir}/up"),
+                               interval=0.05, failures=1000)),
+            Deploy("app", command=["/bin/sleep", "30"], startsecs=0, depends_on=["db"]))
+        svc.startService()
+        yield waitFor(lambda: svc.instanceInfo("db:0")["state"] == "RUNNING")
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertFalse(svc.instanceInfo("db:0")["ready"])
+        self.assertEqual(svc.instanceInfo("app:0")["state"], "STOPPED")
+        with open(os.path.join(svc.instances["db:0"].runDir, "up"), "w"):
+            pass
+        yield svc.ready
+        self.assertEqual(svc.instanceInfo("app:0")["state"], "RUNNING")
+        yield svc.stopService()
+
+    @inlineCallbacks
+    def test_tcp_probe_restarts_silent_instance(self):
+        """An instance that never listens on its port is restarted after `failures` probes."""
+        svc = self.service(Deploy("mute", command=["/bin/sleep", "30"], startsecs=0, port="auto",
+                                  probe=Probe(kind="tcp", interval=0.05, timeout=0.2, failures=2)))
+        svc.startService()
+        yield waitFor(lambda: svc.instanceInfo("mute:0")["restarts"] >= 2)
+        self.assertIn("liveness probe failed 2 times", svc.instanceInfo("mute:0")["restart_reason"])
+        yield svc.stopService()
