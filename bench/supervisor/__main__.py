@@ -4,7 +4,8 @@
 
 1. crash -> respawn latency: a bash child that runs 1.05-1.95 s and exits 1; time from its exit to
    the next child's first line (both stamped by the child itself), 10 instances x 5 cycles = 50 samples.
-2. time from launching the supervisor to 200 instances all RUNNING (startsecs=1 where it exists).
+2. time from asking a running (idle) supervisor to start 200 instances to all RUNNING
+   (startsecs=1 where it exists).
 3. CPU used by the supervisor process over 60 s (15 s with --short) with 200 idle instances.
 4. RSS of the supervisor process with 200 instances.
 
@@ -100,17 +101,23 @@ class Salvus:
     def __init__(self, venv: str, work: str):
         self.work = work
 
-    def launch(self, program: str, argv: list[str], numprocs: int, tag: str):
-        spec = {"run_dir": os.path.join(self.work, "run"), "deploys": [{
+    def launch(self, program: str, argv: list[str], numprocs: int, tag: str, trigger: bool = False):
+        spec = {"run_dir": os.path.join(self.work, "run"), "trigger": trigger, "deploys": [{
             "name": program, "command": [a.replace("%N", "{index}") for a in argv], "numprocs": numprocs,
-            "startsecs": 1, "flapping": None, "stopwaitsecs": 10}]}
+            "startsecs": 1, "flapping": None, "stopwaitsecs": 10, "autostart": not trigger}]}
         path = os.path.join(self.work, "spec.json")
         with open(path, "w") as f:
             json.dump(spec, f)
         t0 = time.time()
         proc = subprocess.Popen([sys.executable, os.path.join(HERE, "salvus_runner.py"), path],
-                                stdout=subprocess.PIPE, text=True)
-        self.proc = proc
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if trigger:
+            for line in proc.stdout:
+                if line.startswith("UP"):
+                    break
+            t0 = time.time()
+            proc.stdin.write("start\n")
+            proc.stdin.flush()
         return proc, t0
 
     def waitAll(self, proc, n, timeout) -> float:
@@ -133,7 +140,7 @@ class Supervisord:
         self.venv = venv
         self.work = work
 
-    def launch(self, program, argv, numprocs, tag):
+    def launch(self, program, argv, numprocs, tag, trigger=False):
         self.port = freePort()
         command = " ".join(a.replace("%N", "%(process_num)d") for a in argv)
         conf = f"""
@@ -153,6 +160,7 @@ process_name=%(program_name)s_%(process_num)d
 numprocs={numprocs}
 startsecs=1
 stopwaitsecs=10
+autostart={"false" if trigger else "true"}
 """
         path = os.path.join(self.work, "supervisord.conf")
         with open(path, "w") as f:
@@ -160,6 +168,19 @@ stopwaitsecs=10
         t0 = time.time()
         proc = subprocess.Popen([os.path.join(self.venv, "bin", "supervisord"), "-c", path],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if trigger:
+            server = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.port}/RPC2")
+            deadline = time.time() + 30
+            while True:
+                try:
+                    if server.supervisor.getState()["statename"] == "RUNNING":
+                        break
+                except (OSError, xmlrpc.client.Error):
+                    if time.time() > deadline:
+                        raise
+                time.sleep(0.02)
+            t0 = time.time()
+            server.supervisor.startAllProcesses(False)
         return proc, t0
 
     def waitAll(self, proc, n, timeout) -> float:
@@ -186,7 +207,7 @@ class Circus:
         self.venv = venv
         self.work = work
 
-    def launch(self, program, argv, numprocs, tag):
+    def launch(self, program, argv, numprocs, tag, trigger=False):
         self.endpoint = f"tcp://127.0.0.1:{freePort()}"
         cmd = argv[0]
         args = " ".join(a.replace("%N", "$(circus.wid)") for a in argv[1:])
@@ -199,6 +220,7 @@ statsd = False
 cmd = {cmd}
 args = {args}
 numprocesses = {numprocs}
+autostart = {not trigger}
 """
         path = os.path.join(self.work, "circus.ini")
         with open(path, "w") as f:
@@ -207,6 +229,13 @@ numprocesses = {numprocs}
         t0 = time.time()
         proc = subprocess.Popen([os.path.join(self.venv, "bin", "circusd"), path],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if trigger:
+            helper = [os.path.join(self.venv, "bin", "python"), os.path.join(HERE, "circus_wait.py")]
+            out = subprocess.run(helper + [self.endpoint, program, "start", "30"],
+                                 capture_output=True, text=True)
+            if not out.stdout.startswith("STARTED"):
+                raise RuntimeError(f"circus did not start: {out.stdout} {out.stderr[-300:]}")
+            t0 = float(out.stdout.split()[1])
         return proc, t0
 
     def waitAll(self, proc, n, timeout) -> float:
@@ -227,7 +256,7 @@ numprocesses = {numprocs}
 
 def idleWorkload(sup, idleSeconds: float, tag: str) -> dict:
     """Start 200 sleepers; time to all RUNNING, then idle CPU and RSS of the supervisor."""
-    proc, t0 = sup.launch("idle", ["/bin/sleep", tag], N_IDLE, tag)
+    proc, t0 = sup.launch("idle", ["/bin/sleep", tag], N_IDLE, tag, trigger=True)
     try:
         t1 = sup.waitAll(proc, N_IDLE, 120)
         start200 = t1 - t0

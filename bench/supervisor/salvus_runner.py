@@ -1,7 +1,8 @@
 """Runs one Salvus supervisor for the benchmark: C{python salvus_runner.py SPEC.json}.
 
 SPEC: {"run_dir": ..., "deploys": [{Deploy keyword arguments}]}.  Prints C{PID <pid>} at once and
-C{ALLRUNNING <time.time()>} when every instance is RUNNING; stops everything on SIGTERM.
+C{ALLRUNNING <time.time()>} when every instance is RUNNING; stops everything on SIGTERM.  With
+C{"trigger": true} the deploys wait (C{UP} is printed) for a C{start} line on stdin.
 """
 
 from __future__ import annotations
@@ -44,7 +45,26 @@ def main() -> None:
 
     svc.addObserver(observe)
     print("PID", os.getpid(), flush=True)
-    reactor.callWhenRunning(svc.startService)
+
+    def up() -> None:
+        svc.startService()
+        if spec.get("trigger"):
+            # Wait for the bench's "start" line, so interpreter start-up is not measured.
+            from twisted.internet.stdio import StandardIO
+            from twisted.protocols.basic import LineReceiver
+
+            class Trigger(LineReceiver):
+                delimiter = b"\n"
+
+                def lineReceived(self, line):
+                    if line.strip() == b"start":
+                        for d in deploys:
+                            svc.startDeploy(d.name)
+
+            StandardIO(Trigger(), reactor=reactor)
+            print("UP", flush=True)
+
+    reactor.callWhenRunning(up)
     reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
     reactor.run()
 

@@ -11,11 +11,14 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import hashlib
 import json
 import os
+import platform
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ __all__ = [
     "setChildSubreaper",
     "InstanceProcess",
     "wrapperArgv",
+    "spawnHelper",
     "spawnInstance",
     "Stat",
     "readStat",
@@ -80,15 +84,82 @@ _RLIMIT_NAMES = {
 }
 
 
-def wrapperArgv(argv: list[str], cwd: str | None, uid: int | None, gid: int | None,
-                deathsig: int | None, rlimits: Mapping[int, tuple[int, int]]) -> list[str] | None:
-    """The argv that does in small exec'd tools what the fork path does in Python, or None when
-    the tools are missing (then the fork path is used).
+_HELPER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spawnhelper.c")
+_UNSET = object()
+_helper: object = _UNSET
 
-    C{setpriv} sets the parent-death signal (and the uid/gid), C{prlimit} the rlimits, C{env -C}
-    the working directory; the session comes from C{posix_spawn(setsid=True)}.  A posix_spawn of
-    small C programs costs about a quarter of a fork of the (large) supervisor process.
+
+def spawnHelper(build: bool = True) -> str | None:
+    """The path of the compiled C{salvus-spawn} helper, building it once if a C compiler exists.
+
+    Cached under C{$XDG_CACHE_HOME/salvus} (C{~/.cache/salvus}) by a hash of its source; None when
+    it cannot be had (then C{setpriv} does the job, or the fork path).  C{SALVUS_SPAWN_HELPER=0}
+    turns it off.
     """
+    global _helper
+    if _helper is not _UNSET:
+        return _helper  # type: ignore[return-value]
+    if not build:
+        return None
+    _helper = _buildHelper()
+    return _helper  # type: ignore[return-value]
+
+
+def _buildHelper() -> str | None:
+    if not LINUX or os.environ.get("SALVUS_SPAWN_HELPER") == "0":
+        return None
+    try:
+        with open(_HELPER_SOURCE, "rb") as f:
+            source = f.read()
+    except OSError:
+        return None
+    digest = hashlib.sha1(source + platform.machine().encode()).hexdigest()[:12]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(cache, "salvus", f"salvus-spawn-{digest}")
+    if os.access(path, os.X_OK):
+        return path
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError:
+        return None
+    tmp = f"{path}.{os.getpid()}.tmp"
+    for flags in (["-static"], []):
+        try:
+            done = subprocess.run([cc, "-O2", *flags, "-o", tmp, _HELPER_SOURCE], capture_output=True,
+                                  timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode == 0:
+            os.replace(tmp, path)
+            return path
+    return None
+
+
+def wrapperArgv(argv: list[str], cwd: str | None, uid: int | None, gid: int | None,
+                deathsig: int | None, rlimits: Mapping[int, tuple[int, int]],
+                useHelper: bool = True) -> list[str] | None:
+    """The argv that does in small exec'd programs what the fork path does in Python, or None
+    when they are missing (then the fork path is used).
+
+    Preferred: the static C{salvus-spawn} helper (L{spawnHelper}): parent-death signal, rlimits,
+    working directory.  Otherwise (or to change user): C{setpriv} sets the parent-death signal and
+    the uid/gid, C{prlimit} the rlimits, C{env -C} the working directory.  The session comes from
+    C{posix_spawn(setsid=True)} either way.  A posix_spawn of a small program costs a fraction of a
+    fork of the (large) supervisor process.
+    """
+    helper = spawnHelper(build=False) if useHelper else None
+    if helper is not None and uid is None and gid is None:
+        out = [helper, "-p", str(os.getpid())]
+        if deathsig:
+            out += ["-d", str(int(deathsig))]
+        for which, (soft, hard) in sorted(rlimits.items()):
+            out += ["-r", f"{int(which)}:{_limit(soft)}:{_limit(hard)}"]
+        if cwd is not None:
+            out += ["-c", cwd]
+        return out + ["--"] + list(argv)
     if _SETPRIV is None or _ENV is None:
         return None
     if rlimits and _PRLIMIT is None:
@@ -127,11 +198,13 @@ class InstanceProcess(_tprocess.Process):
 
     def __init__(self, reactor, executable, args, environment, path, proto, uid=None, gid=None,
                  childFDs=None, deathsig: int | None = None,
-                 rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True):
+                 rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True,
+                 useHelper: bool = True):
         self._deathsig = deathsig
         self._rlimits = dict(rlimits or {})
         self._parentPid = os.getpid()
-        self._wrapped = wrapperArgv(list(args), path, uid, gid, deathsig, self._rlimits) if fast else None
+        self._wrapped = (wrapperArgv(list(args), path, uid, gid, deathsig, self._rlimits, useHelper)
+                         if fast else None)
         if self._wrapped is not None:
             path = uid = gid = None
         super().__init__(reactor, executable, args, environment, path, proto, uid, gid, childFDs)
@@ -176,13 +249,15 @@ _devnull: int | None = None
 
 def spawnInstance(reactor, protocol, argv: list[str], env: dict[str, str], cwd: str | None,
                   uid: int | None = None, gid: int | None = None, deathsig: int | None = None,
-                  rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True) -> InstanceProcess:
+                  rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True,
+                  useHelper: bool = True) -> InstanceProcess:
     """Start one instance: stdin from /dev/null, stdout and stderr as pipes to C{protocol}."""
     global _devnull
     if _devnull is None:
         _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     return InstanceProcess(reactor, argv[0], argv, env, cwd, protocol, uid, gid,
-                           {0: _devnull, 1: "r", 2: "r"}, deathsig=deathsig, rlimits=rlimits, fast=fast)
+                           {0: _devnull, 1: "r", 2: "r"}, deathsig=deathsig, rlimits=rlimits, fast=fast,
+                           useHelper=useHelper)
 
 
 # -- /proc -----------------------------------------------------------------------------------------

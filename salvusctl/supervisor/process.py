@@ -54,14 +54,16 @@ class InstanceFatal(Exception):
 class ProcessOS:
     """The real operating system, as instances use it.  Tests pass a fake with the same methods."""
 
-    def __init__(self, reactor, reaper: oscalls.Reaper | None = None, fast: bool = True):
+    def __init__(self, reactor, reaper: oscalls.Reaper | None = None, fast: bool = True,
+                 helper: bool = True):
         self.reactor = reactor
         self.reaper = reaper
         self.fast = fast
+        self.helper = helper
 
     def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits):
         return oscalls.spawnInstance(self.reactor, protocol, argv, env, cwd, uid, gid, deathsig, rlimits,
-                                     fast=self.fast)
+                                     fast=self.fast, useHelper=self.helper)
 
     _snapshot: oscalls.Snapshot | None = None
 

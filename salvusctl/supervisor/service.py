@@ -67,6 +67,7 @@ class SupervisorService(Service):
     @param drainTimeout: how long before-stop hooks may take before the stop goes ahead anyway.
     @param fastSpawn: spawn through C{posix_spawn} and small exec'd tools (default) rather than
         a fork of this process (both set the session, parent-death signal and rlimits).
+    @param spawnHelper: on the fast path, build (once, cached) and use the static C helper.
     """
 
     name = "supervisor"
@@ -75,7 +76,7 @@ class SupervisorService(Service):
                  maxProcesses: int | None = None, storeHook: Callable[[LogLine], Any] | None = None,
                  os: Any = None, prober: Callable[[Instance], Any] | None = None, hostName: str = "",
                  reapInterval: float = 1.0, drainTimeout: float = 30.0, subreaper: bool = True,
-                 inheritEnv: bool = True, fastSpawn: bool = True):
+                 inheritEnv: bool = True, fastSpawn: bool = True, spawnHelper: bool = True):
         self.reactor = reactor
         self.runDir = _abspath(runDir)
         self.logDir = _abspath(logDir) if logDir else _join(self.runDir, "logs")
@@ -88,7 +89,9 @@ class SupervisorService(Service):
         self.inheritEnv = inheritEnv
         self.token = hashlib.sha1(self.runDir.encode()).hexdigest()[:12]
         self.reaper = oscalls.Reaper(self.token)
-        self.os = os if os is not None else ProcessOS(reactor, self.reaper, fast=fastSpawn)
+        if os is None:
+            os = ProcessOS(reactor, self.reaper, fast=fastSpawn, helper=spawnHelper)
+        self.os = os
         self.prober = prober
         self.registry = oscalls.PidRegistry(_join(self.runDir, "pids.json"))
         self.deploys: dict[str, Deploy] = {}
@@ -153,6 +156,9 @@ class SupervisorService(Service):
         if isinstance(self.os, ProcessOS):
             if self.subreaper:
                 oscalls.setChildSubreaper()
+            if self.os.fast and self.os.helper:
+                # Built once per machine (cached on disk), before any instance is spawned.
+                oscalls.spawnHelper()
             self.leftoversKilled = oscalls.cleanLeftovers(self.registry, self.token)
             if self.leftoversKilled:
                 log.warn("killed {n} processes left by a previous run: {pids}",

@@ -56,10 +56,11 @@ def gone(pid: int) -> bool:
 class RealTestCase(TestCase):
     timeout = 60
     fast = True
+    helper = True
 
     def service(self, *deploys, **kw) -> SupervisorService:
         svc = SupervisorService(reactor, list(deploys), runDir=self.mktemp(), reapInterval=0.2,
-                                fastSpawn=self.fast, **kw)
+                                fastSpawn=self.fast, spawnHelper=self.helper, **kw)
         self.addCleanup(lambda: svc.stopService() if svc.running else None)
         return svc
 
@@ -161,6 +162,20 @@ class LimitAndLogTests(RealTestCase):
             data = f.read()
         self.assertIn(b"[truncated 9934464 bytes]", data)
         self.assertLess(len(data), 1_000_000)
+        yield svc.stopService()
+
+    @inlineCallbacks
+    def test_runs_as_user(self):
+        """user= switches uid and gid (Salvus runs as root here)."""
+        svc = self.service(Deploy("who", command=["/bin/sh", "-c", "id -u; id -g; sleep 30"], user="nobody",
+                                  startsecs=0))
+        svc.startService()
+        yield svc.ready
+        yield waitFor(lambda: len(svc.tailLog("who:0")) == 2)
+        import pwd
+
+        pw = pwd.getpwnam("nobody")
+        self.assertEqual(svc.tailLog("who:0"), [str(pw.pw_uid), str(pw.pw_gid)])
         yield svc.stopService()
 
     @inlineCallbacks
@@ -294,6 +309,32 @@ class ForkPathTreeTests(TreeTests):
 
 class ForkPathLimitTests(LimitAndLogTests):
     fast = False
+
+
+class SetprivPathTreeTests(TreeTests):
+    """Without the C helper: setpriv / prlimit / env -C do the same job."""
+
+    helper = False
+
+
+class SetprivPathLimitTests(LimitAndLogTests):
+    helper = False
+
+
+class WrapperTests(TestCase):
+    def test_helper_argv(self):
+        """The helper gets the parent pid before the death signal, so it can see a dead parent."""
+        helper = oscalls.spawnHelper()
+        if helper is None:
+            self.skipTest("no C compiler on this host: the setpriv path is tested instead")
+        argv = oscalls.wrapperArgv(["prog", "a"], "/tmp", None, None, 15, {7: (64, 64)})
+        self.assertEqual(argv, [helper, "-p", str(os.getpid()), "-d", "15", "-r", "7:64:64", "-c", "/tmp",
+                                "--", "prog", "a"])
+
+    def test_other_user_goes_through_setpriv(self):
+        argv = oscalls.wrapperArgv(["prog"], None, 65534, 65534, 15, {})
+        self.assertEqual(argv[1:], ["--pdeathsig", "TERM", "--reuid", "65534", "--init-groups",
+                                    "--regid", "65534", "--", "prog"])
 
 
 class ReaperTests(RealTestCase):
