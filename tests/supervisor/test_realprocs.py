@@ -267,7 +267,6 @@ class KilledSupervisorTests(TestCase):
         # An unrelated process whose pid the registry "remembers" with another start time.
         innocent = _Lines()
         innocentT = reactor.spawnProcess(innocent, "/bin/sleep", ["/bin/sleep", "60"], env={})
-        self.addCleanup(lambda: innocentT.signalProcess("KILL") if innocentT.pid else None)
 
         transport.signalProcess("KILL")
         yield proto.ended
@@ -287,6 +286,8 @@ class KilledSupervisorTests(TestCase):
         self.assertTrue(set(survivors) <= cleaned, (survivors, cleaned))
         yield waitFor(lambda: all(gone(p) for p in survivors), timeout=5)
         self.assertFalse(gone(innocentT.pid))
+        innocentT.signalProcess("KILL")
+        yield innocent.ended
 
         # A graceful stop of the second supervisor leaves nothing either.
         leader2 = int(proto2.find("READY").split()[1])
