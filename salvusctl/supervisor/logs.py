@@ -17,7 +17,7 @@ from typing import Any
 
 from salvusctl.supervisor.deploy import LEVELS
 
-__all__ = ["LogLine", "LineSplitter", "RotatingFile", "InstanceLog", "detectLevel", "MAX_LINE"]
+__all__ = ["LogLine", "LineSplitter", "RotatingFile", "InstanceLog", "LogSource", "detectLevel", "MAX_LINE"]
 
 MAX_LINE = 64 * 1024
 
@@ -180,31 +180,27 @@ class InstanceLog:
         }
         self.rings: dict[str, deque[LogLine]] = {s: deque(maxlen=ringSize) for s in self.paths}
         self.followers: dict[str, list[Callable[[LogLine], Any]]] = {s: [] for s in self.paths}
-        self.splitters = {
-            s: LineSplitter(lambda line, dropped, s=s: self._line(s, line, dropped), maxLine)
-            for s in self.paths
-        }
+        self.maxLine = maxLine
         self.defaults = {"stdout": "info", "stderr": "info"}
+        self._default = self.source()
+
+    def source(self) -> LogSource:
+        """A new writer (one per process): its own line buffers, so the unfinished last line of a
+        process that is still draining never merges with its successor's output."""
+        return LogSource(self)
 
     def received(self, stream: str, data: bytes) -> None:
         """Bytes from the child's pipe; stamps and files every complete line."""
-        self._stamp = self.now()
-        self.splitters[stream].feed(data)
-        self.files[stream].flush()
+        self._default.received(stream, data)
 
     def ended(self) -> None:
         """The child exited: deliver unterminated last lines."""
-        self._stamp = self.now()
-        for stream, splitter in self.splitters.items():
-            splitter.flush()
-            self.files[stream].flush()
+        self._default.ended()
 
-    _stamp = 0.0
-
-    def _line(self, stream: str, raw: bytes, dropped: int) -> None:
+    def _line(self, stream: str, raw: bytes, dropped: int, stamp: float) -> None:
         text = raw.decode("utf-8", "replace")
         level = detectLevel(text, self.defaults[stream])
-        line = LogLine(self._stamp, self.name, stream, level, text, dropped)
+        line = LogLine(stamp, self.name, stream, level, text, dropped)
         self.rings[stream].append(line)
         rank = LEVELS[level]
         if rank >= self.fileLevel:
@@ -246,3 +242,26 @@ class InstanceLog:
     def close(self) -> None:
         for f in self.files.values():
             f.close()
+
+
+class LogSource:
+    """One process's two pipes feeding an L{InstanceLog}."""
+
+    def __init__(self, log: InstanceLog):
+        self.log = log
+        self._stamp = 0.0
+        self.splitters = {
+            s: LineSplitter(lambda line, dropped, s=s: log._line(s, line, dropped, self._stamp), log.maxLine)
+            for s in log.paths
+        }
+
+    def received(self, stream: str, data: bytes) -> None:
+        self._stamp = self.log.now()
+        self.splitters[stream].feed(data)
+        self.log.files[stream].flush()
+
+    def ended(self) -> None:
+        self._stamp = self.log.now()
+        for stream, splitter in self.splitters.items():
+            splitter.flush()
+            self.log.files[stream].flush()

@@ -128,16 +128,17 @@ class InstanceProtocol(ProcessProtocol):
     def __init__(self, instance: Instance):
         self.instance = instance
         self.exited = False
+        self.output = instance.log.source()
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self.instance.log.received("stderr" if childFD == 2 else "stdout", data)
+        self.output.received("stderr" if childFD == 2 else "stdout", data)
 
     def processExited(self, reason: Failure) -> None:
         self.exited = True
         self.instance._exited(self, reason)
 
     def processEnded(self, reason: Failure) -> None:
-        self.instance.log.ended()
+        self.output.ended()
 
 
 class Instance:

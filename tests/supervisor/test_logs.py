@@ -108,6 +108,15 @@ class InstanceLogTests(SynchronousTestCase):
         self.assertEqual(len(seen), 10)
         self.assertRaises(KeyError, log.tail, 1, "stdin")
 
+    def test_generations_do_not_mix(self):
+        """An old process's unfinished line never merges with its successor's output."""
+        log = self.make()
+        old, new = log.source(), log.source()
+        old.received("stdout", b"half of a")
+        new.received("stdout", b"fresh\n")
+        old.received("stdout", b" line\n")
+        self.assertEqual(log.tail(2), ["fresh", "half of a line"])
+
     def test_unterminated_last_line(self):
         log = self.make()
         log.received("stdout", b"no newline")
