@@ -179,6 +179,8 @@ class Instance:
         self._startWaiters: list[Deferred] = []
         self._stopWaiters: list[Deferred] = []
         self._stopping: Deferred | None = None
+        self._leftovers: dict[int, int] = {}
+        self._leftoverCall = None
 
     # -- naming and templating ---------------------------------------------------------------
 
@@ -447,12 +449,31 @@ class Instance:
         if not found:
             return
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
+        deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
+        self._leftovers.update(found)
+        if self._leftoverCall is None:
+            self._leftoverCall = self.reactor.callLater(STOP_POLL, self._pollLeftovers, deadline)
 
-        def kill() -> None:
-            self.owner.os.signal(found, signal.SIGKILL)
+    def _pollLeftovers(self, deadline: float) -> None:
+        self._leftoverCall = None
+        self.owner.os.reap()
+        alive = {p: t for p, t in self._leftovers.items() if self.owner.os.alive(p, t or None)}
+        self._leftovers = alive
+        if not alive:
+            return
+        if self.reactor.seconds() >= deadline:
+            self._killLeftovers()
+            return
+        self._leftoverCall = self.reactor.callLater(STOP_POLL, self._pollLeftovers, deadline)
+
+    def _killLeftovers(self) -> None:
+        if self._leftoverCall is not None and self._leftoverCall.active():
+            self._leftoverCall.cancel()
+        self._leftoverCall = None
+        if self._leftovers:
+            self.owner.os.signal(self._leftovers, signal.SIGKILL)
             self.owner.os.reap()
-
-        self.reactor.callLater(self.deploy.stopwaitsecs, kill)
+        self._leftovers = {}
 
     def _startFailed(self) -> None:
         """Exited before startsecs (or could not spawn): BACKOFF, then retry or FATAL."""
@@ -583,9 +604,11 @@ class Instance:
         """
         if self.state in (S.STOPPED, S.EXITED, S.FATAL):
             self._cancelTimer()
+            self._killLeftovers()  # what a crashed leader left is given no more grace
             return _succeeded(None)
         if self.state == S.BACKOFF:
             self._cancelTimer()
+            self._killLeftovers()
             self._change(S.STOPPED)
             self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
             return _succeeded(None)
@@ -673,6 +696,7 @@ class Instance:
         """Forget timers (the service is going away and the process is already stopped)."""
         self._cancelTimer()
         self._stopProbe()
+        self._killLeftovers()
         self.log.close()
 
 

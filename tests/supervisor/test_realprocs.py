@@ -93,6 +93,22 @@ class TreeTests(RealTestCase):
             self.assertTrue(st is None or (st.zombie and st.ppid != me), f"{pid} left as {st}")
 
     @inlineCallbacks
+    def test_leftovers_of_a_crash_are_stopped(self):
+        """A leader that dies on its own does not leave its background children running."""
+        tag = f"66{os.getpid() % 1000:03d}"
+        svc = self.service(Deploy("crashy", command=["/bin/sh", "-c", f"sleep {tag}1 & setsid sleep {tag}2 & "
+                                                     "sleep 0.3; exit 3"],
+                                  startsecs=0, autorestart="never", stopwaitsecs=1))
+        svc.startService()
+        yield svc.ready
+        yield waitFor(lambda: len(pidsWithArg(tag)) >= 3)
+        sleepers = [p for p in pidsWithArg(tag) if p != svc.instanceInfo("crashy:0")["pid"]]
+        yield waitFor(lambda: svc.instanceInfo("crashy:0")["state"] == "EXITED")
+        yield waitFor(lambda: all(gone(p) for p in sleepers) and pidsWithArg(tag) == [], timeout=5)
+        self.assertEqual(svc.instanceInfo("crashy:0")["exitstatus"], 3)
+        yield svc.stopService()
+
+    @inlineCallbacks
     def test_term_ignored_gets_sigkill(self):
         """A process ignoring SIGTERM is SIGKILLed after stopwaitsecs."""
         svc = self.service(Deploy("stubborn", command=["/bin/sh", "-c", "trap '' TERM; echo ok; "
