@@ -378,6 +378,13 @@ class SupervisorService(Service):
         """Call C{callback(LogLine)} for each new line; returns a function that stops following."""
         return self._instance(name).log.follow(callback, stream)
 
+    def setStoreHook(self, hook: Callable[[LogLine], Any] | None) -> None:
+        """Send every instance's lines at or above its deploy's C{store_level} to C{hook(LogLine)}
+        (the monitor plugs the store in here, after the supervisor is built)."""
+        self.storeHook = hook
+        for instance in self.instances.values():
+            instance.log.storeHook = hook
+
     def signalInstance(self, name: str, sig: int | str) -> None:
         self._instance(name).signal(signalNumber(sig))
 

@@ -69,6 +69,15 @@ class StartTests(Harness):
         with open(svc.instances["web:1"].runDir + "/app.conf") as f:
             self.assertEqual(f.read(), "server { listen 7001; } # web:1\n")
 
+    def test_store_hook_set_later(self):
+        """The monitor can plug the store in after the supervisor is built."""
+        svc = self.make(deploy(startsecs=0, store_level="warning"))
+        svc.startInstance("web:0")
+        got = []
+        svc.setStoreHook(got.append)
+        self.fake.output(self.pid("web:0"), b"INFO quiet\nWARNING loud\n")
+        self.assertEqual([(x.instance, x.text, x.level) for x in got], [("web:0", "WARNING loud", "warning")])
+
     def test_env_marker(self):
         """Every instance carries a marker its descendants inherit (orphan attribution)."""
         svc = self.make(deploy())
