@@ -205,9 +205,13 @@ class Instance:
             "numprocs": self.deploy.numprocs,
         }
 
+    _runDirMade = False
+
     def renderTemplates(self) -> None:
         """Render the deploy's config-file templates into the run directory (before each start)."""
-        os.makedirs(self.runDir, exist_ok=True)
+        if not self._runDirMade or self.deploy.templates:
+            os.makedirs(self.runDir, exist_ok=True)
+            self._runDirMade = True
         values = self.values()
         for dest, source in self.deploy.templates.items():
             if "\n" not in source and os.path.isfile(source):

@@ -268,10 +268,12 @@ class SupervisorService(Service):
             log.error("cannot write pid registry {path}: {e}", path=self.registry.path, e=e)
 
     def _refuseStart(self, instance: Instance) -> str | None:
+        limit = instance.deploy.max_processes
+        if self.maxProcesses is None and limit is None:
+            return None
         live = [i for i in self.instances.values() if i is not instance and i.state in RUNNING_STATES]
         if self.maxProcesses is not None and len(live) >= self.maxProcesses:
             return f"refused: the global limit of {self.maxProcesses} simultaneous processes is reached"
-        limit = instance.deploy.max_processes
         if limit is not None:
             mine = [i for i in live if i.deploy.name == instance.deploy.name]
             if len(mine) >= limit:
