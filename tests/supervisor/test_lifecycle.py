@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe
-from salvusctl.supervisor.process import InstanceFatal, StartRefused
+from salvusctl.supervisor.process import InstanceFatal, IProcessOS, ProcessOS, StartRefused
 from salvusctl.supervisor.service import DependencyFailed, SupervisorService
 from salvusctl.supervisor.testing import FakeOS
 
@@ -41,8 +41,11 @@ class Harness(SynchronousTestCase):
 
 class StartTests(Harness):
     def test_interface(self):
-        """The real service provides ISupervisor, so the admin can rely on it."""
+        """The real service provides ISupervisor, so the admin can rely on it; the fake OS and the
+        real one provide the same IProcessOS, so the fake cannot drift."""
         verifyObject(ISupervisor, self.make(deploy()))
+        verifyObject(IProcessOS, self.fake)
+        verifyObject(IProcessOS, ProcessOS(self.clock))
 
     def test_running_after_startsecs(self):
         """STARTING turns RUNNING only once the process has lived startsecs."""
