@@ -14,6 +14,7 @@ from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe
 from salvusctl.supervisor.process import InstanceFatal, IProcessOS, ProcessOS, StartRefused
 from salvusctl.supervisor.service import DependencyFailed, SupervisorService
 from salvusctl.supervisor.testing import FakeOS
+from tests.supervisor import scratch
 
 
 def deploy(name="web", **kw) -> Deploy:
@@ -25,7 +26,7 @@ class Harness(SynchronousTestCase):
     def make(self, *deploys, prober=None, **kw) -> SupervisorService:
         self.clock = Clock()
         self.fake = FakeOS(self.clock)
-        svc = SupervisorService(self.clock, list(deploys), runDir=self.mktemp(), os=self.fake,
+        svc = SupervisorService(self.clock, list(deploys), runDir=scratch(self), os=self.fake,
                                 prober=prober, reapInterval=0, **kw)
         self.events: list[tuple[str, str, str, str]] = []
         svc.addObserver(lambda n, o, new, info: self.events.append((n, o.name, new.name, info["event"])))
