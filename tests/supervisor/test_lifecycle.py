@@ -418,7 +418,7 @@ class ReloadTests(Harness):
                         deploy("new", startsecs=0)])
         self.clock.advance(0.1)
         self.assertEqual(self.successResultOf(d),
-                         {"added": ["new"], "changed": ["changed"], "removed": ["gone"]})
+                         {"added": ["new"], "changed": ["changed"], "scaled": [], "removed": ["gone"]})
         self.assertEqual(self.pid("same:0"), pids["same"])
         self.assertNotEqual(self.pid("changed:0"), pids["changed"])
         self.assertEqual(self.fake.latest().argv[0], "/bin/true")
@@ -428,6 +428,23 @@ class ReloadTests(Harness):
         d = svc.stopService()
         self.clock.advance(0.1)
         self.successResultOf(d)
+
+    def test_reload_scales_without_touching_kept_instances(self):
+        """numprocs 2 -> 4 adds two instances; 4 -> 1 stops three; the survivors keep their pid."""
+        svc = self.make(deploy("w", numprocs=2, startsecs=0, port=9000))
+        svc.startService()
+        keep = self.pid("w:0"), self.pid("w:1")
+        d = svc.reload([deploy("w", numprocs=4, startsecs=0, port=9000)])
+        self.assertEqual(self.successResultOf(d)["scaled"], ["w"])
+        self.assertEqual((self.pid("w:0"), self.pid("w:1")), keep)
+        self.assertEqual([self.state(f"w:{i}") for i in range(4)], ["RUNNING"] * 4)
+        self.assertEqual(svc.instanceInfo("w:3")["port"], 9003)
+        d = svc.reload([deploy("w", numprocs=1, startsecs=0, port=9000)])
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.assertEqual(sorted(svc.instances), ["w:0"])
+        self.assertEqual(self.pid("w:0"), keep[0])
+        self.assertEqual(len(self.fake.live), 1)
 
     def test_reload_rejects_bad_config_untouched(self):
         from salvusctl.errors import ConfigError
