@@ -19,6 +19,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
 
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
@@ -29,7 +30,8 @@ from salvusctl.supervisor.states import (
     checkTransition,
 )
 
-__all__ = ["Instance", "InstanceProtocol", "ProcessOS", "StartRefused", "InstanceStopped", "InstanceFatal"]
+__all__ = ["Instance", "InstanceProtocol", "IProcessOS", "ProcessOS", "StartRefused", "InstanceStopped",
+           "InstanceFatal"]
 
 log = Logger()
 S = ProcessState
@@ -51,6 +53,32 @@ class InstanceFatal(Exception):
     """The instance went FATAL; the message carries the reason."""
 
 
+class IProcessOS(Interface):
+    """The operating system as an instance sees it (L{ProcessOS}; C{testing.FakeOS} in tests)."""
+
+    def spawn(protocol, argv, env, cwd, uid, gid, deathsig, rlimits):
+        """Start a process in its own session; return its transport (with C{.pid})."""
+
+    def members(leader, marker, known):
+        """Every live process of an instance: {pid: starttime}."""
+
+    def leftovers(leader, marker, known):
+        """What a leader that exited on its own left alive: {pid: starttime}."""
+
+    def signal(found, sig, groups=()):
+        """Send C{sig} to process groups C{groups} and to the processes C{found}."""
+
+    def alive(pid, starttime):
+        """True when C{pid} runs and (if given) started at C{starttime}."""
+
+    def reap():
+        """Reap adopted orphans that have exited."""
+
+    def starttime(pid):
+        """The start time of C{pid} (clock ticks since boot), 0 when unknown."""
+
+
+@implementer(IProcessOS)
 class ProcessOS:
     """The real operating system, as instances use it.  Tests pass a fake with the same methods."""
 
@@ -205,9 +233,13 @@ class Instance:
             "numprocs": self.deploy.numprocs,
         }
 
+    _runDirMade = False
+
     def renderTemplates(self) -> None:
         """Render the deploy's config-file templates into the run directory (before each start)."""
-        os.makedirs(self.runDir, exist_ok=True)
+        if not self._runDirMade or self.deploy.templates:
+            os.makedirs(self.runDir, exist_ok=True)
+            self._runDirMade = True
         values = self.values()
         for dest, source in self.deploy.templates.items():
             if "\n" not in source and os.path.isfile(source):
