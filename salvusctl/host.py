@@ -157,6 +157,12 @@ class Host:
         self._declarations.append((declaration, filename, lineno))
         return declaration
 
+    def deploy(self, name: str, command, **options: Any) -> Any:
+        """Declare a supervised deploy (see docs/supervisor.md)."""
+        from salvusctl.supervisor.deploy import Deploy
+
+        return self._addFromCaller(Deploy(name, command=command, **options))
+
     def balance(self, name: str, listen, groups, **options: Any) -> Any:
         """Declare a balanced TCP service (see docs/balancer.md)."""
         from salvusctl.balancer.declare import Balanced

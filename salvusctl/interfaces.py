@@ -157,6 +157,27 @@ class ISupervisor(Interface):
     def tailLog(name, lines=100, stream="stdout"):
         """Return the last C{lines} lines captured from an instance as a list of str."""
 
+    def restartDeploy(name, batch=1):
+        """Rolling restart, C{batch} instances at a time (None: all at once); fires when done."""
+
+    def startGroup(name):
+        """Start every deploy of a group."""
+
+    def stopGroup(name):
+        """Stop every deploy of a group."""
+
+    def followLog(name, callback, stream="stdout"):
+        """Call C{callback(line)} for each new line; returns a function that stops following."""
+
+    def addBeforeStop(hook):
+        """Call C{hook(name, info)} before a RUNNING instance is signalled; wait for its Deferred."""
+
+    def removeBeforeStop(hook):
+        """Undo L{addBeforeStop}."""
+
+    def reload(deploys):
+        """Apply new deploy declarations, touching only what changed."""
+
     def addObserver(observer):
         """Call C{observer(name, old_state, new_state, info)} on every state change."""
 

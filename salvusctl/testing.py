@@ -18,7 +18,7 @@ from zope.interface import implementer
 from salvusctl.admin.extensions import IAlertSource, ILogClearing, IReconcilable
 from salvusctl.interfaces import IBalancerControl, IMonitor, ISupervisor
 
-__all__ = ["FakeSupervisor", "FakeBalancer", "FakeMonitor", "FakeAlerts", "STATES"]
+__all__ = ["FakeSupervisor", "SupervisorVerbsMixin", "FakeBalancer", "FakeMonitor", "FakeAlerts", "STATES"]
 
 # supervisord's process state codes
 STATES = {
@@ -50,7 +50,67 @@ class _Instance:
 
 
 @implementer(ISupervisor, IReconcilable, ILogClearing)
-class FakeSupervisor:
+class SupervisorVerbsMixin:
+    """The ISupervisor verbs that follow from the basic ones, for fakes of the supervisor.
+
+    A fake that implements start/stop per instance and deploy gets rolling restarts, groups,
+    log following, before-stop hooks and reload from here, so no fake drifts from the interface.
+    """
+
+    @defer.inlineCallbacks
+    def restartDeploy(self, name: str, batch: int | None = 1):
+        names = [i["name"] for i in self.instanceInfos() if i.get("group") == name]
+        if not names:
+            raise KeyError(name)
+        step = len(names) if not batch else batch
+        for i in range(0, len(names), step):
+            chunk = names[i:i + step]
+            for hook in list(getattr(self, "_beforeStopHooks", [])):
+                for n in chunk:
+                    yield defer.maybeDeferred(hook, n, self.instanceInfo(n))
+            yield defer.gatherResults([defer.maybeDeferred(self.stopInstance, n) for n in chunk],
+                                      consumeErrors=True)
+            yield defer.gatherResults([defer.maybeDeferred(self.startInstance, n) for n in chunk],
+                                      consumeErrors=True)
+
+    def startGroup(self, name: str) -> defer.Deferred:
+        return defer.maybeDeferred(self.startDeploy, name)
+
+    def stopGroup(self, name: str) -> defer.Deferred:
+        return defer.maybeDeferred(self.stopDeploy, name)
+
+    def followLog(self, name: str, callback: Callable, stream: str = "stdout") -> Callable:
+        """Deliver the lines that appear in C{tailLog} from now on, checked on each call of the
+        returned C{poll}; calling C{stop()} ends it."""
+        seen = len(self.tailLog(name, 10**6, stream))
+        state = {"seen": seen, "stopped": False}
+
+        def poll():
+            if state["stopped"]:
+                return
+            lines = self.tailLog(name, 10**6, stream)
+            for line in lines[state["seen"]:]:
+                callback(line)
+            state["seen"] = len(lines)
+
+        def stop():
+            state["stopped"] = True
+
+        stop.poll = poll  # type: ignore[attr-defined]
+        return stop
+
+    def addBeforeStop(self, hook: Callable) -> None:
+        self._beforeStopHooks = [*getattr(self, "_beforeStopHooks", []), hook]
+
+    def removeBeforeStop(self, hook: Callable) -> None:
+        self._beforeStopHooks = [h for h in getattr(self, "_beforeStopHooks", []) if h is not hook]
+
+    def reload(self, deploys: Any) -> defer.Deferred:
+        self.reloaded = list(deploys)
+        return defer.succeed(None)
+
+
+class FakeSupervisor(SupervisorVerbsMixin):
     """A supervisor without processes: instances change state when asked, at once by default.
 
     @param deploys: deploy name -> number of instances (C{deploy:0} … C{deploy:N-1}).
@@ -230,6 +290,7 @@ class FakeSupervisor:
 
     def removeObserver(self, observer: Callable) -> None:
         self._observers.remove(observer)
+
 
     # -- IReconcilable, ILogClearing -------------------------------------------------------------
 

@@ -6,12 +6,13 @@ from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from salvusctl.interfaces import ISupervisor
+from salvusctl.testing import SupervisorVerbsMixin
 
 __all__ = ["FakeSupervisor"]
 
 
 @implementer(ISupervisor)
-class FakeSupervisor:
+class FakeSupervisor(SupervisorVerbsMixin):
     """Deploys with one instance each; records every stop/start call in order."""
 
     def __init__(self, running: list[str], stopped: list[str] = ()):

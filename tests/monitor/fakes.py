@@ -9,6 +9,7 @@ from zope.interface import implementer
 
 from salvusctl.interfaces import ISupervisor
 from salvusctl.store.sqlite import SQLiteStore
+from salvusctl.testing import SupervisorVerbsMixin
 
 __all__ = ["FakeSupervisor", "SyncSQLiteStore", "FakeSampler", "inline"]
 
@@ -19,7 +20,7 @@ def inline(fn, *args, **kwargs):
 
 
 @implementer(ISupervisor)
-class FakeSupervisor:
+class FakeSupervisor(SupervisorVerbsMixin):
     """Instances whose states the test sets; observers called as the real supervisor does."""
 
     def __init__(self):
