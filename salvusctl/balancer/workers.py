@@ -1,0 +1,205 @@
+"""
+N worker processes accepting on the same listening sockets.
+
+Python runs one core per process; a balancer that must use two cores runs two
+workers.  The master binds the listening sockets (or takes them from its
+predecessor) and serves them to its workers with the hand-over machinery
+(C{"share"} requests over a Unix socket, C{SCM_RIGHTS}); every worker adopts
+the same kernel sockets and accepts from the one shared queue, so the kernel
+hands each new connection to whichever worker calls C{accept} first, and an
+idle worker takes more.  The master accepts nothing itself: it supervises
+(restarts a worker that dies) and answers hand-over requests for the whole
+group.
+
+An upgrade of the group: the new master takes the sockets from the old
+master, starts its own workers, and confirms only when all of them accept;
+then the old master sends SIGTERM to its workers, which stop accepting and
+drain, and exits when they have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from salvusctl.balancer.handover import HandoverServerFactory, IHandoverSource, Takeover, bindTCP, takeOver
+
+__all__ = ["Master", "workerCommand"]
+
+_log = Logger()
+
+
+def workerCommand(sharePath: str) -> list[str]:
+    """The argv of one worker process, fetching its sockets from C{sharePath}."""
+    return [sys.executable, "-m", "salvusctl.balancer.process", "--worker-of", sharePath]
+
+
+class _WorkerProtocol(ProcessProtocol):
+    def __init__(self, master: Master, index: int) -> None:
+        self.master = master
+        self.index = index
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        pass
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+        self.master.workerEnded(self)
+
+
+class _ShareSource:
+    """What the master's share socket hands to each worker."""
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    def handoverListeners(self) -> list:
+        return list(self.master.sockets)
+
+    def handoverState(self) -> dict:
+        a = self.master.args
+        return {
+            "config": {
+                "backends": [list(b) for b in a.backend],
+                "connectTimeout": a.connectTimeout,
+                "idleTimeout": a.idleTimeout,
+                "retries": a.retries,
+                "readSize": a.readSize,
+                "drainTimeout": a.drainTimeout,
+                "hardStop": a.hardStop,
+            }
+        }
+
+    def handedOver(self, kind: str) -> None:
+        self.master.workerReady()
+
+    def handoverDone(self, kind: str) -> None:
+        pass
+
+
+implementer(IHandoverSource)(_ShareSource)
+
+
+@implementer(IHandoverSource)
+class Master:
+    """Holds the listening sockets and runs C{args.workers} workers on them."""
+
+    def __init__(self, reactor: Any, args: argparse.Namespace, out: Any = None) -> None:
+        self.reactor = reactor
+        self.args = args
+        self.out = out if out is not None else sys.stdout
+        self.sockets: list = []
+        self.workers: dict[int, _WorkerProtocol] = {}
+        self.ready = 0
+        self.started = False
+        self.stopping = False
+        self.takeover: Takeover | None = None
+        self.controlPort: Any = None
+        self.sharePort: Any = None
+        self.sharePath = ""
+        self.state: dict = {}
+
+    def start(self) -> None:
+        """Acquire the sockets, serve them to workers, start the workers."""
+        a = self.args
+        if a.control:
+            self.takeover = takeOver(a.control, "take")
+        if self.takeover is not None:
+            self.sockets = list(self.takeover.listeners)
+            self.state = self.takeover.state
+        else:
+            self.sockets = [(n, bindTCP(h, p, a.backlog)) for n, h, p in a.listen]
+        base = a.control or os.path.join(tempfile.gettempdir(), "salvus-lb")
+        self.sharePath = "%s.w%d" % (base, os.getpid())
+        if os.path.exists(self.sharePath):
+            os.unlink(self.sharePath)
+        self.sharePort = self.reactor.listenUNIX(self.sharePath, HandoverServerFactory(_ShareSource(self)))
+        self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
+        for i in range(a.workers):
+            self.spawn(i)
+
+    def spawn(self, index: int) -> None:
+        proto = _WorkerProtocol(self, index)
+        argv = workerCommand(self.sharePath)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self.reactor.spawnProcess(proto, argv[0], argv, env=env, childFDs={0: "w", 1: "r", 2: 2})
+        self.workers[index] = proto
+
+    def workerReady(self) -> None:
+        """A worker accepts now; once all do, finish our own start-up."""
+        self.ready += 1
+        if self.started or self.ready < self.args.workers:
+            return
+        self.started = True
+        if self.takeover is not None:
+            self.takeover.confirm()
+            self.takeover = None
+        self.serveControl()
+        import json
+
+        ports = {name: sock.getsockname()[1] for name, sock in self.sockets}
+        line = {"ready": True, "pid": os.getpid(), "ports": ports, "workers": self.args.workers}
+        self.out.write(json.dumps(line) + "\n")
+        self.out.flush()
+
+    def workerEnded(self, proto: _WorkerProtocol) -> None:
+        if self.workers.get(proto.index) is proto:
+            del self.workers[proto.index]
+        if not self.stopping:
+            _log.warn("worker {i} ended; starting it again", i=proto.index)
+            self.spawn(proto.index)
+
+    def serveControl(self) -> None:
+        path = self.args.control
+        if not path:
+            return
+        if os.path.exists(path):
+            os.unlink(path)
+        self.controlPort = self.reactor.listenUNIX(path, HandoverServerFactory(self), backlog=8)
+
+    # IHandoverSource, for a successor master
+
+    def handoverListeners(self) -> list:
+        return list(self.sockets)
+
+    def handoverState(self) -> dict:
+        return {"pid": os.getpid(), "workers": self.args.workers}
+
+    def handedOver(self, kind: str) -> None:
+        pass
+
+    def handoverDone(self, kind: str) -> None:
+        if kind == "take":
+            self.shutdown().addCallback(lambda _: self.reactor.stop())
+
+    def shutdown(self) -> defer.Deferred:
+        """Stop the workers (each drains), close our sockets, fire when all ended."""
+        if self.stopping:
+            return defer.gatherResults([w.ended for w in self.workers.values()])
+        self.stopping = True
+        for port in (self.controlPort, self.sharePort):
+            if port is not None:
+                port.stopListening()
+        self.controlPort = self.sharePort = None
+        ended = []
+        for proto in list(self.workers.values()):
+            ended.append(proto.ended)
+            try:
+                proto.transport.signalProcess(signal.SIGTERM)
+            except Exception:
+                pass
+        for _name, sock in self.sockets:
+            sock.close()
+        self.sockets = []
+        return defer.gatherResults(ended)
