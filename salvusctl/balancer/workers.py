@@ -57,6 +57,7 @@ class _WorkerProtocol(ProcessProtocol):
         self.master.workerEnded(self)
 
 
+@implementer(IHandoverSource)
 class _ShareSource:
     """What the master's share socket hands to each worker."""
 
@@ -85,9 +86,6 @@ class _ShareSource:
 
     def handoverDone(self, kind: str) -> None:
         pass
-
-
-implementer(IHandoverSource)(_ShareSource)
 
 
 @implementer(IHandoverSource)
