@@ -9,8 +9,9 @@ writability; the bytes leave on the next reactor turn).  Here:
 
 - one plain factory per listener builds the client-side protocol; the
   client-side protocol is itself the connect factory for its backend leg, so a
-  new connection allocates two protocols, two transports and a connector and
-  nothing else;
+  new connection allocates two protocols and two transports and nothing
+  else; the backend socket is connected by a lean transport of our own
+  (no Connector, Deferred or ``callLater(0)``, see L{_BackendTransport});
 - the connect and idle timeouts live in one shared :class:`TimeoutWheel` per
   reactor, a single ``callLater`` for all connections instead of one each;
 - bytes are sent straight to the peer socket when its write buffer is empty,
@@ -26,12 +27,16 @@ path.
 from __future__ import annotations
 
 import errno
+import os
+import socket
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import main, tcp
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
+from twisted.python import failure
 from zope.interface import Attribute, Interface, implementer
 
 __all__ = [
@@ -205,7 +210,31 @@ def _fastWrite(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
-_PLAIN = (tcp.Server, tcp.Client)
+_PLAIN: tuple = (tcp.Server, tcp.Client)
+_DONE = failure.Failure(main.CONNECTION_DONE)
+
+
+def _closeNow(reactor: Any, transport: Any) -> None:
+    """
+    Close a transport that has nothing left to send at once, else gracefully.
+
+    C{loseConnection} registers for writability and closes on the next reactor
+    turn even when nothing is buffered: two epoll changes and a loop iteration
+    per connection end, for nothing.
+    """
+    if (
+        transport.__class__ in _PLAIN
+        and not transport._tempDataLen
+        and not transport.dataBuffer
+        and transport.connected
+        and not transport.disconnected
+        and not transport.disconnecting
+    ):
+        reactor.removeReader(transport)
+        reactor.removeWriter(transport)
+        transport.connectionLost(_DONE)
+    else:
+        transport.loseConnection()
 
 
 class _BackendProtocol(Protocol):
@@ -225,6 +254,97 @@ class _BackendProtocol(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.front.backendLost()
+
+    # the producer for the client transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _BackendTransport(tcp.Connection):
+    """
+    The backend socket, connected without a Connector, Deferred or DelayedCall.
+
+    C{connect()} on a non-blocking socket answers EINPROGRESS; on a local or
+    fast network the handshake has often completed by the time a second
+    C{connect()} is made, which then answers 0 (connected) or the error at
+    once, sparing the epoll round trip.  Otherwise we wait for writability as
+    usual.  Failures and the connect timeout go to the client leg, which
+    retries elsewhere.
+    """
+
+    _shouldShutdown = False
+    logstr = "balancer-backend"
+    connected = 0
+
+    def __init__(self, reactor: Any, front: ClientProtocol, address: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        tcp.Connection.__init__(self, socket.socket(family, socket.SOCK_STREAM), None, reactor)
+        self.front = front
+        self.realAddress = (address, port)
+
+    def start(self) -> None:
+        skt = self.socket
+        err = skt.connect_ex(self.realAddress)
+        if err in _INPROGRESS:
+            err = skt.connect_ex(self.realAddress)
+        if err == 0 or err == errno.EISCONN:
+            self._connected()
+        elif err in _INPROGRESS:
+            self.startWriting()
+        else:
+            self._failed(os.strerror(err))
+
+    def doWrite(self) -> Any:
+        if self.connected:
+            return tcp.Connection.doWrite(self)
+        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self.stopWriting()
+        if err:
+            self._failed(os.strerror(err))
+        else:
+            self._connected()
+        return None
+
+    def _connected(self) -> None:
+        self.connected = 1
+        self.protocol = proto = _BackendProtocol(self.front)
+        self.startReading()
+        proto.makeConnection(self)
+
+    def _failed(self, reason: str) -> None:
+        self.socket.close()
+        self.disconnected = True
+        self.front.backendFailed(reason)
+
+    def stopConnecting(self, reason: str) -> None:
+        """Give up a connect still in progress (timeout, or the client left)."""
+        if self.connected or self.disconnected:
+            return
+        self.stopWriting()
+        self._failed(reason)
+
+    def getPeer(self) -> Any:
+        return _address(self.socket.family, self.realAddress)
+
+    def getHost(self) -> Any:
+        return _address(self.socket.family, self.socket.getsockname())
+
+
+def _address(family: int, addr: tuple) -> Any:
+    if family == socket.AF_INET6:
+        return IPv6Address("TCP", *addr[:2])
+    return IPv4Address("TCP", *addr)
+
+
+_INPROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
+_PLAIN = _PLAIN + (_BackendTransport,)
 
 
 class ClientProtocol(Protocol):
@@ -254,6 +374,8 @@ class ClientProtocol(Protocol):
     # -- the client leg
 
     def connectionMade(self) -> None:
+        # close() alone sends the FIN; shutdown() first is one more syscall.
+        self.transport._shouldShutdown = False
         factory = self.factory
         factory.open += 1
         factory.connections.add(self)
@@ -284,12 +406,12 @@ class ClientProtocol(Protocol):
         self.done = True
         backend = self.backend
         if backend is not None:
-            backend.transport.loseConnection()
+            _closeNow(factory.reactor, backend.transport)
         elif self.connector is not None:
-            self.connector.stopConnecting()
+            self.connector.stopConnecting("client left")
         self._finish()
 
-    # -- the backend leg, as its connect factory
+    # -- the backend leg
 
     def _connectNext(self) -> None:
         factory = self.factory
@@ -300,38 +422,27 @@ class ClientProtocol(Protocol):
         self.target = target
         self.tried = self.tried + (target,)
         self.connecting = True
-        self.connector = factory.reactor.connectTCP(target.address, target.port, self, timeout=None)
-        factory.wheel.schedule(self, factory.connectTimeout)
+        self.connector = conn = _BackendTransport(factory.reactor, self, target.address, target.port)
+        conn.start()
+        if self.connecting and conn is self.connector:
+            # Still in progress after the optimistic second connect().
+            factory.wheel.schedule(self, factory.connectTimeout)
 
-    def doStart(self) -> None:
-        pass
-
-    def doStop(self) -> None:
-        pass
-
-    def startedConnecting(self, connector: Any) -> None:
-        pass
-
-    def buildProtocol(self, addr: Any) -> _BackendProtocol:
-        return _BackendProtocol(self)
-
-    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+    def backendFailed(self, reason: str) -> None:
+        """The connect attempt failed: retry on another host, or close the client."""
         self.connector = None
         self.connecting = False
         target = self.target
         self.target = None
-        if target is not None:
-            target.failed(reason.getErrorMessage())
         if self.done:
             return
+        if target is not None:
+            target.failed(reason)
         if len(self.tried) <= self.factory.retries:
             self.factory.retried += 1
             self._connectNext()
         else:
             self.transport.loseConnection()
-
-    def clientConnectionLost(self, connector: Any, reason: Any) -> None:
-        pass
 
     def backendConnected(self, backend: _BackendProtocol) -> None:
         self.connecting = False
@@ -347,8 +458,12 @@ class ClientProtocol(Protocol):
         if size:
             front.bufferSize = size
             back.bufferSize = size
-        front.registerProducer(back, True)
-        back.registerProducer(front, True)
+        # Each leg's protocol is the producer for the other leg's transport:
+        # a full buffer there pauses reading here.  (Registering the transports
+        # themselves would make a closing leg call loseConnection on the other,
+        # the slow way, before we close it at once.)
+        front.registerProducer(backend, True)
+        back.registerProducer(self, True)
         pending = self.pending
         if pending is not None:
             self.pending = None
@@ -361,7 +476,7 @@ class ClientProtocol(Protocol):
     def backendLost(self) -> None:
         self.backend = None
         if not self.done:
-            self.transport.loseConnection()
+            _closeNow(self.factory.reactor, self.transport)
         self._finish()
 
     def _finish(self) -> None:
@@ -369,6 +484,17 @@ class ClientProtocol(Protocol):
         if target is not None and self.backend is None and self.done and not self.connecting:
             self.target = None
             target.closed(self.bytesIn, self.bytesOut)
+
+    # -- the producer for the backend transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
     # -- timeouts from the wheel
 
@@ -378,7 +504,7 @@ class ClientProtocol(Protocol):
         if self.connecting:
             connector = self.connector
             if connector is not None:
-                connector.stopConnecting()
+                connector.stopConnecting("connect timeout")
             return
         if self.backend is None:
             return

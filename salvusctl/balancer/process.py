@@ -81,6 +81,8 @@ def parseArgs(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--retries", type=int, default=2)
     p.add_argument("--read-size", dest="readSize", type=int, default=256 * 1024)
     p.add_argument("--backlog", type=int, default=4096)
+    p.add_argument("--stock-reactor", dest="stockReactor", action="store_true",
+                   help="use Twisted's default reactor instead of the lean epoll dispatch")  # fmt: skip
     args = p.parse_args(list(argv))
     if not args.workerOf:
         if not args.listen:
@@ -261,6 +263,10 @@ def runSingle(reactor: Any, args: argparse.Namespace) -> ProxyProcess:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, acquire sockets, run the reactor."""
     args = parseArgs(sys.argv[1:] if argv is None else argv)
+    if not args.stockReactor:
+        from salvusctl.balancer.fastreactor import install
+
+        install()
     from twisted.internet import reactor
     from twisted.logger import (
         FilteringLogObserver,
