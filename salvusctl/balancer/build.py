@@ -1,0 +1,52 @@
+"""The balancer's builder: every C{Balanced} declaration of a host → one L{BalancerService}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from salvusctl.balancer import persist
+from salvusctl.balancer.control import BalancerService
+from salvusctl.balancer.declare import Balanced
+
+__all__ = ["buildBalancer"]
+
+
+def buildBalancer(context: Any, declarations: list[Balanced]) -> BalancerService | None:
+    """Build the balancer of a host; None when the host balances nothing.
+
+    Registers the balancer's migrations with the store (before it starts).  The store service is
+    an earlier child of the host, so by the time the balancer starts its C{ready} Deferred exists;
+    saved host states are restored when it fires.
+    """
+    if not declarations:
+        return None
+    store = getattr(context, "store", None)
+    ready = None
+    if store is not None:
+        store.addMigrations("balancer", persist.MIGRATIONS)
+        store_service = context.services.get("store")
+        if store_service is not None:
+            ready = lambda: _settled(store_service.ready)  # noqa: E731
+    resolver = None
+    if any(d.dns == "names" for d in declarations):
+        from salvusctl.balancer.dns import namesResolver
+
+        resolver = namesResolver(context.reactor)
+    return BalancerService(context.reactor, list(declarations), store=store, store_ready=ready,
+                           resolver=resolver)
+
+
+def _settled(ready: Any):
+    """A Deferred that fires (with None) once C{ready} has fired either way, leaving it untouched."""
+    from twisted.internet.defer import Deferred, succeed
+
+    if ready is None:
+        return succeed(None)
+    d: Deferred = Deferred()
+
+    def fire(result):
+        d.callback(None)
+        return result
+
+    ready.addBoth(fire)
+    return d

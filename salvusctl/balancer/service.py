@@ -1,0 +1,481 @@
+"""One balanced service at run time: its listeners, its groups, and every dispatch decision.
+
+The per-connection objects (L{salvusctl.balancer.proxy}) call back into L{BalancedService} at the
+few moments that need a decision: a client arrived (admit, queue or refuse), a connect failed (mark
+the host bad, retry elsewhere), a backend slot was freed (serve the queue).
+
+Listening is a seam: L{BalancedService.factory} is the protocol factory any listening port may
+accept with.  C{startService} listens on the declared endpoint strings; a process that inherited
+an already-bound socket instead calls L{BalancedService.adoptSocket} (C{reactor.adoptStreamPort})
+or hands any L{IListeningPort} it made to L{BalancedService.listenOn}.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from salvusctl.balancer import declare, states
+from salvusctl.balancer.health import HealthCheck, HostMonitor
+from salvusctl.balancer.model import BackendHost, HostGroup
+from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
+from salvusctl.balancer.schedulers import makeScheduler
+from salvusctl.balancer.wheel import TimeoutWheel
+
+__all__ = ["BalancedService"]
+
+log = Logger()
+
+
+class BalancedService(Service):
+    """Listeners plus groups of backend hosts for one declared service.
+
+    @ivar groups: group name → L{HostGroup}; C{active} names the one taking traffic.
+    @ivar ports: the listening ports (from endpoints or adopted).
+    """
+
+    def __init__(self, reactor: Any, decl: declare.Balanced, wheel: TimeoutWheel | None = None,
+                 rng: Any = None):
+        self.reactor = reactor
+        self.decl = decl
+        self.name = decl.name
+        self.wheel = wheel or TimeoutWheel(reactor)
+        self.rng = rng
+        self.listen = list(decl.listen)
+        self.maxconn = decl.maxconn
+        self.queue_max = decl.queue
+        self.retries = decl.retries
+        self.all_down = decl.all_down
+        self.setTimeouts(decl.connect_timeout, decl.client_timeout, decl.server_timeout, decl.queue_timeout)
+        self.groups: dict[str, HostGroup] = {}
+        self.health: dict[str, HealthCheck] = {}
+        self.agents: dict[str, Any] = {}
+        self.slowstart: dict[str, float] = {}
+        self.monitors: dict[int, HostMonitor] = {}
+        self.active = decl.activeGroup()
+        self.factory = FrontendFactory(self, self.wheel)
+        self.ports: list[Any] = []
+        # set autoListen False when the listening sockets come from elsewhere (adoptSocket/listenOn)
+        self.autoListen = True
+        self.listening: Deferred | None = None
+        self.queue: deque[Frontend] = deque()
+        self.queued = 0
+        self._tls_contexts: dict[int, Any] = {}
+        self._all_down_logged = False
+        self.onHostChange: Any = None
+        # service counters (host counters live on the hosts)
+        self.open = 0
+        self.total = 0
+        self.refused = 0
+        self.retried = 0
+        self.connect_failures = 0
+        self.queue_timeouts = 0
+        self.idle_timeouts = 0
+        self.retired = {"total": 0, "bytes_in": 0, "bytes_out": 0}
+        for g in decl.groups:
+            self.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
+            for server in g.servers:
+                self.addServer(g.name, server)
+        self.active_group = self.groups.get(self.active) if self.active else None
+
+    # -- configuration -----------------------------------------------------------------------------
+
+    def setTimeouts(self, connect: float, client: float, server: float, queue: float) -> None:
+        """Set the timeouts in seconds (0 disables one); they are kept in wheel ticks."""
+        self.timeouts = {"connect": connect, "client": client, "server": server, "queue": queue}
+        t = self.wheel.ticks
+        self.connect_ticks = t(connect) if connect else 0
+        self.client_ticks = t(client) if client else 0
+        self.server_ticks = t(server) if server else 0
+        self.queue_ticks = t(queue) if queue else 0
+
+    def addGroup(self, name: str, scheduler: str = "roundrobin", scheduler_options: dict | None = None,
+                 health: HealthCheck | None = None, agent: Any = None, slowstart: float = 0.0) -> HostGroup:
+        """Add an (empty) group; the first group of a service becomes its active one."""
+        if name in self.groups:
+            raise KeyError(f"service {self.name!r} already has a group {name!r}")
+        options = dict(scheduler_options or {})
+        group = HostGroup(name, makeScheduler(scheduler, self.reactor, self.rng, **options), options)
+        self.groups[name] = group
+        self.health[name] = health or HealthCheck()
+        self.agents[name] = agent
+        self.slowstart[name] = float(slowstart)
+        if self.active is None:
+            self.active = name
+            self.active_group = group
+        return group
+
+    def removeGroup(self, name: str) -> None:
+        """Remove a group that is not the active one (its open connections finish)."""
+        if name == self.active:
+            raise ValueError(f"group {name!r} is active; switch to another group first")
+        group = self.group(name)
+        for host_name in list(group.hosts):
+            self.removeHost(name, host_name)
+        del self.groups[name]
+
+    def setActiveGroup(self, name: str) -> None:
+        """Switch the group that takes new connections; existing ones stay where they are."""
+        group = self.group(name)
+        self.active = name
+        self.active_group = group
+        self._all_down_logged = False
+        log.info("service {service}: group {group} is now active", service=self.name, group=name)
+        self._serveQueue()
+
+    def setScheduler(self, group: str, scheduler: str, options: dict | None = None) -> None:
+        """Switch a group's scheduler live."""
+        g = self.group(group)
+        options = dict(options or {})
+        g.setScheduler(makeScheduler(scheduler, self.reactor, self.rng, **options))
+        g.scheduler_options = options
+
+    def addServer(self, group: str, server: declare.Server) -> BackendHost:
+        """Add a declared server to a group and, if running, start checking it."""
+        server.validate()
+        address, port = server.hostPort()
+        host = BackendHost(
+            self.reactor, address, port, server.weight, server.name, server.maxconn, server.tls,
+            server.tls_hostname, server.proxy_protocol, server.check_port, server.agent_port,
+        )
+        host.tls_ca = server.tls_ca
+        host.tls_verify = server.tls_verify
+        host.slowstart = self.slowstart.get(group, 0.0)
+        self.group(group).add(host)
+        if self.running:
+            self._startMonitor(group, host)
+        return host
+
+    def addHost(self, group: str, address: str, port: int, weight: int = 1, name: str | None = None,
+                **options: Any) -> BackendHost:
+        """Add a host by address and port (the live API's form)."""
+        return self.addServer(group, declare.Server(f"{address}:{port}", weight, name, **options))
+
+    def removeHost(self, group: str, name: str) -> BackendHost:
+        """Remove a host from a group; its open connections finish."""
+        self.host(group, name)
+        host = self.groups[group].remove(name)
+        monitor = self.monitors.pop(id(host), None)
+        if monitor is not None:
+            monitor.stop()
+        for key in ("total", "bytes_in", "bytes_out"):
+            self.retired[key] += getattr(host, key)
+        return host
+
+    def group(self, name: str) -> HostGroup:
+        """A group by name; raises KeyError naming what is missing."""
+        try:
+            return self.groups[name]
+        except KeyError:
+            raise KeyError(f"service {self.name!r} has no group {name!r}")
+
+    def host(self, group: str, name: str) -> BackendHost:
+        """A host by group and name; raises KeyError naming what is missing."""
+        g = self.group(group)
+        try:
+            return g.hosts[name]
+        except KeyError:
+            raise KeyError(f"group {group!r} of service {self.name!r} has no host {name!r}")
+
+    def hosts(self):
+        for group_name, group in self.groups.items():
+            for host in group.hosts.values():
+                yield group_name, host
+
+    # -- listening -------------------------------------------------------------------------------
+
+    def listenOn(self, port: Any) -> Any:
+        """Adopt a listening port that already accepts with L{factory} (stopped on stop)."""
+        self.ports.append(port)
+        return port
+
+    def adoptSocket(self, fd: int, family: int = socket.AF_INET) -> Any:
+        """Accept on an inherited, already-bound listening socket (the upgrade hand-over seam)."""
+        return self.listenOn(self.reactor.adoptStreamPort(fd, family, self.factory))
+
+    def listenEndpoints(self) -> Deferred:
+        """Listen on the declared endpoint strings; fires with the ports."""
+        ds = []
+        for description in self.listen:
+            endpoint = serverFromString(self.reactor, description)
+            d = endpoint.listen(self.factory)
+            d.addCallback(self.listenOn)
+            ds.append(d)
+        return gatherResults(ds, consumeErrors=True)
+
+    def privilegedStartService(self):
+        Service.privilegedStartService(self)
+        self._autoListen()
+
+    def _autoListen(self) -> None:
+        if self.autoListen and self.listen and self.listening is None:
+            self.listening = self.listenEndpoints()
+            self.listening.addErrback(self._listenFailed)
+
+    def _listenFailed(self, failure):
+        log.failure("service {service}: cannot listen", failure, service=self.name)
+        return None
+
+    def startService(self):
+        self._autoListen()
+        Service.startService(self)
+        for group_name, host in self.hosts():
+            self._startMonitor(group_name, host)
+
+    def stopService(self):
+        Service.stopService(self)
+        for monitor in self.monitors.values():
+            monitor.stop()
+        self.monitors.clear()
+        ports, self.ports = self.ports, []
+        self.listening = None
+        return DeferredList([maybeDeferred(p.stopListening) for p in ports])
+
+    def _startMonitor(self, group: str, host: BackendHost) -> None:
+        if id(host) in self.monitors:
+            return
+        monitor = HostMonitor(self.reactor, host, self.health[group], self.agents.get(group),
+                              self._hostChanged)
+        self.monitors[id(host)] = monitor
+        monitor.start()
+
+    def _hostChanged(self, host: BackendHost, what: str) -> None:
+        if host.state == states.UP:
+            self._all_down_logged = False
+            self._serveQueue()
+        if self.onHostChange is not None:
+            self.onHostChange(self, host, what)
+
+    def retryHost(self, group: str, name: str) -> Deferred:
+        """Check a bad host now and readmit it on one good check; fires with True if readmitted."""
+        host = self.host(group, name)
+        monitor = self.monitors.get(id(host))
+        if monitor is None:
+            monitor = HostMonitor(self.reactor, host, self.health[group], None, self._hostChanged)
+        return monitor.checkOnce(force=True)
+
+    # -- the decisions -----------------------------------------------------------------------------
+
+    def accept(self, front: Frontend) -> None:
+        """A client arrived: admit it, queue it, or refuse it."""
+        self.total += 1
+        if self.maxconn and self.open >= self.maxconn:
+            self._enqueue(front)
+            return
+        self.open += 1
+        front.admitted = True
+        self._dispatch(front)
+
+    def _dispatch(self, front: Frontend) -> None:
+        group = self.active_group
+        if group is None:
+            self._refuse(front, "no active group")
+            return
+        hosts = group.candidates(front.tried)
+        if not hosts:
+            if group.rotation and (front.tried is None or any(h not in front.tried for h in group.rotation)):
+                self._enqueue(front)  # every host is at its limit
+                return
+            if not group.rotation and self.all_down == "aggressive":
+                hosts = [h for h in group.hosts.values()
+                         if h.admin == states.UP and h.agent != states.MAINT and h.ip is not None
+                         and (front.tried is None or h not in front.tried)]
+                if hosts and not self._all_down_logged:
+                    self._all_down_logged = True
+                    log.warn("service {service}: every host of group {group} is down; "
+                             "aggressive mode puts them all back in rotation",
+                             service=self.name, group=group.name)
+            if not hosts:
+                if not group.rotation:
+                    if not self._all_down_logged:
+                        self._all_down_logged = True
+                        log.error("service {service}: every host of group {group} is down; "
+                                  "refusing new clients", service=self.name, group=group.name)
+                    self._refuse(front, "all hosts down")
+                else:
+                    self._refuse(front, "retries exhausted")
+                return
+        host = group.scheduler.choose(hosts, front.transport.getPeer())
+        if host is None:
+            self._refuse(front, "scheduler chose no host")
+            return
+        self._connect(front, host)
+
+    def _connect(self, front: Frontend, host: BackendHost) -> None:
+        host.active += 1
+        front.host = host
+        front.phase = CONNECTING
+        front.since = self.wheel.tick
+        factory = BackendFactory(front, host)
+        if host.tls:
+            front.connector = self.reactor.connectSSL(host.ip, host.port, factory, self._tlsContext(host),
+                                                      timeout=None)
+        else:
+            front.connector = self.reactor.connectTCP(host.ip, host.port, factory, timeout=None)
+        front.arm()
+
+    def _tlsContext(self, host: BackendHost) -> Any:
+        context = self._tls_contexts.get(id(host))
+        if context is None:
+            from twisted.internet import ssl
+
+            if not getattr(host, "tls_verify", True):
+                context = ssl.CertificateOptions(verify=False)
+            else:
+                trust = None
+                if getattr(host, "tls_ca", None):
+                    with open(host.tls_ca, "rb") as f:
+                        trust = ssl.Certificate.loadPEM(f.read())
+                context = ssl.optionsForClientTLS(host.tls_hostname or host.address, trustRoot=trust)
+            self._tls_contexts[id(host)] = context
+        return context
+
+    def connectFailed(self, front: Frontend, host: BackendHost, reason: Any) -> None:
+        """A connect to C{host} failed or timed out: mark it bad, retry the client elsewhere."""
+        host.active -= 1
+        if front.phase == CLOSED or front.host is not host or front.phase != CONNECTING:
+            self._serveQueue()
+            return
+        why = "connect timeout" if front.timed_out else f"connect failed: {reason.getErrorMessage()}"
+        front.timed_out = False
+        host.connect_failures += 1
+        self.connect_failures += 1
+        if host.markDown(why):
+            log.warn("service {service}: host {host} marked down: {why}", service=self.name,
+                     host=host.name, why=why)
+            self._hostChanged(host, "down")
+        if front.tried is None:
+            front.tried = [host]
+        else:
+            front.tried.append(host)
+        front.attempts += 1
+        front.host = None
+        if front.attempts > self.retries:
+            self._refuse(front, "retries exhausted")
+        else:
+            host.retries += 1
+            self.retried += 1
+            self._dispatch(front)
+        self._serveQueue()
+
+    def backendClosed(self, front: Frontend, host: BackendHost) -> None:
+        """A backend connection ended: its slot is free."""
+        host.active -= 1
+        self._serveQueue()
+
+    def frontendClosed(self, front: Frontend, phase: int) -> None:
+        """A client connection ended (in any phase)."""
+        if phase == QUEUED:
+            self.queued -= 1
+        if front.admitted:
+            front.admitted = False
+            self.open -= 1
+            self._serveQueue()
+
+    def queueTimedOut(self, front: Frontend) -> None:
+        self.queue_timeouts += 1
+        self.queued -= 1
+        self._close(front)
+
+    def idleTimedOut(self, front: Frontend) -> None:
+        self.idle_timeouts += 1
+
+    def _enqueue(self, front: Frontend) -> None:
+        if self.queued >= self.queue_max:
+            self._refuse(front, "queue full")
+            return
+        front.phase = QUEUED
+        front.since = self.wheel.tick
+        self.queue.append(front)
+        self.queued += 1
+        front.arm()
+
+    def _serveQueue(self) -> None:
+        queue = self.queue
+        while queue:
+            front = queue[0]
+            if front.phase != QUEUED:
+                queue.popleft()
+                continue
+            if not front.admitted and self.maxconn and self.open >= self.maxconn:
+                return
+            group = self.active_group
+            if group is not None and group.rotation and not group.candidates(front.tried):
+                return
+            queue.popleft()
+            self.queued -= 1
+            front.phase = CONNECTING  # leaving the queue
+            if not front.admitted:
+                front.admitted = True
+                self.open += 1
+            self._dispatch(front)
+
+    def _refuse(self, front: Frontend, why: str) -> None:
+        self.refused += 1
+        log.debug("service {service}: refusing a client: {why}", service=self.name, why=why)
+        self._close(front)
+
+    def _close(self, front: Frontend) -> None:
+        front.close()
+
+    # -- data --------------------------------------------------------------------------------------
+
+    def counters(self) -> dict:
+        hosts = [h for _, h in self.hosts()]
+        return {
+            "open": self.open,
+            "total": self.total,
+            "queue": self.queued,
+            "refused": self.refused,
+            "retries": self.retried,
+            "connect_failures": self.connect_failures,
+            "queue_timeouts": self.queue_timeouts,
+            "idle_timeouts": self.idle_timeouts,
+            "bytes_in": self.retired["bytes_in"] + sum(h.bytes_in for h in hosts),
+            "bytes_out": self.retired["bytes_out"] + sum(h.bytes_out for h in hosts),
+            "health_changes": sum(h.health_changes for h in hosts),
+        }
+
+    def info(self) -> dict:
+        """Config, state and counters as plain data."""
+        return {
+            "name": self.name,
+            "listen": list(self.listen),
+            "addresses": [_portAddress(p) for p in self.ports],
+            "active": self.active,
+            "maxconn": self.maxconn,
+            "queue_max": self.queue_max,
+            "retries": self.retries,
+            "all_down": self.all_down,
+            "timeouts": dict(self.timeouts),
+            "counters": self.counters(),
+            "groups": {name: g.info() for name, g in self.groups.items()},
+        }
+
+    def runningConfig(self) -> dict:
+        """The running config in the shape of L{declare.Balanced.asData} (for diffs)."""
+        return {
+            "name": self.name,
+            "listen": list(self.listen),
+            "active": self.active,
+            "groups": {
+                name: {"scheduler": g.scheduler.name,
+                       "hosts": {h.name: h.config() for h in g.hosts.values()}}
+                for name, g in self.groups.items()
+            },
+        }
+
+
+def _portAddress(port: Any) -> str | None:
+    try:
+        a = port.getHost()
+        return f"{a.host}:{a.port}"
+    except Exception:
+        return None
+
