@@ -27,7 +27,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from salvusctl.balancer.fastpath import ProxyFactory, RoundRobinPicker, StaticTarget, TimeoutWheel
+from salvusctl.balancer import persist
+from salvusctl.balancer.control import BalancerService
+from salvusctl.balancer.declare import Balanced, Group, Server
 from salvusctl.balancer.handover import (
     Drainer,
     HandoverError,
@@ -37,8 +39,10 @@ from salvusctl.balancer.handover import (
     bindTCP,
     takeOver,
 )
+from salvusctl.balancer.proxy import Frontend
+from salvusctl.errors import ConfigError
 
-__all__ = ["ProxyProcess", "parseArgs", "parseHostPort", "main"]
+__all__ = ["ProxyProcess", "buildDeclarations", "exportState", "parseArgs", "parseHostPort", "main"]
 
 _log = Logger()
 
@@ -79,11 +83,12 @@ def parseArgs(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--connect-timeout", dest="connectTimeout", type=float, default=5.0)
     p.add_argument("--idle-timeout", dest="idleTimeout", type=float, default=0.0)
     p.add_argument("--retries", type=int, default=2)
-    p.add_argument("--read-size", dest="readSize", type=int, default=256 * 1024)
+    p.add_argument("--scheduler", default="roundrobin")
     p.add_argument("--backlog", type=int, default=4096)
     p.add_argument("--stock-reactor", dest="stockReactor", action="store_true",
                    help="use Twisted's default reactor instead of the lean epoll dispatch")  # fmt: skip
     args = p.parse_args(list(argv))
+    args.argv = list(argv)
     if not args.workerOf:
         if not args.listen:
             p.error("at least one --listen NAME=HOST:PORT is required")
@@ -102,13 +107,44 @@ def parseArgs(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def buildDeclarations(args: argparse.Namespace) -> list[Balanced]:
+    """One balanced service per C{--listen}, all over the C{--backend} hosts; validated."""
+    servers = [Server("%s:%d" % (h if ":" not in h else "[%s]" % h, p)) for h, p in args.backend]
+    decls = []
+    for name, host, port in args.listen:
+        decl = Balanced(
+            name,
+            listen=["tcp:%d:interface=%s" % (port, host)],
+            groups=[Group("main", list(servers), scheduler=args.scheduler)],
+            connect_timeout=args.connectTimeout,
+            client_timeout=args.idleTimeout,
+            server_timeout=args.idleTimeout,
+            retries=args.retries,
+        )
+        decl.validate()
+        decls.append(decl)
+    return decls
+
+
+def exportState(balanced: dict[str, Any], now: float) -> dict[str, Any]:
+    """Host states, weights, schedulers and counters as JSON-able rows (the store's own shape)."""
+    hostRows, groupRows = persist._rows(balanced, now)
+    hostNames = ("service", "grp", "host") + persist._HOST_COLUMNS
+    groupNames = ("service", "grp", "scheduler", "active")
+    return {
+        "hosts": [dict(zip(hostNames, r, strict=True)) for r in hostRows],
+        "groups": [dict(zip(groupNames, r, strict=True)) for r in groupRows],
+    }
+
+
 @implementer(IHandoverSource)
 class ProxyProcess:
     """
-    One serving balancer process (a single process, or one worker).
+    One serving balancer process (a single process, or one worker): the
+    balancer service of L{salvusctl.balancer.control} on sockets it owns.
 
-    It owns its listening sockets, adopts them into the reactor, serves the
-    hand-over socket, and drains on hand-over or SIGTERM.
+    It binds (or takes over) its listening sockets, adopts them into the
+    services, serves the hand-over socket, and drains on hand-over or SIGTERM.
     """
 
     def __init__(self, reactor: Any, args: argparse.Namespace, out: Any = None) -> None:
@@ -116,27 +152,14 @@ class ProxyProcess:
         self.args = args
         self.out = out if out is not None else sys.stdout
         self.sockets: list[tuple[str, socket.socket]] = []
-        self.ports: list[Any] = []
         self.controlPort: Any = None
-        self.targets = [StaticTarget(h, p) for h, p in args.backend]
-        self.wheel = TimeoutWheel(reactor)
-        self.factory: ProxyFactory | None = None
+        self.balancer = BalancerService(reactor, buildDeclarations(args))
+        for svc in self.balancer.balanced.values():
+            svc.autoListen = False
         self.draining: defer.Deferred | None = None
         self.inherited = 0
 
     # -- start-up
-
-    def buildFactory(self) -> ProxyFactory:
-        a = self.args
-        return ProxyFactory(
-            self.reactor,
-            RoundRobinPicker(self.targets),
-            self.wheel,
-            connectTimeout=a.connectTimeout,
-            idleTimeout=a.idleTimeout,
-            retries=a.retries,
-            readSize=a.readSize,
-        )
 
     def acquire(self) -> Takeover | None:
         """Take the sockets from a running process, or bind new ones."""
@@ -151,10 +174,13 @@ class ProxyProcess:
         return takeover
 
     def adopt(self) -> None:
-        """Accept on every socket (in this process) through the fast path."""
-        self.factory = self.buildFactory()
-        for _name, sock in self.sockets:
-            self.ports.append(self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory))
+        """Start the balancer and accept on every socket (in this process)."""
+        self.balancer.startService()
+        for name, sock in self.sockets:
+            svc = self.balancer.balanced.get(name)
+            if svc is None:
+                raise HandoverError("no balanced service %r for an inherited socket" % (name,))
+            svc.adoptSocket(sock.fileno(), sock.family)
 
     def serveControl(self) -> None:
         """Answer hand-over requests on the control path."""
@@ -178,26 +204,15 @@ class ProxyProcess:
         return list(self.sockets)
 
     def handoverState(self) -> dict:
-        return {
-            "pid": os.getpid(),
-            "backends": [
-                {"address": t.address, "port": t.port, "counters": t.counters()} for t in self.targets
-            ],
-        }
+        state = exportState(self.balancer.balanced, self.reactor.seconds())
+        state["pid"] = os.getpid()
+        return state
 
     def applyState(self, state: dict) -> None:
-        """Continue the counters of backends we share with the previous process."""
-        byAddr = {(t.address, t.port): t for t in self.targets}
-        for entry in state.get("backends", []):
-            target = byAddr.get((entry.get("address"), entry.get("port")))
-            if target is None:
-                continue
-            c = entry.get("counters", {})
-            self.inherited += int(c.get("total", 0))
-            target.total += int(c.get("total", 0))
-            target.failures += int(c.get("failures", 0))
-            target.bytesIn += int(c.get("bytes_in", 0))
-            target.bytesOut += int(c.get("bytes_out", 0))
+        """Continue host states, weights and counters of the previous process."""
+        hosts = state.get("hosts", [])
+        persist.applyState(self.balancer.balanced, hosts, state.get("groups", []))
+        self.inherited += sum(int(h.get("total") or 0) for h in hosts)
 
     def handedOver(self, kind: str) -> None:
         if kind == "take":
@@ -211,9 +226,7 @@ class ProxyProcess:
 
     def stopAccepting(self) -> None:
         """Stop accepting; the sockets stay open in whoever else holds them."""
-        for port in self.ports:
-            port.stopListening()
-        self.ports = []
+        self.balancer.stopListening()
         for _name, sock in self.sockets:
             sock.close()
         self.sockets = []
@@ -221,19 +234,31 @@ class ProxyProcess:
             self.controlPort.stopListening()
             self.controlPort = None
 
+    def closeAll(self, abort: bool) -> None:
+        """Close every proxied connection: gracefully, or abort (the hard stop)."""
+        for transport in set(self.reactor.getReaders()) | set(self.reactor.getWriters()):
+            proto = getattr(transport, "protocol", None)
+            proto = getattr(proto, "wrappedProtocol", proto)
+            if not isinstance(proto, Frontend):
+                continue
+            pair = [proto.transport]
+            if proto.peer is not None:
+                pair.append(proto.peer.transport)
+            for t in pair:
+                if abort:
+                    t.abortConnection()
+                else:
+                    t.loseConnection()
+
     def drain(self) -> defer.Deferred:
         """Let open connections finish within the drain and hard-stop timeouts."""
         if self.draining is not None:
             return self.draining
         self.draining = d = defer.Deferred()
-        factory = self.factory
-        if factory is None:
-            d.callback(None)
-            return d
         drainer = Drainer(
             self.reactor,
-            lambda: factory.open,
-            factory.closeAll,
+            self.balancer.openConnections,
+            self.closeAll,
             lambda: d.callback(None),
             self.args.drainTimeout,
             self.args.hardStop,
@@ -242,9 +267,11 @@ class ProxyProcess:
         return d
 
     def shutdown(self) -> defer.Deferred:
-        """SIGTERM: stop accepting, drain, then let the reactor stop."""
+        """SIGTERM: stop accepting, drain, then stop the balancer service."""
         self.stopAccepting()
-        return self.drain()
+        d = self.drain()
+        d.addCallback(lambda _: self.balancer.stopService())
+        return d
 
 
 def runSingle(reactor: Any, args: argparse.Namespace) -> ProxyProcess:
@@ -282,20 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     if args.workerOf:
-        proc = ProxyProcess(reactor, args)
-        takeover = takeOver(args.workerOf, "share")
-        if takeover is None:
-            print("no master answers at %s" % (args.workerOf,), file=sys.stderr)
+        from salvusctl.balancer.workers import runWorker
+
+        try:
+            runWorker(reactor, args)
+        except HandoverError as e:
+            print("worker start failed: %s" % (e,), file=sys.stderr)
             return 2
-        proc.sockets = list(takeover.listeners)
-        cfg = takeover.state.get("config", {})
-        proc.targets = [StaticTarget(h, p) for h, p in cfg.get("backends", [])]
-        for key in ("connectTimeout", "idleTimeout", "retries", "readSize", "drainTimeout", "hardStop"):
-            if key in cfg:
-                setattr(args, key, cfg[key])
-        proc.adopt()
-        takeover.confirm()
-        reactor.addSystemEventTrigger("before", "shutdown", proc.shutdown)
     elif args.workers:
         from salvusctl.balancer.workers import Master
 
@@ -308,8 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         try:
             runSingle(reactor, args)
-        except HandoverError as e:
-            print("hand-over failed: %s" % (e,), file=sys.stderr)
+        except (HandoverError, ConfigError) as e:
+            print("cannot start: %s" % (e,), file=sys.stderr)
             return 2
     reactor.run()
     return 0

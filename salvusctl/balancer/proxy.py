@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
+from salvusctl.balancer.fastpath import closeNow, fastWrite, isPlain
 from salvusctl.balancer.proxyproto import header as proxyHeader
 
 __all__ = ["Frontend", "Backend", "BackendFactory", "FrontendFactory", "NEW", "QUEUED", "CONNECTING",
@@ -64,14 +65,14 @@ class Frontend(Protocol):
             return
         self.lc = self.wheel.tick
         self.host.bytes_in += len(data)
-        peer.transport.write(data)
+        fastWrite(peer.transport, data)
 
     def connectionLost(self, reason):
         phase = self.phase
         self.phase = CLOSED
         if phase == CONNECTED or phase == CLOSING:
             if self.peer is not None:
-                self.peer.transport.loseConnection()
+                closeNow(self.peer.transport)
         elif phase == CONNECTING:
             self.connector.disconnect()
         self.service.frontendClosed(self, phase)
@@ -155,14 +156,30 @@ class Frontend(Protocol):
         bt = backend.transport
         if host.proxy_protocol:
             bt.write(proxyHeader(host.proxy_protocol, t.getPeer(), t.getHost()))
-        bt.registerProducer(t, True)
-        t.registerProducer(bt, True)
+        if isPlain(t) and isPlain(bt):
+            # Each side's protocol produces for the other side's transport (see pauseProducing):
+            # a full buffer pauses the reader, and a closing side does not loseConnection the other.
+            bt.registerProducer(self, True)
+            t.registerProducer(backend, True)
+        else:
+            bt.registerProducer(t, True)
+            t.registerProducer(bt, True)
         if self.pending is not None:
             host.bytes_in += len(self.pending)
-            bt.write(self.pending)
+            fastWrite(bt, self.pending)
             self.pending = None
         t.resumeProducing()
         self.arm()
+
+    # producer for the backend transport: pause/resume reading from the client
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass  # our connectionLost handlers close the pair
 
     def __repr__(self) -> str:
         return f"<Frontend phase={self.phase} host={getattr(self.host, 'name', None)}>"
@@ -186,15 +203,25 @@ class Backend(Protocol):
         front = self.front
         front.ls = front.wheel.tick
         self.host.bytes_out += len(data)
-        front.transport.write(data)
+        fastWrite(front.transport, data)
 
     def connectionLost(self, reason):
         front = self.front
         current = front.peer is self
         if current and (front.phase == CONNECTED or front.phase == CLOSING):
             front.phase = CLOSING
-            front.transport.loseConnection()
+            closeNow(front.transport)
         front.service.backendClosed(front, self.host)
+
+    # producer for the client transport: pause/resume reading from the backend
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class BackendFactory(ClientFactory):

@@ -31,9 +31,16 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from salvusctl.balancer.handover import HandoverServerFactory, IHandoverSource, Takeover, bindTCP, takeOver
+from salvusctl.balancer.handover import (
+    HandoverError,
+    HandoverServerFactory,
+    IHandoverSource,
+    Takeover,
+    bindTCP,
+    takeOver,
+)
 
-__all__ = ["Master", "workerCommand"]
+__all__ = ["Master", "runWorker", "workerCommand"]
 
 _log = Logger()
 
@@ -68,24 +75,32 @@ class _ShareSource:
         return list(self.master.sockets)
 
     def handoverState(self) -> dict:
-        a = self.master.args
-        return {
-            "config": {
-                "backends": [list(b) for b in a.backend],
-                "connectTimeout": a.connectTimeout,
-                "idleTimeout": a.idleTimeout,
-                "retries": a.retries,
-                "readSize": a.readSize,
-                "drainTimeout": a.drainTimeout,
-                "hardStop": a.hardStop,
-            }
-        }
+        # The worker builds the same balancer from the master's own command line.
+        return {"argv": self.master.args.argv}
 
     def handedOver(self, kind: str) -> None:
         self.master.workerReady()
 
     def handoverDone(self, kind: str) -> None:
         pass
+
+
+def runWorker(reactor: Any, args: argparse.Namespace) -> Any:
+    """A worker: fetch the sockets and the command line from the master, serve, report ready."""
+    from salvusctl.balancer.process import ProxyProcess, parseArgs
+
+    takeover = takeOver(args.workerOf, "share")
+    if takeover is None:
+        raise HandoverError("no master answers at %s" % (args.workerOf,))
+    wargs = parseArgs(takeover.state["argv"])
+    wargs.workers = 0
+    wargs.control = None
+    proc = ProxyProcess(reactor, wargs)
+    proc.sockets = list(takeover.listeners)
+    proc.adopt()
+    takeover.confirm()
+    reactor.addSystemEventTrigger("before", "shutdown", proc.shutdown)
+    return proc
 
 
 @implementer(IHandoverSource)
