@@ -162,7 +162,8 @@ class Master:
         import json
 
         ports = {name: sock.getsockname()[1] for name, sock in self.sockets}
-        line = {"ready": True, "pid": os.getpid(), "ports": ports, "workers": self.args.workers}
+        pids = sorted(w.transport.pid for w in self.workers.values() if w.transport.pid)
+        line = {"ready": True, "pid": os.getpid(), "ports": ports, "workers": pids}
         self.out.write(json.dumps(line) + "\n")
         self.out.flush()
 

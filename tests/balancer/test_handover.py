@@ -270,8 +270,8 @@ class _Proc(protocol.ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-class ProcessHandoverTests(TestCase):
-    """Two real balancer processes and a stream of real client connections."""
+class ProcessCase(TestCase):
+    """A backend in this reactor, balancer processes as children, clients in this reactor."""
 
     timeout = 60
 
@@ -325,6 +325,10 @@ class ProcessHandoverTests(TestCase):
                     results["failed"].append(got)
 
         yield defer.gatherResults([loop() for _ in range(workers)])
+
+
+class ProcessHandoverTests(ProcessCase):
+    """Two real balancer processes and a stream of real client connections."""
 
     @defer.inlineCallbacks
     def test_noConnectionFailsAcrossAHandover(self):
