@@ -206,6 +206,7 @@ def closeNow(transport: Any) -> None:
         and not transport.disconnected
         and not transport.disconnecting
     ):
+        transport._shouldShutdown = False  # close() alone sends the FIN
         reactor = transport.reactor
         reactor.removeReader(transport)
         reactor.removeWriter(transport)

@@ -54,9 +54,12 @@ class Frontend(Protocol):
         self.wheel = wheel
 
     def connectionMade(self):
-        self.transport.pauseProducing()
         self.lc = self.ls = self.since = self.wheel.tick
         self.service.accept(self)
+        # Pause reading until a backend is connected; a connect that completed at once
+        # (fastpath.connectTCP on a fast network) spares the two epoll changes.
+        if self.phase == QUEUED or self.phase == CONNECTING:
+            self.transport.pauseProducing()
 
     def dataReceived(self, data):
         peer = self.peer
