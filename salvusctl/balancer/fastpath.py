@@ -63,6 +63,7 @@ class LeanConnection(tcp.Connection):
         tcp.Connection.__init__(self, socket.socket(family, socket.SOCK_STREAM), None, reactor)
         self.factory = factory
         self.realAddress = (host, port)
+        self.family = family  # a plain int: socket.family builds an enum on every read
 
     def start(self) -> None:
         skt = self.socket
@@ -124,13 +125,13 @@ class LeanConnection(tcp.Connection):
         self.disconnect()
 
     def getDestination(self) -> Any:
-        return _address(self.socket.family, self.realAddress)
+        return _address(self.family, self.realAddress)
 
     def getPeer(self) -> Any:
-        return _address(self.socket.family, self.realAddress)
+        return _address(self.family, self.realAddress)
 
     def getHost(self) -> Any:
-        return _address(self.socket.family, self.socket.getsockname())
+        return _address(self.family, self.socket.getsockname())
 
 
 class _Discard:
