@@ -303,8 +303,10 @@ class ProcessCase(TestCase):
         return p
 
     def request(self, port):
+        """One connection: send a line, read the answer; a hang fails it after 15 s."""
         f = _OneShot()
-        reactor.connectTCP("127.0.0.1", port, f)
+        connector = reactor.connectTCP("127.0.0.1", port, f)
+        f.d.addTimeout(15, reactor, onTimeoutCancel=lambda r, t: connector.disconnect() or r)
         return f.d
 
     @defer.inlineCallbacks
