@@ -38,7 +38,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.python import failure
 
-__all__ = ["fastWrite", "closeNow", "connectTCP", "isPlain", "LeanConnection"]
+__all__ = ["fastWrite", "closeNow", "shutdownWriteNow", "connectTCP", "isPlain", "LeanConnection"]
 
 _EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 _INPROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
@@ -214,3 +214,27 @@ def closeNow(transport: Any) -> None:
         transport.connectionLost(_DONE)
     else:
         transport.loseConnection()
+
+
+def shutdownWriteNow(transport: Any) -> None:
+    """
+    Half-close (FIN, keep reading) at once when nothing is queued, else after the flush.
+
+    C{loseWriteConnection} always waits for a writability event first, even
+    with an empty buffer.  Here the shutdown happens now and the protocol hears
+    C{writeConnectionLost} as it would from Twisted.
+    """
+    if (
+        transport.__class__ in _PLAIN
+        and not transport._tempDataLen
+        and not transport.dataBuffer
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+    ):
+        transport._writeDisconnecting = True
+        transport._writeDisconnected = True
+        transport.stopWriting()
+        transport._closeWriteConnection()
+    else:
+        transport.loseWriteConnection()

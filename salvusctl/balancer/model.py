@@ -224,7 +224,8 @@ class BackendHost:
 class HostGroup:
     """Backend hosts that serve a service together, with the scheduler that picks among them.
 
-    @ivar rotation: the hosts in state C{up}, in declaration order; rebuilt on every change.
+    @ivar rotation: the hosts in state C{up} (and not set to 0% by their agent), in declaration
+        order; rebuilt on every change.
     @ivar limited: True when some host has a connection limit, so the dispatcher must filter.
     """
 
@@ -261,7 +262,8 @@ class HostGroup:
     def refresh(self) -> None:
         """Rebuild the rotation after any host change and tell the scheduler and listeners."""
         hosts = list(self.hosts.values())
-        self.rotation = [h for h in hosts if h.state == states.UP]
+        # an agent's "0%" means no new connections (HAProxy), whatever the scheduler
+        self.rotation = [h for h in hosts if h.state == states.UP and h.agent_weight_percent > 0]
         self.limited = any(h.limit() for h in hosts)
         self.scheduler.hostsChanged(hosts)
         for listener in self.listeners:

@@ -7,6 +7,10 @@ L{TimeoutWheel} owns every deadline) and one L{Backend}.  Once the backend is co
 transports are each other's producers, as in C{twisted.protocols.portforward}, so a slow reader
 pauses the fast writer instead of buffering without bound.
 
+Half-close is forwarded, as HAProxy does: a client that shuts down its sending side (and waits for
+the answer) gets it; the pair closes once both directions have ended, or at the idle timeout.  TLS
+transports do not half-close and fall back to a full close.
+
 Decisions (which host, retry or refuse, queue) belong to the service; this module only moves bytes
 and reports what happened.
 """
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from zope.interface import implementer
 
-from salvusctl.balancer.fastpath import closeNow, fastWrite, isPlain
+from salvusctl.balancer.fastpath import closeNow, fastWrite, isPlain, shutdownWriteNow
 from salvusctl.balancer.proxyproto import header as proxyHeader
 
 __all__ = ["Frontend", "Backend", "BackendFactory", "FrontendFactory", "NEW", "QUEUED", "CONNECTING",
@@ -26,6 +32,18 @@ __all__ = ["Frontend", "Backend", "BackendFactory", "FrontendFactory", "NEW", "Q
 NEW, QUEUED, CONNECTING, CONNECTED, CLOSING, CLOSED = range(6)
 
 
+def _shutdownWrite(transport: Any) -> None:
+    if isPlain(transport):
+        shutdownWriteNow(transport)
+        return
+    lose = getattr(transport, "loseWriteConnection", None)
+    if lose is None:
+        transport.loseConnection()
+    else:
+        lose()
+
+
+@implementer(IHalfCloseableProtocol)
 class Frontend(Protocol):
     """An accepted client connection, paused until a backend is connected.
 
@@ -45,6 +63,7 @@ class Frontend(Protocol):
     due = 0
     armed = False
     pending: bytes | None = None
+    eof = 0  # bit 1: the client finished sending; bit 2: the backend did
     since = 0
     lc = 0
     ls = 0
@@ -54,7 +73,7 @@ class Frontend(Protocol):
         self.wheel = wheel
 
     def connectionMade(self):
-        self.lc = self.ls = self.since = self.wheel.tick
+        self.lc = self.ls = self.since = self.wheel.now()
         self.service.accept(self)
         # Pause reading until a backend is connected; a connect that completed at once
         # (fastpath.connectTCP on a fast network) spares the two epoll changes.
@@ -69,6 +88,27 @@ class Frontend(Protocol):
         self.lc = self.wheel.tick
         self.host.bytes_in += len(data)
         fastWrite(peer.transport, data)
+
+    def readConnectionLost(self):
+        """The client shut down its sending side: pass the shutdown on to the backend."""
+        self.eof |= 1
+        peer = self.peer
+        if peer is None or self.phase != CONNECTED:
+            self.close()
+        elif self.eof == 3:
+            self.finish()
+        else:
+            _shutdownWrite(peer.transport)
+
+    def writeConnectionLost(self):
+        pass
+
+    def finish(self) -> None:
+        """Both directions ended: close the pair."""
+        self.phase = CLOSING
+        closeNow(self.transport)
+        if self.peer is not None:
+            closeNow(self.peer.transport)
 
     def connectionLost(self, reason):
         phase = self.phase
@@ -152,7 +192,7 @@ class Frontend(Protocol):
     def backendConnected(self, backend: Backend) -> None:
         self.phase = CONNECTED
         self.peer = backend
-        self.ls = self.lc = self.wheel.tick
+        self.ls = self.lc = self.wheel.now()
         host = self.host
         host.total += 1
         t = self.transport
@@ -188,6 +228,7 @@ class Frontend(Protocol):
         return f"<Frontend phase={self.phase} host={getattr(self.host, 'name', None)}>"
 
 
+@implementer(IHalfCloseableProtocol)
 class Backend(Protocol):
     """The connection to the chosen backend host."""
 
@@ -207,6 +248,21 @@ class Backend(Protocol):
         front.ls = front.wheel.tick
         self.host.bytes_out += len(data)
         fastWrite(front.transport, data)
+
+    def readConnectionLost(self):
+        """The backend finished sending: shut down the client's receiving side after the data."""
+        front = self.front
+        if front.peer is not self or front.phase != CONNECTED:
+            self.transport.loseConnection()
+            return
+        front.eof |= 2
+        if front.eof == 3:
+            front.finish()
+        else:
+            _shutdownWrite(front.transport)
+
+    def writeConnectionLost(self):
+        pass
 
     def connectionLost(self, reason):
         front = self.front

@@ -301,7 +301,9 @@ class BalancedService(Service):
                 else:
                     self._refuse(front, "retries exhausted")
                 return
-        host = group.scheduler.choose(hosts, front.transport.getPeer())
+        # a plain TCP transport holds the peer as a tuple already; getPeer() would allocate
+        t = front.transport
+        host = group.scheduler.choose(hosts, getattr(t, "client", None) or t.getPeer())
         if host is None:
             self._refuse(front, "scheduler chose no host")
             return
@@ -311,7 +313,7 @@ class BalancedService(Service):
         host.active += 1
         front.host = host
         front.phase = CONNECTING
-        front.since = self.wheel.tick
+        front.since = self.wheel.now()
         factory = BackendFactory(front, host)
         if host.tls:
             front.connector = self.reactor.connectSSL(host.ip, host.port, factory, self._tlsContext(host),
@@ -391,7 +393,7 @@ class BalancedService(Service):
             self._refuse(front, "queue full")
             return
         front.phase = QUEUED
-        front.since = self.wheel.tick
+        front.since = self.wheel.now()
         self.queue.append(front)
         self.queued += 1
         front.arm()

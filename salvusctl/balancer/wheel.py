@@ -42,6 +42,12 @@ class TimeoutWheel:
     def _now(self) -> int:
         return int(self._clock.seconds() / self.resolution)
 
+    def now(self) -> int:
+        """The current tick, refreshed first if the wheel was idle (its C{tick} is then stale)."""
+        if self._call is None:
+            self.tick = self._now()
+        return self.tick
+
     def ticks(self, seconds: float) -> int:
         """Whole ticks covering C{seconds} (at least one)."""
         return max(1, math.ceil(seconds / self.resolution))

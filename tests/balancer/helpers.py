@@ -9,7 +9,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
 
 __all__ = ["NamedBackend", "startBackend", "fetch", "HoldingClient", "openHolding", "deadPort",
-           "balanced"]
+           "balanced", "tempdir"]
 
 
 class _NamedProtocol(Protocol):
@@ -171,3 +171,13 @@ def balanced(servers, name="svc", scheduler="roundrobin", health=None, **kwargs)
                       health=health, **group_kwargs)],
         **kwargs,
     )
+
+
+def tempdir(testcase) -> str:
+    """A fresh directory outside the source tree, removed at cleanup."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="salvus-balancer-")
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path

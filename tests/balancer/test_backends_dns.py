@@ -15,12 +15,13 @@ from salvusctl.balancer.declare import Balanced, Group, Server
 from salvusctl.balancer.dns import DNSCache
 from salvusctl.balancer.model import BackendHost
 from salvusctl.errors import ConfigError
+from tests.balancer.helpers import tempdir
 
 
 class BackendsFileTests(SynchronousTestCase):
     def setUp(self):
         self.reactor = MemoryReactorClock()
-        self.path = os.path.abspath(self.mktemp())
+        self.path = os.path.join(tempdir(self), "web.backends")
         self.write("blue 10.0.0.1:80 weight=2 name=a\nblue 10.0.0.2:80\n")
         decl = Balanced("web", listen=["tcp:0"], groups=[Group("blue")], backends_file=self.path,
                         backends_poll=1.0)

@@ -12,7 +12,7 @@ from salvusctl.balancer.build import buildBalancer
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host
-from tests.balancer.helpers import address, fetch, startBackend
+from tests.balancer.helpers import address, fetch, startBackend, tempdir
 
 
 def service(**kwargs):
@@ -25,7 +25,7 @@ def service(**kwargs):
 
 class BadConfigTests(SynchronousTestCase):
     def refused(self, *declarations) -> str:
-        host = Host(name="t", store="sqlite::memory:", var=self.mktemp())
+        host = Host(name="t", store="sqlite::memory:", var=tempdir(self))
         for d in declarations:
             host.add(d)
         e = self.assertRaises(ConfigError, host.validate)
@@ -87,7 +87,7 @@ class HostBuildTests(TestCase):
         """Through the Host API: proxy traffic, change state live, restart, find the state again."""
         a = startBackend(self, b"a")
         b = startBackend(self, b"b")
-        var = os.path.abspath(self.mktemp())
+        var = tempdir(self)
         decl = Balanced("web", listen=["tcp:0:interface=127.0.0.1"],
                         groups=[Group("main", [Server(address(a), name="a"), Server(address(b), name="b")],
                                       health=HealthCheck(interval=30))])

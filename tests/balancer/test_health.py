@@ -155,6 +155,19 @@ class AgentTests(SynchronousTestCase):
         self.assertEqual(host.state, "drain")  # an unreachable agent changes nothing
         monitor.stop()
 
+    def test_agent_zero_percent_takes_host_out_of_rotation(self):
+        from salvusctl.balancer.model import HostGroup
+        from salvusctl.balancer.schedulers import makeScheduler
+
+        clock = MemoryReactorClock()
+        group = HostGroup("g", makeScheduler("roundrobin", clock))
+        a = group.add(BackendHost(clock, "10.0.0.1", 80, name="a"))
+        b = group.add(BackendHost(clock, "10.0.0.2", 80, name="b"))
+        a.setAgent(percent=0)
+        self.assertEqual(group.rotation, [b])
+        a.setAgent("up", percent=100)
+        self.assertEqual(group.rotation, [a, b])
+
 
 class ConnectTimeoutTests(SynchronousTestCase):
     def test_connect_timeout_marks_down_and_retries_elsewhere(self):
@@ -187,6 +200,27 @@ class ConnectTimeoutTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"xyz")
         self.assertEqual(svc.retried, 1)
         svc.stopService()
+
+
+class IdleWheelTests(SynchronousTestCase):
+    def test_connection_after_a_quiet_spell_gets_its_full_connect_timeout(self):
+        """The wheel sleeps while empty; a connection arriving after a long quiet spell must not
+        inherit a stale tick and time out at once."""
+        r = MemoryReactorClock()
+        svc = BalancedService(r, balanced(["10.0.0.1:80"], connect_timeout=3))
+        svc.autoListen = False
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        for _ in range(2):
+            r.advance(1000)
+            front = Frontend(svc, svc.wheel)
+            front.makeConnection(StringTransport())
+            r.advance(2.5)
+            self.assertFalse(front.connector._disconnected)
+            r.advance(1)
+            self.assertTrue(front.connector._disconnected)
+            r.tcpClients[-1][2].clientConnectionFailed(front.connector, Failure(UserError()))
+            svc.groups["main"].hosts["10.0.0.1:80"].markUp()
 
 
 class HealthSocketTests(TestCase):

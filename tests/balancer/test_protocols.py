@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from twisted.internet import reactor, ssl
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -13,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from salvusctl.balancer import proxyproto
 from salvusctl.balancer.control import BalancerService
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
-from tests.balancer.helpers import address, balanced, fetch, startBackend
+from tests.balancer.helpers import address, balanced, fetch, startBackend, tempdir
 from tests.balancer.tlsutil import makeCertificate
 
 
@@ -108,7 +106,7 @@ class SocketTests(TestCase):
     @inlineCallbacks
     def test_tls_terminated_on_listen_and_tls_to_backend(self):
         """A TLS client talks to the balancer's ssl: endpoint; the balancer talks TLS to the backend."""
-        key, cert = makeCertificate(os.path.abspath(self.mktemp()))
+        key, cert = makeCertificate(tempdir(self))
         with open(cert, "rb") as fh:
             trust = ssl.Certificate.loadPEM(fh.read())
         with open(key, "rb") as kf, open(cert, "rb") as cf:

@@ -238,3 +238,92 @@ class BackendDeathTests(TestCase):
         self.assertEqual(host_b.state, "down")
         self.assertGreaterEqual(svc.retried, 1)
         self.assertEqual(svc.refused, 0)
+
+
+class StickyEndToEndTests(TestCase):
+    timeout = 20
+
+    @inlineCallbacks
+    def test_sticky_client_keeps_its_backend(self):
+        """Through real sockets, one client IP lands on one backend every time."""
+        backends = [startBackend(self, n) for n in (b"a", b"b", b"c")]
+        for scheduler in ("sticky", "sourcehash"):
+            balancer = BalancerService(reactor, [balanced([address(b) for b in backends], scheduler=scheduler,
+                                                          name=scheduler)])
+            balancer.startService()
+            self.addCleanup(balancer.stopService)
+            svc = balancer.balanced[scheduler]
+            yield svc.listening
+            answers = set()
+            for _ in range(9):
+                data, _ = yield fetch(svc.ports[0].getHost().port, b"x")
+                answers.add(data)
+            self.assertEqual(len(answers), 1, (scheduler, answers))
+
+
+class HalfCloseTests(TestCase):
+    timeout = 20
+
+    @inlineCallbacks
+    def test_client_half_close_still_gets_the_answer(self):
+        """A client that sends, shuts down writing and waits (nc -N style) gets the whole answer."""
+        from twisted.internet.interfaces import IHalfCloseableProtocol
+        from twisted.internet.protocol import Factory, Protocol
+        from zope.interface import implementer
+
+        @implementer(IHalfCloseableProtocol)
+        class AnswerAtEOF(Protocol):
+            """Answers only after the request is complete (EOF), like a one-shot RPC server."""
+
+            def connectionMade(self):
+                self.request = b""
+
+            def dataReceived(self, data):
+                self.request += data
+
+            def readConnectionLost(self):
+                self.transport.write(b"answer to " + self.request)
+                self.transport.loseConnection()
+
+            def writeConnectionLost(self):
+                pass
+
+        backend_port = reactor.listenTCP(0, Factory.forProtocol(AnswerAtEOF), interface="127.0.0.1")
+        self.addCleanup(backend_port.stopListening)
+        balancer = BalancerService(reactor, [balanced([f"127.0.0.1:{backend_port.getHost().port}"])])
+        balancer.startService()
+        self.addCleanup(balancer.stopService)
+        svc = balancer.balanced["svc"]
+        yield svc.listening
+        done: Deferred = Deferred()
+
+        @implementer(IHalfCloseableProtocol)
+        class Client(Protocol):
+            def connectionMade(self):
+                self.data = b""
+                self.transport.write(b"question")
+                self.transport.loseWriteConnection()
+
+            def dataReceived(self, data):
+                self.data += data
+
+            def readConnectionLost(self):
+                self.transport.loseConnection()
+
+            def writeConnectionLost(self):
+                pass
+
+            def connectionLost(self, reason):
+                done.callback(self.data)
+
+        from twisted.internet.protocol import ClientFactory
+
+        class F(ClientFactory):
+            def buildProtocol(self, addr):
+                return Client()
+
+        reactor.connectTCP("127.0.0.1", svc.ports[0].getHost().port, F())
+        data = yield done
+        self.assertEqual(data, b"answer to question")
+        yield later(0.05)
+        self.assertEqual((svc.open, sum(h.active for _, h in svc.hosts())), (0, 0))
