@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from zope.interface import implementer
 
-from salvusctl.balancer.fastpath import closeNow, fastWrite, isPlain, shutdownWriteNow
+from salvusctl.balancer.fastpath import READ_SIZE, closeNow, fastWrite, isPlain, shutdownWriteNow
 from salvusctl.balancer.proxyproto import header as proxyHeader
 
 __all__ = ["Frontend", "Backend", "BackendFactory", "FrontendFactory", "NEW", "QUEUED", "CONNECTING",
@@ -204,6 +204,7 @@ class Frontend(Protocol):
             # a full buffer pauses the reader, and a closing side does not loseConnection the other.
             bt.registerProducer(self, True)
             t.registerProducer(backend, True)
+            t.bufferSize = bt.bufferSize = READ_SIZE
         else:
             bt.registerProducer(t, True)
             t.registerProducer(bt, True)
