@@ -38,7 +38,15 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.python import failure
 
-__all__ = ["READ_SIZE", "fastWrite", "closeNow", "shutdownWriteNow", "connectTCP", "isPlain", "LeanConnection"]
+__all__ = [
+    "READ_SIZE",
+    "fastWrite",
+    "closeNow",
+    "shutdownWriteNow",
+    "connectTCP",
+    "isPlain",
+    "LeanConnection",
+]
 
 #: recv() size (and write-buffer pause threshold) of a proxied pair.  Twisted reads 64 KiB;
 #: 256 KiB took about a third less CPU per 100 MB through the proxy here, 1 MiB no less.
