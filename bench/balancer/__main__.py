@@ -63,6 +63,7 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="salvus-bench-")
         os.chmod(self.tmp, 0o755)  # nginx workers run as an unprivileged user
         self.procs: list[subprocess.Popen] = []
+        self.notes: list[str] = []
 
     # -- processes
 
@@ -171,6 +172,15 @@ backend b
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         errors = re.search(r"Socket errors: (.*)", out)
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if non2xx:
+            code = subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                 "http://127.0.0.1:%d/small.html" % port],
+                capture_output=True, text=True, timeout=30,
+            ).stdout  # fmt: skip
+            log = os.path.join(self.tmp, "nginx-error.log")
+            last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else []
+            self.notes.append("port %d: non-2xx; curl got %s; nginx: %s" % (port, code, last))
         return {
             "rps": rps,
             "p50": _latency(out, "50%"),
@@ -269,6 +279,7 @@ backend b
             "elapsed_s": round(time.monotonic() - started, 1),
             "targets": summary,
             "rss": rss,
+            "notes": self.notes,
             "newconn_ratio": s["close_rps"] / h["close_rps"],
             "keepalive_ratio": s["ka_rps"] / h["ka_rps"],
             "bulk_ratio": s["bulk_mbs"] / h["bulk_mbs"],
@@ -345,6 +356,8 @@ def printTable(res: dict) -> None:
         "Salvus/direct", d["keepalive"], d["newconn"], "", d["p99"], d["bulk"]))  # fmt: skip
     tc = res["two_core_ratios"]
     print("%-22s %12.2f %12.2f" % ("2 workers/2 threads", tc["keepalive"], tc["newconn"]))
+    for note in res.get("notes", []):
+        print("note:", note)
     r = res["rss"]
     print()
     print("RSS with %d idle client connections (%d fds): %d KiB -> %d KiB = %.2f KiB per connection pair"
