@@ -42,9 +42,18 @@ from salvusctl.balancer.handover import (
 from salvusctl.balancer.proxy import Frontend
 from salvusctl.errors import ConfigError
 
-__all__ = ["ProxyProcess", "buildDeclarations", "exportState", "parseArgs", "parseHostPort", "main"]
+__all__ = [
+    "ProxyProcess",
+    "buildDeclarations",
+    "exportState",
+    "listenSpecs",
+    "loadConfig",
+    "parseArgs",
+    "parseHostPort",
+    "main",
+]
 
-_log = Logger()
+log = Logger()
 
 
 def parseHostPort(text: str) -> tuple[str, int]:
@@ -77,6 +86,9 @@ def parseArgs(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--backend", action="append", type=parseHostPort, default=[], metavar="HOST:PORT")
     p.add_argument("--control", help="Unix socket for hand-over (taken over if a process answers)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: serve here)")
+    p.add_argument("--config", metavar="FILE.py",
+                   help="a Python file that sets 'balanced' to a list of Balanced declarations "
+                        "(instead of --listen/--backend)")  # fmt: skip
     p.add_argument("--worker-of", dest="workerOf", help=argparse.SUPPRESS)
     p.add_argument("--drain-timeout", dest="drainTimeout", type=float, default=30.0)
     p.add_argument("--hard-stop", dest="hardStop", type=float, default=60.0)
@@ -89,7 +101,9 @@ def parseArgs(argv: Sequence[str]) -> argparse.Namespace:
                    help="use Twisted's default reactor instead of the lean epoll dispatch")  # fmt: skip
     args = p.parse_args(list(argv))
     args.argv = list(argv)
-    if not args.workerOf:
+    if args.config and (args.listen or args.backend):
+        p.error("--config replaces --listen and --backend; give one or the other")
+    if not args.workerOf and not args.config:
         if not args.listen:
             p.error("at least one --listen NAME=HOST:PORT is required")
         names = [n for n, _, _ in args.listen]
@@ -107,14 +121,66 @@ def parseArgs(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def loadConfig(path: str) -> list[Balanced]:
+    """The C{balanced} list of a config file (plain Python, like a C{.tac}); validated."""
+    namespace: dict[str, Any] = {"__file__": path, "__name__": "salvus_balancer_config"}
+    try:
+        with open(path) as f:
+            code = compile(f.read(), path, "exec")
+    except OSError as e:
+        raise ConfigError("cannot read balancer config %s: %s" % (path, e.strerror))
+    exec(code, namespace)
+    decls = namespace.get("balanced")
+    if not isinstance(decls, list | tuple) or not all(isinstance(d, Balanced) for d in decls) or not decls:
+        raise ConfigError("%s must set 'balanced' to a non-empty list of Balanced declarations" % (path,))
+    names = [d.name for d in decls]
+    if len(set(names)) != len(names):
+        raise ConfigError("%s: two balanced services have the same name" % (path,))
+    for d in decls:
+        d.validate()
+    return list(decls)
+
+
+def listenSpecs(decls: list[Balanced]) -> list[tuple[str, str, str, int, int]]:
+    """
+    (listener name, service name, host, port, backlog) for every listen endpoint.
+
+    The process binds these sockets itself so that it can hand them over; only
+    C{tcp:} and C{tcp6:} endpoints can be.  A listener is named after its service
+    (C{web}, then C{web#1}, C{web#2} for further endpoints), which is how a new
+    process matches the sockets it inherits to its own services.
+    """
+    from twisted.internet import endpoints
+
+    specs = []
+    seen: set[tuple[str, int]] = set()
+    for decl in decls:
+        for i, description in enumerate(decl.listen):
+            ep = endpoints.serverFromString(None, description)
+            if not isinstance(ep, endpoints.TCP4ServerEndpoint | endpoints.TCP6ServerEndpoint):
+                raise ConfigError(
+                    "service %r: %r cannot be handed over; the balancer process binds tcp: and "
+                    "tcp6: endpoints only" % (decl.name, description)
+                )
+            host = ep._interface or ("::" if isinstance(ep, endpoints.TCP6ServerEndpoint) else "0.0.0.0")
+            if ep._port and (host, ep._port) in seen:
+                raise ConfigError("duplicate listen address %s:%d" % (host, ep._port))
+            seen.add((host, ep._port))
+            name = decl.name if i == 0 else "%s#%d" % (decl.name, i)
+            specs.append((name, decl.name, host, ep._port, ep._backlog))
+    return specs
+
+
 def buildDeclarations(args: argparse.Namespace) -> list[Balanced]:
-    """One balanced service per C{--listen}, all over the C{--backend} hosts; validated."""
+    """The declarations of C{--config}, or one service per C{--listen} over the C{--backend} hosts."""
+    if args.config:
+        return loadConfig(args.config)
     servers = [Server("%s:%d" % (h if ":" not in h else "[%s]" % h, p)) for h, p in args.backend]
     decls = []
     for name, host, port in args.listen:
         decl = Balanced(
             name,
-            listen=["tcp:%d:interface=%s" % (port, host)],
+            listen=["tcp:%d:interface=%s:backlog=%d" % (port, host.replace(":", "\\:"), args.backlog)],
             groups=[Group("main", list(servers), scheduler=args.scheduler)],
             connect_timeout=args.connectTimeout,
             client_timeout=args.idleTimeout,
@@ -153,7 +219,9 @@ class ProxyProcess:
         self.out = out if out is not None else sys.stdout
         self.sockets: list[tuple[str, socket.socket]] = []
         self.controlPort: Any = None
-        self.balancer = BalancerService(reactor, buildDeclarations(args))
+        decls = buildDeclarations(args)
+        self.specs = listenSpecs(decls)
+        self.balancer = BalancerService(reactor, decls)
         for svc in self.balancer.balanced.values():
             svc.autoListen = False
         self.draining: defer.Deferred | None = None
@@ -166,20 +234,28 @@ class ProxyProcess:
         takeover = None
         if self.args.control:
             takeover = takeOver(self.args.control, "take")
+        inherited = {}
         if takeover is not None:
-            self.sockets = list(takeover.listeners)
+            inherited = dict(takeover.listeners)
             self.applyState(takeover.state)
-        else:
-            self.sockets = [(n, bindTCP(h, p, self.args.backlog)) for n, h, p in self.args.listen]
+        self.sockets = []
+        for name, _svc, host, port, backlog in self.specs:
+            sock = inherited.pop(name, None)
+            self.sockets.append((name, sock if sock is not None else bindTCP(host, port, backlog)))
+        for name, sock in inherited.items():
+            # The predecessor listened where our config no longer does: stop that listener.
+            log.info("listener {name} is not in the new config; closing it", name=name)
+            sock.close()
         return takeover
 
     def adopt(self) -> None:
         """Start the balancer and accept on every socket (in this process)."""
         self.balancer.startService()
+        services = {name: svc for name, svc, _h, _p, _b in self.specs}
         for name, sock in self.sockets:
-            svc = self.balancer.balanced.get(name)
+            svc = self.balancer.balanced.get(services.get(name, name))
             if svc is None:
-                raise HandoverError("no balanced service %r for an inherited socket" % (name,))
+                raise HandoverError("no balanced service for the listener %r" % (name,))
             svc.adoptSocket(sock.fileno(), sock.family)
 
     def serveControl(self) -> None:
@@ -313,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             runWorker(reactor, args)
-        except HandoverError as e:
+        except (HandoverError, ConfigError) as e:
             print("worker start failed: %s" % (e,), file=sys.stderr)
             return 2
     elif args.workers:
@@ -322,8 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         master = Master(reactor, args)
         try:
             master.start()
-        except HandoverError as e:
-            print("hand-over failed: %s" % (e,), file=sys.stderr)
+        except (HandoverError, ConfigError) as e:
+            print("cannot start: %s" % (e,), file=sys.stderr)
             return 2
     else:
         try:

@@ -131,7 +131,10 @@ class Master:
             self.sockets = list(self.takeover.listeners)
             self.state = self.takeover.state
         else:
-            self.sockets = [(n, bindTCP(h, p, a.backlog)) for n, h, p in a.listen]
+            from salvusctl.balancer.process import buildDeclarations, listenSpecs
+
+            specs = listenSpecs(buildDeclarations(a))
+            self.sockets = [(n, bindTCP(h, p, b)) for n, _svc, h, p, b in specs]
         base = a.control or os.path.join(tempfile.gettempdir(), "salvus-lb")
         self.sharePath = "%s.w%d" % (base, os.getpid())
         if os.path.exists(self.sharePath):

@@ -282,14 +282,14 @@ class ProcessCase(TestCase):
         self.addCleanup(self.backend.stopListening)
         self.procs = []
 
-    def spawn(self, port, extra=()):
+    def spawn(self, port, extra=(), config=None):
         p = _Proc()
-        argv = [
-            sys.executable, "-m", "salvusctl.balancer.process",
-            "--listen", "web=127.0.0.1:%d" % (port,),
-            "--backend", "127.0.0.1:%d" % (self.backend.getHost().port,),
-            "--control", self.control, *extra,
-        ]  # fmt: skip
+        if config is None:
+            where = ["--listen", "web=127.0.0.1:%d" % (port,),
+                     "--backend", "127.0.0.1:%d" % (self.backend.getHost().port,)]  # fmt: skip
+        else:
+            where = ["--config", config]
+        argv = [sys.executable, "-m", "salvusctl.balancer.process", *where, "--control", self.control, *extra]
         env = dict(os.environ, PYTHONPATH=ROOT)
         reactor.spawnProcess(p, sys.executable, argv, env=env)
         self.procs.append(p)
@@ -361,6 +361,42 @@ class ProcessHandoverTests(ProcessCase):
         code = yield new.ended
         self.assertEqual(code, 0)
 
+    def config(self, listeners):
+        """A --config file with one service per (name, port) over the test backend."""
+        path = os.path.join(self.dir, "lb%d.py" % (len(self.procs),))
+        backend = "127.0.0.1:%d" % (self.backend.getHost().port,)
+        with open(path, "w") as f:
+            f.write("from salvusctl.balancer.declare import Balanced, Group, Server\n")
+            f.write("balanced = [\n")
+            for name, port in listeners:
+                f.write("  Balanced(%r, listen=['tcp:%d:interface=127.0.0.1'],\n" % (name, port))
+                f.write("           groups=[Group('g', [Server(%r)])]),\n" % (backend,))
+            f.write("]\n")
+        return path
+
+    @defer.inlineCallbacks
+    def test_newConfigKeepsSharedListenersAndDropsOthers(self):
+        """
+        Upgrading to a config without a listener closes that one; the listeners both configs
+        share are handed over, and a listener new in the config is bound.
+        """
+        a, b, c = (_freePort() for _ in range(3))
+        old = self.spawn(0, config=self.config([("web", a), ("api", b)]))
+        yield old.ready
+        got = yield self.request(b)
+        self.assertEqual(got, b"ok ping\n")
+        new = self.spawn(0, config=self.config([("web", a), ("admin", c)]))
+        info = yield new.ready
+        self.assertEqual(info["ports"], {"web": a, "admin": c})
+        yield old.ended
+        for port in (a, c):
+            got = yield self.request(port)
+            self.assertEqual(got, b"ok ping\n")
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", b), timeout=5).close()
+        new.transport.signalProcess("TERM")
+        yield new.ended
+
     @defer.inlineCallbacks
     def test_openConnectionFinishesOnTheOldProcess(self):
         """A connection open at hand-over time keeps working until it ends; then the old exits."""
@@ -397,6 +433,14 @@ class ProcessHandoverTests(ProcessCase):
         code = yield old.ended
         self.assertEqual(code, 0)
         yield held.lost
+
+
+def _freePort():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 class _Holder(protocol.Protocol):

@@ -93,3 +93,79 @@ class StateTests(SynchronousTestCase):
         self.assertEqual((na.total, na.bytes_in, nb.bytes_out), (7, 700, 900))
         self.assertEqual(new.inherited, 7)
         self.assertEqual(exportState(new.balancer.balanced, 0)["hosts"][0]["admin"], states.DRAIN)
+
+
+class ConfigFileTests(SynchronousTestCase):
+    """C{--config}: the declarations a C{.tac} would use, for a process that can hand over."""
+
+    def write(self, text):
+        import os
+        import tempfile
+
+        fd, path = tempfile.mkstemp(suffix=".py")
+        os.write(fd, text.encode())
+        os.close(fd)
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def test_declarationsAndListenerNames(self):
+        """Each endpoint becomes a named listener: the service, then service#1, #2."""
+        from salvusctl.balancer.process import listenSpecs, loadConfig
+
+        path = self.write(
+            "from salvusctl.balancer.declare import Balanced, Group, Server\n"
+            "balanced = [\n"
+            "  Balanced('web', listen=['tcp:8080:interface=127.0.0.1', 'tcp:8081:interface=\\\\:\\\\:1'],\n"
+            "           groups=[Group('blue', [Server('127.0.0.1:9000')], scheduler='leastconns')]),\n"
+            "  Balanced('api', listen=['tcp:8090'], groups=[Group('g', [Server('127.0.0.1:9001')])]),\n"
+            "]\n"
+        )
+        decls = loadConfig(path)
+        self.assertEqual([d.name for d in decls], ["web", "api"])
+        self.assertEqual(
+            [(n, s, h, p) for n, s, h, p, _b in listenSpecs(decls)],
+            [("web", "web", "127.0.0.1", 8080), ("web#1", "web", "::1", 8081),
+             ("api", "api", "0.0.0.0", 8090)],  # fmt: skip
+        )
+        args = parseArgs(["--config", path])
+        proc = ProxyProcess(MemoryReactorClock(), args, out=io.StringIO())
+        self.assertEqual(proc.balancer.balanced["web"].group("blue").scheduler.name, "leastconns")
+
+    def test_badConfigsAreRefusedWithTheReason(self):
+        from salvusctl.balancer.process import listenSpecs, loadConfig
+
+        with self.assertRaises(ConfigError) as ctx:
+            loadConfig(self.write("balanced = 3\n"))
+        self.assertIn("list of Balanced", str(ctx.exception))
+        with self.assertRaises(ConfigError) as ctx:
+            loadConfig("/nonexistent/lb.py")
+        self.assertIn("cannot read", str(ctx.exception))
+        path = self.write(
+            "from salvusctl.balancer.declare import Balanced, Group, Server\n"
+            "balanced = [Balanced('web', listen=['tcp:8080'],\n"
+            "                     groups=[Group('g', [Server('h:1', weight=0)])])]\n"
+        )
+        with self.assertRaises(ConfigError) as ctx:
+            loadConfig(path)
+        self.assertIn("weight", str(ctx.exception))
+        from salvusctl.balancer.declare import Balanced, Group, Server
+
+        unix = Balanced("u", listen=["unix:/tmp/x.sock"], groups=[Group("g", [Server("h:1")])])
+        with self.assertRaises(ConfigError) as ctx:
+            listenSpecs([unix])
+        self.assertIn("cannot be handed over", str(ctx.exception))
+        twice = [
+            Balanced("a", listen=["tcp:8080:interface=127.0.0.1"], groups=[Group("g", [Server("h:1")])]),
+            Balanced("b", listen=["tcp:8080:interface=127.0.0.1"], groups=[Group("g", [Server("h:1")])]),
+        ]
+        with self.assertRaises(ConfigError) as ctx:
+            listenSpecs(twice)
+        self.assertIn("duplicate listen address", str(ctx.exception))
+
+    def test_configExcludesListenAndBackend(self):
+        err = io.StringIO()
+        import contextlib
+
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit):
+            parseArgs(["--config", "lb.py", "--backend", "127.0.0.1:80"])
+        self.assertIn("--config replaces", err.getvalue())
