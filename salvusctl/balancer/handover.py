@@ -175,15 +175,16 @@ class _HandoverProtocol(Protocol):
                 {"op": "sockets", "listeners": listeners, "state": source.handoverState()}
             )
             fds = [sock.fileno() for _, sock in pairs]
-            skt = self.transport.socket
-            skt.setblocking(True)
             try:
-                # One sendmsg: the fds travel with the first bytes of the message.
-                sent = socket.send_fds(skt, [payload], fds)
-                if sent < len(payload):
-                    skt.sendall(payload[sent:])
-            finally:
-                skt.setblocking(False)
+                # One sendmsg: the fds travel with the first bytes of the message.  The
+                # socket stays non-blocking (a peer that stops reading must not freeze
+                # the balancer); what the kernel does not take goes through the transport.
+                sent = socket.send_fds(self.transport.socket, [payload], fds)
+            except OSError as e:
+                self._refuse("cannot pass the sockets: %s" % (e,))
+                return
+            if sent < len(payload):
+                self.transport.write(payload[sent:])
             self.sent = True
         elif op == "adopted" and self.sent:
             if self.kind == "take":

@@ -139,6 +139,18 @@ class ConversationTests(TestCase):
                 s.close()
 
     @defer.inlineCallbacks
+    def test_stateLargerThanTheSocketBufferArrivesWhole(self):
+        """Thousands of hosts' rows do not fit one send: the rest follows without blocking the old side."""
+        rows = [{"name": "h%d" % i, "state": "up", "weight": i} for i in range(40000)]
+        self.source.handoverState = lambda: {"hosts": rows}
+        t = yield deferToThread(takeOver, self.path)
+        try:
+            self.assertEqual(t.state["hosts"], rows)
+            self.assertEqual(len(t.listeners), 1)
+        finally:
+            t.abandon()
+
+    @defer.inlineCallbacks
     def test_abandonedTakeoverLeavesTheOldProcessServing(self):
         """A successor that dies before confirming changes nothing: no stop, no drain."""
         t = yield deferToThread(takeOver, self.path)
