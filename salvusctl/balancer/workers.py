@@ -20,6 +20,7 @@ drain, and exits when they have.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -55,6 +56,7 @@ class _WorkerProtocol(ProcessProtocol):
         self.master = master
         self.index = index
         self.ended: defer.Deferred = defer.Deferred()
+        self.started = 0.0
 
     def outReceived(self, data: bytes) -> None:
         pass
@@ -121,6 +123,7 @@ class Master:
         self.sharePort: Any = None
         self.sharePath = ""
         self.state: dict = {}
+        self.backoff: dict[int, float] = {}
 
     def start(self) -> None:
         """Acquire the sockets, serve them to workers, start the workers."""
@@ -150,6 +153,7 @@ class Master:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.reactor.spawnProcess(proto, argv[0], argv, env=env, childFDs={0: "w", 1: "r", 2: 2})
+        proto.started = self.reactor.seconds()
         self.workers[index] = proto
 
     def workerReady(self) -> None:
@@ -162,8 +166,6 @@ class Master:
             self.takeover.confirm()
             self.takeover = None
         self.serveControl()
-        import json
-
         ports = {name: sock.getsockname()[1] for name, sock in self.sockets}
         pids = sorted(w.transport.pid for w in self.workers.values() if w.transport.pid)
         line = {"ready": True, "pid": os.getpid(), "ports": ports, "workers": pids}
@@ -173,9 +175,20 @@ class Master:
     def workerEnded(self, proto: _WorkerProtocol) -> None:
         if self.workers.get(proto.index) is proto:
             del self.workers[proto.index]
-        if not self.stopping:
-            _log.warn("worker {i} ended; starting it again", i=proto.index)
-            self.spawn(proto.index)
+        if self.stopping:
+            return
+        # A worker that dies right after starting would otherwise be restarted in a
+        # tight loop: back off (0.1 s doubling to 5 s) while they keep dying young.
+        lived = self.reactor.seconds() - proto.started
+        delay = 0.0 if lived > 10 else min(5.0, max(0.1, 2 * self.backoff.get(proto.index, 0.05)))
+        self.backoff[proto.index] = delay
+        _log.warn("worker {i} ended after {lived:.1f} s; starting it again in {d:.1f} s",
+                  i=proto.index, lived=lived, d=delay)  # fmt: skip
+        self.reactor.callLater(delay, self._respawn, proto.index)
+
+    def _respawn(self, index: int) -> None:
+        if not self.stopping and index not in self.workers:
+            self.spawn(index)
 
     def serveControl(self) -> None:
         path = self.args.control
