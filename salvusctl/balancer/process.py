@@ -48,6 +48,7 @@ __all__ = [
     "exportState",
     "listenSpecs",
     "loadConfig",
+    "matchListeners",
     "parseArgs",
     "parseHostPort",
     "main",
@@ -171,6 +172,24 @@ def listenSpecs(decls: list[Balanced]) -> list[tuple[str, str, str, int, int]]:
     return specs
 
 
+def matchListeners(specs: list, inherited: list) -> list[tuple[str, socket.socket]]:
+    """
+    The sockets to serve: inherited ones by listener name, new ones bound.
+
+    An inherited socket whose name the config no longer has is closed (that
+    listener stops with the old process).
+    """
+    byName = dict(inherited)
+    sockets = []
+    for name, _svc, host, port, backlog in specs:
+        sock = byName.pop(name, None)
+        sockets.append((name, sock if sock is not None else bindTCP(host, port, backlog)))
+    for name, sock in byName.items():
+        log.info("listener {name} is not in the new config; closing it", name=name)
+        sock.close()
+    return sockets
+
+
 def buildDeclarations(args: argparse.Namespace) -> list[Balanced]:
     """The declarations of C{--config}, or one service per C{--listen} over the C{--backend} hosts."""
     if args.config:
@@ -234,18 +253,9 @@ class ProxyProcess:
         takeover = None
         if self.args.control:
             takeover = takeOver(self.args.control, "take")
-        inherited = {}
         if takeover is not None:
-            inherited = dict(takeover.listeners)
             self.applyState(takeover.state)
-        self.sockets = []
-        for name, _svc, host, port, backlog in self.specs:
-            sock = inherited.pop(name, None)
-            self.sockets.append((name, sock if sock is not None else bindTCP(host, port, backlog)))
-        for name, sock in inherited.items():
-            # The predecessor listened where our config no longer does: stop that listener.
-            log.info("listener {name} is not in the new config; closing it", name=name)
-            sock.close()
+        self.sockets = matchListeners(self.specs, takeover.listeners if takeover is not None else [])
         return takeover
 
     def adopt(self) -> None:

@@ -37,7 +37,6 @@ from salvusctl.balancer.handover import (
     HandoverServerFactory,
     IHandoverSource,
     Takeover,
-    bindTCP,
     takeOver,
 )
 
@@ -130,14 +129,14 @@ class Master:
         a = self.args
         if a.control:
             self.takeover = takeOver(a.control, "take")
-        if self.takeover is not None:
-            self.sockets = list(self.takeover.listeners)
-            self.state = self.takeover.state
-        else:
-            from salvusctl.balancer.process import buildDeclarations, listenSpecs
+        from salvusctl.balancer.process import buildDeclarations, listenSpecs, matchListeners
 
-            specs = listenSpecs(buildDeclarations(a))
-            self.sockets = [(n, bindTCP(h, p, b)) for n, _svc, h, p, b in specs]
+        specs = listenSpecs(buildDeclarations(a))
+        inherited = []
+        if self.takeover is not None:
+            inherited = self.takeover.listeners
+            self.state = self.takeover.state
+        self.sockets = matchListeners(specs, inherited)
         base = a.control or os.path.join(tempfile.gettempdir(), "salvus-lb")
         self.sharePath = "%s.w%d" % (base, os.getpid())
         if os.path.exists(self.sharePath):
