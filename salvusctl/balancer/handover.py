@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -112,8 +113,9 @@ class IHandoverSource(Interface):
     def handoverListeners() -> list:
         """The (name, listening socket) pairs to pass, in a stable order."""
 
-    def handoverState() -> dict:
-        """Host states, weights and counters as JSON-able data."""
+    def handoverState(kind: str) -> Any:
+        """Host states, weights and counters as JSON-able data (or a Deferred of it),
+        for a C{kind} "take" or "share" request."""
 
     def handedOver(kind: str) -> None:
         """The successor adopted the sockets (C{kind} "take"): stop accepting.
@@ -152,6 +154,24 @@ class _HandoverProtocol(Protocol):
                 return
             self.messageReceived(message)
 
+    def _sendSockets(self, state: dict[str, Any]) -> None:
+        if not self.transport.connected:
+            return
+        pairs = self.factory.source.handoverListeners()
+        listeners = [{"name": name, "family": int(sock.family)} for name, sock in pairs]
+        payload = encodeMessage({"op": "sockets", "listeners": listeners, "state": state})
+        fds = [sock.fileno() for _, sock in pairs]
+        try:
+            # One sendmsg: the fds travel with the first bytes of the message.  The
+            # socket stays non-blocking (a peer that stops reading must not freeze
+            # the balancer); what the kernel does not take goes through the transport.
+            sent = socket.send_fds(self.transport.socket, [payload], fds)
+        except OSError as e:
+            self._refuse("cannot pass the sockets: %s" % (e,))
+            return
+        if sent < len(payload):
+            self.transport.write(payload[sent:])
+
     def connectionLost(self, reason: Any = None) -> None:
         if self.adopted:
             self.factory.source.handoverDone(self.kind)
@@ -169,24 +189,12 @@ class _HandoverProtocol(Protocol):
                 self._refuse("already handed over")
                 return
             self.kind = op
-            pairs = source.handoverListeners()
-            listeners = [{"name": name, "family": int(sock.family)} for name, sock in pairs]
-            payload = encodeMessage(
-                {"op": "sockets", "listeners": listeners, "state": source.handoverState()}
-            )
-            fds = [sock.fileno() for _, sock in pairs]
-            try:
-                # One sendmsg: the fds travel with the first bytes of the message.  The
-                # socket stays non-blocking (a peer that stops reading must not freeze
-                # the balancer); what the kernel does not take goes through the transport.
-                sent = socket.send_fds(self.transport.socket, [payload], fds)
-            except OSError as e:
-                self._refuse("cannot pass the sockets: %s" % (e,))
-                return
-            if sent < len(payload):
-                self.transport.write(payload[sent:])
-            self.sent = True
+            self.sent = True  # one answer per conversation, even while the state is gathered
+            d = defer.maybeDeferred(source.handoverState, op)
+            d.addCallback(self._sendSockets)
+            d.addErrback(lambda f: self._refuse("cannot gather the state: %s" % (f.getErrorMessage(),)))
         elif op == "adopted" and self.sent:
+
             if self.kind == "take":
                 self.factory.takenOver = True
             _log.info("listening sockets adopted by a {kind} peer", kind=self.kind)

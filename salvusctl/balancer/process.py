@@ -289,7 +289,7 @@ class ProxyProcess:
     def handoverListeners(self) -> list:
         return list(self.sockets)
 
-    def handoverState(self) -> dict:
+    def handoverState(self, kind: str = "take") -> dict:
         state = exportState(self.balancer.balanced, self.reactor.seconds())
         state["pid"] = os.getpid()
         return state

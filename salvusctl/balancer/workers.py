@@ -23,12 +23,13 @@ import argparse
 import json
 import os
 import signal
+import struct
 import sys
 import tempfile
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import ClientFactory, Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -37,10 +38,11 @@ from salvusctl.balancer.handover import (
     HandoverServerFactory,
     IHandoverSource,
     Takeover,
+    encodeMessage,
     takeOver,
 )
 
-__all__ = ["Master", "runWorker", "workerCommand"]
+__all__ = ["Master", "mergeStates", "runWorker", "workerCommand", "zeroCounters"]
 
 _log = Logger()
 
@@ -75,15 +77,103 @@ class _ShareSource:
     def handoverListeners(self) -> list:
         return list(self.master.sockets)
 
-    def handoverState(self) -> dict:
-        # The worker builds the same balancer from the master's own command line.
-        return {"argv": self.master.args.argv}
+    def handoverState(self, kind: str = "share") -> dict:
+        # The worker builds the same balancer from the master's own command line, and
+        # continues the host states the group inherited; the counters go to one worker
+        # only, so that the group's sum stays right.
+        master = self.master
+        inherit = master.state
+        if master.countersGiven:
+            inherit = zeroCounters(inherit)
+        master.countersGiven = True
+        return {"argv": master.args.argv, "inherit": inherit}
 
     def handedOver(self, kind: str) -> None:
         self.master.workerReady()
 
     def handoverDone(self, kind: str) -> None:
         pass
+
+
+def zeroCounters(state: dict) -> dict:
+    """The same host states with every traffic counter at zero."""
+    from salvusctl.balancer.persist import _COUNTERS
+
+    hosts = [dict(h, **{c: 0 for c in _COUNTERS}) for h in state.get("hosts", [])]
+    return dict(state, hosts=hosts)
+
+
+def mergeStates(states: list[dict]) -> dict:
+    """One group state from its workers': host states of the first, counters summed."""
+    from salvusctl.balancer.persist import _COUNTERS
+
+    if not states:
+        return {}
+    merged = {"hosts": [dict(h) for h in states[0].get("hosts", [])], "groups": states[0].get("groups", [])}
+    index = {(h["service"], h["grp"], h["host"]): h for h in merged["hosts"]}
+    for other in states[1:]:
+        for h in other.get("hosts", []):
+            mine = index.get((h["service"], h["grp"], h["host"]))
+            if mine is not None:
+                for c in _COUNTERS:
+                    mine[c] = int(mine.get(c) or 0) + int(h.get(c) or 0)
+    return merged
+
+
+class _StateServer(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.write(encodeMessage({"op": "state", "state": self.factory.proc.handoverState()}))
+        self.transport.loseConnection()
+
+
+class _StateServerFactory(Factory):
+    """A worker answers every connection with its state (host rows), then closes."""
+
+    protocol = _StateServer
+    noisy = False
+
+    def __init__(self, proc: Any) -> None:
+        self.proc = proc
+
+
+class _StateClient(Protocol):
+    def connectionMade(self) -> None:
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        d, self.factory.d = self.factory.d, None
+        if d is None:
+            return
+        try:
+            (size,) = struct.unpack_from("!I", self.buffer)
+            message = json.loads(self.buffer[4 : 4 + size])
+            d.callback(message["state"])
+        except Exception as e:
+            d.errback(HandoverError("bad state from a worker: %s" % (e,)))
+
+
+class _StateClientFactory(ClientFactory):
+    protocol = _StateClient
+    noisy = False
+
+    def __init__(self) -> None:
+        self.d: defer.Deferred | None = defer.Deferred()
+
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+        d, self.d = self.d, None
+        if d is not None:
+            d.errback(reason)
+
+
+def _askState(reactor: Any, path: str, timeout: float = 5.0) -> defer.Deferred:
+    factory = _StateClientFactory()
+    reactor.connectUNIX(path, factory, timeout=timeout)
+    d = factory.d
+    d.addTimeout(timeout, reactor)
+    return d
 
 
 def runWorker(reactor: Any, args: argparse.Namespace) -> Any:
@@ -98,6 +188,13 @@ def runWorker(reactor: Any, args: argparse.Namespace) -> Any:
     wargs.control = None
     proc = ProxyProcess(reactor, wargs)
     proc.sockets = list(takeover.listeners)
+    if takeover.state.get("inherit"):
+        proc.applyState(takeover.state["inherit"])
+    # The master asks each worker for its state when the group is handed over.
+    statePath = "%s.%d" % (args.workerOf, os.getpid())
+    if os.path.exists(statePath):
+        os.unlink(statePath)
+    reactor.listenUNIX(statePath, _StateServerFactory(proc), backlog=4)
     proc.adopt()
     takeover.confirm()
     reactor.addSystemEventTrigger("before", "shutdown", proc.shutdown)
@@ -122,6 +219,7 @@ class Master:
         self.sharePort: Any = None
         self.sharePath = ""
         self.state: dict = {}
+        self.countersGiven = False
         self.backoff: dict[int, float] = {}
 
     def start(self) -> None:
@@ -167,7 +265,8 @@ class Master:
         self.serveControl()
         ports = {name: sock.getsockname()[1] for name, sock in self.sockets}
         pids = sorted(w.transport.pid for w in self.workers.values() if w.transport.pid)
-        line = {"ready": True, "pid": os.getpid(), "ports": ports, "workers": pids}
+        inherited = sum(int(h.get("total") or 0) for h in self.state.get("hosts", []))
+        line = {"ready": True, "pid": os.getpid(), "ports": ports, "workers": pids, "inherited": inherited}
         self.out.write(json.dumps(line) + "\n")
         self.out.flush()
 
@@ -202,8 +301,26 @@ class Master:
     def handoverListeners(self) -> list:
         return list(self.sockets)
 
-    def handoverState(self) -> dict:
-        return {"pid": os.getpid(), "workers": self.args.workers}
+    def handoverState(self, kind: str = "take") -> defer.Deferred:
+        """The group's state: host states from one worker, counters summed over all."""
+        asks = []
+        for proto in self.workers.values():
+            pid = proto.transport.pid
+            if pid:
+                asks.append(_askState(self.reactor, "%s.%d" % (self.sharePath, pid)))
+        d = defer.DeferredList(asks, consumeErrors=True)
+
+        def merge(results: list) -> dict:
+            states = [r for ok, r in results if ok]
+            if len(states) < len(asks):
+                _log.warn("{n} of {m} workers did not give their state", n=len(asks) - len(states),
+                          m=len(asks))  # fmt: skip
+            merged = mergeStates(states)
+            merged["pid"] = os.getpid()
+            return merged
+
+        d.addCallback(merge)
+        return d
 
     def handedOver(self, kind: str) -> None:
         pass

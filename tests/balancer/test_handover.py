@@ -95,7 +95,7 @@ class _Source:
     def handoverListeners(self):
         return self.sockets
 
-    def handoverState(self):
+    def handoverState(self, kind="take"):
         return {"hosts": [{"name": "a", "state": "drain", "weight": 3}]}
 
     def handedOver(self, kind):
@@ -142,7 +142,7 @@ class ConversationTests(TestCase):
     def test_stateLargerThanTheSocketBufferArrivesWhole(self):
         """Thousands of hosts' rows do not fit one send: the rest follows without blocking the old side."""
         rows = [{"name": "h%d" % i, "state": "up", "weight": i} for i in range(40000)]
-        self.source.handoverState = lambda: {"hosts": rows}
+        self.source.handoverState = lambda kind: {"hosts": rows}
         t = yield deferToThread(takeOver, self.path)
         try:
             self.assertEqual(t.state["hosts"], rows)

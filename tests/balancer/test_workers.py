@@ -8,7 +8,9 @@ import os
 import signal
 
 from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import SynchronousTestCase
 
+from salvusctl.balancer.workers import mergeStates, zeroCounters
 from tests.balancer.test_handover import ProcessCase
 
 
@@ -71,8 +73,33 @@ class WorkerTests(ProcessCase):
         self.assertEqual(code, 0)
         self.assertGreater(results["ok"], before + 20)
         self.assertEqual(newInfo["ports"]["web"], port)
+        # The group's counters (summed over the old workers) were handed to the new group.
+        self.assertGreaterEqual(newInfo["inherited"], before)
         for pid in info["workers"]:
             with self.assertRaises(ProcessLookupError):
                 os.kill(pid, 0)
         new.transport.signalProcess("TERM")
         yield new.ended
+
+
+class MergeTests(SynchronousTestCase):
+    """How the states of a group's workers become the one state a new group inherits."""
+
+    def rows(self, total, admin="up"):
+        return {
+            "hosts": [{"service": "web", "grp": "g", "host": "a", "admin": admin, "weight": 3,
+                       "total": total, "bytes_in": 10 * total, "faults": 0, "bytes_out": 0,
+                       "connect_failures": 0, "retries": 0, "health_changes": 0}],
+            "groups": [{"service": "web", "grp": "g", "scheduler": "roundrobin", "active": 1}],
+        }  # fmt: skip
+
+    def test_countersAreSummedStatesTakenFromOneWorker(self):
+        merged = mergeStates([self.rows(5, "drain"), self.rows(7)])
+        host = merged["hosts"][0]
+        self.assertEqual((host["total"], host["bytes_in"], host["admin"]), (12, 120, "drain"))
+        self.assertEqual(mergeStates([]), {})
+
+    def test_zeroCountersKeepsStates(self):
+        zeroed = zeroCounters(self.rows(5, "maint"))["hosts"][0]
+        self.assertEqual((zeroed["total"], zeroed["bytes_in"], zeroed["admin"], zeroed["weight"]),
+                         (0, 0, "maint", 3))  # fmt: skip
