@@ -176,6 +176,16 @@ def _askState(reactor: Any, path: str, timeout: float = 5.0) -> defer.Deferred:
     return d
 
 
+class _MasterWatch(Protocol):
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.reactor.running:
+            _log.warn("the master is gone; draining and exiting")
+            self.reactor.stop()
+
+
 def runWorker(reactor: Any, args: argparse.Namespace) -> Any:
     """A worker: fetch the sockets and the command line from the master, serve, report ready."""
     from salvusctl.balancer.process import ProxyProcess, parseArgs
@@ -195,6 +205,11 @@ def runWorker(reactor: Any, args: argparse.Namespace) -> Any:
     if os.path.exists(statePath):
         os.unlink(statePath)
     reactor.listenUNIX(statePath, _StateServerFactory(proc), backlog=4)
+    # Our stdin is a pipe from the master: end of file means the master is gone (even by
+    # SIGKILL), and a worker must not go on holding the sockets alone; drain and exit.
+    from twisted.internet import stdio
+
+    stdio.StandardIO(_MasterWatch(reactor), stdin=0, stdout=1, reactor=reactor)
     proc.adopt()
     takeover.confirm()
     reactor.addSystemEventTrigger("before", "shutdown", proc.shutdown)

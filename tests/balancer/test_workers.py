@@ -54,6 +54,20 @@ class WorkerTests(ProcessCase):
         yield master.ended
 
     @defer.inlineCallbacks
+    def test_workersLeaveWhenTheMasterIsKilled(self):
+        """A master killed outright must not leave its workers holding the sockets forever."""
+        master = self.spawn(0, ["--workers", "2", "--drain-timeout", "1", "--hard-stop", "2"])
+        info = yield master.ready
+        master.transport.signalProcess("KILL")
+        yield master.ended
+        for pid in info["workers"]:
+            for _ in range(100):
+                if not _alive(pid):
+                    break
+                yield task.deferLater(reactor, 0.1, lambda: None)
+            self.assertFalse(_alive(pid), "worker %d still running" % (pid,))
+
+    @defer.inlineCallbacks
     def test_groupHandoverDropsNothing(self):
         """A new master with its own workers takes over from the old group while clients connect."""
         old = self.spawn(0, ["--workers", "2", "--drain-timeout", "5", "--hard-stop", "10"])
@@ -80,6 +94,15 @@ class WorkerTests(ProcessCase):
                 os.kill(pid, 0)
         new.transport.signalProcess("TERM")
         yield new.ended
+
+
+def _alive(pid: int) -> bool:
+    """Running (not exited, and not an unreaped zombie: PID 1 here does not reap)."""
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class MergeTests(SynchronousTestCase):
