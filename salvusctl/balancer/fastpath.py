@@ -29,11 +29,13 @@ memory reactors of unit tests), so the proxy's logic is the same either way.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 from typing import Any
 
 from twisted.internet import error, main, tcp
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.python import failure
@@ -171,6 +173,11 @@ def isPlain(transport: Any) -> bool:
     return transport.__class__ in _PLAIN
 
 
+@functools.lru_cache(maxsize=4096)
+def _numeric(host: str) -> bool:
+    return isIPAddress(host) or isIPv6Address(host)
+
+
 def connectTCP(reactor: Any, host: str, port: int, factory: Any) -> Any:
     """
     Connect to C{host:port} (a numeric address) for C{factory}; return a handle
@@ -178,7 +185,8 @@ def connectTCP(reactor: Any, host: str, port: int, factory: Any) -> Any:
 
     Success may be reported before this returns; failure never is.
     """
-    if not isinstance(reactor, PosixReactorBase):
+    if not isinstance(reactor, PosixReactorBase) or not _numeric(host):
+        # A name would make connect() resolve it, blocking; Twisted resolves it first.
         return reactor.connectTCP(host, port, factory, timeout=None)
     conn = LeanConnection(reactor, factory, host, port)
     conn.start()

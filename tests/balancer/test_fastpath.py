@@ -110,6 +110,19 @@ class LeanConnectTests(TestCase):
         self.assertIsInstance(reason, error.UserError)
 
     @defer.inlineCallbacks
+    def test_namesGoThroughTwistedsResolvingConnect(self):
+        """A host name is never handed to connect(), which would block to resolve it."""
+        from twisted.internet import tcp
+
+        server, port = self.listen()
+        client = _Factory()
+        conn = connectTCP(reactor, "localhost", port, client)
+        self.assertIsInstance(conn, tcp.Connector)
+        proto = yield client.made
+        proto.transport.loseConnection()
+        yield proto.lost
+
+    @defer.inlineCallbacks
     def test_partialSendQueuesTheRestInOrder(self):
         """When the kernel takes only part of a write, the rest is queued behind it, in order."""
         total = 2 * 1024 * 1024
