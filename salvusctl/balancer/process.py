@@ -399,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             runWorker(reactor, args)
-        except (HandoverError, ConfigError) as e:
+        except (HandoverError, ConfigError, OSError) as e:
             print("worker start failed: %s" % (e,), file=sys.stderr)
             return 2
     elif args.workers:
@@ -408,13 +408,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         master = Master(reactor, args)
         try:
             master.start()
-        except (HandoverError, ConfigError) as e:
+        except (HandoverError, ConfigError, OSError) as e:
             print("cannot start: %s" % (e,), file=sys.stderr)
             return 2
     else:
         try:
             runSingle(reactor, args)
-        except (HandoverError, ConfigError) as e:
+        except (HandoverError, ConfigError, OSError) as e:
             print("cannot start: %s" % (e,), file=sys.stderr)
             return 2
     reactor.run()

@@ -410,6 +410,38 @@ class ProcessHandoverTests(ProcessCase):
         yield new.ended
 
     @defer.inlineCallbacks
+    def test_failedSuccessorLeavesTheOldProcessServing(self):
+        """
+        A new process that takes the sockets and then fails (here: a new listener's port is
+        taken) exits without confirming; the old process keeps serving and can still hand over.
+        """
+        a = _freePort()
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        self.addCleanup(blocker.close)
+        old = self.spawn(0, config=self.config([("web", a)]))
+        yield old.ready
+        stop, results = [], {"ok": 0, "failed": []}
+        running = self.stream(a, stop, results, workers=4)
+        bad = self.spawn(0, config=self.config([("web", a), ("api", blocker.getsockname()[1])]))
+        with self.assertRaises(RuntimeError):
+            yield bad.ready
+        code = yield bad.ended
+        self.assertEqual(code, 2)
+        self.assertIn(b"cannot start", bad.err)
+        self.assertFalse(old.ended.called)
+        good = self.spawn(0, config=self.config([("web", a)]))
+        yield good.ready
+        yield old.ended
+        stop.append(True)
+        yield running
+        self.assertEqual(results["failed"], [])
+        self.assertGreater(results["ok"], 10)
+        good.transport.signalProcess("TERM")
+        yield good.ended
+
+    @defer.inlineCallbacks
     def test_openConnectionFinishesOnTheOldProcess(self):
         """A connection open at hand-over time keeps working until it ends; then the old exits."""
         old = self.spawn(0, ["--drain-timeout", "20", "--hard-stop", "30"])
