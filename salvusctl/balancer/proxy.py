@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from zope.interface import implementer
 
+from salvusctl.balancer.fastpath import READ_SIZE, closeNow, fastWrite, isPlain, shutdownWriteNow
 from salvusctl.balancer.proxyproto import header as proxyHeader
 
 __all__ = ["Frontend", "Backend", "BackendFactory", "FrontendFactory", "NEW", "QUEUED", "CONNECTING",
@@ -32,6 +33,9 @@ NEW, QUEUED, CONNECTING, CONNECTED, CLOSING, CLOSED = range(6)
 
 
 def _shutdownWrite(transport: Any) -> None:
+    if isPlain(transport):
+        shutdownWriteNow(transport)
+        return
     lose = getattr(transport, "loseWriteConnection", None)
     if lose is None:
         transport.loseConnection()
@@ -69,9 +73,12 @@ class Frontend(Protocol):
         self.wheel = wheel
 
     def connectionMade(self):
-        self.transport.pauseProducing()
         self.lc = self.ls = self.since = self.wheel.now()
         self.service.accept(self)
+        # Pause reading until a backend is connected; a connect that completed at once
+        # (fastpath.connectTCP on a fast network) spares the two epoll changes.
+        if self.phase == QUEUED or self.phase == CONNECTING:
+            self.transport.pauseProducing()
 
     def dataReceived(self, data):
         peer = self.peer
@@ -80,7 +87,7 @@ class Frontend(Protocol):
             return
         self.lc = self.wheel.tick
         self.host.bytes_in += len(data)
-        peer.transport.write(data)
+        fastWrite(peer.transport, data)
 
     def readConnectionLost(self):
         """The client shut down its sending side: pass the shutdown on to the backend."""
@@ -99,16 +106,16 @@ class Frontend(Protocol):
     def finish(self) -> None:
         """Both directions ended: close the pair."""
         self.phase = CLOSING
-        self.transport.loseConnection()
+        closeNow(self.transport)
         if self.peer is not None:
-            self.peer.transport.loseConnection()
+            closeNow(self.peer.transport)
 
     def connectionLost(self, reason):
         phase = self.phase
         self.phase = CLOSED
         if phase == CONNECTED or phase == CLOSING:
             if self.peer is not None:
-                self.peer.transport.loseConnection()
+                closeNow(self.peer.transport)
         elif phase == CONNECTING:
             self.connector.disconnect()
         self.service.frontendClosed(self, phase)
@@ -192,14 +199,31 @@ class Frontend(Protocol):
         bt = backend.transport
         if host.proxy_protocol:
             bt.write(proxyHeader(host.proxy_protocol, t.getPeer(), t.getHost()))
-        bt.registerProducer(t, True)
-        t.registerProducer(bt, True)
+        if isPlain(t) and isPlain(bt):
+            # Each side's protocol produces for the other side's transport (see pauseProducing):
+            # a full buffer pauses the reader, and a closing side does not loseConnection the other.
+            bt.registerProducer(self, True)
+            t.registerProducer(backend, True)
+            t.bufferSize = bt.bufferSize = READ_SIZE
+        else:
+            bt.registerProducer(t, True)
+            t.registerProducer(bt, True)
         if self.pending is not None:
             host.bytes_in += len(self.pending)
-            bt.write(self.pending)
+            fastWrite(bt, self.pending)
             self.pending = None
         t.resumeProducing()
         self.arm()
+
+    # producer for the backend transport: pause/resume reading from the client
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass  # our connectionLost handlers close the pair
 
     def __repr__(self) -> str:
         return f"<Frontend phase={self.phase} host={getattr(self.host, 'name', None)}>"
@@ -224,7 +248,7 @@ class Backend(Protocol):
         front = self.front
         front.ls = front.wheel.tick
         self.host.bytes_out += len(data)
-        front.transport.write(data)
+        fastWrite(front.transport, data)
 
     def readConnectionLost(self):
         """The backend finished sending: shut down the client's receiving side after the data."""
@@ -246,8 +270,18 @@ class Backend(Protocol):
         current = front.peer is self
         if current and (front.phase == CONNECTED or front.phase == CLOSING):
             front.phase = CLOSING
-            front.transport.loseConnection()
+            closeNow(front.transport)
         front.service.backendClosed(front, self.host)
+
+    # producer for the client transport: pause/resume reading from the backend
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class BackendFactory(ClientFactory):

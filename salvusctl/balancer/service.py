@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeD
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from salvusctl.balancer import declare, states
+from salvusctl.balancer import declare, fastpath, states
 from salvusctl.balancer.health import HealthCheck, HostMonitor
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
@@ -319,7 +319,7 @@ class BalancedService(Service):
             front.connector = self.reactor.connectSSL(host.ip, host.port, factory, self._tlsContext(host),
                                                       timeout=None)
         else:
-            front.connector = self.reactor.connectTCP(host.ip, host.port, factory, timeout=None)
+            front.connector = fastpath.connectTCP(self.reactor, host.ip, host.port, factory)
         front.arm()
 
     def _tlsContext(self, host: BackendHost) -> Any:

@@ -1,0 +1,392 @@
+"""
+Salvus balancer against HAProxy (mode tcp) and a direct connection, in one run.
+
+    python bench/balancer [--json PATH] [--duration S] [--rounds N]
+
+Starts nginx (one worker, a 1 KiB file and a 100 MB file) as the backend,
+HAProxy (mode tcp, nbthread 1, and a second one with nbthread 2) and the
+Salvus balancer (a real process: ``python -m salvusctl.balancer.process``,
+one process, then 2 workers) on 127.0.0.1, and drives each with wrk,
+alternating targets round by round so that the load other processes put on
+this 2-core machine falls on all of them alike.  Figures are medians over the
+rounds; compare the ratios, not the absolute numbers.
+
+Prints one table and, with --json, writes the figures and the ratios
+newconn_ratio, keepalive_ratio, bulk_ratio, p99_ratio (Salvus over HAProxy,
+one core each) and rss_per_conn_kib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+__all__ = ["main"]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SMALL = 1024
+BULK = 100 * 1024 * 1024
+
+
+def freePort() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def waitPort(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listens on %d after %.0f s" % (port, timeout))
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="salvus-bench-")
+        os.chmod(self.tmp, 0o755)  # nginx workers run as an unprivileged user
+        self.procs: list[subprocess.Popen] = []
+        self.notes: list[str] = []
+
+    # -- processes
+
+    def start(self, argv: list[str], **kw) -> subprocess.Popen:
+        p = subprocess.Popen(argv, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen) -> None:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            self.stop(p)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def startNginx(self) -> int:
+        www = os.path.join(self.tmp, "www")
+        os.makedirs(www)
+        with open(os.path.join(www, "small.html"), "wb") as f:
+            f.write(b"x" * SMALL)
+        with open(os.path.join(www, "bulk.bin"), "wb") as f:
+            chunk = os.urandom(1024 * 1024)
+            for _ in range(BULK // len(chunk)):
+                f.write(chunk)
+        port = freePort()
+        t = self.tmp
+        conf = f"""
+worker_processes 1;
+daemon off;
+pid {t}/nginx.pid;
+error_log {t}/nginx-error.log error;
+events {{ worker_connections 16000; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 10000000;
+  keepalive_timeout 300;
+  client_body_temp_path {t}/cb; proxy_temp_path {t}/pt; fastcgi_temp_path {t}/ft;
+  uwsgi_temp_path {t}/ut; scgi_temp_path {t}/st;
+  server {{ listen 127.0.0.1:{port} backlog=4096; root {www}; }}
+}}
+"""
+        path = os.path.join(t, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.start(["nginx", "-p", t, "-c", path, "-e", t + "/nginx-error.log"])
+        waitPort(port)
+        return port
+
+    def startHaproxy(self, backend: int, threads: int) -> int:
+        port = freePort()
+        conf = f"""
+global
+  nbthread {threads}
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+frontend f
+  bind 127.0.0.1:{port}
+  default_backend b
+backend b
+  server s1 127.0.0.1:{backend}
+"""
+        path = os.path.join(self.tmp, "haproxy%d.cfg" % threads)
+        with open(path, "w") as f:
+            f.write(conf)
+        p = self.start(["haproxy", "-db", "-f", path], stdout=subprocess.DEVNULL)
+        waitPort(port)
+        self.haproxyPids = getattr(self, "haproxyPids", {})
+        self.haproxyPids[threads] = p.pid
+        return port
+
+    def startSalvus(self, backend: int, workers: int) -> tuple[int, subprocess.Popen]:
+        argv = [
+            sys.executable, "-m", "salvusctl.balancer.process",
+            "--listen", "web=127.0.0.1:0", "--backend", "127.0.0.1:%d" % backend,
+            "--workers", str(workers),
+        ]  # fmt: skip
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        p = self.start(argv, stdout=subprocess.PIPE, env=env)
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError("the Salvus balancer did not start")
+        info = json.loads(line)
+        return info["ports"]["web"], p
+
+    # -- measurements
+
+    def wrk(self, port: int, close: bool, threads: int = 1, conns: int = 50) -> dict:
+        argv = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % self.args.duration, "--latency"]
+        if close:
+            argv += ["-H", "Connection: close"]
+        argv.append("http://127.0.0.1:%d/small.html" % port)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=self.args.duration + 30).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        errors = re.search(r"Socket errors: (.*)", out)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if non2xx:
+            code = subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                 "http://127.0.0.1:%d/small.html" % port],
+                capture_output=True, text=True, timeout=30,
+            ).stdout  # fmt: skip
+            log = os.path.join(self.tmp, "nginx-error.log")
+            last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else []
+            self.notes.append("port %d: non-2xx; curl got %s; nginx: %s" % (port, code, last))
+        return {
+            "rps": rps,
+            "p50": _latency(out, "50%"),
+            "p99": _latency(out, "99%"),
+            "errors": (errors.group(1) if errors else "") + (" non2xx=" + non2xx.group(1) if non2xx else ""),
+        }
+
+    def bulk(self, port: int) -> float:
+        """MB/s of one 100 MB download through C{port}."""
+        out = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}",
+             "http://127.0.0.1:%d/bulk.bin" % port],
+            capture_output=True, text=True, timeout=120,
+        ).stdout.split()  # fmt: skip
+        if int(float(out[1])) != BULK:
+            raise RuntimeError("bulk transfer through %d got %s bytes" % (port, out[1]))
+        return float(out[0]) / 1e6
+
+    def rss(self, pid: int, port: int, wanted: int) -> dict:
+        """RSS growth of C{pid} while C{wanted} idle client connections are open through it."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # The balancer holds two fds per pair under the same limit as we do.
+        n = min(wanted, (soft - 64) // 2)
+        base = _rssKib(pid)
+        fdBase = len(os.listdir("/proc/%d/fd" % pid))
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", port))
+                socks.append(s)
+                if i % 500 == 499:
+                    time.sleep(0.05)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                fds = len(os.listdir("/proc/%d/fd" % pid)) - fdBase
+                if fds >= 2 * n:
+                    break
+                time.sleep(0.2)
+            time.sleep(0.5)
+            after = _rssKib(pid)
+        finally:
+            for s in socks:
+                s.close()
+        return {"pairs": n, "fds": fds, "rss_base_kib": base, "rss_kib": after,
+                "per_pair_kib": (after - base) / n}  # fmt: skip
+
+    def loadNote(self) -> str:
+        one, five, _ = os.getloadavg()
+        return "load average %.2f (1 min) %.2f (5 min) on %d cores" % (one, five, os.cpu_count())
+
+    def run(self) -> dict:
+        a = self.args
+        started = time.monotonic()
+        load0 = self.loadNote()
+        backend = self.startNginx()
+        ha1 = self.startHaproxy(backend, 1)
+        s1, salvus1 = self.startSalvus(backend, 0)
+        targets = {"direct": backend, "haproxy": ha1, "salvus": s1}
+        res: dict = {k: {"ka": [], "close": [], "bulk": []} for k in targets}
+        for port in targets.values():  # warm-up: page cache, first allocations
+            subprocess.run(["wrk", "-t1", "-c10", "-d1s", "http://127.0.0.1:%d/small.html" % port],
+                           capture_output=True, timeout=30)  # fmt: skip
+        for _ in range(a.rounds):
+            for name, port in targets.items():
+                res[name]["ka"].append(self.wrk(port, False))
+            for name, port in targets.items():
+                res[name]["close"].append(self.wrk(port, True))
+            for name, port in targets.items():
+                res[name]["bulk"].append(self.bulk(port))
+        self.stop(salvus1)
+        # RSS in a fresh process: one that served the runs above reuses freed memory.
+        s0, salvus0 = self.startSalvus(backend, 0)
+        rss = self.rss(salvus0.pid, s0, 10000)
+        self.stop(salvus0)
+        # Two cores: 2 Salvus workers against HAProxy with 2 threads.
+        ha2 = self.startHaproxy(backend, 2)
+        s2, salvus2 = self.startSalvus(backend, 2)
+        two = {"haproxy2": ha2, "salvus2": s2}
+        for name in two:
+            res[name] = {"ka": [], "close": [], "bulk": []}
+        for _ in range(a.rounds):
+            for name, port in two.items():
+                res[name]["ka"].append(self.wrk(port, False, threads=2, conns=100))
+            for name, port in two.items():
+                res[name]["close"].append(self.wrk(port, True, threads=2, conns=100))
+        self.stop(salvus2)
+        summary = {name: _summarise(r) for name, r in res.items()}
+        h, s, d = summary["haproxy"], summary["salvus"], summary["direct"]
+        out = {
+            "duration_s": a.duration,
+            "rounds": a.rounds,
+            "load_before": load0,
+            "load_after": self.loadNote(),
+            "elapsed_s": round(time.monotonic() - started, 1),
+            "targets": summary,
+            "rss": rss,
+            "notes": self.notes,
+            "newconn_ratio": s["close_rps"] / h["close_rps"],
+            "keepalive_ratio": s["ka_rps"] / h["ka_rps"],
+            "bulk_ratio": s["bulk_mbs"] / h["bulk_mbs"],
+            "p99_ratio": s["ka_p99_ms"] / h["ka_p99_ms"],
+            "rss_per_conn_kib": rss["per_pair_kib"],
+            "direct_ratios": {
+                "newconn": s["close_rps"] / d["close_rps"],
+                "keepalive": s["ka_rps"] / d["ka_rps"],
+                "bulk": s["bulk_mbs"] / d["bulk_mbs"],
+                "p99": s["ka_p99_ms"] / d["ka_p99_ms"],
+            },
+            "two_core_ratios": {
+                "newconn": summary["salvus2"]["close_rps"] / summary["haproxy2"]["close_rps"],
+                "keepalive": summary["salvus2"]["ka_rps"] / summary["haproxy2"]["ka_rps"],
+            },
+        }
+        return out
+
+
+def _latency(out: str, pct: str) -> float:
+    m = re.search(r"^\s+%s\s+([\d.]+)(us|ms|s)\s*$" % re.escape(pct), out, re.M)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _rssKib(pid: int) -> int:
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for %d" % pid)
+
+
+def _summarise(r: dict) -> dict:
+    med = statistics.median
+    out: dict = {}
+    if r["ka"]:
+        out["ka_rps"] = med(x["rps"] for x in r["ka"])
+        out["ka_p50_ms"] = med(x["p50"] for x in r["ka"])
+        out["ka_p99_ms"] = med(x["p99"] for x in r["ka"])
+        out["close_rps"] = med(x["rps"] for x in r["close"])
+        out["close_p99_ms"] = med(x["p99"] for x in r["close"])
+        out["errors"] = sorted({x["errors"] for x in r["ka"] + r["close"] if x["errors"]})
+    if r["bulk"]:
+        out["bulk_mbs"] = med(r["bulk"])
+    return out
+
+
+def printTable(res: dict) -> None:
+    t = res["targets"]
+    print("Salvus balancer vs HAProxy 2.6 (mode tcp) vs direct nginx; %ds per wrk run, %d rounds, medians"
+          % (res["duration_s"], res["rounds"]))  # fmt: skip
+    print(res["load_before"], "->", res["load_after"], "| elapsed %.0f s" % res["elapsed_s"])
+    head = "%-22s %12s %12s %10s %10s %12s"
+    print(head % ("target", "keep-alive/s", "new conn/s", "p50 ms", "p99 ms", "bulk MB/s"))
+    for name, label in [("direct", "nginx direct"), ("haproxy", "HAProxy 1 thread"),
+                        ("salvus", "Salvus 1 process"), ("haproxy2", "HAProxy 2 threads"),
+                        ("salvus2", "Salvus 2 workers")]:  # fmt: skip
+        x = t[name]
+        bulk = "%12.0f" % x["bulk_mbs"] if "bulk_mbs" in x else "%12s" % "-"
+        print("%-22s %12.0f %12.0f %10.3f %10.3f %s" % (
+            label, x["ka_rps"], x["close_rps"], x["ka_p50_ms"], x["ka_p99_ms"], bulk))  # fmt: skip
+        if x.get("errors"):
+            print("%-22s socket errors: %s" % ("", "; ".join(x["errors"])))
+    d = res["direct_ratios"]
+    print()
+    print("%-22s %12s %12s %10s %10s %12s" % ("ratio", "keep-alive", "new conn", "", "p99", "bulk"))
+    print("%-22s %12.2f %12.2f %10s %10.2f %12.2f" % (
+        "Salvus/HAProxy", res["keepalive_ratio"], res["newconn_ratio"], "", res["p99_ratio"],
+        res["bulk_ratio"]))  # fmt: skip
+    print("%-22s %12.2f %12.2f %10s %10.2f %12.2f" % (
+        "Salvus/direct", d["keepalive"], d["newconn"], "", d["p99"], d["bulk"]))  # fmt: skip
+    tc = res["two_core_ratios"]
+    print("%-22s %12.2f %12.2f" % ("2 workers/2 threads", tc["keepalive"], tc["newconn"]))
+    for note in res.get("notes", []):
+        print("note:", note)
+    r = res["rss"]
+    print()
+    print("RSS with %d idle client connections (%d fds): %d KiB -> %d KiB = %.2f KiB per connection pair"
+          % (r["pairs"], r["fds"], r["rss_base_kib"], r["rss_kib"], r["per_pair_kib"]))  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/balancer", description="Salvus balancer vs HAProxy")
+    p.add_argument("--json", help="write the figures as JSON to this path")
+    p.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    args = p.parse_args(argv)
+    if args.duration < 1 or args.rounds < 1:
+        p.error("--duration and --rounds must be >= 1")
+    for tool in ("nginx", "haproxy", "wrk", "curl"):
+        if shutil.which(tool) is None and not os.path.exists("/usr/sbin/" + tool):
+            p.error("%s is not installed" % tool)
+    os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin"
+    bench = Bench(args)
+    try:
+        res = bench.run()
+    finally:
+        bench.close()
+    printTable(res)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2, sort_keys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m salvusctl.balancer``: the standalone balancer process (see L{salvusctl.balancer.process})."""
+
+import sys
+
+from salvusctl.balancer.process import main
+
+sys.exit(main())
