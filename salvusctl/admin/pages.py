@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.web.xmlrpc import Fault
 
 import salvusctl
+from salvusctl.admin import shapes
 from salvusctl.admin.auth import currentUser
 from salvusctl.admin.charts import lineChart
 from salvusctl.admin.extensions import IAlertSource
@@ -234,14 +235,9 @@ class AdminPages:
             cards.append(("Instances running", f"{running} / {len(infos)}", "/deploys"))
         balancer = self.state.optional("balancer")
         if balancer is not None:
-            hosts = [
-                h
-                for s in balancer.snapshot().get("services", [])
-                for g in s.get("groups", [])
-                for h in g.get("hosts", [])
-            ]
-            up = sum(1 for h in hosts if h.get("state") == "up" and h.get("healthy", True))
-            conns = sum(int(h.get("connections") or 0) for h in hosts)
+            hosts = [h for _, _, h in shapes.balancerHosts(balancer.snapshot())]
+            up = sum(1 for h in hosts if shapes.hostTakesTraffic(h))
+            conns = sum(shapes.hostOpen(h) for h in hosts)
             cards.append(("Backends up", f"{up} / {len(hosts)}", "/balancer"))
             cards.append(("Open connections", str(conns), "/balancer"))
         alerts_source = self.state.optional("alerts")
@@ -285,8 +281,8 @@ class AdminPages:
             state = str(info.get("state", "UNKNOWN"))
             running = state == "RUNNING"
             sample = latest.get(name, {})
-            cpu = sample.get("percent_cpu", sample.get("cpu"))
-            rss = sample.get("resident_size", sample.get("rss"))
+            cpu = shapes.sampleCpu(sample)
+            rss = shapes.sampleRss(sample)
             uptime = _uptime(float(info.get("now") or 0) - float(info.get("start") or 0)) if running else "-"
             row = [
                 "#id:inst-" + name.replace(":", "-"),
@@ -435,8 +431,8 @@ class AdminPages:
         if monitor is not None:
             now = self.state.clock.seconds()
             samples = yield defer.maybeDeferred(monitor.history, name, now - window, None)
-            cpu = [(s.get("timestamp"), s.get("percent_cpu", s.get("cpu"))) for s in samples]
-            rss = [(s.get("timestamp"), s.get("resident_size", s.get("rss"))) for s in samples]
+            cpu = [(shapes.sampleTime(s), shapes.sampleCpu(s)) for s in samples]
+            rss = [(shapes.sampleTime(s), shapes.sampleRss(s)) for s in samples]
             links = " · ".join(
                 f'<a href="{esc(url("instance", name))}?minutes={m}">{label}</a>'
                 for m, label in ((60, "1 h"), (360, "6 h"), (1440, "1 day"), (10080, "7 days"))
@@ -467,10 +463,10 @@ class AdminPages:
         can_act = self._canAct(request)
         csrf = self.csrfToken(currentUser(request)) if can_act else ""
         body = ""
-        for service in balancer.snapshot().get("services", []):
+        for service in shapes.balancerServices(balancer.snapshot()):
             listen = ", ".join(str(x) for x in service.get("listen", []))
             body += f"<h2>{esc(service.get('name'))} <small>{esc(listen)}</small></h2>"
-            for group in service.get("groups", []):
+            for group in shapes.balancerGroups(service):
                 body += (
                     f"<h3>group {esc(group.get('name'))} · scheduler {esc(group.get('scheduler', '?'))}</h3>"
                 )
@@ -490,8 +486,8 @@ class AdminPages:
                         f'<span class="{esc(state)}">{esc(state)}</span>',
                         f'<span class="{esc(health)}">{esc(health)}</span>',
                         esc(host.get("weight")),
-                        esc(host.get("connections", 0)),
-                        esc(host.get("total_connections", 0)),
+                        esc(shapes.hostOpen(host)),
+                        esc(shapes.hostTotal(host)),
                         esc(_bytes(host.get("bytes_in"))),
                         esc(_bytes(host.get("bytes_out"))),
                         esc(host.get("faults", 0)),
@@ -564,11 +560,11 @@ class AdminPages:
     def _alertTable(self, alerts: list[dict[str, Any]]) -> str:
         rows = [
             [
-                esc(_utc(a.get("since"))),
+                esc(_utc(shapes.alertSince(a))),
                 '<span class="{}">{}</span>'.format(
                     "up" if a.get("cleared") else "failing", esc(a.get("severity", ""))
                 ),
-                esc(a.get("name", "")),
+                esc(shapes.alertName(a)),
                 esc(a.get("subject", "")),
                 esc(("(cleared) " if a.get("cleared") else "") + str(a.get("message", ""))),
             ]

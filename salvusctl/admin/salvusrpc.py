@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet import defer
 
 import salvusctl
+from salvusctl.admin import shapes
 from salvusctl.admin.auth import currentUser
 from salvusctl.admin.extensions import IAlertSource, IReconcilable
 from salvusctl.admin.faults import Faults, rpcFault
@@ -35,6 +36,19 @@ def _call(fn, *args) -> defer.Deferred:
         return failure
 
     return d.addErrback(failed)
+
+
+class _BalancerReconcile:
+    """The real balancer's C{diff()} / C{reconcile()} (lists of operations) as L{IReconcilable}."""
+
+    def __init__(self, balancer: Any):
+        self.balancer = balancer
+
+    def configDiff(self) -> dict[str, list[str]]:
+        return shapes.balancerDiff(self.balancer.diff())
+
+    def reconcile(self) -> defer.Deferred:
+        return defer.maybeDeferred(self.balancer.reconcile).addCallback(shapes.balancerDiff)
 
 
 class SalvusNamespace(Namespace):
@@ -179,15 +193,19 @@ class SalvusNamespace(Namespace):
         service, group = expectStr(service, "service"), expectStr(group, "group")
         balancer = self._balancer()
         snapshot = yield _call(balancer.snapshot)
-        for svc in snapshot.get("services", []):
-            if svc.get("name") != service:
-                continue
-            for grp in svc.get("groups", []):
-                if grp.get("name") == group:
-                    names = [h.get("name") for h in grp.get("hosts", [])]
-                    for name in names:
-                        yield _call(balancer.removeHost, service, group, name)
-                    return len(names)
+        names = [
+            h.get("name")
+            for s, g, h in shapes.balancerHosts(snapshot)
+            if s.get("name") == service and g.get("name") == group
+        ]
+        if names or any(
+            s.get("name") == service and g.get("name") == group
+            for s in shapes.balancerServices(snapshot)
+            for g in shapes.balancerGroups(s)
+        ):
+            for name in names:
+                yield _call(balancer.removeHost, service, group, name)
+            return len(names)
         raise rpcFault(Faults.BAD_NAME, f"{service}/{group}")
 
     @operator
@@ -343,11 +361,16 @@ class SalvusNamespace(Namespace):
     # -- config vs running -----------------------------------------------------------------------
 
     def _reconcilables(self) -> list[tuple[str, Any]]:
-        return [
-            (name, self.state.services.get(name))
-            for name in ("supervisor", "balancer")
-            if IReconcilable.providedBy(self.state.services.get(name))
-        ]
+        out = []
+        for name in ("supervisor", "balancer"):
+            service = self.state.services.get(name)
+            if IReconcilable.providedBy(service):
+                out.append((name, service))
+            elif name == "balancer" and callable(getattr(service, "diff", None)) and callable(
+                getattr(service, "reconcile", None)
+            ):
+                out.append((name, _BalancerReconcile(service)))
+        return out
 
     @defer.inlineCallbacks
     def xmlrpc_diff(self):

@@ -21,6 +21,7 @@ import xmlrpc.client
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from salvusctl.admin import shapes
 from salvusctl.admin.faults import Faults
 from salvusctl.cli.client import ClientError, FingerprintMismatch, connect
 
@@ -322,24 +323,22 @@ def cmdBalancer(remote: Remote, args, out: Output) -> int:
     if action == "show":
         snapshot = remote("salvus.balancerSnapshot")
         rows = [("HOST", "STATE", "WEIGHT", "CONNS", "TOTAL", "IN", "OUT", "FAULTS")]
-        for service in snapshot.get("services", []):
-            for group in service.get("groups", []):
-                for host in group.get("hosts", []):
-                    state = host.get("state", "?")
-                    if state == "up" and host.get("healthy") is False:
-                        state = "up (failing)"
-                    rows.append(
-                        (
-                            f"{service['name']}/{group['name']}/{host.get('name')}",
-                            state,
-                            host.get("weight", ""),
-                            host.get("connections", 0),
-                            host.get("total_connections", 0),
-                            _bytes(host.get("bytes_in")),
-                            _bytes(host.get("bytes_out")),
-                            host.get("faults", 0),
-                        )
-                    )
+        for service, group, host in shapes.balancerHosts(snapshot):
+            state = host.get("state", "?")
+            if state == "up" and host.get("healthy") is False:
+                state = "up (failing)"
+            rows.append(
+                (
+                    f"{service['name']}/{group['name']}/{host.get('name')}",
+                    state,
+                    host.get("weight", ""),
+                    shapes.hostOpen(host),
+                    shapes.hostTotal(host),
+                    _bytes(host.get("bytes_in")),
+                    _bytes(host.get("bytes_out")),
+                    host.get("faults", 0),
+                )
+            )
         _table(rows, out)
         return ExitCode.OK
     if action in ("up", "down", "drain"):
@@ -400,14 +399,15 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
     if args.action == "top":
         latest = remote("salvus.monitorLatest")
         rows = [("NAME", "CPU%", "RSS", "SAMPLED (UTC)")]
-        ordered = sorted(latest.items(), key=lambda kv: -float(kv[1].get("percent_cpu") or 0))
+        ordered = sorted(latest.items(), key=lambda kv: -(shapes.sampleCpu(kv[1]) or 0.0))
         for name, sample in ordered:
+            cpu = shapes.sampleCpu(sample)
             rows.append(
                 (
                     name,
-                    f"{float(sample.get('percent_cpu') or 0):.1f}",
-                    _bytes(sample.get("resident_size")),
-                    _when(sample.get("timestamp")),
+                    "-" if cpu is None else f"{cpu:.1f}",
+                    _bytes(shapes.sampleRss(sample)),
+                    _when(shapes.sampleTime(sample)),
                 )
             )
         _table(rows, out)
@@ -417,9 +417,9 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
     for s in samples:
         rows.append(
             (
-                _when(s.get("timestamp")),
-                f"{float(s.get('percent_cpu') or 0):.1f}",
-                _bytes(s.get("resident_size")),
+                _when(shapes.sampleTime(s)),
+                f"{shapes.sampleCpu(s) or 0.0:.1f}",
+                _bytes(shapes.sampleRss(s)),
             )
         )
     _table(rows, out)
@@ -432,9 +432,9 @@ def cmdAlerts(remote: Remote, args, out: Output) -> int:
     for a in alerts:
         rows.append(
             (
-                _when(a.get("since")),
+                _when(shapes.alertSince(a)),
                 a.get("severity", ""),
-                a.get("name", ""),
+                shapes.alertName(a),
                 a.get("subject", ""),
                 ("(cleared) " if a.get("cleared") else "") + str(a.get("message", "")),
             )
