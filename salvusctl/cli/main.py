@@ -44,9 +44,12 @@ class ExitCode(enum.IntEnum):
 
 
 class CLIError(Exception):
-    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED):
+    """One line for stderr and the exit code; C{fault_code} when the host answered a Fault."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED, fault_code: int | None = None):
         super().__init__(message)
         self.code = code
+        self.fault_code = fault_code
 
 
 _FAULT_EXIT = {
@@ -135,7 +138,7 @@ class Remote:
         try:
             return target(*params)
         except xmlrpc.client.Fault as f:
-            raise CLIError(_faultText(f), _FAULT_EXIT.get(f.faultCode, ExitCode.FAILED))
+            raise CLIError(_faultText(f), _FAULT_EXIT.get(f.faultCode, ExitCode.FAILED), f.faultCode)
         except xmlrpc.client.ProtocolError as e:
             if e.errcode == 401:
                 raise CLIError(f"{url}: authentication failed (check user and password)", ExitCode.AUTH)
@@ -585,6 +588,12 @@ def makeParser() -> argparse.ArgumentParser:
     sub.add_parser("diff", help="declared config vs running (exit 3 when they differ)")
     sub.add_parser("reconcile", help="make what runs match the config")
 
+    p = sub.add_parser("backup", help="backup run|status|list|log|verify (see salvusctl backup -h)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("restore", help="restore [RUN] [--dry-run] [--backup NAME]", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("user", help="manage the local admin users file")
     usub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     usub.required = True
@@ -600,7 +609,36 @@ def makeParser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmdBackup(remote: Remote, args, out: Output) -> int:
+    """C{backup …} and C{restore …}: the backup package's own commands over this connection.
+
+    L{backupMain} and L{restoreMain} print their results and map the backup's faults to their
+    exit codes; a transport or authentication problem keeps the code every command uses.
+    """
+    from salvusctl.backup.cli import backupMain, restoreMain
+
+    problems: list[CLIError] = []
+
+    def call(method: str, *params: Any) -> Any:
+        try:
+            return remote(method, *params)
+        except CLIError as e:
+            if e.fault_code == Faults.UNKNOWN_METHOD:
+                problems.append(CLIError("this host runs no backup service", ExitCode.NO_SERVICE))
+            elif e.code in (ExitCode.UNREACHABLE, ExitCode.AUTH, ExitCode.NO_SERVICE):
+                problems.append(CLIError(str(e), e.code))
+            raise
+
+    main = backupMain if args.command == "backup" else restoreMain
+    code = main(list(args.rest), call, out.out)
+    if problems:
+        raise problems[0]
+    return code
+
+
 _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, Output], int]] = {
+    "backup": cmdBackup,
+    "restore": cmdBackup,
     "status": cmdStatus,
     "start": cmdStartStop,
     "stop": cmdStartStop,

@@ -1,1 +1,11 @@
-"""Salvus supervisor."""
+"""Salvus supervisor: deploys run as supervised instances (see docs/supervisor.md).
+
+The public face: L{Deploy} and L{SupervisorSettings} (declare), L{SupervisorService} (run, in
+L{salvusctl.supervisor.service}), L{ProcessState} (states).
+"""
+
+from salvusctl.supervisor.build import SupervisorSettings
+from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe
+from salvusctl.supervisor.states import ProcessState
+
+__all__ = ["Deploy", "Backoff", "Flapping", "Probe", "ProcessState", "SupervisorSettings"]

@@ -162,7 +162,8 @@ class CLITests(CLITestBase):
             self.balancer.services["www"]["groups"]["web"]["hosts"]["127.0.0.1:8000"]["state"], "drain"
         )
         yield self.cli("balancer", "down", "www/web/127.0.0.1:8001")
-        self.assertEqual(self.balancer.snapshot()["services"]["www"]["groups"]["web"]["hosts"][1]["state"], "maint")
+        hosts = self.balancer.snapshot()["services"]["www"]["groups"]["web"]["hosts"]
+        self.assertEqual(hosts[1]["state"], "maint")
         code, out, err = yield self.cli("balancer", "weight", "www/web/127.0.0.1:8001", "5")
         self.assertEqual(code, ExitCode.OK, err)
         code, out, err = yield self.cli("balancer", "add", "www/web", "10.0.0.9:81", "--weight", "3")

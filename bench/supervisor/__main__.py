@@ -1,0 +1,407 @@
+"""Salvus supervisor vs supervisord vs circus, same workloads, one run, ratios.
+
+    python bench/supervisor [--json PATH] [--short] [--venv DIR]
+
+1. crash -> respawn latency: a bash child that runs 1.05-1.95 s and exits 1; time from its exit to
+   the next child's first line (both stamped by the child itself), 10 instances x 5 cycles = 50 samples.
+2. time from asking a running (idle) supervisor to start 200 instances to all RUNNING
+   (startsecs=1 where it exists); median of 3 rounds, the supervisors interleaved.
+3. CPU used by the supervisor process over 60 s (15 s with --short) with 200 idle instances.
+4. RSS of the supervisor process with 200 instances.
+
+supervisord and circus come from PyPI into a venv of the bench's own (created on first run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xmlrpc.client
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+N_IDLE = 200
+N_CRASH = 10
+CYCLES = 5
+TICK = os.sysconf("SC_CLK_TCK")
+BASH = shutil.which("bash") or "/bin/bash"
+
+
+def freePort() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def ensureVenv(path: str) -> str:
+    """The bench venv with supervisor and circus (created, then reused)."""
+    if not (os.path.exists(os.path.join(path, "bin", "supervisord"))
+            and os.path.exists(os.path.join(path, "bin", "circusd"))):
+        print(f"creating {path} (pip install supervisor circus) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", path], check=True)
+        pip = os.path.join(path, "bin", "pip")
+        subprocess.run([pip, "install", "-q", "supervisor", "circus"], check=True)
+    return path
+
+
+def cpuSeconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rssMB(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def killTagged(tag: str) -> None:
+    """Kill any process whose command line has C{tag} (leftovers of a failed run)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if tag.encode() in f.read():
+                    os.kill(int(name), signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def stopDaemon(proc: subprocess.Popen, timeout: float = 60) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- the three supervisors, each able to run a program spec ------------------------------------
+
+
+class Salvus:
+    name = "salvus"
+
+    def __init__(self, venv: str, work: str):
+        self.work = work
+
+    def launch(self, program: str, argv: list[str], numprocs: int, tag: str, trigger: bool = False):
+        spec = {"run_dir": os.path.join(self.work, "run"), "trigger": trigger, "deploys": [{
+            "name": program, "command": [a.replace("%N", "{index}") for a in argv], "numprocs": numprocs,
+            "startsecs": 1, "flapping": None, "stopwaitsecs": 10, "autostart": not trigger}]}
+        path = os.path.join(self.work, "spec.json")
+        with open(path, "w") as f:
+            json.dump(spec, f)
+        t0 = time.time()
+        proc = subprocess.Popen([sys.executable, os.path.join(HERE, "salvus_runner.py"), path],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if trigger:
+            for line in proc.stdout:
+                if line.startswith("UP"):
+                    break
+            t0 = time.time()
+            proc.stdin.write("start\n")
+            proc.stdin.flush()
+        return proc, t0
+
+    def waitAll(self, proc, n, timeout) -> float:
+        deadline = time.time() + timeout
+        for line in proc.stdout:
+            if line.startswith("ALLRUNNING"):
+                return float(line.split()[1])
+            if time.time() > deadline:
+                break
+        raise RuntimeError("salvus did not report all RUNNING")
+
+    def pid(self, proc) -> int:
+        return proc.pid
+
+
+class Supervisord:
+    name = "supervisord"
+
+    def __init__(self, venv: str, work: str):
+        self.venv = venv
+        self.work = work
+
+    def launch(self, program, argv, numprocs, tag, trigger=False):
+        self.port = freePort()
+        command = " ".join(a.replace("%N", "%(process_num)d") for a in argv)
+        conf = f"""
+[inet_http_server]
+port=127.0.0.1:{self.port}
+[supervisord]
+logfile={self.work}/supervisord.log
+pidfile={self.work}/supervisord.pid
+childlogdir={self.work}
+nodaemon=true
+minfds=1024
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[program:{program}]
+command={command}
+process_name=%(program_name)s_%(process_num)d
+numprocs={numprocs}
+startsecs=1
+stopwaitsecs=10
+autostart={"false" if trigger else "true"}
+"""
+        path = os.path.join(self.work, "supervisord.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        t0 = time.time()
+        proc = subprocess.Popen([os.path.join(self.venv, "bin", "supervisord"), "-c", path],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if trigger:
+            server = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.port}/RPC2")
+            deadline = time.time() + 30
+            while True:
+                try:
+                    if server.supervisor.getState()["statename"] == "RUNNING":
+                        break
+                except (OSError, xmlrpc.client.Error):
+                    if time.time() > deadline:
+                        raise
+                time.sleep(0.02)
+            t0 = time.time()
+            server.supervisor.startAllProcesses(False)
+        return proc, t0
+
+    def waitAll(self, proc, n, timeout) -> float:
+        server = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.port}/RPC2")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                infos = server.supervisor.getAllProcessInfo()
+                if len(infos) == n and all(i["statename"] == "RUNNING" for i in infos):
+                    return time.time()
+            except (OSError, xmlrpc.client.Error):
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("supervisord did not reach all RUNNING")
+
+    def pid(self, proc) -> int:
+        return proc.pid
+
+
+class Circus:
+    name = "circus"
+
+    def __init__(self, venv: str, work: str):
+        self.venv = venv
+        self.work = work
+
+    def launch(self, program, argv, numprocs, tag, trigger=False):
+        self.endpoint = f"tcp://127.0.0.1:{freePort()}"
+        cmd = argv[0]
+        args = " ".join(a.replace("%N", "$(circus.wid)") for a in argv[1:])
+        conf = f"""
+[circus]
+endpoint = {self.endpoint}
+pubsub_endpoint = tcp://127.0.0.1:{freePort()}
+statsd = False
+[watcher:{program}]
+cmd = {cmd}
+args = {args}
+numprocesses = {numprocs}
+autostart = {not trigger}
+"""
+        path = os.path.join(self.work, "circus.ini")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.program = program
+        t0 = time.time()
+        proc = subprocess.Popen([os.path.join(self.venv, "bin", "circusd"), path],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if trigger:
+            helper = [os.path.join(self.venv, "bin", "python"), os.path.join(HERE, "circus_wait.py")]
+            out = subprocess.run(helper + [self.endpoint, program, "start", "30"],
+                                 capture_output=True, text=True)
+            if not out.stdout.startswith("STARTED"):
+                raise RuntimeError(f"circus did not start: {out.stdout} {out.stderr[-300:]}")
+            t0 = float(out.stdout.split()[1])
+        return proc, t0
+
+    def waitAll(self, proc, n, timeout) -> float:
+        out = subprocess.run([os.path.join(self.venv, "bin", "python"), os.path.join(HERE, "circus_wait.py"),
+                              self.endpoint, self.program, str(n), str(timeout)],
+                             capture_output=True, text=True)
+        line = out.stdout.strip()
+        if not line.startswith("ALLRUNNING"):
+            raise RuntimeError(f"circus did not reach {n} processes: {line} {out.stderr[-300:]}")
+        return float(line.split()[1])
+
+    def pid(self, proc) -> int:
+        return proc.pid
+
+
+# -- workloads -------------------------------------------------------------------------------------
+
+
+def idleWorkload(sup, idleSeconds: float, tag: str) -> dict:
+    """Start 200 sleepers; time to all RUNNING, then (if idleSeconds) idle CPU and RSS."""
+    proc, t0 = sup.launch("idle", ["/bin/sleep", tag], N_IDLE, tag, trigger=True)
+    try:
+        t1 = sup.waitAll(proc, N_IDLE, 120)
+        start200 = t1 - t0
+        if not idleSeconds:
+            return {"start200_s": start200}
+        time.sleep(2)
+        pid = sup.pid(proc)
+        c0, w0 = cpuSeconds(pid), time.time()
+        time.sleep(idleSeconds)
+        c1, w1 = cpuSeconds(pid), time.time()
+        rss = rssMB(pid)
+    finally:
+        stopDaemon(proc)
+        killTagged(tag)
+    return {"start200_s": start200, "idle_cpu_pct": 100 * (c1 - c0) / (w1 - w0), "rss_mb": rss}
+
+
+def respawnWorkload(sup, work: str, tag: str) -> dict:
+    """10 crashing instances x 5 cycles: exit -> next first line, stamped by the children."""
+    # bash's $EPOCHREALTIME stamps without a fork, so the measured window is the supervisor's
+    # reaction plus one bash start, the same for all three.
+    script = os.path.join(work, "crash.sh")
+    with open(script, "w") as f:
+        # Instance i lives 1.05 + 0.1 * (i % 10) s: exits are spread out, so the figure is the
+        # reaction to one exit, not the throughput of ten simultaneous ones.
+        f.write(f'echo "start $EPOCHREALTIME" >> {work}/lat-$1.log\n'
+                f"sleep 1.$(( $1 % 10 ))5 # {tag}\n"
+                f'echo "exit $EPOCHREALTIME" >> {work}/lat-$1.log\nexit 1\n')
+    proc, t0 = sup.launch("crash", [BASH, script, "%N"], N_CRASH, tag)
+    samples: list[float] = []
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            samples = []
+            done = 0
+            for name in os.listdir(work):
+                if not name.startswith("lat-"):
+                    continue
+                with open(os.path.join(work, name)) as f:
+                    events = [line.split() for line in f if line.strip()]
+                mine = []
+                for a, b in zip(events, events[1:], strict=False):
+                    if a[0] == "exit" and b[0] == "start":
+                        mine.append(float(b[1]) - float(a[1]))
+                samples.extend(mine[:CYCLES])
+                done += len(mine) >= CYCLES
+            if done >= N_CRASH:
+                break
+            time.sleep(0.5)
+    finally:
+        stopDaemon(proc)
+        killTagged(tag)
+    if len(samples) < N_CRASH * CYCLES:
+        raise RuntimeError(f"{sup.name}: only {len(samples)} respawn samples")
+    samples.sort()
+    return {"respawn_median_ms": 1000 * statistics.median(samples),
+            "respawn_p99_ms": 1000 * samples[max(0, math.ceil(0.99 * len(samples)) - 1)],
+            "respawn_samples": len(samples)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/supervisor", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", metavar="PATH", help="also write the figures and ratios as JSON")
+    parser.add_argument("--short", action="store_true", help="idle CPU over 15 s instead of 60 s")
+    parser.add_argument("--venv", default=os.path.join(tempfile.gettempdir(), "salvus-bench-venv"),
+                        help="where supervisor and circus are installed (created if missing)")
+    parser.add_argument("--only", help="comma-separated subset of salvus,supervisord,circus")
+    parser.add_argument("--rounds", type=int, default=3, help="start-200 rounds (median kept)")
+    args = parser.parse_args(argv)
+    venv = ensureVenv(args.venv)
+    idleSeconds = 15 if args.short else 60
+    results: dict[str, dict] = {}
+    kinds = [Salvus, Supervisord, Circus]
+    if args.only:
+        kinds = [k for k in kinds if k.name in args.only.split(",")]
+    sups = {}
+    for kind in kinds:
+        work = tempfile.mkdtemp(prefix=f"salvus-bench-{kind.name}-")
+        sups[kind.name] = (kind(venv, work), work)
+    try:
+        for i, (name, (sup, work)) in enumerate(sups.items()):
+            tag = str(360000 + os.getpid() % 1000 * 10 + i)
+            print(f"{name}: respawn ...", flush=True)
+            results[name] = respawnWorkload(sup, work, tag + "1")
+            results[name]["start200_runs"] = []
+        # start-200 in interleaved rounds (the machine's load drifts; each supervisor sees it
+        # alike), idle CPU and RSS in the last round.
+        for r in range(args.rounds):
+            last = r == args.rounds - 1
+            for i, (name, (sup, work)) in enumerate(sups.items()):
+                tag = str(360000 + os.getpid() % 1000 * 10 + i)
+                idleDir = os.path.join(work, f"idle{r}")
+                os.makedirs(idleDir, exist_ok=True)
+                sup.work = idleDir
+                print(f"{name}: start {N_IDLE} (round {r + 1}/{args.rounds})"
+                      + (f", idle {idleSeconds:g} s" if last else "") + " ...", flush=True)
+                out = idleWorkload(sup, idleSeconds if last else 0, tag + "2")
+                results[name]["start200_runs"].append(out.pop("start200_s"))
+                results[name].update(out)
+        for name in results:
+            results[name]["start200_s"] = statistics.median(results[name]["start200_runs"])
+    finally:
+        for _sup, work in sups.values():
+            shutil.rmtree(work, ignore_errors=True)
+    report(results, args.json, idleSeconds)
+    return 0
+
+
+ROWS = [("respawn_median_ms", "crash->respawn median (ms)"), ("respawn_p99_ms", "crash->respawn p99 (ms)"),
+        ("start200_s", f"start {N_IDLE} -> all RUNNING (s)"), ("idle_cpu_pct", "idle CPU, 200 instances (%)"),
+        ("rss_mb", "RSS, 200 instances (MB)")]
+KEYS = {"respawn_median_ms": "respawn_ratio", "respawn_p99_ms": "respawn_p99_ratio",
+        "start200_s": "start200_ratio", "idle_cpu_pct": "idle_cpu_ratio", "rss_mb": "rss_ratio"}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def report(results: dict, jsonPath: str | None, idleSeconds: float) -> None:
+    s = results.get("salvus", {})
+    sd = results.get("supervisord", {})
+    c = results.get("circus", {})
+    out: dict = {"figures": results, "idle_seconds": idleSeconds}
+    print()
+    print(f"{'metric':34} {'salvus':>10} {'supervisord':>12} {'circus':>10} {'vs supd':>8} {'vs circus':>10}")
+    for key, label in ROWS:
+        r1 = _ratio(s.get(key), sd.get(key))
+        r2 = _ratio(s.get(key), c.get(key))
+        out[KEYS[key]] = r1
+        out["circus_" + KEYS[key]] = r2
+
+        def fmt(v, w):
+            return f"{v:>{w}.3f}" if isinstance(v, float) else f"{'-':>{w}}"
+
+        print(f"{label:34} {fmt(s.get(key), 10)} {fmt(sd.get(key), 12)} {fmt(c.get(key), 10)} "
+              f"{fmt(r1, 8)} {fmt(r2, 10)}")
+    print("\ntargets: respawn <= 0.1x supervisord, start-200 <= 0.5x, idle CPU <= 1x")
+    if jsonPath:
+        with open(jsonPath, "w") as f:
+            json.dump(out, f, indent=2, sort_keys=True)
+        print(f"wrote {jsonPath}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

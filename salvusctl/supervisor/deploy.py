@@ -1,0 +1,375 @@
+"""The C{Deploy} declaration a host's C{.tac} file adds, and its validation.
+
+Plain data: nothing here forks, binds or signals.  A deploy is I{what} to run; the instances it
+expands to (C{name:0}, C{name:1} …) are run by L{salvusctl.supervisor.process}.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import resource
+import shutil
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from salvusctl.errors import ConfigError
+
+__all__ = [
+    "Deploy",
+    "Probe",
+    "Backoff",
+    "Flapping",
+    "AUTORESTART",
+    "RLIMITS",
+    "LEVELS",
+    "substitute",
+    "signalNumber",
+    "startOrder",
+]
+
+AUTORESTART = ("always", "unexpected", "never")
+
+# rlimit names a declaration may use -> resource constant.
+RLIMITS: dict[str, int] = {
+    "as": resource.RLIMIT_AS,
+    "nofile": resource.RLIMIT_NOFILE,
+    "cpu": resource.RLIMIT_CPU,
+    "nproc": resource.RLIMIT_NPROC,
+    "core": resource.RLIMIT_CORE,
+    "fsize": resource.RLIMIT_FSIZE,
+    "data": resource.RLIMIT_DATA,
+    "stack": resource.RLIMIT_STACK,
+    "memlock": resource.RLIMIT_MEMLOCK,
+}
+
+LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+_TEMPLATE_KEYS = ("port", "name", "index", "deploy", "run_dir", "host", "group", "numprocs")
+_TEMPLATE_RE = re.compile(r"\{(" + "|".join(_TEMPLATE_KEYS) + r")\}")
+
+
+def substitute(text: str, values: Mapping[str, Any]) -> str:
+    """Replace C{{port}}, C{{name}} … in C{text}; every other brace is left alone.
+
+    Deliberately not C{str.format}: nginx and haproxy configs are full of braces.
+    """
+    return _TEMPLATE_RE.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
+
+
+def signalNumber(sig: int | str) -> int:
+    """C{'TERM'}, C{'SIGTERM'}, C{15} -> 15; raise ValueError for anything else."""
+    if isinstance(sig, int) and not isinstance(sig, bool):
+        signal.Signals(sig)
+        return int(sig)
+    if isinstance(sig, str):
+        name = sig.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            pass
+    raise ValueError(f"unknown signal {sig!r}")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retry N after a start that failed: C{initial * factor**(N-1)}, at most C{cap}.
+
+    @ivar retries: how many failed starts in a row before FATAL; C{None} retries forever.
+    """
+
+    initial: float = 1.0
+    factor: float = 2.0
+    cap: float = 60.0
+    retries: int | None = 3
+
+    def delay(self, attempt: int) -> float:
+        """The wait before retry C{attempt} (1-based)."""
+        return min(self.cap, self.initial * self.factor ** max(0, attempt - 1))
+
+
+@dataclass(frozen=True)
+class Flapping:
+    """C{restarts} restarts within C{window} seconds make the instance FATAL (reason kept)."""
+
+    restarts: int = 10
+    window: float = 60.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A liveness probe: C{'tcp'} connects to the instance's port, C{'command'} runs argv (exit 0 ok).
+
+    Checked every C{interval} seconds once RUNNING; C{failures} consecutive failures restart the
+    instance.  Until the first success the instance is RUNNING but not I{ready}: dependents and the
+    balancer wait for ready.
+    """
+
+    kind: str = "tcp"
+    command: tuple[str, ...] = ()
+    interval: float = 2.0
+    timeout: float = 1.0
+    failures: int = 3
+    host: str = "127.0.0.1"
+
+    def validate(self) -> None:
+        if self.kind not in ("tcp", "command"):
+            raise ConfigError(f"probe kind must be 'tcp' or 'command', not {self.kind!r}")
+        if self.kind == "command" and not self.command:
+            raise ConfigError("a command probe needs a command")
+        if self.interval <= 0 or self.timeout <= 0 or self.failures < 1:
+            raise ConfigError("probe interval and timeout must be > 0 and failures >= 1")
+
+
+@dataclass(eq=True)
+class Deploy:
+    """One deploy: a command run as C{numprocs} instances named C{name:0} … C{name:N-1}.
+
+    @ivar command: argv list; C{{port}}, C{{name}}, C{{index}}, C{{run_dir}} … are substituted.
+    @ivar port: C{None}; an int base (instance I{i} gets C{port + i}); or C{'auto'} (a free port
+        chosen once per instance and kept across restarts).
+    @ivar templates: {file name in the run dir: template path or inline text}, rendered with the same
+        substitutions before every start.
+    @ivar depends_on: deploy names that must be RUNNING and ready before this one starts.
+    @ivar startretries: kept for supervisord familiarity; when given it overrides C{backoff.retries}.
+    @ivar max_processes: at most this many instances of the deploy alive at once (None: no limit).
+    @ivar log_level / store_level: line level thresholds for the log file and for the store hook.
+    """
+
+    name: str
+    command: Sequence[str] = ()
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    group_id: str | None = None
+    numprocs: int = 1
+    port: int | str | None = None
+    templates: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 999
+    depends_on: Sequence[str] = ()
+    autostart: bool = True
+    autorestart: str = "unexpected"
+    startsecs: float = 1.0
+    startretries: int | None = -1
+    exitcodes: Sequence[int] = (0,)
+    backoff: Backoff = field(default_factory=Backoff)
+    flapping: Flapping | None = field(default_factory=Flapping)
+    stopsignal: int | str = "TERM"
+    stopwaitsecs: float = 10.0
+    deathsig: int | str | None = None
+    probe: Probe | None = None
+    rlimits: Mapping[str, int | tuple[int, int]] = field(default_factory=dict)
+    group: str | None = None
+    max_processes: int | None = None
+    log_level: str = "debug"
+    store_level: str = "info"
+    log_max_bytes: int = 50 * 1024 * 1024
+    log_backups: int = 10
+    log_rotate_seconds: float | None = None
+
+    component = "supervisor"
+
+    def __post_init__(self) -> None:
+        self.command = tuple(self.command)
+        self.depends_on = tuple(self.depends_on)
+        self.exitcodes = tuple(self.exitcodes)
+        self.env = dict(self.env)
+        self.templates = dict(self.templates)
+        self.rlimits = dict(self.rlimits)
+
+    # -- derived values --------------------------------------------------------------------------
+
+    @property
+    def groupName(self) -> str:
+        """The group this deploy belongs to (its own name when none is given)."""
+        return self.group or self.name
+
+    @property
+    def retries(self) -> int | None:
+        """Failed starts in a row allowed before FATAL; None for unlimited."""
+        if self.startretries is None:
+            return None
+        if self.startretries >= 0:
+            return self.startretries
+        return self.backoff.retries
+
+    @property
+    def stopSignalNumber(self) -> int:
+        return signalNumber(self.stopsignal)
+
+    @property
+    def deathSignalNumber(self) -> int:
+        """The signal the kernel sends an instance when Salvus dies (default: the stop signal)."""
+        return signalNumber(self.deathsig) if self.deathsig is not None else self.stopSignalNumber
+
+    def instanceNames(self) -> list[str]:
+        return [f"{self.name}:{i}" for i in range(self.numprocs)]
+
+    def fixedPorts(self) -> list[int]:
+        """The TCP ports this deploy's instances are given, when fixed."""
+        if isinstance(self.port, int) and not isinstance(self.port, bool):
+            return [self.port + i for i in range(self.numprocs)]
+        return []
+
+    def endpoints(self) -> list[str]:
+        """What the instances listen on, so the host refuses another listener on the same port."""
+        return [f"tcp:{p}" for p in self.fixedPorts()]
+
+    def spec(self) -> tuple:
+        """Everything that, when changed, requires the deploy's instances to restart."""
+        return tuple(
+            (f.name, _freeze(getattr(self, f.name))) for f in fields(self) if f.name not in ("priority",)
+        )
+
+    # -- validation ------------------------------------------------------------------------------
+
+    def validate(self, host: Any = None) -> None:
+        """Refuse a deploy that could never run, with one clear sentence naming the deploy."""
+        try:
+            self._validateSelf()
+            if host is not None:
+                others = [d for d in host.declarations("supervisor") if isinstance(d, Deploy)]
+                validateDeploys(others)
+        except ConfigError as e:
+            if e.message.startswith("deploy "):
+                raise
+            raise ConfigError(f"deploy {self.name!r}: {e.message}")
+
+    def _validateSelf(self) -> None:
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
+            raise ConfigError(f"deploy name must be letters, digits, '_', '.', '-', not {self.name!r}")
+        if not self.command or not all(isinstance(a, str) for a in self.command):
+            raise ConfigError("missing command (an argv list of strings)")
+        executable = self.command[0]
+        if "{" not in executable:
+            path = self.env.get("PATH", os.environ.get("PATH", os.defpath))
+            if os.sep in executable:
+                base = self.cwd or os.getcwd()
+                full = os.path.join(base, executable)
+                if not os.access(full, os.X_OK):
+                    raise ConfigError(f"command {executable!r} is not an executable file")
+            elif shutil.which(executable, path=path) is None:
+                raise ConfigError(f"command {executable!r} not found on PATH")
+        if not isinstance(self.numprocs, int) or self.numprocs < 1:
+            raise ConfigError(f"numprocs must be an int >= 1, not {self.numprocs!r}")
+        if self.cwd is not None and not os.path.isdir(self.cwd):
+            raise ConfigError(f"working directory {self.cwd!r} does not exist")
+        if self.user is not None:
+            try:
+                pw = pwd.getpwnam(self.user)
+            except KeyError:
+                raise ConfigError(f"unknown user {self.user!r}")
+            if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
+                raise ConfigError(f"cannot run as user {self.user!r}: Salvus is not running as root")
+        if self.group_id is not None:
+            try:
+                grp.getgrnam(self.group_id)
+            except KeyError:
+                raise ConfigError(f"unknown group {self.group_id!r}")
+        if self.autorestart not in AUTORESTART:
+            choices = ", ".join(AUTORESTART)
+            raise ConfigError(f"autorestart must be one of {choices}, not {self.autorestart!r}")
+        if self.port is not None and self.port != "auto":
+            if not isinstance(self.port, int) or isinstance(self.port, bool):
+                raise ConfigError(f"port must be an int, 'auto' or None, not {self.port!r}")
+            if self.port < 1 or self.port + self.numprocs - 1 > 65535:
+                raise ConfigError(f"ports {self.port}..{self.port + self.numprocs - 1} out of range")
+        if self.probe is not None:
+            self.probe.validate()
+            if self.probe.kind == "tcp" and self.port is None:
+                raise ConfigError("a tcp probe needs a port")
+        for sig in (self.stopsignal, self.deathsig):
+            if sig is None:
+                continue
+            try:
+                signalNumber(sig)
+            except ValueError as e:
+                raise ConfigError(str(e))
+        if self.startsecs < 0 or self.stopwaitsecs < 0:
+            raise ConfigError("startsecs and stopwaitsecs must be >= 0")
+        if self.backoff.initial < 0 or self.backoff.cap < self.backoff.initial or self.backoff.factor < 1:
+            raise ConfigError("backoff needs 0 <= initial <= cap and factor >= 1")
+        if self.flapping is not None and (self.flapping.restarts < 1 or self.flapping.window <= 0):
+            raise ConfigError("flapping needs restarts >= 1 and window > 0")
+        for key, value in self.rlimits.items():
+            if key not in RLIMITS:
+                raise ConfigError(f"unknown rlimit {key!r} (known: {', '.join(sorted(RLIMITS))})")
+            pair = value if isinstance(value, tuple) else (value, value)
+            if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+                raise ConfigError(f"rlimit {key!r} must be an int or a (soft, hard) pair")
+        for level in (self.log_level, self.store_level):
+            if level not in LEVELS:
+                raise ConfigError(f"unknown log level {level!r} (known: {', '.join(LEVELS)})")
+        if self.max_processes is not None and self.max_processes < 1:
+            raise ConfigError("max_processes must be >= 1")
+        for dest, source in self.templates.items():
+            if os.sep in dest or dest in ("", ".", ".."):
+                raise ConfigError(f"template name {dest!r} must be a plain file name")
+            if "\n" not in source and source.startswith(os.sep) and not os.path.isfile(source):
+                raise ConfigError(f"template file {source!r} does not exist")
+        if self.name in self.depends_on:
+            raise ConfigError("depends on itself")
+
+
+def validateDeploys(deploys: Sequence[Deploy]) -> None:
+    """Checks across deploys: unique names, known dependencies, no cycle, no port clash."""
+    byName: dict[str, Deploy] = {}
+    for d in deploys:
+        if d.name in byName:
+            raise ConfigError(f"deploy {d.name!r} declared twice")
+        byName[d.name] = d
+    for d in deploys:
+        for dep in d.depends_on:
+            if dep not in byName:
+                raise ConfigError(f"deploy {d.name!r} depends on unknown deploy {dep!r}")
+    startOrder(deploys)
+    owner: dict[int, str] = {}
+    for d in deploys:
+        for p in d.fixedPorts():
+            if p in owner:
+                raise ConfigError(f"deploy {d.name!r}: port {p} clashes with deploy {owner[p]!r}")
+            owner[p] = d.name
+
+
+def startOrder(deploys: Sequence[Deploy]) -> list[list[Deploy]]:
+    """Deploys in waves: each wave depends only on earlier ones; within a wave, by priority.
+
+    Raise L{ConfigError} naming the cycle when there is one.
+    """
+    byName = {d.name: d for d in deploys}
+    depth: dict[str, int] = {}
+    visiting: list[str] = []
+
+    def visit(name: str) -> int:
+        if name in depth:
+            return depth[name]
+        if name in visiting:
+            cycle = visiting[visiting.index(name):] + [name]
+            raise ConfigError("dependency cycle: " + " -> ".join(cycle))
+        visiting.append(name)
+        deps = [dep for dep in byName[name].depends_on if dep in byName]
+        level = 1 + max((visit(dep) for dep in deps), default=-1)
+        visiting.pop()
+        depth[name] = level
+        return level
+
+    for d in deploys:
+        visit(d.name)
+    waves: dict[int, list[Deploy]] = {}
+    for d in deploys:
+        waves.setdefault(depth[d.name], []).append(d)
+    return [sorted(waves[k], key=lambda d: (d.priority, d.name)) for k in sorted(waves)]
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value

@@ -1,0 +1,574 @@
+"""Every operating-system call the supervisor makes: spawn, prctl, /proc, signals, waitpid.
+
+Kept apart from the state machine so that the machine runs against a fake in tests and this module
+is tested against the real kernel.  Linux only where it says so; elsewhere the Linux extras
+(subreaper, parent-death signal, /proc scans) quietly do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from twisted.internet import process as _tprocess
+
+__all__ = [
+    "MARKER",
+    "setChildSubreaper",
+    "InstanceProcess",
+    "wrapperArgv",
+    "spawnHelper",
+    "spawnInstance",
+    "Stat",
+    "readStat",
+    "readMarker",
+    "procTable",
+    "Snapshot",
+    "childrenOf",
+    "members",
+    "signalMembers",
+    "alive",
+    "Reaper",
+    "PidRegistry",
+    "cleanLeftovers",
+]
+
+MARKER = "SALVUS_INSTANCE"
+LINUX = sys.platform.startswith("linux")
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+_libc = None
+if LINUX:
+    try:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:  # pragma: no cover
+        _libc = None
+
+
+def _prctl(option: int, arg: int) -> bool:
+    if _libc is None:
+        return False
+    return _libc.prctl(option, arg, 0, 0, 0) == 0
+
+
+def setChildSubreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux); True when it worked.
+
+    Without it a daemon that double-forks out of an instance is re-parented to PID 1 and escapes
+    every stop; with it, the daemon becomes our child, visible, killable and reapable.
+    """
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+_SETPRIV = shutil.which("setpriv") if LINUX else None
+_PRLIMIT = shutil.which("prlimit") if LINUX else None
+_ENV = shutil.which("env")
+_RLIMIT_NAMES = {
+    resource.RLIMIT_AS: "as", resource.RLIMIT_NOFILE: "nofile", resource.RLIMIT_CPU: "cpu",
+    resource.RLIMIT_NPROC: "nproc", resource.RLIMIT_CORE: "core", resource.RLIMIT_FSIZE: "fsize",
+    resource.RLIMIT_DATA: "data", resource.RLIMIT_STACK: "stack", resource.RLIMIT_MEMLOCK: "memlock",
+}
+
+
+_HELPER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spawnhelper.c")
+_UNSET = object()
+_helper: object = _UNSET
+
+
+def spawnHelper(build: bool = True) -> str | None:
+    """The path of the compiled C{salvus-spawn} helper, building it once if a C compiler exists.
+
+    Cached under C{$XDG_CACHE_HOME/salvus} (C{~/.cache/salvus}) by a hash of its source; None when
+    it cannot be had (then C{setpriv} does the job, or the fork path).  C{SALVUS_SPAWN_HELPER=0}
+    turns it off.
+    """
+    global _helper
+    if _helper is not _UNSET:
+        return _helper  # type: ignore[return-value]
+    if not build:
+        return None
+    _helper = _buildHelper()
+    return _helper  # type: ignore[return-value]
+
+
+def _buildHelper() -> str | None:
+    if not LINUX or os.environ.get("SALVUS_SPAWN_HELPER") == "0":
+        return None
+    try:
+        with open(_HELPER_SOURCE, "rb") as f:
+            source = f.read()
+    except OSError:
+        return None
+    digest = hashlib.sha1(source + platform.machine().encode()).hexdigest()[:12]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(cache, "salvus", f"salvus-spawn-{digest}")
+    if os.access(path, os.X_OK):
+        return path
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError:
+        return None
+    tmp = f"{path}.{os.getpid()}.tmp"
+    for flags in (["-static"], []):
+        try:
+            done = subprocess.run([cc, "-O2", *flags, "-o", tmp, _HELPER_SOURCE], capture_output=True,
+                                  timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode == 0:
+            os.replace(tmp, path)
+            return path
+    return None
+
+
+def wrapperArgv(argv: list[str], cwd: str | None, uid: int | None, gid: int | None,
+                deathsig: int | None, rlimits: Mapping[int, tuple[int, int]],
+                useHelper: bool = True) -> list[str] | None:
+    """The argv that does in small exec'd programs what the fork path does in Python, or None
+    when they are missing (then the fork path is used).
+
+    Preferred: the static C{salvus-spawn} helper (L{spawnHelper}): parent-death signal, rlimits,
+    working directory.  Otherwise (or to change user): C{setpriv} sets the parent-death signal and
+    the uid/gid, C{prlimit} the rlimits, C{env -C} the working directory.  The session comes from
+    C{posix_spawn(setsid=True)} either way.  A posix_spawn of a small program costs a fraction of a
+    fork of the (large) supervisor process.
+    """
+    helper = spawnHelper(build=False) if useHelper else None
+    if helper is not None and uid is None and gid is None:
+        out = [helper, "-p", str(os.getpid())]
+        if deathsig:
+            out += ["-d", str(int(deathsig))]
+        for which, (soft, hard) in sorted(rlimits.items()):
+            out += ["-r", f"{int(which)}:{_limit(soft)}:{_limit(hard)}"]
+        if cwd is not None:
+            out += ["-c", cwd]
+        return out + ["--"] + list(argv)
+    if _SETPRIV is None or _ENV is None:
+        return None
+    if rlimits and _PRLIMIT is None:
+        return None
+    if cwd is not None and "=" in argv[0]:
+        return None
+    out = [_SETPRIV]
+    if deathsig:
+        out += ["--pdeathsig", signal.Signals(deathsig).name[3:]]
+    if uid is not None or gid is not None:
+        if uid is not None:
+            out += ["--reuid", str(uid), "--init-groups"]
+        if gid is not None:
+            out += ["--regid", str(gid)]
+    out.append("--")
+    if rlimits:
+        out.append(_PRLIMIT)
+        out += [f"--{_RLIMIT_NAMES[k]}={_limit(s)}:{_limit(h)}" for k, (s, h) in sorted(rlimits.items())]
+        out.append("--")
+    if cwd is not None:
+        out += [_ENV, "-C", cwd, "--"]
+    return out + list(argv)
+
+
+def _limit(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
+class InstanceProcess(_tprocess.Process):
+    """A Twisted C{Process} whose child becomes a session leader, gets a signal from the kernel
+    when Salvus dies, and takes its rlimits.
+
+    Fast path: C{posix_spawn(setsid=True)} of the L{wrapperArgv} chain.  Fallback: fork, then the
+    same work in Python in the child before exec.
+    """
+
+    def __init__(self, reactor, executable, args, environment, path, proto, uid=None, gid=None,
+                 childFDs=None, deathsig: int | None = None,
+                 rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True,
+                 useHelper: bool = True):
+        self._deathsig = deathsig
+        self._rlimits = dict(rlimits or {})
+        self._parentPid = os.getpid()
+        self._wrapped = (wrapperArgv(list(args), path, uid, gid, deathsig, self._rlimits, useHelper)
+                         if fast else None)
+        if self._wrapped is not None:
+            path = uid = gid = None
+        super().__init__(reactor, executable, args, environment, path, proto, uid, gid, childFDs)
+
+    def _trySpawnInsteadOfFork(self, path, uid, gid, executable, args, environment, kwargs):
+        if self._wrapped is None:
+            return False
+        fdmap = kwargs.get("fdmap")
+        fdState = []
+        for fd in _tprocess._listOpenFDs():
+            try:
+                isCloseOnExec = fcntl.fcntl(fd, fcntl.F_GETFD, fcntl.FD_CLOEXEC)
+            except OSError:
+                pass
+            else:
+                fdState.append((fd, isCloseOnExec))
+        setSigDef = [s for s in range(1, signal.NSIG) if signal.getsignal(s) == signal.SIG_IGN]
+        self.pid = os.posix_spawn(
+            self._wrapped[0], self._wrapped, environment,
+            file_actions=_tprocess._getFileActions(fdState, fdmap, doClose=_tprocess._PS_CLOSE,
+                                                   doDup2=_tprocess._PS_DUP2),
+            setsigdef=setSigDef, setsid=True,
+        )
+        self.status = -1
+        return True
+
+    def _execChild(self, path, uid, gid, executable, args, environment):
+        # In the forked child: a new session, so the whole tree is one signalable group.
+        os.setsid()
+        if self._deathsig and LINUX:
+            _prctl(PR_SET_PDEATHSIG, self._deathsig)
+            if os.getppid() != self._parentPid:
+                # Salvus died between fork and prctl: the signal will never come.
+                os._exit(1)
+        for which, limits in self._rlimits.items():
+            resource.setrlimit(which, limits)
+        super()._execChild(path, uid, gid, executable, args, environment)
+
+
+_devnull: int | None = None
+
+
+def spawnInstance(reactor, protocol, argv: list[str], env: dict[str, str], cwd: str | None,
+                  uid: int | None = None, gid: int | None = None, deathsig: int | None = None,
+                  rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True,
+                  useHelper: bool = True) -> InstanceProcess:
+    """Start one instance: stdin from /dev/null, stdout and stderr as pipes to C{protocol}."""
+    global _devnull
+    if _devnull is None:
+        _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return InstanceProcess(reactor, argv[0], argv, env, cwd, protocol, uid, gid,
+                           {0: _devnull, 1: "r", 2: "r"}, deathsig=deathsig, rlimits=rlimits, fast=fast,
+                           useHelper=useHelper)
+
+
+# -- /proc -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stat:
+    """The few fields of C{/proc/PID/stat} the supervisor needs."""
+
+    pid: int
+    state: str
+    ppid: int
+    pgid: int
+    sid: int
+    starttime: int
+
+    @property
+    def zombie(self) -> bool:
+        return self.state in ("Z", "X")
+
+
+def readStat(pid: int) -> Stat | None:
+    """The stat of one pid, or None when it does not exist (or this is not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2:].split()
+    return Stat(pid, rest[0].decode(), int(rest[1]), int(rest[2]), int(rest[3]), int(rest[19]))
+
+
+def readMarker(pid: int) -> str | None:
+    """The value of C{SALVUS_INSTANCE} in a process's initial environment, if any."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    key = MARKER.encode() + b"="
+    for item in data.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key):].decode("utf-8", "replace")
+    return None
+
+
+class Snapshot:
+    """One /proc pass, indexed, plus every marker read once: shared by all instances stopped in
+    one reactor turn, so stopping 200 instances costs one scan, not 200."""
+
+    def __init__(self) -> None:
+        self.table = procTable()
+        self._markers: dict[str, list[int]] | None = None
+
+    def markerIndex(self) -> dict[str, list[int]]:
+        if self._markers is None:
+            index: dict[str, list[int]] = {}
+            for pid, st in self.table.items():
+                if not st.zombie:
+                    marker = readMarker(pid)
+                    if marker is not None:
+                        index.setdefault(marker, []).append(pid)
+            self._markers = index
+        return self._markers
+
+    def members(self, leader: int | None, marker: str | None,
+                known: Mapping[int, int] | None = None) -> dict[int, int]:
+        """Like L{members}, from the indexes."""
+        seeds = [] if marker is None else self.markerIndex().get(marker, [])
+        return members(self.table, leader, None, known, None, extra=seeds)
+
+
+def procTable() -> dict[int, Stat]:
+    """One pass over /proc: every live process's stat."""
+    table: dict[int, Stat] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if name.isdigit():
+            st = readStat(int(name))
+            if st is not None:
+                table[st.pid] = st
+    return table
+
+
+def childrenOf(pid: int) -> list[int]:
+    """Direct children of C{pid} (all its threads), from C{/proc/PID/task/*/children}."""
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(p) for p in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def members(table: Mapping[int, Stat], leader: int | None, marker: str | None,
+            known: Mapping[int, int] | None = None,
+            markerOf: Callable[[int], str | None] | None = readMarker,
+            extra: Iterable[int] = ()) -> dict[int, int]:
+    """Every live process that belongs to one instance: {pid: starttime}.
+
+    Belonging means any of: the leader's session or process group, a descendant of the leader,
+    a process carrying the instance's environment marker, a process recorded earlier (same start
+    time, so a recycled pid never counts), or a descendant of any of those.
+    """
+    found: dict[int, int] = {}
+    known = dict(known or {})
+    for pid in extra:
+        st = table.get(pid)
+        if st is not None and not st.zombie:
+            found[pid] = st.starttime
+    for pid, st in table.items():
+        if st.zombie:
+            continue
+        if leader is not None and (st.sid == leader or st.pgid == leader or pid == leader):
+            found[pid] = st.starttime
+        elif known.get(pid) in (st.starttime, 0):
+            found[pid] = st.starttime
+        elif markerOf is not None and marker is not None and markerOf(pid) == marker:
+            found[pid] = st.starttime
+    kids: dict[int, list[int]] = {}
+    for pid, st in table.items():
+        kids.setdefault(st.ppid, []).append(pid)
+    stack = list(found)
+    while stack:
+        for child in kids.get(stack.pop(), ()):
+            st = table[child]
+            if child not in found and not st.zombie:
+                found[child] = st.starttime
+                stack.append(child)
+    return found
+
+
+def alive(pid: int, starttime: int | None = None) -> bool:
+    """True when C{pid} runs (not a zombie) and, if given, started at C{starttime}."""
+    st = readStat(pid)
+    if st is None or st.zombie:
+        return False
+    return starttime is None or st.starttime == starttime
+
+
+def signalMembers(found: Mapping[int, int], sig: int, groups: Iterable[int] = ()) -> int:
+    """Send C{sig} to process groups and to each member still matching its start time.
+
+    @return: how many signals were delivered.
+    """
+    sent = 0
+    for pgid in groups:
+        try:
+            os.killpg(pgid, sig)
+            sent += 1
+        except OSError:
+            pass
+    for pid, starttime in found.items():
+        if not alive(pid, starttime):
+            continue
+        try:
+            os.kill(pid, sig)
+            sent += 1
+        except OSError:
+            pass
+    return sent
+
+
+class Reaper:
+    """Reaps orphans re-parented to this (subreaper) process, without stealing Twisted's children.
+
+    Twisted waits only for the pids in its own handler table; anything else that is our child is
+    an adopted orphan or belongs to unrelated code (a C{subprocess} in a thread).  An orphan is
+    reaped at once when it is known to belong to an instance (marker or recorded pid); any other
+    zombie is reaped only when it is still a zombie on the next pass, i.e. nobody else waits for it.
+    """
+
+    def __init__(self, token: str, pid: int | None = None):
+        self.token = token
+        self.pid = pid if pid is not None else os.getpid()
+        self.adopted: dict[int, tuple[str, int]] = {}
+        self._zombies: set[int] = set()
+        self.reaped = 0
+
+    def _twisted(self, pid: int) -> bool:
+        return pid in _tprocess.reapProcessHandlers
+
+    def scan(self) -> dict[int, tuple[str, int]]:
+        """One pass: reap what may be reaped, remember new adopted orphans.
+
+        @return: newly adopted orphans {pid: (instance name, starttime)}.
+        """
+        new: dict[int, tuple[str, int]] = {}
+        zombies: set[int] = set()
+        prefix = self.token + "/"
+        children = childrenOf(self.pid)
+        if self.adopted:
+            # Forget what is no longer our child (reaped by Twisted, or never re-parented to us).
+            current = set(children)
+            for pid in [p for p in self.adopted if p not in current]:
+                del self.adopted[pid]
+        for pid in children:
+            if self._twisted(pid):
+                continue
+            st = readStat(pid)
+            if st is None:
+                continue
+            if st.zombie:
+                if pid in self.adopted or pid in self._zombies:
+                    self.reapPid(pid)
+                else:
+                    zombies.add(pid)
+                continue
+            if pid not in self.adopted:
+                marker = readMarker(pid)
+                if marker and marker.startswith(prefix):
+                    self.adopted[pid] = (marker[len(prefix):], st.starttime)
+                    new[pid] = self.adopted[pid]
+        self._zombies = zombies
+        return new
+
+    def reapPid(self, pid: int) -> bool:
+        """waitpid one pid we own (never one of Twisted's)."""
+        if self._twisted(pid):
+            return False
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        except OSError as e:  # pragma: no cover
+            if e.errno != errno.EINTR:
+                done = pid
+            else:
+                return False
+        if done:
+            self.adopted.pop(pid, None)
+            self.reaped += 1
+            return True
+        return False
+
+
+class PidRegistry:
+    """The run directory's record of every process Salvus started: {instance: {pid: starttime}}.
+
+    Written on each change so that, after Salvus is killed with SIGKILL, the next start can find
+    and kill what is left, and the start time makes sure a pid the kernel has since given to an
+    unrelated process is never touched.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.entries: dict[str, dict[int, int]] = {}
+
+    def load(self) -> dict[str, dict[int, int]]:
+        try:
+            with open(self.path) as f:
+                raw = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        out: dict[str, dict[int, int]] = {}
+        for name, pids in raw.get("instances", {}).items():
+            try:
+                out[name] = {int(p): int(t) for p, t in pids.items()}
+            except (TypeError, ValueError, AttributeError):
+                continue
+        return out
+
+    def set(self, name: str, pids: Mapping[int, int]) -> None:
+        current = self.entries.get(name, {})
+        if dict(pids) == current:
+            return
+        if pids:
+            self.entries[name] = dict(pids)
+        else:
+            self.entries.pop(name, None)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path + ".tmp"
+        data = {"instances": {n: {str(p): t for p, t in pids.items()} for n, pids in self.entries.items()}}
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.path)
+
+
+def cleanLeftovers(registry: PidRegistry, token: str) -> dict[int, int]:
+    """Kill (SIGKILL) what a previous run in this run directory left behind.
+
+    Candidates are the registry's pids whose start time still matches, plus any process carrying
+    this run directory's marker.  Returns the {pid: starttime} that were signalled.
+    """
+    found: dict[int, int] = {}
+    recorded = registry.load()
+    for pids in recorded.values():
+        for pid, starttime in pids.items():
+            if pid != os.getpid() and alive(pid, starttime):
+                found[pid] = starttime
+    prefix = token + "/"
+    me = os.getpid()
+    table = procTable()
+    for pid, st in table.items():
+        if pid == me or st.zombie or pid in found:
+            continue
+        marker = readMarker(pid)
+        if marker and marker.startswith(prefix):
+            found[pid] = st.starttime
+    signalMembers(found, signal.SIGKILL)
+    registry.entries = {}
+    registry.save()
+    return found

@@ -1,0 +1,691 @@
+"""One record per instance: its state machine, its process protocol, its stop sequence.
+
+An L{Instance} is driven only by the reactor it is given (C{callLater}, C{seconds}) and by the
+operating-system facade it is given (L{ProcessOS} for real, a fake in tests), so the lifecycle
+arithmetic (startsecs, backoff, flapping, stopwaitsecs) runs under a C{Clock}.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from salvusctl.supervisor import oscalls
+from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
+from salvusctl.supervisor.logs import InstanceLog
+from salvusctl.supervisor.states import (
+    RUNNING_STATES,
+    ProcessState,
+    checkTransition,
+)
+
+__all__ = ["Instance", "InstanceProtocol", "ProcessOS", "StartRefused", "InstanceStopped", "InstanceFatal"]
+
+log = Logger()
+S = ProcessState
+
+# While stopping, how often the remaining members are checked; and how long SIGKILL may take.
+STOP_POLL = 0.05
+KILL_GRACE = 5.0
+
+
+class StartRefused(Exception):
+    """A start was refused (a limit, a stopping instance …); the message says why."""
+
+
+class InstanceStopped(Exception):
+    """The instance was stopped before it became RUNNING."""
+
+
+class InstanceFatal(Exception):
+    """The instance went FATAL; the message carries the reason."""
+
+
+class ProcessOS:
+    """The real operating system, as instances use it.  Tests pass a fake with the same methods."""
+
+    def __init__(self, reactor, reaper: oscalls.Reaper | None = None, fast: bool = True,
+                 helper: bool = True):
+        self.reactor = reactor
+        self.reaper = reaper
+        self.fast = fast
+        self.helper = helper
+
+    def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits):
+        return oscalls.spawnInstance(self.reactor, protocol, argv, env, cwd, uid, gid, deathsig, rlimits,
+                                     fast=self.fast, useHelper=self.helper)
+
+    _snapshot: oscalls.Snapshot | None = None
+
+    def _table(self) -> oscalls.Snapshot:
+        # Every instance stopped in one reactor turn (stopAll) shares one /proc pass.
+        if self._snapshot is None:
+            self._snapshot = oscalls.Snapshot()
+            self.reactor.callLater(0, self._forget)
+        return self._snapshot
+
+    def _forget(self) -> None:
+        self._snapshot = None
+
+    def members(self, leader: int | None, marker: str, known: Mapping[int, int]) -> dict[int, int]:
+        """Every live process of one instance (full /proc scan, shared within a turn)."""
+        found = self._table().members(leader, marker, known)
+        if self.reaper is not None:
+            for pid, starttime in found.items():
+                self.reaper.adopted.setdefault(pid, (marker, starttime))
+        return found
+
+    def leftovers(self, leader: int | None, marker: str, known: Mapping[int, int]) -> dict[int, int]:
+        """What a leader that exited on its own left behind; a cheap check first, since most
+        instances leave nothing and a crash loop must stay fast."""
+        groupAlive = False
+        if leader:
+            try:
+                os.killpg(leader, 0)
+                groupAlive = True
+            except OSError:
+                pass
+        adopted = self.reaper is not None and any(m == marker for m, _ in self.reaper.adopted.values())
+        others = any(p != leader and oscalls.alive(p, t or None) for p, t in known.items())
+        if not (groupAlive or adopted or others):
+            return {}
+        found = oscalls.Snapshot().members(leader, marker, known)
+        found.pop(leader, None)
+        return found
+
+    def starttime(self, pid: int) -> int:
+        st = oscalls.readStat(pid)
+        return st.starttime if st is not None else 0
+
+    def signal(self, found: Mapping[int, int], sig: int, groups=()) -> None:
+        oscalls.signalMembers(found, sig, groups)
+
+    def alive(self, pid: int, starttime: int | None) -> bool:
+        return oscalls.alive(pid, starttime)
+
+    def reap(self) -> None:
+        if self.reaper is not None:
+            self.reaper.scan()
+
+
+class InstanceProtocol(ProcessProtocol):
+    """Feeds output to the instance's log and tells the instance when its process exits.
+
+    C{processExited}, not C{processEnded}, drives the state machine: a grandchild may hold the
+    pipes open long after the instance's own process is gone.
+    """
+
+    def __init__(self, instance: Instance):
+        self.instance = instance
+        self.exited = False
+        self.output = instance.log.source()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        self.output.received("stderr" if childFD == 2 else "stdout", data)
+
+    def processExited(self, reason: Failure) -> None:
+        self.exited = True
+        self.instance._exited(self, reason)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.output.ended()
+
+
+class Instance:
+    """One supervised instance (C{deploy:N}) and everything known about it.
+
+    @param owner: the supervisor service; gives C{reactor}, C{os} (a L{ProcessOS}), C{runDir},
+        C{token}, and is told of changes (C{_stateChanged}, C{_readyChanged}, C{_membersChanged})
+        and asked for permission (C{_refuseStart}), probes (C{_probe}) and drains (C{_beforeStop}).
+    """
+
+    def __init__(self, owner: Any, deploy: Deploy, index: int, port: int | None, log: InstanceLog):
+        self.owner = owner
+        self.reactor = owner.reactor
+        self.deploy = deploy
+        self.index = index
+        self.name = f"{deploy.name}:{index}"
+        self.port = port
+        self.log = log
+        self.state = S.STOPPED
+        self.pid: int | None = None
+        self.startTime = 0.0
+        self.stopTime = 0.0
+        self.exitstatus: int | None = None
+        self.spawnerr = ""
+        self.fatalReason = ""
+        self.restartReason = ""
+        self.ready = False
+        self.backoffCount = 0
+        self.restarts: deque[float] = deque()
+        self.totalRestarts = 0
+        self.members: dict[int, int] = {}
+        self.transport = None
+        self._protocol: InstanceProtocol | None = None
+        self._timer = None
+        self._probeTimer = None
+        self._probeFailures = 0
+        self._probing = False
+        self._startWaiters: list[Deferred] = []
+        self._stopWaiters: list[Deferred] = []
+        self._stopping: Deferred | None = None
+
+    # -- naming and templating ---------------------------------------------------------------
+
+    @property
+    def marker(self) -> str:
+        return f"{self.owner.token}/{self.name}"
+
+    @property
+    def runDir(self) -> str:
+        return os.path.join(self.owner.runDir, self.name.replace(":", "-"))
+
+    def values(self) -> dict[str, Any]:
+        """What C{{port}}, C{{name}} … expand to for this instance."""
+        return {
+            "port": self.port if self.port is not None else "",
+            "name": self.name,
+            "index": self.index,
+            "deploy": self.deploy.name,
+            "run_dir": self.runDir,
+            "host": getattr(self.owner, "hostName", ""),
+            "group": self.deploy.groupName,
+            "numprocs": self.deploy.numprocs,
+        }
+
+    def renderTemplates(self) -> None:
+        """Render the deploy's config-file templates into the run directory (before each start)."""
+        os.makedirs(self.runDir, exist_ok=True)
+        values = self.values()
+        for dest, source in self.deploy.templates.items():
+            if "\n" not in source and os.path.isfile(source):
+                with open(source, encoding="utf-8") as f:
+                    text = f.read()
+            else:
+                text = source
+            tmp = os.path.join(self.runDir, f".{dest}.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(substitute(text, values))
+            os.replace(tmp, os.path.join(self.runDir, dest))
+
+    def commandLine(self) -> tuple[list[str], dict[str, str]]:
+        values = self.values()
+        argv = [substitute(a, values) for a in self.deploy.command]
+        env = dict(os.environ) if getattr(self.owner, "inheritEnv", True) else {}
+        env.update({k: substitute(str(v), values) for k, v in self.deploy.env.items()})
+        env[oscalls.MARKER] = self.marker
+        if self.port is not None:
+            env.setdefault("PORT", str(self.port))
+        env.setdefault("SALVUS_RUN_DIR", self.runDir)
+        return argv, env
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _change(self, new: ProcessState) -> None:
+        old = self.state
+        checkTransition(self.name, old, new)
+        if new != S.RUNNING and self.ready:
+            # Out of the pool first, then the state change.
+            self.ready = False
+            self.owner._readyChanged(self)
+        self.state = new
+        self.owner._stateChanged(self, old, new)
+
+    def info(self) -> dict[str, Any]:
+        """The supervisord-shaped info dict (plus Salvus extras: ready, reason, members)."""
+        now = self.reactor.seconds()
+        return {
+            "name": self.name,
+            "deploy": self.deploy.name,
+            "group": self.deploy.groupName,
+            "state": self.state.name,
+            "statecode": int(self.state),
+            "statename": self.state.name,
+            "pid": self.pid or 0,
+            "start": int(self.startTime),
+            "stop": int(self.stopTime),
+            "now": int(now),
+            "exitstatus": self.exitstatus if self.exitstatus is not None else 0,
+            "spawnerr": self.spawnerr,
+            "description": self.description(now),
+            "port": self.port,
+            "ready": self.ready,
+            "reason": self.fatalReason,
+            "restart_reason": self.restartReason,
+            "restarts": self.totalRestarts,
+            "members": sorted(self.members),
+            "logfile": self.log.paths["stdout"],
+            "stdout_logfile": self.log.paths["stdout"],
+            "stderr_logfile": self.log.paths["stderr"],
+        }
+
+    def description(self, now: float) -> str:
+        if self.state in (S.RUNNING, S.STARTING, S.STOPPING) and self.pid:
+            up = int(now - self.startTime)
+            return f"pid {self.pid}, uptime {up // 3600}:{up // 60 % 60:02d}:{up % 60:02d}"
+        if self.state == S.FATAL:
+            return self.fatalReason or self.spawnerr
+        if self.state == S.BACKOFF:
+            return self.spawnerr or "Exited too quickly (process log may have details)"
+        if self.state == S.EXITED:
+            return f"exit status {self.exitstatus}"
+        return "Not started" if not self.stopTime else "Stopped"
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self) -> Deferred:
+        """Start (an operator's start: backoff and flapping history are forgotten).
+
+        Fires when the instance is RUNNING and, with a probe, answering; fails with
+        L{StartRefused}, L{InstanceFatal} or L{InstanceStopped}.
+        """
+        if self.state == S.STOPPING:
+            return _failed(StartRefused(f"{self.name} is stopping"))
+        d = Deferred()
+        if self.state in (S.STARTING, S.RUNNING):
+            if self.ready:
+                d.callback(self)
+            else:
+                self._startWaiters.append(d)
+            return d
+        self._startWaiters.append(d)
+        self._cancelTimer()
+        self.backoffCount = 0
+        self.restarts.clear()
+        self.fatalReason = ""
+        reason = self.owner._refuseStart(self)
+        if reason:
+            self.spawnerr = reason
+            self._startWaiters.remove(d)
+            return _failed(StartRefused(f"{self.name}: {reason}"))
+        self._spawn()
+        return d
+
+    def _spawn(self) -> None:
+        self._timer = None
+        reason = self.owner._refuseStart(self)
+        if reason:
+            self._fatal(reason)
+            return
+        protocol = InstanceProtocol(self)
+        try:
+            self.renderTemplates()
+            argv, env = self.commandLine()
+            uid = gid = None
+            if self.deploy.user is not None:
+                pw = pwd.getpwnam(self.deploy.user)
+                uid, gid = pw.pw_uid, pw.pw_gid
+                env.setdefault("HOME", pw.pw_dir)
+                env.setdefault("USER", self.deploy.user)
+            if self.deploy.group_id is not None:
+                import grp
+
+                gid = grp.getgrnam(self.deploy.group_id).gr_gid
+            rlimits = {}
+            for key, value in self.deploy.rlimits.items():
+                rlimits[RLIMITS[key]] = value if isinstance(value, tuple) else (value, value)
+        except Exception as e:
+            self._spawnFailed(e)
+            return
+        self._protocol = protocol
+        self.exitstatus = None
+        self.spawnerr = ""
+        self.pid = None
+        self.members = {}
+        self.startTime = self.reactor.seconds()
+        # STARTING before the fork: Twisted may report a very fast exit from inside spawn().
+        self._change(S.STARTING)
+        self._inSpawn = True
+        try:
+            transport = self.owner.os.spawn(
+                protocol, argv, env, self.deploy.cwd, uid, gid, self.deploy.deathSignalNumber, rlimits
+            )
+        except Exception as e:
+            self._inSpawn = False
+            self._protocol = None
+            self._spawnFailed(e)
+            return
+        self._inSpawn = False
+        if protocol.exited:
+            return  # already handled by _exited, during spawn()
+        self.transport = transport
+        self.pid = transport.pid
+        self.members = {self.pid: self.owner.os.starttime(self.pid)} if self.pid else {}
+        self.owner._membersChanged(self)
+        if self.deploy.startsecs <= 0:
+            self._running()
+        else:
+            self._timer = self.reactor.callLater(self.deploy.startsecs, self._running)
+
+    _inSpawn = False
+
+    def _spawnFailed(self, e: Exception) -> None:
+        self.spawnerr = f"spawn failed: {e}"
+        log.warn("{name}: {err}", name=self.name, err=self.spawnerr)
+        self.transport = None
+        if self.state != S.STARTING:
+            self._change(S.STARTING)
+        self._startFailed()
+
+    def _running(self) -> None:
+        self._timer = None
+        if self.state != S.STARTING:
+            return
+        self.backoffCount = 0
+        self._change(S.RUNNING)
+        if self.deploy.probe is None:
+            self._setReady(True)
+        else:
+            self._probeFailures = 0
+            self._scheduleProbe(0)
+
+    def _setReady(self, ready: bool) -> None:
+        if ready == self.ready:
+            return
+        self.ready = ready
+        self.owner._readyChanged(self)
+        if ready:
+            waiters, self._startWaiters = self._startWaiters, []
+            for d in waiters:
+                d.callback(self)
+
+    def _failWaiters(self, exc: Exception) -> None:
+        waiters, self._startWaiters = self._startWaiters, []
+        for d in waiters:
+            d.errback(Failure(exc))
+
+    # -- exits, backoff, flapping ----------------------------------------------------------------
+
+    def _exited(self, protocol: InstanceProtocol, reason: Failure) -> None:
+        if protocol is not self._protocol:
+            return
+        self._protocol = None
+        self.transport = None
+        value = reason.value
+        if isinstance(value, ProcessDone):
+            self.exitstatus = 0
+        elif isinstance(value, ProcessTerminated):
+            self.exitstatus = value.exitCode if value.exitCode is not None else -(value.signal or 0)
+        else:
+            self.exitstatus = -1
+        self.stopTime = self.reactor.seconds()
+        self._stopProbe()
+        if self.state == S.STOPPING:
+            return  # the stop sequence (its poll timer) finishes once every member is gone
+        self._cancelTimer()
+        oldpid = self.pid
+        self.pid = None
+        self._reapLeftovers(oldpid, dict(self.members))
+        if self.state == S.STARTING and self.deploy.startsecs <= 0:
+            self._running()  # startsecs=0: it was RUNNING the moment it was spawned
+        if self.state == S.STARTING:
+            self._startFailed()
+        elif self.state == S.RUNNING:
+            self._change(S.EXITED)
+            expected = self.exitstatus in self.deploy.exitcodes
+            mode = self.deploy.autorestart
+            if mode == "always" or (mode == "unexpected" and not expected):
+                self._autoRestart(f"exited with status {self.exitstatus}")
+            else:
+                self.members = {}
+                self.owner._membersChanged(self)
+                self._failWaiters(InstanceStopped(f"{self.name} exited with status {self.exitstatus}"))
+
+    def _reapLeftovers(self, leader: int | None, known: Mapping[int, int]) -> None:
+        """The leader died on its own: stop what it left in its group, SIGKILL it later."""
+        found = self.owner.os.leftovers(leader, self.marker, known)
+        if not found:
+            return
+        self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
+
+        def kill() -> None:
+            self.owner.os.signal(found, signal.SIGKILL)
+            self.owner.os.reap()
+
+        self.reactor.callLater(self.deploy.stopwaitsecs, kill)
+
+    def _startFailed(self) -> None:
+        """Exited before startsecs (or could not spawn): BACKOFF, then retry or FATAL."""
+        self.pid = None
+        self._change(S.BACKOFF)
+        self.backoffCount += 1
+        retries = self.deploy.retries
+        if retries is not None and self.backoffCount > retries:
+            self._fatal(self.spawnerr or "Exited too quickly (process log may have details)")
+            return
+        if self._flapping():
+            return
+        delay = self.deploy.backoff.delay(self.backoffCount)
+        self._timer = self.reactor.callLater(delay, self._retry)
+
+    def _retry(self) -> None:
+        self._timer = None
+        if self.state == S.BACKOFF:
+            self.totalRestarts += 1
+            self._spawn()
+
+    def _flapping(self) -> bool:
+        """Record one automatic restart; go FATAL when there were too many in the window."""
+        flap = self.deploy.flapping
+        now = self.reactor.seconds()
+        self.restarts.append(now)
+        if flap is None:
+            if len(self.restarts) > 16:
+                self.restarts.popleft()
+            return False
+        while self.restarts and self.restarts[0] <= now - flap.window:
+            self.restarts.popleft()
+        if len(self.restarts) >= flap.restarts:
+            self._fatal(f"flapping: {len(self.restarts)} restarts in {flap.window:g}s")
+            return True
+        return False
+
+    def _autoRestart(self, why: str) -> None:
+        if self._flapping():
+            return
+        self.totalRestarts += 1
+        self.restartReason = why
+        log.info("{name}: {why}, restarting", name=self.name, why=why)
+        if self._inSpawn:
+            # Exited inside the spawn that started it: respawn from the reactor, not recursively.
+            self._timer = self.reactor.callLater(0, self._spawn)
+        else:
+            self._spawn()
+
+    def _fatal(self, reason: str) -> None:
+        self.fatalReason = reason
+        if self.state == S.FATAL:
+            return
+        if self.state == S.STARTING:
+            self._change(S.BACKOFF)
+        self._change(S.FATAL)
+        log.warn("{name}: FATAL: {reason}", name=self.name, reason=reason)
+        self._failWaiters(InstanceFatal(f"{self.name}: {reason}"))
+
+    # -- probes ----------------------------------------------------------------------------------
+
+    def _scheduleProbe(self, delay: float) -> None:
+        self._stopProbe()
+        self._probeTimer = self.reactor.callLater(delay, self._runProbe)
+
+    def _stopProbe(self) -> None:
+        if self._probeTimer is not None and self._probeTimer.active():
+            self._probeTimer.cancel()
+        self._probeTimer = None
+
+    def _runProbe(self) -> None:
+        self._probeTimer = None
+        if self.state != S.RUNNING or self._probing:
+            return
+        self._probing = True
+        pid = self.pid
+        d = maybeDeferred(self.owner._probe, self)
+        d.addErrback(lambda f: False)
+        d.addCallback(self._probed, pid)
+
+    def _probed(self, ok: bool, pid: int | None) -> None:
+        self._probing = False
+        if self.state != S.RUNNING or self.pid != pid:
+            return
+        probe = self.deploy.probe
+        if ok:
+            self._probeFailures = 0
+            self._setReady(True)
+        else:
+            self._probeFailures += 1
+            if self.ready:
+                self._setReady(False)
+            if self._probeFailures >= probe.failures:
+                self._lostContact()
+                return
+        self._scheduleProbe(probe.interval)
+
+    def _lostContact(self) -> None:
+        """The probe stopped answering: stop this process and start a new one."""
+        if self._flapping():
+            self.fatalReason = "liveness probe failed; " + self.fatalReason
+            d = self.stop(hooks=False, restarting=True)
+            d.addCallback(lambda _: self._fatalAfterStop(self.fatalReason))
+            return
+        why = f"liveness probe failed {self._probeFailures} times"
+        log.warn("{name}: {why}, restarting", name=self.name, why=why)
+        self.restartReason = why
+        d = self.stop(hooks=False, restarting=True)
+
+        def again(_):
+            if self.state == S.STOPPED:
+                self.totalRestarts += 1
+                self._spawn()
+
+        d.addCallback(again)
+
+    def _fatalAfterStop(self, reason: str) -> None:
+        if self.state == S.STOPPED:
+            self._fatal(reason)
+
+    # -- stop ------------------------------------------------------------------------------------
+
+    def stop(self, hooks: bool = True, restarting: bool = False) -> Deferred:
+        """Stop the whole process tree: stopsignal to the group, SIGKILL after stopwaitsecs.
+
+        With C{hooks}, the owner's before-stop hooks (a balancer drain) run first.  Fires with
+        None once no member of the instance is left.
+        """
+        if self.state in (S.STOPPED, S.EXITED, S.FATAL):
+            self._cancelTimer()
+            return _succeeded(None)
+        if self.state == S.BACKOFF:
+            self._cancelTimer()
+            self._change(S.STOPPED)
+            self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
+            return _succeeded(None)
+        if self._stopping is not None:
+            d = Deferred()
+            self._stopWaiters.append(d)
+            return d
+        self._stopping = d = Deferred()
+        self._stopWaiters.append(d)
+        first = self.owner._beforeStop(self) if hooks and self.state == S.RUNNING else _succeeded(None)
+        first.addBoth(lambda _: self._signalStop(restarting))
+        return d
+
+    def _signalStop(self, restarting: bool = False) -> None:
+        self._cancelTimer()
+        self._stopProbe()
+        if self.state not in (S.STARTING, S.RUNNING):
+            # It exited while the drain ran.
+            self._finishStop(changeState=self.state == S.STOPPING)
+            return
+        self._change(S.STOPPING)
+        if not restarting:
+            # Those waiting for this instance to be ready keep waiting across a restart.
+            self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
+        leader = self.pid
+        found = self.owner.os.members(leader, self.marker, self.members)
+        self.members = found
+        self.owner._membersChanged(self)
+        self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
+        deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
+        self._timer = self.reactor.callLater(STOP_POLL, self._pollStop, deadline, False)
+
+    def _pollStop(self, deadline: float, killed: bool) -> None:
+        self._timer = None
+        self.owner.os.reap()
+        now = self.reactor.seconds()
+        leaderGone = self._protocol is None
+        if not killed and leaderGone:
+            # Anything that joined (or escaped) since the signal was sent gets it too.
+            fresh = self.owner.os.members(None, self.marker, self.members)
+            extra = {p: t for p, t in fresh.items() if p not in self.members}
+            if extra:
+                self.members.update(extra)
+                self.owner.os.signal(extra, self.deploy.stopSignalNumber)
+        remaining = {p: t for p, t in self.members.items() if self.owner.os.alive(p, t or None)}
+        if leaderGone and not remaining:
+            self._finishStop()
+            return
+        if not killed and now >= deadline:
+            log.warn("{name}: still alive after {s}s, sending SIGKILL", name=self.name,
+                     s=self.deploy.stopwaitsecs)
+            self.owner.os.signal(remaining, signal.SIGKILL, [self.pid] if self.pid else [])
+            self._timer = self.reactor.callLater(STOP_POLL, self._pollStop, now + KILL_GRACE, True)
+            return
+        if killed and now >= deadline:
+            log.error("{name}: processes {pids} survived SIGKILL", name=self.name, pids=sorted(remaining))
+            self._finishStop()
+            return
+        self._timer = self.reactor.callLater(STOP_POLL, self._pollStop, deadline, killed)
+
+    def _finishStop(self, changeState: bool = True) -> None:
+        self.pid = None
+        self.members = {}
+        self.owner._membersChanged(self)
+        if changeState and self.state == S.STOPPING:
+            self.stopTime = self.reactor.seconds()
+            self._change(S.STOPPED)
+        self._stopping = None
+        waiters, self._stopWaiters = self._stopWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def signal(self, sig: int) -> None:
+        """Send C{sig} to the instance's process group."""
+        if self.state not in RUNNING_STATES or not self.pid:
+            raise StartRefused(f"{self.name} is not running ({self.state.name})")
+        self.owner.os.signal({}, sig, [self.pid])
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def shutdown(self) -> None:
+        """Forget timers (the service is going away and the process is already stopped)."""
+        self._cancelTimer()
+        self._stopProbe()
+        self.log.close()
+
+
+def _succeeded(value: Any) -> Deferred:
+    d = Deferred()
+    d.callback(value)
+    return d
+
+
+def _failed(exc: Exception) -> Deferred:
+    d = Deferred()
+    d.errback(Failure(exc))
+    return d
+
+
+RefuseFn = Callable[[Instance], "str | None"]

@@ -1,0 +1,630 @@
+"""The supervisor service: every instance of every deploy, their order, limits, hooks and reloads.
+
+What it adds to the per-instance machine of L{salvusctl.supervisor.process}: dependency order
+(start a deploy when what it depends on is ready, stop it after what depends on it has stopped),
+limits on simultaneous processes, rolling restarts with before-stop hooks (the balancer drains
+there), reloads that touch only what changed, the reaper of adopted orphans and the pid registry
+that lets the next run clean up after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    gatherResults,
+    inlineCallbacks,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from salvusctl.errors import ConfigError
+from salvusctl.interfaces import ISupervisor
+from salvusctl.supervisor import oscalls
+from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
+from salvusctl.supervisor.logs import InstanceLog, LogLine
+from salvusctl.supervisor.process import Instance, ProcessOS, StartRefused
+from salvusctl.supervisor.states import RUNNING_STATES, ProcessState
+
+__all__ = ["SupervisorService", "DependencyFailed", "StartRefused"]
+
+log = Logger()
+S = ProcessState
+
+Observer = Callable[[str, ProcessState, ProcessState, dict], Any]
+BeforeStop = Callable[[str, dict], Any]
+
+
+class DependencyFailed(Exception):
+    """A deploy was not started because a deploy it depends on could not be made ready."""
+
+
+@implementer(ISupervisor)
+class SupervisorService(Service):
+    """Runs the instances of a set of L{Deploy} declarations.
+
+    @param reactor: everything timed goes through it (a C{Clock} plus a fake C{os} in tests).
+    @param runDir: per-instance run directories, the pid registry and the lock live here.
+    @param maxProcesses: at most this many instances alive at once, all deploys together.
+    @param storeHook: called with each L{LogLine} a deploy's C{store_level} lets through.
+    @param os: the operating-system facade (default: the real one, L{ProcessOS}).
+    @param prober: C{prober(instance) -> Deferred[bool]} replacing the built-in tcp/command probes.
+    @param drainTimeout: how long before-stop hooks may take before the stop goes ahead anyway.
+    @param fastSpawn: spawn through C{posix_spawn} and small exec'd tools (default) rather than
+        a fork of this process (both set the session, parent-death signal and rlimits).
+    @param spawnHelper: on the fast path, build (once, cached) and use the static C helper.
+    """
+
+    name = "supervisor"
+
+    def __init__(self, reactor, deploys: Sequence[Deploy], runDir: str, logDir: str | None = None,
+                 maxProcesses: int | None = None, storeHook: Callable[[LogLine], Any] | None = None,
+                 os: Any = None, prober: Callable[[Instance], Any] | None = None, hostName: str = "",
+                 reapInterval: float = 1.0, drainTimeout: float = 30.0, subreaper: bool = True,
+                 inheritEnv: bool = True, fastSpawn: bool = True, spawnHelper: bool = True):
+        self.reactor = reactor
+        self.runDir = _abspath(runDir)
+        self.logDir = _abspath(logDir) if logDir else _join(self.runDir, "logs")
+        self.maxProcesses = maxProcesses
+        self.storeHook = storeHook
+        self.hostName = hostName
+        self.reapInterval = reapInterval
+        self.drainTimeout = drainTimeout
+        self.subreaper = subreaper
+        self.inheritEnv = inheritEnv
+        self.token = hashlib.sha1(self.runDir.encode()).hexdigest()[:12]
+        self.reaper = oscalls.Reaper(self.token)
+        if os is None:
+            os = ProcessOS(reactor, self.reaper, fast=fastSpawn, helper=spawnHelper)
+        self.os = os
+        self.prober = prober
+        self.registry = oscalls.PidRegistry(_join(self.runDir, "pids.json"))
+        self.deploys: dict[str, Deploy] = {}
+        self.instances: dict[str, Instance] = {}
+        self.observers: list[Observer] = []
+        self.beforeStopHooks: list[BeforeStop] = []
+        self.leftoversKilled: dict[int, int] = {}
+        self._deployStarts: dict[str, list[Deferred]] = {}
+        self._reapLoop: LoopingCall | None = None
+        self._lockFile = None
+        self._saveCall = None
+        self._lastSave = -1e9
+        self.ready: Deferred | None = None
+        validateDeploys(list(deploys))
+        for deploy in deploys:
+            self._addDeploy(deploy)
+
+    # -- building instances --------------------------------------------------------------------
+
+    def _addDeploy(self, deploy: Deploy) -> None:
+        self.deploys[deploy.name] = deploy
+        for index in range(deploy.numprocs):
+            name = f"{deploy.name}:{index}"
+            instanceLog = InstanceLog(
+                name, self.logDir, self.reactor.seconds, fileLevel=deploy.log_level,
+                storeLevel=deploy.store_level, maxBytes=deploy.log_max_bytes, backups=deploy.log_backups,
+                rotateSeconds=deploy.log_rotate_seconds, storeHook=self.storeHook,
+                onHookError=lambda e, name=name: log.error("{name}: log hook failed: {e!r}", name=name, e=e),
+            )
+            self.instances[name] = Instance(self, deploy, index, self._portFor(deploy, index), instanceLog)
+
+    def _portFor(self, deploy: Deploy, index: int) -> int | None:
+        if deploy.port is None:
+            return None
+        if deploy.port == "auto":
+            old = self.instances.get(f"{deploy.name}:{index}")
+            if old is not None and old.port is not None:
+                return old.port
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+            finally:
+                s.close()
+        return int(deploy.port) + index
+
+    def _removeDeploy(self, name: str) -> None:
+        deploy = self.deploys.pop(name)
+        for iname in deploy.instanceNames():
+            instance = self.instances.pop(iname, None)
+            if instance is not None:
+                instance.shutdown()
+                self.registry.set(iname, {})
+
+    # -- service -------------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Take the run directory, clean up after a killed predecessor, start autostart deploys."""
+        _makedirs(self.runDir)
+        _makedirs(self.logDir)
+        self._lock()
+        if isinstance(self.os, ProcessOS):
+            if self.subreaper:
+                oscalls.setChildSubreaper()
+            if self.os.fast and self.os.helper:
+                # Built once per machine (cached on disk), before any instance is spawned.
+                oscalls.spawnHelper()
+            self.leftoversKilled = oscalls.cleanLeftovers(self.registry, self.token)
+            if self.leftoversKilled:
+                log.warn("killed {n} processes left by a previous run: {pids}",
+                         n=len(self.leftoversKilled), pids=sorted(self.leftoversKilled))
+        Service.startService(self)
+        if self.reapInterval:
+            self._reapLoop = LoopingCall(self._reapPass)
+            self._reapLoop.clock = self.reactor
+            self._reapLoop.start(self.reapInterval, now=False).addErrback(
+                lambda f: log.failure("reaper stopped", f))
+        self.ready = self.startAll()
+        self.ready.addErrback(lambda f: log.warn("not every deploy started: {why}", why=f.getErrorMessage()))
+
+    def stopService(self) -> Deferred:
+        """Stop every instance in reverse dependency order and wait for them (no process left)."""
+        Service.stopService(self)
+        d = self.stopAll()
+
+        def done(result):
+            if self._reapLoop is not None and self._reapLoop.running:
+                self._reapLoop.stop()
+            self.os.reap()
+            self._saveRegistry()
+            for instance in self.instances.values():
+                instance.shutdown()
+            self._unlock()
+            return result
+
+        d.addBoth(done)
+        return d
+
+    def _lock(self) -> None:
+        path = _join(self.runDir, "supervisor.lock")
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            f.close()
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise ConfigError(f"run directory {self.runDir} is in use by another Salvus")
+            raise
+        self._lockFile = f
+
+    def _unlock(self) -> None:
+        if self._lockFile is not None:
+            self._lockFile.close()
+            self._lockFile = None
+
+    def _reapPass(self) -> None:
+        try:
+            if not isinstance(self.os, ProcessOS):
+                self.os.reap()
+                return
+            for pid, (iname, starttime) in self.reaper.scan().items():
+                instance = self.instances.get(iname)
+                if instance is not None and pid not in instance.members:
+                    instance.members[pid] = starttime
+                    self._membersChanged(instance)
+        except Exception:
+            log.failure("reaper pass failed")
+
+    # -- callbacks from instances -----------------------------------------------------------------
+
+    def _stateChanged(self, instance: Instance, old: ProcessState, new: ProcessState) -> None:
+        if not self.observers:
+            return
+        info = instance.info()
+        info["event"] = "state"
+        for observer in list(self.observers):
+            try:
+                observer(instance.name, old, new, info)
+            except Exception:
+                log.failure("observer {o!r} failed", o=observer)
+
+    def _readyChanged(self, instance: Instance) -> None:
+        if not self.observers:
+            return
+        info = instance.info()
+        info["event"] = "ready" if instance.ready else "unready"
+        for observer in list(self.observers):
+            try:
+                observer(instance.name, instance.state, instance.state, info)
+            except Exception:
+                log.failure("observer {o!r} failed", o=observer)
+
+    def _membersChanged(self, instance: Instance) -> None:
+        if self.registry.entries.get(instance.name, {}) == instance.members:
+            return
+        if instance.members:
+            self.registry.entries[instance.name] = dict(instance.members)
+        else:
+            self.registry.entries.pop(instance.name, None)
+        if self._saveCall is None:
+            # At most one write a second: a crash loop must not turn into a disk loop.  The env
+            # marker finds anything spawned since the last write.
+            delay = max(0.0, self._lastSave + 1.0 - self.reactor.seconds())
+            self._saveCall = self.reactor.callLater(delay, self._saveRegistry)
+
+    def _saveRegistry(self) -> None:
+        if self._saveCall is not None and self._saveCall.active():
+            self._saveCall.cancel()
+        self._saveCall = None
+        self._lastSave = self.reactor.seconds()
+        try:
+            self.registry.save()
+        except OSError as e:
+            log.error("cannot write pid registry {path}: {e}", path=self.registry.path, e=e)
+
+    def _refuseStart(self, instance: Instance) -> str | None:
+        live = [i for i in self.instances.values() if i is not instance and i.state in RUNNING_STATES]
+        if self.maxProcesses is not None and len(live) >= self.maxProcesses:
+            return f"refused: the global limit of {self.maxProcesses} simultaneous processes is reached"
+        limit = instance.deploy.max_processes
+        if limit is not None:
+            mine = [i for i in live if i.deploy.name == instance.deploy.name]
+            if len(mine) >= limit:
+                return (f"refused: deploy {instance.deploy.name!r} already runs its limit of "
+                        f"{limit} simultaneous processes")
+        return None
+
+    def _beforeStop(self, instance: Instance) -> Deferred:
+        if not self.beforeStopHooks:
+            return succeed(None)
+        info = instance.info()
+        calls = []
+        for hook in list(self.beforeStopHooks):
+            d = maybeDeferred(hook, instance.name, info)
+            d.addTimeout(self.drainTimeout, self.reactor)
+            d.addErrback(lambda f, hook=hook: log.failure("before-stop hook {h!r} failed", f, h=hook))
+            calls.append(d)
+        return DeferredList(calls)
+
+    def _probe(self, instance: Instance) -> Deferred:
+        if self.prober is not None:
+            return maybeDeferred(self.prober, instance)
+        probe = instance.deploy.probe
+        if probe.kind == "tcp":
+            endpoint = TCP4ClientEndpoint(self.reactor, probe.host, instance.port, timeout=probe.timeout)
+            d = endpoint.connect(Factory.forProtocol(Protocol))
+
+            def connected(proto):
+                proto.transport.abortConnection()
+                return True
+
+            d.addCallback(connected)
+            d.addErrback(lambda f: False)
+            return d
+        return _commandProbe(self.reactor, instance, probe)
+
+    # -- observers and hooks (the balancer's integration points) --------------------------------
+
+    def addObserver(self, observer: Observer) -> None:
+        """Call C{observer(name, old, new, info)} on every state change.
+
+        C{old} and C{new} are L{ProcessState} members (int codes with C{.name}).  C{info} is the
+        instance's info dict plus C{event}: C{'state'} for a state change, C{'ready'} / C{'unready'}
+        when the liveness probe starts or stops answering (then C{old == new == RUNNING}).  A
+        balancer adds an instance to its pool on C{'ready'}.
+        """
+        self.observers.append(observer)
+
+    def removeObserver(self, observer: Observer) -> None:
+        if observer in self.observers:
+            self.observers.remove(observer)
+
+    def addBeforeStop(self, hook: BeforeStop) -> None:
+        """Call C{hook(name, info)} before a RUNNING instance is signalled; wait for its Deferred.
+
+        A balancer drains the instance here (stop sending new connections, let open ones finish);
+        the stop goes ahead when every hook has fired, failed, or taken C{drainTimeout} seconds.
+        """
+        self.beforeStopHooks.append(hook)
+
+    def removeBeforeStop(self, hook: BeforeStop) -> None:
+        if hook in self.beforeStopHooks:
+            self.beforeStopHooks.remove(hook)
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def _instance(self, name: str) -> Instance:
+        try:
+            return self.instances[name]
+        except KeyError:
+            raise KeyError(f"no instance {name!r}")
+
+    def _deploy(self, name: str) -> Deploy:
+        try:
+            return self.deploys[name]
+        except KeyError:
+            raise KeyError(f"no deploy {name!r}")
+
+    def _ordered(self) -> list[Deploy]:
+        return sorted(self.deploys.values(), key=lambda d: (d.priority, d.name))
+
+    def instanceInfos(self) -> list[dict]:
+        """Info dicts of every instance, in start order."""
+        return [i.info() for d in self._ordered() for i in self._instancesOf(d.name)]
+
+    def instanceInfo(self, name: str) -> dict:
+        return self._instance(name).info()
+
+    def _instancesOf(self, deploy: str) -> list[Instance]:
+        return [self.instances[n] for n in self._deploy(deploy).instanceNames() if n in self.instances]
+
+    def groups(self) -> dict[str, list[str]]:
+        """{group: [deploy names]}."""
+        out: dict[str, list[str]] = {}
+        for d in self._ordered():
+            out.setdefault(d.groupName, []).append(d.name)
+        return out
+
+    def tailLog(self, name: str, lines: int = 100, stream: str = "stdout") -> list[str]:
+        """The last C{lines} lines an instance wrote on C{stream} (received by this run)."""
+        return self._instance(name).log.tail(lines, stream)
+
+    def followLog(self, name: str, callback: Callable[[LogLine], Any], stream: str = "stdout"):
+        """Call C{callback(LogLine)} for each new line; returns a function that stops following."""
+        return self._instance(name).log.follow(callback, stream)
+
+    def signalInstance(self, name: str, sig: int | str) -> None:
+        self._instance(name).signal(signalNumber(sig))
+
+    # -- start -----------------------------------------------------------------------------------
+
+    def _whenReady(self, deploy: str) -> Deferred:
+        """Fires when every instance of C{deploy} is RUNNING and ready, starting it if need be."""
+        instances = self._instancesOf(deploy)
+        if instances and all(i.ready for i in instances):
+            return succeed(None)
+        return self.startDeploy(deploy)
+
+    def _depsReady(self, deploy: Deploy) -> Deferred:
+        if not deploy.depends_on:
+            return succeed(None)
+
+        def failed(f: Failure):
+            f.trap(Exception)
+            err = f.value.subFailure.value if hasattr(f.value, "subFailure") else f.value
+            raise DependencyFailed(f"deploy {deploy.name!r} not started: a dependency failed: {err}")
+
+        d = gatherResults([self._whenReady(dep) for dep in deploy.depends_on], consumeErrors=True)
+        d.addErrback(failed)
+        return d
+
+    def startInstance(self, name: str) -> Deferred:
+        """Start one instance once its deploy's dependencies are ready; fires when it is ready."""
+        instance = self._instance(name)
+        d = self._depsReady(instance.deploy)
+        d.addCallback(lambda _: instance.start())
+        d.addCallback(lambda _: None)
+        return d
+
+    def startDeploy(self, name: str) -> Deferred:
+        """Start every instance of a deploy (after its dependencies); fires when all are ready."""
+        deploy = self._deploy(name)
+        waiter: Deferred = Deferred()
+        if name in self._deployStarts:
+            self._deployStarts[name].append(waiter)
+            return waiter
+        waiters = self._deployStarts[name] = [waiter]
+        d = self._depsReady(deploy)
+
+        def go(_):
+            return gatherResults([i.start() for i in self._instancesOf(name)], consumeErrors=True)
+
+        def done(result):
+            if self._deployStarts.get(name) is waiters:
+                del self._deployStarts[name]
+            if isinstance(result, Failure) and hasattr(result.value, "subFailure"):
+                result = result.value.subFailure
+            for w in waiters:
+                if isinstance(result, Failure):
+                    w.errback(result)
+                else:
+                    w.callback(None)
+
+        d.addCallback(go)
+        d.addBoth(done)
+        return waiter
+
+    def startGroup(self, group: str) -> Deferred:
+        names = self._groupDeploys(group)
+        return _gather([self.startDeploy(n) for n in names])
+
+    def startAll(self) -> Deferred:
+        """Start every autostart deploy: in priority order, each once its dependencies are ready."""
+        return _gather([self.startDeploy(d.name) for d in self._ordered() if d.autostart])
+
+    # -- stop ------------------------------------------------------------------------------------
+
+    def stopInstance(self, name: str) -> Deferred:
+        """Stop one instance and every process it started; fires when none is left."""
+        return self._instance(name).stop()
+
+    def stopDeploy(self, name: str) -> Deferred:
+        """Stop every instance of a deploy, in parallel."""
+        return _gather([i.stop() for i in self._instancesOf(name)])
+
+    def stopGroup(self, group: str) -> Deferred:
+        return self._stopSet(self._groupDeploys(group))
+
+    def stopAll(self) -> Deferred:
+        """Stop everything: each deploy once every deploy depending on it has stopped."""
+        return self._stopSet([d.name for d in self._ordered()])
+
+    def _stopSet(self, names: Iterable[str]) -> Deferred:
+        names = list(names)
+        chosen = set(names)
+        done: dict[str, Deferred] = {}
+
+        def stopOne(name: str) -> Deferred:
+            if name in done:
+                return done[name]
+            dependents = [d.name for d in self.deploys.values() if name in d.depends_on and d.name in chosen]
+            first = _gather([stopOne(n) for n in dependents])
+            d = first.addBoth(lambda _: self.stopDeploy(name))
+            done[name] = d
+            return d
+
+        # Reverse priority order: the last started is asked first.
+        return _gather([stopOne(n) for n in reversed(names)])
+
+    def _groupDeploys(self, group: str) -> list[str]:
+        names = [d.name for d in self._ordered() if d.groupName == group]
+        if not names:
+            raise KeyError(f"no group {group!r}")
+        return names
+
+    # -- restart ---------------------------------------------------------------------------------
+
+    def restartInstance(self, name: str) -> Deferred:
+        """Stop (before-stop hooks first) then start one instance; fires when it is ready again."""
+        instance = self._instance(name)
+        d = instance.stop()
+        d.addCallback(lambda _: self.startInstance(name))
+        return d
+
+    @inlineCallbacks
+    def restartDeploy(self, name: str, batch: int | None = 1):
+        """Rolling restart: C{batch} instances at a time, each batch ready before the next stops.
+
+        With before-stop hooks draining each instance and the balancer adding it back on
+        C{'ready'}, a balanced deploy restarts with no failed request.  C{batch=None} stops every
+        instance, then starts them all.
+        """
+        instances = self._instancesOf(name)
+        if batch is None or batch >= len(instances):
+            yield self.stopDeploy(name)
+            yield self.startDeploy(name)
+            return
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        for start in range(0, len(instances), batch):
+            group = instances[start:start + batch]
+            yield _gather([i.stop() for i in group])
+            yield _gather([self.startInstance(i.name) for i in group])
+
+    @inlineCallbacks
+    def restartGroup(self, group: str, batch: int | None = 1):
+        for name in self._groupDeploys(group):
+            yield self.restartDeploy(name, batch)
+
+    @inlineCallbacks
+    def restartAll(self):
+        yield self.stopAll()
+        yield self.startAll()
+
+    # -- reload ----------------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def reload(self, deploys: Sequence[Deploy]):
+        """Apply a new set of declarations, touching only what changed.
+
+        Unchanged deploys keep running; changed ones are stopped and started again with the new
+        declaration; removed ones are stopped and forgotten; added ones are started (if autostart).
+        Fires with {'added': [...], 'changed': [...], 'removed': [...]}.
+        """
+        deploys = list(deploys)
+        for deploy in deploys:
+            deploy.validate()
+        validateDeploys(deploys)
+        new = {d.name: d for d in deploys}
+        removed = [n for n in self.deploys if n not in new]
+        added = [n for n in new if n not in self.deploys]
+        changed = [n for n in new if n in self.deploys and new[n].spec() != self.deploys[n].spec()]
+        for name in new:
+            if name in self.deploys and name not in changed:
+                # Only the priority differs: adopt it without touching the processes.
+                self.deploys[name] = new[name]
+                for instance in self._instancesOf(name):
+                    instance.deploy = new[name]
+        if removed or changed:
+            yield self._stopSet(removed + changed)
+        for name in removed + changed:
+            self._removeDeploy(name)
+        for name in changed + added:
+            self._addDeploy(new[name])
+        self._saveRegistry()
+        if self.running:
+            starts = [self.startDeploy(n) for n in changed + added if new[n].autostart]
+            yield _gather(starts)
+        return {"added": added, "changed": changed, "removed": removed}
+
+
+class _ProbeProtocol(ProcessProtocol):
+    def __init__(self, done: Deferred):
+        self.done = done
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.done.called:
+            self.done.callback(getattr(reason.value, "exitCode", 1) == 0)
+
+
+def _commandProbe(reactor, instance: Instance, probe) -> Deferred:
+    from salvusctl.supervisor.deploy import substitute
+
+    done: Deferred = Deferred()
+    argv = [substitute(a, instance.values()) for a in probe.command]
+    env = dict(os.environ)
+    env["PORT"] = str(instance.port or "")
+    try:
+        transport = reactor.spawnProcess(_ProbeProtocol(done), argv[0], argv, env)
+    except Exception:
+        return succeed(False)
+
+    def timeout():
+        if not done.called:
+            try:
+                transport.signalProcess("KILL")
+            except Exception:
+                pass
+            done.callback(False)
+
+    call = reactor.callLater(probe.timeout, timeout)
+
+    def cancel(result):
+        if call.active():
+            call.cancel()
+        return result
+
+    done.addBoth(cancel)
+    return done
+
+
+def _gather(ds: list[Deferred]) -> Deferred:
+    """Wait for all; fail with the first failure (after every one has finished)."""
+    d = DeferredList(ds, consumeErrors=True)
+
+    def check(results):
+        for ok, value in results:
+            if not ok:
+                return value
+        return None
+
+    d.addCallback(check)
+    return d
+
+
+def _abspath(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def _join(*parts: str) -> str:
+    return os.path.join(*parts)
+
+
+def _makedirs(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+

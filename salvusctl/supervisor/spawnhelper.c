@@ -1,0 +1,67 @@
+/* salvus-spawn: what an instance needs between spawn and exec, in one small static program.
+ *
+ * Usage: salvus-spawn [-p PARENT] [-d SIGNAL] [-r RESOURCE:SOFT:HARD]... [-c DIR] -- PROGRAM ARG...
+ *
+ * The supervisor posix_spawns this with setsid already done.  It asks the kernel for SIGNAL when
+ * the parent dies (and exits if the parent PARENT is already gone), applies rlimits, changes
+ * directory, then execvp()s PROGRAM.  A failure prints one line on stderr and exits 127.
+ * (Instances run as another user go through setpriv instead.)  Built once, on first use, by salvusctl.supervisor.oscalls (cc -O2 -static).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static void fail(const char *what, const char *arg) {
+    fprintf(stderr, "salvus-spawn: %s %s: %s\n", what, arg ? arg : "", strerror(errno));
+    _exit(127);
+}
+
+static rlim_t limit(const char *s) {
+    if (strcmp(s, "unlimited") == 0) return RLIM_INFINITY;
+    return (rlim_t)strtoull(s, NULL, 10);
+}
+
+int main(int argc, char **argv) {
+    long parent = 0;
+    int i = 1;
+    const char *dir = NULL;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) { i++; break; }
+        if (i + 1 >= argc) { errno = EINVAL; fail("missing value for", a); }
+        const char *v = argv[++i];
+        if (strcmp(a, "-p") == 0) {
+            parent = strtol(v, NULL, 10);
+        } else if (strcmp(a, "-d") == 0) {
+            if (prctl(PR_SET_PDEATHSIG, strtol(v, NULL, 10), 0, 0, 0) != 0) fail("prctl", v);
+            if (parent && getppid() != parent) _exit(1);  /* the parent died before prctl */
+        } else if (strcmp(a, "-r") == 0) {
+            char buf[128];
+            strncpy(buf, v, sizeof buf - 1);
+            buf[sizeof buf - 1] = 0;
+            char *soft = strchr(buf, ':');
+            char *hard = soft ? strchr(soft + 1, ':') : NULL;
+            if (!soft || !hard) { errno = EINVAL; fail("bad rlimit", v); }
+            *soft++ = 0;
+            *hard++ = 0;
+            struct rlimit rl = {limit(soft), limit(hard)};
+            if (setrlimit(atoi(buf), &rl) != 0) fail("setrlimit", v);
+        } else if (strcmp(a, "-c") == 0) {
+            dir = v;
+        } else {
+            errno = EINVAL;
+            fail("unknown option", a);
+        }
+    }
+    if (i >= argc) { errno = EINVAL; fail("no program", NULL); }
+    if (dir && chdir(dir) != 0) fail("chdir", dir);
+    execvp(argv[i], argv + i);
+    fail("exec", argv[i]);
+    return 127;
+}

@@ -1,0 +1,433 @@
+"""The instance state machine and the service's ordering, under a Clock with a fake OS."""
+
+from __future__ import annotations
+
+import signal
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from salvusctl.interfaces import ISupervisor
+from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe
+from salvusctl.supervisor.process import InstanceFatal, StartRefused
+from salvusctl.supervisor.service import DependencyFailed, SupervisorService
+from salvusctl.supervisor.testing import FakeOS
+
+
+def deploy(name="web", **kw) -> Deploy:
+    kw.setdefault("command", ["/bin/true"])
+    return Deploy(name, **kw)
+
+
+class Harness(SynchronousTestCase):
+    def make(self, *deploys, prober=None, **kw) -> SupervisorService:
+        self.clock = Clock()
+        self.fake = FakeOS(self.clock)
+        svc = SupervisorService(self.clock, list(deploys), runDir=self.mktemp(), os=self.fake,
+                                prober=prober, reapInterval=0, **kw)
+        self.events: list[tuple[str, str, str, str]] = []
+        svc.addObserver(lambda n, o, new, info: self.events.append((n, o.name, new.name, info["event"])))
+        self.svc = svc
+        return svc
+
+    def state(self, name: str) -> str:
+        return self.svc.instanceInfo(name)["state"]
+
+    def pid(self, name: str) -> int:
+        return self.svc.instanceInfo(name)["pid"]
+
+
+class StartTests(Harness):
+    def test_interface(self):
+        """The real service provides ISupervisor, so the admin can rely on it."""
+        verifyObject(ISupervisor, self.make(deploy()))
+
+    def test_running_after_startsecs(self):
+        """STARTING turns RUNNING only once the process has lived startsecs."""
+        svc = self.make(deploy(startsecs=2))
+        d = svc.startInstance("web:0")
+        self.assertEqual(self.state("web:0"), "STARTING")
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.2)
+        self.successResultOf(d)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.assertEqual(self.svc.instanceInfo("web:0")["statecode"], 20)
+
+    def test_numprocs_ports_and_templates(self):
+        """Each instance gets its own port, substituted in argv, env and the rendered config file."""
+        svc = self.make(deploy(command=["/bin/echo", "--port={port}", "{name}"], numprocs=3, port=7000,
+                               env={"LISTEN": "127.0.0.1:{port}"},
+                               templates={"app.conf": "server { listen {port}; } # {name}\n"}))
+        svc.startDeploy("web")
+        argvs = [s.argv for s in self.fake.spawned]
+        self.assertEqual(argvs[2], ["/bin/echo", "--port=7002", "web:2"])
+        self.assertEqual(self.fake.spawned[1].env["LISTEN"], "127.0.0.1:7001")
+        self.assertEqual(self.fake.spawned[1].env["PORT"], "7001")
+        with open(svc.instances["web:1"].runDir + "/app.conf") as f:
+            self.assertEqual(f.read(), "server { listen 7001; } # web:1\n")
+
+    def test_env_marker(self):
+        """Every instance carries a marker its descendants inherit (orphan attribution)."""
+        svc = self.make(deploy())
+        svc.startInstance("web:0")
+        self.assertEqual(self.fake.latest().env["SALVUS_INSTANCE"], svc.token + "/web:0")
+
+    def test_spawn_error_backs_off(self):
+        """A spawn that raises counts as a failed start, with the error kept in spawnerr."""
+        svc = self.make(deploy(startretries=1))
+        self.fake.failSpawn = OSError("no such file")
+        d = svc.startInstance("web:0")
+        self.assertEqual(self.state("web:0"), "BACKOFF")
+        self.assertIn("no such file", svc.instanceInfo("web:0")["spawnerr"])
+        self.clock.advance(1)
+        self.assertEqual(self.state("web:0"), "FATAL")
+        self.failureResultOf(d, InstanceFatal)
+
+
+class BackoffTests(Harness):
+    def test_exponential_backoff_with_cap_then_fatal(self):
+        """Exits before startsecs retry after 1, 2, 4, 4 s (cap), then FATAL after the retries."""
+        svc = self.make(deploy(startsecs=5, backoff=Backoff(initial=1, factor=2, cap=4, retries=4),
+                               flapping=None))
+        d = svc.startInstance("web:0")
+        delays = []
+        for _ in range(4):
+            self.fake.exit(self.pid("web:0"), 1)
+            self.assertEqual(self.state("web:0"), "BACKOFF")
+            before = len(self.fake.spawned)
+            waited = 0.0
+            while len(self.fake.spawned) == before:
+                self.clock.advance(0.5)
+                waited += 0.5
+            delays.append(waited)
+        self.assertEqual(delays, [1.0, 2.0, 4.0, 4.0])
+        self.fake.exit(self.pid("web:0"), 1)
+        self.assertEqual(self.state("web:0"), "FATAL")
+        self.assertIn("Exited too quickly", self.failureResultOf(d, InstanceFatal).getErrorMessage())
+
+    def test_unlimited_retries(self):
+        """startretries=None never gives up: 50 early exits, still retrying, delay capped."""
+        svc = self.make(deploy(startsecs=5, startretries=None, backoff=Backoff(initial=0.1, cap=0.5),
+                               flapping=None))
+        svc.startInstance("web:0")
+        for _ in range(50):
+            self.fake.exit(self.pid("web:0"), 1)
+            self.clock.advance(0.5)
+        self.assertEqual(self.state("web:0"), "STARTING")
+        self.assertEqual(svc.instances["web:0"].backoffCount, 50)
+
+    def test_running_resets_backoff(self):
+        """Reaching RUNNING forgets earlier failed starts."""
+        svc = self.make(deploy(startsecs=1, startretries=2, flapping=None, autorestart="never"))
+        svc.startInstance("web:0")
+        self.fake.exit(self.pid("web:0"), 1)
+        self.clock.advance(1)
+        self.clock.advance(1)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.assertEqual(svc.instances["web:0"].backoffCount, 0)
+
+
+class ExitTests(Harness):
+    def run_and_exit(self, code, **kw):
+        svc = self.make(deploy(startsecs=0, **kw))
+        svc.startInstance("web:0")
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        before = len(self.fake.spawned)
+        self.fake.exit(self.pid("web:0"), code)
+        return len(self.fake.spawned) - before
+
+    def test_unexpected_exit_restarts_at_once(self):
+        """A crash of a RUNNING instance respawns it in the same turn: no poll interval."""
+        self.assertEqual(self.run_and_exit(3), 1)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.assertIn(("web:0", "RUNNING", "EXITED", "state"), self.events)
+
+    def test_expected_exit_is_not_restarted(self):
+        """autorestart=unexpected leaves an exit code listed in exitcodes EXITED."""
+        self.assertEqual(self.run_and_exit(0), 0)
+        self.assertEqual(self.state("web:0"), "EXITED")
+
+    def test_custom_exitcodes(self):
+        self.assertEqual(self.run_and_exit(2, exitcodes=[0, 2]), 0)
+
+    def test_autorestart_always_and_never(self):
+        self.assertEqual(self.run_and_exit(0, autorestart="always"), 1)
+        self.assertEqual(self.run_and_exit(1, autorestart="never"), 0)
+        self.assertEqual(self.state("web:0"), "EXITED")
+
+    def test_flapping_goes_fatal_with_reason(self):
+        """Five restarts within 10 s make the instance FATAL and say why."""
+        svc = self.make(deploy(startsecs=0, flapping=Flapping(restarts=5, window=10)))
+        svc.startInstance("web:0")
+        for _ in range(4):
+            self.clock.advance(1)
+            self.fake.exit(self.pid("web:0"), 1)
+            self.assertEqual(self.state("web:0"), "RUNNING")
+        self.clock.advance(1)
+        self.fake.exit(self.pid("web:0"), 1)
+        info = svc.instanceInfo("web:0")
+        self.assertEqual(info["state"], "FATAL")
+        self.assertEqual(info["reason"], "flapping: 5 restarts in 10s")
+        self.assertEqual(info["description"], "flapping: 5 restarts in 10s")
+
+    def test_slow_crashes_are_not_flapping(self):
+        """The same number of restarts spread wider than the window never trips it."""
+        svc = self.make(deploy(startsecs=0, flapping=Flapping(restarts=3, window=10)))
+        svc.startInstance("web:0")
+        for _ in range(20):
+            self.clock.advance(6)
+            self.fake.exit(self.pid("web:0"), 1)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.assertEqual(svc.instanceInfo("web:0")["restarts"], 20)
+
+    def test_start_after_fatal_forgets_history(self):
+        svc = self.make(deploy(startsecs=0, flapping=Flapping(restarts=2, window=10)))
+        svc.startInstance("web:0")
+        self.fake.exit(self.pid("web:0"), 1)
+        self.fake.exit(self.pid("web:0"), 1)
+        self.assertEqual(self.state("web:0"), "FATAL")
+        self.successResultOf(svc.startInstance("web:0"))
+        self.assertEqual(self.state("web:0"), "RUNNING")
+
+
+class StopTests(Harness):
+    def test_stop_signals_group_and_waits(self):
+        """Stop sends stopsignal to the whole group and fires once the process is gone."""
+        svc = self.make(deploy(startsecs=0, stopsignal="INT"))
+        svc.startInstance("web:0")
+        pid = self.pid("web:0")
+        d = svc.stopInstance("web:0")
+        self.assertEqual(self.state("web:0"), "STOPPING")
+        self.assertIn(((pid,), signal.SIGINT), self.fake.signals)
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.assertEqual(self.state("web:0"), "STOPPED")
+
+    def test_sigkill_after_stopwaitsecs(self):
+        """A process ignoring the stop signal gets SIGKILL after stopwaitsecs, not before."""
+        svc = self.make(deploy(startsecs=0, stopwaitsecs=3))
+        svc.startInstance("web:0")
+        pid = self.pid("web:0")
+        self.fake.stubborn.add(pid)
+        d = svc.stopInstance("web:0")
+        self.clock.pump([0.05] * 58)
+        self.assertNoResult(d)
+        self.assertNotIn(signal.SIGKILL, [s for _, s in self.fake.signals])
+        self.clock.pump([0.05] * 5)
+        self.assertIn(((pid,), signal.SIGKILL), self.fake.signals)
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+
+    def test_stop_in_backoff(self):
+        svc = self.make(deploy(startsecs=5))
+        d = svc.startInstance("web:0")
+        self.fake.exit(self.pid("web:0"), 1)
+        self.successResultOf(svc.stopInstance("web:0"))
+        self.assertEqual(self.state("web:0"), "STOPPED")
+        self.clock.advance(100)
+        self.assertEqual(len(self.fake.spawned), 1)
+        self.failureResultOf(d)
+
+    def test_signal_instance(self):
+        svc = self.make(deploy(startsecs=0))
+        svc.startInstance("web:0")
+        svc.signalInstance("web:0", "HUP")
+        self.assertEqual(self.fake.signals[-1], ((self.pid("web:0"),), signal.SIGHUP))
+        self.assertRaises(ValueError, svc.signalInstance, "web:0", "NOPE")
+
+
+class OrderTests(Harness):
+    def test_dependent_waits_for_probe(self):
+        """A dependent starts only after its dependency is RUNNING and its probe answers."""
+        answers: dict[str, Deferred] = {}
+
+        def prober(instance):
+            answers[instance.name] = d = Deferred()
+            return d
+
+        svc = self.make(deploy("db", startsecs=1, port=5432, probe=Probe(interval=1)),
+                        deploy("app", depends_on=["db"], startsecs=0), prober=prober)
+        done = svc.startAll()
+        self.assertEqual([s.argv for s in self.fake.spawned], [["/bin/true"]])
+        self.clock.advance(1)
+        self.assertEqual(self.state("db:0"), "RUNNING")
+        self.assertEqual(self.state("app:0"), "STOPPED")
+        answers["db:0"].callback(True)
+        self.assertEqual(self.state("app:0"), "RUNNING")
+        self.successResultOf(done)
+        self.assertIn(("db:0", "RUNNING", "RUNNING", "ready"), self.events)
+
+    def test_failed_dependency_fails_dependent(self):
+        svc = self.make(deploy("db", startsecs=1, startretries=0), deploy("app", depends_on=["db"]))
+        done = svc.startAll()
+        self.fake.exit(self.pid("db:0"), 1)
+        f = self.failureResultOf(done)
+        self.assertEqual(self.state("app:0"), "STOPPED")
+        self.assertIn("db:0", f.getErrorMessage())
+
+    def test_start_dependent_starts_dependency(self):
+        svc = self.make(deploy("db", startsecs=0, autostart=False), deploy("app", depends_on=["db"],
+                                                                              startsecs=0))
+        self.successResultOf(svc.startDeploy("app"))
+        self.assertEqual((self.state("db:0"), self.state("app:0")), ("RUNNING", "RUNNING"))
+
+    def test_priority_orders_spawns(self):
+        svc = self.make(deploy("c", priority=30, command=["/bin/echo", "c"]),
+                        deploy("a", priority=10, command=["/bin/echo", "a"]),
+                        deploy("b", priority=20, command=["/bin/echo", "b"]))
+        svc.startAll()
+        self.assertEqual([s.argv[1] for s in self.fake.spawned], ["a", "b", "c"])
+        self.assertEqual([i["name"] for i in svc.instanceInfos()], ["a:0", "b:0", "c:0"])
+
+    def test_stop_reverse_dependency_order(self):
+        """db stops only after app (which depends on it) has fully stopped."""
+        svc = self.make(deploy("db", startsecs=0), deploy("app", depends_on=["db"], startsecs=0))
+        svc.startAll()
+        app, db = self.pid("app:0"), self.pid("db:0")
+        d = svc.stopAll()
+        self.assertEqual([p for p, _ in self.fake.signals], [(app,)])
+        self.clock.advance(0.1)
+        self.assertEqual([p for p, _ in self.fake.signals], [(app,), (db,)])
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+
+    def test_groups(self):
+        svc = self.make(deploy("a", group="g", startsecs=0), deploy("b", group="g", startsecs=0),
+                        deploy("c", startsecs=0))
+        self.successResultOf(svc.startGroup("g"))
+        self.assertEqual([self.state(n) for n in ("a:0", "b:0", "c:0")], ["RUNNING", "RUNNING", "STOPPED"])
+        self.assertEqual(svc.groups(), {"g": ["a", "b"], "c": ["c"]})
+        d = svc.stopGroup("g")
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.assertRaises(KeyError, svc.startGroup, "nope")
+
+
+class LimitTests(Harness):
+    def test_global_limit_refuses_with_reason(self):
+        """A start past the global limit fails at once with the reason, nothing is queued."""
+        svc = self.make(deploy("a", numprocs=2, startsecs=0), deploy("b", startsecs=0), maxProcesses=2)
+        self.successResultOf(svc.startDeploy("a"))
+        f = self.failureResultOf(svc.startInstance("b:0"), StartRefused)
+        self.assertIn("global limit of 2 simultaneous processes", f.getErrorMessage())
+        self.assertEqual(self.state("b:0"), "STOPPED")
+        self.assertIn("global limit", svc.instanceInfo("b:0")["spawnerr"])
+
+    def test_per_deploy_limit(self):
+        svc = self.make(deploy("a", numprocs=3, startsecs=0, max_processes=2))
+        f = self.failureResultOf(svc.startDeploy("a"), StartRefused)
+        self.assertIn("deploy 'a' already runs its limit of 2", f.getErrorMessage())
+        self.assertEqual([self.state(f"a:{i}") for i in range(3)], ["RUNNING", "RUNNING", "STOPPED"])
+
+
+class RollingTests(Harness):
+    def test_rolling_restart_drains_one_at_a_time(self):
+        """Each instance is drained (hook), stopped, started and ready before the next is touched."""
+        svc = self.make(deploy(numprocs=3, startsecs=0))
+        svc.startAll()
+        log = []
+        drains: list[Deferred] = []
+
+        def drain(name, info):
+            log.append(("drain", name, info["state"]))
+            drains.append(Deferred())
+            return drains[-1]
+
+        svc.addBeforeStop(drain)
+        svc.addObserver(lambda n, o, new, info: log.append((info["event"], n)) if info["event"] != "state"
+                        else None)
+        old = [self.pid(f"web:{i}") for i in range(3)]
+        d = svc.restartDeploy("web", batch=1)
+        self.assertEqual(log, [("drain", "web:0", "RUNNING")])
+        self.assertEqual(self.state("web:1"), "RUNNING")
+        self.assertEqual(self.fake.signals, [])  # nothing signalled until the drain finished
+        drains[0].callback(None)
+        self.clock.advance(0.1)
+        self.assertEqual(log[1:4], [("unready", "web:0"), ("ready", "web:0"), ("drain", "web:1", "RUNNING")])
+        drains[1].callback(None)
+        self.clock.advance(0.1)
+        drains[2].callback(None)
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.assertTrue(all(self.pid(f"web:{i}") not in old for i in range(3)))
+
+    def test_drain_timeout(self):
+        """A hook that never answers delays the stop by drainTimeout, not forever."""
+        svc = self.make(deploy(startsecs=0), drainTimeout=5)
+        svc.startAll()
+        svc.addBeforeStop(lambda n, i: Deferred())
+        d = svc.stopInstance("web:0")
+        self.clock.advance(4.9)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.clock.advance(0.2)
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.flushLoggedErrors()
+
+
+class ProbeTests(Harness):
+    def test_lost_contact_restarts(self):
+        """Three failed probes in a row restart the instance (seed: restart on lost contact)."""
+        results = {"ok": True}
+        svc = self.make(deploy(startsecs=0, port=8000, probe=Probe(interval=1, failures=3)),
+                        prober=lambda inst: results["ok"])
+        svc.startAll()
+        self.clock.advance(0)
+        first = self.pid("web:0")
+        self.assertTrue(svc.instanceInfo("web:0")["ready"])
+        results["ok"] = False
+        self.clock.advance(1)
+        self.assertFalse(svc.instanceInfo("web:0")["ready"])
+        self.clock.advance(1)
+        self.assertEqual(self.pid("web:0"), first)
+        self.clock.advance(1)
+        results["ok"] = True
+        self.clock.advance(0.1)
+        self.clock.advance(0)
+        self.assertNotEqual(self.pid("web:0"), first)
+        self.assertTrue(svc.instanceInfo("web:0")["ready"])
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.assertIn("liveness probe failed 3 times", svc.instanceInfo("web:0")["restart_reason"])
+
+
+class ReloadTests(Harness):
+    def test_reload_applies_only_differences(self):
+        """Unchanged keeps its pid; changed restarts; removed stops; added starts."""
+        svc = self.make(deploy("same", startsecs=0), deploy("changed", startsecs=0),
+                        deploy("gone", startsecs=0))
+        svc.startService()
+        pids = {n: self.pid(n + ":0") for n in ("same", "changed", "gone")}
+        d = svc.reload([deploy("same", startsecs=0, priority=5),
+                        deploy("changed", startsecs=0, command=["/bin/echo", "v2"]),
+                        deploy("new", startsecs=0)])
+        self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(d),
+                         {"added": ["new"], "changed": ["changed"], "removed": ["gone"]})
+        self.assertEqual(self.pid("same:0"), pids["same"])
+        self.assertNotEqual(self.pid("changed:0"), pids["changed"])
+        self.assertEqual(self.fake.latest().argv[0], "/bin/true")
+        self.assertNotIn("gone:0", svc.instances)
+        self.assertEqual(self.state("new:0"), "RUNNING")
+        self.assertNotIn(pids["gone"], self.fake.live)
+        d = svc.stopService()
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+
+    def test_reload_rejects_bad_config_untouched(self):
+        from salvusctl.errors import ConfigError
+
+        svc = self.make(deploy("a", startsecs=0))
+        svc.startService()
+        pid = self.pid("a:0")
+        f = self.failureResultOf(svc.reload([deploy("a", depends_on=["b"]), deploy("b", depends_on=["a"])]),
+                                 ConfigError)
+        self.assertEqual(str(f.value), "dependency cycle: a -> b -> a")
+        self.assertEqual(self.pid("a:0"), pid)
+
+
+class DependencyErrorTests(SynchronousTestCase):
+    def test_dependency_failed_type(self):
+        self.assertTrue(issubclass(DependencyFailed, Exception))

@@ -1,0 +1,154 @@
+"""Log capture: line splitting with a cap, receive-time stamps, level filters, rotation, tail/follow."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from salvusctl.supervisor.logs import InstanceLog, LineSplitter, RotatingFile, detectLevel
+
+
+class SplitterTests(SynchronousTestCase):
+    def split(self, chunks, maxLine=16):
+        out = []
+        s = LineSplitter(lambda line, dropped: out.append((line, dropped)), maxLine)
+        for c in chunks:
+            s.feed(c)
+        s.flush()
+        return out
+
+    def test_lines_across_chunks(self):
+        self.assertEqual(self.split([b"ab", b"c\nde", b"f\r\n\ng"]),
+                         [(b"abc", 0), (b"def", 0), (b"", 0), (b"g", 0)])
+
+    def test_long_line_is_capped_not_buffered(self):
+        """A 10 MB line keeps at most maxLine bytes in memory; the rest is counted."""
+        out = []
+        s = LineSplitter(lambda line, dropped: out.append((len(line), dropped)), 1024)
+        chunk = b"x" * 65536
+        for _ in range(160):
+            s.feed(chunk)
+            self.assertLessEqual(len(s._buf), 1024)
+        s.feed(b"\nnext\n")
+        self.assertEqual(out, [(1024, 160 * 65536 - 1024), (4, 0)])
+
+
+class LevelTests(SynchronousTestCase):
+    def test_detect(self):
+        self.assertEqual(detectLevel("2024 [error] boom", "info"), "error")
+        self.assertEqual(detectLevel("WARNING: low disk", "info"), "warning")
+        self.assertEqual(detectLevel("plain", "info"), "info")
+        self.assertEqual(detectLevel("x" * 100 + " ERROR late", "info"), "info")
+
+
+class InstanceLogTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000.25)
+        self.dir = self.mktemp()
+        self.stored = []
+
+    def make(self, **kw) -> InstanceLog:
+        kw.setdefault("storeHook", self.stored.append)
+        return InstanceLog("web:0", self.dir, self.clock.seconds, **kw)
+
+    def test_receive_time_and_file(self):
+        """Each line carries the time it was received, written in the file."""
+        log = self.make()
+        log.received("stdout", b"hello\nwor")
+        self.clock.advance(2)
+        log.received("stdout", b"ld\n")
+        self.assertEqual([round(x.time, 2) for x in self.stored], [1700000000.25, 1700000002.25])
+        with open(log.paths["stdout"]) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines, ["2023-11-14T22:13:20.250000Z INFO hello",
+                                 "2023-11-14T22:13:22.250000Z INFO world"])
+
+    def test_binary_garbage(self):
+        """Invalid UTF-8 and NULs are replaced, never raised."""
+        log = self.make()
+        log.received("stderr", bytes(b for b in range(256) if b != 10) + b"\n")
+        self.assertEqual(len(log.tail(5, "stderr")), 1)
+        self.assertIn("\ufffd", log.tail(5, "stderr")[0])
+
+    def test_level_filters(self):
+        """The file keeps warning+; the store gets error+ only."""
+        log = self.make(fileLevel="warning", storeLevel="error")
+        log.received("stdout", b"INFO chatter\nWARNING careful\nERROR broken\n")
+        with open(log.paths["stdout"]) as f:
+            text = f.read()
+        self.assertNotIn("chatter", text)
+        self.assertIn("careful", text)
+        self.assertEqual([x.text for x in self.stored], ["ERROR broken"])
+        self.assertEqual(len(log.tail(10)), 3)
+
+    def test_hook_errors_do_not_break_capture(self):
+        errors = []
+
+        def bad(line):
+            raise RuntimeError("store down")
+
+        log = self.make(storeHook=bad, onHookError=errors.append)
+        log.received("stdout", b"a\nb\n")
+        self.assertEqual(log.tail(2), ["a", "b"])
+        self.assertEqual(len(errors), 2)
+
+    def test_tail_and_follow(self):
+        log = self.make(ringSize=5)
+        seen = []
+        stop = log.follow(lambda line: seen.append(line.text))
+        log.received("stdout", b"".join(b"%d\n" % i for i in range(10)))
+        self.assertEqual(log.tail(3), ["7", "8", "9"])
+        self.assertEqual(log.tail(100), ["5", "6", "7", "8", "9"])
+        self.assertEqual(len(seen), 10)
+        stop()
+        log.received("stdout", b"more\n")
+        self.assertEqual(len(seen), 10)
+        self.assertRaises(KeyError, log.tail, 1, "stdin")
+
+    def test_generations_do_not_mix(self):
+        """An old process's unfinished line never merges with its successor's output."""
+        log = self.make()
+        old, new = log.source(), log.source()
+        old.received("stdout", b"half of a")
+        new.received("stdout", b"fresh\n")
+        old.received("stdout", b" line\n")
+        self.assertEqual(log.tail(2), ["fresh", "half of a line"])
+
+    def test_unterminated_last_line(self):
+        log = self.make()
+        log.received("stdout", b"no newline")
+        log.ended()
+        self.assertEqual(log.tail(1), ["no newline"])
+
+
+class RotationTests(SynchronousTestCase):
+    def test_size_rotation_keeps_count(self):
+        clock = Clock()
+        path = os.path.join(self.mktemp(), "a.log")
+        f = RotatingFile(path, maxBytes=100, backups=2, rotateSeconds=None, now=clock.seconds)
+        for i in range(10):
+            f.write(b"%02d" % i + b"x" * 48)
+        f.close()
+        self.assertEqual(sorted(os.listdir(os.path.dirname(path))), ["a.log", "a.log.1", "a.log.2"])
+        with open(path, "rb") as fh:
+            self.assertTrue(fh.read().startswith(b"08"))
+        with open(path + ".2", "rb") as fh:
+            self.assertTrue(fh.read().startswith(b"04"))
+
+    def test_time_rotation(self):
+        clock = Clock()
+        path = os.path.join(self.mktemp(), "a.log")
+        f = RotatingFile(path, maxBytes=0, backups=3, rotateSeconds=3600, now=clock.seconds)
+        f.write(b"first\n")
+        clock.advance(3599)
+        f.write(b"same hour\n")
+        clock.advance(1)
+        f.write(b"next hour\n")
+        f.close()
+        with open(path + ".1") as fh:
+            self.assertEqual(fh.read(), "first\nsame hour\n")
+        with open(path) as fh:
+            self.assertEqual(fh.read(), "next hour\n")
