@@ -61,6 +61,18 @@ def _utc(t: Any) -> str:
     return _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(float(t)))
 
 
+def _backupSummary(statuses: list[dict[str, Any]]) -> str:
+    """One card line: the running set's progress, else the newest last run's outcome."""
+    for status in statuses:
+        if status.get("state") == "running":
+            return f"{status.get('backup')} {status.get('phase', '')} {status.get('percent', 0)}%"
+    lasts = [s["last"] for s in statuses if s.get("last")]
+    if not lasts:
+        return "no run yet"
+    last = max(lasts, key=lambda r: float(r.get("ended") or 0))
+    return f"last {last.get('outcome')} {_utc(last.get('ended'))}"
+
+
 def _arg(request: Any, name: str) -> str:
     values = request.args.get(name.encode(), [])
     try:
@@ -244,6 +256,9 @@ class AdminPages:
         alerts = alerts_source.alerts() if IAlertSource.providedBy(alerts_source) else []
         if alerts_source is not None:
             cards.append(("Active alerts", str(len(alerts)), "/alerts"))
+        backup = self.state.optional("backup")
+        if backup is not None:
+            cards.append(("Backups", _backupSummary(backup.status()), "/backups"))
         services = ", ".join(
             sorted(k for k, v in self.state.services.items() if v is not None and k != "store")
         )
@@ -580,6 +595,41 @@ class AdminPages:
         items = source.alerts(include_cleared=True)
         body = self._alertTable(items) if items else "<p>No alerts.</p>"
         return self._page(request, "Alerts", body, "/alerts")
+
+    # -- backups ---------------------------------------------------------------------------------
+
+    @app.route("/backups", methods=["GET"])
+    def backups(self, request):
+        backup = self.state.optional("backup")
+        if backup is None:
+            return self._page(request, "Backups", self._missing("backup service"), "/backups")
+        rows = []
+        for status in backup.status():
+            running = status.get("state") == "running"
+            last = status.get("last") or {}
+            last_text = f"{last.get('run_id')} {last.get('outcome')} at {_utc(last.get('ended'))}"
+            rows.append(
+                [
+                    "#id:backup-" + str(status.get("backup")),
+                    esc(status.get("backup")),
+                    esc(status.get("destination", "")),
+                    esc(status.get("schedule", "")),
+                    f'<span class="{"up" if running else "idle"}">{esc(status.get("state", "?"))}</span>',
+                    esc(f"{status.get('phase', '')} {status.get('step', '')}".strip() if running else "-"),
+                    esc(f"{status.get('percent', 0)}%" if running else "-"),
+                    esc(_bytes(status.get("bytes")) if running else "-"),
+                    esc(last_text if last else "never"),
+                    esc(_utc(status.get("next_due"))),
+                ]
+            )
+        headers = ["Backup", "Destination", "Schedule", "State", "Phase", "Progress", "Bytes", "Last run",
+                   "Next (UTC)"]
+        body = table(headers, rows, class_="backups") if rows else "<p>No backup sets.</p>"
+        body += (
+            "<p>Run, verify and restore with <code>salvusctl backup</code> and"
+            " <code>salvusctl restore</code>.</p>"
+        )
+        return self._page(request, "Backups", body, "/backups")
 
     @app.handle_errors(Exception)
     def error(self, request, failure):
