@@ -38,6 +38,34 @@ def _call(fn, *args) -> defer.Deferred:
     return d.addErrback(failed)
 
 
+def _balancedServiceVerb(balancer: Any, name: str):
+    """C{addService(service, listen)} / C{removeService(service)} over the real balancer's
+    C{addBalancedService(declaration)} / C{removeBalancedService(service)}.
+
+    A service added live starts with one empty group, C{default} (round robin): add hosts to it
+    with C{balancerAddHost(service, "default", …)}.
+    """
+    if name == "addService" and hasattr(balancer, "addBalancedService"):
+        from salvusctl.balancer.declare import Balanced, Group
+
+        def addService(service: str, listen: list[str]):
+            if service in getattr(balancer, "balanced", {}):
+                raise ValueError(f"balanced service {service!r} already exists")
+            declaration = Balanced(service, listen=list(listen), groups=[Group("default")])
+            return balancer.addBalancedService(declaration)
+
+        return addService
+    if name == "removeService" and hasattr(balancer, "removeBalancedService"):
+
+        def removeService(service: str):
+            if service not in getattr(balancer, "balanced", {}):
+                raise KeyError(service)
+            return balancer.removeBalancedService(service)
+
+        return removeService
+    return None
+
+
 class _BalancerReconcile:
     """The real balancer's C{diff()} / C{reconcile()} (lists of operations) as L{IReconcilable}."""
 
@@ -176,7 +204,13 @@ class SalvusNamespace(Namespace):
 
     def _optional(self, name: str, verb: str):
         """A balancer method beyond L{IBalancerControl}; a clear fault when this balancer lacks it."""
-        method = getattr(self._balancer(), name, None)
+        balancer = self._balancer()
+        if name in ("addService", "removeService"):
+            # The real balancer is a MultiService: its own addService/removeService manage child
+            # services, never balanced ones.
+            method = _balancedServiceVerb(balancer, name) or getattr(balancer, name, None)
+        else:
+            method = getattr(balancer, name, None)
         if method is None:
             raise rpcFault(Faults.NO_SERVICE, f"this host's balancer cannot {verb}")
         return method

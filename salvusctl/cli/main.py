@@ -130,6 +130,13 @@ class Remote:
         except ClientError as e:
             raise CLIError(str(e), ExitCode.USAGE)
 
+    def close(self) -> None:
+        """Close the connection to the host (it is kept alive between calls)."""
+        try:
+            self.proxy("close")()
+        except Exception:
+            pass
+
     def __call__(self, method: str, *params: Any) -> Any:
         target = self.proxy
         for part in method.split("."):
@@ -632,7 +639,7 @@ def cmdBackup(remote: Remote, args, out: Output) -> int:
     main = backupMain if args.command == "backup" else restoreMain
     code = main(list(args.rest), call, out.out)
     if problems:
-        raise problems[0]
+        raise problems.pop(0)  # not kept in a local: no cycle that keeps the connection open
     return code
 
 
@@ -665,12 +672,21 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
             except SystemExit:
                 pass
             return ExitCode.OK
-        args = makeParser().parse_args(list(argv))
+        args, extra = makeParser().parse_known_args(list(argv))
+        if args.command in ("backup", "restore"):
+            # argparse leaves options that come first after the command (restore --dry-run) to
+            # the caller: they belong to the backup command's own parser.
+            args.rest = extra + list(args.rest)
+        elif extra:
+            raise CLIError(f"unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
         output.verbosity = args.verbose
         if args.command == "user":
             return int(cmdUser(args, output, env, stdin))
         remote = Remote(_settings(args, env), args.timeout)
-        return int(_REMOTE[args.command](remote, args, output))
+        try:
+            return int(_REMOTE[args.command](remote, args, output))
+        finally:
+            remote.close()
     except CLIError as e:
         output.error(str(e))
         return int(e.code)

@@ -194,6 +194,16 @@ class CLITests(CLITestBase):
         self.assertNotIn("api", self.balancer.services)
 
     @defer.inlineCallbacks
+    def test_backupWithoutBackupService(self):
+        """A host that declares no backup says so with the no-service exit code, in one line."""
+        for argv in (("backup", "status"), ("restore", "--dry-run")):
+            code, out, err = yield self.cli(*argv)
+            self.assertEqual(code, ExitCode.NO_SERVICE, (argv, out, err))
+            self.assertEqual(err, "salvusctl: this host runs no backup service\n")
+        code, out, err = yield self.cli("backup", "frobnicate")
+        self.assertEqual(code, ExitCode.USAGE)
+
+    @defer.inlineCallbacks
     def test_monitorAlertsDiff(self):
         code, out, err = yield self.cli("monitor", "top")
         self.assertEqual(code, ExitCode.OK, err)

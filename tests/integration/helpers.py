@@ -27,6 +27,7 @@ from salvusctl.backup.declaration import Backup
 from salvusctl.balancer.declare import Group, Server
 from salvusctl.host import Host
 from salvusctl.monitor.build import Monitor
+from salvusctl.monitor.loadsource import MonitorLoadSource
 from salvusctl.supervisor import Deploy
 from tests.helpers import REPO, childEnv, waitFor
 
@@ -108,6 +109,13 @@ class RealHost:
             listen=["tcp:0:interface=127.0.0.1"],
             groups=[Group("main", [Server(f"127.0.0.1:{self.backend_port}", name="twisted")])],
         )
+        # least-load, fed by the monitor: the source is bound by the monitor's builder
+        host.balance(
+            "least",
+            listen=["tcp:0:interface=127.0.0.1"],
+            groups=[Group("main", [Server(f"127.0.0.1:{self.backend_port}", name="twisted")],
+                          scheduler="leastload", scheduler_options={"source": MonitorLoadSource()})],
+        )
         host.add(Monitor(interval=0.2, disk_interval=3600))
         host.add(AlertRule("rss", 1, deploy="web", name="rss-over-1mb"))
         host.add(Backup("files", destination=os.path.join(self.base, "backups"), paths={"data": self.data}))
@@ -121,10 +129,12 @@ class RealHost:
         yield self.services["admin"].ready
         self.admin_port = self.services["admin"].ports[0].getHost().port
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        balanced = self.services["balancer"].balanced["www"]
-        yield balanced.listening
-        address = balanced.ports[0].getHost()
-        self.balancer_address = (address.host, address.port)
+        self.addresses = {}
+        for name, balanced in self.services["balancer"].balanced.items():
+            yield balanced.listening
+            address = balanced.ports[0].getHost()
+            self.addresses[name] = (address.host, address.port)
+        self.balancer_address = self.addresses["www"]
         yield waitFor(lambda: self.balancerHost("main", "twisted")["state"] == "up")
 
     @defer.inlineCallbacks
@@ -133,6 +143,12 @@ class RealHost:
         if self.top is not None and not self.stopped:
             self.stopped = True
             yield self.top.stopService()
+            # The supervisor made this process the reaper of orphaned descendants, which is
+            # right for twistd (it exits with the host) but outlives the host in a test run:
+            # orphans of later tests would become zombies here.  Give the role back.
+            from salvusctl.supervisor import oscalls
+
+            oscalls._prctl(oscalls.PR_SET_CHILD_SUBREAPER, 0)
         if self.backend is not None:
             yield self.backend.stopListening()
             self.backend = None
@@ -140,9 +156,9 @@ class RealHost:
 
     # -- reading the real services ---------------------------------------------------------------
 
-    def balancerHost(self, group: str, name: str) -> dict[str, Any]:
+    def balancerHost(self, group: str, name: str, service: str = "www") -> dict[str, Any]:
         """One backend host as the real balancer reports it."""
-        for host in self.services["balancer"].snapshot()["services"]["www"]["groups"][group]["hosts"]:
+        for host in self.services["balancer"].snapshot()["services"][service]["groups"][group]["hosts"]:
             if host["name"] == name:
                 return host
         raise KeyError(name)
@@ -175,9 +191,9 @@ class RealHost:
         return response.code, body
 
     @defer.inlineCallbacks
-    def throughBalancer(self, count: int) -> defer.Deferred:
-        """C{count} HTTP requests through the balanced service; fires with the bodies."""
-        host, port = self.balancer_address
+    def throughBalancer(self, count: int, service: str = "www") -> defer.Deferred:
+        """C{count} HTTP requests through a balanced service; fires with the bodies."""
+        host, port = self.addresses[service]
         bodies = []
         for _ in range(count):
             response = yield self.http.get(f"http://{host}:{port}/")

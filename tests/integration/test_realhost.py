@@ -92,6 +92,46 @@ class BalancerTests(RealHostTestCase):
         self.assertEqual(missing.faultCode, Faults.BAD_NAME)
 
     @defer.inlineCallbacks
+    def test_leastLoadReadsTheMonitor(self):
+        """A least-load group given an unbound MonitorLoadSource is fed by the host's monitor.
+
+        The supervised worker has a cpu % from psutil; the in-test backend is no instance of
+        this host (load unknown).  Fed, the scheduler sends every client to the known, loaded
+        worker; unfed, it would fall back to least connections and alternate.
+        """
+        source = self.host.services["balancer"].balanced["least"].groups["main"].scheduler.source
+        self.assertTrue(source.bound)
+        port = self.host.instance()["port"]
+        yield self.host.rpc("salvus.balancerAddHost", "least", "main", "127.0.0.1", port, 1, "worker")
+        yield waitFor(lambda: self.host.balancerHost("main", "worker", "least")["state"] == "up")
+        yield waitFor(lambda: source.loadOf(("127.0.0.1", port)) is not None)
+        bodies = yield self.host.throughBalancer(4, "least")
+        self.assertEqual(set(bodies), {f"hello from web:0 on port {port}\n"})
+
+    @defer.inlineCallbacks
+    def test_addAndRemoveAServiceLive(self):
+        """balancerAddService starts a real listener with an empty 'default' group; remove stops it."""
+        yield self.host.rpc("salvus.balancerAddService", "extra", ["tcp:0:interface=127.0.0.1"])
+        balancer = self.host.services["balancer"]
+        address = balancer.snapshot()["services"]["extra"]["addresses"][0]
+        yield self.host.rpc(
+            "salvus.balancerAddHost", "extra", "default", "127.0.0.1", self.host.backend_port, 1, "b"
+        )
+        yield waitFor(lambda: self.host.balancerHost("default", "b", "extra")["state"] == "up")
+        host, port = address.rsplit(":", 1)
+        self.host.addresses["extra"] = (host, int(port))
+        bodies = yield self.host.throughBalancer(1, "extra")
+        self.assertEqual(bodies, ["hello from the twisted backend\n"])
+        duplicate = yield self.assertFailure(
+            self.host.rpc("salvus.balancerAddService", "extra", ["tcp:0"]), xmlrpc.client.Fault
+        )
+        self.assertEqual(duplicate.faultCode, Faults.BAD_ARGUMENTS)
+        yield self.host.rpc("salvus.balancerRemoveService", "extra")
+        self.assertNotIn("extra", balancer.snapshot()["services"])
+        with socket.socket() as s:
+            self.assertNotEqual(s.connect_ex((host, int(port))), 0)
+
+    @defer.inlineCallbacks
     def test_metricsAndPagesShowRealCounters(self):
         """/metrics parses with the client's own parser and carries the real balancer counters."""
         yield self.host.throughBalancer(4)
@@ -111,7 +151,7 @@ class BalancerTests(RealHostTestCase):
         self.assertIn(f"127.0.0.1:{self.host.backend_port}", page)
         code, page = yield self.host.get("/")
         self.assertIn("Backends up", page)
-        self.assertIn("1 / 1", page)
+        self.assertIn("2 / 2", page)
 
 
 class MonitorTests(RealHostTestCase):
@@ -312,6 +352,7 @@ class ShapeTests(RealHostTestCase):
         from salvusctl.testing import FakeAlerts, FakeBalancer, FakeMonitor, FakeSupervisor
 
         real = self.host.services["balancer"].snapshot()
+        real["services"] = {"www": real["services"]["www"]}  # options of "least" hold its source
         fake = FakeBalancer({"www": {"main": [("127.0.0.1", 8000)]}}).snapshot()
         self.assertEqual(_keys(fake), _keys(real))
 
