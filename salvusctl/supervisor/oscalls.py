@@ -221,7 +221,7 @@ class InstanceProcess(_tprocess.Process):
                 pass
             else:
                 fdState.append((fd, isCloseOnExec))
-        setSigDef = [s for s in range(1, signal.NSIG) if signal.getsignal(s) == signal.SIG_IGN]
+        setSigDef = _ignoredSignals(self._reactor)
         self.pid = os.posix_spawn(
             self._wrapped[0], self._wrapped, environment,
             file_actions=_tprocess._getFileActions(fdState, fdmap, doClose=_tprocess._PS_CLOSE,
@@ -245,6 +245,27 @@ class InstanceProcess(_tprocess.Process):
 
 
 _devnull: int | None = None
+_ignored: list[int] | None = None
+
+
+def _ignoredSignals(reactor) -> list[int]:
+    """Signals ignored here (reset to default in the child), computed once per reactor turn: a
+    burst of 200 spawns asks 200 times."""
+    global _ignored
+    if _ignored is not None:
+        return _ignored
+    ignored = [s for s in range(1, signal.NSIG) if signal.getsignal(s) == signal.SIG_IGN]
+    try:
+        reactor.callLater(0, _forgetIgnored)
+    except Exception:
+        return ignored
+    _ignored = ignored
+    return ignored
+
+
+def _forgetIgnored() -> None:
+    global _ignored
+    _ignored = None
 
 
 def spawnInstance(reactor, protocol, argv: list[str], env: dict[str, str], cwd: str | None,

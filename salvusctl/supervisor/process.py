@@ -19,6 +19,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
 
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
@@ -29,7 +30,8 @@ from salvusctl.supervisor.states import (
     checkTransition,
 )
 
-__all__ = ["Instance", "InstanceProtocol", "ProcessOS", "StartRefused", "InstanceStopped", "InstanceFatal"]
+__all__ = ["Instance", "InstanceProtocol", "IProcessOS", "ProcessOS", "StartRefused", "InstanceStopped",
+           "InstanceFatal"]
 
 log = Logger()
 S = ProcessState
@@ -51,6 +53,32 @@ class InstanceFatal(Exception):
     """The instance went FATAL; the message carries the reason."""
 
 
+class IProcessOS(Interface):
+    """The operating system as an instance sees it (L{ProcessOS}; C{testing.FakeOS} in tests)."""
+
+    def spawn(protocol, argv, env, cwd, uid, gid, deathsig, rlimits):
+        """Start a process in its own session; return its transport (with C{.pid})."""
+
+    def members(leader, marker, known):
+        """Every live process of an instance: {pid: starttime}."""
+
+    def leftovers(leader, marker, known):
+        """What a leader that exited on its own left alive: {pid: starttime}."""
+
+    def signal(found, sig, groups=()):
+        """Send C{sig} to process groups C{groups} and to the processes C{found}."""
+
+    def alive(pid, starttime):
+        """True when C{pid} runs and (if given) started at C{starttime}."""
+
+    def reap():
+        """Reap adopted orphans that have exited."""
+
+    def starttime(pid):
+        """The start time of C{pid} (clock ticks since boot), 0 when unknown."""
+
+
+@implementer(IProcessOS)
 class ProcessOS:
     """The real operating system, as instances use it.  Tests pass a fake with the same methods."""
 
@@ -179,6 +207,8 @@ class Instance:
         self._startWaiters: list[Deferred] = []
         self._stopWaiters: list[Deferred] = []
         self._stopping: Deferred | None = None
+        self._leftovers: dict[int, int] = {}
+        self._leftoverCall = None
 
     # -- naming and templating ---------------------------------------------------------------
 
@@ -203,9 +233,13 @@ class Instance:
             "numprocs": self.deploy.numprocs,
         }
 
+    _runDirMade = False
+
     def renderTemplates(self) -> None:
         """Render the deploy's config-file templates into the run directory (before each start)."""
-        os.makedirs(self.runDir, exist_ok=True)
+        if not self._runDirMade or self.deploy.templates:
+            os.makedirs(self.runDir, exist_ok=True)
+            self._runDirMade = True
         values = self.values()
         for dest, source in self.deploy.templates.items():
             if "\n" not in source and os.path.isfile(source):
@@ -447,12 +481,31 @@ class Instance:
         if not found:
             return
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
+        deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
+        self._leftovers.update(found)
+        if self._leftoverCall is None:
+            self._leftoverCall = self.reactor.callLater(STOP_POLL, self._pollLeftovers, deadline)
 
-        def kill() -> None:
-            self.owner.os.signal(found, signal.SIGKILL)
+    def _pollLeftovers(self, deadline: float) -> None:
+        self._leftoverCall = None
+        self.owner.os.reap()
+        alive = {p: t for p, t in self._leftovers.items() if self.owner.os.alive(p, t or None)}
+        self._leftovers = alive
+        if not alive:
+            return
+        if self.reactor.seconds() >= deadline:
+            self._killLeftovers()
+            return
+        self._leftoverCall = self.reactor.callLater(STOP_POLL, self._pollLeftovers, deadline)
+
+    def _killLeftovers(self) -> None:
+        if self._leftoverCall is not None and self._leftoverCall.active():
+            self._leftoverCall.cancel()
+        self._leftoverCall = None
+        if self._leftovers:
+            self.owner.os.signal(self._leftovers, signal.SIGKILL)
             self.owner.os.reap()
-
-        self.reactor.callLater(self.deploy.stopwaitsecs, kill)
+        self._leftovers = {}
 
     def _startFailed(self) -> None:
         """Exited before startsecs (or could not spawn): BACKOFF, then retry or FATAL."""
@@ -583,9 +636,11 @@ class Instance:
         """
         if self.state in (S.STOPPED, S.EXITED, S.FATAL):
             self._cancelTimer()
+            self._killLeftovers()  # what a crashed leader left is given no more grace
             return _succeeded(None)
         if self.state == S.BACKOFF:
             self._cancelTimer()
+            self._killLeftovers()
             self._change(S.STOPPED)
             self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
             return _succeeded(None)
@@ -673,6 +728,7 @@ class Instance:
         """Forget timers (the service is going away and the process is already stopped)."""
         self._cancelTimer()
         self._stopProbe()
+        self._killLeftovers()
         self.log.close()
 
 

@@ -113,15 +113,25 @@ class SupervisorService(Service):
 
     def _addDeploy(self, deploy: Deploy) -> None:
         self.deploys[deploy.name] = deploy
+        self._addInstances(deploy)
+
+    def _addInstances(self, deploy: Deploy) -> list[Instance]:
+        """Create the deploy's instances that do not exist yet."""
+        made = []
         for index in range(deploy.numprocs):
             name = f"{deploy.name}:{index}"
+            if name in self.instances:
+                continue
             instanceLog = InstanceLog(
                 name, self.logDir, self.reactor.seconds, fileLevel=deploy.log_level,
                 storeLevel=deploy.store_level, maxBytes=deploy.log_max_bytes, backups=deploy.log_backups,
                 rotateSeconds=deploy.log_rotate_seconds, storeHook=self.storeHook,
                 onHookError=lambda e, name=name: log.error("{name}: log hook failed: {e!r}", name=name, e=e),
             )
-            self.instances[name] = Instance(self, deploy, index, self._portFor(deploy, index), instanceLog)
+            self.instances[name] = instance = Instance(self, deploy, index, self._portFor(deploy, index),
+                                                       instanceLog)
+            made.append(instance)
+        return made
 
     def _portFor(self, deploy: Deploy, index: int) -> int | None:
         if deploy.port is None:
@@ -268,10 +278,12 @@ class SupervisorService(Service):
             log.error("cannot write pid registry {path}: {e}", path=self.registry.path, e=e)
 
     def _refuseStart(self, instance: Instance) -> str | None:
+        limit = instance.deploy.max_processes
+        if self.maxProcesses is None and limit is None:
+            return None
         live = [i for i in self.instances.values() if i is not instance and i.state in RUNNING_STATES]
         if self.maxProcesses is not None and len(live) >= self.maxProcesses:
             return f"refused: the global limit of {self.maxProcesses} simultaneous processes is reached"
-        limit = instance.deploy.max_processes
         if limit is not None:
             mine = [i for i in live if i.deploy.name == instance.deploy.name]
             if len(mine) >= limit:
@@ -377,6 +389,13 @@ class SupervisorService(Service):
     def followLog(self, name: str, callback: Callable[[LogLine], Any], stream: str = "stdout"):
         """Call C{callback(LogLine)} for each new line; returns a function that stops following."""
         return self._instance(name).log.follow(callback, stream)
+
+    def setStoreHook(self, hook: Callable[[LogLine], Any] | None) -> None:
+        """Send every instance's lines at or above its deploy's C{store_level} to C{hook(LogLine)}
+        (the monitor plugs the store in here, after the supervisor is built)."""
+        self.storeHook = hook
+        for instance in self.instances.values():
+            instance.log.storeHook = hook
 
     def signalInstance(self, name: str, sig: int | str) -> None:
         self._instance(name).signal(signalNumber(sig))
@@ -532,9 +551,10 @@ class SupervisorService(Service):
     def reload(self, deploys: Sequence[Deploy]):
         """Apply a new set of declarations, touching only what changed.
 
-        Unchanged deploys keep running; changed ones are stopped and started again with the new
-        declaration; removed ones are stopped and forgotten; added ones are started (if autostart).
-        Fires with {'added': [...], 'changed': [...], 'removed': [...]}.
+        Unchanged deploys keep running; a deploy whose only change is C{numprocs} is scaled (the
+        instances it keeps are not touched); changed ones are stopped and started again with the
+        new declaration; removed ones are stopped and forgotten; added ones are started (if
+        autostart).  Fires with {'added', 'changed', 'scaled', 'removed'}: lists of deploy names.
         """
         deploys = list(deploys)
         for deploy in deploys:
@@ -544,23 +564,37 @@ class SupervisorService(Service):
         removed = [n for n in self.deploys if n not in new]
         added = [n for n in new if n not in self.deploys]
         changed = [n for n in new if n in self.deploys and new[n].spec() != self.deploys[n].spec()]
+        scaled = [n for n in changed if _unscaled(new[n]) == _unscaled(self.deploys[n])]
+        changed = [n for n in changed if n not in scaled]
+        shrunk: list[Instance] = []
         for name in new:
             if name in self.deploys and name not in changed:
-                # Only the priority differs: adopt it without touching the processes.
-                self.deploys[name] = new[name]
+                # Same processes (priority or numprocs aside): adopt the declaration in place.
+                old = self.deploys[name]
+                shrunk += [self.instances[f"{name}:{i}"] for i in range(new[name].numprocs, old.numprocs)]
                 for instance in self._instancesOf(name):
                     instance.deploy = new[name]
-        if removed or changed:
-            yield self._stopSet(removed + changed)
+                self.deploys[name] = new[name]
+        if removed or changed or shrunk:
+            stops = [self._stopSet(removed + changed)] + [i.stop() for i in shrunk]
+            yield _gather(stops)
+        for instance in shrunk:
+            del self.instances[instance.name]
+            instance.shutdown()
+            self.registry.entries.pop(instance.name, None)
         for name in removed + changed:
             self._removeDeploy(name)
         for name in changed + added:
             self._addDeploy(new[name])
+        grown: list[Instance] = []
+        for name in scaled:
+            grown += self._addInstances(new[name])
         self._saveRegistry()
         if self.running:
             starts = [self.startDeploy(n) for n in changed + added if new[n].autostart]
+            starts += [self.startInstance(i.name) for i in grown if i.deploy.autostart]
             yield _gather(starts)
-        return {"added": added, "changed": changed, "removed": removed}
+        return {"added": added, "changed": changed, "scaled": scaled, "removed": removed}
 
 
 class _ProbeProtocol(ProcessProtocol):
@@ -601,6 +635,11 @@ def _commandProbe(reactor, instance: Instance, probe) -> Deferred:
 
     done.addBoth(cancel)
     return done
+
+
+def _unscaled(deploy: Deploy) -> tuple:
+    """A deploy's spec without its instance count: equal means "only scaled"."""
+    return tuple(item for item in deploy.spec() if item[0] != "numprocs")
 
 
 def _gather(ds: list[Deferred]) -> Deferred:

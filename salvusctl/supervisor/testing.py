@@ -12,6 +12,9 @@ from typing import Any
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from salvusctl.supervisor.process import IProcessOS
 
 __all__ = ["FakeOS", "FakeTransport", "Spawned"]
 
@@ -37,6 +40,7 @@ class FakeTransport:
         self.pid = pid
 
 
+@implementer(IProcessOS)
 class FakeOS:
     """Processes that exist only in a dict.
 

@@ -9,6 +9,7 @@ from salvusctl.host import Host
 from salvusctl.supervisor.build import SupervisorSettings, buildSupervisor
 from salvusctl.supervisor.deploy import Backoff, Deploy, Probe, startOrder, substitute
 from salvusctl.supervisor.states import InvalidTransition, ProcessState, checkTransition
+from tests.supervisor import scratch
 
 
 def host(*declarations) -> Host:
@@ -120,7 +121,7 @@ class BuildTests(SynchronousTestCase):
     def test_build_none_without_deploys(self):
         from salvusctl.host import HostContext
 
-        ctx = HostContext(reactor=None, host=host(), store=None, var_dir=self.mktemp())
+        ctx = HostContext(reactor=None, host=host(), store=None, var_dir=scratch(self))
         self.assertIsNone(buildSupervisor(ctx, []))
 
     def test_build_with_settings(self):
@@ -129,7 +130,7 @@ class BuildTests(SynchronousTestCase):
         from salvusctl.host import HostContext
 
         h = host()
-        ctx = HostContext(reactor=Clock(), host=h, store=None, var_dir=self.mktemp())
+        ctx = HostContext(reactor=Clock(), host=h, store=None, var_dir=scratch(self))
         svc = buildSupervisor(ctx, [Deploy("a", command=["/bin/true"]), SupervisorSettings(max_processes=3)])
         self.assertEqual(svc.maxProcesses, 3)
         self.assertTrue(svc.runDir.endswith("run/supervisor"))

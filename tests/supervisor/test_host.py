@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 from salvusctl.host import Host
 from salvusctl.supervisor import Deploy, SupervisorSettings
 from salvusctl.supervisor.service import SupervisorService
+from tests.supervisor import scratch
 
 
 class HostTests(TestCase):
@@ -19,7 +20,7 @@ class HostTests(TestCase):
     @inlineCallbacks
     def test_host_runs_and_stops_deploys(self):
         """A host with deploys gets a supervisor service; stopping the host stops every process."""
-        var = os.path.abspath(self.mktemp())
+        var = os.path.abspath(scratch(self))
         host = Host(name="t", store="sqlite:" + os.path.join(var, "salvus.db"), var=var)
         host.add(SupervisorSettings(max_processes=4))
         host.add(Deploy("web", command=["/bin/sleep", "30"], numprocs=2, startsecs=0))

@@ -11,9 +11,10 @@ from zope.interface.verify import verifyObject
 
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe
-from salvusctl.supervisor.process import InstanceFatal, StartRefused
+from salvusctl.supervisor.process import InstanceFatal, IProcessOS, ProcessOS, StartRefused
 from salvusctl.supervisor.service import DependencyFailed, SupervisorService
 from salvusctl.supervisor.testing import FakeOS
+from tests.supervisor import scratch
 
 
 def deploy(name="web", **kw) -> Deploy:
@@ -25,7 +26,7 @@ class Harness(SynchronousTestCase):
     def make(self, *deploys, prober=None, **kw) -> SupervisorService:
         self.clock = Clock()
         self.fake = FakeOS(self.clock)
-        svc = SupervisorService(self.clock, list(deploys), runDir=self.mktemp(), os=self.fake,
+        svc = SupervisorService(self.clock, list(deploys), runDir=scratch(self), os=self.fake,
                                 prober=prober, reapInterval=0, **kw)
         self.events: list[tuple[str, str, str, str]] = []
         svc.addObserver(lambda n, o, new, info: self.events.append((n, o.name, new.name, info["event"])))
@@ -41,8 +42,11 @@ class Harness(SynchronousTestCase):
 
 class StartTests(Harness):
     def test_interface(self):
-        """The real service provides ISupervisor, so the admin can rely on it."""
+        """The real service provides ISupervisor, so the admin can rely on it; the fake OS and the
+        real one provide the same IProcessOS, so the fake cannot drift."""
         verifyObject(ISupervisor, self.make(deploy()))
+        verifyObject(IProcessOS, self.fake)
+        verifyObject(IProcessOS, ProcessOS(self.clock))
 
     def test_running_after_startsecs(self):
         """STARTING turns RUNNING only once the process has lived startsecs."""
@@ -68,6 +72,15 @@ class StartTests(Harness):
         self.assertEqual(self.fake.spawned[1].env["PORT"], "7001")
         with open(svc.instances["web:1"].runDir + "/app.conf") as f:
             self.assertEqual(f.read(), "server { listen 7001; } # web:1\n")
+
+    def test_store_hook_set_later(self):
+        """The monitor can plug the store in after the supervisor is built."""
+        svc = self.make(deploy(startsecs=0, store_level="warning"))
+        svc.startInstance("web:0")
+        got = []
+        svc.setStoreHook(got.append)
+        self.fake.output(self.pid("web:0"), b"INFO quiet\nWARNING loud\n")
+        self.assertEqual([(x.instance, x.text, x.level) for x in got], [("web:0", "WARNING loud", "warning")])
 
     def test_env_marker(self):
         """Every instance carries a marker its descendants inherit (orphan attribution)."""
@@ -405,7 +418,7 @@ class ReloadTests(Harness):
                         deploy("new", startsecs=0)])
         self.clock.advance(0.1)
         self.assertEqual(self.successResultOf(d),
-                         {"added": ["new"], "changed": ["changed"], "removed": ["gone"]})
+                         {"added": ["new"], "changed": ["changed"], "scaled": [], "removed": ["gone"]})
         self.assertEqual(self.pid("same:0"), pids["same"])
         self.assertNotEqual(self.pid("changed:0"), pids["changed"])
         self.assertEqual(self.fake.latest().argv[0], "/bin/true")
@@ -415,6 +428,23 @@ class ReloadTests(Harness):
         d = svc.stopService()
         self.clock.advance(0.1)
         self.successResultOf(d)
+
+    def test_reload_scales_without_touching_kept_instances(self):
+        """numprocs 2 -> 4 adds two instances; 4 -> 1 stops three; the survivors keep their pid."""
+        svc = self.make(deploy("w", numprocs=2, startsecs=0, port=9000))
+        svc.startService()
+        keep = self.pid("w:0"), self.pid("w:1")
+        d = svc.reload([deploy("w", numprocs=4, startsecs=0, port=9000)])
+        self.assertEqual(self.successResultOf(d)["scaled"], ["w"])
+        self.assertEqual((self.pid("w:0"), self.pid("w:1")), keep)
+        self.assertEqual([self.state(f"w:{i}") for i in range(4)], ["RUNNING"] * 4)
+        self.assertEqual(svc.instanceInfo("w:3")["port"], 9003)
+        d = svc.reload([deploy("w", numprocs=1, startsecs=0, port=9000)])
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.assertEqual(sorted(svc.instances), ["w:0"])
+        self.assertEqual(self.pid("w:0"), keep[0])
+        self.assertEqual(len(self.fake.live), 1)
 
     def test_reload_rejects_bad_config_untouched(self):
         from salvusctl.errors import ConfigError

@@ -8,6 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.supervisor.logs import InstanceLog, LineSplitter, RotatingFile, detectLevel
+from tests.supervisor import scratch
 
 
 class SplitterTests(SynchronousTestCase):
@@ -47,7 +48,7 @@ class InstanceLogTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1_700_000_000.25)
-        self.dir = self.mktemp()
+        self.dir = scratch(self)
         self.stored = []
 
     def make(self, **kw) -> InstanceLog:
@@ -127,7 +128,7 @@ class InstanceLogTests(SynchronousTestCase):
 class RotationTests(SynchronousTestCase):
     def test_size_rotation_keeps_count(self):
         clock = Clock()
-        path = os.path.join(self.mktemp(), "a.log")
+        path = os.path.join(scratch(self), "a.log")
         f = RotatingFile(path, maxBytes=100, backups=2, rotateSeconds=None, now=clock.seconds)
         for i in range(10):
             f.write(b"%02d" % i + b"x" * 48)
@@ -140,7 +141,7 @@ class RotationTests(SynchronousTestCase):
 
     def test_time_rotation(self):
         clock = Clock()
-        path = os.path.join(self.mktemp(), "a.log")
+        path = os.path.join(scratch(self), "a.log")
         f = RotatingFile(path, maxBytes=0, backups=3, rotateSeconds=3600, now=clock.seconds)
         f.write(b"first\n")
         clock.advance(3599)

@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.deploy import Deploy, Probe
 from salvusctl.supervisor.service import SupervisorService
+from tests.supervisor import scratch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -59,7 +60,7 @@ class RealTestCase(TestCase):
     helper = True
 
     def service(self, *deploys, **kw) -> SupervisorService:
-        svc = SupervisorService(reactor, list(deploys), runDir=self.mktemp(), reapInterval=0.2,
+        svc = SupervisorService(reactor, list(deploys), runDir=scratch(self), reapInterval=0.2,
                                 fastSpawn=self.fast, spawnHelper=self.helper, **kw)
         self.addCleanup(lambda: svc.stopService() if svc.running else None)
         return svc
@@ -91,6 +92,22 @@ class TreeTests(RealTestCase):
         for pid in pids + [leader]:
             st = oscalls.readStat(pid)
             self.assertTrue(st is None or (st.zombie and st.ppid != me), f"{pid} left as {st}")
+
+    @inlineCallbacks
+    def test_leftovers_of_a_crash_are_stopped(self):
+        """A leader that dies on its own does not leave its background children running."""
+        tag = f"66{os.getpid() % 1000:03d}"
+        svc = self.service(Deploy("crashy", command=["/bin/sh", "-c", f"sleep {tag}1 & setsid sleep {tag}2 & "
+                                                     "sleep 0.3; exit 3"],
+                                  startsecs=0, autorestart="never", stopwaitsecs=1))
+        svc.startService()
+        yield svc.ready
+        yield waitFor(lambda: len(pidsWithArg(tag)) >= 3)
+        sleepers = [p for p in pidsWithArg(tag) if p != svc.instanceInfo("crashy:0")["pid"]]
+        yield waitFor(lambda: svc.instanceInfo("crashy:0")["state"] == "EXITED")
+        yield waitFor(lambda: all(gone(p) for p in sleepers) and pidsWithArg(tag) == [], timeout=5)
+        self.assertEqual(svc.instanceInfo("crashy:0")["exitstatus"], 3)
+        yield svc.stopService()
 
     @inlineCallbacks
     def test_term_ignored_gets_sigkill(self):
@@ -255,7 +272,7 @@ class KilledSupervisorTests(TestCase):
         """SIGKILL the supervisor: its instance dies at once (PDEATHSIG); what the instance forked is
         killed by the next start from the pid registry; a recycled pid is never touched."""
         tag = f"88{os.getpid() % 1000:03d}"
-        runDir = os.path.abspath(self.mktemp())
+        runDir = os.path.abspath(scratch(self))
         command = ["/bin/sh", "-c", f"sleep {tag}1 & setsid sleep {tag}2 & sleep {tag}3"]
         proto, transport = self.launch(runDir, command)
         yield waitFor(lambda: proto.find("READY"), timeout=20)

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from salvusctl.supervisor.deploy import Deploy, Probe
 from salvusctl.supervisor.service import SupervisorService
+from tests.supervisor import scratch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -108,7 +109,7 @@ class RollingRestartTests(TestCase):
         svc = SupervisorService(reactor, [Deploy(
             "echo", command=[sys.executable, os.path.join(HERE, "echo_backend.py"), "{port}"], numprocs=3,
             port="auto", startsecs=0.2, stopwaitsecs=5,
-            probe=Probe(kind="tcp", interval=0.1, timeout=0.5, failures=3))], runDir=self.mktemp())
+            probe=Probe(kind="tcp", interval=0.1, timeout=0.5, failures=3))], runDir=scratch(self))
         svc.addObserver(lb.observe)
         svc.addBeforeStop(lb.drain)
         svc.startService()
