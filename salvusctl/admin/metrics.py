@@ -35,8 +35,12 @@ class TransitionCounter:
         self.counts: dict[tuple[str, str, str], int] = {}
 
     def __call__(self, name: str, old_state: Any, new_state: Any, info: Any) -> None:
-        group = str((info or {}).get("group") or str(name).partition(":")[0])
-        key = (str(name), group, str(new_state))
+        info = info or {}
+        if info.get("event", "state") != "state":
+            return  # the real supervisor also reports probe readiness ('ready' / 'unready')
+        group = str(info.get("group") or str(name).partition(":")[0])
+        # The real supervisor passes ProcessState members (int codes with a .name); fakes pass names.
+        key = (str(name), group, str(getattr(new_state, "name", new_state)))
         self.counts[key] = self.counts.get(key, 0) + 1
 
 

@@ -10,6 +10,7 @@ behind.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import xmlrpc.client
@@ -21,7 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.faults import Faults
 from tests.helpers import waitFor
-from tests.integration.helpers import VIEWER, RealHost
+from tests.integration.helpers import OPERATOR, VIEWER, RealHost
 
 
 def _metrics(text: str) -> dict[tuple[str, tuple], float]:
@@ -248,6 +249,55 @@ class CommandLineTests(RealHostTestCase):
         out, err, code = yield self.host.salvusctl("stop", "web:0", user=VIEWER)
         self.assertEqual(code, 5)
         self.assertIn("operator", err)
+
+
+class DeployTests(RealHostTestCase):
+    @defer.inlineCallbacks
+    def test_logsRestartsAndThePages(self):
+        """Output, restarts and the page buttons work on the real supervisor's child process."""
+        port = self.host.instance()["port"]
+        response = yield self.host.http.get(f"http://127.0.0.1:{port}/")
+        self.assertEqual((yield response.text()), f"hello from web:0 on port {port}\n")
+        yield waitFor(lambda: any("GET / HTTP" in line for line in
+                                  self.host.services["supervisor"].tailLog("web:0", 10)))
+        out, err, code = yield self.host.salvusctl("tail", "web:0")
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"web:0 listening on 127.0.0.1:{port}", out)
+        self.assertIn('"GET / HTTP/1.1" 200', out)
+        out, err, code = yield self.host.supervisorctl("tail", "web:0")
+        self.assertIn('"GET / HTTP/1.1" 200', out)
+
+        pid = self.host.instance()["pid"]
+        out, err, code = yield self.host.supervisorctl("restart", "web:0")
+        self.assertIn("web:0: started", out)
+        self.assertNotEqual(self.host.instance()["pid"], pid)
+        self.assertFalse(_alive(pid))
+        code, text = yield self.host.get("/metrics")
+        transitions = {
+            dict(labels)["state"]: value
+            for (name, labels), value in _metrics(text).items()
+            if name == "salvus_instance_transitions_total" and dict(labels)["instance"] == "web:0"
+        }
+        self.assertGreaterEqual(transitions.get("STOPPED", 0), 1)
+        self.assertGreaterEqual(transitions.get("RUNNING", 0), 1)
+
+        # The stop button of the deploys page, as a browser posts it.
+        code, page = yield self.host.get("/deploys")
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+        pid = self.host.instance()["pid"]
+        response = yield self.host.http.post(
+            self.host.admin_url + "/deploys/web:0/stop",
+            data={"csrf": token},
+            auth=OPERATOR,
+            headers={"Origin": [self.host.admin_url]},
+            allow_redirects=False,
+        )
+        yield response.content()
+        self.assertEqual(response.code, 303)
+        yield waitFor(lambda: self.host.instance()["state"] == "STOPPED")
+        self.assertFalse(_alive(pid))
+        code, page = yield self.host.get("/deploys")
+        self.assertIn("STOPPED", page)
 
 
 class BackupTests(RealHostTestCase):
