@@ -119,7 +119,8 @@ class RealHost:
         host.add(Monitor(interval=0.2, disk_interval=3600))
         host.add(AlertRule("rss", 1, deploy="web", name="rss-over-1mb"))
         host.add(Backup("files", destination=os.path.join(self.base, "backups"), paths={"data": self.data}))
-        host.add(Admin("tcp:0:interface=127.0.0.1", users=self.users, refresh=0))
+        self.socket = os.path.join(self.var, "admin.sock")
+        host.add(Admin("tcp:0:interface=127.0.0.1", f"unix:{self.socket}", users=self.users, refresh=0))
         self.top = host.build(reactor)
         self.services = host.context.services
         self.store = host.context.store
@@ -127,7 +128,9 @@ class RealHost:
         yield self.services["store"].ready
         yield self.services["supervisor"].ready
         yield self.services["admin"].ready
-        self.admin_port = self.services["admin"].ports[0].getHost().port
+        self.admin_port = next(
+            p.getHost().port for p in self.services["admin"].ports if hasattr(p.getHost(), "port")
+        )
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.addresses = {}
         for name, balanced in self.services["balancer"].balanced.items():
@@ -207,8 +210,10 @@ class RealHost:
         d = utils.getProcessOutputAndValue(sys.executable, ["-m", "salvusctl.cli", *argv], env=env, path=REPO)
         return d.addCallback(lambda r: (r[0].decode(), r[1].decode(), r[2]))
 
-    def supervisorctl(self, *argv: str, user=OPERATOR) -> defer.Deferred:
-        """Run the real C{supervisorctl} against the admin's loopback HTTP listener."""
-        args = ["-s", self.admin_url, "-u", user[0], "-p", user[1], *argv]
+    def supervisorctl(self, *argv: str, user=OPERATOR, unix: bool = False) -> defer.Deferred:
+        """Run the real C{supervisorctl} against the admin's loopback HTTP listener (or its
+        C{unix:} socket)."""
+        url = f"unix://{self.socket}" if unix else self.admin_url
+        args = ["-s", url, "-u", user[0], "-p", user[1], *argv]
         d = utils.getProcessOutputAndValue(SUPERVISORCTL, args, env=childEnv(HOME=self.base), path=self.base)
         return d.addCallback(lambda r: (r[0].decode(), r[1].decode(), r[2]))

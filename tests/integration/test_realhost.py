@@ -152,7 +152,8 @@ class BalancerTests(RealHostTestCase):
         self.assertIn(f"127.0.0.1:{self.host.backend_port}", page)
         code, page = yield self.host.get("/")
         self.assertIn("Backends up", page)
-        self.assertIn("2 / 2", page)
+        self.assertIn("2 / 2", page)  # backends: the twisted one in www and in least
+        self.assertIn("1 / 1", page)  # instances running
 
 
 class MonitorTests(RealHostTestCase):
@@ -183,6 +184,11 @@ class MonitorTests(RealHostTestCase):
         self.assertGreater(rows[-1]["resident_size"], 1_000_000)
         least = yield self.host.rpc("salvus.monitorLeastLoaded", "web")
         self.assertEqual(least, "web:0")
+        info = yield self.host.rpc("salvus.storeInfo")
+        self.assertEqual(info["dialect"], "sqlite")
+        self.assertGreaterEqual(info["samples"], len(rows))
+        left = yield self.host.rpc("salvus.storePrune", 3600)
+        self.assertGreaterEqual(left, info["samples"])  # nothing is an hour old; sampling goes on
 
         code, text = yield self.host.get("/metrics")
         metrics = _metrics(text)
@@ -230,6 +236,10 @@ class CommandLineTests(RealHostTestCase):
         self.assertIn("MiB", out)
 
         out, err, code = yield self.host.supervisorctl("status")
+        self.assertIn("web:0", out)
+        self.assertIn("RUNNING", out)
+        self.assertEqual(os.stat(self.host.socket).st_mode & 0o777, 0o600)
+        out, err, code = yield self.host.supervisorctl("status", unix=True)
         self.assertIn("web:0", out)
         self.assertIn("RUNNING", out)
 
@@ -357,6 +367,7 @@ class ShutdownTests(TestCase):
         yield host.stop()
 
         self.assertFalse(_alive(pid), "the deploy's child outlived the host")
+        self.assertFalse(os.path.exists(host.socket), "the admin's unix socket is left behind")
         for port in ports:
             with socket.socket() as s:
                 self.assertNotEqual(s.connect_ex(("127.0.0.1", port)), 0, f"port {port} still listens")
