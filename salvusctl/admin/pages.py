@@ -61,6 +61,11 @@ def _utc(t: Any) -> str:
     return _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(float(t)))
 
 
+def _domId(*parts: Any) -> str:
+    """An element id from names (C{host-www-web-127-0-0-1-8000}): unique per service and group."""
+    return "-".join(re.sub(r"[^A-Za-z0-9_]+", "-", str(p)) for p in parts)
+
+
 def _backupSummary(statuses: list[dict[str, Any]]) -> str:
     """One card line: the running set's progress, else the newest last run's outcome."""
     for status in statuses:
@@ -480,6 +485,9 @@ class AdminPages:
         body = ""
         for service in shapes.balancerServices(balancer.snapshot()):
             listen = ", ".join(str(x) for x in service.get("listen", []))
+            bound = ", ".join(str(x) for x in service.get("addresses") or [])
+            if bound:
+                listen += f" → {bound}"
             body += f"<h2>{esc(service.get('name'))} <small>{esc(listen)}</small></h2>"
             for group in shapes.balancerGroups(service):
                 body += (
@@ -495,7 +503,7 @@ class AdminPages:
                         "host": str(host.get("name")),
                     }
                     row = [
-                        "#id:host-" + str(host.get("name")).replace(":", "-").replace(".", "-"),
+                        "#id:" + _domId("host", service.get("name"), group.get("name"), host.get("name")),
                         esc(host.get("name")),
                         esc(f"{host.get('address')}:{host.get('port')}"),
                         f'<span class="{esc(state)}">{esc(state)}</span>',

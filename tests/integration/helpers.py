@@ -66,8 +66,9 @@ class RealHost:
     @ivar backend_port: the in-test Twisted backend the C{www/main} group starts with.
     """
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, refresh: int = 0):
         self.base = base
+        self.refresh = refresh
         self.var = os.path.join(base, "var")
         self.data = os.path.join(base, "data")
         os.makedirs(self.data)
@@ -120,7 +121,8 @@ class RealHost:
         host.add(AlertRule("rss", 1, deploy="web", name="rss-over-1mb"))
         host.add(Backup("files", destination=os.path.join(self.base, "backups"), paths={"data": self.data}))
         self.socket = os.path.join(self.var, "admin.sock")
-        host.add(Admin("tcp:0:interface=127.0.0.1", f"unix:{self.socket}", users=self.users, refresh=0))
+        host.add(Admin("tcp:0:interface=127.0.0.1", f"unix:{self.socket}", users=self.users,
+                       refresh=self.refresh))
         self.top = host.build(reactor)
         self.services = host.context.services
         self.store = host.context.store
