@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal as _signal
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer
@@ -16,7 +17,9 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from salvusctl.admin.extensions import IAlertSource, ILogClearing, IReconcilable
+from salvusctl.alerts.engine import Alert
 from salvusctl.interfaces import IBalancerControl, IMonitor, ISupervisor
+from salvusctl.monitor.queries import SAMPLE_COLUMNS
 
 __all__ = ["FakeSupervisor", "SupervisorVerbsMixin", "FakeBalancer", "FakeMonitor", "FakeAlerts", "STATES"]
 
@@ -329,13 +332,56 @@ def _uptime(seconds: float) -> str:
     return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
 
 
-@implementer(IBalancerControl, IReconcilable)
+def _fakeHost(name: str, address: str, port: int, weight: int) -> dict[str, Any]:
+    """A backend host in the real snapshot's shape (L{salvusctl.balancer.model.BackendHost.info})."""
+    return {
+        "name": name,
+        "address": address,
+        "port": port,
+        "weight": weight,
+        "maxconn": 0,
+        "tls": False,
+        "proxy_protocol": 0,
+        "ip": address,
+        "state": "up",
+        "admin": "up",
+        "healthy": True,
+        "agent": "up",
+        "current_weight": float(weight),
+        "agent_weight_percent": 100,
+        "agent_maxconn": None,
+        "down_since": None,
+        "down_reason": None,
+        "next_check": None,
+        "last_check": None,
+        "faults": 0,
+        "active": 0,
+        "total": 0,
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "connect_failures": 0,
+        "retries": 0,
+        "health_changes": 0,
+    }
+
+
+def _effective(admin: str, healthy: bool) -> str:
+    if admin == "maint":
+        return "maint"
+    if not healthy:
+        return "down"
+    return admin
+
+
+@implementer(IBalancerControl)
 class FakeBalancer:
     """A balancer's control surface over plain dicts (no sockets).
 
-    The snapshot shape is the one the admin renders: services → groups → hosts, each host with
-    name, address, port, weight, state (up / drain / maint), healthy, connections,
-    total_connections, bytes_in, bytes_out, faults.
+    C{snapshot()} has exactly the keys of the real
+    L{salvusctl.balancer.control.BalancerService.snapshot} (a test compares them): services and
+    groups keyed by name, hosts listed with their counters (C{active} open connections, C{total}
+    connections made, C{bytes_in}, C{bytes_out}, C{faults} …).  C{diff()} and C{reconcile()} answer
+    lists of operations, like the real one.  A test changes counters or health through L{host}.
     """
 
     SCHEDULERS = ("roundrobin", "leastconn", "leastload", "random", "sourcehash")
@@ -347,10 +393,9 @@ class FakeBalancer:
         self.configured: set[tuple[str, str, str]] = set()
         self.retried: list[str] = []
         for service, groups in services.items():
-            entry = {"name": service, "listen": ["tcp:8080"], "groups": {}}
-            self.services[service] = entry
+            self.addService(service, ["tcp:8080"])
             for group, hosts in groups.items():
-                entry["groups"][group] = {"name": group, "scheduler": "roundrobin", "hosts": {}}
+                self.addGroup(service, group)
                 for address, port in hosts:
                     host = self.addHost(service, group, address, port)
                     self.configured.add((service, group, host))
@@ -361,30 +406,54 @@ class FakeBalancer:
         except KeyError:
             raise KeyError(f"{service}/{group}")
 
-    def _host(self, service: str, group: str, hostname: str) -> dict[str, Any]:
+    def host(self, service: str, group: str, hostname: str) -> dict[str, Any]:
+        """The live dict of one host (a test may change its counters or C{healthy})."""
         try:
             return self._group(service, group)["hosts"][hostname]
         except KeyError:
             raise KeyError(f"{service}/{group}/{hostname}")
 
+    _host = host
+
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "services": [
-                {
-                    "name": s["name"],
-                    "listen": list(s["listen"]),
-                    "groups": [
-                        {
-                            "name": g["name"],
-                            "scheduler": g["scheduler"],
-                            "hosts": [dict(h) for h in g["hosts"].values()],
-                        }
-                        for g in s["groups"].values()
-                    ],
-                }
-                for s in self.services.values()
-            ]
-        }
+        services = {}
+        for name, s in self.services.items():
+            hosts = [h for g in s["groups"].values() for h in g["hosts"].values()]
+            services[name] = {
+                "name": name,
+                "listen": list(s["listen"]),
+                "addresses": [],
+                "active": s["active"],
+                "maxconn": 0,
+                "queue_max": 0,
+                "retries": 3,
+                "all_down": "refuse",
+                "timeouts": {"client": 300.0, "connect": 5.0, "queue": 5.0, "server": 300.0},
+                "counters": {
+                    "open": sum(h["active"] for h in hosts),
+                    "total": sum(h["total"] for h in hosts),
+                    "queue": 0,
+                    "refused": 0,
+                    "retries": 0,
+                    "connect_failures": sum(h["connect_failures"] for h in hosts),
+                    "queue_timeouts": 0,
+                    "idle_timeouts": 0,
+                    "bytes_in": sum(h["bytes_in"] for h in hosts),
+                    "bytes_out": sum(h["bytes_out"] for h in hosts),
+                    "health_changes": 0,
+                },
+                "groups": {
+                    g["name"]: {
+                        "name": g["name"],
+                        "scheduler": g["scheduler"],
+                        "scheduler_options": {},
+                        "hosts": [dict(h, state=_effective(h["admin"], h["healthy"]))
+                                  for h in g["hosts"].values()],
+                    }
+                    for g in s["groups"].values()
+                },
+            }
+        return {"services": services, "wheel": {"entries": 0, "resolution": 0.25}}
 
     def addHost(self, service, group, address, port, weight=1, name=None) -> str:
         hosts = self._group(service, group)["hosts"]
@@ -393,19 +462,7 @@ class FakeBalancer:
             raise ValueError(f"host {name} already in {service}/{group}")
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"bad port {port!r}")
-        hosts[name] = {
-            "name": name,
-            "address": address,
-            "port": port,
-            "weight": weight,
-            "state": "up",
-            "healthy": True,
-            "connections": 0,
-            "total_connections": 0,
-            "bytes_in": 0,
-            "bytes_out": 0,
-            "faults": 0,
-        }
+        hosts[name] = _fakeHost(name, address, port, weight)
         return name
 
     def removeHost(self, service, group, hostname) -> None:
@@ -415,12 +472,16 @@ class FakeBalancer:
     def setHostState(self, service, group, hostname, state) -> None:
         if state not in ("up", "drain", "maint"):
             raise ValueError(f"bad state {state!r}: use up, drain or maint")
-        self._host(service, group, hostname)["state"] = state
+        host = self._host(service, group, hostname)
+        host["admin"] = state
+        host["state"] = _effective(state, host["healthy"])
 
     def setWeight(self, service, group, hostname, weight) -> None:
         if not isinstance(weight, int) or weight < 0 or weight > 256:
             raise ValueError(f"bad weight {weight!r}: use 0-256")
-        self._host(service, group, hostname)["weight"] = weight
+        host = self._host(service, group, hostname)
+        host["weight"] = weight
+        host["current_weight"] = float(weight)
 
     def setScheduler(self, service, group, scheduler) -> None:
         if scheduler not in self.SCHEDULERS:
@@ -438,28 +499,47 @@ class FakeBalancer:
     def disable(self, service, group, hostname) -> None:
         self.setHostState(service, group, hostname, "maint")
 
-    def removeAllHosts(self, service, group) -> None:
-        self._group(service, group)["hosts"].clear()
+    def removeAllHosts(self, service, group) -> int:
+        hosts = self._group(service, group)["hosts"]
+        count = len(hosts)
+        hosts.clear()
+        return count
 
     def setActiveGroup(self, service, group) -> None:
         self._group(service, group)
         self.services[service]["active"] = group
 
     def dumpConfig(self) -> dict[str, Any]:
-        return self.snapshot()
+        return {
+            name: {
+                "name": name,
+                "listen": list(s["listen"]),
+                "active": s["active"],
+                "groups": {
+                    g["name"]: {
+                        "scheduler": g["scheduler"],
+                        "hosts": {
+                            h["name"]: {k: h[k] for k in ("name", "address", "port", "weight", "maxconn",
+                                                          "tls", "proxy_protocol")}
+                            for h in g["hosts"].values()
+                        },
+                    }
+                    for g in s["groups"].values()
+                },
+            }
+            for name, s in self.services.items()
+        }
 
-    def diff(self) -> dict[str, list[str]]:
-        return self.configDiff()
-
-    def retryHost(self, service, group, hostname) -> None:
+    def retryHost(self, service, group, hostname) -> defer.Deferred:
         host = self._host(service, group, hostname)
         host["healthy"] = True
         self.retried.append(f"{service}/{group}/{hostname}")
+        return defer.succeed(True)
 
     def addService(self, service, listen) -> None:
         if service in self.services:
             raise ValueError(f"service {service} already exists")
-        self.services[service] = {"name": service, "listen": list(listen), "groups": {}}
+        self.services[service] = {"name": service, "listen": list(listen), "groups": {}, "active": None}
 
     def removeService(self, service) -> None:
         if service not in self.services:
@@ -475,55 +555,90 @@ class FakeBalancer:
         if group in groups:
             raise ValueError(f"group {service}/{group} already exists")
         groups[group] = {"name": group, "scheduler": scheduler, "hosts": {}}
+        if self.services[service]["active"] is None:
+            self.services[service]["active"] = group
 
     def removeGroup(self, service, group) -> None:
         self._group(service, group)
         del self.services[service]["groups"][group]
 
-    def configDiff(self) -> dict[str, list[str]]:
+    def diff(self) -> list[dict[str, Any]]:
+        """Operations that would bring the running hosts back to the configured ones."""
         running = {
             (s, g, h)
             for s, sv in self.services.items()
             for g, gv in sv["groups"].items()
             for h in gv["hosts"]
         }
-        return {
-            "added": sorted("/".join(k) for k in self.configured - running),
-            "changed": [],
-            "removed": sorted("/".join(k) for k in running - self.configured),
-        }
+        ops = [{"op": "add-host", "service": s, "group": g, "host": h}
+               for s, g, h in sorted(self.configured - running)]
+        ops += [{"op": "remove-host", "service": s, "group": g, "host": h}
+                for s, g, h in sorted(running - self.configured)]
+        return ops
 
-    def reconcile(self) -> dict[str, list[str]]:
-        diff = self.configDiff()
-        for key in diff["removed"]:
-            self.removeHost(*key.split("/"))
-        for key in diff["added"]:
-            service, group, host = key.split("/")
-            address, _, port = host.rpartition(":")
-            self.addHost(service, group, address, int(port), name=host)
-        return diff
+    def reconcile(self) -> defer.Deferred:
+        ops = self.diff()
+        for op in ops:
+            if op["op"] == "remove-host":
+                self.removeHost(op["service"], op["group"], op["host"])
+            else:
+                address, _, port = op["host"].rpartition(":")
+                self.addHost(op["service"], op["group"], address, int(port), name=op["host"])
+        return defer.succeed(ops)
 
 
 @implementer(IMonitor)
 class FakeMonitor:
-    """Samples kept in memory: C{record()} them, then query like the real monitor."""
+    """Samples kept in memory: C{record()} them, then query like the real monitor.
+
+    C{latest()} entries have the keys of the real L{salvusctl.monitor.service.MonitorService.latest}
+    (C{cpu_percent}, C{rss} …) and C{history()} rows those of the store's status table
+    (C{percent_cpu}, C{resident_size} …), as the real monitor answers them; a test compares them.
+    """
 
     def __init__(self, supervisor: Any = None):
         self.supervisor = supervisor
         self.samples: dict[str, list[dict[str, Any]]] = {}
+        self._latest: dict[str, dict[str, Any]] = {}
 
     def record(self, name: str, timestamp: float, percent_cpu: float, resident_size: int, **more) -> None:
-        sample = {
-            "name": name,
-            "timestamp": timestamp,
-            "percent_cpu": percent_cpu,
-            "resident_size": resident_size,
-        }
-        sample.update(more)
-        self.samples.setdefault(name, []).append(sample)
+        """One sample of instance C{name} (C{more}: other status columns, e.g. C{percent_mem})."""
+        row = {column: None for column in SAMPLE_COLUMNS}
+        row.update(service_id=1, timestamp=timestamp, percent_cpu=percent_cpu, resident_size=resident_size,
+                   state="running", nprocs=1)
+        row.update({k: v for k, v in more.items() if k in row})
+        self.samples.setdefault(name, []).append(row)
+        info = {}
+        if self.supervisor is not None:
+            try:
+                info = self.supervisor.instanceInfo(name)
+            except KeyError:
+                info = {}
+        entry = self._latest.get(name, {"starts": [timestamp]})
+        entry.update(
+            name=name,
+            group=name.split(":")[0],
+            state=info.get("state", "RUNNING"),
+            pid=info.get("pid", 0),
+            port=info.get("port"),
+            timestamp=timestamp,
+            cpu_percent=percent_cpu,
+            mem_percent=row["percent_mem"] or 0.0,
+            rss=resident_size,
+            vms=row["virtual_size"] or resident_size,
+            cputime=row["cputime"] or 0.0,
+            walltime=row["walltime"] or 0.0,
+            threads=row["threads"] or 1,
+            fds=row["fds"],
+            status="running",
+            nprocs=1,
+            processes=[],
+            sampled_at=timestamp,
+        )
+        self._latest[name] = entry
 
     def latest(self) -> dict[str, dict[str, Any]]:
-        return {name: dict(s[-1]) for name, s in self.samples.items() if s}
+        return {name: dict(entry) for name, entry in self._latest.items()}
 
     def history(self, name: str, since: float, until: float | None = None) -> defer.Deferred:
         rows = [
@@ -535,31 +650,34 @@ class FakeMonitor:
 
     def leastLoaded(self, deploy: str) -> str | None:
         latest = self.latest()
-        candidates = [n for n in latest if n.split(":")[0] == deploy]
+        candidates = [n for n, e in latest.items() if e["group"] == deploy]
         if self.supervisor is not None:
             candidates = [n for n in candidates if self.supervisor.instanceInfo(n)["state"] == "RUNNING"]
         if not candidates:
             return None
-        return min(candidates, key=lambda n: latest[n]["percent_cpu"])
+        return min(candidates, key=lambda n: (latest[n]["cpu_percent"], latest[n]["rss"], n))
 
 
 @implementer(IAlertSource)
 class FakeAlerts:
-    """A list of alert dicts, newest first."""
+    """Alerts kept in a list, newest first, answered as the real alerts service answers them
+    (L{salvusctl.alerts.engine.Alert.asDict})."""
 
-    def __init__(self, alerts: list[dict[str, Any]] | None = None):
-        self.items: list[dict[str, Any]] = list(alerts or [])
+    def __init__(self, host_name: str = "test"):
+        self.host_name = host_name
+        self.items: list[Alert] = []
 
     def fire(self, name: str, subject: str, message: str, since: float, severity: str = "warning") -> None:
-        alert = {
-            "name": name,
-            "subject": subject,
-            "message": message,
-            "since": since,
-            "severity": severity,
-            "cleared": False,
-        }
-        self.items.insert(0, alert)
+        """Alert C{name} (a rule's label) fires for C{subject} at C{since}."""
+        self.items.insert(0, Alert(name, "fake", subject, severity, message, self.host_name, since))
+
+    def clear(self, name: str, subject: str, when: float) -> None:
+        """The alert of C{name} on C{subject} recovers at C{when}."""
+        for i, alert in enumerate(self.items):
+            if alert.rule == name and alert.subject == subject and not alert.cleared:
+                self.items[i] = replace(alert, cleared=True, cleared_at=when)
+                return
+        raise KeyError(f"{name} {subject}")
 
     def alerts(self, include_cleared: bool = False) -> list[dict[str, Any]]:
-        return [dict(a) for a in self.items if include_cleared or not a["cleared"]]
+        return [a.asDict() for a in self.items if include_cleared or not a.cleared]

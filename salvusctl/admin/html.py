@@ -32,7 +32,8 @@ svg .title{font-size:12px;font-weight:600}svg .axis,svg .empty{font-size:10px;fi
 input[type=number]{width:4.5em}
 """
 
-_NAV = [("/", "Overview"), ("/deploys", "Deploys"), ("/balancer", "Balancer"), ("/alerts", "Alerts")]
+_NAV = [("/", "Overview"), ("/deploys", "Deploys"), ("/balancer", "Balancer"), ("/alerts", "Alerts"),
+        ("/backups", "Backups")]
 
 
 def esc(value: Any) -> str:

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from salvusctl.admin import shapes
 from salvusctl.admin.extensions import IAlertSource
 from salvusctl.admin.state import AdminState
 
@@ -34,8 +35,12 @@ class TransitionCounter:
         self.counts: dict[tuple[str, str, str], int] = {}
 
     def __call__(self, name: str, old_state: Any, new_state: Any, info: Any) -> None:
-        group = str((info or {}).get("group") or str(name).partition(":")[0])
-        key = (str(name), group, str(new_state))
+        info = info or {}
+        if info.get("event", "state") != "state":
+            return  # the real supervisor also reports probe readiness ('ready' / 'unready')
+        group = str(info.get("group") or str(name).partition(":")[0])
+        # The real supervisor passes ProcessState members (int codes with a .name); fakes pass names.
+        key = (str(name), group, str(getattr(new_state, "name", new_state)))
         self.counts[key] = self.counts.get(key, 0) + 1
 
 
@@ -111,8 +116,8 @@ class HostCollector(Collector):
             "salvus_instance_resident_bytes", "Latest resident memory of each instance.", labels=["instance"]
         )
         for name, sample in sorted(monitor.latest().items()):
-            cpu.add_metric([name], _num(sample.get("percent_cpu", sample.get("cpu"))))
-            rss.add_metric([name], _num(sample.get("resident_size", sample.get("rss"))))
+            cpu.add_metric([name], _num(shapes.sampleCpu(sample)))
+            rss.add_metric([name], _num(shapes.sampleRss(sample)))
         yield cpu
         yield rss
 
@@ -136,17 +141,15 @@ class HostCollector(Collector):
         faults = CounterMetricFamily(
             "salvus_balancer_host_faults", "Failed connection attempts.", labels=labels
         )
-        for service in balancer.snapshot().get("services", []):
-            for group in service.get("groups", []):
-                for host in group.get("hosts", []):
-                    key = [str(service.get("name")), str(group.get("name")), str(host.get("name"))]
-                    up.add_metric(key, 1 if host.get("state") == "up" and host.get("healthy", True) else 0)
-                    weight.add_metric(key, _num(host.get("weight")))
-                    active.add_metric(key, _num(host.get("connections")))
-                    total.add_metric(key, _num(host.get("total_connections")))
-                    bytes_in.add_metric(key, _num(host.get("bytes_in")))
-                    bytes_out.add_metric(key, _num(host.get("bytes_out")))
-                    faults.add_metric(key, _num(host.get("faults")))
+        for service, group, host in shapes.balancerHosts(balancer.snapshot()):
+            key = [str(service.get("name")), str(group.get("name")), str(host.get("name"))]
+            up.add_metric(key, 1 if shapes.hostTakesTraffic(host) else 0)
+            weight.add_metric(key, _num(host.get("weight")))
+            active.add_metric(key, shapes.hostOpen(host))
+            total.add_metric(key, shapes.hostTotal(host))
+            bytes_in.add_metric(key, _num(host.get("bytes_in")))
+            bytes_out.add_metric(key, _num(host.get("bytes_out")))
+            faults.add_metric(key, _num(host.get("faults")))
         yield from (up, weight, active, total, bytes_in, bytes_out, faults)
 
     def _alerts(self):

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.web.xmlrpc import Fault
 
 import salvusctl
+from salvusctl.admin import shapes
 from salvusctl.admin.auth import currentUser
 from salvusctl.admin.charts import lineChart
 from salvusctl.admin.extensions import IAlertSource
@@ -58,6 +59,23 @@ def _utc(t: Any) -> str:
     if not t:
         return "-"
     return _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(float(t)))
+
+
+def _domId(*parts: Any) -> str:
+    """An element id from names (C{host-www-web-127-0-0-1-8000}): unique per service and group."""
+    return "-".join(re.sub(r"[^A-Za-z0-9_]+", "-", str(p)) for p in parts)
+
+
+def _backupSummary(statuses: list[dict[str, Any]]) -> str:
+    """One card line: the running set's progress, else the newest last run's outcome."""
+    for status in statuses:
+        if status.get("state") == "running":
+            return f"{status.get('backup')} {status.get('phase', '')} {status.get('percent', 0)}%"
+    lasts = [s["last"] for s in statuses if s.get("last")]
+    if not lasts:
+        return "no run yet"
+    last = max(lasts, key=lambda r: float(r.get("ended") or 0))
+    return f"last {last.get('outcome')} {_utc(last.get('ended'))}"
 
 
 def _arg(request: Any, name: str) -> str:
@@ -234,20 +252,18 @@ class AdminPages:
             cards.append(("Instances running", f"{running} / {len(infos)}", "/deploys"))
         balancer = self.state.optional("balancer")
         if balancer is not None:
-            hosts = [
-                h
-                for s in balancer.snapshot().get("services", [])
-                for g in s.get("groups", [])
-                for h in g.get("hosts", [])
-            ]
-            up = sum(1 for h in hosts if h.get("state") == "up" and h.get("healthy", True))
-            conns = sum(int(h.get("connections") or 0) for h in hosts)
+            hosts = [h for _, _, h in shapes.balancerHosts(balancer.snapshot())]
+            up = sum(1 for h in hosts if shapes.hostTakesTraffic(h))
+            conns = sum(shapes.hostOpen(h) for h in hosts)
             cards.append(("Backends up", f"{up} / {len(hosts)}", "/balancer"))
             cards.append(("Open connections", str(conns), "/balancer"))
         alerts_source = self.state.optional("alerts")
         alerts = alerts_source.alerts() if IAlertSource.providedBy(alerts_source) else []
         if alerts_source is not None:
             cards.append(("Active alerts", str(len(alerts)), "/alerts"))
+        backup = self.state.optional("backup")
+        if backup is not None:
+            cards.append(("Backups", _backupSummary(backup.status()), "/backups"))
         services = ", ".join(
             sorted(k for k, v in self.state.services.items() if v is not None and k != "store")
         )
@@ -285,8 +301,8 @@ class AdminPages:
             state = str(info.get("state", "UNKNOWN"))
             running = state == "RUNNING"
             sample = latest.get(name, {})
-            cpu = sample.get("percent_cpu", sample.get("cpu"))
-            rss = sample.get("resident_size", sample.get("rss"))
+            cpu = shapes.sampleCpu(sample)
+            rss = shapes.sampleRss(sample)
             uptime = _uptime(float(info.get("now") or 0) - float(info.get("start") or 0)) if running else "-"
             row = [
                 "#id:inst-" + name.replace(":", "-"),
@@ -435,8 +451,8 @@ class AdminPages:
         if monitor is not None:
             now = self.state.clock.seconds()
             samples = yield defer.maybeDeferred(monitor.history, name, now - window, None)
-            cpu = [(s.get("timestamp"), s.get("percent_cpu", s.get("cpu"))) for s in samples]
-            rss = [(s.get("timestamp"), s.get("resident_size", s.get("rss"))) for s in samples]
+            cpu = [(shapes.sampleTime(s), shapes.sampleCpu(s)) for s in samples]
+            rss = [(shapes.sampleTime(s), shapes.sampleRss(s)) for s in samples]
             links = " · ".join(
                 f'<a href="{esc(url("instance", name))}?minutes={m}">{label}</a>'
                 for m, label in ((60, "1 h"), (360, "6 h"), (1440, "1 day"), (10080, "7 days"))
@@ -467,10 +483,13 @@ class AdminPages:
         can_act = self._canAct(request)
         csrf = self.csrfToken(currentUser(request)) if can_act else ""
         body = ""
-        for service in balancer.snapshot().get("services", []):
+        for service in shapes.balancerServices(balancer.snapshot()):
             listen = ", ".join(str(x) for x in service.get("listen", []))
+            bound = ", ".join(str(x) for x in service.get("addresses") or [])
+            if bound:
+                listen += f" → {bound}"
             body += f"<h2>{esc(service.get('name'))} <small>{esc(listen)}</small></h2>"
-            for group in service.get("groups", []):
+            for group in shapes.balancerGroups(service):
                 body += (
                     f"<h3>group {esc(group.get('name'))} · scheduler {esc(group.get('scheduler', '?'))}</h3>"
                 )
@@ -484,14 +503,14 @@ class AdminPages:
                         "host": str(host.get("name")),
                     }
                     row = [
-                        "#id:host-" + str(host.get("name")).replace(":", "-").replace(".", "-"),
+                        "#id:" + _domId("host", service.get("name"), group.get("name"), host.get("name")),
                         esc(host.get("name")),
                         esc(f"{host.get('address')}:{host.get('port')}"),
                         f'<span class="{esc(state)}">{esc(state)}</span>',
                         f'<span class="{esc(health)}">{esc(health)}</span>',
                         esc(host.get("weight")),
-                        esc(host.get("connections", 0)),
-                        esc(host.get("total_connections", 0)),
+                        esc(shapes.hostOpen(host)),
+                        esc(shapes.hostTotal(host)),
                         esc(_bytes(host.get("bytes_in"))),
                         esc(_bytes(host.get("bytes_out"))),
                         esc(host.get("faults", 0)),
@@ -564,11 +583,11 @@ class AdminPages:
     def _alertTable(self, alerts: list[dict[str, Any]]) -> str:
         rows = [
             [
-                esc(_utc(a.get("since"))),
+                esc(_utc(shapes.alertSince(a))),
                 '<span class="{}">{}</span>'.format(
                     "up" if a.get("cleared") else "failing", esc(a.get("severity", ""))
                 ),
-                esc(a.get("name", "")),
+                esc(shapes.alertName(a)),
                 esc(a.get("subject", "")),
                 esc(("(cleared) " if a.get("cleared") else "") + str(a.get("message", ""))),
             ]
@@ -584,6 +603,41 @@ class AdminPages:
         items = source.alerts(include_cleared=True)
         body = self._alertTable(items) if items else "<p>No alerts.</p>"
         return self._page(request, "Alerts", body, "/alerts")
+
+    # -- backups ---------------------------------------------------------------------------------
+
+    @app.route("/backups", methods=["GET"])
+    def backups(self, request):
+        backup = self.state.optional("backup")
+        if backup is None:
+            return self._page(request, "Backups", self._missing("backup service"), "/backups")
+        rows = []
+        for status in backup.status():
+            running = status.get("state") == "running"
+            last = status.get("last") or {}
+            last_text = f"{last.get('run_id')} {last.get('outcome')} at {_utc(last.get('ended'))}"
+            rows.append(
+                [
+                    "#id:backup-" + str(status.get("backup")),
+                    esc(status.get("backup")),
+                    esc(status.get("destination", "")),
+                    esc(status.get("schedule", "")),
+                    f'<span class="{"up" if running else "idle"}">{esc(status.get("state", "?"))}</span>',
+                    esc(f"{status.get('phase', '')} {status.get('step', '')}".strip() if running else "-"),
+                    esc(f"{status.get('percent', 0)}%" if running else "-"),
+                    esc(_bytes(status.get("bytes")) if running else "-"),
+                    esc(last_text if last else "never"),
+                    esc(_utc(status.get("next_due"))),
+                ]
+            )
+        headers = ["Backup", "Destination", "Schedule", "State", "Phase", "Progress", "Bytes", "Last run",
+                   "Next (UTC)"]
+        body = table(headers, rows, class_="backups") if rows else "<p>No backup sets.</p>"
+        body += (
+            "<p>Run, verify and restore with <code>salvusctl backup</code> and"
+            " <code>salvusctl restore</code>.</p>"
+        )
+        return self._page(request, "Backups", body, "/backups")
 
     @app.handle_errors(Exception)
     def error(self, request, failure):

@@ -123,6 +123,11 @@ class RPCRoot(XMLRPC):
             "system": SystemNamespace(state, self),
             "salvus": SalvusNamespace(state),
         }
+        backup = state.optional("backup")
+        if backup is not None:
+            from salvusctl.admin.backuprpc import BackupNamespace
+
+            self.namespaces["backup"] = BackupNamespace(state, backup)
 
     def allMethods(self) -> dict[str, Callable]:
         """Every published method by its dotted name (computed once)."""

@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet import defer
 
 import salvusctl
+from salvusctl.admin import shapes
 from salvusctl.admin.auth import currentUser
 from salvusctl.admin.extensions import IAlertSource, IReconcilable
 from salvusctl.admin.faults import Faults, rpcFault
@@ -35,6 +36,47 @@ def _call(fn, *args) -> defer.Deferred:
         return failure
 
     return d.addErrback(failed)
+
+
+def _balancedServiceVerb(balancer: Any, name: str):
+    """C{addService(service, listen)} / C{removeService(service)} over the real balancer's
+    C{addBalancedService(declaration)} / C{removeBalancedService(service)}.
+
+    A service added live starts with one empty group, C{default} (round robin): add hosts to it
+    with C{balancerAddHost(service, "default", …)}.
+    """
+    if name == "addService" and hasattr(balancer, "addBalancedService"):
+        from salvusctl.balancer.declare import Balanced, Group
+
+        def addService(service: str, listen: list[str]):
+            if service in getattr(balancer, "balanced", {}):
+                raise ValueError(f"balanced service {service!r} already exists")
+            declaration = Balanced(service, listen=list(listen), groups=[Group("default")])
+            return balancer.addBalancedService(declaration)
+
+        return addService
+    if name == "removeService" and hasattr(balancer, "removeBalancedService"):
+
+        def removeService(service: str):
+            if service not in getattr(balancer, "balanced", {}):
+                raise KeyError(service)
+            return balancer.removeBalancedService(service)
+
+        return removeService
+    return None
+
+
+class _BalancerReconcile:
+    """The real balancer's C{diff()} / C{reconcile()} (lists of operations) as L{IReconcilable}."""
+
+    def __init__(self, balancer: Any):
+        self.balancer = balancer
+
+    def configDiff(self) -> dict[str, list[str]]:
+        return shapes.balancerDiff(self.balancer.diff())
+
+    def reconcile(self) -> defer.Deferred:
+        return defer.maybeDeferred(self.balancer.reconcile).addCallback(shapes.balancerDiff)
 
 
 class SalvusNamespace(Namespace):
@@ -162,7 +204,13 @@ class SalvusNamespace(Namespace):
 
     def _optional(self, name: str, verb: str):
         """A balancer method beyond L{IBalancerControl}; a clear fault when this balancer lacks it."""
-        method = getattr(self._balancer(), name, None)
+        balancer = self._balancer()
+        if name in ("addService", "removeService"):
+            # The real balancer is a MultiService: its own addService/removeService manage child
+            # services, never balanced ones.
+            method = _balancedServiceVerb(balancer, name) or getattr(balancer, name, None)
+        else:
+            method = getattr(balancer, name, None)
         if method is None:
             raise rpcFault(Faults.NO_SERVICE, f"this host's balancer cannot {verb}")
         return method
@@ -179,15 +227,19 @@ class SalvusNamespace(Namespace):
         service, group = expectStr(service, "service"), expectStr(group, "group")
         balancer = self._balancer()
         snapshot = yield _call(balancer.snapshot)
-        for svc in snapshot.get("services", []):
-            if svc.get("name") != service:
-                continue
-            for grp in svc.get("groups", []):
-                if grp.get("name") == group:
-                    names = [h.get("name") for h in grp.get("hosts", [])]
-                    for name in names:
-                        yield _call(balancer.removeHost, service, group, name)
-                    return len(names)
+        names = [
+            h.get("name")
+            for s, g, h in shapes.balancerHosts(snapshot)
+            if s.get("name") == service and g.get("name") == group
+        ]
+        if names or any(
+            s.get("name") == service and g.get("name") == group
+            for s in shapes.balancerServices(snapshot)
+            for g in shapes.balancerGroups(s)
+        ):
+            for name in names:
+                yield _call(balancer.removeHost, service, group, name)
+            return len(names)
         raise rpcFault(Faults.BAD_NAME, f"{service}/{group}")
 
     @operator
@@ -343,11 +395,16 @@ class SalvusNamespace(Namespace):
     # -- config vs running -----------------------------------------------------------------------
 
     def _reconcilables(self) -> list[tuple[str, Any]]:
-        return [
-            (name, self.state.services.get(name))
-            for name in ("supervisor", "balancer")
-            if IReconcilable.providedBy(self.state.services.get(name))
-        ]
+        out = []
+        for name in ("supervisor", "balancer"):
+            service = self.state.services.get(name)
+            if IReconcilable.providedBy(service):
+                out.append((name, service))
+            elif name == "balancer" and callable(getattr(service, "diff", None)) and callable(
+                getattr(service, "reconcile", None)
+            ):
+                out.append((name, _BalancerReconcile(service)))
+        return out
 
     @defer.inlineCallbacks
     def xmlrpc_diff(self):

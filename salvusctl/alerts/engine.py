@@ -10,6 +10,7 @@ and clearing; notification actions (e-mail, webhook) see only what passes the re
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from salvusctl.admin.extensions import IAlertSource
 from salvusctl.alerts.rules import Rule
 
 __all__ = ["Alert", "AlertsService"]
@@ -70,6 +73,7 @@ class _State:
     history: list[float] = field(default_factory=list)
 
 
+@implementer(IAlertSource)
 class AlertsService(Service):
     """Rules in, actions out; fed by the monitor's sample observer.
 
@@ -101,6 +105,7 @@ class AlertsService(Service):
         self._states: dict[tuple[str, str], _State] = {}
         self._firstSeen: dict[str, float] = {}
         self.sent: list[Alert] = []
+        self.cleared: deque[Alert] = deque(maxlen=self.KEEP_CLEARED)
 
     def startService(self) -> None:
         super().startService()
@@ -111,6 +116,20 @@ class AlertsService(Service):
         super().stopService()
         if self._monitor is not None:
             self._monitor.removeSampleObserver(self.evaluate)
+
+    KEEP_CLEARED = 100
+
+    def alerts(self, include_cleared: bool = False) -> list[dict[str, Any]]:
+        """Firing alerts (and the last L{KEEP_CLEARED} cleared ones), newest first, as dicts.
+
+        What the admin's pages, C{salvus.alerts} and C{/metrics} read; each dict is
+        L{Alert.asDict}.
+        """
+        items = list(self.active())
+        if include_cleared:
+            items.extend(self.cleared)
+        items.sort(key=lambda a: (a.cleared_at if a.cleared else a.fired_at) or 0.0, reverse=True)
+        return [a.asDict() for a in items]
 
     def active(self) -> list[Alert]:
         """Alerts firing now."""
@@ -181,6 +200,7 @@ class AlertsService(Service):
             return []
         alert = replace(state.firing, cleared=True, cleared_at=now, message=message)
         state.firing = None
+        self.cleared.append(alert)
         return self._dispatch(alert, notify=state.notified)
 
     def _dispatch(self, alert: Alert, notify: bool, record: bool = True):

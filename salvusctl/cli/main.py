@@ -21,6 +21,7 @@ import xmlrpc.client
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from salvusctl.admin import shapes
 from salvusctl.admin.faults import Faults
 from salvusctl.cli.client import ClientError, FingerprintMismatch, connect
 
@@ -43,9 +44,12 @@ class ExitCode(enum.IntEnum):
 
 
 class CLIError(Exception):
-    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED):
+    """One line for stderr and the exit code; C{fault_code} when the host answered a Fault."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED, fault_code: int | None = None):
         super().__init__(message)
         self.code = code
+        self.fault_code = fault_code
 
 
 _FAULT_EXIT = {
@@ -126,6 +130,13 @@ class Remote:
         except ClientError as e:
             raise CLIError(str(e), ExitCode.USAGE)
 
+    def close(self) -> None:
+        """Close the connection to the host (it is kept alive between calls)."""
+        try:
+            self.proxy("close")()
+        except Exception:
+            pass
+
     def __call__(self, method: str, *params: Any) -> Any:
         target = self.proxy
         for part in method.split("."):
@@ -134,7 +145,7 @@ class Remote:
         try:
             return target(*params)
         except xmlrpc.client.Fault as f:
-            raise CLIError(_faultText(f), _FAULT_EXIT.get(f.faultCode, ExitCode.FAILED))
+            raise CLIError(_faultText(f), _FAULT_EXIT.get(f.faultCode, ExitCode.FAILED), f.faultCode)
         except xmlrpc.client.ProtocolError as e:
             if e.errcode == 401:
                 raise CLIError(f"{url}: authentication failed (check user and password)", ExitCode.AUTH)
@@ -322,24 +333,22 @@ def cmdBalancer(remote: Remote, args, out: Output) -> int:
     if action == "show":
         snapshot = remote("salvus.balancerSnapshot")
         rows = [("HOST", "STATE", "WEIGHT", "CONNS", "TOTAL", "IN", "OUT", "FAULTS")]
-        for service in snapshot.get("services", []):
-            for group in service.get("groups", []):
-                for host in group.get("hosts", []):
-                    state = host.get("state", "?")
-                    if state == "up" and host.get("healthy") is False:
-                        state = "up (failing)"
-                    rows.append(
-                        (
-                            f"{service['name']}/{group['name']}/{host.get('name')}",
-                            state,
-                            host.get("weight", ""),
-                            host.get("connections", 0),
-                            host.get("total_connections", 0),
-                            _bytes(host.get("bytes_in")),
-                            _bytes(host.get("bytes_out")),
-                            host.get("faults", 0),
-                        )
-                    )
+        for service, group, host in shapes.balancerHosts(snapshot):
+            state = host.get("state", "?")
+            if state == "up" and host.get("healthy") is False:
+                state = "up (failing)"
+            rows.append(
+                (
+                    f"{service['name']}/{group['name']}/{host.get('name')}",
+                    state,
+                    host.get("weight", ""),
+                    shapes.hostOpen(host),
+                    shapes.hostTotal(host),
+                    _bytes(host.get("bytes_in")),
+                    _bytes(host.get("bytes_out")),
+                    host.get("faults", 0),
+                )
+            )
         _table(rows, out)
         return ExitCode.OK
     if action in ("up", "down", "drain"):
@@ -400,14 +409,15 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
     if args.action == "top":
         latest = remote("salvus.monitorLatest")
         rows = [("NAME", "CPU%", "RSS", "SAMPLED (UTC)")]
-        ordered = sorted(latest.items(), key=lambda kv: -float(kv[1].get("percent_cpu") or 0))
+        ordered = sorted(latest.items(), key=lambda kv: -(shapes.sampleCpu(kv[1]) or 0.0))
         for name, sample in ordered:
+            cpu = shapes.sampleCpu(sample)
             rows.append(
                 (
                     name,
-                    f"{float(sample.get('percent_cpu') or 0):.1f}",
-                    _bytes(sample.get("resident_size")),
-                    _when(sample.get("timestamp")),
+                    "-" if cpu is None else f"{cpu:.1f}",
+                    _bytes(shapes.sampleRss(sample)),
+                    _when(shapes.sampleTime(sample)),
                 )
             )
         _table(rows, out)
@@ -417,9 +427,9 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
     for s in samples:
         rows.append(
             (
-                _when(s.get("timestamp")),
-                f"{float(s.get('percent_cpu') or 0):.1f}",
-                _bytes(s.get("resident_size")),
+                _when(shapes.sampleTime(s)),
+                f"{shapes.sampleCpu(s) or 0.0:.1f}",
+                _bytes(shapes.sampleRss(s)),
             )
         )
     _table(rows, out)
@@ -432,9 +442,9 @@ def cmdAlerts(remote: Remote, args, out: Output) -> int:
     for a in alerts:
         rows.append(
             (
-                _when(a.get("since")),
+                _when(shapes.alertSince(a)),
                 a.get("severity", ""),
-                a.get("name", ""),
+                shapes.alertName(a),
                 a.get("subject", ""),
                 ("(cleared) " if a.get("cleared") else "") + str(a.get("message", "")),
             )
@@ -585,6 +595,12 @@ def makeParser() -> argparse.ArgumentParser:
     sub.add_parser("diff", help="declared config vs running (exit 3 when they differ)")
     sub.add_parser("reconcile", help="make what runs match the config")
 
+    p = sub.add_parser("backup", help="backup run|status|list|log|verify (see salvusctl backup -h)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("restore", help="restore [RUN] [--dry-run] [--backup NAME]", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("user", help="manage the local admin users file")
     usub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     usub.required = True
@@ -600,7 +616,36 @@ def makeParser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmdBackup(remote: Remote, args, out: Output) -> int:
+    """C{backup …} and C{restore …}: the backup package's own commands over this connection.
+
+    L{backupMain} and L{restoreMain} print their results and map the backup's faults to their
+    exit codes; a transport or authentication problem keeps the code every command uses.
+    """
+    from salvusctl.backup.cli import backupMain, restoreMain
+
+    problems: list[CLIError] = []
+
+    def call(method: str, *params: Any) -> Any:
+        try:
+            return remote(method, *params)
+        except CLIError as e:
+            if e.fault_code == Faults.UNKNOWN_METHOD:
+                problems.append(CLIError("this host runs no backup service", ExitCode.NO_SERVICE))
+            elif e.code in (ExitCode.UNREACHABLE, ExitCode.AUTH, ExitCode.NO_SERVICE):
+                problems.append(CLIError(str(e), e.code))
+            raise
+
+    main = backupMain if args.command == "backup" else restoreMain
+    code = main(list(args.rest), call, out.out)
+    if problems:
+        raise problems.pop(0)  # not kept in a local: no cycle that keeps the connection open
+    return code
+
+
 _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, Output], int]] = {
+    "backup": cmdBackup,
+    "restore": cmdBackup,
     "status": cmdStatus,
     "start": cmdStartStop,
     "stop": cmdStartStop,
@@ -627,12 +672,21 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
             except SystemExit:
                 pass
             return ExitCode.OK
-        args = makeParser().parse_args(list(argv))
+        args, extra = makeParser().parse_known_args(list(argv))
+        if args.command in ("backup", "restore"):
+            # argparse leaves options that come first after the command (restore --dry-run) to
+            # the caller: they belong to the backup command's own parser.
+            args.rest = extra + list(args.rest)
+        elif extra:
+            raise CLIError(f"unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
         output.verbosity = args.verbose
         if args.command == "user":
             return int(cmdUser(args, output, env, stdin))
         remote = Remote(_settings(args, env), args.timeout)
-        return int(_REMOTE[args.command](remote, args, output))
+        try:
+            return int(_REMOTE[args.command](remote, args, output))
+        finally:
+            remote.close()
     except CLIError as e:
         output.error(str(e))
         return int(e.code)

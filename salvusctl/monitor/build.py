@@ -12,7 +12,7 @@ from salvusctl.interfaces import ISupervisor
 from salvusctl.monitor.retention import DEFAULT_RETENTION, TIME_COLUMNS, RetentionPolicy
 from salvusctl.monitor.service import MonitorService
 
-__all__ = ["Monitor", "buildMonitor"]
+__all__ = ["Monitor", "buildMonitor", "bindLoadSources"]
 
 log = Logger()
 
@@ -173,4 +173,25 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
     setter = getattr(balancer, "setLoadSource", None)
     if setter is not None:
         setter(MonitorLoadSource(monitor, addresses))
+    bindLoadSources(balancer, monitor, addresses)
     return monitor
+
+
+def bindLoadSources(balancer: Any, monitor: Any, addresses: list[str]) -> int:
+    """Bind every unbound L{MonitorLoadSource} the balancer's least-load groups were given.
+
+    The balancer is built before the monitor, so a C{.tac} hands a least-load group an unbound
+    C{MonitorLoadSource()}; binding it here means C{scheduler_options={"source":
+    MonitorLoadSource()}} alone wires the group to this host's samples (passing the same source to
+    C{Monitor(load_source=…)} is no longer needed).  Returns how many sources were bound.
+    """
+    from salvusctl.monitor.loadsource import MonitorLoadSource
+
+    bound = 0
+    for service in getattr(balancer, "balanced", {}).values():
+        for group in getattr(service, "groups", {}).values():
+            source = getattr(getattr(group, "scheduler", None), "source", None)
+            if isinstance(source, MonitorLoadSource) and not source.bound:
+                source.bind(monitor, addresses)
+                bound += 1
+    return bound

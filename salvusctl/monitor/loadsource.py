@@ -52,6 +52,11 @@ class MonitorLoadSource:
         self._monitor = monitor
         self._addresses = frozenset(addresses) | _LOCAL | self._addresses
 
+    @property
+    def bound(self) -> bool:
+        """True once a monitor feeds this source."""
+        return self._monitor is not None
+
     def loadOf(self, host: Any) -> float | None:
         if self._monitor is None:
             return None

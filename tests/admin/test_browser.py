@@ -74,7 +74,7 @@ def browse(base: str, artifacts: str) -> dict:
             expect(page.locator("svg.chart")).to_have_count(2)
             page.screenshot(path=os.path.join(artifacts, "instance.png"), full_page=True)
             page.click("header >> text=Balancer")
-            page.locator("#host-127-0-0-1-8000 button", has_text="drain").click()
+            page.locator("#host-www-web-127-0-0-1-8000 button", has_text="drain").click()
             expect(page.locator(".flash")).to_contain_text("drain")
             page.screenshot(path=os.path.join(artifacts, "balancer.png"), full_page=True)
             context.close()

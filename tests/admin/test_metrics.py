@@ -32,7 +32,7 @@ class MetricsTests(SynchronousTestCase):
     def test_figures(self):
         self.h.monitor.record("web:0", 1.0, 12.5, 123456789)
         host = self.h.balancer.services["www"]["groups"]["web"]["hosts"]["127.0.0.1:8000"]
-        host.update(connections=3, total_connections=5_000_000_000, bytes_in=10, bytes_out=2**40, faults=2)
+        host.update(active=3, total=5_000_000_000, bytes_in=10, bytes_out=2**40, faults=2)
         self.h.supervisor.stopInstance("web:1")
         self.h.alerts.fire("a", "b", "c", 0)
         m = self.scrape()

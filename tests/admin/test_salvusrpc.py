@@ -29,7 +29,7 @@ class FakesTests(SynchronousTestCase):
         verifyObject(IReconcilable, supervisor)
         verifyObject(ILogClearing, supervisor)
         verifyObject(IBalancerControl, FakeBalancer())
-        verifyObject(IReconcilable, FakeBalancer())
+        self.assertFalse(IReconcilable.providedBy(FakeBalancer()), "the real balancer answers diff() ops")
         verifyObject(IMonitor, FakeMonitor())
         verifyObject(IAlertSource, FakeAlerts())
 
@@ -50,7 +50,7 @@ class SalvusNamespaceTests(SynchronousTestCase):
 
     def test_balancerVerbs(self):
         snapshot = self.call("salvus.balancerSnapshot")
-        self.assertEqual(snapshot["services"][0]["groups"][0]["hosts"][0]["name"], "127.0.0.1:8000")
+        self.assertEqual(snapshot["services"]["www"]["groups"]["web"]["hosts"][0]["name"], "127.0.0.1:8000")
         self.assertIs(self.call("salvus.balancerAddHost", "www", "web", "10.0.0.5", 80, 2, "big"), True)
         self.assertIs(self.call("salvus.balancerSetState", "www", "web", "big", "drain"), True)
         self.assertIs(self.call("salvus.balancerSetWeight", "www", "web", "big", 7), True)
@@ -110,14 +110,14 @@ class SalvusNamespaceTests(SynchronousTestCase):
         """Byte counters beyond XML-RPC's 32-bit ints travel as doubles instead of failing."""
         self.h.balancer.services["www"]["groups"]["web"]["hosts"]["127.0.0.1:8000"]["bytes_out"] = 2**40
         snapshot = self.call("salvus.balancerSnapshot")
-        self.assertEqual(snapshot["services"][0]["groups"][0]["hosts"][0]["bytes_out"], float(2**40))
+        self.assertEqual(snapshot["services"]["www"]["groups"]["web"]["hosts"][0]["bytes_out"], float(2**40))
 
     def test_monitor(self):
         now = self.h.clock.seconds()
         self.h.monitor.record("web:0", now - 100, 10.0, 1000)
         self.h.monitor.record("web:1", now - 50, 5.0, 2000)
         self.h.monitor.record("web:0", now - 10, 30.0, 3000)
-        self.assertEqual(self.call("salvus.monitorLatest")["web:0"]["percent_cpu"], 30.0)
+        self.assertEqual(self.call("salvus.monitorLatest")["web:0"]["cpu_percent"], 30.0)
         history = self.call("salvus.monitorHistory", "web:0", -60)
         self.assertEqual([s["percent_cpu"] for s in history], [30.0])
         history = self.call("salvus.monitorHistory", "web:0", now - 1000, now - 50)
@@ -128,11 +128,10 @@ class SalvusNamespaceTests(SynchronousTestCase):
 
     def test_alerts(self):
         self.h.alerts.fire("disk", "/var", "90% full", 5)
-        self.h.alerts.items.append(
-            {"name": "old", "subject": "", "message": "", "since": 1, "severity": "info", "cleared": True}
-        )
-        self.assertEqual([a["name"] for a in self.call("salvus.alerts")], ["disk"])
-        self.assertEqual([a["name"] for a in self.call("salvus.alerts", True)], ["disk", "old"])
+        self.h.alerts.fire("old", "", "", 1, severity="info")
+        self.h.alerts.clear("old", "", 2)
+        self.assertEqual([a["rule"] for a in self.call("salvus.alerts")], ["disk"])
+        self.assertEqual([a["rule"] for a in self.call("salvus.alerts", True)], ["old", "disk"])
 
     def test_diffAndReconcile(self):
         self.assertEqual(

@@ -193,3 +193,24 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual([a.message for a in self.collect.alerts], ["web:0 has 900 threads (limit 800)"])
         self.successResultOf(monitor.stopService())
         engine.stopService()
+
+
+class AlertListTests(SynchronousTestCase):
+    def test_alertsForTheAdmin(self):
+        """alerts() lists firing alerts, and with include_cleared the recovered ones, newest
+        first, as Alert.asDict: what the admin's pages, salvus.alerts and /metrics read."""
+        from salvusctl.admin.extensions import IAlertSource
+
+        engine = AlertsService(None, [Rule("cpu", 50)], [], "h1")
+        verifyObject(IAlertSource, engine)
+        engine.evaluate(snapshot(10.0, [instance("web:0", 10.0, cpu=90), instance("web:1", 10.0, cpu=1)]))
+        engine.evaluate(snapshot(20.0, [instance("web:0", 20.0, cpu=90), instance("web:1", 20.0, cpu=95)]))
+        self.assertEqual([(a["subject"], a["fired_at"]) for a in engine.alerts()],
+                         [("web:1", 20.0), ("web:0", 10.0)])
+        engine.evaluate(snapshot(30.0, [instance("web:0", 30.0, cpu=1), instance("web:1", 30.0, cpu=95)]))
+        self.assertEqual([a["subject"] for a in engine.alerts()], ["web:1"])
+        listed = engine.alerts(include_cleared=True)
+        self.assertEqual([(a["subject"], a["cleared"]) for a in listed], [("web:0", True), ("web:1", False)])
+        self.assertEqual(listed[0]["cleared_at"], 30.0)
+        self.assertEqual(set(listed[0]), {"rule", "kind", "subject", "severity", "message", "host",
+                                          "fired_at", "cleared", "cleared_at", "title"})

@@ -162,7 +162,8 @@ class CLITests(CLITestBase):
             self.balancer.services["www"]["groups"]["web"]["hosts"]["127.0.0.1:8000"]["state"], "drain"
         )
         yield self.cli("balancer", "down", "www/web/127.0.0.1:8001")
-        self.assertEqual(self.balancer.snapshot()["services"][0]["groups"][0]["hosts"][1]["state"], "maint")
+        hosts = self.balancer.snapshot()["services"]["www"]["groups"]["web"]["hosts"]
+        self.assertEqual(hosts[1]["state"], "maint")
         code, out, err = yield self.cli("balancer", "weight", "www/web/127.0.0.1:8001", "5")
         self.assertEqual(code, ExitCode.OK, err)
         code, out, err = yield self.cli("balancer", "add", "www/web", "10.0.0.9:81", "--weight", "3")
@@ -191,6 +192,16 @@ class CLITests(CLITestBase):
             code, out, err = yield self.cli(*argv)
             self.assertEqual(code, ExitCode.OK, (argv, err))
         self.assertNotIn("api", self.balancer.services)
+
+    @defer.inlineCallbacks
+    def test_backupWithoutBackupService(self):
+        """A host that declares no backup says so with the no-service exit code, in one line."""
+        for argv in (("backup", "status"), ("restore", "--dry-run")):
+            code, out, err = yield self.cli(*argv)
+            self.assertEqual(code, ExitCode.NO_SERVICE, (argv, out, err))
+            self.assertEqual(err, "salvusctl: this host runs no backup service\n")
+        code, out, err = yield self.cli("backup", "frobnicate")
+        self.assertEqual(code, ExitCode.USAGE)
 
     @defer.inlineCallbacks
     def test_monitorAlertsDiff(self):

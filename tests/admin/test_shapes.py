@@ -1,0 +1,44 @@
+"""The admin's readers of the real services' data (salvusctl.admin.shapes)."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from salvusctl.admin import shapes
+from salvusctl.testing import FakeBalancer
+
+
+class ShapeTests(SynchronousTestCase):
+    def test_balancerDiffInNames(self):
+        """The balancer's diff operations become the admin's added / changed / removed names."""
+        ops = [
+            {"op": "add-service", "service": "api"},
+            {"op": "remove-host", "service": "www", "group": "web", "host": "b"},
+            {"op": "add-host", "service": "www", "group": "web", "host": "b"},
+            {"op": "set-weight", "service": "www", "group": "web", "host": "a", "weight": 2, "running": 1},
+            {"op": "set-active", "service": "www", "group": "blue", "running": "green"},
+            {"op": "remove-group", "service": "www", "group": "old"},
+        ]
+        self.assertEqual(
+            shapes.balancerDiff(ops),
+            {"added": ["api", "www/web/b"], "changed": ["www", "www/web/a"],
+             "removed": ["www/old", "www/web/b"]},
+        )
+
+    def test_hostsOfASnapshot(self):
+        """Hosts are read from services and groups keyed by name, with active / total counters."""
+        balancer = FakeBalancer({"www": {"web": [("127.0.0.1", 1), ("127.0.0.1", 2)]}})
+        balancer.host("www", "web", "127.0.0.1:1").update(active=2, total=9, healthy=False)
+        rows = [(s["name"], g["name"], h["name"], shapes.hostOpen(h), shapes.hostTotal(h),
+                 shapes.hostTakesTraffic(h)) for s, g, h in shapes.balancerHosts(balancer.snapshot())]
+        self.assertEqual(rows, [("www", "web", "127.0.0.1:1", 2, 9, False),
+                                ("www", "web", "127.0.0.1:2", 0, 0, True)])
+
+    def test_samples(self):
+        """Latest samples (cpu_percent, rss) and stored rows (percent_cpu, resident_size) read alike."""
+        self.assertEqual((shapes.sampleCpu({"cpu_percent": 3}), shapes.sampleRss({"rss": 7})), (3.0, 7))
+        self.assertEqual(
+            (shapes.sampleCpu({"percent_cpu": 4}), shapes.sampleRss({"resident_size": 8})), (4.0, 8)
+        )
+        self.assertEqual((shapes.sampleCpu({}), shapes.sampleRss({}), shapes.sampleTime({})),
+                         (None, None, None))
