@@ -330,6 +330,8 @@ class BalancerService(MultiService):
                 if wg["scheduler"] != hg["scheduler"]:
                     ops.append({"op": "set-scheduler", "service": name, "group": g,
                                 "scheduler": wg["scheduler"], "running": hg["scheduler"]})
+                if wg.get("deploy"):
+                    continue  # its hosts follow the deploy's instances, not the declaration
                 for h in sorted(wg["hosts"].keys() - hg["hosts"].keys()):
                     ops.append({"op": "add-host", "service": name, "group": g, "host": h})
                 for h in sorted(hg["hosts"].keys() - wg["hosts"].keys()):
@@ -369,6 +371,7 @@ class BalancerService(MultiService):
             if kind == "add-group":
                 g = groups[op["group"]]
                 svc.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
+                svc.groups[g.name].deploy = g.deploy
                 for server in g.servers:
                     svc.addServer(g.name, server)
             elif kind == "set-scheduler":
