@@ -69,6 +69,8 @@ class DeployPool(Service):
 
     def stopService(self) -> None:
         """Unsubscribe; a drain still waiting lets its stop go ahead."""
+        if not self.running:
+            return
         Service.stopService(self)
         self.supervisor.removeObserver(self._observe)
         self.supervisor.removeBeforeStop(self._beforeStop)

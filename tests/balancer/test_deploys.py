@@ -42,13 +42,15 @@ class FakeSupervisor:
         self.observers.append(o)
 
     def removeObserver(self, o):
-        self.observers.remove(o)
+        if o in self.observers:
+            self.observers.remove(o)
 
     def addBeforeStop(self, h):
         self.hooks.append(h)
 
     def removeBeforeStop(self, h):
-        self.hooks.remove(h)
+        if h in self.hooks:
+            self.hooks.remove(h)
 
     def instanceInfos(self):
         return list(self.infos)
