@@ -239,6 +239,8 @@ class RollingRestartBehindBalancerTests(TestCase):
             Group("workers", deploy="worker", scheduler="leastconns",
                   health=HealthCheck(interval=0.5, timeout=0.5, rise=1, fall=2))]))
         top = host.build(reactor)
+        # The test process must not adopt other tests' orphans: no child subreaper here.
+        host.context.services["supervisor"].subreaper = False
         top.startService()
         self.addCleanup(lambda: top.stopService() if top.running else None)
         supervisor = host.context.services["supervisor"]
