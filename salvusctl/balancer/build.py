@@ -32,8 +32,29 @@ def buildBalancer(context: Any, declarations: list[Balanced]) -> BalancerService
         from salvusctl.balancer.dns import namesResolver
 
         resolver = namesResolver(context.reactor)
-    return BalancerService(context.reactor, list(declarations), store=store, store_ready=ready,
-                           resolver=resolver)
+    balancer = BalancerService(context.reactor, list(declarations), store=store, store_ready=ready,
+                               resolver=resolver)
+    _followDeploys(context, balancer, declarations)
+    return balancer
+
+
+def _followDeploys(context: Any, balancer: BalancerService, declarations: list[Balanced]) -> None:
+    """One L{DeployPool} child per group that takes its hosts from a deploy."""
+    from salvusctl.balancer.deploys import DeployPool
+    from salvusctl.errors import ConfigError
+
+    for decl in declarations:
+        for group in decl.groups:
+            if group.deploy is None:
+                continue
+            supervisor = getattr(context, "services", {}).get("supervisor")
+            if supervisor is None:
+                raise ConfigError(f"service {decl.name!r} group {group.name!r}: deploy "
+                                  f"{group.deploy!r} needs the host's supervisor")
+            pool = DeployPool(context.reactor, balancer, decl.name, group.name, group.deploy,
+                              supervisor, address=group.deploy_address,
+                              drain_timeout=group.drain_timeout)
+            pool.setServiceParent(balancer)
 
 
 def _settled(ready: Any):

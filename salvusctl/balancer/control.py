@@ -191,8 +191,25 @@ class BalancerService(MultiService):
             raise KeyError(f"no balanced service {service!r}")
 
     def snapshot(self) -> dict:
-        """Every service's config, state and counters as plain data."""
-        return {"services": {name: svc.info() for name, svc in self.balanced.items()},
+        """Every service's config, state and counters as plain data.
+
+        The shape the admin's pages, metrics, XML-RPC and CLI read (and L{salvusctl.testing}'s
+        fake gives): C{services} is a list, each with a list of C{groups}, each with a list of
+        C{hosts}; a host's open and total connections are also under C{connections} and
+        C{total_connections}.
+        """
+        services = []
+        for svc in self.balanced.values():
+            data = svc.info()
+            groups = []
+            for group in data["groups"].values():
+                for host in group["hosts"]:
+                    host["connections"] = host["active"]
+                    host["total_connections"] = host["total"]
+                groups.append(group)
+            data["groups"] = groups
+            services.append(data)
+        return {"services": services,
                 "wheel": {"entries": self.wheel.size, "resolution": self.wheel.resolution}}
 
     def addHost(self, service, group, address, port, weight=1, name=None, **options):
@@ -330,6 +347,8 @@ class BalancerService(MultiService):
                 if wg["scheduler"] != hg["scheduler"]:
                     ops.append({"op": "set-scheduler", "service": name, "group": g,
                                 "scheduler": wg["scheduler"], "running": hg["scheduler"]})
+                if wg.get("deploy"):
+                    continue  # its hosts follow the deploy's instances, not the declaration
                 for h in sorted(wg["hosts"].keys() - hg["hosts"].keys()):
                     ops.append({"op": "add-host", "service": name, "group": g, "host": h})
                 for h in sorted(hg["hosts"].keys() - wg["hosts"].keys()):
@@ -369,6 +388,7 @@ class BalancerService(MultiService):
             if kind == "add-group":
                 g = groups[op["group"]]
                 svc.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
+                svc.groups[g.name].deploy = g.deploy
                 for server in g.servers:
                     svc.addServer(g.name, server)
             elif kind == "set-scheduler":

@@ -102,8 +102,11 @@ class Group:
     health: HealthCheck = field(default_factory=HealthCheck)
     agent: AgentCheck | None = None
     slowstart: float = 0.0
+    deploy: str | None = None
+    deploy_address: str = "127.0.0.1"
+    drain_timeout: float = 30.0
 
-    def validate(self, service: str) -> None:
+    def validate(self, service: str, host: Any = None) -> None:
         from twisted.internet.task import Clock
 
         from salvusctl.balancer.schedulers import makeScheduler
@@ -118,6 +121,8 @@ class Group:
             raise ConfigError(f"service {service!r} group {self.name!r}: {problem}")
         if self.slowstart < 0:
             raise ConfigError(f"service {service!r} group {self.name!r}: slowstart must be >= 0")
+        if self.deploy is not None:
+            self._validateDeploy(service, host)
         seen = set()
         for server in self.servers:
             try:
@@ -129,6 +134,29 @@ class Group:
                     f"service {service!r} group {self.name!r}: duplicate server {server.key()!r}"
                 )
             seen.add(server.key())
+
+    def _validateDeploy(self, service: str, host: Any) -> None:
+        """A deploy-backed group names a deploy of this host that gives its instances ports."""
+        where = f"service {service!r} group {self.name!r}"
+        if not isinstance(self.deploy, str) or not self.deploy:
+            raise ConfigError(f"{where}: deploy must be a deploy name, not {self.deploy!r}")
+        if not isinstance(self.deploy_address, str) or not self.deploy_address:
+            raise ConfigError(f"{where}: deploy_address must be an address, not {self.deploy_address!r}")
+        if self.drain_timeout < 0:
+            raise ConfigError(f"{where}: drain_timeout must be >= 0")
+        if host is None:
+            return
+        from salvusctl.supervisor.deploy import Deploy
+
+        deploys = {d.name: d for d in host.declarations("supervisor") if isinstance(d, Deploy)}
+        deploy = deploys.get(self.deploy)
+        if deploy is None:
+            known = ", ".join(sorted(deploys)) or "none"
+            raise ConfigError(f"{where}: deploy {self.deploy!r} is not declared on this host "
+                              f"(deploys: {known})")
+        if deploy.port is None:
+            raise ConfigError(f"{where}: deploy {self.deploy!r} has no port to balance "
+                              f"(give it port=N or port='auto')")
 
 
 @dataclass
@@ -186,7 +214,7 @@ class Balanced:
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: duplicate group name")
         for group in self.groups:
-            group.validate(self.name)
+            group.validate(self.name, host)
         if self.active is not None and self.active not in names:
             raise ConfigError(f"{where}: active group {self.active!r} is not declared")
         if self.dns not in ("system", "names"):
@@ -214,7 +242,7 @@ class Balanced:
             "listen": list(self.listen),
             "active": self.activeGroup(),
             "groups": {
-                g.name: {"scheduler": g.scheduler,
+                g.name: {"scheduler": g.scheduler, "deploy": g.deploy,
                          "hosts": {s.key(): s.asData() for s in g.servers}}
                 for g in self.groups
             },

@@ -237,6 +237,8 @@ class HostGroup:
         self.rotation: list[BackendHost] = []
         self.limited = False
         self.listeners: list[Any] = []
+        # the deploy whose instances are this group's hosts (salvusctl.balancer.deploys), if any
+        self.deploy: str | None = None
 
     def add(self, host: BackendHost) -> BackendHost:
         """Add a host; its name must be unique in the group."""

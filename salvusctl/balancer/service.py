@@ -80,6 +80,7 @@ class BalancedService(Service):
         self.retired = {"total": 0, "bytes_in": 0, "bytes_out": 0}
         for g in decl.groups:
             self.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
+            self.groups[g.name].deploy = g.deploy
             for server in g.servers:
                 self.addServer(g.name, server)
         self.active_group = self.groups.get(self.active) if self.active else None
@@ -467,7 +468,7 @@ class BalancedService(Service):
             "listen": list(self.listen),
             "active": self.active,
             "groups": {
-                name: {"scheduler": g.scheduler.name,
+                name: {"scheduler": g.scheduler.name, "deploy": g.deploy,
                        "hosts": {h.name: h.config() for h in g.hosts.values()}}
                 for name, g in self.groups.items()
             },

@@ -130,7 +130,9 @@ class ProxyTests(TestCase):
         client.transport.write(b"2")
         data = yield client.next()
         self.assertTrue(data.endswith(first + b":2"))
-        info = balancer.snapshot()["services"]["svc"]["groups"]["main"]["hosts"]
+        [svc] = balancer.snapshot()["services"]
+        [main] = [g for g in svc["groups"] if g["name"] == "main"]
+        info = main["hosts"]
         states = {h["name"]: (h["state"], h["active"]) for h in info}
         self.assertEqual(states[drained], ("drain", 1))
 
