@@ -191,25 +191,8 @@ class BalancerService(MultiService):
             raise KeyError(f"no balanced service {service!r}")
 
     def snapshot(self) -> dict:
-        """Every service's config, state and counters as plain data.
-
-        The shape the admin's pages, metrics, XML-RPC and CLI read (and L{salvusctl.testing}'s
-        fake gives): C{services} is a list, each with a list of C{groups}, each with a list of
-        C{hosts}; a host's open and total connections are also under C{connections} and
-        C{total_connections}.
-        """
-        services = []
-        for svc in self.balanced.values():
-            data = svc.info()
-            groups = []
-            for group in data["groups"].values():
-                for host in group["hosts"]:
-                    host["connections"] = host["active"]
-                    host["total_connections"] = host["total"]
-                groups.append(group)
-            data["groups"] = groups
-            services.append(data)
-        return {"services": services,
+        """Every service's config, state and counters as plain data (see docs/admin.md)."""
+        return {"services": {name: svc.info() for name, svc in self.balanced.items()},
                 "wheel": {"entries": self.wheel.size, "resolution": self.wheel.resolution}}
 
     def addHost(self, service, group, address, port, weight=1, name=None, **options):

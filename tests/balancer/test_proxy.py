@@ -130,9 +130,7 @@ class ProxyTests(TestCase):
         client.transport.write(b"2")
         data = yield client.next()
         self.assertTrue(data.endswith(first + b":2"))
-        [svc] = balancer.snapshot()["services"]
-        [main] = [g for g in svc["groups"] if g["name"] == "main"]
-        info = main["hosts"]
+        info = balancer.snapshot()["services"]["svc"]["groups"]["main"]["hosts"]
         states = {h["name"]: (h["state"], h["active"]) for h in info}
         self.assertEqual(states[drained], ("drain", 1))
 
