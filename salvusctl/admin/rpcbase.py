@@ -26,10 +26,19 @@ def operator(fn: Callable) -> Callable:
 
 
 def plain(value: Any) -> Any:
-    """Make C{value} marshallable: tuples to lists, keys to str, huge ints to float."""
-    if isinstance(value, bool) or value is None or isinstance(value, (str, float)):
-        return value
+    """Make C{value} marshallable: tuples to lists, keys to str, huge ints to float.
+
+    Subclasses of int, str and float (the supervisor's C{ProcessState}, enums of other services)
+    become the plain type: C{xmlrpc.client} refuses to marshal them.
+    """
+    if isinstance(value, bool) or value is None:
+        return bool(value) if value is not None else None
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float):
+        return float(value)
     if isinstance(value, int):
+        value = int(value)
         return value if -_MAX_INT - 1 <= value <= _MAX_INT else float(value)
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}

@@ -42,3 +42,24 @@ class ShapeTests(SynchronousTestCase):
         )
         self.assertEqual((shapes.sampleCpu({}), shapes.sampleRss({}), shapes.sampleTime({})),
                          (None, None, None))
+
+
+class PlainTests(SynchronousTestCase):
+    def test_enumsBecomePlainValues(self):
+        """Enum members (the supervisor's ProcessState is an IntEnum) marshal as their value."""
+        import enum
+        import xmlrpc.client
+
+        from salvusctl.admin.rpcbase import plain
+
+        class Code(enum.IntEnum):
+            RUNNING = 20
+
+        class Word(enum.StrEnum):
+            UP = "up"
+
+        value = plain({"state": Code.RUNNING, "word": Word.UP, "n": 2**40, "t": (1, 2), "ok": True})
+        self.assertEqual(value, {"state": 20, "word": "up", "n": float(2**40), "t": [1, 2], "ok": True})
+        self.assertIs(type(value["state"]), int)
+        self.assertIs(type(value["word"]), str)
+        xmlrpc.client.dumps((value,), allow_none=True)

@@ -66,10 +66,11 @@ class RealHost:
     @ivar backend_port: the in-test Twisted backend the C{www/main} group starts with.
     """
 
-    def __init__(self, base: str, refresh: int = 0):
+    def __init__(self, base: str, refresh: int = 0, store: str | None = None):
         self.base = base
         self.refresh = refresh
         self.var = os.path.join(base, "var")
+        self.store_url = store or "sqlite:" + os.path.join(self.var, "salvus.db")
         self.data = os.path.join(base, "data")
         os.makedirs(self.data)
         with open(os.path.join(self.data, "file.txt"), "w") as f:
@@ -93,7 +94,7 @@ class RealHost:
             _backendSite(b"hello from the twisted backend\n")
         )
         self.backend_port = self.backend.getHost().port
-        host = Host(name="integ", store="sqlite:" + os.path.join(self.var, "salvus.db"), var=self.var)
+        host = Host(name="integ", store=self.store_url, var=self.var)
         host.add(
             Deploy(
                 "web",

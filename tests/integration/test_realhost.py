@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 from salvusctl.admin.faults import Faults
 from tests.helpers import waitFor
 from tests.integration.helpers import OPERATOR, VIEWER, RealHost
+from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase
 
 
 def _metrics(text: str) -> dict[tuple[str, tuple], float]:
@@ -434,3 +435,37 @@ class ShapeTests(RealHostTestCase):
         fake_alerts = FakeAlerts()
         fake_alerts.fire("rss-over-1mb", "web:0", "m", 1.0)
         self.assertEqual(set(fake_alerts.alerts()[0]), set(self.host.services["alerts"].alerts()[0]))
+
+
+class PostgresHostTests(TestCase):
+    """The same host on the PostgreSQL store (its own temporary database)."""
+
+    timeout = 60
+    skip = POSTGRES_SKIP
+
+    @defer.inlineCallbacks
+    def test_adminOverThePostgresStore(self):
+        """Monitor history, store info and the alert records come from PostgreSQL."""
+        db = TempDatabase().create()
+        self.addCleanup(db.drop)
+        host = RealHost(os.path.abspath(self.mktemp()), store=db.url)
+        self.addCleanup(host.stop)
+        yield host.start()
+        info = yield host.rpc("salvus.storeInfo")
+        self.assertEqual(info["dialect"], "postgresql")
+        self.assertNotIn("password", info["url"])
+        rows: list = []
+        for _ in range(100):
+            rows = yield host.rpc("salvus.monitorHistory", "web:0", -600, 0)
+            if rows:
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertGreater(rows[-1]["resident_size"], 1_000_000)
+        yield waitFor(lambda: db.query("SELECT COUNT(*) FROM alerts WHERE rule = 'rss-over-1mb'")[0][0] >= 1)
+        out, err, code = yield host.salvusctl("monitor", "history", "web:0", "--since", "600")
+        self.assertEqual(code, 0, err)
+        self.assertIn("MiB", out)
+        yield host.stop()
+        # the store's connections are closed: the database can be dropped without forcing
+        others = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        self.assertEqual(db.query(others, (db.name,)), [(0,)])
