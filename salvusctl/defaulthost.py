@@ -13,10 +13,11 @@ import sys
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host
 
-__all__ = ["defaultHost", "DEFAULT_WEB_PORT", "DEFAULT_ADMIN_PORT"]
+__all__ = ["defaultHost", "DEFAULT_WEB_PORT", "DEFAULT_ADMIN_PORT", "DEFAULT_ADMIN_HTTP_PORT"]
 
 DEFAULT_WEB_PORT = 8080
 DEFAULT_ADMIN_PORT = 8443
+DEFAULT_ADMIN_HTTP_PORT = 9001  # supervisord's inet port: supervisorctl speaks no HTTPS
 
 
 def _port(given: int | None, env: str, default: int) -> int:
@@ -41,22 +42,31 @@ def _workerEnv() -> dict[str, str]:
     return {"PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
-def defaultHost(var: str = "var", web_port: int | None = None, admin_port: int | None = None) -> Host:
+def defaultHost(
+    var: str = "var",
+    web_port: int | None = None,
+    admin_port: int | None = None,
+    admin_http_port: int | None = None,
+) -> Host:
     """The demo host, its state (SQLite store, logs, certificate, users) under C{var/}.
 
     @param web_port: the balanced service's port on 127.0.0.1 (default: env C{SALVUS_WEB_PORT},
         else 8080).
     @param admin_port: the admin's HTTPS port on 127.0.0.1 (default: env C{SALVUS_ADMIN_PORT},
         else 8443).
+    @param admin_http_port: plain HTTP on 127.0.0.1 only, for C{supervisorctl} (default: env
+        C{SALVUS_ADMIN_HTTP_PORT}, else 9001).
     """
     from salvusctl.admin.declaration import Admin
     from salvusctl.alerts.build import AlertRule
+    from salvusctl.backup.declaration import Backup
     from salvusctl.balancer.declare import Balanced, Group, HealthCheck
     from salvusctl.monitor.build import Monitor
     from salvusctl.supervisor.deploy import Deploy, Probe
 
     web_port = _port(web_port, "SALVUS_WEB_PORT", DEFAULT_WEB_PORT)
     admin_port = _port(admin_port, "SALVUS_ADMIN_PORT", DEFAULT_ADMIN_PORT)
+    admin_http_port = _port(admin_http_port, "SALVUS_ADMIN_HTTP_PORT", DEFAULT_ADMIN_HTTP_PORT)
     var = os.path.abspath(var)
     host = Host(name=None, store="sqlite:" + os.path.join(var, "salvus.db"), var=var)
     host.add(Deploy(
@@ -77,6 +87,11 @@ def defaultHost(var: str = "var", web_port: int | None = None, admin_port: int |
     host.add(Monitor(interval=5))
     host.add(AlertRule("fatal", deploy="worker", severity="critical"))
     host.add(AlertRule("rss", 200, seconds=30, deploy="worker"))
+    # Nightly snapshots of the demo's data directory (salvusctl backup run / restore).
+    data = os.path.join(var, "data")
+    os.makedirs(data, exist_ok=True)
+    host.add(Backup("demo", destination=os.path.join(var, "backups"), paths={"data": data},
+                    daily="03:00"))
     host.add(Admin(f"ssl:{admin_port}:interface=127.0.0.1", "unix:" + os.path.join(var, "admin.sock"),
-                   bootstrap_user="admin"))
+                   f"tcp:{admin_http_port}:interface=127.0.0.1", bootstrap_user="admin"))
     return host

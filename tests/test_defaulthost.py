@@ -112,7 +112,8 @@ class DemoHostTests(TestCase):
         var = os.path.join(tmp, "var")
         web, admin = freePort(), freePort()
         proto = _Collect()
-        env = childEnv(SALVUS_WEB_PORT=str(web), SALVUS_ADMIN_PORT=str(admin))
+        env = childEnv(SALVUS_WEB_PORT=str(web), SALVUS_ADMIN_PORT=str(admin),
+                       SALVUS_ADMIN_HTTP_PORT=str(freePort()))
         process = reactor.spawnProcess(proto, sys.executable,
                                        TWISTD_INT + ["-n", "--pidfile=", "salvus", "--var", var],
                                        env=env, path=tmp)
@@ -184,7 +185,7 @@ class DemoHostTests(TestCase):
 
 class DefaultHostTests(SynchronousTestCase):
     def setUp(self):
-        for name in ("SALVUS_WEB_PORT", "SALVUS_ADMIN_PORT"):
+        for name in ("SALVUS_WEB_PORT", "SALVUS_ADMIN_PORT", "SALVUS_ADMIN_HTTP_PORT"):
             old = os.environ.pop(name, None)
             if old is not None:
                 self.addCleanup(os.environ.__setitem__, name, old)
@@ -194,7 +195,7 @@ class DefaultHostTests(SynchronousTestCase):
         host = defaultHost(var=self.mktemp())
         host.validate()
         components = sorted({d.component for d in host.declarations()})
-        self.assertEqual(components, ["admin", "alerts", "balancer", "monitor", "supervisor"])
+        self.assertEqual(components, ["admin", "alerts", "backup", "balancer", "monitor", "supervisor"])
         [web] = host.declarations("balancer")
         self.assertEqual(web.listen, ["tcp:8080:interface=127.0.0.1"])
         self.assertEqual(web.groups[0].deploy, "worker")
@@ -229,7 +230,7 @@ class TacFilesTests(SynchronousTestCase):
         paths = sorted(glob.glob(os.path.join(REPO, "tac", "*.tac")))
         self.assertEqual([os.path.basename(p) for p in paths], ["default.tac", "frontend.tac", "worker.tac"])
         expected = {
-            "default.tac": ["store", "supervisor", "balancer", "monitor", "alerts", "admin"],
+            "default.tac": ["store", "supervisor", "balancer", "monitor", "alerts", "backup", "admin"],
             "frontend.tac": ["store", "balancer", "admin"],
             "worker.tac": ["store", "supervisor", "monitor", "alerts", "admin"],
         }

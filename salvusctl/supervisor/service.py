@@ -195,6 +195,9 @@ class SupervisorService(Service):
             for instance in self.instances.values():
                 instance.shutdown()
             self._unlock()
+            if isinstance(self.os, ProcessOS) and self.subreaper:
+                # Nothing of ours is left to adopt: stop collecting other code's orphans.
+                oscalls._prctl(oscalls.PR_SET_CHILD_SUBREAPER, 0)
             return result
 
         d.addBoth(done)
