@@ -196,6 +196,23 @@ class LimitAndLogTests(RealTestCase):
         yield svc.stopService()
 
     @inlineCallbacks
+    def test_child_gets_only_stdio(self):
+        """An instance sees descriptors 0-2 only, even ones this process left inheritable."""
+        r, w = os.pipe()
+        os.set_inheritable(r, True)
+        os.set_inheritable(w, True)
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        svc = self.service(Deploy("fds", command=["/bin/sh", "-c", "ls /proc/$$/fd; sleep 30"],
+                                  startsecs=0))
+        svc.startService()
+        yield svc.ready
+        yield waitFor(lambda: len(svc.tailLog("fds:0")) >= 3)
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(sorted(svc.tailLog("fds:0")), ["0", "1", "2"])
+        yield svc.stopService()
+
+    @inlineCallbacks
     def test_stderr_captured_separately(self):
         svc = self.service(Deploy("e", command=["/bin/sh", "-c", "echo out; echo err >&2; sleep 30"],
                                   startsecs=0))
