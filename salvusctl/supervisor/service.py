@@ -96,6 +96,10 @@ class SupervisorService(Service):
         self.registry = oscalls.PidRegistry(_join(self.runDir, "pids.json"))
         self.deploys: dict[str, Deploy] = {}
         self.instances: dict[str, Instance] = {}
+        # Instances in a RUNNING_STATES state, by deploy name and in all: the limits are checked
+        # at every start, and counting them there would make starting n instances O(n^2).
+        self._live: dict[str, int] = {}
+        self._liveTotal = 0
         self.observers: list[Observer] = []
         self.beforeStopHooks: list[BeforeStop] = []
         self.leftoversKilled: dict[int, int] = {}
@@ -153,6 +157,7 @@ class SupervisorService(Service):
         for iname in deploy.instanceNames():
             instance = self.instances.pop(iname, None)
             if instance is not None:
+                self._forgetLive(instance)
                 instance.shutdown()
                 self.registry.set(iname, {})
 
@@ -233,6 +238,12 @@ class SupervisorService(Service):
     # -- callbacks from instances -----------------------------------------------------------------
 
     def _stateChanged(self, instance: Instance, old: ProcessState, new: ProcessState) -> None:
+        wasLive, isLive = old in RUNNING_STATES, new in RUNNING_STATES
+        if wasLive != isLive and self.instances.get(instance.name) is instance:
+            step = 1 if isLive else -1
+            deploy = instance.deploy.name
+            self._live[deploy] = self._live.get(deploy, 0) + step
+            self._liveTotal += step
         if not self.observers:
             return
         info = instance.info()
@@ -242,6 +253,13 @@ class SupervisorService(Service):
                 observer(instance.name, old, new, info)
             except Exception:
                 log.failure("observer {o!r} failed", o=observer)
+
+    def _forgetLive(self, instance: Instance) -> None:
+        """An instance leaves the table: it no longer counts against the limits."""
+        if instance.state in RUNNING_STATES:
+            deploy = instance.deploy.name
+            self._live[deploy] = self._live.get(deploy, 0) - 1
+            self._liveTotal -= 1
 
     def _readyChanged(self, instance: Instance) -> None:
         if not self.observers:
@@ -281,12 +299,11 @@ class SupervisorService(Service):
         limit = instance.deploy.max_processes
         if self.maxProcesses is None and limit is None:
             return None
-        live = [i for i in self.instances.values() if i is not instance and i.state in RUNNING_STATES]
-        if self.maxProcesses is not None and len(live) >= self.maxProcesses:
+        me = 1 if instance.state in RUNNING_STATES else 0
+        if self.maxProcesses is not None and self._liveTotal - me >= self.maxProcesses:
             return f"refused: the global limit of {self.maxProcesses} simultaneous processes is reached"
         if limit is not None:
-            mine = [i for i in live if i.deploy.name == instance.deploy.name]
-            if len(mine) >= limit:
+            if self._live.get(instance.deploy.name, 0) - me >= limit:
                 return (f"refused: deploy {instance.deploy.name!r} already runs its limit of "
                         f"{limit} simultaneous processes")
         return None
@@ -580,6 +597,7 @@ class SupervisorService(Service):
             yield _gather(stops)
         for instance in shrunk:
             del self.instances[instance.name]
+            self._forgetLive(instance)
             instance.shutdown()
             self.registry.entries.pop(instance.name, None)
         for name in removed + changed:
