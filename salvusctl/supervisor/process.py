@@ -394,7 +394,7 @@ class Instance:
             return  # already handled by _exited, during spawn()
         self.transport = transport
         self.pid = transport.pid
-        self.members = {self.pid: self.owner.os.starttime(self.pid)} if self.pid else {}
+        self.members = {self.pid: self.owner._leaderStarttime(self)} if self.pid else {}
         self.owner._membersChanged(self)
         if self.deploy.startsecs <= 0:
             self._running()

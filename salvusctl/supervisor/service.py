@@ -108,6 +108,7 @@ class SupervisorService(Service):
         self._lockFile = None
         self._saveCall = None
         self._lastSave = -1e9
+        self._pendingStarttimes: list[tuple[Instance, int]] = []
         self.ready: Deferred | None = None
         validateDeploys(list(deploys))
         for deploy in deploys:
@@ -284,6 +285,33 @@ class SupervisorService(Service):
             # marker finds anything spawned since the last write.
             delay = max(0.0, self._lastSave + 1.0 - self.reactor.seconds())
             self._saveCall = self.reactor.callLater(delay, self._saveRegistry)
+
+    def _leaderStarttime(self, instance: Instance) -> int:
+        """The start time of an instance's just-spawned leader (what tells it from a recycled pid).
+
+        On the real OS it is read after the spawns of this reactor turn, not between them: a burst
+        of starts reaches its last spawn (and so its last RUNNING) sooner, and the children have
+        finished their exec by then.  0 meanwhile means "not known", as when it cannot be read.
+        """
+        if not isinstance(self.os, ProcessOS):
+            return self.os.starttime(instance.pid)
+        if not self._pendingStarttimes:
+            self.reactor.callLater(0, self._readStarttimes)
+        self._pendingStarttimes.append((instance, instance.pid))
+        return 0
+
+    def _readStarttimes(self) -> None:
+        pending, self._pendingStarttimes = self._pendingStarttimes, []
+        for instance, pid in pending:
+            # Only while the leader is still this instance's and not reaped (its pid not reusable).
+            protocol = instance._protocol
+            if (instance.pid != pid or instance.members.get(pid) != 0 or protocol is None
+                    or protocol.exited or self.instances.get(instance.name) is not instance):
+                continue
+            starttime = self.os.starttime(pid)
+            if starttime:
+                instance.members[pid] = starttime
+                self._membersChanged(instance)
 
     def _saveRegistry(self) -> None:
         if self._saveCall is not None and self._saveCall.active():

@@ -213,6 +213,21 @@ class LimitAndLogTests(RealTestCase):
         yield svc.stopService()
 
     @inlineCallbacks
+    def test_leader_start_times_recorded(self):
+        """Each leader's start time (read after the burst of spawns) reaches members and the registry."""
+        svc = self.service(Deploy("st", command=["/bin/sleep", "30"], numprocs=5, startsecs=0.2))
+        svc.startService()
+        yield svc.ready
+        yield deferLater(reactor, 1.2, lambda: None)  # past the registry's one-write-a-second
+        onDisk = oscalls.PidRegistry(svc.registry.path).load()
+        for i in range(5):
+            instance = svc.instances[f"st:{i}"]
+            expected = oscalls.readStat(instance.pid).starttime
+            self.assertEqual(instance.members, {instance.pid: expected})
+            self.assertEqual(onDisk[instance.name], {instance.pid: expected})
+        yield svc.stopService()
+
+    @inlineCallbacks
     def test_stderr_captured_separately(self):
         svc = self.service(Deploy("e", command=["/bin/sh", "-c", "echo out; echo err >&2; sleep 30"],
                                   startsecs=0))
