@@ -207,20 +207,29 @@ class InstanceProcess(_tprocess.Process):
                          if fast else None)
         if self._wrapped is not None:
             path = uid = gid = None
+        # The helper closes every descriptor above 2 itself: no need to list and test ours
+        # (a cost that grows with the number of instances, paid at every spawn).
+        helper = spawnHelper(build=False) if useHelper else None
+        self._helperCloses = self._wrapped is not None and helper is not None and self._wrapped[0] == helper
         super().__init__(reactor, executable, args, environment, path, proto, uid, gid, childFDs)
 
     def _trySpawnInsteadOfFork(self, path, uid, gid, executable, args, environment, kwargs):
         if self._wrapped is None:
             return False
         fdmap = kwargs.get("fdmap")
-        fdState = []
-        for fd in _tprocess._listOpenFDs():
-            try:
-                isCloseOnExec = fcntl.fcntl(fd, fcntl.F_GETFD, fcntl.FD_CLOEXEC)
-            except OSError:
-                pass
-            else:
-                fdState.append((fd, isCloseOnExec))
+        if self._helperCloses:
+            # Only the descriptors the child gets matter; marked close-on-exec so that an fd
+            # kept at its own number is made inheritable (the helper closes the rest).
+            fdState = [(fd, True) for fd in set(fdmap.values())]
+        else:
+            fdState = []
+            for fd in _tprocess._listOpenFDs():
+                try:
+                    isCloseOnExec = fcntl.fcntl(fd, fcntl.F_GETFD, fcntl.FD_CLOEXEC)
+                except OSError:
+                    pass
+                else:
+                    fdState.append((fd, isCloseOnExec))
         setSigDef = _ignoredSignals(self._reactor)
         self.pid = os.posix_spawn(
             self._wrapped[0], self._wrapped, environment,

@@ -255,7 +255,7 @@ class Instance:
     def commandLine(self) -> tuple[list[str], dict[str, str]]:
         values = self.values()
         argv = [substitute(a, values) for a in self.deploy.command]
-        env = dict(os.environ) if getattr(self.owner, "inheritEnv", True) else {}
+        env = _inheritedEnvironment() if getattr(self.owner, "inheritEnv", True) else {}
         env.update({k: substitute(str(v), values) for k, v in self.deploy.env.items()})
         env[oscalls.MARKER] = self.marker
         if self.port is not None:
@@ -394,7 +394,7 @@ class Instance:
             return  # already handled by _exited, during spawn()
         self.transport = transport
         self.pid = transport.pid
-        self.members = {self.pid: self.owner.os.starttime(self.pid)} if self.pid else {}
+        self.members = {self.pid: self.owner._leaderStarttime(self)} if self.pid else {}
         self.owner._membersChanged(self)
         if self.deploy.startsecs <= 0:
             self._running()
@@ -730,6 +730,24 @@ class Instance:
         self._stopProbe()
         self._killLeftovers()
         self.log.close()
+
+
+_environCache: tuple[dict[bytes, bytes], dict[str, str]] | None = None
+
+
+def _inheritedEnvironment() -> dict[str, str]:
+    """A copy of C{os.environ}, decoded once for as long as the environment stays the same.
+
+    C{dict(os.environ)} decodes every variable again; a burst of 200 starts would pay that 200
+    times.  The raw (bytes) table is compared instead: a C-level dict comparison.
+    """
+    global _environCache
+    raw = getattr(os.environ, "_data", None)
+    if not isinstance(raw, dict):
+        return dict(os.environ)
+    if _environCache is None or _environCache[0] != raw:
+        _environCache = (dict(raw), dict(os.environ))
+    return dict(_environCache[1])
 
 
 def _succeeded(value: Any) -> Deferred:

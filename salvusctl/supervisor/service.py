@@ -96,6 +96,10 @@ class SupervisorService(Service):
         self.registry = oscalls.PidRegistry(_join(self.runDir, "pids.json"))
         self.deploys: dict[str, Deploy] = {}
         self.instances: dict[str, Instance] = {}
+        # Instances in a RUNNING_STATES state, by deploy name and in all: the limits are checked
+        # at every start, and counting them there would make starting n instances O(n^2).
+        self._live: dict[str, int] = {}
+        self._liveTotal = 0
         self.observers: list[Observer] = []
         self.beforeStopHooks: list[BeforeStop] = []
         self.leftoversKilled: dict[int, int] = {}
@@ -104,6 +108,7 @@ class SupervisorService(Service):
         self._lockFile = None
         self._saveCall = None
         self._lastSave = -1e9
+        self._pendingStarttimes: list[tuple[Instance, int]] = []
         self.ready: Deferred | None = None
         validateDeploys(list(deploys))
         for deploy in deploys:
@@ -153,6 +158,7 @@ class SupervisorService(Service):
         for iname in deploy.instanceNames():
             instance = self.instances.pop(iname, None)
             if instance is not None:
+                self._forgetLive(instance)
                 instance.shutdown()
                 self.registry.set(iname, {})
 
@@ -236,6 +242,12 @@ class SupervisorService(Service):
     # -- callbacks from instances -----------------------------------------------------------------
 
     def _stateChanged(self, instance: Instance, old: ProcessState, new: ProcessState) -> None:
+        wasLive, isLive = old in RUNNING_STATES, new in RUNNING_STATES
+        if wasLive != isLive and self.instances.get(instance.name) is instance:
+            step = 1 if isLive else -1
+            deploy = instance.deploy.name
+            self._live[deploy] = self._live.get(deploy, 0) + step
+            self._liveTotal += step
         if not self.observers:
             return
         info = instance.info()
@@ -245,6 +257,13 @@ class SupervisorService(Service):
                 observer(instance.name, old, new, info)
             except Exception:
                 log.failure("observer {o!r} failed", o=observer)
+
+    def _forgetLive(self, instance: Instance) -> None:
+        """An instance leaves the table: it no longer counts against the limits."""
+        if instance.state in RUNNING_STATES:
+            deploy = instance.deploy.name
+            self._live[deploy] = self._live.get(deploy, 0) - 1
+            self._liveTotal -= 1
 
     def _readyChanged(self, instance: Instance) -> None:
         if not self.observers:
@@ -270,6 +289,33 @@ class SupervisorService(Service):
             delay = max(0.0, self._lastSave + 1.0 - self.reactor.seconds())
             self._saveCall = self.reactor.callLater(delay, self._saveRegistry)
 
+    def _leaderStarttime(self, instance: Instance) -> int:
+        """The start time of an instance's just-spawned leader (what tells it from a recycled pid).
+
+        On the real OS it is read after the spawns of this reactor turn, not between them: a burst
+        of starts reaches its last spawn (and so its last RUNNING) sooner, and the children have
+        finished their exec by then.  0 meanwhile means "not known", as when it cannot be read.
+        """
+        if not isinstance(self.os, ProcessOS):
+            return self.os.starttime(instance.pid)
+        if not self._pendingStarttimes:
+            self.reactor.callLater(0, self._readStarttimes)
+        self._pendingStarttimes.append((instance, instance.pid))
+        return 0
+
+    def _readStarttimes(self) -> None:
+        pending, self._pendingStarttimes = self._pendingStarttimes, []
+        for instance, pid in pending:
+            # Only while the leader is still this instance's and not reaped (its pid not reusable).
+            protocol = instance._protocol
+            if (instance.pid != pid or instance.members.get(pid) != 0 or protocol is None
+                    or protocol.exited or self.instances.get(instance.name) is not instance):
+                continue
+            starttime = self.os.starttime(pid)
+            if starttime:
+                instance.members[pid] = starttime
+                self._membersChanged(instance)
+
     def _saveRegistry(self) -> None:
         if self._saveCall is not None and self._saveCall.active():
             self._saveCall.cancel()
@@ -284,12 +330,11 @@ class SupervisorService(Service):
         limit = instance.deploy.max_processes
         if self.maxProcesses is None and limit is None:
             return None
-        live = [i for i in self.instances.values() if i is not instance and i.state in RUNNING_STATES]
-        if self.maxProcesses is not None and len(live) >= self.maxProcesses:
+        me = 1 if instance.state in RUNNING_STATES else 0
+        if self.maxProcesses is not None and self._liveTotal - me >= self.maxProcesses:
             return f"refused: the global limit of {self.maxProcesses} simultaneous processes is reached"
         if limit is not None:
-            mine = [i for i in live if i.deploy.name == instance.deploy.name]
-            if len(mine) >= limit:
+            if self._live.get(instance.deploy.name, 0) - me >= limit:
                 return (f"refused: deploy {instance.deploy.name!r} already runs its limit of "
                         f"{limit} simultaneous processes")
         return None
@@ -583,6 +628,7 @@ class SupervisorService(Service):
             yield _gather(stops)
         for instance in shrunk:
             del self.instances[instance.name]
+            self._forgetLive(instance)
             instance.shutdown()
             self.registry.entries.pop(instance.name, None)
         for name in removed + changed:

@@ -4,7 +4,9 @@
  *
  * The supervisor posix_spawns this with setsid already done.  It asks the kernel for SIGNAL when
  * the parent dies (and exits if the parent PARENT is already gone), applies rlimits, changes
- * directory, then execvp()s PROGRAM.  A failure prints one line on stderr and exits 127.
+ * directory, closes every descriptor above 2 (so the supervisor need not list and mark its own
+ * descriptors before each spawn), then execvp()s PROGRAM.  A failure prints one line on stderr and
+ * exits 127.
  * (Instances run as another user go through setpriv instead.)  Built once, on first use, by salvusctl.supervisor.oscalls (cc -O2 -static).
  */
 #define _GNU_SOURCE
@@ -15,6 +17,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/types.h>
+#include <dirent.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static void fail(const char *what, const char *arg) {
@@ -25,6 +29,34 @@ static void fail(const char *what, const char *arg) {
 static rlim_t limit(const char *s) {
     if (strcmp(s, "unlimited") == 0) return RLIM_INFINITY;
     return (rlim_t)strtoull(s, NULL, 10);
+}
+
+/* Close every descriptor from 3 up: close_range(2) where the kernel has it, else /proc/self/fd. */
+static void closeFrom3(void) {
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return;
+#endif
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL) {
+        long max = sysconf(_SC_OPEN_MAX);
+        if (max < 0 || max > 65536) max = 65536;
+        for (long fd = 3; fd < max; fd++) close((int)fd);
+        return;
+    }
+    int self = dirfd(d);
+    int fds[1024];
+    int n;
+    do {
+        n = 0;
+        struct dirent *e;
+        rewinddir(d);
+        while ((e = readdir(d)) != NULL && n < 1024) {
+            int fd = atoi(e->d_name);
+            if (fd > 2 && fd != self) fds[n++] = fd;
+        }
+        for (int k = 0; k < n; k++) close(fds[k]);
+    } while (n == 1024);
+    closedir(d);
 }
 
 int main(int argc, char **argv) {
@@ -61,6 +93,7 @@ int main(int argc, char **argv) {
     }
     if (i >= argc) { errno = EINVAL; fail("no program", NULL); }
     if (dir && chdir(dir) != 0) fail("chdir", dir);
+    closeFrom3();
     execvp(argv[i], argv + i);
     fail("exec", argv[i]);
     return 127;

@@ -196,6 +196,38 @@ class LimitAndLogTests(RealTestCase):
         yield svc.stopService()
 
     @inlineCallbacks
+    def test_child_gets_only_stdio(self):
+        """An instance sees descriptors 0-2 only, even ones this process left inheritable."""
+        r, w = os.pipe()
+        os.set_inheritable(r, True)
+        os.set_inheritable(w, True)
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        svc = self.service(Deploy("fds", command=["/bin/sh", "-c", "ls /proc/$$/fd; sleep 30"],
+                                  startsecs=0))
+        svc.startService()
+        yield svc.ready
+        yield waitFor(lambda: len(svc.tailLog("fds:0")) >= 3)
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(sorted(svc.tailLog("fds:0")), ["0", "1", "2"])
+        yield svc.stopService()
+
+    @inlineCallbacks
+    def test_leader_start_times_recorded(self):
+        """Each leader's start time (read after the burst of spawns) reaches members and the registry."""
+        svc = self.service(Deploy("st", command=["/bin/sleep", "30"], numprocs=5, startsecs=0.2))
+        svc.startService()
+        yield svc.ready
+        yield deferLater(reactor, 1.2, lambda: None)  # past the registry's one-write-a-second
+        onDisk = oscalls.PidRegistry(svc.registry.path).load()
+        for i in range(5):
+            instance = svc.instances[f"st:{i}"]
+            expected = oscalls.readStat(instance.pid).starttime
+            self.assertEqual(instance.members, {instance.pid: expected})
+            self.assertEqual(onDisk[instance.name], {instance.pid: expected})
+        yield svc.stopService()
+
+    @inlineCallbacks
     def test_stderr_captured_separately(self):
         svc = self.service(Deploy("e", command=["/bin/sh", "-c", "echo out; echo err >&2; sleep 30"],
                                   startsecs=0))
