@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -134,12 +135,30 @@ class SQLiteStore(DomainQueries):
         self._migrate()
 
     def _open(self) -> None:
-        try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.Error as e:
-            raise StoreError(f"store {self.url}: cannot open {os.path.abspath(self.path)}: {e}")
+        # Switching a new file to WAL takes an exclusive lock that SQLite does not wait for through
+        # its busy handler: when another host opens the same file at the same moment, retry here,
+        # on the store's own thread (so nothing queued behind the open runs before it), for at most
+        # the busy timeout.
+        pause = threading.Event()
+        waited = 0.0
+        while True:
+            conn = None
+            try:
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if conn is not None:
+                    conn.close()
+                if "locked" not in str(e) or waited * 1000 >= self._busy_timeout_ms:
+                    raise StoreError(f"store {self.url}: cannot open {os.path.abspath(self.path)}: {e}")
+                pause.wait(0.02)
+                waited += 0.02
+            except sqlite3.Error as e:
+                if conn is not None:
+                    conn.close()
+                raise StoreError(f"store {self.url}: cannot open {os.path.abspath(self.path)}: {e}")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         self._conn = conn
