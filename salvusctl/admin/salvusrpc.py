@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.xmlrpc import Fault
 
 import salvusctl
 from salvusctl.admin import shapes
@@ -21,6 +23,8 @@ from salvusctl.admin.rpcbase import Namespace, expectInt, expectNumber, expectSt
 __all__ = ["SalvusNamespace", "HOST_STATES"]
 
 # CLI words -> IBalancerControl.setHostState values
+log = Logger()
+
 HOST_STATES = {"up": "up", "drain": "drain", "down": "maint", "maint": "maint"}
 
 
@@ -357,12 +361,21 @@ class SalvusNamespace(Namespace):
             raise rpcFault(Faults.FAILED, f"{', '.join(busy)}: a restart is already in progress")
         self._restarting.update(deploys)
 
+        def stopped(failure, name: str):
+            if failure.check(Fault):
+                return failure
+            while failure.check(defer.FirstError):
+                failure = failure.value.subFailure
+            why = failure.getErrorMessage()
+            log.warn("rolling restart of {name} stopped: {why}", name=name, why=why)
+            raise rpcFault(Faults.ABNORMAL_TERMINATION, f"restart of {name} stopped: {why}")
+
         @defer.inlineCallbacks
         def run():
             done = []
             for name in deploys:
                 try:
-                    yield _call(sup.restartDeploy, name, batch)
+                    yield _call(sup.restartDeploy, name, batch).addErrback(stopped, name)
                 finally:
                     self._restarting.discard(name)
                 done.append(name)

@@ -320,3 +320,15 @@ class RollingRestartTests(SynchronousTestCase):
         self.assertEqual(h.rpc(self, "salvus.restartAll", 1).faultCode, Faults.FAILED)
         self.assertEqual(finish(d), ["web"])
         self.assertEqual(finish(slowRestart()), ["web"])
+
+    def test_aBatchThatDoesNotComeBackStopsTheRestart(self):
+        """When a restarted instance fails to start, the rolling restart stops there: the
+        instances not yet restarted keep serving, and the fault says why."""
+        self.h.supervisor.failNextStart("web:0", "exec: ./server: not found")
+        pid = self.h.supervisor.instanceInfo("web:1")["pid"]
+        fault = self.call("salvus.restartDeploy", "web", 1)
+        self.assertEqual(fault.faultCode, Faults.ABNORMAL_TERMINATION)
+        self.assertIn("restart of web stopped: exec: ./server: not found", fault.faultString)
+        self.assertEqual(self.h.supervisor.instanceInfo("web:1")["pid"], pid)
+        self.assertEqual(self.h.supervisor.instanceInfo("web:1")["state"], "RUNNING")
+        self.assertEqual(self.call("salvus.restartDeploy", "web", 1), ["web"])

@@ -155,6 +155,12 @@ class CLITests(CLITestBase):
         self.assertEqual(code, ExitCode.AUTH)
         self.assertEqual(len(err.splitlines()), 1)
         self.assertEqual({i["state"] for i in self.supervisor.instanceInfos()}, {"RUNNING"})
+        self.supervisor.failNextStart("web:0", "exec: ./server: not found")
+        code, out, err = yield self.cli("restart", "web:*")
+        self.assertEqual(code, ExitCode.FAILED)
+        self.assertEqual(err, "salvusctl: restart of web stopped: exec: ./server: not found: "
+                              "abnormal termination\n")
+        self.assertEqual(self.supervisor.instanceInfo("web:1")["state"], "RUNNING")
 
     @defer.inlineCallbacks
     def test_failuresAreOneLine(self):

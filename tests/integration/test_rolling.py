@@ -192,3 +192,37 @@ class RollingRestartTests(TestCase):
         )
         self.assertEqual(code, 0, err)
         self.assertGreater(len(failures), 0)
+
+    def rpc(self, method: str, *args) -> defer.Deferred:
+        """One XML-RPC call with the stdlib client, in a thread (the reactor keeps serving)."""
+        import xmlrpc.client
+
+        from twisted.internet import threads
+
+        url = f"http://{OPERATOR[0]}:{OPERATOR[1]}@{self.admin_url[len('http://'):]}/RPC2"
+
+        def call():
+            with xmlrpc.client.ServerProxy(url) as proxy:
+                try:
+                    return getattr(proxy.salvus, method)(*args)
+                except xmlrpc.client.Fault as f:
+                    return f
+
+        return threads.deferToThread(call)
+
+    @defer.inlineCallbacks
+    def test_xmlrpcVerbInBatchesOfTwo(self):
+        """salvus.restartDeploy(worker, 2) on the real supervisor: two of three at a time, the
+        third keeps serving; an unknown deploy or group is a clear fault from the real one too."""
+        before = self.pids()
+        result, bodies, failures = yield self.underLoad(lambda: self.rpc("restartDeploy", "worker", 2))
+        self.assertEqual(result, ["worker"])
+        self.assertEqual(failures, [])
+        self.assertGreater(len(bodies), 20)
+        after = self.pids()
+        self.assertTrue(all(after[n] != before[n] for n in before), (before, after))
+        fault = yield self.rpc("restartDeploy", "ghost", 1)
+        self.assertEqual((fault.faultCode, fault.faultString), (10, "BAD_NAME: no deploy 'ghost'"))
+        fault = yield self.rpc("restartGroup", "ghosts", 1)
+        self.assertEqual((fault.faultCode, fault.faultString), (10, "BAD_NAME: no group 'ghosts'"))
+        self.assertEqual((yield self.rpc("restartGroup", "worker", 1)), ["worker"])
