@@ -353,7 +353,32 @@ class AdminPages:
             )
             for n, (ok, lines) in zip(names, tails, strict=True):
                 last_lines[n] = str(lines[-1]) if ok and lines else ""
-        return self._page(request, "Deploys", self._deployTable(request, last_lines=last_lines), "/deploys")
+        body = self._rollingTable(request) + self._deployTable(request, last_lines=last_lines)
+        return self._page(request, "Deploys", body, "/deploys")
+
+    def _rollingTable(self, request) -> str:
+        """One row per deploy with its rolling-restart button (operators only): the deploy's
+        instances are drained and restarted one at a time, so a balanced deploy keeps serving."""
+        sup = self.state.optional("supervisor")
+        if sup is None or not self._canAct(request):
+            return ""
+        csrf = self.csrfToken(currentUser(request))
+        counts: dict[str, list[int]] = {}
+        for info in sup.instanceInfos():
+            deploy = str(info.get("deploy") or str(info["name"]).partition(":")[0])
+            running = counts.setdefault(deploy, [0, 0])
+            running[0] += 1
+            running[1] += info.get("state") == "RUNNING"
+        rows = [
+            [
+                "#id:deploy-" + deploy,
+                esc(deploy),
+                esc(f"{running} of {total} running"),
+                button(url("deploys", deploy + ":*") + "/restart", "rolling restart", csrf),
+            ]
+            for deploy, (total, running) in counts.items()
+        ]
+        return table(["Deploy", "Instances", "Actions"], rows, class_="rolling")
 
     @app.route("/deploys/<name>/<action>", methods=["POST"])
     @defer.inlineCallbacks
@@ -376,6 +401,8 @@ class AdminPages:
         if calls is None:
             return self._refused(request, _Refused(404, f"no action {action!r}"))
         log.info("{user} asked to {action} {name} from the pages", user=user.name, action=action, name=name)
+        if action == "restart" and name.endswith(":*"):
+            return self._rollingRestart(request, name, back)
         try:
             for verb, call in calls:
                 try:
@@ -390,6 +417,24 @@ class AdminPages:
         except Fault as f:
             return self._redirect(request, back, f"{action} {name}: {f.faultString}", error=True)
         return self._redirect(request, back, f"{action} {name}: requested")
+
+    def _rollingRestart(self, request, name: str, back: str) -> bytes:
+        """C{DEPLOY:*}: the salvus.restartDeploy verb (one instance at a time, drained first),
+        C{GROUP:*} when no deploy has that name.  The page answers at once; the instances show
+        STOPPING / STARTING in turn."""
+        target = name[:-2]
+        try:
+            try:
+                d = self.salvusRPC.xmlrpc_restartDeploy(target, 1)
+            except Fault as f:
+                if f.faultCode != Faults.BAD_NAME:
+                    raise
+                d = self.salvusRPC.xmlrpc_restartGroup(target, 1)
+        except Fault as f:
+            return self._redirect(request, back, f"restart {name}: {f.faultString}", error=True)
+        d.addErrback(lambda f: log.warn("rolling restart of {name} failed: {why}", name=name,
+                                        why=f.getErrorMessage()))
+        return self._redirect(request, back, f"restart {name}: rolling restart requested")
 
     def _waitStopped(self, name: str, limit: float = 30.0) -> defer.Deferred:
         """Fires once the instance left RUNNING/STOPPING (restart needs it down before starting)."""

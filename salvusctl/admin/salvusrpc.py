@@ -1,8 +1,8 @@
 """The C{salvus.*} XML-RPC namespace: what supervisord lacks.
 
-Balancer verbs (L{IBalancerControl}), monitor queries (L{IMonitor}), alerts, store retention and
-config-vs-running diff / reconcile.  A host without the service answers C{NO_SERVICE} (1002) with
-a message naming it.
+Balancer verbs (L{IBalancerControl}), rolling restarts of deploys (L{ISupervisor.restartDeploy}),
+monitor queries (L{IMonitor}), alerts, store retention and config-vs-running diff / reconcile.
+A host without the service answers C{NO_SERVICE} (1002) with a message naming it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.xmlrpc import Fault
 
 import salvusctl
 from salvusctl.admin import shapes
@@ -21,6 +23,8 @@ from salvusctl.admin.rpcbase import Namespace, expectInt, expectNumber, expectSt
 __all__ = ["SalvusNamespace", "HOST_STATES"]
 
 # CLI words -> IBalancerControl.setHostState values
+log = Logger()
+
 HOST_STATES = {"up": "up", "drain": "drain", "down": "maint", "maint": "maint"}
 
 
@@ -79,8 +83,45 @@ class _BalancerReconcile:
         return defer.maybeDeferred(self.balancer.reconcile).addCallback(shapes.balancerDiff)
 
 
+def _deployNames(supervisor: Any) -> list[str]:
+    """Every deploy of the supervisor, in its start order (C{groups()} when it has it)."""
+    groups = getattr(supervisor, "groups", None)
+    if callable(groups):
+        return [d for names in groups().values() for d in names]
+    names: list[str] = []
+    for info in supervisor.instanceInfos():
+        name = str(info.get("deploy") or str(info["name"]).partition(":")[0])
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _groupDeploys(supervisor: Any, group: str) -> list[str]:
+    """The deploys of a supervisor group (a deploy's C{group=}, its own name by default)."""
+    groups = getattr(supervisor, "groups", None)
+    if callable(groups):
+        return list(groups().get(group, []))
+    names: list[str] = []
+    for info in supervisor.instanceInfos():
+        name = str(info.get("deploy") or str(info["name"]).partition(":")[0])
+        if str(info.get("group") or name) == group and name not in names:
+            names.append(name)
+    return names
+
+
+def _expectBatch(batch: Any) -> int:
+    batch = expectInt(batch, "batch")
+    if batch < 1:
+        raise rpcFault(Faults.BAD_ARGUMENTS, f"batch must be at least 1, not {batch}")
+    return batch
+
+
 class SalvusNamespace(Namespace):
     """Salvus's own methods."""
+
+    def __init__(self, state: Any):
+        super().__init__(state)
+        self._restarting: set[str] = set()
 
     # -- the host --------------------------------------------------------------------------------
 
@@ -299,6 +340,90 @@ class SalvusNamespace(Namespace):
         """
         args = (expectStr(service, "service"), expectStr(group, "group"))
         return _call(self._optional("removeGroup", "remove a group"), *args).addCallback(lambda _: True)
+
+    # -- rolling restarts ------------------------------------------------------------------------
+
+    def _supervisor(self):
+        return self.state.rpcService("supervisor")
+
+    def rollingRestart(self, deploys: list[str], batch: int) -> defer.Deferred:
+        """Restart C{deploys} one after another, each C{batch} instances at a time.
+
+        The supervisor's before-stop hooks drain each instance in the balancer before it is
+        signalled and the balancer takes it back once it is ready, so clients of a balanced deploy
+        see no failed request.  A deploy already being restarted is refused (FAILED): two rolling
+        restarts interleaved could stop every instance at once.  A batch that fails to come back
+        stops the restart there, with the other instances still serving.
+        """
+        sup = self._supervisor()
+        busy = [d for d in deploys if d in self._restarting]
+        if busy:
+            raise rpcFault(Faults.FAILED, f"{', '.join(busy)}: a restart is already in progress")
+        self._restarting.update(deploys)
+
+        def stopped(failure, name: str):
+            if failure.check(Fault):
+                return failure
+            while failure.check(defer.FirstError):
+                failure = failure.value.subFailure
+            why = failure.getErrorMessage()
+            log.warn("rolling restart of {name} stopped: {why}", name=name, why=why)
+            raise rpcFault(Faults.ABNORMAL_TERMINATION, f"restart of {name} stopped: {why}")
+
+        @defer.inlineCallbacks
+        def run():
+            done = []
+            for name in deploys:
+                try:
+                    yield _call(sup.restartDeploy, name, batch).addErrback(stopped, name)
+                finally:
+                    self._restarting.discard(name)
+                done.append(name)
+            return done
+
+        def release(result):
+            self._restarting.difference_update(deploys)
+            return result
+
+        return run().addBoth(release)
+
+    @operator
+    def xmlrpc_restartDeploy(self, name, batch=1):
+        """Rolling restart of a deploy: C{batch} instances at a time, each batch ready before the
+        next is drained and stopped
+
+        @param string name the deploy (not an instance: use supervisor.stopProcess/startProcess)
+        @param int batch instances restarted at once (at least 1)
+        @return array result the deploys restarted
+        """
+        name, batch = expectStr(name, "name"), _expectBatch(batch)
+        if name not in _deployNames(self._supervisor()):
+            raise rpcFault(Faults.BAD_NAME, f"no deploy {name!r}")
+        return self.rollingRestart([name], batch)
+
+    @operator
+    def xmlrpc_restartGroup(self, group, batch=1):
+        """Rolling restart of every deploy of a group, one deploy after another
+
+        @param string group the group (a deploy's group, its own name when it declares none)
+        @param int batch instances restarted at once (at least 1)
+        @return array result the deploys restarted, in order
+        """
+        group, batch = expectStr(group, "group"), _expectBatch(batch)
+        deploys = _groupDeploys(self._supervisor(), group)
+        if not deploys:
+            raise rpcFault(Faults.BAD_NAME, f"no group {group!r}")
+        return self.rollingRestart(deploys, batch)
+
+    @operator
+    def xmlrpc_restartAll(self, batch=1):
+        """Rolling restart of every deploy, one deploy after another in start order
+
+        @param int batch instances restarted at once (at least 1)
+        @return array result the deploys restarted, in order
+        """
+        batch = _expectBatch(batch)
+        return self.rollingRestart(_deployNames(self._supervisor()), batch)
 
     # -- monitor ---------------------------------------------------------------------------------
 

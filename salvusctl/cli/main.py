@@ -28,6 +28,9 @@ from salvusctl.cli.client import ClientError, FingerprintMismatch, connect
 __all__ = ["main", "ExitCode", "CONFIG_FILE"]
 
 CONFIG_FILE = "~/.salvusctl.conf"
+DEFAULT_TIMEOUT = 30.0
+# A rolling restart answers when its last batch is ready: one call for the whole deploy.
+RESTART_TIMEOUT = 600.0
 
 
 class ExitCode(enum.IntEnum):
@@ -283,15 +286,56 @@ def cmdStartStop(remote: Remote, args, out: Output) -> int:
     return code
 
 
+def _restartOne(remote: Remote, name: str, out: Output) -> int:
+    """The plain restart of one namespec: stop it (if running), then start it."""
+    try:
+        _act(remote, "stop", name, out)
+    except CLIError as e:
+        if "not running" not in str(e):
+            raise
+    return _act(remote, "start", name, out)
+
+
+def _rolling(remote: Remote, name: str, batch: int) -> list[str] | None:
+    """Rolling restart of C{all}, C{DEPLOY:*} or C{GROUP:*}; None when C{name} is one instance
+    (or the host has no rolling verbs) and the plain restart applies."""
+    try:
+        if name == "all":
+            return remote("salvus.restartAll", batch)
+        if not name.endswith(":*"):
+            return None
+        target = name[:-2]
+        try:
+            return remote("salvus.restartGroup", target, batch)
+        except CLIError as e:
+            if e.fault_code != Faults.BAD_NAME:
+                raise
+        try:
+            return remote("salvus.restartDeploy", target, batch)
+        except CLIError as e:
+            if e.fault_code == Faults.BAD_NAME:
+                raise CLIError(f"{target}: no such deploy or group", ExitCode.NO_SUCH_NAME, e.fault_code)
+            raise
+    except CLIError as e:
+        if e.fault_code == Faults.UNKNOWN_METHOD:
+            return None  # not a Salvus host (or an older one): stop, then start
+        raise
+
+
 def cmdRestart(remote: Remote, args, out: Output) -> int:
+    """C{restart}: C{all}, C{DEPLOY:*} and C{GROUP:*} roll through the instances, C{--batch} at a
+    time, each batch ready before the next is drained and stopped (a balanced deploy keeps
+    serving); one instance, or anything with C{--no-rolling}, is stopped and then started."""
+    if args.batch < 1:
+        raise CLIError(f"--batch must be at least 1, not {args.batch}", ExitCode.USAGE)
     code = ExitCode.OK
     for name in args.names:
-        try:
-            _act(remote, "stop", name, out)
-        except CLIError as e:
-            if "not running" not in str(e):
-                raise
-        code = max(code, _act(remote, "start", name, out))
+        deploys = None if args.no_rolling else _rolling(remote, name, args.batch)
+        if deploys is None:
+            code = max(code, _restartOne(remote, name, out))
+            continue
+        for deploy in deploys:
+            out.info(f"{deploy}:*: restarted ({args.batch} at a time)")
     return code
 
 
@@ -534,7 +578,10 @@ def makeParser() -> argparse.ArgumentParser:
     parser.add_argument("--cacert", help="trust this CA/certificate file for https (env SALVUS_CACERT)")
     parser.add_argument("--fingerprint", help="pin the server certificate's SHA-256 fingerprint")
     parser.add_argument("-c", "--config", help=f"settings file (default {CONFIG_FILE})")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    parser.add_argument(
+        "--timeout", type=float, default=None,
+        help=f"seconds per call (default {DEFAULT_TIMEOUT:g}; {RESTART_TIMEOUT:g} for restart)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="say more (repeatable)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -544,6 +591,11 @@ def makeParser() -> argparse.ArgumentParser:
     for verb in ("start", "stop", "restart"):
         p = sub.add_parser(verb, help=f"{verb} NAME, GROUP:* or all")
         p.add_argument("names", nargs="+", metavar="NAME")
+        if verb == "restart":
+            p.add_argument("--batch", type=int, default=1,
+                           help="instances restarted at once in a rolling restart (default 1)")
+            p.add_argument("--no-rolling", action="store_true",
+                           help="stop every instance, then start them all (the old way)")
     p = sub.add_parser("tail", help="an instance's output")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("-n", "--bytes", type=int, default=1600, help="how many bytes from the end")
@@ -682,7 +734,10 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
         output.verbosity = args.verbose
         if args.command == "user":
             return int(cmdUser(args, output, env, stdin))
-        remote = Remote(_settings(args, env), args.timeout)
+        timeout = args.timeout
+        if timeout is None:
+            timeout = RESTART_TIMEOUT if args.command == "restart" else DEFAULT_TIMEOUT
+        remote = Remote(_settings(args, env), timeout)
         try:
             return int(_REMOTE[args.command](remote, args, output))
         finally:

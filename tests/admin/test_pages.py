@@ -79,6 +79,29 @@ class PageTests(SynchronousTestCase):
         self.post("/deploys/web:1/restart", {"csrf": self.token(), "back": "/instance/web%3A1"})
         self.assertNotEqual(self.h.supervisor.instanceInfo("web:1")["pid"], pid)
 
+    def test_deployRestartButtonIsRolling(self):
+        """The deploy-level restart button restarts one instance at a time (drained first in a
+        balanced deploy), never the whole deploy at once."""
+        _, body = self.get("/deploys")
+        self.assertIn('action="/deploys/web%3A%2A/restart"', body)
+        self.assertIn("2 of 2 running", body)
+        events = []
+        self.h.supervisor.addObserver(lambda name, old, new, info: events.append((name, new)))
+        response, _ = self.post("/deploys/web%3A%2A/restart", {"csrf": self.token()})
+        self.assertEqual(response.code, 303)
+        location = response.headers.getRawHeaders(b"location")[0].decode()
+        _, body = self.get(location)
+        self.assertIn("restart web:*: rolling restart requested", body)
+        self.assertEqual(
+            [e for e in events if e[1] in ("STOPPED", "RUNNING")],
+            [("web:0", "STOPPED"), ("web:0", "RUNNING"), ("web:1", "STOPPED"), ("web:1", "RUNNING")],
+        )
+        response, _ = self.post("/deploys/ghost%3A%2A/restart", {"csrf": self.token()})
+        _, body = self.get(response.headers.getRawHeaders(b"location")[0].decode())
+        self.assertIn("no group", body)
+        response, _ = self.post("/deploys/web%3A%2A/restart", {})
+        self.assertEqual(response.code, 403)
+
     def test_noOpenRedirect(self):
         """The form's `back` field only ever sends the browser to one of our own pages."""
         for back, expected in [

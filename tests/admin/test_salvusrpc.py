@@ -217,3 +217,118 @@ class StoreRetentionTests(TestCase):
         self.assertEqual(left, 1)
         info = yield self.call("salvus.storeInfo")
         self.assertEqual(info["samples"], 1)
+
+
+class RollingRestartTests(SynchronousTestCase):
+    """salvus.restartDeploy / restartGroup / restartAll over the public fake supervisor."""
+
+    def setUp(self):
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
+        self.h = Harness(self.tmp)
+        self.events = []
+        self.h.supervisor.addObserver(lambda name, old, new, info: self.events.append((name, new)))
+
+    def call(self, method, *params, user=OP):
+        return self.h.rpc(self, method, *params, user=user)
+
+    def pids(self, deploy):
+        return {i["name"]: i["pid"] for i in self.h.supervisor.instanceInfos() if i["group"] == deploy}
+
+    def test_restartDeployIsRolling(self):
+        """One instance is back RUNNING before the next one stops: the deploy never goes dark."""
+        before = self.pids("web")
+        self.assertEqual(self.call("salvus.restartDeploy", "web", 1), ["web"])
+        after = self.pids("web")
+        self.assertTrue(all(after[n] != before[n] for n in before), (before, after))
+        self.assertEqual(
+            [e for e in self.events if e[1] in ("STOPPED", "RUNNING")],
+            [("web:0", "STOPPED"), ("web:0", "RUNNING"), ("web:1", "STOPPED"), ("web:1", "RUNNING")],
+        )
+
+    def test_batchDefaultsToOne(self):
+        self.assertEqual(self.call("salvus.restartDeploy", "web"), ["web"])
+        self.assertEqual(self.events[1], ("web:0", "STOPPED"))
+        self.assertEqual(self.events[3], ("web:0", "RUNNING"))
+
+    def test_restartGroupAndAll(self):
+        self.assertEqual(self.call("salvus.restartGroup", "worker", 2), ["worker"])
+        before = {**self.pids("web"), **self.pids("worker")}
+        self.assertEqual(self.call("salvus.restartAll", 1), ["web", "worker"])
+        after = {**self.pids("web"), **self.pids("worker")}
+        self.assertTrue(all(after[n] != before[n] for n in before))
+
+    def test_unknownNamesAreBadName(self):
+        """An unknown deploy or group is BAD_NAME naming it, and nothing is restarted."""
+        fault = self.call("salvus.restartDeploy", "ghost", 1)
+        self.assertEqual(fault.faultCode, Faults.BAD_NAME)
+        self.assertIn("no deploy 'ghost'", fault.faultString)
+        fault = self.call("salvus.restartGroup", "ghosts", 1)
+        self.assertEqual(fault.faultCode, Faults.BAD_NAME)
+        self.assertIn("no group 'ghosts'", fault.faultString)
+        self.assertEqual(self.events, [])
+
+    def test_badBatchIsBadArguments(self):
+        for batch, words in ((0, "at least 1"), (-2, "at least 1"), ("2", "integer"), (True, "integer"),
+                             (1.5, "integer")):
+            for method, name in (("salvus.restartDeploy", "web"), ("salvus.restartGroup", "web")):
+                fault = self.call(method, name, batch)
+                self.assertEqual(fault.faultCode, Faults.BAD_ARGUMENTS, (method, batch))
+                self.assertIn(words, fault.faultString)
+        self.assertEqual(self.call("salvus.restartAll", 0).faultCode, Faults.BAD_ARGUMENTS)
+        self.assertEqual(self.call("salvus.restartDeploy", 7, 1).faultCode, Faults.BAD_ARGUMENTS)
+        self.assertEqual(self.events, [])
+
+    def test_viewersMayNotRestart(self):
+        for method, args in (("salvus.restartDeploy", ("web", 1)), ("salvus.restartGroup", ("web", 1)),
+                             ("salvus.restartAll", (1,))):
+            fault = self.call(method, *args, user=VIEW)
+            self.assertEqual(fault.faultCode, Faults.PERMISSION_DENIED)
+        self.assertEqual(self.events, [])
+
+    def test_noSupervisor(self):
+        h = Harness(self.tmp, services={"balancer": FakeBalancer()})
+        fault = h.rpc(self, "salvus.restartDeploy", "web", 1)
+        self.assertEqual(fault.faultCode, Faults.NO_SERVICE)
+
+    def test_secondRestartOfTheSameDeployIsRefused(self):
+        """Two interleaved rolling restarts could stop every instance at once: the second fails;
+        once the first is done, the deploy can be restarted again."""
+        supervisor = FakeSupervisor({"web": 2}, clock=self.h.clock, stop_delay=1.0)
+        h = Harness(self.tmp, services={"supervisor": supervisor}, clock=self.h.clock)
+
+        def slowRestart():
+            d = h.treq.request(
+                "POST", "http://localhost/RPC2", headers={**basic(OP), b"Content-Type": [b"text/xml"]},
+                data=xmlrpclib.dumps(("web", 1), "salvus.restartDeploy").encode(),
+            )
+            h.treq.flush()
+            self.assertNoResult(d)
+            return d
+
+        def finish(d):
+            self.h.clock.advance(1)
+            self.h.clock.advance(1)
+            h.treq.flush()
+            response = self.successResultOf(d)
+            return xmlrpclib.loads(self.successResultOf(response.content()))[0][0]
+
+        d = slowRestart()
+        fault = h.rpc(self, "salvus.restartDeploy", "web", 1)
+        self.assertEqual(fault.faultCode, Faults.FAILED)
+        self.assertIn("already in progress", fault.faultString)
+        self.assertEqual(h.rpc(self, "salvus.restartAll", 1).faultCode, Faults.FAILED)
+        self.assertEqual(finish(d), ["web"])
+        self.assertEqual(finish(slowRestart()), ["web"])
+
+    def test_aBatchThatDoesNotComeBackStopsTheRestart(self):
+        """When a restarted instance fails to start, the rolling restart stops there: the
+        instances not yet restarted keep serving, and the fault says why."""
+        self.h.supervisor.failNextStart("web:0", "exec: ./server: not found")
+        pid = self.h.supervisor.instanceInfo("web:1")["pid"]
+        fault = self.call("salvus.restartDeploy", "web", 1)
+        self.assertEqual(fault.faultCode, Faults.ABNORMAL_TERMINATION)
+        self.assertIn("restart of web stopped: exec: ./server: not found", fault.faultString)
+        self.assertEqual(self.h.supervisor.instanceInfo("web:1")["pid"], pid)
+        self.assertEqual(self.h.supervisor.instanceInfo("web:1")["state"], "RUNNING")
+        self.assertEqual(self.call("salvus.restartDeploy", "web", 1), ["web"])

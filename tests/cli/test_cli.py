@@ -107,11 +107,60 @@ class CLITests(CLITestBase):
         self.assertEqual(out, "web:0: started\n")
         pid = self.supervisor.instanceInfo("worker:0")["pid"]
         code, out, err = yield self.cli("-v", "restart", "worker:*")
-        self.assertEqual(out, "worker:0: stopped\nworker:0: started\n")
+        self.assertEqual(out, "worker:*: restarted (1 at a time)\n")
         self.assertNotEqual(self.supervisor.instanceInfo("worker:0")["pid"], pid)
         code, out, err = yield self.cli("stop", "web:*", "worker")
         self.assertEqual(code, ExitCode.OK, err)
         self.assertEqual({i["state"] for i in self.supervisor.instanceInfos()}, {"STOPPED"})
+
+    @defer.inlineCallbacks
+    def test_restartIsRollingForDeploysGroupsAndAll(self):
+        """DEPLOY:*, GROUP:* and all restart one instance at a time (each back before the next
+        stops); NAME:i restarts only that instance; --no-rolling stops all, then starts all."""
+        events = []
+        self.supervisor.addObserver(lambda name, old, new, info: events.append((name, new)))
+        code, out, err = yield self.cli("restart", "web:*")
+        self.assertEqual((code, out, err), (ExitCode.OK, "", ""))
+        self.assertEqual(
+            [e for e in events if e[1] in ("STOPPED", "RUNNING")],
+            [("web:0", "STOPPED"), ("web:0", "RUNNING"), ("web:1", "STOPPED"), ("web:1", "RUNNING")],
+        )
+        del events[:]
+        code, out, err = yield self.cli("-v", "restart", "--batch", "2", "all")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(out, "web:*: restarted (2 at a time)\nworker:*: restarted (2 at a time)\n")
+        self.assertEqual([e[0] for e in events if e[1] == "STOPPED"][:2], ["web:0", "web:1"])
+        del events[:]
+        code, out, err = yield self.cli("restart", "web:1")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual({e[0] for e in events}, {"web:1"})
+        del events[:]
+        code, out, err = yield self.cli("restart", "--no-rolling", "web:*")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(
+            [e for e in events if e[1] in ("STOPPED", "RUNNING")],
+            [("web:0", "STOPPED"), ("web:1", "STOPPED"), ("web:0", "RUNNING"), ("web:1", "RUNNING")],
+        )
+
+    @defer.inlineCallbacks
+    def test_restartErrors(self):
+        """An unknown deploy exits 6, a bad batch 2, a viewer 5; each in one line."""
+        code, out, err = yield self.cli("restart", "ghost:*")
+        self.assertEqual((code, out), (ExitCode.NO_SUCH_NAME, ""))
+        self.assertEqual(err, "salvusctl: ghost: no such deploy or group\n")
+        code, out, err = yield self.cli("restart", "--batch", "0", "web:*")
+        self.assertEqual(code, ExitCode.USAGE)
+        self.assertEqual(err, "salvusctl: --batch must be at least 1, not 0\n")
+        code, out, err = yield self.cli("restart", "web:*", user=VIEW)
+        self.assertEqual(code, ExitCode.AUTH)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertEqual({i["state"] for i in self.supervisor.instanceInfos()}, {"RUNNING"})
+        self.supervisor.failNextStart("web:0", "exec: ./server: not found")
+        code, out, err = yield self.cli("restart", "web:*")
+        self.assertEqual(code, ExitCode.FAILED)
+        self.assertEqual(err, "salvusctl: restart of web stopped: exec: ./server: not found: "
+                              "abnormal termination\n")
+        self.assertEqual(self.supervisor.instanceInfo("web:1")["state"], "RUNNING")
 
     @defer.inlineCallbacks
     def test_failuresAreOneLine(self):
