@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from twisted.internet import reactor as _reactor
@@ -18,6 +19,17 @@ def childEnv(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+def freePort() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (bound, then closed): for a child or a
+    server that must be told its port before it starts, or for an address nothing listens on."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
 
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]

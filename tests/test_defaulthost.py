@@ -9,7 +9,6 @@ import glob
 import os
 import re
 import signal
-import socket
 import sys
 
 import psutil
@@ -26,23 +25,13 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from salvusctl.config import loadHost
 from salvusctl.defaulthost import defaultHost
 from salvusctl.errors import ConfigError
-from tests.helpers import REPO, childEnv
+from tests.helpers import REPO, childEnv, freePort
 
 # A test run as a background job inherits SIGINT ignored, and twistd would then ignore Ctrl-C:
 # give the child Python's own SIGINT handler first, as an interactive shell would.
 TWISTD_INT = [sys.executable, "-c",
               "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
               "from twisted.scripts.twistd import run; run()"]
-
-
-def freePort() -> int:
-    """A port that was free a moment ago (bound, then closed)."""
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 def basic(user: str, password: str) -> dict:

@@ -31,30 +31,14 @@ import sys
 import tempfile
 import time
 
-__all__ = ["main"]
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from bench._common import freePort, waitPort  # noqa: E402
+
+__all__ = ["main"]
 SMALL = 1024
 BULK = 100 * 1024 * 1024
-
-
-def freePort() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def waitPort(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nothing listens on %d after %.0f s" % (port, timeout))
 
 
 class Bench:

@@ -20,7 +20,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,19 +28,15 @@ import time
 import xmlrpc.client
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+from bench._common import freePort  # noqa: E402
+
 N_IDLE = 200
 N_CRASH = 10
 CYCLES = 5
 TICK = os.sysconf("SC_CLK_TCK")
 BASH = shutil.which("bash") or "/bin/bash"
-
-
-def freePort() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def ensureVenv(path: str) -> str:

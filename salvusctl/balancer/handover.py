@@ -52,6 +52,7 @@ __all__ = [
     "bindTCP",
     "Drainer",
     "encodeMessage",
+    "serveHandover",
     "MAX_MESSAGE",
     "MAX_LISTENERS",
 ]
@@ -217,6 +218,17 @@ class HandoverServerFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> _HandoverProtocol:
         return _HandoverProtocol(self)
+
+
+def serveHandover(reactor: Any, path: str, source: IHandoverSource, backlog: int = 50) -> Any:
+    """Listen for hand-over requests on the Unix socket C{path}, answered by C{source}.
+
+    A socket file left behind by a process that died without cleaning up would make the
+    listen fail, and no successor could ever take over: it is removed first.
+    """
+    if os.path.exists(path):
+        os.unlink(path)
+    return reactor.listenUNIX(path, HandoverServerFactory(source), backlog=backlog)
 
 
 def _recvExactly(sock: socket.socket, size: int) -> bytes:

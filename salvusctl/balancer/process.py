@@ -33,10 +33,10 @@ from salvusctl.balancer.declare import Balanced, Group, Server
 from salvusctl.balancer.handover import (
     Drainer,
     HandoverError,
-    HandoverServerFactory,
     IHandoverSource,
     Takeover,
     bindTCP,
+    serveHandover,
     takeOver,
 )
 from salvusctl.balancer.proxy import Frontend
@@ -273,9 +273,7 @@ class ProxyProcess:
         path = self.args.control
         if not path:
             return
-        if os.path.exists(path):
-            os.unlink(path)
-        self.controlPort = self.reactor.listenUNIX(path, HandoverServerFactory(self), backlog=8)
+        self.controlPort = serveHandover(self.reactor, path, self, backlog=8)
 
     def announce(self) -> None:
         """Tell whoever started us which ports we serve."""

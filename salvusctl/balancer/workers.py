@@ -35,10 +35,10 @@ from zope.interface import implementer
 
 from salvusctl.balancer.handover import (
     HandoverError,
-    HandoverServerFactory,
     IHandoverSource,
     Takeover,
     encodeMessage,
+    serveHandover,
     takeOver,
 )
 
@@ -252,9 +252,7 @@ class Master:
         self.sockets = matchListeners(specs, inherited)
         base = a.control or os.path.join(tempfile.gettempdir(), "salvus-lb")
         self.sharePath = "%s.w%d" % (base, os.getpid())
-        if os.path.exists(self.sharePath):
-            os.unlink(self.sharePath)
-        self.sharePort = self.reactor.listenUNIX(self.sharePath, HandoverServerFactory(_ShareSource(self)))
+        self.sharePort = serveHandover(self.reactor, self.sharePath, _ShareSource(self))
         self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
         for i in range(a.workers):
             self.spawn(i)
@@ -307,9 +305,7 @@ class Master:
         path = self.args.control
         if not path:
             return
-        if os.path.exists(path):
-            os.unlink(path)
-        self.controlPort = self.reactor.listenUNIX(path, HandoverServerFactory(self), backlog=8)
+        self.controlPort = serveHandover(self.reactor, path, self, backlog=8)
 
     # IHandoverSource, for a successor master
 

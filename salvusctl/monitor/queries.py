@@ -12,23 +12,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
+from salvusctl.store.domain import STATUS_COLUMNS
+
 __all__ = ["runningWithStatus", "history", "lifetime", "hostHistory", "SAMPLE_COLUMNS"]
 
-SAMPLE_COLUMNS = (
-    "service_id",
-    "timestamp",
-    "load",
-    "percent_mem",
-    "percent_cpu",
-    "cputime",
-    "walltime",
-    "virtual_size",
-    "resident_size",
-    "threads",
-    "fds",
-    "state",
-    "nprocs",
-)
+# The foundation's status columns, then the ones the monitor's own migration adds.
+SAMPLE_COLUMNS = STATUS_COLUMNS + ("threads", "fds", "state", "nprocs")
 _SERVICE_COLUMNS = ("id", "type", "site", "address", "port", "pid", "host", "started_at",
                     "stopped_at", "running")
 _FOREVER = 1e18

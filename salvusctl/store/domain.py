@@ -6,6 +6,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 
+from salvusctl.store.errors import StoreError
+from salvusctl.store.migrations import Migration
+
 __all__ = ["DomainQueries", "STATUS_COLUMNS"]
 
 STATUS_COLUMNS = (
@@ -32,11 +35,21 @@ def _statusDicts(rows: list[tuple]) -> list[dict[str, Any]]:
 class DomainQueries:
     """Mixed into each store: C{services} and C{status} in the same SQL for both dialects.
 
-    Relies on C{runQuery}, C{runOperation}, C{runInteraction} and C{_now} of the concrete store.
+    Relies on C{runQuery}, C{runOperation}, C{runInteraction}, C{_reactor}, C{_migrations} and
+    C{running} of the concrete store.
     Interactions are generators that C{yield} each C{cursor.execute}: on PostgreSQL that waits for
     the statement, on SQLite (whose cursor returns itself) it costs nothing, so one function
     serves both.  C{INSERT … RETURNING} gives new ids on both (SQLite 3.35+).
     """
+
+    def _now(self) -> float:
+        return self._reactor.seconds()
+
+    def addMigrations(self, component: str, steps: list[Migration]) -> None:
+        """Queue C{steps} for C{component}; they run when the store starts, so only before that."""
+        if self.running:
+            raise StoreError("addMigrations must be called before the store starts")
+        self._migrations.setdefault(component, []).extend(steps)
 
     def recordServiceStart(
         self,

@@ -225,15 +225,7 @@ class PostgresStore(DomainQueries):
         self.running = False
         self.closing = False
 
-    def _now(self) -> float:
-        return self._reactor.seconds()
-
     # -- lifecycle -------------------------------------------------------------------------------
-
-    def addMigrations(self, component: str, steps: list[Migration]) -> None:
-        if self.running:
-            raise StoreError("addMigrations must be called before the store starts")
-        self._migrations.setdefault(component, []).extend(steps)
 
     def start(self) -> Deferred:
         """Connect the pool and migrate; fires once the schema is current.

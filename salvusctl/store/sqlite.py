@@ -103,15 +103,7 @@ class SQLiteStore(DomainQueries):
         self._conn: sqlite3.Connection | None = None
         self.running = False
 
-    def _now(self) -> float:
-        return self._reactor.seconds()
-
     # -- lifecycle -------------------------------------------------------------------------------
-
-    def addMigrations(self, component: str, steps: list[Migration]) -> None:
-        if self.running:
-            raise StoreError("addMigrations must be called before the store starts")
-        self._migrations.setdefault(component, []).extend(steps)
 
     @inlineCallbacks
     def start(self):

@@ -18,6 +18,7 @@ from salvusctl.backup.layout import MANIFEST, readManifest, scanRuns
 from salvusctl.backup.retention import Retention
 from salvusctl.backup.service import BackupService
 from salvusctl.interfaces import ISupervisor
+from tests.helpers import waitFor
 
 from .fakes import FakeSupervisor
 from .helpers import TempMariaDB, TempPostgres, makeStore, tempPath, writeFile
@@ -66,17 +67,6 @@ class BackupRestoreTests(TestCase):
         service.startService()
         self.addCleanup(service.stopService)
         return service
-
-    @inlineCallbacks
-    def waitFor(self, predicate, limit: float = 10.0):
-        """Poll (on the reactor, never sleeping) until an outside process has caught up."""
-        from twisted.internet.task import deferLater
-
-        deadline = reactor.seconds() + limit
-        while not predicate():
-            if reactor.seconds() > deadline:
-                self.fail("condition not reached in time")
-            yield deferLater(reactor, 0.05, lambda: None)
 
     @inlineCallbacks
     def nextSecond(self):
@@ -168,8 +158,8 @@ class BackupRestoreTests(TestCase):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(client.kill)
         self.addCleanup(client.wait)
-        yield self.waitFor(lambda: self.pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity"
-                                                f" WHERE datname = '{self.pg.name}'") == "1")
+        yield waitFor(lambda: self.pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity"
+                                           f" WHERE datname = '{self.pg.name}'") == "1", interval=0.05)
         report = yield self.service.restore()
         self.assertEqual(report["outcome"], "ok", report)
         self.assertEqual(report["run_id"], run["run_id"])

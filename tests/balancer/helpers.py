@@ -7,6 +7,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
+from tests.helpers import freePort
 
 __all__ = ["NamedBackend", "startBackend", "fetch", "HoldingClient", "openHolding", "deadPort",
            "balanced", "tempdir"]
@@ -151,13 +152,7 @@ def openHolding(testcase, port: int) -> Deferred:
 
 def deadPort() -> int:
     """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return freePort()
 
 
 def balanced(servers, name="svc", scheduler="roundrobin", health=None, **kwargs) -> Balanced:

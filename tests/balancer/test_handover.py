@@ -29,6 +29,7 @@ from salvusctl.balancer.handover import (
     encodeMessage,
     takeOver,
 )
+from tests.helpers import freePort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -392,7 +393,7 @@ class ProcessHandoverTests(ProcessCase):
         Upgrading to a config without a listener closes that one; the listeners both configs
         share are handed over, and a listener new in the config is bound.
         """
-        a, b, c = (_freePort() for _ in range(3))
+        a, b, c = (freePort() for _ in range(3))
         old = self.spawn(0, config=self.config([("web", a), ("api", b)]))
         yield old.ready
         got = yield self.request(b)
@@ -415,7 +416,7 @@ class ProcessHandoverTests(ProcessCase):
         A new process that takes the sockets and then fails (here: a new listener's port is
         taken) exits without confirming; the old process keeps serving and can still hand over.
         """
-        a = _freePort()
+        a = freePort()
         blocker = socket.socket()
         blocker.bind(("127.0.0.1", 0))
         blocker.listen(1)
@@ -477,14 +478,6 @@ class ProcessHandoverTests(ProcessCase):
         code = yield old.ended
         self.assertEqual(code, 0)
         yield held.lost
-
-
-def _freePort():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class _Holder(protocol.Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ConnectionRefusedError, UserError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -18,6 +18,7 @@ from salvusctl.balancer.model import BackendHost
 from salvusctl.balancer.proxy import Frontend
 from salvusctl.balancer.service import BalancedService
 from tests.balancer.helpers import address, balanced, fetch, startBackend
+from tests.helpers import waitFor
 
 
 def succeed_probe(reactor_, reply: bytes = b""):
@@ -232,18 +233,14 @@ class HealthSocketTests(TestCase):
         a = startBackend(self, b"a")
         port = a.port.getHost().port
         decl = balanced([address(a)], health=HealthCheck(interval=0.05, timeout=0.5, rise=2, fall=1))
-        balancer = BalancerService(reactor, [decl])
-        balancer.startService()
-        self.addCleanup(balancer.stopService)
-        svc = balancer.balanced["svc"]
-        yield svc.listening
+        svc = yield self.startBalanced(decl)
         host = svc.groups["main"].hosts[address(a)]
         yield a.port.stopListening()
-        yield self.waitFor(lambda: host.state == "down")
+        yield waitFor(lambda: host.state == "down", timeout=5.0)
         self.assertIn("health check", host.down_reason)
         a.port = reactor.listenTCP(port, a, interface="127.0.0.1")
         self.addCleanup(a.port.stopListening)
-        yield self.waitFor(lambda: host.state == "up")
+        yield waitFor(lambda: host.state == "up", timeout=5.0)
         self.assertGreaterEqual(host.health_changes, 2)
         data, _ = yield fetch(svc.ports[0].getHost().port, b"x")
         self.assertEqual(data, b"a:x")
@@ -263,28 +260,19 @@ class HealthSocketTests(TestCase):
         self.addCleanup(agent_port.stopListening)
         decl = balanced([Server(address(a), agent_port=agent_port.getHost().port), address(b)],
                         agent=AgentCheck(port=1, interval=0.05))
+        svc = yield self.startBalanced(decl)
+        host = svc.groups["main"].hosts[address(a)]
+        yield waitFor(lambda: host.state == "drain", timeout=5.0)
+        for _ in range(4):
+            data, _ = yield fetch(svc.ports[0].getHost().port, b"x")
+            self.assertEqual(data, b"b:x")
+
+    @inlineCallbacks
+    def startBalanced(self, decl):
+        """A real balancer for C{decl} (stopped at cleanup); fires with its service once it listens."""
         balancer = BalancerService(reactor, [decl])
         balancer.startService()
         self.addCleanup(balancer.stopService)
         svc = balancer.balanced["svc"]
         yield svc.listening
-        host = svc.groups["main"].hosts[address(a)]
-        yield self.waitFor(lambda: host.state == "drain")
-        for _ in range(4):
-            data, _ = yield fetch(svc.ports[0].getHost().port, b"x")
-            self.assertEqual(data, b"b:x")
-
-    def waitFor(self, predicate, limit: float = 5.0) -> Deferred:
-        d: Deferred = Deferred()
-        start = reactor.seconds()
-
-        def poll():
-            if predicate():
-                d.callback(None)
-            elif reactor.seconds() - start > limit:
-                d.errback(AssertionError("condition not reached in time"))
-            else:
-                reactor.callLater(0.02, poll)
-
-        poll()
-        return d
+        return svc

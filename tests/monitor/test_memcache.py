@@ -5,38 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from salvusctl.monitor.memcache import MemcachePublisher, memcacheKey
 from salvusctl.monitor.service import MonitorService
+from tests.helpers import freePort, waitFor
 from tests.monitor.fakes import FakeSampler, FakeSupervisor, SyncSQLiteStore, inline
 
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
-
-
-def freePort() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-@inlineCallbacks
-def waitFor(predicate, timeout=10.0, step=0.05):
-    waited = 0.0
-    while not predicate():
-        if waited >= timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        yield deferLater(reactor, step, lambda: None)
-        waited += step
 
 
 class KeyTests(SynchronousTestCase):

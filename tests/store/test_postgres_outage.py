@@ -7,8 +7,6 @@ and the server that is stopped and restarted (the server unreachable, then back)
 
 from __future__ import annotations
 
-import socket
-
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
@@ -20,6 +18,7 @@ from salvusctl.store.errors import QueueFull, StoreClosed, StoreUnavailable
 from salvusctl.store.migrations import Migration
 from salvusctl.store.postgres import PostgresStore, backoff
 from salvusctl.store.url import parseStoreURL
+from tests.helpers import freePort
 from tests.store.pgcluster import CLUSTER_SKIP, PrivateCluster
 from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase, waitUntil
 
@@ -32,15 +31,6 @@ def firstOccurrences(values):
 
 
 FAST = backoff(0.05, 2.0, 0.2)
-
-
-def freePort() -> int:
-    """A port nothing listens on (just released by the kernel)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class _TrackingProxyServer(portforward.ProxyServer):

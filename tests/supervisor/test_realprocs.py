@@ -16,20 +16,11 @@ from twisted.trial.unittest import TestCase
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.deploy import Deploy, Probe
 from salvusctl.supervisor.service import SupervisorService
+from tests.helpers import waitFor
 from tests.supervisor import scratch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-@inlineCallbacks
-def waitFor(predicate, timeout=10.0, step=0.02):
-    """Poll C{predicate} on the reactor until it is true (fail after C{timeout} seconds)."""
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
-        yield deferLater(reactor, step, lambda: None)
 
 
 def pidsWithArg(token: str) -> list[int]:
@@ -260,9 +251,9 @@ class SoakTests(RealTestCase):
                                   startretries=None))
         svc.startService()
         inst = svc.instances["crash:0"]
-        yield waitFor(lambda: inst.totalRestarts >= 50, timeout=60, step=0.05)
+        yield waitFor(lambda: inst.totalRestarts >= 50, timeout=60, interval=0.05)
         fds, threads = _fds(), _threads()
-        yield waitFor(lambda: inst.totalRestarts >= 1050, timeout=100, step=0.05)
+        yield waitFor(lambda: inst.totalRestarts >= 1050, timeout=100, interval=0.05)
         self.assertLessEqual(_fds(), fds + 2)
         self.assertLessEqual(_threads(), threads)
         yield svc.stopService()

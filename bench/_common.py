@@ -1,0 +1,33 @@
+"""Pieces every benchmark script needs: a free port to hand a child, and waiting until it listens.
+
+The benches run as plain scripts (C{python bench/<name>}), drive real child processes and may
+block: these helpers are synchronous on purpose.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+__all__ = ["freePort", "waitPort"]
+
+
+def freePort() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (bound, then closed), to tell a child to use."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def waitPort(port: int, timeout: float = 10.0) -> None:
+    """Return once something accepts on 127.0.0.1:C{port}; raise after C{timeout} seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listens on %d after %.0f s" % (port, timeout))
