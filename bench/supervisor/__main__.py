@@ -90,11 +90,21 @@ def stopDaemon(proc: subprocess.Popen, timeout: float = 60) -> None:
 # -- the three supervisors, each able to run a program spec ------------------------------------
 
 
-class Salvus:
-    name = "salvus"
+class _Supervisor:
+    """What the three have in common: a bench venv, a work directory, the supervisor's pid."""
+
+    name = ""
 
     def __init__(self, venv: str, work: str):
+        self.venv = venv
         self.work = work
+
+    def pid(self, proc) -> int:
+        return proc.pid
+
+
+class Salvus(_Supervisor):
+    name = "salvus"
 
     def launch(self, program: str, argv: list[str], numprocs: int, tag: str, trigger: bool = False):
         spec = {"run_dir": os.path.join(self.work, "run"), "trigger": trigger, "deploys": [{
@@ -124,16 +134,9 @@ class Salvus:
                 break
         raise RuntimeError("salvus did not report all RUNNING")
 
-    def pid(self, proc) -> int:
-        return proc.pid
 
-
-class Supervisord:
+class Supervisord(_Supervisor):
     name = "supervisord"
-
-    def __init__(self, venv: str, work: str):
-        self.venv = venv
-        self.work = work
 
     def launch(self, program, argv, numprocs, tag, trigger=False):
         self.port = freePort()
@@ -191,16 +194,9 @@ autostart={"false" if trigger else "true"}
             time.sleep(0.02)
         raise RuntimeError("supervisord did not reach all RUNNING")
 
-    def pid(self, proc) -> int:
-        return proc.pid
 
-
-class Circus:
+class Circus(_Supervisor):
     name = "circus"
-
-    def __init__(self, venv: str, work: str):
-        self.venv = venv
-        self.work = work
 
     def launch(self, program, argv, numprocs, tag, trigger=False):
         self.endpoint = f"tcp://127.0.0.1:{freePort()}"
@@ -241,9 +237,6 @@ autostart = {not trigger}
         if not line.startswith("ALLRUNNING"):
             raise RuntimeError(f"circus did not reach {n} processes: {line} {out.stderr[-300:]}")
         return float(line.split()[1])
-
-    def pid(self, proc) -> int:
-        return proc.pid
 
 
 # -- workloads -------------------------------------------------------------------------------------

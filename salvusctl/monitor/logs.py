@@ -94,25 +94,21 @@ class LogWriter:
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive integer, not {limit!r}")
         where, args = [], []
-        if deploy is not None:
-            where.append("deploy = ?")
-            args.append(deploy)
-        if instance is not None:
-            where.append("instance = ?")
-            args.append(instance)
-        if host is not None:
-            where.append("host = ?")
-            args.append(host)
+
+        def given(clause: str, value: object) -> None:
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+
+        given("deploy = ?", deploy)
+        given("instance = ?", instance)
+        given("host = ?", host)
         if level is not None:
             levels = [level] if isinstance(level, str) else list(level)
             where.append("level IN ({})".format(", ".join("?" for _ in levels)))
             args.extend(lv.lower() for lv in levels)
-        if since is not None:
-            where.append("received_at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("received_at <= ?")
-            args.append(until)
+        given("received_at >= ?", since)
+        given("received_at <= ?", until)
         if text:
             where.append("LOWER(text) LIKE ? ESCAPE '\\'")
             args.append("%" + _likeEscape(text.lower()) + "%")

@@ -11,11 +11,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import tempfile
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
+
+from tests.helpers import freePort
 
 __all__ = ["PrivateCluster", "CLUSTER_SKIP"]
 
@@ -50,10 +51,7 @@ class PrivateCluster:
         self.dir = tempfile.mkdtemp(prefix="salvus-pg-")
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
+        self.port = freePort()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         if os.geteuid() == 0:
             entry = pwd.getpwnam("postgres")

@@ -42,22 +42,21 @@ class TempDatabase:
         conn.autocommit = True
         return conn
 
-    def create(self) -> TempDatabase:
+    def _adminExecute(self, sql: str) -> None:
+        """One statement in the server's own database (CREATE/DROP DATABASE cannot run in ours)."""
         conn = self._admin()
         try:
             with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{self.name}"')
+                cur.execute(sql)
         finally:
             conn.close()
+
+    def create(self) -> TempDatabase:
+        self._adminExecute(f'CREATE DATABASE "{self.name}"')
         return self
 
     def drop(self) -> None:
-        conn = self._admin()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        finally:
-            conn.close()
+        self._adminExecute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
     def urlOnPort(self, port: int) -> str:
         """The database's URL through another port (a proxy, or nothing listening)."""
