@@ -33,26 +33,26 @@ class _Collect(protocol.Protocol):
         self.lost.callback(None)
 
 
-class _Factory(protocol.ClientFactory):
+class _ServerFactory(protocol.Factory):
+    """Collects until C{until} bytes arrived: C{made} fires on connect, C{full} with the data."""
+
     protocol = _Collect
 
     def __init__(self, until=0):
         self.until = until
         self.made = defer.Deferred()
         self.full = defer.Deferred()
+
+
+class _Factory(_ServerFactory, protocol.ClientFactory):
+    """The client side: the same, and C{failed} when the connection cannot be made."""
+
+    def __init__(self, until=0):
+        super().__init__(until)
         self.failed = defer.Deferred()
 
     def clientConnectionFailed(self, connector, reason):
         self.failed.callback(reason.value)
-
-
-class _ServerFactory(protocol.Factory):
-    protocol = _Collect
-
-    def __init__(self, until=0):
-        self.until = until
-        self.made = defer.Deferred()
-        self.full = defer.Deferred()
 
 
 class LeanConnectTests(TestCase):
