@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.python import usage
@@ -31,17 +32,32 @@ class Options(usage.Options):
 
 
 def loadConfiguredHost(options: Options):
-    """The L{Host} the options name: a config file, or the default demo host."""
+    """The L{Host} the options name: a config file, or the default demo host.
+
+    The host's C{source} reads the same config again with the same options (a reload).
+    """
     from salvusctl.config import loadHost
 
     if options["config"]:
         host = loadHost(options["config"])
+        read = host.source
     else:
         from salvusctl.defaulthost import defaultHost
 
         host = defaultHost(var=options["var"])
+        var = os.path.abspath(options["var"])
+        read = lambda: defaultHost(var=var)  # noqa: E731
     if options["store"]:
         host.store_url = options["store"]
+    store = options["store"]
+
+    def source():
+        again = read()
+        if store:
+            again.store_url = store
+        return again
+
+    host.source = source
     return host
 
 
