@@ -9,7 +9,7 @@ from twisted.python import usage
 
 from salvusctl.errors import ConfigError
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "makeService", "reloadOnHangup"]
 
 
 class Options(usage.Options):
@@ -67,8 +67,39 @@ def makeService(options: Options):
 
     try:
         host = loadConfiguredHost(options)
-        return host.build(reactor)
+        service = host.build(reactor)
     except ConfigError as e:
         sys.stderr.write(f"salvus: error: {e}\n")
         sys.stderr.flush()
         raise SystemExit(1)
+    reloadOnHangup(reactor, host)
+    return service
+
+
+def reloadOnHangup(reactor, host) -> None:
+    """SIGHUP re-reads the host's config and applies the differences, as supervisord's SIGHUP does.
+
+    twistd rotates its log on SIGUSR1 and leaves SIGHUP alone.  A bad config is logged in one
+    line and changes nothing.
+    """
+    import signal
+
+    from twisted.logger import Logger
+
+    log = Logger(namespace="salvus.reload")
+
+    def reload() -> None:
+        d = host.context.reloader.reconcile()
+
+        def done(changes):
+            log.info("SIGHUP: config reloaded: {changes}", changes=changes or "no differences")
+
+        def failed(failure):
+            if failure.check(ConfigError):
+                log.error("SIGHUP: config not reloaded: {error}", error=str(failure.value))
+            else:
+                log.failure("SIGHUP: reload failed", failure)
+
+        d.addCallbacks(done, failed)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))
