@@ -172,7 +172,19 @@ class HostReloader:
         if "balancer" in changes and not changes["balancer"].get("restart"):
             log.info("reload: balancer {changes}", changes=changes["balancer"])
             yield services["balancer"].reconcile(new.declarations("balancer"))
+            self._bindLoadSources(services["balancer"], services.get("monitor"))
         for component, entry in sorted(changes.items()):
             if entry.get("restart"):
                 log.warn("reload: {component} changed; restart the host to apply it", component=component)
         return changes
+
+    @staticmethod
+    def _bindLoadSources(balancer: Any, monitor: Any) -> None:
+        """A least-load group added by the reload got an unbound C{MonitorLoadSource()} from the
+        file, as at build time: bind it to the running monitor, as the monitor's builder does."""
+        if monitor is None:
+            return
+        from salvusctl.monitor.build import bindLoadSources
+
+        address = getattr(monitor, "address", None)
+        bindLoadSources(balancer, monitor, [address] if address else [])

@@ -125,6 +125,21 @@ class HostReloaderTests(SynchronousTestCase):
         self.assertEqual(self.balancer.reconciled, [["www"]])
 
 
+    def test_addedLeastLoadGroupIsBoundToTheMonitor(self):
+        """A least-load source in a group the reload added is fed by the running monitor."""
+        from salvusctl.monitor.loadsource import MonitorLoadSource
+
+        source = MonitorLoadSource()
+        group = SimpleNamespace(scheduler=SimpleNamespace(source=source))
+        self.balancer.balanced = {"www": SimpleNamespace(groups={"g": group})}
+        self.balancer.ops = [{"op": "add-group", "service": "www", "group": "g"}]
+        monitor = SimpleNamespace(address=None, latest=lambda: {})
+        self.reloader.context.services["monitor"] = monitor
+        self.next = _host([Deploy("a", command=CMD), Deploy("b", command=CMD)])
+        self.successResultOf(self.reloader.reconcile())
+        self.assertTrue(source.bound)
+
+
 class SourceTests(SynchronousTestCase):
     def test_loadHostRemembersItsFile(self):
         """loadHost's host re-reads the file; the file's own application() builds nothing then."""
