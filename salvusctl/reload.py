@@ -173,10 +173,42 @@ class HostReloader:
             log.info("reload: balancer {changes}", changes=changes["balancer"])
             yield services["balancer"].reconcile(new.declarations("balancer"))
             self._bindLoadSources(services["balancer"], services.get("monitor"))
+            yield self._followDeploys(services["balancer"], services.get("supervisor"),
+                                      new.declarations("balancer"))
         for component, entry in sorted(changes.items()):
             if entry.get("restart"):
                 log.warn("reload: {component} changed; restart the host to apply it", component=component)
         return changes
+
+    def _followDeploys(self, balancer: Any, supervisor: Any, declared: list[Any]) -> defer.Deferred:
+        """Keep one L{DeployPool} per group that takes its hosts from a deploy, as the balancer's
+        builder makes them: a group the reload added (or re-pointed) gets one, and the pool of a
+        group that is gone stops following its deploy."""
+        from twisted.application.service import IServiceCollection
+
+        from salvusctl.balancer.deploys import DeployPool
+
+        if not IServiceCollection.providedBy(balancer):
+            return defer.succeed(None)  # not the real balancer: it has no pools to keep
+        pools = {(c.service, c.group): c for c in list(balancer) if isinstance(c, DeployPool)}
+        wanted = {(d.name, g.name): g for d in declared for g in d.groups if g.deploy is not None}
+        stops = []
+        for key, pool in pools.items():
+            group = wanted.get(key)
+            if group is None or (pool.deploy, pool.address) != (group.deploy, group.deploy_address):
+                stops.append(defer.maybeDeferred(pool.disownServiceParent))
+        for key, group in wanted.items():
+            pool = pools.get(key)
+            if pool is not None and (pool.deploy, pool.address) == (group.deploy, group.deploy_address):
+                continue
+            if supervisor is None:
+                log.warn("reload: {service}/{group} follows deploy {deploy} but this host runs no "
+                         "supervisor", service=key[0], group=key[1], deploy=group.deploy)
+                continue
+            DeployPool(self.context.reactor, balancer, key[0], key[1], group.deploy, supervisor,
+                       address=group.deploy_address, drain_timeout=group.drain_timeout
+                       ).setServiceParent(balancer)
+        return defer.gatherResults(stops)
 
     @staticmethod
     def _bindLoadSources(balancer: Any, monitor: Any) -> None:

@@ -48,7 +48,8 @@ host.add(Deploy("gone", command=SLEEP, startsecs=0.1, stopwaitsecs=2))
 AFTER = """\
 host.add(Deploy("keep", command=SLEEP, startsecs=0.1, stopwaitsecs=2))
 host.add(Deploy("change", command=SLEEP, env={"MODE": "two"}, startsecs=0.1, stopwaitsecs=2))
-host.add(Deploy("new", command=SLEEP, startsecs=0.1, stopwaitsecs=2))
+host.add(Deploy("new", command=SLEEP, port="auto", startsecs=0.1, stopwaitsecs=2))
+host.add(Balanced("pool", listen=["tcp:0:interface=127.0.0.1"], groups=[Group("workers", deploy="new")]))
 """
 
 
@@ -132,7 +133,7 @@ class ReloadRealHostTests(TestCase):
         diff = yield self.rpc("salvus.diff")
         self.assertEqual(diff, {
             "supervisor": {"added": ["new"], "changed": ["change"], "removed": ["gone"]},
-            "balancer": {"added": [], "changed": ["www/main/b1"], "removed": []},
+            "balancer": {"added": ["pool"], "changed": ["www/main/b1"], "removed": []},
         })
         reread = yield self.rpc("supervisor.reloadConfig")
         self.assertEqual(reread, [[["new"], ["change"], ["gone"]]])
@@ -155,6 +156,9 @@ class ReloadRealHostTests(TestCase):
         with self.assertRaises(ProcessLookupError):
             os.kill(before["gone:0"], 0)
         self.assertEqual(self.weight(), 5)
+        # the added service's group follows the added deploy, as one built at start does
+        pool = lambda: self.services["balancer"].snapshot()["services"]["pool"]["groups"]["workers"]  # noqa: E731
+        yield waitFor(lambda: [h["name"] for h in pool()["hosts"]] == ["new:0"])
         diff = yield self.rpc("salvus.diff")
         self.assertEqual(diff, {})
         out, err, code = yield self.command(sys.executable, "-m", "salvusctl.cli", "diff")
