@@ -114,6 +114,19 @@ class HostReloaderTests(SynchronousTestCase):
         self.failureResultOf(self.reloader.reconcile(), ConfigError)
         self.assertEqual((self.supervisor.reloaded, self.balancer.reconciled), ([], []))
 
+    def test_oneReloadAtATime(self):
+        """A reconcile while another is still applying is refused, not interleaved."""
+        from twisted.internet.defer import Deferred
+
+        pending = Deferred()
+        self.supervisor.reload = lambda deploys: pending
+        self.next = _host([Deploy("a", command=CMD)])
+        first = self.reloader.reconcile()
+        failure = self.failureResultOf(self.reloader.reconcile(), ConfigError)
+        self.assertIn("already in progress", str(failure.value))
+        pending.callback({})
+        self.assertEqual(self.successResultOf(first)["supervisor"]["removed"], ["b"])
+
     def test_composedInCode(self):
         """A host with no source compares what runs with its own declarations."""
         self.running.source = None
