@@ -9,7 +9,7 @@ import os
 import traceback
 
 from salvusctl.errors import ConfigError
-from salvusctl.host import Host
+from salvusctl.host import Host, declaringOnly
 
 __all__ = ["loadHost"]
 
@@ -18,7 +18,9 @@ def loadHost(path: str) -> Host:
     """Execute a host file and return the L{Host} it declares as C{host}.
 
     Any fault — a missing file, a syntax error, an exception while the file runs, no C{host} —
-    becomes a L{ConfigError} naming the file and, where known, the line.
+    becomes a L{ConfigError} naming the file and, where known, the line.  The file's own
+    C{host.application()} builds nothing while it is read here (the caller builds), and the host
+    remembers how to read the file again (C{host.source}) for a reload.
     """
     if not os.path.exists(path):
         raise ConfigError("no such config file", path)
@@ -33,6 +35,7 @@ def loadHost(path: str) -> Host:
         raise ConfigError(f"syntax error: {e.msg}", path, e.lineno)
     namespace = {"__file__": os.path.abspath(path), "__name__": "__salvus_config__"}
     cwd = os.getcwd()
+    token = declaringOnly.set(True)
     try:
         exec(code, namespace)
     except ConfigError as e:
@@ -44,10 +47,13 @@ def loadHost(path: str) -> Host:
     except Exception as e:
         raise ConfigError(f"{type(e).__name__}: {e}", path, _lineIn(path, e))
     finally:
+        declaringOnly.reset(token)
         os.chdir(cwd)
     host = namespace.get("host")
     if not isinstance(host, Host):
         raise ConfigError("the config defines no `host = Host(...)`", path)
+    absolute = os.path.abspath(path)
+    host.source = lambda: loadHost(absolute)
     return host
 
 

@@ -14,12 +14,13 @@ every component.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import itertools
 import os
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,11 @@ from salvusctl.store import DEFAULT_STORE_URL, makeStore, parseStoreURL
 __all__ = ["Host", "HostContext", "HostService", "BUILD_ORDER"]
 
 log = Logger()
+
+# Set while a config file is executed only to read its declarations (salvusctl.config.loadHost):
+# the file's own `application = host.application()` then builds nothing, so re-reading a running
+# host's file for a reload binds no port and builds no second service tree.
+declaringOnly: contextvars.ContextVar[bool] = contextvars.ContextVar("salvus_declaring_only", default=False)
 
 # component name -> "module:function"; a builder is called as builder(context, declarations) and
 # returns an IService (or None when it has nothing to run).  Start order is this order.
@@ -53,6 +59,8 @@ class HostContext:
 
     @ivar services: the services built so far, by component name, so later components can find
         earlier ones (the balancer finds the supervisor, the admin finds everything).
+    @ivar reloader: the host's L{salvusctl.reload.HostReloader}, set once every service is built
+        (the admin reaches it through here for C{salvus.diff} / C{salvus.reconcile}).
     """
 
     reactor: Any
@@ -60,6 +68,7 @@ class HostContext:
     store: Any
     var_dir: str
     services: dict[str, IService] = field(default_factory=dict)
+    reloader: Any = None
 
     def path(self, *parts: str) -> str:
         """A path under the host's state directory."""
@@ -137,6 +146,10 @@ class Host:
         and the shared store.
     @param store: a store URL: C{sqlite:var/salvus.db} (default) or C{postgresql://…}.
     @param var: the state directory (SQLite file, run directories, logs, certificates).
+
+    @ivar source: a callable that reads this host's config again and returns a new L{Host}
+        (set by L{salvusctl.config.loadHost} and for the default host); None when the host was
+        composed in code.  A reload re-reads the config through it.
     """
 
     def __init__(self, name: str | None = None, store: str = DEFAULT_STORE_URL, var: str = "var"):
@@ -146,6 +159,7 @@ class Host:
         self._declarations: list[tuple[Any, str | None, int | None]] = []
         self._built: HostService | None = None
         self._store_location = _callerLocation()
+        self.source: Callable[[], Host] | None = None
 
     # -- declarations ----------------------------------------------------------------------------
 
@@ -232,6 +246,9 @@ class Host:
             service.setName(component)
             service.setServiceParent(top)
             context.services[component] = service
+        from salvusctl.reload import HostReloader
+
+        context.reloader = HostReloader(self, context)
         self._built = top
         self.context = context
         return top
@@ -245,6 +262,8 @@ class Host:
         """
         from twisted.application.service import Application
 
+        if declaringOnly.get():
+            return Application("salvus")  # the file is only being read (a reload): build nothing
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.python import usage
 
 from salvusctl.errors import ConfigError
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "makeService", "reloadOnHangup"]
 
 
 class Options(usage.Options):
@@ -31,17 +32,32 @@ class Options(usage.Options):
 
 
 def loadConfiguredHost(options: Options):
-    """The L{Host} the options name: a config file, or the default demo host."""
+    """The L{Host} the options name: a config file, or the default demo host.
+
+    The host's C{source} reads the same config again with the same options (a reload).
+    """
     from salvusctl.config import loadHost
 
     if options["config"]:
         host = loadHost(options["config"])
+        read = host.source
     else:
         from salvusctl.defaulthost import defaultHost
 
         host = defaultHost(var=options["var"])
+        var = os.path.abspath(options["var"])
+        read = lambda: defaultHost(var=var)  # noqa: E731
     if options["store"]:
         host.store_url = options["store"]
+    store = options["store"]
+
+    def source():
+        again = read()
+        if store:
+            again.store_url = store
+        return again
+
+    host.source = source
     return host
 
 
@@ -51,8 +67,39 @@ def makeService(options: Options):
 
     try:
         host = loadConfiguredHost(options)
-        return host.build(reactor)
+        service = host.build(reactor)
     except ConfigError as e:
         sys.stderr.write(f"salvus: error: {e}\n")
         sys.stderr.flush()
         raise SystemExit(1)
+    reloadOnHangup(reactor, host)
+    return service
+
+
+def reloadOnHangup(reactor, host) -> None:
+    """SIGHUP re-reads the host's config and applies the differences, as supervisord's SIGHUP does.
+
+    twistd rotates its log on SIGUSR1 and leaves SIGHUP alone.  A bad config is logged in one
+    line and changes nothing.
+    """
+    import signal
+
+    from twisted.logger import Logger
+
+    log = Logger(namespace="salvus.reload")
+
+    def reload() -> None:
+        d = host.context.reloader.reconcile()
+
+        def done(changes):
+            log.info("SIGHUP: config reloaded: {changes}", changes=changes or "no differences")
+
+        def failed(failure):
+            if failure.check(ConfigError):
+                log.error("SIGHUP: config not reloaded: {error}", error=str(failure.value))
+            else:
+                log.failure("SIGHUP: reload failed", failure)
+
+        d.addCallbacks(done, failed)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))

@@ -88,3 +88,40 @@ class PluginTests(TestCase):
         self.assertEqual(code, 1, (out, err))
         self.assertIn(b"salvus: error:", err)
         self.assertIn(b"names no database file", err)
+
+    @inlineCallbacks
+    def test_hangupReloadsTheConfig(self):
+        """SIGHUP re-reads the --config file: an added deploy starts; a broken edit is logged in
+        one line and the host keeps running."""
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        tac = os.path.join(work, "host.tac")
+        head = textwrap.dedent(f"""\
+            import sys
+            from salvusctl.host import Host
+            host = Host("hup", store="sqlite:{work}/var/salvus.db", var="{work}/var")
+            """)
+        with open(tac, "w") as f:
+            f.write(head)
+        pidfile = os.path.join(work, "twistd.pid")
+        logfile = os.path.join(work, "twistd.log")
+        out, err, code = yield twistd(
+            "--pidfile", pidfile, "--logfile", logfile, "salvus", "--config", tac, path=work
+        )
+        self.assertEqual(code, 0, (out, err))
+        yield waitFor(lambda: os.path.exists(pidfile))
+        pid = int(open(pidfile).read())
+        self.addCleanup(lambda: os.path.exists(pidfile) and os.kill(pid, signal.SIGTERM))
+        yield waitFor(lambda: "store ready" in open(logfile).read())
+        with open(tac, "w") as f:
+            f.write(head + 'host.deploy("nap", [sys.executable, "-c", "import time; time.sleep(60)"])\n')
+        os.kill(pid, signal.SIGHUP)
+        yield waitFor(lambda: "config reloaded" in open(logfile).read())
+        self.assertIn("'added': ['nap']", open(logfile).read())
+        with open(tac, "w") as f:
+            f.write(head + "host.deploy(\n")
+        os.kill(pid, signal.SIGHUP)
+        yield waitFor(lambda: "config not reloaded" in open(logfile).read())
+        self.assertIn(f"config not reloaded: {tac}:4:", open(logfile).read())
+        os.kill(pid, signal.SIGTERM)
+        yield waitFor(lambda: not os.path.exists(pidfile), timeout=15)

@@ -123,6 +123,7 @@ class AdminService(Service):
                 host_name=self.state.host_name,
                 store=self.state.store,
                 transitions=self.state.transitions,
+                context=self.state.context,
                 options=AdminOptions(
                     refresh=declaration.refresh, project_url=declaration.project_url, title=declaration.title
                 ),
@@ -183,6 +184,7 @@ def buildAdmin(context: Any, declarations: list[Admin]) -> AdminService | None:
     if not declarations:
         return None
     state = AdminState(
-        services=context.services, clock=context.reactor, host_name=context.host.name, store=context.store
+        services=context.services, clock=context.reactor, host_name=context.host.name, store=context.store,
+        context=context,
     )
     return AdminService(context.reactor, list(declarations), state, context.var_dir)

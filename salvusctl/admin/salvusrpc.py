@@ -70,6 +70,17 @@ def _balancedServiceVerb(balancer: Any, name: str):
     return None
 
 
+def _reread(fn) -> defer.Deferred:
+    """Call a reloader method; a bad config file becomes CANT_REREAD with its one-line message."""
+    from salvusctl.errors import ConfigError
+
+    def bad(failure):
+        failure.trap(ConfigError)
+        raise rpcFault(Faults.CANT_REREAD, str(failure.value))
+
+    return defer.maybeDeferred(fn).addErrback(bad)
+
+
 class _BalancerReconcile:
     """The real balancer's C{diff()} / C{reconcile()} (lists of operations) as L{IReconcilable}."""
 
@@ -531,24 +542,37 @@ class SalvusNamespace(Namespace):
                 out.append((name, _BalancerReconcile(service)))
         return out
 
-    @defer.inlineCallbacks
     def xmlrpc_diff(self):
-        """What differs between the declared config and what runs, per service
+        """What differs between the config file (read again now) and what runs, per component
 
-        @return struct result service -> {added, changed, removed}
+        @return struct result component -> {added, changed, removed[, restart]}
         """
+        reloader = self.state.reloader()
+        if reloader is not None:
+            return _reread(reloader.diff)
+        return self._servicesDiff()
+
+    @defer.inlineCallbacks
+    def _servicesDiff(self):
         out: dict[str, Any] = {}
         for name, service in self._reconcilables():
             out[name] = yield _call(service.configDiff)
         return out
 
     @operator
-    @defer.inlineCallbacks
     def xmlrpc_reconcile(self):
-        """Make what runs match the config; returns what was changed, per service
+        """Read the config file again and make what runs match it; returns the differences found,
+        per component (those marked restart need a host restart and were left alone)
 
-        @return struct result service -> {added, changed, removed}
+        @return struct result component -> {added, changed, removed[, restart]}
         """
+        reloader = self.state.reloader()
+        if reloader is not None:
+            return _reread(reloader.reconcile)
+        return self._servicesReconcile()
+
+    @defer.inlineCallbacks
+    def _servicesReconcile(self):
         out: dict[str, Any] = {}
         for name, service in self._reconcilables():
             out[name] = yield _call(service.reconcile)

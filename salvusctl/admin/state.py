@@ -46,6 +46,11 @@ class AdminState:
     store: Any = None
     options: AdminOptions = field(default_factory=AdminOptions)
     transitions: Any = None  # a metrics.TransitionCounter while the admin observes the supervisor
+    context: Any = None  # the HostContext, for its reloader (set once the whole host is built)
+
+    def reloader(self) -> Any:
+        """The host's L{salvusctl.reload.HostReloader}, or None (an admin built outside a host)."""
+        return getattr(self.context, "reloader", None)
 
     def optional(self, component: str) -> Any:
         """The service called C{component}, or None."""

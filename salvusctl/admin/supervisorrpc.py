@@ -230,10 +230,20 @@ class SupervisorNamespace(Namespace):
         raise rpcFault(Faults.FAILED, "restart is not offered over XML-RPC; restart the host's twistd")
 
     def xmlrpc_reloadConfig(self):
-        """Compare the declared deploys with the running ones (nothing is changed)
+        """Read the config file again and compare its deploys with the running ones (nothing is
+        changed: salvus.reconcile applies them)
 
         @return array result [[added, changed, removed]]
         """
+        reloader = self.state.reloader()
+        if reloader is not None:
+            from salvusctl.admin.salvusrpc import _reread
+
+            def shape(diff):
+                sup = diff.get("supervisor") or {}
+                return [[list(sup.get(k, [])) for k in ("added", "changed", "removed")]]
+
+            return _reread(reloader.diff).addCallback(shape)
         sup = self._sup()
         if not IReconcilable.providedBy(sup):
             return [[[], [], []]]

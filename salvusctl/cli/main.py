@@ -504,7 +504,8 @@ def _printDiff(diff: dict[str, Any], out: Output, always: bool) -> bool:
         for kind, sign in (("added", "+"), ("changed", "~"), ("removed", "-")):
             for name in changes.get(kind, []):
                 differs = True
-                line = f"{sign} {service} {name} ({kind})"
+                note = ", restart needed" if changes.get("restart") else ""
+                line = f"{sign} {service} {name} ({kind}{note})"
                 out.result(line) if always else out.info(line)
     return differs
 

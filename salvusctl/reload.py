@@ -1,0 +1,222 @@
+"""Reloading a running host's configuration: re-read it, compare it with what runs, apply the rest.
+
+A L{HostReloader} re-reads the host's config through C{host.source} (the C{.tac} file again, or the
+default host again) into a new L{Host}, validates all of it before anything changes (a bad file is
+one L{ConfigError} line naming the file and line, and nothing is touched), and compares it with
+the running host per component:
+
+  - supervisor: deploys added, changed (their declaration's C{spec()} differs: the same test
+    C{SupervisorService.reload} uses) and removed;
+  - balancer: C{BalancerService.diff(declared)}, reported as names (L{shapes.balancerDiff});
+  - any other component (store, monitor, alerts, backup, admin …): its declarations differ from
+    the ones the host was built with; these cannot be applied live, so they are reported with
+    C{restart: True} ("restart the host to apply") and left alone.
+
+L{HostReloader.reconcile} applies the supervisor and balancer parts: the supervisor touches only
+deploys whose declarations changed, and the balancer only the services, groups and hosts that differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from salvusctl.errors import ConfigError
+
+__all__ = ["HostReloader", "deployDiff", "declarationsDiffer", "LIVE_COMPONENTS"]
+
+log = Logger()
+
+# Components whose differences are applied to the running host; the others need a restart.
+LIVE_COMPONENTS = ("supervisor", "balancer")
+
+
+def _empty() -> dict[str, Any]:
+    return {"added": [], "changed": [], "removed": []}
+
+
+def deployDiff(running: dict[str, Any], declared: list[Any]) -> dict[str, list[str]]:
+    """Deploy names added, changed and removed between the running deploys (name -> declaration)
+    and the declared list.  "Changed" is C{spec()} inequality: exactly what makes
+    C{SupervisorService.reload} stop or rescale a deploy; a priority-only change is not one."""
+    wanted = {d.name: d for d in declared}
+    return {
+        "added": sorted(n for n in wanted if n not in running),
+        "changed": sorted(n for n in wanted if n in running and wanted[n].spec() != running[n].spec()),
+        "removed": sorted(n for n in running if n not in wanted),
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two declarations of a component that cannot be applied live are the same config."""
+    if type(a) is not type(b):
+        return False
+    if dataclasses.is_dataclass(a):
+        return a == b
+    try:
+        return vars(a) == vars(b)
+    except TypeError:
+        return a == b
+
+
+def declarationsDiffer(old: list[Any], new: list[Any]) -> bool:
+    """Whether two declaration lists of one component describe different configs."""
+    return len(old) != len(new) or not all(_same(a, b) for a, b in zip(old, new, strict=True))
+
+
+def _label(declaration: Any, component: str) -> str:
+    return str(getattr(declaration, "name", None) or component)
+
+
+class HostReloader:
+    """Re-reads a running host's config and applies the difference.
+
+    @param host: the running L{Host} (its C{source} re-reads the config; its declarations are what
+        the non-live components were built from).
+    @param context: its L{HostContext} (the built services by component name).
+    """
+
+    def __init__(self, host: Any, context: Any):
+        self.host = host
+        self.context = context
+        self._busy = False
+
+    def load(self) -> Any:
+        """Read the config again into a new, validated L{Host}; L{ConfigError} when it is bad.
+
+        A host composed in code (no C{source}) has nothing to re-read: its own declarations are the
+        config, so the diff shows only what operators changed at run time (a host set down, a
+        weight) and reconcile puts that back.
+        """
+        if self.host.source is None:
+            return self.host
+        new = self.host.source()
+        new.validate()
+        return new
+
+    def diff(self, new: Any = None) -> dict[str, dict[str, Any]]:
+        """Per component C{{added, changed, removed}} (names), only for components that differ;
+        components that need a host restart carry C{restart: True}.  Reads the config (L{load})
+        unless C{new} is given."""
+        if new is None:
+            new = self.load()
+        services = self.context.services
+        out: dict[str, dict[str, Any]] = {}
+        supervisor = services.get("supervisor")
+        deploys = new.declarations("supervisor")
+        if supervisor is not None and hasattr(supervisor, "deploys"):
+            changes = deployDiff(dict(supervisor.deploys), deploys)
+            if any(changes.values()):
+                out["supervisor"] = changes
+        elif deploys:
+            out["supervisor"] = dict(_empty(), added=[_label(d, "supervisor") for d in deploys], restart=True)
+        balancer = services.get("balancer")
+        balanced = new.declarations("balancer")
+        if balancer is not None and callable(getattr(balancer, "diff", None)):
+            from salvusctl.admin.shapes import balancerDiff
+
+            changes = balancerDiff(balancer.diff(balanced))
+            if any(changes.values()):
+                out["balancer"] = changes
+        elif balanced:
+            out["balancer"] = dict(_empty(), added=[_label(d, "balancer") for d in balanced], restart=True)
+        components = {d.component for d in self.host.declarations() + new.declarations()}
+        for component in sorted(components - set(LIVE_COMPONENTS)):
+            old_decls, new_decls = self.host.declarations(component), new.declarations(component)
+            if declarationsDiffer(old_decls, new_decls):
+                out[component] = self._restartEntry(component, old_decls, new_decls)
+        if (new.store_url, new.name, new.var_dir) != (self.host.store_url, self.host.name, self.host.var_dir):
+            out["host"] = dict(_empty(), changed=["store/name/var"], restart=True)
+        return out
+
+    def _restartEntry(self, component: str, old: list[Any], new: list[Any]) -> dict[str, Any]:
+        olds = {_label(d, component): d for d in old}
+        news = {_label(d, component): d for d in new}
+        entry = dict(_empty(), restart=True)
+        entry["added"] = sorted(n for n in news if n not in olds)
+        entry["removed"] = sorted(n for n in olds if n not in news)
+        entry["changed"] = sorted(n for n in news if n in olds and not _same(olds[n], news[n]))
+        if not any(entry[k] for k in ("added", "changed", "removed")):
+            entry["changed"] = [component]  # same names, different order or count
+        return entry
+
+    def reconcile(self) -> defer.Deferred:
+        """Re-read the config and apply what can be applied live; fires with the L{diff} that was
+        found (restart-needed entries included, untouched).  A bad config fails with
+        L{ConfigError} before anything changes; a second reconcile while one runs is refused."""
+        if self._busy:
+            return defer.fail(ConfigError("a reload is already in progress"))
+        try:
+            new = self.load()
+            changes = self.diff(new)
+        except Exception:
+            return defer.fail()
+        self._busy = True
+        d = self._apply(new, changes)
+
+        def done(result):
+            self._busy = False
+            return result
+
+        return d.addBoth(done)
+
+    @defer.inlineCallbacks
+    def _apply(self, new: Any, changes: dict[str, dict[str, Any]]):
+        services = self.context.services
+        if "supervisor" in changes and not changes["supervisor"].get("restart"):
+            log.info("reload: supervisor {changes}", changes=changes["supervisor"])
+            yield services["supervisor"].reload(new.declarations("supervisor"))
+        if "balancer" in changes and not changes["balancer"].get("restart"):
+            log.info("reload: balancer {changes}", changes=changes["balancer"])
+            yield services["balancer"].reconcile(new.declarations("balancer"))
+            self._bindLoadSources(services["balancer"], services.get("monitor"))
+            yield self._followDeploys(services["balancer"], services.get("supervisor"),
+                                      new.declarations("balancer"))
+        for component, entry in sorted(changes.items()):
+            if entry.get("restart"):
+                log.warn("reload: {component} changed; restart the host to apply it", component=component)
+        return changes
+
+    def _followDeploys(self, balancer: Any, supervisor: Any, declared: list[Any]) -> defer.Deferred:
+        """Keep one L{DeployPool} per group that takes its hosts from a deploy, as the balancer's
+        builder makes them: a group the reload added (or re-pointed) gets one, and the pool of a
+        group that is gone stops following its deploy."""
+        from twisted.application.service import IServiceCollection
+
+        from salvusctl.balancer.deploys import DeployPool
+
+        if not IServiceCollection.providedBy(balancer):
+            return defer.succeed(None)  # not the real balancer: it has no pools to keep
+        pools = {(c.service, c.group): c for c in list(balancer) if isinstance(c, DeployPool)}
+        wanted = {(d.name, g.name): g for d in declared for g in d.groups if g.deploy is not None}
+        stops = []
+        for key, pool in pools.items():
+            group = wanted.get(key)
+            if group is None or (pool.deploy, pool.address) != (group.deploy, group.deploy_address):
+                stops.append(defer.maybeDeferred(pool.disownServiceParent))
+        for key, group in wanted.items():
+            pool = pools.get(key)
+            if pool is not None and (pool.deploy, pool.address) == (group.deploy, group.deploy_address):
+                continue
+            if supervisor is None:
+                log.warn("reload: {service}/{group} follows deploy {deploy} but this host runs no "
+                         "supervisor", service=key[0], group=key[1], deploy=group.deploy)
+                continue
+            DeployPool(self.context.reactor, balancer, key[0], key[1], group.deploy, supervisor,
+                       address=group.deploy_address, drain_timeout=group.drain_timeout
+                       ).setServiceParent(balancer)
+        return defer.gatherResults(stops)
+
+    @staticmethod
+    def _bindLoadSources(balancer: Any, monitor: Any) -> None:
+        """A least-load group added by the reload got an unbound C{MonitorLoadSource()} from the
+        file, as at build time: bind it to the running monitor, as the monitor's builder does."""
+        if monitor is None:
+            return
+        from salvusctl.monitor.build import bindLoadSources
+
+        address = getattr(monitor, "address", None)
+        bindLoadSources(balancer, monitor, [address] if address else [])

@@ -1,0 +1,182 @@
+"""The reloader's diff and apply, on fake services (the real host: tests/integration/test_reload.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import SimpleNamespace
+
+from twisted.internet.defer import succeed
+from twisted.trial.unittest import SynchronousTestCase
+
+from salvusctl.balancer.declare import Balanced, Group, Server
+from salvusctl.config import loadHost
+from salvusctl.errors import ConfigError
+from salvusctl.host import Host
+from salvusctl.monitor.build import Monitor
+from salvusctl.reload import HostReloader, declarationsDiffer, deployDiff
+from salvusctl.supervisor.deploy import Deploy
+
+CMD = [sys.executable, "-c", "pass"]
+
+
+class _Supervisor:
+    def __init__(self, deploys):
+        self.deploys = {d.name: d for d in deploys}
+        self.reloaded = []
+
+    def reload(self, deploys):
+        self.reloaded.append([d.name for d in deploys])
+        self.deploys = {d.name: d for d in deploys}
+        return succeed({})
+
+
+class _Balancer:
+    def __init__(self, ops):
+        self.ops = ops
+        self.reconciled = []
+
+    def diff(self, declared):
+        return list(self.ops)
+
+    def reconcile(self, declared):
+        self.reconciled.append([d.name for d in declared])
+        return succeed(self.ops)
+
+
+def _host(deploys, monitor=5.0, weight=1):
+    host = Host("h", store="sqlite:/tmp/x.db", var="/tmp/x")
+    for deploy in deploys:
+        host.add(deploy)
+    host.add(Balanced("www", listen=["tcp:0"], groups=[Group("g", [Server("127.0.0.1:1", weight=weight)])]))
+    host.add(Monitor(interval=monitor))
+    return host
+
+
+class DeployDiffTests(SynchronousTestCase):
+    def test_changedMeansSpecDiffers(self):
+        """A changed environment restarts; a priority-only change does not (it is not in spec())."""
+        running = {"a": Deploy("a", command=CMD), "b": Deploy("b", command=CMD, env={"X": "1"}),
+                   "c": Deploy("c", command=CMD)}
+        declared = [Deploy("a", command=CMD, priority=5), Deploy("b", command=CMD, env={"X": "2"}),
+                    Deploy("d", command=CMD)]
+        self.assertEqual(deployDiff(running, declared),
+                         {"added": ["d"], "changed": ["b"], "removed": ["c"]})
+
+    def test_declarationsDiffer(self):
+        """Plain declarations compare by value, not identity."""
+        self.assertFalse(declarationsDiffer([Monitor(interval=5)], [Monitor(interval=5)]))
+        self.assertTrue(declarationsDiffer([Monitor(interval=5)], [Monitor(interval=6)]))
+        self.assertTrue(declarationsDiffer([Monitor(interval=5)], []))
+
+
+class HostReloaderTests(SynchronousTestCase):
+    def setUp(self):
+        self.running = _host([Deploy("a", command=CMD), Deploy("b", command=CMD)])
+        self.next = self.running
+        self.running.source = lambda: self.next
+        self.supervisor = _Supervisor(self.running.declarations("supervisor"))
+        self.balancer = _Balancer([])
+        context = SimpleNamespace(services={"supervisor": self.supervisor, "balancer": self.balancer})
+        self.reloader = HostReloader(self.running, context)
+
+    def test_noDifference(self):
+        """The same config: an empty diff, and reconcile touches nothing."""
+        self.next = _host([Deploy("a", command=CMD), Deploy("b", command=CMD)])
+        self.assertEqual(self.reloader.diff(), {})
+        self.assertEqual(self.successResultOf(self.reloader.reconcile()), {})
+        self.assertEqual((self.supervisor.reloaded, self.balancer.reconciled), ([], []))
+
+    def test_diffAndApply(self):
+        """Supervisor and balancer changes are applied; a monitor change is only reported."""
+        self.next = _host([Deploy("a", command=CMD), Deploy("c", command=CMD)], monitor=9.0)
+        self.balancer.ops = [{"op": "set-weight", "service": "www", "group": "g", "host": "127.0.0.1:1"}]
+        expected = {
+            "supervisor": {"added": ["c"], "changed": [], "removed": ["b"]},
+            "balancer": {"added": [], "changed": ["www/g/127.0.0.1:1"], "removed": []},
+            "monitor": {"added": [], "changed": ["monitor"], "removed": [], "restart": True},
+        }
+        self.assertEqual(self.reloader.diff(), expected)
+        self.assertEqual(self.successResultOf(self.reloader.reconcile()), expected)
+        self.assertEqual(self.supervisor.reloaded, [["a", "c"]])
+        self.assertEqual(self.balancer.reconciled, [["www"]])
+
+    def test_badConfigChangesNothing(self):
+        """A config that fails to read or validate fails reconcile before anything is applied."""
+        def bad():
+            raise ConfigError("syntax error: invalid syntax", "/etc/h.tac", 3)
+
+        self.running.source = bad
+        failure = self.failureResultOf(self.reloader.reconcile(), ConfigError)
+        self.assertEqual(str(failure.value), "/etc/h.tac:3: syntax error: invalid syntax")
+        self.next = _host([Deploy("a", command=CMD), Deploy("a", command=CMD)])
+        self.running.source = lambda: self.next
+        self.failureResultOf(self.reloader.reconcile(), ConfigError)
+        self.assertEqual((self.supervisor.reloaded, self.balancer.reconciled), ([], []))
+
+    def test_oneReloadAtATime(self):
+        """A reconcile while another is still applying is refused, not interleaved."""
+        from twisted.internet.defer import Deferred
+
+        pending = Deferred()
+        self.supervisor.reload = lambda deploys: pending
+        self.next = _host([Deploy("a", command=CMD)])
+        first = self.reloader.reconcile()
+        failure = self.failureResultOf(self.reloader.reconcile(), ConfigError)
+        self.assertIn("already in progress", str(failure.value))
+        pending.callback({})
+        self.assertEqual(self.successResultOf(first)["supervisor"]["removed"], ["b"])
+
+    def test_composedInCode(self):
+        """A host with no source compares what runs with its own declarations."""
+        self.running.source = None
+        self.assertEqual(self.reloader.diff(), {})
+        self.balancer.ops = [{"op": "set-state", "service": "www", "group": "g", "host": "h"}]
+        self.assertEqual(self.reloader.diff(),
+                         {"balancer": {"added": [], "changed": ["www/g/h"], "removed": []}})
+        self.successResultOf(self.reloader.reconcile())
+        self.assertEqual(self.balancer.reconciled, [["www"]])
+
+
+    def test_addedLeastLoadGroupIsBoundToTheMonitor(self):
+        """A least-load source in a group the reload added is fed by the running monitor."""
+        from salvusctl.monitor.loadsource import MonitorLoadSource
+
+        source = MonitorLoadSource()
+        group = SimpleNamespace(scheduler=SimpleNamespace(source=source))
+        self.balancer.balanced = {"www": SimpleNamespace(groups={"g": group})}
+        self.balancer.ops = [{"op": "add-group", "service": "www", "group": "g"}]
+        monitor = SimpleNamespace(address=None, latest=lambda: {})
+        self.reloader.context.services["monitor"] = monitor
+        self.next = _host([Deploy("a", command=CMD), Deploy("b", command=CMD)])
+        self.successResultOf(self.reloader.reconcile())
+        self.assertTrue(source.bound)
+
+
+class SourceTests(SynchronousTestCase):
+    def test_loadHostRemembersItsFile(self):
+        """loadHost's host re-reads the file; the file's own application() builds nothing then."""
+        path = os.path.abspath(self.mktemp() + ".tac")
+        with open(path, "w") as f:
+            f.write("from salvusctl.host import Host\nhost = Host('one', store='sqlite:x.db')\n"
+                    "application = host.application()\n")
+        host = loadHost(path)
+        self.assertIsNone(host._built)
+        with open(path, "w") as f:
+            f.write("from salvusctl.host import Host\nhost = Host('two', store='sqlite:x.db')\n")
+        again = host.source()
+        self.assertEqual(again.name, "two")
+        self.assertIsNot(again, host)
+
+    def test_defaultHostSourceKeepsTheOptions(self):
+        """The default host's source makes it again with the same --var and --store."""
+        from salvusctl.tap import Options, loadConfiguredHost
+
+        var = os.path.abspath(self.mktemp())
+        options = Options()
+        options.parseOptions(["--var", var, "--store", "sqlite:/tmp/other.db"])
+        host = loadConfiguredHost(options)
+        again = host.source()
+        self.assertIsNot(again, host)
+        self.assertEqual((again.store_url, again.var_dir), ("sqlite:/tmp/other.db", var))
+        self.assertEqual([d.name for d in again.declarations("supervisor")], ["worker"])
