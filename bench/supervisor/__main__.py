@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 from bench._common import freePort  # noqa: E402
 
 N_IDLE = 200
+STARTSECS = 1.0  # --startsecs: the same for Salvus and supervisord (circus has no such wait)
 N_CRASH = 10
 CYCLES = 5
 TICK = os.sysconf("SC_CLK_TCK")
@@ -317,6 +318,8 @@ def main(argv=None) -> int:
                         help="startsecs of Salvus and supervisord (default 1, both defaults); 0 "
                              "measures the spawn path alone")
     args = parser.parse_args(argv)
+    global STARTSECS
+    STARTSECS = args.startsecs
     venv = ensureVenv(args.venv)
     idleSeconds = 15 if args.short else 60
     results: dict[str, dict] = {}
