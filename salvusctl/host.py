@@ -175,18 +175,13 @@ class Host:
         """Declare a supervised deploy (see docs/supervisor.md)."""
         from salvusctl.supervisor.deploy import Deploy
 
-        return self._addFromCaller(Deploy(name, command=command, **options))
+        return self.add(Deploy(name, command=command, **options))
 
     def balance(self, name: str, listen, groups, **options: Any) -> Any:
         """Declare a balanced TCP service (see docs/balancer.md)."""
         from salvusctl.balancer.declare import Balanced
 
-        return self._addFromCaller(Balanced(name, listen=listen, groups=groups, **options))
-
-    def _addFromCaller(self, declaration: Any) -> Any:
-        filename, lineno = _callerLocation()
-        self._declarations.append((declaration, filename, lineno))
-        return declaration
+        return self.add(Balanced(name, listen=listen, groups=groups, **options))
 
     def declarations(self, component: str | None = None) -> list[Any]:
         """The declarations of one component (or all), in declaration order."""
@@ -237,7 +232,7 @@ class Host:
         context.services["store"] = store_service
         for component, target in BUILD_ORDER:
             declarations = self.declarations(component)
-            if not declarations and component not in self._always:
+            if not declarations:
                 continue
             builder = _load(target)
             service = builder(context, declarations)
@@ -252,8 +247,6 @@ class Host:
         self._built = top
         self.context = context
         return top
-
-    _always: frozenset[str] = frozenset()
 
     def application(self, reactor=None):
         """For C{twistd -ny host.tac}: an Application holding this host (global reactor).

@@ -9,6 +9,7 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.admin.auth import LoginRateLimiter
 from salvusctl.admin.site import makeRoot
@@ -108,3 +109,20 @@ def tempDir(testcase) -> str:
     path = tempfile.mkdtemp(prefix="salvus-admin-")
     testcase.addCleanup(shutil.rmtree, path, True)
     return path
+
+
+class HarnessTestCase(SynchronousTestCase):
+    """A fresh admin over the fakes per test, driven in memory; calls go as the operator by default."""
+
+    def setUp(self):
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
+        self.h = Harness(self.tmp)
+
+    def call(self, method, *params, user=OP):
+        return self.h.rpc(self, method, *params, user=user)
+
+    def assertFault(self, result, code):
+        self.assertIsInstance(result, xmlrpclib.Fault, result)
+        self.assertEqual(result.faultCode, code, result.faultString)
+        return result

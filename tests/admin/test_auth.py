@@ -18,7 +18,7 @@ from salvusctl.admin.users import (
     hashPassword,
     verifyPassword,
 )
-from tests.admin.helpers import OP, VIEW, Harness, tempDir
+from tests.admin.helpers import OP, VIEW, HarnessTestCase, tempDir
 
 
 class PasswordHashTests(SynchronousTestCase):
@@ -125,12 +125,7 @@ class RateLimiterTests(SynchronousTestCase):
         self.assertEqual(len(limiter._failures), 10)
 
 
-class HTTPAuthTests(SynchronousTestCase):
-    def setUp(self):
-        self.tmp = tempDir(self)
-        os.makedirs(self.tmp, exist_ok=True)
-        self.h = Harness(self.tmp)
-
+class HTTPAuthTests(HarnessTestCase):
     def test_everyRouteNeedsAuth(self):
         """Pages, XML-RPC and metrics all answer 401 with a basic challenge to anonymous clients."""
         for method, path in [

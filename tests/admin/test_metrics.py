@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.trial.unittest import SynchronousTestCase
 
-from tests.admin.helpers import VIEW, Harness, tempDir
+from tests.admin.helpers import VIEW, Harness, HarnessTestCase
 
 
-class MetricsTests(SynchronousTestCase):
-    def setUp(self):
-        self.tmp = tempDir(self)
-        os.makedirs(self.tmp, exist_ok=True)
-        self.h = Harness(self.tmp)
-
+class MetricsTests(HarnessTestCase):
     def scrape(self, harness=None):
         h = harness or self.h
         response, body = h.request(self, "GET", "/metrics", user=VIEW)

@@ -8,23 +8,10 @@ import xmlrpc.client as xmlrpclib
 from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.admin.faults import Faults
-from tests.admin.helpers import OP, VIEW, Harness, tempDir
+from tests.admin.helpers import VIEW, Harness, HarnessTestCase, tempDir
 
 
-class SupervisorNamespaceTests(SynchronousTestCase):
-    def setUp(self):
-        self.tmp = tempDir(self)
-        os.makedirs(self.tmp, exist_ok=True)
-        self.h = Harness(self.tmp)
-
-    def call(self, method, *params, user=OP):
-        return self.h.rpc(self, method, *params, user=user)
-
-    def assertFault(self, result, code):
-        self.assertIsInstance(result, xmlrpclib.Fault, result)
-        self.assertEqual(result.faultCode, code, result.faultString)
-        return result
-
+class SupervisorNamespaceTests(HarnessTestCase):
     def test_versionAndState(self):
         """supervisorctl refuses a server whose API version is not 3.0."""
         self.assertEqual(self.call("supervisor.getVersion"), "3.0")
@@ -258,12 +245,7 @@ class BadRequestTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
-class SystemNamespaceTests(SynchronousTestCase):
-    def setUp(self):
-        self.tmp = tempDir(self)
-        os.makedirs(self.tmp, exist_ok=True)
-        self.h = Harness(self.tmp)
-
+class SystemNamespaceTests(HarnessTestCase):
     def test_listMethods(self):
         methods = self.h.rpc(self, "system.listMethods")
         for name in (

@@ -18,7 +18,7 @@ from salvusctl.admin.state import AdminState
 from salvusctl.interfaces import IBalancerControl, IMonitor, ISupervisor
 from salvusctl.store import makeStore
 from salvusctl.testing import FakeAlerts, FakeBalancer, FakeMonitor, FakeSupervisor
-from tests.admin.helpers import OP, VIEW, Harness, basic, tempDir, writeUsers
+from tests.admin.helpers import OP, VIEW, Harness, HarnessTestCase, basic, tempDir, writeUsers
 
 
 class FakesTests(SynchronousTestCase):
@@ -34,15 +34,7 @@ class FakesTests(SynchronousTestCase):
         verifyObject(IAlertSource, FakeAlerts())
 
 
-class SalvusNamespaceTests(SynchronousTestCase):
-    def setUp(self):
-        self.tmp = tempDir(self)
-        os.makedirs(self.tmp, exist_ok=True)
-        self.h = Harness(self.tmp)
-
-    def call(self, method, *params, user=OP):
-        return self.h.rpc(self, method, *params, user=user)
-
+class SalvusNamespaceTests(HarnessTestCase):
     def test_hostInfoAndWhoami(self):
         info = self.call("salvus.hostInfo")
         self.assertEqual(info["services"], ["alerts", "balancer", "monitor", "supervisor"])
@@ -219,18 +211,13 @@ class StoreRetentionTests(TestCase):
         self.assertEqual(info["samples"], 1)
 
 
-class RollingRestartTests(SynchronousTestCase):
+class RollingRestartTests(HarnessTestCase):
     """salvus.restartDeploy / restartGroup / restartAll over the public fake supervisor."""
 
     def setUp(self):
-        self.tmp = tempDir(self)
-        os.makedirs(self.tmp, exist_ok=True)
-        self.h = Harness(self.tmp)
+        super().setUp()
         self.events = []
         self.h.supervisor.addObserver(lambda name, old, new, info: self.events.append((name, new)))
-
-    def call(self, method, *params, user=OP):
-        return self.h.rpc(self, method, *params, user=user)
 
     def pids(self, deploy):
         return {i["name"]: i["pid"] for i in self.h.supervisor.instanceInfos() if i["group"] == deploy}

@@ -38,6 +38,23 @@ VIEWER = ("view", "viewer-password-1")
 SUPERVISORCTL = os.path.join(os.path.dirname(sys.executable), "supervisorctl")
 
 
+def rpcCall(port: int, method: str, *args: Any, user=OPERATOR) -> defer.Deferred:
+    """One XML-RPC call to a loopback admin with the stdlib client, as a real client would, in a
+    thread so that the reactor serving the admin keeps running."""
+    from twisted.internet import threads
+
+    url = f"http://{user[0]}:{user[1]}@127.0.0.1:{port}/RPC2"
+
+    def call():
+        with xmlrpc.client.ServerProxy(url, allow_none=True) as proxy:
+            target = proxy
+            for part in method.split("."):
+                target = getattr(target, part)
+            return target(*args)
+
+    return threads.deferToThread(call)
+
+
 class _Hello(Resource):
     isLeaf = True
 
@@ -176,18 +193,7 @@ class RealHost:
 
     def rpc(self, method: str, *args: Any, user=OPERATOR) -> defer.Deferred:
         """One XML-RPC call with the stdlib client, in a thread (the reactor keeps serving)."""
-        url = f"http://{user[0]}:{user[1]}@127.0.0.1:{self.admin_port}/RPC2"
-
-        def call():
-            with xmlrpc.client.ServerProxy(url, allow_none=True) as proxy:
-                target = proxy
-                for part in method.split("."):
-                    target = getattr(target, part)
-                return target(*args)
-
-        from twisted.internet import threads
-
-        return threads.deferToThread(call)
+        return rpcCall(self.admin_port, method, *args, user=user)
 
     @defer.inlineCallbacks
     def get(self, path: str, user=OPERATOR):

@@ -14,14 +14,14 @@ import os
 import sys
 import xmlrpc.client
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.faults import Faults
 from salvusctl.admin.users import UsersFile
 from salvusctl.config import loadHost
 from tests.helpers import REPO, childEnv, waitFor
-from tests.integration.helpers import OPERATOR, SUPERVISORCTL
+from tests.integration.helpers import OPERATOR, SUPERVISORCTL, rpcCall
 
 _TAC = """\
 import sys
@@ -100,16 +100,7 @@ class ReloadRealHostTests(TestCase):
         return info["pid"] if info["state"] == "RUNNING" else None
 
     def rpc(self, method: str, *args):
-        url = f"http://{OPERATOR[0]}:{OPERATOR[1]}@127.0.0.1:{self.port}/RPC2"
-
-        def call():
-            with xmlrpc.client.ServerProxy(url, allow_none=True) as proxy:
-                target = proxy
-                for part in method.split("."):
-                    target = getattr(target, part)
-                return target(*args)
-
-        return threads.deferToThread(call)
+        return rpcCall(self.port, method, *args)
 
     def command(self, executable: str, *argv: str):
         from twisted.internet import utils
