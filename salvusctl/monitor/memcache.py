@@ -71,6 +71,7 @@ class MemcachePublisher:
         self.failed = 0
         self._wasDown = False
         factory = Factory.forProtocol(self._build)
+        factory.noisy = False
         self._service = ClientService(
             endpoint,
             factory,

@@ -357,7 +357,9 @@ class SupervisorService(Service):
         probe = instance.deploy.probe
         if probe.kind == "tcp":
             endpoint = TCP4ClientEndpoint(self.reactor, probe.host, instance.port, timeout=probe.timeout)
-            d = endpoint.connect(Factory.forProtocol(Protocol))
+            factory = Factory.forProtocol(Protocol)
+            factory.noisy = False  # one probe every few seconds per instance: no start/stop lines
+            d = endpoint.connect(factory)
 
             def connected(proto):
                 proto.transport.abortConnection()

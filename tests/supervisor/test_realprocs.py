@@ -448,3 +448,28 @@ class ProbeTests(RealTestCase):
         yield waitFor(lambda: svc.instanceInfo("mute:0")["restarts"] >= 2)
         self.assertIn("liveness probe failed 2 times", svc.instanceInfo("mute:0")["restart_reason"])
         yield svc.stopService()
+
+    @inlineCallbacks
+    def test_tcp_probe_of_answering_instance_logs_nothing(self):
+        """A probe every few seconds per instance must not write Twisted's factory start/stop
+        lines into the operator's log (two lines per probe drown everything else)."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        lines: list[str] = []
+
+        def observe(event):
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        listen = ("import socket, sys, time\n"
+                  "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)\n"
+                  "while True: s.accept()[0].close()\n")
+        svc = self.service(Deploy("talk", command=[sys.executable, "-c", listen, "{port}"], startsecs=0,
+                                  port="auto", probe=Probe(kind="tcp", interval=0.05, timeout=1.0)))
+        svc.startService()
+        yield waitFor(lambda: svc.instanceInfo("talk:0")["ready"])
+        yield deferLater(reactor, 0.3, lambda: None)  # several more probes
+        self.assertEqual(svc.instanceInfo("talk:0")["restarts"], 0)
+        self.assertEqual([line for line in lines if "factory" in line.lower()], [])
+        yield svc.stopService()
