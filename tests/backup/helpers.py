@@ -11,8 +11,9 @@ from twisted.trial.unittest import SkipTest
 
 from salvusctl.backup.records import BACKUP_MIGRATIONS
 from salvusctl.store.sqlite import SQLiteStore
+from tests.helpers import freePort
 
-__all__ = ["postgresURL", "TempPostgres", "TempMariaDB", "makeStore", "writeFile", "tempPath"]
+__all__ = ["postgresURL", "TempPostgres", "TempMariaDB", "TempSshd", "makeStore", "writeFile", "tempPath"]
 
 
 def tempPath(testcase, name: str = "temp") -> str:
@@ -130,3 +131,78 @@ def writeFile(path: str, data: bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
+
+
+class TempSshd:
+    """A private OpenSSH server on 127.0.0.1 and an ephemeral port, with its own host key and a
+    client key authorised for the current user: the remote backup destination, for real.
+
+    C{ssh} is the remote shell to give rsync (C{Backup(ssh=...)}), C{target} the C{user@host}
+    part of a destination.  Skips (loudly) where Debian's openssh-server is not installed.
+    """
+
+    SSHD = "/usr/sbin/sshd"
+
+    def __init__(self, testcase, directory: str):
+        import pwd
+        import shutil
+
+        if not os.path.exists(self.SSHD) or not shutil.which("ssh"):
+            raise SkipTest("sshd/ssh not installed (Debian openssh-server, openssh-client): the remote "
+                           "backup destination cannot be tested over a real ssh")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.directory = directory
+        hostKey = os.path.join(directory, "host_ed25519")
+        self.clientKey = os.path.join(directory, "client_ed25519")
+        for key in (hostKey, self.clientKey):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+        authorized = os.path.join(directory, "authorized_keys")
+        shutil.copyfile(self.clientKey + ".pub", authorized)
+        os.chmod(authorized, 0o600)
+        # sshd needs its privilege-separation directory even when run by hand.
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        self.port = freePort()
+        config = os.path.join(directory, "sshd_config")
+        with open(config, "w") as f:
+            f.write(f"""Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {hostKey}
+PidFile {directory}/sshd.pid
+AuthorizedKeysFile {authorized}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+AllowUsers {self.user}
+""")
+        log = open(os.path.join(directory, "sshd.log"), "wb")
+        self.process = subprocess.Popen([self.SSHD, "-D", "-e", "-f", config], stdout=log, stderr=log)
+        log.close()
+        testcase.addCleanup(self.stop)
+        self.ssh = (f"ssh -p {self.port} -i {self.clientKey} -o BatchMode=yes "
+                    f"-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+        self.target = f"{self.user}@127.0.0.1"
+
+    def ready(self) -> bool:
+        """True once sshd accepts connections (poll it with waitFor)."""
+        import socket
+
+        if self.process.poll() is not None:
+            raise AssertionError(f"sshd exited {self.process.returncode}: {self.log()}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def log(self) -> str:
+        with open(os.path.join(self.directory, "sshd.log"), errors="replace") as f:
+            return f.read()[-2000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

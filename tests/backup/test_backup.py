@@ -1,4 +1,4 @@
-"""Backups, restores and verification against the real PostgreSQL, MariaDB and rsync here."""
+"""Backups, restores and verification against the real PostgreSQL, MariaDB, rsync and sshd here."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from salvusctl.backup.layout import MANIFEST, readManifest, scanRuns
 from salvusctl.backup.retention import Retention
 from salvusctl.backup.service import BackupService
 from salvusctl.interfaces import ISupervisor
-from tests.helpers import waitFor
+from tests.helpers import freePort, waitFor
 
 from .fakes import FakeSupervisor
-from .helpers import TempMariaDB, TempPostgres, makeStore, tempPath, writeFile
+from .helpers import TempMariaDB, TempPostgres, TempSshd, makeStore, tempPath, writeFile
 
 
 def sha256(path: str) -> str:
@@ -364,7 +364,7 @@ class BackupRestoreTests(TestCase):
 
 
 class FilesOnlyTests(TestCase):
-    """Directory-only sets: retention, bad requests, the remote (rsync -e) path."""
+    """Directory-only sets: retention, bad requests, the remote destination over a real sshd."""
 
     timeout = 60
 
@@ -490,33 +490,53 @@ class FilesOnlyTests(TestCase):
         self.assertIn("no such run", str(failure))
 
     @inlineCallbacks
-    def test_remoteDestinationOverRsyncShell(self):
-        """The remote path (rsync -e SHELL host:/path) end to end, with a stand-in for ssh that runs
-        the command locally (no ssh server here): backup twice, verify, restore."""
-        fake_ssh = os.path.join(self.base, "fakessh")
-        writeFile(fake_ssh, b'#!/bin/sh\nshift\nexec sh -c "$*"\n')
-        os.chmod(fake_ssh, 0o755)
-        remote_dir = os.path.join(self.base, "remote")
-        service = self.service(Backup("r", f"vault:{remote_dir}", paths={"data": self.src}, ssh=fake_ssh,
-                                      keep=Retention(last=1)))
+    def test_remoteDestinationOverRealSsh(self):
+        """The remote destination through a real OpenSSH server (a private sshd on 127.0.0.1):
+        two runs where the second hard-links the unchanged file to the first on the remote side,
+        retention over ssh, verify, and a restore that brings back the first content."""
+        sshd = TempSshd(self, os.path.join(self.base, "sshd"))
+        yield waitFor(sshd.ready, timeout=20)
+        writeFile(os.path.join(self.src, "big.bin"), os.urandom(256 * 1024))
+        remote_dir = os.path.join(self.base, "vault")
+        service = self.service(Backup("s", f"{sshd.target}:{remote_dir}", paths={"data": self.src},
+                                      ssh=sshd.ssh, keep=Retention(last=2)))
         first = yield service.run()
-        self.assertEqual(first["outcome"], "ok", first["log"])
+        self.assertEqual(first["outcome"], "ok", first["log"] + sshd.log())
         yield BackupRestoreTests.nextSecond(self)
+        writeFile(os.path.join(self.src, "a.txt"), b"beta")
         second = yield service.run()
         self.assertEqual(second["outcome"], "ok", second["log"])
         self.assertEqual(second["base_run"], first["run_id"])
-        self.assertIn(f"-e {fake_ssh}", second["log"])
-        self.assertIn(f"--link-dest={remote_dir}/{first['run_id']}/files/data", second["log"])
+
+        def inode(run):
+            return os.stat(os.path.join(remote_dir, run["run_id"], "files", "data", "big.bin")).st_ino
+
+        self.assertEqual(inode(first), inode(second), "unchanged file not hard-linked over ssh")
         self.assertTrue(os.path.exists(os.path.join(remote_dir, second["run_id"], MANIFEST)))
-        # Retention (last=1) removed the first run on the remote side, over the same shell.
-        self.assertEqual(sorted(os.listdir(remote_dir)), [second["run_id"]])
-        report = yield service.verify(second["run_id"])
+        yield BackupRestoreTests.nextSecond(self)
+        third = yield service.run()
+        self.assertEqual(third["outcome"], "ok", third["log"])
+        # keep last=2: the first run was removed on the remote host, over ssh.
+        self.assertEqual(sorted(os.listdir(remote_dir)), sorted([second["run_id"], third["run_id"]]))
+        report = yield service.verify(third["run_id"])
         self.assertTrue(report["ok"], report["problems"])
-        writeFile(os.path.join(self.src, "a.txt"), b"changed")
-        report = yield service.restore()
+        writeFile(os.path.join(self.src, "a.txt"), b"lost")
+        report = yield service.restore(second["run_id"])
         self.assertEqual(report["outcome"], "ok", report)
         with open(os.path.join(self.src, "a.txt"), "rb") as f:
-            self.assertEqual(f.read(), b"alpha")
+            self.assertEqual(f.read(), b"beta")
+
+    @inlineCallbacks
+    def test_remoteDestinationUnreachableFailsClearly(self):
+        """An ssh destination nobody answers on: the run fails with ssh's reason in its log and
+        is never used as a base for the next run."""
+        port = freePort()
+        service = self.service(Backup("u", f"nobody@127.0.0.1:{self.base}/none", paths={"data": self.src},
+                                      ssh=f"ssh -p {port} -o BatchMode=yes -o ConnectTimeout=5"))
+        run = yield service.run()
+        self.assertNotEqual(run["outcome"], "ok")
+        self.assertIn("Connection refused", run["log"])
+        self.flushLoggedErrors()
 
 
 class MariaDBOnlyTests(TestCase):
