@@ -245,9 +245,8 @@ class MonitorService(Service):
             settings["deploy_dirs"] = dict(settings["deploy_dirs"] or {})
         if "retention" in settings:
             settings["retention"] = dict(settings["retention"] or {})
-        current = {"deploy_dirs": self._deployDirs}
         changed = [name for name in self.LIVE_SETTINGS
-                   if name in settings and settings[name] != current.get(name, getattr(self, name))]
+                   if name in settings and settings[name] != self._setting(name)]
         interval = settings.get("interval", self.interval)
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
             raise ValueError(f"monitor interval must be > 0 seconds, not {interval!r}")
@@ -256,8 +255,8 @@ class MonitorService(Service):
             raise ValueError(f"monitor buffer_rows must be >= 1, not {rows!r}")
         had_retention = bool(self.retention)
         for name in changed:
-            log.info("monitor: {name} {old!r} -> {new!r}", name=name,
-                     old=current.get(name, getattr(self, name)), new=settings[name])
+            log.info("monitor: {name} {old!r} -> {new!r}", name=name, old=self._setting(name),
+                     new=settings[name])
             if name == "deploy_dirs":
                 self._deployDirs = settings[name]
                 self._lastDiskWalk = None
@@ -386,6 +385,9 @@ class MonitorService(Service):
         d.addBoth(lambda _: setattr(record, "start_write", None))
 
     # -- sampling --------------------------------------------------------------------------------
+
+    def _setting(self, name: str) -> Any:
+        return self._deployDirs if name == "deploy_dirs" else getattr(self, name)
 
     def _tick(self) -> Deferred:
         # The LoopingCall waits on this Deferred, which never fails: a failing tick is logged and
