@@ -20,13 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
-
 from salvusctl.errors import ConfigError
 
 __all__ = ["diff", "apply", "LIVE_FIELDS", "RESTART_FIELDS"]
-
-log = Logger()
 
 # Monitor fields applied to the running service (the declaration's name -> the service's).
 LIVE_FIELDS = ("interval", "disk_interval", "buffer_rows", "deploy_dirs", "retention",
@@ -85,6 +81,4 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> list[str]:
     declaration = new[0]
     settings = {n: getattr(declaration, n) for n in LIVE_FIELDS}
     settings["retention"] = declaration.policies()
-    changed = context.services["monitor"].reconfigure(**settings)
-    log.info("reload: monitor {changed}", changed=", ".join(changed) or "unchanged")
-    return changed
+    return context.services["monitor"].reconfigure(**settings)
