@@ -9,7 +9,7 @@ the running host per component:
     C{SupervisorService.reload} uses) and removed;
   - balancer: C{BalancerService.diff(declared)}, reported as names (L{shapes.balancerDiff});
   - monitor, alerts, backup and admin: each service's own C{reload} module (L{RELOADERS}) compares
-    the declarations it runs with with the file's, names what differs, and says C{restart: True}
+    the declarations it runs with to the file's, names what differs, and says C{restart: True}
     with a C{reason} for the parts it cannot apply live (a new admin listener, the monitor's
     address …);
   - any other component, and the host's store URL, name and state directory: reported with

@@ -117,6 +117,20 @@ class HostReloaderTests(SynchronousTestCase):
         self.balancer.ops = []
         self.assertEqual(self.reloader.diff(), {})
 
+    def test_applyFailureIsReportedAndKeptInTheDiff(self):
+        """A service whose apply raises: the others are applied, its entry says why it failed, and
+        the next diff still shows it (its running declarations did not move)."""
+        def broken(**settings):
+            raise RuntimeError("boom")
+
+        self.monitor.reconfigure = broken
+        self.next = _host([Deploy("a", command=CMD), Deploy("c", command=CMD)], monitor=9.0)
+        result = self.successResultOf(self.reloader.reconcile())
+        self.assertEqual(result["monitor"]["failed"], "RuntimeError: boom")
+        self.assertEqual(self.supervisor.reloaded, [["a", "c"]])
+        self.assertEqual(self.reloader.diff()["monitor"]["changed"], ["interval"])
+        self.flushLoggedErrors(RuntimeError)
+
     def test_storeChangeNeedsRestart(self):
         """A new store URL is reported with restart and its reason, and nothing is applied."""
         self.next = _host([Deploy("a", command=CMD), Deploy("b", command=CMD)])
