@@ -8,12 +8,17 @@ the running host per component:
   - supervisor: deploys added, changed (their declaration's C{spec()} differs: the same test
     C{SupervisorService.reload} uses) and removed;
   - balancer: C{BalancerService.diff(declared)}, reported as names (L{shapes.balancerDiff});
-  - any other component (store, monitor, alerts, backup, admin …): its declarations differ from
-    the ones the host was built with; these cannot be applied live, so they are reported with
+  - monitor, alerts, backup and admin: each service's own C{reload} module (L{RELOADERS}) compares
+    the declarations it runs with to the file's, names what differs, and says C{restart: True}
+    with a C{reason} for the parts it cannot apply live (a new admin listener, the monitor's
+    address …);
+  - any other component, and the host's store URL, name and state directory: reported with
     C{restart: True} ("restart the host to apply") and left alone.
 
-L{HostReloader.reconcile} applies the supervisor and balancer parts: the supervisor touches only
-deploys whose declarations changed, and the balancer only the services, groups and hosts that differ.
+L{HostReloader.reconcile} applies the supervisor and balancer parts, then each live entry of the
+other services: the supervisor touches only deploys whose declarations changed, the balancer only
+the services, groups and hosts that differ, and the other services only what their entry names.
+An entry marked C{restart} is never half applied.
 """
 
 from __future__ import annotations
@@ -26,12 +31,32 @@ from twisted.logger import Logger
 
 from salvusctl.errors import ConfigError
 
-__all__ = ["HostReloader", "deployDiff", "declarationsDiffer", "LIVE_COMPONENTS"]
+__all__ = ["HostReloader", "deployDiff", "declarationsDiffer", "LIVE_COMPONENTS", "RELOADERS"]
 
 log = Logger()
 
 # Components whose differences are applied to the running host; the others need a restart.
 LIVE_COMPONENTS = ("supervisor", "balancer")
+
+# Services that apply their own reload: component -> module with diff(context, old, new) -> entry
+# or None, and apply(context, new, entry).  Applied in this (the build) order.
+RELOADERS = {
+    "monitor": "salvusctl.monitor.reload",
+    "alerts": "salvusctl.alerts.reload",
+    "backup": "salvusctl.backup.reload",
+    "admin": "salvusctl.admin.reload",
+}
+
+HOST_REASON = (
+    "the store URL, host name and state directory are fixed at start: the store is open and every "
+    "service writes through it"
+)
+
+
+def _reloader(component: str) -> Any:
+    import importlib
+
+    return importlib.import_module(RELOADERS[component])
 
 
 def _empty() -> dict[str, Any]:
@@ -83,6 +108,14 @@ class HostReloader:
         self.host = host
         self.context = context
         self._busy = False
+        # component -> the declarations a reload applied (the host's own until one does)
+        self._running: dict[str, list[Any]] = {}
+
+    def running(self, component: str) -> list[Any]:
+        """The declarations the running C{component} was built with or last reloaded to."""
+        if component in self._running:
+            return self._running[component]
+        return self.host.declarations(component)
 
     def load(self) -> Any:
         """Read the config again into a new, validated L{Host}; L{ConfigError} when it is bad.
@@ -125,11 +158,15 @@ class HostReloader:
             out["balancer"] = dict(_empty(), added=[_label(d, "balancer") for d in balanced], restart=True)
         components = {d.component for d in self.host.declarations() + new.declarations()}
         for component in sorted(components - set(LIVE_COMPONENTS)):
-            old_decls, new_decls = self.host.declarations(component), new.declarations(component)
-            if declarationsDiffer(old_decls, new_decls):
+            old_decls, new_decls = self.running(component), new.declarations(component)
+            if component in RELOADERS:
+                entry = _reloader(component).diff(self.context, old_decls, new_decls)
+                if entry:
+                    out[component] = entry
+            elif declarationsDiffer(old_decls, new_decls):
                 out[component] = self._restartEntry(component, old_decls, new_decls)
         if (new.store_url, new.name, new.var_dir) != (self.host.store_url, self.host.name, self.host.var_dir):
-            out["host"] = dict(_empty(), changed=["store/name/var"], restart=True)
+            out["host"] = dict(_empty(), changed=["store/name/var"], restart=True, reason=HOST_REASON)
         return out
 
     def _restartEntry(self, component: str, old: list[Any], new: list[Any]) -> dict[str, Any]:
@@ -175,9 +212,22 @@ class HostReloader:
             self._bindLoadSources(services["balancer"], services.get("monitor"))
             yield self._followDeploys(services["balancer"], services.get("supervisor"),
                                       new.declarations("balancer"))
+        for component in RELOADERS:
+            entry = changes.get(component)
+            if entry is None or entry.get("restart"):
+                continue
+            log.info("reload: {component} {changes}", component=component, changes=entry)
+            try:
+                yield _reloader(component).apply(self.context, new.declarations(component), entry)
+            except Exception as e:
+                log.failure("reload: applying the {component} changes failed", component=component)
+                entry["failed"] = f"{type(e).__name__}: {e}"
+            else:
+                self._running[component] = new.declarations(component)
         for component, entry in sorted(changes.items()):
             if entry.get("restart"):
-                log.warn("reload: {component} changed; restart the host to apply it", component=component)
+                log.warn("reload: {component} changed; restart the host to apply it ({reason})",
+                         component=component, reason=entry.get("reason", "not applied live"))
         return changes
 
     def _followDeploys(self, balancer: Any, supervisor: Any, declared: list[Any]) -> defer.Deferred:

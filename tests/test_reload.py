@@ -31,6 +31,17 @@ class _Supervisor:
         return succeed({})
 
 
+class _Monitor:
+    """The part of the monitor a reload uses: C{reconfigure}."""
+
+    def __init__(self):
+        self.reconfigured = []
+
+    def reconfigure(self, **settings):
+        self.reconfigured.append(settings)
+        return ["interval"]
+
+
 class _Balancer:
     def __init__(self, ops):
         self.ops = ops
@@ -77,7 +88,9 @@ class HostReloaderTests(SynchronousTestCase):
         self.running.source = lambda: self.next
         self.supervisor = _Supervisor(self.running.declarations("supervisor"))
         self.balancer = _Balancer([])
-        context = SimpleNamespace(services={"supervisor": self.supervisor, "balancer": self.balancer})
+        self.monitor = _Monitor()
+        context = SimpleNamespace(services={"supervisor": self.supervisor, "balancer": self.balancer,
+                                            "monitor": self.monitor}, host=self.running)
         self.reloader = HostReloader(self.running, context)
 
     def test_noDifference(self):
@@ -88,18 +101,65 @@ class HostReloaderTests(SynchronousTestCase):
         self.assertEqual((self.supervisor.reloaded, self.balancer.reconciled), ([], []))
 
     def test_diffAndApply(self):
-        """Supervisor and balancer changes are applied; a monitor change is only reported."""
+        """Supervisor, balancer and monitor changes are applied; once applied, the diff is empty."""
         self.next = _host([Deploy("a", command=CMD), Deploy("c", command=CMD)], monitor=9.0)
         self.balancer.ops = [{"op": "set-weight", "service": "www", "group": "g", "host": "127.0.0.1:1"}]
         expected = {
             "supervisor": {"added": ["c"], "changed": [], "removed": ["b"]},
             "balancer": {"added": [], "changed": ["www/g/127.0.0.1:1"], "removed": []},
-            "monitor": {"added": [], "changed": ["monitor"], "removed": [], "restart": True},
+            "monitor": {"added": [], "changed": ["interval"], "removed": []},
         }
         self.assertEqual(self.reloader.diff(), expected)
         self.assertEqual(self.successResultOf(self.reloader.reconcile()), expected)
         self.assertEqual(self.supervisor.reloaded, [["a", "c"]])
         self.assertEqual(self.balancer.reconciled, [["www"]])
+        self.assertEqual([s["interval"] for s in self.monitor.reconfigured], [9.0])
+        self.balancer.ops = []
+        self.assertEqual(self.reloader.diff(), {})
+
+    def test_applyFailureIsReportedAndKeptInTheDiff(self):
+        """A service whose apply raises: the others are applied, its entry says why it failed, and
+        the next diff still shows it (its running declarations did not move)."""
+        def broken(**settings):
+            raise RuntimeError("boom")
+
+        self.monitor.reconfigure = broken
+        self.next = _host([Deploy("a", command=CMD), Deploy("c", command=CMD)], monitor=9.0)
+        result = self.successResultOf(self.reloader.reconcile())
+        self.assertEqual(result["monitor"]["failed"], "RuntimeError: boom")
+        self.assertEqual(self.supervisor.reloaded, [["a", "c"]])
+        self.assertEqual(self.reloader.diff()["monitor"]["changed"], ["interval"])
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_storeChangeNeedsRestart(self):
+        """A new store URL is reported with restart and its reason, and nothing is applied."""
+        self.next = _host([Deploy("a", command=CMD), Deploy("b", command=CMD)])
+        self.next.store_url = "sqlite:/tmp/other.db"
+        entry = self.successResultOf(self.reloader.reconcile())["host"]
+        self.assertEqual((entry["changed"], entry["restart"]), (["store/name/var"], True))
+        self.assertIn("store URL", entry["reason"])
+        self.assertEqual(self.reloader.diff()["host"], entry)
+
+    def test_monitorAddressNeedsRestart(self):
+        """A monitor edit that includes a fixed field is not applied at all (never half)."""
+        self.next = _host([Deploy("a", command=CMD), Deploy("b", command=CMD)], monitor=9.0)
+        self.next.declarations("monitor")[0].address = "10.0.0.5"
+        entry = self.successResultOf(self.reloader.reconcile())["monitor"]
+        self.assertEqual((entry["changed"], entry["restart"]), (["address", "interval"], True))
+        self.assertIn("address", entry["reason"])
+        self.assertEqual(self.monitor.reconfigured, [])
+
+    def test_badServiceEditChangesNothing(self):
+        """An edit only a service's own checks refuse (two backup sets with one name) fails the
+        reload before the supervisor or the monitor is touched."""
+        from salvusctl.backup.declaration import Backup
+
+        self.next = _host([Deploy("a", command=CMD)], monitor=9.0)
+        for _ in range(2):
+            self.next.add(Backup("dup", destination="/tmp/b1", paths={"d": "/tmp"}))
+        failure = self.failureResultOf(self.reloader.reconcile(), ConfigError)
+        self.assertIn("two backup sets are named 'dup'", str(failure.value))
+        self.assertEqual((self.supervisor.reloaded, self.monitor.reconfigured), ([], []))
 
     def test_badConfigChangesNothing(self):
         """A config that fails to read or validate fails reconcile before anything is applied."""

@@ -43,6 +43,7 @@ class AdminService(Service):
         self.var_dir = var_dir
         self.limiter = LoginRateLimiter(reactor)
         self.ports: list[Any] = []
+        self.sites: list[Any] = []  # one per declaration, once started
         self.ready: defer.Deferred | None = None
         self.fingerprint: str | None = None
         self.bootstrap_passwords: dict[str, str] = {}
@@ -104,6 +105,54 @@ class AdminService(Service):
                 f"salvus admin: password (shown once): {password}"
             )
 
+    def _site(self, declaration: Admin) -> Any:
+        """The web site one declaration's listeners serve (its users file, options and limits)."""
+        state = AdminState(
+            services=self.state.services,
+            clock=self.reactor,
+            host_name=self.state.host_name,
+            store=self.state.store,
+            transitions=self.state.transitions,
+            context=self.state.context,
+            options=AdminOptions(
+                refresh=declaration.refresh, project_url=declaration.project_url, title=declaration.title
+            ),
+        )
+        users = UsersFile(self.usersPath(declaration))
+        self.limiter.limit = declaration.login_limit
+        self.limiter.window = declaration.login_window
+        return makeSite(state, users, self.limiter, declaration.max_request_bytes)
+
+    #: Admin options a reload applies to the running listeners; C{listen} needs a restart.
+    LIVE_OPTIONS = ("users", "allow_plain_http", "refresh", "project_url", "title", "bootstrap_user",
+                    "max_request_bytes", "login_limit", "login_window")
+
+    def reconfigure(self, declarations: list[Admin]) -> list[str]:
+        """Serve new options on the listeners already bound (a host reload); returns the names
+        of the options that changed.
+
+        Each listener keeps its socket and its open connections; its site gets a new root (users
+        file, roles, page options) and request bound, so the next request is answered under the
+        new settings.  The login rate limiter keeps the failures it has counted.  Listeners must
+        be the same: L{salvusctl.admin.reload} explains why a new one needs a restart.
+        """
+        if [d.listen for d in declarations] != [d.listen for d in self.declarations]:
+            raise ValueError("admin listeners differ: restart the host to bind new ones")
+        changed = sorted({name for old, new in zip(self.declarations, declarations, strict=True)
+                          for name in self.LIVE_OPTIONS if getattr(old, name) != getattr(new, name)})
+        self.declarations = list(declarations)
+        for declaration, site in zip(declarations, self.sites, strict=False):
+            if {"users", "bootstrap_user"} & set(changed):
+                self._bootstrap(declaration)
+            fresh = self._site(declaration)
+            site.resource = fresh.resource
+            site.requestFactory = fresh.requestFactory
+        for declaration in declarations:  # one limiter for all listeners: the last one's limits
+            self.limiter.limit, self.limiter.window = declaration.login_limit, declaration.login_window
+        for name in changed:
+            log.info("admin: {name} changed by a reload", name=name)
+        return changed
+
     def privilegedStartService(self) -> None:
         """Bind every listener (before twistd drops privileges), failing loudly on the first error.
 
@@ -115,23 +164,11 @@ class AdminService(Service):
             return
         self._observe()
         listening = []
+        self.sites = []
         for declaration in self.declarations:
             self._bootstrap(declaration)
-            state = AdminState(
-                services=self.state.services,
-                clock=self.reactor,
-                host_name=self.state.host_name,
-                store=self.state.store,
-                transitions=self.state.transitions,
-                context=self.state.context,
-                options=AdminOptions(
-                    refresh=declaration.refresh, project_url=declaration.project_url, title=declaration.title
-                ),
-            )
-            users = UsersFile(self.usersPath(declaration))
-            self.limiter.limit = declaration.login_limit
-            self.limiter.window = declaration.login_window
-            site = makeSite(state, users, self.limiter, declaration.max_request_bytes)
+            site = self._site(declaration)
+            self.sites.append(site)
             for description in declaration.listen:
                 kind, full = self._endpointString(declaration, description)
                 d = serverFromString(self.reactor, full).listen(site)

@@ -11,7 +11,8 @@ from salvusctl.alerts.engine import AlertsService
 from salvusctl.alerts.rules import Rule
 from salvusctl.errors import ConfigError
 
-__all__ = ["AlertRule", "EmailAlerts", "WebhookAlerts", "AlertSettings", "buildAlerts"]
+__all__ = ["AlertRule", "EmailAlerts", "WebhookAlerts", "AlertSettings", "buildAlerts", "checkRules",
+           "repeatInterval"]
 
 
 @dataclass
@@ -106,24 +107,37 @@ class AlertSettings:
             )
 
 
+def checkRules(declarations) -> list[Rule]:
+    """The declared rules, refusing two with one name (a rule's state is kept by its name)."""
+    rules = [d.rule() for d in declarations if isinstance(d, AlertRule)]
+    labels = [r.label for r in rules]
+    duplicates = {label for label in labels if labels.count(label) > 1}
+    if duplicates:
+        raise ConfigError(f"two alert rules share the name {sorted(duplicates)[0]!r}: give one a name=")
+    return rules
+
+
+def repeatInterval(declarations) -> float:
+    """The one C{AlertSettings(repeat_interval=…)}, or the default."""
+    settings = [d for d in declarations if isinstance(d, AlertSettings)]
+    if len(settings) > 1:
+        raise ConfigError("a host has one AlertSettings(...)")
+    return settings[0].repeat_interval if settings else 3600.0
+
+
 def buildAlerts(context, declarations) -> AlertsService | None:
     """The host's alerts: rules over the monitor's samples, recorded and notified."""
-    rules = [d.rule() for d in declarations if isinstance(d, AlertRule)]
+    rules = checkRules(declarations)
     if not rules:
         return None
     monitor = context.services.get("monitor")
     if monitor is None or not hasattr(monitor, "addSampleObserver"):
         raise ConfigError("alert rules need a Monitor(...) on the host")
-    labels = [r.label for r in rules]
-    duplicates = {label for label in labels if labels.count(label) > 1}
-    if duplicates:
-        raise ConfigError(f"two alert rules share the name {sorted(duplicates)[0]!r}: give one a name=")
-    settings = [d for d in declarations if isinstance(d, AlertSettings)]
-    if len(settings) > 1:
-        raise ConfigError("a host has one AlertSettings(...)")
-    repeat = settings[0].repeat_interval if settings else 3600.0
-    actions = [RecordAction(context.store)]
-    for d in declarations:
-        if isinstance(d, EmailAlerts | WebhookAlerts):
-            actions.append(d.action(context.reactor))
-    return AlertsService(monitor, rules, actions, context.host.name, repeat_interval=repeat)
+    repeat = repeatInterval(declarations)
+    notifiers = [(d, d.action(context.reactor)) for d in declarations
+                 if isinstance(d, EmailAlerts | WebhookAlerts)]
+    service = AlertsService(monitor, rules, [RecordAction(context.store)] + [a for _, a in notifiers],
+                            context.host.name, repeat_interval=repeat, clock=context.reactor)
+    # Which declaration made which action: a reload keeps the actions whose declaration is unchanged.
+    service.notifiers = notifiers
+    return service

@@ -83,6 +83,8 @@ class AlertsService(Service):
         the others only notifications that pass the repeat filter.
     @param repeat_interval: seconds within which the same alert of the same subject is not
         notified again.
+    @param clock: the reactor, for the time of a clearing that happens outside a sample (a rule
+        removed by L{reconfigure}); without one, the last sample's time.
     """
 
     name = "alerts"
@@ -94,6 +96,7 @@ class AlertsService(Service):
         actions: Iterable[Any],
         host_name: str,
         repeat_interval: float = 3600.0,
+        clock: Any = None,
     ):
         if repeat_interval < 0:
             raise ValueError(f"repeat_interval must be >= 0 seconds, not {repeat_interval!r}")
@@ -104,6 +107,11 @@ class AlertsService(Service):
         self.repeat_interval = repeat_interval
         self._states: dict[tuple[str, str], _State] = {}
         self._firstSeen: dict[str, float] = {}
+        self._clock = clock
+        self._lastSample = 0.0
+        #: (declaration, action) of each notification action, set by the builder: a reload keeps
+        #: the action of a declaration it did not change.
+        self.notifiers: list[tuple[Any, Any]] = []
         self.sent: list[Alert] = []
         self.cleared: deque[Alert] = deque(maxlen=self.KEEP_CLEARED)
 
@@ -148,7 +156,7 @@ class AlertsService(Service):
 
     def evaluate(self, snapshot: Mapping[str, Any]):
         """Evaluate every rule on one snapshot; fires with the actions' results (for tests)."""
-        now = snapshot["timestamp"]
+        now = self._lastSample = snapshot["timestamp"]
         for name in (snapshot.get("instances") or {}):
             self._firstSeen.setdefault(name, now)
         pending = []
@@ -202,6 +210,57 @@ class AlertsService(Service):
         state.firing = None
         self.cleared.append(alert)
         return self._dispatch(alert, notify=state.notified)
+
+    def reconfigure(
+        self, rules: Iterable[Rule], actions: Iterable[Any], repeat_interval: float
+    ) -> dict[str, list[str]]:
+        """Take new rules, actions and repeat interval on a running engine (a host reload).
+
+        Rules are matched by label.  An unchanged or changed rule keeps its state per subject
+        (since when it holds, whether it fires, when it last notified), so a reload never sends
+        again an alert still within C{repeat_interval}, and a changed threshold takes effect at the
+        next evaluation.  A removed rule stops: its firing alerts are cleared (recorded, and a
+        recovery notice goes out if the firing was notified) and its state is forgotten.  A new
+        rule starts from nothing at the next sample.  Returns the labels added, changed and
+        removed.
+        """
+        rules = list(rules)
+        if repeat_interval < 0:
+            raise ValueError(f"repeat_interval must be >= 0 seconds, not {repeat_interval!r}")
+        old = {r.label: r for r in self.rules}
+        new = {r.label: r for r in rules}
+        if len(new) != len(rules):
+            raise ValueError("two alert rules share a name")
+        summary = {
+            "added": sorted(n for n in new if n not in old),
+            "changed": sorted(n for n in new if n in old and new[n] != old[n]),
+            "removed": sorted(n for n in old if n not in new),
+        }
+        now = None
+        for label in summary["removed"]:
+            for key in [k for k in self._states if k[0] == label]:
+                state = self._states.pop(key)
+                if state.firing is None:
+                    continue
+                if now is None:
+                    now = self._now()
+                alert = replace(state.firing, cleared=True, cleared_at=now,
+                                message=f"rule {label} removed by a reload")
+                self.cleared.append(alert)
+                self._dispatch(alert, notify=state.notified)
+        self.rules = rules
+        self.actions = list(actions)
+        self.repeat_interval = repeat_interval
+        for kind, labels in summary.items():
+            for label in labels:
+                log.info("alerts: rule {label} {kind}", label=label, kind=kind)
+        return summary
+
+    def _now(self) -> float:
+        """The time of a clearing made outside a sample: the clock's, else the last sample's."""
+        if self._clock is not None:
+            return self._clock.seconds()
+        return self._lastSample
 
     def _dispatch(self, alert: Alert, notify: bool, record: bool = True):
         out = []

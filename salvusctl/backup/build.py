@@ -8,7 +8,7 @@ from salvusctl.backup.service import BackupService
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import ISupervisor
 
-__all__ = ["buildBackup"]
+__all__ = ["buildBackup", "checkSets"]
 
 
 def _findSupervisor(context):
@@ -25,18 +25,13 @@ def _findSupervisor(context):
     return None
 
 
-def buildBackup(context, declarations: list[Backup]) -> BackupService | None:
-    """Validate the sets together (names and destinations unique) and build the service.
-
-    The store learns the backup tables here, before it starts.
-    """
-    if not declarations:
-        return None
+def checkSets(declarations: list[Backup], host=None) -> None:
+    """Refuse two sets with one name or one destination (L{ConfigError}); validates each."""
     names: set[str] = set()
     destinations: set[str] = set()
     for declaration in declarations:
         if declaration.destination is None:
-            declaration.validate(context.host)
+            declaration.validate(host)
         if declaration.name in names:
             raise ConfigError(f"two backup sets are named {declaration.name!r}")
         where = str(declaration.destination)
@@ -44,6 +39,16 @@ def buildBackup(context, declarations: list[Backup]) -> BackupService | None:
             raise ConfigError(f"backup {declaration.name!r}: destination {where} is used by another set")
         names.add(declaration.name)
         destinations.add(where)
+
+
+def buildBackup(context, declarations: list[Backup]) -> BackupService | None:
+    """Validate the sets together (names and destinations unique) and build the service.
+
+    The store learns the backup tables here, before it starts.
+    """
+    if not declarations:
+        return None
+    checkSets(declarations, context.host)
     context.store.addMigrations("backup", BACKUP_MIGRATIONS)
     store_service = context.services.get("store")
     return BackupService(

@@ -134,6 +134,21 @@ class BackupJob:
         self.observers: list[Callable[[RunState], None]] = []
         self._used_ids: set[str] = set()
 
+    def reconfigure(self, declaration: Backup) -> None:
+        """Use a new declaration of this set from the next run on (a host reload).
+
+        Only between runs: a run reads C{decl} and C{dest} as it goes, so changing them under it
+        would mix two configurations in one run (L{BackupService.reconfigure} waits for it).
+        """
+        if self.current is not None:
+            raise AlreadyRunning(f"backup {self.name} is running ({self.current.run_id})")
+        if declaration.name != self.name:
+            raise ValueError(f"backup {self.name}: a reload cannot rename the set to {declaration.name!r}")
+        if declaration.destination is None:
+            declaration.validate(None)
+        self.decl = declaration
+        self.dest = declaration.destination
+
     # -- reading the directory -------------------------------------------------------------------
 
     @inlineCallbacks

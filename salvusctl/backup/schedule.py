@@ -86,11 +86,16 @@ class Scheduler:
         self.due: float | None = None
         self._call = None
         self._running: Deferred | None = None
+        self._stopped = True
 
     def start(self) -> None:
+        self._stopped = False
         self._arm()
 
     def stop(self) -> None:
+        """No further run; a run in progress finishes and arms nothing (a reload may have put
+        another scheduler in this one's place)."""
+        self._stopped = True
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
@@ -110,4 +115,5 @@ class Scheduler:
 
     def _done(self, _) -> None:
         self._running = None
-        self._arm()
+        if not self._stopped:
+            self._arm()

@@ -18,7 +18,7 @@ from salvusctl.backup.records import Records
 from salvusctl.backup.restore import RestoreError, Restorer
 from salvusctl.backup.schedule import Scheduler
 
-__all__ = ["BackupService", "UnknownBackup"]
+__all__ = ["BackupService", "UnknownBackup", "sameBackup"]
 
 log = Logger()
 
@@ -56,17 +56,45 @@ class BackupService(Service):
         self.records = Records(store)
         self._supervisor = supervisor
         self._ready = ready
+        self._host_name = host_name
+        self._work_dir = work_dir
+        self._python = python
         self.jobs: dict[str, BackupJob] = {}
         self.restorers: dict[str, Restorer] = {}
         self.schedulers: dict[str, Scheduler] = {}
+        # name -> the declaration a reload gave a busy set (None: the reload removed it), applied
+        # once its run (or restore) is over.
+        self._pending: dict[str, Backup | None] = {}
+        self._schedulesStarted = False
+        self._waiting: set[str] = set()  # runs whose end will settle pending declarations
         for declaration in declarations:
-            job = BackupJob(reactor, declaration, self.records, host_name, work_dir, python)
-            self.jobs[declaration.name] = job
-            self.restorers[declaration.name] = Restorer(reactor, job, None)
-            if declaration.schedule is not None:
-                self.schedulers[declaration.name] = Scheduler(
-                    reactor, declaration.schedule, lambda job=job: self._scheduled(job))
+            self._addSet(declaration)
+            self._schedule(declaration.name, declaration)
         self.started: Deferred | None = None
+
+    def _addSet(self, declaration: Backup) -> None:
+        job = BackupJob(self.reactor, declaration, self.records, self._host_name, self._work_dir,
+                        self._python)
+        self.jobs[declaration.name] = job
+        self.restorers[declaration.name] = Restorer(self.reactor, job, None)
+
+    def _schedule(self, name: str, declaration: Backup | None) -> None:
+        """Give set C{name} a scheduler for C{declaration}'s schedule (none when it has none or
+        is gone); an unchanged schedule keeps its scheduler and its next due time."""
+        old = self.schedulers.pop(name, None)
+        schedule = declaration.schedule if declaration is not None else None
+        if old is not None and old.schedule == schedule:
+            self.schedulers[name] = old
+            return
+        if old is not None:
+            old.stop()
+        if schedule is None:
+            return
+        job = self.jobs[name]
+        scheduler = self.schedulers[name] = Scheduler(
+            self.reactor, schedule, lambda job=job: self._scheduled(job))
+        if self._schedulesStarted:
+            scheduler.start()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -88,6 +116,7 @@ class BackupService(Service):
 
     def _startSchedules(self) -> None:
         if self.running:
+            self._schedulesStarted = True
             for scheduler in self.schedulers.values():
                 scheduler.start()
 
@@ -105,12 +134,78 @@ class BackupService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
+        self._schedulesStarted = False
         for scheduler in self.schedulers.values():
             scheduler.stop()
         waits = [d for d in (job.interrupt() for job in self.jobs.values()) if d is not None]
         return DeferredList(waits) if waits else succeed(None)
 
+    # -- reload ----------------------------------------------------------------------------------
+
+    def reconfigure(self, declarations: list[Backup]) -> dict[str, list[str]]:
+        """Take a new list of backup sets on the running service (a host reload).
+
+        Added sets get a job and, if scheduled, a running scheduler; a removed set's scheduler
+        stops.  A new schedule takes effect now (an unchanged one keeps its next due time).  A set's
+        other settings (sources, destination, keep counts …) reach its job between runs: a backup
+        or restore running during the reload finishes with the old settings, the next run uses the
+        new ones, and a removed set disappears once it is idle.  Returns the set names added,
+        changed and removed.
+        """
+        wanted = {d.name: d for d in declarations}
+        effective = {n: self._pending.get(n, job.decl) for n, job in self.jobs.items()}
+        effective = {n: d for n, d in effective.items() if d is not None}
+        summary = {
+            "added": sorted(n for n in wanted if n not in effective),
+            "changed": sorted(n for n in wanted
+                              if n in effective and not sameBackup(effective[n], wanted[n])),
+            "removed": sorted(n for n in effective if n not in wanted),
+        }
+        for name in summary["added"]:
+            if name in self.jobs:
+                self._pending[name] = wanted[name]  # removed while busy, and back again
+            else:
+                self._addSet(wanted[name])
+        for name in summary["changed"] + summary["removed"]:
+            self._pending[name] = wanted.get(name)
+        for kind, names in summary.items():
+            for name in names:
+                self._schedule(name, wanted.get(name))
+                log.info("backup {name}: {kind} by a reload", name=name, kind=kind)
+        self._settle()
+        return summary
+
+    def _settle(self) -> None:
+        """Hand reloaded declarations to the sets that are idle now; the busy ones get theirs
+        when their run finishes (or at the next verb, after a restore)."""
+        for name, declaration in list(self._pending.items()):
+            job = self.jobs[name]
+            if job.current is not None:
+                if job.current.run_id not in self._waiting:
+                    self._waiting.add(job.current.run_id)
+                    job.current.finished.addBoth(self._afterRun, job.current.run_id)
+                continue
+            if self.restorers[name].busy:
+                continue
+            del self._pending[name]
+            if declaration is None:
+                del self.jobs[name]
+                del self.restorers[name]
+                log.info("backup {name}: removed", name=name)
+            else:
+                job.reconfigure(declaration)
+                self.restorers[name].decl = declaration
+                log.info("backup {name}: new settings in use", name=name)
+
+    def _afterRun(self, result, run_id: str):
+        self._waiting.discard(run_id)
+        self._settle()
+        return result
+
     def _scheduled(self, job: BackupJob):
+        self._settle()
+        if job.name not in self.jobs:
+            return None
         if job.current is not None or self.restorers[job.name].busy:
             log.info("backup {name}: busy, skipping this slot", name=job.name)
             return None
@@ -119,6 +214,7 @@ class BackupService(Service):
     # -- lookups ---------------------------------------------------------------------------------
 
     def job(self, name: str | None = None) -> BackupJob:
+        self._settle()
         if name is None:
             if len(self.jobs) != 1:
                 raise UnknownBackup("several backup sets: name one of " + ", ".join(sorted(self.jobs)))
@@ -129,6 +225,7 @@ class BackupService(Service):
 
     def jobForRun(self, run_id: str) -> BackupJob:
         """The set a run id belongs to (run ids are C{NAME-YYYYmmddTHHMMSSZ})."""
+        self._settle()
         owners = [n for n in self.jobs if run_id.startswith(n + "-")]
         if not owners:
             raise UnknownBackup(f"run {run_id!r} belongs to no backup set on this host")
@@ -153,6 +250,7 @@ class BackupService(Service):
 
     def status(self) -> list[dict[str, Any]]:
         """Each set's state: running (run id, phase, percent, bytes) or idle, last run, next due."""
+        self._settle()
         out = []
         for name, job in self.jobs.items():
             status = job.status()
@@ -212,6 +310,11 @@ class BackupService(Service):
         if job.current is not None and not dry_run:
             return _fail(RestoreError(f"backup {job.name} is running ({job.current.run_id}); retry later"))
         return self.restorer(job.name).restore(run_id, dry_run)
+
+
+def sameBackup(a: Backup, b: Backup) -> bool:
+    """Two declarations of one set describe the same backup (every field, as validated)."""
+    return type(a) is type(b) and vars(a) == vars(b)
 
 
 def _fail(exception: Exception) -> Deferred:

@@ -507,6 +507,11 @@ def _printDiff(diff: dict[str, Any], out: Output, always: bool) -> bool:
                 note = ", restart needed" if changes.get("restart") else ""
                 line = f"{sign} {service} {name} ({kind}{note})"
                 out.result(line) if always else out.info(line)
+        if changes.get("restart") and changes.get("reason"):
+            line = f"  {service}: restart needed: {changes['reason']}"
+            out.result(line) if always else out.info(line)
+        if changes.get("failed"):
+            out.error(f"{service}: not applied: {changes['failed']}")
     return differs
 
 

@@ -34,6 +34,11 @@ class Monitor:
         used to match balancer backends).
     @ivar load_source: a L{MonitorLoadSource} also given to a balanced service's least-load
         scheduler (C{scheduler_options={"source": src}}); the builder binds it to this monitor.
+    @ivar deploys: the deploys whose instances are sampled (None: every deploy).
+    @ivar mounts: sample the usage of the host's mounts (a host metric).
+
+    A reload applies every field live except C{address}, C{memcached}, C{memcached_expire} and
+    whether there is a C{load_source} (see L{salvusctl.monitor.reload}).
     """
 
     component: ClassVar[str] = "monitor"
@@ -47,6 +52,8 @@ class Monitor:
     retention_interval: float = 3600.0
     address: str | None = None
     load_source: Any = None
+    deploys: list[str] | None = None
+    mounts: bool = True
 
     def validate(self, host) -> None:
         for name in ("interval", "disk_interval", "retention_interval"):
@@ -67,6 +74,12 @@ class Monitor:
                     f" not {self.memcached!r}"
                 )
             _parse(self.memcached)
+        if self.deploys is not None and (
+            isinstance(self.deploys, str) or not all(isinstance(d, str) and d for d in self.deploys)
+        ):
+            raise ConfigError(f"Monitor(deploys=…) must be a list of deploy names, not {self.deploys!r}")
+        if not isinstance(self.mounts, bool):
+            raise ConfigError(f"Monitor(mounts=…) must be True or False, not {self.mounts!r}")
         if self.load_source is not None and not hasattr(self.load_source, "bind"):
             raise ConfigError("Monitor(load_source=…) must be a MonitorLoadSource()")
         self.policies()
@@ -161,6 +174,8 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
         retention=decl.policies(),
         retention_interval=decl.retention_interval,
         address=decl.address,
+        deploys=decl.deploys,
+        mounts=decl.mounts,
     )
     wireLogHook(context.services.get("supervisor"), supervisor, monitor)
     # The balancer's least-load scheduler: give it this host's instance loads.

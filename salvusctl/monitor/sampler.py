@@ -100,7 +100,8 @@ class Sampler:
         self._cpu: dict[int, tuple[Any, float, float]] = {}
         self._boot: float | None = None
         self._total: int | None = None
-        self._mounts = mounts
+        #: Sample mount usage too; a monitor reload may switch it.
+        self.mounts = mounts
         self._clock = clock
         self._mountList: list[Any] | None = None
         self._mountListAge = 0
@@ -313,7 +314,7 @@ class Sampler:
             "mem_available": vm.available,
             "swap_total": swap.total,
             "swap_used": swap.used,
-            "mounts": self._sampleMounts() if self._mounts else [],
+            "mounts": self._sampleMounts() if self.mounts else [],
             "deploys": [],
         }
         for deploy, directory in sorted((deployDirs or {}).items()):

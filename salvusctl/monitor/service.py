@@ -107,6 +107,10 @@ class MonitorService(Service):
         (default: a dedicated one-thread pool).
     @param publisher: optional object with C{publish(host, latest)} (the memcached writer).
     @param retention: {table: L{RetentionPolicy}}; C{retention_interval} seconds between runs.
+    @param deploys: the deploys whose instances are sampled (None: every deploy).
+    @param mounts: sample the host's mount usage (the default sampler's C{mounts}).
+
+    L{reconfigure} changes the settings of a running monitor (a host reload).
     """
 
     name = "monitor"
@@ -128,6 +132,8 @@ class MonitorService(Service):
         retention_interval: float = 3600.0,
         address: str | None = None,
         user: str | None = None,
+        deploys: Iterable[str] | None = None,
+        mounts: bool = True,
     ):
         if interval <= 0:
             raise ValueError(f"monitor interval must be > 0 seconds, not {interval!r}")
@@ -144,8 +150,10 @@ class MonitorService(Service):
         if sampler is None:
             from salvusctl.monitor.sampler import Sampler
 
-            sampler = Sampler()
+            sampler = Sampler(mounts=mounts)
         self._sampler = sampler
+        self.deploys = None if deploys is None else frozenset(deploys)
+        self.mounts = mounts
         self._run = run
         self._pool = None
         self._publisher = publisher
@@ -166,6 +174,7 @@ class MonitorService(Service):
         self._flushing: Deferred | None = None
         self._lastDiskWalk: float | None = None
         self._loop: LoopingCall | None = None
+        self._sampling: Deferred | None = None
         self._retentionLoop: LoopingCall | None = None
         self._observers: list[Callable[[dict[str, Any]], Any]] = []
         self._logsSinceFlush = 0
@@ -195,13 +204,73 @@ class MonitorService(Service):
                     self._started(info)
         if self._publisher is not None and hasattr(self._publisher, "start"):
             self._publisher.start()
+        self._startSampling(now=True)
+        self._startRetention()
+
+    def _startSampling(self, now: bool) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()  # a tick in flight finishes; the old loop schedules no other
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self._reactor
-        self._loop.start(self.interval, now=True)
+        self._loop.start(self.interval, now=now)
+
+    def _startRetention(self) -> None:
+        if self._retentionLoop is not None and self._retentionLoop.running:
+            self._retentionLoop.stop()
+        self._retentionLoop = None
         if self.retention and self.retention_interval:
             self._retentionLoop = LoopingCall(self._retentionTick)
             self._retentionLoop.clock = self._reactor
             self._retentionLoop.start(self.retention_interval, now=False)
+
+    #: What L{reconfigure} may change on a running monitor.
+    LIVE_SETTINGS = ("interval", "disk_interval", "buffer_rows", "deploy_dirs", "retention",
+                     "retention_interval", "deploys", "mounts")
+
+    def reconfigure(self, **settings: Any) -> list[str]:
+        """Apply new settings to the running monitor (a host reload); returns the names changed.
+
+        Checked first, so a bad value (ValueError) changes nothing.  A new C{interval} or
+        C{retention_interval} restarts that looping call on the injected clock: the next sample
+        comes one new interval after the reload (a tick in flight finishes first), and buffered
+        rows stay buffered.  A lower C{buffer_rows} drops the oldest rows beyond it, as the bound
+        always does; new C{deploy_dirs} are walked at the next tick.
+        """
+        unknown = set(settings) - set(self.LIVE_SETTINGS)
+        if unknown:
+            raise ValueError(f"the monitor cannot change {sorted(unknown)} while it runs")
+        if "deploys" in settings and settings["deploys"] is not None:
+            settings["deploys"] = frozenset(settings["deploys"])
+        if "deploy_dirs" in settings:
+            settings["deploy_dirs"] = dict(settings["deploy_dirs"] or {})
+        if "retention" in settings:
+            settings["retention"] = dict(settings["retention"] or {})
+        changed = [name for name in self.LIVE_SETTINGS
+                   if name in settings and settings[name] != self._setting(name)]
+        interval = settings.get("interval", self.interval)
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            raise ValueError(f"monitor interval must be > 0 seconds, not {interval!r}")
+        rows = settings.get("buffer_rows", self.buffer_rows)
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ValueError(f"monitor buffer_rows must be >= 1, not {rows!r}")
+        had_retention = bool(self.retention)
+        for name in changed:
+            log.info("monitor: {name} {old!r} -> {new!r}", name=name, old=self._setting(name),
+                     new=settings[name])
+            if name == "deploy_dirs":
+                self._deployDirs = settings[name]
+                self._lastDiskWalk = None
+            else:
+                setattr(self, name, settings[name])
+        if "mounts" in changed and hasattr(self._sampler, "mounts"):
+            self._sampler.mounts = self.mounts
+        if "buffer_rows" in changed:
+            self._trim()
+        if self.running and "interval" in changed:
+            self._startSampling(now=False)
+        if self.running and ("retention_interval" in changed or had_retention != bool(self.retention)):
+            self._startRetention()  # new policies alone take effect at the next run
+        return changed
 
     @inlineCallbacks
     def stopService(self):
@@ -317,6 +386,9 @@ class MonitorService(Service):
 
     # -- sampling --------------------------------------------------------------------------------
 
+    def _setting(self, name: str) -> Any:
+        return self._deployDirs if name == "deploy_dirs" else getattr(self, name)
+
     def _tick(self) -> Deferred:
         # The LoopingCall waits on this Deferred, which never fails: a failing tick is logged and
         # the next one runs on schedule.
@@ -338,7 +410,7 @@ class MonitorService(Service):
         targets = [
             (info["name"], info["pid"])
             for info in infos
-            if info.get("state") in RUNNING_STATES and info.get("pid")
+            if info.get("state") in RUNNING_STATES and info.get("pid") and self._sampled(info)
         ]
         now = self._reactor.seconds()
         dirs = None
@@ -355,6 +427,12 @@ class MonitorService(Service):
         self.ticks += 1
         self._flushSoon()
         return snapshot
+
+    def _sampled(self, info: Mapping[str, Any]) -> bool:
+        """Whether this instance's deploy is one the monitor samples."""
+        if self.deploys is None:
+            return True
+        return (info.get("group") or info["name"].split(":")[0]) in self.deploys
 
     def _absorb(self, infos: Iterable[Mapping[str, Any]], result: Mapping[str, Any], now: float):
         host = dict(result["host"])

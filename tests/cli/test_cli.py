@@ -13,7 +13,7 @@ import sys
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from salvusctl.admin.build import AdminService
 from salvusctl.admin.declaration import Admin
@@ -450,3 +450,27 @@ class FaultTextTests(TestCase):
             "this host runs no supervisor",
         )
         self.assertEqual(_faultText(Fault(8002, "error")), "error")
+
+
+class PrintDiffTests(SynchronousTestCase):
+    def test_restartReasonAndFailure(self):
+        """A restart-needed entry prints its names and, once, why; a failed apply goes to stderr."""
+        import io
+
+        from salvusctl.cli.main import Output, _printDiff
+
+        out, err = io.StringIO(), io.StringIO()
+        diff = {
+            "admin": {"added": [], "changed": ["listen"], "removed": [], "restart": True,
+                      "reason": "listeners are bound once"},
+            "monitor": {"added": [], "changed": ["interval"], "removed": []},
+            "backup": {"added": ["x"], "changed": [], "removed": [], "failed": "OSError: boom"},
+        }
+        self.assertTrue(_printDiff(diff, Output(0, out, err), always=True))
+        self.assertEqual(out.getvalue().splitlines(), [
+            "~ admin listen (changed, restart needed)",
+            "  admin: restart needed: listeners are bound once",
+            "+ backup x (added)",
+            "~ monitor interval (changed)",
+        ])
+        self.assertIn("backup: not applied: OSError: boom", err.getvalue())
