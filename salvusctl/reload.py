@@ -14,6 +14,10 @@ the running host per component:
 
 L{HostReloader.reconcile} applies the supervisor and balancer parts: the supervisor touches only
 deploys whose declarations changed, and the balancer only the services, groups and hosts that differ.
+
+A host read from a file is read again out of process for a diff (L{HostReloader.reread}: a
+L{salvusctl.declared.DeclaredHost} from L{salvusctl.configreader}); the file runs in this process
+only when an operator applies it (L{HostReloader.loadForApply}), after a child has read it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from salvusctl.declared import Declared, declarationDigest, specDigest
 from salvusctl.errors import ConfigError
 
 __all__ = ["HostReloader", "deployDiff", "declarationsDiffer", "LIVE_COMPONENTS"]
@@ -45,13 +50,22 @@ def deployDiff(running: dict[str, Any], declared: list[Any]) -> dict[str, list[s
     wanted = {d.name: d for d in declared}
     return {
         "added": sorted(n for n in wanted if n not in running),
-        "changed": sorted(n for n in wanted if n in running and wanted[n].spec() != running[n].spec()),
+        "changed": sorted(n for n in wanted if n in running and _specChanged(wanted[n], running[n])),
         "removed": sorted(n for n in running if n not in wanted),
     }
 
 
+def _specChanged(new: Any, old: Any) -> bool:
+    """C{spec()} inequality; through digests when either deploy was read in another process."""
+    if isinstance(new, Declared) or isinstance(old, Declared):
+        return specDigest(new) != specDigest(old)
+    return new.spec() != old.spec()
+
+
 def _same(a: Any, b: Any) -> bool:
     """Two declarations of a component that cannot be applied live are the same config."""
+    if isinstance(a, Declared) or isinstance(b, Declared):
+        return declarationDigest(a) == declarationDigest(b)
     if type(a) is not type(b):
         return False
     if dataclasses.is_dataclass(a):
@@ -83,6 +97,7 @@ class HostReloader:
         self.host = host
         self.context = context
         self._busy = False
+        self.reader = _outOfProcessReader(host, context)
 
     def load(self) -> Any:
         """Read the config again into a new, validated L{Host}; L{ConfigError} when it is bad.
@@ -147,15 +162,64 @@ class HostReloader:
         """Re-read the config and apply what can be applied live; fires with the L{diff} that was
         found (restart-needed entries included, untouched).  A bad config fails with
         L{ConfigError} before anything changes; a second reconcile while one runs is refused."""
+        return self._exclusive(lambda: self.loadForApply().addCallback(
+            lambda new: self._apply(new, self.diff(new))))
+
+    # -- reading out of process ------------------------------------------------------------------
+
+    def read(self, fresh: bool = False) -> defer.Deferred:
+        """Fires with the config to compare with: a L{DeclaredHost} read by a child process when
+        the host came from a file (cached while the files are unchanged, unless C{fresh}), else
+        the L{load}ed host (the default host or one composed in code: no user file runs)."""
+        if self.reader is None:
+            return defer.maybeDeferred(self.load)
+        return self.reader.read(fresh)
+
+    def reread(self) -> defer.Deferred:
+        """Fires with the L{diff} between the config read again (out of process) and what runs."""
+        return self.read().addCallback(self.diff)
+
+    def staged(self) -> Any:
+        """The config as last read out of process (what C{supervisorctl avail} lists), or None."""
+        return None if self.reader is None else self.reader.last
+
+    def loadForApply(self) -> defer.Deferred:
+        """Fires with the new validated L{Host} to apply.  A file is first read by a child, so a
+        config that fails or hangs is refused before any of it runs here; only then is it
+        loaded in this process, to get the declarations themselves (commands, callables …)."""
+        if self.reader is None:
+            return defer.maybeDeferred(self.load)
+        return self.reader.read(fresh=True).addCallback(lambda _: self.load())
+
+    def applyDeploys(self, choose: Any, load: bool = True) -> defer.Deferred:
+        """Give the supervisor the deploy list C{choose(new_host_or_None, running_deploys)}
+        returns, through C{SupervisorService.reload}, the same step L{reconcile} takes.
+
+        C{supervisorctl add / remove / update} come here one process group at a time: they share
+        L{reconcile}'s lock, its read (C{load}: the config is read as for L{reconcile}; without
+        it nothing is read) and its apply, so there is one way a config reaches what runs.
+        """
+        supervisor = self.context.services.get("supervisor")
+        if supervisor is None or not hasattr(supervisor, "deploys"):
+            return defer.fail(ConfigError("this host runs no supervisor"))
+
+        def apply(new):
+            deploys = choose(new, dict(supervisor.deploys))
+            log.info("reload: supervisor deploys {names}", names=[d.name for d in deploys])
+            return supervisor.reload(deploys)
+
+        def run():
+            first = self.loadForApply() if load else defer.succeed(None)
+            return first.addCallback(apply)
+
+        return self._exclusive(run)
+
+    def _exclusive(self, step: Any) -> defer.Deferred:
+        """Run C{step()} (a Deferred) unless another reload runs: one reload at a time."""
         if self._busy:
             return defer.fail(ConfigError("a reload is already in progress"))
-        try:
-            new = self.load()
-            changes = self.diff(new)
-        except Exception:
-            return defer.fail()
         self._busy = True
-        d = self._apply(new, changes)
+        d = defer.maybeDeferred(step)
 
         def done(result):
             self._busy = False
@@ -220,3 +284,14 @@ class HostReloader:
 
         address = getattr(monitor, "address", None)
         bindLoadSources(balancer, monitor, [address] if address else [])
+
+
+def _outOfProcessReader(host: Any, context: Any) -> Any:
+    """A L{ConfigReader} for a host read from a file, on the host's reactor; else None."""
+    origin = getattr(host, "origin", None)
+    reactor = getattr(context, "reactor", None)
+    if not origin or not origin.get("config") or reactor is None or not hasattr(reactor, "spawnProcess"):
+        return None
+    from salvusctl.configreader import ConfigReader
+
+    return ConfigReader(reactor, origin["config"], store=origin.get("store"))
