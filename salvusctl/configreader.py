@@ -53,8 +53,10 @@ class _ReaderProtocol(ProcessProtocol):
         self.stderr = b""
         self.overflow = False
         self.done: defer.Deferred = defer.Deferred()
+        self._pid: int | None = None
 
     def connectionMade(self) -> None:
+        self._pid = getattr(self.transport, "pid", None)  # the transport forgets it once reaped
         self.transport.closeStdin()
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
@@ -70,18 +72,30 @@ class _ReaderProtocol(ProcessProtocol):
             self.stderr = (self.stderr + data)[-_STDERR_KEEP:]
         # fd 1: whatever the config prints; read so the child never blocks on it, then dropped
 
-    def kill(self) -> None:
-        """Kill the child and anything it started (it made itself a process group leader)."""
-        pid = getattr(self.transport, "pid", None)
-        if pid:
+    def _killGroup(self) -> None:
+        if self._pid:
             try:
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(self._pid, signal.SIGKILL)
             except OSError:
                 pass
+
+    def kill(self) -> None:
+        """Kill the child and anything it started (it made itself a process group leader), and
+        close our ends of its pipes: a process that left the group cannot keep the read open."""
+        self._killGroup()
         try:
             self.transport.signalProcess("KILL")
         except (error.ProcessExitedAlready, OSError, AttributeError):
             pass
+        try:
+            self.transport.loseConnection()
+        except (OSError, AttributeError):
+            pass
+
+    def processExited(self, reason: Failure) -> None:
+        # What the config started and left behind in the child's group goes with it: it would
+        # hold the child's pipes open, and outlive the read.
+        self._killGroup()
 
     def processEnded(self, reason: Failure) -> None:
         status = getattr(reason.value, "exitCode", None)

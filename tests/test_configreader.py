@@ -33,6 +33,9 @@ class _Transport:
     def signalProcess(self, name):
         self.signals.append(name)
 
+    def loseConnection(self):
+        self.signals.append("close")
+
 
 class _ProcessClock(Clock):
     """A Clock that records spawnProcess calls instead of starting anything."""
@@ -147,7 +150,7 @@ class ReaderUnitTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.assertEqual(transport.signals, [])
         self.clock.advance(0.2)
-        self.assertEqual(transport.signals, ["KILL"])
+        self.assertEqual(transport.signals, ["KILL", "close"])
         self.assertNoResult(d)  # until the child is gone
         _exit(protocol, 1, signal=9)
         failure = self.failureResultOf(d, ConfigError)
@@ -161,7 +164,7 @@ class ReaderUnitTests(SynchronousTestCase):
         protocol, transport = self.clock.spawned[0][:2]
         protocol.childDataReceived(1, b"x" * 1_000_000)  # the config printing: ignored
         protocol.childDataReceived(RESULT_FD, b"{" + b" " * 20_000)
-        self.assertEqual(transport.signals, ["KILL"])
+        self.assertEqual(transport.signals, ["KILL", "close"])
         _exit(protocol, 1, signal=9)
         self.assertIn("larger than 10000 bytes", str(self.failureResultOf(d, ConfigError).value))
 
@@ -262,3 +265,45 @@ class RealChildTests(TestCase):
                 return True
 
         yield waitFor(gone, timeout=5)
+
+    @defer.inlineCallbacks
+    def test_whatAGoodConfigLeavesBehindIsKilled(self):
+        """A config that answers but leaves a process running: it does not outlive the read."""
+        marker = os.path.abspath(self.mktemp())
+        path = self.write(
+            "import subprocess, sys\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            f"open({marker!r}, 'w').write(str(child.pid))\n" + _GOOD
+        )
+        host = yield ConfigReader(reactor, path).read()
+        self.assertEqual(host.name, "child")
+        with open(marker) as f:
+            grandchild = int(f.read())
+        from tests.helpers import waitFor
+
+        def gone():
+            try:
+                with open(f"/proc/{grandchild}/stat") as f:
+                    return f.read().split(")")[-1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        yield waitFor(gone, timeout=5)
+
+    @defer.inlineCallbacks
+    def test_aProcessThatLeftTheGroupCannotHoldTheReadOpen(self):
+        """A config that starts a process in a session of its own (out of reach of the group kill)
+        holding the child's pipes: the read still ends at the time limit."""
+        marker = os.path.abspath(self.mktemp())
+        path = self.write(
+            "import os, subprocess, sys\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+            " start_new_session=True)\n"
+            f"open({marker!r}, 'w').write(str(child.pid))\n" + _GOOD
+        )
+        with self.assertRaises(ConfigError) as caught:
+            yield ConfigReader(reactor, path, timeout=1.0).read()
+        self.assertIn("took more than 1 s", str(caught.exception))
+        with open(marker) as f:
+            escaped = int(f.read())
+        os.kill(escaped, 9)  # the test's own clean-up: nothing of the reader's could reach it
