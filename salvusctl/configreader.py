@@ -2,8 +2,8 @@
 
 A C{.tac} file is Python: reading it runs whatever it says.  The host runs for months and answers
 viewers too, so a read-only question must not run that code inside it.  L{ConfigReader} spawns
-C{python -m salvusctl.declared FILE} through the injected reactor and waits for the model it
-writes (see L{salvusctl.declared}), with:
+L{salvusctl.declared.main} (C{python -m salvusctl.declared FILE}) through the injected reactor, in
+the host's directory and environment, and waits for the model it writes, with:
 
   - a time limit: a config that hangs is killed (its whole process group) and the answer is one
     clear L{ConfigError};
@@ -185,21 +185,22 @@ class ConfigReader:
 
     # -- the child -------------------------------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
-        """The host's environment, with this very salvusctl importable first."""
-        env = dict(os.environ)
+    def argv(self) -> list[str]:
+        """C{python -m salvusctl.declared FILE [--store URL]}, with this very salvusctl first on
+        the child's path.  The environment is left as the host's own (a config may read it)."""
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        path = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = root + (os.pathsep + path if path else "")
-        return env
-
-    def _spawn(self) -> defer.Deferred:
-        argv = [self.python, "-m", "salvusctl.declared", self.path]
+        boot = (f"import sys; sys.path.insert(0, {root!r}); "
+                "from salvusctl.declared import main; sys.exit(main())")
+        argv = [self.python, "-c", boot, self.path]
         if self.store:
             argv += ["--store", self.store]
+        return argv
+
+    def _spawn(self) -> defer.Deferred:
+        argv = self.argv()
         protocol = _ReaderProtocol(self.maxOutput)
         try:
-            self.reactor.spawnProcess(protocol, self.python, argv, env=self._env(), path=os.getcwd(),
+            self.reactor.spawnProcess(protocol, self.python, argv, env=dict(os.environ), path=os.getcwd(),
                                       childFDs={0: "w", 1: "r", 2: "r", RESULT_FD: "r"})
         except Exception as e:
             return defer.fail(ConfigError(f"cannot start the config reader: {e}", self.path))

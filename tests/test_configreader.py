@@ -76,15 +76,19 @@ class ReaderUnitTests(SynchronousTestCase):
         _exit(protocol, code)
 
     def test_childCommandAndDescriptors(self):
-        """The child is `python -m salvusctl.declared FILE --store URL`, its model on fd 3, and
-        this salvusctl first on its PYTHONPATH; its stdin is closed at once."""
+        """The child is salvusctl.declared's main on FILE --store URL, this very salvusctl first
+        on its path, in the host's own environment (a config may read it); its model comes on fd 3
+        and its stdin is closed at once."""
         reader = ConfigReader(self.clock, self.path, store="sqlite:/tmp/o.db")
         reader.read()
         protocol, transport, args, env, fds = self.clock.spawned[0]
-        self.assertEqual(args[1:], ["-m", "salvusctl.declared", self.path, "--store", "sqlite:/tmp/o.db"])
-        self.assertEqual(fds, {0: "w", 1: "r", 2: "r", 3: "r"})
         root = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["salvusctl"].__file__)))
-        self.assertEqual(env["PYTHONPATH"].split(os.pathsep)[0], root)
+        self.assertEqual(args[1], "-c")
+        self.assertIn(f"sys.path.insert(0, {root!r})", args[2])
+        self.assertIn("from salvusctl.declared import main", args[2])
+        self.assertEqual(args[3:], [self.path, "--store", "sqlite:/tmp/o.db"])
+        self.assertEqual(env, dict(os.environ))
+        self.assertEqual(fds, {0: "w", 1: "r", 2: "r", 3: "r"})
         self.assertTrue(transport.stdinClosed)
 
     def test_modelAndCache(self):
@@ -307,3 +311,17 @@ class RealChildTests(TestCase):
         with open(marker) as f:
             escaped = int(f.read())
         os.kill(escaped, 9)  # the test's own clean-up: nothing of the reader's could reach it
+
+    @defer.inlineCallbacks
+    def test_theChildSeesTheHostsEnvironment(self):
+        """A config built from the environment (as the default host's worker env is) reads the
+        same in the child as here: the reader changes nothing of it, PYTHONPATH included."""
+        from salvusctl.config import loadHost
+
+        path = self.write(_GOOD.replace(
+            'numprocs=2, group="front"',
+            'env={k: v for k, v in __import__("os").environ.items() if k.startswith(("PYTHON", "PATH"))}'))
+        here = describe(loadHost(path))
+        there = yield ConfigReader(reactor, path).read()
+        self.assertEqual([d.spec_digest for d in there.declarations("supervisor")],
+                         [e["spec"] for e in here["declarations"] if e["component"] == "supervisor"])
