@@ -241,6 +241,21 @@ class UpdateRealHostTests(TestCase):
         out, err, code = yield self.ctl("reread")
         self.assertEqual(sorted(out.splitlines()), ["change: changed", "web: changed"], err)
 
+    @defer.inlineCallbacks
+    def test_aGroupThatFailsToStartIsStillAdded(self):
+        """As in supervisord, add answers for the group; its process shows why it is not running,
+        and update goes on with the next group."""
+        before = self.pids()
+        self.write(BEFORE + 'host.add(Deploy("bad", command=[sys.executable, "-c", "import sys; '
+                            'sys.exit(3)"], startsecs=0.5, startretries=0))\n'
+                   + 'host.add(Deploy("new", command=SLEEP, startsecs=0.1))\n')
+        out, err, code = yield self.ctl("update")
+        self.assertEqual(out.splitlines(), ["bad: added process group", "new: added process group"], err)
+        info = self.services["supervisor"].instanceInfo("bad:0")
+        self.assertIn(info["state"], ("FATAL", "BACKOFF", "EXITED"), info)
+        yield waitFor(lambda: self.pid("new:0"))
+        self.assertEqual(self.pids(), before)
+
     # -- bad edits -----------------------------------------------------------------------------------
 
     @defer.inlineCallbacks
