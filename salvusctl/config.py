@@ -54,6 +54,7 @@ def loadHost(path: str) -> Host:
         raise ConfigError("the config defines no `host = Host(...)`", path)
     absolute = os.path.abspath(path)
     host.source = lambda: loadHost(absolute)
+    host.origin = {"config": absolute}
     return host
 
 

@@ -150,6 +150,10 @@ class Host:
     @ivar source: a callable that reads this host's config again and returns a new L{Host}
         (set by L{salvusctl.config.loadHost} and for the default host); None when the host was
         composed in code.  A reload re-reads the config through it.
+    @ivar origin: how another process reads the same config: C{{"config": FILE}}, plus
+        C{"store"} when the host's store was overridden (set by L{salvusctl.config.loadHost} and
+        C{twistd salvus --store}); None when the config is not a file.  A read-only diff reads the
+        file through it, out of this process (L{salvusctl.configreader}).
     """
 
     def __init__(self, name: str | None = None, store: str = DEFAULT_STORE_URL, var: str = "var"):
@@ -160,6 +164,7 @@ class Host:
         self._built: HostService | None = None
         self._store_location = _callerLocation()
         self.source: Callable[[], Host] | None = None
+        self.origin: dict[str, str] | None = None
 
     # -- declarations ----------------------------------------------------------------------------
 

@@ -19,6 +19,13 @@ L{HostReloader.reconcile} applies the supervisor and balancer parts, then each l
 other services: the supervisor touches only deploys whose declarations changed, the balancer only
 the services, groups and hosts that differ, and the other services only what their entry names.
 An entry marked C{restart} is never half applied.
+
+A host read from a file is read again out of process for a diff (L{HostReloader.reread}: a
+L{salvusctl.declared.DeclaredHost} from L{salvusctl.configreader}); the file runs in this process
+only when an operator applies it (L{HostReloader.loadForApply}), after a child has read it.  Such a
+model carries digests, not the declarations themselves, so a read-only diff names the monitor,
+alerts, backup and admin declarations that differ (by name) and leaves to the apply, which has the
+real declarations, the decision of what is applied live and what needs a restart.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from salvusctl.declared import Declared, declarationDigest, specDigest
 from salvusctl.errors import ConfigError
 
 __all__ = ["HostReloader", "deployDiff", "declarationsDiffer", "LIVE_COMPONENTS", "RELOADERS"]
@@ -53,6 +61,17 @@ HOST_REASON = (
 )
 
 
+MODEL_NOTE = (
+    "read out of process: which of these changes apply live, and which need a restart, is decided "
+    "when they are applied (salvusctl reconcile, SIGHUP)"
+)
+
+
+def _fromModel(declarations: list[Any]) -> bool:
+    """Whether these declarations came from a config read out of process (digests only)."""
+    return any(isinstance(d, Declared) for d in declarations)
+
+
 def _reloader(component: str) -> Any:
     import importlib
 
@@ -70,13 +89,22 @@ def deployDiff(running: dict[str, Any], declared: list[Any]) -> dict[str, list[s
     wanted = {d.name: d for d in declared}
     return {
         "added": sorted(n for n in wanted if n not in running),
-        "changed": sorted(n for n in wanted if n in running and wanted[n].spec() != running[n].spec()),
+        "changed": sorted(n for n in wanted if n in running and _specChanged(wanted[n], running[n])),
         "removed": sorted(n for n in running if n not in wanted),
     }
 
 
+def _specChanged(new: Any, old: Any) -> bool:
+    """C{spec()} inequality; through digests when either deploy was read in another process."""
+    if isinstance(new, Declared) or isinstance(old, Declared):
+        return specDigest(new) != specDigest(old)
+    return new.spec() != old.spec()
+
+
 def _same(a: Any, b: Any) -> bool:
     """Two declarations of a component that cannot be applied live are the same config."""
+    if isinstance(a, Declared) or isinstance(b, Declared):
+        return declarationDigest(a) == declarationDigest(b)
     if type(a) is not type(b):
         return False
     if dataclasses.is_dataclass(a):
@@ -110,6 +138,7 @@ class HostReloader:
         self._busy = False
         # component -> the declarations a reload applied (the host's own until one does)
         self._running: dict[str, list[Any]] = {}
+        self.reader = _outOfProcessReader(host, context)
 
     def running(self, component: str) -> list[Any]:
         """The declarations the running C{component} was built with or last reloaded to."""
@@ -159,20 +188,27 @@ class HostReloader:
         components = {d.component for d in self.host.declarations() + new.declarations()}
         for component in sorted(components - set(LIVE_COMPONENTS)):
             old_decls, new_decls = self.running(component), new.declarations(component)
-            if component in RELOADERS:
+            if component in RELOADERS and _fromModel(new_decls):
+                # Read out of process: digests, not declarations.  Name what differs; what of
+                # it applies live is the service's reload module's call, made when applied.
+                if declarationsDiffer(old_decls, new_decls):
+                    out[component] = dict(self._namedEntry(component, old_decls, new_decls),
+                                          note=MODEL_NOTE)
+            elif component in RELOADERS:
                 entry = _reloader(component).diff(self.context, old_decls, new_decls)
                 if entry:
                     out[component] = entry
             elif declarationsDiffer(old_decls, new_decls):
-                out[component] = self._restartEntry(component, old_decls, new_decls)
+                out[component] = dict(self._namedEntry(component, old_decls, new_decls), restart=True)
         if (new.store_url, new.name, new.var_dir) != (self.host.store_url, self.host.name, self.host.var_dir):
             out["host"] = dict(_empty(), changed=["store/name/var"], restart=True, reason=HOST_REASON)
         return out
 
-    def _restartEntry(self, component: str, old: list[Any], new: list[Any]) -> dict[str, Any]:
+    def _namedEntry(self, component: str, old: list[Any], new: list[Any]) -> dict[str, Any]:
+        """C{{added, changed, removed}} by declaration name (the component's own when unnamed)."""
         olds = {_label(d, component): d for d in old}
         news = {_label(d, component): d for d in new}
-        entry = dict(_empty(), restart=True)
+        entry = _empty()
         entry["added"] = sorted(n for n in news if n not in olds)
         entry["removed"] = sorted(n for n in olds if n not in news)
         entry["changed"] = sorted(n for n in news if n in olds and not _same(olds[n], news[n]))
@@ -184,15 +220,64 @@ class HostReloader:
         """Re-read the config and apply what can be applied live; fires with the L{diff} that was
         found (restart-needed entries included, untouched).  A bad config fails with
         L{ConfigError} before anything changes; a second reconcile while one runs is refused."""
+        return self._exclusive(lambda: self.loadForApply().addCallback(
+            lambda new: self._apply(new, self.diff(new))))
+
+    # -- reading out of process ------------------------------------------------------------------
+
+    def read(self, fresh: bool = False) -> defer.Deferred:
+        """Fires with the config to compare with: a L{DeclaredHost} read by a child process when
+        the host came from a file (cached while the files are unchanged, unless C{fresh}), else
+        the L{load}ed host (the default host or one composed in code: no user file runs)."""
+        if self.reader is None:
+            return defer.maybeDeferred(self.load)
+        return self.reader.read(fresh)
+
+    def reread(self) -> defer.Deferred:
+        """Fires with the L{diff} between the config read again (out of process) and what runs."""
+        return self.read().addCallback(self.diff)
+
+    def staged(self) -> Any:
+        """The config as last read out of process (what C{supervisorctl avail} lists), or None."""
+        return None if self.reader is None else self.reader.last
+
+    def loadForApply(self) -> defer.Deferred:
+        """Fires with the new validated L{Host} to apply.  A file is first read by a child, so a
+        config that fails or hangs is refused before any of it runs here; only then is it
+        loaded in this process, to get the declarations themselves (commands, callables …)."""
+        if self.reader is None:
+            return defer.maybeDeferred(self.load)
+        return self.reader.read(fresh=True).addCallback(lambda _: self.load())
+
+    def applyDeploys(self, choose: Any, load: bool = True) -> defer.Deferred:
+        """Give the supervisor the deploy list C{choose(new_host_or_None, running_deploys)}
+        returns, through C{SupervisorService.reload}, the same step L{reconcile} takes.
+
+        C{supervisorctl add / remove / update} come here one process group at a time: they share
+        L{reconcile}'s lock, its read (C{load}: the config is read as for L{reconcile}; without
+        it nothing is read) and its apply, so there is one way a config reaches what runs.
+        """
+        supervisor = self.context.services.get("supervisor")
+        if supervisor is None or not hasattr(supervisor, "deploys"):
+            return defer.fail(ConfigError("this host runs no supervisor"))
+
+        def apply(new):
+            deploys = choose(new, dict(supervisor.deploys))
+            log.info("reload: supervisor deploys {names}", names=[d.name for d in deploys])
+            return supervisor.reload(deploys)
+
+        def run():
+            first = self.loadForApply() if load else defer.succeed(None)
+            return first.addCallback(apply)
+
+        return self._exclusive(run)
+
+    def _exclusive(self, step: Any) -> defer.Deferred:
+        """Run C{step()} (a Deferred) unless another reload runs: one reload at a time."""
         if self._busy:
             return defer.fail(ConfigError("a reload is already in progress"))
-        try:
-            new = self.load()
-            changes = self.diff(new)
-        except Exception:
-            return defer.fail()
         self._busy = True
-        d = self._apply(new, changes)
+        d = defer.maybeDeferred(step)
 
         def done(result):
             self._busy = False
@@ -270,3 +355,14 @@ class HostReloader:
 
         address = getattr(monitor, "address", None)
         bindLoadSources(balancer, monitor, [address] if address else [])
+
+
+def _outOfProcessReader(host: Any, context: Any) -> Any:
+    """A L{ConfigReader} for a host read from a file, on the host's reactor; else None."""
+    origin = getattr(host, "origin", None)
+    reactor = getattr(context, "reactor", None)
+    if not origin or not origin.get("config") or reactor is None or not hasattr(reactor, "spawnProcess"):
+        return None
+    from salvusctl.configreader import ConfigReader
+
+    return ConfigReader(reactor, origin["config"], store=origin.get("store"))

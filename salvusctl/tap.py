@@ -49,6 +49,8 @@ def loadConfiguredHost(options: Options):
         read = lambda: defaultHost(var=var)  # noqa: E731
     if options["store"]:
         host.store_url = options["store"]
+        if host.origin is not None:
+            host.origin["store"] = options["store"]
     store = options["store"]
 
     def source():

@@ -240,3 +240,117 @@ class SourceTests(SynchronousTestCase):
         self.assertIsNot(again, host)
         self.assertEqual((again.store_url, again.var_dir), ("sqlite:/tmp/other.db", var))
         self.assertEqual([d.name for d in again.declarations("supervisor")], ["worker"])
+
+
+class _Reader:
+    """Stands in for the out-of-process reader: answers what the test says, counts reads."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.reads: list[bool] = []
+        self.last = None
+
+    def read(self, fresh=False):
+        from twisted.internet.defer import fail
+
+        self.reads.append(fresh)
+        if isinstance(self.answer, Exception):
+            return fail(self.answer)
+        self.last = self.answer
+        return succeed(self.answer)
+
+
+class OutOfProcessTests(SynchronousTestCase):
+    def setUp(self):
+        self.running = _host([Deploy("a", command=CMD), Deploy("b", command=CMD)])
+        self.loads = 0
+
+        def source():
+            self.loads += 1
+            return _host([Deploy("a", command=CMD), Deploy("c", command=CMD)])
+
+        self.running.source = source
+        self.supervisor = _Supervisor(self.running.declarations("supervisor"))
+        context = SimpleNamespace(services={"supervisor": self.supervisor, "balancer": _Balancer([])})
+        self.reloader = HostReloader(self.running, context)
+
+    def test_fileHostGetsAReader(self):
+        """A host read from a file, on a reactor that spawns, reads edits out of process; others not."""
+        from twisted.internet.task import Clock
+
+        from salvusctl.configreader import ConfigReader
+
+        self.running.origin = {"config": "/etc/h.tac", "store": "sqlite:/tmp/o.db"}
+        reactor = Clock()
+        reactor.spawnProcess = lambda *a, **kw: None
+        reader = HostReloader(self.running, SimpleNamespace(reactor=reactor, services={})).reader
+        self.assertIsInstance(reader, ConfigReader)
+        self.assertEqual((reader.path, reader.store), ("/etc/h.tac", "sqlite:/tmp/o.db"))
+        self.assertIsNone(HostReloader(self.running, SimpleNamespace(reactor=Clock(), services={})).reader)
+        self.running.origin = None
+        self.assertIsNone(HostReloader(self.running, SimpleNamespace(reactor=reactor, services={})).reader)
+
+    def test_rereadNeverRunsTheFileHere(self):
+        """diff of the edited config comes from the reader's model: the source is never called."""
+        from salvusctl.declared import DeclaredHost, describe
+
+        edited = _host([Deploy("a", command=CMD), Deploy("c", command=CMD)])
+        self.reloader.reader = _Reader(DeclaredHost(describe(edited)))
+        diff = self.successResultOf(self.reloader.reread())
+        self.assertEqual(diff["supervisor"], {"added": ["c"], "changed": [], "removed": ["b"]})
+        self.assertEqual((self.loads, self.reloader.reader.reads), (0, [False]))
+        self.assertIs(self.reloader.staged(), self.reloader.reader.last)
+
+    def test_applyReadsOutOfProcessFirst(self):
+        """reconcile asks the reader for a fresh read, and loads the file here only once that
+        succeeded; a reader's error (a broken or hung file) stops it before anything runs."""
+        self.reloader.reader = _Reader(ConfigError("reading the config took more than 1 s", "/h.tac"))
+        failure = self.failureResultOf(self.reloader.reconcile(), ConfigError)
+        self.assertIn("took more than 1 s", str(failure.value))
+        self.assertEqual((self.loads, self.supervisor.reloaded), (0, []))
+        self.reloader.reader = _Reader(object())
+        self.successResultOf(self.reloader.reconcile())
+        self.assertEqual((self.reloader.reader.reads, self.loads), ([True], 1))
+        self.assertEqual(self.supervisor.reloaded, [["a", "c"]])
+
+    def test_applyDeploysSharesTheLock(self):
+        """add/remove of a group and reconcile are one reload at a time."""
+        from twisted.internet.defer import Deferred
+
+        pending = Deferred()
+        self.supervisor.reload = lambda deploys: pending
+        first = self.reloader.applyDeploys(lambda new, running: list(running.values()), load=False)
+        failure = self.failureResultOf(self.reloader.reconcile(), ConfigError)
+        self.assertIn("already in progress", str(failure.value))
+        self.failureResultOf(self.reloader.applyDeploys(lambda new, running: []), ConfigError)
+        pending.callback({})
+        self.successResultOf(first)
+        self.assertEqual(self.loads, 0)  # load=False: the config was not read at all
+
+    def test_applyDeploysGivesTheLoadedHost(self):
+        seen = []
+
+        def choose(new, running):
+            seen.append(([d.name for d in new.declarations("supervisor")], sorted(running)))
+            return list(running.values())
+
+        self.successResultOf(self.reloader.applyDeploys(choose))
+        self.assertEqual(seen, [(["a", "c"], ["a", "b"])])
+
+
+class OriginTests(SynchronousTestCase):
+    def test_loadHostAndStoreOverride(self):
+        """loadHost records the file; twistd's --store goes with it to the out-of-process reader."""
+        from salvusctl.tap import Options, loadConfiguredHost
+
+        path = os.path.abspath(self.mktemp() + ".tac")
+        with open(path, "w") as f:
+            f.write("from salvusctl.host import Host\nhost = Host('one', store='sqlite:x.db')\n")
+        self.assertEqual(loadHost(path).origin, {"config": path})
+        options = Options()
+        options.parseOptions(["--config", path, "--store", "sqlite:/tmp/other.db"])
+        self.assertEqual(loadConfiguredHost(options).origin,
+                         {"config": path, "store": "sqlite:/tmp/other.db"})
+        options = Options()
+        options.parseOptions(["--var", os.path.abspath(self.mktemp())])
+        self.assertIsNone(loadConfiguredHost(options).origin)  # the default host: salvusctl's own code

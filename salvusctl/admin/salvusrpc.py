@@ -543,13 +543,14 @@ class SalvusNamespace(Namespace):
         return out
 
     def xmlrpc_diff(self):
-        """What differs between the config file (read again now) and what runs, per component
+        """What differs between the config file (read again now, in a child process; cached while
+        the file is unchanged) and what runs, per component
 
         @return struct result component -> {added, changed, removed[, restart]}
         """
         reloader = self.state.reloader()
         if reloader is not None:
-            return _reread(reloader.diff)
+            return _reread(reloader.reread)
         return self._servicesDiff()
 
     @defer.inlineCallbacks

@@ -230,26 +230,90 @@ class SupervisorNamespace(Namespace):
         raise rpcFault(Faults.FAILED, "restart is not offered over XML-RPC; restart the host's twistd")
 
     def xmlrpc_reloadConfig(self):
-        """Read the config file again and compare its deploys with the running ones (nothing is
-        changed: salvus.reconcile applies them)
+        """Read the config file again (in a child process) and compare its process groups with
+        the running ones; nothing changes until addProcessGroup / removeProcessGroup (update)
 
         @return array result [[added, changed, removed]]
         """
         reloader = self.state.reloader()
         if reloader is not None:
+            from salvusctl.admin.processgroups import groupDiff
             from salvusctl.admin.salvusrpc import _reread
 
-            def shape(diff):
-                sup = diff.get("supervisor") or {}
-                return [[list(sup.get(k, [])) for k in ("added", "changed", "removed")]]
+            sup = self._sup()
+            if hasattr(sup, "deploys"):
+                d = _reread(reloader.read)
+                return d.addCallback(
+                    lambda new: [groupDiff(dict(sup.deploys), new.declarations("supervisor"))])
 
-            return _reread(reloader.diff).addCallback(shape)
+            def shape(diff):
+                part = diff.get("supervisor") or {}
+                return [[list(part.get(k, [])) for k in ("added", "changed", "removed")]]
+
+            return _reread(reloader.reread).addCallback(shape)
         sup = self._sup()
         if not IReconcilable.providedBy(sup):
             return [[[], [], []]]
         d = defer.maybeDeferred(sup.configDiff)
         d.addCallback(lambda diff: [[list(diff["added"]), list(diff["changed"]), list(diff["removed"])]])
         return d
+
+    def _groupReloader(self, verb: str) -> Any:
+        reloader = self.state.reloader()
+        if reloader is None or not hasattr(self._sup(), "deploys"):
+            raise rpcFault(Faults.NO_SERVICE, f"this host was not built from a config: it cannot {verb}")
+        return reloader
+
+    @operator
+    def xmlrpc_addProcessGroup(self, name):
+        """Add (and start, when autostart) a process group of the config file that does not run
+
+        @param string name name of process group to add
+        @return boolean result true if successful
+        """
+        from salvusctl.admin.processgroups import withGroup
+        from salvusctl.admin.salvusrpc import _reread
+
+        name = expectStr(name, "name")
+        reloader = self._groupReloader("add process groups")
+        sup = self._sup()
+        log.info("adding process group {name}", name=name)
+        d = _reread(lambda: reloader.applyDeploys(
+            lambda new, running: withGroup(running, new.declarations("supervisor"), name)))
+
+        def startFailed(failure):
+            # supervisord adds the group and its processes fail on their own: the group is added
+            if isinstance(failure.value, Fault):
+                return failure
+            added = [d for d in sup.deploys.values() if (d.groupName or d.name) == name]
+            if not added:
+                return failure
+            log.warn("process group {name} added; its start failed: {why}", name=name,
+                     why=failure.getErrorMessage())
+            return True
+
+        return d.addCallbacks(lambda _: True, startFailed)
+
+    @operator
+    def xmlrpc_removeProcessGroup(self, name):
+        """Remove a stopped process group from the running configuration
+
+        @param string name name of process group to remove
+        @return boolean result Indicates whether the removal was successful
+        """
+        from salvusctl.admin.processgroups import withoutGroup
+        from salvusctl.admin.salvusrpc import _reread
+
+        name = expectStr(name, "name")
+        reloader = self._groupReloader("remove process groups")
+
+        def choose(new, running):
+            codes = {i["name"]: int(i.get("statecode", 1000)) for i in self._infos()}
+            return withoutGroup(running, name, codes)
+
+        log.info("removing process group {name}", name=name)
+        d = _reread(lambda: reloader.applyDeploys(choose, load=False))
+        return d.addCallback(lambda _: True)
 
     def xmlrpc_getProcessInfo(self, name):
         """Get info about a process named name
@@ -272,27 +336,37 @@ class SupervisorNamespace(Namespace):
         return structs
 
     def xmlrpc_getAllConfigInfo(self):
-        """Get info about all available process configurations (what supervisorctl avail shows)
+        """Get info about all available process configurations (what supervisorctl avail shows):
+        the running ones, and those of the config as last read that do not run
 
         @return array result An array of process config info structs
         """
         out = []
+        running = set()
+        deploys = getattr(self._sup(), "deploys", {})
         for info in self._infos():
             struct = processStruct(info)
-            out.append(
-                {
-                    "name": struct["name"],
-                    "group": struct["group"],
-                    "inuse": True,
-                    "autostart": bool(info.get("autostart", True)),
-                    "group_prio": _capped(info.get("priority", 999)),
-                    "process_prio": _capped(info.get("priority", 999)),
-                    "command": str(info.get("command") or ""),
-                    "directory": str(info.get("directory") or ""),
-                    "stdout_logfile": struct["stdout_logfile"],
-                    "stderr_logfile": struct["stderr_logfile"],
-                }
-            )
+            name = str(info.get("deploy") or struct["group"])
+            running.add(name)
+            deploy = deploys.get(name)
+            if deploy is not None:
+                info = dict(info, autostart=deploy.autostart, priority=deploy.priority,
+                            command=" ".join(str(a) for a in deploy.command), directory=deploy.cwd or "")
+            out.append(_configInfo(struct["name"], struct["group"], True, bool(info.get("autostart", True)),
+                                   info.get("priority", 999), str(info.get("command") or ""),
+                                   str(info.get("directory") or ""), struct["stdout_logfile"],
+                                   struct["stderr_logfile"]))
+        reloader = self.state.reloader()
+        staged = reloader.staged() if reloader is not None else None
+        if staged is not None:
+            for deploy in staged.declarations("supervisor"):
+                if deploy.name in running:
+                    continue
+                group = deploy.groupName or deploy.name
+                for instance in deploy.instanceNames():
+                    short = instance.split(":", 1)[1] if instance.startswith(group + ":") else instance
+                    out.append(_configInfo(short, group, False, deploy.autostart, deploy.priority,
+                                           deploy.command, deploy.directory, "", ""))
         out.sort(key=lambda r: (r["group"], _natural(r["name"])))
         return out
 
@@ -436,7 +510,7 @@ class SupervisorNamespace(Namespace):
         @return array result An array of process status info structs
         """
         members = self._groupMembers(name)
-        return self._bulk(members, True, lambda: self._sup().startDeploy(name), bool(wait))
+        return self._bulk(members, True, lambda: self._sup().startGroup(name), bool(wait))
 
     @operator
     def xmlrpc_startAllProcesses(self, wait=True):
@@ -487,7 +561,7 @@ class SupervisorNamespace(Namespace):
         @return array result An array of process status info structs
         """
         members = self._groupMembers(name)
-        return self._bulk(members, False, lambda: self._sup().stopDeploy(name), bool(wait))
+        return self._bulk(members, False, lambda: self._sup().stopGroup(name), bool(wait))
 
     @operator
     def xmlrpc_stopAllProcesses(self, wait=True):
@@ -665,6 +739,23 @@ class SupervisorNamespace(Namespace):
         @return array result An array of process status info structs
         """
         return self._each(self._allInstances(), lambda c: True, self._clearOne)
+
+
+def _configInfo(name: str, group: str, inuse: bool, autostart: bool, priority: Any, command: str,
+                directory: str, stdout_logfile: str, stderr_logfile: str) -> dict[str, Any]:
+    """One row of C{getAllConfigInfo}, with supervisord's field names."""
+    return {
+        "name": name,
+        "group": group,
+        "inuse": inuse,
+        "autostart": autostart,
+        "group_prio": _capped(priority),
+        "process_prio": _capped(priority),
+        "command": command,
+        "directory": directory,
+        "stdout_logfile": stdout_logfile,
+        "stderr_logfile": stderr_logfile,
+    }
 
 
 def _natural(name: str) -> tuple:

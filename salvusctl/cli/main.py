@@ -510,6 +510,9 @@ def _printDiff(diff: dict[str, Any], out: Output, always: bool) -> bool:
         if changes.get("restart") and changes.get("reason"):
             line = f"  {service}: restart needed: {changes['reason']}"
             out.result(line) if always else out.info(line)
+        if changes.get("note"):
+            line = f"  {service}: {changes['note']}"
+            out.result(line) if always else out.info(line)
         if changes.get("failed"):
             out.error(f"{service}: not applied: {changes['failed']}")
     return differs
