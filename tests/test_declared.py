@@ -23,7 +23,7 @@ from salvusctl.config import loadHost
 from salvusctl.declared import Declared, DeclaredHost, declarationDigest, describe, digest, specDigest
 from salvusctl.host import Host
 from salvusctl.monitor.build import Monitor
-from salvusctl.reload import HostReloader, deployDiff
+from salvusctl.reload import MODEL_NOTE, HostReloader, deployDiff
 from salvusctl.supervisor.deploy import Deploy
 from tests.helpers import childEnv
 
@@ -146,18 +146,27 @@ class DeclaredDiffTests(SynchronousTestCase):
 
     def test_sameAnswers(self):
         """For an unchanged config, one edit of each kind, and all together, the diff over the
-        model equals the diff over the Host."""
+        model names the same supervisor and balancer changes as the diff over the Host, and the
+        same components."""
         running = self.host()
         reloader = self.reloader(running)
         self.assertIsNone(reloader.reader)  # composed in code: no file to read out of process
         for edited in (self.host(), self.host(env="2"), self.host(weight=3), self.host(monitor=9.0),
                        self.host(deploys=("a", "c")),
                        self.host(env="2", weight=3, monitor=9.0, deploys=("a", "c"))):
-            self.assertEqual(reloader.diff(_roundTrip(edited)), reloader.diff(edited))
+            model, real = reloader.diff(_roundTrip(edited)), reloader.diff(edited)
+            self.assertEqual(sorted(model), sorted(real))
+            for component in ("supervisor", "balancer"):
+                self.assertEqual(model.get(component), real.get(component))
         self.assertEqual(reloader.diff(_roundTrip(self.host())), {})
+
+    def test_modelNamesLiveReloadedDeclarationsWithANote(self):
+        """Out of process, a monitor edit is named by declaration with a note: whether it applies
+        live is decided with the real declarations, when applied."""
+        reloader = self.reloader(self.host())
         self.assertEqual(reloader.diff(_roundTrip(self.host(env="2", monitor=9.0))), {
             "supervisor": {"added": [], "changed": ["a"], "removed": []},
-            "monitor": {"added": [], "changed": ["monitor"], "removed": [], "restart": True},
+            "monitor": {"added": [], "changed": ["monitor"], "removed": [], "note": MODEL_NOTE},
         })
 
     def test_deployDiffMixesModelAndDeclarations(self):
