@@ -171,13 +171,17 @@ class ClusterService(Service):
         except Exception:
             log.warn("cluster: a message handler was still running at stop; its message stays"
                      " 'delivered'")
+        # Bounded: while the store is unreachable the write waits in its queue (the store's own
+        # close flushes it, within its own bound); the host does not hang on it here.
+        leaving = self.membership.leave()
+        leaving.addCallback(lambda _: self._wake(CHANNEL_HOSTS, self.name))
+        leaving.addTimeout(self.stop_timeout, self.reactor)
         try:
-            yield self.membership.leave()
-            yield self._wake(CHANNEL_HOSTS, self.name)
+            yield leaving
             log.info("cluster: {name} left the cluster", name=self.name)
         except Exception as e:
             log.warn("cluster: could not mark {name} as left ({why}); peers will see it down",
-                     name=self.name, why=e)
+                     name=self.name, why=str(e) or type(e).__name__)
 
     # -- notifications ---------------------------------------------------------------------------
 
