@@ -311,7 +311,7 @@ class IClusterStore(Interface):
 class ICluster(Interface):
     """This host as a member of a cluster (the admin, CLI and balancer rely on this)."""
 
-    name = Attribute("This host's name in the cluster.")
+    host_name = Attribute("This host's name in the cluster (C{name} is the service's own).")
     shared = Attribute("True when the store is shared (PostgreSQL); False: a cluster of one.")
 
     def hosts():

@@ -55,7 +55,7 @@ class ClusterService(Service):
                  stop_timeout: float = 5.0):
         self.reactor = reactor
         self.store = store
-        self.name = name
+        self.host_name = name
         self.address = address
         self.heartbeat = float(heartbeat)
         self.retention = float(retention)
@@ -96,13 +96,14 @@ class ClusterService(Service):
         ready = self.store_ready() if callable(self.store_ready) else succeed(None)
         self._starting = ready
         ready.addCallback(lambda _: self._begin() if self.running else None)
-        ready.addErrback(lambda f: log.failure("cluster: {name} did not start", f, name=self.name))
+        ready.addErrback(lambda f: log.failure("cluster: {name} did not start", f, name=self.host_name))
 
     @inlineCallbacks
     def _begin(self):
         if not self.shared:
             log.info("cluster: the store is {dialect}: {name} is a cluster of one (point every host at"
-                     " one PostgreSQL store to see its peers)", dialect=self.store.dialect, name=self.name)
+                     " one PostgreSQL store to see its peers)", dialect=self.store.dialect,
+                     name=self.host_name)
         if not self._listening:
             self._listening = True
             yield self.store.listen(CHANNEL_MESSAGES, self.mailbox.notified)
@@ -113,9 +114,9 @@ class ClusterService(Service):
         yield self.membership.beat()
         if not self.running:
             return
-        log.info("cluster: {name} joined at {address} ({n} hosts known)", name=self.name,
+        log.info("cluster: {name} joined at {address} ({n} hosts known)", name=self.host_name,
                  address=self.address, n=len(self.membership.peers))
-        self._wake(CHANNEL_HOSTS, self.name)
+        self._wake(CHANNEL_HOSTS, self.host_name)
         if self.publisher is not None:
             self.publisher.start()
         if self.pool is not None:
@@ -174,14 +175,14 @@ class ClusterService(Service):
         # Bounded: while the store is unreachable the write waits in its queue (the store's own
         # close flushes it, within its own bound); the host does not hang on it here.
         leaving = self.membership.leave()
-        leaving.addCallback(lambda _: self._wake(CHANNEL_HOSTS, self.name))
+        leaving.addCallback(lambda _: self._wake(CHANNEL_HOSTS, self.host_name))
         leaving.addTimeout(self.stop_timeout, self.reactor)
         try:
             yield leaving
-            log.info("cluster: {name} left the cluster", name=self.name)
+            log.info("cluster: {name} left the cluster", name=self.host_name)
         except Exception as e:
             log.warn("cluster: could not mark {name} as left ({why}); peers will see it down",
-                     name=self.name, why=str(e) or type(e).__name__)
+                     name=self.host_name, why=str(e) or type(e).__name__)
 
     # -- notifications ---------------------------------------------------------------------------
 
@@ -192,12 +193,12 @@ class ClusterService(Service):
         return d
 
     def _published(self) -> None:
-        self._wake(CHANNEL_HOSTS, self.name)
+        self._wake(CHANNEL_HOSTS, self.host_name)
 
     def _hostsNotified(self, payload: str) -> None:
         if not self.running or not self.joined.called:
             return
-        if payload != self.name:
+        if payload != self.host_name:
             self.membership.refresh().addErrback(
                 lambda f: log.warn("cluster: refreshing the host list failed: {why}", why=f.getErrorMessage())
             )
@@ -259,7 +260,7 @@ class ClusterService(Service):
     def info(self) -> dict[str, Any]:
         """This member's settings and counters as plain data."""
         return {
-            "name": self.name,
+            "name": self.host_name,
             "address": self.address,
             "shared": self.shared,
             "store": getattr(self.store, "url", ""),
