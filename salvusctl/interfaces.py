@@ -318,6 +318,12 @@ class ICluster(Interface):
         """Fires with every member as a dict (name, address, admin_url, started, last_seen, age,
         heartbeat, missed, version, state), this host included."""
 
+    def lastView():
+        """The hosts as of the last heartbeat, without reading the store (a list of dicts)."""
+
+    def info():
+        """This member's name, address, whether the store is shared, and its counters."""
+
     def send(recipient, kind, body):
         """Queue a message for a host (or C{'*'}: every host); fires with its id."""
 

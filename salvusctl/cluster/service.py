@@ -218,6 +218,9 @@ class ClusterService(Service):
 
         return d.addErrback(stale)
 
+    def lastView(self) -> list[dict[str, Any]]:
+        return self.membership.hosts()
+
     def _member(self, name: str) -> Deferred:
         """Fires when C{name} is a member (re-reading the table if it is not known yet); fails
         with C{KeyError} otherwise (a message nobody will ever read is a typo)."""
