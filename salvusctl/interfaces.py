@@ -298,6 +298,9 @@ class IClusterStore(Interface):
     def publish(host, instance, deploy, address, port, state, now):
         """Publish (or update) one ready or draining deploy instance of C{host}."""
 
+    def drainAll(host, now):
+        """Publish every instance of C{host} as draining."""
+
     def unpublish(host, instance):
         """Withdraw one published instance."""
 

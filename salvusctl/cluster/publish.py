@@ -77,13 +77,21 @@ class InstancePublisher:
         d = self.tables.republish(self.host, rows, self.clock.seconds())
         return self._written(d, f"published {len(rows)} instances")
 
-    def stop(self) -> None:
-        """Unsubscribe (the rows go with the host's C{left} mark)."""
+    def stop(self) -> Deferred | None:
+        """Unsubscribe; when something is published, publish it all as draining and fire after
+        C{drain_delay} (the rows go with the host's C{left} mark, after this)."""
         if not self.running:
-            return
+            return None
         self.running = False
         self.supervisor.removeObserver(self._observe)
         self.supervisor.removeBeforeStop(self._beforeStop)
+        if not self.published or self.drain_delay <= 0:
+            return None
+        self.published = {name: (deploy, port, DRAIN) for name, (deploy, port, _) in self.published.items()}
+        d = self._written(self.tables.drainAll(self.host, self.clock.seconds()),
+                          f"{len(self.published)} instances draining: the host is stopping")
+        d.addCallback(lambda _: deferLater(self.clock, self.drain_delay, lambda: None))
+        return d
 
     # -- the supervisor's events -----------------------------------------------------------------
 

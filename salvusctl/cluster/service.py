@@ -163,7 +163,15 @@ class ClusterService(Service):
         if not self.joined.called:
             return  # never joined: nothing to take back
         if self.publisher is not None:
-            self.publisher.stop()
+            # Front-ends stop sending new connections to this host's instances before the
+            # supervisor (stopped after this service) signals them.
+            draining = self.publisher.stop()
+            if draining is not None:
+                draining.addTimeout(self.stop_timeout, self.reactor)
+                try:
+                    yield draining
+                except Exception:
+                    log.warn("cluster: draining this host's instances took too long; leaving now")
         self.pings.cancelAll()
         stopping = self.mailbox.stop()
         stopping.addTimeout(self.stop_timeout, self.reactor)

@@ -208,6 +208,12 @@ class ClusterTables:
             (host, instance, deploy, address, int(port), state, now),
         )
 
+    def drainAll(self, host: str, now: float) -> Deferred:
+        """Publish every instance of C{host} as draining (a clean stop of the whole host)."""
+        return self.store.runOperation(
+            "UPDATE cluster_instances SET state = 'drain', updated = ? WHERE host = ?", (now, host)
+        )
+
     def unpublish(self, host: str, instance: str) -> Deferred:
         """Withdraw one published instance."""
         return self.store.runOperation(

@@ -41,6 +41,14 @@ class MemoryCluster:
             service.startService()
         return service
 
+    def stopAll(self, testcase: Any) -> None:
+        """Stop every running member (letting their drain delays pass on the clock)."""
+        for member in self.members.values():
+            if member.running:
+                d = member.stopService()
+                self.advance(10)
+                testcase.successResultOf(d)
+
     def advance(self, seconds: float, step: float = 1.0) -> None:
         """Advance the clock in steps, so every timer due on the way runs."""
         while seconds > 0:

@@ -29,9 +29,7 @@ class ClusterAdminTests(SynchronousTestCase):
         self.cluster.advance(5)
 
     def tearDown(self):
-        for member in self.cluster.members.values():
-            if member.running:
-                self.successResultOf(member.stopService())
+        self.cluster.stopAll(self)
 
     def call(self, method, *params, user=OP):
         return self.h.rpc(self, method, *params, user=user)

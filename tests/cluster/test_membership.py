@@ -17,9 +17,7 @@ class MembershipTests(SynchronousTestCase):
         self.b = self.cluster.member("b")
 
     def tearDown(self):
-        for member in self.cluster.members.values():
-            if member.running:
-                self.successResultOf(member.stopService())
+        self.cluster.stopAll(self)
 
     def states(self, member):
         return {name: peer.state for name, peer in member.membership.peers.items()}

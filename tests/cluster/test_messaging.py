@@ -23,9 +23,7 @@ class MessagingTests(SynchronousTestCase):
             member.addHandler("note", lambda m, name=name: self.seen[name].append((m.sender, m.body)) or "ok")
 
     def tearDown(self):
-        for member in self.cluster.members.values():
-            if member.running:
-                self.successResultOf(member.stopService())
+        self.cluster.stopAll(self)
 
     def deliveries(self, host=None):
         sql = "SELECT m.kind, d.host, d.state, d.result FROM cluster_deliveries d JOIN cluster_messages m" \
@@ -199,9 +197,7 @@ class DeployVerbTests(SynchronousTestCase):
         self.worker = self.cluster.member("worker", supervisor=self.supervisor, publish=[])
 
     def tearDown(self):
-        for member in self.cluster.members.values():
-            if member.running:
-                self.successResultOf(member.stopService())
+        self.cluster.stopAll(self)
 
     def result(self):
         return self.cluster.rows("SELECT d.state, d.result FROM cluster_deliveries d"

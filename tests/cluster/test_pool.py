@@ -69,9 +69,7 @@ class ClusterPoolTests(SynchronousTestCase):
         self.front = self.cluster.member("front", balancer=self.balancer)
 
     def tearDown(self):
-        for member in self.cluster.members.values():
-            if member.running:
-                self.successResultOf(member.stopService())
+        self.cluster.stopAll(self)
 
     def hosts(self):
         group = self.balancer.balanced["web"].groups["workers"]
@@ -132,8 +130,14 @@ class ClusterPoolTests(SynchronousTestCase):
         self.cluster.advance(5)
         self.assertIn("worker:0@w2", self.hosts())
 
-    def test_cleanStopWithdrawsEverything(self):
-        self.successResultOf(self.w1.stopService())
+    def test_cleanStopDrainsThenWithdrawsEverything(self):
+        """A host that stops cleanly first has its instances drained on the front-ends for the
+        drain delay (its supervisor stops them after), then withdraws them."""
+        stopping = self.w1.stopService()
+        self.assertNoResult(stopping)
+        self.assertEqual(self.hosts()["worker:0@w1"][2], states.DRAIN)
+        self.clock.advance(2.0)
+        self.successResultOf(stopping)
         self.assertEqual(set(self.hosts()), {"static", "worker:0@w2"})
         left = self.cluster.rows("SELECT COUNT(*) FROM cluster_instances WHERE host = 'w1'")
         self.assertEqual(left, [(0,)])
@@ -152,7 +156,9 @@ class ClusterPoolTests(SynchronousTestCase):
         self.successResultOf(self.cluster.store.runOperation(
             "INSERT INTO cluster_instances VALUES"
             " ('w2', 'worker:9', 'worker', '10.0.0.3', 9999, 'ready', 0)"))
-        self.successResultOf(self.w2.stopService())
+        stopping = self.w2.stopService()
+        self.clock.advance(1.0)  # its drain delay
+        self.successResultOf(stopping)
         again = self.cluster.member("w2", supervisor=self.sup2, address="10.0.0.3")
         self.assertTrue(again.joined.called)
         rows = self.cluster.rows("SELECT instance FROM cluster_instances WHERE host = 'w2'")
