@@ -16,6 +16,8 @@ __all__ = [
     "ISupervisor",
     "IBalancerControl",
     "IMonitor",
+    "IClusterStore",
+    "ICluster",
 ]
 
 
@@ -251,3 +253,88 @@ class IMonitor(Interface):
 
     def leastLoaded(deploy):
         """Return the name of the least-loaded RUNNING instance of a deploy, or None."""
+
+
+class IClusterStore(Interface):
+    """The cluster's tables (C{salvusctl.cluster.tables}): membership, messages, deliveries and
+    published instances, on the same store every member of a cluster points at.
+
+    Every method returns a Deferred.  Writes are the store's writes: queued while PostgreSQL is
+    unreachable and replayed in order.
+    """
+
+    def beat(name, address, admin_url, started, now, heartbeat, missed, version):
+        """Insert or refresh a host's row: state C{up}, C{last_seen = now}."""
+
+    def leave(name, now):
+        """Mark a host C{left} and withdraw what it published."""
+
+    def hosts():
+        """Every member row: C{(name, address, admin_url, started, last_seen, heartbeat, missed,
+        version, state)}."""
+
+    def forgetHosts(before):
+        """Drop hosts not seen since C{before}."""
+
+    def send(uid, sender, recipient, kind, body, now, reply_to=None):
+        """Queue a message (C{recipient} a host or C{'*'}, C{body} JSON text); fires with its id.
+        A second send with the same C{uid} inserts nothing and fires with the first one's id."""
+
+    def pending(host, limit=100):
+        """Messages C{host} has not received yet, oldest first."""
+
+    def claim(message_id, host, claimer, now):
+        """Record a delivery; fires True when C{claimer} holds it, False when already received."""
+
+    def finish(message_id, host, state, result, now):
+        """Record a handler's outcome (C{acked} or C{failed}) and its result text."""
+
+    def messages(host=None, kind=None, limit=50):
+        """The newest messages with their deliveries, as dicts."""
+
+    def prune(before, keep):
+        """Delete messages older than C{before} and all but the newest C{keep}."""
+
+    def publish(host, instance, deploy, address, port, state, now):
+        """Publish (or update) one ready or draining deploy instance of C{host}."""
+
+    def drainAll(host, now):
+        """Publish every instance of C{host} as draining."""
+
+    def unpublish(host, instance):
+        """Withdraw one published instance."""
+
+    def republish(host, rows, now):
+        """Replace everything C{host} publishes."""
+
+    def instances(deploy=None):
+        """Published instances: C{(host, instance, deploy, address, port, state)}."""
+
+
+class ICluster(Interface):
+    """This host as a member of a cluster (the admin, CLI and balancer rely on this)."""
+
+    host_name = Attribute("This host's name in the cluster (C{name} is the service's own).")
+    shared = Attribute("True when the store is shared (PostgreSQL); False: a cluster of one.")
+
+    def hosts():
+        """Fires with every member as a dict (name, address, admin_url, started, last_seen, age,
+        heartbeat, missed, version, state), this host included."""
+
+    def lastView():
+        """The hosts as of the last heartbeat, without reading the store (a list of dicts)."""
+
+    def info():
+        """This member's name, address, whether the store is shared, and its counters."""
+
+    def send(recipient, kind, body):
+        """Queue a message for a host (or C{'*'}: every host); fires with its id."""
+
+    def ping(host, timeout=10.0):
+        """Send C{ping}; fires with the round-trip seconds when the C{pong} comes back."""
+
+    def messages(host=None, kind=None, limit=50):
+        """Fires with the newest messages and their deliveries, newest first."""
+
+    def addHandler(kind, handler):
+        """Run C{handler(message)} for each message of C{kind} this host receives."""

@@ -220,8 +220,8 @@ class TacFilesTests(SynchronousTestCase):
         self.assertEqual([os.path.basename(p) for p in paths], ["default.tac", "frontend.tac", "worker.tac"])
         expected = {
             "default.tac": ["store", "supervisor", "balancer", "monitor", "alerts", "backup", "admin"],
-            "frontend.tac": ["store", "balancer", "admin"],
-            "worker.tac": ["store", "supervisor", "monitor", "alerts", "admin"],
+            "frontend.tac": ["store", "balancer", "cluster", "admin"],
+            "worker.tac": ["store", "supervisor", "monitor", "alerts", "cluster", "admin"],
         }
         saved = {k: os.environ.get(k) for k in ("SALVUS_VAR", "SALVUS_STORE")}
         self.addCleanup(lambda: [os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

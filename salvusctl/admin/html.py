@@ -33,7 +33,7 @@ input[type=number]{width:4.5em}
 """
 
 _NAV = [("/", "Overview"), ("/deploys", "Deploys"), ("/balancer", "Balancer"), ("/alerts", "Alerts"),
-        ("/backups", "Backups")]
+        ("/backups", "Backups"), ("/cluster", "Cluster")]
 
 
 def esc(value: Any) -> str:

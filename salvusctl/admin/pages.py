@@ -264,6 +264,11 @@ class AdminPages:
         backup = self.state.optional("backup")
         if backup is not None:
             cards.append(("Backups", _backupSummary(backup.status()), "/backups"))
+        cluster = self.state.optional("cluster")
+        if cluster is not None:
+            peers = cluster.lastView()
+            up = sum(1 for h in peers if h.get("state") == "up")
+            cards.append(("Cluster hosts up", f"{up} / {len(peers)}", "/cluster"))
         services = ", ".join(
             sorted(k for k, v in self.state.services.items() if v is not None and k != "store")
         )
@@ -622,6 +627,90 @@ class AdminPages:
             return self._redirect(request, "/balancer", f"{target}: {f.faultString}", error=True)
         log.info("{user}: {message}", user=user.name, message=message)
         return self._redirect(request, "/balancer", message)
+
+    # -- cluster ---------------------------------------------------------------------------------
+
+    @app.route("/cluster", methods=["GET"])
+    @defer.inlineCallbacks
+    def cluster(self, request):
+        cluster = self.state.optional("cluster")
+        if cluster is None:
+            return self._page(request, "Cluster", self._missing("cluster (declare Cluster(...))"), "/cluster")
+        info = cluster.info()
+        hosts = yield cluster.hosts()
+        try:
+            messages = yield cluster.messages(None, None, 30)
+            unread = ""
+        except Exception as e:
+            messages, unread = [], f"<p class=\"flash error\">Messages not read: {esc(e)}</p>"
+        can_act = self._canAct(request)
+        csrf = self.csrfToken(currentUser(request)) if can_act else ""
+        where = "a cluster sharing " + str(info.get("store")) if info.get("shared") else (
+            "a cluster of one: the store is SQLite (point every host at one PostgreSQL store to see peers)"
+        )
+        up = sum(1 for h in hosts if h.get("state") == "up")
+        body = (
+            f"<p>This host is <b>{esc(info.get('name'))}</b> at {esc(info.get('address'))}, in {esc(where)}"
+            f" · {up} / {len(hosts)} hosts up · heartbeat {esc(info.get('heartbeat'))}s,"
+            f" down after {esc(info.get('missed'))} missed</p>"
+        )
+        rows = []
+        for h in hosts:
+            state = str(h.get("state"))
+            admin = str(h.get("admin_url") or "")
+            row = [
+                "#id:" + _domId("cluster", h.get("name")),
+                esc(h.get("name")) + (" (this host)" if h.get("name") == info.get("name") else ""),
+                esc(h.get("address")),
+                f'<a href="{esc(admin)}">{esc(admin)}</a>' if admin.startswith("http") else esc(admin or "-"),
+                f'<span class="{esc(state)}">{esc(state)}</span>',
+                esc(f"{float(h.get('age') or 0):.1f}s ago"),
+                esc(_utc(h.get("started"))),
+                esc(h.get("version")),
+            ]
+            if can_act:
+                row.append(button("/cluster/ping", "ping", csrf, {"host": str(h.get("name"))})
+                           if state == "up" else "")
+            rows.append(row)
+        headers = ["Host", "Address", "Admin", "State", "Last heartbeat", "Started (UTC)", "Version"]
+        if can_act:
+            headers.append("Controls")
+        body += table(headers, rows, class_="cluster-hosts")
+        body += "<h2>Messages</h2>" + unread
+        mrows = []
+        for m in messages:
+            deliveries = ", ".join(
+                f"{d.get('host')}: {d.get('state')}" + (f" ({d.get('result')})" if d.get("result") else "")
+                for d in m.get("deliveries", [])
+            ) or "waiting"
+            text = str(m.get("body", ""))
+            mrows.append([
+                esc(m.get("id")), esc(_utc(m.get("created"))), esc(m.get("sender")), esc(m.get("recipient")),
+                esc(m.get("kind")), esc(text if len(text) <= 80 else text[:77] + "..."), esc(deliveries),
+            ])
+        body += (table(["Id", "Sent (UTC)", "From", "To", "Kind", "Body", "Deliveries"], mrows,
+                       class_="cluster-messages") if mrows else "<p>No messages.</p>")
+        body += ("<p>Send with <code>salvusctl cluster send HOST KIND [JSON]</code>, e.g."
+                 " <code>salvusctl cluster send worker1 deploy.restart '{\"deploy\": \"web\"}'</code>.</p>")
+        return self._page(request, "Cluster", body, "/cluster")
+
+    @app.route("/cluster/ping", methods=["POST"])
+    @defer.inlineCallbacks
+    def clusterPing(self, request):
+        try:
+            user = self._checkPost(request)
+        except _Refused as e:
+            return self._refused(request, e)
+        host = _arg(request, "host")
+        namespace = self.rpc.namespaces.get("salvus.cluster")
+        if namespace is None:
+            return self._redirect(request, "/cluster", "this host runs no cluster", error=True)
+        try:
+            rtt = yield namespace.xmlrpc_ping(host, 10)
+        except Fault as f:
+            return self._redirect(request, "/cluster", f"ping {host}: {f.faultString}", error=True)
+        log.info("{user}: pinged {host}", user=user.name, host=host)
+        return self._redirect(request, "/cluster", f"pong from {host} in {rtt * 1000:.1f} ms")
 
     # -- alerts ----------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""XML-RPC at C{/RPC2}: dispatch, C{system.*}, and the namespaces (C{supervisor.*}, C{salvus.*}).
+"""XML-RPC at C{/RPC2}: dispatch, C{system.*}, and the namespaces (C{supervisor.*}, C{salvus.*},
+C{salvus.cluster.*}, C{backup.*}).
 
 Every call goes through L{RPCRoot.lookupProcedure}: the method is found, the caller's role is
 checked (viewers read, operators act), the arguments are bound against the method's signature, and
@@ -123,6 +124,10 @@ class RPCRoot(XMLRPC):
             "system": SystemNamespace(state, self),
             "salvus": SalvusNamespace(state),
         }
+        from salvusctl.admin.clusterrpc import ClusterNamespace
+
+        # Published on every host: one without Cluster(...) answers NO_SERVICE, not UNKNOWN_METHOD.
+        self.namespaces["salvus.cluster"] = ClusterNamespace(state)
         backup = state.optional("backup")
         if backup is not None:
             from salvusctl.admin.backuprpc import BackupNamespace

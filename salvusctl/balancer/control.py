@@ -330,7 +330,7 @@ class BalancerService(MultiService):
                 if wg["scheduler"] != hg["scheduler"]:
                     ops.append({"op": "set-scheduler", "service": name, "group": g,
                                 "scheduler": wg["scheduler"], "running": hg["scheduler"]})
-                if wg.get("deploy"):
+                if wg.get("deploy") or wg.get("cluster_deploy"):
                     continue  # its hosts follow the deploy's instances, not the declaration
                 for h in sorted(wg["hosts"].keys() - hg["hosts"].keys()):
                     ops.append({"op": "add-host", "service": name, "group": g, "host": h})
@@ -372,6 +372,7 @@ class BalancerService(MultiService):
                 g = groups[op["group"]]
                 svc.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
                 svc.groups[g.name].deploy = g.deploy
+                svc.groups[g.name].cluster_deploy = g.cluster_deploy
                 for server in g.servers:
                     svc.addServer(g.name, server)
             elif kind == "set-scheduler":

@@ -105,6 +105,7 @@ class Group:
     deploy: str | None = None
     deploy_address: str = "127.0.0.1"
     drain_timeout: float = 30.0
+    cluster_deploy: str | None = None
 
     def validate(self, service: str, host: Any = None) -> None:
         from twisted.internet.task import Clock
@@ -123,6 +124,8 @@ class Group:
             raise ConfigError(f"service {service!r} group {self.name!r}: slowstart must be >= 0")
         if self.deploy is not None:
             self._validateDeploy(service, host)
+        if self.cluster_deploy is not None:
+            self._validateClusterDeploy(service, host)
         seen = set()
         for server in self.servers:
             try:
@@ -157,6 +160,19 @@ class Group:
         if deploy.port is None:
             raise ConfigError(f"{where}: deploy {self.deploy!r} has no port to balance "
                               f"(give it port=N or port='auto')")
+
+
+    def _validateClusterDeploy(self, service: str, host: Any) -> None:
+        """A group fed by the cluster names a deploy, and its host is a cluster member."""
+        where = f"service {service!r} group {self.name!r}"
+        if not isinstance(self.cluster_deploy, str) or not self.cluster_deploy:
+            raise ConfigError(f"{where}: cluster_deploy must be a deploy name, not {self.cluster_deploy!r}")
+        if self.deploy is not None:
+            raise ConfigError(f"{where}: give deploy= (this host's instances) or cluster_deploy= "
+                              "(every host's), not both")
+        if host is not None and not host.declarations("cluster"):
+            raise ConfigError(f"{where}: cluster_deploy={self.cluster_deploy!r} needs this host to "
+                              "declare Cluster(...) (see docs/cluster.md)")
 
 
 @dataclass
@@ -243,6 +259,7 @@ class Balanced:
             "active": self.activeGroup(),
             "groups": {
                 g.name: {"scheduler": g.scheduler, "deploy": g.deploy,
+                         "cluster_deploy": g.cluster_deploy,
                          "hosts": {s.key(): s.asData() for s in g.servers}}
                 for g in self.groups
             },

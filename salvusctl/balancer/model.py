@@ -239,6 +239,8 @@ class HostGroup:
         self.listeners: list[Any] = []
         # the deploy whose instances are this group's hosts (salvusctl.balancer.deploys), if any
         self.deploy: str | None = None
+        # the deploy whose instances on every cluster host are its hosts (salvusctl.cluster.pool)
+        self.cluster_deploy: str | None = None
 
     def add(self, host: BackendHost) -> BackendHost:
         """Add a host; its name must be unique in the group."""

@@ -81,6 +81,7 @@ class BalancedService(Service):
         for g in decl.groups:
             self.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
             self.groups[g.name].deploy = g.deploy
+            self.groups[g.name].cluster_deploy = g.cluster_deploy
             for server in g.servers:
                 self.addServer(g.name, server)
         self.active_group = self.groups.get(self.active) if self.active else None
@@ -469,6 +470,7 @@ class BalancedService(Service):
             "active": self.active,
             "groups": {
                 name: {"scheduler": g.scheduler.name, "deploy": g.deploy,
+                       "cluster_deploy": g.cluster_deploy,
                        "hosts": {h.name: h.config() for h in g.hosts.values()}}
                 for name, g in self.groups.items()
             },

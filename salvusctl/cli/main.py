@@ -528,6 +528,62 @@ def cmdReconcile(remote: Remote, args, out: Output) -> int:
     return ExitCode.OK
 
 
+def cmdCluster(remote: Remote, args, out: Output) -> int:
+    """C{cluster hosts|send|ping|messages}: the hosts sharing this host's store and the messages
+    between them (docs/cluster.md)."""
+    import json
+
+    if args.action == "hosts":
+        hosts = remote("salvus.cluster.hosts")
+        rows = [("NAME", "STATE", "ADDRESS", "LAST HEARTBEAT", "VERSION", "ADMIN")]
+        for h in hosts:
+            rows.append((h.get("name"), h.get("state"), h.get("address") or "-",
+                         f"{float(h.get('age') or 0):.1f}s ago", h.get("version") or "-",
+                         h.get("admin_url") or "-"))
+        _table(rows, out)
+        down = [h.get("name") for h in hosts if h.get("state") == "down"]
+        return ExitCode.NOT_RUNNING if down else ExitCode.OK
+    if args.action == "send":
+        body: Any = None
+        if args.body is not None:
+            try:
+                body = json.loads(args.body)
+            except ValueError as e:
+                raise CLIError(f"the message body must be JSON: {e}", ExitCode.USAGE)
+        message_id = remote("salvus.cluster.send", args.host, args.kind, body)
+        out.info(f"message {message_id} queued for {args.host}")
+        return ExitCode.OK
+    if args.action == "ping":
+        targets = list(args.hosts)
+        if not targets:
+            targets = [h["name"] for h in remote("salvus.cluster.hosts") if h.get("state") == "up"]
+        failed = 0
+        for host in targets:
+            try:
+                rtt = remote("salvus.cluster.ping", host, float(args.wait))
+            except CLIError as e:
+                if e.code in (ExitCode.UNREACHABLE, ExitCode.AUTH, ExitCode.NO_SERVICE, ExitCode.USAGE):
+                    raise
+                out.error(str(e))
+                failed += 1
+                continue
+            out.result(f"pong from {host} in {float(rtt) * 1000:.1f} ms")
+        return ExitCode.FAILED if failed else ExitCode.OK
+    messages = remote("salvus.cluster.messages", args.host or "", args.kind or "", args.limit)
+    rows = [("ID", "SENT (UTC)", "FROM", "TO", "KIND", "BODY", "DELIVERIES")]
+    for m in messages:
+        deliveries = ", ".join(
+            f"{d.get('host')}:{d.get('state')}" + (f" {d.get('result')}" if d.get("result") else "")
+            for d in m.get("deliveries", [])
+        ) or "waiting"
+        text = str(m.get("body", ""))
+        rows.append((m.get("id"), _when(m.get("created")), m.get("sender"), m.get("recipient"),
+                     m.get("kind"), text if len(text) <= 60 else text[:57] + "...", deliveries))
+    if len(rows) > 1 or out.verbosity:
+        _table(rows, out)
+    return ExitCode.OK
+
+
 def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
     from salvusctl.admin.users import UsersFile, UsersFileError, randomPassword
 
@@ -651,6 +707,23 @@ def makeParser() -> argparse.ArgumentParser:
     m.add_argument("name", metavar="NAME")
     m.add_argument("--since", type=float, default=3600.0, help="seconds back (default 3600)")
 
+    p = sub.add_parser("cluster", help="the hosts sharing this host's store, and messages to them")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    csub.add_parser("hosts", help="every host with its state (exit 3 when one is down)")
+    c = csub.add_parser("send", help="send HOST|'*' KIND [JSON], e.g. send w1 deploy.restart "
+                                     "'{\"deploy\": \"web\"}'")
+    c.add_argument("host", metavar="HOST")
+    c.add_argument("kind", metavar="KIND")
+    c.add_argument("body", nargs="?", default=None, metavar="JSON")
+    c = csub.add_parser("ping", help="ping [HOST…]: each host (default every host up) answers pong")
+    c.add_argument("hosts", nargs="*", metavar="HOST")
+    c.add_argument("--wait", type=float, default=10.0, help="seconds to wait for each pong (default 10)")
+    c = csub.add_parser("messages", help="the newest messages and their deliveries")
+    c.add_argument("--host", default=None, help="only messages from, to or broadcast to this host")
+    c.add_argument("--kind", default=None, help="only this kind")
+    c.add_argument("-n", "--limit", type=int, default=20)
+
     p = sub.add_parser("alerts", help="active alerts")
     p.add_argument("--all", action="store_true", help="include cleared alerts")
     sub.add_parser("diff", help="declared config vs running (exit 3 when they differ)")
@@ -715,6 +788,7 @@ _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, Output], int]] = {
     "balancer": cmdBalancer,
     "monitor": cmdMonitor,
     "alerts": cmdAlerts,
+    "cluster": cmdCluster,
     "diff": cmdDiff,
     "reconcile": cmdReconcile,
 }

@@ -6,6 +6,7 @@ program on purpose: the supervisor starts, stops and restarts it like any real d
 
 from __future__ import annotations
 
+import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write("%s %s\n" % (self.address_string(), format % args))
             sys.stdout.flush()
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    sys.stdout.write(f"{name} listening on 127.0.0.1:{port}\n")
+    # Loopback unless told otherwise: a worker of a cluster is reached by other hosts' balancers.
+    bind = os.environ.get("SALVUS_WORKER_BIND", "127.0.0.1")
+    server = ThreadingHTTPServer((bind, port), Handler)
+    sys.stdout.write(f"{name} listening on {bind}:{port}\n")
     sys.stdout.flush()
     try:
         server.serve_forever()

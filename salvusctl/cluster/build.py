@@ -1,0 +1,52 @@
+"""The cluster's builder: a host's C{Cluster(...)} declaration → one L{ClusterService}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from salvusctl.cluster.declare import Cluster
+from salvusctl.cluster.service import ClusterService
+from salvusctl.errors import ConfigError
+
+__all__ = ["buildCluster"]
+
+
+def buildCluster(context: Any, declarations: list[Cluster]) -> ClusterService | None:
+    """Build this host's cluster member, wired to its supervisor and balancer (built before it).
+
+    The balancer's C{cluster_deploy} groups are fed from here: the balancer is built first and
+    knows nothing of the cluster, as the monitor binds least-load sources into it.
+    """
+    if not declarations:
+        return None
+    if len(declarations) > 1:
+        raise ConfigError("a host has one Cluster(...); merge the declarations")
+    decl = declarations[0]
+    from salvusctl.monitor.build import findSupervisor
+
+    supervisor = findSupervisor(context.services.get("supervisor"))
+    balancer = context.services.get("balancer")
+    store_service = context.services.get("store")
+    ready = None
+    if store_service is not None:
+        from salvusctl.balancer.build import _settled
+
+        ready = lambda: _settled(store_service.ready)  # noqa: E731
+    return ClusterService(
+        context.reactor,
+        context.store,
+        decl.hostName(context.host),
+        address=decl.address,
+        admin_url=decl.adminURL(context.host),
+        heartbeat=decl.heartbeat,
+        missed=decl.missed,
+        supervisor=supervisor,
+        balancer=balancer if hasattr(balancer, "balanced") else None,
+        publish=decl.publish,
+        drain_delay=decl.drain_delay,
+        retention=decl.retention,
+        max_messages=decl.max_messages,
+        prune_interval=decl.prune_interval,
+        store_ready=ready,
+        handlers=decl.handlers,
+    )

@@ -1,0 +1,135 @@
+"""Membership: this host's heartbeat in C{cluster_hosts}, and its view of every other host.
+
+Each beat writes this host's row (C{last_seen} now) and reads every row back; a peer's state is
+L{peerState} of its row at this host's C{now}.  A change of state (joined, up, down, left) is
+logged once and passed to the observers (the balancer feed drops a down host's instances).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.logger import Logger
+
+from salvusctl.cluster.domain import DOWN, LEFT, UP, Peer
+from salvusctl.store.errors import StoreError
+
+__all__ = ["Membership"]
+
+log = Logger()
+
+Observer = Callable[[str, "str | None", str, Peer], Any]
+
+
+class Membership:
+    """This host's row and the last view of all rows.
+
+    @param tables: an L{IClusterStore}.
+    @ivar peers: host name -> L{Peer} as of the last L{refresh} (this host included).
+    """
+
+    def __init__(self, clock: Any, tables: Any, name: str, address: str | None, admin_url: str | None,
+                 heartbeat: float, missed: int, version: str):
+        self.clock = clock
+        self.tables = tables
+        self.name = name
+        self.address = address
+        self.admin_url = admin_url
+        self.heartbeat = float(heartbeat)
+        self.missed = int(missed)
+        self.version = version
+        self.started: float | None = None
+        self.peers: dict[str, Peer] = {}
+        self.observers: list[Observer] = []
+        self._beating: Deferred | None = None
+        self._unreachable = False
+
+    def addObserver(self, observer: Observer) -> None:
+        """Call C{observer(name, old_state, new_state, peer)} when a host's state changes
+        (C{old_state} None for a host seen for the first time)."""
+        self.observers.append(observer)
+
+    def removeObserver(self, observer: Observer) -> None:
+        if observer in self.observers:
+            self.observers.remove(observer)
+
+    def beat(self) -> Deferred:
+        """Write this host's heartbeat, then refresh the view; fires when both are done.
+
+        At most one beat is under way: while the store is unreachable the write waits in its
+        queue, and later beats do not pile up behind it.  Never fails (errors are logged).
+        """
+        if self._beating is not None:
+            return succeed(None)
+        now = self.clock.seconds()
+        if self.started is None:
+            self.started = now
+        d = self.tables.beat(self.name, self.address, self.admin_url, self.started, now,
+                             self.heartbeat, self.missed, self.version)
+        d.addCallback(lambda _: self.refresh())
+        d.addErrback(self._failed, "heartbeat")
+        self._beating = d
+
+        def done(result):
+            self._beating = None
+            return result
+
+        d.addBoth(done)
+        return d
+
+    def _failed(self, failure, what: str) -> None:
+        if failure.check(StoreError):
+            if not self._unreachable:
+                self._unreachable = True
+                log.warn("cluster: {what} failed: {why}; peers will see {name} as down until the store"
+                         " answers", what=what, why=failure.getErrorMessage(), name=self.name)
+            return None
+        log.failure("cluster: {what} failed", failure, what=what)
+        return None
+
+    @inlineCallbacks
+    def refresh(self):
+        """Read every host's row and compute its state now; report the changes."""
+        rows = yield self.tables.hosts()
+        if self._unreachable:
+            self._unreachable = False
+            log.info("cluster: store reachable again; {name} is heartbeating", name=self.name)
+        now = self.clock.seconds()
+        seen = {}
+        for row in rows:
+            peer = Peer.fromRow(tuple(row), now)
+            seen[peer.name] = peer
+        old, self.peers = self.peers, seen
+        for name, peer in seen.items():
+            before = old[name].state if name in old else None
+            if before != peer.state:
+                self._changed(name, before, peer)
+        return seen
+
+    def _changed(self, name: str, before: str | None, peer: Peer) -> None:
+        if name != self.name:
+            if before is None and peer.state == UP:
+                log.info("cluster: {name} is up ({address}, version {version})", name=name,
+                         address=peer.address, version=peer.version)
+            elif peer.state == DOWN:
+                log.warn("cluster: {name} is down: no heartbeat for {age:.1f}s ({missed} x {hb:g}s)",
+                         name=name, age=peer.seen_at - peer.last_seen, missed=peer.missed, hb=peer.heartbeat)
+            elif peer.state == LEFT and before is not None:
+                log.info("cluster: {name} left", name=name)
+            elif peer.state == UP and before is not None:
+                log.info("cluster: {name} is up again", name=name)
+        for observer in list(self.observers):
+            try:
+                observer(name, before, peer.state, peer)
+            except Exception:
+                log.failure("cluster: membership observer {o!r} failed", o=observer)
+
+    def leave(self) -> Deferred:
+        """Mark this host C{left} (a clean stop), withdrawing what it published."""
+        return self.tables.leave(self.name, self.clock.seconds())
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """The last view as plain data, by name."""
+        return [peer.asData() for _, peer in sorted(self.peers.items())]

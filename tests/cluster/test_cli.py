@@ -1,0 +1,121 @@
+"""C{salvusctl cluster …} against a real admin over a real socket, with two cluster members on a
+real SQLite store (one store object shared in one process, so they see each other)."""
+
+from __future__ import annotations
+
+import io
+import os
+
+from twisted.internet import defer, reactor, threads
+from twisted.trial.unittest import TestCase
+
+from salvusctl.admin.build import AdminService
+from salvusctl.admin.declaration import Admin
+from salvusctl.admin.state import AdminState
+from salvusctl.cli import ExitCode, run
+from salvusctl.cluster.service import ClusterService
+from salvusctl.cluster.tables import ClusterTables
+from salvusctl.store.sqlite import SQLiteStore
+from tests.admin.helpers import OP, VIEW, tempDir, writeUsers
+from tests.helpers import waitFor
+
+
+class ClusterCLITests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
+        users = os.path.join(self.tmp, "users")
+        writeUsers(users)
+        self.store = SQLiteStore(reactor, os.path.join(self.tmp, "salvus.db"))
+        ClusterTables(self.store)
+        yield self.store.start()
+        self.addCleanup(self.store.close)
+        self.got = []
+        self.members = {}
+        for name in ("clihost", "w1"):
+            member = ClusterService(reactor, self.store, name, address="127.0.0.1", heartbeat=0.5,
+                                    tables=ClusterTables(self.store, migrate=False))
+            member.addHandler("note", lambda m: self.got.append(m.body) or "noted")
+            member.startService()
+            self.addCleanup(member.stopService)
+            yield member.joined
+            self.members[name] = member
+        yield self.members["clihost"].membership.refresh()
+        state = AdminState(services={"cluster": self.members["clihost"]}, clock=reactor, host_name="clihost")
+        self.admin = AdminService(reactor, [Admin("tcp:0:interface=127.0.0.1", users=users)], state, self.tmp)
+        self.admin.startService()
+        self.addCleanup(self.admin.stopService)
+        ports = yield self.admin.ready
+        self.url = f"http://127.0.0.1:{ports[0].getHost().port}"
+
+    def cli(self, *argv, user=OP):
+        env = {"SALVUS_URL": self.url, "SALVUS_USER": user[0], "SALVUS_PASSWORD": user[1], "HOME": self.tmp}
+        out, err = io.StringIO(), io.StringIO()
+
+        def call():
+            code = run(list(argv), env, out, err, io.StringIO())
+            return code, out.getvalue(), err.getvalue()
+
+        return threads.deferToThread(call)
+
+    @defer.inlineCallbacks
+    def test_hosts(self):
+        code, out, err = yield self.cli("cluster", "hosts", user=VIEW)
+        self.assertEqual(code, ExitCode.OK, err)
+        lines = out.splitlines()
+        self.assertTrue(lines[0].startswith("NAME"))
+        self.assertTrue(lines[1].startswith("clihost  up"), out)
+        self.assertTrue(lines[2].startswith("w1       up"), out)
+
+    @defer.inlineCallbacks
+    def test_hostsExitsThreeWhenOneIsDown(self):
+        self.members["w1"]._loop.stop()
+        yield self.members["clihost"].membership.refresh()
+        self.members["clihost"].membership.peers.clear()
+        yield self.store.runOperation("UPDATE cluster_hosts SET last_seen = 0 WHERE name = 'w1'")
+        code, out, err = yield self.cli("cluster", "hosts")
+        self.assertEqual(code, ExitCode.NOT_RUNNING, out + err)
+        self.assertIn("w1       down", out)
+
+    @defer.inlineCallbacks
+    def test_sendAndMessages(self):
+        code, out, err = yield self.cli("cluster", "send", "w1", "note", '{"text": "hi"}')
+        self.assertEqual((code, out, err), (ExitCode.OK, "", ""))
+        yield waitFor(lambda: self.got)  # handled by w1 once its store thread has read it
+        self.assertEqual(self.got, [{"text": "hi"}])
+        yield waitFor(lambda: self.members["w1"].mailbox._polling is None)
+        code, out, err = yield self.cli("cluster", "messages", "--kind", "note")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertIn('{"text":"hi"}', out)
+        self.assertIn("w1:acked", out)
+
+    @defer.inlineCallbacks
+    def test_sendErrors(self):
+        code, out, err = yield self.cli("cluster", "send", "w1", "note", "{not json")
+        self.assertEqual(code, ExitCode.USAGE)
+        self.assertIn("salvusctl: the message body must be JSON", err)
+        code, out, err = yield self.cli("cluster", "send", "nobody", "note")
+        self.assertEqual(code, ExitCode.NO_SUCH_NAME)
+        self.assertIn("no host 'nobody' in the cluster", err)
+        code, out, err = yield self.cli("cluster", "send", "w1", "note", user=VIEW)
+        self.assertEqual(code, ExitCode.AUTH)
+        self.assertEqual(self.got, [])
+
+    @defer.inlineCallbacks
+    def test_ping(self):
+        code, out, err = yield self.cli("cluster", "ping", "w1")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertRegex(out, r"^pong from w1 in [0-9.]+ ms\n$")
+        code, out, err = yield self.cli("cluster", "ping")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(sorted(line.split()[2] for line in out.splitlines()), ["clihost", "w1"])
+
+    @defer.inlineCallbacks
+    def test_pingWithoutPong(self):
+        self.members["w1"].mailbox.running = False
+        code, out, err = yield self.cli("cluster", "ping", "w1", "--wait", "0.3")
+        self.assertEqual(code, ExitCode.FAILED)
+        self.assertIn("no pong from w1 within 0.3s", err)
