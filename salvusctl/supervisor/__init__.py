@@ -5,7 +5,7 @@ L{salvusctl.supervisor.service}), L{ProcessState} (states).
 """
 
 from salvusctl.supervisor.build import SupervisorSettings
-from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe
+from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe, Ready
 from salvusctl.supervisor.states import ProcessState
 
-__all__ = ["Deploy", "Backoff", "Flapping", "Probe", "ProcessState", "SupervisorSettings"]
+__all__ = ["Deploy", "Backoff", "Flapping", "Probe", "Ready", "ProcessState", "SupervisorSettings"]

@@ -22,6 +22,8 @@ from salvusctl.errors import ConfigError
 __all__ = [
     "Deploy",
     "Probe",
+    "Ready",
+    "READY_KINDS",
     "Backoff",
     "Flapping",
     "AUTORESTART",
@@ -127,6 +129,52 @@ class Probe:
             raise ConfigError("probe interval and timeout must be > 0 and failures >= 1")
 
 
+READY_KINDS = ("notify", "probe", "log")
+
+
+@dataclass(frozen=True)
+class Ready:
+    """How an instance tells Salvus it has started, so STARTING ends on evidence, not on a timer.
+
+    supervisord can only guess: an instance alive C{startsecs} after the spawn counts as started,
+    however long it really takes to listen.  With C{Deploy(ready=...)} an instance becomes RUNNING
+    the moment it says so, and a start that never says so fails after C{timeout}:
+
+      - C{'notify'}: the systemd notification protocol.  C{NOTIFY_SOCKET} is set in the instance's
+        environment and C{READY=1} from the instance (its leader or any process it started) ends
+        STARTING; C{STATUS=...} is kept as the instance's status.  PostgreSQL, Redis
+        (C{supervised systemd}), HAProxy (C{-Ws}) and anything that calls C{sd_notify} speak it.
+      - C{'probe'}: the deploy's liveness probe answers for the first time (tried every
+        C{interval} seconds while STARTING).
+      - C{'log'}: a line of stdout or stderr matches the regular expression C{pattern}
+        (C{"ready to accept connections"}).
+
+    @ivar timeout: not ready this long after the spawn: the start has failed.  The instance's
+        processes are stopped (stopsignal, SIGKILL after C{stopwaitsecs}) and it goes to BACKOFF
+        as after an early exit, then retries or goes FATAL with the reason kept.
+    """
+
+    kind: str = "notify"
+    pattern: str = ""
+    timeout: float = 60.0
+    interval: float = 0.1
+
+    def validate(self, deploy: Deploy) -> None:
+        if self.kind not in READY_KINDS:
+            raise ConfigError(f"ready kind must be one of {', '.join(READY_KINDS)}, not {self.kind!r}")
+        if self.timeout <= 0 or self.interval <= 0:
+            raise ConfigError("ready timeout and interval must be > 0")
+        if self.kind == "probe" and deploy.probe is None:
+            raise ConfigError("ready='probe' needs a probe")
+        if self.kind == "log":
+            if not self.pattern:
+                raise ConfigError("ready='log' needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as e:
+                raise ConfigError(f"ready pattern {self.pattern!r} is not a regular expression: {e}")
+
+
 @dataclass(eq=True)
 class Deploy:
     """One deploy: a command run as C{numprocs} instances named C{name:0} … C{name:N-1}.
@@ -137,6 +185,9 @@ class Deploy:
     @ivar templates: {file name in the run dir: template path or inline text}, rendered with the same
         substitutions before every start.
     @ivar depends_on: deploy names that must be RUNNING and ready before this one starts.
+    @ivar ready: C{None} (RUNNING after C{startsecs}, as supervisord), a L{Ready}, or its kind
+        (C{'notify'}, C{'probe'}): RUNNING when the instance says it is ready; C{startsecs} is not
+        used then.
     @ivar startretries: kept for supervisord familiarity; when given it overrides C{backoff.retries}.
     @ivar max_processes: at most this many instances of the deploy alive at once (None: no limit).
     @ivar log_level / store_level: line level thresholds for the log file and for the store hook.
@@ -164,6 +215,7 @@ class Deploy:
     stopwaitsecs: float = 10.0
     deathsig: int | str | None = None
     probe: Probe | None = None
+    ready: Ready | str | None = None
     rlimits: Mapping[str, int | tuple[int, int]] = field(default_factory=dict)
     group: str | None = None
     max_processes: int | None = None
@@ -182,6 +234,8 @@ class Deploy:
         self.env = dict(self.env)
         self.templates = dict(self.templates)
         self.rlimits = dict(self.rlimits)
+        if isinstance(self.ready, str) and self.ready in READY_KINDS:
+            self.ready = Ready(kind=self.ready)
 
     # -- derived values --------------------------------------------------------------------------
 
@@ -284,6 +338,11 @@ class Deploy:
             self.probe.validate()
             if self.probe.kind == "tcp" and self.port is None:
                 raise ConfigError("a tcp probe needs a port")
+        if self.ready is not None:
+            if not isinstance(self.ready, Ready):
+                raise ConfigError(f"ready must be None, a Ready(...) or one of "
+                                  f"{', '.join(READY_KINDS)}, not {self.ready!r}")
+            self.ready.validate(self)
         for sig in (self.stopsignal, self.deathsig):
             if sig is None:
                 continue

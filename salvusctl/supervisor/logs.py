@@ -184,10 +184,11 @@ class InstanceLog:
         self.defaults = {"stdout": "info", "stderr": "info"}
         self._default = self.source()
 
-    def source(self) -> LogSource:
+    def source(self, onLine: Callable[[LogLine], Any] | None = None) -> LogSource:
         """A new writer (one per process): its own line buffers, so the unfinished last line of a
-        process that is still draining never merges with its successor's output."""
-        return LogSource(self)
+        process that is still draining never merges with its successor's output.  C{onLine} sees
+        each of I{this process's} lines (a readiness pattern must not match its predecessor's)."""
+        return LogSource(self, onLine)
 
     def received(self, stream: str, data: bytes) -> None:
         """Bytes from the child's pipe; stamps and files every complete line."""
@@ -197,7 +198,7 @@ class InstanceLog:
         """The child exited: deliver unterminated last lines."""
         self._default.ended()
 
-    def _line(self, stream: str, raw: bytes, dropped: int, stamp: float) -> None:
+    def _line(self, stream: str, raw: bytes, dropped: int, stamp: float) -> LogLine:
         text = raw.decode("utf-8", "replace")
         level = detectLevel(text, self.defaults[stream])
         line = LogLine(stamp, self.name, stream, level, text, dropped)
@@ -217,6 +218,7 @@ class InstanceLog:
             except Exception as e:
                 if self.onHookError is not None:
                     self.onHookError(e)
+        return line
 
     def tail(self, lines: int = 100, stream: str = "stdout") -> list[str]:
         """The last C{lines} lines received on C{stream} (this run of Salvus), oldest first."""
@@ -247,13 +249,19 @@ class InstanceLog:
 class LogSource:
     """One process's two pipes feeding an L{InstanceLog}."""
 
-    def __init__(self, log: InstanceLog):
+    def __init__(self, log: InstanceLog, onLine: Callable[[LogLine], Any] | None = None):
         self.log = log
+        self.onLine = onLine
         self._stamp = 0.0
         self.splitters = {
-            s: LineSplitter(lambda line, dropped, s=s: log._line(s, line, dropped, self._stamp), log.maxLine)
+            s: LineSplitter(lambda line, dropped, s=s: self._line(s, line, dropped), log.maxLine)
             for s in log.paths
         }
+
+    def _line(self, stream: str, raw: bytes, dropped: int) -> None:
+        line = self.log._line(stream, raw, dropped, self._stamp)
+        if self.onLine is not None:
+            self.onLine(line)
 
     def received(self, stream: str, data: bytes) -> None:
         self._stamp = self.log.now()

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from twisted.internet import process as _tprocess
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.utils import getProcessOutputAndValue
 
 __all__ = [
     "MARKER",
@@ -31,6 +33,7 @@ __all__ = [
     "InstanceProcess",
     "wrapperArgv",
     "spawnHelper",
+    "buildSpawnHelper",
     "spawnInstance",
     "Stat",
     "readStat",
@@ -94,18 +97,89 @@ def spawnHelper(build: bool = True) -> str | None:
 
     Cached under C{$XDG_CACHE_HOME/salvus} (C{~/.cache/salvus}) by a hash of its source; None when
     it cannot be had (then C{setpriv} does the job, or the fork path).  C{SALVUS_SPAWN_HELPER=0}
-    turns it off.
+    turns it off.  This builds synchronously; a running supervisor uses L{buildSpawnHelper}.
     """
     global _helper
     if _helper is not _UNSET:
         return _helper  # type: ignore[return-value]
     if not build:
         return None
-    _helper = _buildHelper()
+    target = _helperTarget()
+    if target is None or os.access(target[0], os.X_OK):
+        _helper = target[0] if target else None
+        return _helper  # type: ignore[return-value]
+    path, cc = target
+    tmp = f"{path}.{os.getpid()}.tmp"
+    _helper = None
+    for argv in _compileCommands(cc, tmp):
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            break
+        if done.returncode == 0:
+            os.replace(tmp, path)
+            _helper = path
+            break
     return _helper  # type: ignore[return-value]
 
 
-def _buildHelper() -> str | None:
+def buildSpawnHelper(reactor) -> Deferred:
+    """Have the helper ready without blocking C{reactor}: at once when it is cached, else compiled
+    by a C{cc} child process of the reactor's (0.3-1 s, once per machine).
+
+    Until it is, L{wrapperArgv} finds no helper and spawns go through C{setpriv} (same session,
+    death signal and rlimits, a little slower).  Fires with the path or None; never fails.
+    """
+    global _helper
+    if _helper is not _UNSET:
+        return succeed(_helper)
+    target = _helperTarget()
+    if target is None or os.access(target[0], os.X_OK):
+        _helper = target[0] if target else None
+        return succeed(_helper)
+    path, cc = target
+    tmp = f"{path}.{os.getpid()}.tmp"
+    commands = _compileCommands(cc, tmp)
+    # A second supervisor in this process asking meanwhile waits for the same build.
+    pending = _building.get(path)
+    if pending is not None:
+        d = Deferred()
+        pending.append(d)
+        return d
+    waiters: list[Deferred] = []
+    _building[path] = waiters
+
+    def attempt(_=None):
+        if not commands:
+            return None
+        argv = commands.pop(0)
+        d = getProcessOutputAndValue(argv[0], argv[1:], env=dict(os.environ), reactor=reactor)
+        return d.addCallback(compiled).addErrback(lambda f: None)
+
+    def compiled(result):
+        _out, _err, code = result
+        if code != 0:
+            return attempt()
+        os.replace(tmp, path)
+        return path
+
+    def done(result):
+        global _helper
+        if _helper is _UNSET:
+            _helper = result
+        del _building[path]
+        for d in waiters:
+            d.callback(_helper)
+        return _helper
+
+    return maybeDeferred(attempt).addErrback(lambda f: None).addCallback(done)
+
+
+_building: dict[str, list[Deferred]] = {}
+
+
+def _helperTarget() -> tuple[str, str] | None:
+    """(the cached helper's path, the C compiler to build it with), or None when it cannot be had."""
     if not LINUX or os.environ.get("SALVUS_SPAWN_HELPER") == "0":
         return None
     try:
@@ -117,7 +191,7 @@ def _buildHelper() -> str | None:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     path = os.path.join(cache, "salvus", f"salvus-spawn-{digest}")
     if os.access(path, os.X_OK):
-        return path
+        return path, ""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
@@ -125,17 +199,12 @@ def _buildHelper() -> str | None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     except OSError:
         return None
-    tmp = f"{path}.{os.getpid()}.tmp"
-    for flags in (["-static"], []):
-        try:
-            done = subprocess.run([cc, "-O2", *flags, "-o", tmp, _HELPER_SOURCE], capture_output=True,
-                                  timeout=120)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        if done.returncode == 0:
-            os.replace(tmp, path)
-            return path
-    return None
+    return path, cc
+
+
+def _compileCommands(cc: str, output: str) -> list[list[str]]:
+    """Static first (it starts faster and needs no loader), then dynamic."""
+    return [[cc, "-O2", *flags, "-o", output, _HELPER_SOURCE] for flags in (["-static"], [])]
 
 
 def wrapperArgv(argv: list[str], cwd: str | None, uid: int | None, gid: int | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import signal
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -156,7 +157,17 @@ class InstanceProtocol(ProcessProtocol):
     def __init__(self, instance: Instance):
         self.instance = instance
         self.exited = False
-        self.output = instance.log.source()
+        ready = instance.deploy.ready
+        watch = None
+        if ready is not None and ready.kind == "log":
+            watch = self._watchLine
+            self._pattern = re.compile(ready.pattern)
+        self.output = instance.log.source(watch)
+
+    def _watchLine(self, line) -> None:
+        if self._pattern.search(line.text):
+            self.output.onLine = None  # one match is all it takes
+            self.instance._readySignal(self, "log")
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self.output.received("stderr" if childFD == 2 else "stdout", data)
@@ -193,6 +204,7 @@ class Instance:
         self.spawnerr = ""
         self.fatalReason = ""
         self.restartReason = ""
+        self.status = ""
         self.ready = False
         self.backoffCount = 0
         self.restarts: deque[float] = deque()
@@ -261,6 +273,9 @@ class Instance:
         if self.port is not None:
             env.setdefault("PORT", str(self.port))
         env.setdefault("SALVUS_RUN_DIR", self.runDir)
+        ready = self.deploy.ready
+        if ready is not None and ready.kind == "notify":
+            env["NOTIFY_SOCKET"] = self.owner._notifySocket()
         return argv, env
 
     # -- state -------------------------------------------------------------------------------
@@ -296,6 +311,7 @@ class Instance:
             "ready": self.ready,
             "reason": self.fatalReason,
             "restart_reason": self.restartReason,
+            "status": self.status,
             "restarts": self.totalRestarts,
             "members": sorted(self.members),
             "logfile": self.log.paths["stdout"],
@@ -374,6 +390,7 @@ class Instance:
         self._protocol = protocol
         self.exitstatus = None
         self.spawnerr = ""
+        self.status = ""
         self.pid = None
         self.members = {}
         self.startTime = self.reactor.seconds()
@@ -396,7 +413,12 @@ class Instance:
         self.pid = transport.pid
         self.members = {self.pid: self.owner._leaderStarttime(self)} if self.pid else {}
         self.owner._membersChanged(self)
-        if self.deploy.startsecs <= 0:
+        ready = self.deploy.ready
+        if ready is not None:
+            self._timer = self.reactor.callLater(ready.timeout, self._notReady)
+            if ready.kind == "probe":
+                self._probeTimer = self.reactor.callLater(ready.interval, self._startProbe)
+        elif self.deploy.startsecs <= 0:
             self._running()
         else:
             self._timer = self.reactor.callLater(self.deploy.startsecs, self._running)
@@ -411,7 +433,8 @@ class Instance:
             self._change(S.STARTING)
         self._startFailed()
 
-    def _running(self) -> None:
+    def _running(self, probed: bool = False) -> None:
+        """STARTING -> RUNNING; ready at once unless a probe has yet to answer."""
         self._timer = None
         if self.state != S.STARTING:
             return
@@ -421,7 +444,72 @@ class Instance:
             self._setReady(True)
         else:
             self._probeFailures = 0
-            self._scheduleProbe(0)
+            if probed:
+                self._setReady(True)
+                self._scheduleProbe(self.deploy.probe.interval)
+            else:
+                self._scheduleProbe(0)
+
+    # -- readiness (Deploy.ready) ------------------------------------------------------------------
+
+    def _readySignal(self, protocol: InstanceProtocol | None, how: str) -> None:
+        """The running process said it is ready (a notification, a log line, the first probe)."""
+        if self.state != S.STARTING or self.deploy.ready is None:
+            return
+        if protocol is not None and protocol is not self._protocol:
+            return  # a line from a process that is already gone
+        self._cancelTimer()
+        self._stopProbe()
+        self._running(probed=how == "probe")
+
+    def notified(self, fields: Mapping[str, str]) -> None:
+        """An C{sd_notify} message from one of this instance's processes."""
+        if "STATUS" in fields:
+            self.status = fields["STATUS"]
+        if fields.get("READY") == "1":
+            self._readySignal(None, "notify")
+
+    def _startProbe(self) -> None:
+        self._probeTimer = None
+        if self.state != S.STARTING:
+            return
+        if self._probing:  # the previous process's probe has yet to answer
+            self._probeTimer = self.reactor.callLater(self.deploy.ready.interval, self._startProbe)
+            return
+        self._probing = True
+        pid = self.pid
+        d = maybeDeferred(self.owner._probe, self)
+        d.addErrback(lambda f: False)
+        d.addCallback(self._startProbed, pid)
+
+    def _startProbed(self, ok: bool, pid: int | None) -> None:
+        self._probing = False
+        if self.state != S.STARTING or self.pid != pid:
+            return
+        if ok:
+            self._readySignal(None, "probe")
+        else:
+            self._probeTimer = self.reactor.callLater(self.deploy.ready.interval, self._startProbe)
+
+    def _notReady(self) -> None:
+        """The start timeout passed without a ready signal: stop the attempt; its exit fails it."""
+        self._timer = None
+        if self.state != S.STARTING:
+            return
+        self._stopProbe()
+        ready = self.deploy.ready
+        self.spawnerr = f"not ready within {ready.timeout:g}s (ready={ready.kind!r})"
+        log.warn("{name}: {why}, stopping it", name=self.name, why=self.spawnerr)
+        found = self.owner.os.members(self.pid, self.marker, self.members)
+        self.members.update(found)
+        self.owner.os.signal(found, self.deploy.stopSignalNumber, [self.pid] if self.pid else [])
+        self._timer = self.reactor.callLater(self.deploy.stopwaitsecs, self._killNotReady, self.pid)
+
+    def _killNotReady(self, pid: int | None) -> None:
+        self._timer = None
+        if self.state == S.STARTING and self.pid == pid and pid:
+            found = self.owner.os.members(pid, self.marker, self.members)
+            self.owner.os.signal(found, signal.SIGKILL, [pid])
 
     def _setReady(self, ready: bool) -> None:
         if ready == self.ready:
@@ -460,7 +548,7 @@ class Instance:
         oldpid = self.pid
         self.pid = None
         self._reapLeftovers(oldpid, dict(self.members))
-        if self.state == S.STARTING and self.deploy.startsecs <= 0:
+        if self.state == S.STARTING and self.deploy.startsecs <= 0 and self.deploy.ready is None:
             self._running()  # startsecs=0: it was RUNNING the moment it was spawned
         if self.state == S.STARTING:
             self._startFailed()
@@ -578,7 +666,10 @@ class Instance:
 
     def _runProbe(self) -> None:
         self._probeTimer = None
-        if self.state != S.RUNNING or self._probing:
+        if self.state != S.RUNNING:
+            return
+        if self._probing:  # the previous process's probe has yet to answer
+            self._scheduleProbe(self.deploy.probe.interval)
             return
         self._probing = True
         pid = self.pid

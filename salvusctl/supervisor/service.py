@@ -38,6 +38,7 @@ from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
 from salvusctl.supervisor.logs import InstanceLog, LogLine
+from salvusctl.supervisor.notify import NotifySocket, abstractName
 from salvusctl.supervisor.process import Instance, ProcessOS, StartRefused
 from salvusctl.supervisor.states import RUNNING_STATES, ProcessState
 
@@ -109,6 +110,7 @@ class SupervisorService(Service):
         self._saveCall = None
         self._lastSave = -1e9
         self._pendingStarttimes: list[tuple[Instance, int]] = []
+        self._notify: NotifySocket | None = None
         self.ready: Deferred | None = None
         validateDeploys(list(deploys))
         for deploy in deploys:
@@ -173,8 +175,9 @@ class SupervisorService(Service):
             if self.subreaper:
                 oscalls.setChildSubreaper()
             if self.os.fast and self.os.helper:
-                # Built once per machine (cached on disk), before any instance is spawned.
-                oscalls.spawnHelper()
+                # Cached on disk after the first build; the first build runs as a child process,
+                # and spawns go through setpriv until it is done.
+                oscalls.buildSpawnHelper(self.reactor)
             self.leftoversKilled = oscalls.cleanLeftovers(self.registry, self.token)
             if self.leftoversKilled:
                 log.warn("killed {n} processes left by a previous run: {pids}",
@@ -200,6 +203,9 @@ class SupervisorService(Service):
             self._saveRegistry()
             for instance in self.instances.values():
                 instance.shutdown()
+            if self._notify is not None:
+                self._notify.close()
+                self._notify = None
             self._unlock()
             if isinstance(self.os, ProcessOS) and self.subreaper:
                 # Nothing of ours is left to adopt: stop collecting other code's orphans.
@@ -325,6 +331,47 @@ class SupervisorService(Service):
             self.registry.save()
         except OSError as e:
             log.error("cannot write pid registry {path}: {e}", path=self.registry.path, e=e)
+
+    def _notifySocket(self) -> str:
+        """The C{NOTIFY_SOCKET} of C{ready='notify'} instances: one socket, opened at the first
+        such spawn (on a fake OS, tests deliver to L{_notified} themselves)."""
+        if not isinstance(self.os, ProcessOS):
+            return "@" + abstractName(self.token)
+        if self._notify is None:
+            self._notify = NotifySocket(self.reactor, abstractName(self.token), self._notified)
+        return self._notify.address
+
+    def _notified(self, pid: int, fields: dict[str, str]) -> None:
+        """A notification from C{pid}: the instance whose leader or member it is, or whose
+        environment marker it carries (a worker process that its leader forked)."""
+        instance = self._instanceOfPid(pid)
+        if instance is not None:
+            instance.notified(fields)
+            return
+        log.debug("notification from pid {pid}, not an instance's: {fields}", pid=pid, fields=fields)
+
+    def _instanceOfPid(self, pid: int) -> Instance | None:
+        """The instance C{pid} belongs to: a leader or known member, else by its environment
+        marker, else through its parents (a sender that already exited has no environment left)."""
+        byPid = {}
+        for instance in self.instances.values():
+            for member in (instance.pid, *instance.members):
+                if member:
+                    byPid[member] = instance
+        if pid in byPid or not isinstance(self.os, ProcessOS):
+            return byPid.get(pid)
+        marker = oscalls.readMarker(pid)
+        prefix = f"{self.token}/"
+        if marker and marker.startswith(prefix):
+            return self.instances.get(marker[len(prefix):])
+        for _ in range(32):
+            st = oscalls.readStat(pid)
+            if st is None or st.ppid <= 1:
+                return None
+            pid = st.ppid
+            if pid in byPid:
+                return byPid[pid]
+        return None
 
     def _refuseStart(self, instance: Instance) -> str | None:
         limit = instance.deploy.max_processes

@@ -461,3 +461,133 @@ class ReloadTests(Harness):
 class DependencyErrorTests(SynchronousTestCase):
     def test_dependency_failed_type(self):
         self.assertTrue(issubclass(DependencyFailed, Exception))
+
+
+class ReadyTests(Harness):
+    """C{Deploy(ready=...)}: STARTING ends when the instance says it is ready, not after startsecs."""
+
+    def test_notify_ready_ends_starting(self):
+        """READY=1 from the leader makes the instance RUNNING and ready at once, long before
+        startsecs; STATUS= is kept.  The instance is told where to send it (NOTIFY_SOCKET)."""
+        svc = self.make(deploy(ready="notify", startsecs=5))
+        d = svc.startInstance("web:0")
+        self.assertIn("NOTIFY_SOCKET", self.fake.latest().env)
+        self.clock.advance(0.2)
+        self.assertEqual(self.state("web:0"), "STARTING")
+        svc._notified(self.pid("web:0"), {"STATUS": "loading"})
+        self.assertEqual(self.state("web:0"), "STARTING")
+        self.assertEqual(svc.instanceInfo("web:0")["status"], "loading")
+        svc._notified(self.pid("web:0"), {"READY": "1", "STATUS": "serving"})
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.successResultOf(d)
+        self.assertEqual(svc.instanceInfo("web:0")["status"], "serving")
+
+    def test_notify_from_a_stranger_is_ignored(self):
+        """A pid that is no instance's cannot make anything ready."""
+        svc = self.make(deploy(ready="notify"))
+        d = svc.startInstance("web:0")
+        svc._notified(424242, {"READY": "1"})
+        self.assertEqual(self.state("web:0"), "STARTING")
+        self.assertNoResult(d)
+
+    def test_never_ready_times_out_into_backoff(self):
+        """No ready signal within the timeout: the attempt is stopped (stopsignal, then SIGKILL if
+        it ignores it) and counted as a failed start, with the reason kept; retries, then FATAL."""
+        from salvusctl.supervisor.deploy import Ready
+
+        svc = self.make(deploy(ready=Ready("notify", timeout=3), stopwaitsecs=1,
+                               backoff=Backoff(initial=1, factor=1, cap=1, retries=1)))
+        d = svc.startInstance("web:0")
+        first = self.pid("web:0")
+        self.fake.stubborn.add(first)
+        self.clock.advance(3)
+        self.assertEqual(self.fake.live[first].signals, [signal.SIGTERM])
+        self.assertEqual(self.state("web:0"), "STARTING")
+        self.clock.advance(1)
+        self.clock.advance(0)
+        self.assertEqual(self.fake.live.get(first), None)
+        self.assertEqual(self.state("web:0"), "BACKOFF")
+        self.assertIn("not ready within 3s", svc.instanceInfo("web:0")["description"])
+        self.clock.advance(1)  # the retry
+        self.assertEqual(self.state("web:0"), "STARTING")
+        self.clock.advance(3)
+        self.clock.advance(0)
+        self.assertEqual(self.state("web:0"), "FATAL")
+        self.assertIn("not ready within 3s", str(self.failureResultOf(d, InstanceFatal).value))
+
+    def test_exit_before_ready_is_a_failed_start(self):
+        """An instance that exits before it is ready failed to start, even with startsecs=0."""
+        svc = self.make(deploy(ready="notify", startsecs=0))
+        svc.startInstance("web:0")
+        self.fake.exit(self.pid("web:0"), 1)
+        self.assertEqual(self.state("web:0"), "BACKOFF")
+
+    def test_log_line_ready(self):
+        """A matching line of this process's output ends STARTING; other lines do not, and a
+        line split across reads still matches once whole."""
+        from salvusctl.supervisor.deploy import Ready
+
+        svc = self.make(deploy(ready=Ready("log", pattern=r"ready to accept connections")))
+        d = svc.startInstance("web:0")
+        pid = self.pid("web:0")
+        self.fake.output(pid, b"starting up\nLOG: database system is ready to ")
+        self.assertEqual(self.state("web:0"), "STARTING")
+        self.fake.output(pid, b"accept connections\n", fd=2)
+        self.assertEqual(self.state("web:0"), "STARTING")  # another stream: its own line buffer
+        self.fake.output(pid, b"accept connections\n")
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.successResultOf(d)
+
+    def test_probe_ready(self):
+        """ready='probe': the probe is tried every interval while STARTING; its first success
+        makes the instance RUNNING and ready together (no second probe needed)."""
+        from salvusctl.supervisor.deploy import Ready
+
+        answers = [False, False, True]
+        calls = []
+
+        def prober(instance):
+            calls.append((self.clock.seconds(), instance.state.name))
+            return answers.pop(0) if answers else True
+
+        svc = self.make(deploy(port=7000, probe=Probe(kind="tcp", interval=5),
+                               ready=Ready("probe", interval=0.5)), prober=prober)
+        d = svc.startInstance("web:0")
+        self.clock.advance(0.5)
+        self.clock.advance(0.5)
+        self.assertEqual(self.state("web:0"), "STARTING")
+        self.clock.advance(0.5)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.assertTrue(svc.instanceInfo("web:0")["ready"])
+        self.successResultOf(d)
+        self.assertEqual(calls, [(0.5, "STARTING"), (1.0, "STARTING"), (1.5, "STARTING")])
+        self.clock.advance(5)  # then the liveness schedule
+        self.assertEqual(calls[-1], (6.5, "RUNNING"))
+
+    def test_dependent_starts_when_dependency_notifies(self):
+        """depends_on waits for the dependency's ready signal, not for a timer."""
+        svc = self.make(deploy("db", ready="notify", startsecs=10),
+                        deploy("web", depends_on=["db"], startsecs=0))
+        svc.startAll()
+        self.assertEqual(self.state("web:0"), "STOPPED")
+        svc._notified(self.pid("db:0"), {"READY": "1"})
+        self.assertEqual(self.state("web:0"), "RUNNING")
+
+    def test_bad_ready_declarations(self):
+        """Each impossible ready declaration is refused with a sentence naming the deploy."""
+        from salvusctl.errors import ConfigError
+        from salvusctl.supervisor.deploy import Ready
+
+        cases = {
+            "bogus": "ready must be None",
+            Ready("bogus"): "ready kind must be one of",
+            "log": "needs a pattern",
+            Ready("log", pattern="(unclosed"): "not a regular expression",
+            "probe": "needs a probe",
+            Ready("notify", timeout=0): "must be > 0",
+        }
+        for ready, message in cases.items():
+            with self.assertRaises(ConfigError) as e:
+                deploy(ready=ready).validate()
+            self.assertIn("deploy 'web'", str(e.exception))
+            self.assertIn(message, str(e.exception))

@@ -372,6 +372,38 @@ class WrapperTests(TestCase):
         self.assertEqual(argv, [helper, "-p", str(os.getpid()), "-d", "15", "-r", "7:64:64", "-c", "/tmp",
                                 "--", "prog", "a"])
 
+    @inlineCallbacks
+    def test_helper_is_built_off_the_reactor(self):
+        """On a machine where the helper is not cached yet, asking for it returns at once (the
+        compiler runs as a child process) and spawns use setpriv until it is there; then the
+        helper is used."""
+        import shutil as _shutil
+        import tempfile
+
+        if _shutil.which("cc") is None and _shutil.which("gcc") is None:
+            self.skipTest("no C compiler on this host: the setpriv path is tested instead")
+        cache = tempfile.mkdtemp(prefix="salvus-cache-test-")
+        self.addCleanup(_shutil.rmtree, cache, True)
+        saved = oscalls._helper, os.environ.get("XDG_CACHE_HOME")
+
+        def restore():
+            oscalls._helper = saved[0]
+            if saved[1] is None:
+                os.environ.pop("XDG_CACHE_HOME", None)
+            else:
+                os.environ["XDG_CACHE_HOME"] = saved[1]
+
+        self.addCleanup(restore)
+        os.environ["XDG_CACHE_HOME"] = cache
+        oscalls._helper = oscalls._UNSET
+        d = oscalls.buildSpawnHelper(reactor)
+        self.assertFalse(d.called)
+        argv = oscalls.wrapperArgv(["prog"], None, None, None, 15, {})
+        self.assertEqual(argv[0], oscalls._SETPRIV)
+        path = yield d
+        self.assertTrue(path.startswith(cache) and os.access(path, os.X_OK), path)
+        self.assertEqual(oscalls.wrapperArgv(["prog"], None, None, None, 15, {})[0], path)
+
     def test_other_user_goes_through_setpriv(self):
         argv = oscalls.wrapperArgv(["prog"], None, 65534, 65534, 15, {})
         self.assertEqual(argv[1:], ["--pdeathsig", "TERM", "--reuid", "65534", "--init-groups",
