@@ -8,7 +8,10 @@
    rounds, the supervisors interleaved.  The headline row is the workload all three share:
    startsecs=0, i.e. RUNNING once spawned, which is what circus means by a started process (it has
    no startsecs).  A second row runs Salvus and supervisord at their default startsecs=1, where both
-   wait out the same second before RUNNING; it is also shown net of that shared wait.
+   wait out the same second before RUNNING; it is also shown net of that shared wait.  A third
+   row ("ready") runs a child that prints "ready" and then sleeps, each supervisor using the best
+   it has to know a process has started: Salvus its readiness signal (RUNNING on that line,
+   Deploy(ready=Ready("log", ...))), supervisord its default startsecs=1, circus the spawn.
 3. CPU used by the supervisor process over 60 s (15 s with --short) with 200 idle instances.
 4. RSS of the supervisor process with 200 instances.
 
@@ -114,10 +117,11 @@ class Salvus(_Supervisor):
     name = "salvus"
 
     def launch(self, program: str, argv: list[str], numprocs: int, tag: str, trigger: bool = False,
-               startsecs: float = 0.0):
+               startsecs: float = 0.0, ready: dict | None = None):
         spec = {"run_dir": os.path.join(self.work, "run"), "trigger": trigger, "deploys": [{
             "name": program, "command": [a.replace("%N", "{index}") for a in argv], "numprocs": numprocs,
-            "startsecs": startsecs, "flapping": None, "stopwaitsecs": 10, "autostart": not trigger}]}
+            "startsecs": startsecs, "flapping": None, "stopwaitsecs": 10, "autostart": not trigger,
+            "ready": ready}]}
         path = os.path.join(self.work, "spec.json")
         with open(path, "w") as f:
             json.dump(spec, f)
@@ -146,7 +150,7 @@ class Salvus(_Supervisor):
 class Supervisord(_Supervisor):
     name = "supervisord"
 
-    def launch(self, program, argv, numprocs, tag, trigger=False, startsecs=0.0):
+    def launch(self, program, argv, numprocs, tag, trigger=False, startsecs=0.0, ready=None):
         self.port = freePort()
         command = " ".join(a.replace("%N", "%(process_num)d") for a in argv)
         conf = f"""
@@ -208,7 +212,7 @@ class Circus(_Supervisor):
 
     hasStartsecs = False
 
-    def launch(self, program, argv, numprocs, tag, trigger=False, startsecs=0.0):
+    def launch(self, program, argv, numprocs, tag, trigger=False, startsecs=0.0, ready=None):
         if startsecs:
             raise ValueError("circus has no startsecs")
         self.endpoint = f"tcp://127.0.0.1:{freePort()}"
@@ -254,9 +258,29 @@ autostart = {not trigger}
 # -- workloads -------------------------------------------------------------------------------------
 
 
-def idleWorkload(sup, idleSeconds: float, tag: str, startsecs: float = 0.0) -> dict:
+# The "ready" row's child: says it is up, then idles like the others.
+READY_SCRIPT = 'echo ready\nexec /bin/sleep "$1"\n'
+READY_SIGNAL = {"kind": "log", "pattern": "^ready$"}
+
+
+def readyArgs(sup, work: str, tag: str) -> dict:
+    """The ready row's workload for C{sup}: its child, and how the supervisor knows it started."""
+    script = os.path.join(work, "ready.sh")
+    with open(script, "w") as f:
+        f.write(READY_SCRIPT)
+    kw: dict = {"argv": ["/bin/sh", script, tag]}
+    if isinstance(sup, Salvus):
+        kw["ready"] = READY_SIGNAL
+    elif sup.hasStartsecs:
+        kw["startsecs"] = 1.0  # supervisord's default, its only way to say "started"
+    return kw
+
+
+def idleWorkload(sup, idleSeconds: float, tag: str, startsecs: float = 0.0, argv: list[str] | None = None,
+                 ready: dict | None = None) -> dict:
     """Start 200 sleepers; time to all RUNNING, then (if idleSeconds) idle CPU and RSS."""
-    proc, t0 = sup.launch("idle", ["/bin/sleep", tag], N_IDLE, tag, trigger=True, startsecs=startsecs)
+    proc, t0 = sup.launch("idle", argv or ["/bin/sleep", tag], N_IDLE, tag, trigger=True, startsecs=startsecs,
+                          ready=ready)
     try:
         t1 = sup.waitAll(proc, N_IDLE, 120)
         start200 = t1 - t0
@@ -327,6 +351,8 @@ def main(argv=None) -> int:
                         help="where supervisor and circus are installed (created if missing)")
     parser.add_argument("--only", help="comma-separated subset of salvus,supervisord,circus")
     parser.add_argument("--rounds", type=int, default=3, help="start-200 rounds (median kept)")
+    parser.add_argument("--no-ready", action="store_true",
+                        help="skip the start-200 row where Salvus uses its readiness signal")
     parser.add_argument("--startsecs", default=",".join(f"{v:g}" for v in STARTSECS_ROWS),
                         help="comma-separated startsecs values for start-200 (default 0,1); the first "
                              "is the headline row, run by all three, the others by Salvus and "
@@ -373,7 +399,22 @@ def main(argv=None) -> int:
                     out = idleWorkload(sup, idle, tag + "2", startsecs)
                     runs.setdefault((name, startsecs), []).append(out.pop("start200_s"))
                     results[name].update(out)
+            if args.no_ready:
+                continue
+            for i, (name, (sup, work)) in enumerate(sups.items()):
+                tag = str(360000 + os.getpid() % 1000 * 10 + i)
+                idleDir = os.path.join(work, f"ready{r}")
+                os.makedirs(idleDir, exist_ok=True)
+                sup.work = idleDir
+                print(f"{name}: start {N_IDLE} that print 'ready' (round {r + 1}/{args.rounds}) ...",
+                      flush=True)
+                out = idleWorkload(sup, 0, tag + "3", **readyArgs(sup, idleDir, tag + "3"))
+                runs.setdefault((name, "ready"), []).append(out["start200_s"])
         for (name, startsecs), values in runs.items():
+            if startsecs == "ready":
+                results[name]["start200_ready_s"] = statistics.median(values)
+                results[name]["start200_ready_runs"] = values
+                continue
             key = startKey(startsecs, rows)
             results[name][key] = statistics.median(values)
             results[name][key[:-2] + "_runs"] = values
@@ -403,6 +444,7 @@ def tableRows(rows: list[float]) -> list[tuple[str, str, str]]:
         out.append((key, f"start {N_IDLE}, startsecs={startsecs:g} (s)", f"start200_{tail}_ratio"))
         out.append((key[:-2] + "_net_s", f"  same, less the {startsecs:g} s wait (s)",
                     f"start200_{tail}_net_ratio"))
+    out.append(("start200_ready_s", f"start {N_IDLE}, each at its best signal (s)", "start200_ready_ratio"))
     out += [("idle_cpu_pct", "idle CPU, 200 instances (%)", "idle_cpu_ratio"),
             ("rss_mb", "RSS, 200 instances (MB)", "rss_ratio")]
     return out
@@ -438,6 +480,8 @@ def report(results: dict, jsonPath: str | None, idleSeconds: float, rows: list[f
               f"startsecs>0 Salvus and supervisord both wait that long before RUNNING, so the ratio "
               f"cannot fall below startsecs over supervisord's figure (the 'less the wait' row shows "
               f"what each adds to it)")
+    print("'each at its best signal': a child that prints 'ready'; Salvus is told by that line "
+          "(Deploy(ready=...)), supervisord waits its default startsecs=1, circus counts the spawn")
     if jsonPath:
         with open(jsonPath, "w") as f:
             json.dump(out, f, indent=2, sort_keys=True)

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from twisted.internet import reactor  # noqa: E402
 
-from salvusctl.supervisor.deploy import Deploy, Flapping  # noqa: E402
+from salvusctl.supervisor.deploy import Deploy, Flapping, Ready  # noqa: E402
 from salvusctl.supervisor.service import SupervisorService  # noqa: E402
 from salvusctl.supervisor.states import ProcessState  # noqa: E402
 
@@ -28,6 +28,8 @@ def main() -> None:
     for d in spec["deploys"]:
         if "flapping" in d:
             d["flapping"] = Flapping(**d["flapping"]) if d["flapping"] else None
+        if isinstance(d.get("ready"), dict):
+            d["ready"] = Ready(**d["ready"])
         deploys.append(Deploy(**d))
     svc = SupervisorService(reactor, deploys, runDir=spec["run_dir"])
     total = sum(d.numprocs for d in deploys)
