@@ -62,7 +62,7 @@ def defaultHost(
     from salvusctl.backup.declaration import Backup
     from salvusctl.balancer.declare import Balanced, Group, HealthCheck
     from salvusctl.monitor.build import Monitor
-    from salvusctl.supervisor.deploy import Deploy, Probe
+    from salvusctl.supervisor.deploy import Deploy, Probe, Ready
 
     web_port = _port(web_port, "SALVUS_WEB_PORT", DEFAULT_WEB_PORT)
     admin_port = _port(admin_port, "SALVUS_ADMIN_PORT", DEFAULT_ADMIN_PORT)
@@ -75,8 +75,8 @@ def defaultHost(
         env=_workerEnv(),
         numprocs=2,
         port="auto",  # a free port per instance, kept across its restarts
-        startsecs=0.5,
         probe=Probe(kind="tcp", interval=2.0, timeout=1.0),
+        ready=Ready("probe", interval=0.1),  # RUNNING once it listens, not after a guessed delay
     ))
     host.add(Balanced(
         "web",

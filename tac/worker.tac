@@ -13,7 +13,7 @@ from salvusctl.alerts.build import AlertRule
 from salvusctl.cluster import Cluster
 from salvusctl.host import Host
 from salvusctl.monitor.build import Monitor
-from salvusctl.supervisor.deploy import Deploy, Probe
+from salvusctl.supervisor.deploy import Deploy, Probe, Ready
 
 var = os.environ.get("SALVUS_VAR", "var")
 address = os.environ.get("SALVUS_ADDRESS", "127.0.0.1")
@@ -27,6 +27,7 @@ host.add(Deploy(
     port=int(os.environ.get("SALVUS_WORKER_PORT", "8001")),  # worker:0 on 8001, worker:1 on 8002
     env={"SALVUS_WORKER_BIND": address},  # reachable by the front-ends, not only on loopback
     probe=Probe(kind="tcp", interval=2, timeout=1, host=address),
+    ready=Ready("probe", interval=0.1),  # RUNNING (and published) once it listens
 ))
 host.add(Monitor(interval=5))
 host.add(AlertRule("fatal", deploy="worker", severity="critical"))
