@@ -322,7 +322,12 @@ class Instance:
     def description(self, now: float) -> str:
         if self.state in (S.RUNNING, S.STARTING, S.STOPPING) and self.pid:
             up = int(now - self.startTime)
-            return f"pid {self.pid}, uptime {up // 3600}:{up // 60 % 60:02d}:{up % 60:02d}"
+            text = f"pid {self.pid}, uptime {up // 3600}:{up // 60 % 60:02d}:{up % 60:02d}"
+            if self.state == S.STARTING and self.deploy.ready is not None:
+                text += f", waiting for ready ({self.deploy.ready.kind})"
+            if self.status:
+                text += f", status: {self.status}"
+            return text
         if self.state == S.FATAL:
             return self.fatalReason or self.spawnerr
         if self.state == S.BACKOFF:
