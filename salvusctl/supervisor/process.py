@@ -422,7 +422,7 @@ class Instance:
         if ready is not None:
             self._timer = self.reactor.callLater(ready.timeout, self._notReady)
             if ready.kind == "probe":
-                self._probeTimer = self.reactor.callLater(ready.interval, self._startProbe)
+                self._probeTimer = self.reactor.callLater(ready.interval, self._runProbe, S.STARTING)
         elif self.deploy.startsecs <= 0:
             self._running()
         else:
@@ -474,19 +474,6 @@ class Instance:
         if fields.get("READY") == "1":
             self._readySignal(None, "notify")
 
-    def _startProbe(self) -> None:
-        self._probeTimer = None
-        if self.state != S.STARTING:
-            return
-        if self._probing:  # the previous process's probe has yet to answer
-            self._probeTimer = self.reactor.callLater(self.deploy.ready.interval, self._startProbe)
-            return
-        self._probing = True
-        pid = self.pid
-        d = maybeDeferred(self.owner._probe, self)
-        d.addErrback(lambda f: False)
-        d.addCallback(self._startProbed, pid)
-
     def _startProbed(self, ok: bool, pid: int | None) -> None:
         self._probing = False
         if self.state != S.STARTING or self.pid != pid:
@@ -494,7 +481,7 @@ class Instance:
         if ok:
             self._readySignal(None, "probe")
         else:
-            self._probeTimer = self.reactor.callLater(self.deploy.ready.interval, self._startProbe)
+            self._probeTimer = self.reactor.callLater(self.deploy.ready.interval, self._runProbe, S.STARTING)
 
     def _notReady(self) -> None:
         """The start timeout passed without a ready signal: stop the attempt; its exit fails it."""
@@ -669,18 +656,21 @@ class Instance:
             self._probeTimer.cancel()
         self._probeTimer = None
 
-    def _runProbe(self) -> None:
+    def _runProbe(self, during: ProcessState = S.RUNNING) -> None:
+        """One probe: while STARTING for C{ready='probe'} (L{_startProbed}), else for liveness."""
         self._probeTimer = None
-        if self.state != S.RUNNING:
+        if self.state != during:
             return
+        starting = during == S.STARTING
         if self._probing:  # the previous process's probe has yet to answer
-            self._scheduleProbe(self.deploy.probe.interval)
+            retry = self.deploy.ready.interval if starting else self.deploy.probe.interval
+            self._probeTimer = self.reactor.callLater(retry, self._runProbe, during)
             return
         self._probing = True
         pid = self.pid
         d = maybeDeferred(self.owner._probe, self)
         d.addErrback(lambda f: False)
-        d.addCallback(self._probed, pid)
+        d.addCallback(self._startProbed if starting else self._probed, pid)
 
     def _probed(self, ok: bool, pid: int | None) -> None:
         self._probing = False
