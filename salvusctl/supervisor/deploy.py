@@ -106,11 +106,15 @@ class Flapping:
 
 @dataclass(frozen=True)
 class Probe:
-    """A liveness probe: C{'tcp'} connects to the instance's port, C{'command'} runs argv (exit 0 ok).
+    """A liveness probe: C{'tcp'} connects to the instance's port, C{'command'} runs argv (exit 0 ok),
+    C{'watchdog'} expects the instance to send C{WATCHDOG=1} (systemd's watchdog protocol) at least
+    every C{timeout} seconds.
 
     Checked every C{interval} seconds once RUNNING; C{failures} consecutive failures restart the
     instance.  Until the first success the instance is RUNNING but not I{ready}: dependents and the
-    balancer wait for ready.
+    balancer wait for ready.  For C{'watchdog'}, the instance finds C{NOTIFY_SOCKET} and
+    C{WATCHDOG_USEC} in its environment (C{sd_watchdog_enabled(3)}); C{WATCHDOG=trigger} asks for an
+    immediate restart.
     """
 
     kind: str = "tcp"
@@ -121,8 +125,8 @@ class Probe:
     host: str = "127.0.0.1"
 
     def validate(self) -> None:
-        if self.kind not in ("tcp", "command"):
-            raise ConfigError(f"probe kind must be 'tcp' or 'command', not {self.kind!r}")
+        if self.kind not in ("tcp", "command", "watchdog"):
+            raise ConfigError(f"probe kind must be 'tcp', 'command' or 'watchdog', not {self.kind!r}")
         if self.kind == "command" and not self.command:
             raise ConfigError("a command probe needs a command")
         if self.interval <= 0 or self.timeout <= 0 or self.failures < 1:

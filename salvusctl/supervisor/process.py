@@ -205,6 +205,7 @@ class Instance:
         self.fatalReason = ""
         self.restartReason = ""
         self.status = ""
+        self.lastWatchdog = 0.0
         self.ready = False
         self.backoffCount = 0
         self.restarts: deque[float] = deque()
@@ -273,9 +274,12 @@ class Instance:
         if self.port is not None:
             env.setdefault("PORT", str(self.port))
         env.setdefault("SALVUS_RUN_DIR", self.runDir)
-        ready = self.deploy.ready
-        if ready is not None and ready.kind == "notify":
+        ready, probe = self.deploy.ready, self.deploy.probe
+        watchdog = probe is not None and probe.kind == "watchdog"
+        if watchdog or (ready is not None and ready.kind == "notify"):
             env["NOTIFY_SOCKET"] = self.owner._notifySocket()
+        if watchdog:
+            env["WATCHDOG_USEC"] = str(int(probe.timeout * 1_000_000))
         return argv, env
 
     # -- state -------------------------------------------------------------------------------
@@ -396,6 +400,7 @@ class Instance:
         self.exitstatus = None
         self.spawnerr = ""
         self.status = ""
+        self.lastWatchdog = float("-inf")  # no WATCHDOG=1 from this process yet
         self.pid = None
         self.members = {}
         self.startTime = self.reactor.seconds()
@@ -444,6 +449,7 @@ class Instance:
         if self.state != S.STARTING:
             return
         self.backoffCount = 0
+        self.lastWatchdog = self.reactor.seconds()  # the watchdog's first period starts now
         self._change(S.RUNNING)
         if self.deploy.probe is None:
             self._setReady(True)
@@ -473,6 +479,12 @@ class Instance:
             self.status = fields["STATUS"]
         if fields.get("READY") == "1":
             self._readySignal(None, "notify")
+        watchdog = fields.get("WATCHDOG")
+        if watchdog == "1":
+            self.lastWatchdog = self.reactor.seconds()
+        elif watchdog == "trigger" and self.state == S.RUNNING and self._stopping is None:
+            self._probeFailures = self.deploy.probe.failures if self.deploy.probe else 1
+            self._lostContact("the instance asked for a restart (WATCHDOG=trigger)")
 
     def _startProbed(self, ok: bool, pid: int | None) -> None:
         self._probing = False
@@ -689,14 +701,14 @@ class Instance:
                 return
         self._scheduleProbe(probe.interval)
 
-    def _lostContact(self) -> None:
+    def _lostContact(self, why: str = "") -> None:
         """The probe stopped answering: stop this process and start a new one."""
         if self._flapping():
             self.fatalReason = "liveness probe failed; " + self.fatalReason
             d = self.stop(hooks=False, restarting=True)
             d.addCallback(lambda _: self._fatalAfterStop(self.fatalReason))
             return
-        why = f"liveness probe failed {self._probeFailures} times"
+        why = why or f"liveness probe failed {self._probeFailures} times"
         log.warn("{name}: {why}, restarting", name=self.name, why=why)
         self.restartReason = why
         d = self.stop(hooks=False, restarting=True)

@@ -402,6 +402,8 @@ class SupervisorService(Service):
         if self.prober is not None:
             return maybeDeferred(self.prober, instance)
         probe = instance.deploy.probe
+        if probe.kind == "watchdog":
+            return succeed(self.reactor.seconds() - instance.lastWatchdog <= probe.timeout)
         if probe.kind == "tcp":
             endpoint = TCP4ClientEndpoint(self.reactor, probe.host, instance.port, timeout=probe.timeout)
             factory = Factory.forProtocol(Protocol)

@@ -593,3 +593,59 @@ class ReadyTests(Harness):
                 deploy(ready=ready).validate()
             self.assertIn("deploy 'web'", str(e.exception))
             self.assertIn(message, str(e.exception))
+
+
+class WatchdogTests(Harness):
+    """Probe(kind='watchdog'): systemd's watchdog protocol as a liveness probe."""
+
+    def make_watchdog(self, **kw):
+        svc = self.make(deploy(startsecs=0, probe=Probe(kind="watchdog", interval=1, timeout=5, failures=1),
+                               **kw))
+        svc.startInstance("web:0")
+        return svc
+
+    def test_environment_tells_the_instance(self):
+        """The instance learns the socket and the period from its environment, as under systemd."""
+        self.make_watchdog()
+        env = self.fake.latest().env
+        self.assertEqual(env["WATCHDOG_USEC"], "5000000")
+        self.assertTrue(env["NOTIFY_SOCKET"].startswith("@salvus-notify-"))
+
+    def test_pings_keep_it_alive_silence_restarts_it(self):
+        """WATCHDOG=1 at least every timeout keeps the instance; once it falls silent for longer
+        it is restarted, with the reason kept."""
+        svc = self.make_watchdog()
+        first = self.pid("web:0")
+        for _ in range(10):
+            self.clock.advance(3)
+            svc._notified(first, {"WATCHDOG": "1"})
+        self.assertEqual(self.pid("web:0"), first)
+        self.assertTrue(svc.instanceInfo("web:0")["ready"])
+        for _ in range(7):
+            self.clock.advance(1)
+        self.clock.advance(0)
+        self.clock.advance(0.1)
+        self.assertNotEqual(self.pid("web:0"), first)
+        self.assertIn("liveness probe failed", svc.instanceInfo("web:0")["restart_reason"])
+
+    def test_trigger_restarts_at_once(self):
+        """WATCHDOG=trigger is the instance asking to be restarted: it is, at once."""
+        svc = self.make_watchdog()
+        first = self.pid("web:0")
+        svc._notified(first, {"WATCHDOG": "trigger"})
+        self.clock.advance(0)
+        self.clock.advance(0.1)
+        self.assertNotEqual(self.pid("web:0"), first)
+        self.assertIn("WATCHDOG=trigger", svc.instanceInfo("web:0")["restart_reason"])
+
+    def test_ready_on_first_ping(self):
+        """ready='probe' with a watchdog: the first WATCHDOG=1 is the instance's ready signal."""
+        from salvusctl.supervisor.deploy import Ready
+
+        svc = self.make(deploy(probe=Probe(kind="watchdog", timeout=5), ready=Ready("probe", interval=0.5)))
+        svc.startInstance("web:0")
+        self.clock.advance(2)
+        self.assertEqual(self.state("web:0"), "STARTING")
+        svc._notified(self.pid("web:0"), {"WATCHDOG": "1"})
+        self.clock.advance(0.5)
+        self.assertEqual(self.state("web:0"), "RUNNING")

@@ -45,6 +45,19 @@ time.sleep(int(sys.argv[2]))
 """
 
 
+# A daemon using systemd's watchdog: pings at a quarter of WATCHDOG_USEC, then hangs (still alive).
+WATCHDOG_CHILD = """
+import os, socket, sys, time
+addr = "\\0" + os.environ["NOTIFY_SOCKET"][1:]
+period = int(os.environ["WATCHDOG_USEC"]) / 1e6
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[1])):
+    s.sendto(b"WATCHDOG=1", addr)
+    time.sleep(period / 4)
+time.sleep(int(sys.argv[2]))
+"""
+
+
 def tagged() -> str:
     return f"58{os.getpid() % 1000:03d}"
 
@@ -145,6 +158,24 @@ class NotifyTests(RealTestCase):
         socket.create_connection(("127.0.0.1", cluster.port), timeout=5).close()
         yield svc.stopService()
         self.assertFalse(os.path.exists(os.path.join(cluster.data, "postmaster.pid")))
+
+
+class WatchdogRealTests(RealTestCase):
+    @inlineCallbacks
+    def test_hung_daemon_is_restarted(self):
+        """A process that stops pinging its watchdog while staying alive (a hang) is restarted;
+        the hung process is gone, and a fresh one runs."""
+        tag = tagged()
+        svc = self.service(Deploy("app", command=[sys.executable, "-c", WATCHDOG_CHILD, "8", tag],
+                                  startsecs=0,
+                                  probe=Probe(kind="watchdog", interval=0.1, timeout=0.5, failures=1)))
+        svc.startService()
+        yield svc.ready
+        first = svc.instanceInfo("app:0")["pid"]
+        yield waitFor(lambda: svc.instanceInfo("app:0")["pid"] not in (0, first), timeout=20)
+        self.assertIn("liveness probe failed", svc.instanceInfo("app:0")["restart_reason"])
+        self.assertTrue(gone(first))
+        yield svc.stopService()
 
 
 class LogAndProbeTests(RealTestCase):
