@@ -177,6 +177,35 @@ class WatchdogRealTests(RealTestCase):
         self.assertTrue(gone(first))
         yield svc.stopService()
 
+    @inlineCallbacks
+    def test_dependent_starts_when_postgresql_accepts(self):
+        """depends_on a notify-ready PostgreSQL: the dependent is spawned only once the server
+        accepts connections, so its very first attempt to connect succeeds (no crash loop while
+        the database starts, which is what startsecs-based ordering gives)."""
+        if CLUSTER_SKIP:
+            raise SkipTest(CLUSTER_SKIP)
+        cluster = PrivateCluster(reactor)
+        self.addCleanup(shutil.rmtree, cluster.dir, True)
+        yield cluster._check("initdb", "-D", cluster.data, "-A", "trust", "-U", "postgres", "--no-sync")
+        user = "postgres" if os.geteuid() == 0 else None
+        client = ("import socket, sys, time\n"
+                  "socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()\n"
+                  "print('connected', flush=True)\n"
+                  "time.sleep(int(sys.argv[2]))\n")
+        tag = tagged()
+        svc = self.service(
+            Deploy("db", command=[os.path.join(cluster.bin, "postgres"), "-D", cluster.data, "-p", "{port}",
+                                  "-k", cluster.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                   port=cluster.port, user=user, ready="notify", stopsignal="INT", stopwaitsecs=20),
+            Deploy("app", command=[sys.executable, "-c", client, str(cluster.port), tag], depends_on=["db"],
+                   startsecs=0, backoff=Backoff(initial=0.1, retries=0)))
+        svc.startService()
+        yield svc.ready
+        yield waitFor(lambda: svc.tailLog("app:0") == ["connected"])
+        info = svc.instanceInfo("app:0")
+        self.assertEqual((info["state"], info["restarts"]), ("RUNNING", 0))
+        yield svc.stopService()
+
 
 class LogAndProbeTests(RealTestCase):
     @inlineCallbacks
