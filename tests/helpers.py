@@ -23,13 +23,31 @@ def childEnv(**extra: str) -> dict[str, str]:
 
 def freePort() -> int:
     """A port on 127.0.0.1 that was free a moment ago (bound, then closed): for a child or a
-    server that must be told its port before it starts, or for an address nothing listens on."""
+    server that must be told its port before it starts (for an address that must stay dead, use
+    L{deadPort})."""
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+# Sockets that keep dead ports reserved for the whole test run.
+_reserved: list[socket.socket] = []
+
+
+def deadPort() -> int:
+    """A port on 127.0.0.1 where a connect is refused, for as long as the tests run.
+
+    Bound and never listened on, and kept so: a port that was only free a moment ago may be taken
+    by another test's server, or picked as the source port of a connect to itself (TCP's
+    simultaneous open then "connects" to nothing), and the dead backend answers.
+    """
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _reserved.append(s)
+    return s.getsockname()[1]
 
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]

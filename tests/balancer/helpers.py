@@ -7,7 +7,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
-from tests.helpers import freePort
+from tests.helpers import deadPort
 
 __all__ = ["NamedBackend", "startBackend", "fetch", "HoldingClient", "openHolding", "deadPort",
            "balanced", "tempdir"]
@@ -148,11 +148,6 @@ def openHolding(testcase, port: int) -> Deferred:
 
     testcase.addCleanup(cleanup)
     return client.ready
-
-
-def deadPort() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
-    return freePort()
 
 
 def balanced(servers, name="svc", scheduler="roundrobin", health=None, **kwargs) -> Balanced:
