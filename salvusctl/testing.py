@@ -19,7 +19,7 @@ from zope.interface import implementer
 from salvusctl.admin.extensions import IAlertSource, ILogClearing, IReconcilable
 from salvusctl.alerts.engine import Alert
 from salvusctl.interfaces import IBalancerControl, IMonitor, ISupervisor
-from salvusctl.monitor.queries import SAMPLE_COLUMNS
+from salvusctl.monitor.queries import SAMPLE_KEYS
 
 __all__ = ["FakeSupervisor", "SupervisorVerbsMixin", "FakeBalancer", "FakeMonitor", "FakeAlerts", "STATES"]
 
@@ -591,9 +591,9 @@ class FakeBalancer:
 class FakeMonitor:
     """Samples kept in memory: C{record()} them, then query like the real monitor.
 
-    C{latest()} entries have the keys of the real L{salvusctl.monitor.service.MonitorService.latest}
-    (C{cpu_percent}, C{rss} …) and C{history()} rows those of the store's status table
-    (C{percent_cpu}, C{resident_size} …), as the real monitor answers them; a test compares them.
+    C{latest()} entries and C{history()} rows have the keys the real
+    L{salvusctl.monitor.service.MonitorService} answers with (C{cpu_percent}, C{rss} …); a test
+    compares them.
     """
 
     def __init__(self, supervisor: Any = None):
@@ -601,11 +601,11 @@ class FakeMonitor:
         self.samples: dict[str, list[dict[str, Any]]] = {}
         self._latest: dict[str, dict[str, Any]] = {}
 
-    def record(self, name: str, timestamp: float, percent_cpu: float, resident_size: int, **more) -> None:
-        """One sample of instance C{name} (C{more}: other status columns, e.g. C{percent_mem})."""
-        row = {column: None for column in SAMPLE_COLUMNS}
-        row.update(service_id=1, timestamp=timestamp, percent_cpu=percent_cpu, resident_size=resident_size,
-                   state="running", nprocs=1)
+    def record(self, name: str, timestamp: float, cpu_percent: float, rss: int, **more) -> None:
+        """One sample of instance C{name} (C{more}: other sample keys, e.g. C{mem_percent})."""
+        row = {key: None for key in SAMPLE_KEYS}
+        row.update(service_id=1, timestamp=timestamp, cpu_percent=cpu_percent, rss=rss,
+                   status="running", nprocs=1)
         row.update({k: v for k, v in more.items() if k in row})
         self.samples.setdefault(name, []).append(row)
         info = {}
@@ -622,10 +622,10 @@ class FakeMonitor:
             pid=info.get("pid", 0),
             port=info.get("port"),
             timestamp=timestamp,
-            cpu_percent=percent_cpu,
-            mem_percent=row["percent_mem"] or 0.0,
-            rss=resident_size,
-            vms=row["virtual_size"] or resident_size,
+            cpu_percent=cpu_percent,
+            mem_percent=row["mem_percent"] or 0.0,
+            rss=rss,
+            vms=row["vms"] or rss,
             cputime=row["cputime"] or 0.0,
             walltime=row["walltime"] or 0.0,
             threads=row["threads"] or 1,

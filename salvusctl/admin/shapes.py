@@ -16,8 +16,10 @@ The shapes, as the services produce them:
   "pid", "port", "starts", and once sampled "timestamp", "cpu_percent", "mem_percent", "rss",
   "vms", "cputime", "walltime", "threads", "fds", "status", "nprocs", "processes",
   "sampled_at"}}}.
-* L{salvusctl.monitor.service.MonitorService.history}: status rows C{{"timestamp",
-  "percent_cpu", "resident_size", "percent_mem", "virtual_size", …}} (the store's column names).
+* L{salvusctl.monitor.service.MonitorService.history}: stored samples with the same keys as
+  C{latest()}'s (C{{"service_id", "timestamp", "load", "cpu_percent", "mem_percent", "cputime",
+  "walltime", "vms", "rss", "threads", "fds", "status", "nprocs"}}); the monitor renames the
+  store's columns (C{percent_cpu}, C{resident_size} …) on the way out.
 * L{salvusctl.alerts.engine.AlertsService.alerts}: L{salvusctl.alerts.engine.Alert.asDict}:
   C{{"rule", "kind", "subject", "severity", "message", "host", "fired_at", "cleared",
   "cleared_at", "title"}}.
@@ -85,14 +87,14 @@ def hostTakesTraffic(host: Mapping[str, Any]) -> bool:
 
 
 def sampleCpu(sample: Mapping[str, Any]) -> float | None:
-    """CPU % of a latest sample (C{cpu_percent}) or of a stored one (C{percent_cpu})."""
-    value = sample.get("cpu_percent", sample.get("percent_cpu"))
+    """CPU % of a sample, latest or stored (C{cpu_percent})."""
+    value = sample.get("cpu_percent")
     return None if value is None else float(value)
 
 
 def sampleRss(sample: Mapping[str, Any]) -> int | None:
-    """Resident bytes of a latest sample (C{rss}) or of a stored one (C{resident_size})."""
-    value = sample.get("rss", sample.get("resident_size"))
+    """Resident bytes of a sample, latest or stored (C{rss})."""
+    value = sample.get("rss")
     return None if value is None else int(value)
 
 

@@ -14,10 +14,23 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 
 from salvusctl.store.domain import STATUS_COLUMNS
 
-__all__ = ["runningWithStatus", "history", "lifetime", "hostHistory", "SAMPLE_COLUMNS"]
+__all__ = ["runningWithStatus", "history", "lifetime", "hostHistory", "SAMPLE_COLUMNS", "SAMPLE_KEYS",
+           "KEY_OF_COLUMN"]
 
 # The foundation's status columns, then the ones the monitor's own migration adds.
 SAMPLE_COLUMNS = STATUS_COLUMNS + ("threads", "fds", "state", "nprocs")
+
+# The monitor answers in one vocabulary, the keys of its samples (what C{latest()} gives:
+# C{cpu_percent}, C{rss} …), whether a sample comes from memory or from the store.  The tables
+# keep their column names; rows are renamed here, on their way out of the store.
+KEY_OF_COLUMN = {
+    "percent_cpu": "cpu_percent",
+    "percent_mem": "mem_percent",
+    "resident_size": "rss",
+    "virtual_size": "vms",
+    "state": "status",  # the process's own status ("sleeping"), as in a latest sample
+}
+SAMPLE_KEYS = tuple(KEY_OF_COLUMN.get(c, c) for c in SAMPLE_COLUMNS)
 _SERVICE_COLUMNS = ("id", "type", "site", "address", "port", "pid", "host", "started_at",
                     "stopped_at", "running")
 _FOREVER = 1e18
@@ -28,7 +41,8 @@ def _st(prefix: str) -> str:
 
 
 def runningWithStatus(store) -> Deferred:
-    """Every running service with its newest status row (None fields before its first sample)."""
+    """Every running service (its C{services} row) with its newest stored sample under C{sample}
+    (None before its first sample)."""
     svc = ", ".join(f"sv.{c}" for c in _SERVICE_COLUMNS[:-1])
     if store.dialect == "postgresql":
         sql = (
@@ -53,9 +67,7 @@ def runningWithStatus(store) -> Deferred:
                 continue
             seen.add(row[0])
             item: dict[str, Any] = dict(zip(_SERVICE_COLUMNS[:-1], row[:n], strict=True))
-            item["status"] = (
-                None if row[n] is None else dict(zip(SAMPLE_COLUMNS, row[n:], strict=True))
-            )
+            item["sample"] = None if row[n] is None else dict(zip(SAMPLE_KEYS, row[n:], strict=True))
             out.append(item)
         return out
 
@@ -63,7 +75,7 @@ def runningWithStatus(store) -> Deferred:
 
 
 def _samples(rows) -> list[dict[str, Any]]:
-    return [dict(zip(SAMPLE_COLUMNS, row, strict=True)) for row in rows]
+    return [dict(zip(SAMPLE_KEYS, row, strict=True)) for row in rows]
 
 
 def history(store, host: str, name: str, since: float, until: float | None = None) -> Deferred:
@@ -126,6 +138,7 @@ def lifetime(store, host: str, name: str, since: float | None = None, until: flo
 
 _HOST_COLUMNS = ("host", "timestamp", "load1", "load5", "load15", "percent_cpu", "mem_total",
                  "mem_free", "mem_available", "swap_total", "swap_used")
+_HOST_KEYS = tuple(KEY_OF_COLUMN.get(c, c) for c in _HOST_COLUMNS)  # as latestHost() names them
 
 
 def hostHistory(store, host: str, since: float, until: float | None = None) -> Deferred:
@@ -135,4 +148,4 @@ def hostHistory(store, host: str, since: float, until: float | None = None) -> D
         " ORDER BY timestamp".format(", ".join(_HOST_COLUMNS)),
         (host, since, _FOREVER if until is None else until),
     )
-    return d.addCallback(lambda rows: [dict(zip(_HOST_COLUMNS, r, strict=True)) for r in rows])
+    return d.addCallback(lambda rows: [dict(zip(_HOST_KEYS, r, strict=True)) for r in rows])

@@ -736,7 +736,7 @@ class MonitorService(Service):
         return queries.lifetime(self._store, self.host_name, name, since, until)
 
     def runningInstances(self) -> Deferred:
-        """Running instances with their last stored status, from the store (every host)."""
+        """Running instances with their last stored sample (C{sample}), from the store (every host)."""
         return queries.runningWithStatus(self._store)
 
     def searchLogs(self, **criteria) -> Deferred:

@@ -35,11 +35,13 @@ class ShapeTests(SynchronousTestCase):
                                 ("www", "web", "127.0.0.1:2", 0, 0, True)])
 
     def test_samples(self):
-        """Latest samples (cpu_percent, rss) and stored rows (percent_cpu, resident_size) read alike."""
+        """Latest samples and stored ones (the monitor's history rows) share their keys."""
+        from salvusctl.monitor.queries import SAMPLE_KEYS
+
         self.assertEqual((shapes.sampleCpu({"cpu_percent": 3}), shapes.sampleRss({"rss": 7})), (3.0, 7))
-        self.assertEqual(
-            (shapes.sampleCpu({"percent_cpu": 4}), shapes.sampleRss({"resident_size": 8})), (4.0, 8)
-        )
+        stored = dict.fromkeys(SAMPLE_KEYS)
+        stored.update(cpu_percent=4, rss=8)
+        self.assertEqual((shapes.sampleCpu(stored), shapes.sampleRss(stored)), (4.0, 8))
         self.assertEqual((shapes.sampleCpu({}), shapes.sampleRss({}), shapes.sampleTime({})),
                          (None, None, None))
 

@@ -182,7 +182,7 @@ class MonitorTests(RealHostTestCase):
                 break
             yield deferLater(reactor, 0.1, lambda: None)
         self.assertTrue(rows, "no stored samples")
-        self.assertGreater(rows[-1]["resident_size"], 1_000_000)
+        self.assertGreater(rows[-1]["rss"], 1_000_000)
         least = yield self.host.rpc("salvus.monitorLeastLoaded", "web")
         self.assertEqual(least, "web:0")
         info = yield self.host.rpc("salvus.storeInfo")
@@ -460,7 +460,7 @@ class PostgresHostTests(TestCase):
             if rows:
                 break
             yield deferLater(reactor, 0.1, lambda: None)
-        self.assertGreater(rows[-1]["resident_size"], 1_000_000)
+        self.assertGreater(rows[-1]["rss"], 1_000_000)
         yield waitFor(lambda: db.query("SELECT COUNT(*) FROM alerts WHERE rule = 'rss-over-1mb'")[0][0] >= 1)
         out, err, code = yield host.salvusctl("monitor", "history", "web:0", "--since", "600")
         self.assertEqual(code, 0, err)

@@ -50,8 +50,8 @@ class PostgresMonitorTests(TestCase):
         self.assertEqual((status, processes), (8, 16))  # start tick + 3, two instances
         running = yield self.monitor.runningInstances()
         self.assertEqual([r["site"] for r in running], ["web:0", "web:1"])
-        self.assertEqual(running[0]["status"]["nprocs"], 3)
-        self.assertEqual(running[0]["status"]["percent_cpu"], 12.0)
+        self.assertEqual(running[0]["sample"]["nprocs"], 3)
+        self.assertEqual(running[0]["sample"]["cpu_percent"], 12.0)
         samples = yield self.monitor.history("web:0", 0.0)
         self.assertEqual(len(samples), 4)
         self.assertEqual(samples, sorted(samples, key=lambda s: s["timestamp"]))

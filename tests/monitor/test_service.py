@@ -293,8 +293,8 @@ class QueryTests(MonitorTestMixin, SynchronousTestCase):
         self.tick(0)
         running = self.successResultOf(self.monitor.runningInstances())
         self.assertEqual([r["site"] for r in running], ["web:0"])
-        self.assertEqual(running[0]["status"]["timestamp"], 5.0)
-        self.assertEqual(running[0]["status"]["percent_cpu"], 7.0)
+        self.assertEqual(running[0]["sample"]["timestamp"], 5.0)
+        self.assertEqual(running[0]["sample"]["cpu_percent"], 7.0)
 
     def test_historyBetweenTimes(self):
         """history() gives one instance's samples between two times, oldest first."""
