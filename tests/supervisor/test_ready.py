@@ -32,7 +32,9 @@ def notify(text):
     s.send(text.encode())
     s.close()
 notify("STATUS=warming up")
-time.sleep(0.3)
+# Ready only once the test has seen it starting: it creates "go" in the instance's run dir.
+while not os.path.exists(os.path.join(os.environ["SALVUS_RUN_DIR"], "go")):
+    time.sleep(0.01)
 if sys.argv[1] == "fork":
     if os.fork() == 0:
         notify("READY=1\\nSTATUS=worker ready")
@@ -58,6 +60,12 @@ time.sleep(int(sys.argv[2]))
 """
 
 
+def go(svc, name: str) -> None:
+    """Let a gated child go on (it waits for C{go} in its run directory)."""
+    with open(os.path.join(svc.instances[name].runDir, "go"), "w"):
+        pass
+
+
 def tagged() -> str:
     return f"58{os.getpid() % 1000:03d}"
 
@@ -74,6 +82,7 @@ class NotifyTests(RealTestCase):
         t0 = reactor.seconds()
         yield waitFor(lambda: svc.instanceInfo("app:0")["status"] == "warming up")
         self.assertEqual(svc.instanceInfo("app:0")["state"], "STARTING")
+        go(svc, "app:0")
         yield svc.ready
         self.assertLess(reactor.seconds() - t0, 10)
         info = svc.instanceInfo("app:0")
@@ -89,6 +98,7 @@ class NotifyTests(RealTestCase):
         svc = self.service(Deploy("app", command=[sys.executable, "-c", NOTIFIER, "fork", tag],
                                   ready="notify", startsecs=30))
         svc.startService()
+        go(svc, "app:0")
         yield svc.ready
         self.assertEqual(svc.instanceInfo("app:0")["status"], "worker ready")
         address = "\0" + svc._notify.address[1:]
@@ -212,12 +222,14 @@ class LogAndProbeTests(RealTestCase):
     def test_log_line_makes_running(self):
         """ready=Ready('log', pattern): RUNNING when that line arrives on stdout, not before."""
         tag = tagged()
-        script = f"echo booting; sleep 0.3; echo 'server ready on port 1'; exec sleep {tag}"
+        script = ("echo booting; while [ ! -e \"$SALVUS_RUN_DIR/go\" ]; do sleep 0.01; done; "
+                  f"echo 'server ready on port 1'; exec sleep {tag}")
         svc = self.service(Deploy("app", command=["/bin/sh", "-c", script], startsecs=30,
                                   ready=Ready("log", pattern=r"ready on port \d+")))
         svc.startService()
         yield waitFor(lambda: svc.tailLog("app:0") == ["booting"])
         self.assertEqual(svc.instanceInfo("app:0")["state"], "STARTING")
+        go(svc, "app:0")
         yield svc.ready
         self.assertEqual(svc.instanceInfo("app:0")["state"], "RUNNING")
         yield svc.stopService()
@@ -241,12 +253,12 @@ class LogAndProbeTests(RealTestCase):
         out of retries, FATAL with the reason."""
         tag = tagged()
         svc = self.service(Deploy("app", command=["/bin/sh", "-c", f"sleep {tag} & exec sleep {tag}"],
-                                  ready=Ready("notify", timeout=0.5), stopwaitsecs=1,
+                                  ready=Ready("notify", timeout=2), stopwaitsecs=1,
                                   backoff=Backoff(initial=0.1, retries=0)))
         svc.startService()
         yield waitFor(lambda: len(pidsWithArg(tag)) == 2)
         pids = pidsWithArg(tag)
         yield waitFor(lambda: svc.instanceInfo("app:0")["state"] == "FATAL")
-        self.assertIn("not ready within 0.5s", svc.instanceInfo("app:0")["description"])
+        self.assertIn("not ready within 2s", svc.instanceInfo("app:0")["description"])
         yield waitFor(lambda: all(gone(p) for p in pids))
         yield svc.stopService()
