@@ -483,7 +483,6 @@ class Instance:
         if watchdog == "1":
             self.lastWatchdog = self.reactor.seconds()
         elif watchdog == "trigger" and self.state == S.RUNNING and self._stopping is None:
-            self._probeFailures = self.deploy.probe.failures if self.deploy.probe else 1
             self._lostContact("the instance asked for a restart (WATCHDOG=trigger)")
 
     def _startProbed(self, ok: bool, pid: int | None) -> None:
