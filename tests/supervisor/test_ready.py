@@ -146,21 +146,27 @@ class NotifyTests(RealTestCase):
         yield svc.stopService()
 
     @inlineCallbacks
-    def test_postgresql_is_ready_when_it_says_so(self):
-        """A real PostgreSQL server run as a deploy (as the postgres user when Salvus is root)
-        becomes RUNNING on its own READY=1, after crash recovery and start-up, and accepts
-        connections at that moment."""
+    def postgres(self):
+        """A fresh data directory (initdb) and the deploy that runs PostgreSQL on it, notify-ready
+        (as the postgres user when the tests run as root, since PostgreSQL refuses root)."""
         if CLUSTER_SKIP:
             raise SkipTest(CLUSTER_SKIP)
         cluster = PrivateCluster(reactor)
         self.addCleanup(shutil.rmtree, cluster.dir, True)
         yield cluster._check("initdb", "-D", cluster.data, "-A", "trust", "-U", "postgres", "--no-sync")
-        user = "postgres" if os.geteuid() == 0 else None
-        svc = self.service(Deploy("db", command=[os.path.join(cluster.bin, "postgres"), "-D", cluster.data,
-                                                 "-p", "{port}", "-k", cluster.dir,
-                                                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                                  port=cluster.port, user=user, ready="notify", startsecs=60,
-                                  stopsignal="INT", stopwaitsecs=20))
+        db = Deploy("db", command=[os.path.join(cluster.bin, "postgres"), "-D", cluster.data, "-p", "{port}",
+                                   "-k", cluster.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                    port=cluster.port, user="postgres" if os.geteuid() == 0 else None, ready="notify",
+                    startsecs=60, stopsignal="INT", stopwaitsecs=20)
+        return cluster, db
+
+    @inlineCallbacks
+    def test_postgresql_is_ready_when_it_says_so(self):
+        """A real PostgreSQL server run as a deploy (as the postgres user when Salvus is root)
+        becomes RUNNING on its own READY=1, after crash recovery and start-up, and accepts
+        connections at that moment."""
+        cluster, db = yield self.postgres()
+        svc = self.service(db)
         svc.startService()
         yield svc.ready
         info = svc.instanceInfo("db:0")
@@ -168,6 +174,28 @@ class NotifyTests(RealTestCase):
         socket.create_connection(("127.0.0.1", cluster.port), timeout=5).close()
         yield svc.stopService()
         self.assertFalse(os.path.exists(os.path.join(cluster.data, "postmaster.pid")))
+
+    @inlineCallbacks
+    def test_dependent_starts_when_postgresql_accepts(self):
+        """depends_on a notify-ready PostgreSQL: the dependent is spawned only once the server
+        accepts connections, so its very first attempt to connect succeeds (no crash loop while
+        the database starts, which is what startsecs-based ordering gives)."""
+        cluster, db = yield self.postgres()
+        client = ("import socket, sys, time\n"
+                  "socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()\n"
+                  "print('connected', flush=True)\n"
+                  "time.sleep(int(sys.argv[2]))\n")
+        tag = tagged()
+        svc = self.service(
+            db,
+            Deploy("app", command=[sys.executable, "-c", client, str(cluster.port), tag], depends_on=["db"],
+                   startsecs=0, backoff=Backoff(initial=0.1, retries=0)))
+        svc.startService()
+        yield svc.ready
+        yield waitFor(lambda: svc.tailLog("app:0") == ["connected"])
+        info = svc.instanceInfo("app:0")
+        self.assertEqual((info["state"], info["restarts"]), ("RUNNING", 0))
+        yield svc.stopService()
 
 
 class WatchdogRealTests(RealTestCase):
@@ -186,36 +214,6 @@ class WatchdogRealTests(RealTestCase):
         self.assertIn("liveness probe failed", svc.instanceInfo("app:0")["restart_reason"])
         self.assertTrue(gone(first))
         yield svc.stopService()
-
-    @inlineCallbacks
-    def test_dependent_starts_when_postgresql_accepts(self):
-        """depends_on a notify-ready PostgreSQL: the dependent is spawned only once the server
-        accepts connections, so its very first attempt to connect succeeds (no crash loop while
-        the database starts, which is what startsecs-based ordering gives)."""
-        if CLUSTER_SKIP:
-            raise SkipTest(CLUSTER_SKIP)
-        cluster = PrivateCluster(reactor)
-        self.addCleanup(shutil.rmtree, cluster.dir, True)
-        yield cluster._check("initdb", "-D", cluster.data, "-A", "trust", "-U", "postgres", "--no-sync")
-        user = "postgres" if os.geteuid() == 0 else None
-        client = ("import socket, sys, time\n"
-                  "socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()\n"
-                  "print('connected', flush=True)\n"
-                  "time.sleep(int(sys.argv[2]))\n")
-        tag = tagged()
-        svc = self.service(
-            Deploy("db", command=[os.path.join(cluster.bin, "postgres"), "-D", cluster.data, "-p", "{port}",
-                                  "-k", cluster.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                   port=cluster.port, user=user, ready="notify", stopsignal="INT", stopwaitsecs=20),
-            Deploy("app", command=[sys.executable, "-c", client, str(cluster.port), tag], depends_on=["db"],
-                   startsecs=0, backoff=Backoff(initial=0.1, retries=0)))
-        svc.startService()
-        yield svc.ready
-        yield waitFor(lambda: svc.tailLog("app:0") == ["connected"])
-        info = svc.instanceInfo("app:0")
-        self.assertEqual((info["state"], info["restarts"]), ("RUNNING", 0))
-        yield svc.stopService()
-
 
 class LogAndProbeTests(RealTestCase):
     @inlineCallbacks
