@@ -479,11 +479,26 @@ class Instance:
             self.status = fields["STATUS"]
         if fields.get("READY") == "1":
             self._readySignal(None, "notify")
+        elif "EXTEND_TIMEOUT_USEC" in fields:
+            self._extendStart(fields["EXTEND_TIMEOUT_USEC"])
         watchdog = fields.get("WATCHDOG")
         if watchdog == "1":
             self.lastWatchdog = self.reactor.seconds()
         elif watchdog == "trigger" and self.state == S.RUNNING and self._stopping is None:
             self._lostContact("the instance asked for a restart (WATCHDOG=trigger)")
+
+    def _extendStart(self, usec: str) -> None:
+        """C{EXTEND_TIMEOUT_USEC=N}: still starting, give me N more microseconds (from now), as
+        systemd allows a slow start (a long crash recovery) to ask for."""
+        timer = self._timer
+        if self.state != S.STARTING or self.deploy.ready is None or timer is None or not timer.active():
+            return
+        try:
+            extra = int(usec) / 1_000_000
+        except ValueError:
+            return
+        if extra > 0 and self.reactor.seconds() + extra > timer.getTime():
+            timer.reset(extra)
 
     def _startProbed(self, ok: bool, pid: int | None) -> None:
         self._probing = False

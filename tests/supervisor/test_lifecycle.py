@@ -517,6 +517,23 @@ class ReadyTests(Harness):
         self.assertEqual(self.state("web:0"), "FATAL")
         self.assertIn("not ready within 3s", str(self.failureResultOf(d, InstanceFatal).value))
 
+    def test_extend_timeout(self):
+        """EXTEND_TIMEOUT_USEC pushes the start timeout out (never in), as under systemd."""
+        from salvusctl.supervisor.deploy import Ready
+
+        svc = self.make(deploy(ready=Ready("notify", timeout=3)))
+        svc.startInstance("web:0")
+        pid = self.pid("web:0")
+        self.fake.stubborn.add(pid)  # keeps its signals on record
+        self.clock.advance(2)
+        svc._notified(pid, {"EXTEND_TIMEOUT_USEC": "5000000"})
+        svc._notified(pid, {"EXTEND_TIMEOUT_USEC": "1000"})  # shorter: ignored
+        svc._notified(pid, {"EXTEND_TIMEOUT_USEC": "soon"})  # garbage: ignored
+        self.clock.advance(4.9)
+        self.assertEqual(self.fake.live[pid].signals, [])
+        self.clock.advance(0.2)
+        self.assertEqual(self.fake.live[pid].signals, [signal.SIGTERM])
+
     def test_exit_before_ready_is_a_failed_start(self):
         """An instance that exits before it is ready failed to start, even with startsecs=0."""
         svc = self.make(deploy(ready="notify", startsecs=0))
