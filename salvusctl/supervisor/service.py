@@ -353,13 +353,9 @@ class SupervisorService(Service):
     def _instanceOfPid(self, pid: int) -> Instance | None:
         """The instance C{pid} belongs to: a leader or known member, else by its environment
         marker, else through its parents (a sender that already exited has no environment left)."""
-        byPid = {}
-        for instance in self.instances.values():
-            for member in (instance.pid, *instance.members):
-                if member:
-                    byPid[member] = instance
-        if pid in byPid or not isinstance(self.os, ProcessOS):
-            return byPid.get(pid)
+        known = self._knownPid(pid)
+        if known is not None or not isinstance(self.os, ProcessOS):
+            return known
         marker = oscalls.readMarker(pid)
         prefix = f"{self.token}/"
         if marker and marker.startswith(prefix):
@@ -369,8 +365,16 @@ class SupervisorService(Service):
             if st is None or st.ppid <= 1:
                 return None
             pid = st.ppid
-            if pid in byPid:
-                return byPid[pid]
+            known = self._knownPid(pid)
+            if known is not None:
+                return known
+        return None
+
+    def _knownPid(self, pid: int) -> Instance | None:
+        """The instance whose leader or recorded member C{pid} is (a watchdog ping's usual case)."""
+        for instance in self.instances.values():
+            if instance.pid == pid or pid in instance.members:
+                return instance
         return None
 
     def _refuseStart(self, instance: Instance) -> str | None:

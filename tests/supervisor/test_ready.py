@@ -119,7 +119,6 @@ class NotifyTests(RealTestCase):
         self.addCleanup(s.close)
         s.connect("\0" + svc._notify.address[1:])
         s.send(b"READY=1\nSTATUS=forged")
-        yield waitFor(lambda: svc._notify is not None, timeout=0.3)
         yield deferLater(reactor, 0.2, lambda: None)
         info = svc.instanceInfo("app:0")
         self.assertEqual((info["state"], info["status"]), ("STARTING", ""))
