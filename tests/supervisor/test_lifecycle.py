@@ -666,3 +666,17 @@ class WatchdogTests(Harness):
         svc._notified(self.pid("web:0"), {"WATCHDOG": "1"})
         self.clock.advance(0.5)
         self.assertEqual(self.state("web:0"), "RUNNING")
+
+
+class NotificationParseTests(SynchronousTestCase):
+    def test_fields_and_malformed_lines(self):
+        """A datagram's KEY=VALUE lines become fields; lines that are not (no '=', lower-case or
+        empty keys, undecodable bytes) are skipped or replaced, never raised."""
+        from salvusctl.supervisor.notify import parseNotification
+
+        self.assertEqual(parseNotification(b"READY=1\nSTATUS=up = fine\n"),
+                         {"READY": "1", "STATUS": "up = fine"})
+        self.assertEqual(parseNotification(b"junk\n=1\nready=1\nEXTEND_TIMEOUT_USEC=5\n"),
+                         {"EXTEND_TIMEOUT_USEC": "5"})
+        self.assertEqual(parseNotification(b"STATUS=\xff\xfe"), {"STATUS": "\ufffd\ufffd"})
+        self.assertEqual(parseNotification(b""), {})
