@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import datetime
 import enum
 import getpass
 import http.client
+import io
 import os
 import socket
 import ssl
@@ -627,8 +629,12 @@ def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors as one L{CLIError} line naming the subcommand (C{salvusctl: balancer: …}), never
+    argparse's usage-and-exit."""
+
     def error(self, message: str):
-        raise CLIError(message, ExitCode.USAGE)
+        command = self.prog.partition(" ")[2]
+        raise CLIError(f"{command}: {message}" if command else message, ExitCode.USAGE)
 
 
 def makeParser() -> argparse.ArgumentParser:
@@ -729,6 +735,7 @@ def makeParser() -> argparse.ArgumentParser:
     sub.add_parser("diff", help="declared config vs running (exit 3 when they differ)")
     sub.add_parser("reconcile", help="make what runs match the config")
 
+    # backup and restore hand their arguments (-h included) to salvusctl.backup.cli's parsers
     p = sub.add_parser("backup", help="backup run|status|list|log|verify (see salvusctl backup -h)",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -738,8 +745,13 @@ def makeParser() -> argparse.ArgumentParser:
     p = sub.add_parser("user", help="manage the local admin users file")
     usub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     usub.required = True
-    for action in ("add", "passwd", "remove", "list"):
-        u = usub.add_parser(action)
+    for action, text in (
+        ("add", "add NAME: a new user (prompts, or --password-stdin, or --random)"),
+        ("passwd", "passwd NAME: a new password (and --role) for a user"),
+        ("remove", "remove NAME"),
+        ("list", "every user and its role"),
+    ):
+        u = usub.add_parser(action, help=text)
         if action != "list":
             u.add_argument("name", metavar="NAME")
         u.add_argument("--file", help="users file (env SALVUS_USERS, default var/admin-users)")
@@ -771,10 +783,36 @@ def cmdBackup(remote: Remote, args, out: Output) -> int:
             raise
 
     main = backupMain if args.command == "backup" else restoreMain
-    code = main(list(args.rest), call, out.out)
+    printed = io.StringIO()
+    code = main(list(args.rest), call, printed)
     if problems:
         raise problems.pop(0)  # not kept in a local: no cycle that keeps the connection open
+    # the backup package's own error lines ("error: …", "salvusctl backup: …") go to stderr,
+    # prefixed like every other error; its results stay on stdout
+    for line in printed.getvalue().splitlines():
+        for prefix in ("error: ", f"salvusctl {args.command}: "):
+            if line.startswith(prefix):
+                out.error(f"{args.command}: {line[len(prefix):]}")
+                break
+        else:
+            out.result(line)
     return code
+
+
+def _backupHelp(args: argparse.Namespace, out: TextIO) -> int:
+    """C{backup -h}/C{restore -h}: the backup package's own help, with no host to talk to."""
+    from salvusctl.backup.cli import backupMain, restoreMain
+
+    def call(method: str, *params: Any) -> Any:
+        raise CLIError(f"{args.command} -h called {method}")  # pragma: no cover (help makes no call)
+
+    main = backupMain if args.command == "backup" else restoreMain
+    with contextlib.redirect_stdout(out):
+        try:
+            main(list(args.rest), call, out)
+        except SystemExit:
+            pass
+    return ExitCode.OK
 
 
 _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, Output], int]] = {
@@ -799,21 +837,20 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
     output = Output(0, out, err)
     try:
         if not argv:
-            makeParser().print_usage(err)
-            return ExitCode.USAGE
-        if argv[0] in ("-h", "--help") or "--help" in argv or "-h" in argv:
-            try:
-                makeParser().parse_args(list(argv))
-            except SystemExit:
-                pass
+            raise CLIError("no command given (salvusctl -h lists them)", ExitCode.USAGE)
+        try:
+            with contextlib.redirect_stdout(out):
+                args, extra = makeParser().parse_known_args(list(argv))
+        except SystemExit:  # -h/--help: argparse printed the help (to out)
             return ExitCode.OK
-        args, extra = makeParser().parse_known_args(list(argv))
         if args.command in ("backup", "restore"):
             # argparse leaves options that come first after the command (restore --dry-run) to
             # the caller: they belong to the backup command's own parser.
             args.rest = extra + list(args.rest)
+            if "-h" in args.rest or "--help" in args.rest:
+                return _backupHelp(args, out)
         elif extra:
-            raise CLIError(f"unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
+            raise CLIError(f"{args.command}: unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
         output.verbosity = args.verbose
         if args.command == "user":
             return int(cmdUser(args, output, env, stdin))
