@@ -366,12 +366,22 @@ def cmdTail(remote: Remote, args, out: Output) -> int:
     return ExitCode.OK
 
 
-def _hostSpec(spec: str, parts: int = 3) -> list[str]:
-    pieces = spec.split("/")
+def _hostSpec(spec: str | Sequence[str], parts: int = 3) -> list[str]:
+    """SERVICE/GROUP/HOST (or SERVICE/GROUP) from one word with slashes, separate words
+    (C{drain web workers worker:0}, as the README writes it) or any mix of the two."""
+    words = [spec] if isinstance(spec, str) else list(spec)
+    pieces = [piece for word in words for piece in word.split("/")]
     if len(pieces) != parts or not all(pieces):
         shape = "SERVICE/GROUP/HOST" if parts == 3 else "SERVICE/GROUP"
-        raise CLIError(f"bad target {spec!r}: expected {shape}", ExitCode.USAGE)
+        shown = " ".join(words)
+        raise CLIError(f"bad target {shown!r}: expected {shape} (or {shape.replace('/', ' ')})",
+                       ExitCode.USAGE)
     return pieces
+
+
+def _target(spec: Sequence[str]) -> str:
+    """The target as one word, for messages."""
+    return "/".join(piece for word in spec for piece in word.split("/"))
 
 
 def cmdBalancer(remote: Remote, args, out: Output) -> int:
@@ -399,13 +409,13 @@ def cmdBalancer(remote: Remote, args, out: Output) -> int:
         return ExitCode.OK
     if action in ("up", "down", "drain"):
         remote("salvus.balancerSetState", *_hostSpec(args.target), action)
-        out.info(f"{args.target}: {action}")
+        out.info(f"{_target(args.target)}: {action}")
     elif action == "weight":
         remote("salvus.balancerSetWeight", *_hostSpec(args.target), args.weight)
-        out.info(f"{args.target}: weight {args.weight}")
+        out.info(f"{_target(args.target)}: weight {args.weight}")
     elif action == "remove":
         remote("salvus.balancerRemoveHost", *_hostSpec(args.target))
-        out.info(f"{args.target}: removed")
+        out.info(f"{_target(args.target)}: removed")
     elif action == "add":
         service, group = _hostSpec(args.target, 2)
         address, _, port = args.address.rpartition(":")
@@ -420,22 +430,22 @@ def cmdBalancer(remote: Remote, args, out: Output) -> int:
             args.weight,
             args.name or "",
         )
-        out.info(f"{args.target}: added {args.address}")
+        out.info(f"{_target(args.target)}: added {args.address}")
     elif action == "scheduler":
         remote("salvus.balancerSetScheduler", *_hostSpec(args.target, 2), args.scheduler)
-        out.info(f"{args.target}: scheduler {args.scheduler}")
+        out.info(f"{_target(args.target)}: scheduler {args.scheduler}")
     elif action == "retry":
         remote("salvus.balancerRetryHost", *_hostSpec(args.target))
-        out.info(f"{args.target}: retried")
+        out.info(f"{_target(args.target)}: retried")
     elif action == "remove-all":
         count = remote("salvus.balancerRemoveAllHosts", *_hostSpec(args.target, 2))
-        out.info(f"{args.target}: removed {count} hosts")
+        out.info(f"{_target(args.target)}: removed {count} hosts")
     elif action == "add-group":
         remote("salvus.balancerAddGroup", *_hostSpec(args.target, 2), args.scheduler)
-        out.info(f"{args.target}: added")
+        out.info(f"{_target(args.target)}: added")
     elif action == "remove-group":
         remote("salvus.balancerRemoveGroup", *_hostSpec(args.target, 2))
-        out.info(f"{args.target}: removed")
+        out.info(f"{_target(args.target)}: removed")
     elif action == "add-service":
         remote("salvus.balancerAddService", args.service, list(args.listen))
         out.info(f"{args.service}: added")
@@ -679,14 +689,15 @@ def makeParser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     bsub.required = True
     bsub.add_parser("show", help="services, groups and hosts with counters")
+    # a target is SERVICE/GROUP/HOST or the same words apart (drain web workers worker:0)
     for action in ("up", "down", "drain", "remove", "retry"):
         b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP/HOST")
-        b.add_argument("target", metavar="SERVICE/GROUP/HOST")
+        b.add_argument("target", nargs="+", metavar="SERVICE/GROUP/HOST")
     for action in ("remove-all", "remove-group"):
         b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP")
-        b.add_argument("target", metavar="SERVICE/GROUP")
+        b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b = bsub.add_parser("add-group", help="add-group SERVICE/GROUP [--scheduler NAME]")
-    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b.add_argument("--scheduler", default="roundrobin")
     b = bsub.add_parser("add-service", help="add-service SERVICE ENDPOINT…")
     b.add_argument("service", metavar="SERVICE")
@@ -694,15 +705,15 @@ def makeParser() -> argparse.ArgumentParser:
     b = bsub.add_parser("remove-service", help="remove-service SERVICE")
     b.add_argument("service", metavar="SERVICE")
     b = bsub.add_parser("weight", help="weight SERVICE/GROUP/HOST N")
-    b.add_argument("target", metavar="SERVICE/GROUP/HOST")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP/HOST")
     b.add_argument("weight", type=int)
     b = bsub.add_parser("add", help="add SERVICE/GROUP ADDRESS:PORT")
-    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b.add_argument("address", metavar="ADDRESS:PORT")
     b.add_argument("--weight", type=int, default=1)
     b.add_argument("--name", default=None)
     b = bsub.add_parser("scheduler", help="scheduler SERVICE/GROUP NAME")
-    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b.add_argument("scheduler")
 
     p = sub.add_parser("monitor", help="resource samples")

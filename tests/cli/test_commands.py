@@ -81,3 +81,47 @@ class BackupErrorPrefixTests(CLITestBase):
         self.assertEqual((code, out), (ExitCode.USAGE, ""))
         self.assertTrue(err.startswith("salvusctl: backup: "), err)
         self.assertEqual(err.count("\n"), 1, err)
+
+
+class BalancerTargetTests(CLITestBase):
+    def hostState(self, service, group, name):
+        for host in self.balancer.snapshot()["services"][service]["groups"][group]["hosts"]:
+            if host.get("name") == name:
+                return host
+        return None
+
+    @defer.inlineCallbacks
+    def test_targetAsWordsOrSlashes(self):
+        """C{balancer drain web workers worker:0} (the README) and C{web/workers/worker:0} (the
+        help) both work, for every action on a host or a group; a wrong count is one line, exit 2."""
+        code, out, err = yield self.cli("balancer", "add", "www", "web", "127.0.0.1:9100", "--name", "worker:0")
+        self.assertEqual(code, ExitCode.OK, err)
+        code, out, err = yield self.cli("-v", "balancer", "drain", "www", "web", "worker:0")
+        self.assertEqual((code, out, err), (ExitCode.OK, "www/web/worker:0: drain\n", ""))
+        self.assertEqual(self.hostState("www", "web", "worker:0")["state"], "drain")
+        code, out, err = yield self.cli("balancer", "up", "www/web/worker:0")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(self.hostState("www", "web", "worker:0")["state"], "up")
+        code, out, err = yield self.cli("balancer", "down", "www/web", "worker:0")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(self.hostState("www", "web", "worker:0")["state"], "maint")
+        code, out, err = yield self.cli("balancer", "weight", "www", "web", "worker:0", "7")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(self.hostState("www", "web", "worker:0")["weight"], 7)
+        code, out, err = yield self.cli("balancer", "retry", "www", "web", "worker:0")
+        self.assertEqual(code, ExitCode.OK, err)
+        code, out, err = yield self.cli("balancer", "remove", "www", "web", "worker:0")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertIsNone(self.hostState("www", "web", "worker:0"))
+        for argv in (("add-service", "api", "tcp:8081"), ("add-group", "api", "blue"),
+                     ("scheduler", "api", "blue", "leastconn"), ("add", "api", "blue", "10.0.0.1:80"),
+                     ("remove-all", "api", "blue"), ("remove-group", "api", "blue")):
+            code, out, err = yield self.cli("balancer", *argv)
+            self.assertEqual(code, ExitCode.OK, (argv, err))
+        self.assertEqual(self.balancer.services["api"]["groups"], {})
+        for argv in (("drain", "www", "web"), ("drain", "www", "web", "worker:0", "extra"),
+                     ("remove-group", "api")):
+            code, out, err = yield self.cli("balancer", *argv)
+            self.assertEqual(code, ExitCode.USAGE, argv)
+            self.assertRegex(err, r"^salvusctl: bad target .*: expected SERVICE/GROUP(/HOST)? "
+                                  r"\(or SERVICE GROUP( HOST)?\)\n$")
