@@ -94,7 +94,9 @@ class BalancerTargetTests(CLITestBase):
     def test_targetAsWordsOrSlashes(self):
         """C{balancer drain web workers worker:0} (the README) and C{web/workers/worker:0} (the
         help) both work, for every action on a host or a group; a wrong count is one line, exit 2."""
-        code, out, err = yield self.cli("balancer", "add", "www", "web", "127.0.0.1:9100", "--name", "worker:0")
+        code, out, err = yield self.cli(
+            "balancer", "add", "www", "web", "127.0.0.1:9100", "--name", "worker:0"
+        )
         self.assertEqual(code, ExitCode.OK, err)
         code, out, err = yield self.cli("-v", "balancer", "drain", "www", "web", "worker:0")
         self.assertEqual((code, out, err), (ExitCode.OK, "www/web/worker:0: drain\n", ""))
