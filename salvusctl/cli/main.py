@@ -479,6 +479,11 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
         _table(rows, out)
         return ExitCode.OK
     samples = remote("salvus.monitorHistory", args.name, -abs(args.since), 0)
+    if not samples:
+        known = _monitoredNames(remote)
+        if args.name not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise CLIError(f"{args.name}: no such instance (known: {listed})", ExitCode.NO_SUCH_NAME)
     rows = [("TIME (UTC)", "CPU%", "RSS")]
     for s in samples:
         rows.append(
@@ -490,6 +495,17 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
         )
     _table(rows, out)
     return ExitCode.OK
+
+
+def _monitoredNames(remote: Remote) -> set[str]:
+    """Every name C{monitor history} knows: the instances sampled and those the supervisor runs."""
+    names = set(remote("salvus.monitorLatest"))
+    try:
+        names.update(_namespec(i) for i in remote("supervisor.getAllProcessInfo"))
+    except CLIError as e:
+        if e.code != ExitCode.NO_SERVICE and e.fault_code != Faults.UNKNOWN_METHOD:
+            raise
+    return names
 
 
 def cmdAlerts(remote: Remote, args, out: Output) -> int:

@@ -127,3 +127,18 @@ class BalancerTargetTests(CLITestBase):
             self.assertEqual(code, ExitCode.USAGE, argv)
             self.assertRegex(err, r"^salvusctl: bad target .*: expected SERVICE/GROUP(/HOST)? "
                                   r"\(or SERVICE GROUP( HOST)?\)\n$")
+
+
+class MonitorHistoryTests(CLITestBase):
+    @defer.inlineCallbacks
+    def test_unknownNameIsAnError(self):
+        """C{monitor history nosuch} exited 0 with an empty table; now it exits 6 and lists the
+        names it knows, while a known instance with no samples yet is an empty table, exit 0."""
+        code, out, err = yield self.cli("monitor", "history", "nosuch")
+        self.assertEqual((code, out), (ExitCode.NO_SUCH_NAME, ""))
+        self.assertEqual(err, "salvusctl: nosuch: no such instance (known: web:0, web:1, worker:0)\n")
+        code, out, err = yield self.cli("monitor", "history", "web:1")
+        self.assertEqual((code, err), (ExitCode.OK, ""))
+        code, out, err = yield self.cli("monitor", "history", "web:0")
+        self.assertEqual((code, err), (ExitCode.OK, ""))
+        self.assertEqual(len(out.splitlines()), 6)
