@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import datetime
 import enum
 import getpass
 import http.client
+import io
 import os
 import socket
 import ssl
@@ -364,12 +366,22 @@ def cmdTail(remote: Remote, args, out: Output) -> int:
     return ExitCode.OK
 
 
-def _hostSpec(spec: str, parts: int = 3) -> list[str]:
-    pieces = spec.split("/")
+def _hostSpec(spec: str | Sequence[str], parts: int = 3) -> list[str]:
+    """SERVICE/GROUP/HOST (or SERVICE/GROUP) from one word with slashes, separate words
+    (C{drain web workers worker:0}, as the README writes it) or any mix of the two."""
+    words = [spec] if isinstance(spec, str) else list(spec)
+    pieces = [piece for word in words for piece in word.split("/")]
     if len(pieces) != parts or not all(pieces):
         shape = "SERVICE/GROUP/HOST" if parts == 3 else "SERVICE/GROUP"
-        raise CLIError(f"bad target {spec!r}: expected {shape}", ExitCode.USAGE)
+        shown = " ".join(words)
+        raise CLIError(f"bad target {shown!r}: expected {shape} (or {shape.replace('/', ' ')})",
+                       ExitCode.USAGE)
     return pieces
+
+
+def _target(spec: Sequence[str]) -> str:
+    """The target as one word, for messages."""
+    return "/".join(piece for word in spec for piece in word.split("/"))
 
 
 def cmdBalancer(remote: Remote, args, out: Output) -> int:
@@ -397,13 +409,13 @@ def cmdBalancer(remote: Remote, args, out: Output) -> int:
         return ExitCode.OK
     if action in ("up", "down", "drain"):
         remote("salvus.balancerSetState", *_hostSpec(args.target), action)
-        out.info(f"{args.target}: {action}")
+        out.info(f"{_target(args.target)}: {action}")
     elif action == "weight":
         remote("salvus.balancerSetWeight", *_hostSpec(args.target), args.weight)
-        out.info(f"{args.target}: weight {args.weight}")
+        out.info(f"{_target(args.target)}: weight {args.weight}")
     elif action == "remove":
         remote("salvus.balancerRemoveHost", *_hostSpec(args.target))
-        out.info(f"{args.target}: removed")
+        out.info(f"{_target(args.target)}: removed")
     elif action == "add":
         service, group = _hostSpec(args.target, 2)
         address, _, port = args.address.rpartition(":")
@@ -418,22 +430,22 @@ def cmdBalancer(remote: Remote, args, out: Output) -> int:
             args.weight,
             args.name or "",
         )
-        out.info(f"{args.target}: added {args.address}")
+        out.info(f"{_target(args.target)}: added {args.address}")
     elif action == "scheduler":
         remote("salvus.balancerSetScheduler", *_hostSpec(args.target, 2), args.scheduler)
-        out.info(f"{args.target}: scheduler {args.scheduler}")
+        out.info(f"{_target(args.target)}: scheduler {args.scheduler}")
     elif action == "retry":
         remote("salvus.balancerRetryHost", *_hostSpec(args.target))
-        out.info(f"{args.target}: retried")
+        out.info(f"{_target(args.target)}: retried")
     elif action == "remove-all":
         count = remote("salvus.balancerRemoveAllHosts", *_hostSpec(args.target, 2))
-        out.info(f"{args.target}: removed {count} hosts")
+        out.info(f"{_target(args.target)}: removed {count} hosts")
     elif action == "add-group":
         remote("salvus.balancerAddGroup", *_hostSpec(args.target, 2), args.scheduler)
-        out.info(f"{args.target}: added")
+        out.info(f"{_target(args.target)}: added")
     elif action == "remove-group":
         remote("salvus.balancerRemoveGroup", *_hostSpec(args.target, 2))
-        out.info(f"{args.target}: removed")
+        out.info(f"{_target(args.target)}: removed")
     elif action == "add-service":
         remote("salvus.balancerAddService", args.service, list(args.listen))
         out.info(f"{args.service}: added")
@@ -467,6 +479,11 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
         _table(rows, out)
         return ExitCode.OK
     samples = remote("salvus.monitorHistory", args.name, -abs(args.since), 0)
+    if not samples:
+        known = _monitoredNames(remote)
+        if args.name not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise CLIError(f"{args.name}: no such instance (known: {listed})", ExitCode.NO_SUCH_NAME)
     rows = [("TIME (UTC)", "CPU%", "RSS")]
     for s in samples:
         rows.append(
@@ -478,6 +495,17 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
         )
     _table(rows, out)
     return ExitCode.OK
+
+
+def _monitoredNames(remote: Remote) -> set[str]:
+    """Every name C{monitor history} knows: the instances sampled and those the supervisor runs."""
+    names = set(remote("salvus.monitorLatest"))
+    try:
+        names.update(_namespec(i) for i in remote("supervisor.getAllProcessInfo"))
+    except CLIError as e:
+        if e.code != ExitCode.NO_SERVICE and e.fault_code != Faults.UNKNOWN_METHOD:
+            raise
+    return names
 
 
 def cmdAlerts(remote: Remote, args, out: Output) -> int:
@@ -627,8 +655,12 @@ def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors as one L{CLIError} line naming the subcommand (C{salvusctl: balancer: …}), never
+    argparse's usage-and-exit."""
+
     def error(self, message: str):
-        raise CLIError(message, ExitCode.USAGE)
+        command = self.prog.partition(" ")[2]
+        raise CLIError(f"{command}: {message}" if command else message, ExitCode.USAGE)
 
 
 def makeParser() -> argparse.ArgumentParser:
@@ -673,14 +705,15 @@ def makeParser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     bsub.required = True
     bsub.add_parser("show", help="services, groups and hosts with counters")
+    # a target is SERVICE/GROUP/HOST or the same words apart (drain web workers worker:0)
     for action in ("up", "down", "drain", "remove", "retry"):
         b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP/HOST")
-        b.add_argument("target", metavar="SERVICE/GROUP/HOST")
+        b.add_argument("target", nargs="+", metavar="SERVICE/GROUP/HOST")
     for action in ("remove-all", "remove-group"):
         b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP")
-        b.add_argument("target", metavar="SERVICE/GROUP")
+        b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b = bsub.add_parser("add-group", help="add-group SERVICE/GROUP [--scheduler NAME]")
-    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b.add_argument("--scheduler", default="roundrobin")
     b = bsub.add_parser("add-service", help="add-service SERVICE ENDPOINT…")
     b.add_argument("service", metavar="SERVICE")
@@ -688,15 +721,15 @@ def makeParser() -> argparse.ArgumentParser:
     b = bsub.add_parser("remove-service", help="remove-service SERVICE")
     b.add_argument("service", metavar="SERVICE")
     b = bsub.add_parser("weight", help="weight SERVICE/GROUP/HOST N")
-    b.add_argument("target", metavar="SERVICE/GROUP/HOST")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP/HOST")
     b.add_argument("weight", type=int)
     b = bsub.add_parser("add", help="add SERVICE/GROUP ADDRESS:PORT")
-    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b.add_argument("address", metavar="ADDRESS:PORT")
     b.add_argument("--weight", type=int, default=1)
     b.add_argument("--name", default=None)
     b = bsub.add_parser("scheduler", help="scheduler SERVICE/GROUP NAME")
-    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b.add_argument("scheduler")
 
     p = sub.add_parser("monitor", help="resource samples")
@@ -729,6 +762,7 @@ def makeParser() -> argparse.ArgumentParser:
     sub.add_parser("diff", help="declared config vs running (exit 3 when they differ)")
     sub.add_parser("reconcile", help="make what runs match the config")
 
+    # backup and restore hand their arguments (-h included) to salvusctl.backup.cli's parsers
     p = sub.add_parser("backup", help="backup run|status|list|log|verify (see salvusctl backup -h)",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -738,8 +772,13 @@ def makeParser() -> argparse.ArgumentParser:
     p = sub.add_parser("user", help="manage the local admin users file")
     usub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     usub.required = True
-    for action in ("add", "passwd", "remove", "list"):
-        u = usub.add_parser(action)
+    for action, text in (
+        ("add", "add NAME: a new user (prompts, or --password-stdin, or --random)"),
+        ("passwd", "passwd NAME: a new password (and --role) for a user"),
+        ("remove", "remove NAME"),
+        ("list", "every user and its role"),
+    ):
+        u = usub.add_parser(action, help=text)
         if action != "list":
             u.add_argument("name", metavar="NAME")
         u.add_argument("--file", help="users file (env SALVUS_USERS, default var/admin-users)")
@@ -771,10 +810,36 @@ def cmdBackup(remote: Remote, args, out: Output) -> int:
             raise
 
     main = backupMain if args.command == "backup" else restoreMain
-    code = main(list(args.rest), call, out.out)
+    printed = io.StringIO()
+    code = main(list(args.rest), call, printed)
     if problems:
         raise problems.pop(0)  # not kept in a local: no cycle that keeps the connection open
+    # the backup package's own error lines ("error: …", "salvusctl backup: …") go to stderr,
+    # prefixed like every other error; its results stay on stdout
+    for line in printed.getvalue().splitlines():
+        for prefix in ("error: ", f"salvusctl {args.command}: "):
+            if line.startswith(prefix):
+                out.error(f"{args.command}: {line[len(prefix):]}")
+                break
+        else:
+            out.result(line)
     return code
+
+
+def _backupHelp(args: argparse.Namespace, out: TextIO) -> int:
+    """C{backup -h}/C{restore -h}: the backup package's own help, with no host to talk to."""
+    from salvusctl.backup.cli import backupMain, restoreMain
+
+    def call(method: str, *params: Any) -> Any:
+        raise CLIError(f"{args.command} -h called {method}")  # pragma: no cover (help makes no call)
+
+    main = backupMain if args.command == "backup" else restoreMain
+    with contextlib.redirect_stdout(out):
+        try:
+            main(list(args.rest), call, out)
+        except SystemExit:
+            pass
+    return ExitCode.OK
 
 
 _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, Output], int]] = {
@@ -799,21 +864,20 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
     output = Output(0, out, err)
     try:
         if not argv:
-            makeParser().print_usage(err)
-            return ExitCode.USAGE
-        if argv[0] in ("-h", "--help") or "--help" in argv or "-h" in argv:
-            try:
-                makeParser().parse_args(list(argv))
-            except SystemExit:
-                pass
+            raise CLIError("no command given (salvusctl -h lists them)", ExitCode.USAGE)
+        try:
+            with contextlib.redirect_stdout(out):
+                args, extra = makeParser().parse_known_args(list(argv))
+        except SystemExit:  # -h/--help: argparse printed the help (to out)
             return ExitCode.OK
-        args, extra = makeParser().parse_known_args(list(argv))
         if args.command in ("backup", "restore"):
             # argparse leaves options that come first after the command (restore --dry-run) to
             # the caller: they belong to the backup command's own parser.
             args.rest = extra + list(args.rest)
+            if "-h" in args.rest or "--help" in args.rest:
+                return _backupHelp(args, out)
         elif extra:
-            raise CLIError(f"unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
+            raise CLIError(f"{args.command}: unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
         output.verbosity = args.verbose
         if args.command == "user":
             return int(cmdUser(args, output, env, stdin))

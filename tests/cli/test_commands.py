@@ -1,0 +1,144 @@
+"""The commands the README and docs/admin.md write, run as written through the real C{salvusctl}.
+
+Help and local commands run the console script in a child process (as a shell runs it); commands
+that talk to a host run against a real admin listening on a real socket (see L{CLITestBase}).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.internet import defer, reactor
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+
+from salvusctl.cli import ExitCode
+from tests.cli.test_cli import ROOT, CLITestBase
+
+
+def salvusctl(*argv: str, env: dict[str, str] | None = None, path: str | None = None):
+    """The installed console script (or C{-m salvusctl.cli}) in a child: (out, err, code)."""
+    script = os.path.join(os.path.dirname(sys.executable), "salvusctl")
+    full = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": ROOT, "HOME": path or "/nonexistent"}
+    full.update(env or {})
+    if os.path.exists(script):
+        return getProcessOutputAndValue(script, list(argv), env=full, path=path, reactor=reactor)
+    return getProcessOutputAndValue(
+        sys.executable, ["-m", "salvusctl.cli", *argv], env=full, path=path, reactor=reactor
+    )
+
+
+class HelpTests(TestCase):
+    """Every subcommand answers -h/--help (the top-level help points at them all)."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_everySubcommandAnswersHelp(self):
+        """C{backup -h}, C{restore -h} and C{user -h} used to fail with "unrecognized arguments";
+        now each command prints its usage, exits 0, and a command with actions lists them."""
+        actions = {
+            "backup": ["run", "status", "list", "log", "verify"],
+            "user": ["add", "passwd", "remove", "list"],
+            "balancer": ["show", "drain", "weight", "add-service"],
+            "monitor": ["top", "history"],
+            "cluster": ["hosts", "send", "ping", "messages"],
+        }
+        commands = ["status", "start", "stop", "restart", "tail", "balancer", "monitor", "cluster",
+                    "alerts", "diff", "reconcile", "backup", "restore", "user"]
+        out, err, code = yield salvusctl("-h")
+        self.assertEqual(code, 0, err)
+        for command in commands:
+            self.assertIn(command, out.decode())
+        for command in commands:
+            for flag in ("-h", "--help"):
+                out, err, code = yield salvusctl(command, flag)
+                self.assertEqual((code, err), (0, b""), (command, flag))
+                self.assertIn(f"usage: salvusctl {command}", out.decode())
+                for action in actions.get(command, []):
+                    self.assertRegex(out.decode(), rf"\n\s+{action}\s", (command, action))
+        out, err, code = yield salvusctl("user", "add", "-h")
+        self.assertEqual(code, 0, err)
+        self.assertIn("--password-stdin", out.decode())
+
+    @defer.inlineCallbacks
+    def test_errorsBeginWithSalvusctl(self):
+        """Each usage error is one line on stderr beginning C{salvusctl:}, exit 2, nothing on stdout."""
+        for argv in ((), ("frobnicate",), ("balancer", "frob"), ("user",), ("status", "--zz"),
+                     ("monitor",), ("user", "add")):
+            out, err, code = yield salvusctl(*argv)
+            self.assertEqual((code, out), (ExitCode.USAGE, b""), argv)
+            self.assertEqual(err.count(b"\n"), 1, (argv, err))
+            self.assertTrue(err.startswith(b"salvusctl: "), (argv, err))
+
+
+class BackupErrorPrefixTests(CLITestBase):
+    @defer.inlineCallbacks
+    def test_backupUsageErrorOnStderr(self):
+        """The backup command's own usage errors are prefixed C{salvusctl: backup:} on stderr."""
+        code, out, err = yield self.cli("backup", "frobnicate")
+        self.assertEqual((code, out), (ExitCode.USAGE, ""))
+        self.assertTrue(err.startswith("salvusctl: backup: "), err)
+        self.assertEqual(err.count("\n"), 1, err)
+
+
+class BalancerTargetTests(CLITestBase):
+    def hostState(self, service, group, name):
+        for host in self.balancer.snapshot()["services"][service]["groups"][group]["hosts"]:
+            if host.get("name") == name:
+                return host
+        return None
+
+    @defer.inlineCallbacks
+    def test_targetAsWordsOrSlashes(self):
+        """C{balancer drain web workers worker:0} (the README) and C{web/workers/worker:0} (the
+        help) both work, for every action on a host or a group; a wrong count is one line, exit 2."""
+        code, out, err = yield self.cli(
+            "balancer", "add", "www", "web", "127.0.0.1:9100", "--name", "worker:0"
+        )
+        self.assertEqual(code, ExitCode.OK, err)
+        code, out, err = yield self.cli("-v", "balancer", "drain", "www", "web", "worker:0")
+        self.assertEqual((code, out, err), (ExitCode.OK, "www/web/worker:0: drain\n", ""))
+        self.assertEqual(self.hostState("www", "web", "worker:0")["state"], "drain")
+        code, out, err = yield self.cli("balancer", "up", "www/web/worker:0")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(self.hostState("www", "web", "worker:0")["state"], "up")
+        code, out, err = yield self.cli("balancer", "down", "www/web", "worker:0")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(self.hostState("www", "web", "worker:0")["state"], "maint")
+        code, out, err = yield self.cli("balancer", "weight", "www", "web", "worker:0", "7")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertEqual(self.hostState("www", "web", "worker:0")["weight"], 7)
+        code, out, err = yield self.cli("balancer", "retry", "www", "web", "worker:0")
+        self.assertEqual(code, ExitCode.OK, err)
+        code, out, err = yield self.cli("balancer", "remove", "www", "web", "worker:0")
+        self.assertEqual(code, ExitCode.OK, err)
+        self.assertIsNone(self.hostState("www", "web", "worker:0"))
+        for argv in (("add-service", "api", "tcp:8081"), ("add-group", "api", "blue"),
+                     ("scheduler", "api", "blue", "leastconn"), ("add", "api", "blue", "10.0.0.1:80"),
+                     ("remove-all", "api", "blue"), ("remove-group", "api", "blue")):
+            code, out, err = yield self.cli("balancer", *argv)
+            self.assertEqual(code, ExitCode.OK, (argv, err))
+        self.assertEqual(self.balancer.services["api"]["groups"], {})
+        for argv in (("drain", "www", "web"), ("drain", "www", "web", "worker:0", "extra"),
+                     ("remove-group", "api")):
+            code, out, err = yield self.cli("balancer", *argv)
+            self.assertEqual(code, ExitCode.USAGE, argv)
+            self.assertRegex(err, r"^salvusctl: bad target .*: expected SERVICE/GROUP(/HOST)? "
+                                  r"\(or SERVICE GROUP( HOST)?\)\n$")
+
+
+class MonitorHistoryTests(CLITestBase):
+    @defer.inlineCallbacks
+    def test_unknownNameIsAnError(self):
+        """C{monitor history nosuch} exited 0 with an empty table; now it exits 6 and lists the
+        names it knows, while a known instance with no samples yet is an empty table, exit 0."""
+        code, out, err = yield self.cli("monitor", "history", "nosuch")
+        self.assertEqual((code, out), (ExitCode.NO_SUCH_NAME, ""))
+        self.assertEqual(err, "salvusctl: nosuch: no such instance (known: web:0, web:1, worker:0)\n")
+        code, out, err = yield self.cli("monitor", "history", "web:1")
+        self.assertEqual((code, err), (ExitCode.OK, ""))
+        code, out, err = yield self.cli("monitor", "history", "web:0")
+        self.assertEqual((code, err), (ExitCode.OK, ""))
+        self.assertEqual(len(out.splitlines()), 6)
