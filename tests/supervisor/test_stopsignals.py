@@ -34,7 +34,7 @@ def counted(path: str) -> dict[str, list[str]]:
             lines = f.read().split()
     except FileNotFoundError:
         return out
-    for pid, role, name in zip(lines[0::3], lines[1::3], lines[2::3]):
+    for _pid, role, name in zip(lines[0::3], lines[1::3], lines[2::3], strict=False):
         out.setdefault(role, []).append(name)
     return out
 
