@@ -341,26 +341,52 @@ def cmdRestart(remote: Remote, args, out: Output) -> int:
     return code
 
 
+def _tailNames(remote: Remote, name: str) -> list[str]:
+    """The instances C{tail NAME} reads: C{GROUP:*} is every instance of the group (what the host
+    suggests for a group of several), anything else the one name as given."""
+    if not name.endswith(":*"):
+        return [name]
+    group = name[:-2]
+    names = [_namespec(i) for i in remote("supervisor.getAllProcessInfo") if i["group"] == group]
+    if not names:
+        raise CLIError(f"{group}: no such group", ExitCode.NO_SUCH_NAME)
+    return names
+
+
 def cmdTail(remote: Remote, args, out: Output) -> int:
+    """C{tail [-f] NAME|GROUP:* [stdout|stderr]}: several instances print under C{==> NAME <==}
+    headers, as tail(1) does for several files."""
     method = "Stderr" if args.stream == "stderr" else "Stdout"
-    if not args.follow:
-        text = remote(f"supervisor.readProcess{method}Log", args.name, -args.bytes, 0)
+    names = _tailNames(remote, args.name)
+    shown: list[str | None] = [None]
+
+    def write(name: str, text: str) -> None:
+        if not text:
+            return
+        if len(names) > 1 and shown[0] != name:
+            out.out.write(("\n" if shown[0] is not None else "") + f"==> {name} <==\n")
+        shown[0] = name
         out.out.write(text)
+        out.out.flush()
+
+    if not args.follow:
+        for name in names:
+            write(name, remote(f"supervisor.readProcess{method}Log", name, -args.bytes, 0))
         return ExitCode.OK
-    text, offset, overflow = remote(f"supervisor.tailProcess{method}Log", args.name, 0, args.bytes)
-    out.out.write(text)
-    out.out.flush()
+    offsets = {}
+    for name in names:
+        text, offsets[name], overflow = remote(f"supervisor.tailProcess{method}Log", name, 0, args.bytes)
+        write(name, text)
     polls = 0
     try:
         while args.polls is None or polls < args.polls:
             time.sleep(args.interval)
             polls += 1
-            # supervisord's tail call returns the *last* N bytes; read from our offset instead
-            text = remote(f"supervisor.readProcess{method}Log", args.name, offset, 65536)
-            offset += len(text.encode("utf-8"))
-            if text:
-                out.out.write(text)
-                out.out.flush()
+            for name in names:
+                # supervisord's tail call returns the *last* N bytes; read from our offset instead
+                text = remote(f"supervisor.readProcess{method}Log", name, offsets[name], 65536)
+                offsets[name] += len(text.encode("utf-8"))
+                write(name, text)
     except KeyboardInterrupt:
         pass
     return ExitCode.OK
@@ -693,12 +719,12 @@ def makeParser() -> argparse.ArgumentParser:
                            help="instances restarted at once in a rolling restart (default 1)")
             p.add_argument("--no-rolling", action="store_true",
                            help="stop every instance, then start them all (the old way)")
-    p = sub.add_parser("tail", help="an instance's output")
+    p = sub.add_parser("tail", help="an instance's output (GROUP:* for every instance of a group)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("-n", "--bytes", type=int, default=1600, help="how many bytes from the end")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--polls", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME|GROUP:*")
     p.add_argument("stream", nargs="?", default="stdout", choices=("stdout", "stderr"))
 
     p = sub.add_parser("balancer", help="show or change the balancer")

@@ -142,3 +142,29 @@ class MonitorHistoryTests(CLITestBase):
         code, out, err = yield self.cli("monitor", "history", "web:0")
         self.assertEqual((code, err), (ExitCode.OK, ""))
         self.assertEqual(len(out.splitlines()), 6)
+
+
+class TailGroupTests(CLITestBase):
+    @defer.inlineCallbacks
+    def test_suggestedGroupSpellingWorks(self):
+        """C{tail web} (two instances) suggests C{web:*}, which failed; now C{web:*} prints every
+        instance's output under tail(1)'s C{==> NAME <==} headers, with C{-f} too."""
+        for name in ("web:0", "web:1"):
+            self.supervisor.clearLogs(name)
+            self.supervisor.emit(name, f"hello from {name}")
+        code, out, err = yield self.cli("tail", "web")
+        self.assertEqual(code, ExitCode.NO_SUCH_NAME)
+        self.assertIn("use web:* or web:N", err)
+        code, out, err = yield self.cli("tail", "web:*")
+        self.assertEqual((code, err), (ExitCode.OK, ""))
+        self.assertEqual(out, "==> web:0 <==\nhello from web:0\n\n==> web:1 <==\nhello from web:1\n")
+        reactor.callLater(0.15, self.supervisor.emit, "web:1", "later")
+        code, out, err = yield self.cli("tail", "-f", "--interval", "0.1", "--polls", "4", "web:*")
+        self.assertEqual((code, err), (ExitCode.OK, ""))
+        self.assertEqual(out, "==> web:0 <==\nhello from web:0\n\n==> web:1 <==\nhello from web:1\n"
+                              "later\n")
+        code, out, err = yield self.cli("tail", "worker:*")  # one instance: no header
+        self.assertEqual((code, out), (ExitCode.OK, "worker:0 started with pid "
+                                       f"{self.supervisor.instanceInfo('worker:0')['pid']}\n"))
+        code, out, err = yield self.cli("tail", "ghost:*")
+        self.assertEqual((code, err), (ExitCode.NO_SUCH_NAME, "salvusctl: ghost: no such group\n"))
