@@ -646,25 +646,43 @@ def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
 
     def password() -> str:
         if args.random:
-            value = randomPassword()
-            out.result(value)
-            return value
+            return randomPassword()  # printed once the file holds it, not before
         if args.password_stdin:
             value = stdin.readline().rstrip("\r\n")
         else:
-            value = getpass.getpass(f"password for {args.name}: ")
-            if getpass.getpass("again: ") != value:
-                raise CLIError("passwords differ", ExitCode.USAGE)
+            if not _isatty(stdin):
+                raise CLIError("no terminal to ask for the password on: use --password-stdin or --random",
+                               ExitCode.USAGE)
+            try:
+                value = getpass.getpass(f"password for {args.name}: ")
+                if getpass.getpass("again: ") != value:
+                    raise CLIError("passwords differ", ExitCode.USAGE)
+            except EOFError:
+                raise CLIError("no password given", ExitCode.USAGE)
         if not value:
             raise CLIError("empty password", ExitCode.USAGE)
         return value
 
     try:
+        if args.action in ("add", "passwd"):
+            # refuse before asking for (or generating and printing) a password that cannot be used
+            exists = users.get(args.name) is not None
+            if args.action == "add" and exists:
+                raise CLIError(f"user {args.name!r} already exists in {users.path} "
+                               f"(salvusctl user passwd {args.name} sets a new password)")
+            if args.action == "passwd" and not exists:
+                raise CLIError(f"no user {args.name!r} in {users.path} (salvusctl user add {args.name})")
         if args.action == "add":
-            users.add(args.name, password(), args.role or "operator")
+            value = password()
+            users.add(args.name, value, args.role or "operator")
+            if args.random:
+                out.result(value)
             out.info(f"added {args.name} to {users.path}")
         elif args.action == "passwd":
-            users.passwd(args.name, password(), args.role)
+            value = password()
+            users.passwd(args.name, value, args.role)
+            if args.random:
+                out.result(value)
             out.info(f"changed {args.name} in {users.path}")
         elif args.action == "remove":
             users.remove(args.name)
@@ -675,6 +693,13 @@ def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
     except UsersFileError as e:
         raise CLIError(str(e), ExitCode.FAILED)
     return ExitCode.OK
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 # -- argument parsing ------------------------------------------------------------------------------

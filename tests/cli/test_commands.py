@@ -168,3 +168,54 @@ class TailGroupTests(CLITestBase):
                                        f"{self.supervisor.instanceInfo('worker:0')['pid']}\n"))
         code, out, err = yield self.cli("tail", "ghost:*")
         self.assertEqual((code, err), (ExitCode.NO_SUCH_NAME, "salvusctl: ghost: no such group\n"))
+
+
+class UserScriptTests(TestCase):
+    """C{salvusctl user} as a script runs it: no terminal, the real console script."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.tmp = self.mktemp()
+        os.makedirs(self.tmp)
+        self.path = os.path.join(self.tmp, "users")
+
+    def content(self):
+        try:
+            with open(self.path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    @defer.inlineCallbacks
+    def test_oneClearLineAndNothingHalfWritten(self):
+        """Without a terminal C{user add} gave a 30-line traceback; C{user add NAME --random} of an
+        existing user printed a password and then refused. Now each is one line and leaves the
+        file as it was; a generated password is printed only once the file holds it."""
+        env = {"SALVUS_USERS": self.path}
+        out, err, code = yield salvusctl("user", "add", "alice", env=env)
+        self.assertEqual((code, out), (ExitCode.USAGE, b""))
+        self.assertEqual(err, b"salvusctl: no terminal to ask for the password on: "
+                              b"use --password-stdin or --random\n")
+        self.assertIsNone(self.content())
+        out, err, code = yield salvusctl("user", "add", "alice", "--random", env=env)
+        self.assertEqual((code, err), (0, b""))
+        password = out.decode().strip()
+        self.assertEqual(len(out.splitlines()), 1)
+        from salvusctl.admin.users import UsersFile
+
+        self.assertIsNotNone(UsersFile(self.path).check("alice", password))
+        before = self.content()
+        out, err, code = yield salvusctl("user", "add", "alice", "--random", env=env)
+        self.assertEqual((code, out), (ExitCode.FAILED, b""))
+        self.assertEqual(err.decode(), f"salvusctl: user 'alice' already exists in {self.path} "
+                                       "(salvusctl user passwd alice sets a new password)\n")
+        out, err, code = yield salvusctl("user", "passwd", "bob", "--random", env=env)
+        self.assertEqual((code, out), (ExitCode.FAILED, b""))
+        self.assertEqual(err.decode(), f"salvusctl: no user 'bob' in {self.path} (salvusctl user add bob)\n")
+        out, err, code = yield salvusctl("user", "add", "bad name!", "--random", env=env)
+        self.assertEqual((code, out, err.count(b"\n")), (ExitCode.FAILED, b"", 1))
+        self.assertEqual(self.content(), before)
+        out, err, code = yield salvusctl("user", "passwd", "alice", "--random", env=env)
+        self.assertEqual((code, err), (0, b""))
+        self.assertIsNotNone(UsersFile(self.path).check("alice", out.decode().strip()))
