@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from salvusctl.admin import shapes
 from salvusctl.admin.faults import Faults
-from salvusctl.cli.client import ClientError, FingerprintMismatch, connect
+from salvusctl.cli.client import ClientError, FingerprintMismatch, connect, resolveURL
 
 __all__ = ["main", "ExitCode", "CONFIG_FILE"]
 
@@ -88,8 +88,9 @@ class Output:
 # -- connection settings ---------------------------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
-    """URL and credentials: options, then environment, then the config file."""
+def _settings(args: argparse.Namespace, env: dict[str, str], stdin: TextIO | None = None) -> dict[str, Any]:
+    """URL and credentials: options, then environment, then the config file; a user without a
+    password is asked for one on a terminal (as curl -u and supervisorctl do)."""
     path = args.config or env.get("SALVUS_CONFIG") or CONFIG_FILE
     if path.startswith("~/"):
         path = os.path.join(env.get("HOME") or os.path.expanduser("~"), path[2:])
@@ -116,13 +117,32 @@ def _settings(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     url = pick("url", "SALVUS_URL", "url")
     if not url:
         raise CLIError(f"no admin URL: use --url, SALVUS_URL or url= in {CONFIG_FILE}", ExitCode.USAGE)
+    url = resolveURL(url)
+    user = pick("user", "SALVUS_USER", "user")
+    password = pick("password", "SALVUS_PASSWORD", "password")
+    if user and password is None:
+        password = _askPassword(user, url, stdin)
     return {
         "url": url,
-        "user": pick("user", "SALVUS_USER", "user"),
-        "password": pick("password", "SALVUS_PASSWORD", "password"),
+        "user": user,
+        "password": password,
         "cacert": pick("cacert", "SALVUS_CACERT", "cacert"),
         "fingerprint": pick("fingerprint", "SALVUS_FINGERPRINT", "fingerprint"),
     }
+
+
+def _askPassword(user: str, url: str, stdin: TextIO | None) -> str:
+    """The password for C{user}, typed on the terminal; an error naming the other ways without one."""
+    if stdin is None or not _isatty(stdin):
+        raise CLIError(
+            f"no password for {user}: use -p, SALVUS_PASSWORD or password= in {CONFIG_FILE} "
+            "(or run on a terminal to be asked)",
+            ExitCode.USAGE,
+        )
+    try:
+        return getpass.getpass(f"password for {user} at {url}: ")
+    except EOFError:
+        raise CLIError(f"no password for {user}", ExitCode.USAGE)
 
 
 class Remote:
@@ -168,7 +188,11 @@ class Remote:
             )
         except ssl.SSLError as e:
             raise CLIError(f"{url}: TLS error: {e.reason or e}", ExitCode.UNREACHABLE)
-        except (ConnectionRefusedError, FileNotFoundError):
+        except FileNotFoundError:
+            if url.startswith("unix:"):
+                raise CLIError(f"{url}: no such socket (is the host running?)", ExitCode.UNREACHABLE)
+            raise CLIError(f"{url}: connection refused (is the host running?)", ExitCode.UNREACHABLE)
+        except ConnectionRefusedError:
             raise CLIError(f"{url}: connection refused (is the host running?)", ExitCode.UNREACHABLE)
         except TimeoutError:
             raise CLIError(f"{url}: timed out", ExitCode.UNREACHABLE)
@@ -935,7 +959,7 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
         timeout = args.timeout
         if timeout is None:
             timeout = RESTART_TIMEOUT if args.command == "restart" else DEFAULT_TIMEOUT
-        remote = Remote(_settings(args, env), timeout)
+        remote = Remote(_settings(args, env, stdin), timeout)
         try:
             return int(_REMOTE[args.command](remote, args, output))
         finally:
