@@ -66,8 +66,9 @@ class IProcessOS(Interface):
     def leftovers(leader, marker, known):
         """What a leader that exited on its own left alive: {pid: starttime}."""
 
-    def signal(found, sig, groups=()):
-        """Send C{sig} to process groups C{groups} and to the processes C{found}."""
+    def signal(found, sig, groups=(), signalled=()):
+        """Send C{sig} once to each process of the groups C{groups} and of C{found}; members of
+        the groups C{signalled} (which had it already) are skipped."""
 
     def alive(pid, starttime):
         """True when C{pid} runs and (if given) started at C{starttime}."""
@@ -136,8 +137,8 @@ class ProcessOS:
         st = oscalls.readStat(pid)
         return st.starttime if st is not None else 0
 
-    def signal(self, found: Mapping[int, int], sig: int, groups=()) -> None:
-        oscalls.signalMembers(found, sig, groups)
+    def signal(self, found: Mapping[int, int], sig: int, groups=(), signalled=()) -> None:
+        oscalls.signalMembers(found, sig, groups, signalled)
 
     def alive(self, pid: int, starttime: int | None) -> bool:
         return oscalls.alive(pid, starttime)
@@ -222,6 +223,7 @@ class Instance:
         self._stopping: Deferred | None = None
         self._leftovers: dict[int, int] = {}
         self._leftoverCall = None
+        self._stopGroup: int | None = None  # the process group the current stop signalled
 
     # -- naming and templating ---------------------------------------------------------------
 
@@ -781,6 +783,7 @@ class Instance:
         found = self.owner.os.members(leader, self.marker, self.members)
         self.members = found
         self.owner._membersChanged(self)
+        self._stopGroup = leader
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
         deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
         self._timer = self.reactor.callLater(STOP_POLL, self._pollStop, deadline, False)
@@ -796,7 +799,10 @@ class Instance:
             extra = {p: t for p, t in fresh.items() if p not in self.members}
             if extra:
                 self.members.update(extra)
-                self.owner.os.signal(extra, self.deploy.stopSignalNumber)
+                # Those in the leader's group had the group's signal (or joined it after, a
+                # shutdown hook's helper): one stop signal each, never two.
+                self.owner.os.signal(extra, self.deploy.stopSignalNumber,
+                                     signalled=[self._stopGroup] if self._stopGroup else [])
         remaining = {p: t for p, t in self.members.items() if self.owner.os.alive(p, t or None)}
         if leaderGone and not remaining:
             self._finishStop()
