@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from salvusctl.admin import shapes
 from salvusctl.admin.faults import Faults
-from salvusctl.cli.client import ClientError, FingerprintMismatch, connect
+from salvusctl.cli.client import ClientError, FingerprintMismatch, connect, resolveURL
 
 __all__ = ["main", "ExitCode", "CONFIG_FILE"]
 
@@ -88,8 +88,9 @@ class Output:
 # -- connection settings ---------------------------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
-    """URL and credentials: options, then environment, then the config file."""
+def _settings(args: argparse.Namespace, env: dict[str, str], stdin: TextIO | None = None) -> dict[str, Any]:
+    """URL and credentials: options, then environment, then the config file; a user without a
+    password is asked for one on a terminal (as curl -u and supervisorctl do)."""
     path = args.config or env.get("SALVUS_CONFIG") or CONFIG_FILE
     if path.startswith("~/"):
         path = os.path.join(env.get("HOME") or os.path.expanduser("~"), path[2:])
@@ -116,13 +117,32 @@ def _settings(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     url = pick("url", "SALVUS_URL", "url")
     if not url:
         raise CLIError(f"no admin URL: use --url, SALVUS_URL or url= in {CONFIG_FILE}", ExitCode.USAGE)
+    url = resolveURL(url)
+    user = pick("user", "SALVUS_USER", "user")
+    password = pick("password", "SALVUS_PASSWORD", "password")
+    if user and password is None:
+        password = _askPassword(user, url, stdin)
     return {
         "url": url,
-        "user": pick("user", "SALVUS_USER", "user"),
-        "password": pick("password", "SALVUS_PASSWORD", "password"),
+        "user": user,
+        "password": password,
         "cacert": pick("cacert", "SALVUS_CACERT", "cacert"),
         "fingerprint": pick("fingerprint", "SALVUS_FINGERPRINT", "fingerprint"),
     }
+
+
+def _askPassword(user: str, url: str, stdin: TextIO | None) -> str:
+    """The password for C{user}, typed on the terminal; an error naming the other ways without one."""
+    if stdin is None or not _isatty(stdin):
+        raise CLIError(
+            f"no password for {user}: use -p, SALVUS_PASSWORD or password= in {CONFIG_FILE} "
+            "(or run on a terminal to be asked)",
+            ExitCode.USAGE,
+        )
+    try:
+        return getpass.getpass(f"password for {user} at {url}: ")
+    except EOFError:
+        raise CLIError(f"no password for {user}", ExitCode.USAGE)
 
 
 class Remote:
@@ -168,7 +188,11 @@ class Remote:
             )
         except ssl.SSLError as e:
             raise CLIError(f"{url}: TLS error: {e.reason or e}", ExitCode.UNREACHABLE)
-        except (ConnectionRefusedError, FileNotFoundError):
+        except FileNotFoundError:
+            if url.startswith("unix:"):
+                raise CLIError(f"{url}: no such socket (is the host running?)", ExitCode.UNREACHABLE)
+            raise CLIError(f"{url}: connection refused (is the host running?)", ExitCode.UNREACHABLE)
+        except ConnectionRefusedError:
             raise CLIError(f"{url}: connection refused (is the host running?)", ExitCode.UNREACHABLE)
         except TimeoutError:
             raise CLIError(f"{url}: timed out", ExitCode.UNREACHABLE)
@@ -646,25 +670,43 @@ def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
 
     def password() -> str:
         if args.random:
-            value = randomPassword()
-            out.result(value)
-            return value
+            return randomPassword()  # printed once the file holds it, not before
         if args.password_stdin:
             value = stdin.readline().rstrip("\r\n")
         else:
-            value = getpass.getpass(f"password for {args.name}: ")
-            if getpass.getpass("again: ") != value:
-                raise CLIError("passwords differ", ExitCode.USAGE)
+            if not _isatty(stdin):
+                raise CLIError("no terminal to ask for the password on: use --password-stdin or --random",
+                               ExitCode.USAGE)
+            try:
+                value = getpass.getpass(f"password for {args.name}: ")
+                if getpass.getpass("again: ") != value:
+                    raise CLIError("passwords differ", ExitCode.USAGE)
+            except EOFError:
+                raise CLIError("no password given", ExitCode.USAGE)
         if not value:
             raise CLIError("empty password", ExitCode.USAGE)
         return value
 
     try:
+        if args.action in ("add", "passwd"):
+            # refuse before asking for (or generating and printing) a password that cannot be used
+            exists = users.get(args.name) is not None
+            if args.action == "add" and exists:
+                raise CLIError(f"user {args.name!r} already exists in {users.path} "
+                               f"(salvusctl user passwd {args.name} sets a new password)")
+            if args.action == "passwd" and not exists:
+                raise CLIError(f"no user {args.name!r} in {users.path} (salvusctl user add {args.name})")
         if args.action == "add":
-            users.add(args.name, password(), args.role or "operator")
+            value = password()
+            users.add(args.name, value, args.role or "operator")
+            if args.random:
+                out.result(value)
             out.info(f"added {args.name} to {users.path}")
         elif args.action == "passwd":
-            users.passwd(args.name, password(), args.role)
+            value = password()
+            users.passwd(args.name, value, args.role)
+            if args.random:
+                out.result(value)
             out.info(f"changed {args.name} in {users.path}")
         elif args.action == "remove":
             users.remove(args.name)
@@ -675,6 +717,13 @@ def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
     except UsersFileError as e:
         raise CLIError(str(e), ExitCode.FAILED)
     return ExitCode.OK
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 # -- argument parsing ------------------------------------------------------------------------------
@@ -910,7 +959,7 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
         timeout = args.timeout
         if timeout is None:
             timeout = RESTART_TIMEOUT if args.command == "restart" else DEFAULT_TIMEOUT
-        remote = Remote(_settings(args, env), timeout)
+        remote = Remote(_settings(args, env, stdin), timeout)
         try:
             return int(_REMOTE[args.command](remote, args, output))
         finally:

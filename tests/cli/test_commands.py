@@ -7,11 +7,12 @@ that talk to a host run against a real admin listening on a real socket (see L{C
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from salvusctl.cli import ExitCode
 from tests.cli.test_cli import ROOT, CLITestBase
@@ -168,3 +169,129 @@ class TailGroupTests(CLITestBase):
                                        f"{self.supervisor.instanceInfo('worker:0')['pid']}\n"))
         code, out, err = yield self.cli("tail", "ghost:*")
         self.assertEqual((code, err), (ExitCode.NO_SUCH_NAME, "salvusctl: ghost: no such group\n"))
+
+
+class UserScriptTests(TestCase):
+    """C{salvusctl user} as a script runs it: no terminal, the real console script."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.tmp = self.mktemp()
+        os.makedirs(self.tmp)
+        self.path = os.path.join(self.tmp, "users")
+
+    def content(self):
+        try:
+            with open(self.path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    @defer.inlineCallbacks
+    def test_oneClearLineAndNothingHalfWritten(self):
+        """Without a terminal C{user add} gave a 30-line traceback; C{user add NAME --random} of an
+        existing user printed a password and then refused. Now each is one line and leaves the
+        file as it was; a generated password is printed only once the file holds it."""
+        env = {"SALVUS_USERS": self.path}
+        out, err, code = yield salvusctl("user", "add", "alice", env=env)
+        self.assertEqual((code, out), (ExitCode.USAGE, b""))
+        self.assertEqual(err, b"salvusctl: no terminal to ask for the password on: "
+                              b"use --password-stdin or --random\n")
+        self.assertIsNone(self.content())
+        out, err, code = yield salvusctl("user", "add", "alice", "--random", env=env)
+        self.assertEqual((code, err), (0, b""))
+        password = out.decode().strip()
+        self.assertEqual(len(out.splitlines()), 1)
+        from salvusctl.admin.users import UsersFile
+
+        self.assertIsNotNone(UsersFile(self.path).check("alice", password))
+        before = self.content()
+        out, err, code = yield salvusctl("user", "add", "alice", "--random", env=env)
+        self.assertEqual((code, out), (ExitCode.FAILED, b""))
+        self.assertEqual(err.decode(), f"salvusctl: user 'alice' already exists in {self.path} "
+                                       "(salvusctl user passwd alice sets a new password)\n")
+        out, err, code = yield salvusctl("user", "passwd", "bob", "--random", env=env)
+        self.assertEqual((code, out), (ExitCode.FAILED, b""))
+        self.assertEqual(err.decode(), f"salvusctl: no user 'bob' in {self.path} (salvusctl user add bob)\n")
+        out, err, code = yield salvusctl("user", "add", "bad name!", "--random", env=env)
+        self.assertEqual((code, out, err.count(b"\n")), (ExitCode.FAILED, b"", 1))
+        self.assertEqual(self.content(), before)
+        out, err, code = yield salvusctl("user", "passwd", "alice", "--random", env=env)
+        self.assertEqual((code, err), (0, b""))
+        self.assertIsNotNone(UsersFile(self.path).check("alice", out.decode().strip()))
+
+
+class _Terminal(protocol.ProcessProtocol):
+    """A child on a pseudo-terminal: types C{answer} when C{prompt} appears."""
+
+    def __init__(self, prompt: bytes, answer: bytes):
+        self.prompt, self.answer = prompt, answer
+        self.output = b""
+        self.asked = 0
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def childDataReceived(self, fd, data):
+        self.output += data
+        if self.output.count(self.prompt) > self.asked:
+            self.asked += 1
+            self.transport.write(self.answer)
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
+
+
+class PasswordAndSocketTests(CLITestBase):
+    sockdir = os.path.join("/tmp", f"salvus-cli2-{os.getpid()}")
+    listeners = ("tcp:0:interface=127.0.0.1", f"unix:{sockdir}/var/admin.sock")
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        os.makedirs(os.path.join(self.sockdir, "var"), exist_ok=True)
+        self.addCleanup(shutil.rmtree, self.sockdir, True)
+        yield super().setUp()
+
+    @defer.inlineCallbacks
+    def test_passwordAskedOnTerminal(self):
+        """C{-s URL -u op status} on a terminal exited 5 without asking; now it prompts (getpass,
+        on the child's controlling terminal) and runs the command with what was typed."""
+        script = os.path.join(os.path.dirname(sys.executable), "salvusctl")
+        if not os.path.exists(script):
+            raise SkipTest("no installed salvusctl console script")
+        term = _Terminal(b"password for op at ", b"op-secret\n")
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": self.tmp, "TERM": "dumb"}
+        reactor.spawnProcess(term, script, [script, "-s", self.url, "-u", "op", "status"],
+                             env=env, usePTY=True)
+        code = yield term.ended
+        self.assertEqual(term.asked, 1, term.output)
+        self.assertEqual(code, 0, term.output)
+        self.assertIn(b"worker:0", term.output)
+        self.assertNotIn(b"op-secret", term.output)  # not echoed
+
+    @defer.inlineCallbacks
+    def test_passwordFromEnvironmentWithoutTerminal(self):
+        """Without a terminal the password comes from SALVUS_PASSWORD; missing, one line, exit 2."""
+        out, err, code = yield salvusctl("-s", self.url, "-u", "op", "status")
+        self.assertEqual((code, out), (ExitCode.USAGE, b""))
+        self.assertEqual(err, b"salvusctl: no password for op: use -p, SALVUS_PASSWORD or password= in "
+                              b"~/.salvusctl.conf (or run on a terminal to be asked)\n")
+        out, err, code = yield salvusctl("-s", self.url, "-u", "op", "status",
+                                         env={"SALVUS_PASSWORD": "op-secret"})
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"worker:0", out)
+
+    @defer.inlineCallbacks
+    def test_relativeUnixSocket(self):
+        """C{-s unix://var/admin.sock} (as the README writes it for supervisorctl) is the socket
+        under the working directory; from elsewhere the error names the path it resolved to."""
+        env = {"SALVUS_PASSWORD": "op-secret"}
+        for url in ("unix://var/admin.sock", "unix:var/admin.sock", f"unix://{self.sockdir}/var/admin.sock"):
+            out, err, code = yield salvusctl("-s", url, "-u", "op", "status", env=env, path=self.sockdir)
+            self.assertEqual(code, 0, (url, err))
+            self.assertEqual(len(out.splitlines()), 3)
+        elsewhere = os.path.realpath(self.tmp)
+        out, err, code = yield salvusctl("-s", "unix://var/admin.sock", "-u", "op", "status",
+                                         env=env, path=elsewhere)
+        self.assertEqual(code, ExitCode.UNREACHABLE)
+        self.assertEqual(err.decode(), f"salvusctl: unix://{elsewhere}/var/admin.sock: no such socket "
+                                       "(is the host running?)\n")
