@@ -262,3 +262,4 @@ class HTTPAuthTests(HarnessTestCase):
             self.assertEqual(headers.getRawHeaders(b"referrer-policy"), [b"no-referrer"])
             self.assertIn(b"default-src 'none'", headers.getRawHeaders(b"content-security-policy")[0])
             self.assertIsNone(headers.getRawHeaders(b"strict-transport-security"))
+            self.assertIsNone(headers.getRawHeaders(b"server"))
