@@ -7,16 +7,17 @@ to the end and prints its table.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.helpers import REPO, childEnv
 
 #: bench/NAME -> a word its table prints.
-QUICK = {"backup": b"full_seconds", "store": b"writes"}
+QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAProxy"}
 
 
 class QuickBenchTests(TestCase):
@@ -36,3 +37,11 @@ class QuickBenchTests(TestCase):
     def test_store(self):
         """bench/store --quick: 50 writes per measurement (PostgreSQL rows when it is configured)."""
         return self._bench("store")
+
+    def test_balancer(self):
+        """bench/balancer --quick: one 1-second round against HAProxy and nginx (.ci/run installs them)."""
+        missing = [t for t in ("nginx", "haproxy", "wrk", "curl")
+                   if shutil.which(t) is None and not os.path.exists("/usr/sbin/" + t)]
+        if missing:
+            raise SkipTest(f"not installed: {', '.join(missing)}")
+        return self._bench("balancer")
