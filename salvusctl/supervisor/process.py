@@ -636,11 +636,16 @@ class Instance:
             self._spawn()
 
     def _flapping(self) -> bool:
-        """Record one automatic restart; go FATAL when there were too many in the window."""
+        """Go FATAL when C{flapping.restarts} automatic restarts were made within the window;
+        else record the restart about to be made and return False.
+
+        Only restarts that were made are counted, so C{Flapping(10, 60)} allows ten and the
+        reason names the ten ("flapping: 10 restarts in 60s"), never the one refused.
+        """
         flap = self.deploy.flapping
         now = self.reactor.seconds()
-        self.restarts.append(now)
         if flap is None:
+            self.restarts.append(now)
             if len(self.restarts) > 16:
                 self.restarts.popleft()
             return False
@@ -649,6 +654,7 @@ class Instance:
         if len(self.restarts) >= flap.restarts:
             self._fatal(f"flapping: {len(self.restarts)} restarts in {flap.window:g}s")
             return True
+        self.restarts.append(now)
         return False
 
     def _autoRestart(self, why: str) -> None:

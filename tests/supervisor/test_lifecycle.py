@@ -172,19 +172,52 @@ class ExitTests(Harness):
         self.assertEqual(self.state("web:0"), "EXITED")
 
     def test_flapping_goes_fatal_with_reason(self):
-        """Five restarts within 10 s make the instance FATAL and say why."""
+        """Five restarts within 10 s are allowed; the next exit makes the instance FATAL, and the
+        reason counts the five restarts that were made."""
         svc = self.make(deploy(startsecs=0, flapping=Flapping(restarts=5, window=10)))
         svc.startInstance("web:0")
-        for _ in range(4):
+        for _ in range(5):
             self.clock.advance(1)
             self.fake.exit(self.pid("web:0"), 1)
             self.assertEqual(self.state("web:0"), "RUNNING")
+        self.assertEqual(svc.instanceInfo("web:0")["restarts"], 5)
         self.clock.advance(1)
         self.fake.exit(self.pid("web:0"), 1)
         info = svc.instanceInfo("web:0")
         self.assertEqual(info["state"], "FATAL")
+        self.assertEqual(info["restarts"], 5)
         self.assertEqual(info["reason"], "flapping: 5 restarts in 10s")
         self.assertEqual(info["description"], "flapping: 5 restarts in 10s")
+
+    def test_flapping_count_default(self):
+        """The default, Flapping(10, 60): ten restarts, then "10 restarts" (not after nine)."""
+        svc = self.make(deploy(startsecs=0))
+        svc.startInstance("web:0")
+        for _ in range(10):
+            self.clock.advance(1)
+            self.fake.exit(self.pid("web:0"), 1)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.fake.exit(self.pid("web:0"), 1)
+        info = svc.instanceInfo("web:0")
+        self.assertEqual((info["state"], info["restarts"]), ("FATAL", 10))
+        self.assertEqual(info["reason"], "flapping: 10 restarts in 60s")
+
+    def test_flapping_counts_backoff_retries(self):
+        """Starts that fail (BACKOFF, retried) are restarts too, counted the same way."""
+        svc = self.make(deploy(startsecs=5, startretries=100,
+                               backoff=Backoff(initial=0.1, factor=1, cap=0.1),
+                               flapping=Flapping(restarts=3, window=60)))
+        d = svc.startInstance("web:0")
+        for _ in range(3):
+            self.fake.exit(self.pid("web:0"), 1)
+            self.assertEqual(self.state("web:0"), "BACKOFF")
+            self.clock.advance(0.1)
+            self.assertEqual(self.state("web:0"), "STARTING")
+        self.fake.exit(self.pid("web:0"), 1)
+        info = svc.instanceInfo("web:0")
+        self.assertEqual((info["state"], info["restarts"]), ("FATAL", 3))
+        self.assertEqual(info["reason"], "flapping: 3 restarts in 60s")
+        self.failureResultOf(d, InstanceFatal)
 
     def test_slow_crashes_are_not_flapping(self):
         """The same number of restarts spread wider than the window never trips it."""
@@ -199,8 +232,8 @@ class ExitTests(Harness):
     def test_start_after_fatal_forgets_history(self):
         svc = self.make(deploy(startsecs=0, flapping=Flapping(restarts=2, window=10)))
         svc.startInstance("web:0")
-        self.fake.exit(self.pid("web:0"), 1)
-        self.fake.exit(self.pid("web:0"), 1)
+        for _ in range(3):
+            self.fake.exit(self.pid("web:0"), 1)
         self.assertEqual(self.state("web:0"), "FATAL")
         self.successResultOf(svc.startInstance("web:0"))
         self.assertEqual(self.state("web:0"), "RUNNING")
