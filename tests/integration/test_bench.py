@@ -17,7 +17,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests.helpers import REPO, childEnv
 
 #: bench/NAME -> a word its table prints.
-QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAProxy"}
+QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAProxy",
+         "admin/rpc_vs_supervisord.py": b"getState_per_s"}
 
 
 class QuickBenchTests(TestCase):
@@ -45,3 +46,7 @@ class QuickBenchTests(TestCase):
         if missing:
             raise SkipTest(f"not installed: {', '.join(missing)}")
         return self._bench("balancer")
+
+    def test_admin(self):
+        """bench/admin --quick: salvus's XML-RPC against supervisord's, 20 calls."""
+        return self._bench("admin/rpc_vs_supervisord.py")
