@@ -224,6 +224,8 @@ class Instance:
         self._leftovers: dict[int, int] = {}
         self._leftoverCall = None
         self._stopGroup: int | None = None  # the process group the current stop signalled
+        # An operator asked for a stop since the last start: no automatic restart may follow it.
+        self._held = False
 
     # -- naming and templating ---------------------------------------------------------------
 
@@ -361,6 +363,7 @@ class Instance:
             return d
         self._startWaiters.append(d)
         self._cancelTimer()
+        self._held = False
         self.backoffCount = 0
         self.restarts.clear()
         self.fatalReason = ""
@@ -637,7 +640,16 @@ class Instance:
 
     def _flapping(self) -> bool:
         """Go FATAL when C{flapping.restarts} automatic restarts were made within the window;
-        else record the restart about to be made and return False.
+        else record the restart about to be made and return False."""
+        reason = self._flapReason()
+        if reason:
+            self._fatal(reason)
+            return True
+        return False
+
+    def _flapReason(self) -> str:
+        """The FATAL reason when C{flapping.restarts} automatic restarts were made within the
+        window; else "" and the restart about to be made is recorded.
 
         Only restarts that were made are counted, so C{Flapping(10, 60)} allows ten and the
         reason names the ten ("flapping: 10 restarts in 60s"), never the one refused.
@@ -648,14 +660,13 @@ class Instance:
             self.restarts.append(now)
             if len(self.restarts) > 16:
                 self.restarts.popleft()
-            return False
+            return ""
         while self.restarts and self.restarts[0] <= now - flap.window:
             self.restarts.popleft()
         if len(self.restarts) >= flap.restarts:
-            self._fatal(f"flapping: {len(self.restarts)} restarts in {flap.window:g}s")
-            return True
+            return f"flapping: {len(self.restarts)} restarts in {flap.window:g}s"
         self.restarts.append(now)
-        return False
+        return ""
 
     def _autoRestart(self, why: str) -> None:
         if self._flapping():
@@ -725,8 +736,10 @@ class Instance:
 
     def _lostContact(self, why: str = "") -> None:
         """The probe stopped answering: stop this process and start a new one."""
-        if self._flapping():
-            self.fatalReason = "liveness probe failed; " + self.fatalReason
+        reason = self._flapReason()
+        if reason:
+            # RUNNING cannot go FATAL directly: stop the process first, then FATAL.
+            self.fatalReason = "liveness probe failed; " + reason
             d = self.stop(hooks=False, restarting=True)
             d.addCallback(lambda _: self._fatalAfterStop(self.fatalReason))
             return
@@ -736,14 +749,14 @@ class Instance:
         d = self.stop(hooks=False, restarting=True)
 
         def again(_):
-            if self.state == S.STOPPED:
+            if self.state == S.STOPPED and not self._held:
                 self.totalRestarts += 1
                 self._spawn()
 
         d.addCallback(again)
 
     def _fatalAfterStop(self, reason: str) -> None:
-        if self.state == S.STOPPED:
+        if self.state == S.STOPPED and not self._held:
             self._fatal(reason)
 
     # -- stop ------------------------------------------------------------------------------------
@@ -752,8 +765,18 @@ class Instance:
         """Stop the whole process tree: stopsignal to the group, SIGKILL after stopwaitsecs.
 
         With C{hooks}, the owner's before-stop hooks (a balancer drain) run first.  Fires with
-        None once no member of the instance is left.
+        None once no member of the instance is left.  An operator's stop (not C{restarting})
+        always ends STOPPED, even when it lands between two processes (a respawn due on the next
+        turn, a retry after BACKOFF, a liveness restart): nothing is started after it.
         """
+        if not restarting:
+            self._held = True
+        if self.state == S.EXITED and self._timer is not None:
+            # It exited inside the spawn that started it; its respawn was due on the next turn.
+            self._cancelTimer()
+            self._killLeftovers()
+            self._stoppedBetween()
+            return _succeeded(None)
         if self.state in (S.STOPPED, S.EXITED, S.FATAL):
             self._cancelTimer()
             self._killLeftovers()  # what a crashed leader left is given no more grace
@@ -761,8 +784,7 @@ class Instance:
         if self.state == S.BACKOFF:
             self._cancelTimer()
             self._killLeftovers()
-            self._change(S.STOPPED)
-            self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
+            self._stoppedBetween()
             return _succeeded(None)
         if self._stopping is not None:
             d = Deferred()
@@ -778,7 +800,11 @@ class Instance:
         self._cancelTimer()
         self._stopProbe()
         if self.state not in (S.STARTING, S.RUNNING):
-            # It exited while the drain ran.
+            # It exited while the drain ran: no process to signal.  Between two processes
+            # (EXITED, BACKOFF), an operator's stop still ends STOPPED, with no retry.
+            if not restarting and self.state in (S.EXITED, S.BACKOFF):
+                self._killLeftovers()
+                self._stoppedBetween()
             self._finishStop(changeState=self.state == S.STOPPING)
             return
         self._change(S.STOPPING)
@@ -793,6 +819,12 @@ class Instance:
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
         deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
         self._timer = self.reactor.callLater(STOP_POLL, self._pollStop, deadline, False)
+
+    def _stoppedBetween(self) -> None:
+        """EXITED or BACKOFF -> STOPPED: stopped while no process of it ran."""
+        self.stopTime = self.reactor.seconds()
+        self._change(S.STOPPED)
+        self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
 
     def _pollStop(self, deadline: float, killed: bool) -> None:
         self._timer = None
