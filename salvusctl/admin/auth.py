@@ -435,7 +435,9 @@ def securityHeaders(request: Any) -> None:
     )
     request.setHeader(b"x-frame-options", b"DENY")
     request.setHeader(b"x-content-type-options", b"nosniff")
-    request.setHeader(b"referrer-policy", b"no-referrer")
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" even on its
+    # own forms, and the CSRF check refuses null; other sites still get no Referer at all.
+    request.setHeader(b"referrer-policy", b"same-origin")
     request.setHeader(b"cache-control", b"no-store")
     if request.isSecure():
         request.setHeader(b"strict-transport-security", b"max-age=31536000")

@@ -259,7 +259,7 @@ class HTTPAuthTests(HarnessTestCase):
             headers = response.headers
             self.assertEqual(headers.getRawHeaders(b"x-frame-options"), [b"DENY"])
             self.assertEqual(headers.getRawHeaders(b"x-content-type-options"), [b"nosniff"])
-            self.assertEqual(headers.getRawHeaders(b"referrer-policy"), [b"no-referrer"])
+            self.assertEqual(headers.getRawHeaders(b"referrer-policy"), [b"same-origin"])
             self.assertIn(b"default-src 'none'", headers.getRawHeaders(b"content-security-policy")[0])
             self.assertIsNone(headers.getRawHeaders(b"strict-transport-security"))
             self.assertIsNone(headers.getRawHeaders(b"server"))
