@@ -507,19 +507,28 @@ def alive(pid: int, starttime: int | None = None) -> bool:
 
 
 def signalMembers(found: Mapping[int, int], sig: int, groups: Iterable[int] = ()) -> int:
-    """Send C{sig} to process groups and to each member still matching its start time.
+    """Send C{sig} once to each process: to the process groups C{groups}, then to each member of
+    C{found} (still matching its start time) that is not in one of the groups just signalled.
+
+    A member of a signalled group already has the signal; a second one is not harmless: many
+    programs (uvicorn, gunicorn, Celery, Node) read a second TERM or INT as "quit now".
 
     @return: how many signals were delivered.
     """
     sent = 0
+    signalled: set[int] = set()
     for pgid in groups:
         try:
             os.killpg(pgid, sig)
             sent += 1
+            signalled.add(pgid)
         except OSError:
             pass
     for pid, starttime in found.items():
-        if not alive(pid, starttime):
+        st = readStat(pid)
+        if st is None or st.zombie or st.starttime != starttime:
+            continue
+        if st.pgid in signalled:
             continue
         try:
             os.kill(pid, sig)
