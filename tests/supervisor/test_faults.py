@@ -1,5 +1,5 @@
-"""The supervisor under faults, against real child processes: one stop signal per process, no
-daemon left behind by a program that daemonizes itself, stops in reverse start order."""
+"""One stop signal per process, counted by a real child that takes its signals with sigtimedwait
+(a queued real-time signal for the exact count at the oscalls level, TERM through the service)."""
 
 from __future__ import annotations
 
