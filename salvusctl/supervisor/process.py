@@ -442,8 +442,7 @@ class Instance:
 
     def _spawnFailed(self, e: Exception) -> None:
         self.spawnerr = f"spawn failed: {e}"
-        log.warn("{name}: {err}", name=self.name, err=self.spawnerr)
-        self.transport = None
+        self.transport = None  # (logged once, with what follows, by _startFailed)
         if self.state != S.STARTING:
             self._change(S.STARTING)
         self._startFailed()
@@ -521,8 +520,8 @@ class Instance:
             return
         self._stopProbe()
         ready = self.deploy.ready
-        self.spawnerr = f"not ready within {ready.timeout:g}s (ready={ready.kind!r})"
-        log.warn("{name}: {why}, stopping it", name=self.name, why=self.spawnerr)
+        # Logged once the process is gone, as this start's failure (_startFailed).
+        self.spawnerr = f"not ready within {ready.timeout:g}s (ready={ready.kind!r}), stopped"
         found = self.owner.os.members(self.pid, self.marker, self.members)
         self.members.update(found)
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [self.pid] if self.pid else [])
@@ -619,18 +618,45 @@ class Instance:
         self._leftovers = {}
 
     def _startFailed(self) -> None:
-        """Exited before startsecs (or could not spawn): BACKOFF, then retry or FATAL."""
+        """Exited before startsecs (or could not spawn): BACKOFF, then retry or FATAL.
+
+        Each failed start is logged in one line that says why and what comes next (the retry
+        and its delay, or FATAL).
+        """
         self.pid = None
+        why = self._startFailure()
         self._change(S.BACKOFF)
         self.backoffCount += 1
         retries = self.deploy.retries
         if retries is not None and self.backoffCount > retries:
-            self._fatal(self.spawnerr or "Exited too quickly (process log may have details)")
+            self._fatal(self.spawnerr or "Exited too quickly (process log may have details)", why)
             return
-        if self._flapping():
+        flapping = self._flapReason()
+        if flapping:
+            self._fatal(flapping, why)
             return
         delay = self.deploy.backoff.delay(self.backoffCount)
+        log.warn("{name}: start failed: {why}; retry {n} in {delay}s", name=self.name, why=why,
+                 n=self.backoffCount, delay=f"{delay:g}")
         self._timer = self.reactor.callLater(delay, self._retry)
+
+    def _startFailure(self) -> str:
+        """Why this start failed, in words: the spawn error, or how and when the process ended."""
+        if self.spawnerr:
+            return self.spawnerr
+        status = self.exitstatus
+        if status is not None and status < 0:
+            try:
+                how = f"killed by {signal.Signals(-status).name}"
+            except ValueError:
+                how = f"killed by signal {-status}"
+        else:
+            how = f"exited with status {status}"
+        lived = max(0.0, self.stopTime - self.startTime)
+        ready = self.deploy.ready
+        if ready is not None:
+            return f"{how} after {lived:.1f}s, before it was ready (ready={ready.kind!r})"
+        return f"{how} after {lived:.1f}s (startsecs={self.deploy.startsecs:g})"
 
     def _retry(self) -> None:
         self._timer = None
@@ -680,14 +706,19 @@ class Instance:
         else:
             self._spawn()
 
-    def _fatal(self, reason: str) -> None:
+    def _fatal(self, reason: str, failure: str = "") -> None:
+        """FATAL with C{reason}; C{failure}: why the start that led here failed (same line)."""
         self.fatalReason = reason
         if self.state == S.FATAL:
             return
         if self.state == S.STARTING:
             self._change(S.BACKOFF)
         self._change(S.FATAL)
-        log.warn("{name}: FATAL: {reason}", name=self.name, reason=reason)
+        if failure and failure != reason:
+            log.warn("{name}: start failed: {why}; FATAL: {reason}", name=self.name, why=failure,
+                     reason=reason)
+        else:
+            log.warn("{name}: FATAL: {reason}", name=self.name, reason=reason)
         self._failWaiters(InstanceFatal(f"{self.name}: {reason}"))
 
     # -- probes ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from salvusctl.interfaces import ISupervisor
-from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe
+from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe, Ready
 from salvusctl.supervisor.process import InstanceFatal, IProcessOS, ProcessOS, StartRefused
 from salvusctl.supervisor.service import DependencyFailed, SupervisorService
 from salvusctl.supervisor.testing import FakeOS
@@ -834,3 +834,83 @@ class StopMidRespawnTests(Harness):
         self.assertEqual((info["state"], info["restarts"]), ("FATAL", 1))
         self.assertEqual(info["reason"], "liveness probe failed; flapping: 1 restarts in 60s")
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class StartFailureLogTests(Harness):
+    """Each failed start is one log line that says why and what comes next."""
+
+    def lines(self) -> list[str]:
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        out: list[str] = []
+
+        def observer(event):
+            text = formatEvent(event)
+            if text.startswith("web:0"):
+                out.append(text)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return out
+
+    def test_early_exits_then_fatal(self):
+        """Three early exits with two retries: two 'retry' lines, then one FATAL line with the
+        last exit's reason; nothing else."""
+        lines = self.lines()
+        svc = self.make(deploy(startsecs=1, startretries=2,
+                               backoff=Backoff(initial=1, factor=2, cap=60), flapping=None))
+        d = svc.startInstance("web:0")
+        self.clock.advance(0.5)
+        self.fake.exit(self.pid("web:0"), 3)
+        self.clock.advance(1)
+        self.clock.advance(0.2)
+        self.fake.exit(self.pid("web:0"), None, signal.SIGSEGV)
+        self.clock.advance(2)
+        self.fake.exit(self.pid("web:0"), 3)
+        self.failureResultOf(d, InstanceFatal)
+        self.assertEqual(lines, [
+            "web:0: start failed: exited with status 3 after 0.5s (startsecs=1); retry 1 in 1s",
+            "web:0: start failed: killed by SIGSEGV after 0.2s (startsecs=1); retry 2 in 2s",
+            "web:0: start failed: exited with status 3 after 0.0s (startsecs=1); "
+            "FATAL: Exited too quickly (process log may have details)",
+        ])
+
+    def test_spawn_errors(self):
+        """A command that cannot be spawned: one line per attempt, the error in it."""
+        lines = self.lines()
+        svc = self.make(deploy(startsecs=1, startretries=1, backoff=Backoff(initial=1, factor=1, cap=1),
+                               flapping=None))
+        self.fake.failSpawn = OSError(2, "No such file or directory")
+        d = svc.startInstance("web:0")
+        self.clock.advance(1)
+        self.failureResultOf(d, InstanceFatal)
+        self.assertEqual(lines, [
+            "web:0: start failed: spawn failed: [Errno 2] No such file or directory; retry 1 in 1s",
+            "web:0: FATAL: spawn failed: [Errno 2] No such file or directory",
+        ])
+
+    def test_not_ready_is_one_line(self):
+        """A start that never said ready: one line once the process is gone, not two."""
+        lines = self.lines()
+        svc = self.make(deploy(ready=Ready("notify", timeout=3), startretries=0, flapping=None))
+        d = svc.startInstance("web:0")
+        self.clock.advance(3)
+        self.clock.advance(0.1)
+        self.failureResultOf(d, InstanceFatal)
+        self.assertEqual(lines, ["web:0: FATAL: not ready within 3s (ready='notify'), stopped"])
+
+    def test_flapping_line_keeps_the_failure(self):
+        """The start failure that trips flapping is named in the FATAL line."""
+        lines = self.lines()
+        svc = self.make(deploy(startsecs=1, startretries=None, backoff=Backoff(initial=1, factor=1, cap=1),
+                               flapping=Flapping(restarts=1, window=60)))
+        d = svc.startInstance("web:0")
+        self.fake.exit(self.pid("web:0"), 1)
+        self.clock.advance(1)
+        self.fake.exit(self.pid("web:0"), 1)
+        self.failureResultOf(d, InstanceFatal)
+        self.assertEqual(lines, [
+            "web:0: start failed: exited with status 1 after 0.0s (startsecs=1); retry 1 in 1s",
+            "web:0: start failed: exited with status 1 after 0.0s (startsecs=1); "
+            "FATAL: flapping: 1 restarts in 60s",
+        ])
