@@ -273,6 +273,11 @@ class IClusterStore(Interface):
         """Every member row: C{(name, address, admin_url, started, last_seen, heartbeat, missed,
         version, state)}."""
 
+    def view():
+        """C{(rows, now, started)}: every member row as L{hosts} gives it, the database's clock
+        when they were read and when its server started (None, None where the database's clock
+        is the host's)."""
+
     def forgetHosts(before):
         """Drop hosts not seen since C{before}."""
 

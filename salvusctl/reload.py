@@ -6,7 +6,9 @@ one L{ConfigError} line naming the file and line, and nothing is touched), and c
 the running host per component:
 
   - supervisor: deploys added, changed (their declaration's C{spec()} differs: the same test
-    C{SupervisorService.reload} uses) and removed;
+    C{SupervisorService.reload} uses) and removed; a C{SupervisorSettings} is no deploy
+    (L{deploysOf}): its own entry, C{supervisor-settings}, names the fields that differ, applied
+    live for C{max_processes} and C{drain_timeout}, C{restart: True} for the directories;
   - balancer: C{BalancerService.diff(declared)}, reported as names (L{shapes.balancerDiff});
   - monitor, alerts, backup and admin: each service's own C{reload} module (L{RELOADERS}) compares
     the declarations it runs with to the file's, names what differs, and says C{restart: True}
@@ -39,7 +41,8 @@ from twisted.logger import Logger
 from salvusctl.declared import Declared, declarationDigest, specDigest
 from salvusctl.errors import ConfigError
 
-__all__ = ["HostReloader", "deployDiff", "declarationsDiffer", "LIVE_COMPONENTS", "RELOADERS"]
+__all__ = ["HostReloader", "deployDiff", "deploysOf", "isDeploy", "declarationsDiffer", "LIVE_COMPONENTS",
+           "RELOADERS", "SETTINGS_KEY"]
 
 log = Logger()
 
@@ -82,11 +85,38 @@ def _empty() -> dict[str, Any]:
     return {"added": [], "changed": [], "removed": []}
 
 
+# The diff's entry for the host-wide SupervisorSettings (not a deploy, not a component of its own).
+SETTINGS_KEY = "supervisor-settings"
+# SupervisorSettings fields a running supervisor takes live, and the service attribute of each.
+LIVE_SETTINGS = {"max_processes": "maxProcesses", "drain_timeout": "drainTimeout"}
+SETTINGS_REASON = ("the supervisor's run and log directories are fixed at start (its lock, pid registry and "
+                   "logs live there)")
+
+
+def isDeploy(declaration: Any) -> bool:
+    """Whether a supervisor declaration is a deploy (a L{Deploy}, or a model entry of one read out
+    of process: it carries a spec digest), not the host-wide C{SupervisorSettings}."""
+    if isinstance(declaration, Declared):
+        return bool(declaration.spec_digest)
+    return callable(getattr(declaration, "spec", None))
+
+
+def deploysOf(declarations: list[Any]) -> list[Any]:
+    """The deploys among a host's supervisor declarations, in order: what every deploy diff and
+    every C{SupervisorService.reload} is given (a C{SupervisorSettings} is neither)."""
+    return [d for d in declarations if isDeploy(d)]
+
+
+def _settingsOf(declarations: list[Any]) -> list[Any]:
+    return [d for d in declarations if not isDeploy(d)]
+
+
 def deployDiff(running: dict[str, Any], declared: list[Any]) -> dict[str, list[str]]:
     """Deploy names added, changed and removed between the running deploys (name -> declaration)
-    and the declared list.  "Changed" is C{spec()} inequality: exactly what makes
-    C{SupervisorService.reload} stop or rescale a deploy; a priority-only change is not one."""
-    wanted = {d.name: d for d in declared}
+    and the declared list (its C{SupervisorSettings}, if any, is skipped).  "Changed" is C{spec()}
+    inequality: exactly what makes C{SupervisorService.reload} stop or rescale a deploy; a
+    priority-only change is not one."""
+    wanted = {d.name: d for d in deploysOf(declared)}
     return {
         "added": sorted(n for n in wanted if n not in running),
         "changed": sorted(n for n in wanted if n in running and _specChanged(wanted[n], running[n])),
@@ -168,11 +198,14 @@ class HostReloader:
         services = self.context.services
         out: dict[str, dict[str, Any]] = {}
         supervisor = services.get("supervisor")
-        deploys = new.declarations("supervisor")
+        deploys = deploysOf(new.declarations("supervisor"))
         if supervisor is not None and hasattr(supervisor, "deploys"):
             changes = deployDiff(dict(supervisor.deploys), deploys)
             if any(changes.values()):
                 out["supervisor"] = changes
+            settings = self._settingsDiff(_settingsOf(new.declarations("supervisor")))
+            if settings:
+                out[SETTINGS_KEY] = settings
         elif deploys:
             out["supervisor"] = dict(_empty(), added=[_label(d, "supervisor") for d in deploys], restart=True)
         balancer = services.get("balancer")
@@ -203,6 +236,42 @@ class HostReloader:
         if (new.store_url, new.name, new.var_dir) != (self.host.store_url, self.host.name, self.host.var_dir):
             out["host"] = dict(_empty(), changed=["store/name/var"], restart=True, reason=HOST_REASON)
         return out
+
+    def _runningSettings(self) -> list[Any]:
+        if SETTINGS_KEY in self._running:
+            return self._running[SETTINGS_KEY]
+        return _settingsOf(self.host.declarations("supervisor"))
+
+    def _settingsDiff(self, new: list[Any]) -> dict[str, Any] | None:
+        """The C{SupervisorSettings} entry: the fields that differ (a model read out of process has
+        only digests: C{settings}, with the model's note); C{restart} when a directory moved.
+        None when they are the same."""
+        old = self._runningSettings()
+        if not declarationsDiffer(old, new):
+            return None
+        if _fromModel(new):
+            return dict(_empty(), changed=["settings"], note=MODEL_NOTE)
+        from salvusctl.supervisor.build import SupervisorSettings
+
+        before = old[0] if old else SupervisorSettings()
+        after = new[0] if new else SupervisorSettings()
+        fields = sorted(f.name for f in dataclasses.fields(SupervisorSettings)
+                        if getattr(before, f.name) != getattr(after, f.name))
+        if not fields:
+            return None
+        entry = dict(_empty(), changed=fields)
+        if any(f not in LIVE_SETTINGS for f in fields):
+            entry.update(restart=True, reason=SETTINGS_REASON)
+        return entry
+
+    def _applySettings(self, new: list[Any], entry: dict[str, Any]) -> None:
+        from salvusctl.supervisor.build import SupervisorSettings
+
+        supervisor = self.context.services["supervisor"]
+        settings = new[0] if new else SupervisorSettings()
+        for field in entry["changed"]:
+            setattr(supervisor, LIVE_SETTINGS[field], getattr(settings, field))
+        self._running[SETTINGS_KEY] = list(new)
 
     def _namedEntry(self, component: str, old: list[Any], new: list[Any]) -> dict[str, Any]:
         """C{{added, changed, removed}} by declaration name (the component's own when unnamed)."""
@@ -290,7 +359,11 @@ class HostReloader:
         services = self.context.services
         if "supervisor" in changes and not changes["supervisor"].get("restart"):
             log.info("reload: supervisor {changes}", changes=changes["supervisor"])
-            yield services["supervisor"].reload(new.declarations("supervisor"))
+            yield services["supervisor"].reload(deploysOf(new.declarations("supervisor")))
+        settings = changes.get(SETTINGS_KEY)
+        if settings is not None and not settings.get("restart"):
+            log.info("reload: supervisor settings {changes}", changes=settings)
+            self._applySettings(_settingsOf(new.declarations("supervisor")), settings)
         if "balancer" in changes and not changes["balancer"].get("restart"):
             log.info("reload: balancer {changes}", changes=changes["balancer"])
             yield services["balancer"].reconcile(new.declarations("balancer"))

@@ -70,6 +70,10 @@ def makeService(options: Options):
     try:
         host = loadConfiguredHost(options)
         service = host.build(reactor)
+        # Before any service starts: a taken port is one line, and no admin user is made yet.
+        from salvusctl.portcheck import checkListenersFree
+
+        checkListenersFree(host)
     except ConfigError as e:
         sys.stderr.write(f"salvus: error: {e}\n")
         sys.stderr.flush()

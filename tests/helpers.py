@@ -67,3 +67,39 @@ def waitFor(predicate, timeout: float = 10.0, interval: float = 0.02, reactor=_r
         if reactor.seconds() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
         yield deferLater(reactor, interval, lambda: None)
+
+
+class PendingPort:
+    """A port on 127.0.0.1 where a connect stays in progress: its listener's queue is full.
+
+    Linux drops a SYN to a listener whose accept queue is full, so the client's connect neither
+    succeeds nor fails until the SYN is sent again (about a second later).  L{refuse} closes the
+    listener: that retransmitted SYN is then answered with a reset, so the refusal reaches the
+    client on a later turn of its reactor, long after C{connect()} returned, the way a refusal
+    arrives from a host across a real network.  Loopback only, no other address is involved.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fillers: list[socket.socket] = []
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(s)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def refuse(self) -> None:
+        """From now on every retransmitted or new SYN is answered with a reset."""
+        self.listener.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.fillers:
+            s.close()

@@ -15,7 +15,8 @@ from salvusctl.errors import ConfigError
 from salvusctl.host import Host
 from salvusctl.monitor.build import Monitor
 from salvusctl.reload import HostReloader, declarationsDiffer, deployDiff
-from salvusctl.supervisor.deploy import Deploy
+from salvusctl.supervisor.deploy import Deploy, Probe, Ready
+from tests.helpers import REPO
 
 CMD = [sys.executable, "-c", "pass"]
 
@@ -354,3 +355,163 @@ class OriginTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(["--var", os.path.abspath(self.mktemp())])
         self.assertIsNone(loadConfiguredHost(options).origin)  # the default host: salvusctl's own code
+
+
+def _docExamples() -> list[tuple[str, int, str]]:
+    """(page, block number, code) of every docs/ Python block that declares on C{host}."""
+    import re
+
+    docs = os.path.join(REPO, "docs")
+    out = []
+    for page in sorted(os.listdir(docs)):
+        if page.endswith(".md"):
+            with open(os.path.join(docs, page), encoding="utf-8") as f:
+                blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+            out += [(page, n, code) for n, code in enumerate(blocks, 1) if "host." in code]
+    return out
+
+
+def _runExample(page: str, code: str, namespace: dict) -> Host:
+    """A fresh host with one docs example declared on it (a page's blocks share their imports)."""
+    host = Host("h", store="sqlite:/tmp/example.db", var="/tmp/example")
+    namespace["host"] = host
+    exec(compile(code, page, "exec"), namespace)
+    return namespace["host"]
+
+
+def _runningContext(host: Host):
+    """What a reload diff sees of a running host: its real (unstarted) supervisor service."""
+    import tempfile
+
+    from twisted.internet.task import Clock
+
+    from salvusctl.reload import deploysOf
+    from salvusctl.supervisor.service import SupervisorService
+
+    services = {}
+    deploys = deploysOf(host.declarations("supervisor"))
+    if deploys:
+        run = tempfile.mkdtemp(prefix="salvus-reload-example-")
+        services["supervisor"] = SupervisorService(Clock(), deploys, runDir=run)
+    return SimpleNamespace(services=services, host=host)
+
+
+class ExampleHostReloadTests(SynchronousTestCase):
+    """Every example host of docs/ and tac/ goes through a reload diff: the same config read
+    again (in this process and as the out-of-process model) shows no supervisor difference, and
+    supervisorctl's reread/avail shapes list no phantom group."""
+
+    def assertReloads(self, label: str, running: Host, again: Host) -> None:
+        from salvusctl.admin.processgroups import groupDiff, groupsOf
+        from salvusctl.declared import DeclaredHost, describe
+        from salvusctl.reload import SETTINGS_KEY
+
+        context = _runningContext(running)
+        reloader = HostReloader(running, context)
+        model = DeclaredHost(describe(again))
+        for new in (again, model):
+            diff = reloader.diff(new)
+            self.assertNotIn("supervisor", diff, label)
+            self.assertNotIn(SETTINGS_KEY, diff, label)
+            supervisor = context.services.get("supervisor")
+            if supervisor is not None:
+                declared = new.declarations("supervisor")
+                self.assertEqual(groupDiff(dict(supervisor.deploys), declared), [[], [], []], label)
+                self.assertNotIn("None", groupsOf(declared), label)
+
+    def test_docs_examples(self):
+        """Each docs/ page's host examples, the first of docs/supervisor.md (SupervisorSettings)
+        among them."""
+        examples = _docExamples()
+        self.assertIn("supervisor.md", {page for page, _, _ in examples})
+        namespaces: dict[str, dict] = {}
+        for page, n, code in examples:
+            # An example is an excerpt of a host file: the imports every host file has go first.
+            namespace = namespaces.setdefault(page, {"sys": sys, "os": os, "Host": Host, "Deploy": Deploy,
+                                                     "Balanced": Balanced, "Group": Group, "Server": Server,
+                                                     "Probe": Probe, "Ready": Ready})
+            running = _runExample(page, code, namespace)
+            again = _runExample(page, code, dict(namespace))
+            self.assertReloads(f"docs/{page} example {n}", running, again)
+
+    def test_tac_examples(self):
+        """Each example host of tac/."""
+        tac = os.path.join(REPO, "tac")
+        names = sorted(n for n in os.listdir(tac) if n.endswith(".tac"))
+        self.assertTrue(names)
+        for name in names:
+            path = os.path.join(tac, name)
+            self.assertReloads(f"tac/{name}", loadHost(path), loadHost(path))
+
+
+class SupervisorSettingsReloadTests(SynchronousTestCase):
+    """A host that declares C{SupervisorSettings}: its deploys reload as any others', and its
+    settings are a difference of their own (applied live where the supervisor can take it)."""
+
+    def setUp(self):
+        from salvusctl.supervisor.build import SupervisorSettings
+
+        self.Settings = SupervisorSettings
+
+        def host(**settings):
+            h = _host([Deploy("a", command=CMD)])
+            h.add(SupervisorSettings(**settings))
+            return h
+
+        self.host = host
+        self.running = host(max_processes=4)
+        self.next = self.running
+        self.running.source = lambda: self.next
+        self.supervisor = _Supervisor([Deploy("a", command=CMD)])
+        self.supervisor.maxProcesses, self.supervisor.drainTimeout = 4, 30.0
+        context = SimpleNamespace(services={"supervisor": self.supervisor, "balancer": _Balancer([]),
+                                            "monitor": _Monitor()}, host=self.running)
+        self.reloader = HostReloader(self.running, context)
+
+    def test_sameConfigNoDifference(self):
+        """The settings are no deploy: no AttributeError, no phantom deploy, nothing to apply."""
+        self.next = self.host(max_processes=4)
+        self.assertEqual(self.reloader.diff(), {})
+        self.assertEqual(self.successResultOf(self.reloader.reconcile()), {})
+        self.assertEqual(self.supervisor.reloaded, [])
+
+    def test_deployChangeReloadsOnlyDeploys(self):
+        """A changed deploy beside the settings: the supervisor is given the deploys alone."""
+        self.next = self.host(max_processes=4)
+        self.next.add(Deploy("b", command=CMD))
+        self.assertEqual(self.successResultOf(self.reloader.reconcile()),
+                         {"supervisor": {"added": ["b"], "changed": [], "removed": []}})
+        self.assertEqual(self.supervisor.reloaded, [["a", "b"]])
+
+    def test_limitsApplyLive(self):
+        """max_processes and drain_timeout reach the running supervisor; the diff is then empty."""
+        from salvusctl.reload import SETTINGS_KEY
+
+        self.next = self.host(max_processes=8, drain_timeout=5.0)
+        expected = {SETTINGS_KEY: {"added": [], "changed": ["drain_timeout", "max_processes"], "removed": []}}
+        self.assertEqual(self.successResultOf(self.reloader.reconcile()), expected)
+        self.assertEqual((self.supervisor.maxProcesses, self.supervisor.drainTimeout), (8, 5.0))
+        self.assertEqual(self.reloader.diff(), {})
+
+    def test_directoriesNeedARestart(self):
+        """A moved run directory is reported for a restart and not applied."""
+        from salvusctl.reload import SETTINGS_KEY
+
+        self.next = self.host(max_processes=8, run_dir="/tmp/elsewhere")
+        entry = self.successResultOf(self.reloader.reconcile())[SETTINGS_KEY]
+        self.assertEqual((entry["changed"], entry["restart"]), (["max_processes", "run_dir"], True))
+        self.assertEqual(self.supervisor.maxProcesses, 4)
+
+    def test_outOfProcessModelHasNoPhantom(self):
+        """Read out of process (reread, avail): the settings are neither a deploy nor a group."""
+        from salvusctl.admin.processgroups import groupDiff
+        from salvusctl.declared import DeclaredHost, describe
+        from salvusctl.reload import SETTINGS_KEY, deploysOf
+
+        model = DeclaredHost(describe(self.host(max_processes=4)))
+        self.assertEqual(self.reloader.diff(model), {})
+        self.assertEqual([d.name for d in deploysOf(model.declarations("supervisor"))], ["a"])
+        self.assertEqual(groupDiff(dict(self.supervisor.deploys), model.declarations("supervisor")),
+                         [[], [], []])
+        changed = self.reloader.diff(DeclaredHost(describe(self.host(max_processes=9))))
+        self.assertEqual(changed[SETTINGS_KEY]["changed"], ["settings"])

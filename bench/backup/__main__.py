@@ -128,7 +128,11 @@ def main() -> None:
     parser.add_argument("--changed", type=float, default=0.01)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--quick", action="store_true",
+                        help="seconds, not minutes: 50 files, one run (CI checks it runs; no figures judged)")
     args = parser.parse_args()
+    if args.quick:
+        args.files, args.repeat = min(args.files, 50), 1
 
     async def run(reactor):
         result = await bench(reactor, args)

@@ -353,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the figures as JSON to this path")
     p.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--quick", action="store_true",
+                   help="one 1-second round of each (CI checks it runs; no figures judged)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds = 1, 1
     if args.duration < 1 or args.rounds < 1:
         p.error("--duration and --rounds must be >= 1")
     for tool in ("nginx", "haproxy", "wrk", "curl"):

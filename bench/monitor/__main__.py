@@ -171,7 +171,7 @@ def pgQueries(reactor, url: str, rows: int, services: int):
         t = time.perf_counter()
         result = yield queries.runningWithStatus(store)
         latest.append(time.perf_counter() - t)
-        assert len(result) == services and result[0]["status"] is not None
+        assert len(result) == services and result[0]["sample"] is not None
         t = time.perf_counter()
         samples = yield queries.history(store, "bench", f"web:{i % services}", now - 3600)
         history.append(time.perf_counter() - t)

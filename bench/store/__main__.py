@@ -216,7 +216,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--writes", type=int, default=2000, help="writes per measurement")
     parser.add_argument("--postgres", default=os.environ.get("SALVUS_TEST_POSTGRES", ""))
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true",
+                        help="seconds, not minutes: 50 writes (CI checks it runs; no figures judged)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.writes = min(args.writes, 50)
+    return args
 
 
 if __name__ == "__main__":

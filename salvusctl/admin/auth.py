@@ -1,14 +1,17 @@
 """Authentication for every admin route: C{twisted.cred} basic auth, roles, rate limiting.
 
-The site's root is a L{Gate}: it adds the security headers, turns away clients that failed to log
-in too often (429), and hands everything else to Twisted's C{HTTPAuthSessionWrapper}, whose portal
-checks the users file.  The avatar is the application resource with the logged-in L{User} attached
-to the request, so pages and XML-RPC decide what a viewer or an operator may do.
+The site's root is a L{Gate}: it adds the security headers and logs the client in through a
+portal whose L{UsersChecker} checks the users file under the L{LoginRateLimiter} (attempts
+counted per user and client before they are checked, 429 beyond the limit) and the bounded
+L{PasswordChecks} queue.  The avatar is the application resource with the logged-in L{User}
+attached to the request, so pages and XML-RPC decide what a viewer or an operator may do.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import socket
+import struct
+from collections import OrderedDict, deque
 from typing import Any
 
 from twisted.cred import error as cred_error
@@ -17,14 +20,16 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web import resource, server
-from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
+from twisted.web import resource, server, util
+from twisted.web.guard import BasicCredentialFactory
 from zope.interface import implementer
 
 from salvusctl.admin.users import DUMMY_HASH, User, UsersFile, UsersFileError, verifyPassword
 
 __all__ = [
     "LoginRateLimiter",
+    "PasswordChecks",
+    "TooManyAttempts",
     "UsersChecker",
     "AdminRealm",
     "AddressedBasicCredentialFactory",
@@ -41,10 +46,36 @@ log = Logger()
 
 
 def clientKey(request: Any) -> str:
-    """The rate-limiting key of a request's client: its IP, or C{unix} for a local socket."""
+    """The rate-limiting key of a request's client: its IP, or C{unix:uid=N} for a local socket
+    (the peer's uid from C{SO_PEERCRED}, so one local account's failures never lock out
+    another's; plain C{unix} when the platform does not say)."""
     address = request.getClientAddress()
     host = getattr(address, "host", None)
-    return host if host else "unix"
+    if host:
+        return host
+    channel = getattr(request, "channel", None)
+    uid = _peerUid(getattr(channel, "transport", None))
+    return "unix" if uid is None else f"unix:uid={uid}"
+
+
+def _peerUid(transport: Any) -> int | None:
+    peer = getattr(transport, "_salvusPeerUid", False)
+    if peer is not False:
+        return peer
+    uid = None
+    sock = getattr(transport, "socket", None)
+    option = getattr(socket, "SO_PEERCRED", None)
+    if sock is not None and option is not None:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", raw)
+        except (OSError, struct.error):
+            uid = None
+    try:
+        transport._salvusPeerUid = uid
+    except AttributeError:
+        pass
+    return uid
 
 
 def currentUser(request: Any) -> User | None:
@@ -52,50 +83,222 @@ def currentUser(request: Any) -> User | None:
     return getattr(request, _USER_ATTRIBUTE, None)
 
 
-class LoginRateLimiter:
-    """Counts failed logins per client address in a sliding window.
+class TooManyAttempts(cred_error.LoginFailed):
+    """A login refused before its password was checked: too many recent failures, or too many
+    password checks already waiting.  The gate answers 429 with C{Retry-After: wait}."""
 
-    After C{limit} failures within C{window} seconds an address is refused until the oldest of
-    them leaves the window; a successful login clears its record.
+    def __init__(self, wait: float, reason: str):
+        super().__init__(reason)
+        self.wait = wait
+
+
+class _Pair:
+    """The record of one (user, client): recent attempts, and the lock they earned."""
+
+    __slots__ = ("times", "until", "lockouts", "last")
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+        self.until = 0.0
+        self.lockouts = 0
+        self.last = 0.0
+
+
+def _local(client: str) -> bool:
+    return client.startswith("unix")
+
+
+class LoginRateLimiter:
+    """Limits password guesses per (user, client) and per user, counting each attempt before it
+    is checked.
+
+    Why this shape:
+
+      - An attempt counts as soon as it arrives (L{attempt}), not when its password check ends:
+        otherwise 200 guesses sent at once all pass the check on arrival.  A success takes its
+        own attempt back (L{succeeded}); a check that never ran takes it back too (L{cancel}).
+      - Failures are counted per (user, client).  C{limit} attempts within C{window} seconds lock
+        that pair for C{window}; each further lock of the same pair doubles, up to C{max_backoff}.
+        Another user at the same address is not affected: a correct password is never refused
+        because someone else guessed at another account, and one local user cannot keep the
+        operators out by failing on purpose.
+      - Per user, across clients, C{limit * user_factor} attempts within C{window} (a guesser
+        spread over many addresses) refuse that user from clients it has not logged in from
+        before; clients where it did log in, and the unix socket (whose client key is the peer's
+        uid), stay the way in.
+      - A success clears only the record of its own user at its own client.
+
+    Memory is bounded: at most C{max_clients} pair records and as many per-user records, the
+    oldest unlocked ones forgotten first.
 
     @param clock: provides C{seconds()} (the reactor, or a C{Clock} in tests).
     """
 
-    def __init__(self, clock: Any, limit: int = 5, window: float = 60.0, max_clients: int = 10000):
+    def __init__(
+        self,
+        clock: Any,
+        limit: int = 5,
+        window: float = 60.0,
+        max_clients: int = 10000,
+        user_factor: int = 10,
+        max_backoff: float = 900.0,
+    ):
         self.clock = clock
         self.limit = limit
         self.window = window
         self.max_clients = max_clients
-        self._failures: dict[str, deque[float]] = {}
+        self.user_factor = user_factor
+        self.max_backoff = max_backoff
+        self._pairs: OrderedDict[tuple[str, str], _Pair] = OrderedDict()
+        self._users: OrderedDict[str, deque[float]] = OrderedDict()
+        self._trusted: OrderedDict[str, OrderedDict[str, float]] = OrderedDict()
 
-    def _recent(self, key: str) -> deque[float]:
-        now = self.clock.seconds()
-        times = self._failures.get(key)
-        if times is None:
-            return deque()
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def _prune(self, times: deque[float], now: float) -> deque[float]:
         while times and times[0] <= now - self.window:
             times.popleft()
-        if not times:
-            del self._failures[key]
         return times
 
-    def blockedFor(self, key: str) -> float:
-        """Seconds until C{key} may try again (0 when it may try now)."""
-        times = self._recent(key)
-        if len(times) < self.limit:
-            return 0.0
-        return max(0.0, times[0] + self.window - self.clock.seconds())
+    def _bound(self, table: OrderedDict, locked: Any = None) -> None:
+        while len(table) > self.max_clients:
+            victim = next(iter(table))
+            if locked is not None:
+                for key in table:
+                    if not locked(table[key]):
+                        victim = key
+                        break
+            del table[victim]
 
-    def failed(self, key: str) -> None:
-        """Record one failed login from C{key}."""
-        if key not in self._failures and len(self._failures) >= self.max_clients:
-            # Bounded memory under a spray of addresses: forget the oldest record.
-            self._failures.pop(next(iter(self._failures)))
-        self._failures.setdefault(key, deque(maxlen=self.limit * 2)).append(self.clock.seconds())
+    def _pair(self, user: str, client: str, create: bool = False) -> _Pair | None:
+        key = (user, client)
+        pair = self._pairs.get(key)
+        if pair is None and create:
+            pair = self._pairs[key] = _Pair()
+            now = self.clock.seconds()
+            self._bound(self._pairs, lambda p: p.until > now)
+        elif pair is not None:
+            self._pairs.move_to_end(key)
+        return pair
 
-    def succeeded(self, key: str) -> None:
-        """Forget C{key}'s failures."""
-        self._failures.pop(key, None)
+    def _userTimes(self, user: str, create: bool = False) -> deque[float] | None:
+        times = self._users.get(user)
+        if times is None and create:
+            times = self._users[user] = deque(maxlen=self.limit * self.user_factor * 2)
+            self._bound(self._users)
+        return times
+
+    def trusted(self, user: str, client: str) -> bool:
+        """Whether C{user} logged in from C{client} before (the per-user limit spares it)."""
+        return _local(client) or client in self._trusted.get(user, ())
+
+    # -- the verbs ---------------------------------------------------------------------------------
+
+    def blockedFor(self, user: str, client: str) -> float:
+        """Seconds until C{user} may try again from C{client} (0 when it may try now)."""
+        now = self.clock.seconds()
+        pair = self._pair(user, client)
+        if pair is not None and pair.until > now:
+            return pair.until - now
+        times = self._users.get(user)
+        if times is not None and not self.trusted(user, client):
+            self._prune(times, now)
+            if len(times) >= self.limit * self.user_factor:
+                return max(0.0, times[0] + self.window - now)
+        return 0.0
+
+    def attempt(self, user: str, client: str) -> None:
+        """Count one login attempt of C{user} from C{client}, before its password is checked."""
+        now = self.clock.seconds()
+        pair = self._pair(user, client, create=True)
+        if pair.until and pair.until <= now - self.max_backoff:
+            pair.lockouts = 0  # a long quiet spell forgets earlier locks
+        pair.last = now
+        self._prune(pair.times, now).append(now)
+        if len(pair.times) >= self.limit:
+            pair.lockouts += 1
+            pair.until = now + min(self.window * 2 ** (pair.lockouts - 1), self.max_backoff)
+            pair.times.clear()
+        self._userTimes(user, create=True).append(now)
+
+    def cancel(self, user: str, client: str) -> None:
+        """Take back an attempt whose password was never checked (the checks were all busy)."""
+        pair = self._pair(user, client)
+        if pair is not None and pair.times:
+            pair.times.pop()
+        times = self._users.get(user)
+        if times:
+            times.pop()
+
+    def failed(self, user: str, client: str) -> None:
+        """An attempt failed: it was counted when it arrived, so nothing more is recorded."""
+
+    def succeeded(self, user: str, client: str) -> None:
+        """C{user} logged in from C{client}: forget that pair's failures, take this attempt out of
+        the user's count, and remember the client as one the user logs in from."""
+        self._pairs.pop((user, client), None)
+        times = self._users.get(user)
+        if times:
+            times.pop()
+        clients = self._trusted.setdefault(user, OrderedDict())
+        clients[client] = self.clock.seconds()
+        clients.move_to_end(client)
+        while len(clients) > 16:
+            clients.popitem(last=False)
+        self._trusted.move_to_end(user)
+        self._bound(self._trusted)
+
+    def size(self) -> int:
+        """How many records are kept (tests check the bound)."""
+        return len(self._pairs) + len(self._users) + len(self._trusted)
+
+
+class PasswordChecks:
+    """At most C{concurrency} password checks at once, at most C{max_waiting} more queued (and
+    C{per_client} queued or running per client); beyond that L{run} raises L{TooManyAttempts}.
+
+    Each scrypt check holds 16 MiB for tens of milliseconds: without a bound, a burst of
+    logins (even for unknown users, which cost as much as known ones) makes as many of them
+    run at once as the thread pool has threads, and queues the rest without limit.
+    """
+
+    def __init__(self, concurrency: int = 2, max_waiting: int = 32, per_client: int = 4):
+        self.concurrency = concurrency
+        self.max_waiting = max_waiting
+        self.per_client = per_client
+        self.running = 0
+        self._waiting: deque[tuple[str, defer.Deferred, Any, tuple]] = deque()
+        self._perClient: dict[str, int] = {}
+
+    def run(self, client: str, f: Any, *args: Any) -> defer.Deferred:
+        """C{f(*args)} (which returns a Deferred) when a slot is free."""
+        if self._perClient.get(client, 0) >= self.per_client:
+            raise TooManyAttempts(1.0, "too many password checks from this client at once")
+        if self.running >= self.concurrency and len(self._waiting) >= self.max_waiting:
+            raise TooManyAttempts(1.0, "too many password checks waiting")
+        self._perClient[client] = self._perClient.get(client, 0) + 1
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append((client, d, f, args))
+        self._next()
+        return d
+
+    def _next(self) -> None:
+        while self._waiting and self.running < self.concurrency:
+            client, d, f, args = self._waiting.popleft()
+            self.running += 1
+            result = defer.maybeDeferred(f, *args)
+            result.addBoth(self._done, client)
+            result.chainDeferred(d)
+
+    def _done(self, result: Any, client: str) -> Any:
+        self.running -= 1
+        left = self._perClient.get(client, 1) - 1
+        if left:
+            self._perClient[client] = left
+        else:
+            self._perClient.pop(client, None)
+        self._next()
+        return result
 
 
 class AddressedBasicCredentialFactory(BasicCredentialFactory):
@@ -109,7 +312,10 @@ class AddressedBasicCredentialFactory(BasicCredentialFactory):
 
 @implementer(ICredentialsChecker)
 class UsersChecker:
-    """Checks usernames and passwords against the L{UsersFile}; records failures per client.
+    """Checks usernames and passwords against the L{UsersFile}, under the L{LoginRateLimiter}.
+
+    Each attempt is counted before its password is checked, and the slow checks go through one
+    bounded L{PasswordChecks} queue; a refused attempt fails with L{TooManyAttempts} (429).
 
     @param verify: runs C{verifyPassword(password, hash)} and returns a Deferred of its result.
         The admin service runs it in the reactor's thread pool, so a scrypt check (tens of ms)
@@ -118,9 +324,16 @@ class UsersChecker:
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, users: UsersFile, limiter: LoginRateLimiter, verify: Any = None):
+    def __init__(
+        self,
+        users: UsersFile,
+        limiter: LoginRateLimiter,
+        verify: Any = None,
+        checks: PasswordChecks | None = None,
+    ):
         self.users = users
         self.limiter = limiter
+        self.checks = checks or PasswordChecks()
         self.verify = verify or (
             lambda password, stored: defer.maybeDeferred(verifyPassword, password, stored)
         )
@@ -131,27 +344,47 @@ class UsersChecker:
             name = credentials.username.decode("utf-8")
             password = credentials.password.decode("utf-8")
         except (UnicodeDecodeError, AttributeError):
-            self.limiter.failed(key)
+            name, password = "", None
+        wait = self.limiter.blockedFor(name, key)
+        if wait > 0:
+            return defer.fail(TooManyAttempts(wait, "too many failed logins"))
+        self.limiter.attempt(name, key)
+        if password is None:
+            _logFailure(name, key, "bad credentials encoding")
             return defer.fail(cred_error.UnauthorizedLogin("bad credentials encoding"))
         try:
             user, cache_key, cached = self.users.lookup(name, password)
         except UsersFileError as e:
+            self.limiter.cancel(name, key)
             log.error("admin login refused: {error}", error=e)
             return defer.fail(cred_error.UnauthorizedLogin(str(e)))
         if cached:
-            self.limiter.succeeded(key)
+            self.limiter.succeeded(name, key)
             return defer.succeed(user.name.encode("utf-8"))
-        d = self.verify(password, user.hash if user is not None else DUMMY_HASH)
+        try:
+            d = self.checks.run(key, self.verify, password, user.hash if user is not None else DUMMY_HASH)
+        except TooManyAttempts as e:
+            self.limiter.cancel(name, key)
+            return defer.fail(e)
 
         def checked(ok):
             if not ok or user is None:
-                self.limiter.failed(key)
+                self.limiter.failed(name, key)
+                _logFailure(name, key, "unknown user" if user is None else "wrong password")
                 raise cred_error.UnauthorizedLogin("wrong user name or password")
             self.users.remember(name, cache_key, user)
-            self.limiter.succeeded(key)
+            self.limiter.succeeded(name, key)
             return user.name.encode("utf-8")
 
         return d.addCallback(checked)
+
+
+def _logFailure(name: str, client: str, why: str) -> None:
+    """The audit line of a failed login: who was tried, from where (the name is quoted: it is
+    whatever the client sent, cut to 64 characters)."""
+    log.info(
+        "admin login failed for user {user!r} from {client}: {why}", user=name[:64], client=client, why=why
+    )
 
 
 class _UserRoot(resource.Resource):
@@ -192,7 +425,9 @@ class AdminRealm:
 
 
 def securityHeaders(request: Any) -> None:
-    """Headers every admin response carries, whatever route produced it."""
+    """Headers every admin response carries, whatever route produced it (and no C{Server:}
+    header naming Twisted's version for a scanner to match)."""
+    request.responseHeaders.removeHeader(b"server")
     request.setHeader(
         b"content-security-policy",
         b"default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -200,7 +435,9 @@ def securityHeaders(request: Any) -> None:
     )
     request.setHeader(b"x-frame-options", b"DENY")
     request.setHeader(b"x-content-type-options", b"nosniff")
-    request.setHeader(b"referrer-policy", b"no-referrer")
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" even on its
+    # own forms, and the CSRF check refuses null; other sites still get no Referer at all.
+    request.setHeader(b"referrer-policy", b"same-origin")
     request.setHeader(b"cache-control", b"no-store")
     if request.isSecure():
         request.setHeader(b"strict-transport-security", b"max-age=31536000")
@@ -209,44 +446,90 @@ def securityHeaders(request: Any) -> None:
 class _TooManyFailures(resource.Resource):
     isLeaf = True
 
-    def __init__(self, retry_after: float):
+    def __init__(self, retry_after: float, reason: str = "too many failed logins; try again later"):
         super().__init__()
         self.retry_after = retry_after
+        self.reason = reason
 
     def render(self, request):
         request.setResponseCode(429)
         request.setHeader(b"retry-after", b"%d" % max(1, int(self.retry_after + 0.999)))
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"too many failed logins from this address; try again later\n"
+        return self.reason.encode("utf-8") + b"\n"
+
+
+class _Unauthorized(resource.Resource):
+    """401 with a basic challenge."""
+
+    isLeaf = True
+
+    def __init__(self, realm: bytes):
+        super().__init__()
+        self.realm = realm
+
+    def render(self, request):
+        request.setResponseCode(401)
+        request.setHeader(b"www-authenticate", b'basic realm="' + self.realm + b'"')
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"" if request.method == b"HEAD" else b"authentication required\n"
+
+
+class _Failed(resource.Resource):
+    isLeaf = True
+
+    def render(self, request):
+        request.setResponseCode(500)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"internal error (logged on the host)\n"
 
 
 class Gate(resource.Resource):
-    """The site root: security headers, the failed-login limit, then authentication."""
+    """The site root: security headers, then basic authentication through the portal.
+
+    It replaces C{twisted.web.guard.HTTPAuthSessionWrapper} because that one turns every failed
+    login into 401, and a login refused by the rate limiter must say 429 with C{Retry-After}.
+    """
 
     isLeaf = False
 
-    def __init__(self, guarded: resource.IResource, limiter: LoginRateLimiter):
+    def __init__(self, portal: Portal, limiter: LoginRateLimiter, realm: bytes = b"salvus"):
         super().__init__()
-        self.guarded = guarded
+        self.portal = portal
         self.limiter = limiter
+        self.realm = realm
+        self.factory = AddressedBasicCredentialFactory(realm)
 
-    def _refused(self, request):
-        wait = self.limiter.blockedFor(clientKey(request))
-        return _TooManyFailures(wait) if wait > 0 else None
+    def _authorized(self, request) -> resource.IResource:
+        header = request.getHeader(b"authorization")
+        if not header:
+            return _Unauthorized(self.realm)
+        scheme, _, response = header.strip().partition(b" ")
+        if scheme.lower() != b"basic":
+            return _Unauthorized(self.realm)
+        try:
+            credentials = self.factory.decode(response.strip(), request)
+        except cred_error.LoginFailed:
+            return _Unauthorized(self.realm)
+        d = self.portal.login(credentials, None, resource.IResource)
+        d.addCallbacks(lambda result: result[1], self._loginFailed)
+        return util.DeferredResource(d)
+
+    def _loginFailed(self, failure) -> resource.IResource:
+        if failure.check(TooManyAttempts):
+            return _TooManyFailures(failure.value.wait, str(failure.value) + "; try again later")
+        if failure.check(cred_error.Unauthorized, cred_error.LoginFailed):
+            return _Unauthorized(self.realm)
+        log.failure("admin login failed unexpectedly", failure)
+        return _Failed()
 
     def getChildWithDefault(self, path, request):
         securityHeaders(request)
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
-        return self.guarded.getChildWithDefault(path, request)
+        request.postpath.insert(0, request.prepath.pop())
+        return self._authorized(request)
 
     def render(self, request):
         securityHeaders(request)
-        refused = self._refused(request)
-        if refused is not None:
-            return refused.render(request)
-        return self.guarded.render(request)
+        return self._authorized(request).render(request)
 
 
 class BoundedRequest(server.Request):
@@ -295,8 +578,8 @@ def makeGate(
     limiter: LoginRateLimiter,
     realm_name: bytes = b"salvus",
     verify: Any = None,
+    checks: PasswordChecks | None = None,
 ) -> Gate:
-    """The authenticated root resource serving C{app} (C{verify}: see L{UsersChecker})."""
-    portal = Portal(AdminRealm(users, app), [UsersChecker(users, limiter, verify)])
-    wrapper = HTTPAuthSessionWrapper(portal, [AddressedBasicCredentialFactory(realm_name)])
-    return Gate(wrapper, limiter)
+    """The authenticated root resource serving C{app} (C{verify}, C{checks}: see L{UsersChecker})."""
+    portal = Portal(AdminRealm(users, app), [UsersChecker(users, limiter, verify, checks)])
+    return Gate(portal, limiter, realm_name)

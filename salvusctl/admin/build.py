@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from salvusctl.admin.auth import LoginRateLimiter
+from salvusctl.admin.auth import LoginRateLimiter, PasswordChecks
 from salvusctl.admin.certs import ensureCertificate
 from salvusctl.admin.declaration import Admin, isLoopback, parseListener
 from salvusctl.admin.metrics import TransitionCounter
@@ -42,6 +42,8 @@ class AdminService(Service):
         self.state = state
         self.var_dir = var_dir
         self.limiter = LoginRateLimiter(reactor)
+        self.checks = PasswordChecks()  # one bound on password checks for every listener
+        self.pool: Any = None  # the password checks' own threads, while running (see threadedVerify)
         self.ports: list[Any] = []
         self.sites: list[Any] = []  # one per declaration, once started
         self.ready: defer.Deferred | None = None
@@ -121,7 +123,16 @@ class AdminService(Service):
         users = UsersFile(self.usersPath(declaration))
         self.limiter.limit = declaration.login_limit
         self.limiter.window = declaration.login_window
-        return makeSite(state, users, self.limiter, declaration.max_request_bytes)
+        return makeSite(state, users, self.limiter, declaration.max_request_bytes, self.checks, self._pool())
+
+    def _pool(self) -> Any:
+        """The password checks' thread pool (none under a reactor without threads: inline)."""
+        if self.pool is None and hasattr(self.reactor, "callInThread"):
+            from twisted.python.threadpool import ThreadPool
+
+            self.pool = ThreadPool(0, self.checks.concurrency, "salvus-admin-passwords")
+            self.pool.start()
+        return self.pool
 
     #: Admin options a reload applies to the running listeners; C{listen} needs a restart.
     LIVE_OPTIONS = ("users", "allow_plain_http", "refresh", "project_url", "title", "bootstrap_user",
@@ -213,6 +224,9 @@ class AdminService(Service):
             supervisor.removeObserver(self.state.transitions)
             self.state.transitions = None
         ports, self.ports = self.ports, []
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            self.reactor.callInThread(pool.stop)  # joins its threads, off the reactor's thread
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
 
 

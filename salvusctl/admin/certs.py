@@ -14,7 +14,7 @@ import os
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["ensureCertificate", "fingerprintOf", "formatFingerprint", "makeSelfSigned"]
 
@@ -33,6 +33,9 @@ def fingerprintOf(cert_pem: bytes) -> str:
 def makeSelfSigned(hostname: str, now: datetime.datetime, days: int = 3650) -> tuple[bytes, bytes]:
     """A new EC P-256 key and a self-signed certificate for C{hostname}, localhost and loopback.
 
+    It is an end-entity certificate (C{CA:FALSE}, extended key usage C{serverAuth}): clients
+    trust it by pinning it, and it can sign nothing else should its key leak.
+
     @return: (key PEM, certificate PEM)
     """
     key = ec.generate_private_key(ec.SECP256R1())
@@ -50,7 +53,8 @@ def makeSelfSigned(hostname: str, now: datetime.datetime, days: int = 3650) -> t
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(

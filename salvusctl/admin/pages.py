@@ -2,8 +2,9 @@
 
 Pages work without JavaScript: every action is a small POST form carrying a CSRF token, answered
 with a 303 redirect back to the page (with a one-line message).  Basic-auth credentials are sent
-by browsers on cross-site requests too, so every POST checks the token (an HMAC of the user name
-under a per-process secret) and, when present, that the Origin is this site.
+by browsers on cross-site requests too, so every POST checks the token (in the body, an HMAC of
+the user's name and password hash under a per-process secret) and that the Origin, else the
+Referer, when sent, is this site: scheme, host and port (C{Origin: null} is refused).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import secrets
 import time as _time
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from klein import Klein
 from twisted.internet import defer
@@ -86,6 +87,22 @@ def _arg(request: Any, name: str) -> str:
         return ""
 
 
+def _bodyToken(request: Any) -> str:
+    """The CSRF token from the form body or the C{X-CSRF-Token} header, never the query string
+    (a URL ends up in logs, histories and Referer headers)."""
+    header = request.getHeader(b"x-csrf-token")
+    if header:
+        return header.decode("latin-1")
+    kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if kind != b"application/x-www-form-urlencoded" or request.content is None:
+        return ""
+    request.content.seek(0)
+    fields = parse_qs(request.content.read(64 * 1024).decode("latin-1"))
+    request.content.seek(0)
+    values = fields.get("csrf", [])
+    return values[0] if values else ""
+
+
 class _Refused(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
@@ -110,8 +127,10 @@ class AdminPages:
     # -- helpers ---------------------------------------------------------------------------------
 
     def csrfToken(self, user: Any) -> str:
-        """The token a user's forms carry: stable per process, useless to another user or site."""
-        return hmac.new(self._secret, f"csrf:{user.name}".encode(), "sha256").hexdigest()
+        """The token a user's forms carry: an HMAC of the user's name and password hash under a
+        per-process secret, so it is useless to another user or site and changes with the
+        password (and with every restart of the host)."""
+        return hmac.new(self._secret, f"csrf:{user.name}:{user.hash}".encode(), "sha256").hexdigest()
 
     def _page(self, request, title: str, body: str, here: str) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -135,14 +154,21 @@ class AdminPages:
         user = currentUser(request)
         if user is None or not user.canOperate:
             raise _Refused(403, "this needs the operator role")
-        token = _arg(request, "csrf")
+        token = _bodyToken(request)
         if not token or not hmac.compare_digest(token, self.csrfToken(user)):
             raise _Refused(403, "missing or stale form token: reload the page and try again")
+        scheme = "https" if request.isSecure() else "http"
+        own = f"{scheme}://{(request.getHeader(b'host') or b'').decode('latin-1').lower()}"
         origin = request.getHeader(b"origin")
-        if origin and origin != b"null":
-            host = request.getHeader(b"host") or b""
-            if urlsplit(origin.decode("latin-1")).netloc.encode("latin-1") != host:
-                raise _Refused(403, "cross-site form refused")
+        if origin is not None:
+            if origin.decode("latin-1").lower().rstrip("/") != own:
+                raise _Refused(403, "cross-site form refused (Origin is not this site)")
+        else:
+            referer = request.getHeader(b"referer")
+            if referer is not None:
+                parts = urlsplit(referer.decode("latin-1"))
+                if f"{parts.scheme}://{parts.netloc}".lower() != own:
+                    raise _Refused(403, "cross-site form refused (Referer is not this site)")
         return user
 
     def _refused(self, request, refused: _Refused) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from salvusctl.admin.faults import Faults, rpcFault
-from salvusctl.reload import deployDiff
+from salvusctl.reload import deployDiff, deploysOf
 
 __all__ = ["groupsOf", "groupDiff", "withGroup", "withoutGroup", "UNSTOPPED_STATES"]
 
@@ -26,9 +26,10 @@ def _group(deploy: Any) -> str:
 
 
 def groupsOf(deploys: list[Any]) -> dict[str, list[Any]]:
-    """{group name: its deploys}, in the order given."""
+    """{group name: its deploys}, in the order given (a C{SupervisorSettings} among them is no
+    group: it is skipped)."""
     out: dict[str, list[Any]] = {}
-    for deploy in deploys:
+    for deploy in deploysOf(deploys):
         out.setdefault(_group(deploy), []).append(deploy)
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import reprlib
 import xmlrpc.client as xmlrpclib
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,7 @@ from salvusctl.admin.rpcbase import Namespace, expectStr, plain, toFault
 from salvusctl.admin.state import AdminState
 from salvusctl.admin.supervisorrpc import SupervisorNamespace
 
-__all__ = ["RPCRoot", "SystemNamespace", "MAX_MULTICALL"]
+__all__ = ["RPCRoot", "SystemNamespace", "MAX_MULTICALL", "auditArgs"]
 
 log = Logger()
 
@@ -223,10 +224,32 @@ class _Guarded:
                 )
             )
         if getattr(self.method, "requiresOperator", False):
-            log.info("{user} called {method}{args}", user=user.name, method=self.path, args=tuple(args))
+            log.info("{user} called {method}{args}", user=user.name, method=self.path, args=auditArgs(args))
         d = defer.maybeDeferred(self.method, *call_args)
         d.addCallbacks(plain, lambda f: defer.fail(toFault(f)))
         return d
+
+
+_AUDIT = reprlib.Repr()
+_AUDIT.maxlevel, _AUDIT.maxstring, _AUDIT.maxother = 4, 120, 120
+_AUDIT.maxlist = _AUDIT.maxdict = _AUDIT.maxtuple = 20
+_AUDIT_CHARS = 1000
+
+
+def auditArgs(args: tuple) -> str:
+    """The arguments of an audited call as one bounded line.
+
+    A plain C{repr} of deeply nested or huge arguments raises (RecursionError) or makes a
+    megabyte line, and the logger then drops the event: the call would leave no audit line.
+    Here nesting, containers and strings are cut, and the whole line too.
+    """
+    try:
+        text = _AUDIT.repr(tuple(args))
+    except Exception as e:  # an argument whose repr fails still leaves the line
+        text = f"(<arguments not shown: {type(e).__name__}>)"
+    if len(text) > _AUDIT_CHARS:
+        text = text[: _AUDIT_CHARS - 3] + "..."
+    return text
 
 
 def _signatureText(method: Callable) -> str:

@@ -4,42 +4,58 @@ from __future__ import annotations
 
 from twisted.web.server import Site
 
-from salvusctl.admin.auth import BoundedRequest, LoginRateLimiter, makeGate
+from salvusctl.admin.auth import BoundedRequest, LoginRateLimiter, PasswordChecks, makeGate
 from salvusctl.admin.state import AdminState
 from salvusctl.admin.users import UsersFile
 
 __all__ = ["makeSite", "makeRoot"]
 
 
-def makeRoot(state: AdminState, users: UsersFile, limiter: LoginRateLimiter, verify=None):
+def makeRoot(
+    state: AdminState,
+    users: UsersFile,
+    limiter: LoginRateLimiter,
+    verify=None,
+    checks: PasswordChecks | None = None,
+):
     """The authenticated root resource (what a C{StubTreq} in a test drives)."""
     from salvusctl.admin.pages import AdminPages
 
     pages = AdminPages(state)
-    return makeGate(pages.resource(), users, limiter, verify=verify)
+    return makeGate(pages.resource(), users, limiter, verify=verify, checks=checks)
 
 
-def threadedVerify(reactor):
-    """Password checks in the reactor's thread pool: scrypt must not stall other clients."""
+def threadedVerify(reactor, pool):
+    """Password checks in C{pool}'s threads: scrypt must not stall other clients.
+
+    The pool is the admin's own, as small as L{PasswordChecks}' concurrency: each scrypt check
+    allocates 16 MiB, and glibc keeps that much in each thread's arena afterwards, so checks
+    spread over the reactor's ten threads would keep ten times that.
+    """
     from twisted.internet.threads import deferToThreadPool
 
     from salvusctl.admin.users import verifyPassword
 
     def verify(password: str, stored: str):
-        return deferToThreadPool(reactor, reactor.getThreadPool(), verifyPassword, password, stored)
+        return deferToThreadPool(reactor, pool, verifyPassword, password, stored)
 
     return verify
 
 
 def makeSite(
-    state: AdminState, users: UsersFile, limiter: LoginRateLimiter, max_request_bytes: int = 1024 * 1024
+    state: AdminState,
+    users: UsersFile,
+    limiter: LoginRateLimiter,
+    max_request_bytes: int = 1024 * 1024,
+    checks: PasswordChecks | None = None,
+    pool=None,
 ) -> Site:
     """A C{Site} for real listeners: bounded request bodies, no tracebacks shown, no access log noise."""
 
     class Request(BoundedRequest):
         maxBody = max_request_bytes
 
-    verify = threadedVerify(state.clock) if hasattr(state.clock, "getThreadPool") else None
-    site = Site(makeRoot(state, users, limiter, verify), requestFactory=Request, reactor=state.clock)
+    verify = threadedVerify(state.clock, pool) if pool is not None else None
+    site = Site(makeRoot(state, users, limiter, verify, checks), requestFactory=Request, reactor=state.clock)
     site.displayTracebacks = False
     return site

@@ -359,7 +359,9 @@ class SupervisorNamespace(Namespace):
         reloader = self.state.reloader()
         staged = reloader.staged() if reloader is not None else None
         if staged is not None:
-            for deploy in staged.declarations("supervisor"):
+            from salvusctl.reload import deploysOf
+
+            for deploy in deploysOf(staged.declarations("supervisor")):
                 if deploy.name in running:
                     continue
                 group = deploy.groupName or deploy.name

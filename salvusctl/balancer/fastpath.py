@@ -119,6 +119,35 @@ class LeanConnection(tcp.Connection):
         self.startReading()
         proto.makeConnection(self)
 
+    def connectionLost(self, reason: Any) -> None:
+        """
+        The reactor closed this descriptor.  Before the connect completed that is a failed
+        connect, not a lost connection: there is no protocol yet.
+
+        On a real network a refused connect arrives as EPOLLERR/EPOLLHUP while the socket
+        waits for writability, and the reactor takes its disconnect path instead of calling
+        L{doWrite}.  Twisted's own C{BaseClient} turns that into C{clientConnectionFailed}
+        (C{failIfNotConnected}); so must this, or the client waits forever for a backend
+        that already said no.
+        """
+        if self.connected:
+            tcp.Connection.connectionLost(self, reason)
+            return
+        if self.disconnected:
+            return  # already reported
+        try:
+            err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError:
+            err = 0
+        self.stopReading()
+        self.stopWriting()
+        self._close()
+        if err:
+            why: Exception = error.getConnectError((err, os.strerror(err)))
+        else:
+            why = error.ConnectError(string=reason.getErrorMessage())
+        self._report(why)
+
     def _close(self) -> None:
         self.disconnected = True
         self.socket.close()

@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import os
 import socket
 import ssl
 import urllib.parse
 import xmlrpc.client
 from typing import Any
 
-__all__ = ["connect", "FingerprintMismatch", "ClientError", "normaliseFingerprint"]
+__all__ = ["connect", "resolveURL", "FingerprintMismatch", "ClientError", "normaliseFingerprint"]
 
 
 class ClientError(Exception):
@@ -114,6 +115,23 @@ class _HTTPSTransport(_AuthTransport):
         return connection
 
 
+def resolveURL(url: str) -> str:
+    """C{url} with a relative unix socket path made absolute against the working directory.
+
+    C{unix://var/admin.sock} would otherwise parse as host C{var}, path C{/admin.sock}; as
+    supervisorctl's C{-s unix://var/admin.sock} means, it is C{./var/admin.sock}. Errors then name
+    the resolved path (C{unix:///srv/salvus/var/admin.sock: connection refused}).
+    """
+    if not url.startswith("unix:"):
+        return url
+    path = url[len("unix:"):]
+    if path.startswith("//"):
+        path = path[2:]
+    if not path:
+        return url
+    return "unix://" + os.path.abspath(path)
+
+
 def connect(
     url: str,
     user: str | None = None,
@@ -129,7 +147,7 @@ def connect(
     """
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "unix":
-        path = parsed.path or parsed.netloc
+        path = resolveURL(url)[len("unix://"):]
         if not path:
             raise ClientError(f"bad URL {url!r}: use unix:///path/to/admin.sock")
         transport = _UnixTransport(path, user, password, timeout)

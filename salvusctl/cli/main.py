@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import datetime
 import enum
 import getpass
 import http.client
+import io
 import os
 import socket
 import ssl
@@ -23,7 +25,7 @@ from typing import Any, TextIO
 
 from salvusctl.admin import shapes
 from salvusctl.admin.faults import Faults
-from salvusctl.cli.client import ClientError, FingerprintMismatch, connect
+from salvusctl.cli.client import ClientError, FingerprintMismatch, connect, resolveURL
 
 __all__ = ["main", "ExitCode", "CONFIG_FILE"]
 
@@ -86,8 +88,9 @@ class Output:
 # -- connection settings ---------------------------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
-    """URL and credentials: options, then environment, then the config file."""
+def _settings(args: argparse.Namespace, env: dict[str, str], stdin: TextIO | None = None) -> dict[str, Any]:
+    """URL and credentials: options, then environment, then the config file; a user without a
+    password is asked for one on a terminal (as curl -u and supervisorctl do)."""
     path = args.config or env.get("SALVUS_CONFIG") or CONFIG_FILE
     if path.startswith("~/"):
         path = os.path.join(env.get("HOME") or os.path.expanduser("~"), path[2:])
@@ -114,13 +117,32 @@ def _settings(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     url = pick("url", "SALVUS_URL", "url")
     if not url:
         raise CLIError(f"no admin URL: use --url, SALVUS_URL or url= in {CONFIG_FILE}", ExitCode.USAGE)
+    url = resolveURL(url)
+    user = pick("user", "SALVUS_USER", "user")
+    password = pick("password", "SALVUS_PASSWORD", "password")
+    if user and password is None:
+        password = _askPassword(user, url, stdin)
     return {
         "url": url,
-        "user": pick("user", "SALVUS_USER", "user"),
-        "password": pick("password", "SALVUS_PASSWORD", "password"),
+        "user": user,
+        "password": password,
         "cacert": pick("cacert", "SALVUS_CACERT", "cacert"),
         "fingerprint": pick("fingerprint", "SALVUS_FINGERPRINT", "fingerprint"),
     }
+
+
+def _askPassword(user: str, url: str, stdin: TextIO | None) -> str:
+    """The password for C{user}, typed on the terminal; an error naming the other ways without one."""
+    if stdin is None or not _isatty(stdin):
+        raise CLIError(
+            f"no password for {user}: use -p, SALVUS_PASSWORD or password= in {CONFIG_FILE} "
+            "(or run on a terminal to be asked)",
+            ExitCode.USAGE,
+        )
+    try:
+        return getpass.getpass(f"password for {user} at {url}: ")
+    except EOFError:
+        raise CLIError(f"no password for {user}", ExitCode.USAGE)
 
 
 class Remote:
@@ -166,7 +188,11 @@ class Remote:
             )
         except ssl.SSLError as e:
             raise CLIError(f"{url}: TLS error: {e.reason or e}", ExitCode.UNREACHABLE)
-        except (ConnectionRefusedError, FileNotFoundError):
+        except FileNotFoundError:
+            if url.startswith("unix:"):
+                raise CLIError(f"{url}: no such socket (is the host running?)", ExitCode.UNREACHABLE)
+            raise CLIError(f"{url}: connection refused (is the host running?)", ExitCode.UNREACHABLE)
+        except ConnectionRefusedError:
             raise CLIError(f"{url}: connection refused (is the host running?)", ExitCode.UNREACHABLE)
         except TimeoutError:
             raise CLIError(f"{url}: timed out", ExitCode.UNREACHABLE)
@@ -339,37 +365,73 @@ def cmdRestart(remote: Remote, args, out: Output) -> int:
     return code
 
 
+def _tailNames(remote: Remote, name: str) -> list[str]:
+    """The instances C{tail NAME} reads: C{GROUP:*} is every instance of the group (what the host
+    suggests for a group of several), anything else the one name as given."""
+    if not name.endswith(":*"):
+        return [name]
+    group = name[:-2]
+    names = [_namespec(i) for i in remote("supervisor.getAllProcessInfo") if i["group"] == group]
+    if not names:
+        raise CLIError(f"{group}: no such group", ExitCode.NO_SUCH_NAME)
+    return names
+
+
 def cmdTail(remote: Remote, args, out: Output) -> int:
+    """C{tail [-f] NAME|GROUP:* [stdout|stderr]}: several instances print under C{==> NAME <==}
+    headers, as tail(1) does for several files."""
     method = "Stderr" if args.stream == "stderr" else "Stdout"
-    if not args.follow:
-        text = remote(f"supervisor.readProcess{method}Log", args.name, -args.bytes, 0)
+    names = _tailNames(remote, args.name)
+    shown: list[str | None] = [None]
+
+    def write(name: str, text: str) -> None:
+        if not text:
+            return
+        if len(names) > 1 and shown[0] != name:
+            out.out.write(("\n" if shown[0] is not None else "") + f"==> {name} <==\n")
+        shown[0] = name
         out.out.write(text)
+        out.out.flush()
+
+    if not args.follow:
+        for name in names:
+            write(name, remote(f"supervisor.readProcess{method}Log", name, -args.bytes, 0))
         return ExitCode.OK
-    text, offset, overflow = remote(f"supervisor.tailProcess{method}Log", args.name, 0, args.bytes)
-    out.out.write(text)
-    out.out.flush()
+    offsets = {}
+    for name in names:
+        text, offsets[name], overflow = remote(f"supervisor.tailProcess{method}Log", name, 0, args.bytes)
+        write(name, text)
     polls = 0
     try:
         while args.polls is None or polls < args.polls:
             time.sleep(args.interval)
             polls += 1
-            # supervisord's tail call returns the *last* N bytes; read from our offset instead
-            text = remote(f"supervisor.readProcess{method}Log", args.name, offset, 65536)
-            offset += len(text.encode("utf-8"))
-            if text:
-                out.out.write(text)
-                out.out.flush()
+            for name in names:
+                # supervisord's tail call returns the *last* N bytes; read from our offset instead
+                text = remote(f"supervisor.readProcess{method}Log", name, offsets[name], 65536)
+                offsets[name] += len(text.encode("utf-8"))
+                write(name, text)
     except KeyboardInterrupt:
         pass
     return ExitCode.OK
 
 
-def _hostSpec(spec: str, parts: int = 3) -> list[str]:
-    pieces = spec.split("/")
+def _hostSpec(spec: str | Sequence[str], parts: int = 3) -> list[str]:
+    """SERVICE/GROUP/HOST (or SERVICE/GROUP) from one word with slashes, separate words
+    (C{drain web workers worker:0}, as the README writes it) or any mix of the two."""
+    words = [spec] if isinstance(spec, str) else list(spec)
+    pieces = [piece for word in words for piece in word.split("/")]
     if len(pieces) != parts or not all(pieces):
         shape = "SERVICE/GROUP/HOST" if parts == 3 else "SERVICE/GROUP"
-        raise CLIError(f"bad target {spec!r}: expected {shape}", ExitCode.USAGE)
+        shown = " ".join(words)
+        raise CLIError(f"bad target {shown!r}: expected {shape} (or {shape.replace('/', ' ')})",
+                       ExitCode.USAGE)
     return pieces
+
+
+def _target(spec: Sequence[str]) -> str:
+    """The target as one word, for messages."""
+    return "/".join(piece for word in spec for piece in word.split("/"))
 
 
 def cmdBalancer(remote: Remote, args, out: Output) -> int:
@@ -397,13 +459,13 @@ def cmdBalancer(remote: Remote, args, out: Output) -> int:
         return ExitCode.OK
     if action in ("up", "down", "drain"):
         remote("salvus.balancerSetState", *_hostSpec(args.target), action)
-        out.info(f"{args.target}: {action}")
+        out.info(f"{_target(args.target)}: {action}")
     elif action == "weight":
         remote("salvus.balancerSetWeight", *_hostSpec(args.target), args.weight)
-        out.info(f"{args.target}: weight {args.weight}")
+        out.info(f"{_target(args.target)}: weight {args.weight}")
     elif action == "remove":
         remote("salvus.balancerRemoveHost", *_hostSpec(args.target))
-        out.info(f"{args.target}: removed")
+        out.info(f"{_target(args.target)}: removed")
     elif action == "add":
         service, group = _hostSpec(args.target, 2)
         address, _, port = args.address.rpartition(":")
@@ -418,22 +480,22 @@ def cmdBalancer(remote: Remote, args, out: Output) -> int:
             args.weight,
             args.name or "",
         )
-        out.info(f"{args.target}: added {args.address}")
+        out.info(f"{_target(args.target)}: added {args.address}")
     elif action == "scheduler":
         remote("salvus.balancerSetScheduler", *_hostSpec(args.target, 2), args.scheduler)
-        out.info(f"{args.target}: scheduler {args.scheduler}")
+        out.info(f"{_target(args.target)}: scheduler {args.scheduler}")
     elif action == "retry":
         remote("salvus.balancerRetryHost", *_hostSpec(args.target))
-        out.info(f"{args.target}: retried")
+        out.info(f"{_target(args.target)}: retried")
     elif action == "remove-all":
         count = remote("salvus.balancerRemoveAllHosts", *_hostSpec(args.target, 2))
-        out.info(f"{args.target}: removed {count} hosts")
+        out.info(f"{_target(args.target)}: removed {count} hosts")
     elif action == "add-group":
         remote("salvus.balancerAddGroup", *_hostSpec(args.target, 2), args.scheduler)
-        out.info(f"{args.target}: added")
+        out.info(f"{_target(args.target)}: added")
     elif action == "remove-group":
         remote("salvus.balancerRemoveGroup", *_hostSpec(args.target, 2))
-        out.info(f"{args.target}: removed")
+        out.info(f"{_target(args.target)}: removed")
     elif action == "add-service":
         remote("salvus.balancerAddService", args.service, list(args.listen))
         out.info(f"{args.service}: added")
@@ -467,6 +529,11 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
         _table(rows, out)
         return ExitCode.OK
     samples = remote("salvus.monitorHistory", args.name, -abs(args.since), 0)
+    if not samples:
+        known = _monitoredNames(remote)
+        if args.name not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise CLIError(f"{args.name}: no such instance (known: {listed})", ExitCode.NO_SUCH_NAME)
     rows = [("TIME (UTC)", "CPU%", "RSS")]
     for s in samples:
         rows.append(
@@ -478,6 +545,17 @@ def cmdMonitor(remote: Remote, args, out: Output) -> int:
         )
     _table(rows, out)
     return ExitCode.OK
+
+
+def _monitoredNames(remote: Remote) -> set[str]:
+    """Every name C{monitor history} knows: the instances sampled and those the supervisor runs."""
+    names = set(remote("salvus.monitorLatest"))
+    try:
+        names.update(_namespec(i) for i in remote("supervisor.getAllProcessInfo"))
+    except CLIError as e:
+        if e.code != ExitCode.NO_SERVICE and e.fault_code != Faults.UNKNOWN_METHOD:
+            raise
+    return names
 
 
 def cmdAlerts(remote: Remote, args, out: Output) -> int:
@@ -592,25 +670,43 @@ def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
 
     def password() -> str:
         if args.random:
-            value = randomPassword()
-            out.result(value)
-            return value
+            return randomPassword()  # printed once the file holds it, not before
         if args.password_stdin:
             value = stdin.readline().rstrip("\r\n")
         else:
-            value = getpass.getpass(f"password for {args.name}: ")
-            if getpass.getpass("again: ") != value:
-                raise CLIError("passwords differ", ExitCode.USAGE)
+            if not _isatty(stdin):
+                raise CLIError("no terminal to ask for the password on: use --password-stdin or --random",
+                               ExitCode.USAGE)
+            try:
+                value = getpass.getpass(f"password for {args.name}: ")
+                if getpass.getpass("again: ") != value:
+                    raise CLIError("passwords differ", ExitCode.USAGE)
+            except EOFError:
+                raise CLIError("no password given", ExitCode.USAGE)
         if not value:
             raise CLIError("empty password", ExitCode.USAGE)
         return value
 
     try:
+        if args.action in ("add", "passwd"):
+            # refuse before asking for (or generating and printing) a password that cannot be used
+            exists = users.get(args.name) is not None
+            if args.action == "add" and exists:
+                raise CLIError(f"user {args.name!r} already exists in {users.path} "
+                               f"(salvusctl user passwd {args.name} sets a new password)")
+            if args.action == "passwd" and not exists:
+                raise CLIError(f"no user {args.name!r} in {users.path} (salvusctl user add {args.name})")
         if args.action == "add":
-            users.add(args.name, password(), args.role or "operator")
+            value = password()
+            users.add(args.name, value, args.role or "operator")
+            if args.random:
+                out.result(value)
             out.info(f"added {args.name} to {users.path}")
         elif args.action == "passwd":
-            users.passwd(args.name, password(), args.role)
+            value = password()
+            users.passwd(args.name, value, args.role)
+            if args.random:
+                out.result(value)
             out.info(f"changed {args.name} in {users.path}")
         elif args.action == "remove":
             users.remove(args.name)
@@ -623,12 +719,23 @@ def cmdUser(args, out: Output, env: dict[str, str], stdin: TextIO) -> int:
     return ExitCode.OK
 
 
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 # -- argument parsing ------------------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors as one L{CLIError} line naming the subcommand (C{salvusctl: balancer: …}), never
+    argparse's usage-and-exit."""
+
     def error(self, message: str):
-        raise CLIError(message, ExitCode.USAGE)
+        command = self.prog.partition(" ")[2]
+        raise CLIError(f"{command}: {message}" if command else message, ExitCode.USAGE)
 
 
 def makeParser() -> argparse.ArgumentParser:
@@ -661,26 +768,27 @@ def makeParser() -> argparse.ArgumentParser:
                            help="instances restarted at once in a rolling restart (default 1)")
             p.add_argument("--no-rolling", action="store_true",
                            help="stop every instance, then start them all (the old way)")
-    p = sub.add_parser("tail", help="an instance's output")
+    p = sub.add_parser("tail", help="an instance's output (GROUP:* for every instance of a group)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("-n", "--bytes", type=int, default=1600, help="how many bytes from the end")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--polls", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME|GROUP:*")
     p.add_argument("stream", nargs="?", default="stdout", choices=("stdout", "stderr"))
 
     p = sub.add_parser("balancer", help="show or change the balancer")
     bsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     bsub.required = True
     bsub.add_parser("show", help="services, groups and hosts with counters")
+    # a target is SERVICE/GROUP/HOST or the same words apart (drain web workers worker:0)
     for action in ("up", "down", "drain", "remove", "retry"):
         b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP/HOST")
-        b.add_argument("target", metavar="SERVICE/GROUP/HOST")
+        b.add_argument("target", nargs="+", metavar="SERVICE/GROUP/HOST")
     for action in ("remove-all", "remove-group"):
         b = bsub.add_parser(action, help=f"{action} SERVICE/GROUP")
-        b.add_argument("target", metavar="SERVICE/GROUP")
+        b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b = bsub.add_parser("add-group", help="add-group SERVICE/GROUP [--scheduler NAME]")
-    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b.add_argument("--scheduler", default="roundrobin")
     b = bsub.add_parser("add-service", help="add-service SERVICE ENDPOINT…")
     b.add_argument("service", metavar="SERVICE")
@@ -688,15 +796,15 @@ def makeParser() -> argparse.ArgumentParser:
     b = bsub.add_parser("remove-service", help="remove-service SERVICE")
     b.add_argument("service", metavar="SERVICE")
     b = bsub.add_parser("weight", help="weight SERVICE/GROUP/HOST N")
-    b.add_argument("target", metavar="SERVICE/GROUP/HOST")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP/HOST")
     b.add_argument("weight", type=int)
     b = bsub.add_parser("add", help="add SERVICE/GROUP ADDRESS:PORT")
-    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b.add_argument("address", metavar="ADDRESS:PORT")
     b.add_argument("--weight", type=int, default=1)
     b.add_argument("--name", default=None)
     b = bsub.add_parser("scheduler", help="scheduler SERVICE/GROUP NAME")
-    b.add_argument("target", metavar="SERVICE/GROUP")
+    b.add_argument("target", nargs="+", metavar="SERVICE/GROUP")
     b.add_argument("scheduler")
 
     p = sub.add_parser("monitor", help="resource samples")
@@ -729,6 +837,7 @@ def makeParser() -> argparse.ArgumentParser:
     sub.add_parser("diff", help="declared config vs running (exit 3 when they differ)")
     sub.add_parser("reconcile", help="make what runs match the config")
 
+    # backup and restore hand their arguments (-h included) to salvusctl.backup.cli's parsers
     p = sub.add_parser("backup", help="backup run|status|list|log|verify (see salvusctl backup -h)",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -738,8 +847,13 @@ def makeParser() -> argparse.ArgumentParser:
     p = sub.add_parser("user", help="manage the local admin users file")
     usub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     usub.required = True
-    for action in ("add", "passwd", "remove", "list"):
-        u = usub.add_parser(action)
+    for action, text in (
+        ("add", "add NAME: a new user (prompts, or --password-stdin, or --random)"),
+        ("passwd", "passwd NAME: a new password (and --role) for a user"),
+        ("remove", "remove NAME"),
+        ("list", "every user and its role"),
+    ):
+        u = usub.add_parser(action, help=text)
         if action != "list":
             u.add_argument("name", metavar="NAME")
         u.add_argument("--file", help="users file (env SALVUS_USERS, default var/admin-users)")
@@ -771,10 +885,36 @@ def cmdBackup(remote: Remote, args, out: Output) -> int:
             raise
 
     main = backupMain if args.command == "backup" else restoreMain
-    code = main(list(args.rest), call, out.out)
+    printed = io.StringIO()
+    code = main(list(args.rest), call, printed)
     if problems:
         raise problems.pop(0)  # not kept in a local: no cycle that keeps the connection open
+    # the backup package's own error lines ("error: …", "salvusctl backup: …") go to stderr,
+    # prefixed like every other error; its results stay on stdout
+    for line in printed.getvalue().splitlines():
+        for prefix in ("error: ", f"salvusctl {args.command}: "):
+            if line.startswith(prefix):
+                out.error(f"{args.command}: {line[len(prefix):]}")
+                break
+        else:
+            out.result(line)
     return code
+
+
+def _backupHelp(args: argparse.Namespace, out: TextIO) -> int:
+    """C{backup -h}/C{restore -h}: the backup package's own help, with no host to talk to."""
+    from salvusctl.backup.cli import backupMain, restoreMain
+
+    def call(method: str, *params: Any) -> Any:
+        raise CLIError(f"{args.command} -h called {method}")  # pragma: no cover (help makes no call)
+
+    main = backupMain if args.command == "backup" else restoreMain
+    with contextlib.redirect_stdout(out):
+        try:
+            main(list(args.rest), call, out)
+        except SystemExit:
+            pass
+    return ExitCode.OK
 
 
 _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, Output], int]] = {
@@ -799,28 +939,27 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
     output = Output(0, out, err)
     try:
         if not argv:
-            makeParser().print_usage(err)
-            return ExitCode.USAGE
-        if argv[0] in ("-h", "--help") or "--help" in argv or "-h" in argv:
-            try:
-                makeParser().parse_args(list(argv))
-            except SystemExit:
-                pass
+            raise CLIError("no command given (salvusctl -h lists them)", ExitCode.USAGE)
+        try:
+            with contextlib.redirect_stdout(out):
+                args, extra = makeParser().parse_known_args(list(argv))
+        except SystemExit:  # -h/--help: argparse printed the help (to out)
             return ExitCode.OK
-        args, extra = makeParser().parse_known_args(list(argv))
         if args.command in ("backup", "restore"):
             # argparse leaves options that come first after the command (restore --dry-run) to
             # the caller: they belong to the backup command's own parser.
             args.rest = extra + list(args.rest)
+            if "-h" in args.rest or "--help" in args.rest:
+                return _backupHelp(args, out)
         elif extra:
-            raise CLIError(f"unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
+            raise CLIError(f"{args.command}: unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
         output.verbosity = args.verbose
         if args.command == "user":
             return int(cmdUser(args, output, env, stdin))
         timeout = args.timeout
         if timeout is None:
             timeout = RESTART_TIMEOUT if args.command == "restart" else DEFAULT_TIMEOUT
-        remote = Remote(_settings(args, env), timeout)
+        remote = Remote(_settings(args, env, stdin), timeout)
         try:
             return int(_REMOTE[args.command](remote, args, output))
         finally:

@@ -41,17 +41,27 @@ class BadMessage(ValueError):
     """A message that cannot be sent or handled (bad kind, body not JSON, too large)."""
 
 
-def peerState(state: str, last_seen: float, heartbeat: float, missed: int, now: float) -> str:
+def peerState(state: str, last_seen: float, heartbeat: float, missed: int, now: float,
+              watching_since: float | None = None) -> str:
     """A member's state as seen at C{now}.
 
     A host that left cleanly is C{left}; one whose last heartbeat is older than C{missed} of its
     own heartbeat intervals is C{down}; otherwise C{up}.  Each host is judged by its own interval,
-    so hosts with different settings share a cluster.  The comparison uses the reader's clock and
-    the writer's timestamps: hosts' clocks must agree to well within C{heartbeat * missed}.
+    so hosts with different settings share a cluster.
+
+    C{now} and C{last_seen} are both the database's clock (C{last_seen} is written with the
+    database's C{now()}), so host clocks need not agree.  C{watching_since} is when the reader
+    could last begin to watch — the database server's start, or the end of the reader's own
+    outage: a host has C{missed} intervals from then to be heard from, since nobody could write
+    a heartbeat before it.  So a database outage longer than C{missed x heartbeat} marks no host
+    down by itself.
     """
     if state == LEFT:
         return LEFT
-    if now - float(last_seen) > float(heartbeat) * int(missed):
+    heard = float(last_seen)
+    if watching_since is not None:
+        heard = max(heard, float(watching_since))
+    if now - heard > float(heartbeat) * int(missed):
         return DOWN
     return UP
 
@@ -73,7 +83,7 @@ class Peer:
     seen_at: float
 
     @classmethod
-    def fromRow(cls, row: tuple, now: float) -> Peer:
+    def fromRow(cls, row: tuple, now: float, watching_since: float | None = None) -> Peer:
         name, address, admin_url, started, last_seen, heartbeat, missed, version, state = row
         return cls(
             name=name,
@@ -85,7 +95,7 @@ class Peer:
             missed=int(missed),
             version=version,
             stored_state=state,
-            state=peerState(state, last_seen, heartbeat, missed, now),
+            state=peerState(state, last_seen, heartbeat, missed, now, watching_since),
             seen_at=now,
         )
 

@@ -1,8 +1,14 @@
 """Membership: this host's heartbeat in C{cluster_hosts}, and its view of every other host.
 
-Each beat writes this host's row (C{last_seen} now) and reads every row back; a peer's state is
-L{peerState} of its row at this host's C{now}.  A change of state (joined, up, down, left) is
-logged once and passed to the observers (the balancer feed drops a down host's instances).
+Each beat writes this host's row (C{last_seen}: the database's clock as it commits) and reads every
+row back with the database's clock; a peer's state is L{peerState} of its row at that clock.  Two
+things keep a database outage from marking every host down when it ends: a beat replayed from
+the store's queue is stamped when the database wrote it, not when it was made; and after the
+database server restarts, or after this host could not read it for longer than two heartbeats,
+each host has its C{missed} intervals counted from then (L{peerState}'s C{watching_since}) to be
+heard from again.  While the store is unreachable the last view is kept as it is.  A change of
+state (joined, up, down, left) is logged once and passed to the observers (the balancer feed
+drops a down host's instances).
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ class Membership:
         self.observers: list[Observer] = []
         self._beating: Deferred | None = None
         self._unreachable = False
+        #: The database's clock at the last successful read, and when this host could last begin
+        #: watching (the server's start, or the end of this host's own blindness).
+        self._lastRead: float | None = None
+        self.watching_since: float | None = None
+        #: This host's clock at the last successful read (how old the view is).
+        self.read_at: float | None = None
 
     def addObserver(self, observer: Observer) -> None:
         """Call C{observer(name, old_state, new_state, peer)} when a host's state changes
@@ -92,14 +104,17 @@ class Membership:
     @inlineCallbacks
     def refresh(self):
         """Read every host's row and compute its state now; report the changes."""
-        rows = yield self.tables.hosts()
+        rows, dbNow, dbStarted = yield self.tables.view()
         if self._unreachable:
             self._unreachable = False
             log.info("cluster: store reachable again; {name} is heartbeating", name=self.name)
-        now = self.clock.seconds()
+        local = self.clock.seconds()
+        now = local if dbNow is None else dbNow
+        self.read_at = local
+        self._watch(now, dbStarted)
         seen = {}
         for row in rows:
-            peer = Peer.fromRow(tuple(row), now)
+            peer = Peer.fromRow(tuple(row), now, self.watching_since)
             seen[peer.name] = peer
         old, self.peers = self.peers, seen
         for name, peer in seen.items():
@@ -107,6 +122,20 @@ class Membership:
             if before != peer.state:
                 self._changed(name, before, peer)
         return seen
+
+    def _watch(self, now: float, dbStarted: float | None) -> None:
+        """Move C{watching_since} forward after a server start or this host's own blindness."""
+        since = self.watching_since
+        if dbStarted is not None and (since is None or dbStarted > since):
+            since = dbStarted
+        if self._lastRead is not None and now - self._lastRead > 2 * self.heartbeat:
+            if since is None or now > since:
+                since = now
+                log.info("cluster: {name} could not read the host list for {gap:.1f}s: every host has"
+                         " {missed} heartbeats from now to be heard from", name=self.name,
+                         gap=now - self._lastRead, missed=self.missed)
+        self.watching_since = since
+        self._lastRead = now if self._lastRead is None else max(self._lastRead, now)
 
     def _changed(self, name: str, before: str | None, peer: Peer) -> None:
         if name != self.name:

@@ -27,9 +27,18 @@ HOST_COLUMNS = (
 )
 MESSAGE_COLUMNS = ("id", "uid", "sender", "recipient", "kind", "body", "created", "reply_to")
 
+# C{last_seen} is the database's clock when the row is written (PostgreSQL), never the stamp of
+# when the beat was made: a beat queued through an outage and replayed afterwards says when the
+# database saw it, so every reader compares it with that same clock.  On SQLite (one host, no
+# queue) the database's clock is the host's, as the injected reactor tells it.
+_DB_NOW = {
+    "postgresql": "CAST(EXTRACT(EPOCH FROM now()) AS DOUBLE PRECISION)",
+    "sqlite": "?",
+}
+
 _UPSERT_HOST = (
     "INSERT INTO cluster_hosts (name, address, admin_url, started, last_seen, heartbeat, missed,"
-    " version, state, since_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'up',"
+    " version, state, since_message) VALUES (?, ?, ?, ?, {now}, ?, ?, ?, 'up',"
     " (SELECT COALESCE(MAX(id), 0) FROM cluster_messages))"
     " ON CONFLICT (name) DO UPDATE SET address = excluded.address, admin_url = excluded.admin_url,"
     " started = excluded.started, last_seen = excluded.last_seen, heartbeat = excluded.heartbeat,"
@@ -67,12 +76,19 @@ class ClusterTables:
              heartbeat: float, missed: int, version: str) -> Deferred:
         """Insert or refresh this host's row (state C{up}, C{last_seen} now).
 
+        On PostgreSQL C{last_seen} is the database's C{now()} when the write commits, not C{now}
+        (which may be long past when a queued beat is replayed after an outage).
+
         A host's first row records the newest message id as C{since_message}: broadcasts sent
         before it ever joined are not for it; those sent while it was down are.
         """
-        return self.store.runOperation(
-            _UPSERT_HOST, (name, address, admin_url, started, now, heartbeat, missed, version)
-        )
+        if self.dialect == "postgresql":
+            sql = _UPSERT_HOST.format(now=_DB_NOW["postgresql"])
+            args: tuple = (name, address, admin_url, started, heartbeat, missed, version)
+        else:
+            sql = _UPSERT_HOST.format(now="?")
+            args = (name, address, admin_url, started, now, heartbeat, missed, version)
+        return self.store.runOperation(sql, args)
 
     def leave(self, name: str, now: float) -> Deferred:
         """Mark a host C{left} and withdraw the instances it published (one transaction)."""
@@ -89,6 +105,29 @@ class ClusterTables:
     def hosts(self) -> Deferred:
         """Every member row, by name: tuples in L{HOST_COLUMNS} order."""
         return self.store.runQuery(f"SELECT {', '.join(HOST_COLUMNS)} FROM cluster_hosts ORDER BY name")
+
+    def view(self) -> Deferred:
+        """Every member row and the database's clock, read in one statement.
+
+        Fires with C{(rows, now, started)}: C{rows} as L{hosts}, C{now} the database's clock as the
+        rows were read and C{started} when the database server last started (both None on SQLite,
+        whose clock is the host's).  Liveness is judged on the database's clock alone, so host
+        clocks need not agree and a replayed beat is judged by when it was written.
+        """
+        if self.dialect != "postgresql":
+            return self.hosts().addCallback(lambda rows: (rows, None, None))
+        cols = ", ".join("h." + c for c in HOST_COLUMNS)
+        d = self.store.runQuery(
+            "SELECT CAST(EXTRACT(EPOCH FROM now()) AS DOUBLE PRECISION),"
+            " CAST(EXTRACT(EPOCH FROM pg_postmaster_start_time()) AS DOUBLE PRECISION),"
+            f" {cols} FROM (SELECT 1) AS one LEFT JOIN cluster_hosts h ON TRUE ORDER BY h.name"
+        )
+
+        def split(rows):
+            now, started = float(rows[0][0]), float(rows[0][1])
+            return [tuple(r[2:]) for r in rows if r[2] is not None], now, started
+
+        return d.addCallback(split)
 
     def forgetHosts(self, before: float) -> Deferred:
         """Drop hosts not seen since C{before} (gone for good), and what they published."""

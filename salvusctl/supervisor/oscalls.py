@@ -506,21 +506,42 @@ def alive(pid: int, starttime: int | None = None) -> bool:
     return starttime is None or st.starttime == starttime
 
 
-def signalMembers(found: Mapping[int, int], sig: int, groups: Iterable[int] = ()) -> int:
-    """Send C{sig} to process groups and to each member still matching its start time.
+def signalMembers(found: Mapping[int, int], sig: int, groups: Iterable[int] = (),
+                  signalled: Iterable[int] = ()) -> int:
+    """Send C{sig} once to every process of C{groups} and of C{found}: the groups with C{killpg},
+    then each member that is in none of them, if it still matches its start time.
 
-    @return: how many signals were delivered.
+    Once, because many programs (uvicorn, gunicorn, Celery, Node) read a second TERM or INT as
+    "quit now, skip the graceful shutdown".  A member is taken to have had the group's signal when
+    it was in a signalled group just before or just after the C{killpg}: a process that moves
+    between groups in those microseconds is the only one that can miss it (SIGKILL after
+    C{stopwaitsecs} still comes) and none can get it twice.
+
+    @param signalled: groups that had C{sig} earlier in the same stop; their members are skipped
+        (a process that joined one since, a shutdown hook's helper, is left to finish).
+    @return: how many signals were delivered (one per group, one per member signalled apart).
     """
     sent = 0
+    groups = [g for g in groups if g]
+    before = {pid: readStat(pid) for pid in found}
+    signalled = set(signalled)
     for pgid in groups:
         try:
             os.killpg(pgid, sig)
-            sent += 1
         except OSError:
-            pass
-    for pid, starttime in found.items():
-        if not alive(pid, starttime):
             continue
+        sent += 1
+        signalled.add(pgid)
+    for pid, starttime in found.items():
+        st = before[pid]
+        if st is None or st.zombie or st.starttime != starttime:
+            continue
+        if st.pgid in signalled:
+            continue
+        if signalled:
+            now = readStat(pid)
+            if now is None or now.zombie or now.starttime != starttime or now.pgid in signalled:
+                continue
         try:
             os.kill(pid, sig)
             sent += 1

@@ -66,8 +66,9 @@ class IProcessOS(Interface):
     def leftovers(leader, marker, known):
         """What a leader that exited on its own left alive: {pid: starttime}."""
 
-    def signal(found, sig, groups=()):
-        """Send C{sig} to process groups C{groups} and to the processes C{found}."""
+    def signal(found, sig, groups=(), signalled=()):
+        """Send C{sig} once to each process of the groups C{groups} and of C{found}; members of
+        the groups C{signalled} (which had it already) are skipped."""
 
     def alive(pid, starttime):
         """True when C{pid} runs and (if given) started at C{starttime}."""
@@ -136,8 +137,8 @@ class ProcessOS:
         st = oscalls.readStat(pid)
         return st.starttime if st is not None else 0
 
-    def signal(self, found: Mapping[int, int], sig: int, groups=()) -> None:
-        oscalls.signalMembers(found, sig, groups)
+    def signal(self, found: Mapping[int, int], sig: int, groups=(), signalled=()) -> None:
+        oscalls.signalMembers(found, sig, groups, signalled)
 
     def alive(self, pid: int, starttime: int | None) -> bool:
         return oscalls.alive(pid, starttime)
@@ -222,6 +223,9 @@ class Instance:
         self._stopping: Deferred | None = None
         self._leftovers: dict[int, int] = {}
         self._leftoverCall = None
+        self._stopGroup: int | None = None  # the process group the current stop signalled
+        # An operator asked for a stop since the last start: no automatic restart may follow it.
+        self._held = False
 
     # -- naming and templating ---------------------------------------------------------------
 
@@ -359,6 +363,7 @@ class Instance:
             return d
         self._startWaiters.append(d)
         self._cancelTimer()
+        self._held = False
         self.backoffCount = 0
         self.restarts.clear()
         self.fatalReason = ""
@@ -437,8 +442,7 @@ class Instance:
 
     def _spawnFailed(self, e: Exception) -> None:
         self.spawnerr = f"spawn failed: {e}"
-        log.warn("{name}: {err}", name=self.name, err=self.spawnerr)
-        self.transport = None
+        self.transport = None  # (logged once, with what follows, by _startFailed)
         if self.state != S.STARTING:
             self._change(S.STARTING)
         self._startFailed()
@@ -516,8 +520,8 @@ class Instance:
             return
         self._stopProbe()
         ready = self.deploy.ready
-        self.spawnerr = f"not ready within {ready.timeout:g}s (ready={ready.kind!r})"
-        log.warn("{name}: {why}, stopping it", name=self.name, why=self.spawnerr)
+        # Logged once the process is gone, as this start's failure (_startFailed).
+        self.spawnerr = f"not ready within {ready.timeout:g}s (ready={ready.kind!r}), stopped"
         found = self.owner.os.members(self.pid, self.marker, self.members)
         self.members.update(found)
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [self.pid] if self.pid else [])
@@ -614,18 +618,45 @@ class Instance:
         self._leftovers = {}
 
     def _startFailed(self) -> None:
-        """Exited before startsecs (or could not spawn): BACKOFF, then retry or FATAL."""
+        """Exited before startsecs (or could not spawn): BACKOFF, then retry or FATAL.
+
+        Each failed start is logged in one line that says why and what comes next (the retry
+        and its delay, or FATAL).
+        """
         self.pid = None
+        why = self._startFailure()
         self._change(S.BACKOFF)
         self.backoffCount += 1
         retries = self.deploy.retries
         if retries is not None and self.backoffCount > retries:
-            self._fatal(self.spawnerr or "Exited too quickly (process log may have details)")
+            self._fatal(self.spawnerr or "Exited too quickly (process log may have details)", why)
             return
-        if self._flapping():
+        flapping = self._flapReason()
+        if flapping:
+            self._fatal(flapping, why)
             return
         delay = self.deploy.backoff.delay(self.backoffCount)
+        log.warn("{name}: start failed: {why}; retry {n} in {delay}s", name=self.name, why=why,
+                 n=self.backoffCount, delay=f"{delay:g}")
         self._timer = self.reactor.callLater(delay, self._retry)
+
+    def _startFailure(self) -> str:
+        """Why this start failed, in words: the spawn error, or how and when the process ended."""
+        if self.spawnerr:
+            return self.spawnerr
+        status = self.exitstatus
+        if status is not None and status < 0:
+            try:
+                how = f"killed by {signal.Signals(-status).name}"
+            except ValueError:
+                how = f"killed by signal {-status}"
+        else:
+            how = f"exited with status {status}"
+        lived = max(0.0, self.stopTime - self.startTime)
+        ready = self.deploy.ready
+        if ready is not None:
+            return f"{how} after {lived:.1f}s, before it was ready (ready={ready.kind!r})"
+        return f"{how} after {lived:.1f}s (startsecs={self.deploy.startsecs:g})"
 
     def _retry(self) -> None:
         self._timer = None
@@ -634,20 +665,34 @@ class Instance:
             self._spawn()
 
     def _flapping(self) -> bool:
-        """Record one automatic restart; go FATAL when there were too many in the window."""
+        """Go FATAL when C{flapping.restarts} automatic restarts were made within the window;
+        else record the restart about to be made and return False."""
+        reason = self._flapReason()
+        if reason:
+            self._fatal(reason)
+            return True
+        return False
+
+    def _flapReason(self) -> str:
+        """The FATAL reason when C{flapping.restarts} automatic restarts were made within the
+        window; else "" and the restart about to be made is recorded.
+
+        Only restarts that were made are counted, so C{Flapping(10, 60)} allows ten and the
+        reason names the ten ("flapping: 10 restarts in 60s"), never the one refused.
+        """
         flap = self.deploy.flapping
         now = self.reactor.seconds()
-        self.restarts.append(now)
         if flap is None:
+            self.restarts.append(now)
             if len(self.restarts) > 16:
                 self.restarts.popleft()
-            return False
+            return ""
         while self.restarts and self.restarts[0] <= now - flap.window:
             self.restarts.popleft()
         if len(self.restarts) >= flap.restarts:
-            self._fatal(f"flapping: {len(self.restarts)} restarts in {flap.window:g}s")
-            return True
-        return False
+            return f"flapping: {len(self.restarts)} restarts in {flap.window:g}s"
+        self.restarts.append(now)
+        return ""
 
     def _autoRestart(self, why: str) -> None:
         if self._flapping():
@@ -661,14 +706,19 @@ class Instance:
         else:
             self._spawn()
 
-    def _fatal(self, reason: str) -> None:
+    def _fatal(self, reason: str, failure: str = "") -> None:
+        """FATAL with C{reason}; C{failure}: why the start that led here failed (same line)."""
         self.fatalReason = reason
         if self.state == S.FATAL:
             return
         if self.state == S.STARTING:
             self._change(S.BACKOFF)
         self._change(S.FATAL)
-        log.warn("{name}: FATAL: {reason}", name=self.name, reason=reason)
+        if failure and failure != reason:
+            log.warn("{name}: start failed: {why}; FATAL: {reason}", name=self.name, why=failure,
+                     reason=reason)
+        else:
+            log.warn("{name}: FATAL: {reason}", name=self.name, reason=reason)
         self._failWaiters(InstanceFatal(f"{self.name}: {reason}"))
 
     # -- probes ----------------------------------------------------------------------------------
@@ -717,8 +767,10 @@ class Instance:
 
     def _lostContact(self, why: str = "") -> None:
         """The probe stopped answering: stop this process and start a new one."""
-        if self._flapping():
-            self.fatalReason = "liveness probe failed; " + self.fatalReason
+        reason = self._flapReason()
+        if reason:
+            # RUNNING cannot go FATAL directly: stop the process first, then FATAL.
+            self.fatalReason = "liveness probe failed; " + reason
             d = self.stop(hooks=False, restarting=True)
             d.addCallback(lambda _: self._fatalAfterStop(self.fatalReason))
             return
@@ -728,14 +780,14 @@ class Instance:
         d = self.stop(hooks=False, restarting=True)
 
         def again(_):
-            if self.state == S.STOPPED:
+            if self.state == S.STOPPED and not self._held:
                 self.totalRestarts += 1
                 self._spawn()
 
         d.addCallback(again)
 
     def _fatalAfterStop(self, reason: str) -> None:
-        if self.state == S.STOPPED:
+        if self.state == S.STOPPED and not self._held:
             self._fatal(reason)
 
     # -- stop ------------------------------------------------------------------------------------
@@ -744,8 +796,18 @@ class Instance:
         """Stop the whole process tree: stopsignal to the group, SIGKILL after stopwaitsecs.
 
         With C{hooks}, the owner's before-stop hooks (a balancer drain) run first.  Fires with
-        None once no member of the instance is left.
+        None once no member of the instance is left.  An operator's stop (not C{restarting})
+        always ends STOPPED, even when it lands between two processes (a respawn due on the next
+        turn, a retry after BACKOFF, a liveness restart): nothing is started after it.
         """
+        if not restarting:
+            self._held = True
+        if self.state == S.EXITED and self._timer is not None:
+            # It exited inside the spawn that started it; its respawn was due on the next turn.
+            self._cancelTimer()
+            self._killLeftovers()
+            self._stoppedBetween()
+            return _succeeded(None)
         if self.state in (S.STOPPED, S.EXITED, S.FATAL):
             self._cancelTimer()
             self._killLeftovers()  # what a crashed leader left is given no more grace
@@ -753,8 +815,7 @@ class Instance:
         if self.state == S.BACKOFF:
             self._cancelTimer()
             self._killLeftovers()
-            self._change(S.STOPPED)
-            self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
+            self._stoppedBetween()
             return _succeeded(None)
         if self._stopping is not None:
             d = Deferred()
@@ -770,7 +831,11 @@ class Instance:
         self._cancelTimer()
         self._stopProbe()
         if self.state not in (S.STARTING, S.RUNNING):
-            # It exited while the drain ran.
+            # It exited while the drain ran: no process to signal.  Between two processes
+            # (EXITED, BACKOFF), an operator's stop still ends STOPPED, with no retry.
+            if not restarting and self.state in (S.EXITED, S.BACKOFF):
+                self._killLeftovers()
+                self._stoppedBetween()
             self._finishStop(changeState=self.state == S.STOPPING)
             return
         self._change(S.STOPPING)
@@ -781,9 +846,16 @@ class Instance:
         found = self.owner.os.members(leader, self.marker, self.members)
         self.members = found
         self.owner._membersChanged(self)
+        self._stopGroup = leader
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
         deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
         self._timer = self.reactor.callLater(STOP_POLL, self._pollStop, deadline, False)
+
+    def _stoppedBetween(self) -> None:
+        """EXITED or BACKOFF -> STOPPED: stopped while no process of it ran."""
+        self.stopTime = self.reactor.seconds()
+        self._change(S.STOPPED)
+        self._failWaiters(InstanceStopped(f"{self.name} was stopped"))
 
     def _pollStop(self, deadline: float, killed: bool) -> None:
         self._timer = None
@@ -796,7 +868,10 @@ class Instance:
             extra = {p: t for p, t in fresh.items() if p not in self.members}
             if extra:
                 self.members.update(extra)
-                self.owner.os.signal(extra, self.deploy.stopSignalNumber)
+                # Those in the leader's group had the group's signal (or joined it after, a
+                # shutdown hook's helper): one stop signal each, never two.
+                self.owner.os.signal(extra, self.deploy.stopSignalNumber,
+                                     signalled=[self._stopGroup] if self._stopGroup else [])
         remaining = {p: t for p, t in self.members.items() if self.owner.os.alive(p, t or None)}
         if leaderGone and not remaining:
             self._finishStop()

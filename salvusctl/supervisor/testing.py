@@ -94,7 +94,7 @@ class FakeOS:
     def leftovers(self, leader, marker, known):
         return {p: 1 for p in dict(known) if p != leader and p in self.live}
 
-    def signal(self, found, sig, groups=()):
+    def signal(self, found, sig, groups=(), signalled=()):
         pids = tuple(sorted(set(dict(found)) | set(groups)))
         self.signals.append((pids, sig))
         for pid in pids:

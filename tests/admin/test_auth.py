@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import stat
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from salvusctl.admin.auth import LoginRateLimiter
+from salvusctl.admin.auth import LoginRateLimiter, PasswordChecks, TooManyAttempts
 from salvusctl.admin.users import (
     OPERATOR,
     VIEWER,
@@ -99,30 +101,93 @@ class UsersFileTests(SynchronousTestCase):
 
 class RateLimiterTests(SynchronousTestCase):
     def test_window(self):
+        """C{limit} attempts lock that user at that address for the window; nobody else."""
         clock = Clock()
         limiter = LoginRateLimiter(clock, limit=3, window=60)
         for _ in range(3):
-            self.assertEqual(limiter.blockedFor("1.2.3.4"), 0)
-            limiter.failed("1.2.3.4")
-        self.assertEqual(limiter.blockedFor("1.2.3.4"), 60)
-        self.assertEqual(limiter.blockedFor("5.6.7.8"), 0)
+            self.assertEqual(limiter.blockedFor("op", "1.2.3.4"), 0)
+            limiter.attempt("op", "1.2.3.4")
+        self.assertEqual(limiter.blockedFor("op", "1.2.3.4"), 60)
+        self.assertEqual(limiter.blockedFor("op", "5.6.7.8"), 0)
+        self.assertEqual(limiter.blockedFor("view", "1.2.3.4"), 0)
         clock.advance(59)
-        self.assertEqual(limiter.blockedFor("1.2.3.4"), 1)
+        self.assertEqual(limiter.blockedFor("op", "1.2.3.4"), 1)
         clock.advance(1)
-        self.assertEqual(limiter.blockedFor("1.2.3.4"), 0)
+        self.assertEqual(limiter.blockedFor("op", "1.2.3.4"), 0)
 
-    def test_successClears(self):
+    def test_backoff(self):
+        """Each further lock of the same pair lasts twice as long, up to max_backoff."""
+        clock = Clock()
+        limiter = LoginRateLimiter(clock, limit=2, window=60, max_backoff=200)
+        for expected in (60, 120, 200, 200):
+            limiter.attempt("op", "a")
+            limiter.attempt("op", "a")
+            self.assertEqual(limiter.blockedFor("op", "a"), expected)
+            clock.advance(expected)
+
+    def test_successClearsOnlyItsOwnUser(self):
         limiter = LoginRateLimiter(Clock(), limit=2)
-        limiter.failed("a")
-        limiter.succeeded("a")
-        limiter.failed("a")
-        self.assertEqual(limiter.blockedFor("a"), 0)
+        limiter.attempt("op", "a")
+        limiter.attempt("view", "a")
+        limiter.succeeded("view", "a")
+        limiter.attempt("op", "a")
+        self.assertEqual(limiter.blockedFor("op", "a"), 60)
+        self.assertEqual(limiter.blockedFor("view", "a"), 0)
+
+    def test_perUserLimitSparesKnownClients(self):
+        """A guesser spread over many addresses is stopped per user; where the user logged in
+        before, and on the unix socket, it still gets in."""
+        limiter = LoginRateLimiter(Clock(), limit=5, user_factor=2)
+        limiter.attempt("op", "10.0.0.1")
+        limiter.succeeded("op", "10.0.0.1")
+        for i in range(10):
+            limiter.attempt("op", f"192.0.2.{i}")
+        self.assertEqual(limiter.blockedFor("op", "192.0.2.200"), 60)
+        self.assertEqual(limiter.blockedFor("op", "10.0.0.1"), 0)
+        self.assertEqual(limiter.blockedFor("op", "unix:uid=0"), 0)
+        self.assertEqual(limiter.blockedFor("view", "192.0.2.200"), 0)
 
     def test_boundedMemory(self):
+        """Unknown user names sprayed from everywhere keep a bounded number of records."""
         limiter = LoginRateLimiter(Clock(), max_clients=10)
+        for i in range(1000):
+            limiter.attempt(f"ghost{i}", f"10.0.{i // 256}.{i % 256}")
+        self.assertLessEqual(limiter.size(), 20)
+
+    def test_lockedRecordsOutliveASpray(self):
+        """Filling the table with new names does not forget a pair that is locked."""
+        limiter = LoginRateLimiter(Clock(), limit=2, max_clients=10)
+        limiter.attempt("op", "a")
+        limiter.attempt("op", "a")
         for i in range(100):
-            limiter.failed(f"10.0.0.{i}")
-        self.assertEqual(len(limiter._failures), 10)
+            limiter.attempt(f"ghost{i}", "a")
+        self.assertEqual(limiter.blockedFor("op", "a"), 60)
+
+
+class PasswordChecksTests(SynchronousTestCase):
+    def test_boundedQueue(self):
+        """Beyond the running and waiting checks, a check is refused at once (429), not queued."""
+        checks = PasswordChecks(concurrency=2, max_waiting=2, per_client=10)
+        pending = [defer.Deferred() for _ in range(4)]
+        results = [checks.run("a", lambda d=d: d) for d in pending]
+        self.assertEqual(checks.running, 2)
+        with self.assertRaises(TooManyAttempts):
+            checks.run("b", lambda: defer.succeed(True))
+        pending[0].callback(True)
+        self.assertEqual(self.successResultOf(results[0]), True)
+        self.assertEqual(checks.running, 2)
+        for d in pending[1:]:
+            d.callback(False)
+        self.assertEqual(checks.running, 0)
+        self.assertEqual(self.successResultOf(checks.run("b", lambda: defer.succeed(1))), 1)
+
+    def test_perClient(self):
+        checks = PasswordChecks(concurrency=1, max_waiting=100, per_client=2)
+        checks.run("a", defer.Deferred)
+        checks.run("a", defer.Deferred)
+        with self.assertRaises(TooManyAttempts):
+            checks.run("a", defer.Deferred)
+        checks.run("b", defer.Deferred)
 
 
 class HTTPAuthTests(HarnessTestCase):
@@ -158,6 +223,35 @@ class HTTPAuthTests(HarnessTestCase):
         response, _ = self.h.request(self, "GET", "/RPC2", user=OP)
         self.assertEqual(response.code, 405)
 
+    def test_viewerLoginDoesNotClearOperatorGuesses(self):
+        """Four wrong operator guesses then one valid viewer login, 25 times: the guesses are
+        stopped after five (before: 100x 401, 0x 429), and the viewer is never refused."""
+        codes = []
+        for _ in range(25):
+            for i in range(4):
+                codes.append(self.h.request(self, "GET", "/metrics", user=("op", f"guess{i}"))[0].code)
+            self.assertEqual(self.h.request(self, "GET", "/metrics", user=VIEW)[0].code, 200)
+        self.assertEqual((codes.count(401), codes.count(429)), (5, 95))
+
+    def test_othersFailuresNeverRefuseACorrectPassword(self):
+        """Five wrong passwords from one address (for another user, or unknown ones) do not keep
+        the operator out there (before: 429 for 60 s)."""
+        for user in [("view", "wrong")] * 5 + [(f"ghost{i}", "x") for i in range(5)]:
+            self.h.request(self, "GET", "/", user=user)
+        self.assertEqual(self.h.request(self, "GET", "/", user=OP)[0].code, 200)
+        self.assertEqual(self.h.request(self, "GET", "/", user=VIEW)[0].code, 429)
+
+    def test_failedLoginIsAudited(self):
+        """A failed login leaves a line with the name tried and the client's address."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.h.request(self, "GET", "/", user=("mallory", "x"))
+        lines = [formatEvent(e) for e in events if "login failed" in (e.get("log_format") or "")]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("'mallory'", lines[0])
+        self.assertIn("127.0.0.1", lines[0])
+
     def test_securityHeaders(self):
         """Even an error response carries the security headers."""
         for user in (None, OP, VIEW):
@@ -165,6 +259,7 @@ class HTTPAuthTests(HarnessTestCase):
             headers = response.headers
             self.assertEqual(headers.getRawHeaders(b"x-frame-options"), [b"DENY"])
             self.assertEqual(headers.getRawHeaders(b"x-content-type-options"), [b"nosniff"])
-            self.assertEqual(headers.getRawHeaders(b"referrer-policy"), [b"no-referrer"])
+            self.assertEqual(headers.getRawHeaders(b"referrer-policy"), [b"same-origin"])
             self.assertIn(b"default-src 'none'", headers.getRawHeaders(b"content-security-policy")[0])
             self.assertIsNone(headers.getRawHeaders(b"strict-transport-security"))
+            self.assertIsNone(headers.getRawHeaders(b"server"))

@@ -35,3 +35,15 @@ class CertificateTests(SynchronousTestCase):
         self.assertEqual(names.get_values_for_type(x509.DNSName), ["web1.example.org", "localhost"])
         self.assertIn(ipaddress.ip_address("127.0.0.1"), names.get_values_for_type(x509.IPAddress))
         self.assertEqual(certificate.not_valid_after_utc.year, 2035)
+
+    def test_endEntityForServers(self):
+        """The certificate cannot act as a CA (CA:FALSE) and is for TLS servers only (serverAuth)."""
+        directory = os.path.join(tempDir(self), "admin")
+        _key, cert, _fingerprint, _created = ensureCertificate(directory, "web1.example.org", NOW)
+        with open(cert, "rb") as f:
+            certificate = x509.load_pem_x509_certificate(f.read())
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        self.assertFalse(constraints.value.ca)
+        self.assertTrue(constraints.critical)
+        usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        self.assertEqual(list(usage), [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH])

@@ -129,14 +129,30 @@ class PageTests(SynchronousTestCase):
             ({}, {}),
             ({"csrf": "0" * 64}, {}),
             ({"csrf": self.token()}, {b"Origin": [b"https://evil.example"]}),
+            ({"csrf": self.token()}, {b"Origin": [b"null"]}),
+            ({"csrf": self.token()}, {b"Origin": [b"https://localhost"]}),  # scheme compared
+            ({"csrf": self.token()}, {b"Origin": [b"http://localhost:8080"]}),  # port compared
+            ({"csrf": self.token()}, {b"Referer": [b"https://evil.example/page"]}),
         ]:
             response, body = self.post("/deploys/web:0/stop", fields, headers=headers)
             self.assertEqual(response.code, 403, body)
+        response, body = self.h.request(
+            self, "POST", "/deploys/web:0/stop?csrf=" + self.token(), headers=dict(FORM), data=b"x=1"
+        )
+        self.assertEqual(response.code, 403, body)  # the token is never read from the query string
         self.assertEqual(self.h.supervisor.instanceInfo("web:0")["state"], "RUNNING")
         response, _ = self.post(
             "/deploys/web:0/stop", {"csrf": self.token()}, headers={b"Origin": [b"http://localhost"]}
         )
         self.assertEqual(response.code, 303)
+
+    def test_csrfTokenChangesWithThePassword(self):
+        """A password change makes the forms' old token stale."""
+        before = self.token()
+        self.h.users.passwd(OP[0], OP[1])
+        self.assertNotEqual(self.token(), before)
+        response, _ = self.post("/deploys/web:0/stop", {"csrf": before})
+        self.assertEqual(response.code, 403)
 
     def test_viewerCannotPost(self):
         response, body = self.post("/deploys/web:0/stop", {"csrf": self.token(OP)}, user=VIEW)

@@ -64,7 +64,7 @@ class AdminReloadTests(SynchronousTestCase):
 
     def test_pageOptionsAndLimits(self):
         """refresh, title and the login limits answer the next request; counted failures stay."""
-        self.service.limiter.failed("1.2.3.4")
+        self.service.limiter.attempt("op", "1.2.3.4")
         self.reload([Admin(LISTEN, users=self.first, refresh=33, title="Shop", login_limit=2,
                            login_window=10.0, max_request_bytes=8192)])
         code, body = self.get("/", OP)
@@ -72,7 +72,7 @@ class AdminReloadTests(SynchronousTestCase):
         self.assertIn(b'content="33"', body)
         self.assertIn(b"Shop", body)
         self.assertEqual((self.service.limiter.limit, self.service.limiter.window), (2, 10.0))
-        self.assertEqual(len(self.service.limiter._recent("1.2.3.4")), 1)
+        self.assertEqual(len(self.service.limiter._pairs[("op", "1.2.3.4")].times), 1)
         self.assertEqual(self.site.requestFactory.maxBody, 8192)
 
     def test_newListenerNeedsARestart(self):

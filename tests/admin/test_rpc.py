@@ -332,3 +332,30 @@ class LogFileTests(SynchronousTestCase):
         self.assertEqual(os.path.getsize(self.logfile), 0)
         fault = self.h.rpc(self, "supervisor.clearProcessLogs", "web:1")
         self.assertEqual(fault.faultCode, Faults.NO_FILE)
+
+
+class AuditTests(HarnessTestCase):
+    def test_deeplyNestedArgumentsKeepTheAuditLine(self):
+        """An operator call with arguments nested 2,000 deep still leaves its one audit line, with
+        the arguments cut (a plain repr raised and the line was dropped)."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        depth = 2000  # written by hand: the client's own marshaller would recurse too deep
+        body = (
+            "<?xml version='1.0'?><methodCall><methodName>supervisor.startProcess</methodName>"
+            "<params><param>" + "<value><array><data>" * depth + "</data></array></value>" * depth
+            + "</param></params></methodCall>"
+        ).encode()
+        response, _ = self.h.request(
+            self, "POST", "/RPC2", headers={b"Content-Type": [b"text/xml"]}, data=body
+        )
+        self.assertEqual(response.code, 200)
+        self.call("supervisor.stopProcess", "x" * 100_000)
+        lines = [formatEvent(e) for e in events if e.get("log_format") == "{user} called {method}{args}"]
+        self.assertEqual(len(lines), 2)
+        self.assertTrue(lines[0].startswith("op called supervisor.startProcess("), lines[0])
+        self.assertLessEqual(max(len(line) for line in lines), 1100)
+        self.assertNotIn("Unable to format", "".join(lines))

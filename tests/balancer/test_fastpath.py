@@ -16,6 +16,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from salvusctl.balancer.fastpath import LeanConnection, closeNow, connectTCP, fastWrite, isPlain
+from tests.helpers import PendingPort
 
 
 class _Collect(protocol.Protocol):
@@ -100,14 +101,35 @@ class LeanConnectTests(TestCase):
     @defer.inlineCallbacks
     def test_disconnectDuringConnectReportsUserError(self):
         """C{disconnect()} of an attempt in progress fails it the way Twisted's connector does."""
+        pending = PendingPort()
+        self.addCleanup(pending.close)
         client = _Factory()
-        # A non-routable address keeps the connect in progress.
-        conn = connectTCP(reactor, "10.255.255.1", 9, client)
-        if conn.connected:  # pragma: no cover - a network that answers at once
-            raise self.skipTest("the connect completed at once")
+        conn = connectTCP(reactor, "127.0.0.1", pending.port, client)
+        self.assertFalse(conn.connected)
         conn.disconnect()
         reason = yield client.failed
         self.assertIsInstance(reason, error.UserError)
+
+    @defer.inlineCallbacks
+    def test_refusalArrivingAfterConnectReturnedIsAConnectError(self):
+        """
+        A refusal that arrives while the connect is in progress reaches C{clientConnectionFailed}.
+
+        epoll reports it as a hang-up, not as writability; before, Twisted's C{connectionLost}
+        then called a protocol that did not exist yet ("'NoneType' object has no attribute
+        'connectionLost'"), the factory never heard of it and the client waited forever.
+        """
+        pending = PendingPort()
+        self.addCleanup(pending.close)
+        client = _Factory()
+        conn = connectTCP(reactor, "127.0.0.1", pending.port, client)
+        self.assertFalse(conn.connected)
+        reactor.callLater(0.05, pending.refuse)
+        reason = yield client.failed
+        self.assertIsInstance(reason, error.ConnectionRefusedError)
+        self.assertTrue(conn.disconnected)
+        conn.disconnect()  # a no-op now: nothing is reported twice
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     @defer.inlineCallbacks
     def test_namesGoThroughTwistedsResolvingConnect(self):

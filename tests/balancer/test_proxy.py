@@ -327,3 +327,76 @@ class HalfCloseTests(TestCase):
         self.assertEqual(data, b"answer to question")
         yield later(0.05)
         self.assertEqual((svc.open, sum(h.active for _, h in svc.hosts())), (0, 0))
+
+
+class LateRefusalTests(TestCase):
+    """A backend connect that fails after C{connect()} returned, as every refusal does across a
+    real network: the client is retried on the next host or closed, never left hanging."""
+
+    timeout = 20
+
+    @inlineCallbacks
+    def startBalancer(self, decl):
+        balancer = BalancerService(reactor, [decl], wheel_resolution=0.05)
+        balancer.startService()
+        self.addCleanup(balancer.stopService)
+        svc = balancer.balanced[decl.name]
+        yield svc.listening
+        return svc
+
+    def pending(self):
+        from tests.helpers import PendingPort
+
+        p = PendingPort()
+        self.addCleanup(p.close)
+        return p
+
+    @inlineCallbacks
+    def test_late_refusal_retries_on_the_next_host(self):
+        """Clients sent to a host whose refusal arrives late are served by the good host."""
+        good = startBackend(self, b"good")
+        late = self.pending()
+        svc = yield self.startBalancer(balanced([late.address, address(good)], retries=2,
+                                                connect_timeout=10))
+        port = svc.ports[0].getHost().port
+        fetches = [fetch(port, b"x") for _ in range(4)]
+        yield later(0.2)
+        late.refuse()
+        results = yield gatherResults(fetches)
+        self.assertEqual([data for data, _ in results], [b"good:x"] * 4)
+        yield later(0.05)
+        host = svc.groups["main"].hosts[late.address]
+        self.assertEqual(host.state, "down")
+        self.assertEqual((host.active, svc.open, sum(h.active for _, h in svc.hosts())), (0, 0, 0))
+        self.assertGreaterEqual(svc.retried, 1)
+        self.assertEqual(svc.refused, 0)
+        self.assertEqual(self.flushLoggedErrors(AttributeError), [])
+
+    @inlineCallbacks
+    def test_late_refusal_with_no_retry_left_closes_the_client(self):
+        """With no other host, the client is closed cleanly and counted refused; counts stay exact."""
+        late = self.pending()
+        svc = yield self.startBalancer(balanced([late.address], retries=0, connect_timeout=10))
+        d = fetch(svc.ports[0].getHost().port, b"x")
+        yield later(0.2)
+        late.refuse()
+        data, clean = yield d
+        self.assertEqual((data, clean), (b"", True))
+        yield later(0.05)
+        self.assertEqual((svc.refused, svc.open, svc.groups["main"].hosts[late.address].active), (1, 0, 0))
+        self.assertEqual(self.flushLoggedErrors(AttributeError), [])
+
+    @inlineCallbacks
+    def test_connect_timeout_moves_the_client_to_the_next_host(self):
+        """A connect that never completes is abandoned at connect_timeout and tried elsewhere."""
+        good = startBackend(self, b"good")
+        silent = self.pending()
+        svc = yield self.startBalancer(balanced([silent.address, address(good)], retries=2,
+                                                connect_timeout=0.3))
+        started = reactor.seconds()
+        data, _ = yield fetch(svc.ports[0].getHost().port, b"x")
+        self.assertEqual(data, b"good:x")
+        self.assertLess(reactor.seconds() - started, 3)
+        yield later(0.05)
+        self.assertEqual(svc.groups["main"].hosts[silent.address].active, 0)
+        self.assertEqual(svc.open, 0)

@@ -30,6 +30,15 @@ class PeerStateTests(SynchronousTestCase):
         self.assertEqual(peerState("up", 100.0, 30.0, 3, 180.0), UP)
         self.assertEqual(peerState("up", 100.0, 1.0, 3, 180.0), DOWN)
 
+    def test_noHostIsDownForTheDatabasesOwnOutage(self):
+        """After the reader could begin watching again (the server restarted, or its own outage
+        ended), each host has its C{missed} intervals from then to be heard from: an outage of
+        the database alone marks nobody down.  Once that is over, a silent host is down."""
+        self.assertEqual(peerState("up", 100.0, 5.0, 3, 140.0, watching_since=130.0), UP)
+        self.assertEqual(peerState("up", 100.0, 5.0, 3, 145.0, watching_since=130.0), UP)
+        self.assertEqual(peerState("up", 100.0, 5.0, 3, 145.01, watching_since=130.0), DOWN)
+        self.assertEqual(peerState("up", 100.0, 5.0, 3, 140.0, watching_since=90.0), DOWN)
+
     def test_leftStaysLeft(self):
         """A clean stop is not reported as a crash however long ago it was."""
         self.assertEqual(peerState("left", 100.0, 5.0, 3, 10_000.0), LEFT)

@@ -57,6 +57,25 @@ class MembershipTests(SynchronousTestCase):
         self.assertEqual(self.states(self.a)["b"], "up")
         self.assertEqual(changes, [("b", "up", "down"), ("b", "down", "up")])
 
+    def test_ownOutageMarksNoPeerDown(self):
+        """A reader that could not read the store for longer than the down threshold does not
+        drop every peer on its first read after it: their beats may still be in their queues."""
+        changes = []
+        self.a.membership.addObserver(lambda name, old, new, peer: changes.append((name, old, new)))
+        store = self.cluster.store
+        store.unreachable = True
+        self.b._loop.stop()  # b's beats are not written until well after a's first read
+        self.cluster.advance(30)
+        self.assertEqual(self.states(self.a)["b"], "up")  # the last view is kept
+        store.unreachable = False
+        store.flushQueued()
+        self.cluster.advance(5)
+        self.assertEqual(self.states(self.a)["b"], "up")
+        self.assertEqual(changes, [])
+        # The grace is the threshold, counted from the end of the outage: then b is down.
+        self.cluster.advance(15)
+        self.assertEqual(self.states(self.a)["b"], "down")
+
     def test_cleanStopMarksLeft(self):
         """A stopped host is reported as left, not down, and its restart joins again."""
         self.successResultOf(self.b.stopService())

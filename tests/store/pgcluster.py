@@ -94,6 +94,14 @@ class PrivateCluster:
             "pg_ctl", "-D", self.data, "-l", self.log, "-o", self._options(), "-m", mode, "-w", "restart"
         )
 
+    def stop(self, mode: str = "fast"):
+        """Stop the server (its clients lose their connections and cannot reconnect)."""
+        return self._check("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def resume(self):
+        """Start the stopped server again on the same port and data directory."""
+        return self._check("pg_ctl", "-D", self.data, "-l", self.log, "-o", self._options(), "-w", "start")
+
     @inlineCallbacks
     def destroy(self):
         try:

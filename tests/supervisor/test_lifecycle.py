@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from salvusctl.interfaces import ISupervisor
-from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe
+from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe, Ready
 from salvusctl.supervisor.process import InstanceFatal, IProcessOS, ProcessOS, StartRefused
 from salvusctl.supervisor.service import DependencyFailed, SupervisorService
 from salvusctl.supervisor.testing import FakeOS
@@ -172,19 +172,52 @@ class ExitTests(Harness):
         self.assertEqual(self.state("web:0"), "EXITED")
 
     def test_flapping_goes_fatal_with_reason(self):
-        """Five restarts within 10 s make the instance FATAL and say why."""
+        """Five restarts within 10 s are allowed; the next exit makes the instance FATAL, and the
+        reason counts the five restarts that were made."""
         svc = self.make(deploy(startsecs=0, flapping=Flapping(restarts=5, window=10)))
         svc.startInstance("web:0")
-        for _ in range(4):
+        for _ in range(5):
             self.clock.advance(1)
             self.fake.exit(self.pid("web:0"), 1)
             self.assertEqual(self.state("web:0"), "RUNNING")
+        self.assertEqual(svc.instanceInfo("web:0")["restarts"], 5)
         self.clock.advance(1)
         self.fake.exit(self.pid("web:0"), 1)
         info = svc.instanceInfo("web:0")
         self.assertEqual(info["state"], "FATAL")
+        self.assertEqual(info["restarts"], 5)
         self.assertEqual(info["reason"], "flapping: 5 restarts in 10s")
         self.assertEqual(info["description"], "flapping: 5 restarts in 10s")
+
+    def test_flapping_count_default(self):
+        """The default, Flapping(10, 60): ten restarts, then "10 restarts" (not after nine)."""
+        svc = self.make(deploy(startsecs=0))
+        svc.startInstance("web:0")
+        for _ in range(10):
+            self.clock.advance(1)
+            self.fake.exit(self.pid("web:0"), 1)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        self.fake.exit(self.pid("web:0"), 1)
+        info = svc.instanceInfo("web:0")
+        self.assertEqual((info["state"], info["restarts"]), ("FATAL", 10))
+        self.assertEqual(info["reason"], "flapping: 10 restarts in 60s")
+
+    def test_flapping_counts_backoff_retries(self):
+        """Starts that fail (BACKOFF, retried) are restarts too, counted the same way."""
+        svc = self.make(deploy(startsecs=5, startretries=100,
+                               backoff=Backoff(initial=0.1, factor=1, cap=0.1),
+                               flapping=Flapping(restarts=3, window=60)))
+        d = svc.startInstance("web:0")
+        for _ in range(3):
+            self.fake.exit(self.pid("web:0"), 1)
+            self.assertEqual(self.state("web:0"), "BACKOFF")
+            self.clock.advance(0.1)
+            self.assertEqual(self.state("web:0"), "STARTING")
+        self.fake.exit(self.pid("web:0"), 1)
+        info = svc.instanceInfo("web:0")
+        self.assertEqual((info["state"], info["restarts"]), ("FATAL", 3))
+        self.assertEqual(info["reason"], "flapping: 3 restarts in 60s")
+        self.failureResultOf(d, InstanceFatal)
 
     def test_slow_crashes_are_not_flapping(self):
         """The same number of restarts spread wider than the window never trips it."""
@@ -199,8 +232,8 @@ class ExitTests(Harness):
     def test_start_after_fatal_forgets_history(self):
         svc = self.make(deploy(startsecs=0, flapping=Flapping(restarts=2, window=10)))
         svc.startInstance("web:0")
-        self.fake.exit(self.pid("web:0"), 1)
-        self.fake.exit(self.pid("web:0"), 1)
+        for _ in range(3):
+            self.fake.exit(self.pid("web:0"), 1)
         self.assertEqual(self.state("web:0"), "FATAL")
         self.successResultOf(svc.startInstance("web:0"))
         self.assertEqual(self.state("web:0"), "RUNNING")
@@ -680,3 +713,204 @@ class NotificationParseTests(SynchronousTestCase):
                          {"EXTEND_TIMEOUT_USEC": "5"})
         self.assertEqual(parseNotification(b"STATUS=\xff\xfe"), {"STATUS": "\ufffd\ufffd"})
         self.assertEqual(parseNotification(b""), {})
+
+
+class _ExitsInSpawn(FakeOS):
+    """A fake whose next process exits inside C{spawn()} itself (Twisted may report a very fast
+    exit from there), so the respawn waits for the next reactor turn."""
+
+    exitNext = False
+
+    def spawn(self, *args):
+        transport = super().spawn(*args)
+        if self.exitNext:
+            self.exitNext = False
+            self.exit(transport.pid, 1)
+        return transport
+
+
+class StopMidRespawnTests(Harness):
+    """An operator's stop that lands while an instance is between two processes ends STOPPED:
+    never EXITED or BACKOFF, and nothing is spawned after it."""
+
+    def test_stop_while_respawn_is_pending(self):
+        """The process exited inside spawn(); the stop comes before the respawn's reactor turn."""
+        svc = self.make(deploy(startsecs=0))
+        self.fake = svc.os = _ExitsInSpawn(self.clock)
+        svc.startInstance("web:0")
+        spawned = len(self.fake.spawned)
+        self.fake.exitNext = True
+        self.fake.exit(self.pid("web:0"), 1)  # autorestart: the respawn exits inside spawn()
+        self.assertEqual(self.state("web:0"), "EXITED")
+        self.successResultOf(svc.stopInstance("web:0"))
+        self.assertEqual(self.state("web:0"), "STOPPED")
+        self.clock.advance(10)
+        self.assertEqual((self.state("web:0"), len(self.fake.spawned)), ("STOPPED", spawned + 1))
+
+    def test_exit_into_backoff_during_the_drain(self):
+        """The process failed its start while the balancer drained it: STOPPED, no retry."""
+        svc = self.make(deploy(startsecs=0))
+        svc.startInstance("web:0")
+        drained = Deferred()
+        svc.addBeforeStop(lambda n, i: drained)
+        d = svc.stopInstance("web:0")
+        svc.instances["web:0"].deploy = deploy(startsecs=5)  # its respawn must live 5 s
+        self.fake.exit(self.pid("web:0"), 1)                 # RUNNING -> EXITED -> STARTING
+        self.fake.exit(self.pid("web:0"), 1)                 # an early exit: BACKOFF, retry timer
+        self.assertEqual(self.state("web:0"), "BACKOFF")
+        spawned = len(self.fake.spawned)
+        drained.callback(None)
+        self.successResultOf(d)
+        self.assertEqual(self.state("web:0"), "STOPPED")
+        self.clock.advance(60)
+        self.assertEqual((self.state("web:0"), len(self.fake.spawned)), ("STOPPED", spawned))
+
+    def test_exit_without_restart_during_the_drain(self):
+        """The process exited for good (autorestart='never') while it was drained: STOPPED."""
+        svc = self.make(deploy(startsecs=0, autorestart="never"))
+        svc.startInstance("web:0")
+        drained = Deferred()
+        svc.addBeforeStop(lambda n, i: drained)
+        d = svc.stopInstance("web:0")
+        self.fake.exit(self.pid("web:0"), 0)
+        self.assertEqual(self.state("web:0"), "EXITED")
+        drained.callback(None)
+        self.successResultOf(d)
+        self.assertEqual(self.state("web:0"), "STOPPED")
+
+    def test_stop_during_a_probe_restart(self):
+        """A liveness restart is stopping the old process when the operator stops the instance:
+        the new process is never started."""
+        results = {"ok": True}
+        svc = self.make(deploy(startsecs=0, port=8000, probe=Probe(interval=1, failures=1)),
+                        prober=lambda inst: results["ok"])
+        svc.startAll()
+        self.clock.advance(0)
+        results["ok"] = False
+        self.clock.advance(1)
+        self.assertEqual(self.state("web:0"), "STOPPING")
+        spawned = len(self.fake.spawned)
+        d = svc.stopInstance("web:0")
+        for _ in range(10):
+            self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.assertEqual((self.state("web:0"), len(self.fake.spawned)), ("STOPPED", spawned))
+
+    def test_stop_during_a_flapping_probe_restart(self):
+        """The same when that restart would have ended FATAL for flapping: STOPPED is what the
+        operator asked for."""
+        results = {"ok": True}
+        svc = self.make(deploy(startsecs=0, port=8000, probe=Probe(interval=1, failures=1),
+                               flapping=Flapping(restarts=1, window=60)),
+                        prober=lambda inst: results["ok"])
+        svc.startAll()
+        self.clock.advance(0)
+        results["ok"] = False
+        self.clock.advance(1)    # the first liveness restart is allowed, the second refused
+        for _ in range(100):
+            self.clock.advance(0.01)
+            if svc.instanceInfo("web:0")["restarts"] == 1 and self.state("web:0") == "STOPPING":
+                break
+        self.assertEqual((self.state("web:0"), svc.instanceInfo("web:0")["restarts"]), ("STOPPING", 1))
+        d = svc.stopInstance("web:0")
+        for _ in range(10):
+            self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.assertEqual(self.state("web:0"), "STOPPED")
+
+    def test_flapping_probe_restarts_end_fatal(self):
+        """Without an operator's stop, the refused liveness restart ends FATAL with both reasons
+        (it went through STOPPING: RUNNING cannot turn FATAL directly)."""
+        results = {"ok": True}
+        svc = self.make(deploy(startsecs=0, port=8000, probe=Probe(interval=1, failures=1),
+                               flapping=Flapping(restarts=1, window=60)),
+                        prober=lambda inst: results["ok"])
+        svc.startAll()
+        self.clock.advance(0)
+        results["ok"] = False
+        for _ in range(40):
+            self.clock.advance(0.1)
+        info = svc.instanceInfo("web:0")
+        self.assertEqual((info["state"], info["restarts"]), ("FATAL", 1))
+        self.assertEqual(info["reason"], "liveness probe failed; flapping: 1 restarts in 60s")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class StartFailureLogTests(Harness):
+    """Each failed start is one log line that says why and what comes next."""
+
+    def lines(self) -> list[str]:
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        out: list[str] = []
+
+        def observer(event):
+            text = formatEvent(event)
+            if text.startswith("web:0"):
+                out.append(text)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return out
+
+    def test_early_exits_then_fatal(self):
+        """Three early exits with two retries: two 'retry' lines, then one FATAL line with the
+        last exit's reason; nothing else."""
+        lines = self.lines()
+        svc = self.make(deploy(startsecs=1, startretries=2,
+                               backoff=Backoff(initial=1, factor=2, cap=60), flapping=None))
+        d = svc.startInstance("web:0")
+        self.clock.advance(0.5)
+        self.fake.exit(self.pid("web:0"), 3)
+        self.clock.advance(1)
+        self.clock.advance(0.2)
+        self.fake.exit(self.pid("web:0"), None, signal.SIGSEGV)
+        self.clock.advance(2)
+        self.fake.exit(self.pid("web:0"), 3)
+        self.failureResultOf(d, InstanceFatal)
+        self.assertEqual(lines, [
+            "web:0: start failed: exited with status 3 after 0.5s (startsecs=1); retry 1 in 1s",
+            "web:0: start failed: killed by SIGSEGV after 0.2s (startsecs=1); retry 2 in 2s",
+            "web:0: start failed: exited with status 3 after 0.0s (startsecs=1); "
+            "FATAL: Exited too quickly (process log may have details)",
+        ])
+
+    def test_spawn_errors(self):
+        """A command that cannot be spawned: one line per attempt, the error in it."""
+        lines = self.lines()
+        svc = self.make(deploy(startsecs=1, startretries=1, backoff=Backoff(initial=1, factor=1, cap=1),
+                               flapping=None))
+        self.fake.failSpawn = OSError(2, "No such file or directory")
+        d = svc.startInstance("web:0")
+        self.clock.advance(1)
+        self.failureResultOf(d, InstanceFatal)
+        self.assertEqual(lines, [
+            "web:0: start failed: spawn failed: [Errno 2] No such file or directory; retry 1 in 1s",
+            "web:0: FATAL: spawn failed: [Errno 2] No such file or directory",
+        ])
+
+    def test_not_ready_is_one_line(self):
+        """A start that never said ready: one line once the process is gone, not two."""
+        lines = self.lines()
+        svc = self.make(deploy(ready=Ready("notify", timeout=3), startretries=0, flapping=None))
+        d = svc.startInstance("web:0")
+        self.clock.advance(3)
+        self.clock.advance(0.1)
+        self.failureResultOf(d, InstanceFatal)
+        self.assertEqual(lines, ["web:0: FATAL: not ready within 3s (ready='notify'), stopped"])
+
+    def test_flapping_line_keeps_the_failure(self):
+        """The start failure that trips flapping is named in the FATAL line."""
+        lines = self.lines()
+        svc = self.make(deploy(startsecs=1, startretries=None, backoff=Backoff(initial=1, factor=1, cap=1),
+                               flapping=Flapping(restarts=1, window=60)))
+        d = svc.startInstance("web:0")
+        self.fake.exit(self.pid("web:0"), 1)
+        self.clock.advance(1)
+        self.fake.exit(self.pid("web:0"), 1)
+        self.failureResultOf(d, InstanceFatal)
+        self.assertEqual(lines, [
+            "web:0: start failed: exited with status 1 after 0.0s (startsecs=1); retry 1 in 1s",
+            "web:0: start failed: exited with status 1 after 0.0s (startsecs=1); "
+            "FATAL: flapping: 1 restarts in 60s",
+        ])

@@ -1,0 +1,63 @@
+"""Is every port a host will listen on free?  Asked before anything starts.
+
+A port that is taken would otherwise be found only when its service binds, after the admin has
+created its first user and printed a password the failed start then buries in a traceback.  This
+check binds each TCP listener for a moment (with C{SO_REUSEADDR}, as Twisted's own listen does, so a
+port in C{TIME_WAIT} still counts as free) and reports the first one taken in one line.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+from salvusctl.errors import ConfigError
+
+__all__ = ["checkListenersFree", "tcpListeners"]
+
+#: Components whose endpoints the host itself binds (a deploy's ports are its instances' own).
+_SKIP = ("supervisor",)
+
+
+def tcpListeners(host: Any) -> list[tuple[str, str, int]]:
+    """C{(kind, interface, port)} of every fixed TCP port the host's services bind."""
+    from twisted.internet.endpoints import _parse
+
+    out = []
+    for declaration in host.declarations():
+        if declaration.component in _SKIP:
+            continue
+        endpoints = getattr(declaration, "endpoints", None)
+        for description in endpoints() if endpoints is not None else ():
+            words, kwargs = _parse(description)
+            kind = str(words[0]).lower()
+            if kind not in ("tcp", "tcp6", "ssl"):
+                continue
+            port = kwargs.get("port", words[1] if len(words) > 1 else "")
+            try:
+                number = int(port)
+            except (TypeError, ValueError):
+                continue  # validate() reports a bad port
+            if number:
+                out.append((kind, str(kwargs.get("interface", "")), number))
+    return out
+
+
+def checkListenersFree(host: Any) -> None:
+    """Raise L{ConfigError} (C{tcp:8080: address already in use}) for the first port taken."""
+    for kind, interface, port in tcpListeners(host):
+        family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((interface, port))
+        except OSError as e:
+            where = f"{kind}:{port}"
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(f"{where}: address already in use")
+            if e.errno == errno.EACCES:
+                raise ConfigError(f"{where}: permission denied")
+            raise ConfigError(f"{where}: {e.strerror}")
+        finally:
+            probe.close()

@@ -1,0 +1,52 @@
+"""Benchmarks that have a C{--quick} mode run here, so a broken benchmark fails the build.
+
+No figure is judged (two shared cores make timings meaningless in a test): only that each one runs
+to the end and prints its table.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.helpers import REPO, childEnv
+
+#: bench/NAME -> a word its table prints.
+QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAProxy",
+         "admin/rpc_vs_supervisord.py": b"getState_per_s"}
+
+
+class QuickBenchTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def _bench(self, name: str):
+        args = [os.path.join(REPO, "bench", name), "--quick"]
+        out, err, code = yield getProcessOutputAndValue(sys.executable, args, env=childEnv(), path=REPO)
+        self.assertEqual(code, 0, (out[-2000:], err[-2000:]))
+        self.assertIn(QUICK[name], out)
+
+    def test_backup(self):
+        """bench/backup --quick: salvus and rsync, 50 files, one run."""
+        return self._bench("backup")
+
+    def test_store(self):
+        """bench/store --quick: 50 writes per measurement (PostgreSQL rows when it is configured)."""
+        return self._bench("store")
+
+    def test_balancer(self):
+        """bench/balancer --quick: one 1-second round against HAProxy and nginx (.ci/run installs them)."""
+        missing = [t for t in ("nginx", "haproxy", "wrk", "curl")
+                   if shutil.which(t) is None and not os.path.exists("/usr/sbin/" + t)]
+        if missing:
+            raise SkipTest(f"not installed: {', '.join(missing)}")
+        return self._bench("balancer")
+
+    def test_admin(self):
+        """bench/admin --quick: salvus's XML-RPC against supervisord's, 20 calls."""
+        return self._bench("admin/rpc_vs_supervisord.py")
