@@ -66,7 +66,6 @@ class BalancedService(Service):
         self.listening: Deferred | None = None
         self.queue: deque[Frontend] = deque()
         self.queued = 0
-        self._tls_contexts: dict[int, Any] = {}
         self._all_down_logged = False
         self.onHostChange: Any = None
         # service counters (host counters live on the hosts)
@@ -325,7 +324,9 @@ class BalancedService(Service):
         front.arm()
 
     def _tlsContext(self, host: BackendHost) -> Any:
-        context = self._tls_contexts.get(id(host))
+        # Kept on the host itself (one record per host): a table keyed by id(host) outlived
+        # removed hosts and handed their context to new hosts that reused the id.
+        context = getattr(host, "tls_context", None)
         if context is None:
             from twisted.internet import ssl
 
@@ -337,7 +338,7 @@ class BalancedService(Service):
                     with open(host.tls_ca, "rb") as f:
                         trust = ssl.Certificate.loadPEM(f.read())
                 context = ssl.optionsForClientTLS(host.tls_hostname or host.address, trustRoot=trust)
-            self._tls_contexts[id(host)] = context
+            host.tls_context = context
         return context
 
     def connectFailed(self, front: Frontend, host: BackendHost, reason: Any) -> None:

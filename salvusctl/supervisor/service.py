@@ -415,7 +415,8 @@ class SupervisorService(Service):
             d = endpoint.connect(factory)
 
             def connected(proto):
-                proto.transport.abortConnection()
+                # A FIN, not a reset: a server that sees ECONNRESET logs a traceback per probe.
+                proto.transport.loseConnection()
                 return True
 
             d.addCallback(connected)

@@ -228,3 +228,39 @@ class RoundTripFaultTests(TestCase):
         yield waitFor(lambda: svc.open == 0)
         self.assertExact(svc)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class TLSContextPerHostTests(TestCase):
+    """Each backend host keeps the TLS context it declared, across live removals and additions."""
+
+    def test_twoHundredAddRemoveCyclesKeepEachHostsContext(self):
+        """
+        A context cached by C{id(host)} outlived its host: a new host reusing the id was handed
+        a removed host's C{verify=False} context — a silent TLS downgrade.
+        """
+        from twisted.internet import ssl
+
+        from salvusctl.balancer.service import BalancedService
+
+        svc = BalancedService(reactor, balanced([]))
+
+        def tables():
+            return {k: len(v) for k, v in vars(svc).items() if isinstance(v, dict)}
+
+        before = tables()
+        kept = []
+        for i in range(200):
+            verify = i % 2 == 1
+            host = svc.addHost("main", "127.0.0.1", 10000 + i, tls=True, tls_verify=verify)
+            context = svc._tlsContext(host)
+            self.assertEqual(isinstance(context, ssl.CertificateOptions), not verify, f"cycle {i}")
+            if verify:
+                kept.append(host)
+            else:
+                svc.removeHost("main", host.name)
+            del host, context  # a removed host is freed: its id may be the next host's
+        for host in kept:
+            self.assertNotIsInstance(svc._tlsContext(host), ssl.CertificateOptions)
+        # Nothing of a removed host stays on the service (such a table keyed by id(host) is how
+        # a new host came to be handed a removed one's context).
+        self.assertEqual(tables(), before)
