@@ -204,7 +204,7 @@ class BalancedService(Service):
         """Listen on the declared endpoint strings; fires with the ports."""
         ds = []
         for description in self.listen:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = serverFromString(self.reactor, withBacklog(description))
             d = endpoint.listen(self.factory)
             d.addCallback(self.listenOn)
             ds.append(d)
@@ -476,6 +476,23 @@ class BalancedService(Service):
                 for name, g in self.groups.items()
             },
         }
+
+
+def somaxconn(path: str = "/proc/sys/net/core/somaxconn") -> int:
+    """The kernel's cap on a listen backlog (Twisted's default of 50 makes bursts wait >= 1 s)."""
+    try:
+        with open(path) as f:
+            return max(50, int(f.read().strip()))
+    except (OSError, ValueError):
+        return 4096
+
+
+def withBacklog(description: str, backlog: int | None = None) -> str:
+    """A C{tcp:}/C{ssl:} endpoint string with C{backlog=} set to somaxconn unless it says one."""
+    kind = description.split(":", 1)[0].lower()
+    if kind not in ("tcp", "tcp6", "ssl") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog or somaxconn()}"
 
 
 def _portAddress(port: Any) -> str | None:
