@@ -587,22 +587,44 @@ class SupervisorService(Service):
         """Stop everything: each deploy once every deploy depending on it has stopped."""
         return self._stopSet([d.name for d in self._ordered()])
 
+    def _startSequence(self, names: Iterable[str]) -> list[str]:
+        """C{names} in the order a start takes them: each after its dependencies, otherwise by
+        (priority, name)."""
+        pending = {n: self.deploys[n] for n in names if n in self.deploys}
+        placed: list[str] = []
+        while pending:
+            free = [d for d in pending.values() if not any(dep in pending for dep in d.depends_on)]
+            if not free:  # a cycle (validation refuses them): fall back to priority alone
+                free = list(pending.values())
+            first = min(free, key=lambda d: (d.priority, d.name))
+            placed.append(first.name)
+            del pending[first.name]
+        return placed
+
     def _stopSet(self, names: Iterable[str]) -> Deferred:
-        names = list(names)
-        chosen = set(names)
+        """Stop these deploys in reverse start order, as supervisord does.
+
+        A deploy is asked to stop once every deploy of the set that started after it with a
+        higher priority, and every one depending on it, has stopped: the database (priority 1)
+        still runs while the web tier (priority 10) drains and exits.  Deploys of one priority
+        with no dependency between them stop together.
+        """
+        sequence = self._startSequence(names)
+        rank = {n: i for i, n in enumerate(sequence)}
         done: dict[str, Deferred] = {}
 
         def stopOne(name: str) -> Deferred:
             if name in done:
                 return done[name]
-            dependents = [d.name for d in self.deploys.values() if name in d.depends_on and d.name in chosen]
-            first = _gather([stopOne(n) for n in dependents])
-            d = first.addBoth(lambda _: self.stopDeploy(name))
+            mine = self.deploys[name]
+            later = [self.deploys[n] for n in sequence[rank[name] + 1:]]
+            first = [n.name for n in later if n.priority > mine.priority or name in n.depends_on]
+            d = _gather([stopOne(n) for n in first])
+            d.addBoth(lambda _: self.stopDeploy(name))
             done[name] = d
             return d
 
-        # Reverse priority order: the last started is asked first.
-        return _gather([stopOne(n) for n in reversed(names)])
+        return _gather([stopOne(n) for n in reversed(sequence)])
 
     def _groupDeploys(self, group: str) -> list[str]:
         names = [d.name for d in self._ordered() if d.groupName == group]

@@ -459,7 +459,8 @@ class ReloadTests(Harness):
         self.assertEqual(self.state("new:0"), "RUNNING")
         self.assertNotIn(pids["gone"], self.fake.live)
         d = svc.stopService()
-        self.clock.advance(0.1)
+        self.clock.advance(0.1)  # priority 999 (changed, new) stop first ...
+        self.clock.advance(0.1)  # ... then priority 5 (same)
         self.successResultOf(d)
 
     def test_reload_scales_without_touching_kept_instances(self):
