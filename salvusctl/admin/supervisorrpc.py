@@ -130,7 +130,12 @@ class SupervisorNamespace(Namespace):
         return groups
 
     def _lookup(self, name: Any) -> tuple[str, str | None]:
-        """(group, instance) for a namespec; instance None for C{group:*}.  BAD_NAME if unknown."""
+        """(group, instance) for a namespec; instance None for C{group:*}.  BAD_NAME if unknown.
+
+        An instance answers to its own name (C{web:0}) and to supervisord's C{group:process}
+        form, which for a deploy C{web} declared with C{group="g"} is C{g:web:0}: the name
+        C{supervisorctl status} prints, so the one an operator types back.
+        """
         name = expectStr(name, "name")
         groups = self._groups()
         group, sep, process = name.partition(":")
@@ -138,10 +143,13 @@ class SupervisorNamespace(Namespace):
             if group not in groups:
                 raise rpcFault(Faults.BAD_NAME, name)
             return group, None
-        if sep:
-            if name not in groups.get(group, ()):
-                raise rpcFault(Faults.BAD_NAME, name)
-            return group, name
+        owner = {i: g for g, members in groups.items() for i in members}
+        if name in owner:
+            return owner[name], name
+        if sep and owner.get(process) == group:
+            return group, process
+        if sep and process in groups.get(group, ()):
+            return group, process
         members = groups.get(name)
         if members and len(members) == 1:
             return name, members[0]
@@ -375,7 +383,11 @@ class SupervisorNamespace(Namespace):
     # -- start / stop ----------------------------------------------------------------------------
 
     def _result(self, instance: str, code: int, description: str) -> dict[str, Any]:
-        group, _, short = instance.partition(":")
+        try:
+            struct = processStruct(self._instanceInfo(instance))
+            group, short = struct["group"], struct["name"]
+        except Fault:
+            group, _, short = instance.partition(":")
         return {"name": short or group, "group": group, "status": code, "description": description}
 
     def _each(self, instances: list[str], predicate: Callable, action: Callable, **kw) -> defer.Deferred:

@@ -1,0 +1,148 @@
+"""Instances of a C{Deploy(group=...)} answer one by one to every sensible spelling.
+
+For deploy C{web} in group C{g}, C{supervisorctl status} prints C{g:web:0} (supervisord's
+C{group:process} form); an operator types that back, or the instance's own name C{web:0}.  Both
+reach the instance through XML-RPC and through the real C{supervisorctl}, against a real admin on
+real sockets over a real supervisor with real child processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import xmlrpc.client as xmlrpclib
+
+from twisted.internet import defer, reactor, threads
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+
+from salvusctl.admin.build import AdminService
+from salvusctl.admin.declaration import Admin
+from salvusctl.admin.state import AdminState
+from salvusctl.supervisor import Deploy
+from salvusctl.supervisor.service import SupervisorService
+from tests.admin.helpers import OP, tempDir, writeUsers
+from tests.admin.test_supervisorctl import SUPERVISORCTL
+from tests.supervisor import scratch
+
+CHILD = ("import signal, sys; print('up', flush=True); "
+         "print('err line', file=sys.stderr, flush=True); signal.pause()")
+
+
+class GroupedInstanceNamesTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
+        self.sockdir = os.path.join("/tmp", f"salvus-g-{os.getpid()}-{id(self) % 100000}")
+        os.makedirs(self.sockdir, exist_ok=True)
+        self.addCleanup(shutil.rmtree, self.sockdir, True)
+        self.sock = os.path.join(self.sockdir, "admin.sock")
+        users = os.path.join(self.tmp, "users")
+        writeUsers(users)
+        deploys = [
+            Deploy("web", command=[sys.executable, "-c", CHILD], numprocs=2, group="g", startsecs=0),
+            Deploy("api", command=[sys.executable, "-c", CHILD], group="g", startsecs=0),
+        ]
+        self.sup = SupervisorService(reactor, deploys, runDir=scratch(self), reapInterval=0.2)
+        self.sup.startService()
+        self.addCleanup(lambda: self.sup.stopService() if self.sup.running else None)
+        yield self.sup.ready
+        state = AdminState(services={"supervisor": self.sup}, clock=reactor, host_name="testhost")
+        declaration = Admin(f"unix:{self.sock}", "tcp:0:interface=127.0.0.1", users=users)
+        declaration.validate(None)
+        self.admin = AdminService(reactor, [declaration], state, self.tmp)
+        self.admin.startService()
+        self.addCleanup(self.admin.stopService)
+        ports = yield self.admin.ready
+        port = [p for p in ports if hasattr(p.getHost(), "port")][0].getHost().port
+        self.http = f"http://127.0.0.1:{port}"
+
+    def rpc(self, method: str, *args):
+        """One XML-RPC call over the admin's TCP socket, in a thread (the reactor keeps running)."""
+        url = f"http://{OP[0]}:{OP[1]}@127.0.0.1:{self.http.rsplit(':', 1)[1]}/RPC2"
+
+        def call():
+            proxy = xmlrpclib.ServerProxy(url)
+            try:
+                return getattr(proxy, method)(*args)
+            except xmlrpclib.Fault as f:
+                return ("fault", f.faultCode, f.faultString)
+
+        return threads.deferToThread(call)
+
+    def ctl(self, *args):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.tmp, "LANG": "C.UTF-8"}
+        argv = ["-s", f"unix://{self.sock}", "-u", OP[0], "-p", OP[1], *args]
+        return getProcessOutputAndValue(SUPERVISORCTL, argv, env=env, path=self.tmp, reactor=reactor)
+
+    def state(self, instance: str) -> str:
+        return self.sup.instanceInfo(instance)["state"]
+
+    @defer.inlineCallbacks
+    def test_xmlrpcEverySpelling(self):
+        """C{g:web:0} and C{web:0} both stop, start, signal, describe and read one instance."""
+        for spelling in ("g:web:0", "web:0"):
+            info = yield self.rpc("supervisor.getProcessInfo", spelling)
+            self.assertEqual((info["group"], info["name"], info["statename"]), ("g", "web:0", "RUNNING"))
+            result = yield self.rpc("supervisor.stopProcess", spelling)
+            self.assertIs(result, True, spelling)
+            self.assertEqual(self.state("web:0"), "STOPPED")
+            self.assertEqual(self.state("web:1"), "RUNNING")
+            result = yield self.rpc("supervisor.startProcess", spelling)
+            self.assertIs(result, True, spelling)
+            self.assertEqual(self.state("web:0"), "RUNNING")
+            pid = self.sup.instanceInfo("web:0")["pid"]
+            result = yield self.rpc("supervisor.signalProcess", spelling, "KILL")
+            self.assertIs(result, True, spelling)
+            yield _until(lambda pid=pid: self.sup.instanceInfo("web:0")["pid"] not in (pid, 0)
+                         and self.state("web:0") == "RUNNING")
+            yield _until(lambda: "err line" in self.sup.tailLog("web:0", 100, "stderr"))
+            out = yield self.rpc("supervisor.readProcessStdoutLog", spelling, 0, 0)
+            self.assertIn("up", out)
+            tail = yield self.rpc("supervisor.tailProcessStderrLog", spelling, 0, 1000)
+            self.assertIn("err line", tail[0])
+        for spelling in ("g:web:0", "web:0"):
+            self.assertIs((yield self.rpc("supervisor.clearProcessLogs", spelling)), True)
+        for bad in ("g:nope:0", "h:web:0", "web:7", "g:api:1"):
+            fault = yield self.rpc("supervisor.stopProcess", bad)
+            self.assertEqual(fault[:2], ("fault", 10), bad)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+
+    @defer.inlineCallbacks
+    def test_groupStopReportsGroupProcessNames(self):
+        """A group stop's result names each instance as C{g} / C{web:0}, what status prints."""
+        results = yield self.rpc("supervisor.stopProcessGroup", "g")
+        self.assertEqual(sorted((r["group"], r["name"]) for r in results),
+                         [("g", "api:0"), ("g", "web:0"), ("g", "web:1")])
+
+    @defer.inlineCallbacks
+    def test_supervisorctlStopStartOneByOne(self):
+        """The real C{supervisorctl} stops and starts C{g:web:0} alone, as its status names it."""
+        out, err, code = yield self.ctl("status")
+        self.assertIn("g:web:0", out.decode(), err)
+        out, err, code = yield self.ctl("stop", "g:web:0")
+        self.assertEqual(out.decode().strip(), "g:web:0: stopped", err)
+        self.assertEqual(self.state("web:0"), "STOPPED")
+        self.assertEqual(self.state("web:1"), "RUNNING")
+        out, err, code = yield self.ctl("status", "g:web:0")
+        self.assertIn("STOPPED", out.decode())
+        out, err, code = yield self.ctl("start", "g:web:0")
+        self.assertEqual(out.decode().strip(), "g:web:0: started", err)
+        self.assertEqual(self.state("web:0"), "RUNNING")
+        out, err, code = yield self.ctl("stop", "web:1")
+        self.assertEqual(out.decode().strip(), "web:1: stopped", err)
+        self.assertEqual(self.state("web:1"), "STOPPED")
+        out, err, code = yield self.ctl("tail", "g:web:0")
+        self.assertIn("up", out.decode())
+        out, err, code = yield self.ctl("stop", "g:nope:0")
+        self.assertIn("no such process", out.decode())
+
+
+def _until(predicate, timeout: float = 10.0):
+    from tests.helpers import waitFor
+
+    return waitFor(predicate, timeout=timeout)
