@@ -47,7 +47,7 @@ class BareSalvusctlTests(TestCase):
     timeout = 120
 
     @inlineCallbacks
-    def test_bare_salvusctl_status_reaches_the_demo_host(self):
+    def test_bare_salvusctl_status_and_restart_reach_the_demo_host(self):
         tmp = os.path.abspath(self.mktemp())
         os.makedirs(tmp)
         web, admin = freePort(), freePort()
@@ -92,3 +92,7 @@ class BareSalvusctlTests(TestCase):
             yield deferLater(reactor, 0.2, lambda: None)
         self.assertEqual((code, err), (0, b""), out)
         self.assertEqual(len(re.findall(rb"^worker:\d\s+RUNNING", out, re.M)), 2, out)
+        # The README's next line, bare as well: a rolling restart of the demo's workers.
+        out, err, code = yield getProcessOutputAndValue(command[0], ["restart", "worker:*"], env=cli_env,
+                                                        path=tmp)
+        self.assertEqual((code, err), (0, b""), out)
