@@ -559,7 +559,37 @@ class BoundedRequest(server.Request):
             return
         super().handleContentChunk(data)
 
+    def _misdirected(self) -> tuple[int, bytes] | None:
+        """The status and reason refusing this request's C{Host} header (None: accepted): 421
+        for a name this listener does not answer to, 400 for none at all; see L{hostcheck}.
+
+        Only a site given C{hostNames} checks, and only on TCP and TLS connections: the unix
+        socket has no names.  An HTTP/1.0 request may omit the header; HTTP/1.1 must send one.
+        """
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        names = getattr(self.channel.site, "hostNames", None)
+        local = self.channel.transport.getHost() if self.channel.transport is not None else None
+        if names is None or not isinstance(local, (IPv4Address, IPv6Address)):
+            return None
+        values = self.requestHeaders.getRawHeaders(b"host") or []
+        if not values:
+            return None if self.clientproto == b"HTTP/1.0" else (400, b"request has no Host header\n")
+        if len(values) == 1 and names.allows(values[0].decode("latin-1"), local.host):
+            return None
+        return 421, b"this listener does not answer to Host: %s\n" % b", ".join(values)[:200]
+
     def process(self):
+        refused = self._misdirected()
+        if refused is not None:
+            self.site = self.channel.site
+            securityHeaders(self)
+            self.setResponseCode(refused[0])
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.setHeader(b"connection", b"close")
+            self.write(refused[1])
+            self.finish()
+            return
         if getattr(self, "_tooLarge", False):
             self.site = self.channel.site
             securityHeaders(self)

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from salvusctl.admin.auth import LoginRateLimiter, PasswordChecks
 from salvusctl.admin.certs import ensureCertificate
 from salvusctl.admin.declaration import Admin, isLoopback, parseListener
+from salvusctl.admin.hostcheck import HostNames, certificateNames
 from salvusctl.admin.metrics import TransitionCounter
 from salvusctl.admin.site import makeSite
 from salvusctl.admin.state import AdminOptions, AdminState
@@ -70,11 +71,18 @@ class AdminService(Service):
             print(f"salvus admin: new certificate {cert}\nsalvus admin: SHA-256 fingerprint {fingerprint}")
         return key, cert
 
-    def _endpointString(self, declaration: Admin, description: str) -> tuple[str, str]:
+    def _endpointString(self, declaration: Admin, description: str, site: Any = None) -> tuple[str, str]:
         kind, args, kwargs = parseListener(description)
+        names = getattr(site, "hostNames", None)
+        if names is not None and kind != "unix":
+            names.add([str(kwargs.get("interface", ""))])
         if kind == "ssl" and "privateKey" not in kwargs:
             key, cert = self._certificate()
             description += f":privateKey={_escape(key)}:certKey={_escape(cert)}"
+            if names is not None:
+                names.add(certificateNames(cert))
+        elif kind == "ssl" and names is not None:
+            names.add(certificateNames(str(kwargs.get("certKey", kwargs["privateKey"]))))
         elif kind == "unix" and "mode" not in kwargs:
             description += ":mode=600"
         elif kind in ("tcp", "tcp6") and not isLoopback(kwargs.get("interface")):
@@ -179,9 +187,10 @@ class AdminService(Service):
         for declaration in self.declarations:
             self._bootstrap(declaration)
             site = self._site(declaration)
+            site.hostNames = HostNames([self.state.host_name])
             self.sites.append(site)
             for description in declaration.listen:
-                kind, full = self._endpointString(declaration, description)
+                kind, full = self._endpointString(declaration, description, site)
                 d = serverFromString(self.reactor, full).listen(site)
                 d.addCallback(self._listening, kind, full)
                 listening.append(d)
