@@ -78,6 +78,11 @@ def makeService(options: Options):
         sys.stderr.write(f"salvus: error: {e}\n")
         sys.stderr.flush()
         raise SystemExit(1)
+    if not options["config"]:
+        from salvusctl.demo.banner import DemoBanner
+
+        # Started last: prints the URLs, the password's file and the next command once all listen.
+        DemoBanner(host.context).setServiceParent(service)
     reloadOnHangup(reactor, host)
     return service
 

@@ -120,6 +120,18 @@ class HostCollector(Collector):
             rss.add_metric([name], _num(shapes.sampleRss(sample)))
         yield cpu
         yield rss
+        dropped = getattr(monitor, "dropped_rows", None)
+        if dropped is not None:
+            yield CounterMetricFamily(
+                "salvus_monitor_dropped_rows",
+                "Samples and log lines dropped because the store was away and the buffer full.",
+                value=dropped,
+            )
+        buffered = getattr(monitor, "bufferedRows", None)
+        if buffered is not None:
+            yield GaugeMetricFamily(
+                "salvus_monitor_buffered_rows", "Rows waiting for the store.", value=buffered()
+            )
 
     def _balancer(self):
         balancer = self.state.optional("balancer")

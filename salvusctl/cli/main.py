@@ -30,6 +30,7 @@ from salvusctl.cli.client import ClientError, FingerprintMismatch, connect, reso
 __all__ = ["main", "ExitCode", "CONFIG_FILE"]
 
 CONFIG_FILE = "~/.salvusctl.conf"
+DEMO_CONF = os.path.join("var", "salvusctl.conf")  # what the demo host writes (salvusctl.demo.banner)
 DEFAULT_TIMEOUT = 30.0
 # A rolling restart answers when its last batch is ready: one call for the whole deploy.
 RESTART_TIMEOUT = 600.0
@@ -115,8 +116,17 @@ def _settings(args: argparse.Namespace, env: dict[str, str], stdin: TextIO | Non
         return value
 
     url = pick("url", "SALVUS_URL", "url")
+    if not url and not args.config:
+        demo = _demoConf()
+        if demo is not None:
+            conf = demo
+            url = pick("url", "SALVUS_URL", "url")
     if not url:
-        raise CLIError(f"no admin URL: use --url, SALVUS_URL or url= in {CONFIG_FILE}", ExitCode.USAGE)
+        raise CLIError(
+            f"no admin URL: use --url, SALVUS_URL or url= in {CONFIG_FILE} "
+            f"(or run from the directory whose {DEMO_CONF} the demo host wrote)",
+            ExitCode.USAGE,
+        )
     url = resolveURL(url)
     user = pick("user", "SALVUS_USER", "user")
     password = pick("password", "SALVUS_PASSWORD", "password")
@@ -129,6 +139,28 @@ def _settings(args: argparse.Namespace, env: dict[str, str], stdin: TextIO | Non
         "cacert": pick("cacert", "SALVUS_CACERT", "cacert"),
         "fingerprint": pick("fingerprint", "SALVUS_FINGERPRINT", "fingerprint"),
     }
+
+
+def _demoConf() -> dict[str, str] | None:
+    """The settings the demo host wrote in C{./var/salvusctl.conf}, when no URL is given at all.
+
+    So a bare C{salvusctl status} after C{make run} reaches the demo host over its unix socket as
+    the user the host created.  Without that file, a C{./var/admin.sock} alone gives the URL (and
+    the host then says a user is needed).
+    """
+    cwd = os.getcwd()
+    path = os.path.join(cwd, DEMO_CONF)
+    if not os.path.exists(path):
+        sock = os.path.join(cwd, "var", "admin.sock")
+        return {"url": "unix://" + sock} if os.path.exists(sock) else None
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError) as e:
+        raise CLIError(f"cannot read {path}: {str(e).splitlines()[0]}", ExitCode.USAGE)
+    if not parser.has_section("salvusctl"):
+        raise CLIError(f"{path}: no [salvusctl] section", ExitCode.USAGE)
+    return dict(parser.items("salvusctl"))
 
 
 def _askPassword(user: str, url: str, stdin: TextIO | None) -> str:

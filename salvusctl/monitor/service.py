@@ -180,6 +180,9 @@ class MonitorService(Service):
         self._logsSinceFlush = 0
         self.ticks = 0
         self.flushes = 0
+        #: Rows dropped because the buffer was full, since the monitor was made (the
+        #: C{salvus_monitor_dropped_rows} metric); each outage's own count is logged when it ends.
+        self.dropped_rows = 0
         #: Seconds C{stopService} waits for the last flush.
         self.stop_timeout = 5.0
 
@@ -536,9 +539,15 @@ class MonitorService(Service):
         while len(self._buffer) > self.buffer_rows:
             dropped = self._buffer.popleft()
             outage = self._outage
+            self.dropped_rows += 1
             if outage.dropped == 0:
                 outage.first_dropped_at = dropped.row[0] if dropped.kind in ("status", "process") \
                     else dropped.row[1]
+                # PostgreSQL queues writes during an outage instead of failing them, so the
+                # flush hangs and no failure marks the outage: dropping does, so that the next
+                # successful flush says the store is back and this outage's count starts afresh.
+                if outage.failing_since is None:
+                    outage.failing_since = self._reactor.seconds()
                 log.warn(
                     "monitor: store unreachable and the sample buffer is full ({limit} rows):"
                     " dropping the oldest samples until the store is back",
@@ -624,11 +633,15 @@ class MonitorService(Service):
             log.info(
                 "monitor: store is back after {seconds:.0f}s: wrote {rows} buffered rows,"
                 " {dropped} dropped while it was away",
-                seconds=now - outage.failing_since,
+                seconds=max(0.0, self._reactor.seconds() - outage.failing_since),
                 rows=len(batch),
                 dropped=outage.dropped,
             )
             self._outage = _Outage()
+            if self._buffer:
+                # What was buffered while this write waited goes now, before the next tick
+                # pushes the full buffer past its bound.
+                self._reactor.callLater(0, self._flushSoon)
         return len(batch)
 
     def _storeFailed(self, error) -> None:

@@ -21,6 +21,12 @@ class MetricsTests(HarnessTestCase):
                 samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
         return samples
 
+    def test_monitorDroppedRows(self):
+        """The monitor's dropped-rows total is a counter."""
+        self.h.monitor.dropped_rows = 7
+        m = self.scrape()
+        self.assertEqual(m[("salvus_monitor_dropped_rows_total", ())], 7)
+
     def test_figures(self):
         self.h.monitor.record("web:0", 1.0, 12.5, 123456789)
         host = self.h.balancer.services["www"]["groups"]["web"]["hosts"]["127.0.0.1:8000"]

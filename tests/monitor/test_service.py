@@ -251,6 +251,56 @@ class BufferTests(MonitorTestMixin, SynchronousTestCase):
         self.assertEqual(times[-1], 55.0)
         self.assertNotIn(10.0, times)
 
+    def test_queueingStoreOutagesEachLoggedWithTheirOwnCount(self):
+        """A store that queues writes during an outage (PostgreSQL) instead of failing them: each
+        outage gives one warning when dropping starts and one "store is back" line with that
+        outage's count, and the dropped-rows total keeps growing across outages."""
+        from twisted.internet.defer import Deferred
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.makeMonitor(buffer_rows=10)
+        self.supervisor.add("web:0", pid=100)
+        self.start()
+        self.tick(0)
+        real = self.store.runInteraction
+        queued = []
+
+        def hung(fn, *args, **kw):
+            d = Deferred()
+            queued.append((d, fn, args, kw))
+            return d
+
+        def recover():
+            self.store.runInteraction = real
+            for d, fn, args, kw in queued:
+                real(fn, *args, **kw).chainDeferred(d)
+            del queued[:]
+            self.clock.advance(0)  # the write of the rest of the buffer, started at once
+            self.tick()
+
+        def lines(text):
+            return [e for e in events if text in e.get("log_format", "")]
+
+        counts = []
+        for outage in range(2):
+            self.store.runInteraction = hung
+            for _ in range(10):
+                self.tick()
+            self.assertEqual(len(lines("buffer is full")), outage + 1)
+            self.assertEqual(lines("buffer is full")[-1]["log_level"], LogLevel.warn)
+            self.assertEqual(len(lines("store is back after")), outage)
+            recover()
+            back = lines("store is back after")
+            self.assertEqual(len(back), outage + 1, [(e["rows"], e["dropped"], e["seconds"]) for e in back])
+            counts.append(back[-1]["dropped"])
+        self.assertGreater(counts[0], 0)
+        self.assertEqual(counts[0], counts[1])  # the second count starts from zero
+        self.assertEqual(self.monitor.dropped_rows, counts[0] + counts[1])
+        self.assertEqual(self.monitor.bufferedRows(), 0)
+
     def test_hungStoreDoesNotHoldShutdown(self):
         """A store that queues writes for ever (PostgreSQL during an outage) delays stopping by
         at most stop_timeout."""
