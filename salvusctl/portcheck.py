@@ -44,8 +44,30 @@ def tcpListeners(host: Any) -> list[tuple[str, str, int]]:
     return out
 
 
+def unixListeners(host: Any) -> list[str]:
+    """The socket paths of the admin's C{unix:} listeners (the ones replaced when stale)."""
+    from twisted.internet.endpoints import _parse
+
+    out = []
+    for declaration in host.declarations():
+        if declaration.component != "admin":
+            continue
+        endpoints = getattr(declaration, "endpoints", None)
+        for description in endpoints() if endpoints is not None else ():
+            words, kwargs = _parse(description)
+            if str(words[0]).lower() == "unix":
+                out.append(str(words[1] if len(words) > 1 else kwargs.get("address", "")))
+    return out
+
+
 def checkListenersFree(host: Any) -> None:
-    """Raise L{ConfigError} (C{tcp:8080: address already in use}) for the first port taken."""
+    """Raise L{ConfigError} (C{tcp:8080: address already in use}) for the first port taken, or
+    for a unix socket a running process serves (a stale one is replaced when it is bound)."""
+    from salvusctl.admin.unixsocket import checkSocketFree
+
+    for path in unixListeners(host):
+        if path:
+            checkSocketFree(path)
     for kind, interface, port in tcpListeners(host):
         family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
         probe = socket.socket(family, socket.SOCK_STREAM)

@@ -18,6 +18,7 @@ from salvusctl.admin.hostcheck import HostNames, certificateNames
 from salvusctl.admin.metrics import TransitionCounter
 from salvusctl.admin.site import makeSite
 from salvusctl.admin.state import AdminOptions, AdminState
+from salvusctl.admin.unixsocket import SocketInUse, clearStaleSocket
 from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser
 
 __all__ = ["buildAdmin", "AdminService"]
@@ -191,6 +192,12 @@ class AdminService(Service):
             self.sites.append(site)
             for description in declaration.listen:
                 kind, full = self._endpointString(declaration, description, site)
+                if kind == "unix":
+                    _, args, kwargs = parseListener(description)
+                    d = self._replaceStale(str(args[0] if args else kwargs.get("address", "")))
+                    if d is not None:
+                        listening.append(d)
+                        continue
                 d = serverFromString(self.reactor, full).listen(site)
                 d.addCallback(self._listening, kind, full)
                 listening.append(d)
@@ -206,6 +213,16 @@ class AdminService(Service):
                 error = error.subFailure.value
             log.error("admin cannot listen: {error}", error=error)
             raise error
+
+    def _replaceStale(self, path: str) -> defer.Deferred | None:
+        """Remove a stale socket at C{path} (see L{clearStaleSocket}); a failed Deferred with one
+        clear line when a live process serves it."""
+        try:
+            if clearStaleSocket(path):
+                log.warn("admin: replaced the stale socket {path} (nobody answered on it)", path=path)
+        except SocketInUse as e:
+            return defer.fail(e)
+        return None
 
     def startService(self) -> None:
         super().startService()

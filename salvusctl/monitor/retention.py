@@ -1,9 +1,10 @@
 """C{cap_table}-style retention: keep each table within an age and a row count.
 
-Run inside one store transaction (C{store.runInteraction(applyRetention, dialect, policies, now)}),
-periodically by the monitor and on demand (C{MonitorService.runRetention}).  On PostgreSQL the
-partitioned C{logs} table loses whole day partitions past the age limit (no row-by-row delete,
-no bloat); a row-count cap still deletes the oldest rows.
+Run inside one store transaction
+(C{store.runInteraction(applyRetention, dialect, policies, now, batch)}), by the monitor soon
+after it starts, then periodically, and on demand (C{MonitorService.runRetention}).  On
+PostgreSQL the partitioned C{logs} table loses whole day partitions past the age limit (no
+row-by-row delete, no bloat); a row-count cap still deletes the oldest rows.
 """
 
 from __future__ import annotations
@@ -74,9 +75,31 @@ def _dropLogPartitions(cursor, cutoff: float):
     return dropped
 
 
+def _older(dialect: str, table: str, column: str, batch: int | None) -> str:
+    """A DELETE of C{table}'s rows with C{column < ?}, at most C{batch} of them (the oldest
+    first, so a backlog goes in age order) when C{batch} is set: its C{?} are the cutoff, then
+    the batch."""
+    if batch is None:
+        return f"DELETE FROM {table} WHERE {column} < ?"
+    # The status tables have no key of their own: the row's physical address is one (tableoid
+    # too on PostgreSQL, where the ctid of a partitioned table's rows repeats across partitions).
+    key = "tableoid, ctid" if dialect == "postgresql" else "rowid"
+    return (f"DELETE FROM {table} WHERE ({key}) IN"
+            f" (SELECT {key} FROM {table} WHERE {column} < ? ORDER BY {column} LIMIT ?)")
+
+
 @inlineCallbacks
-def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], now: float):
-    """Apply every policy; returns {table: rows deleted (or partitions dropped for PG logs)}."""
+def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], now: float,
+                   batch: int | None = None):
+    """Apply every policy; returns {table: rows deleted (or partitions dropped for PG logs)}.
+
+    @param batch: at most this many rows deleted per table and rule in this run (None: all), so
+        that one run after a long stop holds the store's lock for a bounded time; a table whose
+        count reached C{batch} has more left for the next run.
+    """
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"retention batch must be a positive integer, not {batch!r}")
+    limit = () if batch is None else (batch,)
     removed: dict[str, int] = {}
     # Services last, so that the status rows removed first free the lives they belonged to.
     ordered = sorted(policies.items(), key=lambda item: item[0] == "services")
@@ -88,10 +111,13 @@ def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], n
         if table == "services":
             # Only lives that ended long ago and whose samples are gone already.
             if policy.max_age is not None:
+                bounded = "" if batch is None else " AND id IN (SELECT id FROM services" \
+                    " WHERE running = ? AND stopped_at < ? ORDER BY stopped_at LIMIT ?)"
                 yield cursor.execute(
                     "DELETE FROM services WHERE running = ? AND stopped_at < ? AND NOT EXISTS"
-                    " (SELECT 1 FROM status WHERE status.service_id = services.id)",
-                    (False, now - policy.max_age),
+                    " (SELECT 1 FROM status WHERE status.service_id = services.id)" + bounded,
+                    (False, now - policy.max_age)
+                    + (() if batch is None else (False, now - policy.max_age, batch)),
                 )
                 count += max(cursor.rowcount or 0, 0)
             removed[table] = count
@@ -100,7 +126,7 @@ def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], n
             cutoff = now - policy.max_age
             if table == "logs" and dialect == "postgresql":
                 count += yield _dropLogPartitions(cursor, cutoff)
-            yield cursor.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+            yield cursor.execute(_older(dialect, table, column, batch), (cutoff, *limit))
             count += max(cursor.rowcount or 0, 0)
         if policy.max_rows is not None:
             yield cursor.execute(
@@ -109,7 +135,7 @@ def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], n
             )
             row = cursor.fetchone()
             if row is not None:
-                yield cursor.execute(f"DELETE FROM {table} WHERE {column} < ?", (row[0],))
+                yield cursor.execute(_older(dialect, table, column, batch), (row[0], *limit))
                 count += max(cursor.rowcount or 0, 0)
         removed[table] = count
     return removed

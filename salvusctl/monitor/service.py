@@ -28,6 +28,7 @@ from salvusctl.monitor.logs import LogWriter
 from salvusctl.monitor.retention import DEFAULT_RETENTION, RetentionPolicy, applyRetention
 from salvusctl.monitor.schema import MONITOR_MIGRATIONS
 from salvusctl.monitor.sqlbatch import insertMany
+from salvusctl.store.errors import StoreError
 
 __all__ = ["MonitorService", "RUNNING_STATES", "EXIT_STATES"]
 
@@ -107,6 +108,10 @@ class MonitorService(Service):
         (default: a dedicated one-thread pool).
     @param publisher: optional object with C{publish(host, latest)} (the memcached writer).
     @param retention: {table: L{RetentionPolicy}}; C{retention_interval} seconds between runs.
+    @param retention_start_delay: seconds after start of the first run (a host restarted more
+        often than C{retention_interval} still prunes).
+    @param retention_batch: most rows a run deletes per table and rule; a run that reached it
+        is followed by another C{retention_start_delay} later until the backlog is gone.
     @param deploys: the deploys whose instances are sampled (None: every deploy).
     @param mounts: sample the host's mount usage (the default sampler's C{mounts}).
 
@@ -130,6 +135,8 @@ class MonitorService(Service):
         publisher=None,
         retention: Mapping[str, RetentionPolicy] | None = None,
         retention_interval: float = 3600.0,
+        retention_start_delay: float = 10.0,
+        retention_batch: int = 10_000,
         address: str | None = None,
         user: str | None = None,
         deploys: Iterable[str] | None = None,
@@ -159,6 +166,9 @@ class MonitorService(Service):
         self._publisher = publisher
         self.retention = dict(DEFAULT_RETENTION if retention is None else retention)
         self.retention_interval = retention_interval
+        self.retention_start_delay = retention_start_delay
+        self.retention_batch = retention_batch
+        self._retentionSoon = None
         self.address = address
         self.user = user
         self._logs = LogWriter(store, self.host_name, reactor)
@@ -209,6 +219,8 @@ class MonitorService(Service):
             self._publisher.start()
         self._startSampling(now=True)
         self._startRetention()
+        if self.retention:
+            self._scheduleRetention()
 
     def _startSampling(self, now: bool) -> None:
         if self._loop is not None and self._loop.running:
@@ -225,6 +237,18 @@ class MonitorService(Service):
             self._retentionLoop = LoopingCall(self._retentionTick)
             self._retentionLoop.clock = self._reactor
             self._retentionLoop.start(self.retention_interval, now=False)
+
+    def _scheduleRetention(self) -> None:
+        """One run C{retention_start_delay} from now, besides the loop (at start, and while a
+        backlog remains): soon after the store is open, before start-up work has settled."""
+        if self._retentionSoon is None or not self._retentionSoon.active():
+            self._retentionSoon = self._reactor.callLater(self.retention_start_delay,
+                                                          self._retentionTick)
+
+    def _cancelRetentionSoon(self) -> None:
+        if self._retentionSoon is not None and self._retentionSoon.active():
+            self._retentionSoon.cancel()
+        self._retentionSoon = None
 
     #: What L{reconfigure} may change on a running monitor.
     LIVE_SETTINGS = ("interval", "disk_interval", "buffer_rows", "deploy_dirs", "retention",
@@ -283,6 +307,7 @@ class MonitorService(Service):
         for loop in (self._loop, self._retentionLoop):
             if loop is not None and loop.running:
                 loop.stop()
+        self._cancelRetentionSoon()
         # One last write of what is buffered (the store closes after the monitor stops), but a
         # store that is down must not hold the host's shutdown for ever.
         if self._flushing is not None:
@@ -689,17 +714,35 @@ class MonitorService(Service):
     # -- retention -------------------------------------------------------------------------------
 
     def _retentionTick(self) -> Deferred:
-        d = self.runRetention()
-        d.addErrback(lambda f: log.failure("monitor: retention failed", f))
+        self._retentionSoon = None
+        d = self.runRetention(batch=self.retention_batch)
+
+        def more(removed):
+            if self.running and self.retention and any(
+                    n >= self.retention_batch for n in removed.values()):
+                self._scheduleRetention()  # the rest of the backlog, one batch at a time
+
+        def failed(failure):
+            if failure.check(ConnectionError, StoreError):
+                # The store is away: the outage is logged by the flush; retry at the next run.
+                log.warn("monitor: retention skipped, the store is away ({reason})",
+                         reason=failure.getErrorMessage())
+            else:
+                log.failure("monitor: retention failed", failure)
+
+        d.addCallback(more)
+        d.addErrback(failed)
         return d
 
-    def runRetention(self, now: float | None = None) -> Deferred:
-        """Apply the retention policies now (also runs every C{retention_interval} seconds).
+    def runRetention(self, now: float | None = None, batch: int | None = None) -> Deferred:
+        """Apply the retention policies now (also runs C{retention_start_delay} after start and
+        every C{retention_interval} seconds, in batches of C{retention_batch} rows).
 
         Fires with {table: rows or partitions removed}.
         """
         when = self._reactor.seconds() if now is None else now
-        d = self._store.runInteraction(applyRetention, self._store.dialect, self.retention, when)
+        d = self._store.runInteraction(applyRetention, self._store.dialect, self.retention, when,
+                                       batch)
 
         def logged(removed):
             if any(removed.values()):

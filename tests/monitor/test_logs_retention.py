@@ -115,6 +115,34 @@ class RetentionTests(MonitorTestMixin, SynchronousTestCase):
         [(count,)] = self.store.rows("SELECT COUNT(*) FROM host_status")
         self.assertLessEqual(count, 3)
 
+    def test_prunesSoonAfterStartInBatches(self):
+        """Rows older than the retention go right after start, a batch per run, without waiting a
+        full retention_interval: a host restarted hourly still prunes (SQLite store)."""
+        self.makeMonitor(retention={"host_status": RetentionPolicy(max_age=DAY)},
+                         retention_batch=3, retention_start_delay=10.0)
+        self.clock.advance(10 * DAY)
+        self.successResultOf(self.store.runInteraction(
+            lambda c: c.executemany("INSERT INTO host_status (host, timestamp) VALUES ('h1', ?)",
+                                    [(float(t),) for t in range(7)])))
+        self.start()
+        self.tick(0)
+
+        def old():
+            return self.store.rows("SELECT COUNT(*) FROM host_status WHERE timestamp < ?",
+                                   (9 * DAY,))[0][0]
+
+        self.assertEqual(old(), 7)
+        self.clock.advance(10)
+        self.assertEqual(old(), 4)  # one batch per run
+        self.clock.advance(10)
+        self.clock.advance(10)
+        self.assertEqual(old(), 0)
+        self.assertGreater(self.store.rows("SELECT COUNT(*) FROM host_status")[0][0], 0)
+        self.assertEqual(self.clock.seconds() - 10 * DAY, 30)  # far less than the hourly interval
+        # The backlog is gone: no further run until the interval.
+        self.assertEqual([c for c in self.clock.getDelayedCalls()
+                          if c.func == self.monitor._retentionTick], [])
+
     def test_unknownTable(self):
         self.makeMonitor()
         self.failureResultOf(

@@ -120,6 +120,49 @@ class PostgresMonitorTests(TestCase):
                          [("web:0", 10.0, 20.0)])
 
 
+class PostgresStartRetentionTests(TestCase):
+    skip = POSTGRES_SKIP
+    timeout = 60
+
+    @inlineCallbacks
+    def test_prunesSoonAfterStartInBatches(self):
+        """On PostgreSQL, on a Clock: old rows go one batch per run right after start, without
+        waiting a full retention_interval (the bounded DELETE keys rows by tableoid and ctid)."""
+        from twisted.internet.task import Clock
+
+        db = TempDatabase().create()
+        self.addCleanup(db.drop)
+        store = makeStore(db.url, reactor)
+        clock = Clock()
+        clock.advance(10 * DAY)
+        monitor = MonitorService(clock, store, FakeSupervisor(), host_name="h1",
+                                 sampler=FakeSampler(), run=inline, interval=3600,
+                                 retention={"host_status": RetentionPolicy(max_age=DAY),
+                                            "logs": RetentionPolicy(max_age=DAY)},
+                                 retention_batch=3, retention_start_delay=10.0)
+        yield store.start()
+        self.addCleanup(store.close)
+        for t in range(7):
+            yield store.runOperation(
+                "INSERT INTO host_status (host, timestamp) VALUES ('h1', ?)", (float(t),))
+        monitor.startService()
+        self.addCleanup(monitor.stopService)
+
+        def count(cursor):
+            d = cursor.execute("SELECT COUNT(*) FROM host_status WHERE timestamp < ?", (9 * DAY,))
+            return d.addCallback(lambda _: cursor.fetchone()[0])
+
+        # Writes are applied in order: this interaction runs after the retention before it.
+        self.assertEqual((yield store.runInteraction(count)), 7)
+        clock.advance(10)
+        self.assertEqual((yield store.runInteraction(count)), 4)
+        clock.advance(10)
+        self.assertEqual((yield store.runInteraction(count)), 1)
+        clock.advance(10)
+        self.assertEqual((yield store.runInteraction(count)), 0)
+        self.assertFalse(monitor._retentionSoon)  # the backlog is gone: next run at the interval
+
+
 class PostgresOutageTests(TestCase):
     """The monitor over the real PostgreSQL store while the server goes away and comes back."""
 

@@ -1,0 +1,135 @@
+"""A stale admin socket is replaced at start, a live one refused: with real socket files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.trial.unittest import TestCase
+
+from salvusctl.admin.build import AdminService
+from salvusctl.admin.declaration import Admin
+from salvusctl.admin.state import AdminState
+from salvusctl.admin.unixsocket import SocketInUse
+from tests.admin.helpers import OP, basic, tempDir, writeUsers
+from tests.admin.test_hostheader import _Raw, _status
+
+
+class StaleSocketTests(TestCase):
+    timeout = 30
+
+    def setUp(self):
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
+        self.users = os.path.join(self.tmp, "users")
+        writeUsers(self.users)
+        self.sockdir = os.path.join("/tmp", f"salvus-s-{os.getpid()}-{id(self) % 100000}")
+        os.makedirs(self.sockdir, exist_ok=True)
+        self.addCleanup(shutil.rmtree, self.sockdir, True)
+        self.path = os.path.join(self.sockdir, "admin.sock")
+
+    def service(self) -> AdminService:
+        state = AdminState(services={}, clock=reactor, host_name="h")
+        return AdminService(reactor, [Admin(f"unix:{self.path}", users=self.users)], state, self.tmp)
+
+    def leaveSocket(self) -> None:
+        """A socket file nobody listens on, as a killed host (or a reboot) leaves it."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.path)
+        s.close()
+
+    def liveUnrelatedPid(self) -> int:
+        argv = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+        child = subprocess.Popen(argv, stdin=subprocess.PIPE)
+
+        def reap():
+            child.stdin.close()
+            child.wait()
+
+        self.addCleanup(reap)
+        return child.pid
+
+    @defer.inlineCallbacks
+    def assertServes(self, service):
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield service.ready
+        auth = basic(OP)[b"Authorization"][0]
+        raw = _Raw(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: "
+                   + auth + b"\r\n\r\n")
+        yield connectProtocol(UNIXClientEndpoint(reactor, self.path), raw)
+        self.assertEqual(_status((yield raw.done)), 200)
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
+
+    def test_socketWithoutLockIsReplaced(self):
+        """A socket file left without its lock no longer stops the start."""
+        self.leaveSocket()
+        self.assertFalse(os.path.lexists(self.path + ".lock"))
+        return self.assertServes(self.service())
+
+    def test_lockNamingALiveUnrelatedPidIsReplaced(self):
+        """After a reboot the lock's pid may belong to another process: the socket that nobody
+        answers on is what counts."""
+        self.leaveSocket()
+        os.symlink(str(self.liveUnrelatedPid()), self.path + ".lock")
+        return self.assertServes(self.service())
+
+    def test_lockWithoutSocketIsReplaced(self):
+        os.symlink(str(self.liveUnrelatedPid()), self.path + ".lock")
+        return self.assertServes(self.service())
+
+    @defer.inlineCallbacks
+    def test_liveSocketIsRefusedWithOneLine(self):
+        """A second host on a socket that is served refuses to start and leaves the first alone."""
+        first = self.service()
+        yield self.assertServes(first)
+        second = self.service()
+        with self.assertRaises(SocketInUse) as e:
+            second.privilegedStartService()
+        message = str(e.exception)
+        self.assertNotIn("\n", message)
+        self.assertIn(f"admin socket {self.path} is served by a running process (pid {os.getpid()})", message)
+        self.flushLoggedErrors(SocketInUse)
+        raw = _Raw(b"GET / HTTP/1.0\r\n\r\n")
+        yield connectProtocol(UNIXClientEndpoint(reactor, self.path), raw)
+        self.assertEqual(_status((yield raw.done)), 401)  # the first still serves
+
+    def test_notASocketIsRefusedAndKept(self):
+        with open(self.path, "w") as f:
+            f.write("precious")
+        with self.assertRaises(SocketInUse) as e:
+            self.service().privilegedStartService()
+        self.assertIn("exists and is not a socket", str(e.exception))
+        self.flushLoggedErrors(SocketInUse)
+        with open(self.path) as f:
+            self.assertEqual(f.read(), "precious")
+
+    @defer.inlineCallbacks
+    def test_liveSocketStopsTwistdWithOneLine(self):
+        """A real C{twistd salvus} against a served socket exits 1 with one line, before it makes a
+        user (the host's listener check runs before anything starts)."""
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        yield self.assertServes(self.service())
+        tac = os.path.join(self.tmp, "h.tac")
+        var = os.path.join(self.tmp, "var")
+        with open(tac, "w") as f:
+            f.write("from salvusctl.host import Host\nfrom salvusctl.admin import Admin\n"
+                    f"host = Host(name='h', var={var!r})\n"
+                    f"host.add(Admin('unix:{self.path}', bootstrap_user='admin'))\n")
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        out, err, code = yield getProcessOutputAndValue(
+            twistd, ["-n", "--pidfile=", "salvus", "--config", tac], env=dict(os.environ), path=self.tmp,
+            reactor=reactor,
+        )
+        self.assertEqual(code, 1, (out, err))
+        self.assertEqual(
+            err.decode().strip(), f"salvus: error: admin socket {self.path} is served by a running process "
+            f"(pid {os.getpid()}): stop it first",
+        )
+        self.assertFalse(os.path.exists(os.path.join(var, "admin-users")))
