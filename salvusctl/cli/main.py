@@ -1004,7 +1004,20 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The C{salvusctl} console script."""
-    code = run(sys.argv[1:] if argv is None else argv, dict(os.environ), sys.stdout, sys.stderr, sys.stdin)
-    sys.stdout.flush()
+    """The C{salvusctl} console script.
+
+    A reader that closes the pipe early (C{salvusctl status | head -1}) is not an error of ours:
+    the rest of the output is dropped without a traceback and the exit status is the one a shell
+    gives a process killed by SIGPIPE (141), as C{cat} or C{ls} would.
+    """
+    try:
+        code = run(sys.argv[1:] if argv is None else argv, dict(os.environ), sys.stdout, sys.stderr,
+                   sys.stdin)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        code = 128 + 13
     raise SystemExit(code)

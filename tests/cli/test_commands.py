@@ -295,3 +295,38 @@ class PasswordAndSocketTests(CLITestBase):
         self.assertEqual(code, ExitCode.UNREACHABLE)
         self.assertEqual(err.decode(), f"salvusctl: unix://{elsewhere}/var/admin.sock: no such socket "
                                        "(is the host running?)\n")
+
+
+class _ClosesStdoutAtOnce(protocol.ProcessProtocol):
+    """Like C{| head -0}: the reader of the child's output is gone before the child writes."""
+
+    def __init__(self):
+        self.err = b""
+        self.ended = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.closeStdin()
+        self.transport.closeStdout()
+
+    def errReceived(self, data):
+        self.err += data
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
+
+
+class BrokenPipeTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_closedReaderIsNoTraceback(self):
+        """C{salvusctl … | head} printed a BrokenPipeError traceback; now it stops quietly with the
+        status a shell gives SIGPIPE (141), as C{cat} and C{ls} do."""
+        script = os.path.join(os.path.dirname(sys.executable), "salvusctl")
+        argv = [script, "-h"] if os.path.exists(script) else [sys.executable, "-m", "salvusctl.cli", "-h"]
+        proto = _ClosesStdoutAtOnce()
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": ROOT, "HOME": "/nonexistent"}
+        reactor.spawnProcess(proto, argv[0], argv, env=env)
+        code = yield proto.ended
+        self.assertNotIn(b"Traceback", proto.err)
+        self.assertEqual((code, proto.err), (141, b""))
