@@ -221,3 +221,37 @@ class PostgresDialectTests(TestCase):
         pg.query("INSERT INTO backup_restores (run_id, backup, kind, dry_run, started, outcome)"
                  " VALUES ('a-1', 'a', 'verify', false, 2.0, 'ok')")
 
+
+
+class AdminArgumentTests(SynchronousTestCase):
+    """The backup verbs check their arguments' types like every other admin verb."""
+
+    def methods(self):
+        from twisted.internet.task import Clock
+
+        from salvusctl.admin.backuprpc import BackupNamespace
+        from salvusctl.admin.state import AdminState
+
+        state = AdminState(services={}, clock=Clock(), host_name="h")
+        return BackupNamespace(state, _Service()).methods()
+
+    def test_wrongTypesAreBadArguments(self):
+        """A dict for a name or a string for dry_run was passed on into the backup service; now it
+        is BAD_ARGUMENTS naming the argument, and nothing runs."""
+        from salvusctl.admin.faults import Faults
+
+        methods = self.methods()
+        for verb, args, what in [("run", ({"a": 1},), "name"), ("log", (3,), "run_id"),
+                                 ("restore", ("", "yes"), "dry_run"), ("verify", ([],), "run_id")]:
+            with self.assertRaises(twisted_xmlrpc.Fault) as caught:
+                methods[verb](*args)
+            self.assertEqual(caught.exception.faultCode, Faults.BAD_ARGUMENTS, verb)
+            self.assertIn(what, caught.exception.faultString)
+        with self.assertRaises(twisted_xmlrpc.Fault) as caught:
+            methods["status"]("extra")
+        self.assertEqual(caught.exception.faultCode, Faults.BAD_ARGUMENTS)
+
+    def test_rightTypesStillCall(self):
+        methods = self.methods()
+        self.assertEqual(self.successResultOf(methods["log"]("a-1")), "log")
+        self.assertEqual(self.successResultOf(methods["list"]()), [])
