@@ -11,6 +11,16 @@ from salvusctl.balancer.declare import Server
 from tests.balancer.helpers import address, balanced, deadPort, fetch, openHolding, startBackend
 
 
+@inlineCallbacks
+def startBalancer(testcase, decl):
+    """A started L{BalancerService} for C{decl}, listening, stopped at cleanup."""
+    balancer = BalancerService(reactor, [decl], wheel_resolution=0.05)
+    balancer.startService()
+    testcase.addCleanup(balancer.stopService)
+    yield balancer.balanced[decl.name].listening
+    return balancer
+
+
 def later(seconds: float) -> Deferred:
     d: Deferred = Deferred()
     reactor.callLater(seconds, d.callback, None)
@@ -22,12 +32,8 @@ class ProxyTests(TestCase):
 
     @inlineCallbacks
     def startBalancer(self, decl):
-        balancer = BalancerService(reactor, [decl], wheel_resolution=0.05)
-        balancer.startService()
-        self.addCleanup(balancer.stopService)
-        svc = balancer.balanced[decl.name]
-        yield svc.listening
-        self.port = svc.ports[0].getHost().port
+        balancer = yield startBalancer(self, decl)
+        self.port = balancer.balanced[decl.name].ports[0].getHost().port
         return balancer
 
     @inlineCallbacks
@@ -337,12 +343,8 @@ class LateRefusalTests(TestCase):
 
     @inlineCallbacks
     def startBalancer(self, decl):
-        balancer = BalancerService(reactor, [decl], wheel_resolution=0.05)
-        balancer.startService()
-        self.addCleanup(balancer.stopService)
-        svc = balancer.balanced[decl.name]
-        yield svc.listening
-        return svc
+        balancer = yield startBalancer(self, decl)
+        return balancer.balanced[decl.name]
 
     def pending(self):
         from tests.helpers import PendingPort
