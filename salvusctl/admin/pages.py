@@ -507,6 +507,11 @@ class AdminPages:
             ["Description", esc(info.get("description") or "")],
             ["Port", esc(info.get("port") or "-")],
         ]
+        # Why an instance is not running is often nowhere in its output: a spawn that failed
+        # (no such file, bad cwd) or the reason it went FATAL.  Show both when there is one.
+        for label, key in (("Spawn error", "spawnerr"), ("Reason", "reason")):
+            if info.get(key):
+                facts.append([label, f'<span class="{esc(key)}">{esc(info.get(key))}</span>'])
         body = table(["Field", "Value"], facts, class_="facts")
         if self._canAct(request):
             csrf = self.csrfToken(currentUser(request))
@@ -540,13 +545,20 @@ class AdminPages:
             body += lineChart(rss, "Resident memory", _bytes, css_class="chart rss")
         else:
             body += self._missing("monitor")
-        try:
-            lines = yield defer.maybeDeferred(sup.tailLog, name, 100, "stdout")
-        except Exception as e:
-            lines = [f"(log unavailable: {e})"]
-        body += (
-            '<h2 id="output">Output (last 100 lines)</h2><pre class=log>' + esc("\n".join(lines)) + "</pre>"
-        )
+        # Both streams: a program that fails writes its reason to stderr, and stdout alone
+        # would show a FATAL instance with nothing to say.
+        body += '<h2 id="output">Output</h2>'
+        for stream, title in (("stdout", "Standard output"), ("stderr", "Standard error")):
+            try:
+                lines = yield defer.maybeDeferred(sup.tailLog, name, 100, stream)
+            except Exception as e:
+                lines = [f"(log unavailable: {e})"]
+            text = esc("\n".join(lines)) if lines else "(nothing yet)"
+            body += (
+                f'<h3 id="{stream}">{title} (last 100 lines) '
+                f'<small><a href="{esc(url("logtail", name, stream))}">follow</a></small></h3>'
+                f'<pre class="log {stream}">{text}</pre>'
+            )
         return self._page(request, f"Instance {name}", body, "/deploys")
 
     # -- balancer --------------------------------------------------------------------------------
