@@ -28,7 +28,10 @@ from tests.supervisor import scratch
 
 BIG = 64 << 20
 #: A child that prints one numbered line every 50 ms until stopped.
-TICKER = "import itertools, sys, time\nfor i in itertools.count():\n    print(f'tick {i}', flush=True)\n    time.sleep(0.05)\n"
+TICKER = (
+    "import itertools, sys, time\n"
+    "for i in itertools.count():\n    print(f'tick {i}', flush=True)\n    time.sleep(0.05)\n"
+)
 
 
 def bytesRead() -> int:
