@@ -58,14 +58,13 @@ def _balancedServiceVerb(balancer: Any, name: str):
             if service in getattr(balancer, "balanced", {}):
                 raise ValueError(f"balanced service {service!r} already exists")
             declaration = Balanced(service, listen=list(listen), groups=[Group("default")])
-            yield balancer.addBalancedService(declaration)
-            added = getattr(balancer, "balanced", {}).get(service)
-            if added is not None and len(getattr(added, "ports", listen)) < len(listen):
-                # The balancer logs why a listener failed and keeps the service: take it back, so
-                # a failed call leaves nothing registered and the same call can be made again.
-                yield balancer.removeBalancedService(service)
-                raise rpcFault(Faults.FAILED, f"service {service!r} cannot listen on {listen!r} "
-                                              "(the host's log says why); nothing was added")
+            from salvusctl.balancer.control import CannotListen
+
+            try:
+                # A listener that fails takes the service back: nothing stays registered.
+                yield balancer.addBalancedService(declaration)
+            except CannotListen as e:
+                raise rpcFault(Faults.FAILED, str(e))
 
         return addService
     if name == "removeService" and hasattr(balancer, "removeBalancedService"):

@@ -25,7 +25,7 @@ from salvusctl.balancer.wheel import TimeoutWheel
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import IBalancerControl
 
-__all__ = ["BalancerService"]
+__all__ = ["BalancerService", "CannotListen"]
 
 log = Logger()
 
@@ -284,7 +284,21 @@ class BalancerService(MultiService):
             self.dns[decl.name].refresh([h for _, h in svc.hosts()])
             if decl.name in self.files:
                 self.files[decl.name].start()
-        return svc.listening if svc.listening is not None else succeed([])
+        if svc.listening is None:
+            return succeed([])
+
+        def listened(ports):
+            if svc.listenError is None:
+                return ports
+            # A listener failed (a port taken): take the service back, so that nothing is
+            # registered and the same call can be made again once the port is free.
+            why = svc.listenError
+            d = self.removeBalancedService(decl.name)
+            d.addCallback(lambda _: _raise(CannotListen(f"service {decl.name!r} cannot listen on {why}; "
+                                                        "nothing was added")))
+            return d
+
+        return svc.listening.addCallback(listened)
 
     def removeBalancedService(self, service) -> Deferred:
         """Stop listening for a service and forget it (open connections finish)."""
@@ -398,3 +412,11 @@ class BalancerService(MultiService):
         d = DeferredList(ds, consumeErrors=True)
         d.addCallback(lambda _: ops)
         return d
+
+
+def _raise(error: Exception) -> None:
+    raise error
+
+
+class CannotListen(Exception):
+    """A service added live could not listen (a port taken): it was taken back, nothing added."""

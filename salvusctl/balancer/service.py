@@ -64,6 +64,8 @@ class BalancedService(Service):
         # set autoListen False when the listening sockets come from elsewhere (adoptSocket/listenOn)
         self.autoListen = True
         self.listening: Deferred | None = None
+        #: why the last listen failed, in one line (C{tcp:8080:interface=…: address already in use})
+        self.listenError: str | None = None
         self.queue: deque[Frontend] = deque()
         self.queued = 0
         self._all_down_logged = False
@@ -220,7 +222,10 @@ class BalancedService(Service):
             self.listening.addErrback(self._listenFailed)
 
     def _listenFailed(self, failure):
-        log.failure("service {service}: cannot listen", failure, service=self.name)
+        """Record (in L{listenError}) and log in one line why a listener failed: a port taken is
+        an operator's error with a plain reason, not a traceback."""
+        self.listenError = listenReason(failure, self.listen)
+        log.error("service {service}: cannot listen: {why}", service=self.name, why=self.listenError)
         return None
 
     def startService(self):
@@ -511,3 +516,29 @@ def _portAddress(port: Any) -> str | None:
     except Exception:
         return None
 
+
+def listenReason(failure: Any, listen: list[str]) -> str:
+    """One line for a failed L{BalancedService.listenEndpoints}: the endpoint and the reason."""
+    import errno as _errno
+
+    from twisted.internet.defer import FirstError
+    from twisted.internet.error import CannotListenError
+
+    where = ""
+    value = failure.value
+    if isinstance(value, FirstError):
+        if 0 <= value.index < len(listen):
+            where = listen[value.index]
+        value = value.subFailure.value
+    if isinstance(value, CannotListenError):
+        error = value.socketError
+        code = getattr(error, "errno", None)
+        if code == _errno.EADDRINUSE:
+            why = "address already in use"
+        elif code == _errno.EACCES:
+            why = "permission denied"
+        else:
+            why = getattr(error, "strerror", None) or str(error)
+    else:
+        why = str(value) or type(value).__name__
+    return f"{where}: {why}" if where else why
