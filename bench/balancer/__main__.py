@@ -13,7 +13,12 @@ rounds; compare the ratios, not the absolute numbers.
 
 Prints one table and, with --json, writes the figures and the ratios
 newconn_ratio, keepalive_ratio, bulk_ratio, p99_ratio (Salvus over HAProxy,
-one core each) and rss_per_conn_kib.
+one core each), rss_per_conn_kib and churn_rss_ratio.
+
+The churn row: a fresh Salvus and a fresh HAProxy, both with 300 s idle
+timeouts, take --churn seconds of short connections (wrk, Connection: close);
+RSS after over RSS at start, for each.  Closed connections must not stay in
+memory until their idle deadline.
 """
 
 from __future__ import annotations
@@ -131,11 +136,11 @@ backend b
         self.haproxyPids[threads] = p.pid
         return port
 
-    def startSalvus(self, backend: int, workers: int) -> tuple[int, subprocess.Popen]:
+    def startSalvus(self, backend: int, workers: int, *extra: str) -> tuple[int, subprocess.Popen]:
         argv = [
             sys.executable, "-m", "salvusctl.balancer.process",
             "--listen", "web=127.0.0.1:0", "--backend", "127.0.0.1:%d" % backend,
-            "--workers", str(workers),
+            "--workers", str(workers), *extra,
         ]  # fmt: skip
         env = dict(os.environ, PYTHONPATH=ROOT)
         p = self.start(argv, stdout=subprocess.PIPE, env=env)
@@ -213,6 +218,18 @@ backend b
         return {"pairs": n, "fds": fds, "rss_base_kib": base, "rss_kib": after,
                 "per_pair_kib": (after - base) / n}  # fmt: skip
 
+    def churn(self, pid: int, port: int) -> dict:
+        """RSS of C{pid} at start and after --churn seconds of short connections through C{port}."""
+        base = _rssKib(pid)
+        argv = ["wrk", "-t1", "-c50", "-d%ds" % self.args.churn, "-H", "Connection: close",
+                "http://127.0.0.1:%d/small.html" % port]  # fmt: skip
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=self.args.churn + 60).stdout
+        m = re.search(r"(\d+) requests in", out)
+        time.sleep(0.5)
+        after = _rssKib(pid)
+        return {"connections": int(m.group(1)) if m else 0, "rss_start_kib": base, "rss_after_kib": after,
+                "ratio": after / base}
+
     def loadNote(self) -> str:
         one, five, _ = os.getloadavg()
         return "load average %.2f (1 min) %.2f (5 min) on %d cores" % (one, five, os.cpu_count())
@@ -241,6 +258,12 @@ backend b
         s0, salvus0 = self.startSalvus(backend, 0)
         rss = self.rss(salvus0.pid, s0, 10000)
         self.stop(salvus0)
+        # Memory after many short connections, each in a fresh process with 300 s idle timeouts.
+        ha0 = self.startHaproxy(backend, 1)
+        churn = {"haproxy": self.churn(self.haproxyPids[1], ha0)}
+        sc, salvusc = self.startSalvus(backend, 0, "--idle-timeout", "300")
+        churn["salvus"] = self.churn(salvusc.pid, sc)
+        self.stop(salvusc)
         # Two cores: 2 Salvus workers against HAProxy with 2 threads.
         ha2 = self.startHaproxy(backend, 2)
         s2, salvus2 = self.startSalvus(backend, 2)
@@ -263,6 +286,8 @@ backend b
             "elapsed_s": round(time.monotonic() - started, 1),
             "targets": summary,
             "rss": rss,
+            "churn": churn,
+            "churn_rss_ratio": churn["salvus"]["ratio"],
             "notes": self.notes,
             "newconn_ratio": s["close_rps"] / h["close_rps"],
             "keepalive_ratio": s["ka_rps"] / h["ka_rps"],
@@ -346,6 +371,16 @@ def printTable(res: dict) -> None:
     print()
     print("RSS with %d idle client connections (%d fds): %d KiB -> %d KiB = %.2f KiB per connection pair"
           % (r["pairs"], r["fds"], r["rss_base_kib"], r["rss_kib"], r["per_pair_kib"]))  # fmt: skip
+    c = res["churn"]
+    print()
+    print("%-22s %12s %14s %14s %12s" % ("short connections", "connections", "RSS start KiB",
+                                          "RSS after KiB", "after/start"))  # fmt: skip
+    for name, label in [("haproxy", "HAProxy 1 thread"), ("salvus", "Salvus 1 process")]:
+        x = c[name]
+        print("%-22s %12d %14d %14d %12.2f" % (label, x["connections"], x["rss_start_kib"],
+                                                x["rss_after_kib"], x["ratio"]))  # fmt: skip
+    print("%-22s %12s %14s %14s %12.2f" % ("Salvus/HAProxy", "", "", "",
+                                            c["salvus"]["ratio"] / c["haproxy"]["ratio"]))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,13 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the figures as JSON to this path")
     p.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--churn", type=int, default=60,
+                   help="seconds of short connections for the memory row (default 60)")
     p.add_argument("--quick", action="store_true",
                    help="one 1-second round of each (CI checks it runs; no figures judged)")
     args = p.parse_args(argv)
     if args.quick:
-        args.duration, args.rounds = 1, 1
-    if args.duration < 1 or args.rounds < 1:
-        p.error("--duration and --rounds must be >= 1")
+        args.duration, args.rounds, args.churn = 1, 1, 1
+    if args.duration < 1 or args.rounds < 1 or args.churn < 1:
+        p.error("--duration, --rounds and --churn must be >= 1")
     for tool in ("nginx", "haproxy", "wrk", "curl"):
         if shutil.which(tool) is None and not os.path.exists("/usr/sbin/" + tool):
             p.error("%s is not installed" % tool)
