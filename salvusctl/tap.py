@@ -163,7 +163,9 @@ def reloadOnHangup(reactor, host) -> None:
             log.info("SIGHUP: config reloaded: {changes}", changes=changes or "no differences")
 
         def failed(failure):
-            if failure.check(ConfigError):
+            from salvusctl.supervisor.service import RollFailed
+
+            if failure.check(ConfigError, RollFailed):
                 log.error("SIGHUP: config not reloaded: {error}", error=str(failure.value))
             else:
                 log.failure("SIGHUP: reload failed", failure)

@@ -18,7 +18,6 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from salvusctl.balancer import declare, fastpath, states
@@ -26,6 +25,7 @@ from salvusctl.balancer.health import HealthCheck, HostMonitor
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
 from salvusctl.balancer.schedulers import makeScheduler
+from salvusctl.balancer.tlslisten import listenEndpoint
 from salvusctl.balancer.wheel import TimeoutWheel
 
 __all__ = ["BalancedService"]
@@ -204,7 +204,7 @@ class BalancedService(Service):
         """Listen on the declared endpoint strings; fires with the ports."""
         ds = []
         for description in self.listen:
-            endpoint = serverFromString(self.reactor, withBacklog(description))
+            endpoint = listenEndpoint(self.reactor, withBacklog(description))
             d = endpoint.listen(self.factory)
             d.addCallback(self.listenOn)
             ds.append(d)
