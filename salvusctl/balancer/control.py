@@ -25,9 +25,13 @@ from salvusctl.balancer.wheel import TimeoutWheel
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import IBalancerControl
 
-__all__ = ["BalancerService", "CannotListen"]
+__all__ = ["BalancerService", "ListenFailed"]
 
 log = Logger()
+
+
+class ListenFailed(Exception):
+    """A balanced service added live could not listen on one of its endpoints (and was removed)."""
 
 
 @implementer(IBalancerControl)
@@ -274,11 +278,16 @@ class BalancerService(MultiService):
         return self._service(service).retryHost(group, hostname)
 
     def addBalancedService(self, decl: declare.Balanced) -> Deferred:
-        """Add and start a balanced service live; fires when it listens."""
+        """Add and start a balanced service live; fires when it listens.
+
+        A bad declaration, or a name already taken, is a ValueError and adds nothing.
+        """
         try:
             decl.validate(None)
         except ConfigError as e:
             raise ValueError(e.message)
+        if decl.name in self.balanced:
+            raise ValueError(f"balanced service {decl.name!r} already exists")
         svc = self._add(decl)
         if self.running:
             self.dns[decl.name].refresh([h for _, h in svc.hosts()])
@@ -286,19 +295,18 @@ class BalancerService(MultiService):
                 self.files[decl.name].start()
         if svc.listening is None:
             return succeed([])
+        return self._listenedOrUndone(svc, decl)
 
-        def listened(ports):
-            if svc.listenError is None:
-                return ports
-            # A listener failed (a port taken): take the service back, so that nothing is
-            # registered and the same call can be made again once the port is free.
-            why = svc.listenError
-            d = self.removeBalancedService(decl.name)
-            d.addCallback(lambda _: _raise(CannotListen(f"service {decl.name!r} cannot listen on {why}; "
-                                                        "nothing was added")))
-            return d
-
-        return svc.listening.addCallback(listened)
+    @inlineCallbacks
+    def _listenedOrUndone(self, svc: BalancedService, decl: declare.Balanced):
+        """A service added live listens on every endpoint, or is taken back: the service logs why
+        a listener failed and would keep running without it."""
+        ports = yield svc.listening
+        if len(svc.ports) < len(decl.listen):
+            yield self.removeBalancedService(decl.name)
+            why = svc.listenError or f"{decl.listen!r}"
+            raise ListenFailed(f"service {decl.name!r} cannot listen on {why}; nothing was added")
+        return ports
 
     def removeBalancedService(self, service) -> Deferred:
         """Stop listening for a service and forget it (open connections finish)."""
@@ -413,10 +421,3 @@ class BalancerService(MultiService):
         d.addCallback(lambda _: ops)
         return d
 
-
-def _raise(error: Exception) -> None:
-    raise error
-
-
-class CannotListen(Exception):
-    """A service added live could not listen (a port taken): it was taken back, nothing added."""
