@@ -76,7 +76,13 @@ class HostContext:
 
 
 class StoreService(MultiService):
-    """Starts the store first and closes it last, after every other service has stopped."""
+    """Starts the store first and closes it last, after every other service has stopped.
+
+    A store that cannot start (a refused or, with C{start_timeout}, unreachable server, an
+    unwritable or corrupt SQLite file) is fatal: a host without its store would run on writing
+    nothing.  C{onFatal} receives the one-line reason; C{salvusctl.tap} sets it to print that
+    line and exit non-zero, so a service manager sees the failure and restarts the host.
+    """
 
     name = "store"
 
@@ -84,6 +90,8 @@ class StoreService(MultiService):
         super().__init__()
         self.store = store
         self.ready: Deferred | None = None
+        #: Called with the reason, one line, when the store fails to start.
+        self.onFatal: Callable[[str], Any] = self._logFatal
 
     def startService(self):
         super().startService()
@@ -91,12 +99,21 @@ class StoreService(MultiService):
         self.ready.addErrback(self._failed)
 
     def _failed(self, failure):
-        from salvusctl.store.errors import StoreClosed
+        from salvusctl.store.errors import StoreClosed, StoreError
 
-        if failure.check(StoreClosed):
+        if failure.check(StoreClosed) and not self.running:
             return None  # the host stopped before its database was reachable: not a fault
-        log.failure("store {url} failed to start", failure, url=self.store.url)
+        if failure.check(StoreError):
+            reason = str(failure.value).strip().splitlines()[0]
+        else:
+            log.failure("store {url} failed to start", failure, url=self.store.url)
+            reason = f"store {self.store.url} failed to start: {failure.getErrorMessage()}"
+        self.onFatal(reason)
         return None
+
+    @staticmethod
+    def _logFatal(reason: str) -> None:
+        log.critical("{reason}", reason=reason)
 
     def stopService(self):
         super().stopService()

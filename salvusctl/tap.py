@@ -9,7 +9,7 @@ from twisted.python import usage
 
 from salvusctl.errors import ConfigError
 
-__all__ = ["Options", "makeService", "reloadOnHangup"]
+__all__ = ["Options", "makeService", "reloadOnHangup", "exitOnFatal"]
 
 
 class Options(usage.Options):
@@ -84,7 +84,46 @@ def makeService(options: Options):
         # Started last: prints the URLs, the password's file and the next command once all listen.
         DemoBanner(host.context).setServiceParent(service)
     reloadOnHangup(reactor, host)
+    exitOnFatal(reactor, service)
     return service
+
+
+def exitOnFatal(reactor, service) -> None:
+    """A store that cannot start stops the host: one line on stderr, then exit status 1.
+
+    twistd itself always exits 0 once its reactor has stopped, so the status is set by an
+    C{atexit} hook that runs after twistd has shut down cleanly (services stopped, pid file
+    removed).  A service manager then sees a failed start and restarts the host; an operator
+    reads the reason in one line.
+    """
+    import atexit
+
+    failed: list[str] = []
+
+    def exitNonZero() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    def stop() -> None:
+        if reactor.running:
+            reactor.stop()
+
+    def fatal(reason: str) -> None:
+        if failed:
+            return
+        failed.append(reason)
+        # twistd has replaced sys.stderr by its log by now: the line goes to the real stderr
+        # (and so, with -n, the log and the terminal each show it once).
+        stream = sys.__stderr__ or sys.stderr
+        stream.write(f"salvus: error: {reason}\n")
+        stream.flush()
+        atexit.register(exitNonZero)
+        reactor.callLater(0, stop)
+
+    for child in service:
+        if hasattr(child, "onFatal"):
+            child.onFatal = fatal
 
 
 def reloadOnHangup(reactor, host) -> None:
@@ -106,7 +145,9 @@ def reloadOnHangup(reactor, host) -> None:
             log.info("SIGHUP: config reloaded: {changes}", changes=changes or "no differences")
 
         def failed(failure):
-            if failure.check(ConfigError):
+            from salvusctl.supervisor.service import RollFailed
+
+            if failure.check(ConfigError, RollFailed):
                 log.error("SIGHUP: config not reloaded: {error}", error=str(failure.value))
             else:
                 log.failure("SIGHUP: reload failed", failure)

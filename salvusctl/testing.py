@@ -83,24 +83,25 @@ class SupervisorVerbsMixin:
         return defer.maybeDeferred(self.stopDeploy, name)
 
     def followLog(self, name: str, callback: Callable, stream: str = "stdout") -> Callable:
-        """Deliver the lines that appear in C{tailLog} from now on, checked on each call of the
-        returned C{poll}; calling C{stop()} ends it."""
-        seen = len(self.tailLog(name, 10**6, stream))
-        state = {"seen": seen, "stopped": False}
-
-        def poll():
-            if state["stopped"]:
-                return
-            lines = self.tailLog(name, 10**6, stream)
-            for line in lines[state["seen"]:]:
-                callback(line)
-            state["seen"] = len(lines)
+        """Call C{callback(LogLine)} for each line emitted from now on, as the real supervisor
+        pushes them; returns the function that stops following."""
+        self.tailLog(name, 0, stream)  # an unknown name raises KeyError, as the real one does
+        followers = self.__dict__.setdefault("_logFollowers", {}).setdefault((name, stream), [])
+        followers.append(callback)
 
         def stop():
-            state["stopped"] = True
+            if callback in followers:
+                followers.remove(callback)
 
-        stop.poll = poll  # type: ignore[attr-defined]
         return stop
+
+    def _pushLine(self, name: str, stream: str, text: str) -> None:
+        from salvusctl.supervisor.logs import LogLine
+
+        clock = getattr(self, "clock", None)
+        line = LogLine(clock.seconds() if clock is not None else 0.0, name, stream, "info", text)
+        for callback in list(self.__dict__.get("_logFollowers", {}).get((name, stream), [])):
+            callback(line)
 
     def addBeforeStop(self, hook: Callable) -> None:
         self._beforeStopHooks = [*getattr(self, "_beforeStopHooks", []), hook]
@@ -150,8 +151,9 @@ class FakeSupervisor(SupervisorVerbsMixin):
     # -- test helpers ----------------------------------------------------------------------------
 
     def emit(self, name: str, line: str, stream: str = "stdout") -> None:
-        """Append a line to an instance's captured output."""
+        """Append a line to an instance's captured output (and push it to its followers)."""
         getattr(self._get(name), stream).append(line)
+        self._pushLine(name, stream, line)
 
     def failNextStart(self, name: str, reason: str) -> None:
         """Make the next start of C{name} fail (FATAL with C{reason})."""

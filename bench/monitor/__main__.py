@@ -1,6 +1,7 @@
 """bench/monitor: query latency at a million status rows, ingest rate per store, sampling cost.
 
     python bench/monitor [--json PATH] [--rows 1000000] [--services 200] [--sample-seconds 15]
+    python bench/monitor --quick      # seconds: 5 services, 10 processes (CI checks it runs)
 
 1. PostgreSQL (a temporary database on SALVUS_TEST_POSTGRES, default
    postgresql://postgres@127.0.0.1:5432/test, dropped at the end): C{--rows} status rows over
@@ -314,10 +315,11 @@ def main(reactor, options):
         ingestion = {}
         name, url = tempDatabase(dsn)
         try:
-            ingestion["postgresql"] = yield ingest(reactor, url)
+            ingestion["postgresql"] = yield ingest(reactor, url, ticks=options.ticks)
         finally:
             dropDatabase(dsn, name)
-        ingestion["sqlite"] = yield ingest(reactor, "sqlite:" + os.path.join(directory, "i.db"))
+        ingestion["sqlite"] = yield ingest(reactor, "sqlite:" + os.path.join(directory, "i.db"),
+                                           ticks=options.ticks)
         results["ingest"] = ingestion
         print(f"sampling {options.processes} processes at 1 s for {options.sample_seconds} s …",
               flush=True)
@@ -362,8 +364,18 @@ def parse(argv):
     parser.add_argument("--sample-seconds", type=float, default=15.0)
     parser.add_argument("--keep-db", action="store_true", help="keep the query database (to explain)")
     parser.add_argument("--only-queries", action="store_true")
+    parser.add_argument("--ticks", type=int, default=60, help="ingest ticks per store")
     parser.add_argument("--dsn", default=os.environ.get("SALVUS_TEST_POSTGRES", DEFAULT_DSN))
+    parser.add_argument("--quick", action="store_true",
+                        help="seconds, not minutes: 5 services, 10 processes for 2 s, 5 ingest ticks "
+                             "(CI checks it runs; no figures judged)")
     options = parser.parse_args(argv)
+    if options.quick:
+        options.services = min(options.services, 5)
+        options.rows = options.services * 721
+        options.processes = min(options.processes, 10)
+        options.sample_seconds = min(options.sample_seconds, 2.0)
+        options.ticks = min(options.ticks, 5)
     if options.rows < options.services * 721:
         parser.error(f"--rows must be at least {options.services * 721} (an hour of 5 s samples each)")
     return options

@@ -1,6 +1,7 @@
 """Salvus supervisor vs supervisord vs circus, same workloads, one run, ratios.
 
     python bench/supervisor [--json PATH] [--short] [--venv DIR]
+    python bench/supervisor --quick     # seconds: 10 instances, one round, no venv of its own
 
 1. crash -> respawn latency: a bash child that runs 1.05-1.95 s and exits 1; time from its exit to
    the next child's first line (both stamped by the child itself), 10 instances x 5 cycles = 50 samples.
@@ -16,6 +17,8 @@
 4. RSS of the supervisor process with 200 instances.
 
 supervisord and circus come from PyPI into a venv of the bench's own (created on first run).
+C{--quick} (CI checks the bench runs; no figure judged) uses the supervisord installed beside this
+Python (the test extras) instead, and circus only if it is there too.
 """
 
 from __future__ import annotations
@@ -357,15 +360,20 @@ def main(argv=None) -> int:
                         help="comma-separated startsecs values for start-200 (default 0,1); the first "
                              "is the headline row, run by all three, the others by Salvus and "
                              "supervisord only")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"seconds, not minutes: {QUICK_IDLE} instances, {QUICK_CRASH} crashing "
+                             "once, one round, 1 s idle, the supervisord beside this Python")
     args = parser.parse_args(argv)
+    if args.quick:
+        quick(args)
     try:
         rows = [float(v) for v in args.startsecs.split(",") if v.strip()]
     except ValueError:
         parser.error(f"--startsecs: not a list of numbers: {args.startsecs!r}")
     if not rows or any(v < 0 for v in rows):
         parser.error("--startsecs: give one or more values >= 0")
-    venv = ensureVenv(args.venv)
-    idleSeconds = 15 if args.short else 60
+    venv = args.venv if args.quick else ensureVenv(args.venv)
+    idleSeconds = 1 if args.quick else 15 if args.short else 60
     results: dict[str, dict] = {}
     kinds = [Salvus, Supervisord, Circus]
     if args.only:
@@ -428,6 +436,26 @@ def main(argv=None) -> int:
     return 0
 
 
+QUICK_IDLE = 10
+QUICK_CRASH = 3
+
+
+def quick(args: argparse.Namespace) -> None:
+    """Shrink every workload to seconds and use the supervisors already installed here.
+
+    The workload sizes are this script's constants: a quick run rebinds them (it is one run).
+    """
+    global N_IDLE, N_CRASH, CYCLES
+    N_IDLE, N_CRASH, CYCLES = QUICK_IDLE, QUICK_CRASH, 1
+    args.rounds = 1
+    args.startsecs = "0"
+    args.venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    have = [name for name, binary in (("salvus", None), ("supervisord", "supervisord"), ("circus", "circusd"))
+            if binary is None or os.path.exists(os.path.join(args.venv, "bin", binary))]
+    wanted = args.only.split(",") if args.only else have
+    args.only = ",".join(n for n in wanted if n in have)
+
+
 def startKey(startsecs: float, rows: list[float]) -> str:
     """C{start200_s} for the headline startsecs, C{start200_startsecs<S>_s} for the others."""
     return "start200_s" if startsecs == rows[0] else f"start200_startsecs{startsecs:g}_s"
@@ -445,8 +473,8 @@ def tableRows(rows: list[float]) -> list[tuple[str, str, str]]:
         out.append((key[:-2] + "_net_s", f"  same, less the {startsecs:g} s wait (s)",
                     f"start200_{tail}_net_ratio"))
     out.append(("start200_ready_s", f"start {N_IDLE}, each at its best signal (s)", "start200_ready_ratio"))
-    out += [("idle_cpu_pct", "idle CPU, 200 instances (%)", "idle_cpu_ratio"),
-            ("rss_mb", "RSS, 200 instances (MB)", "rss_ratio")]
+    out += [("idle_cpu_pct", f"idle CPU, {N_IDLE} instances (%)", "idle_cpu_ratio"),
+            ("rss_mb", f"RSS, {N_IDLE} instances (MB)", "rss_ratio")]
     return out
 
 

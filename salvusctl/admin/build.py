@@ -18,6 +18,7 @@ from salvusctl.admin.hostcheck import HostNames, certificateNames
 from salvusctl.admin.metrics import TransitionCounter
 from salvusctl.admin.site import makeSite
 from salvusctl.admin.state import AdminOptions, AdminState
+from salvusctl.admin.tls import tlsEndpoint
 from salvusctl.admin.unixsocket import SocketInUse, clearStaleSocket
 from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser
 
@@ -92,6 +93,13 @@ class AdminService(Service):
                 d=description,
             )
         return kind, description
+
+    def _endpoint(self, kind: str, description: str) -> Any:
+        """The server endpoint of one listener: TLS ones with the admin's own TLS settings
+        (L{salvusctl.admin.tls}: TLS 1.2+, AEAD suites), the others as Twisted parses them."""
+        if kind == "ssl":
+            return tlsEndpoint(self.reactor, description)
+        return serverFromString(self.reactor, description)
 
     def _bootstrap(self, declaration: Admin) -> None:
         path = self.usersPath(declaration)
@@ -198,7 +206,12 @@ class AdminService(Service):
                     if d is not None:
                         listening.append(d)
                         continue
-                d = serverFromString(self.reactor, full).listen(site)
+                try:
+                    endpoint = self._endpoint(kind, full)
+                except ValueError as e:
+                    listening.append(defer.fail(e))
+                    continue
+                d = endpoint.listen(site)
                 d.addCallback(self._listening, kind, full)
                 listening.append(d)
         self.ready = defer.gatherResults(listening, consumeErrors=True)

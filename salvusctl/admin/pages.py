@@ -28,6 +28,7 @@ from salvusctl.admin.charts import lineChart
 from salvusctl.admin.extensions import IAlertSource
 from salvusctl.admin.faults import Faults, rpcFault
 from salvusctl.admin.html import button, esc, layout, table, url
+from salvusctl.admin.logstream import LogStream
 from salvusctl.admin.metrics import CONTENT_TYPE, renderMetrics
 from salvusctl.admin.rpc import RPCRoot
 from salvusctl.admin.salvusrpc import HOST_STATES
@@ -212,7 +213,8 @@ class AdminPages:
     def logtail(self, request, name, stream):
         """Stream an instance's output as it grows (what C{supervisorctl tail -f} reads).
 
-        Starts with the last 1600 bytes, then polls every half second until the client goes away.
+        Starts with the last 1600 bytes of the log (one seek), then the supervisor pushes each new
+        line until the client goes away: nothing is polled or read again.
         """
         if stream not in ("stdout", "stderr"):
             request.setResponseCode(404)
@@ -223,48 +225,16 @@ class AdminPages:
             request.setResponseCode(404)
             return (f.faultString + "\n").encode()
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        clock = self.state.clock
-        offset: list[int | None] = [None]
-        pending: list[Any] = [None]
-        # Klein finishes the response when the handler's Deferred fires: fire it only when the
-        # client has gone (or the log cannot be read), so the response streams until then.
-        done: defer.Deferred = defer.Deferred()
+        sup = self.supervisorRPC._sup()
 
-        def stop(_=None):
-            if pending[0] is not None and pending[0].active():
-                pending[0].cancel()
-            if not done.called:
-                done.callback(b"")
+        def start(first: bytes):
+            # Klein finishes the response when this Deferred fires: only once the client has gone.
+            return LogStream(request, first, lambda cb: sup.followLog(instance, cb, stream)).done
 
-        request.notifyFinish().addBoth(stop)
+        def failed(failure):
+            return f"(log unavailable: {failure.getErrorMessage()})\n".encode()
 
-        def poll():
-            pending[0] = None
-            if done.called:
-                return
-            d = self.supervisorRPC.logData(instance, stream)
-
-            def got(data: bytes):
-                if done.called:
-                    return
-                start = offset[0]
-                if start is None:
-                    start = max(0, len(data) - 1600)
-                elif start > len(data):
-                    start = 0  # truncated or rotated
-                if len(data) > start:
-                    request.write(data[start:])
-                offset[0] = len(data)
-                pending[0] = clock.callLater(0.5, poll)
-
-            def failed(failure):
-                if not done.called:
-                    done.callback(f"(log unavailable: {failure.getErrorMessage()})\n".encode())
-
-            d.addCallbacks(got, failed)
-
-        poll()
-        return done
+        return self.supervisorRPC.logTail(instance, stream, 1600).addCallbacks(start, failed)
 
     # -- overview --------------------------------------------------------------------------------
 
@@ -507,6 +477,11 @@ class AdminPages:
             ["Description", esc(info.get("description") or "")],
             ["Port", esc(info.get("port") or "-")],
         ]
+        # Why an instance is not running is often nowhere in its output: a spawn that failed
+        # (no such file, bad cwd) or the reason it went FATAL.  Show both when there is one.
+        for label, key in (("Spawn error", "spawnerr"), ("Reason", "reason")):
+            if info.get(key):
+                facts.append([label, f'<span class="{esc(key)}">{esc(info.get(key))}</span>'])
         body = table(["Field", "Value"], facts, class_="facts")
         if self._canAct(request):
             csrf = self.csrfToken(currentUser(request))
@@ -540,13 +515,20 @@ class AdminPages:
             body += lineChart(rss, "Resident memory", _bytes, css_class="chart rss")
         else:
             body += self._missing("monitor")
-        try:
-            lines = yield defer.maybeDeferred(sup.tailLog, name, 100, "stdout")
-        except Exception as e:
-            lines = [f"(log unavailable: {e})"]
-        body += (
-            '<h2 id="output">Output (last 100 lines)</h2><pre class=log>' + esc("\n".join(lines)) + "</pre>"
-        )
+        # Both streams: a program that fails writes its reason to stderr, and stdout alone
+        # would show a FATAL instance with nothing to say.
+        body += '<h2 id="output">Output</h2>'
+        for stream, title in (("stdout", "Standard output"), ("stderr", "Standard error")):
+            try:
+                lines = yield defer.maybeDeferred(sup.tailLog, name, 100, stream)
+            except Exception as e:
+                lines = [f"(log unavailable: {e})"]
+            text = esc("\n".join(lines)) if lines else "(nothing yet)"
+            body += (
+                f'<h3 id="{stream}">{title} (last 100 lines) '
+                f'<small><a href="{esc(url("logtail", name, stream))}">follow</a></small></h3>'
+                f'<pre class="log {stream}">{text}</pre>'
+            )
         return self._page(request, f"Instance {name}", body, "/deploys")
 
     # -- balancer --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from twisted.web.xmlrpc import Fault
 import salvusctl
 from salvusctl.admin import shapes
 from salvusctl.admin.auth import currentUser
+from salvusctl.admin.balancerlisten import checkListen
 from salvusctl.admin.extensions import IAlertSource, IReconcilable
 from salvusctl.admin.faults import Faults, rpcFault
 from salvusctl.admin.rpcbase import Namespace, expectInt, expectNumber, expectStr, operator
@@ -52,11 +53,19 @@ def _balancedServiceVerb(balancer: Any, name: str):
     if name == "addService" and hasattr(balancer, "addBalancedService"):
         from salvusctl.balancer.declare import Balanced, Group
 
+        @defer.inlineCallbacks
         def addService(service: str, listen: list[str]):
             if service in getattr(balancer, "balanced", {}):
                 raise ValueError(f"balanced service {service!r} already exists")
             declaration = Balanced(service, listen=list(listen), groups=[Group("default")])
-            return balancer.addBalancedService(declaration)
+            yield balancer.addBalancedService(declaration)
+            added = getattr(balancer, "balanced", {}).get(service)
+            if added is not None and len(getattr(added, "ports", listen)) < len(listen):
+                # The balancer logs why a listener failed and keeps the service: take it back, so
+                # a failed call leaves nothing registered and the same call can be made again.
+                yield balancer.removeBalancedService(service)
+                raise rpcFault(Faults.FAILED, f"service {service!r} cannot listen on {listen!r} "
+                                              "(the host's log says why); nothing was added")
 
         return addService
     if name == "removeService" and hasattr(balancer, "removeBalancedService"):
@@ -308,16 +317,21 @@ class SalvusNamespace(Namespace):
 
     @operator
     def xmlrpc_balancerAddService(self, service, listen):
-        """Add a balanced service listening on endpoint strings
+        """Add a balanced service listening on endpoint strings, each with an explicit interface
+
+        Nothing is registered when an endpoint is refused or cannot listen.
 
         @param string service the new service's name
-        @param array listen endpoint strings, e.g. ['tcp:8080']
+        @param array listen endpoint strings, e.g. ['tcp:8080:interface=127.0.0.1']
         @return boolean result True unless error
         """
-        if not isinstance(listen, list) or not all(isinstance(x, str) for x in listen):
-            raise rpcFault(Faults.BAD_ARGUMENTS, "listen must be an array of endpoint strings")
+        service = expectStr(service, "service")
+        try:
+            listen = checkListen(listen)
+        except ValueError as e:
+            raise rpcFault(Faults.BAD_ARGUMENTS, str(e))
         method = self._optional("addService", "add a service")
-        return _call(method, expectStr(service, "service"), list(listen)).addCallback(lambda _: True)
+        return _call(method, service, listen).addCallback(lambda _: True)
 
     @operator
     def xmlrpc_balancerRemoveService(self, service):

@@ -18,7 +18,6 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from salvusctl.balancer import declare, fastpath, states
@@ -26,6 +25,7 @@ from salvusctl.balancer.health import HealthCheck, HostMonitor
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
 from salvusctl.balancer.schedulers import makeScheduler
+from salvusctl.balancer.tlslisten import listenEndpoint
 from salvusctl.balancer.wheel import TimeoutWheel
 
 __all__ = ["BalancedService"]
@@ -204,7 +204,7 @@ class BalancedService(Service):
         """Listen on the declared endpoint strings; fires with the ports."""
         ds = []
         for description in self.listen:
-            endpoint = serverFromString(self.reactor, withBacklog(description))
+            endpoint = listenEndpoint(self.reactor, withBacklog(description))
             d = endpoint.listen(self.factory)
             d.addCallback(self.listenOn)
             ds.append(d)
@@ -377,7 +377,7 @@ class BalancedService(Service):
     def frontendClosed(self, front: Frontend, phase: int) -> None:
         """A client connection ended (in any phase)."""
         if phase == QUEUED:
-            self.queued -= 1
+            self._leftQueue()
         if front.admitted:
             front.admitted = False
             self.open -= 1
@@ -385,8 +385,17 @@ class BalancedService(Service):
 
     def queueTimedOut(self, front: Frontend) -> None:
         self.queue_timeouts += 1
-        self.queued -= 1
         self._close(front)
+        self._leftQueue()
+
+    def _leftQueue(self) -> None:
+        """A client left the queue other than by being served (it closed, or timed out)."""
+        self.queued -= 1
+        queue = self.queue
+        if len(queue) > 2 * self.queued + 16:
+            # Such clients stay in the deque until its head reaches them; when they are most of
+            # it, drop them (amortised O(1)), so that a closed client is not kept alive there.
+            self.queue = deque(f for f in queue if f.phase == QUEUED)
 
     def idleTimedOut(self, front: Frontend) -> None:
         self.idle_timeouts += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from salvusctl.errors import ConfigError
-from salvusctl.store.errors import QueueFull, StoreClosed, StoreError, StoreUnavailable
+from salvusctl.store.errors import QueueFull, StoreClosed, StoreCorrupt, StoreError, StoreUnavailable
 from salvusctl.store.migrations import Migration
 from salvusctl.store.url import DEFAULT_STORE_URL, StoreURL, parseStoreURL
 
@@ -15,6 +15,7 @@ __all__ = [
     "Migration",
     "StoreError",
     "StoreClosed",
+    "StoreCorrupt",
     "StoreUnavailable",
     "QueueFull",
 ]

@@ -1,6 +1,6 @@
 """Store errors with messages an operator can act on."""
 
-__all__ = ["StoreError", "StoreClosed", "StoreUnavailable", "QueueFull"]
+__all__ = ["StoreError", "StoreClosed", "StoreCorrupt", "StoreUnavailable", "QueueFull"]
 
 
 class StoreError(Exception):
@@ -20,3 +20,7 @@ class StoreUnavailable(StoreError):
 
 class QueueFull(StoreError):
     """The outage write queue is full; the oldest queued write was dropped."""
+
+
+class StoreCorrupt(StoreError):
+    """The database file exists but is not a readable database; it is kept as it is."""

@@ -174,6 +174,7 @@ class PostgresStore(DomainQueries):
         pool_size: int = 4,
         queue_limit: int = 10000,
         close_timeout: float = 10.0,
+        start_timeout: float | None = None,
         reconnect_delays: Callable[[], Iterator[float]] | None = None,
     ):
         if parsed_url.scheme != "postgresql":
@@ -188,6 +189,10 @@ class PostgresStore(DomainQueries):
         self.pool_size = pool_size
         self.queue_limit = queue_limit
         self.close_timeout = close_timeout
+        #: Seconds start() waits for a first connection before it fails (None: wait for ever).
+        self.start_timeout = start_timeout or None
+        self._startTimer = None
+        self._lastConnectError = ""
         self._delays = reconnect_delays or backoff()
         self._connectKeywords = dict(
             parsed_url.dsnKeywords(),
@@ -231,8 +236,10 @@ class PostgresStore(DomainQueries):
         """Connect the pool and migrate; fires once the schema is current.
 
         When the server is unreachable the pool keeps retrying and this fires when it is back;
-        writes made meanwhile are queued.  A server that refuses us (no such database, bad
-        credentials) fails it at once.
+        writes made meanwhile are queued — unless C{start_timeout} is set: then a server still
+        unreachable after that many seconds fails it with L{StoreUnavailable} (the host exits so
+        that its service manager can retry, instead of running on without its database).  A
+        server that refuses us (no such database, bad credentials) fails it at once.
         """
         if self._starting is not None:
             return self._chain(self._starting)
@@ -242,6 +249,8 @@ class PostgresStore(DomainQueries):
         self._slots = [_Slot(self, f"{self.url}#{i}", verbose=(i == 0)) for i in range(self.pool_size)]
         for slot in self._slots:
             slot.connect()
+        if self.start_timeout is not None and not self._starting.called:
+            self._startTimer = self._reactor.callLater(self.start_timeout, self._startTimedOut)
         ready = self._chain(self._starting)
         if self._listeners:
             # Channels subscribed before start are LISTENed before start() fires.
@@ -284,6 +293,15 @@ class PostgresStore(DomainQueries):
 
         return waited.addCallback(shut)
 
+    def _startTimedOut(self) -> None:
+        self._startTimer = None
+        if self._migrated or self._fatal is not None or not self.running:
+            return
+        why = f": {self._lastConnectError}" if self._lastConnectError else ""
+        self._giveUp(StoreUnavailable(
+            f"store {self.url} not reachable within {self.start_timeout:g}s of start (start_timeout){why}"
+        ))
+
     def _flushTimedOut(self, waited: Deferred) -> None:
         if waited in self._idleWaiters:
             self._idleWaiters.remove(waited)
@@ -295,8 +313,14 @@ class PostgresStore(DomainQueries):
             )
             waited.callback(None)
 
+    def _cancelStartTimer(self) -> None:
+        if self._startTimer is not None and self._startTimer.active():
+            self._startTimer.cancel()
+        self._startTimer = None
+
     def _shut(self) -> None:
         self.running = False
+        self._cancelStartTimer()
         jobs = list(self._reads) + list(self._writes)
         self._reads.clear()
         self._writes.clear()
@@ -316,6 +340,7 @@ class PostgresStore(DomainQueries):
     def _connectFailed(self, slot: _Slot, failure: Failure) -> None:
         if slot is self._listener:
             return
+        self._lastConnectError = str(failure.value).strip().splitlines()[0] if str(failure.value) else ""
         if not any(s.up for s in self._slots) and not self._outage:
             self._enterOutage(failure)
 
@@ -329,6 +354,7 @@ class PostgresStore(DomainQueries):
         if self._fatal is not None:
             return
         self._fatal = error
+        self._cancelStartTimer()
         log.error("{error}", error=error)
         for s in self._slots + ([self._listener] if self._listener else []):
             s.detector.stop()
@@ -418,6 +444,7 @@ class PostgresStore(DomainQueries):
                 self._giveUp(error)
                 return None
             self._migrated = True
+            self._cancelStartTimer()
             log.info("store ready: {url} ({n} migration steps applied)", url=self.url, n=result)
             if self._starting is not None and not self._starting.called:
                 self._starting.callback(None)

@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from salvusctl.interfaces import IStore
 from salvusctl.store.domain import DomainQueries
-from salvusctl.store.errors import StoreClosed, StoreError
+from salvusctl.store.errors import StoreClosed, StoreCorrupt, StoreError
 from salvusctl.store.migrations import CORE_MIGRATIONS, MIGRATIONS_TABLE, Migration
 from salvusctl.store.sql import checkChannel
 
@@ -82,6 +82,15 @@ def _settled(result: Any) -> Any:
     return outcome
 
 
+def _isCorrupt(error: sqlite3.Error) -> bool:
+    """SQLITE_NOTADB or SQLITE_CORRUPT: the file's bytes are not a database sqlite can read."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return True
+    text = str(error)
+    return "not a database" in text or "malformed" in text
+
+
 @implementer(IStore)
 class SQLiteStore(DomainQueries):
     """An L{IStore} in one SQLite file.
@@ -109,8 +118,13 @@ class SQLiteStore(DomainQueries):
     def start(self):
         if self.running:
             return
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        if self.path != ":memory:":
+            directory = os.path.dirname(os.path.abspath(self.path))
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                why = "it is not a directory" if os.path.exists(directory) else e.strerror
+                raise StoreError(f"store {self.url}: cannot create {directory}: {why}")
         self._pool = ThreadPool(1, 1, name="salvus-sqlite")
         self._pool.start()
         self.running = True
@@ -126,6 +140,20 @@ class SQLiteStore(DomainQueries):
         self._open()
         self._migrate()
 
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Refuse a damaged file at start rather than fail on some later read of a bad page.
+
+        Run before anything could write (the switch to WAL rewrites the header): C{quick_check}
+        reads every page once (about a second per GB here) and writes nothing.
+        """
+        try:
+            problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.Error as e:
+            raise self._cannotOpen(e)
+        if problem != "ok":
+            problem = " ".join(str(problem).split())
+            raise self._cannotOpen(sqlite3.DatabaseError(f"database disk image is malformed: {problem}"))
+
     def _open(self) -> None:
         # Switching a new file to WAL takes an exclusive lock that SQLite does not wait for through
         # its busy handler: when another host opens the same file at the same moment, retry here,
@@ -133,27 +161,47 @@ class SQLiteStore(DomainQueries):
         # the busy timeout.
         pause = threading.Event()
         waited = 0.0
+        existed = self.path != ":memory:" and os.path.exists(self.path) and os.path.getsize(self.path) > 0
         while True:
             conn = None
             try:
                 conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                if existed:
+                    self._check(conn)
                 conn.execute("PRAGMA journal_mode = WAL")
                 break
+            except StoreError:
+                conn.close()
+                raise
             except sqlite3.OperationalError as e:
                 if conn is not None:
                     conn.close()
                 if "locked" not in str(e) or waited * 1000 >= self._busy_timeout_ms:
-                    raise StoreError(f"store {self.url}: cannot open {os.path.abspath(self.path)}: {e}")
+                    raise self._cannotOpen(e)
                 pause.wait(0.02)
                 waited += 0.02
             except sqlite3.Error as e:
                 if conn is not None:
                     conn.close()
-                raise StoreError(f"store {self.url}: cannot open {os.path.abspath(self.path)}: {e}")
+                raise self._cannotOpen(e)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         self._conn = conn
+
+    def _cannotOpen(self, error: sqlite3.Error) -> StoreError:
+        """The one line an operator reads when the file cannot be used; a corrupt file says so.
+
+        A corrupt file is never replaced or written to: it may be all the history there is, and
+        the operator decides (restore a backup, salvage it with C{sqlite3 .recover}, move it away).
+        """
+        where = os.path.abspath(self.path)
+        if _isCorrupt(error):
+            return StoreCorrupt(
+                f"store {self.url}: {where} is not a usable SQLite database ({error});"
+                " it is left untouched: restore it from a backup or move it away to start afresh"
+            )
+        return StoreError(f"store {self.url}: cannot open {where}: {error}")
 
     def _migrate(self) -> None:
         conn = self._conn
@@ -183,6 +231,10 @@ class SQLiteStore(DomainQueries):
                         (component, step.version, step.description),
                     )
             conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise self._cannotOpen(e)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -50,6 +50,7 @@ POSTGRES_OPTIONS = {
     "pool_size": _positiveInt,
     "queue_limit": _positiveInt,
     "close_timeout": _nonNegativeFloat,
+    "start_timeout": _nonNegativeFloat,
     "sslmode": _sslmode,
 }
 
@@ -72,8 +73,9 @@ class StoreURL:
         return dict(self.options).get(name, default)
 
     def storeOptions(self) -> dict[str, object]:
-        """The options that are the store's own (pool size, queue limit, close timeout)."""
-        return {k: v for k, v in self.options if k in ("pool_size", "queue_limit", "close_timeout")}
+        """The options that are the store's own (pool size, queue limit, close and start timeouts)."""
+        own = ("pool_size", "queue_limit", "close_timeout", "start_timeout")
+        return {k: v for k, v in self.options if k in own}
 
     def dsnKeywords(self) -> dict[str, str | int]:
         """Keywords for C{psycopg2.connect}."""

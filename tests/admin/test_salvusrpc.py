@@ -55,7 +55,7 @@ class SalvusNamespaceTests(HarnessTestCase):
 
     def test_balancerStructureVerbs(self):
         """Services and groups come and go; a group can be emptied; a bad host retried now."""
-        self.assertIs(self.call("salvus.balancerAddService", "api", ["tcp:8081"]), True)
+        self.assertIs(self.call("salvus.balancerAddService", "api", ["tcp:8081:interface=127.0.0.1"]), True)
         self.assertIs(self.call("salvus.balancerAddGroup", "api", "blue", "leastconn"), True)
         self.assertIs(self.call("salvus.balancerAddHost", "api", "blue", "10.0.0.1", 80), True)
         self.assertIs(self.call("salvus.balancerAddHost", "api", "blue", "10.0.0.2", 80), True)

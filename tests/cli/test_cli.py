@@ -230,7 +230,7 @@ class CLITests(CLITestBase):
         code, out, err = yield self.cli("balancer", "up", "just-a-host")
         self.assertEqual(code, ExitCode.USAGE)
         for argv in (
-            ("balancer", "add-service", "api", "tcp:8081"),
+            ("balancer", "add-service", "api", "tcp:8081:interface=127.0.0.1"),
             ("balancer", "add-group", "api/blue", "--scheduler", "leastconn"),
             ("balancer", "add", "api/blue", "10.0.0.1:80"),
             ("balancer", "retry", "api/blue/10.0.0.1:80"),

@@ -116,7 +116,7 @@ class BalancerTargetTests(CLITestBase):
         code, out, err = yield self.cli("balancer", "remove", "www", "web", "worker:0")
         self.assertEqual(code, ExitCode.OK, err)
         self.assertIsNone(self.hostState("www", "web", "worker:0"))
-        for argv in (("add-service", "api", "tcp:8081"), ("add-group", "api", "blue"),
+        for argv in (("add-service", "api", "tcp:8081:interface=127.0.0.1"), ("add-group", "api", "blue"),
                      ("scheduler", "api", "blue", "leastconn"), ("add", "api", "blue", "10.0.0.1:80"),
                      ("remove-all", "api", "blue"), ("remove-group", "api", "blue")):
             code, out, err = yield self.cli("balancer", *argv)

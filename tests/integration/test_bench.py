@@ -18,7 +18,8 @@ from tests.helpers import REPO, childEnv
 
 #: bench/NAME -> a word its table prints.
 QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAProxy",
-         "admin/rpc_vs_supervisord.py": b"getState_per_s"}
+         "admin/rpc_vs_supervisord.py": b"getState_per_s", "monitor": b"ingest rows/s",
+         "supervisor": b"crash->respawn median"}
 
 
 class QuickBenchTests(TestCase):
@@ -50,3 +51,13 @@ class QuickBenchTests(TestCase):
     def test_admin(self):
         """bench/admin --quick: salvus's XML-RPC against supervisord's, 20 calls."""
         return self._bench("admin/rpc_vs_supervisord.py")
+
+    def test_monitor(self):
+        """bench/monitor --quick: 5 services' hour of samples, 5 ingest ticks, 10 processes for 2 s."""
+        if not os.environ.get("SALVUS_TEST_POSTGRES"):
+            raise SkipTest("SALVUS_TEST_POSTGRES not set: bench/monitor needs PostgreSQL, NOT RUN")
+        return self._bench("monitor")
+
+    def test_supervisor(self):
+        """bench/supervisor --quick: salvus and the test extras' supervisord, 10 instances, one round."""
+        return self._bench("supervisor")

@@ -125,7 +125,8 @@ class BalancerTests(RealHostTestCase):
         bodies = yield self.host.throughBalancer(1, "extra")
         self.assertEqual(bodies, ["hello from the twisted backend\n"])
         duplicate = yield self.assertFailure(
-            self.host.rpc("salvus.balancerAddService", "extra", ["tcp:0"]), xmlrpc.client.Fault
+            self.host.rpc("salvus.balancerAddService", "extra", ["tcp:0:interface=127.0.0.1"]),
+            xmlrpc.client.Fault,
         )
         self.assertEqual(duplicate.faultCode, Faults.BAD_ARGUMENTS)
         yield self.host.rpc("salvus.balancerRemoveService", "extra")
