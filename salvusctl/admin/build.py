@@ -20,7 +20,7 @@ from salvusctl.admin.site import makeSite
 from salvusctl.admin.state import AdminOptions, AdminState
 from salvusctl.admin.tls import tlsEndpoint
 from salvusctl.admin.unixsocket import SocketInUse, clearStaleSocket
-from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser
+from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser, writePasswordFile
 
 __all__ = ["buildAdmin", "AdminService"]
 
@@ -119,9 +119,14 @@ class AdminService(Service):
         password = ensureAdminUser(path, declaration.bootstrap_user)
         if password is not None:
             self.bootstrap_passwords[declaration.bootstrap_user] = password
+            secret = writePasswordFile(
+                os.path.join(self.var_dir, "admin"), declaration.bootstrap_user, password
+            )
+            # Never the password itself: stdout goes to twistd's log file (--logfile) or a journal.
             print(
                 f"salvus admin: created user {declaration.bootstrap_user!r} in {path}\n"
-                f"salvus admin: password (shown once): {password}"
+                f"salvus admin: its password is in {secret} (mode 0600; read it, then delete it "
+                f"or set a new one with `salvusctl user passwd {declaration.bootstrap_user}`)"
             )
 
     def _site(self, declaration: Admin) -> Any:
