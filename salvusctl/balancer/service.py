@@ -24,6 +24,7 @@ from salvusctl.balancer import declare, fastpath, states
 from salvusctl.balancer.health import HealthCheck, HostMonitor
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
+from salvusctl.balancer.refusals import RefusalLog
 from salvusctl.balancer.schedulers import makeScheduler
 from salvusctl.balancer.tlslisten import listenEndpoint
 from salvusctl.balancer.wheel import TimeoutWheel
@@ -78,6 +79,7 @@ class BalancedService(Service):
         self.connect_failures = 0
         self.queue_timeouts = 0
         self.idle_timeouts = 0
+        self.refusals = RefusalLog(reactor, decl.name)
         self.retired = {"total": 0, "bytes_in": 0, "bytes_out": 0}
         for g in decl.groups:
             self.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
@@ -236,6 +238,7 @@ class BalancedService(Service):
 
     def stopService(self):
         Service.stopService(self)
+        self.refusals.stop()
         for monitor in self.monitors.values():
             monitor.stop()
         self.monitors.clear()
@@ -390,6 +393,7 @@ class BalancedService(Service):
 
     def queueTimedOut(self, front: Frontend) -> None:
         self.queue_timeouts += 1
+        self.refusals.refused("queue_timeout")
         self._close(front)
         self._leftQueue()
 
@@ -437,7 +441,7 @@ class BalancedService(Service):
 
     def _refuse(self, front: Frontend, why: str) -> None:
         self.refused += 1
-        log.debug("service {service}: refusing a client: {why}", service=self.name, why=why)
+        self.refusals.refused(_REFUSAL_KINDS.get(why, why))
         self._close(front)
 
     def _close(self, front: Frontend) -> None:
@@ -456,6 +460,7 @@ class BalancedService(Service):
             "connect_failures": self.connect_failures,
             "queue_timeouts": self.queue_timeouts,
             "idle_timeouts": self.idle_timeouts,
+            "refused_by": dict(self.refusals.counts),
             "bytes_in": self.retired["bytes_in"] + sum(h.bytes_in for h in hosts),
             "bytes_out": self.retired["bytes_out"] + sum(h.bytes_out for h in hosts),
             "health_changes": sum(h.health_changes for h in hosts),
@@ -490,6 +495,16 @@ class BalancedService(Service):
                 for name, g in self.groups.items()
             },
         }
+
+
+# why a client was refused, as the dispatch says it -> the kind counted and logged
+_REFUSAL_KINDS = {
+    "queue full": "queue_full",
+    "all hosts down": "all_down",
+    "retries exhausted": "retries_exhausted",
+    "no active group": "no_group",
+    "scheduler chose no host": "no_host",
+}
 
 
 def somaxconn(path: str = "/proc/sys/net/core/somaxconn") -> int:
