@@ -18,7 +18,8 @@ from zope.interface import implementer
 
 from salvusctl.admin.extensions import IAlertSource, ILogClearing, IReconcilable
 from salvusctl.alerts.engine import Alert
-from salvusctl.interfaces import IBalancerControl, IMonitor, ISupervisor
+from salvusctl.balancer.testing import FakeBalancer
+from salvusctl.interfaces import IMonitor, ISupervisor
 from salvusctl.monitor.queries import SAMPLE_KEYS
 
 __all__ = ["FakeSupervisor", "SupervisorVerbsMixin", "FakeBalancer", "FakeMonitor", "FakeAlerts", "STATES"]
@@ -83,24 +84,25 @@ class SupervisorVerbsMixin:
         return defer.maybeDeferred(self.stopDeploy, name)
 
     def followLog(self, name: str, callback: Callable, stream: str = "stdout") -> Callable:
-        """Deliver the lines that appear in C{tailLog} from now on, checked on each call of the
-        returned C{poll}; calling C{stop()} ends it."""
-        seen = len(self.tailLog(name, 10**6, stream))
-        state = {"seen": seen, "stopped": False}
-
-        def poll():
-            if state["stopped"]:
-                return
-            lines = self.tailLog(name, 10**6, stream)
-            for line in lines[state["seen"]:]:
-                callback(line)
-            state["seen"] = len(lines)
+        """Call C{callback(LogLine)} for each line emitted from now on, as the real supervisor
+        pushes them; returns the function that stops following."""
+        self.tailLog(name, 0, stream)  # an unknown name raises KeyError, as the real one does
+        followers = self.__dict__.setdefault("_logFollowers", {}).setdefault((name, stream), [])
+        followers.append(callback)
 
         def stop():
-            state["stopped"] = True
+            if callback in followers:
+                followers.remove(callback)
 
-        stop.poll = poll  # type: ignore[attr-defined]
         return stop
+
+    def _pushLine(self, name: str, stream: str, text: str) -> None:
+        from salvusctl.supervisor.logs import LogLine
+
+        clock = getattr(self, "clock", None)
+        line = LogLine(clock.seconds() if clock is not None else 0.0, name, stream, "info", text)
+        for callback in list(self.__dict__.get("_logFollowers", {}).get((name, stream), [])):
+            callback(line)
 
     def addBeforeStop(self, hook: Callable) -> None:
         self._beforeStopHooks = [*getattr(self, "_beforeStopHooks", []), hook]
@@ -150,8 +152,9 @@ class FakeSupervisor(SupervisorVerbsMixin):
     # -- test helpers ----------------------------------------------------------------------------
 
     def emit(self, name: str, line: str, stream: str = "stdout") -> None:
-        """Append a line to an instance's captured output."""
+        """Append a line to an instance's captured output (and push it to its followers)."""
         getattr(self._get(name), stream).append(line)
+        self._pushLine(name, stream, line)
 
     def failNextStart(self, name: str, reason: str) -> None:
         """Make the next start of C{name} fail (FATAL with C{reason})."""
@@ -330,261 +333,6 @@ class FakeSupervisor(SupervisorVerbsMixin):
 def _uptime(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
-
-
-def _fakeHost(name: str, address: str, port: int, weight: int) -> dict[str, Any]:
-    """A backend host in the real snapshot's shape (L{salvusctl.balancer.model.BackendHost.info})."""
-    return {
-        "name": name,
-        "address": address,
-        "port": port,
-        "weight": weight,
-        "maxconn": 0,
-        "tls": False,
-        "proxy_protocol": 0,
-        "ip": address,
-        "state": "up",
-        "admin": "up",
-        "healthy": True,
-        "agent": "up",
-        "current_weight": float(weight),
-        "agent_weight_percent": 100,
-        "agent_maxconn": None,
-        "down_since": None,
-        "down_reason": None,
-        "next_check": None,
-        "last_check": None,
-        "faults": 0,
-        "active": 0,
-        "total": 0,
-        "bytes_in": 0,
-        "bytes_out": 0,
-        "connect_failures": 0,
-        "retries": 0,
-        "health_changes": 0,
-    }
-
-
-def _effective(admin: str, healthy: bool) -> str:
-    if admin == "maint":
-        return "maint"
-    if not healthy:
-        return "down"
-    return admin
-
-
-@implementer(IBalancerControl)
-class FakeBalancer:
-    """A balancer's control surface over plain dicts (no sockets).
-
-    C{snapshot()} has exactly the keys of the real
-    L{salvusctl.balancer.control.BalancerService.snapshot} (a test compares them): services and
-    groups keyed by name, hosts listed with their counters (C{active} open connections, C{total}
-    connections made, C{bytes_in}, C{bytes_out}, C{faults} …).  C{diff()} and C{reconcile()} answer
-    lists of operations, like the real one.  A test changes counters or health through L{host}.
-    """
-
-    SCHEDULERS = ("roundrobin", "leastconn", "leastload", "random", "sourcehash")
-
-    def __init__(self, services: dict[str, dict[str, list[tuple[str, int]]]] | None = None):
-        if services is None:
-            services = {"www": {"web": [("127.0.0.1", 8000), ("127.0.0.1", 8001)]}}
-        self.services: dict[str, dict[str, Any]] = {}
-        self.configured: set[tuple[str, str, str]] = set()
-        self.retried: list[str] = []
-        for service, groups in services.items():
-            self.addService(service, ["tcp:8080"])
-            for group, hosts in groups.items():
-                self.addGroup(service, group)
-                for address, port in hosts:
-                    host = self.addHost(service, group, address, port)
-                    self.configured.add((service, group, host))
-
-    def _group(self, service: str, group: str) -> dict[str, Any]:
-        try:
-            return self.services[service]["groups"][group]
-        except KeyError:
-            raise KeyError(f"{service}/{group}")
-
-    def host(self, service: str, group: str, hostname: str) -> dict[str, Any]:
-        """The live dict of one host (a test may change its counters or C{healthy})."""
-        try:
-            return self._group(service, group)["hosts"][hostname]
-        except KeyError:
-            raise KeyError(f"{service}/{group}/{hostname}")
-
-    _host = host
-
-    def snapshot(self) -> dict[str, Any]:
-        services = {}
-        for name, s in self.services.items():
-            hosts = [h for g in s["groups"].values() for h in g["hosts"].values()]
-            services[name] = {
-                "name": name,
-                "listen": list(s["listen"]),
-                "addresses": [],
-                "active": s["active"],
-                "maxconn": 0,
-                "queue_max": 0,
-                "retries": 3,
-                "all_down": "refuse",
-                "timeouts": {"client": 300.0, "connect": 5.0, "queue": 5.0, "server": 300.0},
-                "counters": {
-                    "open": sum(h["active"] for h in hosts),
-                    "total": sum(h["total"] for h in hosts),
-                    "queue": 0,
-                    "refused": 0,
-                    "retries": 0,
-                    "connect_failures": sum(h["connect_failures"] for h in hosts),
-                    "queue_timeouts": 0,
-                    "idle_timeouts": 0,
-                    "bytes_in": sum(h["bytes_in"] for h in hosts),
-                    "bytes_out": sum(h["bytes_out"] for h in hosts),
-                    "health_changes": 0,
-                },
-                "groups": {
-                    g["name"]: {
-                        "name": g["name"],
-                        "scheduler": g["scheduler"],
-                        "scheduler_options": {},
-                        "hosts": [dict(h, state=_effective(h["admin"], h["healthy"]))
-                                  for h in g["hosts"].values()],
-                    }
-                    for g in s["groups"].values()
-                },
-            }
-        return {"services": services, "wheel": {"entries": 0, "resolution": 0.25}}
-
-    def addHost(self, service, group, address, port, weight=1, name=None) -> str:
-        hosts = self._group(service, group)["hosts"]
-        name = name or f"{address}:{port}"
-        if name in hosts:
-            raise ValueError(f"host {name} already in {service}/{group}")
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError(f"bad port {port!r}")
-        hosts[name] = _fakeHost(name, address, port, weight)
-        return name
-
-    def removeHost(self, service, group, hostname) -> None:
-        self._host(service, group, hostname)
-        del self._group(service, group)["hosts"][hostname]
-
-    def setHostState(self, service, group, hostname, state) -> None:
-        if state not in ("up", "drain", "maint"):
-            raise ValueError(f"bad state {state!r}: use up, drain or maint")
-        host = self._host(service, group, hostname)
-        host["admin"] = state
-        host["state"] = _effective(state, host["healthy"])
-
-    def setWeight(self, service, group, hostname, weight) -> None:
-        if not isinstance(weight, int) or weight < 0 or weight > 256:
-            raise ValueError(f"bad weight {weight!r}: use 0-256")
-        host = self._host(service, group, hostname)
-        host["weight"] = weight
-        host["current_weight"] = float(weight)
-
-    def setScheduler(self, service, group, scheduler) -> None:
-        if scheduler not in self.SCHEDULERS:
-            raise ValueError(f"unknown scheduler {scheduler!r}")
-        self._group(service, group)["scheduler"] = scheduler
-
-    # -- beyond IBalancerControl: what the balancer issue also asks for ------------------------
-
-    def drain(self, service, group, hostname) -> None:
-        self.setHostState(service, group, hostname, "drain")
-
-    def enable(self, service, group, hostname) -> None:
-        self.setHostState(service, group, hostname, "up")
-
-    def disable(self, service, group, hostname) -> None:
-        self.setHostState(service, group, hostname, "maint")
-
-    def removeAllHosts(self, service, group) -> int:
-        hosts = self._group(service, group)["hosts"]
-        count = len(hosts)
-        hosts.clear()
-        return count
-
-    def setActiveGroup(self, service, group) -> None:
-        self._group(service, group)
-        self.services[service]["active"] = group
-
-    def dumpConfig(self) -> dict[str, Any]:
-        return {
-            name: {
-                "name": name,
-                "listen": list(s["listen"]),
-                "active": s["active"],
-                "groups": {
-                    g["name"]: {
-                        "scheduler": g["scheduler"],
-                        "hosts": {
-                            h["name"]: {k: h[k] for k in ("name", "address", "port", "weight", "maxconn",
-                                                          "tls", "proxy_protocol")}
-                            for h in g["hosts"].values()
-                        },
-                    }
-                    for g in s["groups"].values()
-                },
-            }
-            for name, s in self.services.items()
-        }
-
-    def retryHost(self, service, group, hostname) -> defer.Deferred:
-        host = self._host(service, group, hostname)
-        host["healthy"] = True
-        self.retried.append(f"{service}/{group}/{hostname}")
-        return defer.succeed(True)
-
-    def addService(self, service, listen) -> None:
-        if service in self.services:
-            raise ValueError(f"service {service} already exists")
-        self.services[service] = {"name": service, "listen": list(listen), "groups": {}, "active": None}
-
-    def removeService(self, service) -> None:
-        if service not in self.services:
-            raise KeyError(service)
-        del self.services[service]
-
-    def addGroup(self, service, group, scheduler="roundrobin") -> None:
-        if service not in self.services:
-            raise KeyError(service)
-        if scheduler not in self.SCHEDULERS:
-            raise ValueError(f"unknown scheduler {scheduler!r}")
-        groups = self.services[service]["groups"]
-        if group in groups:
-            raise ValueError(f"group {service}/{group} already exists")
-        groups[group] = {"name": group, "scheduler": scheduler, "hosts": {}}
-        if self.services[service]["active"] is None:
-            self.services[service]["active"] = group
-
-    def removeGroup(self, service, group) -> None:
-        self._group(service, group)
-        del self.services[service]["groups"][group]
-
-    def diff(self) -> list[dict[str, Any]]:
-        """Operations that would bring the running hosts back to the configured ones."""
-        running = {
-            (s, g, h)
-            for s, sv in self.services.items()
-            for g, gv in sv["groups"].items()
-            for h in gv["hosts"]
-        }
-        ops = [{"op": "add-host", "service": s, "group": g, "host": h}
-               for s, g, h in sorted(self.configured - running)]
-        ops += [{"op": "remove-host", "service": s, "group": g, "host": h}
-                for s, g, h in sorted(running - self.configured)]
-        return ops
-
-    def reconcile(self) -> defer.Deferred:
-        ops = self.diff()
-        for op in ops:
-            if op["op"] == "remove-host":
-                self.removeHost(op["service"], op["group"], op["host"])
-            else:
-                address, _, port = op["host"].rpartition(":")
-                self.addHost(op["service"], op["group"], address, int(port), name=op["host"])
-        return defer.succeed(ops)
 
 
 @implementer(IMonitor)

@@ -18,8 +18,9 @@ from salvusctl.admin.hostcheck import HostNames, certificateNames
 from salvusctl.admin.metrics import TransitionCounter
 from salvusctl.admin.site import makeSite
 from salvusctl.admin.state import AdminOptions, AdminState
+from salvusctl.admin.tls import tlsEndpoint
 from salvusctl.admin.unixsocket import SocketInUse, clearStaleSocket
-from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser
+from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser, writePasswordFile
 
 __all__ = ["buildAdmin", "AdminService"]
 
@@ -93,6 +94,13 @@ class AdminService(Service):
             )
         return kind, description
 
+    def _endpoint(self, kind: str, description: str) -> Any:
+        """The server endpoint of one listener: TLS ones with the admin's own TLS settings
+        (L{salvusctl.admin.tls}: TLS 1.2+, AEAD suites), the others as Twisted parses them."""
+        if kind == "ssl":
+            return tlsEndpoint(self.reactor, description)
+        return serverFromString(self.reactor, description)
+
     def _bootstrap(self, declaration: Admin) -> None:
         path = self.usersPath(declaration)
         if not declaration.bootstrap_user:
@@ -111,9 +119,14 @@ class AdminService(Service):
         password = ensureAdminUser(path, declaration.bootstrap_user)
         if password is not None:
             self.bootstrap_passwords[declaration.bootstrap_user] = password
+            secret = writePasswordFile(
+                os.path.join(self.var_dir, "admin"), declaration.bootstrap_user, password
+            )
+            # Never the password itself: stdout goes to twistd's log file (--logfile) or a journal.
             print(
                 f"salvus admin: created user {declaration.bootstrap_user!r} in {path}\n"
-                f"salvus admin: password (shown once): {password}"
+                f"salvus admin: its password is in {secret} (mode 0600; read it, then delete it "
+                f"or set a new one with `salvusctl user passwd {declaration.bootstrap_user}`)"
             )
 
     def _site(self, declaration: Admin) -> Any:
@@ -198,7 +211,12 @@ class AdminService(Service):
                     if d is not None:
                         listening.append(d)
                         continue
-                d = serverFromString(self.reactor, full).listen(site)
+                try:
+                    endpoint = self._endpoint(kind, full)
+                except ValueError as e:
+                    listening.append(defer.fail(e))
+                    continue
+                d = endpoint.listen(site)
                 d.addCallback(self._listening, kind, full)
                 listening.append(d)
         self.ready = defer.gatherResults(listening, consumeErrors=True)

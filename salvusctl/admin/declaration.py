@@ -29,6 +29,9 @@ def parseListener(description: str) -> tuple[str, list[Any], dict[str, Any]]:
     kind = str(args[0]).lower() if args else ""
     if kind not in _KINDS:
         raise ConfigError(f"admin listener {description!r}: use tcp:, ssl: or unix: endpoints")
+    if kind == "ssl" and "sslmethod" in kwargs:
+        raise ConfigError(f"admin listener {description!r}: sslmethod= is not supported "
+                          "(the admin accepts TLS 1.2 and 1.3 only)")
     if kind != "ssl" or "privateKey" in kwargs:
         try:
             _parseServer(description, None)

@@ -28,6 +28,7 @@ from salvusctl.admin.charts import lineChart
 from salvusctl.admin.extensions import IAlertSource
 from salvusctl.admin.faults import Faults, rpcFault
 from salvusctl.admin.html import button, esc, layout, table, url
+from salvusctl.admin.logstream import LogStream
 from salvusctl.admin.metrics import CONTENT_TYPE, renderMetrics
 from salvusctl.admin.rpc import RPCRoot
 from salvusctl.admin.salvusrpc import HOST_STATES
@@ -212,7 +213,8 @@ class AdminPages:
     def logtail(self, request, name, stream):
         """Stream an instance's output as it grows (what C{supervisorctl tail -f} reads).
 
-        Starts with the last 1600 bytes, then polls every half second until the client goes away.
+        Starts with the last 1600 bytes of the log (one seek), then the supervisor pushes each new
+        line until the client goes away: nothing is polled or read again.
         """
         if stream not in ("stdout", "stderr"):
             request.setResponseCode(404)
@@ -223,48 +225,16 @@ class AdminPages:
             request.setResponseCode(404)
             return (f.faultString + "\n").encode()
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        clock = self.state.clock
-        offset: list[int | None] = [None]
-        pending: list[Any] = [None]
-        # Klein finishes the response when the handler's Deferred fires: fire it only when the
-        # client has gone (or the log cannot be read), so the response streams until then.
-        done: defer.Deferred = defer.Deferred()
+        sup = self.supervisorRPC._sup()
 
-        def stop(_=None):
-            if pending[0] is not None and pending[0].active():
-                pending[0].cancel()
-            if not done.called:
-                done.callback(b"")
+        def start(first: bytes):
+            # Klein finishes the response when this Deferred fires: only once the client has gone.
+            return LogStream(request, first, lambda cb: sup.followLog(instance, cb, stream)).done
 
-        request.notifyFinish().addBoth(stop)
+        def failed(failure):
+            return f"(log unavailable: {failure.getErrorMessage()})\n".encode()
 
-        def poll():
-            pending[0] = None
-            if done.called:
-                return
-            d = self.supervisorRPC.logData(instance, stream)
-
-            def got(data: bytes):
-                if done.called:
-                    return
-                start = offset[0]
-                if start is None:
-                    start = max(0, len(data) - 1600)
-                elif start > len(data):
-                    start = 0  # truncated or rotated
-                if len(data) > start:
-                    request.write(data[start:])
-                offset[0] = len(data)
-                pending[0] = clock.callLater(0.5, poll)
-
-            def failed(failure):
-                if not done.called:
-                    done.callback(f"(log unavailable: {failure.getErrorMessage()})\n".encode())
-
-            d.addCallbacks(got, failed)
-
-        poll()
-        return done
+        return self.supervisorRPC.logTail(instance, stream, 1600).addCallbacks(start, failed)
 
     # -- overview --------------------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ process C{0} of group C{web}, which C{supervisorctl} prints as C{web:0}.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal as _signal
+import xmlrpc.client as xmlrpclib
 from collections.abc import Callable
 from typing import Any
 
@@ -19,8 +21,9 @@ from twisted.python import failure
 from twisted.web.xmlrpc import Fault
 
 import salvusctl
-from salvusctl.admin.extensions import ILogClearing, IReconcilable
+from salvusctl.admin.extensions import ILogClearing, IProcessStdin, IReconcilable
 from salvusctl.admin.faults import Faults, rpcFault
+from salvusctl.admin.logfiles import readRange, tailRange
 from salvusctl.admin.rpcbase import Namespace, expectInt, expectStr, operator, toFault
 
 __all__ = ["SupervisorNamespace", "processStruct", "API_VERSION", "RUNNING_STATES", "SIGNALLABLE_STATES"]
@@ -82,34 +85,6 @@ def _signalNumber(value: Any) -> int:
     if not 0 < int(number) < _signal.NSIG:
         raise rpcFault(Faults.BAD_SIGNAL, str(value))
     return int(number)
-
-
-def _readBytes(data: bytes, offset: int, length: int) -> bytes:
-    """supervisord's C{readFile} over bytes: negative offset reads from the end."""
-    if offset < 0:
-        if length:
-            raise rpcFault(Faults.BAD_ARGUMENTS, "a negative offset needs length 0")
-        return data[max(0, len(data) + offset) :]
-    if length < 0:
-        raise rpcFault(Faults.BAD_ARGUMENTS, "length must not be negative")
-    return data[offset:] if length == 0 else data[offset : offset + length]
-
-
-def _tailBytes(data: bytes, offset: int, length: int) -> list[Any]:
-    """supervisord's C{tailFile} over bytes: [text, next offset, overflow]."""
-    size = len(data)
-    overflow = False
-    if size > offset + length:
-        overflow = True
-        offset = size - 1
-    if offset + length > size:
-        if offset > size - 1:
-            length = 0
-        offset = size - length
-    offset = max(0, offset)
-    length = max(0, length)
-    chunk = data[offset : offset + length] if length else b""
-    return [chunk.decode("utf-8", "replace"), size, overflow]
 
 
 class SupervisorNamespace(Namespace):
@@ -636,21 +611,71 @@ class SupervisorNamespace(Namespace):
             self._allInstances(), lambda c: c in SIGNALLABLE_STATES, self._signalOne, signal=number
         )
 
+    # -- stdin -----------------------------------------------------------------------------------
+
+    @operator
+    def xmlrpc_sendProcessStdin(self, name, chars):
+        """Send a string of chars to the stdin of the process name (its deploy needs stdin=True)
+
+        @param string name The process name to send to (or 'group:name')
+        @param string chars The character data to send to the process
+        @return boolean result Always return True unless error
+        """
+        if isinstance(chars, xmlrpclib.Binary):
+            chars = chars.data
+        if not isinstance(chars, (str, bytes)):
+            raise rpcFault(Faults.INCORRECT_PARAMETERS, repr(chars))
+        data = chars.encode("utf-8") if isinstance(chars, str) else chars
+        instance = self.instanceFor(name)
+        sup = self._sup()
+        if not IProcessStdin.providedBy(sup):
+            raise rpcFault(Faults.NO_FILE, f"{instance}: this supervisor gives no process a stdin pipe")
+        from salvusctl.supervisor.process import NoStdin, NotRunning
+
+        try:
+            sup.sendStdin(instance, data)
+        except KeyError:
+            raise rpcFault(Faults.BAD_NAME, instance)
+        except NotRunning:
+            raise rpcFault(Faults.NOT_RUNNING, instance)
+        except NoStdin as e:
+            raise rpcFault(Faults.NO_FILE, str(e))
+        return True
+
     # -- logs ------------------------------------------------------------------------------------
 
-    def logData(self, instance: str, stream: str) -> defer.Deferred:
-        """An instance's captured output as bytes: its log file if there is one, else the tail."""
+    def logFile(self, instance: str, stream: str) -> str | None:
+        """The path of an instance's C{stream} log file, or None when it has none (yet)."""
         info = self._instanceInfo(instance)
         path = info.get(f"{stream}_logfile") or (info.get("logfile") if stream == "stdout" else "")
-        if path and os.path.isfile(path):
+        return path if path and os.path.isfile(path) else None
+
+    def _logRange(self, instance: str, stream: str, read: Callable[[Any], Any]) -> defer.Deferred:
+        """C{read(binary file)} over the log file (one seek, one bounded read), or over the tail's
+        bytes for a supervisor that keeps no file."""
+        path = self.logFile(instance, stream)
+        if path is not None:
             try:
                 with open(path, "rb") as f:
-                    return defer.succeed(f.read())
+                    return defer.succeed(read(f))
+            except ValueError as e:
+                return defer.fail(rpcFault(Faults.BAD_ARGUMENTS, str(e)))
             except OSError as e:
                 return defer.fail(rpcFault(Faults.FAILED, f"{instance}: {e.strerror}"))
         d = defer.maybeDeferred(self._sup().tailLog, instance, 5000, stream)
         d.addCallback(lambda lines: "".join(line + "\n" for line in lines).encode("utf-8", "replace"))
-        return d
+
+        def inMemory(data: bytes):
+            try:
+                return read(io.BytesIO(data))
+            except ValueError as e:
+                raise rpcFault(Faults.BAD_ARGUMENTS, str(e))
+
+        return d.addCallback(inMemory)
+
+    def logTail(self, instance: str, stream: str, length: int) -> defer.Deferred:
+        """The last C{length} bytes of an instance's log (what C{tail -f} shows first)."""
+        return self._logRange(instance, stream, lambda f: tailRange(f, 0, length)[0])
 
     def instanceFor(self, name: Any) -> str:
         """The one instance a name designates; BAD_NAME for groups and unknown names."""
@@ -662,15 +687,20 @@ class SupervisorNamespace(Namespace):
     def _read(self, name, offset, length, stream):
         instance = self.instanceFor(name)
         offset, length = expectInt(offset, "offset"), expectInt(length, "length")
-        d = self.logData(instance, stream)
-        return d.addCallback(lambda data: _readBytes(data, offset, length).decode("utf-8", "replace"))
+        d = self._logRange(instance, stream, lambda f: readRange(f, offset, length))
+        return d.addCallback(lambda data: data.decode("utf-8", "replace"))
 
     def _tail(self, name, offset, length, stream):
         instance = self.instanceFor(name)
         offset, length = expectInt(offset, "offset"), expectInt(length, "length")
         if offset < 0 or length < 0:
             raise rpcFault(Faults.BAD_ARGUMENTS, "offset and length must not be negative")
-        return self.logData(instance, stream).addCallback(lambda data: _tailBytes(data, offset, length))
+
+        def tail(f):
+            data, size, overflow = tailRange(f, offset, length)
+            return [data.decode("utf-8", "replace"), size, overflow]
+
+        return self._logRange(instance, stream, tail)
 
     def xmlrpc_readProcessStdoutLog(self, name, offset, length):
         """Read length bytes from name's stdout log starting at offset

@@ -36,6 +36,8 @@ __all__ = ["Restorer", "RestoreError", "Step"]
 log = Logger()
 
 _ACTIVE_STATES = frozenset({"RUNNING", "STARTING", "BACKOFF"})
+# Addresses of this machine: a database there on a deploy's port is served by that deploy.
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", ""})
 
 
 class RestoreError(Exception):
@@ -106,18 +108,43 @@ class Restorer:
     def _runningDeploys(self) -> list[str]:
         if self.supervisor is None:
             return []
-        active = {info.get("group") or str(info.get("name", "")).partition(":")[0]
-                  for info in self.supervisor.instanceInfos() if info.get("state") in _ACTIVE_STATES}
+        active = {_deployOf(info) for info in self.supervisor.instanceInfos()
+                  if info.get("state") in _ACTIVE_STATES}
         return [d for d in self.decl.deploys if d in active]
+
+    def servingDeploys(self, manifest: dict[str, Any]) -> dict[str, str]:
+        """The set's deploys that serve one of the run's databases: deploy -> what it serves.
+
+        A deploy serves a database when one of its instances listens on that database's port on
+        this machine (C{tac/services.tac}'s C{pg} runs the PostgreSQL it backs up).  A restore
+        restores into that server, so it must keep it running rather than stop it with the
+        deploys that use the data.
+        """
+        if self.supervisor is None:
+            return {}
+        wanted = {}
+        for entry in manifest.get("databases", []):
+            db = self._database(entry)
+            if db.host in _LOCAL_HOSTS or db.host.startswith("/"):
+                wanted.setdefault(db.port, f"{db.kind} {db.name} on port {db.port}")
+        serving: dict[str, str] = {}
+        for info in self.supervisor.instanceInfos():
+            deploy = _deployOf(info)
+            if deploy in self.decl.deploys and info.get("port") in wanted:
+                serving.setdefault(deploy, wanted[info["port"]])
+        return {d: serving[d] for d in self.decl.deploys if d in serving}
 
     # -- restore ---------------------------------------------------------------------------------
 
     def plan(self, manifest: dict[str, Any], run_dir: str, suffix: str,
-             to_stop: list[str]) -> list[Step]:
+             to_stop: list[str], serving: dict[str, str] | None = None) -> list[Step]:
         """The steps of a restore, in order (stop, databases, files, record, start).
 
-        Only deploys this restore actually stopped are started again.
+        Only deploys this restore actually stopped are started again.  A deploy in C{serving}
+        (deploy -> the database it serves) is never stopped: it is kept running, or started first
+        when it is not, because the databases are restored into it.
         """
+        serving = serving or {}
         steps = []
         stopped: list[str] = []
 
@@ -135,8 +162,14 @@ class Restorer:
             steps.append(Step("note", "no supervisor on this host: deploys "
                               + ", ".join(deploys) + " are not stopped"))
         for deploy in reversed(deploys):
-            if self.supervisor is not None and deploy in to_stop:
+            if self.supervisor is not None and deploy in to_stop and deploy not in serving:
                 steps.append(Step("stop", f"stop deploy {deploy}", lambda d=deploy: stop(d)))
+        for deploy, what in serving.items():
+            if deploy in to_stop:
+                steps.append(Step("note", f"keep deploy {deploy} running: it serves {what}"))
+            else:
+                steps.append(Step("serve", f"start deploy {deploy} first: it serves {what}",
+                                  lambda d=deploy: maybeDeferred(self.supervisor.startDeploy, d)))
         for entry in manifest.get("databases", []):
             db = self._database(entry)
             path = os.path.join(run_dir, entry["file"])
@@ -162,7 +195,7 @@ class Restorer:
             ))
         steps.append(Step("record", f"record the restore of {manifest['run_id']} in the store"))
         for deploy in deploys:
-            if self.supervisor is not None and deploy in to_stop:
+            if self.supervisor is not None and deploy in to_stop and deploy not in serving:
                 steps.append(Step("start", f"start deploy {deploy}", lambda d=deploy: start(d)))
         return steps
 
@@ -196,7 +229,7 @@ class Restorer:
         run_id = manifest["run_id"]
         suffix = secrets.token_hex(3)
         to_stop = self._runningDeploys()
-        steps = self.plan(manifest, run_dir, suffix, to_stop)
+        steps = self.plan(manifest, run_dir, suffix, to_stop, self.servingDeploys(manifest))
         report: dict[str, Any] = {"run_id": run_id, "backup": self.job.name, "dry_run": dry_run,
                                   "steps": [], "outcome": OK, "error": ""}
         lines: list[str] = []
@@ -261,7 +294,8 @@ class Restorer:
             # changed); try the swap a few times before giving up.
             for attempt in range(3):
                 try:
-                    yield self._exec(dbtools.psqlCommand(db, statements, single=True), env=env)
+                    yield self._exec(dbtools.psqlCommand(db, statements, dbname=_swapDatabase(name),
+                                                         single=True), env=env)
                     break
                 except ProcessFailed as e:
                     if attempt == 2 or b"being accessed by other users" not in e.result.stderr:
@@ -449,6 +483,16 @@ class Restorer:
         problems += [f"{label}: {p}" for p in found]
         if not found:
             checked.append(f"{label}: {len(actual)} files match their checksums")
+
+
+def _swapDatabase(name: str) -> str:
+    """Where psql connects to rename C{name}: never C{name} itself (PostgreSQL cannot rename the
+    database a session is in), so restoring the C{postgres} database swaps from C{template1}."""
+    return "template1" if name == "postgres" else "postgres"
+
+
+def _deployOf(info: dict[str, Any]) -> str:
+    return str(info.get("group") or str(info.get("name", "")).partition(":")[0])
 
 
 def _literal(text: str) -> str:

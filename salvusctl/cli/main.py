@@ -27,7 +27,7 @@ from salvusctl.admin import shapes
 from salvusctl.admin.faults import Faults
 from salvusctl.cli.client import ClientError, FingerprintMismatch, connect, resolveURL
 
-__all__ = ["main", "ExitCode", "CONFIG_FILE"]
+__all__ = ["main", "parseArgs", "ExitCode", "CONFIG_FILE"]
 
 CONFIG_FILE = "~/.salvusctl.conf"
 DEMO_CONF = os.path.join("var", "salvusctl.conf")  # what the demo host writes (salvusctl.demo.banner)
@@ -966,6 +966,23 @@ _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, Output], int]] = {
 }
 
 
+def parseArgs(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line exactly as L{run} does, without running it.
+
+    Raises L{CLIError} (USAGE) for a bad one and C{SystemExit} for C{-h}.  C{backup} and
+    C{restore} keep their arguments in C{args.rest} for the backup package's own parsers.  The
+    docs test parses every command the README gives with it, so the README cannot drift.
+    """
+    args, extra = makeParser().parse_known_args(list(argv))
+    if args.command in ("backup", "restore"):
+        # argparse leaves options that come first after the command (restore --dry-run) to
+        # the caller: they belong to the backup command's own parser.
+        args.rest = extra + list(args.rest)
+    elif extra:
+        raise CLIError(f"{args.command}: unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
+    return args
+
+
 def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdin: TextIO) -> int:
     """The whole CLI as a function (what tests call in-process)."""
     output = Output(0, out, err)
@@ -974,17 +991,11 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
             raise CLIError("no command given (salvusctl -h lists them)", ExitCode.USAGE)
         try:
             with contextlib.redirect_stdout(out):
-                args, extra = makeParser().parse_known_args(list(argv))
+                args = parseArgs(argv)
         except SystemExit:  # -h/--help: argparse printed the help (to out)
             return ExitCode.OK
-        if args.command in ("backup", "restore"):
-            # argparse leaves options that come first after the command (restore --dry-run) to
-            # the caller: they belong to the backup command's own parser.
-            args.rest = extra + list(args.rest)
-            if "-h" in args.rest or "--help" in args.rest:
-                return _backupHelp(args, out)
-        elif extra:
-            raise CLIError(f"{args.command}: unrecognized arguments: {' '.join(extra)}", ExitCode.USAGE)
+        if args.command in ("backup", "restore") and ("-h" in args.rest or "--help" in args.rest):
+            return _backupHelp(args, out)
         output.verbosity = args.verbose
         if args.command == "user":
             return int(cmdUser(args, output, env, stdin))

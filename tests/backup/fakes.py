@@ -15,7 +15,8 @@ __all__ = ["FakeSupervisor"]
 class FakeSupervisor(SupervisorVerbsMixin):
     """Deploys with one instance each; records every stop/start call in order."""
 
-    def __init__(self, running: list[str], stopped: list[str] = ()):
+    def __init__(self, running: list[str], stopped: list[str] = (), ports: dict[str, int] | None = None):
+        self.ports = dict(ports or {})
         self.states = {name: "RUNNING" for name in running}
         self.states.update({name: "STOPPED" for name in stopped})
         self.calls: list[tuple[str, str]] = []
@@ -23,7 +24,8 @@ class FakeSupervisor(SupervisorVerbsMixin):
     def _info(self, deploy: str) -> dict:
         return {"name": f"{deploy}:0", "group": deploy, "state": self.states[deploy],
                 "statecode": 20 if self.states[deploy] == "RUNNING" else 0, "pid": 0, "start": 0,
-                "stop": 0, "now": 0, "exitstatus": 0, "spawnerr": "", "description": "", "port": None,
+                "stop": 0, "now": 0, "exitstatus": 0, "spawnerr": "", "description": "",
+                "port": self.ports.get(deploy),
                 "logfile": "", "stdout_logfile": "", "stderr_logfile": ""}
 
     def instanceInfos(self):

@@ -12,6 +12,7 @@ from salvusctl.backup.dbtools import MysqlInsertCounter, PgCopyCounter, countQue
 from salvusctl.backup.declaration import Backup, parseDatabase
 from salvusctl.backup.hashtree import compareTrees, hashTree
 from salvusctl.backup.layout import makeRunId, runStarted
+from salvusctl.backup.restore import Restorer
 from salvusctl.backup.retention import DAY, HOUR, Retention, RunInfo, selectRuns
 from salvusctl.backup.rsync import (
     ProgressParser,
@@ -23,6 +24,7 @@ from salvusctl.backup.rsync import (
 from salvusctl.backup.schedule import Scheduler, nextTime, parseSchedule
 from salvusctl.errors import ConfigError
 
+from .fakes import FakeSupervisor
 from .helpers import tempPath
 
 STATS = """\r          3   0%    0.00kB/s    0:00:00  \r      3,000,003 100%  715.26MB/s    0:00:00 \
@@ -261,3 +263,55 @@ class LayoutTests(SynchronousTestCase):
         self.assertEqual(tree["same"], [4, "recorded"])
         self.assertNotEqual(tree["copied"][1], "recorded")
         self.assertEqual(stats, {"hashed": 1, "reused": 1})
+
+
+class _Job:
+    """What a L{Restorer} reads of its job to plan a restore."""
+
+    def __init__(self, decl: Backup):
+        self.decl = decl
+        self.records = None
+        self.work_dir = "/nonexistent"
+
+
+class RestorePlanTests(SynchronousTestCase):
+    """A restore stops the deploys that use the data, but never the one that serves a database
+    it restores into (tac/services.tac's PostgreSQL): that server must be up for the restore."""
+
+    URL = "postgresql://postgres@127.0.0.1:5433/app"
+    MANIFEST = {"run_id": "s-1", "databases": [
+        {"key": "postgresql-app", "kind": "postgresql", "url": URL, "file": "app.dump", "tables": {}}]}
+
+    def restorer(self, supervisor: FakeSupervisor) -> Restorer:
+        decl = Backup("s", "/backups", postgres=[self.URL], deploys=["pg", "app"])
+        decl.validate(None)
+        return Restorer(Clock(), _Job(decl), supervisor)
+
+    def kinds(self, supervisor: FakeSupervisor) -> list[tuple[str, str]]:
+        restorer = self.restorer(supervisor)
+        steps = restorer.plan(self.MANIFEST, "/run", "x", restorer._runningDeploys(),
+                              restorer.servingDeploys(self.MANIFEST))
+        return [(s.kind, s.description.split(":")[0]) for s in steps]
+
+    def test_deployServingTheDatabaseKeepsRunning(self):
+        """The deploy listening on the database's port is kept; the others stop and start."""
+        supervisor = FakeSupervisor(running=["pg", "app"], ports={"pg": 5433, "app": 8000})
+        self.assertEqual([k for k, _ in self.kinds(supervisor)],
+                         ["stop", "note", "database", "record", "start"])
+        self.assertEqual([d for k, d in self.kinds(supervisor) if k != "database"],
+                         ["stop deploy app", "keep deploy pg running",
+                          "record the restore of s-1 in the store", "start deploy app"])
+
+    def test_stoppedServerIsStartedFirst(self):
+        """A serving deploy that is stopped is started before the databases are restored."""
+        supervisor = FakeSupervisor(running=["app"], stopped=["pg"], ports={"pg": 5433})
+        kinds = self.kinds(supervisor)
+        self.assertEqual(kinds[1], ("serve", "start deploy pg first"))
+        self.assertEqual(kinds[2][0], "database")
+
+    def test_remoteDatabaseServesNothingHere(self):
+        """A database on another machine is not served by a local deploy on the same port."""
+        restorer = self.restorer(FakeSupervisor(running=["pg"], ports={"pg": 5433}))
+        manifest = {"databases": [dict(self.MANIFEST["databases"][0], key="postgresql-other",
+                                       url="postgresql://postgres@10.0.0.9:5433/other")]}
+        self.assertEqual(restorer.servingDeploys(manifest), {})

@@ -15,6 +15,7 @@ import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
 from salvusctl.config import loadHost
@@ -44,9 +45,9 @@ class ServicesTacTests(TestCase):
     timeout = 120
 
     @inlineCallbacks
-    def test_services_host_runs_and_stops_clean(self):
-        """Every deploy of services.tac is RUNNING and answering, in its order, and a stop leaves
-        no process of theirs."""
+    def startHost(self):
+        """Start tac/services.tac on free ports in a scratch directory; fires with (host service,
+        supervisor, ports by variable, names in the order they became RUNNING) once all four are."""
         reason = _skipReason()
         if reason:
             raise SkipTest(reason)
@@ -68,11 +69,17 @@ class ServicesTacTests(TestCase):
         top.startService()
         self.addCleanup(lambda: top.stopService() if top.running else None)
         yield waitFor(lambda: len(set(order)) == 4, timeout=90)
+        return top, supervisor, {k: int(env[k]) for k in PORTS}, order
+
+    @inlineCallbacks
+    def test_services_host_runs_and_stops_clean(self):
+        """Every deploy of services.tac is RUNNING and answering, in its order, and a stop leaves
+        no process of theirs."""
+        top, supervisor, ports, order = yield self.startHost()
         self.assertEqual(len(order), 4, order)  # each became RUNNING once: no restart
         self.assertLess(order.index("redis:0"), order.index("haproxy:0"))
         infos = {i["name"]: i for i in supervisor.instanceInfos()}
         self.assertTrue(all(i["state"] == "RUNNING" and i["ready"] for i in infos.values()), infos)
-        ports = {k: int(env[k]) for k in PORTS}
         # Each answers at the moment it is RUNNING; Redis through HAProxy's rendered config.
         socket.create_connection(("127.0.0.1", ports["SALVUS_PG_PORT"]), timeout=5).close()
         self.assertEqual(_ask(ports["SALVUS_REDIS_PORT"], b"PING\r\n"), b"+PONG\r\n")
@@ -82,6 +89,42 @@ class ServicesTacTests(TestCase):
         yield top.stopService()
         alive = [p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)]
         self.assertEqual(alive, [])
+
+
+    @inlineCallbacks
+    def test_restore_keeps_the_postgresql_it_restores_into(self):
+        """services.tac backs up the PostgreSQL its C{pg} deploy runs: a restore must restore into
+        that running server (stopping it would refuse every connection), and the data comes back."""
+        top, supervisor, ports, order = yield self.startHost()
+        port = ports["SALVUS_PG_PORT"]
+        yield _psql(port, "CREATE TABLE items (id int PRIMARY KEY, name text);"
+                          " INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 50) g")
+        backup = top.getServiceNamed("backup")
+        run = yield backup.run("pg")
+        self.assertEqual(run["outcome"], "ok", run.get("log"))
+        yield _psql(port, "DELETE FROM items WHERE id > 10; CREATE TABLE junk (x int)")
+        pid = supervisor.instanceInfo("pg:0")["pid"]
+        changes: list[tuple[str, str]] = []
+        supervisor.addObserver(lambda name, old, new, info: changes.append((name, new.name))
+                               if info["event"] == "state" else None)
+        report = yield backup.restore(run["run_id"])
+        self.assertEqual(report["outcome"], "ok", report)
+        self.assertEqual((yield _psql(port, "SELECT count(*) FROM items")), "50")
+        self.assertEqual((yield _psql(port, "SELECT to_regclass('junk') IS NULL")), "t")
+        self.assertEqual([c for c in changes if c[0] == "pg:0"], [])
+        self.assertEqual(supervisor.instanceInfo("pg:0")["pid"], pid)
+        self.assertIn("keep deploy pg running", "\n".join(s["step"] for s in report["steps"]))
+
+
+@inlineCallbacks
+def _psql(port: int, sql: str):
+    """Run C{sql} in the services host's C{postgres} database; fires with its output, stripped."""
+    out, err, code = yield getProcessOutputAndValue(
+        "psql", ["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                 "-d", "postgres", "-c", sql], env=dict(os.environ))
+    if code:
+        raise RuntimeError(f"psql failed ({code}): {err.decode()}")
+    return out.decode().strip()
 
 
 def _tryAsk(port: int) -> bytes:
