@@ -303,7 +303,15 @@ class Deploy:
             self._validateSelf()
             if host is not None:
                 others = [d for d in host.declarations("supervisor") if isinstance(d, Deploy)]
-                validateDeploys(others)
+                # A name declared twice is the second declaration's error (its line is the one
+                # the operator just added); the checks across deploys see the first of each name.
+                mine = next((i for i, d in enumerate(others) if d is self), None)
+                if mine is not None and any(d.name == self.name for d in others[:mine]):
+                    raise ConfigError(f"deploy {self.name!r} declared twice")
+                firsts: dict[str, Deploy] = {}
+                for d in others:
+                    firsts.setdefault(d.name, d)
+                validateDeploys(list(firsts.values()))
         except ConfigError as e:
             if e.message.startswith("deploy "):
                 raise
