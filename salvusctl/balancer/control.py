@@ -304,8 +304,8 @@ class BalancerService(MultiService):
         ports = yield svc.listening
         if len(svc.ports) < len(decl.listen):
             yield self.removeBalancedService(decl.name)
-            raise ListenFailed(f"service {decl.name!r} cannot listen on {decl.listen!r} "
-                               "(the host's log says why); nothing was added")
+            why = svc.listenError or f"{decl.listen!r}"
+            raise ListenFailed(f"service {decl.name!r} cannot listen on {why}; nothing was added")
         return ports
 
     def removeBalancedService(self, service) -> Deferred:
@@ -420,3 +420,4 @@ class BalancerService(MultiService):
         d = DeferredList(ds, consumeErrors=True)
         d.addCallback(lambda _: ops)
         return d
+
