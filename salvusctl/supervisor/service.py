@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from salvusctl.admin.extensions import IProcessStdin
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
@@ -59,7 +60,7 @@ class RollFailed(Exception):
     """A rolling restart stopped: a new instance could not be made ready."""
 
 
-@implementer(ISupervisor)
+@implementer(ISupervisor, IProcessStdin)
 class SupervisorService(Service):
     """Runs the instances of a set of L{Deploy} declarations.
 
@@ -541,6 +542,11 @@ class SupervisorService(Service):
 
     def signalInstance(self, name: str, sig: int | str) -> None:
         self._instance(name).signal(signalNumber(sig))
+
+    def sendStdin(self, name: str, data: bytes) -> None:
+        """Write C{data} to an instance's stdin pipe (C{Deploy(stdin=True)}); KeyError for an
+        unknown name, L{NotRunning} or L{NoStdin} when it cannot be written."""
+        self._instance(name).sendStdin(data)
 
     # -- start -----------------------------------------------------------------------------------
 

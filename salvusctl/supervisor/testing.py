@@ -33,11 +33,21 @@ class Spawned:
     rlimits: dict
     protocol: Any = None
     signals: list[int] = field(default_factory=list)
+    umask: int | None = None
+    redirectStderr: bool = False
+    stdin: bool = False
+    written: list[bytes] = field(default_factory=list)
 
 
 class FakeTransport:
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, record: Spawned | None = None):
         self.pid = pid
+        self.record = record
+
+    def writeToChild(self, fd: int, data: bytes) -> None:
+        """What the instance wrote to the process's stdin is kept in C{Spawned.written}."""
+        if self.record is not None and fd == 0:
+            self.record.written.append(data)
 
 
 @implementer(IProcessOS)
@@ -58,14 +68,16 @@ class FakeOS:
         self.failSpawn: Exception | None = None
         self._next = 1000
 
-    def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits):
+    def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None,
+              redirectStderr=False, stdin=False):
         if self.failSpawn is not None:
             raise self.failSpawn
         self._next += 1
-        record = Spawned(self._next, list(argv), dict(env), cwd, uid, gid, deathsig, dict(rlimits), protocol)
+        record = Spawned(self._next, list(argv), dict(env), cwd, uid, gid, deathsig, dict(rlimits), protocol,
+                         umask=umask, redirectStderr=redirectStderr, stdin=stdin)
         self.live[record.pid] = record
         self.spawned.append(record)
-        transport = FakeTransport(record.pid)
+        transport = FakeTransport(record.pid, record)
         protocol.makeConnection(transport)
         return transport
 

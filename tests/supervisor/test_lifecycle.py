@@ -789,8 +789,8 @@ class _ExitsInSpawn(FakeOS):
 
     exitNext = False
 
-    def spawn(self, *args):
-        transport = super().spawn(*args)
+    def spawn(self, *args, **kwargs):
+        transport = super().spawn(*args, **kwargs)
         if self.exitNext:
             self.exitNext = False
             self.exit(transport.pid, 1)
