@@ -343,8 +343,16 @@ class MonitorService(Service):
 
     # -- supervisor events -----------------------------------------------------------------------
 
-    def instanceChanged(self, name: str, old: str, new: str, info: Mapping[str, Any]) -> None:
-        """The supervisor observer: a start opens a services row, an exit closes it."""
+    def instanceChanged(self, name: str, old: Any, new: Any, info: Mapping[str, Any]) -> None:
+        """The supervisor observer: a start opens a services row, an exit closes it.
+
+        The supervisor passes L{ProcessState} members (int codes with a C{.name}), and also calls
+        observers on readiness changes (C{info["event"]} C{'ready'}/C{'unready'}): states are
+        compared by name, so an exit closes its row whichever the caller passes.
+        """
+        if info.get("event", "state") != "state":
+            return
+        old, new = getattr(old, "name", old), getattr(new, "name", new)
         try:
             if new == "RUNNING":
                 self._started(info)
