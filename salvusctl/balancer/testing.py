@@ -168,6 +168,7 @@ class FakeBalancer:
                     "connect_failures": sum(h["connect_failures"] for h in hosts),
                     "queue_timeouts": 0,
                     "idle_timeouts": 0,
+                    "refused_by": {},
                     "bytes_in": sum(h["bytes_in"] for h in hosts),
                     "bytes_out": sum(h["bytes_out"] for h in hosts),
                     "health_changes": 0,
