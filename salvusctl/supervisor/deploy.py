@@ -195,6 +195,10 @@ class Deploy:
     @ivar startretries: kept for supervisord familiarity; when given it overrides C{backoff.retries}.
     @ivar max_processes: at most this many instances of the deploy alive at once (None: no limit).
     @ivar log_level / store_level: line level thresholds for the log file and for the store hook.
+    @ivar store_repeat_window: a line repeated within this many seconds reaches the store once, then
+        as one "repeated N more times" record (0: every line).
+    @ivar log_tail_bytes: the in-memory tail of each stream holds at most this much text; older
+        lines are read back from the log file.
     """
 
     name: str
@@ -225,6 +229,8 @@ class Deploy:
     max_processes: int | None = None
     log_level: str = "debug"
     store_level: str = "info"
+    store_repeat_window: float = 60.0
+    log_tail_bytes: int = 1024 * 1024
     log_max_bytes: int = 50 * 1024 * 1024
     log_backups: int = 10
     log_rotate_seconds: float | None = None
@@ -369,6 +375,8 @@ class Deploy:
         for level in (self.log_level, self.store_level):
             if level not in LEVELS:
                 raise ConfigError(f"unknown log level {level!r} (known: {', '.join(LEVELS)})")
+        if self.store_repeat_window < 0 or self.log_tail_bytes < 0:
+            raise ConfigError("store_repeat_window and log_tail_bytes must be >= 0")
         if self.max_processes is not None and self.max_processes < 1:
             raise ConfigError("max_processes must be >= 1")
         for dest, source in self.templates.items():
