@@ -9,11 +9,18 @@ Salvus balancer (a real process: ``python -m salvusctl.balancer.process``,
 one process, then 2 workers) on 127.0.0.1, and drives each with wrk,
 alternating targets round by round so that the load other processes put on
 this 2-core machine falls on all of them alike.  Figures are medians over the
-rounds; compare the ratios, not the absolute numbers.
+rounds; compare the ratios, not the absolute numbers.  The TLS rows put HAProxy
+(``bind ... ssl crt``) and a twistd host whose balancer listens on ``ssl:`` in
+front of the same nginx, with the same self-signed certificate, one core each.
 
 Prints one table and, with --json, writes the figures and the ratios
 newconn_ratio, keepalive_ratio, bulk_ratio, p99_ratio (Salvus over HAProxy,
-one core each) and rss_per_conn_kib.
+one core each), tls_ratios, rss_per_conn_kib and churn_rss_ratio.
+
+The churn row: a fresh Salvus and a fresh HAProxy, both with 300 s idle
+timeouts, take --churn seconds of short connections (wrk, Connection: close);
+RSS after over RSS at start, for each.  Closed connections must not stay in
+memory until their idle deadline.
 """
 
 from __future__ import annotations
@@ -131,11 +138,11 @@ backend b
         self.haproxyPids[threads] = p.pid
         return port
 
-    def startSalvus(self, backend: int, workers: int) -> tuple[int, subprocess.Popen]:
+    def startSalvus(self, backend: int, workers: int, *extra: str) -> tuple[int, subprocess.Popen]:
         argv = [
             sys.executable, "-m", "salvusctl.balancer.process",
             "--listen", "web=127.0.0.1:0", "--backend", "127.0.0.1:%d" % backend,
-            "--workers", str(workers),
+            "--workers", str(workers), *extra,
         ]  # fmt: skip
         env = dict(os.environ, PYTHONPATH=ROOT)
         p = self.start(argv, stdout=subprocess.PIPE, env=env)
@@ -145,13 +152,71 @@ backend b
         info = json.loads(line)
         return info["ports"]["web"], p
 
+    def makeCertificate(self) -> tuple[str, str, str]:
+        """One self-signed key and certificate for both TLS listeners (and HAProxy's crt file)."""
+        from tests.balancer.tlsutil import makeCertificate
+
+        key, cert = makeCertificate(os.path.join(self.tmp, "tls"))
+        both = os.path.join(self.tmp, "tls", "haproxy.pem")
+        with open(both, "wb") as f:
+            f.write(open(cert, "rb").read() + open(key, "rb").read())
+        return key, cert, both
+
+    def startHaproxyTLS(self, backend: int, pem: str) -> int:
+        """HAProxy 1 thread, mode tcp, terminating TLS (no alpn on the bind, like Salvus)."""
+        port = freePort()
+        conf = f"""
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+frontend f
+  bind 127.0.0.1:{port} ssl crt {pem}
+  default_backend b
+backend b
+  server s1 127.0.0.1:{backend}
+"""
+        path = os.path.join(self.tmp, "haproxy-tls.cfg")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.start(["haproxy", "-db", "-f", path], stdout=subprocess.DEVNULL)
+        waitPort(port)
+        return port
+
+    def startSalvusTLS(self, backend: int, key: str, cert: str) -> int:
+        """A host under twistd whose balancer listens on ssl: (the in-host balancer terminates TLS)."""
+        port = freePort()
+        var = os.path.join(self.tmp, "tls-host")
+        os.makedirs(var)
+        tac = os.path.join(var, "host.tac")
+        with open(tac, "w") as f:
+            f.write(f"""
+from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
+from salvusctl.host import Host
+host = Host(name="bench", store="sqlite:{var}/salvus.db", var="{var}")
+host.add(Balanced("tls", listen=["ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
+                  groups=[Group("g", [Server("127.0.0.1:{backend}")], health=HealthCheck(interval=60))]))
+application = host.application()
+""")
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+        log = os.path.join(var, "log")
+        self.start(twistd + ["-n", "--pidfile=", "--logfile", log, "salvus", "--config", tac],
+                   env=env, cwd=var)
+        waitPort(port, 30)
+        return port
+
     # -- measurements
 
-    def wrk(self, port: int, close: bool, threads: int = 1, conns: int = 50) -> dict:
+    def wrk(self, port: int, close: bool, threads: int = 1, conns: int = 50, scheme: str = "http") -> dict:
         argv = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % self.args.duration, "--latency"]
         if close:
             argv += ["-H", "Connection: close"]
-        argv.append("http://127.0.0.1:%d/small.html" % port)
+        argv.append("%s://127.0.0.1:%d/small.html" % (scheme, port))
         out = subprocess.run(argv, capture_output=True, text=True, timeout=self.args.duration + 30).stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         errors = re.search(r"Socket errors: (.*)", out)
@@ -213,6 +278,18 @@ backend b
         return {"pairs": n, "fds": fds, "rss_base_kib": base, "rss_kib": after,
                 "per_pair_kib": (after - base) / n}  # fmt: skip
 
+    def churn(self, pid: int, port: int) -> dict:
+        """RSS of C{pid} at start and after --churn seconds of short connections through C{port}."""
+        base = _rssKib(pid)
+        argv = ["wrk", "-t1", "-c50", "-d%ds" % self.args.churn, "-H", "Connection: close",
+                "http://127.0.0.1:%d/small.html" % port]  # fmt: skip
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=self.args.churn + 60).stdout
+        m = re.search(r"(\d+) requests in", out)
+        time.sleep(0.5)
+        after = _rssKib(pid)
+        return {"connections": int(m.group(1)) if m else 0, "rss_start_kib": base, "rss_after_kib": after,
+                "ratio": after / base}
+
     def loadNote(self) -> str:
         one, five, _ = os.getloadavg()
         return "load average %.2f (1 min) %.2f (5 min) on %d cores" % (one, five, os.cpu_count())
@@ -241,6 +318,12 @@ backend b
         s0, salvus0 = self.startSalvus(backend, 0)
         rss = self.rss(salvus0.pid, s0, 10000)
         self.stop(salvus0)
+        # Memory after many short connections, each in a fresh process with 300 s idle timeouts.
+        ha0 = self.startHaproxy(backend, 1)
+        churn = {"haproxy": self.churn(self.haproxyPids[1], ha0)}
+        sc, salvusc = self.startSalvus(backend, 0, "--idle-timeout", "300")
+        churn["salvus"] = self.churn(salvusc.pid, sc)
+        self.stop(salvusc)
         # Two cores: 2 Salvus workers against HAProxy with 2 threads.
         ha2 = self.startHaproxy(backend, 2)
         s2, salvus2 = self.startSalvus(backend, 2)
@@ -253,6 +336,17 @@ backend b
             for name, port in two.items():
                 res[name]["close"].append(self.wrk(port, True, threads=2, conns=100))
         self.stop(salvus2)
+        # TLS terminated by the balancer, the same certificate for both, one core each.
+        key, cert, pem = self.makeCertificate()
+        tls = {"haproxy_tls": self.startHaproxyTLS(backend, pem),
+               "salvus_tls": self.startSalvusTLS(backend, key, cert)}
+        for name in tls:
+            res[name] = {"ka": [], "close": [], "bulk": []}
+        for _ in range(a.rounds):
+            for name, port in tls.items():
+                res[name]["ka"].append(self.wrk(port, False, scheme="https"))
+            for name, port in tls.items():
+                res[name]["close"].append(self.wrk(port, True, scheme="https"))
         summary = {name: _summarise(r) for name, r in res.items()}
         h, s, d = summary["haproxy"], summary["salvus"], summary["direct"]
         out = {
@@ -263,6 +357,8 @@ backend b
             "elapsed_s": round(time.monotonic() - started, 1),
             "targets": summary,
             "rss": rss,
+            "churn": churn,
+            "churn_rss_ratio": churn["salvus"]["ratio"],
             "notes": self.notes,
             "newconn_ratio": s["close_rps"] / h["close_rps"],
             "keepalive_ratio": s["ka_rps"] / h["ka_rps"],
@@ -274,6 +370,10 @@ backend b
                 "keepalive": s["ka_rps"] / d["ka_rps"],
                 "bulk": s["bulk_mbs"] / d["bulk_mbs"],
                 "p99": s["ka_p99_ms"] / d["ka_p99_ms"],
+            },
+            "tls_ratios": {
+                "newconn": summary["salvus_tls"]["close_rps"] / summary["haproxy_tls"]["close_rps"],
+                "keepalive": summary["salvus_tls"]["ka_rps"] / summary["haproxy_tls"]["ka_rps"],
             },
             "two_core_ratios": {
                 "newconn": summary["salvus2"]["close_rps"] / summary["haproxy2"]["close_rps"],
@@ -323,7 +423,8 @@ def printTable(res: dict) -> None:
     print(head % ("target", "keep-alive/s", "new conn/s", "p50 ms", "p99 ms", "bulk MB/s"))
     for name, label in [("direct", "nginx direct"), ("haproxy", "HAProxy 1 thread"),
                         ("salvus", "Salvus 1 process"), ("haproxy2", "HAProxy 2 threads"),
-                        ("salvus2", "Salvus 2 workers")]:  # fmt: skip
+                        ("salvus2", "Salvus 2 workers"), ("haproxy_tls", "HAProxy TLS 1 thread"),
+                        ("salvus_tls", "Salvus TLS (twistd)")]:  # fmt: skip
         x = t[name]
         bulk = "%12.0f" % x["bulk_mbs"] if "bulk_mbs" in x else "%12s" % "-"
         print("%-22s %12.0f %12.0f %10.3f %10.3f %s" % (
@@ -340,12 +441,24 @@ def printTable(res: dict) -> None:
         "Salvus/direct", d["keepalive"], d["newconn"], "", d["p99"], d["bulk"]))  # fmt: skip
     tc = res["two_core_ratios"]
     print("%-22s %12.2f %12.2f" % ("2 workers/2 threads", tc["keepalive"], tc["newconn"]))
+    tr = res["tls_ratios"]
+    print("%-22s %12.2f %12.2f" % ("Salvus/HAProxy TLS", tr["keepalive"], tr["newconn"]))
     for note in res.get("notes", []):
         print("note:", note)
     r = res["rss"]
     print()
     print("RSS with %d idle client connections (%d fds): %d KiB -> %d KiB = %.2f KiB per connection pair"
           % (r["pairs"], r["fds"], r["rss_base_kib"], r["rss_kib"], r["per_pair_kib"]))  # fmt: skip
+    c = res["churn"]
+    print()
+    print("%-22s %12s %14s %14s %12s" % ("short connections", "connections", "RSS start KiB",
+                                          "RSS after KiB", "after/start"))  # fmt: skip
+    for name, label in [("haproxy", "HAProxy 1 thread"), ("salvus", "Salvus 1 process")]:
+        x = c[name]
+        print("%-22s %12d %14d %14d %12.2f" % (label, x["connections"], x["rss_start_kib"],
+                                                x["rss_after_kib"], x["ratio"]))  # fmt: skip
+    print("%-22s %12s %14s %14s %12.2f" % ("Salvus/HAProxy", "", "", "",
+                                            c["salvus"]["ratio"] / c["haproxy"]["ratio"]))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,13 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the figures as JSON to this path")
     p.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--churn", type=int, default=60,
+                   help="seconds of short connections for the memory row (default 60)")
     p.add_argument("--quick", action="store_true",
                    help="one 1-second round of each (CI checks it runs; no figures judged)")
     args = p.parse_args(argv)
     if args.quick:
-        args.duration, args.rounds = 1, 1
-    if args.duration < 1 or args.rounds < 1:
-        p.error("--duration and --rounds must be >= 1")
+        args.duration, args.rounds, args.churn = 1, 1, 1
+    if args.duration < 1 or args.rounds < 1 or args.churn < 1:
+        p.error("--duration, --rounds and --churn must be >= 1")
     for tool in ("nginx", "haproxy", "wrk", "curl"):
         if shutil.which(tool) is None and not os.path.exists("/usr/sbin/" + tool):
             p.error("%s is not installed" % tool)

@@ -62,6 +62,7 @@ class Frontend(Protocol):
     timed_out = False
     due = 0
     armed = False
+    wheel_slot = None  # the wheel's note of the bucket this connection is in
     pending: bytes | None = None
     eof = 0  # bit 1: the client finished sending; bit 2: the backend did
     since = 0
@@ -113,6 +114,10 @@ class Frontend(Protocol):
     def connectionLost(self, reason):
         phase = self.phase
         self.phase = CLOSED
+        if self.armed:
+            # Leave the wheel now: waiting for the idle deadline kept every closed pair alive.
+            self.armed = False
+            self.wheel.cancel(self)
         if phase == CONNECTED or phase == CLOSING:
             if self.peer is not None:
                 closeNow(self.peer.transport)

@@ -18,14 +18,15 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from salvusctl.balancer import declare, fastpath, states
 from salvusctl.balancer.health import HealthCheck, HostMonitor
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
+from salvusctl.balancer.refusals import RefusalLog
 from salvusctl.balancer.schedulers import makeScheduler
+from salvusctl.balancer.tlslisten import listenEndpoint
 from salvusctl.balancer.wheel import TimeoutWheel
 
 __all__ = ["BalancedService"]
@@ -64,6 +65,8 @@ class BalancedService(Service):
         # set autoListen False when the listening sockets come from elsewhere (adoptSocket/listenOn)
         self.autoListen = True
         self.listening: Deferred | None = None
+        #: why the last listen failed, in one line (C{tcp:8080:interface=…: address already in use})
+        self.listenError: str | None = None
         self.queue: deque[Frontend] = deque()
         self.queued = 0
         self._all_down_logged = False
@@ -76,6 +79,7 @@ class BalancedService(Service):
         self.connect_failures = 0
         self.queue_timeouts = 0
         self.idle_timeouts = 0
+        self.refusals = RefusalLog(reactor, decl.name)
         self.retired = {"total": 0, "bytes_in": 0, "bytes_out": 0}
         for g in decl.groups:
             self.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
@@ -204,7 +208,7 @@ class BalancedService(Service):
         """Listen on the declared endpoint strings; fires with the ports."""
         ds = []
         for description in self.listen:
-            endpoint = serverFromString(self.reactor, withBacklog(description))
+            endpoint = listenEndpoint(self.reactor, withBacklog(description))
             d = endpoint.listen(self.factory)
             d.addCallback(self.listenOn)
             ds.append(d)
@@ -220,7 +224,10 @@ class BalancedService(Service):
             self.listening.addErrback(self._listenFailed)
 
     def _listenFailed(self, failure):
-        log.failure("service {service}: cannot listen", failure, service=self.name)
+        """Record (in L{listenError}) and log in one line why a listener failed: a port taken is
+        an operator's error with a plain reason, not a traceback."""
+        self.listenError = listenReason(failure, self.listen)
+        log.error("service {service}: cannot listen: {why}", service=self.name, why=self.listenError)
         return None
 
     def startService(self):
@@ -231,6 +238,7 @@ class BalancedService(Service):
 
     def stopService(self):
         Service.stopService(self)
+        self.refusals.stop()
         for monitor in self.monitors.values():
             monitor.stop()
         self.monitors.clear()
@@ -377,7 +385,7 @@ class BalancedService(Service):
     def frontendClosed(self, front: Frontend, phase: int) -> None:
         """A client connection ended (in any phase)."""
         if phase == QUEUED:
-            self.queued -= 1
+            self._leftQueue()
         if front.admitted:
             front.admitted = False
             self.open -= 1
@@ -385,8 +393,18 @@ class BalancedService(Service):
 
     def queueTimedOut(self, front: Frontend) -> None:
         self.queue_timeouts += 1
-        self.queued -= 1
+        self.refusals.refused("queue_timeout")
         self._close(front)
+        self._leftQueue()
+
+    def _leftQueue(self) -> None:
+        """A client left the queue other than by being served (it closed, or timed out)."""
+        self.queued -= 1
+        queue = self.queue
+        if len(queue) > 2 * self.queued + 16:
+            # Such clients stay in the deque until its head reaches them; when they are most of
+            # it, drop them (amortised O(1)), so that a closed client is not kept alive there.
+            self.queue = deque(f for f in queue if f.phase == QUEUED)
 
     def idleTimedOut(self, front: Frontend) -> None:
         self.idle_timeouts += 1
@@ -423,7 +441,7 @@ class BalancedService(Service):
 
     def _refuse(self, front: Frontend, why: str) -> None:
         self.refused += 1
-        log.debug("service {service}: refusing a client: {why}", service=self.name, why=why)
+        self.refusals.refused(_REFUSAL_KINDS.get(why, why))
         self._close(front)
 
     def _close(self, front: Frontend) -> None:
@@ -442,6 +460,7 @@ class BalancedService(Service):
             "connect_failures": self.connect_failures,
             "queue_timeouts": self.queue_timeouts,
             "idle_timeouts": self.idle_timeouts,
+            "refused_by": dict(self.refusals.counts),
             "bytes_in": self.retired["bytes_in"] + sum(h.bytes_in for h in hosts),
             "bytes_out": self.retired["bytes_out"] + sum(h.bytes_out for h in hosts),
             "health_changes": sum(h.health_changes for h in hosts),
@@ -478,6 +497,16 @@ class BalancedService(Service):
         }
 
 
+# why a client was refused, as the dispatch says it -> the kind counted and logged
+_REFUSAL_KINDS = {
+    "queue full": "queue_full",
+    "all hosts down": "all_down",
+    "retries exhausted": "retries_exhausted",
+    "no active group": "no_group",
+    "scheduler chose no host": "no_host",
+}
+
+
 def somaxconn(path: str = "/proc/sys/net/core/somaxconn") -> int:
     """The kernel's cap on a listen backlog (Twisted's default of 50 makes bursts wait >= 1 s)."""
     try:
@@ -502,3 +531,29 @@ def _portAddress(port: Any) -> str | None:
     except Exception:
         return None
 
+
+def listenReason(failure: Any, listen: list[str]) -> str:
+    """One line for a failed L{BalancedService.listenEndpoints}: the endpoint and the reason."""
+    import errno as _errno
+
+    from twisted.internet.defer import FirstError
+    from twisted.internet.error import CannotListenError
+
+    where = ""
+    value = failure.value
+    if isinstance(value, FirstError):
+        if 0 <= value.index < len(listen):
+            where = listen[value.index]
+        value = value.subFailure.value
+    if isinstance(value, CannotListenError):
+        error = value.socketError
+        code = getattr(error, "errno", None)
+        if code == _errno.EADDRINUSE:
+            why = "address already in use"
+        elif code == _errno.EACCES:
+            why = "permission denied"
+        else:
+            why = getattr(error, "strerror", None) or str(error)
+    else:
+        why = str(value) or type(value).__name__
+    return f"{where}: {why}" if where else why

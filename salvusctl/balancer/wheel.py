@@ -6,6 +6,11 @@ an entry sits in the bucket of the tick it should be looked at again, and activi
 attribute store (C{conn.last = wheel.tick}).  When a bucket comes due, each entry's
 C{wheelExpired()} says whether it is done (C{None}) or when to look again (a delay in seconds) —
 so a busy connection is rescheduled once per timeout period, not once per read.
+
+An entry is in at most one bucket (the wheel notes which on the entry, C{wheel_slot}), and
+L{TimeoutWheel.cancel} takes it out at once: a closed connection must not stay referenced, with
+everything it holds, until a deadline that no longer means anything (300 s of idle timeout at
+thousands of new connections a second is gigabytes).
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ __all__ = ["TimeoutWheel", "WheelEntry"]
 
 
 class WheelEntry(Protocol):
+    #: the tick of the bucket the entry is in (set by the wheel; None when in none)
+    wheel_slot: int | None
+
     def wheelExpired(self) -> float | None:
         """Deadline reached (or passed): act, and return None, or the seconds until the next look."""
 
@@ -35,7 +43,8 @@ class TimeoutWheel:
         self.resolution = float(resolution)
         self.tick = self._now()
         self._done = self.tick
-        self._buckets: dict[int, list[WheelEntry]] = {}
+        # each bucket is a dict used as an ordered set: O(1) removal on cancel
+        self._buckets: dict[int, dict[WheelEntry, None]] = {}
         self._call = None
         self.size = 0
 
@@ -53,19 +62,38 @@ class TimeoutWheel:
         return max(1, math.ceil(seconds / self.resolution))
 
     def schedule(self, entry: WheelEntry, delay: float) -> None:
-        """Call C{entry.wheelExpired()} once C{delay} seconds have passed (to the resolution)."""
+        """Call C{entry.wheelExpired()} once C{delay} seconds have passed (to the resolution).
+
+        An entry already in the wheel moves to the new time.
+        """
+        if getattr(entry, "wheel_slot", None) is not None:
+            self.cancel(entry)
         if self._call is None:
             self.tick = self._now()
             self._done = self.tick
         due = self.tick + self.ticks(delay)
         bucket = self._buckets.get(due)
         if bucket is None:
-            self._buckets[due] = [entry]
+            self._buckets[due] = {entry: None}
         else:
-            bucket.append(entry)
+            bucket[entry] = None
+        entry.wheel_slot = due
         self.size += 1
         if self._call is None:
             self._call = self._clock.callLater(self.resolution, self._run)
+
+    def cancel(self, entry: WheelEntry) -> None:
+        """Take C{entry} out of the wheel now (nothing happens if it is in none)."""
+        slot = getattr(entry, "wheel_slot", None)
+        if slot is None:
+            return
+        entry.wheel_slot = None
+        bucket = self._buckets.get(slot)
+        if bucket is not None and entry in bucket:
+            del bucket[entry]
+            self.size -= 1
+            if not bucket:
+                del self._buckets[slot]
 
     def _run(self) -> None:
         self._call = None
@@ -81,6 +109,7 @@ class TimeoutWheel:
             entries = buckets.pop(t)
             self.size -= len(entries)
             for entry in entries:
+                entry.wheel_slot = None
                 try:
                     again = entry.wheelExpired()
                 except Exception:  # pragma: no cover - an entry's bug must not stop the wheel
