@@ -2,7 +2,8 @@
 
 One host, everything on it: two supervised demo workers, a balancer in front of them, the monitor
 sampling into SQLite, two alert rules, and the admin over HTTPS (a self-signed certificate and a
-generated password for C{admin}, both printed at first start) and on a unix socket for the CLI.
+generated password for C{admin}, made at first start: the fingerprint printed, the password in
+C{var/admin/admin.password}) and on a unix socket for the CLI.
 """
 
 from __future__ import annotations

@@ -359,7 +359,10 @@ class HostReloader:
         services = self.context.services
         if "supervisor" in changes and not changes["supervisor"].get("restart"):
             log.info("reload: supervisor {changes}", changes=changes["supervisor"])
-            yield services["supervisor"].reload(deploysOf(new.declarations("supervisor")))
+            applied = yield services["supervisor"].reload(deploysOf(new.declarations("supervisor")))
+            if isinstance(applied, dict) and applied.get("rolled"):
+                # changed deploys a balanced group follows: restarted one instance at a time
+                changes["supervisor"]["rolled"] = list(applied["rolled"])
         settings = changes.get(SETTINGS_KEY)
         if settings is not None and not settings.get("restart"):
             log.info("reload: supervisor settings {changes}", changes=settings)

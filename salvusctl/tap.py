@@ -63,10 +63,28 @@ def loadConfiguredHost(options: Options):
     return host
 
 
+#: Bits the host always keeps out of its umask: no file it creates is group-writable or
+#: readable by other accounts (twistd's log, the store, the deploys' logs, pid files).
+UMASK_BITS = 0o027
+
+
+def tightenUmask(bits: int = UMASK_BITS) -> int:
+    """Add C{bits} to the process umask (never loosen it); returns the umask now in force.
+
+    Called from L{makeService}, which twistd runs before it opens C{--logfile}: the log, like
+    every file the host writes under C{var/}, is created 0640 at most (0600 where the host sets
+    it: credentials, keys).  Supervised processes inherit the umask, as under supervisord.
+    """
+    umask = os.umask(0) | bits
+    os.umask(umask)
+    return umask
+
+
 def makeService(options: Options):
     """Build the host's service tree; a bad config exits with one line, never a traceback."""
     from twisted.internet import reactor
 
+    tightenUmask()
     try:
         host = loadConfiguredHost(options)
         service = host.build(reactor)
@@ -145,7 +163,9 @@ def reloadOnHangup(reactor, host) -> None:
             log.info("SIGHUP: config reloaded: {changes}", changes=changes or "no differences")
 
         def failed(failure):
-            if failure.check(ConfigError):
+            from salvusctl.supervisor.service import RollFailed
+
+            if failure.check(ConfigError, RollFailed):
                 log.error("SIGHUP: config not reloaded: {error}", error=str(failure.value))
             else:
                 log.failure("SIGHUP: reload failed", failure)

@@ -25,3 +25,11 @@ unittest.SynchronousTestCase.mktemp = _mktemp
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_BASE, ignore_errors=True)
+
+
+def pytest_sessionstart(session):
+    """Build the supervisor's spawn helper once, before any test: otherwise the first test that
+    starts a supervisor leaves the compiler's process (and its pipes) in the reactor."""
+    from salvusctl.supervisor import oscalls
+
+    oscalls.spawnHelper()

@@ -9,11 +9,13 @@ Salvus balancer (a real process: ``python -m salvusctl.balancer.process``,
 one process, then 2 workers) on 127.0.0.1, and drives each with wrk,
 alternating targets round by round so that the load other processes put on
 this 2-core machine falls on all of them alike.  Figures are medians over the
-rounds; compare the ratios, not the absolute numbers.
+rounds; compare the ratios, not the absolute numbers.  The TLS rows put HAProxy
+(``bind ... ssl crt``) and a twistd host whose balancer listens on ``ssl:`` in
+front of the same nginx, with the same self-signed certificate, one core each.
 
 Prints one table and, with --json, writes the figures and the ratios
 newconn_ratio, keepalive_ratio, bulk_ratio, p99_ratio (Salvus over HAProxy,
-one core each), rss_per_conn_kib and churn_rss_ratio.
+one core each), tls_ratios, rss_per_conn_kib and churn_rss_ratio.
 
 The churn row: a fresh Salvus and a fresh HAProxy, both with 300 s idle
 timeouts, take --churn seconds of short connections (wrk, Connection: close);
@@ -150,13 +152,71 @@ backend b
         info = json.loads(line)
         return info["ports"]["web"], p
 
+    def makeCertificate(self) -> tuple[str, str, str]:
+        """One self-signed key and certificate for both TLS listeners (and HAProxy's crt file)."""
+        from tests.balancer.tlsutil import makeCertificate
+
+        key, cert = makeCertificate(os.path.join(self.tmp, "tls"))
+        both = os.path.join(self.tmp, "tls", "haproxy.pem")
+        with open(both, "wb") as f:
+            f.write(open(cert, "rb").read() + open(key, "rb").read())
+        return key, cert, both
+
+    def startHaproxyTLS(self, backend: int, pem: str) -> int:
+        """HAProxy 1 thread, mode tcp, terminating TLS (no alpn on the bind, like Salvus)."""
+        port = freePort()
+        conf = f"""
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+frontend f
+  bind 127.0.0.1:{port} ssl crt {pem}
+  default_backend b
+backend b
+  server s1 127.0.0.1:{backend}
+"""
+        path = os.path.join(self.tmp, "haproxy-tls.cfg")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.start(["haproxy", "-db", "-f", path], stdout=subprocess.DEVNULL)
+        waitPort(port)
+        return port
+
+    def startSalvusTLS(self, backend: int, key: str, cert: str) -> int:
+        """A host under twistd whose balancer listens on ssl: (the in-host balancer terminates TLS)."""
+        port = freePort()
+        var = os.path.join(self.tmp, "tls-host")
+        os.makedirs(var)
+        tac = os.path.join(var, "host.tac")
+        with open(tac, "w") as f:
+            f.write(f"""
+from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
+from salvusctl.host import Host
+host = Host(name="bench", store="sqlite:{var}/salvus.db", var="{var}")
+host.add(Balanced("tls", listen=["ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
+                  groups=[Group("g", [Server("127.0.0.1:{backend}")], health=HealthCheck(interval=60))]))
+application = host.application()
+""")
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+        log = os.path.join(var, "log")
+        self.start(twistd + ["-n", "--pidfile=", "--logfile", log, "salvus", "--config", tac],
+                   env=env, cwd=var)
+        waitPort(port, 30)
+        return port
+
     # -- measurements
 
-    def wrk(self, port: int, close: bool, threads: int = 1, conns: int = 50) -> dict:
+    def wrk(self, port: int, close: bool, threads: int = 1, conns: int = 50, scheme: str = "http") -> dict:
         argv = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % self.args.duration, "--latency"]
         if close:
             argv += ["-H", "Connection: close"]
-        argv.append("http://127.0.0.1:%d/small.html" % port)
+        argv.append("%s://127.0.0.1:%d/small.html" % (scheme, port))
         out = subprocess.run(argv, capture_output=True, text=True, timeout=self.args.duration + 30).stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         errors = re.search(r"Socket errors: (.*)", out)
@@ -276,6 +336,17 @@ backend b
             for name, port in two.items():
                 res[name]["close"].append(self.wrk(port, True, threads=2, conns=100))
         self.stop(salvus2)
+        # TLS terminated by the balancer, the same certificate for both, one core each.
+        key, cert, pem = self.makeCertificate()
+        tls = {"haproxy_tls": self.startHaproxyTLS(backend, pem),
+               "salvus_tls": self.startSalvusTLS(backend, key, cert)}
+        for name in tls:
+            res[name] = {"ka": [], "close": [], "bulk": []}
+        for _ in range(a.rounds):
+            for name, port in tls.items():
+                res[name]["ka"].append(self.wrk(port, False, scheme="https"))
+            for name, port in tls.items():
+                res[name]["close"].append(self.wrk(port, True, scheme="https"))
         summary = {name: _summarise(r) for name, r in res.items()}
         h, s, d = summary["haproxy"], summary["salvus"], summary["direct"]
         out = {
@@ -299,6 +370,10 @@ backend b
                 "keepalive": s["ka_rps"] / d["ka_rps"],
                 "bulk": s["bulk_mbs"] / d["bulk_mbs"],
                 "p99": s["ka_p99_ms"] / d["ka_p99_ms"],
+            },
+            "tls_ratios": {
+                "newconn": summary["salvus_tls"]["close_rps"] / summary["haproxy_tls"]["close_rps"],
+                "keepalive": summary["salvus_tls"]["ka_rps"] / summary["haproxy_tls"]["ka_rps"],
             },
             "two_core_ratios": {
                 "newconn": summary["salvus2"]["close_rps"] / summary["haproxy2"]["close_rps"],
@@ -348,7 +423,8 @@ def printTable(res: dict) -> None:
     print(head % ("target", "keep-alive/s", "new conn/s", "p50 ms", "p99 ms", "bulk MB/s"))
     for name, label in [("direct", "nginx direct"), ("haproxy", "HAProxy 1 thread"),
                         ("salvus", "Salvus 1 process"), ("haproxy2", "HAProxy 2 threads"),
-                        ("salvus2", "Salvus 2 workers")]:  # fmt: skip
+                        ("salvus2", "Salvus 2 workers"), ("haproxy_tls", "HAProxy TLS 1 thread"),
+                        ("salvus_tls", "Salvus TLS (twistd)")]:  # fmt: skip
         x = t[name]
         bulk = "%12.0f" % x["bulk_mbs"] if "bulk_mbs" in x else "%12s" % "-"
         print("%-22s %12.0f %12.0f %10.3f %10.3f %s" % (
@@ -365,6 +441,8 @@ def printTable(res: dict) -> None:
         "Salvus/direct", d["keepalive"], d["newconn"], "", d["p99"], d["bulk"]))  # fmt: skip
     tc = res["two_core_ratios"]
     print("%-22s %12.2f %12.2f" % ("2 workers/2 threads", tc["keepalive"], tc["newconn"]))
+    tr = res["tls_ratios"]
+    print("%-22s %12.2f %12.2f" % ("Salvus/HAProxy TLS", tr["keepalive"], tr["newconn"]))
     for note in res.get("notes", []):
         print("note:", note)
     r = res["rss"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from zope.interface import Interface
 
-__all__ = ["IReconcilable", "IAlertSource", "ILogClearing"]
+__all__ = ["IReconcilable", "IAlertSource", "ILogClearing", "IProcessStdin"]
 
 
 class IReconcilable(Interface):
@@ -36,3 +36,12 @@ class ILogClearing(Interface):
 
     def clearLogs(name):
         """Empty the stdout and stderr logs of instance C{name} (KeyError if unknown)."""
+
+
+class IProcessStdin(Interface):
+    """A supervisor whose instances may have a stdin pipe (supervisord's C{sendProcessStdin})."""
+
+    def sendStdin(name, data):
+        """Write the bytes C{data} to instance C{name}'s stdin.  Raise KeyError for an unknown
+        name, C{process.NotRunning} when no process runs, C{process.NoStdin} when it has no
+        stdin pipe (or closed it)."""

@@ -43,42 +43,6 @@ def _call(fn, *args) -> defer.Deferred:
     return d.addErrback(failed)
 
 
-def _balancedServiceVerb(balancer: Any, name: str):
-    """C{addService(service, listen)} / C{removeService(service)} over the real balancer's
-    C{addBalancedService(declaration)} / C{removeBalancedService(service)}.
-
-    A service added live starts with one empty group, C{default} (round robin): add hosts to it
-    with C{balancerAddHost(service, "default", …)}.
-    """
-    if name == "addService" and hasattr(balancer, "addBalancedService"):
-        from salvusctl.balancer.declare import Balanced, Group
-
-        @defer.inlineCallbacks
-        def addService(service: str, listen: list[str]):
-            if service in getattr(balancer, "balanced", {}):
-                raise ValueError(f"balanced service {service!r} already exists")
-            declaration = Balanced(service, listen=list(listen), groups=[Group("default")])
-            yield balancer.addBalancedService(declaration)
-            added = getattr(balancer, "balanced", {}).get(service)
-            if added is not None and len(getattr(added, "ports", listen)) < len(listen):
-                # The balancer logs why a listener failed and keeps the service: take it back, so
-                # a failed call leaves nothing registered and the same call can be made again.
-                yield balancer.removeBalancedService(service)
-                raise rpcFault(Faults.FAILED, f"service {service!r} cannot listen on {listen!r} "
-                                              "(the host's log says why); nothing was added")
-
-        return addService
-    if name == "removeService" and hasattr(balancer, "removeBalancedService"):
-
-        def removeService(service: str):
-            if service not in getattr(balancer, "balanced", {}):
-                raise KeyError(service)
-            return balancer.removeBalancedService(service)
-
-        return removeService
-    return None
-
-
 def _reread(fn) -> defer.Deferred:
     """Call a reloader method; a bad config file becomes CANT_REREAD with its one-line message."""
     from salvusctl.errors import ConfigError
@@ -265,13 +229,7 @@ class SalvusNamespace(Namespace):
 
     def _optional(self, name: str, verb: str):
         """A balancer method beyond L{IBalancerControl}; a clear fault when this balancer lacks it."""
-        balancer = self._balancer()
-        if name in ("addService", "removeService"):
-            # The real balancer is a MultiService: its own addService/removeService manage child
-            # services, never balanced ones.
-            method = _balancedServiceVerb(balancer, name) or getattr(balancer, name, None)
-        else:
-            method = getattr(balancer, name, None)
+        method = getattr(self._balancer(), name, None)
         if method is None:
             raise rpcFault(Faults.NO_SERVICE, f"this host's balancer cannot {verb}")
         return method
@@ -330,8 +288,19 @@ class SalvusNamespace(Namespace):
             listen = checkListen(listen)
         except ValueError as e:
             raise rpcFault(Faults.BAD_ARGUMENTS, str(e))
-        method = self._optional("addService", "add a service")
-        return _call(method, service, listen).addCallback(lambda _: True)
+        from salvusctl.balancer.control import ListenFailed
+        from salvusctl.balancer.declare import Balanced, Group
+
+        method = self._optional("addBalancedService", "add a service")
+        # A service added live starts with one empty round-robin group, "default": add hosts to
+        # it with balancerAddHost(service, "default", …).
+        declaration = Balanced(service, listen=list(listen), groups=[Group("default")])
+
+        def cannotListen(failure):
+            failure.trap(ListenFailed)
+            raise rpcFault(Faults.FAILED, str(failure.value))
+
+        return _call(method, declaration).addCallbacks(lambda _: True, cannotListen)
 
     @operator
     def xmlrpc_balancerRemoveService(self, service):
@@ -340,7 +309,7 @@ class SalvusNamespace(Namespace):
         @param string service the service
         @return boolean result True unless error
         """
-        method = self._optional("removeService", "remove a service")
+        method = self._optional("removeBalancedService", "remove a service")
         return _call(method, expectStr(service, "service")).addCallback(lambda _: True)
 
     @operator

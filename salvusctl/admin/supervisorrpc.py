@@ -11,6 +11,7 @@ import io
 import os
 import re
 import signal as _signal
+import xmlrpc.client as xmlrpclib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from twisted.python import failure
 from twisted.web.xmlrpc import Fault
 
 import salvusctl
-from salvusctl.admin.extensions import ILogClearing, IReconcilable
+from salvusctl.admin.extensions import ILogClearing, IProcessStdin, IReconcilable
 from salvusctl.admin.faults import Faults, rpcFault
 from salvusctl.admin.logfiles import readRange, tailRange
 from salvusctl.admin.rpcbase import Namespace, expectInt, expectStr, operator, toFault
@@ -609,6 +610,37 @@ class SupervisorNamespace(Namespace):
         return self._each(
             self._allInstances(), lambda c: c in SIGNALLABLE_STATES, self._signalOne, signal=number
         )
+
+    # -- stdin -----------------------------------------------------------------------------------
+
+    @operator
+    def xmlrpc_sendProcessStdin(self, name, chars):
+        """Send a string of chars to the stdin of the process name (its deploy needs stdin=True)
+
+        @param string name The process name to send to (or 'group:name')
+        @param string chars The character data to send to the process
+        @return boolean result Always return True unless error
+        """
+        if isinstance(chars, xmlrpclib.Binary):
+            chars = chars.data
+        if not isinstance(chars, (str, bytes)):
+            raise rpcFault(Faults.INCORRECT_PARAMETERS, repr(chars))
+        data = chars.encode("utf-8") if isinstance(chars, str) else chars
+        instance = self.instanceFor(name)
+        sup = self._sup()
+        if not IProcessStdin.providedBy(sup):
+            raise rpcFault(Faults.NO_FILE, f"{instance}: this supervisor gives no process a stdin pipe")
+        from salvusctl.supervisor.process import NoStdin, NotRunning
+
+        try:
+            sup.sendStdin(instance, data)
+        except KeyError:
+            raise rpcFault(Faults.BAD_NAME, instance)
+        except NotRunning:
+            raise rpcFault(Faults.NOT_RUNNING, instance)
+        except NoStdin as e:
+            raise rpcFault(Faults.NO_FILE, str(e))
+        return True
 
     # -- logs ------------------------------------------------------------------------------------
 

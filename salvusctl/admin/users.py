@@ -30,6 +30,7 @@ __all__ = [
     "verifyPassword",
     "randomPassword",
     "ensureAdminUser",
+    "writePasswordFile",
 ]
 
 VIEWER = "viewer"
@@ -258,3 +259,29 @@ def ensureAdminUser(path: str, name: str = "admin") -> str | None:
     password = randomPassword()
     users.add(name, password, OPERATOR)
     return password
+
+
+def writePasswordFile(directory: str, name: str, password: str) -> str:
+    """Write a new user's password to C{directory/NAME.password}, mode 0600, and return its path.
+
+    The bootstrap password must reach the operator without passing through a log: twistd sends
+    stdout to its log file, and a service manager to a journal that other accounts may read.  The
+    directory is created 0700; the file is written whole (a temporary file, then renamed), with
+    0600 set on the open descriptor so no umask can widen it.
+    """
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, f"{name}.password")
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, (password + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

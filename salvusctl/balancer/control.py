@@ -26,9 +26,13 @@ from salvusctl.balancer.wheel import TimeoutWheel
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import IBalancerControl
 
-__all__ = ["BalancerService"]
+__all__ = ["BalancerService", "ListenFailed"]
 
 log = Logger()
+
+
+class ListenFailed(Exception):
+    """A balanced service added live could not listen on one of its endpoints (and was removed)."""
 
 
 @implementer(IBalancerControl)
@@ -288,17 +292,35 @@ class BalancerService(MultiService):
         return self._service(service).retryHost(group, hostname)
 
     def addBalancedService(self, decl: declare.Balanced) -> Deferred:
-        """Add and start a balanced service live; fires when it listens."""
+        """Add and start a balanced service live; fires when it listens.
+
+        A bad declaration, or a name already taken, is a ValueError and adds nothing.
+        """
         try:
             decl.validate(None)
         except ConfigError as e:
             raise ValueError(e.message)
+        if decl.name in self.balanced:
+            raise ValueError(f"balanced service {decl.name!r} already exists")
         svc = self._add(decl)
         if self.running:
             self.dns[decl.name].refresh([h for _, h in svc.hosts()])
             if decl.name in self.files:
                 self.files[decl.name].start()
-        return svc.listening if svc.listening is not None else succeed([])
+        if svc.listening is None:
+            return succeed([])
+        return self._listenedOrUndone(svc, decl)
+
+    @inlineCallbacks
+    def _listenedOrUndone(self, svc: BalancedService, decl: declare.Balanced):
+        """A service added live listens on every endpoint, or is taken back: the service logs why
+        a listener failed and would keep running without it."""
+        ports = yield svc.listening
+        if len(svc.ports) < len(decl.listen):
+            yield self.removeBalancedService(decl.name)
+            why = svc.listenError or f"{decl.listen!r}"
+            raise ListenFailed(f"service {decl.name!r} cannot listen on {why}; nothing was added")
+        return ports
 
     def removeBalancedService(self, service) -> Deferred:
         """Stop listening for a service and forget it (open connections finish)."""
@@ -412,3 +434,4 @@ class BalancerService(MultiService):
         d = DeferredList(ds, consumeErrors=True)
         d.addCallback(lambda _: ops)
         return d
+

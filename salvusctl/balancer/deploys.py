@@ -13,6 +13,8 @@ supervisor through its two public integration points.
   answering) its host is removed; connections still open finish.
 
 So C{restartDeploy(name, batch=1)} of a balanced deploy is a rolling restart that no client sees.
+The pool also asks the supervisor (C{addRolling}) to apply a changed declaration of its deploy
+(a reload: SIGHUP, C{salvusctl reconcile}, C{supervisorctl update}) the same way.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class DeployPool(Service):
         Service.startService(self)
         self.supervisor.addObserver(self._observe)
         self.supervisor.addBeforeStop(self._beforeStop)
+        # A changed declaration of the deploy is applied one instance at a time, never all at once.
+        if callable(getattr(self.supervisor, "addRolling", None)):
+            self.supervisor.addRolling(self.deploy)
         for info in self.supervisor.instanceInfos():
             if info.get("deploy") == self.deploy and info.get("ready"):
                 self._join(info)
@@ -74,6 +79,8 @@ class DeployPool(Service):
         Service.stopService(self)
         self.supervisor.removeObserver(self._observe)
         self.supervisor.removeBeforeStop(self._beforeStop)
+        if callable(getattr(self.supervisor, "removeRolling", None)):
+            self.supervisor.removeRolling(self.deploy)
         for name in list(self._drains):
             self._finishDrain(name)
 

@@ -86,6 +86,9 @@ def parseArgs(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--listen", action="append", type=_listenSpec, default=[], metavar="NAME=HOST:PORT")
     p.add_argument("--backend", action="append", type=parseHostPort, default=[], metavar="HOST:PORT")
     p.add_argument("--control", help="Unix socket for hand-over (taken over if a process answers)")
+    p.add_argument("--stats", metavar="PATH",
+                   help="Unix socket answering 'stats' and 'snapshot' with JSON "
+                        "(python -m salvusctl.balancer.stats PATH)")  # fmt: skip
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: serve here)")
     p.add_argument("--config", metavar="FILE.py",
                    help="a Python file that sets 'balanced' to a list of Balanced declarations "
@@ -241,6 +244,7 @@ class ProxyProcess:
         self.out = out if out is not None else sys.stdout
         self.sockets: list[tuple[str, socket.socket]] = []
         self.controlPort: Any = None
+        self.statsPort: Any = None
         decls = buildDeclarations(args)
         self.specs = listenSpecs(decls)
         self.balancer = BalancerService(reactor, decls)
@@ -278,6 +282,21 @@ class ProxyProcess:
             return
         self.controlPort = serveHandover(self.reactor, path, self, backlog=8)
 
+    def serveStats(self) -> None:
+        """Answer C{stats} and C{snapshot} on the C{--stats} socket (L{salvusctl.balancer.stats})."""
+        path = getattr(self.args, "stats", None)
+        if path:
+            from salvusctl.balancer.stats import serveStats
+
+            self.statsPort = serveStats(self.reactor, path, self.statsAnswer)
+
+    def statsAnswer(self, command: str) -> dict:
+        from salvusctl.balancer.stats import statsOf
+
+        if command == "snapshot":
+            return self.balancer.snapshot()
+        return statsOf(self.balancer)
+
     def announce(self) -> None:
         """Tell whoever started us which ports we serve."""
         ports = {name: sock.getsockname()[1] for name, sock in self.sockets}
@@ -291,8 +310,11 @@ class ProxyProcess:
         return list(self.sockets)
 
     def handoverState(self, kind: str = "take") -> dict:
+        from salvusctl.balancer.stats import statsOf
+
         state = exportState(self.balancer.balanced, self.reactor.seconds())
         state["pid"] = os.getpid()
+        state["stats"] = statsOf(self.balancer)  # what a master sums for its stats socket
         return state
 
     def applyState(self, state: dict) -> None:
@@ -317,9 +339,10 @@ class ProxyProcess:
         for _name, sock in self.sockets:
             sock.close()
         self.sockets = []
-        if self.controlPort is not None:
-            self.controlPort.stopListening()
-            self.controlPort = None
+        for port in (self.controlPort, self.statsPort):
+            if port is not None:
+                port.stopListening()  # the successor serves these paths once we released
+        self.controlPort = self.statsPort = None
 
     def closeAll(self, abort: bool) -> None:
         """Close every proxied connection: gracefully, or abort (the hard stop)."""
@@ -369,6 +392,7 @@ def runSingle(reactor: Any, args: argparse.Namespace) -> ProxyProcess:
     if takeover is not None:
         takeover.confirm()
     proc.serveControl()
+    proc.serveStats()
     reactor.addSystemEventTrigger("before", "shutdown", proc.shutdown)
     proc.announce()
     return proc

@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 
@@ -29,7 +29,9 @@ from salvusctl.balancer.fdbudget import DescriptorBudget, adoptGuarded, isLocalE
 from salvusctl.balancer.health import HealthCheck, HostMonitor
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
+from salvusctl.balancer.refusals import RefusalLog
 from salvusctl.balancer.schedulers import makeScheduler
+from salvusctl.balancer.tlslisten import listenEndpoint
 from salvusctl.balancer.wheel import TimeoutWheel
 
 __all__ = ["BalancedService"]
@@ -71,6 +73,8 @@ class BalancedService(Service):
         # set autoListen False when the listening sockets come from elsewhere (adoptSocket/listenOn)
         self.autoListen = True
         self.listening: Deferred | None = None
+        #: why the last listen failed, in one line (C{tcp:8080:interface=…: address already in use})
+        self.listenError: str | None = None
         self.queue: deque[Frontend] = deque()
         self.queued = 0
         self._all_down_logged = False
@@ -85,6 +89,7 @@ class BalancedService(Service):
         self.idle_timeouts = 0
         self.local_errors = 0
         self._local_logged_at: float | None = None
+        self.refusals = RefusalLog(reactor, decl.name)
         self.retired = {"total": 0, "bytes_in": 0, "bytes_out": 0}
         for g in decl.groups:
             self.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
@@ -219,7 +224,7 @@ class BalancedService(Service):
         """Listen on the declared endpoint strings; fires with the ports."""
         ds = []
         for description in self.listen:
-            endpoint = serverFromString(self.reactor, withBacklog(description))
+            endpoint = listenEndpoint(self.reactor, withBacklog(description))
             if (isinstance(self.reactor, PosixReactorBase)
                     and type(endpoint) in (TCP4ServerEndpoint, TCP6ServerEndpoint)):
                 # A port that caps each accept batch at the descriptor budget.
@@ -248,7 +253,10 @@ class BalancedService(Service):
             self.listening.addErrback(self._listenFailed)
 
     def _listenFailed(self, failure):
-        log.failure("service {service}: cannot listen", failure, service=self.name)
+        """Record (in L{listenError}) and log in one line why a listener failed: a port taken is
+        an operator's error with a plain reason, not a traceback."""
+        self.listenError = listenReason(failure, self.listen)
+        log.error("service {service}: cannot listen: {why}", service=self.name, why=self.listenError)
         return None
 
     def startService(self):
@@ -261,6 +269,7 @@ class BalancedService(Service):
 
     def stopService(self):
         Service.stopService(self)
+        self.refusals.stop()
         for monitor in self.monitors.values():
             monitor.stop()
         self.monitors.clear()
@@ -446,6 +455,7 @@ class BalancedService(Service):
 
     def queueTimedOut(self, front: Frontend) -> None:
         self.queue_timeouts += 1
+        self.refusals.refused("queue_timeout")
         self._close(front)
         self._leftQueue()
 
@@ -493,7 +503,7 @@ class BalancedService(Service):
 
     def _refuse(self, front: Frontend, why: str) -> None:
         self.refused += 1
-        log.debug("service {service}: refusing a client: {why}", service=self.name, why=why)
+        self.refusals.refused(_REFUSAL_KINDS.get(why, why))
         self._close(front)
 
     def _close(self, front: Frontend) -> None:
@@ -513,6 +523,7 @@ class BalancedService(Service):
             "queue_timeouts": self.queue_timeouts,
             "idle_timeouts": self.idle_timeouts,
             "local_errors": self.local_errors,
+            "refused_by": dict(self.refusals.counts),
             "bytes_in": self.retired["bytes_in"] + sum(h.bytes_in for h in hosts),
             "bytes_out": self.retired["bytes_out"] + sum(h.bytes_out for h in hosts),
             "health_changes": sum(h.health_changes for h in hosts),
@@ -549,6 +560,17 @@ class BalancedService(Service):
         }
 
 
+# why a client was refused, as the dispatch says it -> the kind counted and logged
+_REFUSAL_KINDS = {
+    "queue full": "queue_full",
+    "all hosts down": "all_down",
+    "retries exhausted": "retries_exhausted",
+    "no active group": "no_group",
+    "scheduler chose no host": "no_host",
+    "local resource error": "local_error",
+}
+
+
 def somaxconn(path: str = "/proc/sys/net/core/somaxconn") -> int:
     """The kernel's cap on a listen backlog (Twisted's default of 50 makes bursts wait >= 1 s)."""
     try:
@@ -581,3 +603,29 @@ def _portAddress(port: Any) -> str | None:
     except Exception:
         return None
 
+
+def listenReason(failure: Any, listen: list[str]) -> str:
+    """One line for a failed L{BalancedService.listenEndpoints}: the endpoint and the reason."""
+    import errno as _errno
+
+    from twisted.internet.defer import FirstError
+    from twisted.internet.error import CannotListenError
+
+    where = ""
+    value = failure.value
+    if isinstance(value, FirstError):
+        if 0 <= value.index < len(listen):
+            where = listen[value.index]
+        value = value.subFailure.value
+    if isinstance(value, CannotListenError):
+        error = value.socketError
+        code = getattr(error, "errno", None)
+        if code == _errno.EADDRINUSE:
+            why = "address already in use"
+        elif code == _errno.EACCES:
+            why = "permission denied"
+        else:
+            why = getattr(error, "strerror", None) or str(error)
+    else:
+        why = str(value) or type(value).__name__
+    return f"{where}: {why}" if where else why

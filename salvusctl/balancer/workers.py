@@ -196,6 +196,7 @@ def runWorker(reactor: Any, args: argparse.Namespace) -> Any:
     wargs = parseArgs(takeover.state["argv"])
     wargs.workers = 0
     wargs.control = None
+    wargs.stats = None  # the master answers the stats socket, summing its workers
     proc = ProxyProcess(reactor, wargs)
     proc.sockets = list(takeover.listeners)
     if takeover.state.get("inherit"):
@@ -231,6 +232,7 @@ class Master:
         self.stopping = False
         self.takeover: Takeover | None = None
         self.controlPort: Any = None
+        self.statsPort: Any = None
         self.sharePort: Any = None
         self.sharePath = ""
         self.state: dict = {}
@@ -276,6 +278,7 @@ class Master:
             self.takeover.confirm()
             self.takeover = None
         self.serveControl()
+        self.serveStats()
         ports = {name: sock.getsockname()[1] for name, sock in self.sockets}
         pids = sorted(w.transport.pid for w in self.workers.values() if w.transport.pid)
         inherited = sum(int(h.get("total") or 0) for h in self.state.get("hosts", []))
@@ -307,6 +310,36 @@ class Master:
             return
         self.controlPort = serveHandover(self.reactor, path, self, backlog=8)
 
+    def serveStats(self) -> None:
+        """The C{--stats} socket: the workers' counters, summed."""
+        path = getattr(self.args, "stats", None)
+        if path and self.statsPort is None:
+            from salvusctl.balancer.stats import serveStats
+
+            self.statsPort = serveStats(self.reactor, path, self.statsAnswer)
+
+    def statsAnswer(self, command: str) -> Any:
+        if command == "snapshot":
+            return {"error": "with --workers each worker has its own snapshot; 'stats' sums them"}
+        from salvusctl.balancer.stats import sumStats
+
+        def total(state: dict) -> dict:
+            parts = [w.get("stats", {}) for w in state.get("workers", [])]
+            out = sumStats(parts)
+            out.update(pid=os.getpid(), workers=len(parts))
+            return out
+
+        return self._workerStates().addCallback(total)
+
+    def _workerStates(self) -> defer.Deferred:
+        asks = []
+        for proto in self.workers.values():
+            pid = proto.transport.pid
+            if pid:
+                asks.append(_askState(self.reactor, "%s.%d" % (self.sharePath, pid)))
+        d = defer.DeferredList(asks, consumeErrors=True)
+        return d.addCallback(lambda results: {"asked": len(asks), "workers": [r for ok, r in results if ok]})
+
     # IHandoverSource, for a successor master
 
     def handoverListeners(self) -> list:
@@ -314,18 +347,13 @@ class Master:
 
     def handoverState(self, kind: str = "take") -> defer.Deferred:
         """The group's state: host states from one worker, counters summed over all."""
-        asks = []
-        for proto in self.workers.values():
-            pid = proto.transport.pid
-            if pid:
-                asks.append(_askState(self.reactor, "%s.%d" % (self.sharePath, pid)))
-        d = defer.DeferredList(asks, consumeErrors=True)
+        d = self._workerStates()
 
-        def merge(results: list) -> dict:
-            states = [r for ok, r in results if ok]
-            if len(states) < len(asks):
-                _log.warn("{n} of {m} workers did not give their state", n=len(asks) - len(states),
-                          m=len(asks))  # fmt: skip
+        def merge(asked: dict) -> dict:
+            states = asked["workers"]
+            if len(states) < asked["asked"]:
+                _log.warn("{n} of {m} workers did not give their state", n=asked["asked"] - len(states),
+                          m=asked["asked"])  # fmt: skip
             merged = mergeStates(states)
             merged["pid"] = os.getpid()
             return merged
@@ -345,10 +373,10 @@ class Master:
         if self.stopping:
             return defer.gatherResults([w.ended for w in self.workers.values()])
         self.stopping = True
-        for port in (self.controlPort, self.sharePort):
+        for port in (self.controlPort, self.sharePort, self.statsPort):
             if port is not None:
                 port.stopListening()
-        self.controlPort = self.sharePort = None
+        self.controlPort = self.sharePort = self.statsPort = None
         ended = []
         for proto in list(self.workers.values()):
             ended.append(proto.ended)

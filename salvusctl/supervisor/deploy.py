@@ -195,6 +195,13 @@ class Deploy:
     @ivar startretries: kept for supervisord familiarity; when given it overrides C{backoff.retries}.
     @ivar max_processes: at most this many instances of the deploy alive at once (None: no limit).
     @ivar log_level / store_level: line level thresholds for the log file and for the store hook.
+    @ivar umask: the instance's file-creation mask (C{0o027}); None inherits Salvus's, as
+        supervisord's C{umask} does.
+    @ivar redirect_stderr: the instance's stderr is its stdout (one pipe, so the order of the
+        lines is kept), as supervisord's C{redirect_stderr=true}.
+    @ivar stdin: the instance's stdin is a pipe that C{supervisor.sendProcessStdin} writes to
+        (supervisord gives every process one); False gives it C{/dev/null}, so a program that
+        reads stdin sees end-of-file instead of waiting forever.
     """
 
     name: str
@@ -228,6 +235,9 @@ class Deploy:
     log_max_bytes: int = 50 * 1024 * 1024
     log_backups: int = 10
     log_rotate_seconds: float | None = None
+    umask: int | None = None
+    redirect_stderr: bool = False
+    stdin: bool = False
 
     component = "supervisor"
 
@@ -293,7 +303,15 @@ class Deploy:
             self._validateSelf()
             if host is not None:
                 others = [d for d in host.declarations("supervisor") if isinstance(d, Deploy)]
-                validateDeploys(others)
+                # A name declared twice is the second declaration's error (its line is the one
+                # the operator just added); the checks across deploys see the first of each name.
+                mine = next((i for i, d in enumerate(others) if d is self), None)
+                if mine is not None and any(d.name == self.name for d in others[:mine]):
+                    raise ConfigError(f"deploy {self.name!r} declared twice")
+                firsts: dict[str, Deploy] = {}
+                for d in others:
+                    firsts.setdefault(d.name, d)
+                validateDeploys(list(firsts.values()))
         except ConfigError as e:
             if e.message.startswith("deploy "):
                 raise
@@ -369,6 +387,12 @@ class Deploy:
         for level in (self.log_level, self.store_level):
             if level not in LEVELS:
                 raise ConfigError(f"unknown log level {level!r} (known: {', '.join(LEVELS)})")
+        if self.umask is not None and (not isinstance(self.umask, int) or isinstance(self.umask, bool)
+                                       or not 0 <= self.umask <= 0o777):
+            raise ConfigError(f"umask must be an int from 0 to 0o777 (0o022), not {self.umask!r}")
+        for flag in ("redirect_stderr", "stdin"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
         if self.max_processes is not None and self.max_processes < 1:
             raise ConfigError("max_processes must be >= 1")
         for dest, source in self.templates.items():

@@ -209,48 +209,63 @@ def _compileCommands(cc: str, output: str) -> list[list[str]]:
 
 def wrapperArgv(argv: list[str], cwd: str | None, uid: int | None, gid: int | None,
                 deathsig: int | None, rlimits: Mapping[int, tuple[int, int]],
-                useHelper: bool = True) -> list[str] | None:
+                useHelper: bool = True, umask: int | None = None) -> list[str] | None:
     """The argv that does in small exec'd programs what the fork path does in Python, or None
     when they are missing (then the fork path is used).
 
     Preferred: the static C{salvus-spawn} helper (L{spawnHelper}): parent-death signal, rlimits,
-    working directory.  Otherwise (or to change user): C{setpriv} sets the parent-death signal and
-    the uid/gid, C{prlimit} the rlimits, C{env -C} the working directory.  The session comes from
-    C{posix_spawn(setsid=True)} either way.  A posix_spawn of a small program costs a fraction of a
-    fork of the (large) supervisor process.
+    umask, working directory; to change user it execs C{setpriv} (uid/gid, the parent-death
+    signal again, since a change of credentials clears it) and C{env -C} (the working directory,
+    entered as the user, as supervisord does).  Without the helper: C{setpriv} sets the
+    parent-death signal and the uid/gid, C{prlimit} the rlimits, C{env -C} the working directory
+    (no umask there: the fork path does it).  The session comes from C{posix_spawn(setsid=True)}
+    either way.  A posix_spawn of a small program costs a fraction of a fork of the (large)
+    supervisor process.
     """
     helper = spawnHelper(build=False) if useHelper else None
-    if helper is not None and uid is None and gid is None:
+    asUser = uid is not None or gid is not None
+    if helper is not None and (not asUser or (_SETPRIV is not None and _ENV is not None)):
         out = [helper, "-p", str(os.getpid())]
         if deathsig:
             out += ["-d", str(int(deathsig))]
         for which, (soft, hard) in sorted(rlimits.items()):
             out += ["-r", f"{int(which)}:{_limit(soft)}:{_limit(hard)}"]
-        if cwd is not None:
-            out += ["-c", cwd]
-        return out + ["--"] + list(argv)
-    if _SETPRIV is None or _ENV is None:
+        if umask is not None:
+            out += ["-m", f"{umask:o}"]
+        if not asUser:
+            if cwd is not None:
+                out += ["-c", cwd]
+            return out + ["--"] + list(argv)
+        if cwd is not None and "=" in argv[0]:
+            return None
+        return out + ["--"] + _setprivArgv(uid, gid, deathsig) + _cwdArgv(cwd) + list(argv)
+    if _SETPRIV is None or _ENV is None or umask is not None:
         return None
     if rlimits and _PRLIMIT is None:
         return None
     if cwd is not None and "=" in argv[0]:
         return None
-    out = [_SETPRIV]
-    if deathsig:
-        out += ["--pdeathsig", signal.Signals(deathsig).name[3:]]
-    if uid is not None or gid is not None:
-        if uid is not None:
-            out += ["--reuid", str(uid), "--init-groups"]
-        if gid is not None:
-            out += ["--regid", str(gid)]
-    out.append("--")
+    out = _setprivArgv(uid, gid, deathsig)
     if rlimits:
         out.append(_PRLIMIT)
         out += [f"--{_RLIMIT_NAMES[k]}={_limit(s)}:{_limit(h)}" for k, (s, h) in sorted(rlimits.items())]
         out.append("--")
-    if cwd is not None:
-        out += [_ENV, "-C", cwd, "--"]
-    return out + list(argv)
+    return out + _cwdArgv(cwd) + list(argv)
+
+
+def _setprivArgv(uid: int | None, gid: int | None, deathsig: int | None) -> list[str]:
+    out = [_SETPRIV]
+    if deathsig:
+        out += ["--pdeathsig", signal.Signals(deathsig).name[3:]]
+    if uid is not None:
+        out += ["--reuid", str(uid), "--init-groups"]
+    if gid is not None:
+        out += ["--regid", str(gid)]
+    return out + ["--"]
+
+
+def _cwdArgv(cwd: str | None) -> list[str]:
+    return [] if cwd is None else [_ENV, "-C", cwd, "--"]
 
 
 def _limit(value: int) -> str:
@@ -268,11 +283,14 @@ class InstanceProcess(_tprocess.Process):
     def __init__(self, reactor, executable, args, environment, path, proto, uid=None, gid=None,
                  childFDs=None, deathsig: int | None = None,
                  rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True,
-                 useHelper: bool = True):
+                 useHelper: bool = True, umask: int | None = None, redirectStderr: bool = False):
         self._deathsig = deathsig
         self._rlimits = dict(rlimits or {})
+        self._umask = umask
+        self._redirectStderr = redirectStderr
         self._parentPid = os.getpid()
-        self._wrapped = (wrapperArgv(list(args), path, uid, gid, deathsig, self._rlimits, useHelper)
+        self._wrapped = (wrapperArgv(list(args), path, uid, gid, deathsig, self._rlimits, useHelper,
+                                     umask=umask)
                          if fast else None)
         if self._wrapped is not None:
             path = uid = gid = None
@@ -281,6 +299,13 @@ class InstanceProcess(_tprocess.Process):
         helper = spawnHelper(build=False) if useHelper else None
         self._helperCloses = self._wrapped is not None and helper is not None and self._wrapped[0] == helper
         super().__init__(reactor, executable, args, environment, path, proto, uid, gid, childFDs)
+
+    def _fork(self, path, uid, gid, executable, args, environment, **kwargs):
+        if self._redirectStderr:
+            # The child's fd 2 is the write end of its stdout pipe: one stream, order kept.
+            fdmap = kwargs["fdmap"]
+            fdmap[2] = fdmap[1]
+        super()._fork(path, uid, gid, executable, args, environment, **kwargs)
 
     def _trySpawnInsteadOfFork(self, path, uid, gid, executable, args, environment, kwargs):
         if self._wrapped is None:
@@ -319,6 +344,8 @@ class InstanceProcess(_tprocess.Process):
                 os._exit(1)
         for which, limits in self._rlimits.items():
             resource.setrlimit(which, limits)
+        if self._umask is not None:
+            os.umask(self._umask)
         super()._execChild(path, uid, gid, executable, args, environment)
 
 
@@ -349,14 +376,19 @@ def _forgetIgnored() -> None:
 def spawnInstance(reactor, protocol, argv: list[str], env: dict[str, str], cwd: str | None,
                   uid: int | None = None, gid: int | None = None, deathsig: int | None = None,
                   rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True,
-                  useHelper: bool = True) -> InstanceProcess:
-    """Start one instance: stdin from /dev/null, stdout and stderr as pipes to C{protocol}."""
+                  useHelper: bool = True, umask: int | None = None, redirectStderr: bool = False,
+                  stdin: bool = False) -> InstanceProcess:
+    """Start one instance: stdout and stderr as pipes to C{protocol} (one pipe for both with
+    C{redirectStderr}), stdin from /dev/null or, with C{stdin}, a pipe the transport writes to."""
     global _devnull
     if _devnull is None:
         _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    return InstanceProcess(reactor, argv[0], argv, env, cwd, protocol, uid, gid,
-                           {0: _devnull, 1: "r", 2: "r"}, deathsig=deathsig, rlimits=rlimits, fast=fast,
-                           useHelper=useHelper)
+    childFDs: dict[int, int | str] = {0: "w" if stdin else _devnull, 1: "r"}
+    if not redirectStderr:
+        childFDs[2] = "r"
+    return InstanceProcess(reactor, argv[0], argv, env, cwd, protocol, uid, gid, childFDs,
+                           deathsig=deathsig, rlimits=rlimits, fast=fast, useHelper=useHelper,
+                           umask=umask, redirectStderr=redirectStderr)
 
 
 # -- /proc -----------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from salvusctl.supervisor.states import (
 )
 
 __all__ = ["Instance", "InstanceProtocol", "IProcessOS", "ProcessOS", "StartRefused", "InstanceStopped",
-           "InstanceFatal"]
+           "InstanceFatal", "NotRunning", "NoStdin"]
 
 log = Logger()
 S = ProcessState
@@ -54,11 +54,21 @@ class InstanceFatal(Exception):
     """The instance went FATAL; the message carries the reason."""
 
 
+class NotRunning(Exception):
+    """No process of the instance runs (to write to, to signal)."""
+
+
+class NoStdin(Exception):
+    """The instance has no stdin pipe (its deploy gives none, or the process closed it)."""
+
+
 class IProcessOS(Interface):
     """The operating system as an instance sees it (L{ProcessOS}; C{testing.FakeOS} in tests)."""
 
-    def spawn(protocol, argv, env, cwd, uid, gid, deathsig, rlimits):
-        """Start a process in its own session; return its transport (with C{.pid})."""
+    def spawn(protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None, redirectStderr=False,
+              stdin=False):
+        """Start a process in its own session; return its transport (with C{.pid}, and with
+        C{stdin} a C{writeToChild(0, data)} that feeds the process's stdin pipe)."""
 
     def members(leader, marker, known):
         """Every live process of an instance: {pid: starttime}."""
@@ -91,9 +101,11 @@ class ProcessOS:
         self.fast = fast
         self.helper = helper
 
-    def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits):
+    def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None,
+              redirectStderr=False, stdin=False):
         return oscalls.spawnInstance(self.reactor, protocol, argv, env, cwd, uid, gid, deathsig, rlimits,
-                                     fast=self.fast, useHelper=self.helper)
+                                     fast=self.fast, useHelper=self.helper, umask=umask,
+                                     redirectStderr=redirectStderr, stdin=stdin)
 
     _snapshot: oscalls.Snapshot | None = None
 
@@ -324,7 +336,7 @@ class Instance:
             "members": sorted(self.members),
             "logfile": self.log.paths["stdout"],
             "stdout_logfile": self.log.paths["stdout"],
-            "stderr_logfile": self.log.paths["stderr"],
+            "stderr_logfile": "" if self.deploy.redirect_stderr else self.log.paths["stderr"],
         }
 
     def description(self, now: float) -> str:
@@ -413,8 +425,10 @@ class Instance:
         self._change(S.STARTING)
         self._inSpawn = True
         try:
+            deploy = self.deploy
             transport = self.owner.os.spawn(
-                protocol, argv, env, self.deploy.cwd, uid, gid, self.deploy.deathSignalNumber, rlimits
+                protocol, argv, env, deploy.cwd, uid, gid, deploy.deathSignalNumber, rlimits,
+                umask=deploy.umask, redirectStderr=deploy.redirect_stderr, stdin=deploy.stdin,
             )
         except Exception as e:
             self._inSpawn = False
@@ -899,6 +913,22 @@ class Instance:
         waiters, self._stopWaiters = self._stopWaiters, []
         for d in waiters:
             d.callback(None)
+
+    def sendStdin(self, data: bytes) -> None:
+        """Write C{data} to the running process's stdin pipe (C{Deploy(stdin=True)}).
+
+        Raises L{NotRunning} when no process runs (or it is being stopped, as supervisord
+        refuses a process it is killing), L{NoStdin} when the deploy gives no stdin pipe or the
+        process has closed its end.
+        """
+        if self.state not in (S.STARTING, S.RUNNING) or self.transport is None or self._stopping:
+            raise NotRunning(f"{self.name} is not running ({self.state.name})")
+        if not self.deploy.stdin:
+            raise NoStdin(f"{self.name} has no stdin pipe (Deploy(stdin=True) gives it one)")
+        pipes = getattr(self.transport, "pipes", None)
+        if pipes is not None and 0 not in pipes:
+            raise NoStdin(f"{self.name} has closed its stdin")
+        self.transport.writeToChild(0, data)
 
     def signal(self, sig: int) -> None:
         """Send C{sig} to the instance's process group."""

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from salvusctl.admin.extensions import IProcessStdin
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
@@ -42,7 +43,7 @@ from salvusctl.supervisor.notify import NotifySocket, abstractName
 from salvusctl.supervisor.process import Instance, ProcessOS, StartRefused
 from salvusctl.supervisor.states import RUNNING_STATES, ProcessState
 
-__all__ = ["SupervisorService", "DependencyFailed", "StartRefused"]
+__all__ = ["SupervisorService", "DependencyFailed", "RollFailed", "StartRefused"]
 
 log = Logger()
 S = ProcessState
@@ -55,7 +56,11 @@ class DependencyFailed(Exception):
     """A deploy was not started because a deploy it depends on could not be made ready."""
 
 
-@implementer(ISupervisor)
+class RollFailed(Exception):
+    """A rolling restart stopped: a new instance could not be made ready."""
+
+
+@implementer(ISupervisor, IProcessStdin)
 class SupervisorService(Service):
     """Runs the instances of a set of L{Deploy} declarations.
 
@@ -102,6 +107,8 @@ class SupervisorService(Service):
         self._live: dict[str, int] = {}
         self._liveTotal = 0
         self.observers: list[Observer] = []
+        # deploy name -> how many followers (balanced groups) asked for its changes to roll
+        self._rolling: dict[str, int] = {}
         self.beforeStopHooks: list[BeforeStop] = []
         self.leftoversKilled: dict[int, int] = {}
         self._deployStarts: dict[str, list[Deferred]] = {}
@@ -129,16 +136,29 @@ class SupervisorService(Service):
             name = f"{deploy.name}:{index}"
             if name in self.instances:
                 continue
-            instanceLog = InstanceLog(
-                name, self.logDir, self.reactor.seconds, fileLevel=deploy.log_level,
-                storeLevel=deploy.store_level, maxBytes=deploy.log_max_bytes, backups=deploy.log_backups,
-                rotateSeconds=deploy.log_rotate_seconds, storeHook=self.storeHook,
-                onHookError=lambda e, name=name: log.error("{name}: log hook failed: {e!r}", name=name, e=e),
-            )
-            self.instances[name] = instance = Instance(self, deploy, index, self._portFor(deploy, index),
-                                                       instanceLog)
+            self.instances[name] = instance = self._makeInstance(deploy, index, self._portFor(deploy, index))
             made.append(instance)
         return made
+
+    def _makeInstance(self, deploy: Deploy, index: int, port: int | None) -> Instance:
+        name = f"{deploy.name}:{index}"
+        instanceLog = InstanceLog(
+            name, self.logDir, self.reactor.seconds, fileLevel=deploy.log_level,
+            storeLevel=deploy.store_level, maxBytes=deploy.log_max_bytes, backups=deploy.log_backups,
+            rotateSeconds=deploy.log_rotate_seconds, storeHook=self.storeHook,
+            onHookError=lambda e, name=name: log.error("{name}: log hook failed: {e!r}", name=name, e=e),
+        )
+        return Instance(self, deploy, index, port, instanceLog)
+
+    def _replaceInstance(self, instance: Instance, deploy: Deploy) -> Instance:
+        """Put an instance of C{deploy}'s new declaration in the place of a stopped one (same
+        name, and the same port when the port is C{auto}: the balancer finds it where it was)."""
+        port = self._portFor(deploy, instance.index)
+        self._forgetLive(instance)
+        instance.shutdown()
+        self.registry.set(instance.name, {})
+        self.instances[instance.name] = fresh = self._makeInstance(deploy, instance.index, port)
+        return fresh
 
     def _portFor(self, deploy: Deploy, index: int) -> int | None:
         if deploy.port is None:
@@ -452,6 +472,25 @@ class SupervisorService(Service):
         if hook in self.beforeStopHooks:
             self.beforeStopHooks.remove(hook)
 
+    def addRolling(self, deploy: str) -> None:
+        """Apply a changed declaration of C{deploy} as a rolling restart (see L{reload}).
+
+        A balanced group that follows the deploy asks for this: restarting every instance at
+        once would leave it with no host, and its clients with failed requests.
+        """
+        self._rolling[deploy] = self._rolling.get(deploy, 0) + 1
+
+    def removeRolling(self, deploy: str) -> None:
+        count = self._rolling.get(deploy, 0) - 1
+        if count > 0:
+            self._rolling[deploy] = count
+        else:
+            self._rolling.pop(deploy, None)
+
+    def rollingDeploys(self) -> list[str]:
+        """The deploys whose changes are applied as rolling restarts (sorted)."""
+        return sorted(self._rolling)
+
     # -- queries ---------------------------------------------------------------------------------
 
     def _instance(self, name: str) -> Instance:
@@ -503,6 +542,11 @@ class SupervisorService(Service):
 
     def signalInstance(self, name: str, sig: int | str) -> None:
         self._instance(name).signal(signalNumber(sig))
+
+    def sendStdin(self, name: str, data: bytes) -> None:
+        """Write C{data} to an instance's stdin pipe (C{Deploy(stdin=True)}); KeyError for an
+        unknown name, L{NotRunning} or L{NoStdin} when it cannot be written."""
+        self._instance(name).sendStdin(data)
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -674,13 +718,16 @@ class SupervisorService(Service):
     # -- reload ----------------------------------------------------------------------------------
 
     @inlineCallbacks
-    def reload(self, deploys: Sequence[Deploy]):
+    def reload(self, deploys: Sequence[Deploy], rolling: bool = True):
         """Apply a new set of declarations, touching only what changed.
 
         Unchanged deploys keep running; a deploy whose only change is C{numprocs} is scaled (the
         instances it keeps are not touched); changed ones are stopped and started again with the
         new declaration; removed ones are stopped and forgotten; added ones are started (if
-        autostart).  Fires with {'added', 'changed', 'scaled', 'removed'}: lists of deploy names.
+        autostart).  A changed deploy that a balanced group follows (L{addRolling}) is instead
+        replaced one instance at a time (L{_roll}), so its group always has ready hosts;
+        C{rolling=False} restarts it at once like any other.  Fires with {'added', 'changed',
+        'scaled', 'removed', 'rolled'}: lists of deploy names ('rolled' is part of 'changed').
         """
         deploys = list(deploys)
         for deploy in deploys:
@@ -692,9 +739,12 @@ class SupervisorService(Service):
         changed = [n for n in new if n in self.deploys and new[n].spec() != self.deploys[n].spec()]
         scaled = [n for n in changed if _unscaled(new[n]) == _unscaled(self.deploys[n])]
         changed = [n for n in changed if n not in scaled]
+        rolled = [n for n in changed if rolling and self.running and n in self._rolling]
+        allChanged = changed
+        changed = [n for n in changed if n not in rolled]
         shrunk: list[Instance] = []
         for name in new:
-            if name in self.deploys and name not in changed:
+            if name in self.deploys and name not in allChanged:
                 # Same processes (priority or numprocs aside): adopt the declaration in place.
                 old = self.deploys[name]
                 shrunk += [self.instances[f"{name}:{i}"] for i in range(new[name].numprocs, old.numprocs)]
@@ -721,7 +771,52 @@ class SupervisorService(Service):
             starts = [self.startDeploy(n) for n in changed + added if new[n].autostart]
             starts += [self.startInstance(i.name) for i in grown if i.deploy.autostart]
             yield _gather(starts)
-        return {"added": added, "changed": changed, "scaled": scaled, "removed": removed}
+        for name in self._startSequence(rolled):
+            yield self._roll(new[name])
+        return {"added": added, "changed": allChanged, "scaled": scaled, "removed": removed,
+                "rolled": rolled}
+
+    @inlineCallbacks
+    def _roll(self, deploy: Deploy, batch: int = 1):
+        """Replace a running deploy's instances by ones of its new declaration, C{batch} at a
+        time: each stops (its before-stop hooks drain it first), its successor starts, and the
+        next batch waits until that one is ready.
+
+        A successor that cannot be made ready stops the roll with a clear error: the instances
+        not reached yet keep running the old declaration, and the deploy stays recorded as the
+        old one, so the next reload finds it changed and tries again.
+        """
+        name = deploy.name
+        olds = self._instancesOf(name)
+        kept = [i for i in olds if i.index < deploy.numprocs]
+        extra = [i for i in olds if i.index >= deploy.numprocs]
+        log.info("{name}: rolling restart with the new declaration, {batch} at a time", name=name,
+                 batch=batch)
+        for start in range(0, len(kept), batch):
+            group = kept[start:start + batch]
+            running = {i.name for i in group if i.state in RUNNING_STATES}
+            yield _gather([i.stop() for i in group])
+            fresh = [self._replaceInstance(i, deploy) for i in group]
+            self._saveRegistry()
+            wanted = [i for i in fresh if i.name in running or deploy.autostart]
+            try:
+                yield _gather([self.startInstance(i.name) for i in wanted])
+            except Exception as e:
+                left = [i.name for i in kept[start + batch:]]
+                raise RollFailed(
+                    f"rolling restart of {name} stopped: {e}"
+                    + (f"; {', '.join(left)} keep the old declaration" if left else ""))
+        yield _gather([i.stop() for i in extra])
+        for instance in extra:
+            del self.instances[instance.name]
+            self._forgetLive(instance)
+            instance.shutdown()
+            self.registry.entries.pop(instance.name, None)
+        self.deploys[name] = deploy
+        grown = self._addInstances(deploy)
+        self._saveRegistry()
+        if deploy.autostart:
+            yield _gather([self.startInstance(i.name) for i in grown])
 
 
 class _ProbeProtocol(ProcessProtocol):

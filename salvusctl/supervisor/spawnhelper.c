@@ -1,13 +1,14 @@
 /* salvus-spawn: what an instance needs between spawn and exec, in one small static program.
  *
- * Usage: salvus-spawn [-p PARENT] [-d SIGNAL] [-r RESOURCE:SOFT:HARD]... [-c DIR] -- PROGRAM ARG...
+ * Usage: salvus-spawn [-p PARENT] [-d SIGNAL] [-r RESOURCE:SOFT:HARD]... [-c DIR] [-m UMASK] -- PROGRAM ARG...
  *
  * The supervisor posix_spawns this with setsid already done.  It asks the kernel for SIGNAL when
- * the parent dies (and exits if the parent PARENT is already gone), applies rlimits, changes
- * directory, closes every descriptor above 2 (so the supervisor need not list and mark its own
- * descriptors before each spawn), then execvp()s PROGRAM.  A failure prints one line on stderr and
- * exits 127.
- * (Instances run as another user go through setpriv instead.)  Built once, on first use, by salvusctl.supervisor.oscalls (cc -O2 -static).
+ * the parent dies (and exits if the parent PARENT is already gone), applies rlimits, sets the
+ * umask (octal), changes directory, closes every descriptor above 2 (so the supervisor need not
+ * list and mark its own descriptors before each spawn), then execvp()s PROGRAM.  A failure prints
+ * one line on stderr and exits 127.  Instances run as another user have setpriv as PROGRAM: the
+ * work that needs root (rlimits above the hard limit) is done here, before the user changes.
+ * Built once, on first use, by salvusctl.supervisor.oscalls (cc -O2 -static).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <dirent.h>
 #include <sys/syscall.h>
@@ -86,6 +88,8 @@ int main(int argc, char **argv) {
             if (setrlimit(atoi(buf), &rl) != 0) fail("setrlimit", v);
         } else if (strcmp(a, "-c") == 0) {
             dir = v;
+        } else if (strcmp(a, "-m") == 0) {
+            umask((mode_t)strtol(v, NULL, 8));
         } else {
             errno = EINVAL;
             fail("unknown option", a);

@@ -46,17 +46,17 @@ class SalvusNamespaceTests(HarnessTestCase):
         self.assertIs(self.call("salvus.balancerAddHost", "www", "web", "10.0.0.5", 80, 2, "big"), True)
         self.assertIs(self.call("salvus.balancerSetState", "www", "web", "big", "drain"), True)
         self.assertIs(self.call("salvus.balancerSetWeight", "www", "web", "big", 7), True)
-        self.assertIs(self.call("salvus.balancerSetScheduler", "www", "web", "leastconn"), True)
+        self.assertIs(self.call("salvus.balancerSetScheduler", "www", "web", "leastconns"), True)
         group = self.h.balancer.services["www"]["groups"]["web"]
         self.assertEqual((group["hosts"]["big"]["state"], group["hosts"]["big"]["weight"]), ("drain", 7))
-        self.assertEqual(group["scheduler"], "leastconn")
+        self.assertEqual(group["scheduler"], "leastconns")
         self.assertIs(self.call("salvus.balancerRemoveHost", "www", "web", "big"), True)
         self.assertNotIn("big", group["hosts"])
 
     def test_balancerStructureVerbs(self):
         """Services and groups come and go; a group can be emptied; a bad host retried now."""
         self.assertIs(self.call("salvus.balancerAddService", "api", ["tcp:8081:interface=127.0.0.1"]), True)
-        self.assertIs(self.call("salvus.balancerAddGroup", "api", "blue", "leastconn"), True)
+        self.assertIs(self.call("salvus.balancerAddGroup", "api", "blue", "leastconns"), True)
         self.assertIs(self.call("salvus.balancerAddHost", "api", "blue", "10.0.0.1", 80), True)
         self.assertIs(self.call("salvus.balancerAddHost", "api", "blue", "10.0.0.2", 80), True)
         self.assertIs(self.call("salvus.balancerRetryHost", "api", "blue", "10.0.0.1:80"), True)
@@ -217,7 +217,7 @@ class RollingRestartTests(HarnessTestCase):
     def setUp(self):
         super().setUp()
         self.events = []
-        self.h.supervisor.addObserver(lambda name, old, new, info: self.events.append((name, new)))
+        self.h.supervisor.addObserver(lambda name, old, new, info: self.events.append((name, new.name)))
 
     def pids(self, deploy):
         return {i["name"]: i["pid"] for i in self.h.supervisor.instanceInfos() if i["group"] == deploy}

@@ -55,6 +55,14 @@ class FakeSupervisor:
     def instanceInfos(self):
         return list(self.infos)
 
+    rolling: list[str]
+
+    def addRolling(self, deploy):
+        self.__dict__.setdefault("rolling", []).append(deploy)
+
+    def removeRolling(self, deploy):
+        self.rolling.remove(deploy)
+
     def emit(self, name, old, new, event, deploy="worker", port=9000, ready=False):
         info = {"name": name, "deploy": deploy, "port": port, "ready": ready, "event": event}
         for o in list(self.observers):
@@ -170,6 +178,13 @@ class DeployPoolTests(SynchronousTestCase):
         self.pool.stopService()
         self.successResultOf(d)
         self.assertEqual((self.sup.observers, self.sup.hooks), ([], []))
+
+    def test_followed_deploy_rolls_on_change(self):
+        """While the pool follows its deploy, the supervisor applies a changed declaration of it
+        as a rolling restart (a reload never empties the group); after the pool stops, no more."""
+        self.assertEqual(self.sup.rolling, ["worker"])
+        self.pool.stopService()
+        self.assertEqual(self.sup.rolling, [])
 
     def test_deploy_groups_are_not_reconciled_away(self):
         """diff() does not ask to remove hosts that came from the deploy."""

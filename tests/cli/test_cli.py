@@ -118,7 +118,7 @@ class CLITests(CLITestBase):
         """DEPLOY:*, GROUP:* and all restart one instance at a time (each back before the next
         stops); NAME:i restarts only that instance; --no-rolling stops all, then starts all."""
         events = []
-        self.supervisor.addObserver(lambda name, old, new, info: events.append((name, new)))
+        self.supervisor.addObserver(lambda name, old, new, info: events.append((name, new.name)))
         code, out, err = yield self.cli("restart", "web:*")
         self.assertEqual((code, out, err), (ExitCode.OK, "", ""))
         self.assertEqual(
@@ -224,14 +224,14 @@ class CLITests(CLITestBase):
         self.assertNotIn("127.0.0.1:8000", out)
         code, out, err = yield self.cli("balancer", "up", "www/nope/x")
         self.assertEqual(code, ExitCode.NO_SUCH_NAME)
-        code, out, err = yield self.cli("balancer", "weight", "www/web/10.0.0.9:81", "999")
+        code, out, err = yield self.cli("balancer", "weight", "www/web/10.0.0.9:81", "0")
         self.assertEqual(code, ExitCode.USAGE)
-        self.assertIn("bad weight", err)
+        self.assertIn("weight must be > 0", err)
         code, out, err = yield self.cli("balancer", "up", "just-a-host")
         self.assertEqual(code, ExitCode.USAGE)
         for argv in (
             ("balancer", "add-service", "api", "tcp:8081:interface=127.0.0.1"),
-            ("balancer", "add-group", "api/blue", "--scheduler", "leastconn"),
+            ("balancer", "add-group", "api/blue", "--scheduler", "leastconns"),
             ("balancer", "add", "api/blue", "10.0.0.1:80"),
             ("balancer", "retry", "api/blue/10.0.0.1:80"),
             ("balancer", "remove-all", "api/blue"),

@@ -451,7 +451,8 @@ class ReloadTests(Harness):
                         deploy("new", startsecs=0)])
         self.clock.advance(0.1)
         self.assertEqual(self.successResultOf(d),
-                         {"added": ["new"], "changed": ["changed"], "scaled": [], "removed": ["gone"]})
+                         {"added": ["new"], "changed": ["changed"], "scaled": [], "removed": ["gone"],
+                          "rolled": []})
         self.assertEqual(self.pid("same:0"), pids["same"])
         self.assertNotEqual(self.pid("changed:0"), pids["changed"])
         self.assertEqual(self.fake.latest().argv[0], "/bin/true")
@@ -479,6 +480,72 @@ class ReloadTests(Harness):
         self.assertEqual(sorted(svc.instances), ["w:0"])
         self.assertEqual(self.pid("w:0"), keep[0])
         self.assertEqual(len(self.fake.live), 1)
+
+    def test_reload_rolls_a_followed_deploy(self):
+        """A changed deploy that a balanced group follows is replaced one instance at a time: the
+        next one is drained only once its predecessor's successor is ready, so two of three
+        always serve; each successor runs the new declaration on the old port."""
+        svc = self.make(deploy("w", numprocs=3, startsecs=1, port="auto", env={"MODE": "one"}))
+        svc.startService()
+        self.clock.advance(1)
+        svc.addRolling("w")
+        old = {f"w:{i}": self.pid(f"w:{i}") for i in range(3)}
+        ports = {n: svc.instanceInfo(n)["port"] for n in old}
+        serving = []
+        svc.addBeforeStop(lambda name, info: serving.append(
+            (name, sorted(n for n in old if svc.instanceInfo(n)["ready"]))))
+        d = svc.reload([deploy("w", numprocs=3, startsecs=1, port="auto", env={"MODE": "two"})])
+        for _ in range(40):
+            self.clock.advance(0.1)
+        result = self.successResultOf(d)
+        self.assertEqual((result["changed"], result["rolled"]), (["w"], ["w"]))
+        self.assertEqual(serving, [("w:0", ["w:0", "w:1", "w:2"]), ("w:1", ["w:0", "w:1", "w:2"]),
+                                   ("w:2", ["w:0", "w:1", "w:2"])])
+        for name in old:
+            self.assertNotEqual(self.pid(name), old[name])
+            self.assertEqual(svc.instanceInfo(name)["port"], ports[name])
+            self.assertEqual(self.state(name), "RUNNING")
+        self.assertEqual([s.env["MODE"] for s in self.fake.spawned[3:]], ["two"] * 3)
+        self.assertEqual(svc.deploys["w"].env, {"MODE": "two"})
+        # one instance of three down at a time: never two stopped at once
+        downs = [e for e in self.events if e[2] == "STOPPED"]
+        self.assertEqual([e[0] for e in downs], ["w:0", "w:1", "w:2"])
+
+    def test_reload_roll_stops_at_an_instance_that_fails(self):
+        """A new declaration that cannot start stops the roll at its first instance: the others
+        keep running the old one, and the deploy stays recorded as changed for the next reload."""
+        svc = self.make(deploy("w", numprocs=3, startsecs=0, port="auto", startretries=1))
+        svc.startService()
+        svc.addRolling("w")
+        old = {f"w:{i}": self.pid(f"w:{i}") for i in range(3)}
+        running = svc.deploys["w"]
+        self.fake.failSpawn = OSError(2, "No such file or directory")
+        d = svc.reload([deploy("w", numprocs=3, startsecs=0, port="auto", startretries=1,
+                               command=["/bin/false"])])
+        for _ in range(100):
+            self.clock.advance(1)
+        f = self.failureResultOf(d)
+        self.assertIn("rolling restart of w stopped", str(f.value))
+        self.assertIn("w:1, w:2 keep the old declaration", str(f.value))
+        self.assertEqual((self.pid("w:1"), self.pid("w:2")), (old["w:1"], old["w:2"]))
+        self.assertIs(svc.deploys["w"], running)
+        self.flushLoggedErrors()
+
+    def test_reload_without_rolling_restarts_at_once(self):
+        """rolling=False (and a deploy nothing follows) restarts every instance together."""
+        svc = self.make(deploy("w", numprocs=2, startsecs=0))
+        svc.startService()
+        svc.addRolling("w")
+        svc.removeRolling("w")
+        self.assertEqual(svc.rollingDeploys(), [])
+        d = svc.reload([deploy("w", numprocs=2, startsecs=0, env={"X": "1"})])
+        self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(d)["rolled"], [])
+        svc.addRolling("w")
+        d = svc.reload([deploy("w", numprocs=2, startsecs=0, env={"X": "2"})], rolling=False)
+        self.assertEqual([self.state("w:0"), self.state("w:1")], ["STOPPING", "STOPPING"])
+        self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(d)["rolled"], [])
 
     def test_reload_rejects_bad_config_untouched(self):
         from salvusctl.errors import ConfigError
@@ -722,8 +789,8 @@ class _ExitsInSpawn(FakeOS):
 
     exitNext = False
 
-    def spawn(self, *args):
-        transport = super().spawn(*args)
+    def spawn(self, *args, **kwargs):
+        transport = super().spawn(*args, **kwargs)
         if self.exitNext:
             self.exitNext = False
             self.exit(transport.pid, 1)

@@ -405,9 +405,28 @@ class WrapperTests(TestCase):
         self.assertEqual(oscalls.wrapperArgv(["prog"], None, None, None, 15, {})[0], path)
 
     def test_other_user_goes_through_setpriv(self):
+        """Without the helper, setpriv changes the user; with it, the helper does the root part
+        (rlimits, umask) and then execs setpriv, which sets the death signal again (a change of
+        credentials clears it) and changes the user."""
+        saved = oscalls._helper
+        self.addCleanup(setattr, oscalls, "_helper", saved)
+        oscalls._helper = None
         argv = oscalls.wrapperArgv(["prog"], None, 65534, 65534, 15, {})
         self.assertEqual(argv[1:], ["--pdeathsig", "TERM", "--reuid", "65534", "--init-groups",
                                     "--regid", "65534", "--", "prog"])
+        oscalls._helper = "/cache/salvus-spawn"
+        argv = oscalls.wrapperArgv(["prog"], "/srv", 65534, None, 15, {7: (64, 64)}, umask=0o27)
+        self.assertEqual(argv, ["/cache/salvus-spawn", "-p", str(os.getpid()), "-d", "15",
+                                "-r", "7:64:64", "-m", "27", "--",
+                                oscalls._SETPRIV, "--pdeathsig", "TERM", "--reuid", "65534",
+                                "--init-groups", "--", oscalls._ENV, "-C", "/srv", "--", "prog"])
+
+    def test_umask_without_helper_takes_the_fork_path(self):
+        """setpriv cannot set a umask: without the helper, an instance with one is forked."""
+        saved = oscalls._helper
+        self.addCleanup(setattr, oscalls, "_helper", saved)
+        oscalls._helper = None
+        self.assertIsNone(oscalls.wrapperArgv(["prog"], None, None, None, 15, {}, umask=0o22))
 
 
 class ReaperTests(RealTestCase):
