@@ -20,13 +20,13 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
 from twisted.logger import Logger
 
-from salvusctl.balancer import declare, fastpath, states
+from salvusctl.balancer import declare, fastpath, listeners, states
 from salvusctl.balancer.health import HealthCheck, HostMonitor
+from salvusctl.balancer.listeners import listenerName
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
 from salvusctl.balancer.refusals import RefusalLog
 from salvusctl.balancer.schedulers import makeScheduler
-from salvusctl.balancer.tlslisten import listenEndpoint
 from salvusctl.balancer.wheel import TimeoutWheel
 
 __all__ = ["BalancedService"]
@@ -62,6 +62,9 @@ class BalancedService(Service):
         self.active = decl.activeGroup()
         self.factory = FrontendFactory(self, self.wheel)
         self.ports: list[Any] = []
+        self.listeners: list[listeners.Listener] = []
+        # listener name -> a socket taken from a predecessor, adopted instead of binding
+        self.inherited: dict[str, socket.socket] = {}
         # set autoListen False when the listening sockets come from elsewhere (adoptSocket/listenOn)
         self.autoListen = True
         self.listening: Deferred | None = None
@@ -205,14 +208,38 @@ class BalancedService(Service):
         return self.listenOn(self.reactor.adoptStreamPort(fd, family, self.factory))
 
     def listenEndpoints(self) -> Deferred:
-        """Listen on the declared endpoint strings; fires with the ports."""
+        """Listen on the declared endpoint strings; fires with the ports.
+
+        C{tcp:}/C{tcp6:}/C{ssl:} sockets are bound here (or taken from L{inherited}, by listener
+        name) and adopted, so that they can be handed over (L{salvusctl.balancer.listeners}).
+        """
         ds = []
-        for description in self.listen:
-            endpoint = listenEndpoint(self.reactor, withBacklog(description))
-            d = endpoint.listen(self.factory)
-            d.addCallback(self.listenOn)
+        for i, description in enumerate(self.listen):
+            name = listenerName(self.name, i)
+            d = listeners.listen(self.reactor, name, withBacklog(description), self.factory,
+                                 self.inherited.pop(name, None))
+            d.addCallback(self._listening)
             ds.append(d)
         return gatherResults(ds, consumeErrors=True)
+
+    def _listening(self, listener: listeners.Listener) -> Any:
+        self.listeners.append(listener)
+        return self.listenOn(listener.port)
+
+    def closeListeners(self) -> Deferred:
+        """Stop accepting on every port and close the sockets this service holds."""
+        ports, self.ports = self.ports, []
+        owned, self.listeners = self.listeners, []
+        ds = [maybeDeferred(p.stopListening) for p in ports]
+        for listener in owned:
+            if listener.sock is not None:
+                listener.sock.close()
+                listener.sock = None
+        return DeferredList(ds, consumeErrors=True)
+
+    def handoverSockets(self) -> list[tuple[str, socket.socket]]:
+        """(listener name, socket) of every listener a successor can take."""
+        return [(x.name, x.sock) for x in self.listeners if x.sock is not None]
 
     def privilegedStartService(self):
         Service.privilegedStartService(self)
@@ -242,9 +269,8 @@ class BalancedService(Service):
         for monitor in self.monitors.values():
             monitor.stop()
         self.monitors.clear()
-        ports, self.ports = self.ports, []
         self.listening = None
-        return DeferredList([maybeDeferred(p.stopListening) for p in ports])
+        return self.closeListeners()
 
     def _startMonitor(self, group: str, host: BackendHost) -> None:
         if id(host) in self.monitors:
