@@ -26,14 +26,12 @@ from typing import Any
 
 from OpenSSL import SSL
 from OpenSSL.SSL import WantReadError, ZeroReturnError
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["ListenerContext", "TLSServerProtocol", "TLSServerFactory", "TLSListenEndpoint",
-           "listenEndpoint", "noALPN"]
+__all__ = ["ListenerContext", "TLSServerProtocol", "TLSServerFactory", "noALPN"]
 
 
 def noALPN(connection: Any, offered: list[bytes]) -> Any:
@@ -154,31 +152,3 @@ class TLSServerFactory(TLSMemoryBIOFactory):
 
     def __init__(self, contextFactory: Any, wrappedFactory: Any, clock: Any = None) -> None:
         super().__init__(ListenerContext(contextFactory), False, wrappedFactory, clock)
-
-
-class TLSListenEndpoint:
-    """A TCP server endpoint whose connections speak TLS through L{TLSServerFactory}."""
-
-    def __init__(self, tcp: Any, contextFactory: Any) -> None:
-        self.tcp = tcp
-        self.contextFactory = contextFactory
-
-    def listen(self, protocolFactory: Any) -> Any:
-        return self.tcp.listen(TLSServerFactory(self.contextFactory, protocolFactory))
-
-
-def listenEndpoint(reactor: Any, description: str) -> Any:
-    """The server endpoint for a balancer listener's description.
-
-    C{ssl:} strings are parsed (and their key and certificate loaded) by Twisted's own parser,
-    then served by a TCP endpoint with the same port, backlog and interface and the balancer's
-    TLS protocol; any other string is Twisted's endpoint unchanged.
-    """
-    from twisted.internet.endpoints import serverFromString
-
-    endpoint = serverFromString(reactor, description)
-    if isinstance(endpoint, SSL4ServerEndpoint):
-        # SSL4ServerEndpoint has no public accessors; these four are its constructor's arguments.
-        tcp = TCP4ServerEndpoint(reactor, endpoint._port, endpoint._backlog, endpoint._interface)
-        return TLSListenEndpoint(tcp, endpoint._sslContextFactory)
-    return endpoint
