@@ -30,6 +30,7 @@ from twisted.internet.endpoints import (
     TCP6ServerEndpoint,
     serverFromString,
 )
+from twisted.internet.error import CannotListenError
 from twisted.internet.posixbase import PosixReactorBase
 
 from salvusctl.balancer.handover import bindTCP
@@ -98,7 +99,7 @@ def listen(reactor: Any, name: str, description: str, factory: Any,
         try:
             sock = bindTCP(interface, endpoint._port, endpoint._backlog)
         except OSError as e:
-            return defer.fail(e)
+            return defer.fail(CannotListenError(interface, endpoint._port, e))  # as Twisted's listen
     try:
         port = reactor.adoptStreamPort(sock.fileno(), sock.family, wrap(factory) if wrap else factory)
     except Exception:

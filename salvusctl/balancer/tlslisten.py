@@ -31,6 +31,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from salvusctl.balancer.fastpath import fastWrite
+
 __all__ = ["ListenerContext", "TLSServerProtocol", "TLSServerFactory", "noALPN"]
 
 
@@ -73,8 +75,16 @@ class TLSServerProtocol(TLSMemoryBIOProtocol):
         return IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
 
     def _flushSendBIO(self) -> None:
-        if self._tlsConnection is not None:
-            super()._flushSendBIO()
+        # Twisted's version, with the balancer's fastWrite: the TLS records go out now instead of
+        # on the next reactor turn (two epoll changes fewer per answer), and nothing is sent once
+        # the connection is gone.
+        if self._tlsConnection is None:
+            return
+        try:
+            data = self._tlsConnection.bio_read(2**15)
+        except WantReadError:
+            return
+        fastWrite(self.transport, data)
 
     def _flushReceiveBIO(self) -> None:
         while not self._lostTLSConnection:
