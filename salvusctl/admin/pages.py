@@ -662,6 +662,10 @@ class AdminPages:
             f" · {up} / {len(hosts)} hosts up · heartbeat {esc(info.get('heartbeat'))}s,"
             f" down after {esc(info.get('missed'))} missed</p>"
         )
+        stale = next((h for h in hosts if h.get("stale")), None)
+        if stale is not None:
+            body = (f'<p class="flash error">Stale view: {esc(stale.get("stale_reason"))}; the states below'
+                    f' are {float(stale.get("view_age") or 0):.1f}s old.</p>') + body
         rows = []
         for h in hosts:
             state = str(h.get("state"))

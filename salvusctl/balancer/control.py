@@ -19,6 +19,7 @@ from zope.interface import implementer
 from salvusctl.balancer import declare, persist, states
 from salvusctl.balancer.backends import BackendsFile
 from salvusctl.balancer.dns import DNSCache
+from salvusctl.balancer.fdbudget import DescriptorBudget, openDescriptors
 from salvusctl.balancer.schedulers.sticky import Sticky
 from salvusctl.balancer.service import BalancedService
 from salvusctl.balancer.wheel import TimeoutWheel
@@ -71,6 +72,7 @@ class BalancerService(MultiService):
         self.housekeeping = housekeeping
         self.rng = rng
         self.wheel = TimeoutWheel(reactor, wheel_resolution)
+        self.budget = DescriptorBudget(reactor)
         self.resolver = resolver
         self.declared: dict[str, declare.Balanced] = {}
         self.balanced: dict[str, BalancedService] = {}
@@ -88,7 +90,7 @@ class BalancerService(MultiService):
     def _add(self, decl: declare.Balanced) -> BalancedService:
         if decl.name in self.balanced:
             raise ConfigError(f"two balanced services are named {decl.name!r}")
-        svc = BalancedService(self.reactor, decl, self.wheel, self.rng)
+        svc = BalancedService(self.reactor, decl, self.wheel, self.rng, self.budget)
         svc.onHostChange = self._hostChanged
         self.declared[decl.name] = decl
         self.balanced[decl.name] = svc
@@ -125,6 +127,7 @@ class BalancerService(MultiService):
     def startService(self):
         self._inherit()
         restoring = self.store is not None and not self._restored
+        self.sizeBudget()
         super().startService()
         self._serveSuccessors()
         for watcher in self.files.values():
@@ -207,6 +210,7 @@ class BalancerService(MultiService):
             watcher.stop()
         yield super().stopService()
         self.wheel.stop()
+        self.budget.stop()
         if self.store is not None and self._restored:
             try:
                 yield self.save()
@@ -219,6 +223,15 @@ class BalancerService(MultiService):
         The wheel keeps enforcing idle timeouts; L{openConnections} tells when the last one ended.
         """
         return DeferredList([svc.closeListeners() for svc in self.balanced.values()], consumeErrors=True)
+
+    def sizeBudget(self) -> int:
+        """Size the clients' descriptor budget from RLIMIT_NOFILE now (at start), warning when the
+        declared maxconn cannot fit; returns the capacity (clients at once)."""
+        services = list(self.balanced.values())
+        declared = 0 if any(not s.maxconn for s in services) else sum(s.maxconn for s in services)
+        checks = 2 * sum(1 for s in services for _ in s.hosts())  # a health and an agent check each
+        self.budget.in_use = openDescriptors()
+        return self.budget.plan(declared, checks)
 
     def openConnections(self) -> int:
         """Client connections currently open or queued across all services."""
@@ -293,7 +306,8 @@ class BalancerService(MultiService):
     def snapshot(self) -> dict:
         """Every service's config, state and counters as plain data (see docs/admin.md)."""
         return {"services": {name: svc.info() for name, svc in self.balanced.items()},
-                "wheel": {"entries": self.wheel.size, "resolution": self.wheel.resolution}}
+                "wheel": {"entries": self.wheel.size, "resolution": self.wheel.resolution},
+                "descriptors": self.budget.info()}
 
     def addHost(self, service, group, address, port, weight=1, name=None, **options):
         """Add a backend host to a group (checked before it takes traffic)."""

@@ -33,6 +33,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.error import CannotListenError
 from twisted.internet.posixbase import PosixReactorBase
 
+from salvusctl.balancer.fdbudget import adoptGuarded
 from salvusctl.balancer.handover import bindTCP
 from salvusctl.balancer.tlslisten import TLSServerFactory
 
@@ -101,7 +102,8 @@ def listen(reactor: Any, name: str, description: str, factory: Any,
         except OSError as e:
             return defer.fail(CannotListenError(interface, endpoint._port, e))  # as Twisted's listen
     try:
-        port = reactor.adoptStreamPort(sock.fileno(), sock.family, wrap(factory) if wrap else factory)
+        # a port that caps each accept batch at the descriptor budget (L{salvusctl.balancer.fdbudget})
+        port = adoptGuarded(reactor, sock.fileno(), sock.family, wrap(factory) if wrap else factory)
     except Exception:
         sock.close()
         return defer.fail()

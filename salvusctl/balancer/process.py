@@ -155,11 +155,14 @@ def listenSpecs(decls: list[Balanced]) -> list[tuple[str, str, str, int, int]]:
     """
     from twisted.internet import endpoints
 
+    from salvusctl.balancer.service import withBacklog
+
     specs = []
     seen: set[tuple[str, int]] = set()
     for decl in decls:
         for i, description in enumerate(decl.listen):
-            ep = endpoints.serverFromString(None, description)
+            # without backlog=, the kernel's somaxconn (as every balancer listener), not Twisted's 50
+            ep = endpoints.serverFromString(None, withBacklog(description))
             if not isinstance(ep, endpoints.TCP4ServerEndpoint | endpoints.TCP6ServerEndpoint):
                 raise ConfigError(
                     "service %r: %r cannot be handed over; the balancer process binds tcp: and "

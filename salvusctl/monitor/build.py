@@ -36,6 +36,9 @@ class Monitor:
         scheduler (C{scheduler_options={"source": src}}); the builder binds it to this monitor.
     @ivar deploys: the deploys whose instances are sampled (None: every deploy).
     @ivar mounts: sample the usage of the host's mounts (a host metric).
+    @ivar synchronous_commit: on PostgreSQL, wait for each tick's commit to be flushed to the
+        server's disk.  Off by default: a server crash may then lose the last fraction of a
+        second of samples already acknowledged, and every tick's commit is much cheaper.
 
     A reload applies every field live except C{address}, C{memcached}, C{memcached_expire} and
     whether there is a C{load_source} (see L{salvusctl.monitor.reload}).
@@ -54,6 +57,7 @@ class Monitor:
     load_source: Any = None
     deploys: list[str] | None = None
     mounts: bool = True
+    synchronous_commit: bool = False
 
     def validate(self, host) -> None:
         for name in ("interval", "disk_interval", "retention_interval"):
@@ -78,8 +82,9 @@ class Monitor:
             isinstance(self.deploys, str) or not all(isinstance(d, str) and d for d in self.deploys)
         ):
             raise ConfigError(f"Monitor(deploys=…) must be a list of deploy names, not {self.deploys!r}")
-        if not isinstance(self.mounts, bool):
-            raise ConfigError(f"Monitor(mounts=…) must be True or False, not {self.mounts!r}")
+        for flag in ("mounts", "synchronous_commit"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"Monitor({flag}=…) must be True or False, not {getattr(self, flag)!r}")
         if self.load_source is not None and not hasattr(self.load_source, "bind"):
             raise ConfigError("Monitor(load_source=…) must be a MonitorLoadSource()")
         self.policies()
@@ -176,6 +181,7 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
         address=decl.address,
         deploys=decl.deploys,
         mounts=decl.mounts,
+        synchronous_commit=decl.synchronous_commit,
     )
     wireLogHook(context.services.get("supervisor"), supervisor, monitor)
     # The balancer's least-load scheduler: give it this host's instance loads.

@@ -146,6 +146,8 @@ class SupervisorService(Service):
             name, self.logDir, self.reactor.seconds, fileLevel=deploy.log_level,
             storeLevel=deploy.store_level, maxBytes=deploy.log_max_bytes, backups=deploy.log_backups,
             rotateSeconds=deploy.log_rotate_seconds, storeHook=self.storeHook,
+            repeatWindow=deploy.store_repeat_window, tailBytes=deploy.log_tail_bytes,
+            callLater=self.reactor.callLater,
             onHookError=lambda e, name=name: log.error("{name}: log hook failed: {e!r}", name=name, e=e),
         )
         return Instance(self, deploy, index, port, instanceLog)

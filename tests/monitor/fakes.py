@@ -9,6 +9,7 @@ from zope.interface import implementer
 
 from salvusctl.interfaces import ISupervisor
 from salvusctl.store.sqlite import SQLiteStore
+from salvusctl.supervisor.states import ProcessState
 from salvusctl.testing import SupervisorVerbsMixin
 
 __all__ = ["FakeSupervisor", "SyncSQLiteStore", "FakeSampler", "inline"]
@@ -39,7 +40,8 @@ class FakeSupervisor(SupervisorVerbsMixin):
         if pid is not None or state not in ("RUNNING", "STARTING", "STOPPING"):
             info["pid"] = pid
         for observer in list(self.observers):
-            observer(name, old, state, dict(info))
+            # as the real supervisor: ProcessState members, and the info's event
+            observer(name, ProcessState[old], ProcessState[state], dict(info, event="state"))
 
     def instanceInfos(self):
         return [dict(i) for i in self.infos.values()]
