@@ -125,27 +125,15 @@ def findSupervisor(service) -> Any:
 
 
 def wireLogHook(service, supervisor, monitor: MonitorService) -> bool:
-    """Give the supervisor the monitor's per-line store hook; True if it took it.
+    """Give the supervisor the monitor's per-line store hook (C{setStoreHook}); True if it took it.
 
-    A supervisor offering C{setStoreHook(callable)} (or C{addLogHook}) gets the 5-argument hook
-    through it.  The supervisor service that takes C{storeHook} at construction and hands it to
-    each instance's log gets the C{LogLine} form on itself and on every instance log already made.
+    The supervisor's builder cannot know the monitor (it is built first): the hook is plugged in
+    here, and the supervisor hands it to every instance log, made already or later.
     """
     for holder in (supervisor, service):
-        if holder is None:
-            continue
-        for name in ("setStoreHook", "addLogHook", "setLogHook"):
-            method = getattr(holder, name, None)
-            if method is not None:
-                method(monitor.storeLogLine if name == "setStoreHook" else monitor.logLine)
-                return True
-    for holder in (supervisor, service):
-        if holder is not None and hasattr(holder, "storeHook"):
-            holder.storeHook = monitor.storeLogLine
-            for instance in getattr(holder, "instances", {}).values():
-                instanceLog = getattr(instance, "log", None)
-                if instanceLog is not None and hasattr(instanceLog, "storeHook"):
-                    instanceLog.storeHook = monitor.storeLogLine
+        method = getattr(holder, "setStoreHook", None) if holder is not None else None
+        if method is not None:
+            method(monitor.storeLogLine)
             return True
     return False
 

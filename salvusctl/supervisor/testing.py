@@ -173,6 +173,7 @@ class _Instance:
         self.signals: list[int] = []
         self.restarts = 0
         self.stopped = False  # has stopped at least once ("Stopped", not "Not started")
+        self.extra: dict[str, Any] = {}  # more info keys a test gave (addInstance)
 
 
 @implementer(ISupervisor, IReconcilable, ILogClearing)
@@ -244,6 +245,8 @@ class FakeSupervisor(SupervisorVerbsMixin):
     @param clock: gives times (C{seconds()}); with C{stop_delay}, drives the STOPPING phase.
     @param stop_delay: seconds an instance spends STOPPING (0: stops at once).
     @param running: start every instance in the constructor.
+    @param ports: deploy name -> the port of its first instance (the next ones count up, as a
+        deploy's C{port=} does); by default every instance gets the next port from 8000.
     """
 
     def __init__(
@@ -252,9 +255,11 @@ class FakeSupervisor(SupervisorVerbsMixin):
         clock: Any = None,
         stop_delay: float = 0.0,
         running: bool = True,
+        ports: dict[str, int] | None = None,
     ):
         self.clock = clock if clock is not None else Clock()
         self.stop_delay = stop_delay
+        self.ports = dict(ports or {})
         self._instances: dict[str, _Instance] = {}
         self._observers: list[Callable] = []
         self._nextPid = 4000
@@ -269,9 +274,37 @@ class FakeSupervisor(SupervisorVerbsMixin):
     def _addDeploy(self, deploy: str, count: int) -> None:
         for i in range(count):
             name = f"{deploy}:{i}"
-            self._instances[name] = _Instance(name, deploy, 8000 + len(self._instances))
+            port = self.ports[deploy] + i if deploy in self.ports else 8000 + len(self._instances)
+            self._instances[name] = _Instance(name, deploy, port)
 
     # -- test helpers ----------------------------------------------------------------------------
+
+    def addInstance(self, name: str, state: str = "RUNNING", pid: int | None = None,
+                    port: int | None = None, **info: Any) -> dict[str, Any]:
+        """Add one instance C{deploy:N} in C{state} (no observer is called); C{info}: more keys
+        of its info dict (C{directory}, C{user} …).  Returns its info."""
+        deploy = name.partition(":")[0]
+        inst = self._instances[name] = _Instance(name, deploy, port)
+        inst.extra = dict(info)
+        inst.state = state
+        if state in ("STARTING", "RUNNING", "STOPPING"):
+            if pid is None:
+                self._nextPid += 1
+                pid = self._nextPid
+            inst.pid, inst.start = pid, self.clock.seconds()
+        return self._info(inst)
+
+    def setState(self, name: str, state: str, pid: int | None = None) -> None:
+        """Move an instance to C{state} by hand (a crash, an exit, a restart under pid C{pid}),
+        calling the observers as the real supervisor does."""
+        inst = self._get(name)
+        if pid is not None:
+            inst.pid, inst.start = pid, self.clock.seconds()
+        elif state not in ("STARTING", "RUNNING", "STOPPING"):
+            inst.pid = 0
+            inst.stop = self.clock.seconds()
+            inst.stopped = True
+        self._set(inst, state)
 
     def emit(self, name: str, line: str, stream: str = "stdout") -> None:
         """Append a line to an instance's captured output (and push it to its followers)."""
@@ -328,6 +361,7 @@ class FakeSupervisor(SupervisorVerbsMixin):
             "logfile": "",
             "stdout_logfile": "",
             "stderr_logfile": "",
+            **inst.extra,
         }
 
     def instanceInfos(self) -> list[dict[str, Any]]:
