@@ -20,18 +20,17 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 
-from salvusctl.balancer import declare, fastpath, states
-from salvusctl.balancer.fdbudget import DescriptorBudget, adoptGuarded, isLocalError, listenGuarded
+from salvusctl.balancer import declare, fastpath, listeners, states
+from salvusctl.balancer.fdbudget import DescriptorBudget, adoptGuarded, isLocalError
 from salvusctl.balancer.health import HealthCheck, HostMonitor
+from salvusctl.balancer.listeners import listenerName
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
 from salvusctl.balancer.refusals import RefusalLog
 from salvusctl.balancer.schedulers import makeScheduler
-from salvusctl.balancer.tlslisten import listenEndpoint
 from salvusctl.balancer.wheel import TimeoutWheel
 
 __all__ = ["BalancedService"]
@@ -74,6 +73,9 @@ class BalancedService(Service):
         self.active = decl.activeGroup()
         self.factory = FrontendFactory(self, self.wheel)
         self.ports: list[Any] = []
+        self.listeners: list[listeners.Listener] = []
+        # listener name -> a socket taken from a predecessor, adopted instead of binding
+        self.inherited: dict[str, socket.socket] = {}
         # set autoListen False when the listening sockets come from elsewhere (adoptSocket/listenOn)
         self.autoListen = True
         self.listening: Deferred | None = None
@@ -228,20 +230,38 @@ class BalancedService(Service):
         return self.listenOn(self.reactor.adoptStreamPort(fd, family, self.factory))
 
     def listenEndpoints(self) -> Deferred:
-        """Listen on the declared endpoint strings; fires with the ports."""
+        """Listen on the declared endpoint strings; fires with the ports.
+
+        C{tcp:}/C{tcp6:}/C{ssl:} sockets are bound here (or taken from L{inherited}, by listener
+        name) and adopted, so that they can be handed over (L{salvusctl.balancer.listeners}).
+        """
         ds = []
-        for description in self.listen:
-            endpoint = listenEndpoint(self.reactor, withBacklog(description))
-            if (isinstance(self.reactor, PosixReactorBase)
-                    and type(endpoint) in (TCP4ServerEndpoint, TCP6ServerEndpoint)):
-                # A port that caps each accept batch at the descriptor budget.
-                d = maybeDeferred(listenGuarded, self.reactor, endpoint._port, self.factory,
-                                  endpoint._backlog, endpoint._interface)
-            else:
-                d = endpoint.listen(self.factory)
-            d.addCallback(self.listenOn)
+        for i, description in enumerate(self.listen):
+            name = listenerName(self.name, i)
+            d = listeners.listen(self.reactor, name, withBacklog(description), self.factory,
+                                 self.inherited.pop(name, None))
+            d.addCallback(self._listening)
             ds.append(d)
         return gatherResults(ds, consumeErrors=True)
+
+    def _listening(self, listener: listeners.Listener) -> Any:
+        self.listeners.append(listener)
+        return self.listenOn(listener.port)
+
+    def closeListeners(self) -> Deferred:
+        """Stop accepting on every port and close the sockets this service holds."""
+        ports = self.forgetPorts()
+        owned, self.listeners = self.listeners, []
+        ds = [maybeDeferred(p.stopListening) for p in ports]
+        for listener in owned:
+            if listener.sock is not None:
+                listener.sock.close()
+                listener.sock = None
+        return DeferredList(ds, consumeErrors=True)
+
+    def handoverSockets(self) -> list[tuple[str, socket.socket]]:
+        """(listener name, socket) of every listener a successor can take."""
+        return [(x.name, x.sock) for x in self.listeners if x.sock is not None]
 
     def forgetPorts(self) -> list[Any]:
         """Stop pausing and resuming the ports with the budget; return them (to stop listening)."""
@@ -284,11 +304,10 @@ class BalancedService(Service):
         for monitor in self.monitors.values():
             monitor.stop()
         self.monitors.clear()
-        ports = self.forgetPorts()
         if self._own_budget:
             self.budget.stop()
         self.listening = None
-        return DeferredList([maybeDeferred(p.stopListening) for p in ports])
+        return self.closeListeners()
 
     def _startMonitor(self, group: str, host: BackendHost) -> None:
         if id(host) in self.monitors:
