@@ -56,6 +56,21 @@ class LoadHostTests(SynchronousTestCase):
         path = self.write("from salvusctl.host import Host\nhost = Host(\n  name='x',,\n)\n")
         self.assertConfigError(path, "syntax error", line=3)
 
+    def test_deployDeclaredTwiceNamesTheSecondLine(self):
+        """A deploy name declared twice is reported at the second declaration, the one the
+        operator added, not at the first, which was fine."""
+        path = self.write("""\
+            from salvusctl.host import Host
+            from salvusctl.supervisor.deploy import Deploy
+            host = Host("a", store="sqlite:/tmp/x.db", var="/tmp/x")
+            host.add(Deploy("web", command=["/bin/true"]))
+            host.add(Deploy("db", command=["/bin/true"]))
+            host.add(Deploy("web", command=["/bin/true"]))
+            """)
+        host = loadHost(path)
+        error = self.assertRaises(ConfigError, host.validate)
+        self.assertEqual(str(error), f"{path}:6: deploy 'web' declared twice")
+
     def test_exceptionWhileRunning(self):
         """An exception raised by the file names the line that raised it."""
         path = self.write("""\

@@ -236,6 +236,22 @@ class AdminPages:
 
         return self.supervisorRPC.logTail(instance, stream, 1600).addCallbacks(start, failed)
 
+    @app.route("/mainlogtail", methods=["GET"])
+    def mainlogtail(self, request):
+        """Stream the supervisor's main log as it grows (what C{supervisorctl maintail -f} reads):
+        its last 1600 bytes, then each new event, pushed."""
+        try:
+            sup = self.supervisorRPC.mainLog()
+            first = self.supervisorRPC.mainLogTail(1600)
+        except Fault as f:
+            request.setResponseCode(404)
+            return (f.faultString + "\n").encode()
+        except OSError as e:
+            request.setResponseCode(500)
+            return f"(main log unavailable: {e.strerror})\n".encode()
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return LogStream(request, first, sup.followMainLog).done
+
     # -- overview --------------------------------------------------------------------------------
 
     @app.route("/", methods=["GET"])
@@ -662,6 +678,10 @@ class AdminPages:
             f" · {up} / {len(hosts)} hosts up · heartbeat {esc(info.get('heartbeat'))}s,"
             f" down after {esc(info.get('missed'))} missed</p>"
         )
+        stale = next((h for h in hosts if h.get("stale")), None)
+        if stale is not None:
+            body = (f'<p class="flash error">Stale view: {esc(stale.get("stale_reason"))}; the states below'
+                    f' are {float(stale.get("view_age") or 0):.1f}s old.</p>') + body
         rows = []
         for h in hosts:
             state = str(h.get("state"))

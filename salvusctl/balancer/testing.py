@@ -168,6 +168,8 @@ class FakeBalancer:
                     "connect_failures": sum(h["connect_failures"] for h in hosts),
                     "queue_timeouts": 0,
                     "idle_timeouts": 0,
+                    "refused_by": {},
+                    "local_errors": 0,
                     "bytes_in": sum(h["bytes_in"] for h in hosts),
                     "bytes_out": sum(h["bytes_out"] for h in hosts),
                     "health_changes": 0,
@@ -183,7 +185,9 @@ class FakeBalancer:
                     for g in s["groups"].values()
                 },
             }
-        return {"services": services, "wheel": {"entries": 0, "resolution": 0.25}}
+        return {"services": services, "wheel": {"entries": 0, "resolution": 0.25},
+                "descriptors": {"limit": 1024, "reserve": 64, "in_use_at_start": 10, "capacity": 475,
+                                "clients": 0, "paused": False, "pauses": 0, "local_errors": 0}}
 
     def addHost(self, service, group, address, port, weight=1, name=None) -> str:
         hosts = self._group(service, group)["hosts"]

@@ -615,6 +615,8 @@ def _printDiff(diff: dict[str, Any], out: Output, always: bool) -> bool:
             for name in changes.get(kind, []):
                 differs = True
                 note = ", restart needed" if changes.get("restart") else ""
+                if kind == "changed" and name in changes.get("rolled", ()):
+                    note += ", rolled one instance at a time"
                 line = f"{sign} {service} {name} ({kind}{note})"
                 out.result(line) if always else out.info(line)
         if changes.get("restart") and changes.get("reason"):
@@ -651,6 +653,12 @@ def cmdCluster(remote: Remote, args, out: Output) -> int:
                          f"{float(h.get('age') or 0):.1f}s ago", h.get("version") or "-",
                          h.get("admin_url") or "-"))
         _table(rows, out)
+        stale = next((h for h in hosts if h.get("stale")), None)
+        if stale is not None:
+            # Every state above is as of the last read: a host shown up may have stopped since.
+            out.error(f"stale view: {stale.get('stale_reason') or 'not read just now'}; these states are"
+                      f" {float(stale.get('view_age') or 0):.1f}s old")
+            return ExitCode.NOT_RUNNING
         down = [h.get("name") for h in hosts if h.get("state") == "down"]
         return ExitCode.NOT_RUNNING if down else ExitCode.OK
     if args.action == "send":

@@ -159,6 +159,23 @@ class Membership:
         """Mark this host C{left} (a clean stop), withdrawing what it published."""
         return self.tables.leave(self.name, self.clock.seconds())
 
-    def hosts(self) -> list[dict[str, Any]]:
-        """The last view as plain data, by name."""
-        return [peer.asData() for _, peer in sorted(self.peers.items())]
+    def hosts(self, stale: str = "") -> list[dict[str, Any]]:
+        """The last view as plain data, by name.
+
+        Each host's dict also says how old the view is (C{view_age}: seconds since it was read,
+        by this host's clock) and whether it is C{stale}: given a reason (the store did not answer
+        the read just tried), or older than two heartbeats.  A stale view's states and ages are
+        those of when it was read — a host shown up may have stopped since — and C{age} counts
+        the view's age in, since nothing newer is known of any host.
+        """
+        now = self.clock.seconds()
+        view_age = 0.0 if self.read_at is None else max(0.0, now - self.read_at)
+        is_stale = bool(stale) or view_age > 2 * self.heartbeat
+        reason = stale or (f"the host list was last read {view_age:.1f}s ago" if is_stale else "")
+        out = []
+        for _, peer in sorted(self.peers.items()):
+            data = peer.asData()
+            data["age"] = data["age"] + view_age
+            data.update(view_age=view_age, stale=is_stale, stale_reason=reason)
+            out.append(data)
+        return out

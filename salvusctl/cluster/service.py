@@ -216,13 +216,15 @@ class ClusterService(Service):
     # -- ICluster --------------------------------------------------------------------------------
 
     def hosts(self) -> Deferred:
-        """Every member as a dict, read now (this host's own view when the store is unreachable)."""
+        """Every member as a dict, read now; when the store does not answer, this host's last
+        view, marked C{stale} (see L{Membership.hosts})."""
         d = self.membership.refresh()
         d.addCallback(lambda _: self.membership.hosts())
 
         def stale(failure):
-            log.warn("cluster: host list from memory: {why}", why=failure.getErrorMessage())
-            return self.membership.hosts()
+            why = failure.getErrorMessage()
+            log.warn("cluster: host list from memory: {why}", why=why)
+            return self.membership.hosts(stale=f"the store did not answer ({why})")
 
         return d.addErrback(stale)
 

@@ -36,6 +36,9 @@ class Monitor:
         scheduler (C{scheduler_options={"source": src}}); the builder binds it to this monitor.
     @ivar deploys: the deploys whose instances are sampled (None: every deploy).
     @ivar mounts: sample the usage of the host's mounts (a host metric).
+    @ivar synchronous_commit: on PostgreSQL, wait for each tick's commit to be flushed to the
+        server's disk.  Off by default: a server crash may then lose the last fraction of a
+        second of samples already acknowledged, and every tick's commit is much cheaper.
 
     A reload applies every field live except C{address}, C{memcached}, C{memcached_expire} and
     whether there is a C{load_source} (see L{salvusctl.monitor.reload}).
@@ -54,6 +57,7 @@ class Monitor:
     load_source: Any = None
     deploys: list[str] | None = None
     mounts: bool = True
+    synchronous_commit: bool = False
 
     def validate(self, host) -> None:
         for name in ("interval", "disk_interval", "retention_interval"):
@@ -78,8 +82,9 @@ class Monitor:
             isinstance(self.deploys, str) or not all(isinstance(d, str) and d for d in self.deploys)
         ):
             raise ConfigError(f"Monitor(deploys=…) must be a list of deploy names, not {self.deploys!r}")
-        if not isinstance(self.mounts, bool):
-            raise ConfigError(f"Monitor(mounts=…) must be True or False, not {self.mounts!r}")
+        for flag in ("mounts", "synchronous_commit"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"Monitor({flag}=…) must be True or False, not {getattr(self, flag)!r}")
         if self.load_source is not None and not hasattr(self.load_source, "bind"):
             raise ConfigError("Monitor(load_source=…) must be a MonitorLoadSource()")
         self.policies()
@@ -120,27 +125,15 @@ def findSupervisor(service) -> Any:
 
 
 def wireLogHook(service, supervisor, monitor: MonitorService) -> bool:
-    """Give the supervisor the monitor's per-line store hook; True if it took it.
+    """Give the supervisor the monitor's per-line store hook (C{setStoreHook}); True if it took it.
 
-    A supervisor offering C{setStoreHook(callable)} (or C{addLogHook}) gets the 5-argument hook
-    through it.  The supervisor service that takes C{storeHook} at construction and hands it to
-    each instance's log gets the C{LogLine} form on itself and on every instance log already made.
+    The supervisor's builder cannot know the monitor (it is built first): the hook is plugged in
+    here, and the supervisor hands it to every instance log, made already or later.
     """
     for holder in (supervisor, service):
-        if holder is None:
-            continue
-        for name in ("setStoreHook", "addLogHook", "setLogHook"):
-            method = getattr(holder, name, None)
-            if method is not None:
-                method(monitor.storeLogLine if name == "setStoreHook" else monitor.logLine)
-                return True
-    for holder in (supervisor, service):
-        if holder is not None and hasattr(holder, "storeHook"):
-            holder.storeHook = monitor.storeLogLine
-            for instance in getattr(holder, "instances", {}).values():
-                instanceLog = getattr(instance, "log", None)
-                if instanceLog is not None and hasattr(instanceLog, "storeHook"):
-                    instanceLog.storeHook = monitor.storeLogLine
+        method = getattr(holder, "setStoreHook", None) if holder is not None else None
+        if method is not None:
+            method(monitor.storeLogLine)
             return True
     return False
 
@@ -176,6 +169,7 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
         address=decl.address,
         deploys=decl.deploys,
         mounts=decl.mounts,
+        synchronous_commit=decl.synchronous_commit,
     )
     wireLogHook(context.services.get("supervisor"), supervisor, monitor)
     # The balancer's least-load scheduler: give it this host's instance loads.

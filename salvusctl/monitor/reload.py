@@ -26,7 +26,7 @@ __all__ = ["diff", "apply", "LIVE_FIELDS", "RESTART_FIELDS"]
 
 # Monitor fields applied to the running service (the declaration's name -> the service's).
 LIVE_FIELDS = ("interval", "disk_interval", "buffer_rows", "deploy_dirs", "retention",
-               "retention_interval", "deploys", "mounts")
+               "retention_interval", "deploys", "mounts", "synchronous_commit")
 RESTART_FIELDS = ("address", "memcached", "memcached_expire", "load_source")
 
 RESTART_REASON = (

@@ -117,6 +117,45 @@ CREATE INDEX logs_deploy_time ON logs (deploy, received_at);
 CREATE INDEX logs_time ON logs (received_at);
 """
 
+# (table, its key per tick, the index the key replaces or None)
+TICK_KEYS = (
+    ("status", ("service_id", "timestamp"), None),
+    ("process_status", ("service_id", "timestamp", "pid"), "process_status_service_time"),
+    ("host_status", ("host", "timestamp"), "host_status_host_time"),
+    ("disk_status", ("host", "timestamp", "kind", "name"), "disk_status_host_time"),
+)
+
+_HISTORY_COLUMNS = ("load, percent_mem, percent_cpu, cputime, walltime, virtual_size, resident_size,"
+                    " threads, fds, state, nprocs")
+
+
+def _tickKeys(dialect: str) -> str:
+    statements = []
+    for table, key, replaced in TICK_KEYS:
+        columns = ", ".join(key)
+        if dialect == "postgresql":
+            same = " AND ".join(f"a.{c} = b.{c}" for c in key)
+            statements.append(f"DELETE FROM {table} a USING {table} b WHERE {same} AND a.ctid > b.ctid;")
+        else:
+            statements.append(
+                f"DELETE FROM {table} WHERE rowid NOT IN (SELECT MIN(rowid) FROM {table} GROUP BY {columns});"
+            )
+        if table == "status" and dialect == "postgresql":
+            # The covering history index becomes the unique one: no extra index to maintain.
+            statements.append(
+                f"CREATE UNIQUE INDEX status_tick ON status ({columns}) INCLUDE ({_HISTORY_COLUMNS});"
+            )
+            statements.append("DROP INDEX status_history;")
+        else:
+            statements.append(f"CREATE UNIQUE INDEX {table}_tick ON {table} ({columns});")
+            if replaced:
+                statements.append(f"DROP INDEX {replaced};")
+    return "\n".join(statements) + "\n"
+
+
+_TICK_KEYS_SQLITE = _tickKeys("sqlite")
+_TICK_KEYS_POSTGRESQL = _tickKeys("postgresql")
+
 MONITOR_MIGRATIONS = [
     Migration(1, "status columns sampled by the monitor", _STATUS_EXTRA),
     Migration(
@@ -142,4 +181,9 @@ CREATE INDEX status_history ON status (service_id, timestamp) INCLUDE (load, per
 """,
         },
     ),
+    # A tick's rows are written again when the commit's acknowledgement is lost (the store
+    # replays the write): a unique key per row of a tick lets that second write insert nothing.
+    # Duplicates already stored are removed first, keeping the first copy.
+    Migration(5, "one row per tick: unique sample keys", {"sqlite": _TICK_KEYS_SQLITE,
+                                                          "postgresql": _TICK_KEYS_POSTGRESQL}),
 ]

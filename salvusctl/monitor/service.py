@@ -141,6 +141,7 @@ class MonitorService(Service):
         user: str | None = None,
         deploys: Iterable[str] | None = None,
         mounts: bool = True,
+        synchronous_commit: bool = False,
     ):
         if interval <= 0:
             raise ValueError(f"monitor interval must be > 0 seconds, not {interval!r}")
@@ -161,6 +162,8 @@ class MonitorService(Service):
         self._sampler = sampler
         self.deploys = None if deploys is None else frozenset(deploys)
         self.mounts = mounts
+        #: On PostgreSQL, wait for each tick's commit to reach the server's disk (see _writeBatch).
+        self.synchronous_commit = synchronous_commit
         self._run = run
         self._pool = None
         self._publisher = publisher
@@ -252,7 +255,7 @@ class MonitorService(Service):
 
     #: What L{reconfigure} may change on a running monitor.
     LIVE_SETTINGS = ("interval", "disk_interval", "buffer_rows", "deploy_dirs", "retention",
-                     "retention_interval", "deploys", "mounts")
+                     "retention_interval", "deploys", "mounts", "synchronous_commit")
 
     def reconfigure(self, **settings: Any) -> list[str]:
         """Apply new settings to the running monitor (a host reload); returns the names changed.
@@ -340,8 +343,16 @@ class MonitorService(Service):
 
     # -- supervisor events -----------------------------------------------------------------------
 
-    def instanceChanged(self, name: str, old: str, new: str, info: Mapping[str, Any]) -> None:
-        """The supervisor observer: a start opens a services row, an exit closes it."""
+    def instanceChanged(self, name: str, old: Any, new: Any, info: Mapping[str, Any]) -> None:
+        """The supervisor observer: a start opens a services row, an exit closes it.
+
+        The supervisor passes L{ProcessState} members (int codes with a C{.name}), and also calls
+        observers on readiness changes (C{info["event"]} C{'ready'}/C{'unready'}): states are
+        compared by name, so an exit closes its row whichever the caller passes.
+        """
+        if info.get("event", "state") != "state":
+            return
+        old, new = getattr(old, "name", old), getattr(new, "name", new)
         try:
             if new == "RUNNING":
                 self._started(info)
@@ -683,9 +694,10 @@ class MonitorService(Service):
 
     @inlineCallbacks
     def _writeBatch(self, cursor, batch: list[_Buffered], exits: list[_Instance], now: float):
-        if self._store.dialect == "postgresql":
+        if self._store.dialect == "postgresql" and not self.synchronous_commit:
             # Samples are replaceable: a server crash may lose the last fraction of a second of
-            # them, in exchange for not waiting on the WAL flush at every tick's commit.
+            # them, in exchange for not waiting on the WAL flush at every tick's commit
+            # (Monitor(synchronous_commit=True) waits; docs/store.md, "Durability").
             yield cursor.execute("SET LOCAL synchronous_commit TO OFF")
         status, process, host, disk, logs = [], [], [], [], []
         for item in batch:
@@ -701,7 +713,9 @@ class MonitorService(Service):
                 logs.append(item.row)
         for sql, rows in ((_STATUS_INSERT, status), (_PROCESS_INSERT, process),
                           (_HOST_INSERT, host), (_DISK_INSERT, disk)):
-            yield insertMany(cursor, self._store.dialect, sql, rows)
+            # Idempotent: the store replays a write whose acknowledgement was lost, and each of
+            # these rows has a unique key per tick (schema.TICK_KEYS), so the replay adds nothing.
+            yield insertMany(cursor, self._store.dialect, sql, rows, suffix=" ON CONFLICT DO NOTHING")
         if logs:
             yield self._logs.insert(cursor, logs, now)
         for record in exits:

@@ -16,8 +16,11 @@ __all__ = ["insertMany"]
 
 
 @inlineCallbacks
-def insertMany(cursor, dialect: str, prefix: str, rows: Sequence[tuple], chunk: int = 400):
+def insertMany(cursor, dialect: str, prefix: str, rows: Sequence[tuple], chunk: int = 400,
+               suffix: str = ""):
     """Insert C{rows} with C{prefix} (C{"INSERT INTO t (a, b)"}) inside the caller's transaction.
+
+    C{suffix} follows the values (C{" ON CONFLICT DO NOTHING"}, which both dialects accept).
 
     Written as a generator so it waits for each statement on PostgreSQL; on SQLite each call has
     finished when it returns.
@@ -27,10 +30,10 @@ def insertMany(cursor, dialect: str, prefix: str, rows: Sequence[tuple], chunk: 
     width = len(rows[0])
     one = "(" + ", ".join("?" for _ in range(width)) + ")"
     if dialect != "postgresql":
-        yield cursor.executemany(f"{prefix} VALUES {one}", rows)
+        yield cursor.executemany(f"{prefix} VALUES {one}{suffix}", rows)
         return len(rows)
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
         args = [value for row in part for value in row]
-        yield cursor.execute(f"{prefix} VALUES " + ", ".join(one for _ in part), args)
+        yield cursor.execute(f"{prefix} VALUES " + ", ".join(one for _ in part) + suffix, args)
     return len(rows)

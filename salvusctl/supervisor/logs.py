@@ -1,5 +1,6 @@
 """Instance output: split into lines stamped with the time they were received, filtered by level,
-written to rotating files, kept in a ring for C{tail}, pushed to followers and a store hook.
+written to rotating files, kept in a ring bounded by bytes for C{tail}, pushed to followers and,
+repeats rate-limited, to a store hook.
 
 Nothing a child writes can hurt the supervisor: lines are capped (the rest of an over-long line is
 counted and dropped, not buffered), bytes are decoded with C{errors='replace'}.
@@ -17,9 +18,14 @@ from typing import Any
 
 from salvusctl.supervisor.deploy import LEVELS
 
-__all__ = ["LogLine", "LineSplitter", "RotatingFile", "InstanceLog", "LogSource", "detectLevel", "MAX_LINE"]
+__all__ = ["LogLine", "LineSplitter", "RotatingFile", "RepeatLimiter", "InstanceLog", "LogSource",
+           "detectLevel", "MAX_LINE", "TAIL_BYTES"]
 
 MAX_LINE = 64 * 1024
+#: What each stream's tail ring may hold by default (the text of its lines).
+TAIL_BYTES = 1024 * 1024
+#: What a kept line costs beyond its text (the LogLine and the ring's slot), for the byte bound.
+_LINE_OVERHEAD = 120
 
 _LEVEL_RE = re.compile(
     r"\b(DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|CRIT|CRITICAL|FATAL|PANIC)\b", re.IGNORECASE
@@ -155,18 +161,103 @@ class RotatingFile:
             self._f = None
 
 
+
+class RepeatLimiter:
+    """Keeps a flood of identical lines out of the store without losing what they said.
+
+    Within each C{window} seconds, the first occurrence of a line (same stream, level and text)
+    is stored; later ones are only counted.  When the window ends, one record per repeated line
+    says how many more times it came (C{"<text> [repeated N more times in 60s]"}), so the store
+    gets at most two rows per distinct line per window, however fast a child repeats itself, and
+    every distinct line is stored.  Memory is bounded: at most C{maxKeys} lines are tracked per
+    window and C{maxBytes} of repeated text is kept; past either, lines are stored as they come
+    (never dropped).
+
+    @param emit: receives each line to store, summaries included.
+    @param callLater: schedules the end of a window (C{reactor.callLater}); without one, a
+        window's summaries go out with the first line after it, or at L{flush}.
+    """
+
+    def __init__(self, emit: Callable[[LogLine], None], window: float, now: Callable[[], float],
+                 callLater: Callable[..., Any] | None = None, maxKeys: int = 1024,
+                 maxBytes: int = 256 * 1024):
+        self.emit = emit
+        self.window = window
+        self.now = now
+        self.callLater = callLater
+        self.maxKeys = maxKeys
+        self.maxBytes = maxBytes
+        self.suppressed = 0  # total repeats counted (not stored as rows), for the host's metrics
+        self._start: float | None = None
+        self._seen: dict[tuple[str, str, str], int] = {}
+        self._repeated: dict[tuple[str, str, str], list] = {}  # key -> [first line, count]
+        self._kept = 0
+        self._timer: Any = None
+
+    def offer(self, line: LogLine) -> None:
+        if self.window <= 0:
+            self.emit(line)
+            return
+        now = self.now()
+        if self._start is None or now - self._start >= self.window:
+            self.flush()
+            self._start = now
+        key = (line.stream, line.level, line.text)
+        if key not in self._seen:
+            if len(self._seen) < self.maxKeys:
+                self._seen[key] = 1
+            self.emit(line)
+            return
+        entry = self._repeated.get(key)
+        if entry is None:
+            if self._kept + len(line.text) > self.maxBytes:
+                self.emit(line)  # no room to remember its text: store it, lose nothing
+                return
+            self._kept += len(line.text)
+            entry = self._repeated[key] = [line, 0]
+        entry[1] += 1
+        self.suppressed += 1
+        if self._timer is None and self.callLater is not None:
+            self._timer = self.callLater(max(0.0, self._start + self.window - now), self._timerFired)
+
+    def _timerFired(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """End the window: one summary record per repeated line, then forget the window."""
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        repeated, self._repeated = self._repeated, {}
+        self._seen = {}
+        self._kept = 0
+        elapsed = self.now() - self._start if self._start is not None else 0.0
+        self._start = None
+        for first, count in repeated.values():
+            self.emit(LogLine(self.now(), first.instance, first.stream, first.level,
+                              f"{first.text} [repeated {count} more times in {elapsed:.0f}s]"))
+
 class InstanceLog:
     """Both streams of one instance: files, a tail ring, followers and the store hook.
 
     @param storeHook: called with each L{LogLine} at or above C{storeLevel} (the monitor plugs the
         store in here); an exception it raises is logged, never propagated to the child's pipe.
+        Repeats of one line within C{repeatWindow} seconds reach it as one summary record
+        (L{RepeatLimiter}); 0 sends every line.
+    @param tailBytes: what the tail ring of each stream may hold (the text of its lines), so the
+        memory a chatty instance costs does not depend on its line length; older lines are read
+        back from the log file (at most C{tailBytes} of it) when a tail asks for more.
     """
 
     def __init__(self, name: str, logDir: str, now: Callable[[], float], fileLevel: str = "debug",
                  storeLevel: str = "info", maxBytes: int = 50 * 1024 * 1024, backups: int = 10,
                  rotateSeconds: float | None = None, ringSize: int = 1000,
                  storeHook: Callable[[LogLine], Any] | None = None, maxLine: int = MAX_LINE,
-                 onHookError: Callable[[BaseException], None] | None = None):
+                 onHookError: Callable[[BaseException], None] | None = None,
+                 repeatWindow: float = 60.0, callLater: Callable[..., Any] | None = None,
+                 tailBytes: int = TAIL_BYTES):
         self.name = name
         self.now = now
         self.fileLevel = LEVELS[fileLevel]
@@ -178,7 +269,12 @@ class InstanceLog:
         self.files = {
             s: RotatingFile(p, maxBytes, backups, rotateSeconds, now) for s, p in self.paths.items()
         }
-        self.rings: dict[str, deque[LogLine]] = {s: deque(maxlen=ringSize) for s in self.paths}
+        self.ringSize = ringSize
+        self.tailBytes = tailBytes
+        self.rings: dict[str, deque[LogLine]] = {s: deque() for s in self.paths}
+        self._ringBytes = {s: 0 for s in self.paths}
+        self._evicted = {s: False for s in self.paths}
+        self.repeats = RepeatLimiter(self._store, repeatWindow, now, callLater)
         self.followers: dict[str, list[Callable[[LogLine], Any]]] = {s: [] for s in self.paths}
         self.maxLine = maxLine
         self.defaults = {"stdout": "info", "stderr": "info"}
@@ -202,16 +298,12 @@ class InstanceLog:
         text = raw.decode("utf-8", "replace")
         level = detectLevel(text, self.defaults[stream])
         line = LogLine(stamp, self.name, stream, level, text, dropped)
-        self.rings[stream].append(line)
+        self._keep(stream, line)
         rank = LEVELS[level]
         if rank >= self.fileLevel:
             self.files[stream].write(line.format().encode("utf-8", "replace"))
         if self.storeHook is not None and rank >= self.storeLevel:
-            try:
-                self.storeHook(line)
-            except Exception as e:
-                if self.onHookError is not None:
-                    self.onHookError(e)
+            self.repeats.offer(line)
         for follower in list(self.followers[stream]):
             try:
                 follower(line)
@@ -220,14 +312,55 @@ class InstanceLog:
                     self.onHookError(e)
         return line
 
+    def _keep(self, stream: str, line: LogLine) -> None:
+        """Into the tail ring, which holds at most C{ringSize} lines and C{tailBytes} of text
+        (always the newest line, itself capped at C{maxLine})."""
+        ring = self.rings[stream]
+        ring.append(line)
+        held = self._ringBytes[stream] + len(line.text) + _LINE_OVERHEAD
+        while len(ring) > 1 and (held > self.tailBytes or len(ring) > self.ringSize):
+            held -= len(ring.popleft().text) + _LINE_OVERHEAD
+            self._evicted[stream] = True
+        self._ringBytes[stream] = held
+
+    def _store(self, line: LogLine) -> None:
+        try:
+            self.storeHook(line)
+        except Exception as e:
+            if self.onHookError is not None:
+                self.onHookError(e)
+
     def tail(self, lines: int = 100, stream: str = "stdout") -> list[str]:
-        """The last C{lines} lines received on C{stream} (this run of Salvus), oldest first."""
+        """The last C{lines} lines received on C{stream} (this run of Salvus), oldest first.
+
+        When the ring has let lines go (its byte bound) and holds fewer than asked, the lines
+        come from the end of the log file instead, reading at most C{tailBytes} of it."""
         if stream not in self.rings:
             raise KeyError(f"unknown stream {stream!r} (stdout or stderr)")
-        ring = self.rings[stream]
         if lines <= 0:
             return []
-        return [entry.text for entry in list(ring)[-lines:]]
+        ring = self.rings[stream]
+        if len(ring) >= lines or not self._evicted[stream]:
+            return [entry.text for entry in list(ring)[-lines:]]
+        kept = [entry.text for entry in ring]
+        older = self._fileTail(stream, lines)
+        return older if len(older) > len(kept) else kept
+
+    def _fileTail(self, stream: str, lines: int) -> list[str]:
+        self.files[stream].flush()
+        try:
+            with open(self.paths[stream], "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                start = max(0, size - max(self.tailBytes, 64 * 1024))
+                f.seek(start)
+                data = f.read(size - start)
+        except OSError:
+            return []
+        rows = data.split(b"\n")
+        if start > 0:
+            rows = rows[1:]  # the first one is cut
+        texts = [row.decode("utf-8", "replace").split(" ", 2)[-1] for row in rows if row]
+        return texts[-lines:]
 
     def follow(self, callback: Callable[[LogLine], Any], stream: str = "stdout") -> Callable[[], None]:
         """Call C{callback(LogLine)} for each new line; returns the function that stops following."""
@@ -242,6 +375,8 @@ class InstanceLog:
         return cancel
 
     def close(self) -> None:
+        if self.storeHook is not None:
+            self.repeats.flush()
         for f in self.files.values():
             f.close()
 

@@ -484,6 +484,7 @@ class Instance:
             return  # already handled by _exited, during spawn()
         self.transport = transport
         self.pid = transport.pid
+        self.owner.mainLog.write("info", f"spawned: {self.name!r} with pid {self.pid}", self.name)
         self.members = {self.pid: self.owner._leaderStarttime(self)} if self.pid else {}
         self.owner._membersChanged(self)
         ready = self.deploy.ready
@@ -977,8 +978,10 @@ class Instance:
             self._finishStop()
             return
         if not killed and now >= deadline:
-            log.warn("{name}: still alive after {s}s, sending SIGKILL", name=self.name,
-                     s=self.deploy.stopwaitsecs)
+            pids = ", ".join(map(str, sorted(remaining)))
+            self.owner.mainLog.write(
+                "warning", f"killing {self.name} (pids {pids}) with SIGKILL: still alive "
+                f"{self.deploy.stopwaitsecs:g}s after the stop signal", self.name)
             self.owner.os.signal(remaining, signal.SIGKILL, [self.pid] if self.pid else [])
             self.owner.os.killAll(self.marker)
             self._timer = self.reactor.callLater(STOP_POLL, self._pollStop, now + KILL_GRACE, True)

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import signal as _signal
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -33,13 +34,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from salvusctl.admin.extensions import IProcessStdin
+from salvusctl.admin.extensions import IMainLog, IProcessStdin
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
 from salvusctl.supervisor.logs import InstanceLog, LogLine
+from salvusctl.supervisor.mainlog import MainLog, stateEvent
 from salvusctl.supervisor.notify import NotifySocket, abstractName
 from salvusctl.supervisor.process import KILL_GRACE, STOP_POLL, Instance, ProcessOS, StartRefused
 from salvusctl.supervisor.states import RUNNING_STATES, ProcessState
@@ -61,7 +63,7 @@ class RollFailed(Exception):
     """A rolling restart stopped: a new instance could not be made ready."""
 
 
-@implementer(ISupervisor, IProcessStdin)
+@implementer(ISupervisor, IProcessStdin, IMainLog)
 class SupervisorService(Service):
     """Runs the instances of a set of L{Deploy} declarations.
 
@@ -92,6 +94,7 @@ class SupervisorService(Service):
         self.logDir = _abspath(logDir) if logDir else _join(self.runDir, "logs")
         self.maxProcesses = maxProcesses
         self.storeHook = storeHook
+        self.mainLog = MainLog(self.logDir, reactor.seconds, storeHook)
         self.hostName = hostName
         self.reapInterval = reapInterval
         self.drainTimeout = drainTimeout
@@ -151,6 +154,8 @@ class SupervisorService(Service):
             name, self.logDir, self.reactor.seconds, fileLevel=deploy.log_level,
             storeLevel=deploy.store_level, maxBytes=deploy.log_max_bytes, backups=deploy.log_backups,
             rotateSeconds=deploy.log_rotate_seconds, storeHook=self.storeHook,
+            repeatWindow=deploy.store_repeat_window, tailBytes=deploy.log_tail_bytes,
+            callLater=self.reactor.callLater,
             onHookError=lambda e, name=name: log.error("{name}: log hook failed: {e!r}", name=name, e=e),
         )
         return Instance(self, deploy, index, port, instanceLog)
@@ -232,6 +237,7 @@ class SupervisorService(Service):
 
         def done(result):
             self._saveRegistry()
+            self.mainLog.close()
             if self._notify is not None:
                 self._notify.close()
                 self._notify = None
@@ -330,9 +336,12 @@ class SupervisorService(Service):
             deploy = instance.deploy.name
             self._live[deploy] = self._live.get(deploy, 0) + step
             self._liveTotal += step
+        info = instance.info()
+        event = stateEvent(instance.name, old, new, info, instance.deploy.stopsignal)
+        if event is not None:
+            self.mainLog.write(event[0], event[1], instance.name)
         if not self.observers:
             return
-        info = instance.info()
         info["event"] = "state"
         for observer in list(self.observers):
             try:
@@ -594,11 +603,28 @@ class SupervisorService(Service):
         """Send every instance's lines at or above its deploy's C{store_level} to C{hook(LogLine)}
         (the monitor plugs the store in here, after the supervisor is built)."""
         self.storeHook = hook
+        self.mainLog.storeHook = hook
         for instance in self.instances.values():
             instance.log.storeHook = hook
 
     def signalInstance(self, name: str, sig: int | str) -> None:
-        self._instance(name).signal(signalNumber(sig))
+        instance = self._instance(name)
+        number = signalNumber(sig)
+        instance.signal(number)
+        self.mainLog.write("info", f"signalled: {name} (pid {instance.pid or 0}) with "
+                           f"{_signal.Signals(number).name}", name)
+
+    # -- the main log (supervisord's readLog / maintail) ----------------------------------------
+
+    def mainLogPath(self) -> str:
+        return self.mainLog.path
+
+    def followMainLog(self, callback: Callable[[LogLine], Any]) -> Callable[[], None]:
+        """Call C{callback(LogLine)} for each new event of the main log; returns the canceller."""
+        return self.mainLog.follow(callback)
+
+    def clearMainLog(self) -> None:
+        self.mainLog.clear()
 
     def sendStdin(self, name: str, data: bytes) -> None:
         """Write C{data} to an instance's stdin pipe (C{Deploy(stdin=True)}); KeyError for an

@@ -86,7 +86,7 @@ class PageTests(SynchronousTestCase):
         self.assertIn('action="/deploys/web%3A%2A/restart"', body)
         self.assertIn("2 of 2 running", body)
         events = []
-        self.h.supervisor.addObserver(lambda name, old, new, info: events.append((name, new)))
+        self.h.supervisor.addObserver(lambda name, old, new, info: events.append((name, new.name)))
         response, _ = self.post("/deploys/web%3A%2A/restart", {"csrf": self.token()})
         self.assertEqual(response.code, 303)
         location = response.headers.getRawHeaders(b"location")[0].decode()

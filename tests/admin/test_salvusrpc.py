@@ -217,7 +217,7 @@ class RollingRestartTests(HarnessTestCase):
     def setUp(self):
         super().setUp()
         self.events = []
-        self.h.supervisor.addObserver(lambda name, old, new, info: self.events.append((name, new)))
+        self.h.supervisor.addObserver(lambda name, old, new, info: self.events.append((name, new.name)))
 
     def pids(self, deploy):
         return {i["name"]: i["pid"] for i in self.h.supervisor.instanceInfos() if i["group"] == deploy}

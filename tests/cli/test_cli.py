@@ -118,7 +118,7 @@ class CLITests(CLITestBase):
         """DEPLOY:*, GROUP:* and all restart one instance at a time (each back before the next
         stops); NAME:i restarts only that instance; --no-rolling stops all, then starts all."""
         events = []
-        self.supervisor.addObserver(lambda name, old, new, info: events.append((name, new)))
+        self.supervisor.addObserver(lambda name, old, new, info: events.append((name, new.name)))
         code, out, err = yield self.cli("restart", "web:*")
         self.assertEqual((code, out, err), (ExitCode.OK, "", ""))
         self.assertEqual(

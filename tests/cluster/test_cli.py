@@ -71,6 +71,20 @@ class ClusterCLITests(TestCase):
         self.assertTrue(lines[2].startswith("w1       up"), out)
 
     @defer.inlineCallbacks
+    def test_hostsSaysWhenTheViewIsStale(self):
+        """With the store unable to answer, `cluster hosts` shows the last view, says on stderr
+        that it is stale and how old, and exits 3 instead of 0."""
+        yield self.members["w1"].stopService()
+        yield self.members["clihost"]._loop.stop()
+        yield self.store.close()
+        code, out, err = yield self.cli("cluster", "hosts", user=VIEW)
+        self.assertEqual(code, ExitCode.NOT_RUNNING, out + err)
+        self.assertIn("clihost", out)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertTrue(err.startswith("salvusctl: stale view: the store did not answer ("), err)
+        self.assertIn("s old", err)
+
+    @defer.inlineCallbacks
     def test_hostsExitsThreeWhenOneIsDown(self):
         self.members["w1"]._loop.stop()
         yield self.members["clihost"].membership.refresh()

@@ -113,6 +113,34 @@ class MembershipTests(SynchronousTestCase):
         self.assertEqual([h["name"] for h in hosts], ["a", "b"])
         self.cluster.store.unreachable = False
 
+    def test_viewReadNowIsFresh(self):
+        hosts = self.successResultOf(self.a.hosts())
+        self.assertEqual({(h["stale"], h["view_age"], h["stale_reason"]) for h in hosts}, {(False, 0.0, "")})
+
+    def test_viewFromMemoryIsMarkedStaleWithItsAge(self):
+        """During an outage the last view says it is stale and how old it is, and each host's
+        last heartbeat is at least that old: never "seen 0.5 s ago" from a view of 30 s ago."""
+        before = {h["name"]: h["age"] for h in self.successResultOf(self.a.hosts())}
+        self.cluster.store.unreachable = True
+        self.cluster.advance(30)
+        hosts = self.successResultOf(self.a.hosts())
+        self.cluster.store.unreachable = False
+        self.assertTrue(all(h["stale"] for h in hosts), hosts)
+        self.assertTrue(hosts[0]["stale_reason"].startswith("the store did not answer"), hosts[0])
+        self.assertGreaterEqual(hosts[0]["view_age"], 25.0)
+        for h in hosts:
+            self.assertGreaterEqual(h["age"], before[h["name"]] + 25.0)
+            self.assertEqual(h["state"], "up")  # as of the last read, which is what stale says
+
+    def test_lastViewOlderThanTwoHeartbeatsIsStale(self):
+        """The view the balancer feed and pages read without a refresh goes stale on its own."""
+        self.cluster.store.unreachable = True
+        self.cluster.advance(11)
+        view = self.a.lastView()
+        self.cluster.store.unreachable = False
+        self.assertTrue(view[0]["stale"])
+        self.assertIn("last read", view[0]["stale_reason"])
+
     def test_clusterOfOneOnSQLite(self):
         """On the SQLite store a host works as a cluster of one and says so."""
         self.assertFalse(self.a.shared)

@@ -19,7 +19,7 @@ from tests.helpers import REPO, childEnv
 #: bench/NAME -> a word its table prints.
 QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAProxy",
          "admin/rpc_vs_supervisord.py": b"getState_per_s", "monitor": b"ingest rows/s",
-         "supervisor": b"crash->respawn median"}
+         "supervisor": b"crash->respawn median", "logs": b"lines per CPU-second"}
 
 
 class QuickBenchTests(TestCase):
@@ -61,3 +61,8 @@ class QuickBenchTests(TestCase):
     def test_supervisor(self):
         """bench/supervisor --quick: salvus and the test extras' supervisord, 10 instances, one round."""
         return self._bench("supervisor")
+
+    def test_logs(self):
+        """bench/logs --quick: an 8 MiB log tailed, 5,000 lines and 4 x 20 long lines, salvus and
+        the test extras' supervisord."""
+        return self._bench("logs")

@@ -135,6 +135,38 @@ class BalancerTests(RealHostTestCase):
             self.assertNotEqual(s.connect_ex((host, int(port))), 0)
 
     @defer.inlineCallbacks
+    def test_addServiceOnATakenPortFailsAndAddsNothing(self):
+        """salvusctl balancer add-service on a port another program holds: one line with the
+        reason, a non-zero exit, no traceback in the host's log, and the service list as before
+        (the same call works once the port is free)."""
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        before = sorted(self.host.services["balancer"].snapshot()["services"])
+        shown = yield self.host.salvusctl("balancer", "show")
+        errors = []
+        observer = errors.append
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        out, err, code = yield self.host.salvusctl("balancer", "add-service", "t3",
+                                                   f"tcp:{port}:interface=127.0.0.1")
+        self.assertNotEqual(code, 0, (out, err))
+        self.assertEqual(out, "")
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertRegex(err, rf"^salvusctl: .*t3.*tcp:{port}:interface=127.0.0.1.*address already in use")
+        self.assertEqual(sorted(self.host.services["balancer"].snapshot()["services"]), before)
+        self.assertEqual((yield self.host.salvusctl("balancer", "show")), shown)
+        self.assertEqual([e for e in errors if e.get("log_failure") is not None], [])
+        taken.close()
+        out, err, code = yield self.host.salvusctl("balancer", "add-service", "t3",
+                                                   f"tcp:{port}:interface=127.0.0.1")
+        self.assertEqual(code, 0, err)
+        self.assertIn("t3", self.host.services["balancer"].snapshot()["services"])
+
+    @defer.inlineCallbacks
     def test_metricsAndPagesShowRealCounters(self):
         """/metrics parses with the client's own parser and carries the real balancer counters."""
         yield self.host.throughBalancer(4)

@@ -174,3 +174,32 @@ class ReloadRealHostTests(TestCase):
         self.assertEqual({n: self.pid(n) for n in before}, before)
         self.assertEqual(self.weight(), 1)
         self.assertEqual(sorted(self.services["supervisor"].deploys), ["change", "gone", "keep"])
+
+    @defer.inlineCallbacks
+    def test_everyKindOfBadFileIsOneLineAndChangesNothing(self):
+        """A name error, a bad argument, a duplicate and an exception the file raises: salvusctl
+        reconcile exits non-zero with one line naming the file and line, SIGHUP's twin
+        (salvus.reconcile) is a CANT_REREAD fault, and what runs is untouched."""
+        before = {n: self.pid(n) for n in ("keep:0", "change:0", "gone:0")}
+        bad = {
+            "name": 'host.add(Deploy("x", command=SLEPE))',
+            "argument": 'host.add(Deploy("x", commnd=SLEEP))',
+            "duplicate": 'host.add(Deploy("keep", command=SLEEP))',
+            "raise": 'raise RuntimeError("no such thing")',
+        }
+        for kind, line in bad.items():
+            self.write(AFTER + line + "\n", weight=5)
+            with open(self.path) as f:
+                number = next(i for i, text in enumerate(f, 1) if text.strip() == line)
+            out, err, code = yield self.command(sys.executable, "-m", "salvusctl.cli", "reconcile")
+            self.assertNotEqual(code, 0, (kind, out, err))
+            self.assertEqual(len(err.strip().splitlines()), 1, (kind, err))
+            self.assertTrue(err.startswith("salvusctl: "), (kind, err))
+            self.assertIn(f"host.tac:{number}", err, (kind, err))
+            self.assertNotIn("Traceback", err + out, kind)
+            with self.assertRaises(xmlrpc.client.Fault) as caught:
+                yield self.rpc("salvus.reconcile")
+            self.assertEqual(caught.exception.faultCode, Faults.CANT_REREAD, kind)
+            self.assertEqual({n: self.pid(n) for n in before}, before, kind)
+            self.assertEqual(self.weight(), 1, kind)
+            self.assertEqual(sorted(self.services["supervisor"].deploys), ["change", "gone", "keep"])

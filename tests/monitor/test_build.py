@@ -32,7 +32,7 @@ class HookedSupervisor(FakeSupervisor):
         super().__init__()
         self.hooks = []
 
-    def addLogHook(self, hook):
+    def setStoreHook(self, hook):
         self.hooks.append(hook)
 
 
@@ -94,30 +94,24 @@ class BuildTests(SynchronousTestCase):
         supervisor, balancer = HookedSupervisor(), FakeBalancer()
         ctx = self.context(supervisor=supervisor, balancer=balancer)
         monitor = buildMonitor(ctx, [Monitor(address="10.0.0.5")])
-        self.assertEqual(supervisor.hooks, [monitor.logLine])
+        self.assertEqual(supervisor.hooks, [monitor.storeLogLine])
         self.assertIsInstance(balancer.sources[0], MonitorLoadSource)
         self.successResultOf(ctx.store.start())
         monitor._run = inline
         monitor.startService()
-        self.assertEqual(supervisor.observers, [monitor.instanceChanged])
+        self.assertEqual(supervisor._observers, [monitor.instanceChanged])
         self.successResultOf(monitor.stopService())
 
-    def test_logHookOnASupervisorThatTakesItAtConstruction(self):
-        """A supervisor whose instance logs already hold a C{storeHook} gets the monitor's, and
-        its C{LogLine} objects land in the log table."""
+    def test_logHookReachesTheRealSupervisorsInstanceLogs(self):
+        """The real supervisor's instance logs, made before the monitor, get its store hook, and
+        their C{LogLine}s land in the log table."""
         from types import SimpleNamespace
 
-        class InstanceLog:
-            storeHook = None
+        from salvusctl.supervisor.deploy import Deploy
+        from salvusctl.supervisor.service import SupervisorService
 
-        class SupervisorService(FakeSupervisor):
-            storeHook = None
-
-            def __init__(self):
-                super().__init__()
-                self.instances = {"web:0": SimpleNamespace(log=InstanceLog())}
-
-        supervisor = SupervisorService()
+        supervisor = SupervisorService(Clock(), [Deploy("web", command=["true"], autostart=False)],
+                                       runDir=os.path.join(tempDir(self), "run"))
         ctx = self.context(supervisor=supervisor)
         monitor = buildMonitor(ctx, [Monitor()])
         hook = supervisor.instances["web:0"].log.storeHook
