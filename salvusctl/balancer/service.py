@@ -37,6 +37,10 @@ __all__ = ["BalancedService"]
 
 log = Logger()
 
+#: clients that may wait for a group on hold (L{BalancedService.holdGroup}) when the service's
+#: own C{queue} is smaller
+HOLD_QUEUE = 1024
+
 
 class BalancedService(Service):
     """Listeners plus groups of backend hosts for one declared service.
@@ -89,6 +93,9 @@ class BalancedService(Service):
         self.connect_failures = 0
         self.queue_timeouts = 0
         self.idle_timeouts = 0
+        #: clients that waited for a host of a group on hold (L{holdGroup}) instead of refused
+        self.held = 0
+        self._holdCalls: dict[str, Any] = {}
         self.local_errors = 0
         self._local_logged_at: float | None = None
         self.refusals = RefusalLog(reactor, decl.name)
@@ -289,6 +296,10 @@ class BalancedService(Service):
 
     def stopService(self):
         Service.stopService(self)
+        for call in self._holdCalls.values():
+            if call.active():
+                call.cancel()
+        self._holdCalls.clear()
         self.refusals.stop()
         for monitor in self.monitors.values():
             monitor.stop()
@@ -343,6 +354,9 @@ class BalancedService(Service):
         if not hosts:
             if group.rotation and (front.tried is None or any(h not in front.tried for h in group.rotation)):
                 self._enqueue(front)  # every host is at its limit
+                return
+            if not group.rotation and group.hold_until > self.reactor.seconds():
+                self._hold(front)  # its hosts are being restarted: wait for one to come back
                 return
             if not group.rotation and self.all_down == "aggressive":
                 hosts = [h for h in group.hosts.values()
@@ -512,6 +526,8 @@ class BalancedService(Service):
             group = self.active_group
             if group is not None and group.rotation and not group.candidates(front.tried):
                 return
+            if group is not None and not group.rotation and group.hold_until > self.reactor.seconds():
+                return  # on hold: the first host that joins serves the queue
             queue.popleft()
             self.queued -= 1
             front.phase = CONNECTING  # leaving the queue
@@ -519,6 +535,40 @@ class BalancedService(Service):
                 front.admitted = True
                 self.open += 1
             self._dispatch(front)
+
+    def holdGroup(self, group: str, seconds: float) -> None:
+        """For the next C{seconds}, a client that finds no host in C{group}'s rotation waits in
+        the queue (up to C{queue_timeout}) instead of being refused.
+
+        A deploy's pool calls this before each planned stop of one of its instances: when every
+        instance is stopped and then started again (a stop followed by a start, which is what
+        supervisorctl's C{restart} and C{update} send), the clients of that gap wait for the
+        first instance back rather than fail.  A crash sets no hold: clients are refused at once.
+        """
+        g = self.group(group)
+        until = self.reactor.seconds() + seconds
+        if until > g.hold_until:
+            g.hold_until = until
+            # when the hold ends, whoever still waits is dispatched (refused if still no host)
+            call = self._holdCalls.pop(group, None)
+            if call is not None and call.active():
+                call.cancel()
+            self._holdCalls[group] = self.reactor.callLater(seconds, self._holdEnded, group)
+
+    def _holdEnded(self, group: str) -> None:
+        self._holdCalls.pop(group, None)
+        self._serveQueue()
+
+    def _hold(self, front: Frontend) -> None:
+        if self.queued >= max(self.queue_max, HOLD_QUEUE):
+            self._refuse(front, "queue full")
+            return
+        self.held += 1
+        front.phase = QUEUED
+        front.since = self.wheel.now()
+        self.queue.append(front)
+        self.queued += 1
+        front.arm()
 
     def _refuse(self, front: Frontend, why: str) -> None:
         self.refused += 1
