@@ -21,9 +21,9 @@ from twisted.python import failure
 from twisted.web.xmlrpc import Fault
 
 import salvusctl
-from salvusctl.admin.extensions import ILogClearing, IProcessStdin, IReconcilable
+from salvusctl.admin.extensions import ILogClearing, IMainLog, IProcessStdin, IReconcilable
 from salvusctl.admin.faults import Faults, rpcFault
-from salvusctl.admin.logfiles import readRange, tailRange
+from salvusctl.admin.logfiles import readFileRange, readRange, tailFileRange, tailRange
 from salvusctl.admin.rpcbase import Namespace, expectInt, expectStr, operator, toFault
 
 __all__ = ["SupervisorNamespace", "processStruct", "API_VERSION", "RUNNING_STATES", "SIGNALLABLE_STATES"]
@@ -177,24 +177,48 @@ class SupervisorNamespace(Namespace):
         """
         return os.getpid()
 
+    def mainLog(self) -> Any:
+        """The supervisor, if it keeps a main log (L{IMainLog}); NO_FILE otherwise."""
+        sup = self._sup()
+        if not IMainLog.providedBy(sup):
+            raise rpcFault(Faults.NO_FILE, "this host's supervisor keeps no main log")
+        return sup
+
     def xmlrpc_readLog(self, offset, length):
-        """Read the main log (Salvus logs through twistd; not readable over XML-RPC)
+        """Read length bytes from the main log starting at offset
+
+        The main log is the supervisor's own: spawns, exits, stops, signals, FATAL and why.
+        A read returns at most 1 MiB (a negative offset: that many bytes from the end).
 
         @param int offset offset to start reading from.
         @param int length number of bytes to read from the log.
         @return string result Bytes of log
         """
-        raise rpcFault(Faults.NO_FILE, "the host logs through twistd; read its log file")
+        offset, length = expectInt(offset, "offset"), expectInt(length, "length")
+        path = self.mainLog().mainLogPath()
+        try:
+            data = readFileRange(path, offset, length)
+        except ValueError as e:
+            raise rpcFault(Faults.BAD_ARGUMENTS, str(e))
+        except FileNotFoundError:
+            raise rpcFault(Faults.NO_FILE, path)
+        except OSError as e:
+            raise rpcFault(Faults.FAILED, f"{path}: {e.strerror}")
+        return data.decode("utf-8", "replace")
 
     xmlrpc_readMainLog = xmlrpc_readLog
 
     @operator
     def xmlrpc_clearLog(self):
-        """Clear the main log (not available: see readLog)
+        """Clear the main log.
 
         @return boolean result always returns True unless error
         """
-        raise rpcFault(Faults.NO_FILE, "the host logs through twistd; rotate its log file")
+        try:
+            self.mainLog().clearMainLog()
+        except OSError as e:
+            raise rpcFault(Faults.FAILED, f"main log: {e.strerror}")
+        return True
 
     @operator
     def xmlrpc_shutdown(self):
@@ -672,6 +696,13 @@ class SupervisorNamespace(Namespace):
                 raise rpcFault(Faults.BAD_ARGUMENTS, str(e))
 
         return d.addCallback(inMemory)
+
+    def mainLogTail(self, length: int) -> bytes:
+        """The last C{length} bytes of the main log (what C{maintail -f} shows first)."""
+        try:
+            return tailFileRange(self.mainLog().mainLogPath(), 0, length)[0]
+        except FileNotFoundError:
+            return b""
 
     def logTail(self, instance: str, stream: str, length: int) -> defer.Deferred:
         """The last C{length} bytes of an instance's log (what C{tail -f} shows first)."""

@@ -39,7 +39,6 @@ from salvusctl.balancer.handover import (
     serveHandover,
     takeOver,
 )
-from salvusctl.balancer.proxy import Frontend
 from salvusctl.errors import ConfigError
 
 __all__ = [
@@ -346,19 +345,7 @@ class ProxyProcess:
 
     def closeAll(self, abort: bool) -> None:
         """Close every proxied connection: gracefully, or abort (the hard stop)."""
-        for transport in set(self.reactor.getReaders()) | set(self.reactor.getWriters()):
-            proto = getattr(transport, "protocol", None)
-            proto = getattr(proto, "wrappedProtocol", proto)
-            if not isinstance(proto, Frontend):
-                continue
-            pair = [proto.transport]
-            if proto.peer is not None:
-                pair.append(proto.peer.transport)
-            for t in pair:
-                if abort:
-                    t.abortConnection()
-                else:
-                    t.loseConnection()
+        self.balancer.closeConnections(abort)
 
     def drain(self) -> defer.Deferred:
         """Let open connections finish within the drain and hard-stop timeouts."""

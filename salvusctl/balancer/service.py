@@ -20,23 +20,26 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 
-from salvusctl.balancer import declare, fastpath, states
-from salvusctl.balancer.fdbudget import DescriptorBudget, adoptGuarded, isLocalError, listenGuarded
+from salvusctl.balancer import declare, fastpath, listeners, states
+from salvusctl.balancer.fdbudget import DescriptorBudget, adoptGuarded, isLocalError
 from salvusctl.balancer.health import HealthCheck, HostMonitor
+from salvusctl.balancer.listeners import listenerName
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
 from salvusctl.balancer.refusals import RefusalLog
 from salvusctl.balancer.schedulers import makeScheduler
-from salvusctl.balancer.tlslisten import listenEndpoint
 from salvusctl.balancer.wheel import TimeoutWheel
 
 __all__ = ["BalancedService"]
 
 log = Logger()
+
+#: clients that may wait for a group on hold (L{BalancedService.holdGroup}) when the service's
+#: own C{queue} is smaller
+HOLD_QUEUE = 1024
 
 
 class BalancedService(Service):
@@ -70,6 +73,9 @@ class BalancedService(Service):
         self.active = decl.activeGroup()
         self.factory = FrontendFactory(self, self.wheel)
         self.ports: list[Any] = []
+        self.listeners: list[listeners.Listener] = []
+        # listener name -> a socket taken from a predecessor, adopted instead of binding
+        self.inherited: dict[str, socket.socket] = {}
         # set autoListen False when the listening sockets come from elsewhere (adoptSocket/listenOn)
         self.autoListen = True
         self.listening: Deferred | None = None
@@ -87,6 +93,9 @@ class BalancedService(Service):
         self.connect_failures = 0
         self.queue_timeouts = 0
         self.idle_timeouts = 0
+        #: clients that waited for a host of a group on hold (L{holdGroup}) instead of refused
+        self.held = 0
+        self._holdCalls: dict[str, Any] = {}
         self.local_errors = 0
         self._local_logged_at: float | None = None
         self.refusals = RefusalLog(reactor, decl.name)
@@ -221,20 +230,38 @@ class BalancedService(Service):
         return self.listenOn(self.reactor.adoptStreamPort(fd, family, self.factory))
 
     def listenEndpoints(self) -> Deferred:
-        """Listen on the declared endpoint strings; fires with the ports."""
+        """Listen on the declared endpoint strings; fires with the ports.
+
+        C{tcp:}/C{tcp6:}/C{ssl:} sockets are bound here (or taken from L{inherited}, by listener
+        name) and adopted, so that they can be handed over (L{salvusctl.balancer.listeners}).
+        """
         ds = []
-        for description in self.listen:
-            endpoint = listenEndpoint(self.reactor, withBacklog(description))
-            if (isinstance(self.reactor, PosixReactorBase)
-                    and type(endpoint) in (TCP4ServerEndpoint, TCP6ServerEndpoint)):
-                # A port that caps each accept batch at the descriptor budget.
-                d = maybeDeferred(listenGuarded, self.reactor, endpoint._port, self.factory,
-                                  endpoint._backlog, endpoint._interface)
-            else:
-                d = endpoint.listen(self.factory)
-            d.addCallback(self.listenOn)
+        for i, description in enumerate(self.listen):
+            name = listenerName(self.name, i)
+            d = listeners.listen(self.reactor, name, withBacklog(description), self.factory,
+                                 self.inherited.pop(name, None))
+            d.addCallback(self._listening)
             ds.append(d)
         return gatherResults(ds, consumeErrors=True)
+
+    def _listening(self, listener: listeners.Listener) -> Any:
+        self.listeners.append(listener)
+        return self.listenOn(listener.port)
+
+    def closeListeners(self) -> Deferred:
+        """Stop accepting on every port and close the sockets this service holds."""
+        ports = self.forgetPorts()
+        owned, self.listeners = self.listeners, []
+        ds = [maybeDeferred(p.stopListening) for p in ports]
+        for listener in owned:
+            if listener.sock is not None:
+                listener.sock.close()
+                listener.sock = None
+        return DeferredList(ds, consumeErrors=True)
+
+    def handoverSockets(self) -> list[tuple[str, socket.socket]]:
+        """(listener name, socket) of every listener a successor can take."""
+        return [(x.name, x.sock) for x in self.listeners if x.sock is not None]
 
     def forgetPorts(self) -> list[Any]:
         """Stop pausing and resuming the ports with the budget; return them (to stop listening)."""
@@ -269,15 +296,18 @@ class BalancedService(Service):
 
     def stopService(self):
         Service.stopService(self)
+        for call in self._holdCalls.values():
+            if call.active():
+                call.cancel()
+        self._holdCalls.clear()
         self.refusals.stop()
         for monitor in self.monitors.values():
             monitor.stop()
         self.monitors.clear()
-        ports = self.forgetPorts()
         if self._own_budget:
             self.budget.stop()
         self.listening = None
-        return DeferredList([maybeDeferred(p.stopListening) for p in ports])
+        return self.closeListeners()
 
     def _startMonitor(self, group: str, host: BackendHost) -> None:
         if id(host) in self.monitors:
@@ -324,6 +354,9 @@ class BalancedService(Service):
         if not hosts:
             if group.rotation and (front.tried is None or any(h not in front.tried for h in group.rotation)):
                 self._enqueue(front)  # every host is at its limit
+                return
+            if not group.rotation and group.hold_until > self.reactor.seconds():
+                self._hold(front)  # its hosts are being restarted: wait for one to come back
                 return
             if not group.rotation and self.all_down == "aggressive":
                 hosts = [h for h in group.hosts.values()
@@ -493,6 +526,8 @@ class BalancedService(Service):
             group = self.active_group
             if group is not None and group.rotation and not group.candidates(front.tried):
                 return
+            if group is not None and not group.rotation and group.hold_until > self.reactor.seconds():
+                return  # on hold: the first host that joins serves the queue
             queue.popleft()
             self.queued -= 1
             front.phase = CONNECTING  # leaving the queue
@@ -500,6 +535,40 @@ class BalancedService(Service):
                 front.admitted = True
                 self.open += 1
             self._dispatch(front)
+
+    def holdGroup(self, group: str, seconds: float) -> None:
+        """For the next C{seconds}, a client that finds no host in C{group}'s rotation waits in
+        the queue (up to C{queue_timeout}) instead of being refused.
+
+        A deploy's pool calls this before each planned stop of one of its instances: when every
+        instance is stopped and then started again (a stop followed by a start, which is what
+        supervisorctl's C{restart} and C{update} send), the clients of that gap wait for the
+        first instance back rather than fail.  A crash sets no hold: clients are refused at once.
+        """
+        g = self.group(group)
+        until = self.reactor.seconds() + seconds
+        if until > g.hold_until:
+            g.hold_until = until
+            # when the hold ends, whoever still waits is dispatched (refused if still no host)
+            call = self._holdCalls.pop(group, None)
+            if call is not None and call.active():
+                call.cancel()
+            self._holdCalls[group] = self.reactor.callLater(seconds, self._holdEnded, group)
+
+    def _holdEnded(self, group: str) -> None:
+        self._holdCalls.pop(group, None)
+        self._serveQueue()
+
+    def _hold(self, front: Frontend) -> None:
+        if self.queued >= max(self.queue_max, HOLD_QUEUE):
+            self._refuse(front, "queue full")
+            return
+        self.held += 1
+        front.phase = QUEUED
+        front.since = self.wheel.now()
+        self.queue.append(front)
+        self.queued += 1
+        front.arm()
 
     def _refuse(self, front: Frontend, why: str) -> None:
         self.refused += 1
