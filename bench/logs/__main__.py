@@ -6,7 +6,8 @@
 1. tail of a large log (1 GiB by default): a quiet program whose stdout log is that file (the
    same file for both).  Median and p99 of C{tailProcessStdoutLog(name, 0, 1600)} and
    C{readProcessStdoutLog(name, -1600, 0)} over XML-RPC on one connection, the wall time of
-   C{supervisorctl tail}, and the server's RSS afterwards.
+   C{supervisorctl tail}, and the server's RSS afterwards.  C{getState} is timed too: the cost
+   of a call that reads nothing, so what a tail adds to it shows.
 2. log throughput: a program writes 200,000 lines of 100 bytes and exits; the supervisor's CPU
    seconds (utime + stime from /proc) from its start until every line is in the log file give
    lines per CPU-second.
@@ -148,6 +149,8 @@ def measure(who: str, pid: int, url: str, names: dict[str, str], longs: list[str
             raise SystemExit(f"{who}: big never RUNNING")
         time.sleep(0.05)
     fig: dict[str, float] = {}
+    median, _ = latencies(proxy.supervisor.getState, calls)
+    fig["getstate_median_ms"] = median * 1000
     median, p99 = latencies(lambda: proxy.supervisor.tailProcessStdoutLog(names["big"], 0, 1600), calls)
     fig["tail_median_ms"], fig["tail_p99_ms"] = median * 1000, p99 * 1000
     median, _ = latencies(lambda: proxy.supervisor.readProcessStdoutLog(names["big"], -1600, 0), calls)
@@ -248,6 +251,7 @@ def main() -> None:
 
     s, d = figures["salvus"], figures["supervisord"]
     rows = [
+        ("getState (the XML-RPC floor), median ms", "getstate_median_ms", "%.3f"),
         (f"tail 1600 B of {size >> 20} MiB, median ms", "tail_median_ms", "%.3f"),
         (f"tail 1600 B of {size >> 20} MiB, p99 ms", "tail_p99_ms", "%.3f"),
         (f"read -1600 of {size >> 20} MiB, median ms", "read_median_ms", "%.3f"),
