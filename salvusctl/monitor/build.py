@@ -172,17 +172,11 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
         synchronous_commit=decl.synchronous_commit,
     )
     wireLogHook(context.services.get("supervisor"), supervisor, monitor)
-    # The balancer's least-load scheduler: give it this host's instance loads.
-    from salvusctl.monitor.loadsource import MonitorLoadSource
-
+    # The balancer's least-load groups: give their load sources this host's instance loads.
     addresses = [decl.address] if decl.address else []
     if decl.load_source is not None:
         decl.load_source.bind(monitor, addresses)
-    balancer = context.services.get("balancer")
-    setter = getattr(balancer, "setLoadSource", None)
-    if setter is not None:
-        setter(MonitorLoadSource(monitor, addresses))
-    bindLoadSources(balancer, monitor, addresses)
+    bindLoadSources(context.services.get("balancer"), monitor, addresses)
     return monitor
 
 

@@ -82,7 +82,7 @@ class FakeOS:
         self._next = 1000
 
     def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None,
-              redirectStderr=False, stdin=False):
+              redirectStderr=False, stdin=False, name=None):
         if self.failSpawn is not None:
             raise self.failSpawn
         self._next += 1
@@ -133,6 +133,10 @@ class FakeOS:
     def _die(self, pid: int, sig: int) -> None:
         if pid in self.live:
             self.exit(pid, None, sig)
+
+    def killAll(self, marker):
+        """The fake has no cgroups."""
+        return 0
 
     def alive(self, pid, starttime):
         return pid in self.live

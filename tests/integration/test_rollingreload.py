@@ -192,14 +192,15 @@ class RollingReloadTests(TestCase):
             self.write("two")
             env = childEnv(SALVUS_URL=f"http://127.0.0.1:{self.admin}", SALVUS_USER=OPERATOR[0],
                            SALVUS_PASSWORD=OPERATOR[1], HOME=self.work)
-            d = utils.getProcessOutputAndValue(sys.executable, ["-m", "salvusctl.cli", "reconcile"],
+            d = utils.getProcessOutputAndValue(sys.executable, ["-m", "salvusctl.cli", "-v", "reconcile"],
                                                env=env, path=REPO)
             d.addCallback(lambda r: result.setdefault("r", r))
             return defer.succeed(None)
 
         bodies, failures = yield self.underLoad(reconcile, lambda: "r" in result)
         out, err, code = result["r"]
-        self.assertEqual(code, 0, (out, err))
+        self.assertEqual((code, out.decode(), err.decode()),
+                         (0, "~ supervisor worker (changed, rolled one instance at a time)\n", ""))
         yield self.assertReplaced(before, bodies, failures)
 
     def supervisorctl(self, *argv: str, result: dict) -> defer.Deferred:
