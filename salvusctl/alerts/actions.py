@@ -161,7 +161,7 @@ class EmailAction:
 
 
 def _senderFactory():
-    from twisted.mail.smtp import ESMTPSenderFactory
+    from salvusctl._twistedcompat import ESMTPSenderFactory  # overrides a private hook (PRIVATE_HOOKS)
 
     class SenderFactory(ESMTPSenderFactory):
         """Twisted's sender, plus a Deferred that fires when the connection has closed."""

@@ -27,10 +27,11 @@ from typing import Any
 from OpenSSL import SSL
 from OpenSSL.SSL import WantReadError, ZeroReturnError
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from salvusctl._twistedcompat import TLSMemoryBIOProtocol  # its private hooks: PRIVATE_HOOKS
 from salvusctl.balancer.fastpath import fastWrite
 
 __all__ = ["ListenerContext", "TLSServerProtocol", "TLSServerFactory", "noALPN"]
