@@ -20,33 +20,31 @@ __all__ = ["checkListenersFree", "tcpListeners"]
 _SKIP = ("supervisor",)
 
 
-def tcpListeners(host: Any) -> list[tuple[str, str, int]]:
+def tcpListeners(host: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, str, int]]:
     """C{(kind, interface, port)} of every fixed TCP port the host's services bind."""
-    from twisted.internet.endpoints import _parse
+    from salvusctl.endpoints import parseEndpoint
 
     out = []
     for declaration in host.declarations():
-        if declaration.component in _SKIP:
+        if declaration.component in _SKIP or declaration.component in skip:
             continue
         endpoints = getattr(declaration, "endpoints", None)
         for description in endpoints() if endpoints is not None else ():
-            words, kwargs = _parse(description)
-            kind = str(words[0]).lower()
-            if kind not in ("tcp", "tcp6", "ssl"):
+            parsed = parseEndpoint(description)
+            if parsed.kind not in ("tcp", "tcp6", "ssl"):
                 continue
-            port = kwargs.get("port", words[1] if len(words) > 1 else "")
             try:
-                number = int(port)
+                number = int(parsed.port or "")
             except (TypeError, ValueError):
                 continue  # validate() reports a bad port
             if number:
-                out.append((kind, str(kwargs.get("interface", "")), number))
+                out.append((parsed.kind, parsed.interface, number))
     return out
 
 
 def unixListeners(host: Any) -> list[str]:
     """The socket paths of the admin's C{unix:} listeners (the ones replaced when stale)."""
-    from twisted.internet.endpoints import _parse
+    from salvusctl.endpoints import parseEndpoint
 
     out = []
     for declaration in host.declarations():
@@ -54,21 +52,40 @@ def unixListeners(host: Any) -> list[str]:
             continue
         endpoints = getattr(declaration, "endpoints", None)
         for description in endpoints() if endpoints is not None else ():
-            words, kwargs = _parse(description)
-            if str(words[0]).lower() == "unix":
-                out.append(str(words[1] if len(words) > 1 else kwargs.get("address", "")))
+            parsed = parseEndpoint(description)
+            if parsed.kind == "unix":
+                out.append(parsed.address)
     return out
 
 
-def checkListenersFree(host: Any) -> None:
+def checkListenersFree(host: Any, skip: tuple[str, ...] = (), wait: float = 0.0) -> None:
     """Raise L{ConfigError} (C{tcp:8080: address already in use}) for the first port taken, or
-    for a unix socket a running process serves (a stale one is replaced when it is bound)."""
+    for a unix socket a running process serves (a stale one is replaced when it is bound).
+
+    C{skip} names components whose ports are not checked, and C{wait} is how long a taken port
+    may take to be let go: both for a host that took its balancer's sockets from a predecessor
+    that is stopping now (L{salvusctl.balancer.hosthandover}).
+    """
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            _checkOnce(host, skip)
+            return
+        except ConfigError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)  # before the reactor runs: a predecessor is letting its ports go
+
+
+def _checkOnce(host: Any, skip: tuple[str, ...]) -> None:
     from salvusctl.admin.unixsocket import checkSocketFree
 
     for path in unixListeners(host):
         if path:
             checkSocketFree(path)
-    for kind, interface, port in tcpListeners(host):
+    for kind, interface, port in tcpListeners(host, skip):
         family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
         probe = socket.socket(family, socket.SOCK_STREAM)
         try:

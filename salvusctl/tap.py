@@ -88,10 +88,17 @@ def makeService(options: Options):
     try:
         host = loadConfiguredHost(options)
         service = host.build(reactor)
+        # A host already running on this var dir hands its balancer's sockets over, then stops.
+        from salvusctl.balancer.hosthandover import takeForHost
+
+        took = takeForHost(host, service)
         # Before any service starts: a taken port is one line, and no admin user is made yet.
         from salvusctl.portcheck import checkListenersFree
 
-        checkListenersFree(host)
+        if took:
+            checkListenersFree(host, skip=("balancer",), wait=15.0)
+        else:
+            checkListenersFree(host)
     except ConfigError as e:
         sys.stderr.write(f"salvus: error: {e}\n")
         sys.stderr.flush()

@@ -39,8 +39,8 @@ class BannerLinesTests(SynchronousTestCase):
 
     def test_no_password_file_says_how_to_set_one(self):
         lines = bannerLines([], [], "admin", None, False, None, None, "salvusctl status")
-        self.assertIn("salvus demo: the admin password was printed at first start; "
-                      "`salvusctl user passwd admin` sets a new one", lines)
+        self.assertIn("salvus demo: the admin password was written at first start to "
+                      "var/admin/admin.password; `salvusctl user passwd admin` sets a new one", lines)
 
 
 class BareSalvusctlTests(TestCase):

@@ -96,7 +96,15 @@ class AdminService(Service):
 
     def _endpoint(self, kind: str, description: str) -> Any:
         """The server endpoint of one listener: TLS ones with the admin's own TLS settings
-        (L{salvusctl.admin.tls}: TLS 1.2+, AEAD suites), the others as Twisted parses them."""
+        (L{salvusctl.admin.tls}: TLS 1.2+, AEAD suites), the others as Twisted parses them.
+
+        TCP listeners get the balancer's accept backlog (somaxconn) unless they name one:
+        with Twisted's 50, a burst of connections (slow clients refused at the per-address
+        cap) fills the queue, and a normal client's SYN waits a second for its retransmission.
+        """
+        from salvusctl.balancer.service import withBacklog
+
+        description = withBacklog(description)
         if kind == "ssl":
             return tlsEndpoint(self.reactor, description)
         return serverFromString(self.reactor, description)
@@ -145,7 +153,8 @@ class AdminService(Service):
         users = UsersFile(self.usersPath(declaration))
         self.limiter.limit = declaration.login_limit
         self.limiter.window = declaration.login_window
-        return makeSite(state, users, self.limiter, declaration.max_request_bytes, self.checks, self._pool())
+        return makeSite(state, users, self.limiter, declaration.max_request_bytes, self.checks, self._pool(),
+                        declaration.header_timeout, declaration.max_connections_per_address)
 
     def _pool(self) -> Any:
         """The password checks' thread pool (none under a reactor without threads: inline)."""
@@ -158,7 +167,8 @@ class AdminService(Service):
 
     #: Admin options a reload applies to the running listeners; C{listen} needs a restart.
     LIVE_OPTIONS = ("users", "allow_plain_http", "refresh", "project_url", "title", "bootstrap_user",
-                    "max_request_bytes", "login_limit", "login_window")
+                    "max_request_bytes", "login_limit", "login_window", "header_timeout",
+                    "max_connections_per_address")
 
     def reconfigure(self, declarations: list[Admin]) -> list[str]:
         """Serve new options on the listeners already bound (a host reload); returns the names
@@ -180,6 +190,8 @@ class AdminService(Service):
             fresh = self._site(declaration)
             site.resource = fresh.resource
             site.requestFactory = fresh.requestFactory
+            # New connections get the new bounds; open ones keep the deadline they started with.
+            site.headTimeout, site.maxPerAddress = fresh.headTimeout, fresh.maxPerAddress
         for declaration in declarations:  # one limiter for all listeners: the last one's limits
             self.limiter.limit, self.limiter.window = declaration.login_limit, declaration.login_window
         for name in changed:

@@ -18,15 +18,15 @@ def parseListener(description: str) -> tuple[str, list[Any], dict[str, Any]]:
     An C{ssl:} listener without C{privateKey=} is accepted as is: the admin makes its own
     certificate for it at start.
     """
-    from twisted.internet.endpoints import _parse, _parseServer
+    from salvusctl.endpoints import checkServerEndpoint, parseEndpoint
 
     if not isinstance(description, str) or not description:
         raise ConfigError(f"admin listener must be an endpoint string, not {description!r}")
     try:
-        args, kwargs = _parse(description)
-    except Exception as e:
+        parsed = parseEndpoint(description)
+    except ValueError as e:
         raise ConfigError(f"bad admin listener {description!r}: {e}")
-    kind = str(args[0]).lower() if args else ""
+    kind, kwargs = parsed.kind, parsed.options
     if kind not in _KINDS:
         raise ConfigError(f"admin listener {description!r}: use tcp:, ssl: or unix: endpoints")
     if kind == "ssl" and "sslmethod" in kwargs:
@@ -34,10 +34,10 @@ def parseListener(description: str) -> tuple[str, list[Any], dict[str, Any]]:
                           "(the admin accepts TLS 1.2 and 1.3 only)")
     if kind != "ssl" or "privateKey" in kwargs:
         try:
-            _parseServer(description, None)
+            checkServerEndpoint(description)
         except Exception as e:
             raise ConfigError(f"bad admin listener {description!r}: {e}")
-    return kind, list(args[1:]), dict(kwargs)
+    return kind, list(parsed.args), dict(kwargs)
 
 
 def isLoopback(interface: str | None) -> bool:
@@ -67,6 +67,10 @@ class Admin:
     @param max_request_bytes: larger request bodies are refused with 413.
     @param login_limit: failed logins per client address within C{login_window} seconds before
         that address is refused (429) until the window passes.
+    @param header_timeout: seconds a client has to send a whole request head (slow clients get
+        408 and are disconnected).
+    @param max_connections_per_address: open connections per client IP address on each
+        listener; more are closed at once (the unix socket has no cap).
     """
 
     component = "admin"
@@ -83,6 +87,8 @@ class Admin:
         max_request_bytes: int = 1024 * 1024,
         login_limit: int = 5,
         login_window: float = 60.0,
+        header_timeout: float = 10.0,
+        max_connections_per_address: int = 64,
     ):
         self.listen = list(listen)
         self.users = users
@@ -94,6 +100,8 @@ class Admin:
         self.max_request_bytes = max_request_bytes
         self.login_limit = login_limit
         self.login_window = login_window
+        self.header_timeout = header_timeout
+        self.max_connections_per_address = max_connections_per_address
 
     def __repr__(self) -> str:
         return f"Admin({', '.join(map(repr, self.listen))})"
@@ -138,5 +146,10 @@ class Admin:
             raise ConfigError("admin max_request_bytes must be an integer >= 4096")
         if not isinstance(self.login_limit, int) or self.login_limit < 1:
             raise ConfigError("admin login_limit must be an integer >= 1")
+        timeout, cap = self.header_timeout, self.max_connections_per_address
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise ConfigError(f"admin header_timeout must be seconds in (0, 3600], not {timeout!r}")
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ConfigError(f"admin max_connections_per_address must be an integer >= 1, not {cap!r}")
         if self.users is not None and not isinstance(self.users, str):
             raise ConfigError("admin users must be a file path")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from zope.interface import Interface
 
-__all__ = ["IReconcilable", "IAlertSource", "ILogClearing", "IProcessStdin"]
+__all__ = ["IReconcilable", "IAlertSource", "ILogClearing", "IProcessStdin", "IMainLog"]
 
 
 class IReconcilable(Interface):
@@ -45,3 +45,16 @@ class IProcessStdin(Interface):
         """Write the bytes C{data} to instance C{name}'s stdin.  Raise KeyError for an unknown
         name, C{process.NotRunning} when no process runs, C{process.NoStdin} when it has no
         stdin pipe (or closed it)."""
+
+
+class IMainLog(Interface):
+    """A supervisor that keeps a main log of its own events (supervisord's C{readLog}, C{maintail})."""
+
+    def mainLogPath():
+        """The path of the main log file (it may not exist yet)."""
+
+    def followMainLog(callback):
+        """Call C{callback(line)} for each new event; returns the function that stops following."""
+
+    def clearMainLog():
+        """Empty the main log file."""

@@ -236,6 +236,22 @@ class AdminPages:
 
         return self.supervisorRPC.logTail(instance, stream, 1600).addCallbacks(start, failed)
 
+    @app.route("/mainlogtail", methods=["GET"])
+    def mainlogtail(self, request):
+        """Stream the supervisor's main log as it grows (what C{supervisorctl maintail -f} reads):
+        its last 1600 bytes, then each new event, pushed."""
+        try:
+            sup = self.supervisorRPC.mainLog()
+            first = self.supervisorRPC.mainLogTail(1600)
+        except Fault as f:
+            request.setResponseCode(404)
+            return (f.faultString + "\n").encode()
+        except OSError as e:
+            request.setResponseCode(500)
+            return f"(main log unavailable: {e.strerror})\n".encode()
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return LogStream(request, first, sup.followMainLog).done
+
     # -- overview --------------------------------------------------------------------------------
 
     @app.route("/", methods=["GET"])

@@ -3,7 +3,8 @@
 The running L{AdminService} keeps every bound listener and gives each one's site a new root
 (C{reconfigure}): a new users file (and with it the users' roles; edits of the file itself are
 picked up without any reload), C{refresh}, C{title}, C{project_url}, C{max_request_bytes},
-C{login_limit} and C{login_window} answer the next request.
+C{login_limit} and C{login_window} answer the next request; C{header_timeout} and
+C{max_connections_per_address} apply to the next connection.
 
 Listeners are not rebound live, and a change to any C{listen} endpoint (or adding or removing an
 C{Admin(...)}) makes the whole admin entry "restart needed", with nothing of it applied:

@@ -9,9 +9,9 @@ The shapes, as the services produce them:
 * L{salvusctl.balancer.control.BalancerService.snapshot}: C{{"services": {name: {"name",
   "listen", "active", "counters", "groups": {name: {"name", "scheduler", "hosts": [{"name",
   "address", "port", "weight", "state", "admin", "healthy", "active", "total", "bytes_in",
-  "bytes_out", "faults", "connect_failures", …}]}}}}, "wheel": {…}}}.  A host's C{state} is the
-  effective one (C{up}, C{down}, C{drain}, C{maint}); C{active} is its open connections and
-  C{total} the connections made.
+  "bytes_out", "faults", "connect_failures", …}]}}}}, "wheel": {…}, "descriptors": {…}}}.  A
+  host's C{state} is the effective one (C{up}, C{down}, C{drain}, C{maint}); C{active} is its
+  open connections and C{total} the connections made.
 * L{salvusctl.monitor.service.MonitorService.latest}: C{{instance: {"name", "group", "state",
   "pid", "port", "starts", and once sampled "timestamp", "cpu_percent", "mem_percent", "rss",
   "vms", "cputime", "walltime", "threads", "fds", "status", "nprocs", "processes",

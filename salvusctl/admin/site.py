@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.web.server import Site
 
 from salvusctl.admin.auth import BoundedRequest, LoginRateLimiter, PasswordChecks, makeGate
+from salvusctl.admin.slowclients import HEAD_TIMEOUT, MAX_PER_ADDRESS, GuardedSite
 from salvusctl.admin.state import AdminState
 from salvusctl.admin.users import UsersFile
 
@@ -49,13 +50,18 @@ def makeSite(
     max_request_bytes: int = 1024 * 1024,
     checks: PasswordChecks | None = None,
     pool=None,
+    head_timeout: float = HEAD_TIMEOUT,
+    max_per_address: int = MAX_PER_ADDRESS,
 ) -> Site:
-    """A C{Site} for real listeners: bounded request bodies, no tracebacks shown, no access log noise."""
+    """A C{Site} for real listeners: bounded request bodies, request heads within C{head_timeout}
+    seconds, at most C{max_per_address} connections per client address (L{GuardedSite}), no
+    tracebacks shown, no access log noise."""
 
     class Request(BoundedRequest):
         maxBody = max_request_bytes
 
     verify = threadedVerify(state.clock, pool) if pool is not None else None
-    site = Site(makeRoot(state, users, limiter, verify, checks), requestFactory=Request, reactor=state.clock)
+    site = GuardedSite(makeRoot(state, users, limiter, verify, checks), requestFactory=Request,
+                       reactor=state.clock, headTimeout=head_timeout, maxPerAddress=max_per_address)
     site.displayTracebacks = False
     return site

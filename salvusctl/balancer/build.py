@@ -14,6 +14,10 @@ __all__ = ["buildBalancer"]
 def buildBalancer(context: Any, declarations: list[Balanced]) -> BalancerService | None:
     """Build the balancer of a host; None when the host balances nothing.
 
+    The host's balancer drains at stop (each declaration's C{stop_timeout}, the longest wins) and
+    hands its listening sockets to a successor host over C{<var>/balancer.sock}
+    (L{salvusctl.balancer.hosthandover}).
+
     Registers the balancer's migrations with the store (before it starts).  The store service is
     an earlier child of the host, so by the time the balancer starts its C{ready} Deferred exists;
     saved host states are restored when it fires.
@@ -32,8 +36,22 @@ def buildBalancer(context: Any, declarations: list[Balanced]) -> BalancerService
         from salvusctl.balancer.dns import namesResolver
 
         resolver = namesResolver(context.reactor)
-    balancer = BalancerService(context.reactor, list(declarations), store=store, store_ready=ready,
-                               resolver=resolver)
+    from salvusctl.balancer.hosthandover import handoverPath
+
+    reactor = context.reactor
+    var_dir = getattr(context, "var_dir", None)
+
+    def handedOver():
+        # a successor host took the sockets: this host stops (and its balancer drains)
+        if getattr(reactor, "running", False):
+            reactor.stop()
+
+    balancer = BalancerService(reactor, list(declarations), store=store, store_ready=ready,
+                               resolver=resolver,
+                               stop_timeout=max(d.stop_timeout for d in declarations),
+                               hard_stop=max(d.hard_stop for d in declarations),
+                               handover_path=handoverPath(var_dir) if var_dir else None,
+                               onHandedOver=handedOver)
     _followDeploys(context, balancer, declarations)
     return balancer
 

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from salvusctl.balancer import declare, persist, states
 from salvusctl.balancer.backends import BackendsFile
 from salvusctl.balancer.dns import DNSCache
+from salvusctl.balancer.fdbudget import DescriptorBudget, openDescriptors
 from salvusctl.balancer.schedulers.sticky import Sticky
 from salvusctl.balancer.service import BalancedService
 from salvusctl.balancer.wheel import TimeoutWheel
@@ -28,6 +29,12 @@ from salvusctl.interfaces import IBalancerControl
 __all__ = ["BalancerService", "ListenFailed"]
 
 log = Logger()
+
+
+def _listenerNames(svc: BalancedService) -> set[str]:
+    from salvusctl.balancer.listeners import listenerName
+
+    return {listenerName(svc.name, i) for i in range(len(svc.listen))}
 
 
 class ListenFailed(Exception):
@@ -46,14 +53,26 @@ class BalancerService(MultiService):
 
     def __init__(self, reactor: Any, declarations: list[declare.Balanced] = (), store: Any = None,
                  store_ready: Any = None, housekeeping: float = 10.0, resolver: Any = None,
-                 rng: Any = None, wheel_resolution: float = 0.25):
+                 rng: Any = None, wheel_resolution: float = 0.25, stop_timeout: float | None = None,
+                 hard_stop: float | None = None, handover_path: str | None = None,
+                 onHandedOver: Any = None):
         super().__init__()
+        # None: a stop closes nothing itself (library use, tests); a number: stop drains first
+        self.stop_timeout = stop_timeout
+        self.hard_stop = max(hard_stop or 0.0, stop_timeout or 0.0)
+        self.handover_path = handover_path
+        self.onHandedOver = onHandedOver
+        #: sockets and state taken from a predecessor host (L{salvusctl.balancer.hosthandover})
+        self.takeover: Any = None
+        self._successors: Any = None
+        self._draining: Deferred | None = None
         self.reactor = reactor
         self.store = store
         self.store_ready = store_ready
         self.housekeeping = housekeeping
         self.rng = rng
         self.wheel = TimeoutWheel(reactor, wheel_resolution)
+        self.budget = DescriptorBudget(reactor)
         self.resolver = resolver
         self.declared: dict[str, declare.Balanced] = {}
         self.balanced: dict[str, BalancedService] = {}
@@ -71,7 +90,7 @@ class BalancerService(MultiService):
     def _add(self, decl: declare.Balanced) -> BalancedService:
         if decl.name in self.balanced:
             raise ConfigError(f"two balanced services are named {decl.name!r}")
-        svc = BalancedService(self.reactor, decl, self.wheel, self.rng)
+        svc = BalancedService(self.reactor, decl, self.wheel, self.rng, self.budget)
         svc.onHostChange = self._hostChanged
         self.declared[decl.name] = decl
         self.balanced[decl.name] = svc
@@ -81,23 +100,107 @@ class BalancerService(MultiService):
         svc.setServiceParent(self)
         return svc
 
+    def _inherit(self) -> None:
+        """Give each service the sockets a predecessor handed over, by listener name."""
+        takeover, self.takeover = self.takeover, None
+        if takeover is None:
+            return
+        for name, sock in takeover.listeners:
+            svc = self.balanced.get(name.split("#", 1)[0])
+            if svc is None or name not in _listenerNames(svc):
+                log.info("listener {name} is not in this host's config; closing it", name=name)
+                sock.close()
+                continue
+            svc.inherited[name] = sock
+        state = takeover.state or {}
+        n = persist.applyState(self.balanced, state.get("hosts", []), state.get("groups", []))
+        if n:
+            log.info("continued the state of {n} balancer hosts from the previous host", n=n)
+        # fresher than what the store holds: the previous host saves only every housekeeping period
+        self._restored = True
+        self.store_ready = None
+
+    def privilegedStartService(self):
+        self._inherit()
+        super().privilegedStartService()
+
     def startService(self):
+        self._inherit()
+        restoring = self.store is not None and not self._restored
+        self.sizeBudget()
         super().startService()
+        self._serveSuccessors()
         for watcher in self.files.values():
             watcher.start()
         self.refreshDNS()
         self._loop = LoopingCall(self._housekeep)
         self._loop.clock = self.reactor
         self._loop.start(self.housekeeping, now=False)
-        if self.store is not None:
+        if restoring:
             ready = self.store_ready() if callable(self.store_ready) else self.store_ready
             if ready is None:
                 ready = succeed(None)
             self.restoring = ready.addCallback(lambda _: self.restore())
             self.restoring.addErrback(lambda f: log.failure("restoring balancer state failed", f))
 
+    def _serveSuccessors(self) -> None:
+        if not self.handover_path or self._successors is not None:
+            return
+        from salvusctl.balancer.hosthandover import HostHandoverSource, serveSuccessors
+
+        try:
+            self._successors = serveSuccessors(self.reactor, self.handover_path,
+                                               HostHandoverSource(self, self.onHandedOver))
+        except Exception:
+            log.failure("cannot serve the balancer hand-over socket {path}", path=self.handover_path)
+
+    def stopServingSuccessors(self) -> None:
+        port, self._successors = self._successors, None
+        if port is not None:
+            port.stopListening()
+
+    def drainConnections(self) -> Deferred:
+        """Stop accepting, let open connections finish for C{stop_timeout} seconds, close the
+        rest gracefully, abort what remains at C{hard_stop}; fires when none is left."""
+        if self._draining is not None:
+            return self._draining
+        from salvusctl.balancer.handover import Drainer
+
+        self._draining = d = Deferred()
+        self.stopListening()
+        n = self.openConnections()
+        if n:
+            log.info("stopping: draining {n} open connections (up to {t:g} s)", n=n,
+                     t=self.stop_timeout or 0.0)
+        Drainer(self.reactor, self.openConnections, self.closeConnections, lambda: d.callback(None),
+                self.stop_timeout or 0.0, self.hard_stop).start()
+        return d
+
+    def closeConnections(self, abort: bool = False) -> None:
+        """Close every client connection of these services and its backend: gracefully (what is
+        buffered is sent first), or abort (the hard stop)."""
+        from salvusctl.balancer.proxy import Frontend
+
+        mine = set(map(id, self.balanced.values()))
+        for transport in set(self.reactor.getReaders()) | set(self.reactor.getWriters()):
+            proto = getattr(transport, "protocol", None)
+            proto = getattr(proto, "wrappedProtocol", proto)
+            if not isinstance(proto, Frontend) or id(proto.service) not in mine:
+                continue
+            pair = [proto.transport]
+            if proto.peer is not None:
+                pair.append(proto.peer.transport)
+            for t in pair:
+                if abort:
+                    t.abortConnection()
+                else:
+                    t.loseConnection()
+
     @inlineCallbacks
     def stopService(self):
+        self.stopServingSuccessors()
+        if self.stop_timeout is not None:
+            yield self.drainConnections()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         if self._save_call is not None and self._save_call.active():
@@ -107,6 +210,7 @@ class BalancerService(MultiService):
             watcher.stop()
         yield super().stopService()
         self.wheel.stop()
+        self.budget.stop()
         if self.store is not None and self._restored:
             try:
                 yield self.save()
@@ -118,11 +222,16 @@ class BalancerService(MultiService):
 
         The wheel keeps enforcing idle timeouts; L{openConnections} tells when the last one ended.
         """
-        ds = []
-        for svc in self.balanced.values():
-            ports, svc.ports = svc.ports, []
-            ds.extend(maybeDeferred(p.stopListening) for p in ports)
-        return DeferredList(ds, consumeErrors=True)
+        return DeferredList([svc.closeListeners() for svc in self.balanced.values()], consumeErrors=True)
+
+    def sizeBudget(self) -> int:
+        """Size the clients' descriptor budget from RLIMIT_NOFILE now (at start), warning when the
+        declared maxconn cannot fit; returns the capacity (clients at once)."""
+        services = list(self.balanced.values())
+        declared = 0 if any(not s.maxconn for s in services) else sum(s.maxconn for s in services)
+        checks = 2 * sum(1 for s in services for _ in s.hosts())  # a health and an agent check each
+        self.budget.in_use = openDescriptors()
+        return self.budget.plan(declared, checks)
 
     def openConnections(self) -> int:
         """Client connections currently open or queued across all services."""
@@ -197,7 +306,8 @@ class BalancerService(MultiService):
     def snapshot(self) -> dict:
         """Every service's config, state and counters as plain data (see docs/admin.md)."""
         return {"services": {name: svc.info() for name, svc in self.balanced.items()},
-                "wheel": {"entries": self.wheel.size, "resolution": self.wheel.resolution}}
+                "wheel": {"entries": self.wheel.size, "resolution": self.wheel.resolution},
+                "descriptors": self.budget.info()}
 
     def addHost(self, service, group, address, port, weight=1, name=None, **options):
         """Add a backend host to a group (checked before it takes traffic)."""

@@ -189,6 +189,9 @@ class Balanced:
     @ivar backends_file: a file of backends watched for changes (see L{salvusctl.balancer.backends}).
     @ivar dns: how backend names are resolved: C{"system"} (the reactor's resolver) or C{"names"}
         (C{twisted.names}); either way cached for C{dns_ttl} seconds.
+    @ivar stop_timeout: when the host stops, seconds its open connections may go on before they
+        are closed gracefully (the host's balancer stops accepting first); 0 closes them at once.
+    @ivar hard_stop: seconds after which what is still open at a stop is aborted (>= stop_timeout).
     """
 
     name: str
@@ -207,6 +210,8 @@ class Balanced:
     backends_poll: float = 2.0
     dns_ttl: float = 60.0
     dns: str = "system"
+    stop_timeout: float = 30.0
+    hard_stop: float = 60.0
 
     component = "balancer"
 
@@ -243,6 +248,9 @@ class Balanced:
         for attr in ("queue_timeout", "connect_timeout", "client_timeout", "server_timeout", "dns_ttl"):
             if getattr(self, attr) < 0:
                 raise ConfigError(f"{where}: {attr} must be >= 0 (0 disables)")
+        if not 0 <= self.stop_timeout <= self.hard_stop:
+            raise ConfigError(f"{where}: need 0 <= stop_timeout <= hard_stop, not {self.stop_timeout!r} "
+                              f"and {self.hard_stop!r}")
         if host is not None:
             others = [d for d in host.declarations("balancer") if d is not self and d.name == self.name]
             if others:

@@ -11,6 +11,10 @@ supervisor through its two public integration points.
   connections reach 0, or C{drain_timeout} seconds have passed.
 - B{leave}: when the instance is no longer ready (it is stopping, exited, or its probe stopped
   answering) its host is removed; connections still open finish.
+- B{hold}: a planned stop (one that drained the host) puts the group on hold for C{hold}
+  seconds: a client that finds no host then waits in the queue for the first instance back,
+  instead of being refused.  So a restart sent as a stop and then a start (supervisorctl's
+  C{restart} and C{update}) fails no request either; a crash sets no hold.
 
 So C{restartDeploy(name, batch=1)} of a balanced deploy is a rolling restart that no client sees.
 The pool also asks the supervisor (C{addRolling}) to apply a changed declaration of its deploy
@@ -42,11 +46,13 @@ class DeployPool(Service):
     @param supervisor: an L{ISupervisor} offering C{addObserver} / C{addBeforeStop}
         (L{salvusctl.supervisor.service.SupervisorService}).
     @param poll: seconds between looks at a draining host's open connections.
+    @param hold: after a planned stop, how long clients that find no host wait for one to come
+        back instead of being refused (default: the service's C{queue_timeout}, else 5 s).
     """
 
     def __init__(self, reactor: Any, balancer: Any, service: str, group: str, deploy: str,
                  supervisor: Any, address: str = "127.0.0.1", drain_timeout: float = 30.0,
-                 poll: float = 0.05):
+                 poll: float = 0.05, hold: float | None = None):
         self.reactor = reactor
         self.balancer = balancer
         self.service = service
@@ -57,6 +63,12 @@ class DeployPool(Service):
         self.drain_timeout = drain_timeout
         self.poll = poll
         self._drains: dict[str, tuple[Deferred, list[Any]]] = {}
+        # instances drained for a stop and not gone yet: their leaving is planned, not a crash
+        self._planned: set[str] = set()
+        if hold is None:
+            svc = balancer.balanced.get(service) if hasattr(balancer, "balanced") else None
+            hold = (getattr(svc, "timeouts", {}).get("queue") or 5.0) if svc is not None else 5.0
+        self.hold = float(hold)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -101,6 +113,8 @@ class DeployPool(Service):
         host = self._host(name)
         if host is None:
             return None
+        self._planned.add(name)
+        self._hold()
         host.setAdmin(states.DRAIN)
         log.info("{service}/{group}: draining {name} ({n} open) before it stops",
                  service=self.service, group=self.group, name=name, n=host.active)
@@ -162,10 +176,24 @@ class DeployPool(Service):
                 return
             self.balancer.removeHost(self.service, self.group, name)
         self.balancer.addHost(self.service, self.group, self.address, int(port), name=name)
+        svc = self.balancer.balanced.get(self.service)
+        if svc is not None:
+            svc._serveQueue()  # clients held while the group had no host
         log.info("{service}/{group}: {name} joined at {address}:{port}", service=self.service,
                  group=self.group, name=name, address=self.address, port=port)
 
+    def _hold(self) -> None:
+        """A planned stop: should it leave the group with no host, new clients wait up to
+        C{hold} seconds for an instance to come back (a restart that is a stop then a start)."""
+        svc = self.balancer.balanced.get(self.service)
+        if svc is None or self.group not in svc.groups or self.hold <= 0:
+            return
+        svc.holdGroup(self.group, self.hold)
+
     def _leave(self, name: str) -> None:
+        if name in self._planned:
+            self._planned.discard(name)
+            self._hold()  # counted from the stop, not from the start of a long drain
         if self._host(name) is None:
             return
         self.balancer.removeHost(self.service, self.group, name)

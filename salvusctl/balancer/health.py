@@ -16,6 +16,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 
 from salvusctl.balancer.agent import parseAgentReply
+from salvusctl.balancer.fdbudget import isLocalError
 from salvusctl.balancer.model import BackendHost
 
 __all__ = ["HealthCheck", "AgentCheck", "HostMonitor", "probe"]
@@ -110,6 +111,10 @@ class _ProbeFactory(ClientFactory):
         return _Probe(*self.args)
 
     def clientConnectionFailed(self, connector, reason):
+        if isLocalError(reason):
+            # No socket here (EMFILE, ENOBUFS...): that says nothing about the backend.
+            self.done(None, f"not checked: no local resource ({reason.getErrorMessage()})", b"")
+            return
         self.done(False, f"connect failed: {reason.getErrorMessage()}", b"")
 
 
@@ -122,7 +127,11 @@ def probe(
     expect: bytes | None = None,
     line: bool = False,
 ) -> Deferred:
-    """One check connection; fires with C{(ok, why, data)} and never errbacks."""
+    """One check connection; fires with C{(ok, why, data)} and never errbacks.
+
+    C{ok} is None when the check could not be made for a resource error of this host
+    (L{salvusctl.balancer.fdbudget.isLocalError}): neither a good nor a bad check.
+    """
     result: Deferred = Deferred()
     state: dict[str, Any] = {}
 
@@ -143,7 +152,13 @@ def probe(
             connector.disconnect()
 
     state["timer"] = reactor.callLater(timeout, expire)
-    state["connector"] = reactor.connectTCP(ip, port, _ProbeFactory(send, expect, line, done), timeout=None)
+    try:
+        state["connector"] = reactor.connectTCP(ip, port, _ProbeFactory(send, expect, line, done),
+                                                timeout=None)
+    except OSError as e:
+        if not isLocalError(e):
+            raise
+        done(None, f"not checked: no local resource ({e.strerror})", b"")
     return result
 
 
@@ -170,6 +185,7 @@ class HostMonitor:
         self.onChange = onChange
         self.ok = 0
         self.fail = 0
+        self.skipped = 0  # consecutive checks not made for a local resource error
         self._seen_healthy = host.healthy
         self._health_call = None
         self._agent_call = None
@@ -218,8 +234,16 @@ class HostMonitor:
         d.addCallback(lambda r: self._result(r[0], r[1], force))
         return d
 
-    def _result(self, ok: bool, why: str, force: bool = False) -> bool:
+    def _result(self, ok: bool | None, why: str, force: bool = False) -> bool:
         host = self.host
+        if ok is None:
+            # A local resource error: the host's record of good and bad checks stays as it was.
+            host.last_check = why
+            self.skipped += 1
+            if self.skipped == 1:
+                log.warn("host {host}: {why}; its state is unchanged", host=host.name, why=why)
+            return False
+        self.skipped = 0
         if self._seen_healthy and not host.healthy:
             # marked down by traffic since the last check: readmission starts from zero
             self.ok = 0

@@ -241,6 +241,10 @@ class HostGroup:
         self.deploy: str | None = None
         # the deploy whose instances on every cluster host are its hosts (salvusctl.cluster.pool)
         self.cluster_deploy: str | None = None
+        # until when (reactor seconds) new clients wait for a host instead of being refused when
+        # the rotation is empty: a planned stop of the deploy's instances set it (a restart that
+        # is a stop and then a start, as supervisorctl's restart and update are)
+        self.hold_until = 0.0
 
     def add(self, host: BackendHost) -> BackendHost:
         """Add a host; its name must be unique in the group."""

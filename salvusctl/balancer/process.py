@@ -39,7 +39,6 @@ from salvusctl.balancer.handover import (
     serveHandover,
     takeOver,
 )
-from salvusctl.balancer.proxy import Frontend
 from salvusctl.errors import ConfigError
 
 __all__ = [
@@ -156,11 +155,14 @@ def listenSpecs(decls: list[Balanced]) -> list[tuple[str, str, str, int, int]]:
     """
     from twisted.internet import endpoints
 
+    from salvusctl.balancer.service import withBacklog
+
     specs = []
     seen: set[tuple[str, int]] = set()
     for decl in decls:
         for i, description in enumerate(decl.listen):
-            ep = endpoints.serverFromString(None, description)
+            # without backlog=, the kernel's somaxconn (as every balancer listener), not Twisted's 50
+            ep = endpoints.serverFromString(None, withBacklog(description))
             if not isinstance(ep, endpoints.TCP4ServerEndpoint | endpoints.TCP6ServerEndpoint):
                 raise ConfigError(
                     "service %r: %r cannot be handed over; the balancer process binds tcp: and "
@@ -343,19 +345,7 @@ class ProxyProcess:
 
     def closeAll(self, abort: bool) -> None:
         """Close every proxied connection: gracefully, or abort (the hard stop)."""
-        for transport in set(self.reactor.getReaders()) | set(self.reactor.getWriters()):
-            proto = getattr(transport, "protocol", None)
-            proto = getattr(proto, "wrappedProtocol", proto)
-            if not isinstance(proto, Frontend):
-                continue
-            pair = [proto.transport]
-            if proto.peer is not None:
-                pair.append(proto.peer.transport)
-            for t in pair:
-                if abort:
-                    t.abortConnection()
-                else:
-                    t.loseConnection()
+        self.balancer.closeConnections(abort)
 
     def drain(self) -> defer.Deferred:
         """Let open connections finish within the drain and hard-stop timeouts."""

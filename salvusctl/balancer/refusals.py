@@ -24,6 +24,7 @@ KINDS = {
     "no_group": "no active group",
     "no_host": "the scheduler chose no host",
     "queue_timeout": "waited in the queue too long",
+    "local_error": "no local descriptor or buffer for a backend connection",
 }
 
 _log = Logger()

@@ -12,26 +12,34 @@ or hands any L{IListeningPort} it made to L{BalancedService.listenOn}.
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 from collections import deque
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 
-from salvusctl.balancer import declare, fastpath, states
+from salvusctl.balancer import declare, fastpath, listeners, states
+from salvusctl.balancer.fdbudget import DescriptorBudget, adoptGuarded, isLocalError
 from salvusctl.balancer.health import HealthCheck, HostMonitor
+from salvusctl.balancer.listeners import listenerName
 from salvusctl.balancer.model import BackendHost, HostGroup
 from salvusctl.balancer.proxy import CLOSED, CONNECTING, QUEUED, BackendFactory, Frontend, FrontendFactory
 from salvusctl.balancer.refusals import RefusalLog
 from salvusctl.balancer.schedulers import makeScheduler
-from salvusctl.balancer.tlslisten import listenEndpoint
 from salvusctl.balancer.wheel import TimeoutWheel
 
 __all__ = ["BalancedService"]
 
 log = Logger()
+
+#: clients that may wait for a group on hold (L{BalancedService.holdGroup}) when the service's
+#: own C{queue} is smaller
+HOLD_QUEUE = 1024
 
 
 class BalancedService(Service):
@@ -42,11 +50,14 @@ class BalancedService(Service):
     """
 
     def __init__(self, reactor: Any, decl: declare.Balanced, wheel: TimeoutWheel | None = None,
-                 rng: Any = None):
+                 rng: Any = None, budget: DescriptorBudget | None = None):
         self.reactor = reactor
         self.decl = decl
         self.name = decl.name
         self.wheel = wheel or TimeoutWheel(reactor)
+        # the process's descriptors, shared by every service of a BalancerService
+        self._own_budget = budget is None
+        self.budget = budget if budget is not None else DescriptorBudget(reactor)
         self.rng = rng
         self.listen = list(decl.listen)
         self.maxconn = decl.maxconn
@@ -62,6 +73,9 @@ class BalancedService(Service):
         self.active = decl.activeGroup()
         self.factory = FrontendFactory(self, self.wheel)
         self.ports: list[Any] = []
+        self.listeners: list[listeners.Listener] = []
+        # listener name -> a socket taken from a predecessor, adopted instead of binding
+        self.inherited: dict[str, socket.socket] = {}
         # set autoListen False when the listening sockets come from elsewhere (adoptSocket/listenOn)
         self.autoListen = True
         self.listening: Deferred | None = None
@@ -79,6 +93,11 @@ class BalancedService(Service):
         self.connect_failures = 0
         self.queue_timeouts = 0
         self.idle_timeouts = 0
+        #: clients that waited for a host of a group on hold (L{holdGroup}) instead of refused
+        self.held = 0
+        self._holdCalls: dict[str, Any] = {}
+        self.local_errors = 0
+        self._local_logged_at: float | None = None
         self.refusals = RefusalLog(reactor, decl.name)
         self.retired = {"total": 0, "bytes_in": 0, "bytes_out": 0}
         for g in decl.groups:
@@ -196,23 +215,60 @@ class BalancedService(Service):
     # -- listening -------------------------------------------------------------------------------
 
     def listenOn(self, port: Any) -> Any:
-        """Adopt a listening port that already accepts with L{factory} (stopped on stop)."""
+        """Adopt a listening port that already accepts with L{factory} (stopped on stop).
+
+        It pauses while the process is at its descriptor limit (L{DescriptorBudget}).
+        """
         self.ports.append(port)
+        self.budget.addPort(port)
         return port
 
     def adoptSocket(self, fd: int, family: int = socket.AF_INET) -> Any:
         """Accept on an inherited, already-bound listening socket (the upgrade hand-over seam)."""
+        if isinstance(self.reactor, PosixReactorBase) and family in (socket.AF_INET, socket.AF_INET6):
+            return self.listenOn(adoptGuarded(self.reactor, fd, family, self.factory))
         return self.listenOn(self.reactor.adoptStreamPort(fd, family, self.factory))
 
     def listenEndpoints(self) -> Deferred:
-        """Listen on the declared endpoint strings; fires with the ports."""
+        """Listen on the declared endpoint strings; fires with the ports.
+
+        C{tcp:}/C{tcp6:}/C{ssl:} sockets are bound here (or taken from L{inherited}, by listener
+        name) and adopted, so that they can be handed over (L{salvusctl.balancer.listeners}).
+        """
         ds = []
-        for description in self.listen:
-            endpoint = listenEndpoint(self.reactor, withBacklog(description))
-            d = endpoint.listen(self.factory)
-            d.addCallback(self.listenOn)
+        for i, description in enumerate(self.listen):
+            name = listenerName(self.name, i)
+            d = listeners.listen(self.reactor, name, withBacklog(description), self.factory,
+                                 self.inherited.pop(name, None))
+            d.addCallback(self._listening)
             ds.append(d)
         return gatherResults(ds, consumeErrors=True)
+
+    def _listening(self, listener: listeners.Listener) -> Any:
+        self.listeners.append(listener)
+        return self.listenOn(listener.port)
+
+    def closeListeners(self) -> Deferred:
+        """Stop accepting on every port and close the sockets this service holds."""
+        ports = self.forgetPorts()
+        owned, self.listeners = self.listeners, []
+        ds = [maybeDeferred(p.stopListening) for p in ports]
+        for listener in owned:
+            if listener.sock is not None:
+                listener.sock.close()
+                listener.sock = None
+        return DeferredList(ds, consumeErrors=True)
+
+    def handoverSockets(self) -> list[tuple[str, socket.socket]]:
+        """(listener name, socket) of every listener a successor can take."""
+        return [(x.name, x.sock) for x in self.listeners if x.sock is not None]
+
+    def forgetPorts(self) -> list[Any]:
+        """Stop pausing and resuming the ports with the budget; return them (to stop listening)."""
+        ports, self.ports = self.ports, []
+        for port in ports:
+            self.budget.removePort(port)
+        return ports
 
     def privilegedStartService(self):
         Service.privilegedStartService(self)
@@ -231,6 +287,8 @@ class BalancedService(Service):
         return None
 
     def startService(self):
+        if self._own_budget:
+            self.budget.plan(self.maxconn, 2 * sum(1 for _ in self.hosts()))
         self._autoListen()
         Service.startService(self)
         for group_name, host in self.hosts():
@@ -238,13 +296,18 @@ class BalancedService(Service):
 
     def stopService(self):
         Service.stopService(self)
+        for call in self._holdCalls.values():
+            if call.active():
+                call.cancel()
+        self._holdCalls.clear()
         self.refusals.stop()
         for monitor in self.monitors.values():
             monitor.stop()
         self.monitors.clear()
-        ports, self.ports = self.ports, []
+        if self._own_budget:
+            self.budget.stop()
         self.listening = None
-        return DeferredList([maybeDeferred(p.stopListening) for p in ports])
+        return self.closeListeners()
 
     def _startMonitor(self, group: str, host: BackendHost) -> None:
         if id(host) in self.monitors:
@@ -274,6 +337,7 @@ class BalancedService(Service):
     def accept(self, front: Frontend) -> None:
         """A client arrived: admit it, queue it, or refuse it."""
         self.total += 1
+        self.budget.opened()
         if self.maxconn and self.open >= self.maxconn:
             self._enqueue(front)
             return
@@ -290,6 +354,9 @@ class BalancedService(Service):
         if not hosts:
             if group.rotation and (front.tried is None or any(h not in front.tried for h in group.rotation)):
                 self._enqueue(front)  # every host is at its limit
+                return
+            if not group.rotation and group.hold_until > self.reactor.seconds():
+                self._hold(front)  # its hosts are being restarted: wait for one to come back
                 return
             if not group.rotation and self.all_down == "aggressive":
                 hosts = [h for h in group.hosts.values()
@@ -324,11 +391,21 @@ class BalancedService(Service):
         front.phase = CONNECTING
         front.since = self.wheel.now()
         factory = BackendFactory(front, host)
-        if host.tls:
-            front.connector = self.reactor.connectSSL(host.ip, host.port, factory, self._tlsContext(host),
-                                                      timeout=None)
-        else:
-            front.connector = fastpath.connectTCP(self.reactor, host.ip, host.port, factory)
+        try:
+            if host.tls:
+                front.connector = self.reactor.connectSSL(host.ip, host.port, factory,
+                                                          self._tlsContext(host), timeout=None)
+            else:
+                front.connector = fastpath.connectTCP(self.reactor, host.ip, host.port, factory)
+        except OSError as e:
+            # No socket for the backend (EMFILE, ENFILE, ENOBUFS...): the client must not be left
+            # connected to nothing, and the host did nothing wrong.
+            host.active -= 1
+            front.host = None
+            if not isLocalError(e):
+                raise
+            self._localError(front, e)
+            return
         front.arm()
 
     def _tlsContext(self, host: BackendHost) -> Any:
@@ -355,6 +432,11 @@ class BalancedService(Service):
         if front.phase == CLOSED or front.host is not host or front.phase != CONNECTING:
             self._serveQueue()
             return
+        if not front.timed_out and isLocalError(reason):
+            front.host = None
+            self._localError(front, reason.value)
+            self._serveQueue()
+            return
         why = "connect timeout" if front.timed_out else f"connect failed: {reason.getErrorMessage()}"
         front.timed_out = False
         host.connect_failures += 1
@@ -377,6 +459,18 @@ class BalancedService(Service):
             self._dispatch(front)
         self._serveQueue()
 
+    def _localError(self, front: Frontend, error: Any) -> None:
+        """This host ran out of descriptors (or buffers): close the client, blame no backend."""
+        self.local_errors += 1
+        self.budget.localError()
+        now = self.reactor.seconds()
+        if self._local_logged_at is None or now - self._local_logged_at >= 10.0:
+            self._local_logged_at = now
+            log.warn("service {service}: no local resource for a backend connection ({why}); the "
+                     "client is closed and no host is marked down ({n} such errors so far)",
+                     service=self.name, why=_errorText(error), n=self.local_errors)
+        self._refuse(front, "local resource error")
+
     def backendClosed(self, front: Frontend, host: BackendHost) -> None:
         """A backend connection ended: its slot is free."""
         host.active -= 1
@@ -384,6 +478,7 @@ class BalancedService(Service):
 
     def frontendClosed(self, front: Frontend, phase: int) -> None:
         """A client connection ended (in any phase)."""
+        self.budget.closed()
         if phase == QUEUED:
             self._leftQueue()
         if front.admitted:
@@ -431,6 +526,8 @@ class BalancedService(Service):
             group = self.active_group
             if group is not None and group.rotation and not group.candidates(front.tried):
                 return
+            if group is not None and not group.rotation and group.hold_until > self.reactor.seconds():
+                return  # on hold: the first host that joins serves the queue
             queue.popleft()
             self.queued -= 1
             front.phase = CONNECTING  # leaving the queue
@@ -438,6 +535,40 @@ class BalancedService(Service):
                 front.admitted = True
                 self.open += 1
             self._dispatch(front)
+
+    def holdGroup(self, group: str, seconds: float) -> None:
+        """For the next C{seconds}, a client that finds no host in C{group}'s rotation waits in
+        the queue (up to C{queue_timeout}) instead of being refused.
+
+        A deploy's pool calls this before each planned stop of one of its instances: when every
+        instance is stopped and then started again (a stop followed by a start, which is what
+        supervisorctl's C{restart} and C{update} send), the clients of that gap wait for the
+        first instance back rather than fail.  A crash sets no hold: clients are refused at once.
+        """
+        g = self.group(group)
+        until = self.reactor.seconds() + seconds
+        if until > g.hold_until:
+            g.hold_until = until
+            # when the hold ends, whoever still waits is dispatched (refused if still no host)
+            call = self._holdCalls.pop(group, None)
+            if call is not None and call.active():
+                call.cancel()
+            self._holdCalls[group] = self.reactor.callLater(seconds, self._holdEnded, group)
+
+    def _holdEnded(self, group: str) -> None:
+        self._holdCalls.pop(group, None)
+        self._serveQueue()
+
+    def _hold(self, front: Frontend) -> None:
+        if self.queued >= max(self.queue_max, HOLD_QUEUE):
+            self._refuse(front, "queue full")
+            return
+        self.held += 1
+        front.phase = QUEUED
+        front.since = self.wheel.now()
+        self.queue.append(front)
+        self.queued += 1
+        front.arm()
 
     def _refuse(self, front: Frontend, why: str) -> None:
         self.refused += 1
@@ -460,6 +591,7 @@ class BalancedService(Service):
             "connect_failures": self.connect_failures,
             "queue_timeouts": self.queue_timeouts,
             "idle_timeouts": self.idle_timeouts,
+            "local_errors": self.local_errors,
             "refused_by": dict(self.refusals.counts),
             "bytes_in": self.retired["bytes_in"] + sum(h.bytes_in for h in hosts),
             "bytes_out": self.retired["bytes_out"] + sum(h.bytes_out for h in hosts),
@@ -504,6 +636,7 @@ _REFUSAL_KINDS = {
     "retries exhausted": "retries_exhausted",
     "no active group": "no_group",
     "scheduler chose no host": "no_host",
+    "local resource error": "local_error",
 }
 
 
@@ -522,6 +655,14 @@ def withBacklog(description: str, backlog: int | None = None) -> str:
     if kind not in ("tcp", "tcp6", "ssl") or "backlog=" in description:
         return description
     return f"{description}:backlog={backlog or somaxconn()}"
+
+
+def _errorText(error: Any) -> str:
+    for attr in ("errno", "osError"):
+        number = getattr(error, attr, None)
+        if isinstance(number, int) and number in errno.errorcode:
+            return f"{errno.errorcode[number]}: {os.strerror(number)}"
+    return str(error)
 
 
 def _portAddress(port: Any) -> str | None:

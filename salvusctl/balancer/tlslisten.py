@@ -26,14 +26,14 @@ from typing import Any
 
 from OpenSSL import SSL
 from OpenSSL.SSL import WantReadError, ZeroReturnError
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["ListenerContext", "TLSServerProtocol", "TLSServerFactory", "TLSListenEndpoint",
-           "listenEndpoint", "noALPN"]
+from salvusctl.balancer.fastpath import fastWrite
+
+__all__ = ["ListenerContext", "TLSServerProtocol", "TLSServerFactory", "noALPN"]
 
 
 def noALPN(connection: Any, offered: list[bytes]) -> Any:
@@ -75,8 +75,16 @@ class TLSServerProtocol(TLSMemoryBIOProtocol):
         return IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
 
     def _flushSendBIO(self) -> None:
-        if self._tlsConnection is not None:
-            super()._flushSendBIO()
+        # Twisted's version, with the balancer's fastWrite: the TLS records go out now instead of
+        # on the next reactor turn (two epoll changes fewer per answer), and nothing is sent once
+        # the connection is gone.
+        if self._tlsConnection is None:
+            return
+        try:
+            data = self._tlsConnection.bio_read(2**15)
+        except WantReadError:
+            return
+        fastWrite(self.transport, data)
 
     def _flushReceiveBIO(self) -> None:
         while not self._lostTLSConnection:
@@ -154,31 +162,3 @@ class TLSServerFactory(TLSMemoryBIOFactory):
 
     def __init__(self, contextFactory: Any, wrappedFactory: Any, clock: Any = None) -> None:
         super().__init__(ListenerContext(contextFactory), False, wrappedFactory, clock)
-
-
-class TLSListenEndpoint:
-    """A TCP server endpoint whose connections speak TLS through L{TLSServerFactory}."""
-
-    def __init__(self, tcp: Any, contextFactory: Any) -> None:
-        self.tcp = tcp
-        self.contextFactory = contextFactory
-
-    def listen(self, protocolFactory: Any) -> Any:
-        return self.tcp.listen(TLSServerFactory(self.contextFactory, protocolFactory))
-
-
-def listenEndpoint(reactor: Any, description: str) -> Any:
-    """The server endpoint for a balancer listener's description.
-
-    C{ssl:} strings are parsed (and their key and certificate loaded) by Twisted's own parser,
-    then served by a TCP endpoint with the same port, backlog and interface and the balancer's
-    TLS protocol; any other string is Twisted's endpoint unchanged.
-    """
-    from twisted.internet.endpoints import serverFromString
-
-    endpoint = serverFromString(reactor, description)
-    if isinstance(endpoint, SSL4ServerEndpoint):
-        # SSL4ServerEndpoint has no public accessors; these four are its constructor's arguments.
-        tcp = TCP4ServerEndpoint(reactor, endpoint._port, endpoint._backlog, endpoint._interface)
-        return TLSListenEndpoint(tcp, endpoint._sslContextFactory)
-    return endpoint

@@ -635,6 +635,8 @@ def _printDiff(diff: dict[str, Any], out: Output, always: bool) -> bool:
             for name in changes.get(kind, []):
                 differs = True
                 note = ", restart needed" if changes.get("restart") else ""
+                if kind == "changed" and name in changes.get("rolled", ()):
+                    note += ", rolled one instance at a time"
                 line = f"{sign} {service} {name} ({kind}{note})"
                 out.result(line) if always else out.info(line)
         if changes.get("restart") and changes.get("reason"):

@@ -93,8 +93,8 @@ def bannerLines(
         lines.append(f"salvus demo: the {user} password is in {conf} (password = …, mode 0600)"
                      + ("" if password_new else "; `salvusctl user passwd admin` sets a new one"))
     elif user:
-        lines.append(f"salvus demo: the {user} password was printed at first start; "
-                     f"`salvusctl user passwd {user}` sets a new one")
+        lines.append(f"salvus demo: the {user} password was written at first start to "
+                     f"var/admin/{user}.password; `salvusctl user passwd {user}` sets a new one")
     lines.append(f"salvus demo: next, try: {command}")
     return lines
 

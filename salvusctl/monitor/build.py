@@ -70,14 +70,14 @@ class Monitor:
         if not isinstance(self.deploy_dirs, dict):
             raise ConfigError("Monitor(deploy_dirs=…) must be a dict {deploy: directory}")
         if self.memcached is not None:
-            from twisted.internet.endpoints import _parse
+            from salvusctl.endpoints import parseEndpoint
 
             if not isinstance(self.memcached, str) or ":" not in self.memcached:
                 raise ConfigError(
                     "Monitor(memcached=…) must be an endpoint like 'tcp:127.0.0.1:11211',"
                     f" not {self.memcached!r}"
                 )
-            _parse(self.memcached)
+            parseEndpoint(self.memcached)
         if self.deploys is not None and (
             isinstance(self.deploys, str) or not all(isinstance(d, str) and d for d in self.deploys)
         ):
@@ -125,27 +125,15 @@ def findSupervisor(service) -> Any:
 
 
 def wireLogHook(service, supervisor, monitor: MonitorService) -> bool:
-    """Give the supervisor the monitor's per-line store hook; True if it took it.
+    """Give the supervisor the monitor's per-line store hook (C{setStoreHook}); True if it took it.
 
-    A supervisor offering C{setStoreHook(callable)} (or C{addLogHook}) gets the 5-argument hook
-    through it.  The supervisor service that takes C{storeHook} at construction and hands it to
-    each instance's log gets the C{LogLine} form on itself and on every instance log already made.
+    The supervisor's builder cannot know the monitor (it is built first): the hook is plugged in
+    here, and the supervisor hands it to every instance log, made already or later.
     """
     for holder in (supervisor, service):
-        if holder is None:
-            continue
-        for name in ("setStoreHook", "addLogHook", "setLogHook"):
-            method = getattr(holder, name, None)
-            if method is not None:
-                method(monitor.storeLogLine if name == "setStoreHook" else monitor.logLine)
-                return True
-    for holder in (supervisor, service):
-        if holder is not None and hasattr(holder, "storeHook"):
-            holder.storeHook = monitor.storeLogLine
-            for instance in getattr(holder, "instances", {}).values():
-                instanceLog = getattr(instance, "log", None)
-                if instanceLog is not None and hasattr(instanceLog, "storeHook"):
-                    instanceLog.storeHook = monitor.storeLogLine
+        method = getattr(holder, "setStoreHook", None) if holder is not None else None
+        if method is not None:
+            method(monitor.storeLogLine)
             return True
     return False
 
@@ -184,17 +172,11 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
         synchronous_commit=decl.synchronous_commit,
     )
     wireLogHook(context.services.get("supervisor"), supervisor, monitor)
-    # The balancer's least-load scheduler: give it this host's instance loads.
-    from salvusctl.monitor.loadsource import MonitorLoadSource
-
+    # The balancer's least-load groups: give their load sources this host's instance loads.
     addresses = [decl.address] if decl.address else []
     if decl.load_source is not None:
         decl.load_source.bind(monitor, addresses)
-    balancer = context.services.get("balancer")
-    setter = getattr(balancer, "setLoadSource", None)
-    if setter is not None:
-        setter(MonitorLoadSource(monitor, addresses))
-    bindLoadSources(balancer, monitor, addresses)
+    bindLoadSources(context.services.get("balancer"), monitor, addresses)
     return monitor
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
@@ -50,9 +50,10 @@ class MemoryStore(SQLiteStore):
         self._pool = None
         try:
             self._openAndMigrate()
-        except BaseException:
+        except Exception:
+            # as the real stores: a failed start is a failed Deferred, not a raise
             self.running = False
-            raise
+            return fail()
         return succeed(None)
 
     def close(self) -> Deferred:
@@ -72,8 +73,6 @@ class MemoryStore(SQLiteStore):
 
     def runQuery(self, sql: str, args: Any = ()) -> Deferred:
         if self.unreachable and self.running:
-            from twisted.internet.defer import fail
-
             return fail(StoreUnavailable(f"store {self.url} is unreachable (simulated)"))
         return super().runQuery(sql, args)
 

@@ -195,6 +195,10 @@ class Deploy:
     @ivar startretries: kept for supervisord familiarity; when given it overrides C{backoff.retries}.
     @ivar max_processes: at most this many instances of the deploy alive at once (None: no limit).
     @ivar log_level / store_level: line level thresholds for the log file and for the store hook.
+    @ivar store_repeat_window: a line repeated within this many seconds reaches the store once, then
+        as one "repeated N more times" record (0: every line).
+    @ivar log_tail_bytes: the in-memory tail of each stream holds at most this much text; older
+        lines are read back from the log file.
     @ivar umask: the instance's file-creation mask (C{0o027}); None inherits Salvus's, as
         supervisord's C{umask} does.
     @ivar redirect_stderr: the instance's stderr is its stdout (one pipe, so the order of the
@@ -232,6 +236,8 @@ class Deploy:
     max_processes: int | None = None
     log_level: str = "debug"
     store_level: str = "info"
+    store_repeat_window: float = 60.0
+    log_tail_bytes: int = 1024 * 1024
     log_max_bytes: int = 50 * 1024 * 1024
     log_backups: int = 10
     log_rotate_seconds: float | None = None
@@ -387,6 +393,8 @@ class Deploy:
         for level in (self.log_level, self.store_level):
             if level not in LEVELS:
                 raise ConfigError(f"unknown log level {level!r} (known: {', '.join(LEVELS)})")
+        if self.store_repeat_window < 0 or self.log_tail_bytes < 0:
+            raise ConfigError("store_repeat_window and log_tail_bytes must be >= 0")
         if self.umask is not None and (not isinstance(self.umask, int) or isinstance(self.umask, bool)
                                        or not 0 <= self.umask <= 0o777):
             raise ConfigError(f"umask must be an int from 0 to 0o777 (0o022), not {self.umask!r}")

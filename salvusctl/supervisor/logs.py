@@ -1,5 +1,6 @@
 """Instance output: split into lines stamped with the time they were received, filtered by level,
-written to rotating files, kept in a ring for C{tail}, pushed to followers and a store hook.
+written to rotating files, kept in a ring bounded by bytes for C{tail}, pushed to followers and,
+repeats rate-limited, to a store hook.
 
 Nothing a child writes can hurt the supervisor: lines are capped (the rest of an over-long line is
 counted and dropped, not buffered), bytes are decoded with C{errors='replace'}.
@@ -12,14 +13,18 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from salvusctl.supervisor.deploy import LEVELS
 
-__all__ = ["LogLine", "LineSplitter", "RotatingFile", "InstanceLog", "LogSource", "detectLevel", "MAX_LINE"]
+__all__ = ["LogLine", "LineSplitter", "RotatingFile", "RepeatLimiter", "InstanceLog", "LogSource",
+           "detectLevel", "MAX_LINE", "TAIL_BYTES"]
 
 MAX_LINE = 64 * 1024
+#: What each stream's tail ring may hold by default (the text of its lines).
+TAIL_BYTES = 1024 * 1024
+#: What a kept line costs beyond its text (the str object and the ring's slot), for the byte bound.
+_LINE_OVERHEAD = 64
 
 _LEVEL_RE = re.compile(
     r"\b(DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|CRIT|CRITICAL|FATAL|PANIC)\b", re.IGNORECASE
@@ -37,9 +42,51 @@ def detectLevel(text: str, default: str) -> str:
     return _LEVEL_NAMES[m.group(1).lower()] if m else default
 
 
-@dataclass(frozen=True)
-class LogLine:
-    """One captured line.  C{time} is when Salvus received it (not when it was stored)."""
+_LINE_LEVEL_RE = re.compile(
+    r"^[^\n]{0,79}?\b(DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|CRIT|CRITICAL|FATAL|PANIC)\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+_UPPER_LINE_LEVEL_RE = re.compile(_LINE_LEVEL_RE.pattern, re.MULTILINE)
+_WORDS = ("DEBUG", "INFO", "NOTICE", "WARN", "ERR", "CRIT", "FATAL", "PANIC")
+
+
+def detectLevels(text: str, default: str) -> dict[int, str] | None:
+    """{offset of a line in C{text}: its level} for the lines of C{text} (joined by newlines)
+    that have a level word within their first 80 characters, None when no line has one.
+
+    One pass for a whole chunk: a chunk without any level word (most floods) costs one
+    C{upper()} and a few substring searches, not a regex over every line."""
+    upper = text.upper()
+    if not any(word in upper for word in _WORDS):
+        return None
+    if len(upper) == len(text):
+        found = _UPPER_LINE_LEVEL_RE.finditer(upper)  # case-sensitive on the upper copy: faster
+    else:
+        found = _LINE_LEVEL_RE.finditer(text)  # upper() changed lengths (ß → SS): offsets differ
+    names = _LEVEL_NAMES
+    levels = {m.start(): names[m.group(1).lower()] for m in found if m.end(1) - m.start() <= 80}
+    return levels or None
+
+
+_stampCache: list = [None, ""]
+
+
+def _stamp(t: float) -> str:
+    """C{2026-11-23T17:00:00.123456Z}; the seconds part is formatted once per second."""
+    second = int(t)
+    if _stampCache[0] != second:
+        _stampCache[0] = second
+        _stampCache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_stampCache[1]}.{int((t % 1) * 1_000_000):06d}Z"
+
+
+class LogLine(NamedTuple):
+    """One captured line.  C{time} is when Salvus received it (not when it was stored).
+
+    A named tuple: a flood of lines makes one of these per line, and a tuple is the cheapest
+    immutable record Python has."""
 
     time: float
     instance: str
@@ -49,22 +96,31 @@ class LogLine:
     truncated: int = 0
 
     def format(self) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.time))
-        frac = int((self.time % 1) * 1_000_000)
         tail = f" [truncated {self.truncated} bytes]" if self.truncated else ""
-        return f"{stamp}.{frac:06d}Z {self.level.upper()[:4]} {self.text}{tail}\n"
+        return f"{_stamp(self.time)} {self.level.upper()[:4]} {self.text}{tail}\n"
 
 
 class LineSplitter:
-    """Bytes in, complete lines out; at most C{maxLine} bytes of one line are ever held."""
+    """Bytes in, complete lines out; at most C{maxLine} bytes of one line are ever held.
 
-    def __init__(self, deliver: Callable[[bytes, int], None], maxLine: int = MAX_LINE):
+    @param deliver: C{deliver(line, dropped)} for each line.
+    @param deliverMany: when given, called instead once per chunk with every complete line of
+        it, C{deliverMany(lines, dropped)} (C{dropped} None, or the bytes cut from each line):
+        a chunk of a thousand lines is split by C{bytes.split}, not a Python loop.
+    """
+
+    def __init__(self, deliver: Callable[[bytes, int], None], maxLine: int = MAX_LINE,
+                 deliverMany: Callable[[list[bytes], list[int] | None], None] | None = None):
         self.deliver = deliver
+        self.deliverMany = deliverMany
         self.maxLine = maxLine
         self._buf = bytearray()
         self._dropped = 0
 
     def feed(self, data: bytes) -> None:
+        if self.deliverMany is not None:
+            self._feedMany(data)
+            return
         start = 0
         n = len(data)
         while start < n:
@@ -79,6 +135,43 @@ class LineSplitter:
                 break
             self._emit()
             start = nl + 1
+
+    def _hold(self, data: bytes) -> None:
+        """Keep the start of an unfinished line, at most C{maxLine} bytes of it."""
+        room = self.maxLine - len(self._buf)
+        if room > 0:
+            self._buf += data[:room]
+        self._dropped += max(0, len(data) - max(room, 0))
+
+    def _feedMany(self, data: bytes) -> None:
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._hold(data)
+            return
+        lines = data[:last].split(b"\n")
+        cap = self.maxLine
+        dropped: list[int] | None = None
+        if self._buf or self._dropped:
+            held = self._buf
+            self._hold(lines[0])
+            lines[0], first = bytes(held), self._dropped
+            self._buf = bytearray()
+            self._dropped = 0
+            if first:
+                dropped = [0] * len(lines)
+                dropped[0] = first
+        if last > cap:
+            for i, line in enumerate(lines):
+                if len(line) > cap:
+                    if dropped is None:
+                        dropped = [0] * len(lines)
+                    dropped[i] += len(line) - cap
+                    lines[i] = line[:cap]
+        if b"\r" in data:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        self.deliverMany(lines, dropped)
+        if last + 1 < len(data):
+            self._hold(data[last + 1:])
 
     def _emit(self) -> None:
         line, dropped = bytes(self._buf), self._dropped
@@ -155,18 +248,103 @@ class RotatingFile:
             self._f = None
 
 
+
+class RepeatLimiter:
+    """Keeps a flood of identical lines out of the store without losing what they said.
+
+    Within each C{window} seconds, the first occurrence of a line (same stream, level and text)
+    is stored; later ones are only counted.  When the window ends, one record per repeated line
+    says how many more times it came (C{"<text> [repeated N more times in 60s]"}), so the store
+    gets at most two rows per distinct line per window, however fast a child repeats itself, and
+    every distinct line is stored.  Memory is bounded: at most C{maxKeys} lines are tracked per
+    window and C{maxBytes} of repeated text is kept; past either, lines are stored as they come
+    (never dropped).
+
+    @param emit: receives each line to store, summaries included.
+    @param callLater: schedules the end of a window (C{reactor.callLater}); without one, a
+        window's summaries go out with the first line after it, or at L{flush}.
+    """
+
+    def __init__(self, emit: Callable[[LogLine], None], window: float, now: Callable[[], float],
+                 callLater: Callable[..., Any] | None = None, maxKeys: int = 1024,
+                 maxBytes: int = 256 * 1024):
+        self.emit = emit
+        self.window = window
+        self.now = now
+        self.callLater = callLater
+        self.maxKeys = maxKeys
+        self.maxBytes = maxBytes
+        self.suppressed = 0  # total repeats counted (not stored as rows), for the host's metrics
+        self._start: float | None = None
+        self._seen: dict[tuple[str, str, str], int] = {}
+        self._repeated: dict[tuple[str, str, str], list] = {}  # key -> [first line, count]
+        self._kept = 0
+        self._timer: Any = None
+
+    def offer(self, line: LogLine) -> None:
+        if self.window <= 0:
+            self.emit(line)
+            return
+        now = self.now()
+        if self._start is None or now - self._start >= self.window:
+            self.flush()
+            self._start = now
+        key = (line.stream, line.level, line.text)
+        if key not in self._seen:
+            if len(self._seen) < self.maxKeys:
+                self._seen[key] = 1
+            self.emit(line)
+            return
+        entry = self._repeated.get(key)
+        if entry is None:
+            if self._kept + len(line.text) > self.maxBytes:
+                self.emit(line)  # no room to remember its text: store it, lose nothing
+                return
+            self._kept += len(line.text)
+            entry = self._repeated[key] = [line, 0]
+        entry[1] += 1
+        self.suppressed += 1
+        if self._timer is None and self.callLater is not None:
+            self._timer = self.callLater(max(0.0, self._start + self.window - now), self._timerFired)
+
+    def _timerFired(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """End the window: one summary record per repeated line, then forget the window."""
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        repeated, self._repeated = self._repeated, {}
+        self._seen = {}
+        self._kept = 0
+        elapsed = self.now() - self._start if self._start is not None else 0.0
+        self._start = None
+        for first, count in repeated.values():
+            self.emit(LogLine(self.now(), first.instance, first.stream, first.level,
+                              f"{first.text} [repeated {count} more times in {elapsed:.0f}s]"))
+
 class InstanceLog:
     """Both streams of one instance: files, a tail ring, followers and the store hook.
 
     @param storeHook: called with each L{LogLine} at or above C{storeLevel} (the monitor plugs the
         store in here); an exception it raises is logged, never propagated to the child's pipe.
+        Repeats of one line within C{repeatWindow} seconds reach it as one summary record
+        (L{RepeatLimiter}); 0 sends every line.
+    @param tailBytes: what the tail ring of each stream may hold (the text of its lines), so the
+        memory a chatty instance costs does not depend on its line length; older lines are read
+        back from the log file (at most C{tailBytes} of it) when a tail asks for more.
     """
 
     def __init__(self, name: str, logDir: str, now: Callable[[], float], fileLevel: str = "debug",
                  storeLevel: str = "info", maxBytes: int = 50 * 1024 * 1024, backups: int = 10,
                  rotateSeconds: float | None = None, ringSize: int = 1000,
                  storeHook: Callable[[LogLine], Any] | None = None, maxLine: int = MAX_LINE,
-                 onHookError: Callable[[BaseException], None] | None = None):
+                 onHookError: Callable[[BaseException], None] | None = None,
+                 repeatWindow: float = 60.0, callLater: Callable[..., Any] | None = None,
+                 tailBytes: int = TAIL_BYTES):
         self.name = name
         self.now = now
         self.fileLevel = LEVELS[fileLevel]
@@ -178,7 +356,12 @@ class InstanceLog:
         self.files = {
             s: RotatingFile(p, maxBytes, backups, rotateSeconds, now) for s, p in self.paths.items()
         }
-        self.rings: dict[str, deque[LogLine]] = {s: deque(maxlen=ringSize) for s in self.paths}
+        self.ringSize = ringSize
+        self.tailBytes = tailBytes
+        self.rings: dict[str, deque[str]] = {s: deque(maxlen=ringSize) for s in self.paths}
+        self._ringBytes = {s: 0 for s in self.paths}
+        self._evicted = {s: False for s in self.paths}
+        self.repeats = RepeatLimiter(self._store, repeatWindow, now, callLater)
         self.followers: dict[str, list[Callable[[LogLine], Any]]] = {s: [] for s in self.paths}
         self.maxLine = maxLine
         self.defaults = {"stdout": "info", "stderr": "info"}
@@ -202,16 +385,12 @@ class InstanceLog:
         text = raw.decode("utf-8", "replace")
         level = detectLevel(text, self.defaults[stream])
         line = LogLine(stamp, self.name, stream, level, text, dropped)
-        self.rings[stream].append(line)
+        self._keep(stream, line)
         rank = LEVELS[level]
         if rank >= self.fileLevel:
             self.files[stream].write(line.format().encode("utf-8", "replace"))
         if self.storeHook is not None and rank >= self.storeLevel:
-            try:
-                self.storeHook(line)
-            except Exception as e:
-                if self.onHookError is not None:
-                    self.onHookError(e)
+            self.repeats.offer(line)
         for follower in list(self.followers[stream]):
             try:
                 follower(line)
@@ -220,14 +399,127 @@ class InstanceLog:
                     self.onHookError(e)
         return line
 
+    def _lines(self, stream: str, raws: list[bytes], dropped: list[int] | None, stamp: float,
+               want: bool = False) -> list[LogLine] | None:
+        """A chunk's complete lines at once: one decode, one level scan, one file write.
+
+        L{LogLine} records are made only when someone takes them (the store hook, a follower, or
+        C{want}: a readiness pattern); the tail ring keeps the texts."""
+        joined = b"\n".join(raws).decode("utf-8", "replace")
+        texts = joined.split("\n")
+        default = self.defaults[stream]
+        levels = detectLevels(joined, default)
+        name = self.name
+        fileLevel, storeLevel = self.fileLevel, self.storeLevel
+        followers = self.followers[stream]
+        need = want or self.storeHook is not None or bool(followers)
+        lines: list[LogLine] | None = None
+        if levels is None and dropped is None:
+            out = ""
+            if LEVELS[default] >= fileLevel:
+                prefix = f"{_stamp(stamp)} {default.upper()[:4]} "
+                out = prefix + ("\n" + prefix).join(texts) + "\n"
+            if need:
+                lines = [LogLine(stamp, name, stream, default, text) for text in texts]
+        else:
+            lines = [] if need else None
+            parts = []
+            stampText = _stamp(stamp)
+            tags: dict[str, str | None] = {}
+            pos = 0
+            for i, text in enumerate(texts):
+                level = levels.get(pos, default) if levels else default
+                cut = dropped[i] if dropped else 0
+                if lines is not None:
+                    lines.append(LogLine(stamp, name, stream, level, text, cut))
+                pos += len(text) + 1
+                tag = tags.get(level, "")
+                if tag == "":
+                    tag = f"{stampText} {level.upper()[:4]} " if LEVELS[level] >= fileLevel else None
+                    tags[level] = tag
+                if tag is not None:
+                    parts.append(f"{tag}{text} [truncated {cut} bytes]\n" if cut else f"{tag}{text}\n")
+            out = "".join(parts)
+        self._keepMany(stream, texts, len(joined) - len(texts) + 1)
+        if out:
+            self.files[stream].write(out.encode("utf-8", "replace"))
+        if lines is None:
+            return None
+        if self.storeHook is not None:
+            offer = self.repeats.offer
+            for line in lines:
+                if LEVELS[line.level] >= storeLevel:
+                    offer(line)
+        if followers:
+            for follower in list(followers):
+                for line in lines:
+                    try:
+                        follower(line)
+                    except Exception as e:
+                        if self.onHookError is not None:
+                            self.onHookError(e)
+        return lines
+
+    def _keepMany(self, stream: str, texts: list[str], textBytes: int) -> None:
+        """Into the tail ring: at most C{ringSize} lines (the deque's own bound, evicting in C)
+        and C{tailBytes} of text.  C{_ringBytes} is an upper bound of what the ring holds (lines
+        the deque let go are not subtracted); only when it passes C{tailBytes} is the ring
+        measured and trimmed, so a flood of short lines costs no Python step per line."""
+        ring = self.rings[stream]
+        if len(ring) + len(texts) > self.ringSize:
+            self._evicted[stream] = True
+        ring.extend(texts)
+        held = self._ringBytes[stream] + textBytes + _LINE_OVERHEAD * len(texts)
+        if held > self.tailBytes:
+            held = sum(map(len, ring)) + _LINE_OVERHEAD * len(ring)
+            while len(ring) > 1 and held > self.tailBytes:
+                held -= len(ring.popleft()) + _LINE_OVERHEAD
+                self._evicted[stream] = True
+        self._ringBytes[stream] = held
+
+    def _keep(self, stream: str, line: LogLine) -> None:
+        """Into the tail ring, which holds at most C{ringSize} lines and C{tailBytes} of text
+        (always the newest line, itself capped at C{maxLine})."""
+        self._keepMany(stream, [line.text], len(line.text))
+
+    def _store(self, line: LogLine) -> None:
+        try:
+            self.storeHook(line)
+        except Exception as e:
+            if self.onHookError is not None:
+                self.onHookError(e)
+
     def tail(self, lines: int = 100, stream: str = "stdout") -> list[str]:
-        """The last C{lines} lines received on C{stream} (this run of Salvus), oldest first."""
+        """The last C{lines} lines received on C{stream} (this run of Salvus), oldest first.
+
+        When the ring has let lines go (its byte bound) and holds fewer than asked, the lines
+        come from the end of the log file instead, reading at most C{tailBytes} of it."""
         if stream not in self.rings:
             raise KeyError(f"unknown stream {stream!r} (stdout or stderr)")
-        ring = self.rings[stream]
         if lines <= 0:
             return []
-        return [entry.text for entry in list(ring)[-lines:]]
+        ring = self.rings[stream]
+        if len(ring) >= lines or not self._evicted[stream]:
+            return list(ring)[-lines:]
+        kept = list(ring)
+        older = self._fileTail(stream, lines)
+        return older if len(older) > len(kept) else kept
+
+    def _fileTail(self, stream: str, lines: int) -> list[str]:
+        self.files[stream].flush()
+        try:
+            with open(self.paths[stream], "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                start = max(0, size - max(self.tailBytes, 64 * 1024))
+                f.seek(start)
+                data = f.read(size - start)
+        except OSError:
+            return []
+        rows = data.split(b"\n")
+        if start > 0:
+            rows = rows[1:]  # the first one is cut
+        texts = [row.decode("utf-8", "replace").split(" ", 2)[-1] for row in rows if row]
+        return texts[-lines:]
 
     def follow(self, callback: Callable[[LogLine], Any], stream: str = "stdout") -> Callable[[], None]:
         """Call C{callback(LogLine)} for each new line; returns the function that stops following."""
@@ -242,6 +534,8 @@ class InstanceLog:
         return cancel
 
     def close(self) -> None:
+        if self.storeHook is not None:
+            self.repeats.flush()
         for f in self.files.values():
             f.close()
 
@@ -254,13 +548,21 @@ class LogSource:
         self.onLine = onLine
         self._stamp = 0.0
         self.splitters = {
-            s: LineSplitter(lambda line, dropped, s=s: self._line(s, line, dropped), log.maxLine)
+            s: LineSplitter(lambda line, dropped, s=s: self._line(s, line, dropped), log.maxLine,
+                            lambda lines, dropped, s=s: self._lines(s, lines, dropped))
             for s in log.paths
         }
 
     def _line(self, stream: str, raw: bytes, dropped: int) -> None:
         line = self.log._line(stream, raw, dropped, self._stamp)
         if self.onLine is not None:
+            self.onLine(line)
+
+    def _lines(self, stream: str, raws: list[bytes], dropped: list[int] | None) -> None:
+        lines = self.log._lines(stream, raws, dropped, self._stamp, self.onLine is not None)
+        for line in lines or ():
+            if self.onLine is None:
+                break
             self.onLine(line)
 
     def received(self, stream: str, data: bytes) -> None:

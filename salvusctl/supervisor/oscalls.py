@@ -209,7 +209,8 @@ def _compileCommands(cc: str, output: str) -> list[list[str]]:
 
 def wrapperArgv(argv: list[str], cwd: str | None, uid: int | None, gid: int | None,
                 deathsig: int | None, rlimits: Mapping[int, tuple[int, int]],
-                useHelper: bool = True, umask: int | None = None) -> list[str] | None:
+                useHelper: bool = True, umask: int | None = None,
+                cgroup: str | None = None) -> list[str] | None:
     """The argv that does in small exec'd programs what the fork path does in Python, or None
     when they are missing (then the fork path is used).
 
@@ -218,9 +219,11 @@ def wrapperArgv(argv: list[str], cwd: str | None, uid: int | None, gid: int | No
     signal again, since a change of credentials clears it) and C{env -C} (the working directory,
     entered as the user, as supervisord does).  Without the helper: C{setpriv} sets the
     parent-death signal and the uid/gid, C{prlimit} the rlimits, C{env -C} the working directory
-    (no umask there: the fork path does it).  The session comes from C{posix_spawn(setsid=True)}
-    either way.  A posix_spawn of a small program costs a fraction of a fork of the (large)
-    supervisor process.
+    (no umask, no cgroup there: the fork path does those).  The session comes from
+    C{posix_spawn(setsid=True)} either way.  C{cgroup} (a C{cgroup.procs} path) is joined by
+    the helper before it does anything else (moving the child from here after the spawn would
+    race with its first fork).
+    A posix_spawn of a small program costs a fraction of a fork of the (large) supervisor process.
     """
     helper = spawnHelper(build=False) if useHelper else None
     asUser = uid is not None or gid is not None
@@ -232,6 +235,8 @@ def wrapperArgv(argv: list[str], cwd: str | None, uid: int | None, gid: int | No
             out += ["-r", f"{int(which)}:{_limit(soft)}:{_limit(hard)}"]
         if umask is not None:
             out += ["-m", f"{umask:o}"]
+        if cgroup is not None:
+            out += ["-g", cgroup]
         if not asUser:
             if cwd is not None:
                 out += ["-c", cwd]
@@ -239,7 +244,7 @@ def wrapperArgv(argv: list[str], cwd: str | None, uid: int | None, gid: int | No
         if cwd is not None and "=" in argv[0]:
             return None
         return out + ["--"] + _setprivArgv(uid, gid, deathsig) + _cwdArgv(cwd) + list(argv)
-    if _SETPRIV is None or _ENV is None or umask is not None:
+    if _SETPRIV is None or _ENV is None or umask is not None or cgroup is not None:
         return None
     if rlimits and _PRLIMIT is None:
         return None
@@ -283,14 +288,16 @@ class InstanceProcess(_tprocess.Process):
     def __init__(self, reactor, executable, args, environment, path, proto, uid=None, gid=None,
                  childFDs=None, deathsig: int | None = None,
                  rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True,
-                 useHelper: bool = True, umask: int | None = None, redirectStderr: bool = False):
+                 useHelper: bool = True, umask: int | None = None, redirectStderr: bool = False,
+                 cgroup: str | None = None):
         self._deathsig = deathsig
+        self._cgroup = cgroup
         self._rlimits = dict(rlimits or {})
         self._umask = umask
         self._redirectStderr = redirectStderr
         self._parentPid = os.getpid()
         self._wrapped = (wrapperArgv(list(args), path, uid, gid, deathsig, self._rlimits, useHelper,
-                                     umask=umask)
+                                     umask=umask, cgroup=cgroup)
                          if fast else None)
         if self._wrapped is not None:
             path = uid = gid = None
@@ -337,6 +344,8 @@ class InstanceProcess(_tprocess.Process):
     def _execChild(self, path, uid, gid, executable, args, environment):
         # In the forked child: a new session, so the whole tree is one signalable group.
         os.setsid()
+        if self._cgroup is not None and not _joinCgroup(self._cgroup, os.getpid()):
+            os._exit(127)
         if self._deathsig and LINUX:
             _prctl(PR_SET_PDEATHSIG, self._deathsig)
             if os.getppid() != self._parentPid:
@@ -347,6 +356,15 @@ class InstanceProcess(_tprocess.Process):
         if self._umask is not None:
             os.umask(self._umask)
         super()._execChild(path, uid, gid, executable, args, environment)
+
+
+def _joinCgroup(procs: str, pid: int) -> bool:
+    try:
+        with open(procs, "w") as f:
+            f.write(str(pid))
+        return True
+    except OSError:
+        return False
 
 
 _devnull: int | None = None
@@ -377,9 +395,10 @@ def spawnInstance(reactor, protocol, argv: list[str], env: dict[str, str], cwd: 
                   uid: int | None = None, gid: int | None = None, deathsig: int | None = None,
                   rlimits: Mapping[int, tuple[int, int]] | None = None, fast: bool = True,
                   useHelper: bool = True, umask: int | None = None, redirectStderr: bool = False,
-                  stdin: bool = False) -> InstanceProcess:
+                  stdin: bool = False, cgroup: str | None = None) -> InstanceProcess:
     """Start one instance: stdout and stderr as pipes to C{protocol} (one pipe for both with
-    C{redirectStderr}), stdin from /dev/null or, with C{stdin}, a pipe the transport writes to."""
+    C{redirectStderr}), stdin from /dev/null or, with C{stdin}, a pipe the transport writes to;
+    in the cgroup whose C{cgroup.procs} is C{cgroup}, if given."""
     global _devnull
     if _devnull is None:
         _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -388,7 +407,7 @@ def spawnInstance(reactor, protocol, argv: list[str], env: dict[str, str], cwd: 
         childFDs[2] = "r"
     return InstanceProcess(reactor, argv[0], argv, env, cwd, protocol, uid, gid, childFDs,
                            deathsig=deathsig, rlimits=rlimits, fast=fast, useHelper=useHelper,
-                           umask=umask, redirectStderr=redirectStderr)
+                           umask=umask, redirectStderr=redirectStderr, cgroup=cgroup)
 
 
 # -- /proc -----------------------------------------------------------------------------------------
@@ -455,10 +474,15 @@ class Snapshot:
         return self._markers
 
     def members(self, leader: int | None, marker: str | None,
-                known: Mapping[int, int] | None = None) -> dict[int, int]:
-        """Like L{members}, from the indexes."""
-        seeds = [] if marker is None else self.markerIndex().get(marker, [])
-        return members(self.table, leader, None, known, None, extra=seeds)
+                known: Mapping[int, int] | None = None, extra: Iterable[int] = ()) -> dict[int, int]:
+        """Like L{members}, from the indexes; C{extra}: more pids that belong (its cgroup's)."""
+        seeds = [] if marker is None else list(self.markerIndex().get(marker, []))
+        for pid in extra:
+            if pid not in self.table:  # born after the /proc pass
+                st = readStat(pid)
+                if st is not None:
+                    self.table[pid] = st
+        return members(self.table, leader, None, known, None, extra=seeds + list(extra))
 
 
 def procTable() -> dict[int, Stat]:
@@ -595,8 +619,19 @@ class Reaper:
         self.token = token
         self.pid = pid if pid is not None else os.getpid()
         self.adopted: dict[int, tuple[str, int]] = {}
+        # Adopted since the last takeFresh(), whoever ran the scan that found them.
+        self.fresh: dict[int, tuple[str, int]] = {}
         self._zombies: set[int] = set()
         self.reaped = 0
+
+    def takeFresh(self) -> dict[int, tuple[str, int]]:
+        """Orphans adopted since the last call: {pid: (instance name, starttime)}.
+
+        Every scan (a stop's poll, a leftover check, the periodic pass) may be the one that
+        first sees an orphan; the supervisor's periodic pass hands each to its instance once.
+        """
+        fresh, self.fresh = self.fresh, {}
+        return {p: v for p, v in fresh.items() if p in self.adopted}
 
     def _twisted(self, pid: int) -> bool:
         return pid in _tprocess.reapProcessHandlers
@@ -631,7 +666,7 @@ class Reaper:
                 marker = readMarker(pid)
                 if marker and marker.startswith(prefix):
                     self.adopted[pid] = (marker[len(prefix):], st.starttime)
-                    new[pid] = self.adopted[pid]
+                    new[pid] = self.fresh[pid] = self.adopted[pid]
         self._zombies = zombies
         return new
 
@@ -699,11 +734,12 @@ class PidRegistry:
         os.replace(tmp, self.path)
 
 
-def cleanLeftovers(registry: PidRegistry, token: str) -> dict[int, int]:
+def cleanLeftovers(registry: PidRegistry, token: str, cgroups=None) -> dict[int, int]:
     """Kill (SIGKILL) what a previous run in this run directory left behind.
 
-    Candidates are the registry's pids whose start time still matches, plus any process carrying
-    this run directory's marker.  Returns the {pid: starttime} that were signalled.
+    Candidates are the registry's pids whose start time still matches, any process carrying
+    this run directory's marker, and everything in the run's cgroups (C{cgroups}, a
+    L{salvusctl.supervisor.cgroups.CgroupTree}).  Returns the {pid: starttime} that were found.
     """
     found: dict[int, int] = {}
     recorded = registry.load()
@@ -720,6 +756,13 @@ def cleanLeftovers(registry: PidRegistry, token: str) -> dict[int, int]:
         marker = readMarker(pid)
         if marker and marker.startswith(prefix):
             found[pid] = st.starttime
+    if cgroups is not None:
+        for name in cgroups.names():
+            for pid in cgroups.pids(name):
+                st = table.get(pid)
+                if pid != me and st is not None and not st.zombie:
+                    found.setdefault(pid, st.starttime)
+            cgroups.kill(name)
     signalMembers(found, signal.SIGKILL)
     registry.entries = {}
     registry.save()

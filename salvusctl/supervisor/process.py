@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from salvusctl.supervisor import oscalls
+from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
 from salvusctl.supervisor.logs import InstanceLog
 from salvusctl.supervisor.states import (
@@ -66,9 +67,10 @@ class IProcessOS(Interface):
     """The operating system as an instance sees it (L{ProcessOS}; C{testing.FakeOS} in tests)."""
 
     def spawn(protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None, redirectStderr=False,
-              stdin=False):
-        """Start a process in its own session; return its transport (with C{.pid}, and with
-        C{stdin} a C{writeToChild(0, data)} that feeds the process's stdin pipe)."""
+              stdin=False, name=None):
+        """Start a process in its own session (and in instance C{name}'s cgroup, where there are
+        cgroups); return its transport (with C{.pid}, and with C{stdin} a C{writeToChild(0, data)}
+        that feeds the process's stdin pipe)."""
 
     def members(leader, marker, known):
         """Every live process of an instance: {pid: starttime}."""
@@ -79,6 +81,9 @@ class IProcessOS(Interface):
     def signal(found, sig, groups=(), signalled=()):
         """Send C{sig} once to each process of the groups C{groups} and of C{found}; members of
         the groups C{signalled} (which had it already) are skipped."""
+
+    def killAll(marker):
+        """SIGKILL whatever is left in the instance's cgroup (0 when there are no cgroups)."""
 
     def alive(pid, starttime):
         """True when C{pid} runs and (if given) started at C{starttime}."""
@@ -95,17 +100,36 @@ class ProcessOS:
     """The real operating system, as instances use it.  Tests pass a fake with the same methods."""
 
     def __init__(self, reactor, reaper: oscalls.Reaper | None = None, fast: bool = True,
-                 helper: bool = True):
+                 helper: bool = True, cgroups: CgroupTree | None = None):
         self.reactor = reactor
         self.reaper = reaper
         self.fast = fast
         self.helper = helper
+        self.cgroups = cgroups
 
     def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None,
-              redirectStderr=False, stdin=False):
+              redirectStderr=False, stdin=False, name=None):
+        cgroup = self.cgroups.prepare(name) if self.cgroups is not None and name else None
         return oscalls.spawnInstance(self.reactor, protocol, argv, env, cwd, uid, gid, deathsig, rlimits,
                                      fast=self.fast, useHelper=self.helper, umask=umask,
-                                     redirectStderr=redirectStderr, stdin=stdin)
+                                     redirectStderr=redirectStderr, stdin=stdin, cgroup=cgroup)
+
+    @staticmethod
+    def _name(marker: str) -> str:
+        """The instance name in a marker (C{token/web:0} -> C{web:0})."""
+        return marker.partition("/")[2] or marker
+
+    def _inCgroup(self, marker: str | None) -> list[int]:
+        if self.cgroups is None or not marker:
+            return []
+        return self.cgroups.pids(self._name(marker))
+
+    def killAll(self, marker: str) -> int:
+        """C{cgroup.kill} of the instance's cgroup: what left the group, the session and the
+        environment marker behind goes too."""
+        if self.cgroups is None:
+            return 0
+        return self.cgroups.kill(self._name(marker))
 
     _snapshot: oscalls.Snapshot | None = None
 
@@ -120,16 +144,29 @@ class ProcessOS:
         self._snapshot = None
 
     def members(self, leader: int | None, marker: str, known: Mapping[int, int]) -> dict[int, int]:
-        """Every live process of one instance (full /proc scan, shared within a turn)."""
-        found = self._table().members(leader, marker, known)
+        """Every live process of one instance (full /proc scan, shared within a turn), its
+        cgroup's included."""
+        found = self._table().members(leader, marker, known, self._inCgroup(marker))
         if self.reaper is not None:
+            name = self._name(marker)
+            mine = os.getpid()
             for pid, starttime in found.items():
-                self.reaper.adopted.setdefault(pid, (marker, starttime))
+                st = self._table().table.get(pid)
+                if st is not None and st.ppid == mine:
+                    # Recorded as the reaper records orphans: by instance name.
+                    self.reaper.adopted.setdefault(pid, (name, starttime))
         return found
 
     def leftovers(self, leader: int | None, marker: str, known: Mapping[int, int]) -> dict[int, int]:
         """What a leader that exited on its own left behind; a cheap check first, since most
-        instances leave nothing and a crash loop must stay fast."""
+        instances leave nothing and a crash loop must stay fast.
+
+        A program that daemonizes itself leaves a child that has left the group (C{setsid}) by
+        the time its leader's exit is seen: re-parented to Salvus (the subreaper), it is found
+        among Salvus's own children by its marker, or in the instance's cgroup.
+        """
+        name = self._name(marker)
+        inCgroup = [p for p in self._inCgroup(marker) if p != leader]
         groupAlive = False
         if leader:
             try:
@@ -137,11 +174,17 @@ class ProcessOS:
                 groupAlive = True
             except OSError:
                 pass
-        adopted = self.reaper is not None and any(m == marker for m, _ in self.reaper.adopted.values())
+        adopted = False
+        if self.reaper is not None:
+            self.reaper.scan()
+            adopted = any(m == name for m, _ in self.reaper.adopted.values())
         others = any(p != leader and oscalls.alive(p, t or None) for p, t in known.items())
-        if not (groupAlive or adopted or others):
+        if not (inCgroup or groupAlive or adopted or others):
             return {}
-        found = oscalls.Snapshot().members(leader, marker, known)
+        snapshot = oscalls.Snapshot()
+        # The cgroup read again after the /proc pass: the first read may predate a fork (the
+        # middle child of a double fork has exited since, and only its child is left).
+        found = snapshot.members(leader, marker, known, set(inCgroup) | set(self._inCgroup(marker)))
         found.pop(leader, None)
         return found
 
@@ -429,6 +472,7 @@ class Instance:
             transport = self.owner.os.spawn(
                 protocol, argv, env, deploy.cwd, uid, gid, deploy.deathSignalNumber, rlimits,
                 umask=deploy.umask, redirectStderr=deploy.redirect_stderr, stdin=deploy.stdin,
+                name=self.name,
             )
         except Exception as e:
             self._inSpawn = False
@@ -440,6 +484,7 @@ class Instance:
             return  # already handled by _exited, during spawn()
         self.transport = transport
         self.pid = transport.pid
+        self.owner.mainLog.write("info", f"spawned: {self.name!r} with pid {self.pid}", self.name)
         self.members = {self.pid: self.owner._leaderStarttime(self)} if self.pid else {}
         self.owner._membersChanged(self)
         ready = self.deploy.ready
@@ -607,6 +652,7 @@ class Instance:
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
         deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
         self._leftovers.update(found)
+        self.owner._membersChanged(self)
         if self._leftoverCall is None:
             self._leftoverCall = self.reactor.callLater(STOP_POLL, self._pollLeftovers, deadline)
 
@@ -614,7 +660,17 @@ class Instance:
         self._leftoverCall = None
         self.owner.os.reap()
         alive = {p: t for p, t in self._leftovers.items() if self.owner.os.alive(p, t or None)}
+        if not alive and self.state not in (S.STARTING, S.RUNNING, S.STOPPING):
+            # One last look: a daemon forked by one of them just before it died (the cheap
+            # checks first: the cgroup, Salvus's own children).  Not while a new process runs:
+            # its own would be found too (its exit or stop takes what is left then).
+            alive = self.owner.os.leftovers(None, self.marker, {})
+            if alive:
+                self.owner.os.signal(alive, self.deploy.stopSignalNumber)
+        changed = alive != self._leftovers
         self._leftovers = alive
+        if changed:
+            self.owner._membersChanged(self)
         if not alive:
             return
         if self.reactor.seconds() >= deadline:
@@ -622,14 +678,44 @@ class Instance:
             return
         self._leftoverCall = self.reactor.callLater(STOP_POLL, self._pollLeftovers, deadline)
 
-    def _killLeftovers(self) -> None:
+    def _killLeftovers(self, scan: bool = False) -> None:
+        """SIGKILL what the instance's exited processes left; with C{scan}, also whatever else
+        still carries its marker or sits in its cgroup (an operator's stop, the host's stop)."""
         if self._leftoverCall is not None and self._leftoverCall.active():
             self._leftoverCall.cancel()
         self._leftoverCall = None
-        if self._leftovers:
-            self.owner.os.signal(self._leftovers, signal.SIGKILL)
+        found = dict(self._leftovers)
+        if scan:
+            found.update(self.owner.os.members(None, self.marker, found))
+        killed = self.owner.os.killAll(self.marker) if scan or found else 0
+        if found:
+            self.owner.os.signal(found, signal.SIGKILL)
+        if found or killed:
             self.owner.os.reap()
+        changed = bool(self._leftovers)
         self._leftovers = {}
+        if changed:
+            self.owner._membersChanged(self)
+
+    def adoptLeftovers(self, found: Mapping[int, int]) -> None:
+        """Processes of this instance found after its process exited (a daemon re-parented to
+        Salvus later than the exit was seen): stopped like the rest of what it left."""
+        fresh = {p: t for p, t in found.items() if p not in self._leftovers}
+        if not fresh:
+            return
+        self.owner.os.signal(fresh, self.deploy.stopSignalNumber)
+        self._leftovers.update(fresh)
+        self.owner._membersChanged(self)
+        if self._leftoverCall is None:
+            deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
+            self._leftoverCall = self.reactor.callLater(STOP_POLL, self._pollLeftovers, deadline)
+
+    def tracked(self) -> dict[int, int]:
+        """Every pid known to be this instance's: its process's members and what earlier ones
+        left (the pid registry records both, for the next run after a SIGKILL)."""
+        if not self._leftovers:
+            return self.members
+        return {**self._leftovers, **self.members}
 
     def _startFailed(self) -> None:
         """Exited before startsecs (or could not spawn): BACKOFF, then retry or FATAL.
@@ -819,16 +905,17 @@ class Instance:
         if self.state == S.EXITED and self._timer is not None:
             # It exited inside the spawn that started it; its respawn was due on the next turn.
             self._cancelTimer()
-            self._killLeftovers()
+            self._killLeftovers(scan=True)
             self._stoppedBetween()
             return _succeeded(None)
         if self.state in (S.STOPPED, S.EXITED, S.FATAL):
             self._cancelTimer()
-            self._killLeftovers()  # what a crashed leader left is given no more grace
+            # What crashed leaders left (a daemon, found now or earlier) is given no more grace.
+            self._killLeftovers(scan=True)
             return _succeeded(None)
         if self.state == S.BACKOFF:
             self._cancelTimer()
-            self._killLeftovers()
+            self._killLeftovers(scan=True)
             self._stoppedBetween()
             return _succeeded(None)
         if self._stopping is not None:
@@ -848,7 +935,7 @@ class Instance:
             # It exited while the drain ran: no process to signal.  Between two processes
             # (EXITED, BACKOFF), an operator's stop still ends STOPPED, with no retry.
             if not restarting and self.state in (S.EXITED, S.BACKOFF):
-                self._killLeftovers()
+                self._killLeftovers(scan=True)
                 self._stoppedBetween()
             self._finishStop(changeState=self.state == S.STOPPING)
             return
@@ -891,9 +978,12 @@ class Instance:
             self._finishStop()
             return
         if not killed and now >= deadline:
-            log.warn("{name}: still alive after {s}s, sending SIGKILL", name=self.name,
-                     s=self.deploy.stopwaitsecs)
+            pids = ", ".join(map(str, sorted(remaining)))
+            self.owner.mainLog.write(
+                "warning", f"killing {self.name} (pids {pids}) with SIGKILL: still alive "
+                f"{self.deploy.stopwaitsecs:g}s after the stop signal", self.name)
             self.owner.os.signal(remaining, signal.SIGKILL, [self.pid] if self.pid else [])
+            self.owner.os.killAll(self.marker)
             self._timer = self.reactor.callLater(STOP_POLL, self._pollStop, now + KILL_GRACE, True)
             return
         if killed and now >= deadline:
@@ -945,7 +1035,7 @@ class Instance:
         """Forget timers (the service is going away and the process is already stopped)."""
         self._cancelTimer()
         self._stopProbe()
-        self._killLeftovers()
+        self._killLeftovers(scan=True)
         self.log.close()
 
 

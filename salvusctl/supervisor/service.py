@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import signal as _signal
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -33,14 +34,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from salvusctl.admin.extensions import IProcessStdin
+from salvusctl.admin.extensions import IMainLog, IProcessStdin
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
+from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
 from salvusctl.supervisor.logs import InstanceLog, LogLine
+from salvusctl.supervisor.mainlog import MainLog, stateEvent
 from salvusctl.supervisor.notify import NotifySocket, abstractName
-from salvusctl.supervisor.process import Instance, ProcessOS, StartRefused
+from salvusctl.supervisor.process import KILL_GRACE, STOP_POLL, Instance, ProcessOS, StartRefused
 from salvusctl.supervisor.states import RUNNING_STATES, ProcessState
 
 __all__ = ["SupervisorService", "DependencyFailed", "RollFailed", "StartRefused"]
@@ -60,7 +63,7 @@ class RollFailed(Exception):
     """A rolling restart stopped: a new instance could not be made ready."""
 
 
-@implementer(ISupervisor, IProcessStdin)
+@implementer(ISupervisor, IProcessStdin, IMainLog)
 class SupervisorService(Service):
     """Runs the instances of a set of L{Deploy} declarations.
 
@@ -74,6 +77,8 @@ class SupervisorService(Service):
     @param fastSpawn: spawn through C{posix_spawn} and small exec'd tools (default) rather than
         a fork of this process (both set the session, parent-death signal and rlimits).
     @param spawnHelper: on the fast path, build (once, cached) and use the static C helper.
+    @param cgroups: put each instance in its own cgroup (v2) where the host lets Salvus make
+        them (L{salvusctl.supervisor.cgroups}); the start log says which mechanism is used.
     """
 
     name = "supervisor"
@@ -82,17 +87,20 @@ class SupervisorService(Service):
                  maxProcesses: int | None = None, storeHook: Callable[[LogLine], Any] | None = None,
                  os: Any = None, prober: Callable[[Instance], Any] | None = None, hostName: str = "",
                  reapInterval: float = 1.0, drainTimeout: float = 30.0, subreaper: bool = True,
-                 inheritEnv: bool = True, fastSpawn: bool = True, spawnHelper: bool = True):
+                 inheritEnv: bool = True, fastSpawn: bool = True, spawnHelper: bool = True,
+                 cgroups: bool = True):
         self.reactor = reactor
         self.runDir = _abspath(runDir)
         self.logDir = _abspath(logDir) if logDir else _join(self.runDir, "logs")
         self.maxProcesses = maxProcesses
         self.storeHook = storeHook
+        self.mainLog = MainLog(self.logDir, reactor.seconds, storeHook)
         self.hostName = hostName
         self.reapInterval = reapInterval
         self.drainTimeout = drainTimeout
         self.subreaper = subreaper
         self.inheritEnv = inheritEnv
+        self.useCgroups = cgroups
         self.token = hashlib.sha1(self.runDir.encode()).hexdigest()[:12]
         self.reaper = oscalls.Reaper(self.token)
         if os is None:
@@ -146,6 +154,8 @@ class SupervisorService(Service):
             name, self.logDir, self.reactor.seconds, fileLevel=deploy.log_level,
             storeLevel=deploy.store_level, maxBytes=deploy.log_max_bytes, backups=deploy.log_backups,
             rotateSeconds=deploy.log_rotate_seconds, storeHook=self.storeHook,
+            repeatWindow=deploy.store_repeat_window, tailBytes=deploy.log_tail_bytes,
+            callLater=self.reactor.callLater,
             onHookError=lambda e, name=name: log.error("{name}: log hook failed: {e!r}", name=name, e=e),
         )
         return Instance(self, deploy, index, port, instanceLog)
@@ -198,7 +208,8 @@ class SupervisorService(Service):
                 # Cached on disk after the first build; the first build runs as a child process,
                 # and spawns go through setpriv until it is done.
                 oscalls.buildSpawnHelper(self.reactor)
-            self.leftoversKilled = oscalls.cleanLeftovers(self.registry, self.token)
+            self._chooseTracking()
+            self.leftoversKilled = oscalls.cleanLeftovers(self.registry, self.token, self.os.cgroups)
             if self.leftoversKilled:
                 log.warn("killed {n} processes left by a previous run: {pids}",
                          n=len(self.leftoversKilled), pids=sorted(self.leftoversKilled))
@@ -216,24 +227,68 @@ class SupervisorService(Service):
         Service.stopService(self)
         d = self.stopAll()
 
-        def done(result):
+        def stopped(result):
             if self._reapLoop is not None and self._reapLoop.running:
                 self._reapLoop.stop()
             self.os.reap()
-            self._saveRegistry()
             for instance in self.instances.values():
                 instance.shutdown()
+            return self._cgroupsEmptied().addCallback(lambda _: result)
+
+        def done(result):
+            self._saveRegistry()
+            self.mainLog.close()
             if self._notify is not None:
                 self._notify.close()
                 self._notify = None
             self._unlock()
+            if isinstance(self.os, ProcessOS) and self.os.cgroups is not None:
+                self.os.cgroups.removeAll()
             if isinstance(self.os, ProcessOS) and self.subreaper:
                 # Nothing of ours is left to adopt: stop collecting other code's orphans.
                 oscalls._prctl(oscalls.PR_SET_CHILD_SUBREAPER, 0)
             return result
 
+        d.addBoth(stopped)
         d.addBoth(done)
         return d
+
+    def _cgroupsEmptied(self) -> Deferred:
+        """Fires once every instance cgroup is empty (what C{cgroup.kill} ended has exited), or
+        after L{KILL_GRACE} seconds, saying which still hold processes."""
+        tree = self.os.cgroups if isinstance(self.os, ProcessOS) else None
+        if tree is None:
+            return succeed(None)
+        deadline = self.reactor.seconds() + KILL_GRACE
+        done: Deferred = Deferred()
+
+        def poll():
+            busy = [name for name in tree.names() if tree.pids(name)]
+            if not busy or self.reactor.seconds() >= deadline:
+                if busy:
+                    log.error("cgroups {names} still hold processes after SIGKILL", names=busy)
+                done.callback(None)
+                return
+            for name in busy:
+                tree.kill(name)
+            self.os.reap()
+            self.reactor.callLater(STOP_POLL, poll)
+
+        poll()
+        return done
+
+    def _chooseTracking(self) -> None:
+        """Decide (once per start) how instances' processes are found, and say so in the log."""
+        why = "turned off: SupervisorService(cgroups=False)"
+        if self.useCgroups and self.os.cgroups is None:
+            self.os.cgroups, why = CgroupTree.probe(self.token)
+        if self.os.cgroups is not None:
+            log.info("process tracking: cgroup v2, each instance in its own cgroup under {base}",
+                     base=self.os.cgroups.base)
+            return
+        log.info("process tracking: process group, session, SALVUS_INSTANCE environment marker and "
+                 "child subreaper; no cgroup ({why}), so a daemon that clears its environment and "
+                 "leaves the session is not caught", why=why)
 
     def _lock(self) -> None:
         path = _join(self.runDir, "supervisor.lock")
@@ -257,9 +312,16 @@ class SupervisorService(Service):
             if not isinstance(self.os, ProcessOS):
                 self.os.reap()
                 return
-            for pid, (iname, starttime) in self.reaper.scan().items():
+            self.reaper.scan()
+            for pid, (iname, starttime) in self.reaper.takeFresh().items():
                 instance = self.instances.get(iname)
-                if instance is not None and pid not in instance.members:
+                if instance is None:
+                    continue
+                if instance.state not in (S.STARTING, S.RUNNING, S.STOPPING):
+                    # Its process is gone (a daemon it forked reached us late): stop it now,
+                    # not at the next stop of the instance (FATAL may never see one).
+                    instance.adoptLeftovers({pid: starttime})
+                elif pid not in instance.members:
                     instance.members[pid] = starttime
                     self._membersChanged(instance)
         except Exception:
@@ -274,9 +336,12 @@ class SupervisorService(Service):
             deploy = instance.deploy.name
             self._live[deploy] = self._live.get(deploy, 0) + step
             self._liveTotal += step
+        info = instance.info()
+        event = stateEvent(instance.name, old, new, info, instance.deploy.stopsignal)
+        if event is not None:
+            self.mainLog.write(event[0], event[1], instance.name)
         if not self.observers:
             return
-        info = instance.info()
         info["event"] = "state"
         for observer in list(self.observers):
             try:
@@ -303,10 +368,11 @@ class SupervisorService(Service):
                 log.failure("observer {o!r} failed", o=observer)
 
     def _membersChanged(self, instance: Instance) -> None:
-        if self.registry.entries.get(instance.name, {}) == instance.members:
+        tracked = instance.tracked()
+        if self.registry.entries.get(instance.name, {}) == tracked:
             return
-        if instance.members:
-            self.registry.entries[instance.name] = dict(instance.members)
+        if tracked:
+            self.registry.entries[instance.name] = dict(tracked)
         else:
             self.registry.entries.pop(instance.name, None)
         if self._saveCall is None:
@@ -537,11 +603,28 @@ class SupervisorService(Service):
         """Send every instance's lines at or above its deploy's C{store_level} to C{hook(LogLine)}
         (the monitor plugs the store in here, after the supervisor is built)."""
         self.storeHook = hook
+        self.mainLog.storeHook = hook
         for instance in self.instances.values():
             instance.log.storeHook = hook
 
     def signalInstance(self, name: str, sig: int | str) -> None:
-        self._instance(name).signal(signalNumber(sig))
+        instance = self._instance(name)
+        number = signalNumber(sig)
+        instance.signal(number)
+        self.mainLog.write("info", f"signalled: {name} (pid {instance.pid or 0}) with "
+                           f"{_signal.Signals(number).name}", name)
+
+    # -- the main log (supervisord's readLog / maintail) ----------------------------------------
+
+    def mainLogPath(self) -> str:
+        return self.mainLog.path
+
+    def followMainLog(self, callback: Callable[[LogLine], Any]) -> Callable[[], None]:
+        """Call C{callback(LogLine)} for each new event of the main log; returns the canceller."""
+        return self.mainLog.follow(callback)
+
+    def clearMainLog(self) -> None:
+        self.mainLog.clear()
 
     def sendStdin(self, name: str, data: bytes) -> None:
         """Write C{data} to an instance's stdin pipe (C{Deploy(stdin=True)}); KeyError for an

@@ -1,8 +1,11 @@
 /* salvus-spawn: what an instance needs between spawn and exec, in one small static program.
  *
- * Usage: salvus-spawn [-p PARENT] [-d SIGNAL] [-r RESOURCE:SOFT:HARD]... [-c DIR] [-m UMASK] -- PROGRAM ARG...
+ * Usage: salvus-spawn [-p PARENT] [-d SIGNAL] [-r RESOURCE:SOFT:HARD]... [-c DIR] [-m UMASK] [-g CGROUP.PROCS]
+ *                    -- PROGRAM ARG...
  *
- * The supervisor posix_spawns this with setsid already done.  It asks the kernel for SIGNAL when
+ * The supervisor posix_spawns this with setsid already done.  It joins the instance's cgroup
+ * (writes its pid to CGROUP.PROCS: before anything runs, so nothing of the instance is ever
+ * outside it), asks the kernel for SIGNAL when
  * the parent dies (and exits if the parent PARENT is already gone), applies rlimits, sets the
  * umask (octal), changes directory, closes every descriptor above 2 (so the supervisor need not
  * list and mark its own descriptors before each spawn), then execvp()s PROGRAM.  A failure prints
@@ -88,6 +91,9 @@ int main(int argc, char **argv) {
             if (setrlimit(atoi(buf), &rl) != 0) fail("setrlimit", v);
         } else if (strcmp(a, "-c") == 0) {
             dir = v;
+        } else if (strcmp(a, "-g") == 0) {
+            FILE *f = fopen(v, "w");
+            if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) fail("join cgroup", v);
         } else if (strcmp(a, "-m") == 0) {
             umask((mode_t)strtol(v, NULL, 8));
         } else {

@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from salvusctl.admin.extensions import ILogClearing, IReconcilable
+from salvusctl.admin.extensions import ILogClearing
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor.deploy import signalNumber
 from salvusctl.supervisor.process import IProcessOS, StartRefused
@@ -82,7 +82,7 @@ class FakeOS:
         self._next = 1000
 
     def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None,
-              redirectStderr=False, stdin=False):
+              redirectStderr=False, stdin=False, name=None):
         if self.failSpawn is not None:
             raise self.failSpawn
         self._next += 1
@@ -134,6 +134,10 @@ class FakeOS:
         if pid in self.live:
             self.exit(pid, None, sig)
 
+    def killAll(self, marker):
+        """The fake has no cgroups."""
+        return 0
+
     def alive(self, pid, starttime):
         return pid in self.live
 
@@ -173,9 +177,10 @@ class _Instance:
         self.signals: list[int] = []
         self.restarts = 0
         self.stopped = False  # has stopped at least once ("Stopped", not "Not started")
+        self.extra: dict[str, Any] = {}  # more info keys a test gave (addInstance)
 
 
-@implementer(ISupervisor, IReconcilable, ILogClearing)
+@implementer(ISupervisor, ILogClearing)
 class SupervisorVerbsMixin:
     """The ISupervisor verbs that follow from the basic ones, for fakes of the supervisor.
 
@@ -244,6 +249,8 @@ class FakeSupervisor(SupervisorVerbsMixin):
     @param clock: gives times (C{seconds()}); with C{stop_delay}, drives the STOPPING phase.
     @param stop_delay: seconds an instance spends STOPPING (0: stops at once).
     @param running: start every instance in the constructor.
+    @param ports: deploy name -> the port of its first instance (the next ones count up, as a
+        deploy's C{port=} does); by default every instance gets the next port from 8000.
     """
 
     def __init__(
@@ -252,15 +259,16 @@ class FakeSupervisor(SupervisorVerbsMixin):
         clock: Any = None,
         stop_delay: float = 0.0,
         running: bool = True,
+        ports: dict[str, int] | None = None,
     ):
         self.clock = clock if clock is not None else Clock()
         self.stop_delay = stop_delay
+        self.ports = dict(ports or {})
         self._instances: dict[str, _Instance] = {}
         self._observers: list[Callable] = []
         self._nextPid = 4000
         self.failures: dict[str, str] = {}
-        self.configured: dict[str, int] = dict(deploys if deploys is not None else {"web": 2, "worker": 1})
-        for deploy, count in self.configured.items():
+        for deploy, count in dict(deploys if deploys is not None else {"web": 2, "worker": 1}).items():
             self._addDeploy(deploy, count)
         if running:
             for name in list(self._instances):
@@ -269,9 +277,37 @@ class FakeSupervisor(SupervisorVerbsMixin):
     def _addDeploy(self, deploy: str, count: int) -> None:
         for i in range(count):
             name = f"{deploy}:{i}"
-            self._instances[name] = _Instance(name, deploy, 8000 + len(self._instances))
+            port = self.ports[deploy] + i if deploy in self.ports else 8000 + len(self._instances)
+            self._instances[name] = _Instance(name, deploy, port)
 
     # -- test helpers ----------------------------------------------------------------------------
+
+    def addInstance(self, name: str, state: str = "RUNNING", pid: int | None = None,
+                    port: int | None = None, **info: Any) -> dict[str, Any]:
+        """Add one instance C{deploy:N} in C{state} (no observer is called); C{info}: more keys
+        of its info dict (C{directory}, C{user} …).  Returns its info."""
+        deploy = name.partition(":")[0]
+        inst = self._instances[name] = _Instance(name, deploy, port)
+        inst.extra = dict(info)
+        inst.state = state
+        if state in ("STARTING", "RUNNING", "STOPPING"):
+            if pid is None:
+                self._nextPid += 1
+                pid = self._nextPid
+            inst.pid, inst.start = pid, self.clock.seconds()
+        return self._info(inst)
+
+    def setState(self, name: str, state: str, pid: int | None = None) -> None:
+        """Move an instance to C{state} by hand (a crash, an exit, a restart under pid C{pid}),
+        calling the observers as the real supervisor does."""
+        inst = self._get(name)
+        if pid is not None:
+            inst.pid, inst.start = pid, self.clock.seconds()
+        elif state not in ("STARTING", "RUNNING", "STOPPING"):
+            inst.pid = 0
+            inst.stop = self.clock.seconds()
+            inst.stopped = True
+        self._set(inst, state)
 
     def emit(self, name: str, line: str, stream: str = "stdout") -> None:
         """Append a line to an instance's captured output (and push it to its followers)."""
@@ -328,6 +364,7 @@ class FakeSupervisor(SupervisorVerbsMixin):
             "logfile": "",
             "stdout_logfile": "",
             "stderr_logfile": "",
+            **inst.extra,
         }
 
     def instanceInfos(self) -> list[dict[str, Any]]:
@@ -450,31 +487,7 @@ class FakeSupervisor(SupervisorVerbsMixin):
         self._observers.remove(observer)
 
 
-    # -- IReconcilable, ILogClearing -------------------------------------------------------------
-
-    def configDiff(self) -> dict[str, list[str]]:
-        running: dict[str, int] = {}
-        for inst in self._instances.values():
-            running[inst.group] = running.get(inst.group, 0) + 1
-        return {
-            "added": sorted(set(self.configured) - set(running)),
-            "changed": sorted(
-                d for d in self.configured if d in running and running[d] != self.configured[d]
-            ),
-            "removed": sorted(set(running) - set(self.configured)),
-        }
-
-    @defer.inlineCallbacks
-    def reconcile(self):
-        diff = self.configDiff()
-        for deploy in diff["removed"] + diff["changed"]:
-            yield self.stopDeploy(deploy)
-            for name in self._names(deploy):
-                del self._instances[name]
-        for deploy in diff["added"] + diff["changed"]:
-            self._addDeploy(deploy, self.configured[deploy])
-            yield self.startDeploy(deploy)
-        return diff
+    # -- ILogClearing -------------------------------------------------------------------------
 
     def clearLogs(self, name: str) -> None:
         inst = self._get(name)

@@ -186,6 +186,55 @@ class DeployPoolTests(SynchronousTestCase):
         self.pool.stopService()
         self.assertEqual(self.sup.rolling, [])
 
+    def client(self):
+        """A client connection accepted by the service (a memory transport)."""
+        from twisted.internet.testing import StringTransport
+
+        front = self.balancer.balanced["web"].factory.buildProtocol(None)
+        transport = StringTransport()
+        front.makeConnection(transport)
+        return front, transport
+
+    def test_planned_stop_holds_clients_until_an_instance_is_back(self):
+        """A stop then a start (supervisorctl restart): the client arriving between them waits
+        in the queue and goes to the instance that comes back, instead of being refused."""
+        svc = self.balancer.balanced["web"]
+        self.assertEqual(self.pool.hold, 5.0)  # the service's queue_timeout
+        self.sup.beforeStop("worker:0")
+        self.sup.emit("worker:0", S.RUNNING, S.STOPPED, "state")
+        self.assertEqual(list(self.group.hosts), [])
+        self.clock.advance(1)
+        connects = len(self.clock.tcpClients)
+        front, transport = self.client()
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual((svc.queued, svc.held, svc.refused), (1, 1, 0))
+        self.sup.emit("worker:0", S.STARTING, S.RUNNING, "ready", port=9000, ready=True)
+        self.assertEqual(svc.queued, 0)
+        self.assertEqual(self.clock.tcpClients[connects][:2], ("127.0.0.1", 9000))
+        self.assertIs(front.host, self.group.hosts["worker:0"])
+
+    def test_hold_ends(self):
+        """Nothing came back within the hold: the waiting client, and the next ones, are refused."""
+        svc = self.balancer.balanced["web"]
+        self.sup.beforeStop("worker:0")
+        self.sup.emit("worker:0", S.RUNNING, S.STOPPED, "state")
+        front, transport = self.client()
+        self.assertEqual(svc.queued, 1)
+        self.clock.advance(5.1)
+        self.assertEqual(svc.queued, 0)
+        self.assertTrue(transport.disconnecting)
+        _, later = self.client()
+        self.assertTrue(later.disconnecting)
+        self.assertEqual(svc.held, 1)
+
+    def test_crash_sets_no_hold(self):
+        """An instance that exits by itself leaves the group at once: its clients are refused."""
+        svc = self.balancer.balanced["web"]
+        self.sup.emit("worker:0", S.RUNNING, S.EXITED, "state")
+        _, transport = self.client()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual((svc.held, svc.refused), (0, 1))
+
     def test_deploy_groups_are_not_reconciled_away(self):
         """diff() does not ask to remove hosts that came from the deploy."""
         self.assertEqual(self.balancer.diff(), [])

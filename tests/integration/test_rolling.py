@@ -185,13 +185,20 @@ class RollingRestartTests(TestCase):
         yield waitFor(lambda: len(self.upHosts()) == 3, timeout=20)
 
     @defer.inlineCallbacks
-    def test_stopAllStartAllFailsRequests(self):
-        """The contrast: --no-rolling stops every worker at once, and clients see failures."""
+    def test_noRollingStopsAllAtOnceAndClientsWait(self):
+        """The contrast: --no-rolling stops every worker at once, so for a moment the group has
+        no host.  The stops were planned (drained), so the balancer holds the clients of that
+        gap until a worker is back: they wait instead of failing."""
+        balanced = self.services["balancer"].balanced["web"]
+        before = self.pids()
         (out, err, code), bodies, failures = yield self.underLoad(
             lambda: self.salvusctl("restart", "--no-rolling", "worker:*")
         )
         self.assertEqual(code, 0, err)
-        self.assertGreater(len(failures), 0)
+        self.assertGreater(balanced.held, 0)  # the group was empty: all three were down at once
+        self.assertEqual(failures, [])
+        after = self.pids()
+        self.assertTrue(all(after[n] != before[n] for n in before), (before, after))
 
     def rpc(self, method: str, *args) -> defer.Deferred:
         """One XML-RPC call with the stdlib client, in a thread (the reactor keeps serving)."""

@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.users import UsersFile
 from tests.helpers import REPO, TWISTD, childEnv, freePort, waitFor
-from tests.integration.helpers import OPERATOR, rpcCall
+from tests.integration.helpers import OPERATOR, SUPERVISORCTL, rpcCall
 from tests.integration.test_rolling import _get
 
 LOOPS = 4  # concurrent client loops
@@ -192,12 +192,57 @@ class RollingReloadTests(TestCase):
             self.write("two")
             env = childEnv(SALVUS_URL=f"http://127.0.0.1:{self.admin}", SALVUS_USER=OPERATOR[0],
                            SALVUS_PASSWORD=OPERATOR[1], HOME=self.work)
-            d = utils.getProcessOutputAndValue(sys.executable, ["-m", "salvusctl.cli", "reconcile"],
+            d = utils.getProcessOutputAndValue(sys.executable, ["-m", "salvusctl.cli", "-v", "reconcile"],
                                                env=env, path=REPO)
             d.addCallback(lambda r: result.setdefault("r", r))
             return defer.succeed(None)
 
         bodies, failures = yield self.underLoad(reconcile, lambda: "r" in result)
         out, err, code = result["r"]
-        self.assertEqual(code, 0, (out, err))
+        self.assertEqual((code, out.decode(), err.decode()),
+                         (0, "~ supervisor worker (changed, rolled one instance at a time)\n", ""))
         yield self.assertReplaced(before, bodies, failures)
+
+    def supervisorctl(self, *argv: str, result: dict) -> defer.Deferred:
+        """Start the real supervisorctl against the host; its (out, err, code) lands in C{result}."""
+        d = utils.getProcessOutputAndValue(
+            SUPERVISORCTL, ["-s", f"http://127.0.0.1:{self.admin}", "-u", OPERATOR[0], "-p", OPERATOR[1],
+                            *argv], env=childEnv(HOME=self.work), path=self.work)
+        d.addCallback(lambda r: result.setdefault("r", tuple(x.decode() if isinstance(x, bytes) else x
+                                                             for x in r)))
+        return defer.succeed(None)
+
+    @defer.inlineCallbacks
+    def test_supervisorctlUpdateFailsNoRequest(self):
+        """The real supervisorctl's update applies the same change: it sends a stop, a remove and
+        an add of the group (it cannot be rolled), and the balancer holds the clients of that gap
+        for the instances coming back: zero failed requests, three new processes."""
+        before = yield self.pids()
+        result: dict = {}
+
+        def update():
+            self.write("two")
+            return self.supervisorctl("update", result=result)
+
+        bodies, failures = yield self.underLoad(update, lambda: "r" in result)
+        out, err, code = result["r"]
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn("worker: updated process group", out)
+        yield waitFor(lambda: len(bodies) > 0)
+        yield self.assertReplaced(before, bodies, failures)
+
+    @defer.inlineCallbacks
+    def test_supervisorctlRestartFailsNoRequest(self):
+        """supervisorctl restart worker:* (a stop, then a start): zero failed requests."""
+        before = yield self.pids()
+        result: dict = {}
+        self.write("two")  # the file is not read by a restart: the environment stays "one"
+        bodies, failures = yield self.underLoad(
+            lambda: self.supervisorctl("restart", "worker:*", result=result), lambda: "r" in result)
+        out, err, code = result["r"]
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertEqual(failures, [])
+        after = yield self.pids()
+        self.assertEqual(set(after), set(before))
+        self.assertTrue(all(after[n] != before[n] for n in before), (before, after))
+        self.assertEqual({_environ(pid)["MODE"] for pid in after.values()}, {"one"})

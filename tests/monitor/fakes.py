@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import fail, maybeDeferred, succeed
-from zope.interface import implementer
 
-from salvusctl.interfaces import ISupervisor
 from salvusctl.store.sqlite import SQLiteStore
-from salvusctl.supervisor.states import ProcessState
-from salvusctl.testing import SupervisorVerbsMixin
+from salvusctl.supervisor.testing import FakeSupervisor as PublicFakeSupervisor
 
 __all__ = ["FakeSupervisor", "SyncSQLiteStore", "FakeSampler", "inline"]
 
@@ -20,67 +17,15 @@ def inline(fn, *args, **kwargs):
     return maybeDeferred(fn, *args, **kwargs)
 
 
-@implementer(ISupervisor)
-class FakeSupervisor(SupervisorVerbsMixin):
-    """Instances whose states the test sets; observers called as the real supervisor does."""
+class FakeSupervisor(PublicFakeSupervisor):
+    """The public fake supervisor (it passes the real supervisor's contract suite), starting
+    empty: the test adds instances (C{add}) and moves them between states (C{setState})."""
 
     def __init__(self):
-        self.infos: dict[str, dict[str, Any]] = {}
-        self.observers = []
+        super().__init__({}, running=False)
 
     def add(self, name, state="RUNNING", pid=1000, port=None, **extra):
-        group = name.split(":")[0]
-        self.infos[name] = dict(name=name, group=group, state=state, pid=pid, port=port, **extra)
-        return self.infos[name]
-
-    def setState(self, name, state, pid=None):
-        info = self.infos[name]
-        old = info["state"]
-        info["state"] = state
-        if pid is not None or state not in ("RUNNING", "STARTING", "STOPPING"):
-            info["pid"] = pid
-        for observer in list(self.observers):
-            # as the real supervisor: ProcessState members, and the info's event
-            observer(name, ProcessState[old], ProcessState[state], dict(info, event="state"))
-
-    def instanceInfos(self):
-        return [dict(i) for i in self.infos.values()]
-
-    def instanceInfo(self, name):
-        return dict(self.infos[name])
-
-    def startInstance(self, name):
-        return succeed(None)
-
-    def stopInstance(self, name):
-        return succeed(None)
-
-    def restartInstance(self, name):
-        return succeed(None)
-
-    def startDeploy(self, name):
-        return succeed(None)
-
-    def stopDeploy(self, name):
-        return succeed(None)
-
-    def startAll(self):
-        return succeed(None)
-
-    def stopAll(self):
-        return succeed(None)
-
-    def signalInstance(self, name, signal):
-        return succeed(None)
-
-    def tailLog(self, name, lines=100, stream="stdout"):
-        return []
-
-    def addObserver(self, observer):
-        self.observers.append(observer)
-
-    def removeObserver(self, observer):
-        self.observers.remove(observer)
+        return self.addInstance(name, state, pid, port, **extra)
 
 
 class SyncSQLiteStore(SQLiteStore):

@@ -19,20 +19,12 @@ from salvusctl.monitor.service import MonitorService
 from tests.monitor.fakes import FakeSupervisor, SyncSQLiteStore, inline, tempDir
 
 
-class FakeBalancer:
-    def __init__(self):
-        self.sources = []
-
-    def setLoadSource(self, source):
-        self.sources.append(source)
-
-
 class HookedSupervisor(FakeSupervisor):
     def __init__(self):
         super().__init__()
         self.hooks = []
 
-    def addLogHook(self, hook):
+    def setStoreHook(self, hook):
         self.hooks.append(hook)
 
 
@@ -90,34 +82,37 @@ class BuildTests(SynchronousTestCase):
         self.assertIn("needs a numeric threshold", str(e.exception))
 
     def test_wiresSupervisorHookAndBalancer(self):
-        """The monitor observes the supervisor, takes its log lines and feeds the balancer."""
-        supervisor, balancer = HookedSupervisor(), FakeBalancer()
+        """The monitor observes the supervisor, takes its log lines and feeds the balancer's
+        least-load group the unbound load source its declaration was given."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from salvusctl.balancer.control import BalancerService
+        from salvusctl.balancer.declare import Balanced, Group
+
+        source = MonitorLoadSource()
+        balancer = BalancerService(MemoryReactorClock(), [Balanced("web", listen=["tcp:0"], groups=[
+            Group("workers", scheduler="leastload", scheduler_options={"source": source})])])
+        supervisor = HookedSupervisor()
         ctx = self.context(supervisor=supervisor, balancer=balancer)
         monitor = buildMonitor(ctx, [Monitor(address="10.0.0.5")])
-        self.assertEqual(supervisor.hooks, [monitor.logLine])
-        self.assertIsInstance(balancer.sources[0], MonitorLoadSource)
+        self.assertEqual(supervisor.hooks, [monitor.storeLogLine])
+        self.assertTrue(source.bound)
         self.successResultOf(ctx.store.start())
         monitor._run = inline
         monitor.startService()
-        self.assertEqual(supervisor.observers, [monitor.instanceChanged])
+        self.assertEqual(supervisor._observers, [monitor.instanceChanged])
         self.successResultOf(monitor.stopService())
 
-    def test_logHookOnASupervisorThatTakesItAtConstruction(self):
-        """A supervisor whose instance logs already hold a C{storeHook} gets the monitor's, and
-        its C{LogLine} objects land in the log table."""
+    def test_logHookReachesTheRealSupervisorsInstanceLogs(self):
+        """The real supervisor's instance logs, made before the monitor, get its store hook, and
+        their C{LogLine}s land in the log table."""
         from types import SimpleNamespace
 
-        class InstanceLog:
-            storeHook = None
+        from salvusctl.supervisor.deploy import Deploy
+        from salvusctl.supervisor.service import SupervisorService
 
-        class SupervisorService(FakeSupervisor):
-            storeHook = None
-
-            def __init__(self):
-                super().__init__()
-                self.instances = {"web:0": SimpleNamespace(log=InstanceLog())}
-
-        supervisor = SupervisorService()
+        supervisor = SupervisorService(Clock(), [Deploy("web", command=["true"], autostart=False)],
+                                       runDir=os.path.join(tempDir(self), "run"))
         ctx = self.context(supervisor=supervisor)
         monitor = buildMonitor(ctx, [Monitor()])
         hook = supervisor.instances["web:0"].log.storeHook

@@ -217,8 +217,21 @@ class FakeSupervisorContractTests(SupervisorContract, TestCase):
         return FakeSupervisor(dict(LAYOUT))
 
     def test_providesWhatTheRealOneProvides(self):
-        """Beyond ISupervisor, the fake offers config diff and log clearing (IReconcilable,
-        ILogClearing) for a host composed in code; nothing else the real one lacks."""
+        """Beyond ISupervisor, the fake offers only log clearing (ILogClearing: it keeps its
+        output in memory, not in files); no config diff the real supervisor does not have."""
         real = SupervisorService(reactor, [], runDir=scratch(self))
         extra = {i.__name__ for i in providedBy(self.s)} - {i.__name__ for i in providedBy(real)}
-        self.assertEqual(extra, {"IReconcilable", "ILogClearing"})
+        self.assertEqual(extra, {"ILogClearing"})
+
+    def test_portsAndHandDrivenInstances(self):
+        """The test helpers: declared ports count up per deploy; an instance added by hand and
+        moved by hand calls observers as the real supervisor does."""
+        fake = FakeSupervisor({"pg": 1, "web": 2}, ports={"web": 9000})
+        self.assertEqual([i["port"] for i in fake.instanceInfos() if i["deploy"] == "web"], [9000, 9001])
+        seen = []
+        fake.addObserver(lambda name, old, new, info: seen.append((name, old.name, new.name, info["event"])))
+        info = fake.addInstance("batch:0", pid=77, directory="/srv/batch")
+        self.assertEqual((info["state"], info["pid"], info["directory"]), ("RUNNING", 77, "/srv/batch"))
+        fake.setState("batch:0", "EXITED")
+        self.assertEqual(seen, [("batch:0", "RUNNING", "EXITED", "state")])
+        self.assertEqual(fake.instanceInfo("batch:0")["pid"], 0)

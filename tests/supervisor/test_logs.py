@@ -7,7 +7,7 @@ import os
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from salvusctl.supervisor.logs import InstanceLog, LineSplitter, RotatingFile, detectLevel
+from salvusctl.supervisor.logs import InstanceLog, LineSplitter, RepeatLimiter, RotatingFile, detectLevel
 from tests.supervisor import scratch
 
 
@@ -102,7 +102,8 @@ class InstanceLogTests(SynchronousTestCase):
         stop = log.follow(lambda line: seen.append(line.text))
         log.received("stdout", b"".join(b"%d\n" % i for i in range(10)))
         self.assertEqual(log.tail(3), ["7", "8", "9"])
-        self.assertEqual(log.tail(100), ["5", "6", "7", "8", "9"])
+        # the ring kept 5; older lines come back from the log file
+        self.assertEqual(log.tail(100), [str(i) for i in range(10)])
         self.assertEqual(len(seen), 10)
         stop()
         log.received("stdout", b"more\n")
@@ -153,3 +154,136 @@ class RotationTests(SynchronousTestCase):
             self.assertEqual(fh.read(), "first\nsame hour\n")
         with open(path) as fh:
             self.assertEqual(fh.read(), "next hour\n")
+
+
+class RepeatLimitTests(SynchronousTestCase):
+    """A flood of one line reaches the store once plus a count; distinct lines all reach it."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.stored = []
+        self.log = InstanceLog("web:0", scratch(self), self.clock.seconds, storeHook=self.stored.append,
+                               repeatWindow=60, callLater=self.clock.callLater)
+
+    def texts(self):
+        return [line.text for line in self.stored]
+
+    def test_flood_stored_once_with_a_count(self):
+        """10,000 identical lines between two others: three rows, then one summary when the
+        window ends; the file still has every line."""
+        self.log.received("stdout", b"first\n" + b"Traceback: connection reset\n" * 10000 + b"last\n")
+        self.assertEqual(self.texts(), ["first", "Traceback: connection reset", "last"])
+        self.clock.advance(60)
+        self.assertEqual(self.texts()[3:], ["Traceback: connection reset [repeated 9999 more times in 60s]"])
+        self.assertEqual(self.log.repeats.suppressed, 9999)
+        with open(self.log.paths["stdout"]) as f:
+            self.assertEqual(sum(1 for _ in f), 10002)
+
+    def test_rows_per_window_are_bounded(self):
+        """A multi-line traceback repeated every 2 s for 10 minutes: each of its lines is stored
+        once per window plus one summary, not 300 times."""
+        trace = b"Traceback (most recent call last):\n  File x, line 1\nConnectionResetError: 104\n"
+        for _ in range(300):
+            self.log.received("stderr", trace)
+            self.clock.advance(2)
+        self.assertLessEqual(len(self.stored), 10 * 3 * 2 + 3)
+        counted = sum(int(t.split("[repeated ")[1].split()[0]) for t in self.texts() if "[repeated" in t)
+        plain = sum(1 for t in self.texts() if "[repeated" not in t)
+        self.assertEqual(plain + counted, 900)
+
+    def test_distinct_lines_all_stored(self):
+        """Lines that differ are never held back, and levels and streams count as different."""
+        self.log.received("stdout", b"".join(b"request %d\n" % i for i in range(5000)))
+        self.log.received("stderr", b"request 1\n")
+        self.log.received("stdout", b"ERROR request 1\n")
+        self.assertEqual(len(self.stored), 5002)
+
+    def test_memory_bounded(self):
+        """Only maxKeys lines are tracked and maxBytes of repeated text kept; past that, lines are
+        stored as they come rather than dropped."""
+        out = []
+        limiter = RepeatLimiter(out.append, 60, self.clock.seconds, maxKeys=10, maxBytes=100)
+        from salvusctl.supervisor.logs import LogLine
+
+        def line(text):
+            return LogLine(0, "w:0", "stdout", "info", text)
+
+        for i in range(20):
+            limiter.offer(line(f"k{i}"))
+        for i in range(20):
+            limiter.offer(line(f"k{i}"))
+        self.assertEqual(len(limiter._seen), 10)
+        self.assertEqual(len(out), 30)  # 10 tracked repeats counted, 10 untracked stored again
+        limiter.offer(line("k0" + "x" * 200))
+        limiter.offer(line("k0" + "x" * 200))  # too long to remember: stored
+        self.assertEqual(len(out), 32)
+        limiter.flush()
+        self.assertEqual(len(out), 42)
+
+    def test_window_zero_stores_everything(self):
+        log = InstanceLog("web:0", scratch(self), self.clock.seconds, storeHook=self.stored.append,
+                          repeatWindow=0)
+        log.received("stdout", b"same\n" * 100)
+        self.assertEqual(len(self.stored), 100)
+
+    def test_close_flushes_the_count(self):
+        self.log.received("stdout", b"same\n" * 3)
+        self.log.close()
+        self.assertEqual(self.texts(), ["same", "same [repeated 2 more times in 0s]"])
+
+
+class TailBytesTests(SynchronousTestCase):
+    """The tail ring is bounded by bytes, whatever the line length."""
+
+    def test_long_lines_bounded_and_read_back_from_the_file(self):
+        clock = Clock()
+        log = InstanceLog("web:0", scratch(self), clock.seconds, tailBytes=256 * 1024)
+        line = b"y" * 60000 + b"\n"
+        log.received("stdout", line * 200)
+        self.assertLessEqual(sum(map(len, log.rings["stdout"])), 256 * 1024)
+        self.assertLessEqual(len(log.rings["stdout"]), 5)
+        got = log.tail(100)
+        self.assertEqual(set(got), {"y" * 60000})
+        self.assertLessEqual(len(got) * 60000, 256 * 1024 + 60000)
+        self.assertGreaterEqual(len(got), len(log.rings["stdout"]))
+
+    def test_short_lines_keep_the_line_count(self):
+        log = InstanceLog("web:0", scratch(self), Clock().seconds)
+        log.received("stdout", b"".join(b"line %d\n" % i for i in range(3000)))
+        self.assertEqual(len(log.rings["stdout"]), 1000)
+        self.assertEqual(log.tail(2), ["line 2998", "line 2999"])
+
+
+class BatchPathTests(SynchronousTestCase):
+    """A chunk's lines are handled at once (one decode, one level scan, one write); what comes out
+    is what the line-by-line path gives, whatever the chunking."""
+
+    def test_same_lines_levels_and_file_as_line_by_line(self):
+        import random
+
+        rng = random.Random(7)
+        pieces = [b"plain line", b"2026 [error] boom", b"WARNING: disk", b"x" * 300 + b" ERROR late",
+                  b"crlf line\r", b"\xff\xfe garbage \xc3", b"", b"stra\xc3\x9fe INFO upper grows",
+                  b"y" * 5000, b"debug: quiet", b"CRIT at the end"]
+        stream = b"".join(rng.choice(pieces) + b"\n" for _ in range(3000)) + b"unfinished"
+        clock = Clock()
+        batch = InstanceLog("w:0", scratch(self), clock.seconds, maxLine=4096, ringSize=10**6,
+                            tailBytes=10**9)
+        single = InstanceLog("w:0", scratch(self), clock.seconds, maxLine=4096, ringSize=10**6,
+                             tailBytes=10**9)
+        for splitter in single._default.splitters.values():
+            splitter.deliverMany = None  # the line-by-line path
+        pos = 0
+        while pos < len(stream):
+            n = rng.randint(1, 9000)
+            batch.received("stdout", stream[pos:pos + n])
+            single.received("stdout", stream[pos:pos + n])
+            pos += n
+            clock.advance(0.37)
+        batch.ended()
+        single.ended()
+        self.assertEqual(list(batch.rings["stdout"]), list(single.rings["stdout"]))
+        self.assertEqual(len(batch.rings["stdout"]), 3001)
+        with open(batch.paths["stdout"], "rb") as a, open(single.paths["stdout"], "rb") as b:
+            self.assertEqual(a.read(), b.read())

@@ -49,10 +49,12 @@ class RealTestCase(TestCase):
     timeout = 60
     fast = True
     helper = True
+    cgroups = True
 
     def service(self, *deploys, **kw) -> SupervisorService:
         svc = SupervisorService(reactor, list(deploys), runDir=scratch(self), reapInterval=0.2,
-                                fastSpawn=self.fast, spawnHelper=self.helper, **kw)
+                                fastSpawn=self.fast, spawnHelper=self.helper,
+                                cgroups=self.cgroups, **kw)
         self.addCleanup(lambda: svc.stopService() if svc.running else None)
         return svc
 
@@ -356,10 +358,12 @@ class SetprivPathTreeTests(TreeTests):
     """Without the C helper: setpriv / prlimit / env -C do the same job."""
 
     helper = False
+    cgroups = False  # with a cgroup, no helper means the fork path
 
 
 class SetprivPathLimitTests(LimitAndLogTests):
     helper = False
+    cgroups = False  # with a cgroup, no helper means the fork path
 
 
 class WrapperTests(TestCase):

@@ -38,10 +38,12 @@ class SpawnOptionTests(TestCase):
     timeout = 60
     fast = True
     helper = True
+    cgroups = True
 
     def service(self, *deploys) -> SupervisorService:
         svc = SupervisorService(reactor, list(deploys), runDir=scratch(self), reapInterval=0.2,
-                                fastSpawn=self.fast, spawnHelper=self.helper)
+                                fastSpawn=self.fast, spawnHelper=self.helper,
+                                cgroups=self.cgroups)
         self.addCleanup(lambda: svc.stopService() if svc.running else None)
         svc.startService()
         return svc
@@ -161,6 +163,7 @@ class SetprivPathSpawnOptionTests(SpawnOptionTests):
     """Without the C helper (setpriv, prlimit, env -C; the fork path for a umask)."""
 
     helper = False
+    cgroups = False  # with a cgroup, no helper means the fork path
 
 
 class ForkPathSpawnOptionTests(SpawnOptionTests):

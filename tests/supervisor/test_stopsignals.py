@@ -43,6 +43,7 @@ class OneStopSignalTests(TestCase):
     timeout = 60
     fast = True
     helper = True
+    cgroups = True
 
     def counter(self, name="count", linger=0.3, **kw) -> tuple[Deploy, str]:
         base = os.path.dirname(scratch(self))
@@ -52,7 +53,8 @@ class OneStopSignalTests(TestCase):
 
     def service(self, *deploys) -> SupervisorService:
         svc = SupervisorService(reactor, list(deploys), runDir=scratch(self), reapInterval=0.2,
-                                fastSpawn=self.fast, spawnHelper=self.helper)
+                                fastSpawn=self.fast, spawnHelper=self.helper,
+                                cgroups=self.cgroups)
         self.addCleanup(lambda: svc.stopService() if svc.running else None)
         return svc
 
@@ -175,3 +177,4 @@ class SetprivPathOneStopSignalTests(OneStopSignalTests):
     """The same without the C helper (setpriv)."""
 
     helper = False
+    cgroups = False  # with a cgroup, no helper means the fork path
