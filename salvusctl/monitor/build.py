@@ -70,14 +70,14 @@ class Monitor:
         if not isinstance(self.deploy_dirs, dict):
             raise ConfigError("Monitor(deploy_dirs=…) must be a dict {deploy: directory}")
         if self.memcached is not None:
-            from twisted.internet.endpoints import _parse
+            from salvusctl.endpoints import parseEndpoint
 
             if not isinstance(self.memcached, str) or ":" not in self.memcached:
                 raise ConfigError(
                     "Monitor(memcached=…) must be an endpoint like 'tcp:127.0.0.1:11211',"
                     f" not {self.memcached!r}"
                 )
-            _parse(self.memcached)
+            parseEndpoint(self.memcached)
         if self.deploys is not None and (
             isinstance(self.deploys, str) or not all(isinstance(d, str) and d for d in self.deploys)
         ):
