@@ -456,6 +456,24 @@ class SalvusNamespace(Namespace):
             raise rpcFault(Faults.NO_SERVICE, "this host's alerts service cannot list alerts")
         return serviceCall(source.alerts, bool(include_cleared))
 
+    def xmlrpc_alertNotifications(self, include_delivered: bool = False) -> Reply[list]:
+        """E-mail and webhook notices of this host not delivered yet (and delivered ones when
+        asked), newest first, with their state: queued, retrying, expired or delivered
+
+        @param include_delivered include the delivered notices still kept
+        @return notice structs: id, action, title, state, attempts, created_at, next_at,
+            expires_at, delivered_at, expired_at (0 when not), last_error ('' when none)
+        """
+        source = self.state.rpcService("alerts")
+        if not hasattr(source, "notifications"):
+            raise rpcFault(Faults.NO_SERVICE, "this host's alerts service queues no notifications")
+
+        def plain(notices):
+            return [{k: (("" if k == "last_error" else 0.0) if v is None else v) for k, v in n.items()}
+                    for n in notices]
+
+        return serviceCall(source.notifications, bool(include_delivered)).addCallback(plain)
+
     # -- store retention -------------------------------------------------------------------------
 
     def _store(self):
