@@ -288,6 +288,9 @@ class Host:
         except ConfigError as e:
             sys.stderr.write(f"salvus: error: {e}\n")
             raise SystemExit(1)
+        from salvusctl.tap import exitOnFatal
+
+        exitOnFatal(reactor, service)  # a store that cannot start exits 1 here too
         application = Application("salvus")
         service.setServiceParent(application)
         return application
@@ -303,27 +306,26 @@ _ephemeral = itertools.count()
 
 def _listenKey(description: str) -> str:
     """Normalise an endpoint string to what it binds: C{tcp:8080} and C{tcp:port=8080} clash."""
-    from twisted.internet.endpoints import _parse, _parseServer
+    from salvusctl.endpoints import checkServerEndpoint, parseEndpoint
 
     try:
-        words, kwargs = _parse(description)
-        kind, args = str(words[0]).lower(), words[1:]
+        parsed = parseEndpoint(description)
+        kind = parsed.kind
         if kind not in ("ssl", "unix"):
             # A full parse catches unknown kinds and options; ssl is not fully parsed here, as that
             # would load key files that may be made only at start.
-            _parseServer(description, None)
+            checkServerEndpoint(description)
     except Exception as e:
         raise ConfigError(f"bad endpoint {description!r}: {e}")
     if kind in ("tcp", "ssl", "tcp6"):
-        port = str(kwargs.get("port", args[0] if args else ""))
+        port = parsed.port or ""
         if port == "0":
             return f"ephemeral:{next(_ephemeral)}"
         # Any two listeners on one port number clash unless both name distinct interfaces;
         # refusing the overlap is the safe reading of a config.
         return f"tcp:{port}"
     if kind == "unix":
-        address = kwargs.get("address", args[0] if args else "")
-        return "unix:" + os.path.abspath(str(address))
+        return "unix:" + os.path.abspath(parsed.address)
     return description
 
 

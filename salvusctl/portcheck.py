@@ -22,7 +22,7 @@ _SKIP = ("supervisor",)
 
 def tcpListeners(host: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, str, int]]:
     """C{(kind, interface, port)} of every fixed TCP port the host's services bind."""
-    from twisted.internet.endpoints import _parse
+    from salvusctl.endpoints import parseEndpoint
 
     out = []
     for declaration in host.declarations():
@@ -30,23 +30,21 @@ def tcpListeners(host: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, str, 
             continue
         endpoints = getattr(declaration, "endpoints", None)
         for description in endpoints() if endpoints is not None else ():
-            words, kwargs = _parse(description)
-            kind = str(words[0]).lower()
-            if kind not in ("tcp", "tcp6", "ssl"):
+            parsed = parseEndpoint(description)
+            if parsed.kind not in ("tcp", "tcp6", "ssl"):
                 continue
-            port = kwargs.get("port", words[1] if len(words) > 1 else "")
             try:
-                number = int(port)
+                number = int(parsed.port or "")
             except (TypeError, ValueError):
                 continue  # validate() reports a bad port
             if number:
-                out.append((kind, str(kwargs.get("interface", "")), number))
+                out.append((parsed.kind, parsed.interface, number))
     return out
 
 
 def unixListeners(host: Any) -> list[str]:
     """The socket paths of the admin's C{unix:} listeners (the ones replaced when stale)."""
-    from twisted.internet.endpoints import _parse
+    from salvusctl.endpoints import parseEndpoint
 
     out = []
     for declaration in host.declarations():
@@ -54,9 +52,9 @@ def unixListeners(host: Any) -> list[str]:
             continue
         endpoints = getattr(declaration, "endpoints", None)
         for description in endpoints() if endpoints is not None else ():
-            words, kwargs = _parse(description)
-            if str(words[0]).lower() == "unix":
-                out.append(str(words[1] if len(words) > 1 else kwargs.get("address", "")))
+            parsed = parseEndpoint(description)
+            if parsed.kind == "unix":
+                out.append(parsed.address)
     return out
 
 

@@ -6,12 +6,15 @@
 1. tail of a large log (1 GiB by default): a quiet program whose stdout log is that file (the
    same file for both).  Median and p99 of C{tailProcessStdoutLog(name, 0, 1600)} and
    C{readProcessStdoutLog(name, -1600, 0)} over XML-RPC on one connection, the wall time of
-   C{supervisorctl tail}, and the server's RSS afterwards.
+   C{supervisorctl tail}, and the server's RSS afterwards.  C{getState} is timed too: the cost
+   of a call that reads nothing, so what a tail adds to it shows.
 2. log throughput: a program writes 200,000 lines of 100 bytes and exits; the supervisor's CPU
    seconds (utime + stime from /proc) from its start until every line is in the log file give
    lines per CPU-second.
 3. RSS under long lines: 4 instances each write 1,500 lines of 60 KiB (about 350 MiB in all) and
    stay up; the server's RSS once every line is in the files.
+4. followers: 20 connections to /logtail (what `supervisorctl tail -f` opens) follow a program
+   printing 100 lines a second; the p99 of getState calls without and with them.
 
 supervisord comes from the test extras (beside this Python).  Ratios are Salvus over supervisord:
 below 1 is better for times, CPU and RSS; above 1 is better for lines per CPU-second.
@@ -42,6 +45,10 @@ FLOOD = "import sys\nw = sys.stdout.write\nfor i in range({n}):\n    w('%099d\\n
 LONG = ("import sys, time\nline = 'y' * {width} + '\\n'\nfor i in range({n}):\n    sys.stdout.write(line)\n"
         "sys.stdout.flush()\ntime.sleep(100000)\n")
 
+TICKER = ("import itertools, sys, time\nfor i in itertools.count():\n"
+          "    print('tick %08d ' % i + 'x' * 60, flush=True)\n    time.sleep(0.01)\n")
+FOLLOWERS = 20
+
 SUPERVISORD_CONF = """
 [supervisord]
 nodaemon=true
@@ -67,6 +74,11 @@ autostart=false
 autorestart=false
 startsecs=0
 stdout_logfile={tmp}/sd/flood.log
+stdout_logfile_maxbytes=0
+[program:ticker]
+command={python} {tmp}/ticker.py
+startsecs=0
+stdout_logfile={tmp}/sd/ticker.log
 stdout_logfile_maxbytes=0
 [program:long]
 command={python} {tmp}/long.py
@@ -127,6 +139,54 @@ def latencies(fn, calls: int) -> tuple[float, float]:
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
+DRAIN = r"""
+import base64, selectors, socket, sys
+host, port, name, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+auth = base64.b64encode(b"bench:bench-pw").decode()
+sel = selectors.DefaultSelector()
+for _ in range(n):
+    sock = socket.create_connection((host, port))
+    sock.sendall(f"GET /logtail/{name} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                 f"Authorization: Basic {auth}\r\n\r\n".encode())
+    sock.setblocking(False)
+    sel.register(sock, selectors.EVENT_READ)
+sel.register(sys.stdin, selectors.EVENT_READ)
+print("CONNECTED", flush=True)
+got = 0
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is sys.stdin:
+            print(got, flush=True)
+            sys.exit(0)
+        data = key.fileobj.recv(65536)
+        if not data:
+            sel.unregister(key.fileobj)
+        got += len(data)
+"""
+
+
+def withFollowers(url: str, name: str, n: int, measure) -> tuple[float, float, float]:
+    """(KiB the followers received, C{measure()} with C{n} C{tail -f} followers of C{name}'s log,
+    C{measure()} without): C{n} connections to C{/logtail/<name>} (what C{supervisorctl tail -f}
+    opens), drained by a process of their own, while the program writes 100 lines a second."""
+    alone = measure()
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    drain = subprocess.Popen([sys.executable, "-c", DRAIN, host, port, name, str(n)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if drain.stdout.readline().strip() != "CONNECTED":
+            raise SystemExit("the followers did not connect")
+        time.sleep(1.0)
+        followed = measure()
+        drain.stdin.write("stop\n")
+        drain.stdin.flush()
+        got = int(drain.stdout.readline() or 0)
+    finally:
+        drain.kill()
+        drain.wait()
+    return got / 1024, followed * 1000, alone * 1000
+
+
 def ctlTail(url: str, name: str, runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -148,11 +208,16 @@ def measure(who: str, pid: int, url: str, names: dict[str, str], longs: list[str
             raise SystemExit(f"{who}: big never RUNNING")
         time.sleep(0.05)
     fig: dict[str, float] = {}
+    median, _ = latencies(proxy.supervisor.getState, calls)
+    fig["getstate_median_ms"] = median * 1000
     median, p99 = latencies(lambda: proxy.supervisor.tailProcessStdoutLog(names["big"], 0, 1600), calls)
     fig["tail_median_ms"], fig["tail_p99_ms"] = median * 1000, p99 * 1000
     median, _ = latencies(lambda: proxy.supervisor.readProcessStdoutLog(names["big"], -1600, 0), calls)
     fig["read_median_ms"] = median * 1000
     fig["supervisorctl_tail_s"] = ctlTail(url, names["big"], 1 if quick else 5)
+    p99 = lambda: latencies(proxy.supervisor.getState, calls * 2)[1]  # noqa: E731
+    fig["followers_got_kb"], fig["getstate_p99_followers_ms"], fig["getstate_p99_alone_ms"] = (
+        withFollowers(url, names["ticker"], FOLLOWERS, p99))
     fig["rss_after_tails_mb"] = rssMB(pid)
 
     before = cpuSeconds(pid)
@@ -195,7 +260,7 @@ def main() -> None:
         print(f"writing a {size >> 20} MiB log ...", flush=True)
         makeBigLog(big, size)
         os.makedirs(os.path.join(tmp, "sd"))
-        for script, text in (("flood.py", FLOOD.format(n=nflood)),
+        for script, text in (("flood.py", FLOOD.format(n=nflood)), ("ticker.py", TICKER),
                              ("long.py", LONG.format(width=wlong, n=linesLong))):
             with open(os.path.join(tmp, script), "w") as f:
                 f.write(text)
@@ -203,6 +268,8 @@ def main() -> None:
         spec = {"run_dir": os.path.join(tmp, "run"), "log_dir": logs, "port": sport, "users": users,
                 "deploys": [
                     {"name": "big", "command": ["sleep", "100000"], "startsecs": 0, "log_max_bytes": 0},
+                    {"name": "ticker", "command": [sys.executable, os.path.join(tmp, "ticker.py")],
+                     "startsecs": 0},
                     {"name": "flood", "command": [sys.executable, os.path.join(tmp, "flood.py")],
                      "startsecs": 0, "autostart": False, "autorestart": "never", "log_max_bytes": 0},
                     {"name": "long", "command": [sys.executable, os.path.join(tmp, "long.py")],
@@ -226,10 +293,12 @@ def main() -> None:
         procs.append(sd)
         waitPort(dport)
         servers = {
-            "salvus": (salvus.pid, f"http://127.0.0.1:{sport}", {"big": "big:0", "flood": "flood:0"},
+            "salvus": (salvus.pid, f"http://127.0.0.1:{sport}",
+                       {"big": "big:0", "flood": "flood:0", "ticker": "ticker:0"},
                        [os.path.join(logs, f"long-{i}.stdout.log") for i in range(nlong)],
                        os.path.join(logs, "flood-0.stdout.log"), 33),
-            "supervisord": (sd.pid, f"http://127.0.0.1:{dport}", {"big": "big", "flood": "flood"},
+            "supervisord": (sd.pid, f"http://127.0.0.1:{dport}",
+                            {"big": "big", "flood": "flood", "ticker": "ticker"},
                             [os.path.join(tmp, "sd", f"long-{i}.log") for i in range(nlong)],
                             os.path.join(tmp, "sd", "flood.log"), 0),
         }
@@ -248,11 +317,15 @@ def main() -> None:
 
     s, d = figures["salvus"], figures["supervisord"]
     rows = [
+        ("getState (the XML-RPC floor), median ms", "getstate_median_ms", "%.3f"),
         (f"tail 1600 B of {size >> 20} MiB, median ms", "tail_median_ms", "%.3f"),
         (f"tail 1600 B of {size >> 20} MiB, p99 ms", "tail_p99_ms", "%.3f"),
         (f"read -1600 of {size >> 20} MiB, median ms", "read_median_ms", "%.3f"),
         ("supervisorctl tail, s", "supervisorctl_tail_s", "%.3f"),
         ("RSS after the tails, MB", "rss_after_tails_mb", "%.1f"),
+        ("getState p99, no follower, ms", "getstate_p99_alone_ms", "%.3f"),
+        (f"getState p99, {FOLLOWERS} tail -f followers, ms", "getstate_p99_followers_ms", "%.3f"),
+        ("  what the followers received, KiB", "followers_got_kb", "%.0f"),
         (f"flood {nflood} lines: CPU s", "flood_cpu_s", "%.2f"),
         ("lines per CPU-second", "lines_per_cpu_s", "%.0f"),
         ("lines per second (wall)", "lines_per_s_wall", "%.0f"),

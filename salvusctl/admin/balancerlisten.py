@@ -27,16 +27,16 @@ def checkListen(listen: Any) -> list[str]:
     C{unix:} endpoint; network ones with an explicit C{interface=}; each parses as a server
     endpoint (for C{ssl:}, its key and certificate files are read and loaded).
     """
-    from twisted.internet.endpoints import _parse, _parseServer
+    from salvusctl.endpoints import checkServerEndpoint, parseEndpoint
 
     if not isinstance(listen, list) or not listen or not all(isinstance(x, str) and x for x in listen):
         raise ValueError("listen must be a non-empty array of endpoint strings")
     for description in listen:
         try:
-            args, kwargs = _parse(description)
-        except Exception as e:
+            parsed = parseEndpoint(description)
+        except ValueError as e:
             raise ValueError(f"bad listen endpoint {description!r}: {e}")
-        kind = str(args[0]).lower() if args else ""
+        kind, kwargs = parsed.kind, parsed.options
         if kind not in KINDS:
             raise ValueError(f"listen endpoint {description!r}: use tcp:, tcp6:, ssl: or unix:")
         if kind != "unix" and not str(kwargs.get("interface", "")).strip():
@@ -45,7 +45,7 @@ def checkListen(listen: Any) -> list[str]:
                 "for loopback only, or the address to listen on (0.0.0.0 for every interface)"
             )
         try:
-            _parseServer(description, None)
+            checkServerEndpoint(description)
         except Exception as e:
             raise ValueError(f"bad listen endpoint {description!r}: {type(e).__name__}: {e}")
     return list(listen)

@@ -13,29 +13,25 @@ from typing import Any
 from twisted.internet import defer
 
 from salvusctl.admin.faults import Faults, rpcFault
-from salvusctl.admin.rpcbase import Namespace, expectInt, expectNumber, expectStr, operator
+from salvusctl.admin.rpcbase import Namespace, operator, serviceCall
+from salvusctl.admin.verbs import Reply
 
 __all__ = ["ClusterNamespace"]
 
 
-def _faults(d: defer.Deferred) -> defer.Deferred:
-    """The cluster's errors as one-line faults: unknown host BAD_NAME, bad message BAD_ARGUMENTS,
-    no pong FAILED."""
+def _call(fn, *args) -> defer.Deferred:
+    """A cluster call under the admin's convention (L{serviceCall}): an unknown host is BAD_NAME,
+    a bad message BAD_ARGUMENTS, no pong or a cancelled wait FAILED."""
     from salvusctl.cluster.domain import BadMessage
     from salvusctl.cluster.handlers import NoPong
 
-    def failed(failure):
-        if failure.check(KeyError):
-            raise rpcFault(Faults.BAD_NAME, str(failure.value.args[0]) if failure.value.args else "")
-        if failure.check(BadMessage):
-            raise rpcFault(Faults.BAD_ARGUMENTS, str(failure.value))
-        if failure.check(NoPong):
-            raise rpcFault(Faults.FAILED, str(failure.value))
-        if failure.check(defer.CancelledError):
-            raise rpcFault(Faults.FAILED, "cancelled: the client went away")
-        return failure
+    d = serviceCall(fn, *args, errors={BadMessage: Faults.BAD_ARGUMENTS, NoPong: Faults.FAILED})
 
-    return d.addErrback(failed)
+    def cancelled(failure):
+        failure.trap(defer.CancelledError)
+        raise rpcFault(Faults.FAILED, "cancelled: the client went away")
+
+    return d.addErrback(cancelled)
 
 
 class ClusterNamespace(Namespace):
@@ -44,57 +40,55 @@ class ClusterNamespace(Namespace):
     def _cluster(self) -> Any:
         return self.state.rpcService("cluster")
 
-    def xmlrpc_hosts(self):
+    def xmlrpc_hosts(self) -> Reply[list]:
         """Every host of the cluster (this one included) with its state: up, down or left
 
-        @return array result structs: name, address, admin_url, started, last_seen, age, heartbeat,
+        @return structs: name, address, admin_url, started, last_seen, age, heartbeat,
             missed, version, state
         """
-        return _faults(defer.maybeDeferred(self._cluster().hosts))
+        return _call(self._cluster().hosts)
 
-    def xmlrpc_info(self):
+    def xmlrpc_info(self) -> Reply[dict]:
         """This host's cluster settings: its name, address, whether the store is shared
 
-        @return struct result name, address, shared, store, heartbeat, missed, handlers, acked, failed
+        @return name, address, shared, store, heartbeat, missed, handlers, acked, failed
         """
         return self._cluster().info()
 
     @operator
-    def xmlrpc_send(self, host, kind, body=None):
+    def xmlrpc_send(
+        self, host: str, kind: str, body: dict | list | str | int | float | bool | None = None
+    ) -> Reply[int]:
         """Queue a message for a host ('*': every host); returns its id
 
-        @param string host a host of the cluster, or '*'
-        @param string kind e.g. ping, deploy.restart, deploy.start, deploy.stop
-        @param struct body the message's data (JSON-shaped), e.g. {'deploy': 'web'}
-        @return int result the message's id
+        @param host a host of the cluster, or '*'
+        @param kind e.g. ping, deploy.restart, deploy.start, deploy.stop
+        @param body the message's data (any JSON value), e.g. {'deploy': 'web'}
+        @return the message's id
         """
-        host, kind = expectStr(host, "host"), expectStr(kind, "kind")
-        return _faults(defer.maybeDeferred(self._cluster().send, host, kind, body))
+        return _call(self._cluster().send, host, kind, body)
 
     @operator
-    def xmlrpc_ping(self, host, timeout=10):
+    def xmlrpc_ping(self, host: str, timeout: float = 10) -> Reply[float]:
         """Send ping to a host and wait for its pong; returns the round trip in seconds
 
-        @param string host a host of the cluster
-        @param double timeout seconds to wait for the pong
-        @return double result round-trip seconds
+        @param host a host of the cluster
+        @param timeout seconds to wait for the pong
+        @return round-trip seconds
         """
-        host = expectStr(host, "host")
-        timeout = expectNumber(timeout, "timeout")
         if not 0 < timeout <= 300:
             raise rpcFault(Faults.BAD_ARGUMENTS, f"timeout must be within (0, 300] seconds, not {timeout:g}")
-        return _faults(defer.maybeDeferred(self._cluster().ping, host, timeout))
+        return _call(self._cluster().ping, host, timeout)
 
-    def xmlrpc_messages(self, host="", kind="", limit=50):
+    def xmlrpc_messages(self, host: str = "", kind: str = "", limit: int = 50) -> Reply[list]:
         """The newest messages of the cluster with each receiver's delivery state, newest first
 
-        @param string host only messages from, to or broadcast to this host ('' for all)
-        @param string kind only this kind ('' for all)
-        @param int limit at most this many messages (1..1000)
-        @return array result structs: id, uid, sender, recipient, kind, body, created, reply_to,
+        @param host only messages from, to or broadcast to this host ('' for all)
+        @param kind only this kind ('' for all)
+        @param limit at most this many messages (1..1000)
+        @return structs: id, uid, sender, recipient, kind, body, created, reply_to,
             deliveries (host, state, delivered, done, result)
         """
-        host, kind, limit = expectStr(host, "host"), expectStr(kind, "kind"), expectInt(limit, "limit")
         if not 1 <= limit <= 1000:
             raise rpcFault(Faults.BAD_ARGUMENTS, f"limit must be 1..1000, not {limit}")
-        return _faults(defer.maybeDeferred(self._cluster().messages, host or None, kind or None, limit))
+        return _call(self._cluster().messages, host or None, kind or None, limit)

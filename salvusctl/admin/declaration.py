@@ -18,15 +18,15 @@ def parseListener(description: str) -> tuple[str, list[Any], dict[str, Any]]:
     An C{ssl:} listener without C{privateKey=} is accepted as is: the admin makes its own
     certificate for it at start.
     """
-    from twisted.internet.endpoints import _parse, _parseServer
+    from salvusctl.endpoints import checkServerEndpoint, parseEndpoint
 
     if not isinstance(description, str) or not description:
         raise ConfigError(f"admin listener must be an endpoint string, not {description!r}")
     try:
-        args, kwargs = _parse(description)
-    except Exception as e:
+        parsed = parseEndpoint(description)
+    except ValueError as e:
         raise ConfigError(f"bad admin listener {description!r}: {e}")
-    kind = str(args[0]).lower() if args else ""
+    kind, kwargs = parsed.kind, parsed.options
     if kind not in _KINDS:
         raise ConfigError(f"admin listener {description!r}: use tcp:, ssl: or unix: endpoints")
     if kind == "ssl" and "sslmethod" in kwargs:
@@ -34,10 +34,10 @@ def parseListener(description: str) -> tuple[str, list[Any], dict[str, Any]]:
                           "(the admin accepts TLS 1.2 and 1.3 only)")
     if kind != "ssl" or "privateKey" in kwargs:
         try:
-            _parseServer(description, None)
+            checkServerEndpoint(description)
         except Exception as e:
             raise ConfigError(f"bad admin listener {description!r}: {e}")
-    return kind, list(args[1:]), dict(kwargs)
+    return kind, list(parsed.args), dict(kwargs)
 
 
 def isLoopback(interface: str | None) -> bool:

@@ -2,7 +2,9 @@
 
 The numbers are supervisord's (C{supervisor/xmlrpc.py}, class C{Faults}); C{supervisorctl} branches
 on them (C{ALREADY_STARTED} prints "already started", C{BAD_NAME} "no such process" …).  Codes
-Salvus adds start at 1000 so they can never collide with supervisord's.
+Salvus adds start at 1000 so they can never collide with supervisord's.  This is the one table:
+every XML-RPC verb of a host (supervisor.*, salvus.*, salvus.cluster.*, backup.*) answers with these
+codes, and an unexpected error is always C{FAILED} (logged with its traceback on the host).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Faults:
     PERMISSION_DENIED = 1001
     NO_SERVICE = 1002
     BAD_REQUEST = 1003
+    REFUSED = 1004  # understood, but the service's state refuses it (a backup running, no good run)
 
 
 _NAMES = {v: k for k, v in vars(Faults).items() if isinstance(v, int)}

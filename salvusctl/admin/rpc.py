@@ -2,14 +2,16 @@
 C{salvus.cluster.*}, C{backup.*}).
 
 Every call goes through L{RPCRoot.lookupProcedure}: the method is found, the caller's role is
-checked (viewers read, operators act), the arguments are bound against the method's signature, and
-any error becomes a Fault with a one-line message — never a traceback or a dropped connection.
+checked (viewers read, operators act), the arguments are checked against the verb's type hints
+(L{salvusctl.admin.verbs}: one schema per verb, read once, which also answers
+C{system.methodSignature} and C{methodHelp}), and any error becomes a Fault with a one-line
+message — never a traceback or a dropped connection.  A Fault raised by a verb is its answer; any
+other exception is a bug: logged with its traceback, answered with a generic C{FAILED}
+(L{salvusctl.admin.rpcbase.toFault}).
 """
 
 from __future__ import annotations
 
-import inspect
-import re
 import reprlib
 import xmlrpc.client as xmlrpclib
 from collections.abc import Callable
@@ -22,9 +24,10 @@ from twisted.web.xmlrpc import XMLRPC, Fault
 
 from salvusctl.admin.auth import currentUser
 from salvusctl.admin.faults import Faults, rpcFault
-from salvusctl.admin.rpcbase import Namespace, expectStr, plain, toFault
+from salvusctl.admin.rpcbase import Namespace, plain, toFault
 from salvusctl.admin.state import AdminState
 from salvusctl.admin.supervisorrpc import SupervisorNamespace
+from salvusctl.admin.verbs import Reply, VerbSchema, verbSchema
 
 __all__ = ["RPCRoot", "SystemNamespace", "MAX_MULTICALL", "auditArgs"]
 
@@ -41,49 +44,42 @@ class SystemNamespace(Namespace):
         super().__init__(state)
         self.root = root
 
-    def xmlrpc_listMethods(self):
+    def xmlrpc_listMethods(self) -> Reply[list]:
         """Return an array listing the available method names
 
-        @return array result An array of method names available (strings).
+        @return An array of method names available (strings).
         """
         return sorted(self.root.allMethods())
 
-    def _method(self, name: Any) -> Callable:
-        method = self.root.allMethods().get(expectStr(name, "name"))
-        if method is None:
+    def _schema(self, name: str) -> VerbSchema:
+        verb = self.root.verbs().get(name)
+        if verb is None:
             raise rpcFault(Faults.SIGNATURE_UNSUPPORTED, name)
-        return method
+        return verb.schema
 
-    def xmlrpc_methodHelp(self, name):
+    def xmlrpc_methodHelp(self, name: str) -> Reply[str]:
         """Return a string showing the method's documentation
 
-        @param string name The name of the method.
-        @return string result The documentation for the method name.
+        @param name The name of the method.
+        @return The documentation for the method name.
         """
-        return inspect.getdoc(self._method(name)) or ""
+        return self._schema(name).help()
 
-    def xmlrpc_methodSignature(self, name):
+    def xmlrpc_methodSignature(self, name: str) -> Reply[list]:
         """Return an array describing the method signature
 
-        @param string name The name of the method.
-        @return array result An array describing types of the method's return value and params
+        @param name The name of the method.
+        @return An array describing types of the method's return value and params
         """
-        doc = inspect.getdoc(self._method(name)) or ""
-        ret = re.findall(r"@return\s+(\w+)", doc)
-        params = re.findall(r"@param\s+(\w+)\s+\w+", doc)
-        if not ret:
-            raise rpcFault(Faults.SIGNATURE_UNSUPPORTED, name)
-        return [ret[0]] + params
+        return self._schema(name).signature()
 
     @defer.inlineCallbacks
-    def xmlrpc_multicall(self, request, calls):
+    def xmlrpc_multicall(self, request, calls: list) -> Reply[list]:
         """Process an array of calls, and return an array of results
 
-        @param array calls An array of structs with keys methodName and params
-        @return array result An array of results, one per call: [value] or a fault struct
+        @param calls An array of structs with keys methodName and params
+        @return An array of results, one per call: [value] or a fault struct
         """
-        if not isinstance(calls, list):
-            raise rpcFault(Faults.BAD_ARGUMENTS, "calls must be an array of structs")
         if len(calls) > MAX_MULTICALL:
             raise rpcFault(
                 Faults.BAD_ARGUMENTS, f"at most {MAX_MULTICALL} calls per multicall, not {len(calls)}"
@@ -117,7 +113,7 @@ class RPCRoot(XMLRPC):
     def __init__(self, state: AdminState):
         super().__init__(allowNone=True)
         self.state = state
-        self._methods: dict[str, Callable] | None = None
+        self._verbs: dict[str, _Verb] | None = None
         from salvusctl.admin.salvusrpc import SalvusNamespace
 
         self.namespaces: dict[str, Namespace] = {
@@ -135,15 +131,24 @@ class RPCRoot(XMLRPC):
 
             self.namespaces["backup"] = BackupNamespace(state, backup)
 
-    def allMethods(self) -> dict[str, Callable]:
-        """Every published method by its dotted name (computed once)."""
-        if self._methods is None:
+    def verbs(self) -> dict[str, _Verb]:
+        """Every published method by its dotted name, with its schema (read once).
+
+        A method whose type hints are missing or have no XML-RPC type raises TypeError here,
+        when the admin is built, rather than going unchecked.
+        """
+        if self._verbs is None:
             out = {}
             for prefix, namespace in self.namespaces.items():
                 for name, method in namespace.methods().items():
-                    out[f"{prefix}.{name}"] = method
-            self._methods = out
-        return self._methods
+                    path = f"{prefix}.{name}"
+                    out[path] = _Verb(path, method, verbSchema(method))
+            self._verbs = out
+        return self._verbs
+
+    def allMethods(self) -> dict[str, Callable]:
+        """Every published method by its dotted name."""
+        return {path: verb.method for path, verb in self.verbs().items()}
 
     def listProcedures(self) -> list[str]:
         return sorted(self.allMethods())
@@ -152,10 +157,10 @@ class RPCRoot(XMLRPC):
         """A guarded callable C{(request, *args)} for a dotted method name."""
         if not isinstance(procedurePath, str):
             raise rpcFault(Faults.UNKNOWN_METHOD, "no method name")
-        method = self.allMethods().get(procedurePath)
-        if method is None:
+        verb = self.verbs().get(procedurePath)
+        if verb is None:
             raise rpcFault(Faults.UNKNOWN_METHOD, procedurePath)
-        return _Guarded(procedurePath, method)
+        return verb
 
     def render(self, request):
         if request.method != b"POST":
@@ -195,12 +200,14 @@ class RPCRoot(XMLRPC):
         return toFault(failure)
 
 
-class _Guarded:
-    """One method call: role check, argument binding, result and error conversion."""
+class _Verb:
+    """One published method and its schema; calling it is one guarded call: role check, argument
+    check, result and error conversion."""
 
-    def __init__(self, path: str, method: Callable):
+    def __init__(self, path: str, method: Callable, schema: VerbSchema):
         self.path = path
         self.method = method
+        self.schema = schema
 
     def __call__(self, request: Any, *args: Any) -> defer.Deferred:
         user = currentUser(request)
@@ -213,20 +220,15 @@ class _Guarded:
                     f"{self.path} needs the operator role; {user.name} is a {user.role}",
                 )
             )
-        call_args = (request, *args) if getattr(self.method, "takesRequest", False) else args
-        try:
-            inspect.signature(self.method).bind(*call_args)
-        except TypeError:
-            return defer.fail(
-                rpcFault(
-                    Faults.INCORRECT_PARAMETERS,
-                    f"{self.path}{_signatureText(self.method)}: got {len(args)} argument(s)",
-                )
-            )
-        if getattr(self.method, "requiresOperator", False):
+        if getattr(self.method, "requiresOperator", False):  # attempts are audited, refused ones too
             log.info("{user} called {method}{args}", user=user.name, method=self.path, args=auditArgs(args))
+        try:
+            args = self.schema.check(self.path, args)
+        except Fault as f:
+            return defer.fail(f)
+        call_args = (request, *args) if self.schema.takesRequest else args
         d = defer.maybeDeferred(self.method, *call_args)
-        d.addCallbacks(plain, lambda f: defer.fail(toFault(f)))
+        d.addCallbacks(plain, lambda f: defer.fail(toFault(f, self.path)))
         return d
 
 
@@ -250,10 +252,3 @@ def auditArgs(args: tuple) -> str:
     if len(text) > _AUDIT_CHARS:
         text = text[: _AUDIT_CHARS - 3] + "..."
     return text
-
-
-def _signatureText(method: Callable) -> str:
-    params = [p for p in inspect.signature(method).parameters.values() if p.name != "request"]
-    return (
-        "(" + ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params) + ")"
-    )

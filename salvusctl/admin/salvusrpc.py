@@ -19,7 +19,8 @@ from salvusctl.admin.auth import currentUser
 from salvusctl.admin.balancerlisten import checkListen
 from salvusctl.admin.extensions import IAlertSource, IReconcilable
 from salvusctl.admin.faults import Faults, rpcFault
-from salvusctl.admin.rpcbase import Namespace, expectInt, expectNumber, expectStr, operator
+from salvusctl.admin.rpcbase import Namespace, operator, serviceCall
+from salvusctl.admin.verbs import Reply
 
 __all__ = ["SalvusNamespace", "HOST_STATES"]
 
@@ -27,20 +28,6 @@ __all__ = ["SalvusNamespace", "HOST_STATES"]
 log = Logger()
 
 HOST_STATES = {"up": "up", "drain": "drain", "down": "maint", "maint": "maint"}
-
-
-def _call(fn, *args) -> defer.Deferred:
-    """Call a service method; its KeyError / ValueError become BAD_NAME / BAD_ARGUMENTS faults."""
-    d = defer.maybeDeferred(fn, *args)
-
-    def failed(failure):
-        if failure.check(KeyError):
-            raise rpcFault(Faults.BAD_NAME, str(failure.value.args[0]) if failure.value.args else "")
-        if failure.check(ValueError):
-            raise rpcFault(Faults.BAD_ARGUMENTS, str(failure.value))
-        return failure
-
-    return d.addErrback(failed)
 
 
 def _reread(fn) -> defer.Deferred:
@@ -93,8 +80,7 @@ def _groupDeploys(supervisor: Any, group: str) -> list[str]:
     return names
 
 
-def _expectBatch(batch: Any) -> int:
-    batch = expectInt(batch, "batch")
+def _atLeastOne(batch: int) -> int:
     if batch < 1:
         raise rpcFault(Faults.BAD_ARGUMENTS, f"batch must be at least 1, not {batch}")
     return batch
@@ -109,10 +95,10 @@ class SalvusNamespace(Namespace):
 
     # -- the host --------------------------------------------------------------------------------
 
-    def xmlrpc_hostInfo(self):
+    def xmlrpc_hostInfo(self) -> Reply[dict]:
         """The host's name, version and which services it runs
 
-        @return struct result name, version, services (array of component names)
+        @return name, version, services (array of component names)
         """
         return {
             "name": self.state.host_name,
@@ -120,10 +106,10 @@ class SalvusNamespace(Namespace):
             "services": sorted(k for k, v in self.state.services.items() if v is not None),
         }
 
-    def xmlrpc_whoami(self, request):
+    def xmlrpc_whoami(self, request) -> Reply[dict]:
         """The calling user's name and role
 
-        @return struct result name, role
+        @return name, role
         """
         user = currentUser(request)
         return {"name": user.name, "role": user.role}
@@ -135,97 +121,104 @@ class SalvusNamespace(Namespace):
     def _balancer(self):
         return self.state.rpcService("balancer")
 
-    def xmlrpc_balancerSnapshot(self):
+    def xmlrpc_balancerSnapshot(self) -> Reply[dict]:
         """The balancer's running configuration and counters
 
-        @return struct result services, each with groups, each with hosts and their counters
+        @return services, each with groups, each with hosts and their counters
         """
-        return _call(self._balancer().snapshot)
+        return serviceCall(self._balancer().snapshot)
 
     @operator
-    def xmlrpc_balancerAddHost(self, service, group, address, port, weight=1, name=""):
+    def xmlrpc_balancerAddHost(
+        self,
+        service: str,
+        group: str,
+        address: str,
+        port: int,
+        weight: int = 1,
+        name: str = "",
+    ) -> Reply[bool]:
         """Add a backend host to a group
 
-        @param string service the balanced service
-        @param string group the group within it
-        @param string address host address
-        @param int port host port
-        @param int weight relative weight
-        @param string name host name (default address:port)
-        @return boolean result True unless error
+        @param service the balanced service
+        @param group the group within it
+        @param address host address
+        @param port host port
+        @param weight relative weight
+        @param name host name (default address:port)
+        @return True unless error
         """
         args = (
-            expectStr(service, "service"),
-            expectStr(group, "group"),
-            expectStr(address, "address"),
-            expectInt(port, "port"),
-            expectInt(weight, "weight"),
-            expectStr(name, "name") or None,
+            service,
+            group,
+            address,
+            port,
+            weight,
+            name or None,
         )
-        return _call(self._balancer().addHost, *args).addCallback(lambda _: True)
+        return serviceCall(self._balancer().addHost, *args).addCallback(lambda _: True)
 
     @operator
-    def xmlrpc_balancerRemoveHost(self, service, group, host):
+    def xmlrpc_balancerRemoveHost(self, service: str, group: str, host: str) -> Reply[bool]:
         """Remove a backend host (its open connections finish)
 
-        @param string service the balanced service
-        @param string group the group
-        @param string host the host's name
-        @return boolean result True unless error
+        @param service the balanced service
+        @param group the group
+        @param host the host's name
+        @return True unless error
         """
-        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(host, "host"))
-        return _call(self._balancer().removeHost, *args).addCallback(lambda _: True)
+        args = (service, group, host)
+        return serviceCall(self._balancer().removeHost, *args).addCallback(lambda _: True)
 
     @operator
-    def xmlrpc_balancerSetState(self, service, group, host, state):
+    def xmlrpc_balancerSetState(self, service: str, group: str, host: str, state: str) -> Reply[bool]:
         """Set a host up, drain or down (maint)
 
-        @param string service the balanced service
-        @param string group the group
-        @param string host the host's name
-        @param string state up, drain, down or maint
-        @return boolean result True unless error
+        @param service the balanced service
+        @param group the group
+        @param host the host's name
+        @param state up, drain, down or maint
+        @return True unless error
         """
-        state = expectStr(state, "state")
         if state not in HOST_STATES:
             raise rpcFault(Faults.BAD_ARGUMENTS, f"bad state {state!r}: use up, drain or down")
         args = (
-            expectStr(service, "service"),
-            expectStr(group, "group"),
-            expectStr(host, "host"),
+            service,
+            group,
+            host,
             HOST_STATES[state],
         )
-        return _call(self._balancer().setHostState, *args).addCallback(lambda _: True)
+        return serviceCall(self._balancer().setHostState, *args).addCallback(lambda _: True)
 
     @operator
-    def xmlrpc_balancerSetWeight(self, service, group, host, weight):
+    def xmlrpc_balancerSetWeight(self, service: str, group: str, host: str, weight: int) -> Reply[bool]:
         """Change a host's weight
 
-        @param string service the balanced service
-        @param string group the group
-        @param string host the host's name
-        @param int weight the new weight
-        @return boolean result True unless error
+        @param service the balanced service
+        @param group the group
+        @param host the host's name
+        @param weight the new weight
+        @return True unless error
         """
         args = (
-            expectStr(service, "service"),
-            expectStr(group, "group"),
-            expectStr(host, "host"),
-            expectInt(weight, "weight"),
+            service,
+            group,
+            host,
+            weight,
         )
-        return _call(self._balancer().setWeight, *args).addCallback(lambda _: True)
+        return serviceCall(self._balancer().setWeight, *args).addCallback(lambda _: True)
 
     @operator
-    def xmlrpc_balancerSetScheduler(self, service, group, scheduler):
+    def xmlrpc_balancerSetScheduler(self, service: str, group: str, scheduler: str) -> Reply[bool]:
         """Switch a group's scheduler live
 
-        @param string service the balanced service
-        @param string group the group
-        @param string scheduler the scheduler's name
-        @return boolean result True unless error
+        @param service the balanced service
+        @param group the group
+        @param scheduler the scheduler's name
+        @return True unless error
         """
-        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(scheduler, "scheduler"))
-        return _call(self._balancer().setScheduler, *args).addCallback(lambda _: True)
+        args = (service, group, scheduler)
+        return serviceCall(self._balancer().setScheduler, *args).addCallback(lambda _: True)
 
     def _optional(self, name: str, verb: str):
         """A balancer method beyond L{IBalancerControl}; a clear fault when this balancer lacks it."""
@@ -236,16 +229,15 @@ class SalvusNamespace(Namespace):
 
     @operator
     @defer.inlineCallbacks
-    def xmlrpc_balancerRemoveAllHosts(self, service, group):
+    def xmlrpc_balancerRemoveAllHosts(self, service: str, group: str) -> Reply[int]:
         """Remove every host of a group (their open connections finish); returns how many
 
-        @param string service the balanced service
-        @param string group the group
-        @return int result hosts removed
+        @param service the balanced service
+        @param group the group
+        @return hosts removed
         """
-        service, group = expectStr(service, "service"), expectStr(group, "group")
         balancer = self._balancer()
-        snapshot = yield _call(balancer.snapshot)
+        snapshot = yield serviceCall(balancer.snapshot)
         names = [
             h.get("name")
             for s, g, h in shapes.balancerHosts(snapshot)
@@ -257,33 +249,32 @@ class SalvusNamespace(Namespace):
             for g in shapes.balancerGroups(s)
         ):
             for name in names:
-                yield _call(balancer.removeHost, service, group, name)
+                yield serviceCall(balancer.removeHost, service, group, name)
             return len(names)
         raise rpcFault(Faults.BAD_NAME, f"{service}/{group}")
 
     @operator
-    def xmlrpc_balancerRetryHost(self, service, group, host):
+    def xmlrpc_balancerRetryHost(self, service: str, group: str, host: str) -> Reply[bool]:
         """Retry a host marked down by its checks now, instead of at its next check
 
-        @param string service the balanced service
-        @param string group the group
-        @param string host the host's name
-        @return boolean result True unless error
+        @param service the balanced service
+        @param group the group
+        @param host the host's name
+        @return True unless error
         """
-        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(host, "host"))
-        return _call(self._optional("retryHost", "retry a host"), *args).addCallback(lambda _: True)
+        args = (service, group, host)
+        return serviceCall(self._optional("retryHost", "retry a host"), *args).addCallback(lambda _: True)
 
     @operator
-    def xmlrpc_balancerAddService(self, service, listen):
+    def xmlrpc_balancerAddService(self, service: str, listen: list) -> Reply[bool]:
         """Add a balanced service listening on endpoint strings, each with an explicit interface
 
         Nothing is registered when an endpoint is refused or cannot listen.
 
-        @param string service the new service's name
-        @param array listen endpoint strings, e.g. ['tcp:8080:interface=127.0.0.1']
-        @return boolean result True unless error
+        @param service the new service's name
+        @param listen endpoint strings, e.g. ['tcp:8080:interface=127.0.0.1']
+        @return True unless error
         """
-        service = expectStr(service, "service")
         try:
             listen = checkListen(listen)
         except ValueError as e:
@@ -300,40 +291,40 @@ class SalvusNamespace(Namespace):
             failure.trap(ListenFailed)
             raise rpcFault(Faults.FAILED, str(failure.value))
 
-        return _call(method, declaration).addCallbacks(lambda _: True, cannotListen)
+        return serviceCall(method, declaration).addCallbacks(lambda _: True, cannotListen)
 
     @operator
-    def xmlrpc_balancerRemoveService(self, service):
+    def xmlrpc_balancerRemoveService(self, service: str) -> Reply[bool]:
         """Remove a balanced service (stops listening; open connections finish)
 
-        @param string service the service
-        @return boolean result True unless error
+        @param service the service
+        @return True unless error
         """
         method = self._optional("removeBalancedService", "remove a service")
-        return _call(method, expectStr(service, "service")).addCallback(lambda _: True)
+        return serviceCall(method, service).addCallback(lambda _: True)
 
     @operator
-    def xmlrpc_balancerAddGroup(self, service, group, scheduler="roundrobin"):
+    def xmlrpc_balancerAddGroup(self, service: str, group: str, scheduler: str = "roundrobin") -> Reply[bool]:
         """Add a group of hosts to a service
 
-        @param string service the service
-        @param string group the new group's name
-        @param string scheduler the group's scheduler
-        @return boolean result True unless error
+        @param service the service
+        @param group the new group's name
+        @param scheduler the group's scheduler
+        @return True unless error
         """
-        args = (expectStr(service, "service"), expectStr(group, "group"), expectStr(scheduler, "scheduler"))
-        return _call(self._optional("addGroup", "add a group"), *args).addCallback(lambda _: True)
+        args = (service, group, scheduler)
+        return serviceCall(self._optional("addGroup", "add a group"), *args).addCallback(lambda _: True)
 
     @operator
-    def xmlrpc_balancerRemoveGroup(self, service, group):
+    def xmlrpc_balancerRemoveGroup(self, service: str, group: str) -> Reply[bool]:
         """Remove a group and its hosts from a service
 
-        @param string service the service
-        @param string group the group
-        @return boolean result True unless error
+        @param service the service
+        @param group the group
+        @return True unless error
         """
-        args = (expectStr(service, "service"), expectStr(group, "group"))
-        return _call(self._optional("removeGroup", "remove a group"), *args).addCallback(lambda _: True)
+        args = (service, group)
+        return serviceCall(self._optional("removeGroup", "remove a group"), *args).addCallback(lambda _: True)
 
     # -- rolling restarts ------------------------------------------------------------------------
 
@@ -369,7 +360,7 @@ class SalvusNamespace(Namespace):
             done = []
             for name in deploys:
                 try:
-                    yield _call(sup.restartDeploy, name, batch).addErrback(stopped, name)
+                    yield serviceCall(sup.restartDeploy, name, batch).addErrback(stopped, name)
                 finally:
                     self._restarting.discard(name)
                 done.append(name)
@@ -382,41 +373,41 @@ class SalvusNamespace(Namespace):
         return run().addBoth(release)
 
     @operator
-    def xmlrpc_restartDeploy(self, name, batch=1):
+    def xmlrpc_restartDeploy(self, name: str, batch: int = 1) -> Reply[list]:
         """Rolling restart of a deploy: C{batch} instances at a time, each batch ready before the
         next is drained and stopped
 
-        @param string name the deploy (not an instance: use supervisor.stopProcess/startProcess)
-        @param int batch instances restarted at once (at least 1)
-        @return array result the deploys restarted
+        @param name the deploy (not an instance: use supervisor.stopProcess/startProcess)
+        @param batch instances restarted at once (at least 1)
+        @return the deploys restarted
         """
-        name, batch = expectStr(name, "name"), _expectBatch(batch)
+        batch = _atLeastOne(batch)
         if name not in _deployNames(self._supervisor()):
             raise rpcFault(Faults.BAD_NAME, f"no deploy {name!r}")
         return self.rollingRestart([name], batch)
 
     @operator
-    def xmlrpc_restartGroup(self, group, batch=1):
+    def xmlrpc_restartGroup(self, group: str, batch: int = 1) -> Reply[list]:
         """Rolling restart of every deploy of a group, one deploy after another
 
-        @param string group the group (a deploy's group, its own name when it declares none)
-        @param int batch instances restarted at once (at least 1)
-        @return array result the deploys restarted, in order
+        @param group the group (a deploy's group, its own name when it declares none)
+        @param batch instances restarted at once (at least 1)
+        @return the deploys restarted, in order
         """
-        group, batch = expectStr(group, "group"), _expectBatch(batch)
+        batch = _atLeastOne(batch)
         deploys = _groupDeploys(self._supervisor(), group)
         if not deploys:
             raise rpcFault(Faults.BAD_NAME, f"no group {group!r}")
         return self.rollingRestart(deploys, batch)
 
     @operator
-    def xmlrpc_restartAll(self, batch=1):
+    def xmlrpc_restartAll(self, batch: int = 1) -> Reply[list]:
         """Rolling restart of every deploy, one deploy after another in start order
 
-        @param int batch instances restarted at once (at least 1)
-        @return array result the deploys restarted, in order
+        @param batch instances restarted at once (at least 1)
+        @return the deploys restarted, in order
         """
-        batch = _expectBatch(batch)
+        batch = _atLeastOne(batch)
         return self.rollingRestart(_deployNames(self._supervisor()), batch)
 
     # -- monitor ---------------------------------------------------------------------------------
@@ -424,49 +415,64 @@ class SalvusNamespace(Namespace):
     def _monitor(self):
         return self.state.rpcService("monitor")
 
-    def xmlrpc_monitorLatest(self):
+    def xmlrpc_monitorLatest(self) -> Reply[dict]:
         """The latest sample of every instance
 
-        @return struct result instance name -> sample struct
+        @return instance name -> sample struct
         """
-        return _call(self._monitor().latest)
+        return serviceCall(self._monitor().latest)
 
-    def xmlrpc_monitorHistory(self, name, since, until=0):
+    def xmlrpc_monitorHistory(self, name: str, since: float, until: float = 0) -> Reply[list]:
         """One instance's samples between two times (epoch seconds; negative since = seconds ago)
 
-        @param string name the instance
-        @param double since start time
-        @param double until end time (0 for now)
-        @return array result samples, oldest first
+        @param name the instance
+        @param since start time
+        @param until end time (0 for now)
+        @return samples, oldest first
         """
-        name = expectStr(name, "name")
-        since = expectNumber(since, "since")
-        until = expectNumber(until, "until")
         if since < 0:
             since = self.state.clock.seconds() + since
-        return _call(self._monitor().history, name, since, until or None)
+        return serviceCall(self._monitor().history, name, since, until or None)
 
-    def xmlrpc_monitorLeastLoaded(self, deploy):
+    def xmlrpc_monitorLeastLoaded(self, deploy: str) -> Reply[str]:
         """The least-loaded running instance of a deploy ('' when none)
 
-        @param string deploy the deploy
-        @return string result an instance name
+        @param deploy the deploy
+        @return an instance name
         """
-        d = _call(self._monitor().leastLoaded, expectStr(deploy, "deploy"))
+        d = serviceCall(self._monitor().leastLoaded, deploy)
         return d.addCallback(lambda n: n or "")
 
     # -- alerts ----------------------------------------------------------------------------------
 
-    def xmlrpc_alerts(self, include_cleared=False):
+    def xmlrpc_alerts(self, include_cleared: bool = False) -> Reply[list]:
         """Active alerts (and cleared ones when asked), newest first
 
-        @param boolean include_cleared include alerts that have recovered
-        @return array result alert structs
+        @param include_cleared include alerts that have recovered
+        @return alert structs
         """
         source = self.state.rpcService("alerts")
         if not IAlertSource.providedBy(source):
             raise rpcFault(Faults.NO_SERVICE, "this host's alerts service cannot list alerts")
-        return _call(source.alerts, bool(include_cleared))
+        return serviceCall(source.alerts, bool(include_cleared))
+
+    def xmlrpc_alertNotifications(self, include_delivered: bool = False) -> Reply[list]:
+        """E-mail and webhook notices of this host not delivered yet (and delivered ones when
+        asked), newest first, with their state: queued, retrying, expired or delivered
+
+        @param include_delivered include the delivered notices still kept
+        @return notice structs: id, action, title, state, attempts, created_at, next_at,
+            expires_at, delivered_at, expired_at (0 when not), last_error ('' when none)
+        """
+        source = self.state.rpcService("alerts")
+        if not hasattr(source, "notifications"):
+            raise rpcFault(Faults.NO_SERVICE, "this host's alerts service queues no notifications")
+
+        def plain(notices):
+            return [{k: (("" if k == "last_error" else 0.0) if v is None else v) for k, v in n.items()}
+                    for n in notices]
+
+        return serviceCall(source.notifications, bool(include_delivered)).addCallback(plain)
 
     # -- store retention -------------------------------------------------------------------------
 
@@ -475,10 +481,10 @@ class SalvusNamespace(Namespace):
             raise rpcFault(Faults.NO_SERVICE, "this host has no store")
         return self.state.store
 
-    def xmlrpc_storeInfo(self):
+    def xmlrpc_storeInfo(self) -> Reply[dict]:
         """The store's URL, dialect, and how many status samples it keeps since when
 
-        @return struct result url, dialect, samples, oldest, newest
+        @return url, dialect, samples, oldest, newest
         """
         store = self._store()
         d = store.runQuery("SELECT COUNT(*), MIN(timestamp), MAX(timestamp) FROM status")
@@ -496,13 +502,13 @@ class SalvusNamespace(Namespace):
         return d.addCallback(shape)
 
     @operator
-    def xmlrpc_storePrune(self, older_than):
+    def xmlrpc_storePrune(self, older_than: float) -> Reply[int]:
         """Delete status samples older than a number of seconds; returns how many remain
 
-        @param double older_than age in seconds (at least 60)
-        @return int result samples left
+        @param older_than age in seconds (at least 60)
+        @return samples left
         """
-        age = expectNumber(older_than, "older_than")
+        age = older_than
         if age < 60:
             raise rpcFault(Faults.BAD_ARGUMENTS, "older_than must be at least 60 seconds")
         store = self._store()
@@ -525,11 +531,11 @@ class SalvusNamespace(Namespace):
                 out.append((name, _BalancerReconcile(service)))
         return out
 
-    def xmlrpc_diff(self):
+    def xmlrpc_diff(self) -> Reply[dict]:
         """What differs between the config file (read again now, in a child process; cached while
         the file is unchanged) and what runs, per component
 
-        @return struct result component -> {added, changed, removed[, restart]}
+        @return component -> {added, changed, removed[, restart]}
         """
         reloader = self.state.reloader()
         if reloader is not None:
@@ -540,15 +546,15 @@ class SalvusNamespace(Namespace):
     def _servicesDiff(self):
         out: dict[str, Any] = {}
         for name, service in self._reconcilables():
-            out[name] = yield _call(service.configDiff)
+            out[name] = yield serviceCall(service.configDiff)
         return out
 
     @operator
-    def xmlrpc_reconcile(self):
+    def xmlrpc_reconcile(self) -> Reply[dict]:
         """Read the config file again and make what runs match it; returns the differences found,
         per component (those marked restart need a host restart and were left alone)
 
-        @return struct result component -> {added, changed, removed[, restart]}
+        @return component -> {added, changed, removed[, restart]}
         """
         reloader = self.state.reloader()
         if reloader is not None:
@@ -559,5 +565,5 @@ class SalvusNamespace(Namespace):
     def _servicesReconcile(self):
         out: dict[str, Any] = {}
         for name, service in self._reconcilables():
-            out[name] = yield _call(service.reconcile)
+            out[name] = yield serviceCall(service.reconcile)
         return out

@@ -24,7 +24,8 @@ import salvusctl
 from salvusctl.admin.extensions import ILogClearing, IMainLog, IProcessStdin, IReconcilable
 from salvusctl.admin.faults import Faults, rpcFault
 from salvusctl.admin.logfiles import readFileRange, readRange, tailFileRange, tailRange
-from salvusctl.admin.rpcbase import Namespace, expectInt, expectStr, operator, toFault
+from salvusctl.admin.rpcbase import Namespace, operator, toFault
+from salvusctl.admin.verbs import Reply
 
 __all__ = ["SupervisorNamespace", "processStruct", "API_VERSION", "RUNNING_STATES", "SIGNALLABLE_STATES"]
 
@@ -104,14 +105,13 @@ class SupervisorNamespace(Namespace):
             )
         return groups
 
-    def _lookup(self, name: Any) -> tuple[str, str | None]:
+    def _lookup(self, name: str) -> tuple[str, str | None]:
         """(group, instance) for a namespec; instance None for C{group:*}.  BAD_NAME if unknown.
 
         An instance answers to its own name (C{web:0}) and to supervisord's C{group:process}
         form, which for a deploy C{web} declared with C{group="g"} is C{g:web:0}: the name
         C{supervisorctl status} prints, so the one an operator types back.
         """
-        name = expectStr(name, "name")
         groups = self._groups()
         group, sep, process = name.partition(":")
         if sep and process in ("", "*"):
@@ -140,40 +140,40 @@ class SupervisorNamespace(Namespace):
 
     # -- supervisord's status methods ------------------------------------------------------------
 
-    def xmlrpc_getAPIVersion(self) -> str:
+    def xmlrpc_getAPIVersion(self) -> Reply[str]:
         """Return the version of the RPC API used by supervisord
 
-        @return string version id
+        @return version id
         """
         return API_VERSION
 
     xmlrpc_getVersion = xmlrpc_getAPIVersion
 
-    def xmlrpc_getSupervisorVersion(self) -> str:
+    def xmlrpc_getSupervisorVersion(self) -> Reply[str]:
         """Return the version of the Salvus host answering
 
-        @return string version id
+        @return version id
         """
         return salvusctl.__version__
 
-    def xmlrpc_getIdentification(self) -> str:
+    def xmlrpc_getIdentification(self) -> Reply[str]:
         """Return the host's name
 
-        @return string identifier identifying string
+        @return identifier identifying string
         """
         return self.state.host_name
 
-    def xmlrpc_getState(self) -> dict[str, Any]:
+    def xmlrpc_getState(self) -> Reply[dict]:
         """Return current state of the host as a struct
 
-        @return struct A struct with keys int statecode, string statename
+        @return A struct with keys int statecode, string statename
         """
         return {"statecode": 1, "statename": "RUNNING"}
 
-    def xmlrpc_getPID(self) -> int:
+    def xmlrpc_getPID(self) -> Reply[int]:
         """Return the PID of the host process
 
-        @return int PID
+        @return PID
         """
         return os.getpid()
 
@@ -184,17 +184,16 @@ class SupervisorNamespace(Namespace):
             raise rpcFault(Faults.NO_FILE, "this host's supervisor keeps no main log")
         return sup
 
-    def xmlrpc_readLog(self, offset, length):
+    def xmlrpc_readLog(self, offset: int, length: int) -> Reply[str]:
         """Read length bytes from the main log starting at offset
 
         The main log is the supervisor's own: spawns, exits, stops, signals, FATAL and why.
         A read returns at most 1 MiB (a negative offset: that many bytes from the end).
 
-        @param int offset offset to start reading from.
-        @param int length number of bytes to read from the log.
-        @return string result Bytes of log
+        @param offset offset to start reading from.
+        @param length number of bytes to read from the log.
+        @return Bytes of log
         """
-        offset, length = expectInt(offset, "offset"), expectInt(length, "length")
         path = self.mainLog().mainLogPath()
         try:
             data = readFileRange(path, offset, length)
@@ -209,10 +208,10 @@ class SupervisorNamespace(Namespace):
     xmlrpc_readMainLog = xmlrpc_readLog
 
     @operator
-    def xmlrpc_clearLog(self):
+    def xmlrpc_clearLog(self) -> Reply[bool]:
         """Clear the main log.
 
-        @return boolean result always returns True unless error
+        @return always returns True unless error
         """
         try:
             self.mainLog().clearMainLog()
@@ -221,26 +220,26 @@ class SupervisorNamespace(Namespace):
         return True
 
     @operator
-    def xmlrpc_shutdown(self):
+    def xmlrpc_shutdown(self) -> Reply[bool]:
         """Shut down the host (refused: stop twistd through the init system)
 
-        @return boolean result always returns True unless error
+        @return always returns True unless error
         """
         raise rpcFault(Faults.FAILED, "shutdown is not offered over XML-RPC; stop the host's twistd")
 
     @operator
-    def xmlrpc_restart(self):
+    def xmlrpc_restart(self) -> Reply[bool]:
         """Restart the host (refused: restart twistd through the init system)
 
-        @return boolean result always return True unless error
+        @return always return True unless error
         """
         raise rpcFault(Faults.FAILED, "restart is not offered over XML-RPC; restart the host's twistd")
 
-    def xmlrpc_reloadConfig(self):
+    def xmlrpc_reloadConfig(self) -> Reply[list]:
         """Read the config file again (in a child process) and compare its process groups with
         the running ones; nothing changes until addProcessGroup / removeProcessGroup (update)
 
-        @return array result [[added, changed, removed]]
+        @return [[added, changed, removed]]
         """
         reloader = self.state.reloader()
         if reloader is not None:
@@ -272,16 +271,15 @@ class SupervisorNamespace(Namespace):
         return reloader
 
     @operator
-    def xmlrpc_addProcessGroup(self, name):
+    def xmlrpc_addProcessGroup(self, name: str) -> Reply[bool]:
         """Add (and start, when autostart) a process group of the config file that does not run
 
-        @param string name name of process group to add
-        @return boolean result true if successful
+        @param name name of process group to add
+        @return true if successful
         """
         from salvusctl.admin.processgroups import withGroup
         from salvusctl.admin.salvusrpc import _reread
 
-        name = expectStr(name, "name")
         reloader = self._groupReloader("add process groups")
         sup = self._sup()
         log.info("adding process group {name}", name=name)
@@ -302,16 +300,15 @@ class SupervisorNamespace(Namespace):
         return d.addCallbacks(lambda _: True, startFailed)
 
     @operator
-    def xmlrpc_removeProcessGroup(self, name):
+    def xmlrpc_removeProcessGroup(self, name: str) -> Reply[bool]:
         """Remove a stopped process group from the running configuration
 
-        @param string name name of process group to remove
-        @return boolean result Indicates whether the removal was successful
+        @param name name of process group to remove
+        @return Indicates whether the removal was successful
         """
         from salvusctl.admin.processgroups import withoutGroup
         from salvusctl.admin.salvusrpc import _reread
 
-        name = expectStr(name, "name")
         reloader = self._groupReloader("remove process groups")
 
         def choose(new, running):
@@ -322,31 +319,31 @@ class SupervisorNamespace(Namespace):
         d = _reread(lambda: reloader.applyDeploys(choose, load=False))
         return d.addCallback(lambda _: True)
 
-    def xmlrpc_getProcessInfo(self, name):
+    def xmlrpc_getProcessInfo(self, name: str) -> Reply[dict]:
         """Get info about a process named name
 
-        @param string name The name of the process (or 'group:name')
-        @return struct result A structure containing data about the process
+        @param name The name of the process (or 'group:name')
+        @return A structure containing data about the process
         """
         group, instance = self._lookup(name)
         if instance is None:
             raise rpcFault(Faults.BAD_NAME, name)
         return processStruct(self._instanceInfo(instance))
 
-    def xmlrpc_getAllProcessInfo(self):
+    def xmlrpc_getAllProcessInfo(self) -> Reply[list]:
         """Get info about all processes
 
-        @return array result An array of process status results
+        @return An array of process status results
         """
         structs = [processStruct(i) for i in self._infos()]
         structs.sort(key=lambda s: (s["group"], _natural(s["name"])))
         return structs
 
-    def xmlrpc_getAllConfigInfo(self):
+    def xmlrpc_getAllConfigInfo(self) -> Reply[list]:
         """Get info about all available process configurations (what supervisorctl avail shows):
         the running ones, and those of the config as last read that do not run
 
-        @return array result An array of process config info structs
+        @return An array of process config info structs
         """
         out = []
         running = set()
@@ -468,8 +465,7 @@ class SupervisorNamespace(Namespace):
         except Fault:
             return 1000
 
-    def _groupMembers(self, name: Any) -> list[str]:
-        name = expectStr(name, "name")
+    def _groupMembers(self, name: str) -> list[str]:
         members = self._groups().get(name)
         if not members:
             raise rpcFault(Faults.BAD_NAME, name)
@@ -479,12 +475,12 @@ class SupervisorNamespace(Namespace):
         return [i["name"] for i in self._infos()]
 
     @operator
-    def xmlrpc_startProcess(self, name, wait=True):
+    def xmlrpc_startProcess(self, name: str, wait: bool = True) -> Reply[bool]:
         """Start a process
 
-        @param string name Process name (or 'group:name', or 'group:*')
-        @param boolean wait Wait for process to be fully started
-        @return boolean result Always true unless error
+        @param name Process name (or 'group:name', or 'group:*')
+        @param wait Wait for process to be fully started
+        @return Always true unless error
         """
         group, instance = self._lookup(name)
         if instance is None:
@@ -515,22 +511,22 @@ class SupervisorNamespace(Namespace):
         return d
 
     @operator
-    def xmlrpc_startProcessGroup(self, name, wait=True):
+    def xmlrpc_startProcessGroup(self, name: str, wait: bool = True) -> Reply[list]:
         """Start all processes in the group named 'name'
 
-        @param string name The group name
-        @param boolean wait Wait for each process to be fully started
-        @return array result An array of process status info structs
+        @param name The group name
+        @param wait Wait for each process to be fully started
+        @return An array of process status info structs
         """
         members = self._groupMembers(name)
         return self._bulk(members, True, lambda: self._sup().startGroup(name), bool(wait))
 
     @operator
-    def xmlrpc_startAllProcesses(self, wait=True):
+    def xmlrpc_startAllProcesses(self, wait: bool = True) -> Reply[list]:
         """Start all processes listed in the configuration
 
-        @param boolean wait Wait for each process to be fully started
-        @return array result An array of process status info structs
+        @param wait Wait for each process to be fully started
+        @return An array of process status info structs
         """
         return self._bulk(self._allInstances(), True, lambda: self._sup().startAll(), bool(wait))
 
@@ -553,12 +549,12 @@ class SupervisorNamespace(Namespace):
         return d
 
     @operator
-    def xmlrpc_stopProcess(self, name, wait=True):
+    def xmlrpc_stopProcess(self, name: str, wait: bool = True) -> Reply[bool]:
         """Stop a process named by name
 
-        @param string name The name of the process to stop (or 'group:name')
-        @param boolean wait Wait for the process to be fully stopped
-        @return boolean result Always return True unless error
+        @param name The name of the process to stop (or 'group:name')
+        @param wait Wait for the process to be fully stopped
+        @return Always return True unless error
         """
         group, instance = self._lookup(name)
         if instance is None:
@@ -566,22 +562,22 @@ class SupervisorNamespace(Namespace):
         return self._stopOne(instance, wait=bool(wait))
 
     @operator
-    def xmlrpc_stopProcessGroup(self, name, wait=True):
+    def xmlrpc_stopProcessGroup(self, name: str, wait: bool = True) -> Reply[list]:
         """Stop all processes in the process group named 'name'
 
-        @param string name The group name
-        @param boolean wait Wait for each process to be fully stopped
-        @return array result An array of process status info structs
+        @param name The group name
+        @param wait Wait for each process to be fully stopped
+        @return An array of process status info structs
         """
         members = self._groupMembers(name)
         return self._bulk(members, False, lambda: self._sup().stopGroup(name), bool(wait))
 
     @operator
-    def xmlrpc_stopAllProcesses(self, wait=True):
+    def xmlrpc_stopAllProcesses(self, wait: bool = True) -> Reply[list]:
         """Stop all processes in the process list
 
-        @param boolean wait Wait for each process to be fully stopped
-        @return array result An array of process status info structs
+        @param wait Wait for each process to be fully stopped
+        @return An array of process status info structs
         """
         return self._bulk(
             list(reversed(self._allInstances())), False, lambda: self._sup().stopAll(), bool(wait)
@@ -597,12 +593,12 @@ class SupervisorNamespace(Namespace):
         return True
 
     @operator
-    def xmlrpc_signalProcess(self, name, signal):
+    def xmlrpc_signalProcess(self, name: str, signal: str | int) -> Reply[bool]:
         """Send an arbitrary UNIX signal to the process named by name
 
-        @param string name Name of the process to signal (or 'group:name')
-        @param string signal Signal to send, as name ('HUP') or number ('1')
-        @return boolean
+        @param name Name of the process to signal (or 'group:name')
+        @param signal Signal to send, as name ('HUP') or number ('1')
+        @return true unless error
         """
         group, instance = self._lookup(name)
         number = _signalNumber(signal)
@@ -611,12 +607,12 @@ class SupervisorNamespace(Namespace):
         return self._signalOne(instance, number)
 
     @operator
-    def xmlrpc_signalProcessGroup(self, name, signal):
+    def xmlrpc_signalProcessGroup(self, name: str, signal: str | int) -> Reply[list]:
         """Send a signal to all processes in the group named 'name'
 
-        @param string name The group name
-        @param string signal Signal to send, as name ('HUP') or number ('1')
-        @return array
+        @param name The group name
+        @param signal Signal to send, as name ('HUP') or number ('1')
+        @return An array of process status info structs
         """
         number = _signalNumber(signal)
         return self._each(
@@ -624,11 +620,11 @@ class SupervisorNamespace(Namespace):
         )
 
     @operator
-    def xmlrpc_signalAllProcesses(self, signal):
+    def xmlrpc_signalAllProcesses(self, signal: str | int) -> Reply[list]:
         """Send a signal to all processes in the process list
 
-        @param string signal Signal to send, as name ('HUP') or number ('1')
-        @return array An array of process status info structs
+        @param signal Signal to send, as name ('HUP') or number ('1')
+        @return An array of process status info structs
         """
         number = _signalNumber(signal)
         return self._each(
@@ -638,12 +634,12 @@ class SupervisorNamespace(Namespace):
     # -- stdin -----------------------------------------------------------------------------------
 
     @operator
-    def xmlrpc_sendProcessStdin(self, name, chars):
+    def xmlrpc_sendProcessStdin(self, name: str, chars: str | xmlrpclib.Binary) -> Reply[bool]:
         """Send a string of chars to the stdin of the process name (its deploy needs stdin=True)
 
-        @param string name The process name to send to (or 'group:name')
-        @param string chars The character data to send to the process
-        @return boolean result Always return True unless error
+        @param name The process name to send to (or 'group:name')
+        @param chars The character data to send to the process
+        @return Always return True unless error
         """
         if isinstance(chars, xmlrpclib.Binary):
             chars = chars.data
@@ -708,7 +704,7 @@ class SupervisorNamespace(Namespace):
         """The last C{length} bytes of an instance's log (what C{tail -f} shows first)."""
         return self._logRange(instance, stream, lambda f: tailRange(f, 0, length)[0])
 
-    def instanceFor(self, name: Any) -> str:
+    def instanceFor(self, name: str) -> str:
         """The one instance a name designates; BAD_NAME for groups and unknown names."""
         group, instance = self._lookup(name)
         if instance is None:
@@ -717,13 +713,11 @@ class SupervisorNamespace(Namespace):
 
     def _read(self, name, offset, length, stream):
         instance = self.instanceFor(name)
-        offset, length = expectInt(offset, "offset"), expectInt(length, "length")
         d = self._logRange(instance, stream, lambda f: readRange(f, offset, length))
         return d.addCallback(lambda data: data.decode("utf-8", "replace"))
 
     def _tail(self, name, offset, length, stream):
         instance = self.instanceFor(name)
-        offset, length = expectInt(offset, "offset"), expectInt(length, "length")
         if offset < 0 or length < 0:
             raise rpcFault(Faults.BAD_ARGUMENTS, "offset and length must not be negative")
 
@@ -733,47 +727,47 @@ class SupervisorNamespace(Namespace):
 
         return self._logRange(instance, stream, tail)
 
-    def xmlrpc_readProcessStdoutLog(self, name, offset, length):
+    def xmlrpc_readProcessStdoutLog(self, name: str, offset: int, length: int) -> Reply[str]:
         """Read length bytes from name's stdout log starting at offset
 
-        @param string name the name of the process (or 'group:name')
-        @param int offset offset to start reading from.
-        @param int length number of bytes to read from the log.
-        @return string result Bytes of log
+        @param name the name of the process (or 'group:name')
+        @param offset offset to start reading from.
+        @param length number of bytes to read from the log.
+        @return Bytes of log
         """
         return self._read(name, offset, length, "stdout")
 
     xmlrpc_readProcessLog = xmlrpc_readProcessStdoutLog
 
-    def xmlrpc_readProcessStderrLog(self, name, offset, length):
+    def xmlrpc_readProcessStderrLog(self, name: str, offset: int, length: int) -> Reply[str]:
         """Read length bytes from name's stderr log starting at offset
 
-        @param string name the name of the process (or 'group:name')
-        @param int offset offset to start reading from.
-        @param int length number of bytes to read from the log.
-        @return string result Bytes of log
+        @param name the name of the process (or 'group:name')
+        @param offset offset to start reading from.
+        @param length number of bytes to read from the log.
+        @return Bytes of log
         """
         return self._read(name, offset, length, "stderr")
 
-    def xmlrpc_tailProcessStdoutLog(self, name, offset, length):
+    def xmlrpc_tailProcessStdoutLog(self, name: str, offset: int, length: int) -> Reply[list]:
         """Tail the stdout log: up to length bytes from offset, jumping to the end on overflow
 
-        @param string name the name of the process (or 'group:name')
-        @param int offset offset to start reading from
-        @param int length maximum number of bytes to return
-        @return array result [string bytes, int offset, bool overflow]
+        @param name the name of the process (or 'group:name')
+        @param offset offset to start reading from
+        @param length maximum number of bytes to return
+        @return [string bytes, int offset, bool overflow]
         """
         return self._tail(name, offset, length, "stdout")
 
     xmlrpc_tailProcessLog = xmlrpc_tailProcessStdoutLog
 
-    def xmlrpc_tailProcessStderrLog(self, name, offset, length):
+    def xmlrpc_tailProcessStderrLog(self, name: str, offset: int, length: int) -> Reply[list]:
         """Tail the stderr log: up to length bytes from offset, jumping to the end on overflow
 
-        @param string name the name of the process (or 'group:name')
-        @param int offset offset to start reading from
-        @param int length maximum number of bytes to return
-        @return array result [string bytes, int offset, bool overflow]
+        @param name the name of the process (or 'group:name')
+        @param offset offset to start reading from
+        @param length maximum number of bytes to return
+        @return [string bytes, int offset, bool overflow]
         """
         return self._tail(name, offset, length, "stderr")
 
@@ -797,21 +791,21 @@ class SupervisorNamespace(Namespace):
         return True
 
     @operator
-    def xmlrpc_clearProcessLogs(self, name):
+    def xmlrpc_clearProcessLogs(self, name: str) -> Reply[bool]:
         """Clear the stdout and stderr logs for the named process
 
-        @param string name The name of the process (or 'group:name')
-        @return boolean result Always True unless error
+        @param name The name of the process (or 'group:name')
+        @return Always True unless error
         """
         return self._clearOne(self.instanceFor(name))
 
     xmlrpc_clearProcessLog = xmlrpc_clearProcessLogs
 
     @operator
-    def xmlrpc_clearAllProcessLogs(self):
+    def xmlrpc_clearAllProcessLogs(self) -> Reply[list]:
         """Clear all process log files
 
-        @return array result An array of process status info structs
+        @return An array of process status info structs
         """
         return self._each(self._allInstances(), lambda c: True, self._clearOne)
 

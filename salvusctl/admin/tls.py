@@ -80,12 +80,14 @@ def tlsEndpoint(reactor: Any, description: str, private_key: str | None = None,
     @raise ValueError: the string is not C{ssl:}, asks for C{sslmethod=} (the versions are fixed
         here), or its files do not load.
     """
-    from twisted.internet.endpoints import SSL4ServerEndpoint, _parse
+    from twisted.internet.endpoints import SSL4ServerEndpoint
 
-    args, kwargs = _parse(description)
-    if not args or str(args[0]).lower() != "ssl":
+    from salvusctl.endpoints import parseEndpoint
+
+    parsed = parseEndpoint(description)
+    if parsed.kind != "ssl":
         raise ValueError(f"{description!r} is not an ssl: endpoint")
-    args = args[1:]
+    args, kwargs = parsed.args, parsed.options
     if len(args) > 1:
         raise ValueError(f"{description!r}: give the options after the port as name=value")
     if "sslmethod" in kwargs:

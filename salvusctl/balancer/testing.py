@@ -326,15 +326,17 @@ class FakeBalancer:
 
     # -- config vs running -------------------------------------------------------------------------
 
-    def diff(self) -> list[dict[str, Any]]:
-        """What differs between the running state and the declared one (the real ops, same order)."""
+    def diff(self, declared: list[declare.Balanced] | None = None) -> list[dict[str, Any]]:
+        """What differs between the running state and the declared one (the real ops, same order);
+        C{declared}: a new declaration to compare with instead (a reload's)."""
+        wanted = self.declared if declared is None else {d.name: _declared(d) for d in declared}
         ops: list[dict[str, Any]] = []
-        for name in self.declared.keys() - self.services.keys():
+        for name in wanted.keys() - self.services.keys():
             ops.append({"op": "add-service", "service": name})
-        for name in self.services.keys() - self.declared.keys():
+        for name in self.services.keys() - wanted.keys():
             ops.append({"op": "remove-service", "service": name})
-        for name in sorted(self.declared.keys() & self.services.keys()):
-            want, have = self.declared[name], self.services[name]
+        for name in sorted(wanted.keys() & self.services.keys()):
+            want, have = wanted[name], self.services[name]
             for g in want["groups"].keys() - have["groups"].keys():
                 ops.append({"op": "add-group", "service": name, "group": g})
             for g in have["groups"].keys() - want["groups"].keys():
@@ -364,9 +366,11 @@ class FakeBalancer:
                                     "state": "up", "running": hh["admin"]})
         return ops
 
-    def reconcile(self) -> defer.Deferred:
-        """Apply L{diff}; fires with its operations."""
-        ops = self.diff()
+    def reconcile(self, declared: list[declare.Balanced] | None = None) -> defer.Deferred:
+        """Apply L{diff} (C{declared} becomes the declaration); fires with its operations."""
+        ops = self.diff(declared)
+        if declared is not None:
+            self.declared = {d.name: _declared(d) for d in declared}
         for op in ops:
             kind, name = op["op"], op["service"]
             want = self.declared.get(name)

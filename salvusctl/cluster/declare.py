@@ -116,17 +116,16 @@ class Cluster:
         """C{admin_url}, or one derived from C{address} and the host's first network Admin listener."""
         if self.admin_url:
             return self.admin_url
-        from twisted.internet.endpoints import _parse
+        from salvusctl.endpoints import parseEndpoint
 
         for admin in host.declarations("admin"):
             for description in getattr(admin, "listen", ()):
                 try:
-                    args, kwargs = _parse(description)
-                except Exception:
+                    parsed = parseEndpoint(description)
+                except ValueError:
                     continue
-                kind = str(args[0]).lower() if args else ""
-                port = kwargs.get("port", args[1] if len(args) > 1 else None)
-                if kind in ("tcp", "ssl") and port not in (None, "0", 0):
+                kind, port = parsed.kind, parsed.port
+                if kind in ("tcp", "ssl") and port not in (None, "0"):
                     scheme = "https" if kind == "ssl" else "http"
                     return f"{scheme}://{self.address}:{port}"
         return None

@@ -70,14 +70,14 @@ class Monitor:
         if not isinstance(self.deploy_dirs, dict):
             raise ConfigError("Monitor(deploy_dirs=…) must be a dict {deploy: directory}")
         if self.memcached is not None:
-            from twisted.internet.endpoints import _parse
+            from salvusctl.endpoints import parseEndpoint
 
             if not isinstance(self.memcached, str) or ":" not in self.memcached:
                 raise ConfigError(
                     "Monitor(memcached=…) must be an endpoint like 'tcp:127.0.0.1:11211',"
                     f" not {self.memcached!r}"
                 )
-            _parse(self.memcached)
+            parseEndpoint(self.memcached)
         if self.deploys is not None and (
             isinstance(self.deploys, str) or not all(isinstance(d, str) and d for d in self.deploys)
         ):
@@ -172,17 +172,11 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
         synchronous_commit=decl.synchronous_commit,
     )
     wireLogHook(context.services.get("supervisor"), supervisor, monitor)
-    # The balancer's least-load scheduler: give it this host's instance loads.
-    from salvusctl.monitor.loadsource import MonitorLoadSource
-
+    # The balancer's least-load groups: give their load sources this host's instance loads.
     addresses = [decl.address] if decl.address else []
     if decl.load_source is not None:
         decl.load_source.bind(monitor, addresses)
-    balancer = context.services.get("balancer")
-    setter = getattr(balancer, "setLoadSource", None)
-    if setter is not None:
-        setter(MonitorLoadSource(monitor, addresses))
-    bindLoadSources(balancer, monitor, addresses)
+    bindLoadSources(context.services.get("balancer"), monitor, addresses)
     return monitor
 
 

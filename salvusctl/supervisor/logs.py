@@ -23,8 +23,8 @@ __all__ = ["LogLine", "LineSplitter", "RotatingFile", "RepeatLimiter", "Instance
 MAX_LINE = 64 * 1024
 #: What each stream's tail ring may hold by default (the text of its lines).
 TAIL_BYTES = 1024 * 1024
-#: What a kept line costs beyond its text (the LogLine and the ring's slot), for the byte bound.
-_LINE_OVERHEAD = 120
+#: What a kept line costs beyond its text (the str object and the ring's slot), for the byte bound.
+_LINE_OVERHEAD = 64
 
 _LEVEL_RE = re.compile(
     r"\b(DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|CRIT|CRITICAL|FATAL|PANIC)\b", re.IGNORECASE
@@ -358,7 +358,7 @@ class InstanceLog:
         }
         self.ringSize = ringSize
         self.tailBytes = tailBytes
-        self.rings: dict[str, deque[LogLine]] = {s: deque() for s in self.paths}
+        self.rings: dict[str, deque[str]] = {s: deque(maxlen=ringSize) for s in self.paths}
         self._ringBytes = {s: 0 for s in self.paths}
         self._evicted = {s: False for s in self.paths}
         self.repeats = RepeatLimiter(self._store, repeatWindow, now, callLater)
@@ -399,23 +399,30 @@ class InstanceLog:
                     self.onHookError(e)
         return line
 
-    def _lines(self, stream: str, raws: list[bytes], dropped: list[int] | None,
-               stamp: float) -> list[LogLine]:
-        """A chunk's complete lines at once: one decode, one level scan, one file write."""
+    def _lines(self, stream: str, raws: list[bytes], dropped: list[int] | None, stamp: float,
+               want: bool = False) -> list[LogLine] | None:
+        """A chunk's complete lines at once: one decode, one level scan, one file write.
+
+        L{LogLine} records are made only when someone takes them (the store hook, a follower, or
+        C{want}: a readiness pattern); the tail ring keeps the texts."""
         joined = b"\n".join(raws).decode("utf-8", "replace")
         texts = joined.split("\n")
         default = self.defaults[stream]
         levels = detectLevels(joined, default)
         name = self.name
         fileLevel, storeLevel = self.fileLevel, self.storeLevel
+        followers = self.followers[stream]
+        need = want or self.storeHook is not None or bool(followers)
+        lines: list[LogLine] | None = None
         if levels is None and dropped is None:
-            lines = [LogLine(stamp, name, stream, default, text) for text in texts]
             out = ""
             if LEVELS[default] >= fileLevel:
                 prefix = f"{_stamp(stamp)} {default.upper()[:4]} "
                 out = prefix + ("\n" + prefix).join(texts) + "\n"
+            if need:
+                lines = [LogLine(stamp, name, stream, default, text) for text in texts]
         else:
-            lines = []
+            lines = [] if need else None
             parts = []
             stampText = _stamp(stamp)
             tags: dict[str, str | None] = {}
@@ -423,7 +430,8 @@ class InstanceLog:
             for i, text in enumerate(texts):
                 level = levels.get(pos, default) if levels else default
                 cut = dropped[i] if dropped else 0
-                lines.append(LogLine(stamp, name, stream, level, text, cut))
+                if lines is not None:
+                    lines.append(LogLine(stamp, name, stream, level, text, cut))
                 pos += len(text) + 1
                 tag = tags.get(level, "")
                 if tag == "":
@@ -432,15 +440,16 @@ class InstanceLog:
                 if tag is not None:
                     parts.append(f"{tag}{text} [truncated {cut} bytes]\n" if cut else f"{tag}{text}\n")
             out = "".join(parts)
-        self._keepMany(stream, lines, len(joined) - len(texts) + 1)
+        self._keepMany(stream, texts, len(joined) - len(texts) + 1)
         if out:
             self.files[stream].write(out.encode("utf-8", "replace"))
+        if lines is None:
+            return None
         if self.storeHook is not None:
             offer = self.repeats.offer
             for line in lines:
                 if LEVELS[line.level] >= storeLevel:
                     offer(line)
-        followers = self.followers[stream]
         if followers:
             for follower in list(followers):
                 for line in lines:
@@ -451,31 +460,27 @@ class InstanceLog:
                             self.onHookError(e)
         return lines
 
-    def _keepMany(self, stream: str, lines: list[LogLine], textBytes: int) -> None:
+    def _keepMany(self, stream: str, texts: list[str], textBytes: int) -> None:
+        """Into the tail ring: at most C{ringSize} lines (the deque's own bound, evicting in C)
+        and C{tailBytes} of text.  C{_ringBytes} is an upper bound of what the ring holds (lines
+        the deque let go are not subtracted); only when it passes C{tailBytes} is the ring
+        measured and trimmed, so a flood of short lines costs no Python step per line."""
         ring = self.rings[stream]
-        if len(lines) > self.ringSize:
-            ring.clear()
-            self._ringBytes[stream] = 0
+        if len(ring) + len(texts) > self.ringSize:
             self._evicted[stream] = True
-            lines = lines[-self.ringSize:]
-            textBytes = sum(len(line.text) for line in lines)
-        ring.extend(lines)
-        held = self._ringBytes[stream] + textBytes + _LINE_OVERHEAD * len(lines)
-        while len(ring) > 1 and (held > self.tailBytes or len(ring) > self.ringSize):
-            held -= len(ring.popleft().text) + _LINE_OVERHEAD
-            self._evicted[stream] = True
+        ring.extend(texts)
+        held = self._ringBytes[stream] + textBytes + _LINE_OVERHEAD * len(texts)
+        if held > self.tailBytes:
+            held = sum(map(len, ring)) + _LINE_OVERHEAD * len(ring)
+            while len(ring) > 1 and held > self.tailBytes:
+                held -= len(ring.popleft()) + _LINE_OVERHEAD
+                self._evicted[stream] = True
         self._ringBytes[stream] = held
 
     def _keep(self, stream: str, line: LogLine) -> None:
         """Into the tail ring, which holds at most C{ringSize} lines and C{tailBytes} of text
         (always the newest line, itself capped at C{maxLine})."""
-        ring = self.rings[stream]
-        ring.append(line)
-        held = self._ringBytes[stream] + len(line.text) + _LINE_OVERHEAD
-        while len(ring) > 1 and (held > self.tailBytes or len(ring) > self.ringSize):
-            held -= len(ring.popleft().text) + _LINE_OVERHEAD
-            self._evicted[stream] = True
-        self._ringBytes[stream] = held
+        self._keepMany(stream, [line.text], len(line.text))
 
     def _store(self, line: LogLine) -> None:
         try:
@@ -495,8 +500,8 @@ class InstanceLog:
             return []
         ring = self.rings[stream]
         if len(ring) >= lines or not self._evicted[stream]:
-            return [entry.text for entry in list(ring)[-lines:]]
-        kept = [entry.text for entry in ring]
+            return list(ring)[-lines:]
+        kept = list(ring)
         older = self._fileTail(stream, lines)
         return older if len(older) > len(kept) else kept
 
@@ -554,8 +559,8 @@ class LogSource:
             self.onLine(line)
 
     def _lines(self, stream: str, raws: list[bytes], dropped: list[int] | None) -> None:
-        lines = self.log._lines(stream, raws, dropped, self._stamp)
-        for line in lines:
+        lines = self.log._lines(stream, raws, dropped, self._stamp, self.onLine is not None)
+        for line in lines or ():
             if self.onLine is None:
                 break
             self.onLine(line)

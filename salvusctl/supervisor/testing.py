@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from salvusctl.admin.extensions import ILogClearing, IReconcilable
+from salvusctl.admin.extensions import ILogClearing
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor.deploy import signalNumber
 from salvusctl.supervisor.process import IProcessOS, StartRefused
@@ -180,7 +180,7 @@ class _Instance:
         self.extra: dict[str, Any] = {}  # more info keys a test gave (addInstance)
 
 
-@implementer(ISupervisor, IReconcilable, ILogClearing)
+@implementer(ISupervisor, ILogClearing)
 class SupervisorVerbsMixin:
     """The ISupervisor verbs that follow from the basic ones, for fakes of the supervisor.
 
@@ -268,8 +268,7 @@ class FakeSupervisor(SupervisorVerbsMixin):
         self._observers: list[Callable] = []
         self._nextPid = 4000
         self.failures: dict[str, str] = {}
-        self.configured: dict[str, int] = dict(deploys if deploys is not None else {"web": 2, "worker": 1})
-        for deploy, count in self.configured.items():
+        for deploy, count in dict(deploys if deploys is not None else {"web": 2, "worker": 1}).items():
             self._addDeploy(deploy, count)
         if running:
             for name in list(self._instances):
@@ -488,31 +487,7 @@ class FakeSupervisor(SupervisorVerbsMixin):
         self._observers.remove(observer)
 
 
-    # -- IReconcilable, ILogClearing -------------------------------------------------------------
-
-    def configDiff(self) -> dict[str, list[str]]:
-        running: dict[str, int] = {}
-        for inst in self._instances.values():
-            running[inst.group] = running.get(inst.group, 0) + 1
-        return {
-            "added": sorted(set(self.configured) - set(running)),
-            "changed": sorted(
-                d for d in self.configured if d in running and running[d] != self.configured[d]
-            ),
-            "removed": sorted(set(running) - set(self.configured)),
-        }
-
-    @defer.inlineCallbacks
-    def reconcile(self):
-        diff = self.configDiff()
-        for deploy in diff["removed"] + diff["changed"]:
-            yield self.stopDeploy(deploy)
-            for name in self._names(deploy):
-                del self._instances[name]
-        for deploy in diff["added"] + diff["changed"]:
-            self._addDeploy(deploy, self.configured[deploy])
-            yield self.startDeploy(deploy)
-        return diff
+    # -- ILogClearing -------------------------------------------------------------------------
 
     def clearLogs(self, name: str) -> None:
         inst = self._get(name)

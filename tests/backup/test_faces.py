@@ -10,11 +10,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import xmlrpc as twisted_xmlrpc
 
+from salvusctl.admin.faults import Faults
 from salvusctl.backup.build import buildBackup
 from salvusctl.backup.cli import backupMain, formatSize, restoreMain
 from salvusctl.backup.declaration import Backup
 from salvusctl.backup.records import BACKUP_MIGRATIONS
-from salvusctl.backup.rpc import FAULTS, BackupXMLRPC, rpcSafe
+from salvusctl.backup.rpc import BackupXMLRPC, rpcSafe
 from salvusctl.backup.service import BackupService
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host, HostContext
@@ -121,7 +122,9 @@ class _Service:
         raise RestoreError("no good run")
 
     def verify(self, run_id=None):
-        raise KeyError("run 'x' belongs to no backup set")
+        from salvusctl.backup.service import UnknownBackup
+
+        raise UnknownBackup("run 'x' belongs to no backup set")
 
     def listRuns(self, name=None):
         return succeed([])
@@ -140,12 +143,13 @@ class RPCTests(SynchronousTestCase):
         xmlrpclib.dumps((result,), methodresponse=True)
         self.assertEqual(rpcSafe({"a": [None, True, 3]}), {"a": ["", True, 3]})
 
-    def test_errorsAreFaultsWithStableCodes(self):
+    def test_errorsAreFaultsOfTheOneTable(self):
+        """Refused requests and unknown runs use the admin's fault table, as every other verb."""
         rpc = BackupXMLRPC(_Service())
         fault = self.failureResultOf(rpc.xmlrpc_restore(), twisted_xmlrpc.Fault).value
-        self.assertEqual((fault.faultCode, fault.faultString), (FAULTS["refused"], "no good run"))
+        self.assertEqual((fault.faultCode, fault.faultString), (Faults.REFUSED, "REFUSED: no good run"))
         fault = self.failureResultOf(rpc.xmlrpc_verify("x"), twisted_xmlrpc.Fault).value
-        self.assertEqual(fault.faultCode, FAULTS["unknown"])
+        self.assertEqual(fault.faultCode, Faults.BAD_NAME)
 
 
 class CLITests(SynchronousTestCase):
@@ -201,7 +205,7 @@ class CLITests(SynchronousTestCase):
         code, text, calls = self.run_cli(backupMain, ["explode"], {})
         self.assertEqual((code, calls), (2, []))
         self.assertIn("invalid choice", text)
-        fault = xmlrpclib.Fault(702, "no good run to restore")
+        fault = xmlrpclib.Fault(Faults.REFUSED, "no good run to restore")
         code, text, _ = self.run_cli(restoreMain, [], {"backup.restore": fault})
         self.assertEqual((code, text), (2, "error: no good run to restore\n"))
         self.assertEqual(formatSize(""), "-")
@@ -237,19 +241,21 @@ class AdminArgumentTests(SynchronousTestCase):
 
     def test_wrongTypesAreBadArguments(self):
         """A dict for a name or a string for dry_run was passed on into the backup service; now it
-        is BAD_ARGUMENTS naming the argument, and nothing runs."""
+        is BAD_ARGUMENTS naming the argument (the admin's one check, read from the verbs' type
+        hints), before anything runs."""
         from salvusctl.admin.faults import Faults
+        from salvusctl.admin.verbs import verbSchema
 
         methods = self.methods()
         for verb, args, what in [("run", ({"a": 1},), "name"), ("log", (3,), "run_id"),
                                  ("restore", ("", "yes"), "dry_run"), ("verify", ([],), "run_id")]:
             with self.assertRaises(twisted_xmlrpc.Fault) as caught:
-                methods[verb](*args)
+                verbSchema(methods[verb]).check(verb, args)
             self.assertEqual(caught.exception.faultCode, Faults.BAD_ARGUMENTS, verb)
             self.assertIn(what, caught.exception.faultString)
         with self.assertRaises(twisted_xmlrpc.Fault) as caught:
-            methods["status"]("extra")
-        self.assertEqual(caught.exception.faultCode, Faults.BAD_ARGUMENTS)
+            verbSchema(methods["status"]).check("status", ("extra",))
+        self.assertEqual(caught.exception.faultCode, Faults.INCORRECT_PARAMETERS)
 
     def test_rightTypesStillCall(self):
         methods = self.methods()

@@ -213,6 +213,21 @@ class BalancerContract:
         self.assertEqual(self.b.diff(), [])
         self.assertEqual(self.b.snapshot(), self.make(LAYOUT).snapshot())
 
+    def test_reconcileToANewDeclaration(self):
+        """A reload's declaration: diff(declared) shows what it changes, reconcile(declared) applies
+        it and makes it the declaration."""
+        new = [Balanced("www", listen=["tcp:8080"], groups=[
+            Group("web", [Server("127.0.0.1:8000", weight=3), Server("127.0.0.1:8002")]),
+            Group("spare", [Server("127.0.0.1:8100")])])]
+        expected = [("add-host", "www", "web", "127.0.0.1:8002"),
+                    ("remove-host", "www", "web", "127.0.0.1:8001"),
+                    ("set-weight", "www", "web", "127.0.0.1:8000")]
+        self.assertEqual(opKeys(self.b.diff(new)), expected)
+        self.assertEqual(opKeys(self.successResultOf(self.b.reconcile(new))), expected)
+        self.assertEqual(self.b.diff(), [])
+        self.assertEqual([(h["name"], h["weight"]) for h in self.group()["hosts"]],
+                         [("127.0.0.1:8000", 3), ("127.0.0.1:8002", 1)])
+
     def test_balancedServicesComeAndGo(self):
         """addBalancedService takes a declaration (validated first); removeBalancedService forgets it."""
         declaration = Balanced("api", listen=["tcp:8081"], groups=[Group("default")])

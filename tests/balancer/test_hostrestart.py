@@ -147,7 +147,7 @@ class HostRestartTests(ProcessCase):
     def test_stopLetsInFlightRequestsFinish(self):
         """SIGTERM while 6 requests wait on a slow backend: the host stops accepting at once, all 6
         get their whole answer, and only then does twistd exit (it used to cut them)."""
-        self.slow.delay = 1.5
+        self.slow.delay = 3.0
         proc = self.twistd(self.writeTac(stop_timeout=10, hard_stop=20), "host.log")
         yield self.serving()
         seen = self.slow.seen

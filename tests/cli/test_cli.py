@@ -263,15 +263,15 @@ class CLITests(CLITestBase):
         self.assertIn("cpu-high", out)
         code, out, err = yield self.cli("diff")
         self.assertEqual((code, out), (ExitCode.OK, ""))
-        self.supervisor.configured["batch"] = 1
+        self.balancer.removeHost("www", "web", "127.0.0.1:8001")
         code, out, err = yield self.cli("diff")
         self.assertEqual(code, ExitCode.NOT_RUNNING)
-        self.assertEqual(out, "+ supervisor batch (added)\n")
+        self.assertEqual(out, "+ balancer www/web/127.0.0.1:8001 (added)\n")
         code, out, err = yield self.cli("reconcile", user=VIEW)
         self.assertEqual(code, ExitCode.AUTH)
         code, out, err = yield self.cli("-v", "reconcile")
         self.assertEqual(code, ExitCode.OK, err)
-        self.assertEqual(self.supervisor.instanceInfo("batch:0")["state"], "RUNNING")
+        self.assertIn("127.0.0.1:8001", self.balancer.services["www"]["groups"]["web"]["hosts"])
         code, out, err = yield self.cli("diff")
         self.assertEqual(code, ExitCode.OK)
 

@@ -22,8 +22,29 @@ QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAP
          "supervisor": b"crash->respawn median", "logs": b"lines per CPU-second"}
 
 
+def benchmarks() -> set[str]:
+    """Every benchmark in bench/: a directory run as C{python bench/NAME}, or a script in one."""
+    found = set()
+    for name in sorted(os.listdir(os.path.join(REPO, "bench"))):
+        path = os.path.join(REPO, "bench", name)
+        if not os.path.isdir(path) or name.startswith(("_", ".")):
+            continue
+        if os.path.exists(os.path.join(path, "__main__.py")):
+            found.add(name)
+        else:
+            found |= {f"{name}/{script}" for script in os.listdir(path)
+                      if script.endswith(".py") and not script.startswith("_")}
+    return found
+
+
 class QuickBenchTests(TestCase):
     timeout = 120
+
+    def test_everyBenchmarkRunsHere(self):
+        """A benchmark added to bench/ without a quick run here would break unseen."""
+        self.assertEqual(benchmarks() - set(QUICK), set())
+        for name in QUICK:
+            self.assertTrue(hasattr(self, "test_" + name.split("/")[0]), name)
 
     @inlineCallbacks
     def _bench(self, name: str):

@@ -19,14 +19,6 @@ from salvusctl.monitor.service import MonitorService
 from tests.monitor.fakes import FakeSupervisor, SyncSQLiteStore, inline, tempDir
 
 
-class FakeBalancer:
-    def __init__(self):
-        self.sources = []
-
-    def setLoadSource(self, source):
-        self.sources.append(source)
-
-
 class HookedSupervisor(FakeSupervisor):
     def __init__(self):
         super().__init__()
@@ -90,12 +82,21 @@ class BuildTests(SynchronousTestCase):
         self.assertIn("needs a numeric threshold", str(e.exception))
 
     def test_wiresSupervisorHookAndBalancer(self):
-        """The monitor observes the supervisor, takes its log lines and feeds the balancer."""
-        supervisor, balancer = HookedSupervisor(), FakeBalancer()
+        """The monitor observes the supervisor, takes its log lines and feeds the balancer's
+        least-load group the unbound load source its declaration was given."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from salvusctl.balancer.control import BalancerService
+        from salvusctl.balancer.declare import Balanced, Group
+
+        source = MonitorLoadSource()
+        balancer = BalancerService(MemoryReactorClock(), [Balanced("web", listen=["tcp:0"], groups=[
+            Group("workers", scheduler="leastload", scheduler_options={"source": source})])])
+        supervisor = HookedSupervisor()
         ctx = self.context(supervisor=supervisor, balancer=balancer)
         monitor = buildMonitor(ctx, [Monitor(address="10.0.0.5")])
         self.assertEqual(supervisor.hooks, [monitor.storeLogLine])
-        self.assertIsInstance(balancer.sources[0], MonitorLoadSource)
+        self.assertTrue(source.bound)
         self.successResultOf(ctx.store.start())
         monitor._run = inline
         monitor.startService()

@@ -217,11 +217,11 @@ class FakeSupervisorContractTests(SupervisorContract, TestCase):
         return FakeSupervisor(dict(LAYOUT))
 
     def test_providesWhatTheRealOneProvides(self):
-        """Beyond ISupervisor, the fake offers config diff and log clearing (IReconcilable,
-        ILogClearing) for a host composed in code; nothing else the real one lacks."""
+        """Beyond ISupervisor, the fake offers only log clearing (ILogClearing: it keeps its
+        output in memory, not in files); no config diff the real supervisor does not have."""
         real = SupervisorService(reactor, [], runDir=scratch(self))
         extra = {i.__name__ for i in providedBy(self.s)} - {i.__name__ for i in providedBy(real)}
-        self.assertEqual(extra, {"IReconcilable", "ILogClearing"})
+        self.assertEqual(extra, {"ILogClearing"})
 
     def test_portsAndHandDrivenInstances(self):
         """The test helpers: declared ports count up per deploy; an instance added by hand and

@@ -83,7 +83,7 @@ class FloodTests(TestCase):
         yield waitFor(lambda: all(lines(n) >= 300 for n in names))
         for name in names:
             log = svc.instances[name].log
-            self.assertLessEqual(log._ringBytes["stdout"], 512 * 1024 + MAX_LINE)
+            self.assertLessEqual(sum(map(len, log.rings["stdout"])), 512 * 1024 + MAX_LINE)
             tail = svc.tailLog(name, 100)
             self.assertGreaterEqual(len(tail), 8)
             self.assertEqual(set(tail), {"z" * 60000})
