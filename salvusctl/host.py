@@ -288,6 +288,9 @@ class Host:
         except ConfigError as e:
             sys.stderr.write(f"salvus: error: {e}\n")
             raise SystemExit(1)
+        from salvusctl.tap import exitOnFatal
+
+        exitOnFatal(reactor, service)  # a store that cannot start exits 1 here too
         application = Application("salvus")
         service.setServiceParent(application)
         return application

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from salvusctl.alerts.actions import EmailAction, RecordAction, WebhookAction
 from salvusctl.alerts.engine import AlertsService
+from salvusctl.alerts.outbox import NotificationOutbox
 from salvusctl.alerts.rules import Rule
 from salvusctl.errors import ConfigError
 
@@ -95,16 +96,30 @@ class WebhookAlerts:
 
 @dataclass
 class AlertSettings:
-    """C{repeat_interval}: seconds within which one alert of one subject is not notified again."""
+    """C{repeat_interval}: seconds within which one alert of one subject is not notified again.
+
+    A notice that fails is retried C{retry_initial} seconds later, then at doubling intervals up
+    to C{retry_max}, until it is delivered or C{expire_after} seconds have passed since it was
+    queued.
+    """
 
     component: ClassVar[str] = "alerts"
     repeat_interval: float = 3600.0
+    retry_initial: float = 5.0
+    retry_max: float = 300.0
+    expire_after: float = 86400.0
 
     def validate(self, host) -> None:
         if not isinstance(self.repeat_interval, int | float) or self.repeat_interval < 0:
             raise ConfigError(
                 f"AlertSettings(repeat_interval=…) must be >= 0 s, not {self.repeat_interval!r}"
             )
+        for name in ("retry_initial", "retry_max", "expire_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"AlertSettings({name}=…) must be > 0 s, not {value!r}")
+        if self.retry_initial > self.retry_max:
+            raise ConfigError("AlertSettings(retry_initial=…) must not exceed retry_max")
 
 
 def checkRules(declarations) -> list[Rule]:
@@ -138,6 +153,12 @@ def buildAlerts(context, declarations) -> AlertsService | None:
                  if isinstance(d, EmailAlerts | WebhookAlerts)]
     service = AlertsService(monitor, rules, [RecordAction(context.store)] + [a for _, a in notifiers],
                             context.host.name, repeat_interval=repeat, clock=context.reactor)
+    settings = [d for d in declarations if isinstance(d, AlertSettings)]
+    delivery = settings[0] if settings else AlertSettings()
+    # E-mail and webhook notices are queued in the store and retried until delivered or expired.
+    service.outbox = NotificationOutbox(context.reactor, context.store, context.host.name,
+                                        service.notificationActions, retry_initial=delivery.retry_initial,
+                                        retry_max=delivery.retry_max, expire_after=delivery.expire_after)
     # Which declaration made which action: a reload keeps the actions whose declaration is unchanged.
     service.notifiers = notifiers
     return service

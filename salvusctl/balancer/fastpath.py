@@ -40,6 +40,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.python import failure
 
+from salvusctl import _twistedcompat
+
 __all__ = [
     "READ_SIZE",
     "fastWrite",
@@ -226,11 +228,10 @@ def fastWrite(transport: Any, data: bytes) -> None:
     """Send C{data} now when the transport has nothing queued; queue the rest."""
     if (
         transport.__class__ in _PLAIN
-        and not transport._tempDataLen
-        and not transport.dataBuffer
+        and not _twistedcompat.hasQueuedWrites(transport)
         and transport.connected
         and not transport.disconnecting
-        and not transport._writeDisconnected
+        and not _twistedcompat.isWriteDisconnected(transport)
     ):
         try:
             sent = transport.socket.send(data)
@@ -250,13 +251,12 @@ def closeNow(transport: Any) -> None:
     """Close at once when nothing is queued (a FIN right now), else flush first."""
     if (
         transport.__class__ in _PLAIN
-        and not transport._tempDataLen
-        and not transport.dataBuffer
+        and not _twistedcompat.hasQueuedWrites(transport)
         and transport.connected
         and not transport.disconnected
         and not transport.disconnecting
     ):
-        transport._shouldShutdown = False  # close() alone sends the FIN
+        _twistedcompat.closeWithoutShutdown(transport)  # close() alone sends the FIN
         reactor = transport.reactor
         reactor.removeReader(transport)
         reactor.removeWriter(transport)
@@ -275,15 +275,11 @@ def shutdownWriteNow(transport: Any) -> None:
     """
     if (
         transport.__class__ in _PLAIN
-        and not transport._tempDataLen
-        and not transport.dataBuffer
+        and not _twistedcompat.hasQueuedWrites(transport)
         and transport.connected
         and not transport.disconnecting
-        and not transport._writeDisconnected
+        and not _twistedcompat.isWriteDisconnected(transport)
     ):
-        transport._writeDisconnecting = True
-        transport._writeDisconnected = True
-        transport.stopWriting()
-        transport._closeWriteConnection()
+        _twistedcompat.halfCloseNow(transport)
     else:
         transport.loseWriteConnection()

@@ -27,6 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from salvusctl._twistedcompat import serverEndpointAddress
 from salvusctl.balancer import persist
 from salvusctl.balancer.control import BalancerService
 from salvusctl.balancer.declare import Balanced, Group, Server
@@ -168,12 +169,13 @@ def listenSpecs(decls: list[Balanced]) -> list[tuple[str, str, str, int, int]]:
                     "service %r: %r cannot be handed over; the balancer process binds tcp: and "
                     "tcp6: endpoints only" % (decl.name, description)
                 )
-            host = ep._interface or ("::" if isinstance(ep, endpoints.TCP6ServerEndpoint) else "0.0.0.0")
-            if ep._port and (host, ep._port) in seen:
-                raise ConfigError("duplicate listen address %s:%d" % (host, ep._port))
-            seen.add((host, ep._port))
+            address = serverEndpointAddress(ep)
+            host = address.interface or ("::" if isinstance(ep, endpoints.TCP6ServerEndpoint) else "0.0.0.0")
+            if address.port and (host, address.port) in seen:
+                raise ConfigError("duplicate listen address %s:%d" % (host, address.port))
+            seen.add((host, address.port))
             name = decl.name if i == 0 else "%s#%d" % (decl.name, i)
-            specs.append((name, decl.name, host, ep._port, ep._backlog))
+            specs.append((name, decl.name, host, address.port, address.backlog))
     return specs
 
 

@@ -605,6 +605,26 @@ def cmdAlerts(remote: Remote, args, out: Output) -> int:
         )
     if len(rows) > 1 or out.verbosity:
         _table(rows, out)
+    try:
+        notices = remote("salvus.alertNotifications", False)
+    except CLIError as e:
+        if e.code != ExitCode.NO_SERVICE and e.fault_code != Faults.UNKNOWN_METHOD:
+            raise
+        notices = []
+    if notices:
+        # A notice that did not reach its receiver is as important as the alert itself.
+        table = [("QUEUED (UTC)", "STATE", "ATTEMPTS", "ACTION", "NOTICE", "NEXT TRY", "LAST ERROR")]
+        for n in notices:
+            table.append((_when(n.get("created_at")), n.get("state", ""), n.get("attempts", 0),
+                          n.get("action", ""), n.get("title", ""),
+                          "-" if n.get("state") == "expired" else _when(n.get("next_at")),
+                          n.get("last_error") or ""))
+        out.result("")
+        out.result("notifications not delivered:")
+        _table(table, out)
+        expired = sum(1 for n in notices if n.get("state") == "expired")
+        out.error(f"{len(notices)} alert notifications not delivered ({expired} given up)")
+        return ExitCode.FAILED
     return ExitCode.OK
 
 

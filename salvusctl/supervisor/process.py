@@ -313,11 +313,19 @@ class Instance:
 
     _runDirMade = False
 
-    def renderTemplates(self) -> None:
-        """Render the deploy's config-file templates into the run directory (before each start)."""
+    def renderTemplates(self, owner: tuple[int, int] | None = None) -> None:
+        """Render the deploy's config-file templates into the run directory (before each start).
+
+        @param owner: (uid, gid) of a C{user=} instance: the run directory is made theirs, so the
+            process can write its pid file, socket or cache where C{SALVUS_RUN_DIR} says.
+        """
         if not self._runDirMade or self.deploy.templates:
             os.makedirs(self.runDir, exist_ok=True)
             self._runDirMade = True
+        if owner is not None and os.geteuid() == 0:
+            st = os.stat(self.runDir)
+            if (st.st_uid, st.st_gid) != owner:
+                os.chown(self.runDir, *owner)
         values = self.values()
         for dest, source in self.deploy.templates.items():
             if "\n" not in source and os.path.isfile(source):
@@ -445,18 +453,24 @@ class Instance:
             return
         protocol = InstanceProtocol(self)
         try:
-            self.renderTemplates()
-            argv, env = self.commandLine()
             uid = gid = None
+            pw = None
             if self.deploy.user is not None:
                 pw = pwd.getpwnam(self.deploy.user)
                 uid, gid = pw.pw_uid, pw.pw_gid
-                env.setdefault("HOME", pw.pw_dir)
-                env.setdefault("USER", self.deploy.user)
             if self.deploy.group_id is not None:
                 import grp
 
                 gid = grp.getgrnam(self.deploy.group_id).gr_gid
+            self.renderTemplates((uid, gid) if uid is not None else None)
+            argv, env = self.commandLine()
+            if pw is not None:
+                # The user's own, as login, su and systemd's User= give them (the deploy's env
+                # still wins): not Salvus's HOME=/root next to another user's uid.
+                for key, value in (("HOME", pw.pw_dir), ("USER", pw.pw_name), ("LOGNAME", pw.pw_name),
+                                   ("SHELL", pw.pw_shell or "/bin/sh")):
+                    if key not in self.deploy.env:
+                        env[key] = value
             rlimits = {}
             for key, value in self.deploy.rlimits.items():
                 rlimits[RLIMITS[key]] = value if isinstance(value, tuple) else (value, value)
