@@ -521,12 +521,13 @@ class SupervisorNamespace(Namespace):
 
     @operator
     def xmlrpc_startAllProcesses(self, wait: bool = True) -> Reply[list]:
-        """Start all processes listed in the configuration
+        """Start all processes listed in the configuration (autostart=False ones too)
 
         @param wait Wait for each process to be fully started
         @return An array of process status info structs
         """
-        return self._bulk(self._allInstances(), True, lambda: self._sup().startAll(), bool(wait))
+        return self._bulk(self._allInstances(), True, lambda: self._sup().startAll(everything=True),
+                          bool(wait))
 
     def _stopOne(self, instance: str, wait: bool = True) -> Any:
         info = self._instanceInfo(instance)
