@@ -714,9 +714,10 @@ class SupervisorService(Service):
         names = self._groupDeploys(group)
         return _gather([self.startDeploy(n) for n in names])
 
-    def startAll(self) -> Deferred:
-        """Start every autostart deploy: in priority order, each once its dependencies are ready."""
-        return _gather([self.startDeploy(d.name) for d in self._ordered() if d.autostart])
+    def startAll(self, everything: bool = False) -> Deferred:
+        """Start every autostart deploy (every deploy with C{everything}, what supervisord's
+        C{startAllProcesses} does): in priority order, each once its dependencies are ready."""
+        return _gather([self.startDeploy(d.name) for d in self._ordered() if everything or d.autostart])
 
     # -- stop ------------------------------------------------------------------------------------
 
