@@ -521,12 +521,13 @@ class SupervisorNamespace(Namespace):
 
     @operator
     def xmlrpc_startAllProcesses(self, wait: bool = True) -> Reply[list]:
-        """Start all processes listed in the configuration
+        """Start all processes listed in the configuration (autostart=False ones too)
 
         @param wait Wait for each process to be fully started
         @return An array of process status info structs
         """
-        return self._bulk(self._allInstances(), True, lambda: self._sup().startAll(), bool(wait))
+        return self._bulk(self._allInstances(), True, lambda: self._sup().startAll(everything=True),
+                          bool(wait))
 
     def _stopOne(self, instance: str, wait: bool = True) -> Any:
         info = self._instanceInfo(instance)
@@ -658,6 +659,28 @@ class SupervisorNamespace(Namespace):
             raise rpcFault(Faults.NOT_RUNNING, instance)
         except NoStdin as e:
             raise rpcFault(Faults.NO_FILE, str(e))
+        return True
+
+    @operator
+    def xmlrpc_sendRemoteCommEvent(self, type: str, data: str) -> Reply[bool]:
+        """Send an event that will be received by event listener subprocesses subscribing to
+        the RemoteCommunicationEvent.
+
+        @param type String for the "type" key in the event header
+        @param data Data for the event body
+        @return Always return True unless error
+        """
+        if isinstance(type, xmlrpclib.Binary):
+            type = type.data.decode("utf-8", "replace")
+        if isinstance(data, xmlrpclib.Binary):
+            data = data.data.decode("utf-8", "replace")
+        if not isinstance(type, str) or not isinstance(data, str):
+            raise rpcFault(Faults.INCORRECT_PARAMETERS, "type and data must be strings")
+        sup = self._sup()
+        send = getattr(sup, "sendRemoteCommEvent", None)
+        if send is None:
+            raise rpcFault(Faults.FAILED, "this supervisor has no event listeners")
+        send(type, data)
         return True
 
     # -- logs ------------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ class SupervisorService(Service):
     """
 
     name = "supervisor"
+    #: C{SALVUS_CLIENTS_SOCKET} of every instance spawned from now on (set by the cluster's
+    #: clients hub, L{salvusctl.cluster.clienthub}); None: not set.
+    clientsSocket: str | None = None
 
     def __init__(self, reactor, deploys: Sequence[Deploy], runDir: str, logDir: str | None = None,
                  maxProcesses: int | None = None, storeHook: Callable[[LogLine], Any] | None = None,
@@ -714,9 +717,10 @@ class SupervisorService(Service):
         names = self._groupDeploys(group)
         return _gather([self.startDeploy(n) for n in names])
 
-    def startAll(self) -> Deferred:
-        """Start every autostart deploy: in priority order, each once its dependencies are ready."""
-        return _gather([self.startDeploy(d.name) for d in self._ordered() if d.autostart])
+    def startAll(self, everything: bool = False) -> Deferred:
+        """Start every autostart deploy (every deploy with C{everything}, what supervisord's
+        C{startAllProcesses} does): in priority order, each once its dependencies are ready."""
+        return _gather([self.startDeploy(d.name) for d in self._ordered() if everything or d.autostart])
 
     # -- stop ------------------------------------------------------------------------------------
 
