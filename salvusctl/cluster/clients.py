@@ -82,7 +82,7 @@ class ClientEntry:
 
     def refusal(self) -> str:
         """Why a message to this client cannot be delivered now (its row says it is gone)."""
-        return f"client {self.client!r} is not connected: {self.why or 'disconnected'} (was at {self.where})"
+        return f"client {self.client!r} is not connected: {self.why or 'disconnected from ' + self.where}"
 
     def asDict(self) -> dict[str, Any]:
         return {c: getattr(self, c) for c in _COLUMNS}
