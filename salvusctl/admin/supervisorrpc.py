@@ -362,7 +362,7 @@ class SupervisorNamespace(Namespace):
         reloader = self.state.reloader()
         staged = reloader.staged() if reloader is not None else None
         if staged is not None:
-            from salvusctl.reload import deploysOf
+            from salvusctl.host.reload import deploysOf
 
             for deploy in deploysOf(staged.declarations("supervisor")):
                 if deploy.name in running:
@@ -717,6 +717,28 @@ class SupervisorNamespace(Namespace):
             raise rpcFault(Faults.NOT_RUNNING, instance)
         except NoStdin as e:
             raise rpcFault(Faults.NO_FILE, str(e))
+        return True
+
+    @operator
+    def xmlrpc_sendRemoteCommEvent(self, type: str, data: str) -> Reply[bool]:
+        """Send an event that will be received by event listener subprocesses subscribing to
+        the RemoteCommunicationEvent.
+
+        @param type String for the "type" key in the event header
+        @param data Data for the event body
+        @return Always return True unless error
+        """
+        if isinstance(type, xmlrpclib.Binary):
+            type = type.data.decode("utf-8", "replace")
+        if isinstance(data, xmlrpclib.Binary):
+            data = data.data.decode("utf-8", "replace")
+        if not isinstance(type, str) or not isinstance(data, str):
+            raise rpcFault(Faults.INCORRECT_PARAMETERS, "type and data must be strings")
+        sup = self._sup()
+        send = getattr(sup, "sendRemoteCommEvent", None)
+        if send is None:
+            raise rpcFault(Faults.FAILED, "this supervisor has no event listeners")
+        send(type, data)
         return True
 
     # -- logs ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from salvusctl.balancer import states
+from salvusctl.balancer.shared import MIGRATION as SHARED_MIGRATION
 from salvusctl.store.migrations import Migration
 
 __all__ = ["MIGRATIONS", "saveState", "loadState", "applyState"]
@@ -52,6 +53,7 @@ CREATE TABLE balancer_groups (
 );
 """,
     ),
+    SHARED_MIGRATION,
 ]
 
 _HOST_COLUMNS = ("admin", "healthy", "weight", "down_since", "down_reason", "faults", "total", "bytes_in",

@@ -351,6 +351,9 @@ class Instance:
             env.setdefault("PORT", str(self.port))
         env.setdefault("SALVUS_RUN_DIR", self.runDir)
         env.update(_supervisorEnvironment(self))
+        clients = getattr(self.owner, "clientsSocket", None)
+        if clients:
+            env["SALVUS_CLIENTS_SOCKET"] = clients  # the cluster's clients hub (docs/cluster.md)
         ready, probe = self.deploy.ready, self.deploy.probe
         watchdog = probe is not None and probe.kind == "watchdog"
         if watchdog or (ready is not None and ready.kind == "notify"):

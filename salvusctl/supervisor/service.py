@@ -83,6 +83,9 @@ class SupervisorService(Service):
     """
 
     name = "supervisor"
+    #: C{SALVUS_CLIENTS_SOCKET} of every instance spawned from now on (set by the cluster's
+    #: clients hub, L{salvusctl.cluster.clienthub}); None: not set.
+    clientsSocket: str | None = None
 
     def __init__(self, reactor, deploys: Sequence[Deploy], runDir: str, logDir: str | None = None,
                  maxProcesses: int | None = None, storeHook: Callable[[LogLine], Any] | None = None,

@@ -273,3 +273,56 @@ class RealListenerTests(TestCase):
         self.assertEqual(env, {"SUPERVISOR_ENABLED": "1", "SUPERVISOR_PROCESS_NAME": "0",
                                "SUPERVISOR_GROUP_NAME": "lst",
                                "SUPERVISOR_SERVER_URL": "unix:///nowhere/admin.sock"})
+
+
+class OtherEventTests(SynchronousTestCase):
+    def setUp(self):
+        self.hub = EventHub(FakeService())
+        self.hub.deployAdded(listener(events=["EVENT"], buffer_size=50))
+        self.pool = self.hub.pools["lst"]
+
+    def payloads(self):
+        return [(e.name, e.payload) for e in self.pool.buffer]
+
+    def test_remote_communication(self):
+        self.hub.remote("mytype", "some data")
+        self.assertEqual(self.payloads(), [("REMOTE_COMMUNICATION", "type:mytype\nsome data")])
+
+    def test_group_events(self):
+        self.hub.groupAdded("web")
+        self.hub.groupRemoved("web")
+        self.assertEqual(self.payloads(), [("PROCESS_GROUP_ADDED", "groupname:web\n"),
+                                           ("PROCESS_GROUP_REMOVED", "groupname:web\n")])
+
+    def test_supervisor_state_change(self):
+        self.hub.started()
+        self.hub.stopping()
+        self.assertEqual(self.payloads(), [("SUPERVISOR_STATE_CHANGE_RUNNING", ""),
+                                           ("SUPERVISOR_STATE_CHANGE_STOPPING", "")])
+
+    def test_log_events_only_when_enabled(self):
+        """PROCESS_LOG_STDOUT/STDERR per chunk, for deploys that enable them; the log keeps the data."""
+        quiet = FakeInstance(Deploy("quiet", ["true"]))
+        loud = FakeInstance(Deploy("loud", ["true"], stderr_events_enabled=True))
+        loud.pid = 9
+        self.assertEqual(self.hub.output(quiet, "stderr", b"x\n"), b"x\n")
+        self.assertEqual(self.hub.output(loud, "stdout", b"out\n"), b"out\n")
+        self.assertEqual(self.hub.output(loud, "stderr", b"oops\n"), b"oops\n")
+        self.assertEqual(self.payloads(), [
+            ("PROCESS_LOG_STDERR", "processname:0 groupname:loud pid:9 channel:stderr\noops\n")])
+
+    def test_communication_capture(self):
+        """A BEGIN…END block (even split across reads) leaves the log and becomes an event."""
+        inst = FakeInstance(Deploy("talk", ["true"], stdout_capture_maxbytes=1024))
+        inst.pid = 5
+        kept = self.hub.output(inst, "stdout", b"before <!--XSUPERVISOR:BEGIN-->hel")
+        kept += self.hub.output(inst, "stdout", b"lo<!--XSUPERVISOR:END--> after\n")
+        self.assertEqual(kept, b"before  after\n")
+        self.assertEqual(self.payloads(), [
+            ("PROCESS_COMMUNICATION_STDOUT", "processname:0 groupname:talk pid:5\nhello")])
+
+    def test_capture_off_by_default(self):
+        inst = FakeInstance(Deploy("talk", ["true"]))
+        data = b"<!--XSUPERVISOR:BEGIN-->x<!--XSUPERVISOR:END-->"
+        self.assertEqual(self.hub.output(inst, "stdout", data), data)
+        self.assertEqual(self.payloads(), [])
