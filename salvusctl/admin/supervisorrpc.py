@@ -32,6 +32,10 @@ __all__ = ["SupervisorNamespace", "processStruct", "API_VERSION", "RUNNING_STATE
 log = Logger()
 
 API_VERSION = "3.0"
+#: What getSupervisorVersion answers: the supervisord release whose API Salvus implements, so
+#: clients that compare it (>= 3.x, >= 4) accept it, then Salvus's version as a PEP 440 local
+#: part (C{packaging.version.Version} and C{LooseVersion} both parse it).
+SUPERVISOR_VERSION = f"4.3.0+salvus.{salvusctl.__version__}"
 RUNNING_STATES = (10, 20, 30)  # STARTING, RUNNING, BACKOFF
 SIGNALLABLE_STATES = (10, 20, 40)  # STARTING, RUNNING, STOPPING
 _MAX_INT = 2**31 - 1
@@ -150,11 +154,11 @@ class SupervisorNamespace(Namespace):
     xmlrpc_getVersion = xmlrpc_getAPIVersion
 
     def xmlrpc_getSupervisorVersion(self) -> Reply[str]:
-        """Return the version of the Salvus host answering
+        """Return the version of supervisord whose API this host answers, with Salvus's own
 
         @return version id
         """
-        return salvusctl.__version__
+        return SUPERVISOR_VERSION
 
     def xmlrpc_getIdentification(self) -> Reply[str]:
         """Return the host's name
@@ -220,20 +224,28 @@ class SupervisorNamespace(Namespace):
         return True
 
     @operator
-    def xmlrpc_shutdown(self) -> Reply[bool]:
-        """Shut down the host (refused: stop twistd through the init system)
+    def xmlrpc_shutdown(self, request) -> Reply[bool]:
+        """Shut the host down, as a SIGTERM to its twistd does, once this call is answered
 
         @return always returns True unless error
         """
-        raise rpcFault(Faults.FAILED, "shutdown is not offered over XML-RPC; stop the host's twistd")
+        from salvusctl.admin.hostcontrol import shutdownHost
+
+        return shutdownHost(self.state, request, _caller(request))
+
+    xmlrpc_shutdown.takesRequest = True
 
     @operator
-    def xmlrpc_restart(self) -> Reply[bool]:
-        """Restart the host (refused: restart twistd through the init system)
+    def xmlrpc_restart(self, request) -> Reply[bool]:
+        """Restart in place: stop every program, read the config file again, start them
 
         @return always return True unless error
         """
-        raise rpcFault(Faults.FAILED, "restart is not offered over XML-RPC; restart the host's twistd")
+        from salvusctl.admin.hostcontrol import restartHost
+
+        return restartHost(self.state, request, _caller(request))
+
+    xmlrpc_restart.takesRequest = True
 
     def xmlrpc_reloadConfig(self) -> Reply[list]:
         """Read the config file again (in a child process) and compare its process groups with
@@ -282,6 +294,8 @@ class SupervisorNamespace(Namespace):
 
         reloader = self._groupReloader("add process groups")
         sup = self._sup()
+        if name in self._groups():
+            raise rpcFault(Faults.ALREADY_ADDED, name)  # before reading: supervisord reads nothing
         log.info("adding process group {name}", name=name)
         d = _reread(lambda: reloader.applyDeploys(
             lambda new, running: withGroup(running, new.declarations("supervisor"), name)))
@@ -495,6 +509,12 @@ class SupervisorNamespace(Namespace):
         info = self._instanceInfo(instance)
         if int(info.get("statecode", 1000)) in RUNNING_STATES:
             raise rpcFault(Faults.ALREADY_STARTED, instance)
+        problem = getattr(self._sup(), "spawnProblem", None)
+        problem = problem(instance) if problem is not None else None
+        if problem is not None:
+            fault = _spawnFault(instance, str(problem))
+            if fault.faultCode != Faults.SPAWN_ERROR:
+                raise fault  # supervisord refuses a command it cannot run before spawning
         log.info("starting {instance}", instance=instance)
         started = defer.maybeDeferred(self._sup().startInstance, instance)
         d = self._firstFailure([instance], started)
@@ -636,9 +656,12 @@ class SupervisorNamespace(Namespace):
         @param wait Wait for each process to be fully stopped
         @return An array of process status info structs
         """
-        return self._bulk(
+        result = self._bulk(
             list(reversed(self._allInstances())), False, lambda: self._sup().stopAll(), bool(wait)
         )
+        # stopped in reverse start order; reported by name, as supervisord reports (lexically)
+        return defer.maybeDeferred(lambda: result).addCallback(
+            lambda rows: sorted(rows, key=lambda r: (r["group"], _natural(r["name"]))))
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -887,6 +910,15 @@ class SupervisorNamespace(Namespace):
         @return An array of process status info structs
         """
         return self._each(self._allInstances(), lambda c: True, self._clearOne)
+
+
+def _caller(request: Any) -> str:
+    from salvusctl.admin.auth import currentUser
+
+    try:
+        return str(currentUser(request).name)
+    except Exception:
+        return "an operator"
 
 
 def _spawnFault(instance: str, spawnerr: str) -> Fault:

@@ -109,6 +109,8 @@ class ProcessOS:
         self.helper = helper
         self.cgroups = cgroups
 
+    checkSpawn = staticmethod(checkSpawn)
+
     def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None,
               redirectStderr=False, stdin=False, name=None):
         checkSpawn(argv, env, cwd)
