@@ -6,6 +6,7 @@ C{crashmail} also runs under the real supervisord on the same programs, as the r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -13,7 +14,7 @@ import sys
 import threading
 import warnings
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import SkipTest, TestCase
 
 from salvusctl.admin.declaration import Admin
@@ -180,6 +181,39 @@ class SuperlanceTests(TestCase):
             self.sup.tailLog("httpok:0", stream="stderr")), 10, "httpok:0")
         err = "\n".join(self.sup.tailLog("httpok:0", stream="stderr"))
         self.assertIn("web:0 is in RUNNING state, restarting", err)
+
+    @defer.inlineCallbacks
+    def test_childutils_rpc_and_remote_communication(self):
+        """C{childutils.getRPCInterface} on the environment a child gets reaches the host with
+        no password; its C{sendRemoteCommEvent} reaches a REMOTE_COMMUNICATION listener."""
+        from supervisor import childutils
+
+        out = os.path.join(self.dir, "events")
+        yield self.host(
+            EventListener("lst", [sys.executable, os.path.join(HERE, "event_listener.py"), out],
+                          events=["REMOTE_COMMUNICATION"], startsecs=0.2),
+        )
+        yield waitFor(lambda: self.running("lst:0"), timeout=15)
+        env = {"SUPERVISOR_SERVER_URL": self.sup.serverURL}
+
+        def call():
+            rpc = childutils.getRPCInterface(env)
+            rpc.supervisor.sendRemoteCommEvent("deploy", "version 2 is out")
+            return rpc.supervisor.getState()
+
+        state = yield threads.deferToThread(call)
+        self.assertEqual(state["statename"], "RUNNING")
+
+        def heard():
+            if not os.path.exists(out):
+                return None
+            with open(out) as f:
+                return [line for line in f if "REMOTE_COMMUNICATION" in line]
+
+        lines = yield waitFor(heard, timeout=10)
+        event = json.loads(lines[0])
+        self.assertEqual(event["payload"], "type:deploy\nversion 2 is out")
+        self.assertEqual(event["env"]["SUPERVISOR_SERVER_URL"], f"unix://{self.sock}")
 
     def smtp(self) -> SMTPSink:
         sink = SMTPSink()
