@@ -927,6 +927,11 @@ def makeParser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="restore [RUN] [--dry-run] [--backup NAME]", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
+    p = sub.add_parser("import-supervisord", help="write a host file (.tac) for a supervisord.conf "
+                                                  "on stdout, warnings on stderr")
+    p.add_argument("file", metavar="SUPERVISORD.CONF")
+    p.add_argument("--var", default="var", help="the host's state directory (default ./var)")
+
     p = sub.add_parser("user", help="manage the local admin users file")
     usub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     usub.required = True
@@ -1050,6 +1055,10 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
         output.verbosity = args.verbose
         if args.command == "user":
             return int(cmdUser(args, output, env, stdin))
+        if args.command == "import-supervisord":
+            from salvusctl.cli.importsupervisord import importMain
+
+            return importMain([args.file, "--var", args.var], env, out, err)
         timeout = args.timeout
         if timeout is None:
             timeout = RESTART_TIMEOUT if args.command == "restart" else DEFAULT_TIMEOUT
