@@ -196,8 +196,11 @@ def clientsService(reactor: Any, onMessage: Any, address: str | None = None) -> 
 
     class Hub:
         def connect(self, client: str):
-            held.add(client)
-            return service.whenConnected().addCallback(lambda p: p.connect(client))
+            def registered(serial):
+                held.add(client)
+                return serial
+
+            return service.whenConnected().addCallback(lambda p: p.connect(client)).addCallback(registered)
 
         def disconnect(self, client: str):
             held.discard(client)

@@ -518,6 +518,11 @@ class Gate(resource.Resource):
             credentials = self.factory.decode(response.strip(), request)
         except cred_error.LoginFailed:
             return _Unauthorized(self.realm)
+        if not credentials.username and not credentials.password:
+            # supervisor.childutils sends an empty user and password: no login, so the peer's
+            # credentials decide, as with no header at all.
+            peer = self._peerOperator(request)
+            return _UserRoot(peer, self.app) if peer is not None else _Unauthorized(self.realm)
         d = self.portal.login(credentials, None, resource.IResource)
         d.addCallbacks(lambda result: result[1], self._loginFailed)
         return util.DeferredResource(d)

@@ -81,7 +81,7 @@ def _retries(deploy: Any) -> int:
 def configInfo(deploy: Any, name: str, group: str, inuse: bool, stdout_logfile: str = "",
                stderr_logfile: str = "") -> dict[str, Any]:
     """One row of C{getAllConfigInfo} for instance C{name} of C{group}, from C{deploy} (a
-    L{salvusctl.supervisor.deploy.Deploy}, or the L{salvusctl.declared.Declared} of a config read
+    L{salvusctl.supervisor.deploy.Deploy}, or the L{salvusctl.host.model.Declared} of a config read
     in another process, which carries fewer settings: the rest take the Deploy defaults)."""
     priority = _int(getattr(deploy, "priority", 999), 999)
     maxbytes = _int(getattr(deploy, "log_max_bytes", 50 * 1024 * 1024))

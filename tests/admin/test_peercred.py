@@ -93,3 +93,15 @@ class PeerCredentialTests(TestCase):
         self.assertEqual((status, running), ("HTTP/1.1 401 Unauthorized", "False"), err)
         (status, running), err, code = yield self.call(nobody, OP)
         self.assertEqual((status, running), ("HTTP/1.1 200 OK", "True"), err)
+
+    @defer.inlineCallbacks
+    def test_empty_credentials_count_as_none(self):
+        """C{supervisor.childutils.getRPCInterface} sends an empty user and password: the peer's
+        uid decides, as with no header (not a failed login that the rate limiter counts)."""
+        for _ in range(8):
+            (status, running), err, code = yield self.call(auth=("", ""))
+            self.assertEqual((status, running), ("HTTP/1.1 200 OK", "True"), err)
+        if os.getuid() == 0:
+            os.chmod(self.sock, 0o666)
+            (status, _), err, code = yield self.call(pwd.getpwnam("nobody").pw_uid, ("", ""))
+            self.assertEqual(status, "HTTP/1.1 401 Unauthorized", err)
