@@ -53,7 +53,8 @@ class SupervisedAppTests(TestCase):
         socket_name, identify = _clientsSocket("h1", svc)
         socket_name += "-" + secrets.token_hex(3)
         svc.clientsSocket = "@" + socket_name
-        cluster = ClusterService(reactor, store, "h1", heartbeat=0.5, tables=ClusterTables(store, migrate=False),
+        cluster = ClusterService(reactor, store, "h1", heartbeat=0.5,
+                                 tables=ClusterTables(store, migrate=False),
                                  clients_socket=socket_name, identify=identify)
         cluster.startService()
         self.addCleanup(cluster.stopService)
