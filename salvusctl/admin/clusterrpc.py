@@ -22,13 +22,13 @@ __all__ = ["ClusterNamespace"]
 def _call(fn, *args) -> defer.Deferred:
     """A cluster call under the admin's convention (L{serviceCall}): an unknown host is BAD_NAME,
     a bad message BAD_ARGUMENTS, no pong or a cancelled wait FAILED."""
-    from salvusctl.cluster.clients import ClientNotConnected
+    from salvusctl.cluster.clients import ClientNotConnected, NoClientsSocket
     from salvusctl.cluster.domain import BadMessage
     from salvusctl.cluster.handlers import NoPong
 
     d = serviceCall(fn, *args, errors={ClientNotConnected: Faults.REFUSED, BadMessage: Faults.BAD_ARGUMENTS,
                                        NoPong: Faults.FAILED, ValueError: Faults.BAD_ARGUMENTS,
-                                       LookupError: Faults.NO_SERVICE})
+                                       NoClientsSocket: Faults.NO_SERVICE})
 
     def cancelled(failure):
         failure.trap(defer.CancelledError)

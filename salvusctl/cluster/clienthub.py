@@ -186,10 +186,14 @@ class ClientHub:
         if self.port is None:
             factory = Factory.forProtocol(lambda: LocalConnection(self))
             self.port = self.reactor.listenUNIX("\0" + self.socket_name, factory)
+        if self.links is not None:
+            yield self.links.start()
 
     @inlineCallbacks
     def stop(self):
         """Close the socket and every instance's connection; the clients of this host go."""
+        if self.links is not None:
+            yield self.links.stop()
         port, self.port = self.port, None
         if port is not None:
             yield port.stopListening()

@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from salvusctl.store.migrations import Migration
 
 __all__ = ["ClientRegistry", "ClientEntry", "ClientNotConnected", "CONNECTED", "GONE", "MIGRATIONS",
-           "checkClientId"]
+           "checkClientId", "NoClientsSocket"]
 
 CONNECTED = "connected"
 GONE = "gone"
@@ -41,12 +41,31 @@ CREATE TABLE cluster_clients (
 CREATE INDEX cluster_clients_host ON cluster_clients (host, instance, state);
 """
 
-MIGRATIONS = [Migration(1, "connected clients: client id -> host, instance, serial", _TABLE)]
+_LINKS = """
+CREATE TABLE cluster_links (
+    host TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    token TEXT NOT NULL,
+    certificate TEXT NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+);
+"""
+
+MIGRATIONS = [
+    Migration(1, "connected clients: client id -> host, instance, serial", _TABLE),
+    # salvusctl.cluster.links
+    Migration(2, "direct links: each host's address, port, token and certificate", _LINKS),
+]
 
 _COLUMNS = ("client", "host", "instance", "serial", "state", "since", "why")
 
 #: A client id is what an application calls its client (a session, a user, a browser tab).
 MAX_CLIENT_ID = 200
+
+
+class NoClientsSocket(Exception):
+    """This host's cluster member was made without a clients hub."""
 
 
 class ClientNotConnected(ValueError):

@@ -53,7 +53,7 @@ class ClusterService(Service):
                  prune_interval: float = 3600.0, store_ready: Callable[[], Deferred] | None = None,
                  handlers: dict[str, Callable] | None = None, tables: Any = None,
                  stop_timeout: float = 5.0, clients_socket: str | None = None,
-                 identify: Callable[[int], str | None] | None = None):
+                 identify: Callable[[int], str | None] | None = None, links: Any = None):
         self.reactor = reactor
         self.store = store
         self.host_name = name
@@ -82,7 +82,7 @@ class ClusterService(Service):
         if clients_socket is not None:
             from salvusctl.cluster.clientbuild import attachClients
 
-            self.clients = attachClients(self, clients_socket, identify, migrate=tables is None)
+            self.clients = attachClients(self, clients_socket, identify, migrate=tables is None, links=links)
         self.pool = ClusterPool(self.tables, balancer, self.membership) if balancer is not None else None
         self.joined: Deferred = Deferred()
         self._starting: Deferred | None = None
@@ -288,7 +288,9 @@ class ClusterService(Service):
         if self.clients is None:
             from twisted.internet.defer import fail
 
-            return fail(LookupError(f"{self.host_name} has no clients socket"))
+            from salvusctl.cluster.clients import NoClientsSocket
+
+            return fail(NoClientsSocket(f"{self.host_name} has no clients socket"))
         return self.clients.deliver(client, body)
 
     def connectedClients(self, host: str | None = None, limit: int = 1000) -> Deferred:

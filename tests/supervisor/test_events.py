@@ -275,6 +275,33 @@ class RealListenerTests(TestCase):
                                "SUPERVISOR_SERVER_URL": "unix:///nowhere/admin.sock"})
 
 
+    @inlineCallbacks
+    def test_log_and_communication_events_from_a_real_program(self):
+        """Through the real output path: a program's stderr chunk is a PROCESS_LOG_STDERR event,
+        its capture block a PROCESS_COMMUNICATION_STDOUT event and not a log line."""
+        out = scratch(self) + "-events"
+        talk = ("import sys, time\n"
+                "sys.stderr.write('warn\\n'); sys.stderr.flush()\n"
+                "sys.stdout.write('a <!--XSUPERVISOR:BEGIN-->hi there<!--XSUPERVISOR:END--> b\\n')\n"
+                "sys.stdout.flush(); time.sleep(30)\n")
+        svc = SupervisorService(reactor, [
+            listener(events=["PROCESS_LOG", "PROCESS_COMMUNICATION"],
+                     command=[sys.executable, LISTENER, out], startsecs=0.2),
+            Deploy("talk", [sys.executable, "-c", talk], startsecs=0.2, depends_on=["lst"],
+                   stderr_events_enabled=True, stdout_capture_maxbytes=1024),
+        ], runDir=scratch(self), reapInterval=0.2)
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        yield waitFor(lambda: len(readEvents(out)) >= 2, timeout=15)
+        got = {e["headers"]["eventname"]: e["payload"] for e in readEvents(out)}
+        pid = svc.instanceInfo("talk:0")["pid"]
+        self.assertEqual(got["PROCESS_LOG_STDERR"],
+                         f"processname:0 groupname:talk pid:{pid} channel:stderr\nwarn\n")
+        self.assertEqual(got["PROCESS_COMMUNICATION_STDOUT"],
+                         f"processname:0 groupname:talk pid:{pid}\nhi there")
+        yield waitFor(lambda: svc.tailLog("talk:0"), timeout=5)
+        self.assertEqual(svc.tailLog("talk:0"), ["a  b"])
+
 class OtherEventTests(SynchronousTestCase):
     def setUp(self):
         self.hub = EventHub(FakeService())
@@ -326,3 +353,4 @@ class OtherEventTests(SynchronousTestCase):
         data = b"<!--XSUPERVISOR:BEGIN-->x<!--XSUPERVISOR:END-->"
         self.assertEqual(self.hub.output(inst, "stdout", data), data)
         self.assertEqual(self.payloads(), [])
+

@@ -2,10 +2,11 @@
 limit, C{httpok} one whose URL stops answering, C{crashmail} mails an unexpected exit to a real
 SMTP server the test runs.  Each is a real host (supervisor + admin on a unix socket) built from
 declarations; the listener reaches the admin through C{SUPERVISOR_SERVER_URL} with no password.
-C{crashmail} also runs under the real supervisord on the same programs, as the reference."""
+Each also runs under the real supervisord on the same programs, as the reference."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -13,7 +14,8 @@ import sys
 import threading
 import warnings
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
+from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 
 from salvusctl.admin.declaration import Admin
@@ -181,6 +183,39 @@ class SuperlanceTests(TestCase):
         err = "\n".join(self.sup.tailLog("httpok:0", stream="stderr"))
         self.assertIn("web:0 is in RUNNING state, restarting", err)
 
+    @defer.inlineCallbacks
+    def test_childutils_rpc_and_remote_communication(self):
+        """C{childutils.getRPCInterface} on the environment a child gets reaches the host with
+        no password; its C{sendRemoteCommEvent} reaches a REMOTE_COMMUNICATION listener."""
+        from supervisor import childutils
+
+        out = os.path.join(self.dir, "events")
+        yield self.host(
+            EventListener("lst", [sys.executable, os.path.join(HERE, "event_listener.py"), out],
+                          events=["REMOTE_COMMUNICATION"], startsecs=0.2),
+        )
+        yield waitFor(lambda: self.running("lst:0"), timeout=15)
+        env = {"SUPERVISOR_SERVER_URL": self.sup.serverURL}
+
+        def call():
+            rpc = childutils.getRPCInterface(env)
+            rpc.supervisor.sendRemoteCommEvent("deploy", "version 2 is out")
+            return rpc.supervisor.getState()
+
+        state = yield threads.deferToThread(call)
+        self.assertEqual(state["statename"], "RUNNING")
+
+        def heard():
+            if not os.path.exists(out):
+                return None
+            with open(out) as f:
+                return [line for line in f if "REMOTE_COMMUNICATION" in line]
+
+        lines = yield waitFor(heard, timeout=10)
+        event = json.loads(lines[0])
+        self.assertEqual(event["payload"], "type:deploy\nversion 2 is out")
+        self.assertEqual(event["env"]["SUPERVISOR_SERVER_URL"], f"unix://{self.sock}")
+
     def smtp(self) -> SMTPSink:
         sink = SMTPSink()
         self.addCleanup(sink.close)
@@ -204,14 +239,11 @@ class SuperlanceTests(TestCase):
         self.assertRegex(text, r"Process 0 in group crasher exited unexpectedly \(pid \d+\) "
                                r"from state RUNNING")
 
-    @defer.inlineCallbacks
-    def test_crashmail_under_supervisord_for_reference(self):
-        """The same crashmail and program under the real supervisord: the same mail (its names
-        are supervisord's, C{crasher} for a single process)."""
+    def supervisord(self, programs: str):
+        """Run the real supervisord (until the test ends) on C{programs}, its sections."""
         supervisord = os.path.join(BIN, "supervisord")
         if not os.path.exists(supervisord):
             raise SkipTest("supervisord is not installed")
-        sink, sendmail = self.smtp()
         conf = os.path.join(self.dir, "supervisord.conf")
         with open(conf, "w") as f:
             f.write(f"""[supervisord]
@@ -226,17 +258,7 @@ file={self.dir}/sd.sock
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
-[program:crasher]
-command={sys.executable} -c "{CRASH}"
-startsecs=1
-autorestart=false
-
-[eventlistener:crashmail]
-command={os.path.join(BIN, "crashmail")} -a -m ops@localhost -s "{sendmail}"
-events=PROCESS_STATE_EXITED
-""")
-        from twisted.internet.protocol import ProcessProtocol
-
+""" + programs)
         ended = defer.Deferred()
 
         class P(ProcessProtocol):
@@ -245,15 +267,76 @@ events=PROCESS_STATE_EXITED
 
         proc = reactor.spawnProcess(P(), supervisord, [supervisord, "-c", conf], env=dict(os.environ))
 
-        @defer.inlineCallbacks
         def stop():
             try:
                 proc.signalProcess("TERM")
             except Exception:
                 pass
-            yield ended
+            return ended
 
         self.addCleanup(stop)
+        return defer.succeed(None)
+
+    def supervisordLog(self) -> str:
+        path = os.path.join(self.dir, "supervisord.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path) as f:
+            return f.read()
+
+    @defer.inlineCallbacks
+    def test_memmon_under_supervisord_for_reference(self):
+        """The same memmon and hog under the real supervisord: it restarts the hog too."""
+        hog = os.path.join(self.dir, "hog.py")
+        with open(hog, "w") as f:
+            f.write(HOG)
+        yield self.supervisord(f"""[program:hog]
+command={sys.executable} {hog}
+startsecs=1
+
+[eventlistener:memmon]
+command={os.path.join(BIN, "memmon")} -g hog=30MB
+events=TICK_5
+""")
+        yield waitFor(lambda: self.supervisordLog().count("success: hog entered RUNNING") >= 2, timeout=25)
+        self.assertIn("stopped: hog (terminated by SIGTERM)", self.supervisordLog())
+
+    @defer.inlineCallbacks
+    def test_httpok_under_supervisord_for_reference(self):
+        """The same httpok and web program under the real supervisord: it restarts the web too."""
+        port = freePort()
+        flag = os.path.join(self.dir, "hang")
+        web = os.path.join(self.dir, "web.py")
+        with open(web, "w") as f:
+            f.write(WEB)
+        yield self.supervisord(f"""[program:web]
+command={sys.executable} {web} {flag} {port}
+startsecs=1
+
+[eventlistener:httpok]
+command={os.path.join(BIN, "httpok")} -p web -t 2 http://127.0.0.1:{port}/
+events=TICK_5
+""")
+        yield waitFor(lambda: "success: web entered RUNNING" in self.supervisordLog(), timeout=15)
+        with open(flag, "w"):
+            pass
+        yield waitFor(lambda: self.supervisordLog().count("success: web entered RUNNING") >= 2, timeout=25)
+        self.assertFalse(os.path.exists(flag))
+
+    @defer.inlineCallbacks
+    def test_crashmail_under_supervisord_for_reference(self):
+        """The same crashmail and program under the real supervisord: the same mail (its names
+        are supervisord's, C{crasher} for a single process)."""
+        sink, sendmail = self.smtp()
+        yield self.supervisord(f"""[program:crasher]
+command={sys.executable} -c "{CRASH}"
+startsecs=1
+autorestart=false
+
+[eventlistener:crashmail]
+command={os.path.join(BIN, "crashmail")} -a -m ops@localhost -s "{sendmail}"
+events=PROCESS_STATE_EXITED
+""")
         try:
             yield waitFor(lambda: sink.messages, timeout=20)
         except AssertionError as e:
