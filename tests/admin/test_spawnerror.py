@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.xmlrpc import Fault
@@ -83,16 +84,29 @@ class RealSpawnTests(_Base):
     def start(self, **kw):
         self.make(Deploy("p", autostart=False, backoff=SLOW, **kw), os_=ProcessOS(Clock(), helper=False))
         self.addCleanup(lambda: [self.svc.stopService() if self.svc.running else None])
-        return self.rpc.xmlrpc_startProcess("p")
+        return maybeDeferred(self.rpc.xmlrpc_startProcess, "p")
 
     def test_missingCommandIsNoFile(self):
-        """supervisord's startProcess answers NO_FILE for a command it cannot find."""
+        """supervisord's startProcess answers NO_FILE for a command it cannot find, before
+        spawning: the process stays STOPPED."""
         fault = self.fault(self.start(command=["/nonexistent/salvus-prog"]))
         self.assertEqual(fault.faultCode, Faults.NO_FILE)
+        self.assertEqual(fault.faultString, "NO_FILE: can't find command '/nonexistent/salvus-prog'")
         info = self.rpc.xmlrpc_getProcessInfo("p")
-        self.assertEqual(info["spawnerr"], "can't find command '/nonexistent/salvus-prog'")
-        self.assertEqual((info["statename"], info["exitstatus"], info["pid"]), ("BACKOFF", 0, 0))
+        self.assertEqual((info["statename"], info["exitstatus"], info["pid"], info["description"]),
+                         ("STOPPED", 0, 0, "Not started"))
+
+    def test_missingCommandAtAutostartIsBackoff(self):
+        """The supervisor's own start (autostart, a retry) goes BACKOFF with the spawn error in
+        supervisord's words, and no child is forked."""
+        svc = self.make(Deploy("p", command=["/nonexistent/salvus-prog"], backoff=SLOW),
+                        os_=ProcessOS(Clock(), helper=False))
+        svc.startInstance("p:0").addErrback(lambda f: None)
+        info = svc.instanceInfo("p:0")
+        self.assertEqual((info["state"], info["spawnerr"], info["exitstatus"], info["pid"]),
+                         ("BACKOFF", "can't find command '/nonexistent/salvus-prog'", 0, 0))
         self.assertEqual(info["description"], info["spawnerr"])
+        svc.stopInstance("p:0")
 
     def test_notExecutableIsNotExecutable(self):
         path = os.path.join(self.tmp, "script")
@@ -101,8 +115,7 @@ class RealSpawnTests(_Base):
         os.chmod(path, stat.S_IRUSR)
         fault = self.fault(self.start(command=[path]))
         self.assertEqual(fault.faultCode, Faults.NOT_EXECUTABLE)
-        self.assertEqual(self.rpc.xmlrpc_getProcessInfo("p")["spawnerr"],
-                         f"command at {path!r} is not executable")
+        self.assertEqual(fault.faultString, f"NOT_EXECUTABLE: command at {path!r} is not executable")
 
     def test_badDirectoryIsSpawnErrorAtOnce(self):
         fault = self.fault(self.start(command=["/bin/sleep", "30"], cwd="/nonexistent-salvus-dir"))
@@ -114,7 +127,8 @@ class RealSpawnTests(_Base):
         """supervisord checks the spawn before it answers, even with wait=False."""
         self.make(Deploy("p", command=["/nonexistent/x"], autostart=False, backoff=SLOW),
                   os_=ProcessOS(Clock(), helper=False))
-        self.assertEqual(self.fault(self.rpc.xmlrpc_startProcess("p", False)).faultCode, Faults.NO_FILE)
+        fault = self.fault(maybeDeferred(self.rpc.xmlrpc_startProcess, "p", False))
+        self.assertEqual(fault.faultCode, Faults.NO_FILE)
 
 
 class CheckSpawnTests(SynchronousTestCase):
