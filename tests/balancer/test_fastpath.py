@@ -199,3 +199,35 @@ class ReactorTests(SynchronousTestCase):
         self.assertEqual(seen, [1])
 
 
+
+    def test_leanLoopRunsTimedThreadAndNestedCalls(self):
+        """The loop that skips the timed-call bookkeeping still runs every call that is due,
+        later ones, ones scheduled by a call, calls from threads; a cancelled one
+        never; and a call that raises is logged without stopping the loop."""
+        import threading
+
+        from salvusctl.balancer.fastreactor import FastEPollReactor
+
+        r = FastEPollReactor()
+        seen = []
+
+        def nested():
+            seen.append("nested")
+            r.callLater(0, seen.append, "from nested")
+
+        def boom():
+            raise ZeroDivisionError("a timed call that fails")
+
+        r.callLater(0.002, seen.append, "later")
+        r.callLater(0, nested)
+        r.callLater(0.001, boom)
+        r.callLater(0.001, seen.append, "cancelled").cancel()
+        r.callWhenRunning(lambda: threading.Thread(
+            target=r.callFromThread, args=(seen.append, "thread")).start())
+        r.callLater(0.003, lambda: r.callLater(0.02, r.stop) if "thread" in seen else
+                    r.callLater(0.2, r.stop))
+        r.run(installSignalHandlers=False)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertNotIn("cancelled", seen)
+        self.assertEqual(sorted(seen), ["from nested", "later", "nested", "thread"])
+        self.assertLess(seen.index("nested"), seen.index("from nested"))
