@@ -163,6 +163,45 @@ class LeanConnectTests(TestCase):
         yield proto.lost
 
 
+class LeanAcceptTests(TestCase):
+    """Clients accepted by a balancer's listening port (L{acceptBatch}, L{LeanServer})."""
+
+    @defer.inlineCallbacks
+    def test_acceptedTransportIsACompleteServer(self):
+        """The lean accept gives the protocol a full server transport: its peer, its log prefix
+        and repr (made on demand), and bytes both ways; a factory that needs no address gets
+        None, any other one its peer's address."""
+        from salvusctl.balancer.fastpath import LeanServer
+        from salvusctl.balancer.fdbudget import listenGuarded
+
+        for addressFree in (False, True):
+            server = _ServerFactory(until=3)
+            server.addressFree = addressFree
+            built = []
+            original = server.buildProtocol
+            server.buildProtocol = lambda addr, built=built, original=original: (
+                built.append(addr) or original(addr))
+            port = listenGuarded(reactor, 0, server, 50, "127.0.0.1")
+            self.addCleanup(port.stopListening)
+            client = socket.create_connection(("127.0.0.1", port.getHost().port))
+            self.addCleanup(client.close)
+            client.sendall(b"abc")
+            proto = yield server.made
+            self.assertIsInstance(proto.transport, LeanServer)
+            self.assertEqual(proto.transport.getPeer().port, client.getsockname()[1])
+            self.assertEqual(proto.transport.logPrefix(), "_Collect,0,127.0.0.1")
+            self.assertIn("_Collect #0 on", repr(proto.transport))
+            self.assertEqual((yield server.full), b"abc")
+            fastWrite(proto.transport, b"back")  # sent now: recv below blocks the reactor
+            self.assertEqual(client.recv(4), b"back")
+            if addressFree:
+                self.assertEqual(built, [None])
+            else:
+                self.assertEqual(built[0].port, client.getsockname()[1])
+            closeNow(proto.transport)
+            yield proto.lost
+
+
 class FallbackTests(SynchronousTestCase):
     """Anything that is not a plain TCP transport of a POSIX reactor gets the stock behaviour."""
 
