@@ -21,8 +21,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from twisted.internet import endpoints as _endpoints
-from twisted.internet import process as _process
-from twisted.internet import tcp as _tcp
 
 __all__ = [
     "parseEndpointWords",
@@ -35,7 +33,8 @@ __all__ = [
     "closeWithoutShutdown",
     "halfCloseNow",
     "adoptListeningPort",
-    "ProcessBase",
+    "forgetDescriptor",
+    "EPOLL_REACTOR_PRIVATES",
     "processReactor",
     "listOpenFDs",
     "spawnFileActions",
@@ -125,8 +124,7 @@ def halfCloseNow(transport: Any) -> None:
 # -- adopting a listening socket into a subclassed port (tcp.Port._fromListeningDescriptor) ----
 
 
-def adoptListeningPort(portClass: type[_tcp.Port], reactor: Any, fd: int, family: int,
-                       factory: Any) -> _tcp.Port:
+def adoptListeningPort(portClass: type, reactor: Any, fd: int, family: int, factory: Any) -> Any:
     """A C{portClass} (a C{tcp.Port} subclass) around an already listening socket, not started.
 
     C{reactor.adoptStreamPort} does the same but always makes a plain C{tcp.Port}; its private
@@ -136,11 +134,31 @@ def adoptListeningPort(portClass: type[_tcp.Port], reactor: Any, fd: int, family
     return portClass._fromListeningDescriptor(reactor, fd, family, factory)
 
 
+# -- the epoll reactor's tables (twisted.internet.epollreactor.EPollReactor privates) ----------
+
+#: The private attributes of an C{EPollReactor} instance that the balancer's lean reactor
+#: (L{salvusctl.balancer.fastreactor}, a subclass: its dispatch and main loop) and
+#: L{forgetDescriptor} read; the tests check each on a new reactor.
+EPOLL_REACTOR_PRIVATES = ("_poller", "_selectables", "_reads", "_writes", "_started",
+                          "_newTimedCalls", "_pendingTimedCalls", "_doReadOrWrite",
+                          "_disconnectSelectable")
+
+
+def forgetDescriptor(reactor: Any, fd: int) -> None:
+    """Take C{fd} out of an C{EPollReactor} for reading and writing at once: one C{epoll_ctl},
+    where C{removeReader} then C{removeWriter} look it up twice (C{_selectables}, C{_reads},
+    C{_writes}, C{_poller})."""
+    if reactor._selectables.pop(fd, None) is not None:
+        reactor._poller.unregister(fd)
+        reactor._reads.discard(fd)
+        reactor._writes.discard(fd)
+
+
 # -- child processes (twisted.internet.process privates) ---------------------------------------
 
-#: The base of the supervisor's process class; it overrides the private hooks listed in
-#: L{PRIVATE_HOOKS} (C{_fork}, C{_execChild}, C{_trySpawnInsteadOfFork}).
-ProcessBase = _process.Process
+# C{ProcessBase} (C{twisted.internet.process.Process}, imported lazily) is the base of the
+# supervisor's process class; it overrides the private hooks listed in L{PRIVATE_HOOKS}
+# (C{_fork}, C{_execChild}, C{_trySpawnInsteadOfFork}).
 
 
 def processReactor(process: Any) -> Any:
@@ -150,26 +168,33 @@ def processReactor(process: Any) -> Any:
 
 def listOpenFDs() -> list[int]:
     """This process's open descriptors, as Twisted lists them before a spawn (C{_listOpenFDs})."""
-    return list(_process._listOpenFDs())
+    from twisted.internet import process
+
+    return list(process._listOpenFDs())
 
 
 def spawnFileActions(fdState: list[tuple[int, bool]], fdmap: dict[int, int]) -> list[tuple]:
     """The C{posix_spawn} file actions that give a child C{fdmap} (child fd -> parent fd) and close
     the rest of C{fdState} (C{(fd, close-on-exec)} pairs), as Twisted's own spawn computes them
     (C{_getFileActions} with C{_PS_CLOSE} and C{_PS_DUP2})."""
-    return _process._getFileActions(fdState, fdmap, doClose=_process._PS_CLOSE, doDup2=_process._PS_DUP2)
+    from twisted.internet import process
+
+    return process._getFileActions(fdState, fdmap, doClose=process._PS_CLOSE, doDup2=process._PS_DUP2)
 
 
 def twistedWaitsFor(pid: int) -> bool:
     """Is C{pid} a child Twisted itself reaps (C{process.reapProcessHandlers}, not in C{__all__})?"""
-    return pid in _process.reapProcessHandlers
+    from twisted.internet import process
+
+    return pid in process.reapProcessHandlers
 
 
 # -- private hooks overridden by subclasses -----------------------------------------------------
 
 #: Base class (dotted name) -> the private methods and attributes Salvus's subclasses of it call
 #: or override.  The bases are imported from here (TLS and SMTP lazily: they pull in OpenSSL and
-#: the mail package, which most importers of this module do not need).
+#: the mail package, which most importers of this module do not need; the endpoint parser is the
+#: only Twisted module imported with this one).
 PRIVATE_HOOKS: dict[str, tuple[str, ...]] = {
     # salvusctl.supervisor.oscalls.InstanceProcess
     "twisted.internet.process.Process": ("_fork", "_execChild", "_trySpawnInsteadOfFork", "_reactor"),
@@ -181,7 +206,8 @@ PRIVATE_HOOKS: dict[str, tuple[str, ...]] = {
     "twisted.mail.smtp.ESMTPSenderFactory": ("_processConnectionError",),
 }
 
-_LAZY = {
+_LAZY: dict[str, Any] = {
+    "ProcessBase": ("twisted.internet.process", "Process"),
     "TLSMemoryBIOProtocol": "twisted.protocols.tls",
     "TLSMemoryBIOFactory": "twisted.protocols.tls",
     "ESMTPSenderFactory": "twisted.mail.smtp",
@@ -192,5 +218,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        where = _LAZY[name]
+        module, attr = where if isinstance(where, tuple) else (where, name)
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -219,6 +219,34 @@ class HookTests(SynchronousTestCase):
                     self.assertTrue(hasattr(base, hook), f"{dotted}.{hook} is gone")
             self.assertIs(getattr(compat, name, base), base)
 
+    def test_epollReactorPrivates(self):
+        """The epoll reactor's instance attributes the lean reactor and forgetDescriptor read are
+        there, and forgetDescriptor takes a reader and writer out of every table."""
+        from twisted.internet.epollreactor import EPollReactor
+
+        r = EPollReactor()
+        self.addCleanup(r._poller.close)
+        for name in compat.EPOLL_REACTOR_PRIVATES:
+            self.assertTrue(hasattr(r, name), f"EPollReactor().{name} is gone")
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+
+        class _FD:
+            def fileno(self):
+                return a.fileno()
+
+            def logPrefix(self):
+                return "fd"
+
+        fd = _FD()
+        r.addReader(fd)
+        r.addWriter(fd)
+        compat.forgetDescriptor(r, a.fileno())
+        self.assertNotIn(fd, r.getReaders())
+        self.assertNotIn(fd, r.getWriters())
+        compat.forgetDescriptor(r, a.fileno())  # not there: nothing happens
+
     def test_tlsConnectionMadeOnConnect(self):
         """TLSMemoryBIOProtocol makes its private OpenSSL connection in makeConnection."""
         from twisted.internet.ssl import optionsForClientTLS
@@ -234,8 +262,9 @@ class HookTests(SynchronousTestCase):
 
 class FenceTests(SynchronousTestCase):
     def test_noPrivateTwistedNameOutsideTheCompatModule(self):
-        """No module of salvusctl but _twistedcompat imports an underscore name from Twisted, or a
-        private Twisted module."""
+        """No module of salvusctl but _twistedcompat imports an underscore name from Twisted, a
+        private Twisted module, or reads an underscore attribute of a Twisted name it imported
+        (C{endpoints._parse}, C{tcp.Port._fromListeningDescriptor})."""
         offenders = []
         root = os.path.join(REPO, "salvusctl")
         for dirpath, _, files in os.walk(root):
@@ -245,7 +274,19 @@ class FenceTests(SynchronousTestCase):
                 path = os.path.join(dirpath, filename)
                 with open(path) as f:
                     tree = ast.parse(f.read(), path)
+                twistedNames = set()
                 for node in ast.walk(tree):
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("twisted"):
+                        twistedNames.update(a.asname or a.name for a in node.names)
+                    if isinstance(node, ast.Import):
+                        twistedNames.update(a.asname or a.name.split(".")[0] for a in node.names
+                                            if a.name.startswith("twisted"))
+                for node in ast.walk(tree):
+                    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                            and node.value.id in twistedNames and node.attr.startswith("_")
+                            and not node.attr.startswith("__")):
+                        where = f"{os.path.relpath(path, REPO)}:{node.lineno}"
+                        offenders.append(f"{where}: {node.value.id}.{node.attr}")
                     if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("twisted"):
                         private = [a.name for a in node.names if a.name.startswith("_")]
                         if private or any(p.startswith("_") for p in node.module.split(".")):

@@ -169,6 +169,18 @@ class HostCollector(Collector):
         if alerts is None or not IAlertSource.providedBy(alerts):
             return
         yield GaugeMetricFamily("salvus_alerts_active", "Alerts firing now.", value=len(alerts.alerts()))
+        if hasattr(alerts, "deliveryStats"):
+            stats = alerts.deliveryStats()
+            yield GaugeMetricFamily("salvus_alert_notifications_pending",
+                                    "E-mail and webhook notices queued and not delivered yet.",
+                                    value=stats["pending"])
+            yield CounterMetricFamily("salvus_alert_notifications_delivered",
+                                      "Notices delivered since the host started.", value=stats["delivered"])
+            yield CounterMetricFamily("salvus_alert_notifications_failed_attempts",
+                                      "Failed delivery attempts (each is retried) since start.",
+                                      value=stats["failed_attempts"])
+            yield CounterMetricFamily("salvus_alert_notifications_expired",
+                                      "Notices given up undelivered since start.", value=stats["expired"])
 
 
 def renderMetrics(state: AdminState) -> bytes:

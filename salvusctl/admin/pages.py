@@ -758,13 +758,44 @@ class AdminPages:
         return table(["Since (UTC)", "Severity", "Alert", "Subject", "Message"], rows, class_="alerts")
 
     @app.route("/alerts", methods=["GET"])
+    @defer.inlineCallbacks
     def alerts(self, request):
         source = self.state.optional("alerts")
         if source is None or not IAlertSource.providedBy(source):
             return self._page(request, "Alerts", self._missing("alerts service"), "/alerts")
         items = source.alerts(include_cleared=True)
         body = self._alertTable(items) if items else "<p>No alerts.</p>"
+        if hasattr(source, "notifications"):
+            body += yield self._notificationsSection(source)
         return self._page(request, "Alerts", body, "/alerts")
+
+    @defer.inlineCallbacks
+    def _notificationsSection(self, source):
+        """E-mail and webhook notices not delivered yet (retrying) or given up (expired)."""
+        try:
+            notices = yield source.notifications()
+        except Exception as e:
+            return f'<h2>Notifications</h2><p class="flash error">Notification queue not read: {esc(e)}</p>'
+        stats = source.deliveryStats()
+        head = (f"<h2>Notifications</h2><p>{stats['delivered']} delivered, {stats['failed_attempts']}"
+                f" failed attempts and {stats['expired']} given up since start</p>")
+        if not notices:
+            return head + "<p>Every notification was delivered.</p>"
+        rows = [
+            [
+                esc(_utc(n.get("created_at"))),
+                '<span class="{}">{}</span>'.format("down" if n["state"] == "expired" else "failing",
+                                                    esc(n["state"])),
+                esc(n.get("action")),
+                esc(n.get("title")),
+                esc(n.get("attempts")),
+                esc(_utc(n.get("next_at")) if n["state"] != "expired" else "-"),
+                esc(n.get("last_error") or ""),
+            ]
+            for n in notices
+        ]
+        return head + table(["Queued (UTC)", "State", "Action", "Notice", "Attempts", "Next try (UTC)",
+                             "Last error"], rows, class_="notifications")
 
     # -- backups ---------------------------------------------------------------------------------
 

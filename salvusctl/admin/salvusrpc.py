@@ -30,6 +30,11 @@ log = Logger()
 HOST_STATES = {"up": "up", "drain": "drain", "down": "maint", "maint": "maint"}
 
 
+def _acted(fn, *args) -> defer.Deferred:
+    """A service action (L{serviceCall}) whose verb answers True once it is done."""
+    return serviceCall(fn, *args).addCallback(lambda _: True)
+
+
 def _reread(fn) -> defer.Deferred:
     """Call a reloader method; a bad config file becomes CANT_REREAD with its one-line message."""
     from salvusctl.errors import ConfigError
@@ -148,15 +153,7 @@ class SalvusNamespace(Namespace):
         @param name host name (default address:port)
         @return True unless error
         """
-        args = (
-            service,
-            group,
-            address,
-            port,
-            weight,
-            name or None,
-        )
-        return serviceCall(self._balancer().addHost, *args).addCallback(lambda _: True)
+        return _acted(self._balancer().addHost, service, group, address, port, weight, name or None)
 
     @operator
     def xmlrpc_balancerRemoveHost(self, service: str, group: str, host: str) -> Reply[bool]:
@@ -167,8 +164,7 @@ class SalvusNamespace(Namespace):
         @param host the host's name
         @return True unless error
         """
-        args = (service, group, host)
-        return serviceCall(self._balancer().removeHost, *args).addCallback(lambda _: True)
+        return _acted(self._balancer().removeHost, service, group, host)
 
     @operator
     def xmlrpc_balancerSetState(self, service: str, group: str, host: str, state: str) -> Reply[bool]:
@@ -182,13 +178,7 @@ class SalvusNamespace(Namespace):
         """
         if state not in HOST_STATES:
             raise rpcFault(Faults.BAD_ARGUMENTS, f"bad state {state!r}: use up, drain or down")
-        args = (
-            service,
-            group,
-            host,
-            HOST_STATES[state],
-        )
-        return serviceCall(self._balancer().setHostState, *args).addCallback(lambda _: True)
+        return _acted(self._balancer().setHostState, service, group, host, HOST_STATES[state])
 
     @operator
     def xmlrpc_balancerSetWeight(self, service: str, group: str, host: str, weight: int) -> Reply[bool]:
@@ -200,13 +190,7 @@ class SalvusNamespace(Namespace):
         @param weight the new weight
         @return True unless error
         """
-        args = (
-            service,
-            group,
-            host,
-            weight,
-        )
-        return serviceCall(self._balancer().setWeight, *args).addCallback(lambda _: True)
+        return _acted(self._balancer().setWeight, service, group, host, weight)
 
     @operator
     def xmlrpc_balancerSetScheduler(self, service: str, group: str, scheduler: str) -> Reply[bool]:
@@ -217,8 +201,7 @@ class SalvusNamespace(Namespace):
         @param scheduler the scheduler's name
         @return True unless error
         """
-        args = (service, group, scheduler)
-        return serviceCall(self._balancer().setScheduler, *args).addCallback(lambda _: True)
+        return _acted(self._balancer().setScheduler, service, group, scheduler)
 
     def _optional(self, name: str, verb: str):
         """A balancer method beyond L{IBalancerControl}; a clear fault when this balancer lacks it."""
@@ -262,8 +245,7 @@ class SalvusNamespace(Namespace):
         @param host the host's name
         @return True unless error
         """
-        args = (service, group, host)
-        return serviceCall(self._optional("retryHost", "retry a host"), *args).addCallback(lambda _: True)
+        return _acted(self._optional("retryHost", "retry a host"), service, group, host)
 
     @operator
     def xmlrpc_balancerAddService(self, service: str, listen: list) -> Reply[bool]:
@@ -301,7 +283,7 @@ class SalvusNamespace(Namespace):
         @return True unless error
         """
         method = self._optional("removeBalancedService", "remove a service")
-        return serviceCall(method, service).addCallback(lambda _: True)
+        return _acted(method, service)
 
     @operator
     def xmlrpc_balancerAddGroup(self, service: str, group: str, scheduler: str = "roundrobin") -> Reply[bool]:
@@ -312,8 +294,7 @@ class SalvusNamespace(Namespace):
         @param scheduler the group's scheduler
         @return True unless error
         """
-        args = (service, group, scheduler)
-        return serviceCall(self._optional("addGroup", "add a group"), *args).addCallback(lambda _: True)
+        return _acted(self._optional("addGroup", "add a group"), service, group, scheduler)
 
     @operator
     def xmlrpc_balancerRemoveGroup(self, service: str, group: str) -> Reply[bool]:
@@ -323,8 +304,7 @@ class SalvusNamespace(Namespace):
         @param group the group
         @return True unless error
         """
-        args = (service, group)
-        return serviceCall(self._optional("removeGroup", "remove a group"), *args).addCallback(lambda _: True)
+        return _acted(self._optional("removeGroup", "remove a group"), service, group)
 
     # -- rolling restarts ------------------------------------------------------------------------
 
@@ -455,6 +435,24 @@ class SalvusNamespace(Namespace):
         if not IAlertSource.providedBy(source):
             raise rpcFault(Faults.NO_SERVICE, "this host's alerts service cannot list alerts")
         return serviceCall(source.alerts, bool(include_cleared))
+
+    def xmlrpc_alertNotifications(self, include_delivered: bool = False) -> Reply[list]:
+        """E-mail and webhook notices of this host not delivered yet (and delivered ones when
+        asked), newest first, with their state: queued, retrying, expired or delivered
+
+        @param include_delivered include the delivered notices still kept
+        @return notice structs: id, action, title, state, attempts, created_at, next_at,
+            expires_at, delivered_at, expired_at (0 when not), last_error ('' when none)
+        """
+        source = self.state.rpcService("alerts")
+        if not hasattr(source, "notifications"):
+            raise rpcFault(Faults.NO_SERVICE, "this host's alerts service queues no notifications")
+
+        def plain(notices):
+            return [{k: (("" if k == "last_error" else 0.0) if v is None else v) for k, v in n.items()}
+                    for n in notices]
+
+        return serviceCall(source.notifications, bool(include_delivered)).addCallback(plain)
 
     # -- store retention -------------------------------------------------------------------------
 

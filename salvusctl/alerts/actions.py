@@ -22,9 +22,18 @@ from zope.interface import implementer
 
 from salvusctl.interfaces import IAlertAction
 
-__all__ = ["RecordAction", "EmailAction", "WebhookAction", "WebhookError", "formatAlertMail"]
+__all__ = ["RecordAction", "EmailAction", "WebhookAction", "WebhookError", "formatAlertMail", "actionKey"]
 
 log = Logger()
+
+
+def actionKey(action: Any) -> str:
+    """The name a queued notice gives its action: the action's C{key}, else its class."""
+    key = getattr(action, "key", None)
+    if key:
+        return str(key)
+    cls = type(action)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 @implementer(IAlertAction)
@@ -124,6 +133,11 @@ class EmailAction:
         self.timeout = timeout
         self.retries = retries
 
+    @property
+    def key(self) -> str:
+        """Names this action in the notification outbox (stable across restarts)."""
+        return f"email:{','.join(self.recipients)}@{self.server}:{self.port}"
+
     def fire(self, alert) -> Deferred:
         """Send one message; fires once the server accepted it and the session has closed."""
         body = formatAlertMail(alert, self.sender, self.recipients, self._reactor.seconds())
@@ -161,7 +175,7 @@ class EmailAction:
 
 
 def _senderFactory():
-    from twisted.mail.smtp import ESMTPSenderFactory
+    from salvusctl._twistedcompat import ESMTPSenderFactory  # overrides a private hook (PRIVATE_HOOKS)
 
     class SenderFactory(ESMTPSenderFactory):
         """Twisted's sender, plus a Deferred that fires when the connection has closed."""
@@ -240,6 +254,16 @@ class WebhookAction:
         self._agent = agent
         self.url = url
         self.headers = dict(headers or {})
+
+    @property
+    def key(self) -> str:
+        """Names this action in the outbox: its host and a digest of the URL (which may hold a
+        token, so it is not stored as such)."""
+        import hashlib
+        from urllib.parse import urlsplit
+
+        digest = hashlib.sha256(self.url.encode("utf-8")).hexdigest()[:12]
+        return f"webhook:{urlsplit(self.url).netloc.rsplit('@', 1)[-1]}:{digest}"
 
     def fire(self, alert) -> Deferred:
         body = json.dumps(alert.asDict(), sort_keys=True).encode("utf-8")

@@ -97,6 +97,7 @@ class AlertsService(Service):
         host_name: str,
         repeat_interval: float = 3600.0,
         clock: Any = None,
+        outbox: Any = None,
     ):
         if repeat_interval < 0:
             raise ValueError(f"repeat_interval must be >= 0 seconds, not {repeat_interval!r}")
@@ -108,6 +109,9 @@ class AlertsService(Service):
         self._states: dict[tuple[str, str], _State] = {}
         self._firstSeen: dict[str, float] = {}
         self._clock = clock
+        #: A L{salvusctl.alerts.outbox.NotificationOutbox}: notification actions are queued in
+        #: the store and retried through it; without one they are called once, directly.
+        self.outbox = outbox
         self._lastSample = 0.0
         #: (declaration, action) of each notification action, set by the builder: a reload keeps
         #: the action of a declaration it did not change.
@@ -117,6 +121,8 @@ class AlertsService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self.outbox is not None:
+            self.outbox.start()
         if self._monitor is not None:
             self._monitor.addSampleObserver(self.evaluate)
 
@@ -124,6 +130,30 @@ class AlertsService(Service):
         super().stopService()
         if self._monitor is not None:
             self._monitor.removeSampleObserver(self.evaluate)
+        if self.outbox is not None:
+            return self.outbox.stop()
+        return None
+
+    def notificationActions(self) -> dict[str, Any]:
+        """The notification actions by their outbox key (what queued notices are sent through)."""
+        from salvusctl.alerts.actions import actionKey
+
+        return {actionKey(a): a for a in self.actions if not getattr(a, "records", False)}
+
+    def notifications(self, include_delivered: bool = False, limit: int = 100):
+        """Queued notices of this host, newest first (see L{NotificationOutbox.notifications});
+        an empty list without an outbox."""
+        from twisted.internet.defer import succeed
+
+        if self.outbox is None:
+            return succeed([])
+        return self.outbox.notifications(include_delivered, limit)
+
+    def deliveryStats(self) -> dict[str, int]:
+        """The outbox's counters (delivered, failed_attempts, expired, pending, retrying)."""
+        if self.outbox is None:
+            return {"delivered": 0, "failed_attempts": 0, "expired": 0, "pending": 0, "retrying": 0}
+        return self.outbox.stats()
 
     KEEP_CLEARED = 100
 
@@ -269,6 +299,9 @@ class AlertsService(Service):
         for action in self.actions:
             records = getattr(action, "records", False)
             if not (notify and not records or record and records):
+                continue
+            if not records and self.outbox is not None:
+                out.append(self.outbox.enqueue(action, alert))
                 continue
             d = maybeDeferred(action.fire, alert)
             d.addErrback(self._actionFailed, action, alert)

@@ -43,6 +43,14 @@ def _notifiers(declarations: list[Any]) -> dict[str, Any]:
     return out
 
 
+def _delivery(declarations) -> tuple[float, float, float]:
+    """The outbox's retry settings the declarations give (AlertSettings, else the defaults)."""
+    from salvusctl.alerts.build import AlertSettings
+
+    settings = [d for d in declarations if isinstance(d, AlertSettings)] or [AlertSettings()]
+    return (settings[0].retry_initial, settings[0].retry_max, settings[0].expire_after)
+
+
 def diff(context: Any, old: list[Any], new: list[Any]) -> dict[str, Any] | None:
     """Rule labels, C{email:SERVER} / C{webhook:HOST} actions and C{repeat_interval} added,
     changed and removed; None when the same.  Raises L{ConfigError} for a set of rules the
@@ -61,6 +69,8 @@ def diff(context: Any, old: list[Any], new: list[Any]) -> dict[str, Any] | None:
     entry["removed"] += sorted(n for n in olds if n not in news)
     if repeat != repeatInterval(old):
         entry["changed"].append("repeat_interval")
+    if _delivery(new) != _delivery(old):
+        entry["changed"].append("delivery")
     if not any(entry.values()):
         return None
     if after and context.services.get("alerts") is None:
@@ -96,3 +106,7 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> None:
     recorders = [a for a in service.actions if getattr(a, "records", False)]
     service.reconfigure(checkRules(new), recorders + [a for _, a in notifiers], repeatInterval(new))
     service.notifiers = notifiers
+    if service.outbox is not None:
+        # Queued notices keep their rows; the next retry and expiry use the new settings.
+        outbox = service.outbox
+        outbox.retry_initial, outbox.retry_max, outbox.expire_after = _delivery(new)

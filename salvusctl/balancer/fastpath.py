@@ -45,12 +45,15 @@ import os
 import socket
 from typing import Any
 
-from twisted.internet import error, main, tcp
+from twisted.internet import abstract, error, main, tcp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.interfaces import ILoggingContext
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.python import failure
+
+from salvusctl import _twistedcompat
 
 __all__ = [
     "READ_SIZE",
@@ -90,10 +93,8 @@ class LeanConnection(tcp.Connection):
     def __init__(self, reactor: Any, factory: Any, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # tcp.Connection.__init__, with a socket made non-blocking by socket() (no ioctl after)
+        abstract.FileDescriptor.__init__(self, reactor)
         skt = _socket.socket(family, _STREAM_NONBLOCK)
-        self.reactor = reactor
-        self._tempDataBuffer = []
-        self._tempDataLen = 0
         self.socket = skt
         self.fileno = skt.fileno
         self.protocol = None
@@ -218,16 +219,10 @@ class LeanServer(tcp.Server):
 
     def __init__(self, sock: Any, protocol: Any, client: tuple, server: Any, sessionno: int,
                  reactor: Any) -> None:
-        # abstract.FileDescriptor.__init__ and tcp.Connection.__init__, inlined
-        self.reactor = reactor
-        self._tempDataBuffer = []
-        self._tempDataLen = 0
-        self.socket = sock
-        sock.setblocking(False)
-        self.fileno = sock.fileno
-        self.protocol = protocol
         if len(client) != 2:
-            self._addressType = IPv6Address
+            tcp.Server.__init__(self, sock, protocol, client, server, sessionno, reactor)  # IPv6
+            return
+        tcp.Connection.__init__(self, sock, protocol, reactor)
         self.server = server
         self.client = client
         self.sessionno = sessionno
@@ -235,11 +230,15 @@ class LeanServer(tcp.Server):
         reactor.addReader(self)
         self.connected = 1
 
+    def _prefix(self) -> str:
+        protocol = getattr(self, "protocol", None)
+        if ILoggingContext.providedBy(protocol):
+            return protocol.logPrefix()
+        return protocol.__class__.__name__ if protocol is not None else "-"
+
     @property
     def logstr(self) -> str:  # type: ignore[override]
-        protocol = getattr(self, "protocol", None)
-        prefix = self._getLogPrefix(protocol) if protocol is not None else "-"
-        return f"{prefix},{self.sessionno},{self.hostname}"
+        return f"{self._prefix()},{self.sessionno},{self.hostname}"
 
     @logstr.setter
     def logstr(self, value: str) -> None:
@@ -248,7 +247,10 @@ class LeanServer(tcp.Server):
     @property
     def repstr(self) -> str:  # type: ignore[override]
         protocol = getattr(self, "protocol", None)
-        port = getattr(self.server, "_realPortNumber", None)
+        try:
+            port = self.server.getHost().port
+        except Exception:
+            port = None
         return f"<{protocol.__class__.__name__} #{self.sessionno} on {port}>"
 
     @repstr.setter
@@ -267,7 +269,7 @@ def acceptBatch(port: Any, limit: int) -> int | None:
     its protocol (it would not read it).
     """
     listener = port.socket
-    accept = listener._accept
+    accept = listener._accept  # the standard library's: (fd, address), no wrapper made
     family, kind = port.addressFamily, port.socketType
     factory = port.factory
     build = factory.buildProtocol
@@ -290,7 +292,7 @@ def acceptBatch(port: Any, limit: int) -> int | None:
             # IPv6: the scope ID in the host, as Twisted does
             host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
             addr = (host[0],) + tuple(addr[1:])
-        protocol = build(None if addressFree else port._buildAddr(addr))
+        protocol = build(None if addressFree else _address(family, addr))
         if protocol is None:
             skt.close()
             continue
@@ -339,11 +341,10 @@ def fastWrite(transport: Any, data: bytes) -> None:
     """Send C{data} now when the transport has nothing queued; queue the rest."""
     if (
         transport.__class__ in _PLAIN
-        and not transport._tempDataLen
-        and not transport.dataBuffer
+        and not _twistedcompat.hasQueuedWrites(transport)
         and transport.connected
         and not transport.disconnecting
-        and not transport._writeDisconnected
+        and not _twistedcompat.isWriteDisconnected(transport)
     ):
         try:
             sent = transport.socket.send(data)
@@ -363,8 +364,7 @@ def closeNow(transport: Any) -> None:
     """Close at once when nothing is queued (a FIN right now), else flush first."""
     if (
         transport.__class__ in _PLAIN
-        and not transport._tempDataLen
-        and not transport.dataBuffer
+        and not _twistedcompat.hasQueuedWrites(transport)
         and transport.connected
         and not transport.disconnected
         and not transport.disconnecting
@@ -373,7 +373,7 @@ def closeNow(transport: Any) -> None:
         if transport.__class__ in _LEAN and isinstance(reactor, EPollReactor):
             _leanClose(transport, reactor)
             return
-        transport._shouldShutdown = False  # close() alone sends the FIN
+        _twistedcompat.closeWithoutShutdown(transport)  # close() alone sends the FIN
         reactor.removeReader(transport)
         reactor.removeWriter(transport)
         transport.connectionLost(_DONE)
@@ -384,11 +384,7 @@ def closeNow(transport: Any) -> None:
 def _leanClose(transport: Any, reactor: EPollReactor) -> None:
     """C{tcp.Connection.connectionLost(CONNECTION_DONE)} without its repeated removals."""
     skt = transport.socket
-    fd = skt.fileno()
-    if reactor._selectables.pop(fd, None) is not None:
-        reactor._poller.unregister(fd)
-        reactor._reads.discard(fd)
-        reactor._writes.discard(fd)
+    _twistedcompat.forgetDescriptor(reactor, skt.fileno())
     transport.disconnected = 1
     transport.connected = 0
     producer = transport.producer
@@ -413,15 +409,11 @@ def shutdownWriteNow(transport: Any) -> None:
     """
     if (
         transport.__class__ in _PLAIN
-        and not transport._tempDataLen
-        and not transport.dataBuffer
+        and not _twistedcompat.hasQueuedWrites(transport)
         and transport.connected
         and not transport.disconnecting
-        and not transport._writeDisconnected
+        and not _twistedcompat.isWriteDisconnected(transport)
     ):
-        transport._writeDisconnecting = True
-        transport._writeDisconnected = True
-        transport.stopWriting()
-        transport._closeWriteConnection()
+        _twistedcompat.halfCloseNow(transport)
     else:
         transport.loseWriteConnection()

@@ -25,6 +25,7 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.logger import Logger
 
+from salvusctl._twistedcompat import adoptListeningPort
 from salvusctl.balancer.fastpath import LeanServer, acceptBatch
 
 __all__ = ["DescriptorBudget", "GuardedPort", "LOCAL_ERRNOS", "descriptorLimit", "isLocalError",
@@ -286,6 +287,6 @@ def adoptGuarded(reactor: Any, fd: int, family: int, factory: Any) -> GuardedPor
     """C{reactor.adoptStreamPort} with a L{GuardedPort}."""
     if family not in (socket.AF_INET, socket.AF_INET6):
         raise ValueError(f"a balancer listener is TCP, not address family {family}")
-    p = GuardedPort._fromListeningDescriptor(reactor, fd, family, factory)
+    p = adoptListeningPort(GuardedPort, reactor, fd, family, factory)
     p.startListening()
     return p

@@ -33,6 +33,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.error import CannotListenError
 from twisted.internet.posixbase import PosixReactorBase
 
+from salvusctl._twistedcompat import serverEndpointAddress, serverEndpointContextFactory
 from salvusctl.balancer.fdbudget import adoptGuarded
 from salvusctl.balancer.handover import bindTCP
 from salvusctl.balancer.tlslisten import TLSServerFactory
@@ -83,7 +84,7 @@ def listen(reactor: Any, name: str, description: str, factory: Any,
         d = endpoint.listen(factory)
         return d.addCallback(lambda port: Listener(name, description, None, port))
     if isinstance(endpoint, SSL4ServerEndpoint):
-        context = endpoint._sslContextFactory
+        context = serverEndpointContextFactory(endpoint)
 
         def wrap(f):
             return TLSServerFactory(context, f)
@@ -93,14 +94,14 @@ def listen(reactor: Any, name: str, description: str, factory: Any,
         d = endpoint.listen(factory)
         return d.addCallback(lambda port: Listener(name, description, None, port))
     sock = inherited
-    backlog = endpoint._backlog
+    address = serverEndpointAddress(endpoint)
+    backlog = address.backlog
     if sock is None:
-        # The endpoint classes keep these as private attributes (their constructor's arguments).
-        interface = endpoint._interface or ("::" if isinstance(endpoint, TCP6ServerEndpoint) else "0.0.0.0")
+        interface = address.interface or ("::" if isinstance(endpoint, TCP6ServerEndpoint) else "0.0.0.0")
         try:
-            sock = bindTCP(interface, endpoint._port, endpoint._backlog)
+            sock = bindTCP(interface, address.port, address.backlog)
         except OSError as e:
-            return defer.fail(CannotListenError(interface, endpoint._port, e))  # as Twisted's listen
+            return defer.fail(CannotListenError(interface, address.port, e))  # as Twisted's listen
     try:
         # a port that caps each accept batch at the descriptor budget (L{salvusctl.balancer.fdbudget})
         port = adoptGuarded(reactor, sock.fileno(), sock.family, wrap(factory) if wrap else factory)

@@ -26,11 +26,12 @@ from typing import Any
 
 from OpenSSL import SSL
 from OpenSSL.SSL import WantReadError, ZeroReturnError
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IOpenSSLContextFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from salvusctl._twistedcompat import TLSMemoryBIOProtocol  # its private hooks: PRIVATE_HOOKS
 from salvusctl.balancer.fastpath import fastWrite
 
 __all__ = ["ListenerContext", "TLSServerProtocol", "TLSServerFactory", "noALPN"]
@@ -41,6 +42,7 @@ def noALPN(connection: Any, offered: list[bytes]) -> Any:
     return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
+@implementer(IOpenSSLContextFactory)
 class ListenerContext:
     """An old-style context factory (C{getContext}) around another, with ALPN ignored.
 

@@ -156,6 +156,27 @@ def _tickKeys(dialect: str) -> str:
 _TICK_KEYS_SQLITE = _tickKeys("sqlite")
 _TICK_KEYS_POSTGRESQL = _tickKeys("postgresql")
 
+# The alerts' notification outbox (salvusctl/alerts/outbox.py).  Here because the alerts need a
+# monitor, and its migrations are registered before the store starts even when a reload adds the
+# first alert rule to a running host.
+_OUTBOX = """
+CREATE TABLE alert_notifications (
+    id {serial} PRIMARY KEY,
+    host TEXT NOT NULL,
+    action TEXT NOT NULL,
+    title TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    next_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    delivered_at DOUBLE PRECISION,
+    expired_at DOUBLE PRECISION,
+    last_error TEXT
+);
+CREATE INDEX alert_notifications_host ON alert_notifications (host, delivered_at, id);
+"""
+
 MONITOR_MIGRATIONS = [
     Migration(1, "status columns sampled by the monitor", _STATUS_EXTRA),
     Migration(
@@ -186,4 +207,6 @@ CREATE INDEX status_history ON status (service_id, timestamp) INCLUDE (load, per
     # Duplicates already stored are removed first, keeping the first copy.
     Migration(5, "one row per tick: unique sample keys", {"sqlite": _TICK_KEYS_SQLITE,
                                                           "postgresql": _TICK_KEYS_POSTGRESQL}),
+    Migration(6, "alert notification outbox", {"sqlite": _OUTBOX.format(serial="INTEGER"),
+                                                 "postgresql": _OUTBOX.format(serial="BIGSERIAL")}),
 ]

@@ -87,6 +87,9 @@ class CgroupTree:
             os.mkdir(path)
         except FileExistsError:
             pass
+        except FileNotFoundError:
+            # The base went (an operator's cleanup): make it again rather than fail the spawn.
+            os.makedirs(path, exist_ok=True)
         return os.path.join(path, "cgroup.procs")
 
     def pids(self, name: str) -> list[int]:

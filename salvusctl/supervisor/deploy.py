@@ -13,6 +13,7 @@ import re
 import resource
 import shutil
 import signal
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -206,6 +207,11 @@ class Deploy:
     @ivar stdin: the instance's stdin is a pipe that C{supervisor.sendProcessStdin} writes to
         (supervisord gives every process one); False gives it C{/dev/null}, so a program that
         reads stdin sees end-of-file instead of waiting forever.
+    @ivar stdout_events_enabled / stderr_events_enabled: each chunk the instance writes is also
+        a C{PROCESS_LOG_STDOUT} / C{_STDERR} event for event listeners, as in supervisord.
+    @ivar stdout_capture_maxbytes / stderr_capture_maxbytes: above 0, a block written between
+        C{<!--XSUPERVISOR:BEGIN-->} and C{<!--XSUPERVISOR:END-->} (at most this long) is taken out
+        of the log and sent as a C{PROCESS_COMMUNICATION_*} event (supervisord's capture mode).
     """
 
     name: str
@@ -244,6 +250,10 @@ class Deploy:
     umask: int | None = None
     redirect_stderr: bool = False
     stdin: bool = False
+    stdout_events_enabled: bool = False
+    stderr_events_enabled: bool = False
+    stdout_capture_maxbytes: int = 0
+    stderr_capture_maxbytes: int = 0
 
     component = "supervisor"
 
@@ -323,6 +333,21 @@ class Deploy:
                 raise
             raise ConfigError(f"deploy {self.name!r}: {e.message}")
 
+    def _checkCwd(self, pw: Any, gid: int | None) -> None:
+        """The working directory must be enterable by whoever the instance runs as: a spawn
+        would otherwise fail (C{chdir}: permission denied) at every start, retried until FATAL."""
+        if pw is None:
+            if os.geteuid() != 0 and not os.access(self.cwd, os.X_OK):
+                raise ConfigError(f"working directory {self.cwd!r} cannot be entered by Salvus's user")
+            return
+        gids = set(os.getgrouplist(pw.pw_name, pw.pw_gid))
+        if gid is not None:
+            gids.add(gid)
+        blocked = _blockedDir(os.path.abspath(self.cwd), pw.pw_uid, gids)
+        if blocked is not None:
+            raise ConfigError(f"working directory {self.cwd!r} cannot be entered by user {self.user!r}: "
+                              f"{blocked}")
+
     def _validateSelf(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
             raise ConfigError(f"deploy name must be letters, digits, '_', '.', '-', not {self.name!r}")
@@ -342,6 +367,7 @@ class Deploy:
             raise ConfigError(f"numprocs must be an int >= 1, not {self.numprocs!r}")
         if self.cwd is not None and not os.path.isdir(self.cwd):
             raise ConfigError(f"working directory {self.cwd!r} does not exist")
+        pw = None
         if self.user is not None:
             try:
                 pw = pwd.getpwnam(self.user)
@@ -349,11 +375,14 @@ class Deploy:
                 raise ConfigError(f"unknown user {self.user!r}")
             if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
                 raise ConfigError(f"cannot run as user {self.user!r}: Salvus is not running as root")
+        gid = None
         if self.group_id is not None:
             try:
-                grp.getgrnam(self.group_id)
+                gid = grp.getgrnam(self.group_id).gr_gid
             except KeyError:
                 raise ConfigError(f"unknown group {self.group_id!r}")
+        if self.cwd is not None:
+            self._checkCwd(pw, gid)
         if self.autorestart not in AUTORESTART:
             choices = ", ".join(AUTORESTART)
             raise ConfigError(f"autorestart must be one of {choices}, not {self.autorestart!r}")
@@ -388,8 +417,9 @@ class Deploy:
             if key not in RLIMITS:
                 raise ConfigError(f"unknown rlimit {key!r} (known: {', '.join(sorted(RLIMITS))})")
             pair = value if isinstance(value, tuple) else (value, value)
-            if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+            if (len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
                 raise ConfigError(f"rlimit {key!r} must be an int or a (soft, hard) pair")
+            _checkRlimit(key, *pair)
         for level in (self.log_level, self.store_level):
             if level not in LEVELS:
                 raise ConfigError(f"unknown log level {level!r} (known: {', '.join(LEVELS)})")
@@ -398,7 +428,11 @@ class Deploy:
         if self.umask is not None and (not isinstance(self.umask, int) or isinstance(self.umask, bool)
                                        or not 0 <= self.umask <= 0o777):
             raise ConfigError(f"umask must be an int from 0 to 0o777 (0o022), not {self.umask!r}")
-        for flag in ("redirect_stderr", "stdin"):
+        for size in ("stdout_capture_maxbytes", "stderr_capture_maxbytes"):
+            value = getattr(self, size)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{size} must be an int >= 0, not {value!r}")
+        for flag in ("redirect_stderr", "stdin", "stdout_events_enabled", "stderr_events_enabled"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
         if self.max_processes is not None and self.max_processes < 1:
@@ -410,6 +444,75 @@ class Deploy:
                 raise ConfigError(f"template file {source!r} does not exist")
         if self.name in self.depends_on:
             raise ConfigError("depends on itself")
+
+
+def _blockedDir(path: str, uid: int, gids: set[int]) -> str | None:
+    """Why C{uid} (in groups C{gids}) cannot enter C{path}, or None when it can.
+
+    The owner, group and other search bits of the directory and each of its parents, as the
+    kernel checks them for a C{chdir} (ACLs aside).
+    """
+    if uid == 0:
+        return None
+    parts = path.split(os.sep)
+    for i in range(1, len(parts) + 1):
+        current = os.sep + os.path.join(*parts[1:i]) if i > 1 else os.sep
+        try:
+            st = os.stat(current)
+        except OSError as e:
+            return f"{current}: {e.strerror}"
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            owner = _name(pwd.getpwuid, st.st_uid)
+            group = _name(grp.getgrgid, st.st_gid)
+            return f"{current} is {stat.filemode(st.st_mode)} {owner}:{group}"
+    return None
+
+
+def _name(lookup, ident: int) -> str:
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def _nrOpen() -> int | None:
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _checkRlimit(key: str, soft: int, hard: int) -> None:
+    """Refuse what C{setrlimit} would refuse at every spawn: negative values (other than
+    C{resource.RLIM_INFINITY}), a soft limit above the hard one, a hard limit above the current
+    one when Salvus is not root, and open files above the kernel's C{fs.nr_open}."""
+    infinity = resource.RLIM_INFINITY
+
+    def value(v: int) -> float:
+        return float("inf") if v == infinity else v
+
+    for v in (soft, hard):
+        if v < 0 and v != infinity:
+            raise ConfigError(f"rlimit {key!r}: {v} is negative (resource.RLIM_INFINITY for no limit)")
+    if value(soft) > value(hard):
+        raise ConfigError(f"rlimit {key!r}: soft limit {soft} is above the hard limit {hard}")
+    if os.geteuid() != 0:
+        _, current = resource.getrlimit(RLIMITS[key])
+        if value(hard) > value(current):
+            raise ConfigError(f"rlimit {key!r}: hard limit {hard} is above Salvus's own ({current}); "
+                              f"only root may raise it")
+    if key == "nofile":
+        most = _nrOpen()
+        if most is not None and value(hard) > most:
+            raise ConfigError(f"rlimit 'nofile': hard limit {hard} is above the kernel's maximum "
+                              f"(fs.nr_open = {most})")
 
 
 def validateDeploys(deploys: Sequence[Deploy]) -> None:

@@ -23,9 +23,10 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from twisted.internet import process as _tprocess
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.utils import getProcessOutputAndValue
+
+from salvusctl import _twistedcompat
 
 __all__ = [
     "MARKER",
@@ -277,7 +278,7 @@ def _limit(value: int) -> str:
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
-class InstanceProcess(_tprocess.Process):
+class InstanceProcess(_twistedcompat.ProcessBase):
     """A Twisted C{Process} whose child becomes a session leader, gets a signal from the kernel
     when Salvus dies, and takes its rlimits.
 
@@ -324,18 +325,17 @@ class InstanceProcess(_tprocess.Process):
             fdState = [(fd, True) for fd in set(fdmap.values())]
         else:
             fdState = []
-            for fd in _tprocess._listOpenFDs():
+            for fd in _twistedcompat.listOpenFDs():
                 try:
                     isCloseOnExec = fcntl.fcntl(fd, fcntl.F_GETFD, fcntl.FD_CLOEXEC)
                 except OSError:
                     pass
                 else:
                     fdState.append((fd, isCloseOnExec))
-        setSigDef = _ignoredSignals(self._reactor)
+        setSigDef = _ignoredSignals(_twistedcompat.processReactor(self))
         self.pid = os.posix_spawn(
             self._wrapped[0], self._wrapped, environment,
-            file_actions=_tprocess._getFileActions(fdState, fdmap, doClose=_tprocess._PS_CLOSE,
-                                                   doDup2=_tprocess._PS_DUP2),
+            file_actions=_twistedcompat.spawnFileActions(fdState, fdmap),
             setsigdef=setSigDef, setsid=True,
         )
         self.status = -1
@@ -634,7 +634,7 @@ class Reaper:
         return {p: v for p, v in fresh.items() if p in self.adopted}
 
     def _twisted(self, pid: int) -> bool:
-        return pid in _tprocess.reapProcessHandlers
+        return _twistedcompat.twistedWaitsFor(pid)
 
     def scan(self) -> dict[int, tuple[str, int]]:
         """One pass: reap what may be reaped, remember new adopted orphans.

@@ -226,7 +226,13 @@ class InstanceProtocol(ProcessProtocol):
             self.instance._readySignal(self, "log")
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self.output.received("stderr" if childFD == 2 else "stdout", data)
+        stream = "stderr" if childFD == 2 else "stdout"
+        hub = getattr(self.instance.owner, "eventHub", None)
+        if hub is not None:
+            data = hub.output(self.instance, stream, data)
+            if not data:
+                return
+        self.output.received(stream, data)
 
     def processExited(self, reason: Failure) -> None:
         self.exited = True
@@ -307,11 +313,19 @@ class Instance:
 
     _runDirMade = False
 
-    def renderTemplates(self) -> None:
-        """Render the deploy's config-file templates into the run directory (before each start)."""
+    def renderTemplates(self, owner: tuple[int, int] | None = None) -> None:
+        """Render the deploy's config-file templates into the run directory (before each start).
+
+        @param owner: (uid, gid) of a C{user=} instance: the run directory is made theirs, so the
+            process can write its pid file, socket or cache where C{SALVUS_RUN_DIR} says.
+        """
         if not self._runDirMade or self.deploy.templates:
             os.makedirs(self.runDir, exist_ok=True)
             self._runDirMade = True
+        if owner is not None and os.geteuid() == 0:
+            st = os.stat(self.runDir)
+            if (st.st_uid, st.st_gid) != owner:
+                os.chown(self.runDir, *owner)
         values = self.values()
         for dest, source in self.deploy.templates.items():
             if "\n" not in source and os.path.isfile(source):
@@ -333,6 +347,10 @@ class Instance:
         if self.port is not None:
             env.setdefault("PORT", str(self.port))
         env.setdefault("SALVUS_RUN_DIR", self.runDir)
+        env.update(_supervisorEnvironment(self))
+        clients = getattr(self.owner, "clientsSocket", None)
+        if clients:
+            env["SALVUS_CLIENTS_SOCKET"] = clients  # the cluster's clients hub (docs/cluster.md)
         ready, probe = self.deploy.ready, self.deploy.probe
         watchdog = probe is not None and probe.kind == "watchdog"
         if watchdog or (ready is not None and ready.kind == "notify"):
@@ -438,18 +456,24 @@ class Instance:
             return
         protocol = InstanceProtocol(self)
         try:
-            self.renderTemplates()
-            argv, env = self.commandLine()
             uid = gid = None
+            pw = None
             if self.deploy.user is not None:
                 pw = pwd.getpwnam(self.deploy.user)
                 uid, gid = pw.pw_uid, pw.pw_gid
-                env.setdefault("HOME", pw.pw_dir)
-                env.setdefault("USER", self.deploy.user)
             if self.deploy.group_id is not None:
                 import grp
 
                 gid = grp.getgrnam(self.deploy.group_id).gr_gid
+            self.renderTemplates((uid, gid) if uid is not None else None)
+            argv, env = self.commandLine()
+            if pw is not None:
+                # The user's own, as login, su and systemd's User= give them (the deploy's env
+                # still wins): not Salvus's HOME=/root next to another user's uid.
+                for key, value in (("HOME", pw.pw_dir), ("USER", pw.pw_name), ("LOGNAME", pw.pw_name),
+                                   ("SHELL", pw.pw_shell or "/bin/sh")):
+                    if key not in self.deploy.env:
+                        env[key] = value
             rlimits = {}
             for key, value in self.deploy.rlimits.items():
                 rlimits[RLIMITS[key]] = value if isinstance(value, tuple) else (value, value)
@@ -1037,6 +1061,22 @@ class Instance:
         self._stopProbe()
         self._killLeftovers(scan=True)
         self.log.close()
+
+
+def _supervisorEnvironment(instance: Instance) -> dict[str, str]:
+    """supervisord's variables, so C{supervisor.childutils.getRPCInterface(os.environ)} in a
+    child (an event listener above all) finds the host's admin socket."""
+    group = instance.deploy.groupName
+    name = instance.name
+    env = {
+        "SUPERVISOR_ENABLED": "1",
+        "SUPERVISOR_PROCESS_NAME": name[len(group) + 1:] if name.startswith(group + ":") else name,
+        "SUPERVISOR_GROUP_NAME": group,
+    }
+    url = getattr(instance.owner, "serverURL", None)
+    if url:
+        env["SUPERVISOR_SERVER_URL"] = url
+    return env
 
 
 _environCache: tuple[dict[bytes, bytes], dict[str, str]] | None = None

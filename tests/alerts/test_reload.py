@@ -12,6 +12,8 @@ from salvusctl.alerts import reload
 from salvusctl.alerts.build import AlertRule, AlertSettings, EmailAlerts, WebhookAlerts, buildAlerts
 from salvusctl.alerts.rules import MB
 from salvusctl.errors import ConfigError
+from salvusctl.monitor.schema import MONITOR_MIGRATIONS
+from salvusctl.store.testing import MemoryStore
 from tests.alerts.test_engine import Collect, instance, snapshot
 
 
@@ -44,9 +46,13 @@ class AlertsReloadTests(SynchronousTestCase):
         top = MultiService()
         store = MultiService()
         store.setServiceParent(top)
+        # Notices go through the outbox in the store: a synchronous one, so they are sent at once.
+        self.store = MemoryStore(self.clock)
+        self.store.addMigrations("monitor", MONITOR_MIGRATIONS)
+        self.store.start()
         self.context = SimpleNamespace(
             reactor=self.clock, services={"monitor": self.monitor, "store": store},
-            store=SimpleNamespace(), host=SimpleNamespace(name="h1"),
+            store=self.store, host=SimpleNamespace(name="h1"),
         )
         self.mail = EmailAlerts("smtp.example.org", "salvus@example.org", ["ops@example.org"])
         self.old = self.rules(100)

@@ -71,10 +71,10 @@ class StoreStartFailureTests(TestCase):
         return tmp, path
 
     @inlineCallbacks
-    def _twistd(self, url: str):
+    def _twistd(self, url: str, plain: bool = False):
         tmp, tac = self._tac(url)
-        argv = ["-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "salvus", "--config", tac]
+        argv = ["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
+        argv += ["-y", tac] if plain else ["salvus", "--config", tac]
         out, err, code = yield getProcessOutputAndValue(sys.executable, argv, env=childEnv(), path=tmp)
         return tmp, out.decode(), err.decode().strip().splitlines(), code
 
@@ -110,6 +110,19 @@ class StoreStartFailureTests(TestCase):
         with open(path, "rb") as f:
             self.assertEqual(f.read(), garbage)
         self.assertFalse(os.path.exists(path + "-wal"))
+
+    @inlineCallbacks
+    def test_corruptSQLiteFileUnderTwistdY(self):
+        """The same through C{twistd -ny host.tac} (the file's own C{host.application()})."""
+        tmp = os.path.abspath(self.mktemp())
+        os.makedirs(tmp)
+        path = os.path.join(tmp, "salvus.db")
+        with open(path, "wb") as f:
+            f.write(b"garbage" * 1000)
+        _, out, err, code = yield self._twistd(f"sqlite:{path}", plain=True)
+        self.assertEqual(code, 1, (out, err))
+        self.assertEqual(len(err), 1, err)
+        self.assertIn("is not a usable SQLite database", err[0])
 
     @inlineCallbacks
     def test_unreachablePostgresWithStartTimeoutExits(self):
