@@ -11,6 +11,6 @@ warnings.warn("salvusctl.declared is deprecated; import salvusctl.host.model ins
 if __name__ == "__main__":
     import sys
 
-    from salvusctl.host.reader import main
+    from salvusctl.host.loading import main
 
     sys.exit(main())

@@ -85,7 +85,7 @@ class ReaderUnitTests(SynchronousTestCase):
         root = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["salvusctl"].__file__)))
         self.assertEqual(args[1], "-c")
         self.assertIn(f"sys.path.insert(0, {root!r})", args[2])
-        self.assertIn("from salvusctl.host.reader import main", args[2])
+        self.assertIn("from salvusctl.host.loading import main", args[2])
         self.assertEqual(args[3:], [self.path, "--store", "sqlite:/tmp/o.db"])
         self.assertEqual(env, dict(os.environ))
         self.assertEqual(fds, {0: "w", 1: "r", 2: "r", 3: "r"})
@@ -202,7 +202,7 @@ application = host.application()
 
 
 class RealChildTests(TestCase):
-    """The real `python -m salvusctl.host.reader` child, spawned on the real reactor."""
+    """The real `python -m salvusctl.host.loading` child, spawned on the real reactor."""
 
     timeout = 30
 

@@ -102,7 +102,7 @@ class DigestTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write(_TAC.format(limit=100))
         here = describe(loadHost(path))
-        out = subprocess.run([sys.executable, "-m", "salvusctl.host.reader", path], capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "salvusctl.host.loading", path], capture_output=True,
                              env=childEnv(), check=True, timeout=60).stdout
         there = json.loads(out)["model"]
         self.assertEqual(there["declarations"], here["declarations"])

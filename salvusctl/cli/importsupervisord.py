@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from salvusctl.supervisor.supervisordconf import (
@@ -354,13 +355,13 @@ def convert(
     conf: SupervisordConf,
     source: str,
     var: str = "var",
-    eventListener: Callable[[ProgramConf], tuple[str, dict[str, Any]]] | None = None,
+    eventListeners: bool = True,
 ) -> tuple[str, list[str]]:
     """The host file for C{conf}, and the warning lines (each naming the file:line it is about).
 
     @param source: the config's path as the user gave it (written into the file's header).
-    @param eventListener: when Salvus has an event listener declaration: (import line, keyword
-        arguments) for one C{[eventlistener:]}; None writes each one out as a commented warning.
+    @param eventListeners: C{[eventlistener:]} sections become C{EventListener} declarations;
+        False writes each one out as a comment (and a warning).
     """
     from salvusctl.supervisor.deploy import Deploy
 
@@ -439,38 +440,52 @@ def convert(
                 f"#   {k} = {v}" for k, v in prog.options.items()
             ]
             continue
-        if prog.kind == "eventlistener":
-            if eventListener is None:
-                warn(
-                    prog.at(),
-                    f"[{prog.section}]: not converted: this Salvus has no event listener "
-                    "declaration; written out as a comment",
-                )
-                lines_out += [
-                    "",
-                    header + ": not converted, this Salvus has no event listener declaration",
-                ] + [f"#   {k} = {v}" for k, v in prog.options.items()]
-                continue
-            importLine, kwargs = eventListener(prog)
-            imports.add(importLine)
-            lines_out += ["", header, _call("EventListener", [prog.name], kwargs)]
+        if prog.kind == "eventlistener" and not eventListeners:
+            warn(
+                prog.at(), f"[{prog.section}]: not converted (event listeners off); written out as a comment"
+            )
+            lines_out += ["", header + ": not converted"] + [
+                f"#   {k} = {v}" for k, v in prog.options.items()
+            ]
             continue
         kwargs = _deployArgs(conf, prog, warn, 50 * 1024 * 1024)
-        if prog.kind == "program":
-            expected = [p.namespec for p in prog.processes]
-            try:
-                deploy = Deploy(prog.name, **kwargs)
-                theirs = salvusNamespecs(deploy)
-            except Exception:  # a name Salvus refuses is the host's validate() error, with its line
-                theirs = expected
-            if theirs != expected:
-                warn(
-                    prog.at("process_name") if "process_name" in prog.options else prog.at(),
-                    f"[{prog.section}]: supervisorctl names the processes {', '.join(theirs)} "
-                    f"(supervisord: {', '.join(expected)})",
-                )
-        imports.add("from salvusctl.supervisor.deploy import Deploy")
-        lines_out += ["", header, _call("Deploy", [prog.name], kwargs)]
+        declaration, cls = "Deploy", Deploy
+        if prog.kind == "eventlistener":
+            from salvusctl.supervisor.eventlistener import EventListener
+            from salvusctl.supervisor.events import EVENT_TYPES
+
+            del kwargs["stdin"]  # a listener's stdin is always a pipe: its events arrive there
+            for event in prog.events:
+                if event not in EVENT_TYPES:
+                    warn(
+                        prog.at("events"),
+                        f"[{prog.section}] events: {event} is not an event Salvus sends; left out",
+                    )
+            kwargs["events"] = [e for e in prog.events if e in EVENT_TYPES]
+            if prog.buffer_size != 10:
+                kwargs["buffer_size"] = prog.buffer_size
+            declaration, cls = "EventListener", EventListener
+            imports.add("from salvusctl.supervisor.eventlistener import EventListener")
+        else:
+            imports.add("from salvusctl.supervisor.deploy import Deploy")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", prog.name):
+            warn(
+                prog.at(),
+                f"[{prog.section}]: Salvus refuses this name (letters, digits, '_', '.', '-' "
+                "only): rename the section, or the host will not start",
+            )
+        expected = [p.namespec for p in prog.processes]
+        try:
+            theirs = salvusNamespecs(cls(prog.name, **kwargs))
+        except Exception:  # a name Salvus refuses is the host's validate() error, with its line
+            theirs = expected
+        if theirs != expected:
+            warn(
+                prog.at("process_name") if "process_name" in prog.options else prog.at(),
+                f"[{prog.section}]: supervisorctl names the processes {', '.join(theirs)} "
+                f"(supervisord: {', '.join(expected)})",
+            )
+        lines_out += ["", header, _call(declaration, [prog.name], kwargs)]
 
     listeners: list[str] = []
     plain = False
@@ -571,7 +586,7 @@ def importMain(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: Te
     args = parser.parse_args(list(argv))
     try:
         conf = readSupervisordConf(args.file, env)
-        text, warnings = convert(conf, args.file, args.var, _eventListenerMapping())
+        text, warnings = convert(conf, args.file, args.var)
     except SupervisordConfError as e:
         err.write(f"salvusctl: import-supervisord: {e}\n")
         return 1
@@ -579,11 +594,6 @@ def importMain(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: Te
     for line in warnings:
         err.write(f"warning: {line}\n")
     return 0
-
-
-def _eventListenerMapping() -> Callable[[ProgramConf], tuple[str, dict[str, Any]]] | None:
-    """How an C{[eventlistener:]} becomes Salvus's declaration, when this Salvus has one."""
-    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,21 +9,22 @@ L{ConfigError}, and an optional C{endpoints()} method listing the endpoint strin
 (so two declarations on one port are refused at start).  Which components exist, and what builds
 and reloads each, is named once, in L{salvusctl.host.components.COMPONENTS}.
 
-This module imports no service code at import time: a declaration module may import it (for
-L{iterEndpoints}) without pulling in the services.
+Endpoint strings are checked by the leaf L{salvusctl.host.listenkeys}, which the declaration
+modules import too; this module imports the service declarations only inside L{Host.deploy} and
+L{Host.balance}, and the builder only inside L{Host.build}.
 """
 
 from __future__ import annotations
 
 import contextvars
-import itertools
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from salvusctl.errors import ConfigError
+from salvusctl.host.listenkeys import iterEndpoints, listenKey
 from salvusctl.store.url import DEFAULT_STORE_URL, parseStoreURL
 
 __all__ = ["Host", "declaringOnly", "iterEndpoints", "callerLocation"]
@@ -124,7 +125,7 @@ class Host:
             endpoints = getattr(declaration, "endpoints", None)
             for description in endpoints() if endpoints is not None else ():
                 try:
-                    key = _listenKey(description)
+                    key = listenKey(description)
                 except ConfigError as e:
                     raise ConfigError(e.message, filename, lineno)
                 if key in seen:
@@ -169,41 +170,3 @@ class Host:
         application = Application("salvus")
         service.setServiceParent(application)
         return application
-
-
-_ephemeral = itertools.count()
-
-
-def _listenKey(description: str) -> str:
-    """Normalise an endpoint string to what it binds: C{tcp:8080} and C{tcp:port=8080} clash."""
-    from salvusctl.endpoints import checkServerEndpoint, parseEndpoint
-
-    try:
-        parsed = parseEndpoint(description)
-        kind = parsed.kind
-        if kind not in ("ssl", "unix"):
-            # A full parse catches unknown kinds and options; ssl is not fully parsed here, as that
-            # would load key files that may be made only at start.
-            checkServerEndpoint(description)
-    except Exception as e:
-        raise ConfigError(f"bad endpoint {description!r}: {e}")
-    if kind in ("tcp", "ssl", "tcp6"):
-        port = parsed.port or ""
-        if port == "0":
-            return f"ephemeral:{next(_ephemeral)}"
-        # Any two listeners on one port number clash unless both name distinct interfaces;
-        # refusing the overlap is the safe reading of a config.
-        return f"tcp:{port}"
-    if kind == "unix":
-        return "unix:" + os.path.abspath(parsed.address)
-    return description
-
-
-def iterEndpoints(descriptions: Iterable[str]) -> list[str]:
-    """Check endpoint strings parse; used by declarations' C{validate}."""
-    out = []
-    for description in descriptions:
-        _listenKey(description)
-        out.append(description)
-    return out
-

@@ -59,10 +59,10 @@ def defaultHost(
         C{SALVUS_ADMIN_HTTP_PORT}, else 9001).
     """
     from salvusctl.admin.declaration import Admin
-    from salvusctl.alerts.build import AlertRule
+    from salvusctl.alerts.declare import AlertRule
     from salvusctl.backup.declaration import Backup
     from salvusctl.balancer.declare import Balanced, Group, HealthCheck
-    from salvusctl.monitor.build import Monitor
+    from salvusctl.monitor.declare import Monitor
     from salvusctl.supervisor.deploy import Deploy, Probe, Ready
 
     web_port = _port(web_port, "SALVUS_WEB_PORT", DEFAULT_WEB_PORT)

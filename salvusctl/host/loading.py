@@ -1,17 +1,25 @@
 """Loading a host's C{.tac} (or C{.py}) file into a L{Host}, with one-line errors.
 
 Kept apart from the services so that a bad file is reported before anything is built or bound.
+
+L{main} is the child's side of L{salvusctl.host.reader}: C{python -m salvusctl.host.loading FILE}
+loads a file and writes its model.  It sits with the loader, not with the reader, so the reader (the
+running host's side) never imports the file loader, and the core has no import cycle.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import traceback
+from typing import Any
 
 from salvusctl.errors import ConfigError
 from salvusctl.host.declaring import Host, declaringOnly
+from salvusctl.host.model import describe
 
-__all__ = ["loadHost"]
+__all__ = ["loadHost", "main"]
 
 
 def loadHost(path: str) -> Host:
@@ -66,3 +74,71 @@ def _lineIn(path: str, error: BaseException) -> int | None:
         if os.path.abspath(frame.f_code.co_filename) == target:
             line = lineno
     return line
+
+
+def _importedSources(before: set[str], config: str) -> list[str]:
+    """The config file and the source files it imported from outside the Python installation."""
+    prefixes = tuple(os.path.join(os.path.realpath(p), "") for p in {sys.prefix, sys.base_prefix})
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "")
+    found = [os.path.abspath(config)]
+    for name, module in list(sys.modules.items()):
+        if name in before:
+            continue
+        path = getattr(module, "__file__", None)
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real.startswith(prefixes) or real.startswith(here):
+            continue
+        found.append(os.path.abspath(path))
+    return found[:200]
+
+
+def _result(stream, payload: dict[str, Any]) -> None:
+    stream.write(json.dumps(payload, separators=(",", ":")))
+    stream.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """C{python -m salvusctl.host.loading FILE [--store URL]}: load FILE, validate it, write its model.
+
+    The model (or C{{"error": "FILE:LINE: message"}}) goes to file descriptor 3 when it is open,
+    so that whatever the config prints on stdout cannot be mistaken for it; else to stdout.
+    Exit status 0 for a model, 2 for a config error.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    store = None
+    if "--store" in argv:
+        at = argv.index("--store")
+        store = argv[at + 1] if at + 1 < len(argv) else None
+        del argv[at:at + 2]
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m salvusctl.host.loading FILE [--store URL]\n")
+        return 64
+    try:
+        out = os.fdopen(3, "w", encoding="utf-8")
+    except OSError:
+        out = sys.stdout
+    try:
+        os.setsid()  # the reader kills the whole group on a timeout: anything the config started too
+    except OSError:
+        pass
+    before = set(sys.modules)
+    try:
+        host = loadHost(argv[0])
+        if store:
+            host.store_url = store
+        host.validate()
+        model = describe(host, _importedSources(before, argv[0]))
+    except ConfigError as e:
+        _result(out, {"error": str(e)})
+        return 2
+    except Exception as e:
+        _result(out, {"error": f"{os.path.abspath(argv[0])}: {type(e).__name__}: {e}"})
+        return 2
+    _result(out, {"model": model})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

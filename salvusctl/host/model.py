@@ -1,7 +1,7 @@
 """A host's declared config as plain data, so it can be read in one process and compared in another.
 
 Reading a C{.tac} file runs the code in it.  The running host must not do that for a read-only
-question ("what differs?"), so L{salvusctl.host.reader} runs C{python -m salvusctl.host.reader FILE}
+question ("what differs?"), so L{salvusctl.host.reader} runs C{python -m salvusctl.host.loading FILE}
 in a child process, which loads the file with L{salvusctl.host.loading.loadHost}, validates it and
 writes the model L{describe} makes of it as JSON.  The host wraps that model in a L{DeclaredHost},
 which answers the questions L{salvusctl.host.reload.HostReloader.diff} asks of a L{Host}.

@@ -2,7 +2,7 @@
 
 A C{.tac} file is Python: reading it runs whatever it says.  The host runs for months and answers
 viewers too, so a read-only question must not run that code inside it.  L{ConfigReader} spawns
-L{main} (C{python -m salvusctl.host.reader FILE}) through the injected reactor, in
+L{salvusctl.host.loading.main} (C{python -m salvusctl.host.loading FILE}) through the injected reactor, in
 the host's directory and environment, and waits for the model it writes, with:
 
   - a time limit: a config that hangs is killed (its whole process group) and the answer is one
@@ -32,9 +32,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from salvusctl.errors import ConfigError
-from salvusctl.host.model import DeclaredHost, describe
+from salvusctl.host.model import DeclaredHost
 
-__all__ = ["ConfigReader", "DEFAULT_TIMEOUT", "DEFAULT_MAX_OUTPUT", "main"]
+__all__ = ["ConfigReader", "DEFAULT_TIMEOUT", "DEFAULT_MAX_OUTPUT"]
 
 log = Logger()
 
@@ -186,11 +186,11 @@ class ConfigReader:
     # -- the child -------------------------------------------------------------------------------
 
     def argv(self) -> list[str]:
-        """C{python -m salvusctl.host.reader FILE [--store URL]}, with this very salvusctl first on
+        """C{python -m salvusctl.host.loading FILE [--store URL]}, with this very salvusctl first on
         the child's path.  The environment is left as the host's own (a config may read it)."""
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         boot = (f"import sys; sys.path.insert(0, {root!r}); "
-                "from salvusctl.host.reader import main; sys.exit(main())")
+                "from salvusctl.host.loading import main; sys.exit(main())")
         argv = [self.python, "-c", boot, self.path]
         if self.store:
             argv += ["--store", self.store]
@@ -241,77 +241,3 @@ class ConfigReader:
         lines = protocol.stderr.decode("utf-8", "replace").strip().splitlines()
         why = lines[-1] if lines else "no answer"
         raise ConfigError(f"the config reader failed (exit status {status}): {why}", self.path)
-
-
-def _importedSources(before: set[str], config: str) -> list[str]:
-    """The config file and the source files it imported from outside the Python installation."""
-    prefixes = tuple(os.path.join(os.path.realpath(p), "") for p in {sys.prefix, sys.base_prefix})
-    here = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "")
-    found = [os.path.abspath(config)]
-    for name, module in list(sys.modules.items()):
-        if name in before:
-            continue
-        path = getattr(module, "__file__", None)
-        if not path:
-            continue
-        real = os.path.realpath(path)
-        if real.startswith(prefixes) or real.startswith(here):
-            continue
-        found.append(os.path.abspath(path))
-    return found[:200]
-
-
-def _result(stream, payload: dict[str, Any]) -> None:
-    stream.write(json.dumps(payload, separators=(",", ":")))
-    stream.flush()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """C{python -m salvusctl.host.reader FILE [--store URL]}: load FILE, validate it, write its model.
-
-    The model (or C{{"error": "FILE:LINE: message"}}) goes to file descriptor 3 when it is open,
-    so that whatever the config prints on stdout cannot be mistaken for it; else to stdout.
-    Exit status 0 for a model, 2 for a config error.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    store = None
-    if "--store" in argv:
-        at = argv.index("--store")
-        store = argv[at + 1] if at + 1 < len(argv) else None
-        del argv[at:at + 2]
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m salvusctl.host.reader FILE [--store URL]\n")
-        return 64
-    try:
-        out = os.fdopen(3, "w", encoding="utf-8")
-    except OSError:
-        out = sys.stdout
-    try:
-        os.setsid()  # the reader kills the whole group on a timeout: anything the config started too
-    except OSError:
-        pass
-    from salvusctl.host.loading import loadHost
-
-    before = set(sys.modules)
-    try:
-        host = loadHost(argv[0])
-        if store:
-            host.store_url = store
-        host.validate()
-        model = describe(host, _importedSources(before, argv[0]))
-    except ConfigError as e:
-        _result(out, {"error": str(e)})
-        return 2
-    except Exception as e:
-        _result(out, {"error": f"{os.path.abspath(argv[0])}: {type(e).__name__}: {e}"})
-        return 2
-    _result(out, {"model": model})
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

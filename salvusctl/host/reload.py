@@ -247,7 +247,7 @@ class HostReloader:
             return None
         if _fromModel(new):
             return dict(_empty(), changed=["settings"], note=MODEL_NOTE)
-        from salvusctl.supervisor.build import SupervisorSettings
+        from salvusctl.supervisor.declare import SupervisorSettings
 
         before = old[0] if old else SupervisorSettings()
         after = new[0] if new else SupervisorSettings()
@@ -261,7 +261,7 @@ class HostReloader:
         return entry
 
     def _applySettings(self, new: list[Any], entry: dict[str, Any]) -> None:
-        from salvusctl.supervisor.build import SupervisorSettings
+        from salvusctl.supervisor.declare import SupervisorSettings
 
         supervisor = self.context.services["supervisor"]
         settings = new[0] if new else SupervisorSettings()

@@ -4,7 +4,7 @@ The public face: L{Deploy}, L{EventListener} and L{SupervisorSettings} (declare)
 L{SupervisorService} (run, in L{salvusctl.supervisor.service}), L{ProcessState} (states).
 """
 
-from salvusctl.supervisor.build import SupervisorSettings
+from salvusctl.supervisor.declare import SupervisorSettings
 from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe, Ready
 from salvusctl.supervisor.eventlistener import EventListener
 from salvusctl.supervisor.states import ProcessState

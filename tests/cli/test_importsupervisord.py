@@ -11,8 +11,7 @@ Names: today a Salvus deploy's instances are C{name:N} (C{ticker:0}, C{web:api:1
 supervisord says C{ticker} and C{web:api_01} (issue 15, "Names").  Until that lands, the
 comparison goes through L{salvusNameToday}, which states the rule; the day Salvus prints
 supervisord's names, the exact comparison passes and the rule is no longer used.  An
-C{[eventlistener:]} is not converted while Salvus has no event listener declaration: its processes
-are the other named difference (L{LISTENERS_DIFFER}).
+C{[eventlistener:]} becomes an C{EventListener} and runs under Salvus as under supervisord.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from salvusctl.cli.importsupervisord import convert
 from salvusctl.cli.main import run
 from salvusctl.host.loading import loadHost
+from salvusctl.supervisor.eventlistener import EventListener
 from salvusctl.supervisor.supervisordconf import readSupervisordConf
 from tests.helpers import childEnv
 from tests.supervisor import supervisordconfs
@@ -42,9 +42,6 @@ SUPERVISORCTL = os.path.join(BIN, "supervisorctl")
 TWISTD = os.path.join(BIN, "twistd")
 SALVUSCTL = os.path.join(BIN, "salvusctl")
 PASSWORD = "operator-password-1"
-
-# Event listener processes supervisord runs and the converted host does not (yet) run.
-LISTENERS_DIFFER = True
 
 
 def salvusNameToday(conf, namespec: str) -> str:
@@ -125,10 +122,10 @@ class ConvertTests(SynchronousTestCase):
 
     def test_multiMapsEveryProgram(self):
         """numprocs, templates for %(process_num)s, groups, the merged environment, stdin and no
-        flapping limit (supervisord has none); the listener is a commented warning."""
+        flapping limit (supervisord has none); the event listener is an C{EventListener}."""
         path = supervisordconfs.multi(self.base, os.path.join(self.base, "s.sock"))
         host, text, warnings = self.convert(path)
-        deploys = {d.name: d for d in host.declarations("supervisor")}
+        deploys = {d.name: d for d in host.declarations("supervisor") if not isinstance(d, EventListener)}
         self.assertEqual(sorted(deploys), ["api", "pool", "ticker", "worker"])
         api = deploys["api"]
         self.assertEqual((api.numprocs, api.group, api.autorestart), (3, "web", "always"))
@@ -140,7 +137,8 @@ class ConvertTests(SynchronousTestCase):
         self.assertEqual(deploys["ticker"].stopsignal, "INT")
         self.assertIn("token-42", deploys["ticker"].command)
         self.assertTrue(all(d.stdin and d.flapping is None for d in deploys.values()))
-        self.assertIn("# [eventlistener:listener]", text)
+        [listener] = [d for d in host.declarations("supervisor") if isinstance(d, EventListener)]
+        self.assertEqual((listener.name, listener.events), ("listener", ("PROCESS_STATE_EXITED", "TICK_60")))
         conf_d = os.path.join(self.base, "conf.d")
         self.assertIn(f"{conf_d}/api.conf:6: [program:api] stdout_logfile=", "\n".join(warnings))
         self.assertTrue(any(w.startswith(f"{path}:20: %(ENV_IMPORT_EXTRA)s: expanded now") for w in warnings))
@@ -215,7 +213,6 @@ class SideBySideTests(TestCase):
     @defer.inlineCallbacks
     def sideBySide(self, base: str, path: str, sock: str, supervisordUser, salvusUser: str, env):
         conf = readSupervisordConf(path, env)
-        listeners = sum(len(p.processes) for p in conf.programs if p.kind == "eventlistener")
         expected = sum(len(p.processes) for p in conf.programs)
         # 1. supervisord itself on the original file
         sup = self.spawn([SUPERVISORD, "-n", "-c", path], base, env)
@@ -234,17 +231,11 @@ class SideBySideTests(TestCase):
         _, err, code = yield self.addUser(users, salvusUser, env, base)
         self.assertEqual(code, 0, err)
         host = self.spawn([TWISTD, "-n", "--pidfile=", "salvus", "--config", tac], base, env)
-        mine = yield self.waitStatus(sock, (salvusUser, PASSWORD), expected - listeners, host)
+        mine = yield self.waitStatus(sock, (salvusUser, PASSWORD), expected, host)
         yield self.stop(host)
         self.assertNotIn(b"Traceback", host.output)
         # 3. the same names (or, until Salvus follows supervisord's names, the stated rule)
-        names = sorted(
-            p.namespec
-            for p in conf.processes()
-            if not (
-                LISTENERS_DIFFER and p.program in {q.name for q in conf.programs if q.kind == "eventlistener"}
-            )
-        )
+        names = sorted(p.namespec for p in conf.processes())
         if sorted(mine) != names:
             self.assertEqual(sorted(mine), sorted(salvusNameToday(conf, n) for n in names))
         return theirs, mine
@@ -295,4 +286,63 @@ class SideBySideTests(TestCase):
                 "web:worker",
             ],
         )
-        self.assertEqual(len(mine), 7)
+        self.assertEqual(len(mine), 8)
+
+
+SUPERLANCE_DOCS = """\
+[supervisord]
+
+[eventlistener:memmon]
+command=memmon -a 200MB -m bob@example.com
+events=TICK_60
+
+[eventlistener:crashmail]
+command=crashmail -a -m developers@example.com
+events=PROCESS_STATE_EXITED
+
+[eventlistener:httpok]
+command=httpok -p foo http://localhost:8080/tasty/service
+events=TICK_60
+
+[eventlistener:fatalmailbatch]
+command=fatalmailbatch --toEmail="you@bar.com" --fromEmail="me@bar.com"
+events=PROCESS_STATE,TICK_60
+buffer_size=100
+"""
+
+
+class SuperlanceConfigTests(SynchronousTestCase):
+    """The [eventlistener:] sections superlance's docs give become EventListener declarations."""
+
+    def test_superlanceDocsListeners(self):
+        """Command, events and buffer_size carried over; each listener's stdin is its pipe."""
+        base = _shortDir(self)
+        path = os.path.join(base, "supervisord.conf")
+        with open(path, "w") as f:
+            f.write(SUPERLANCE_DOCS)
+        text, warnings = convert(readSupervisordConf(path, {}), path)
+        tac = os.path.join(base, "host.tac")
+        with open(tac, "w") as f:
+            f.write(text)
+        host = loadHost(tac)  # not validated: superlance need not be installed where this runs
+        listeners = {d.name: d for d in host.declarations("supervisor")}
+        self.assertEqual(sorted(listeners), ["crashmail", "fatalmailbatch", "httpok", "memmon"])
+        self.assertTrue(all(isinstance(d, EventListener) and d.stdin for d in listeners.values()))
+        self.assertEqual(listeners["memmon"].command, ("memmon", "-a", "200MB", "-m", "bob@example.com"))
+        self.assertEqual(listeners["crashmail"].events, ("PROCESS_STATE_EXITED",))
+        batch = listeners["fatalmailbatch"]
+        self.assertEqual((batch.events, batch.buffer_size), (("PROCESS_STATE", "TICK_60"), 100))
+        self.assertEqual(batch.command[1], "--toEmail=you@bar.com")
+        self.assertEqual(batch.priority, -1)  # supervisord's pools start first and stop last
+
+
+class NameTests(SynchronousTestCase):
+    def test_nameSalvusRefusesIsWarnedWithItsLine(self):
+        """supervisord accepts C{[program:web+api]}; Salvus's deploy names do not: the warning
+        names the section's line, before the host file fails to start."""
+        base = _shortDir(self)
+        path = os.path.join(base, "supervisord.conf")
+        with open(path, "w") as f:
+            f.write("[supervisord]\n\n[program:web+api]\ncommand=/bin/cat\n")
+        _, warnings = convert(readSupervisordConf(path, {}), path)
+        self.assertIn(f"{path}:3: [program:web+api]: Salvus refuses this name", "\n".join(warnings))
