@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from salvusctl.balancer import persist
+from salvusctl.balancer import persist, shared
 from salvusctl.balancer.control import BalancerService
-from salvusctl.balancer.declare import HealthCheck
+from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
 from salvusctl.store.postgres import PostgresStore
+from salvusctl.store.testing import MemoryStore
 from salvusctl.store.url import parseStoreURL
 from tests.balancer.helpers import balanced, startBackend
 from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase, waitUntil
@@ -34,17 +36,18 @@ class TwoFrontEndsTests(TestCase):
         self.one = startBackend(self, b"one", mode="echo")
         self.two = startBackend(self, b"two", mode="echo")
 
-    def decl(self):
+    def decl(self, scheduler: str = "roundrobin"):
         servers = [f"127.0.0.1:{b.port.getHost().port}" for b in (self.one, self.two)]
         # checks far apart: each front-end checks only when the test says so
-        return balanced(servers, name="web", health=HealthCheck(interval=3600.0, timeout=1.0, fall=1))
+        return balanced(servers, name="web", scheduler=scheduler,
+                        health=HealthCheck(interval=3600.0, timeout=1.0, fall=1))
 
     @inlineCallbacks
-    def frontEnd(self, name: str):
+    def frontEnd(self, name: str, scheduler: str = "roundrobin"):
         store = PostgresStore(reactor, parseStoreURL(self.db.url), pool_size=2, reconnect_delays=FAST,
                               close_timeout=5)
         store.addMigrations("balancer", persist.MIGRATIONS)
-        balancer = BalancerService(reactor, [self.decl()], store=store, store_ready=store.start,
+        balancer = BalancerService(reactor, [self.decl(scheduler)], store=store, store_ready=store.start,
                                    share=name)
 
         @inlineCallbacks
@@ -143,3 +146,75 @@ class TwoFrontEndsTests(TestCase):
         final = rows[0][0]
         yield self.within(lambda: self.host(a, 0).admin == self.host(b, 0).admin == final,
                           "the same state on both")
+
+    @inlineCallbacks
+    def test_stickyPinsAreSharedAndSurviveARestart(self):
+        """Clients pinned on A keep their backend when they come through B (the floating address
+        moved), also after B restarted."""
+        a = yield self.frontEnd("fe-a", "sticky")
+        b = yield self.frontEnd("fe-b", "sticky")
+        group_a = a.balanced["web"].groups["main"]
+        hosts_a = list(group_a.hosts.values())
+        pinned = {}
+        for i in range(40):
+            ip = f"10.1.0.{i}"
+            host = group_a.scheduler.choose(hosts_a, (ip, 40000))
+            host.active += 1  # least connections spreads the next ones
+            pinned[ip] = host.name
+        self.assertEqual(len(set(pinned.values())), 2)
+
+        def onB(balancer):
+            group = balancer.balanced["web"].groups["main"]
+            hosts = list(group.hosts.values())
+            return {ip: group.scheduler.choose(hosts, (ip, 50000)).name for ip in pinned}
+
+        def seenOnB():
+            cache = b.balanced["web"].groups["main"].scheduler._cache
+            return all(ip in cache for ip in pinned)
+
+        yield self.within(seenOnB, "sticky pins on B")
+        self.assertEqual(onB(b), pinned)
+        yield b.halt()
+        b = yield self.frontEnd("fe-b", "sticky")
+        self.assertEqual(onB(b), pinned)
+
+
+class SharedStatesUnitTests(SynchronousTestCase):
+    """Two front-ends on one in-memory store (its notifications delivered in-process)."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.store = MemoryStore(self.clock)
+        self.store.addMigrations("balancer", persist.MIGRATIONS)
+        self.successResultOf(self.store.start())
+
+    def frontEnd(self, name: str, decl) -> BalancerService:
+        balancer = BalancerService(self.clock, [decl], store=self.store, share=name)
+        balancer.startService()
+        self.addCleanup(lambda: balancer.running and balancer.stopService())
+        return balancer
+
+    def test_clusterDeployHostsAreNotShared(self):
+        """A host that follows a cluster deploy takes its states from the workers' published
+        rows: a drain of it on A is neither stored nor applied on B (a drain kept for
+        C{worker:0@w1} must not fall on its next run)."""
+        def decl():
+            return Balanced("web", listen=[], groups=[Group("workers", cluster_deploy="worker")])
+
+        a, b = self.frontEnd("fe-a", decl()), self.frontEnd("fe-b", decl())
+        for balancer in (a, b):
+            balancer.balanced["web"].addHost("workers", "10.0.0.5", 8001, name="worker:0@w1")
+        a.drain("web", "workers", "worker:0@w1")
+        self.assertEqual(b.balanced["web"].host("workers", "worker:0@w1").admin, "up")
+        self.assertEqual(self.successResultOf(self.store.runQuery("SELECT * FROM balancer_shared")), [])
+
+    def test_malformedNotificationIsIgnored(self):
+        """A stray payload on the channel is logged and changes nothing; the next good one applies."""
+        def decl():
+            return Balanced("web", listen=[], groups=[Group("main", [Server("10.0.0.1:80")])])
+
+        a, b = self.frontEnd("fe-a", decl()), self.frontEnd("fe-b", decl())
+        self.successResultOf(self.store.notify(shared.CHANNEL, "not json"))
+        a.drain("web", "main", "10.0.0.1:80")
+        self.clock.advance(1)
+        self.assertEqual(b.balanced["web"].host("main", "10.0.0.1:80").admin, "drain")
