@@ -25,6 +25,7 @@ from zope.interface import Interface, implementer
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
+from salvusctl.supervisor.eventlistener import processNames
 from salvusctl.supervisor.logs import InstanceLog
 from salvusctl.supervisor.states import (
     RUNNING_STATES,
@@ -1066,13 +1067,8 @@ class Instance:
 def _supervisorEnvironment(instance: Instance) -> dict[str, str]:
     """supervisord's variables, so C{supervisor.childutils.getRPCInterface(os.environ)} in a
     child (an event listener above all) finds the host's admin socket."""
-    group = instance.deploy.groupName
-    name = instance.name
-    env = {
-        "SUPERVISOR_ENABLED": "1",
-        "SUPERVISOR_PROCESS_NAME": name[len(group) + 1:] if name.startswith(group + ":") else name,
-        "SUPERVISOR_GROUP_NAME": group,
-    }
+    name, group = processNames(instance)
+    env = {"SUPERVISOR_ENABLED": "1", "SUPERVISOR_PROCESS_NAME": name, "SUPERVISOR_GROUP_NAME": group}
     url = getattr(instance.owner, "serverURL", None)
     if url:
         env["SUPERVISOR_SERVER_URL"] = url
