@@ -15,6 +15,9 @@
    stay up; the server's RSS once every line is in the files.
 4. followers: 20 connections to /logtail (what `supervisorctl tail -f` opens) follow a program
    printing 100 lines a second; the p99 of getState calls without and with them.
+5. balancer beside followers (Salvus only; nginx and wrk): one twistd host with a balancer in
+   front of nginx, the admin and that program; the balancer's p99 (wrk, 20 connections, 1 KiB)
+   and getState's p99 without and with the 20 followers, in the one reactor they share.
 
 supervisord comes from the test extras (beside this Python).  Ratios are Salvus over supervisord:
 below 1 is better for times, CPU and RSS; above 1 is better for lines per CPU-second.
@@ -29,7 +32,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from bench.logs.workloads import FOLLOWERS, run  # noqa: E402
+from bench.logs.workloads import BALANCER, FOLLOWERS, PARTS, balancerFigures, run  # noqa: E402
 
 
 def main() -> None:
@@ -37,16 +40,21 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here too")
     parser.add_argument("--size-mib", type=int, default=1024, help="the large log's size")
     parser.add_argument("--flood-lines", type=int, default=200_000, help="lines of the flood")
-    parser.add_argument("--only", help="comma-separated subset of tail,followers,flood,long")
+    parser.add_argument("--only", help="comma-separated subset of tail,followers,flood,long,balancer")
     parser.add_argument("--quick", action="store_true", help="an 8 MiB log, small floods (no figures judged)")
     args = parser.parse_args()
     size = (8 if args.quick else args.size_mib) << 20
     calls = 5 if args.quick else 100
     nflood = 5000 if args.quick else args.flood_lines
     nlong, wlong, linesLong = 4, 60 * 1024, (20 if args.quick else 1500)
-    parts = tuple(args.only.split(",")) if args.only else ("tail", "followers", "flood", "long")
-    figures = run(parts=parts, size=size, calls=calls, quick=args.quick, nflood=nflood, nlong=nlong,
-                  wlong=wlong, linesLong=linesLong)
+    parts = tuple(args.only.split(",")) if args.only else PARTS + (BALANCER,)
+    figures = {"salvus": {}, "supervisord": {}}
+    if set(parts) - {BALANCER}:
+        figures = run(parts=tuple(p for p in parts if p != BALANCER), size=size, calls=calls,
+                      quick=args.quick, nflood=nflood, nlong=nlong, wlong=wlong, linesLong=linesLong)
+    balancer = {}
+    if BALANCER in parts:
+        balancer = balancerFigures(seconds=1 if args.quick else 5, rounds=1 if args.quick else 3)
 
     s, d = figures["salvus"], figures["supervisord"]
     rows = [
@@ -65,16 +73,28 @@ def main() -> None:
         (f"RSS, {nlong} x {linesLong} lines of 60 KiB, MB", "rss_long_lines_mb", "%.1f"),
         ("  growth while they wrote, MB", "rss_long_lines_growth_mb", "%.1f"),
     ]
-    print(f"| {'metric':<44} | {'Salvus':>10} | {'supervisord':>11} | {'Salvus/supervisord':>18} |")
-    print(f"| {'-' * 44} | {'-' * 10} | {'-' * 11} | {'-' * 18} |")
+    if s:
+        print(f"| {'metric':<44} | {'Salvus':>10} | {'supervisord':>11} | {'Salvus/supervisord':>18} |")
+        print(f"| {'-' * 44} | {'-' * 10} | {'-' * 11} | {'-' * 18} |")
     for label, key, fmt in rows:
         if key not in s:
             continue
         ratio = s[key] / d[key] if d[key] else float("nan")
         print(f"| {label:<44} | {fmt % s[key]:>10} | {fmt % d[key]:>11} | {ratio:>18.3f} |")
+    if balancer:
+        print()
+        print(f"One twistd host: balancer (nginx behind it, wrk -c20), admin, a program printing 100 "
+              f"lines/s; medians of {1 if args.quick else 3} rounds")
+        print(f"| {'metric':<44} | {'0 followers':>11} | {f'{FOLLOWERS} followers':>12} | {'ratio':>6} |")
+        print(f"| {'-' * 44} | {'-' * 11} | {'-' * 12} | {'-' * 6} |")
+        for label, key in (("balancer p99 (wrk), ms", "balancer_p99"),
+                           ("getState p99, ms", "host_getstate_p99")):
+            a, f = balancer[key + "_alone_ms"], balancer[key + "_followers_ms"]
+            print(f"| {label:<44} | {a:>11.3f} | {f:>12.3f} | {f / a if a else float('nan'):>6.2f} |")
+        print(f"  what the followers received: {balancer['host_followers_got_kb']:.0f} KiB")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+            json.dump(dict(figures, balancer=balancer), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from bench._common import freePort, waitPort  # noqa: E402
 #: Every workload, in the order they run: the large log's tails, the followers, the flood, the
 #: long lines.
 PARTS = ("tail", "followers", "flood", "long")
+#: Run by L{balancerFigures}, not L{run}: a twistd host with a balancer, Salvus alone.
+BALANCER = "balancer"
 FLOOD = "import sys\nw = sys.stdout.write\nfor i in range({n}):\n    w('%099d\\n' % i)\n"
 LONG = ("import sys, time\nline = 'y' * {width} + '\\n'\nfor i in range({n}):\n    sys.stdout.write(line)\n"
         "sys.stdout.flush()\ntime.sleep(100000)\n")
@@ -163,11 +165,12 @@ while True:
 """
 
 
-def withFollowers(url: str, name: str, n: int, measure) -> tuple[float, float, float]:
+def withFollowers(url: str, name: str, n: int, measure, measureAlone: bool = True):
     """(KiB the followers received, C{measure()} with C{n} C{tail -f} followers of C{name}'s log,
-    C{measure()} without): C{n} connections to C{/logtail/<name>} (what C{supervisorctl tail -f}
-    opens), drained by a process of their own, while the program writes 100 lines a second."""
-    alone = measure()
+    C{measure()} without, or None): C{n} connections to C{/logtail/<name>} (what C{supervisorctl
+    tail -f} opens), drained by a process of their own, while the program writes 100 lines a
+    second."""
+    alone = measure() if measureAlone else None
     host, port = url.split("://", 1)[1].rsplit(":", 1)
     drain = subprocess.Popen([sys.executable, "-c", DRAIN, host, port, name, str(n)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -182,7 +185,7 @@ def withFollowers(url: str, name: str, n: int, measure) -> tuple[float, float, f
     finally:
         drain.kill()
         drain.wait()
-    return got / 1024, followed * 1000, alone * 1000
+    return got / 1024, followed, alone
 
 
 def ctlTail(url: str, name: str, runs: int) -> float:
@@ -246,8 +249,9 @@ def measure(who: str, pid: int, url: str, names: dict[str, str], longs: list[str
     if "followers" in parts:
         waitRunning(proxy, names["ticker"], who)
         p99 = lambda: latencies(proxy.supervisor.getState, calls * 2)[1]  # noqa: E731
-        fig["followers_got_kb"], fig["getstate_p99_followers_ms"], fig["getstate_p99_alone_ms"] = (
-            withFollowers(url, names["ticker"], FOLLOWERS, p99))
+        got, followed, alone = withFollowers(url, names["ticker"], FOLLOWERS, p99)
+        fig["followers_got_kb"] = got
+        fig["getstate_p99_followers_ms"], fig["getstate_p99_alone_ms"] = followed * 1000, alone * 1000
     if "tail" in parts:
         fig["rss_after_tails_mb"] = rssMB(pid)
     if "flood" in parts:
@@ -338,3 +342,123 @@ def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100
                 p.kill()
         shutil.rmtree(tmp, True)
     return figures
+
+
+# -- the balancer's p99 beside tail -f followers, in one real host ------------------------------
+
+HOST_TAC = """
+from salvusctl.admin.declaration import Admin
+from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
+from salvusctl.host import Host
+from salvusctl.supervisor.deploy import Deploy
+host = Host(name="bench", store="sqlite:{var}/salvus.db", var="{var}")
+host.add(Balanced("web", listen=["tcp:{port}:interface=127.0.0.1"],
+                  groups=[Group("g", [Server("127.0.0.1:{backend}")], health=HealthCheck(interval=60))]))
+host.add(Deploy("ticker", command=[{python!r}, {ticker!r}], startsecs=0))
+host.add(Admin("tcp:{admin}:interface=127.0.0.1", users={users!r}))
+application = host.application()
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {t}/nginx.pid;
+error_log {t}/nginx-error.log error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {t}/cb; proxy_temp_path {t}/pt; fastcgi_temp_path {t}/ft;
+  uwsgi_temp_path {t}/ut; scgi_temp_path {t}/st;
+  server {{ listen 127.0.0.1:{port}; root {t}/www; }}
+}}
+"""
+
+
+def wrkP99(port: int, seconds: float, conns: int = 20) -> float:
+    """wrk's p99 latency (ms) for a 1 KiB file through C{port}, one thread, C{conns} connections,
+    at most 2,000 requests a second per run (C{--rate} is not wrk's: the load is closed-loop, so
+    the figure is a latency under a load the host keeps up with, not a saturation)."""
+    import re
+
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency",
+                          f"http://127.0.0.1:{port}/small.html"],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if not m:
+        raise SystemExit(f"wrk gave no p99: {out[-500:]}")
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def balancerFigures(*, seconds: float = 5.0, rounds: int = 3, progress=print) -> dict[str, float]:
+    """A twistd host with a balancer (in front of nginx), a program printing 100 lines a second
+    and the admin: the balancer's p99 (wrk) and the admin's getState p99 without and with
+    L{FOLLOWERS} C{tail -f} followers of that program's log, in the host's one reactor; medians
+    over C{rounds} alternated runs."""
+    from salvusctl.admin.users import UsersFile
+
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None and not os.path.exists("/usr/sbin/" + tool):
+            raise SystemExit(f"bench/logs balancer: {tool} is not installed")
+    tmp = tempfile.mkdtemp(prefix="salvus-bench-logs-bal-")
+    os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user
+    procs: list[subprocess.Popen] = []
+    try:
+        os.makedirs(os.path.join(tmp, "www"))
+        with open(os.path.join(tmp, "www", "small.html"), "wb") as f:
+            f.write(b"x" * 1024)
+        backend = freePort()
+        with open(os.path.join(tmp, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(t=tmp, port=backend))
+        procs.append(subprocess.Popen(["nginx", "-p", tmp, "-c", os.path.join(tmp, "nginx.conf"),
+                                       "-e", os.path.join(tmp, "nginx-error.log")]))
+        waitPort(backend)
+        var = os.path.join(tmp, "var")
+        os.makedirs(var)
+        users = os.path.join(tmp, "users")
+        UsersFile(users).add("bench", "bench-pw")
+        ticker = os.path.join(tmp, "ticker.py")
+        with open(ticker, "w") as f:
+            f.write(TICKER)
+        port, admin = freePort(), freePort()
+        tac = os.path.join(var, "host.tac")
+        with open(tac, "w") as f:
+            f.write(HOST_TAC.format(var=var, port=port, backend=backend, python=sys.executable,
+                                    ticker=ticker, admin=admin, users=users))
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+        host = subprocess.Popen(twistd + ["-n", "--pidfile=", "--logfile", os.path.join(tmp, "host.log"),
+                                          "salvus", "--config", tac],
+                                env=dict(os.environ, PYTHONPATH=ROOT), cwd=var)
+        procs.append(host)
+        waitPort(port, 30)
+        waitPort(admin, 30)
+        url = f"http://127.0.0.1:{admin}"
+        proxy = xmlrpc.client.ServerProxy(url.replace("://", "://bench:bench-pw@") + "/RPC2")
+        waitRunning(proxy, "ticker:0", "salvus")
+        wrkP99(port, 1)  # warm up
+        runs: dict[str, list[float]] = {}
+
+        def both() -> tuple[float, float]:
+            return wrkP99(port, seconds), latencies(proxy.supervisor.getState, 200)[1] * 1000
+
+        for r in range(rounds):
+            progress(f"balancer p99 with 0 and {FOLLOWERS} followers (round {r + 1}/{rounds}) ...",
+                     flush=True)
+            alone = both()
+            got, followed, _ = withFollowers(url, "ticker:0", FOLLOWERS, both, measureAlone=False)
+            for key, value in (("balancer_p99_alone_ms", alone[0]),
+                               ("balancer_p99_followers_ms", followed[0]),
+                               ("host_getstate_p99_alone_ms", alone[1]),
+                               ("host_getstate_p99_followers_ms", followed[1]),
+                               ("host_followers_got_kb", got)):
+                runs.setdefault(key, []).append(value)
+        return {key: statistics.median(values) for key, values in runs.items()}
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, True)
