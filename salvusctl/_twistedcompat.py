@@ -33,6 +33,8 @@ __all__ = [
     "closeWithoutShutdown",
     "halfCloseNow",
     "adoptListeningPort",
+    "forgetDescriptor",
+    "EPOLL_REACTOR_PRIVATES",
     "processReactor",
     "listOpenFDs",
     "spawnFileActions",
@@ -131,6 +133,26 @@ def adoptListeningPort(portClass: type, reactor: Any, fd: int, family: int, fact
     the caller still owns C{fd}.
     """
     return portClass._fromListeningDescriptor(reactor, fd, family, factory)
+
+
+# -- the epoll reactor's tables (twisted.internet.epollreactor.EPollReactor privates) ----------
+
+#: The private attributes of an C{EPollReactor} instance that the balancer's lean reactor
+#: (L{salvusctl.balancer.fastreactor}, a subclass: its dispatch and main loop) and
+#: L{forgetDescriptor} read; the tests check each on a new reactor.
+EPOLL_REACTOR_PRIVATES = ("_poller", "_selectables", "_reads", "_writes", "_started",
+                          "_newTimedCalls", "_pendingTimedCalls", "_doReadOrWrite",
+                          "_disconnectSelectable")
+
+
+def forgetDescriptor(reactor: Any, fd: int) -> None:
+    """Take C{fd} out of an C{EPollReactor} for reading and writing at once: one C{epoll_ctl},
+    where C{removeReader} then C{removeWriter} look it up twice (C{_selectables}, C{_reads},
+    C{_writes}, C{_poller})."""
+    if reactor._selectables.pop(fd, None) is not None:
+        reactor._poller.unregister(fd)
+        reactor._reads.discard(fd)
+        reactor._writes.discard(fd)
 
 
 # -- child processes (twisted.internet.process privates) ---------------------------------------

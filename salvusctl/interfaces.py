@@ -147,8 +147,9 @@ class ISupervisor(Interface):
     def stopDeploy(name):
         """Stop every instance of a deploy."""
 
-    def startAll():
-        """Start everything in priority / dependency order."""
+    def startAll(everything=False):
+        """Start the autostart deploys in priority / dependency order; with C{everything}, the
+        C{autostart=False} ones too (supervisord's C{startAllProcesses})."""
 
     def stopAll():
         """Stop everything in reverse order; fires when all have exited."""

@@ -8,6 +8,7 @@ import sys
 from twisted.python import usage
 
 from salvusctl.errors import ConfigError
+from salvusctl.host.building import exitOnFatal
 
 __all__ = ["Options", "makeService", "reloadOnHangup", "exitOnFatal"]
 
@@ -36,13 +37,13 @@ def loadConfiguredHost(options: Options):
 
     The host's C{source} reads the same config again with the same options (a reload).
     """
-    from salvusctl.config import loadHost
+    from salvusctl.host.loading import loadHost
 
     if options["config"]:
         host = loadHost(options["config"])
         read = host.source
     else:
-        from salvusctl.defaulthost import defaultHost
+        from salvusctl.host.demo import defaultHost
 
         host = defaultHost(var=options["var"])
         var = os.path.abspath(options["var"])
@@ -111,44 +112,6 @@ def makeService(options: Options):
     reloadOnHangup(reactor, host)
     exitOnFatal(reactor, service)
     return service
-
-
-def exitOnFatal(reactor, service) -> None:
-    """A store that cannot start stops the host: one line on stderr, then exit status 1.
-
-    twistd itself always exits 0 once its reactor has stopped, so the status is set by an
-    C{atexit} hook that runs after twistd has shut down cleanly (services stopped, pid file
-    removed).  A service manager then sees a failed start and restarts the host; an operator
-    reads the reason in one line.
-    """
-    import atexit
-
-    failed: list[str] = []
-
-    def exitNonZero() -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
-
-    def stop() -> None:
-        if reactor.running:
-            reactor.stop()
-
-    def fatal(reason: str) -> None:
-        if failed:
-            return
-        failed.append(reason)
-        # twistd has replaced sys.stderr by its log by now: the line goes to the real stderr
-        # (and so, with -n, the log and the terminal each show it once).
-        stream = sys.__stderr__ or sys.stderr
-        stream.write(f"salvus: error: {reason}\n")
-        stream.flush()
-        atexit.register(exitNonZero)
-        reactor.callLater(0, stop)
-
-    for child in service:
-        if hasattr(child, "onFatal"):
-            child.onFatal = fatal
 
 
 def reloadOnHangup(reactor, host) -> None:

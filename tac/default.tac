@@ -3,7 +3,7 @@
 # Ports: env SALVUS_WEB_PORT (8080) and SALVUS_ADMIN_PORT (8443); state under env SALVUS_VAR (./var).
 import os
 
-from salvusctl.defaulthost import defaultHost
+from salvusctl.host.demo import defaultHost
 
 host = defaultHost(var=os.environ.get("SALVUS_VAR", "var"))
 application = host.application()

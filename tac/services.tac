@@ -12,7 +12,7 @@ import shutil
 from salvusctl.admin.declaration import Admin
 from salvusctl.backup.declaration import Backup
 from salvusctl.host import Host
-from salvusctl.monitor.build import Monitor
+from salvusctl.monitor.declare import Monitor
 from salvusctl.supervisor.deploy import Deploy, Probe, Ready
 
 var = os.path.abspath(os.environ.get("SALVUS_VAR", "var"))

@@ -9,10 +9,10 @@ import os
 import sys
 
 from salvusctl.admin.declaration import Admin
-from salvusctl.alerts.build import AlertRule
+from salvusctl.alerts.declare import AlertRule
 from salvusctl.cluster import Cluster
 from salvusctl.host import Host
-from salvusctl.monitor.build import Monitor
+from salvusctl.monitor.declare import Monitor
 from salvusctl.supervisor.deploy import Deploy, Probe, Ready
 
 var = os.environ.get("SALVUS_VAR", "var")

@@ -8,9 +8,9 @@ import textwrap
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from salvusctl.config import loadHost
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host
+from salvusctl.host.loading import loadHost
 
 
 class _Listener:

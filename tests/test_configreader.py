@@ -13,10 +13,10 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from salvusctl.configreader import RESULT_FD, ConfigReader
-from salvusctl.declared import DeclaredHost, describe
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host
+from salvusctl.host.model import DeclaredHost, describe
+from salvusctl.host.reader import RESULT_FD, ConfigReader
 from salvusctl.supervisor.deploy import Deploy
 
 
@@ -76,7 +76,7 @@ class ReaderUnitTests(SynchronousTestCase):
         _exit(protocol, code)
 
     def test_childCommandAndDescriptors(self):
-        """The child is salvusctl.declared's main on FILE --store URL, this very salvusctl first
+        """The child is salvusctl.host.model's main on FILE --store URL, this very salvusctl first
         on its path, in the host's own environment (a config may read it); its model comes on fd 3
         and its stdin is closed at once."""
         reader = ConfigReader(self.clock, self.path, store="sqlite:/tmp/o.db")
@@ -85,7 +85,7 @@ class ReaderUnitTests(SynchronousTestCase):
         root = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["salvusctl"].__file__)))
         self.assertEqual(args[1], "-c")
         self.assertIn(f"sys.path.insert(0, {root!r})", args[2])
-        self.assertIn("from salvusctl.declared import main", args[2])
+        self.assertIn("from salvusctl.host.loading import main", args[2])
         self.assertEqual(args[3:], [self.path, "--store", "sqlite:/tmp/o.db"])
         self.assertEqual(env, dict(os.environ))
         self.assertEqual(fds, {0: "w", 1: "r", 2: "r", 3: "r"})
@@ -202,7 +202,7 @@ application = host.application()
 
 
 class RealChildTests(TestCase):
-    """The real `python -m salvusctl.declared` child, spawned on the real reactor."""
+    """The real `python -m salvusctl.host.loading` child, spawned on the real reactor."""
 
     timeout = 30
 
@@ -316,7 +316,7 @@ class RealChildTests(TestCase):
     def test_theChildSeesTheHostsEnvironment(self):
         """A config built from the environment (as the default host's worker env is) reads the
         same in the child as here: the reader changes nothing of it, PYTHONPATH included."""
-        from salvusctl.config import loadHost
+        from salvusctl.host.loading import loadHost
 
         path = self.write(_GOOD.replace(
             'numprocs=2, group="front"',

@@ -19,11 +19,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.alerts.build import AlertRule
 from salvusctl.balancer.declare import Balanced, Group, Server
-from salvusctl.config import loadHost
-from salvusctl.declared import Declared, DeclaredHost, declarationDigest, describe, digest, specDigest
 from salvusctl.host import Host
+from salvusctl.host.loading import loadHost
+from salvusctl.host.model import Declared, DeclaredHost, declarationDigest, describe, digest, specDigest
+from salvusctl.host.reload import MODEL_NOTE, HostReloader, deployDiff
 from salvusctl.monitor.build import Monitor
-from salvusctl.reload import MODEL_NOTE, HostReloader, deployDiff
 from salvusctl.supervisor.deploy import Deploy
 from tests.helpers import childEnv
 
@@ -102,7 +102,7 @@ class DigestTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write(_TAC.format(limit=100))
         here = describe(loadHost(path))
-        out = subprocess.run([sys.executable, "-m", "salvusctl.declared", path], capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "salvusctl.host.loading", path], capture_output=True,
                              env=childEnv(), check=True, timeout=60).stdout
         there = json.loads(out)["model"]
         self.assertEqual(there["declarations"], here["declarations"])

@@ -21,9 +21,9 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
-from salvusctl.config import loadHost
-from salvusctl.defaulthost import defaultHost
 from salvusctl.errors import ConfigError
+from salvusctl.host.demo import defaultHost
+from salvusctl.host.loading import loadHost
 from tests.helpers import REPO, childEnv, freePort
 
 # A test run as a background job inherits SIGINT ignored, and twistd would then ignore Ctrl-C:

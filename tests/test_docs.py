@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.backup.cli import backupMain, restoreMain
 from salvusctl.cli.main import CLIError, parseArgs
-from salvusctl.config import loadHost
+from salvusctl.host.loading import loadHost
 from tests.helpers import REPO
 
 SHELLS = ("sh", "shell", "bash", "console")

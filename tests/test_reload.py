@@ -10,11 +10,11 @@ from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.balancer.declare import Balanced, Group, Server
-from salvusctl.config import loadHost
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host
+from salvusctl.host.loading import loadHost
+from salvusctl.host.reload import HostReloader, declarationsDiffer, deployDiff
 from salvusctl.monitor.build import Monitor
-from salvusctl.reload import HostReloader, declarationsDiffer, deployDiff
 from salvusctl.supervisor.deploy import Deploy, Probe, Ready
 from tests.helpers import REPO
 
@@ -279,7 +279,7 @@ class OutOfProcessTests(SynchronousTestCase):
         """A host read from a file, on a reactor that spawns, reads edits out of process; others not."""
         from twisted.internet.task import Clock
 
-        from salvusctl.configreader import ConfigReader
+        from salvusctl.host.reader import ConfigReader
 
         self.running.origin = {"config": "/etc/h.tac", "store": "sqlite:/tmp/o.db"}
         reactor = Clock()
@@ -293,7 +293,7 @@ class OutOfProcessTests(SynchronousTestCase):
 
     def test_rereadNeverRunsTheFileHere(self):
         """diff of the edited config comes from the reader's model: the source is never called."""
-        from salvusctl.declared import DeclaredHost, describe
+        from salvusctl.host.model import DeclaredHost, describe
 
         edited = _host([Deploy("a", command=CMD), Deploy("c", command=CMD)])
         self.reloader.reader = _Reader(DeclaredHost(describe(edited)))
@@ -385,7 +385,7 @@ def _runningContext(host: Host):
 
     from twisted.internet.task import Clock
 
-    from salvusctl.reload import deploysOf
+    from salvusctl.host.reload import deploysOf
     from salvusctl.supervisor.service import SupervisorService
 
     services = {}
@@ -403,8 +403,8 @@ class ExampleHostReloadTests(SynchronousTestCase):
 
     def assertReloads(self, label: str, running: Host, again: Host) -> None:
         from salvusctl.admin.processgroups import groupDiff, groupsOf
-        from salvusctl.declared import DeclaredHost, describe
-        from salvusctl.reload import SETTINGS_KEY
+        from salvusctl.host.model import DeclaredHost, describe
+        from salvusctl.host.reload import SETTINGS_KEY
 
         context = _runningContext(running)
         reloader = HostReloader(running, context)
@@ -485,7 +485,7 @@ class SupervisorSettingsReloadTests(SynchronousTestCase):
 
     def test_limitsApplyLive(self):
         """max_processes and drain_timeout reach the running supervisor; the diff is then empty."""
-        from salvusctl.reload import SETTINGS_KEY
+        from salvusctl.host.reload import SETTINGS_KEY
 
         self.next = self.host(max_processes=8, drain_timeout=5.0)
         expected = {SETTINGS_KEY: {"added": [], "changed": ["drain_timeout", "max_processes"], "removed": []}}
@@ -495,7 +495,7 @@ class SupervisorSettingsReloadTests(SynchronousTestCase):
 
     def test_directoriesNeedARestart(self):
         """A moved run directory is reported for a restart and not applied."""
-        from salvusctl.reload import SETTINGS_KEY
+        from salvusctl.host.reload import SETTINGS_KEY
 
         self.next = self.host(max_processes=8, run_dir="/tmp/elsewhere")
         entry = self.successResultOf(self.reloader.reconcile())[SETTINGS_KEY]
@@ -505,8 +505,8 @@ class SupervisorSettingsReloadTests(SynchronousTestCase):
     def test_outOfProcessModelHasNoPhantom(self):
         """Read out of process (reread, avail): the settings are neither a deploy nor a group."""
         from salvusctl.admin.processgroups import groupDiff
-        from salvusctl.declared import DeclaredHost, describe
-        from salvusctl.reload import SETTINGS_KEY, deploysOf
+        from salvusctl.host.model import DeclaredHost, describe
+        from salvusctl.host.reload import SETTINGS_KEY, deploysOf
 
         model = DeclaredHost(describe(self.host(max_processes=4)))
         self.assertEqual(self.reloader.diff(model), {})

@@ -314,6 +314,34 @@ class HookTests(SynchronousTestCase):
                     self.assertTrue(hasattr(base, hook), f"{dotted}.{hook} is gone")
             self.assertIs(getattr(compat, name, base), base)
 
+    def test_epollReactorPrivates(self):
+        """The epoll reactor's instance attributes the lean reactor and forgetDescriptor read are
+        there, and forgetDescriptor takes a reader and writer out of every table."""
+        from twisted.internet.epollreactor import EPollReactor
+
+        r = EPollReactor()
+        self.addCleanup(r._poller.close)
+        for name in compat.EPOLL_REACTOR_PRIVATES:
+            self.assertTrue(hasattr(r, name), f"EPollReactor().{name} is gone")
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+
+        class _FD:
+            def fileno(self):
+                return a.fileno()
+
+            def logPrefix(self):
+                return "fd"
+
+        fd = _FD()
+        r.addReader(fd)
+        r.addWriter(fd)
+        compat.forgetDescriptor(r, a.fileno())
+        self.assertNotIn(fd, r.getReaders())
+        self.assertNotIn(fd, r.getWriters())
+        compat.forgetDescriptor(r, a.fileno())  # not there: nothing happens
+
     def test_tlsConnectionMadeOnConnect(self):
         """TLSMemoryBIOProtocol makes its private OpenSSL connection in makeConnection."""
         from twisted.internet.ssl import optionsForClientTLS

@@ -9,6 +9,8 @@ attached to the request, so pages and XML-RPC decide what a viewer or an operato
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
 import struct
 from collections import OrderedDict, deque
@@ -24,7 +26,7 @@ from twisted.web import resource, server, util
 from twisted.web.guard import BasicCredentialFactory
 from zope.interface import implementer
 
-from salvusctl.admin.users import DUMMY_HASH, User, UsersFile, UsersFileError, verifyPassword
+from salvusctl.admin.users import DUMMY_HASH, OPERATOR, User, UsersFile, UsersFileError, verifyPassword
 
 __all__ = [
     "LoginRateLimiter",
@@ -492,16 +494,22 @@ class Gate(resource.Resource):
 
     isLeaf = False
 
-    def __init__(self, portal: Portal, limiter: LoginRateLimiter, realm: bytes = b"salvus"):
+    def __init__(self, portal: Portal, limiter: LoginRateLimiter, realm: bytes = b"salvus",
+                 app: resource.IResource | None = None, operatorUids: frozenset[int] | None = None):
         super().__init__()
         self.portal = portal
         self.limiter = limiter
         self.realm = realm
         self.factory = AddressedBasicCredentialFactory(realm)
+        self.app = app
+        self.operatorUids = frozenset({0, os.getuid()}) if operatorUids is None else operatorUids
 
     def _authorized(self, request) -> resource.IResource:
         header = request.getHeader(b"authorization")
         if not header:
+            peer = self._peerOperator(request)
+            if peer is not None:
+                return _UserRoot(peer, self.app)
             return _Unauthorized(self.realm)
         scheme, _, response = header.strip().partition(b" ")
         if scheme.lower() != b"basic":
@@ -510,9 +518,29 @@ class Gate(resource.Resource):
             credentials = self.factory.decode(response.strip(), request)
         except cred_error.LoginFailed:
             return _Unauthorized(self.realm)
+        if not credentials.username and not credentials.password:
+            # supervisor.childutils sends an empty user and password: no login, so the peer's
+            # credentials decide, as with no header at all.
+            peer = self._peerOperator(request)
+            return _UserRoot(peer, self.app) if peer is not None else _Unauthorized(self.realm)
         d = self.portal.login(credentials, None, resource.IResource)
         d.addCallbacks(lambda result: result[1], self._loginFailed)
         return util.DeferredResource(d)
+
+    def _peerOperator(self, request) -> User | None:
+        """An operator for a request with no password over the unix socket whose peer (by the
+        kernel's C{SO_PEERCRED}) is root or the host's own uid, as supervisord trusts a local
+        root or same-user client of its socket; anyone else must log in."""
+        if self.app is None or getattr(request.getClientAddress(), "host", None):
+            return None
+        uid = _peerUid(getattr(getattr(request, "channel", None), "transport", None))
+        if uid is None or uid not in self.operatorUids:
+            return None
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = f"uid{uid}"
+        return User(name=f"{name}@unix", role=OPERATOR, hash="")
 
     def _loginFailed(self, failure) -> resource.IResource:
         if failure.check(TooManyAttempts):
@@ -612,4 +640,4 @@ def makeGate(
 ) -> Gate:
     """The authenticated root resource serving C{app} (C{verify}, C{checks}: see L{UsersChecker})."""
     portal = Portal(AdminRealm(users, app), [UsersChecker(users, limiter, verify, checks)])
-    return Gate(portal, limiter, realm_name)
+    return Gate(portal, limiter, realm_name, app=app)

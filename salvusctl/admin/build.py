@@ -290,8 +290,24 @@ def buildAdmin(context: Any, declarations: list[Admin]) -> AdminService | None:
     """One service for all of a host's C{Admin} declarations (None when there are none)."""
     if not declarations:
         return None
+    _tellChildrenTheSocket(context.services.get("supervisor"), declarations)
     state = AdminState(
         services=context.services, clock=context.reactor, host_name=context.host.name, store=context.store,
         context=context,
     )
     return AdminService(context.reactor, list(declarations), state, context.var_dir)
+
+
+def _tellChildrenTheSocket(supervisor: Any, declarations: list[Admin]) -> None:
+    """Give the supervisor the first unix listener's URL for its children's
+    C{SUPERVISOR_SERVER_URL} (what C{supervisor.childutils.getRPCInterface} connects to; its
+    peer credentials let them in without a password, see L{salvusctl.admin.auth.Gate})."""
+    if supervisor is None or not hasattr(supervisor, "serverURL"):
+        return
+    for declaration in declarations:
+        for description in declaration.listen:
+            kind, args, kwargs = parseListener(description)
+            if kind == "unix":
+                path = str(args[0] if args else kwargs.get("address", ""))
+                supervisor.serverURL = "unix://" + os.path.abspath(path)
+                return

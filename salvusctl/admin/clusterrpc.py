@@ -22,10 +22,13 @@ __all__ = ["ClusterNamespace"]
 def _call(fn, *args) -> defer.Deferred:
     """A cluster call under the admin's convention (L{serviceCall}): an unknown host is BAD_NAME,
     a bad message BAD_ARGUMENTS, no pong or a cancelled wait FAILED."""
+    from salvusctl.cluster.clients import ClientNotConnected, NoClientsSocket
     from salvusctl.cluster.domain import BadMessage
     from salvusctl.cluster.handlers import NoPong
 
-    d = serviceCall(fn, *args, errors={BadMessage: Faults.BAD_ARGUMENTS, NoPong: Faults.FAILED})
+    d = serviceCall(fn, *args, errors={ClientNotConnected: Faults.REFUSED, BadMessage: Faults.BAD_ARGUMENTS,
+                                       NoPong: Faults.FAILED, ValueError: Faults.BAD_ARGUMENTS,
+                                       NoClientsSocket: Faults.NO_SERVICE})
 
     def cancelled(failure):
         failure.trap(defer.CancelledError)
@@ -35,7 +38,7 @@ def _call(fn, *args) -> defer.Deferred:
 
 
 class ClusterNamespace(Namespace):
-    """C{salvus.cluster.hosts|info|send|ping|messages}."""
+    """C{salvus.cluster.hosts|info|send|ping|messages|deliver|clients}."""
 
     def _cluster(self) -> Any:
         return self.state.rpcService("cluster")
@@ -79,6 +82,29 @@ class ClusterNamespace(Namespace):
         if not 0 < timeout <= 300:
             raise rpcFault(Faults.BAD_ARGUMENTS, f"timeout must be within (0, 300] seconds, not {timeout:g}")
         return _call(self._cluster().ping, host, timeout)
+
+    @operator
+    def xmlrpc_deliver(
+        self, client: str, body: dict | list | str | int | float | bool | None = None
+    ) -> Reply[dict]:
+        """Send a message to a client wherever in the cluster it is connected
+
+        @param client the client id an instance registered on its clients socket
+        @param body the message (any JSON value)
+        @return client, host, instance, serial, id, path (local, link or mailbox)
+        """
+        return _call(self._cluster().deliver, client, body)
+
+    def xmlrpc_clients(self, host: str = "", limit: int = 1000) -> Reply[list]:
+        """The clients connected now, with the host and instance holding each
+
+        @param host only the clients of this host ('' for all)
+        @param limit at most this many (1..10000)
+        @return structs: client, host, instance, serial, state, since, why
+        """
+        if not 1 <= limit <= 10000:
+            raise rpcFault(Faults.BAD_ARGUMENTS, f"limit must be 1..10000, not {limit}")
+        return _call(self._cluster().connectedClients, host or None, limit)
 
     def xmlrpc_messages(self, host: str = "", kind: str = "", limit: int = 50) -> Reply[list]:
         """The newest messages of the cluster with each receiver's delivery state, newest first

@@ -3,8 +3,8 @@
 A supervisord process group is a Salvus group: a deploy's C{group=}, its own name when it declares
 none (the usual case, where group and deploy are one).  These functions are pure: they take the
 running deploys (name -> declaration) and the declared ones (a L{Host}'s or a
-L{salvusctl.declared.DeclaredHost}'s), and return names, or the deploy list to hand to
-C{SupervisorService.reload} through L{salvusctl.reload.HostReloader.applyDeploys}.  Faults carry
+L{salvusctl.host.model.DeclaredHost}'s), and return names, or the deploy list to hand to
+C{SupervisorService.reload} through L{salvusctl.host.reload.HostReloader.applyDeploys}.  Faults carry
 supervisord's codes, so C{supervisorctl} prints its own messages.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from salvusctl.admin.faults import Faults, rpcFault
-from salvusctl.reload import deployDiff, deploysOf
+from salvusctl.host.reload import deployDiff, deploysOf
 
 __all__ = ["groupsOf", "groupDiff", "withGroup", "withoutGroup", "UNSTOPPED_STATES"]
 

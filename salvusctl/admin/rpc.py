@@ -78,7 +78,10 @@ class SystemNamespace(Namespace):
         """Process an array of calls, and return an array of results
 
         @param calls An array of structs with keys methodName and params
-        @return An array of results, one per call: [value] or a fault struct
+        @return An array of results, one per call: its bare value or a fault struct
+
+        supervisord's own docstring promises single-item arrays, but supervisord answers bare
+        values, and supervisorctl and the other clients were written against what it answers.
         """
         if len(calls) > MAX_MULTICALL:
             raise rpcFault(
@@ -96,7 +99,7 @@ class SystemNamespace(Namespace):
                 if name == "system.multicall":
                     raise rpcFault(Faults.INCORRECT_PARAMETERS, "recursive system.multicall forbidden")
                 value = yield self.root.lookupProcedure(name)(request, *params)
-                results.append([value])
+                results.append(value)
             except Fault as f:
                 results.append({"faultCode": f.faultCode, "faultString": f.faultString})
         return results

@@ -49,7 +49,7 @@ class AdminState:
     context: Any = None  # the HostContext, for its reloader (set once the whole host is built)
 
     def reloader(self) -> Any:
-        """The host's L{salvusctl.reload.HostReloader}, or None (an admin built outside a host)."""
+        """The host's L{salvusctl.host.reload.HostReloader}, or None (an admin built outside a host)."""
         return getattr(self.context, "reloader", None)
 
     def optional(self, component: str) -> Any:

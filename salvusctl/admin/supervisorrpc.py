@@ -345,6 +345,8 @@ class SupervisorNamespace(Namespace):
 
         @return An array of process config info structs
         """
+        from salvusctl.admin.configinfo import configInfo
+
         out = []
         running = set()
         deploys = getattr(self._sup(), "deploys", {})
@@ -353,17 +355,14 @@ class SupervisorNamespace(Namespace):
             name = str(info.get("deploy") or struct["group"])
             running.add(name)
             deploy = deploys.get(name)
-            if deploy is not None:
-                info = dict(info, autostart=deploy.autostart, priority=deploy.priority,
-                            command=" ".join(str(a) for a in deploy.command), directory=deploy.cwd or "")
-            out.append(_configInfo(struct["name"], struct["group"], True, bool(info.get("autostart", True)),
-                                   info.get("priority", 999), str(info.get("command") or ""),
-                                   str(info.get("directory") or ""), struct["stdout_logfile"],
-                                   struct["stderr_logfile"]))
+            if deploy is None:
+                deploy = _InfoDeploy(info)
+            out.append(configInfo(deploy, struct["name"], struct["group"], True,
+                                  struct["stdout_logfile"], struct["stderr_logfile"]))
         reloader = self.state.reloader()
         staged = reloader.staged() if reloader is not None else None
         if staged is not None:
-            from salvusctl.reload import deploysOf
+            from salvusctl.host.reload import deploysOf
 
             for deploy in deploysOf(staged.declarations("supervisor")):
                 if deploy.name in running:
@@ -371,8 +370,7 @@ class SupervisorNamespace(Namespace):
                 group = deploy.groupName or deploy.name
                 for instance in deploy.instanceNames():
                     short = instance.split(":", 1)[1] if instance.startswith(group + ":") else instance
-                    out.append(_configInfo(short, group, False, deploy.autostart, deploy.priority,
-                                           deploy.command, deploy.directory, "", ""))
+                    out.append(configInfo(deploy, short, group, False))
         out.sort(key=lambda r: (r["group"], _natural(r["name"])))
         return out
 
@@ -523,12 +521,13 @@ class SupervisorNamespace(Namespace):
 
     @operator
     def xmlrpc_startAllProcesses(self, wait: bool = True) -> Reply[list]:
-        """Start all processes listed in the configuration
+        """Start all processes listed in the configuration (autostart=False ones too)
 
         @param wait Wait for each process to be fully started
         @return An array of process status info structs
         """
-        return self._bulk(self._allInstances(), True, lambda: self._sup().startAll(), bool(wait))
+        return self._bulk(self._allInstances(), True, lambda: self._sup().startAll(everything=True),
+                          bool(wait))
 
     def _stopOne(self, instance: str, wait: bool = True) -> Any:
         info = self._instanceInfo(instance)
@@ -660,6 +659,28 @@ class SupervisorNamespace(Namespace):
             raise rpcFault(Faults.NOT_RUNNING, instance)
         except NoStdin as e:
             raise rpcFault(Faults.NO_FILE, str(e))
+        return True
+
+    @operator
+    def xmlrpc_sendRemoteCommEvent(self, type: str, data: str) -> Reply[bool]:
+        """Send an event that will be received by event listener subprocesses subscribing to
+        the RemoteCommunicationEvent.
+
+        @param type String for the "type" key in the event header
+        @param data Data for the event body
+        @return Always return True unless error
+        """
+        if isinstance(type, xmlrpclib.Binary):
+            type = type.data.decode("utf-8", "replace")
+        if isinstance(data, xmlrpclib.Binary):
+            data = data.data.decode("utf-8", "replace")
+        if not isinstance(type, str) or not isinstance(data, str):
+            raise rpcFault(Faults.INCORRECT_PARAMETERS, "type and data must be strings")
+        sup = self._sup()
+        send = getattr(sup, "sendRemoteCommEvent", None)
+        if send is None:
+            raise rpcFault(Faults.FAILED, "this supervisor has no event listeners")
+        send(type, data)
         return True
 
     # -- logs ------------------------------------------------------------------------------------
@@ -810,21 +831,14 @@ class SupervisorNamespace(Namespace):
         return self._each(self._allInstances(), lambda c: True, self._clearOne)
 
 
-def _configInfo(name: str, group: str, inuse: bool, autostart: bool, priority: Any, command: str,
-                directory: str, stdout_logfile: str, stderr_logfile: str) -> dict[str, Any]:
-    """One row of C{getAllConfigInfo}, with supervisord's field names."""
-    return {
-        "name": name,
-        "group": group,
-        "inuse": inuse,
-        "autostart": autostart,
-        "group_prio": _capped(priority),
-        "process_prio": _capped(priority),
-        "command": command,
-        "directory": directory,
-        "stdout_logfile": stdout_logfile,
-        "stderr_logfile": stderr_logfile,
-    }
+class _InfoDeploy:
+    """The settings an info dict carries, for a supervisor that keeps no deploys (a fake)."""
+
+    def __init__(self, info: dict[str, Any]):
+        self.autostart = bool(info.get("autostart", True))
+        self.priority = info.get("priority", 999)
+        self.command = str(info.get("command") or "")
+        self.directory = str(info.get("directory") or "")
 
 
 def _natural(name: str) -> tuple:

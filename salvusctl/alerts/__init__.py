@@ -3,6 +3,6 @@
 The declarations a C{.tac} uses are re-exported here.
 """
 
-from salvusctl.alerts.build import AlertRule, AlertSettings, EmailAlerts, WebhookAlerts
+from salvusctl.alerts.declare import AlertRule, AlertSettings, EmailAlerts, WebhookAlerts
 
 __all__ = ["AlertRule", "AlertSettings", "EmailAlerts", "WebhookAlerts"]

@@ -22,9 +22,18 @@ from zope.interface import implementer
 
 from salvusctl.interfaces import IAlertAction
 
-__all__ = ["RecordAction", "EmailAction", "WebhookAction", "WebhookError", "formatAlertMail"]
+__all__ = ["RecordAction", "EmailAction", "WebhookAction", "WebhookError", "formatAlertMail", "actionKey"]
 
 log = Logger()
+
+
+def actionKey(action: Any) -> str:
+    """The name a queued notice gives its action: the action's C{key}, else its class."""
+    key = getattr(action, "key", None)
+    if key:
+        return str(key)
+    cls = type(action)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 @implementer(IAlertAction)

@@ -1,12 +1,11 @@
-"""Alert declarations (C{AlertRule}, C{EmailAlerts}, C{WebhookAlerts}, C{AlertSettings}) and the
-builder that turns them into one L{AlertsService} fed by the host's monitor."""
+"""The builder that turns the alert declarations (L{salvusctl.alerts.declare}: C{AlertRule},
+C{EmailAlerts}, C{WebhookAlerts}, C{AlertSettings}) into one L{AlertsService} fed by the host's
+monitor."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
-
-from salvusctl.alerts.actions import EmailAction, RecordAction, WebhookAction
+from salvusctl.alerts.actions import RecordAction
+from salvusctl.alerts.declare import AlertRule, AlertSettings, EmailAlerts, WebhookAlerts
 from salvusctl.alerts.engine import AlertsService
 from salvusctl.alerts.outbox import NotificationOutbox
 from salvusctl.alerts.rules import Rule
@@ -14,112 +13,6 @@ from salvusctl.errors import ConfigError
 
 __all__ = ["AlertRule", "EmailAlerts", "WebhookAlerts", "AlertSettings", "buildAlerts", "checkRules",
            "repeatInterval"]
-
-
-@dataclass
-class AlertRule:
-    """One rule: C{AlertRule("cpu", 90, seconds=60, deploy="web")}.
-
-    Kinds: stale (s), down, fatal, flapping (starts within seconds), cpu (%), host_cpu (%),
-    host_free_ram (MB), rss (MB), disk (%), threads, fds.
-    """
-
-    component: ClassVar[str] = "alerts"
-    kind: str
-    threshold: float | None = None
-    seconds: float = 0.0
-    deploy: str | None = None
-    name: str | None = None
-    severity: str = "warning"
-
-    def rule(self) -> Rule:
-        return Rule(self.kind, self.threshold, self.seconds, self.deploy, self.name, self.severity)
-
-    def validate(self, host) -> None:
-        self.rule()
-        if self.deploy is not None and hasattr(host, "declarations"):
-            deploys = [d for d in host.declarations("supervisor") if getattr(d, "name", None)]
-            if deploys and self.deploy not in {d.name for d in deploys}:
-                raise ConfigError(f"AlertRule({self.kind!r}, deploy={self.deploy!r}): no such deploy")
-
-
-@dataclass
-class EmailAlerts:
-    """Mail notifications: server, sender, recipients; optional STARTTLS and login."""
-
-    component: ClassVar[str] = "alerts"
-    server: str
-    sender: str
-    recipients: list[str]
-    port: int = 25
-    starttls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    def validate(self, host) -> None:
-        if not isinstance(self.server, str) or not self.server:
-            raise ConfigError("EmailAlerts(server=…) needs the SMTP server's host name")
-        if not isinstance(self.port, int) or not 0 < self.port < 65536:
-            raise ConfigError(f"EmailAlerts(port=…) must be a TCP port, not {self.port!r}")
-        try:
-            self.action(None)
-        except ValueError as e:
-            raise ConfigError(f"EmailAlerts: {e}")
-
-    def action(self, reactor) -> EmailAction:
-        return EmailAction(reactor, self.server, self.sender, self.recipients, port=self.port,
-                           starttls=self.starttls, username=self.username, password=self.password)
-
-
-@dataclass
-class WebhookAlerts:
-    """JSON POST notifications to C{url} (with optional extra headers, e.g. a token)."""
-
-    component: ClassVar[str] = "alerts"
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def validate(self, host) -> None:
-        try:
-            self.action(None)
-        except ValueError as e:
-            raise ConfigError(f"WebhookAlerts: {e}")
-
-    def action(self, reactor) -> WebhookAction:
-        agent = None
-        if reactor is not None:
-            from twisted.web.client import Agent
-
-            agent = Agent(reactor)
-        return WebhookAction(agent, self.url, self.headers)
-
-
-@dataclass
-class AlertSettings:
-    """C{repeat_interval}: seconds within which one alert of one subject is not notified again.
-
-    A notice that fails is retried C{retry_initial} seconds later, then at doubling intervals up
-    to C{retry_max}, until it is delivered or C{expire_after} seconds have passed since it was
-    queued.
-    """
-
-    component: ClassVar[str] = "alerts"
-    repeat_interval: float = 3600.0
-    retry_initial: float = 5.0
-    retry_max: float = 300.0
-    expire_after: float = 86400.0
-
-    def validate(self, host) -> None:
-        if not isinstance(self.repeat_interval, int | float) or self.repeat_interval < 0:
-            raise ConfigError(
-                f"AlertSettings(repeat_interval=…) must be >= 0 s, not {self.repeat_interval!r}"
-            )
-        for name in ("retry_initial", "retry_max", "expire_after"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(f"AlertSettings({name}=…) must be > 0 s, not {value!r}")
-        if self.retry_initial > self.retry_max:
-            raise ConfigError("AlertSettings(retry_initial=…) must not exceed retry_max")
 
 
 def checkRules(declarations) -> list[Rule]:

@@ -136,7 +136,7 @@ class AlertsService(Service):
 
     def notificationActions(self) -> dict[str, Any]:
         """The notification actions by their outbox key (what queued notices are sent through)."""
-        from salvusctl.alerts.outbox import actionKey
+        from salvusctl.alerts.actions import actionKey
 
         return {actionKey(a): a for a in self.actions if not getattr(a, "records", False)}
 

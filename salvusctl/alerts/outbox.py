@@ -26,21 +26,14 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.logger import Logger
 
+from salvusctl.alerts.actions import actionKey
+
 __all__ = ["NotificationOutbox", "actionKey"]
 
 log = Logger()
 
 _COLUMNS = ("id", "action", "title", "alert", "attempts", "created_at", "next_at", "expires_at",
             "delivered_at", "expired_at", "last_error")
-
-
-def actionKey(action: Any) -> str:
-    """The name a queued notice gives its action: the action's C{key}, else its class."""
-    key = getattr(action, "key", None)
-    if key:
-        return str(key)
-    cls = type(action)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _alertFromDict(data: Mapping[str, Any]):

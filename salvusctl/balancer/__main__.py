@@ -2,6 +2,6 @@
 
 import sys
 
-from salvusctl.balancer.process import main
+from salvusctl.balancer.standalone import main
 
 sys.exit(main())

@@ -51,7 +51,8 @@ def buildBalancer(context: Any, declarations: list[Balanced]) -> BalancerService
                                stop_timeout=max(d.stop_timeout for d in declarations),
                                hard_stop=max(d.hard_stop for d in declarations),
                                handover_path=handoverPath(var_dir) if var_dir else None,
-                               onHandedOver=handedOver)
+                               onHandedOver=handedOver,
+                               share=_frontEndName(context) if store is not None else None)
     _followDeploys(context, balancer, declarations)
     return balancer
 
@@ -89,3 +90,9 @@ def _settled(ready: Any):
 
     ready.addBoth(fire)
     return d
+
+
+def _frontEndName(context: Any) -> str | None:
+    """This host's name, by which the other front-ends of the store know its state changes."""
+    host = getattr(context, "host", None)
+    return getattr(host, "name", None) or "salvus"

@@ -22,6 +22,7 @@ from salvusctl.balancer.dns import DNSCache
 from salvusctl.balancer.fdbudget import DescriptorBudget, openDescriptors
 from salvusctl.balancer.schedulers.sticky import Sticky
 from salvusctl.balancer.service import BalancedService
+from salvusctl.balancer.shared import SharedStates
 from salvusctl.balancer.wheel import TimeoutWheel
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import IBalancerControl
@@ -49,13 +50,15 @@ class BalancerService(MultiService):
     @param store_ready: a Deferred (or a callable returning one at start) that fires when the
         store is started; saved state is restored then.
     @param housekeeping: seconds between sticky cleanups, DNS refreshes and state saves.
+    @param share: this front-end's name, to share host states with the other front-ends of the
+        store (L{salvusctl.balancer.shared}); None: this balancer keeps them to itself.
     """
 
     def __init__(self, reactor: Any, declarations: list[declare.Balanced] = (), store: Any = None,
                  store_ready: Any = None, housekeeping: float = 10.0, resolver: Any = None,
                  rng: Any = None, wheel_resolution: float = 0.25, stop_timeout: float | None = None,
                  hard_stop: float | None = None, handover_path: str | None = None,
-                 onHandedOver: Any = None):
+                 onHandedOver: Any = None, share: str | None = None):
         super().__init__()
         # None: a stop closes nothing itself (library use, tests); a number: stop drains first
         self.stop_timeout = stop_timeout
@@ -82,6 +85,9 @@ class BalancerService(MultiService):
         self._save_call: Any = None
         self._restored = store is None
         self.restoring: Deferred = succeed(None)
+        self.shared: SharedStates | None = None
+        if store is not None and share:
+            self.shared = SharedStates(reactor, store, self.balanced, share)
         for decl in declarations:
             self._add(decl)
 
@@ -142,6 +148,16 @@ class BalancerService(MultiService):
                 ready = succeed(None)
             self.restoring = ready.addCallback(lambda _: self.restore())
             self.restoring.addErrback(lambda f: log.failure("restoring balancer state failed", f))
+            if self.shared is not None:
+                # what the other front-ends set wins over this one's last save
+                self.restoring.addCallback(lambda _: self._startSharing())
+        elif self.shared is not None:
+            self._startSharing()
+
+    def _startSharing(self) -> Deferred:
+        d = self.shared.start()
+        d.addErrback(lambda f: log.failure("reading the shared balancer states failed", f))
+        return d
 
     def _serveSuccessors(self) -> None:
         if not self.handover_path or self._successors is not None:
@@ -208,6 +224,8 @@ class BalancerService(MultiService):
         self._save_call = None
         for watcher in self.files.values():
             watcher.stop()
+        if self.shared is not None:
+            yield self.shared.stop()
         yield super().stopService()
         self.wheel.stop()
         self.budget.stop()
@@ -252,6 +270,9 @@ class BalancerService(MultiService):
             log.failure("DNS refresh failed")
         if self.store is not None and self._restored:
             self.save().addErrback(lambda f: log.failure("saving balancer state failed", f))
+        if self.shared is not None and self.shared.listening:
+            self.shared.catchUp().addErrback(lambda f: log.warn(
+                "cannot read the shared balancer states: {why}", why=f.getErrorMessage()))
 
     def refreshDNS(self) -> Deferred:
         """Resolve named backends whose cache entry expired (the housekeeping does this)."""
@@ -293,7 +314,13 @@ class BalancerService(MultiService):
         return d
 
     def _hostChanged(self, svc: BalancedService, host: Any, what: str) -> None:
-        pass
+        if what in ("up", "down"):
+            self._share(svc.name, host)
+
+    def _share(self, service: str, host: Any) -> None:
+        """Tell the other front-ends of the store about C{host}'s state now (see L{SharedStates})."""
+        if self.shared is not None and self.running and host.group is not None:
+            self.shared.publish(service, host.group.name, host)
 
     # -- IBalancerControl --------------------------------------------------------------------------
 
@@ -337,6 +364,7 @@ class BalancerService(MultiService):
         host = svc.host(group, hostname)
         host.setAdmin(state)
         self._dirty()
+        self._share(service, host)
         log.info("{service}/{group}/{host}: admin state {state}", service=service, group=group,
                  host=hostname, state=state)
         if host.state == states.UP:
@@ -356,8 +384,10 @@ class BalancerService(MultiService):
 
     def setWeight(self, service, group, hostname, weight):
         """Change a host's weight (> 0)."""
-        self._service(service).host(group, hostname).setWeight(int(weight))
+        host = self._service(service).host(group, hostname)
+        host.setWeight(int(weight))
         self._dirty()
+        self._share(service, host)
 
     def setScheduler(self, service, group, scheduler, options=None):
         """Switch a group's scheduler live."""

@@ -219,7 +219,7 @@ class Balanced:
         return list(self.listen)
 
     def validate(self, host: Any = None) -> None:
-        from salvusctl.host import iterEndpoints
+        from salvusctl.host.listenkeys import iterEndpoints
 
         if not self.name or not isinstance(self.name, str):
             raise ConfigError("a balanced service needs a name")

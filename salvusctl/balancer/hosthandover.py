@@ -58,7 +58,7 @@ class HostHandoverSource:
     def handoverState(self, kind: str = "take") -> dict:
         if kind != "take":
             raise HandoverError("a host's balancer hands over with 'take' only")
-        from salvusctl.balancer.process import exportState
+        from salvusctl.balancer.persist import exportState
 
         state = exportState(self.balancer.balanced, self.balancer.reactor.seconds())
         state["pid"] = os.getpid()

@@ -13,9 +13,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from salvusctl.balancer import states
+from salvusctl.balancer.shared import MIGRATION as SHARED_MIGRATION
+from salvusctl.balancer.shared import STICKY_MIGRATION
 from salvusctl.store.migrations import Migration
 
-__all__ = ["MIGRATIONS", "saveState", "loadState", "applyState"]
+__all__ = ["MIGRATIONS", "saveState", "loadState", "applyState", "exportState"]
 
 log = Logger()
 
@@ -52,6 +54,8 @@ CREATE TABLE balancer_groups (
 );
 """,
     ),
+    SHARED_MIGRATION,
+    STICKY_MIGRATION,
 ]
 
 _HOST_COLUMNS = ("admin", "healthy", "weight", "down_since", "down_reason", "faults", "total", "bytes_in",
@@ -152,3 +156,14 @@ def applyState(services: dict[str, Any], hosts: list[dict], groups: list[dict]) 
         host._changed()
         restored += 1
     return restored
+
+
+def exportState(balanced: dict[str, Any], now: float) -> dict[str, Any]:
+    """Host states, weights, schedulers and counters as JSON-able rows (the store's own shape)."""
+    hostRows, groupRows = _rows(balanced, now)
+    hostNames = ("service", "grp", "host") + _HOST_COLUMNS
+    groupNames = ("service", "grp", "scheduler", "active")
+    return {
+        "hosts": [dict(zip(hostNames, r, strict=True)) for r in hostRows],
+        "groups": [dict(zip(groupNames, r, strict=True)) for r in groupRows],
+    }

@@ -40,6 +40,7 @@ from salvusctl.balancer.handover import (
     serveHandover,
     takeOver,
 )
+from salvusctl.balancer.persist import exportState
 from salvusctl.errors import ConfigError
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "matchListeners",
     "parseArgs",
     "parseHostPort",
-    "main",
 ]
 
 log = Logger()
@@ -218,17 +218,6 @@ def buildDeclarations(args: argparse.Namespace) -> list[Balanced]:
     return decls
 
 
-def exportState(balanced: dict[str, Any], now: float) -> dict[str, Any]:
-    """Host states, weights, schedulers and counters as JSON-able rows (the store's own shape)."""
-    hostRows, groupRows = persist._rows(balanced, now)
-    hostNames = ("service", "grp", "host") + persist._HOST_COLUMNS
-    groupNames = ("service", "grp", "scheduler", "active")
-    return {
-        "hosts": [dict(zip(hostNames, r, strict=True)) for r in hostRows],
-        "groups": [dict(zip(groupNames, r, strict=True)) for r in groupRows],
-    }
-
-
 @implementer(IHandoverSource)
 class ProxyProcess:
     """
@@ -387,53 +376,9 @@ def runSingle(reactor: Any, args: argparse.Namespace) -> ProxyProcess:
     return proc
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, acquire sockets, run the reactor."""
-    args = parseArgs(sys.argv[1:] if argv is None else argv)
-    if not args.stockReactor:
-        from salvusctl.balancer.fastreactor import install
-
-        install()
-    from twisted.internet import reactor
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-
-    level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(sys.stderr), [level])], redirectStandardIO=False
-    )
-
-    if args.workerOf:
-        from salvusctl.balancer.workers import runWorker
-
-        try:
-            runWorker(reactor, args)
-        except (HandoverError, ConfigError, OSError) as e:
-            print("worker start failed: %s" % (e,), file=sys.stderr)
-            return 2
-    elif args.workers:
-        from salvusctl.balancer.workers import Master
-
-        master = Master(reactor, args)
-        try:
-            master.start()
-        except (HandoverError, ConfigError, OSError) as e:
-            print("cannot start: %s" % (e,), file=sys.stderr)
-            return 2
-    else:
-        try:
-            runSingle(reactor, args)
-        except (HandoverError, ConfigError, OSError) as e:
-            print("cannot start: %s" % (e,), file=sys.stderr)
-            return 2
-    reactor.run()
-    return 0
-
-
 if __name__ == "__main__":
+    # Run as a program: the entry (which also starts workers) lives in its own module, so this one
+    # and salvusctl.balancer.workers, which runs a ProxyProcess per worker, do not import each other.
+    from salvusctl.balancer.standalone import main
+
     sys.exit(main())

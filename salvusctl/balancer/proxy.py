@@ -312,6 +312,8 @@ class FrontendFactory(Factory):
     """The factory a listening port (from an endpoint, or adopted from an fd) accepts with."""
 
     noisy = False
+    #: a Frontend does not read the address it is built for (L{fastpath.acceptBatch} passes none)
+    addressFree = True
 
     def __init__(self, service: Any, wheel: Any):
         self.service = service

@@ -661,8 +661,8 @@ def cmdReconcile(remote: Remote, args, out: Output) -> int:
 
 
 def cmdCluster(remote: Remote, args, out: Output) -> int:
-    """C{cluster hosts|send|ping|messages}: the hosts sharing this host's store and the messages
-    between them (docs/cluster.md)."""
+    """C{cluster hosts|send|deliver|clients|ping|messages}: the hosts sharing this host's store,
+    the messages between them and to their clients (docs/cluster.md)."""
     import json
 
     if args.action == "hosts":
@@ -690,6 +690,22 @@ def cmdCluster(remote: Remote, args, out: Output) -> int:
                 raise CLIError(f"the message body must be JSON: {e}", ExitCode.USAGE)
         message_id = remote("salvus.cluster.send", args.host, args.kind, body)
         out.info(f"message {message_id} queued for {args.host}")
+        return ExitCode.OK
+    if args.action == "deliver":
+        try:
+            body = json.loads(args.body)
+        except ValueError as e:
+            raise CLIError(f"the message body must be JSON: {e}", ExitCode.USAGE)
+        r = remote("salvus.cluster.deliver", args.client, body)
+        out.result(f"message {r.get('id')} for {args.client} sent to {r.get('instance')}@{r.get('host')}"
+                 f" (connection {r.get('serial')}) by {r.get('path')}")
+        return ExitCode.OK
+    if args.action == "clients":
+        rows = [("CLIENT", "HOST", "INSTANCE", "SERIAL", "SINCE (UTC)")]
+        for c in remote("salvus.cluster.clients", args.host or "", args.limit):
+            rows.append((c.get("client"), c.get("host"), c.get("instance"), c.get("serial"),
+                         _when(c.get("since"))))
+        _table(rows, out)
         return ExitCode.OK
     if args.action == "ping":
         targets = list(args.hosts)
@@ -884,6 +900,13 @@ def makeParser() -> argparse.ArgumentParser:
     c.add_argument("host", metavar="HOST")
     c.add_argument("kind", metavar="KIND")
     c.add_argument("body", nargs="?", default=None, metavar="JSON")
+    c = csub.add_parser("deliver", help="deliver CLIENT JSON: to a client wherever it is connected"
+                                        " (refused when it is not)")
+    c.add_argument("client", metavar="CLIENT_ID")
+    c.add_argument("body", metavar="JSON")
+    c = csub.add_parser("clients", help="the connected clients and the host and instance of each")
+    c.add_argument("--host", default=None, help="only this host's clients")
+    c.add_argument("-n", "--limit", type=int, default=1000)
     c = csub.add_parser("ping", help="ping [HOST…]: each host (default every host up) answers pong")
     c.add_argument("hosts", nargs="*", metavar="HOST")
     c.add_argument("--wait", type=float, default=10.0, help="seconds to wait for each pong (default 10)")
@@ -903,6 +926,11 @@ def makeParser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("restore", help="restore [RUN] [--dry-run] [--backup NAME]", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("import-supervisord", help="write a host file (.tac) for a supervisord.conf "
+                                                  "on stdout, warnings on stderr")
+    p.add_argument("file", metavar="SUPERVISORD.CONF")
+    p.add_argument("--var", default="var", help="the host's state directory (default ./var)")
 
     p = sub.add_parser("user", help="manage the local admin users file")
     usub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -1027,6 +1055,10 @@ def run(argv: Sequence[str], env: dict[str, str], out: TextIO, err: TextIO, stdi
         output.verbosity = args.verbose
         if args.command == "user":
             return int(cmdUser(args, output, env, stdin))
+        if args.command == "import-supervisord":
+            from salvusctl.cli.importsupervisord import importMain
+
+            return importMain([args.file, "--var", args.var], env, out, err)
         timeout = args.timeout
         if timeout is None:
             timeout = RESTART_TIMEOUT if args.command == "restart" else DEFAULT_TIMEOUT

@@ -32,6 +32,7 @@ def buildCluster(context: Any, declarations: list[Cluster]) -> ClusterService | 
         from salvusctl.balancer.build import _settled
 
         ready = lambda: _settled(store_service.ready)  # noqa: E731
+    clients_socket, identify = _clientsSocket(decl.hostName(context.host), supervisor)
     return ClusterService(
         context.reactor,
         context.store,
@@ -49,4 +50,25 @@ def buildCluster(context: Any, declarations: list[Cluster]) -> ClusterService | 
         prune_interval=decl.prune_interval,
         store_ready=ready,
         handlers=decl.handlers,
+        clients_socket=clients_socket,
+        identify=identify,
     )
+
+
+def _clientsSocket(name: str, supervisor: Any) -> tuple[str, Any]:
+    """The clients socket's abstract name, and how a connecting pid is told to be an instance.
+
+    Named after the supervisor's token (its run directory), so two hosts in one network namespace
+    have two sockets; the supervisor puts it in each instance's environment from now on.
+    """
+    import hashlib
+
+    from salvusctl.cluster.clientbuild import supervisorIdentify
+
+    token = getattr(supervisor, "token", None) or hashlib.sha1(name.encode()).hexdigest()[:12]
+    socket_name = f"salvus-clients-{token}"
+    identify = None
+    if supervisor is not None and hasattr(supervisor, "_instanceOfPid"):
+        supervisor.clientsSocket = "@" + socket_name
+        identify = supervisorIdentify(supervisor)
+    return socket_name, identify

@@ -52,7 +52,8 @@ class ClusterService(Service):
                  drain_delay: float = 1.0, retention: float = 7 * 86400.0, max_messages: int = 100_000,
                  prune_interval: float = 3600.0, store_ready: Callable[[], Deferred] | None = None,
                  handlers: dict[str, Callable] | None = None, tables: Any = None,
-                 stop_timeout: float = 5.0):
+                 stop_timeout: float = 5.0, clients_socket: str | None = None,
+                 identify: Callable[[int], str | None] | None = None, links: Any = None):
         self.reactor = reactor
         self.store = store
         self.host_name = name
@@ -77,6 +78,11 @@ class ClusterService(Service):
                               changed=self._published)
             if supervisor is not None and publish != [] else None
         )
+        self.clients = None
+        if clients_socket is not None:
+            from salvusctl.cluster.clientbuild import attachClients
+
+            self.clients = attachClients(self, clients_socket, identify, migrate=tables is None, links=links)
         self.pool = ClusterPool(self.tables, balancer, self.membership) if balancer is not None else None
         self.joined: Deferred = Deferred()
         self._starting: Deferred | None = None
@@ -111,6 +117,8 @@ class ClusterService(Service):
         if not self.running:
             return
         self.mailbox.start()
+        if self.clients is not None:
+            yield self.clients.start()
         yield self.membership.beat()
         if not self.running:
             return
@@ -173,6 +181,14 @@ class ClusterService(Service):
                 except Exception:
                     log.warn("cluster: draining this host's instances took too long; leaving now")
         self.pings.cancelAll()
+        if self.clients is not None:
+            closing = self.clients.stop()
+            closing.addTimeout(self.stop_timeout, self.reactor)
+            try:
+                yield closing
+            except Exception:
+                log.warn("cluster: marking this host's clients gone took too long; peers do it"
+                         " when it is down")
         stopping = self.mailbox.stop()
         stopping.addTimeout(self.stop_timeout, self.reactor)
         try:
@@ -266,6 +282,23 @@ class ClusterService(Service):
 
     def messages(self, host: str | None = None, kind: str | None = None, limit: int = 50) -> Deferred:
         return self.tables.messages(host, kind, limit)
+
+    def deliver(self, client: str, body: Any = None) -> Deferred:
+        """Send C{body} to C{client} wherever it is connected (L{ClientHub.deliver})."""
+        if self.clients is None:
+            from twisted.internet.defer import fail
+
+            from salvusctl.cluster.clients import NoClientsSocket
+
+            return fail(NoClientsSocket(f"{self.host_name} has no clients socket"))
+        return self.clients.deliver(client, body)
+
+    def connectedClients(self, host: str | None = None, limit: int = 1000) -> Deferred:
+        """The connected clients (of C{host} when given) as dicts, by client id."""
+        if self.clients is None:
+            return succeed([])
+        d = self.clients.registry.clients(host, True, limit)
+        return d.addCallback(lambda rows: [r.asDict() for r in rows])
 
     def addHandler(self, kind: str, handler: Callable) -> None:
         self.mailbox.addHandler(kind, handler)

@@ -5,7 +5,7 @@ their own modules (C{service}, C{queries}, C{sampler}, C{logs}, C{retention}, C{
 C{loadsource}).
 """
 
-from salvusctl.monitor.build import Monitor
+from salvusctl.monitor.declare import Monitor
 from salvusctl.monitor.loadsource import MonitorLoadSource
 
 __all__ = ["Monitor", "MonitorLoadSource"]

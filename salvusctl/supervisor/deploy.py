@@ -207,6 +207,11 @@ class Deploy:
     @ivar stdin: the instance's stdin is a pipe that C{supervisor.sendProcessStdin} writes to
         (supervisord gives every process one); False gives it C{/dev/null}, so a program that
         reads stdin sees end-of-file instead of waiting forever.
+    @ivar stdout_events_enabled / stderr_events_enabled: each chunk the instance writes is also
+        a C{PROCESS_LOG_STDOUT} / C{_STDERR} event for event listeners, as in supervisord.
+    @ivar stdout_capture_maxbytes / stderr_capture_maxbytes: above 0, a block written between
+        C{<!--XSUPERVISOR:BEGIN-->} and C{<!--XSUPERVISOR:END-->} (at most this long) is taken out
+        of the log and sent as a C{PROCESS_COMMUNICATION_*} event (supervisord's capture mode).
     """
 
     name: str
@@ -245,6 +250,10 @@ class Deploy:
     umask: int | None = None
     redirect_stderr: bool = False
     stdin: bool = False
+    stdout_events_enabled: bool = False
+    stderr_events_enabled: bool = False
+    stdout_capture_maxbytes: int = 0
+    stderr_capture_maxbytes: int = 0
 
     component = "supervisor"
 
@@ -419,7 +428,11 @@ class Deploy:
         if self.umask is not None and (not isinstance(self.umask, int) or isinstance(self.umask, bool)
                                        or not 0 <= self.umask <= 0o777):
             raise ConfigError(f"umask must be an int from 0 to 0o777 (0o022), not {self.umask!r}")
-        for flag in ("redirect_stderr", "stdin"):
+        for size in ("stdout_capture_maxbytes", "stderr_capture_maxbytes"):
+            value = getattr(self, size)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{size} must be an int >= 0, not {value!r}")
+        for flag in ("redirect_stderr", "stdin", "stdout_events_enabled", "stderr_events_enabled"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
         if self.max_processes is not None and self.max_processes < 1:

@@ -496,9 +496,8 @@ class InstanceLog:
                 if LEVELS[line.level] >= storeLevel:
                     offer(line)
         if followers:
-            followers = list(followers)
-            for line in lines:  # each line to every follower in turn: it is formatted once
-                for follower in followers:
+            for follower in list(followers):
+                for line in lines:
                     try:
                         follower(line)
                     except Exception as e:

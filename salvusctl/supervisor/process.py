@@ -25,6 +25,7 @@ from zope.interface import Interface, implementer
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
+from salvusctl.supervisor.eventlistener import processNames
 from salvusctl.supervisor.logs import InstanceLog
 from salvusctl.supervisor.states import (
     RUNNING_STATES,
@@ -226,7 +227,13 @@ class InstanceProtocol(ProcessProtocol):
             self.instance._readySignal(self, "log")
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self.output.received("stderr" if childFD == 2 else "stdout", data)
+        stream = "stderr" if childFD == 2 else "stdout"
+        hub = getattr(self.instance.owner, "eventHub", None)
+        if hub is not None:
+            data = hub.output(self.instance, stream, data)
+            if not data:
+                return
+        self.output.received(stream, data)
 
     def processExited(self, reason: Failure) -> None:
         self.exited = True
@@ -341,6 +348,10 @@ class Instance:
         if self.port is not None:
             env.setdefault("PORT", str(self.port))
         env.setdefault("SALVUS_RUN_DIR", self.runDir)
+        env.update(_supervisorEnvironment(self))
+        clients = getattr(self.owner, "clientsSocket", None)
+        if clients:
+            env["SALVUS_CLIENTS_SOCKET"] = clients  # the cluster's clients hub (docs/cluster.md)
         ready, probe = self.deploy.ready, self.deploy.probe
         watchdog = probe is not None and probe.kind == "watchdog"
         if watchdog or (ready is not None and ready.kind == "notify"):
@@ -1051,6 +1062,17 @@ class Instance:
         self._stopProbe()
         self._killLeftovers(scan=True)
         self.log.close()
+
+
+def _supervisorEnvironment(instance: Instance) -> dict[str, str]:
+    """supervisord's variables, so C{supervisor.childutils.getRPCInterface(os.environ)} in a
+    child (an event listener above all) finds the host's admin socket."""
+    name, group = processNames(instance)
+    env = {"SUPERVISOR_ENABLED": "1", "SUPERVISOR_PROCESS_NAME": name, "SUPERVISOR_GROUP_NAME": group}
+    url = getattr(instance.owner, "serverURL", None)
+    if url:
+        env["SUPERVISOR_SERVER_URL"] = url
+    return env
 
 
 _environCache: tuple[dict[bytes, bytes], dict[str, str]] | None = None

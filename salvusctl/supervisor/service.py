@@ -40,6 +40,7 @@ from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
+from salvusctl.supervisor.eventlistener import EventHub
 from salvusctl.supervisor.logs import InstanceLog, LogLine
 from salvusctl.supervisor.mainlog import MainLog, stateEvent
 from salvusctl.supervisor.notify import NotifySocket, abstractName
@@ -82,6 +83,9 @@ class SupervisorService(Service):
     """
 
     name = "supervisor"
+    #: C{SALVUS_CLIENTS_SOCKET} of every instance spawned from now on (set by the cluster's
+    #: clients hub, L{salvusctl.cluster.clienthub}); None: not set.
+    clientsSocket: str | None = None
 
     def __init__(self, reactor, deploys: Sequence[Deploy], runDir: str, logDir: str | None = None,
                  maxProcesses: int | None = None, storeHook: Callable[[LogLine], Any] | None = None,
@@ -127,6 +131,10 @@ class SupervisorService(Service):
         self._pendingStarttimes: list[tuple[Instance, int]] = []
         self._notify: NotifySocket | None = None
         self.ready: Deferred | None = None
+        # supervisord's events and listener pools; serverURL is the admin socket children are
+        # told of (SUPERVISOR_SERVER_URL), set by the admin when it listens on a unix socket.
+        self.eventHub = EventHub(self)
+        self.serverURL: str | None = None
         validateDeploys(list(deploys))
         for deploy in deploys:
             self._addDeploy(deploy)
@@ -134,8 +142,12 @@ class SupervisorService(Service):
     # -- building instances --------------------------------------------------------------------
 
     def _addDeploy(self, deploy: Deploy) -> None:
+        newGroup = all(d.groupName != deploy.groupName for d in self.deploys.values())
         self.deploys[deploy.name] = deploy
+        self.eventHub.deployAdded(deploy)
         self._addInstances(deploy)
+        if newGroup and self.running:
+            self.eventHub.groupAdded(deploy.groupName)
 
     def _addInstances(self, deploy: Deploy) -> list[Instance]:
         """Create the deploy's instances that do not exist yet."""
@@ -193,6 +205,9 @@ class SupervisorService(Service):
                 self._forgetLive(instance)
                 instance.shutdown()
                 self.registry.set(iname, {})
+        self.eventHub.deployRemoved(deploy)
+        if self.running and all(d.groupName != deploy.groupName for d in self.deploys.values()):
+            self.eventHub.groupRemoved(deploy.groupName)
 
     # -- service -------------------------------------------------------------------------------
 
@@ -219,11 +234,15 @@ class SupervisorService(Service):
             self._reapLoop.clock = self.reactor
             self._reapLoop.start(self.reapInterval, now=False).addErrback(
                 lambda f: log.failure("reaper stopped", f))
+        self.eventHub.started()
+        for group in self.groups():
+            self.eventHub.groupAdded(group)
         self.ready = self.startAll()
         self.ready.addErrback(lambda f: log.warn("not every deploy started: {why}", why=f.getErrorMessage()))
 
     def stopService(self) -> Deferred:
         """Stop every instance in reverse dependency order and wait for them (no process left)."""
+        self.eventHub.stopping()
         Service.stopService(self)
         d = self.stopAll()
 
@@ -336,6 +355,7 @@ class SupervisorService(Service):
             deploy = instance.deploy.name
             self._live[deploy] = self._live.get(deploy, 0) + step
             self._liveTotal += step
+        self.eventHub.stateChanged(instance, old, new)
         info = instance.info()
         event = stateEvent(instance.name, old, new, info, instance.deploy.stopsignal)
         if event is not None:
@@ -631,6 +651,10 @@ class SupervisorService(Service):
         unknown name, L{NotRunning} or L{NoStdin} when it cannot be written."""
         self._instance(name).sendStdin(data)
 
+    def sendRemoteCommEvent(self, type: str, data: str) -> None:
+        """A C{REMOTE_COMMUNICATION} event for the event listeners (supervisord's verb)."""
+        self.eventHub.remote(type, data)
+
     # -- start -----------------------------------------------------------------------------------
 
     def _whenReady(self, deploy: str) -> Deferred:
@@ -693,9 +717,10 @@ class SupervisorService(Service):
         names = self._groupDeploys(group)
         return _gather([self.startDeploy(n) for n in names])
 
-    def startAll(self) -> Deferred:
-        """Start every autostart deploy: in priority order, each once its dependencies are ready."""
-        return _gather([self.startDeploy(d.name) for d in self._ordered() if d.autostart])
+    def startAll(self, everything: bool = False) -> Deferred:
+        """Start every autostart deploy (every deploy with C{everything}, what supervisord's
+        C{startAllProcesses} does): in priority order, each once its dependencies are ready."""
+        return _gather([self.startDeploy(d.name) for d in self._ordered() if everything or d.autostart])
 
     # -- stop ------------------------------------------------------------------------------------
 

@@ -461,7 +461,7 @@ class FakeSupervisor(SupervisorVerbsMixin):
     def stopDeploy(self, name: str) -> defer.Deferred:
         return defer.gatherResults([self.stopInstance(n) for n in self._names(name)], consumeErrors=True)
 
-    def startAll(self) -> defer.Deferred:
+    def startAll(self, everything: bool = False) -> defer.Deferred:
         return defer.gatherResults([self.startInstance(n) for n in self._instances], consumeErrors=True)
 
     def stopAll(self) -> defer.Deferred:

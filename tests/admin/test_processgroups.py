@@ -9,8 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.admin.faults import Faults
 from salvusctl.admin.processgroups import groupDiff, withGroup, withoutGroup
-from salvusctl.declared import Declared, describe
 from salvusctl.host import Host
+from salvusctl.host.model import Declared, describe
 from salvusctl.supervisor.deploy import Deploy
 from tests.admin.helpers import HarnessTestCase
 

@@ -269,7 +269,8 @@ class SystemNamespaceTests(HarnessTestCase):
         )
 
     def test_multicall(self):
-        """Each call's result or fault struct, in order; the role applies to each call."""
+        """Each call's bare result or fault struct, in order, as supervisord answers (not the
+        single-item arrays of its docstring); the role applies to each call."""
         results = self.h.rpc(
             self,
             "system.multicall",
@@ -281,8 +282,8 @@ class SystemNamespaceTests(HarnessTestCase):
                 "garbage",
             ],
         )
-        self.assertEqual(results[0], [{"statecode": 1, "statename": "RUNNING"}])
-        self.assertEqual(results[1], [True])
+        self.assertEqual(results[0], {"statecode": 1, "statename": "RUNNING"})
+        self.assertEqual(results[1], True)
         self.assertEqual(results[2]["faultCode"], Faults.UNKNOWN_METHOD)
         self.assertEqual(results[3]["faultCode"], Faults.INCORRECT_PARAMETERS)
         self.assertEqual(results[4]["faultCode"], Faults.INCORRECT_PARAMETERS)

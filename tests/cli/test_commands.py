@@ -44,7 +44,7 @@ class HelpTests(TestCase):
             "user": ["add", "passwd", "remove", "list"],
             "balancer": ["show", "drain", "weight", "add-service"],
             "monitor": ["top", "history"],
-            "cluster": ["hosts", "send", "ping", "messages"],
+            "cluster": ["hosts", "send", "deliver", "clients", "ping", "messages"],
         }
         commands = ["status", "start", "stop", "restart", "tail", "balancer", "monitor", "cluster",
                     "alerts", "diff", "reconcile", "backup", "restore", "user"]

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
+from salvusctl.cluster.clients import ClientRegistry
 from salvusctl.cluster.service import ClusterService
 from salvusctl.cluster.tables import ClusterTables
 from salvusctl.store.testing import MemoryStore
@@ -27,6 +28,7 @@ class MemoryCluster:
             self.clock.advance(1_000_000)
         self.store = MemoryStore(self.clock)
         ClusterTables(self.store)  # registers the migrations once
+        ClientRegistry(self.store)
         self.store.start()
         self.members: dict[str, ClusterService] = {}
 

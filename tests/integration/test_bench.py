@@ -20,7 +20,7 @@ from tests.helpers import REPO, childEnv
 QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAProxy",
          "admin/rpc_vs_supervisord.py": b"getState_per_s", "monitor": b"ingest rows/s",
          "supervisor": (b"crash->respawn median", b"log lines per CPU-second", b"log lines of 60 KiB"),
-         "logs": b"lines per CPU-second"}
+         "logs": b"lines per CPU-second", "cluster/clients.py": b"p50 vs mailbox"}
 
 
 def benchmarks() -> set[str]:
@@ -86,6 +86,12 @@ class QuickBenchTests(TestCase):
         """bench/supervisor --quick: salvus and the test extras' supervisord, 10 instances, one round,
         and the log rows (throughput, RSS under long lines) from bench/logs's workloads."""
         return self._bench("supervisor")
+
+    def test_cluster(self):
+        """bench/cluster/clients.py --quick: 100 clients, over the link and the mailbox."""
+        if not os.environ.get("SALVUS_TEST_POSTGRES"):
+            raise SkipTest("SALVUS_TEST_POSTGRES is not set: bench/cluster needs PostgreSQL")
+        return self._bench("cluster/clients.py")
 
     def test_logs(self):
         """bench/logs --quick: an 8 MiB log tailed, 5,000 lines and 4 x 20 long lines, salvus and

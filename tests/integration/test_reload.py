@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.faults import Faults
 from salvusctl.admin.users import UsersFile
-from salvusctl.config import loadHost
+from salvusctl.host.loading import loadHost
 from tests.helpers import REPO, childEnv, waitFor
 from tests.integration.helpers import OPERATOR, SUPERVISORCTL, rpcCall
 

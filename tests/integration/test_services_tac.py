@@ -18,7 +18,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
-from salvusctl.config import loadHost
+from salvusctl.host.loading import loadHost
 from tests.helpers import REPO, freePort, waitFor
 from tests.store.pgcluster import CLUSTER_SKIP
 

@@ -15,8 +15,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from salvusctl.defaulthost import defaultHost
 from salvusctl.errors import ConfigError
+from salvusctl.host.demo import defaultHost
 from salvusctl.portcheck import checkListenersFree
 from tests.helpers import childEnv, freePort
 

@@ -57,7 +57,7 @@ class BuildTests(SynchronousTestCase):
 
     def test_fromATacFile(self):
         """The declarations as a .tac file writes them, through the config loader."""
-        from salvusctl.config import loadHost
+        from salvusctl.host.loading import loadHost
 
         var = tempDir(self)
         path = os.path.join(var, "host.tac")

@@ -320,6 +320,15 @@ class OrderTests(Harness):
         self.successResultOf(svc.startDeploy("app"))
         self.assertEqual((self.state("db:0"), self.state("app:0")), ("RUNNING", "RUNNING"))
 
+    def test_startAll_everything_starts_autostart_false(self):
+        """startAll() at start-up leaves autostart=False deploys alone; startAll(everything=True),
+        what supervisord's startAllProcesses and `supervisorctl start all` do, starts them too."""
+        svc = self.make(deploy("a", startsecs=0), deploy("m", startsecs=0, autostart=False))
+        self.successResultOf(svc.startAll())
+        self.assertEqual((self.state("a:0"), self.state("m:0")), ("RUNNING", "STOPPED"))
+        self.successResultOf(svc.startAll(everything=True))
+        self.assertEqual((self.state("a:0"), self.state("m:0")), ("RUNNING", "RUNNING"))
+
     def test_priority_orders_spawns(self):
         svc = self.make(deploy("c", priority=30, command=["/bin/echo", "c"]),
                         deploy("a", priority=10, command=["/bin/echo", "a"]),

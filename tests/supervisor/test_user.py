@@ -16,8 +16,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from salvusctl.config import loadHost
 from salvusctl.errors import ConfigError
+from salvusctl.host.loading import loadHost
 from salvusctl.supervisor import Deploy
 from salvusctl.supervisor.service import SupervisorService
 from tests.helpers import waitFor
