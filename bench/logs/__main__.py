@@ -54,7 +54,8 @@ def main() -> None:
                       quick=args.quick, nflood=nflood, nlong=nlong, wlong=wlong, linesLong=linesLong)
     balancer = {}
     if BALANCER in parts:
-        balancer = balancerFigures(seconds=1 if args.quick else 5, rounds=1 if args.quick else 3)
+        balancer = balancerFigures(seconds=1 if args.quick else 5, rounds=1 if args.quick else 3,
+                                   quick=args.quick)
 
     s, d = figures["salvus"], figures["supervisord"]
     rows = [
@@ -91,6 +92,9 @@ def main() -> None:
                            ("getState p99, ms", "host_getstate_p99")):
             a, f = balancer[key + "_alone_ms"], balancer[key + "_followers_ms"]
             print(f"| {label:<44} | {a:>11.3f} | {f:>12.3f} | {f / a if a else float('nan'):>6.2f} |")
+        a, f = balancer["host_cpu_pct_alone"], balancer["host_cpu_pct_followers"]
+        ratio = f / a if a else float("nan")
+        print(f"| {'host CPU with no request, %':<44} | {a:>11.2f} | {f:>12.2f} | {ratio:>6.2f} |")
         print(f"  what the followers received: {balancer['host_followers_got_kb']:.0f} KiB")
     if args.json:
         with open(args.json, "w") as f:

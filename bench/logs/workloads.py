@@ -390,7 +390,8 @@ def wrkP99(port: int, seconds: float, conns: int = 20) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
-def balancerFigures(*, seconds: float = 5.0, rounds: int = 3, progress=print) -> dict[str, float]:
+def balancerFigures(*, seconds: float = 5.0, rounds: int = 3, quick: bool = False,
+                    progress=print) -> dict[str, float]:
     """A twistd host with a balancer (in front of nginx), a program printing 100 lines a second
     and the admin: the balancer's p99 (wrk) and the admin's getState p99 without and with
     L{FOLLOWERS} C{tail -f} followers of that program's log, in the host's one reactor; medians
@@ -438,8 +439,15 @@ def balancerFigures(*, seconds: float = 5.0, rounds: int = 3, progress=print) ->
         wrkP99(port, 1)  # warm up
         runs: dict[str, list[float]] = {}
 
-        def both() -> tuple[float, float]:
-            return wrkP99(port, seconds), latencies(proxy.supervisor.getState, 200)[1] * 1000
+        def idleCpuPct() -> float:
+            """The host's CPU over 5 s with no request: what the program and followers cost."""
+            before, start = cpuSeconds(host.pid), time.monotonic()
+            time.sleep(1 if quick else 5)
+            return 100 * (cpuSeconds(host.pid) - before) / (time.monotonic() - start)
+
+        def both() -> tuple[float, float, float]:
+            return (wrkP99(port, seconds), latencies(proxy.supervisor.getState, 200)[1] * 1000,
+                    idleCpuPct())
 
         for r in range(rounds):
             progress(f"balancer p99 with 0 and {FOLLOWERS} followers (round {r + 1}/{rounds}) ...",
@@ -450,6 +458,7 @@ def balancerFigures(*, seconds: float = 5.0, rounds: int = 3, progress=print) ->
                                ("balancer_p99_followers_ms", followed[0]),
                                ("host_getstate_p99_alone_ms", alone[1]),
                                ("host_getstate_p99_followers_ms", followed[1]),
+                               ("host_cpu_pct_alone", alone[2]), ("host_cpu_pct_followers", followed[2]),
                                ("host_followers_got_kb", got)):
                 runs.setdefault(key, []).append(value)
         return {key: statistics.median(values) for key, values in runs.items()}

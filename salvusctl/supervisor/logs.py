@@ -496,8 +496,9 @@ class InstanceLog:
                 if LEVELS[line.level] >= storeLevel:
                     offer(line)
         if followers:
-            for follower in list(followers):
-                for line in lines:
+            followers = list(followers)
+            for line in lines:  # each line to every follower in turn: it is formatted once
+                for follower in followers:
                     try:
                         follower(line)
                     except Exception as e:
