@@ -467,13 +467,14 @@ class InstanceLog:
         if levels is None:
             out = b""
             if LEVELS[default] >= fileLevel:
-                out = b"\n".join(raws) + b"\n"
+                out = raw + b"\n"
             if need:
                 lines = [LogLine(stamp, name, stream, default, text, dropped[i] if dropped else 0)
                          for i, text in enumerate(texts)]
         else:
             lines = [] if need else None
             parts = []
+            rawLines = raw.split(b"\n")  # as many as texts: 0x0A never decodes into anything else
             pos = 0
             for i, text in enumerate(texts):
                 level = levels.get(pos, default)
@@ -482,7 +483,7 @@ class InstanceLog:
                     lines.append(LogLine(stamp, name, stream, level, text, cut))
                 pos += len(text) + 1
                 if LEVELS[level] >= fileLevel:
-                    parts.append(raws[i])
+                    parts.append(rawLines[i])
             out = b"\n".join(parts) + b"\n" if parts else b""
         self._keepMany(stream, texts, len(joined) - len(texts) + 1)
         if out:
