@@ -387,3 +387,19 @@ class SideBySideTests(TestCase):
         self.assertNotIn("Traceback", log)
         self.assertFalse(os.path.exists(f"/proc/{salvusTicker}/status")
                          and "zombie" not in open(f"/proc/{salvusTicker}/status").read().lower())
+
+    @defer.inlineCallbacks
+    def test_reload(self):
+        """supervisorctl reload: the same answer; both restart their programs in place (the
+        host process stays, the programs get new pids) and answer again."""
+        before = {w: self.call(w, "supervisor.getProcessInfo", "ticker")["pid"]
+                  for w in ("supervisord", "salvus")}
+        hostPid = self.call("salvus", "supervisor.getPID")
+        (ref, refcode), (sal, salcode) = yield self.both("reload")
+        self.assertEqual((ref, refcode), (sal, salcode))
+        for which in ("supervisord", "salvus"):
+            yield waitFor(lambda w=which: self.answers(w) and self.state(w, "ticker") == "RUNNING"
+                          and self.call(w, "supervisor.getProcessInfo", "ticker")["pid"] != before[w],
+                          timeout=30)
+        self.assertEqual(self.call("salvus", "supervisor.getPID"), hostPid)
+        self.assertFalse(self.procs["salvus"].ended.called)
