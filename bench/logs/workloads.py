@@ -323,7 +323,7 @@ def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100
             "salvus": (salvus.pid, f"http://127.0.0.1:{sport}",
                        {"big": "big:0", "flood": "flood:0", "ticker": "ticker:0"},
                        [os.path.join(logs, f"long-{i}.stdout.log") for i in range(nlong)],
-                       os.path.join(logs, "flood-0.stdout.log"), 33),
+                       os.path.join(logs, "flood-0.stdout.log"), 0),
             "supervisord": (sd.pid, f"http://127.0.0.1:{dport}",
                             {"big": "big", "flood": "flood", "ticker": "ticker"},
                             [os.path.join(tmp, "sd", f"long-{i}.log") for i in range(nlong)],
