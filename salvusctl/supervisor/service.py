@@ -34,10 +34,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from salvusctl.admin.extensions import IMainLog, IProcessStdin
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
+from salvusctl.supervisor.capabilities import IMainLog, IProcessStdin
 from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
 from salvusctl.supervisor.eventlistener import EventHub

@@ -23,8 +23,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from salvusctl.admin.extensions import ILogClearing
 from salvusctl.interfaces import ISupervisor
+from salvusctl.supervisor.capabilities import ILogClearing
 from salvusctl.supervisor.deploy import signalNumber
 from salvusctl.supervisor.process import IProcessOS, StartRefused
 from salvusctl.supervisor.states import ProcessState
