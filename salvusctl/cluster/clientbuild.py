@@ -23,7 +23,7 @@ def attachClients(cluster: Any, socket_name: str, identify: Callable[[int], str 
     if links is None:
         links = getattr(cluster.store, "dialect", None) == "postgresql"
     made = None
-    if links:
+    if links is True or isinstance(links, dict):
         from salvusctl.cluster.links import Links, LinkTable
 
         options = links if isinstance(links, dict) else {}

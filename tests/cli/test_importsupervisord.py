@@ -287,3 +287,50 @@ class SideBySideTests(TestCase):
             ],
         )
         self.assertEqual(len(mine), 8)
+
+
+SUPERLANCE_DOCS = """\
+[supervisord]
+
+[eventlistener:memmon]
+command=memmon -a 200MB -m bob@example.com
+events=TICK_60
+
+[eventlistener:crashmail]
+command=crashmail -a -m developers@example.com
+events=PROCESS_STATE_EXITED
+
+[eventlistener:httpok]
+command=httpok -p foo http://localhost:8080/tasty/service
+events=TICK_60
+
+[eventlistener:fatalmailbatch]
+command=fatalmailbatch --toEmail="you@bar.com" --fromEmail="me@bar.com"
+events=PROCESS_STATE,TICK_60
+buffer_size=100
+"""
+
+
+class SuperlanceConfigTests(SynchronousTestCase):
+    """The [eventlistener:] sections superlance's docs give become EventListener declarations."""
+
+    def test_superlanceDocsListeners(self):
+        """Command, events and buffer_size carried over; each listener's stdin is its pipe."""
+        base = _shortDir(self)
+        path = os.path.join(base, "supervisord.conf")
+        with open(path, "w") as f:
+            f.write(SUPERLANCE_DOCS)
+        text, warnings = convert(readSupervisordConf(path, {}), path)
+        tac = os.path.join(base, "host.tac")
+        with open(tac, "w") as f:
+            f.write(text)
+        host = loadHost(tac)  # not validated: superlance need not be installed where this runs
+        listeners = {d.name: d for d in host.declarations("supervisor")}
+        self.assertEqual(sorted(listeners), ["crashmail", "fatalmailbatch", "httpok", "memmon"])
+        self.assertTrue(all(isinstance(d, EventListener) and d.stdin for d in listeners.values()))
+        self.assertEqual(listeners["memmon"].command, ("memmon", "-a", "200MB", "-m", "bob@example.com"))
+        self.assertEqual(listeners["crashmail"].events, ("PROCESS_STATE_EXITED",))
+        batch = listeners["fatalmailbatch"]
+        self.assertEqual((batch.events, batch.buffer_size), (("PROCESS_STATE", "TICK_60"), 100))
+        self.assertEqual(batch.command[1], "--toEmail=you@bar.com")
+        self.assertEqual(batch.priority, -1)  # supervisord's pools start first and stop last

@@ -19,7 +19,8 @@ from tests.helpers import REPO, childEnv
 #: bench/NAME -> a word its table prints.
 QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAProxy",
          "admin/rpc_vs_supervisord.py": b"getState_per_s", "monitor": b"ingest rows/s",
-         "supervisor": b"crash->respawn median", "logs": b"lines per CPU-second"}
+         "supervisor": b"crash->respawn median", "logs": b"lines per CPU-second",
+         "cluster/clients.py": b"p50 vs mailbox"}
 
 
 def benchmarks() -> set[str]:
@@ -82,6 +83,12 @@ class QuickBenchTests(TestCase):
     def test_supervisor(self):
         """bench/supervisor --quick: salvus and the test extras' supervisord, 10 instances, one round."""
         return self._bench("supervisor")
+
+    def test_cluster(self):
+        """bench/cluster/clients.py --quick: 100 clients, over the link and the mailbox."""
+        if not os.environ.get("SALVUS_TEST_POSTGRES"):
+            raise SkipTest("SALVUS_TEST_POSTGRES is not set: bench/cluster needs PostgreSQL")
+        return self._bench("cluster/clients.py")
 
     def test_logs(self):
         """bench/logs --quick: an 8 MiB log tailed, 5,000 lines and 4 x 20 long lines, salvus and

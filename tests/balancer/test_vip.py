@@ -1,0 +1,258 @@
+"""A floating address moved by keepalived between two real front-ends in network namespaces.
+
+The test makes a switch namespace holding a bridge and three namespaces joined to it by veth
+pairs: two front-ends and a client (addresses in 10.233.X.0/24, only inside them).  Each
+front-end runs a backend on its loopback, a real balancer process in front of it on port 8080,
+and keepalived started from the C{Vip(...)} declaration's deploy (its command and templated
+config).  The client opens a connection every 10 ms to the floating address.  Killing the
+active front-end's balancer with SIGKILL makes its track script fail: the address must move to
+the other front-end, and new connections succeed again within 3 s.  Bringing the balancer back
+must not move the address back (no flap).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.protocol import ProcessProtocol
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from salvusctl.balancer.vip import Vip, keepalivedConfig
+from salvusctl.errors import ConfigError
+from salvusctl.supervisor.deploy import substitute
+from tests.balancer import netns
+from tests.helpers import REPO, childEnv
+from tests.store.pgtemp import waitUntil
+
+
+def _unavailable() -> str | None:
+    why = netns.unavailable()
+    if why:
+        return why
+    if shutil.which("keepalived") is None:
+        return "needs keepalived (Debian package keepalived; .ci/run installs it)"
+    return None
+
+
+def _run(*argv: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+
+class _Child(ProcessProtocol):
+    def __init__(self, name: str, onLine=None):
+        self.name = name
+        self.onLine = onLine
+        self.ready: Deferred = Deferred()
+        self.ended: Deferred = Deferred()
+        self.out = b""
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        self._partial += data
+        *lines, self._partial = self._partial.split(b"\n")
+        for line in lines:
+            if not self.ready.called:
+                self.ready.callback(line)
+            if self.onLine is not None:
+                self.onLine(line.decode(errors="replace"))
+
+    def errReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def processEnded(self, reason) -> None:
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"{self.name} exited: {self.out.decode(errors='replace')}"))
+        self.ended.callback(None)
+
+    def kill(self, sig: str = "KILL") -> Deferred:
+        if not self.ended.called and self.transport.pid is not None:
+            self.transport.signalProcess(sig)
+        return self.ended
+
+
+class VipConfigTests(SynchronousTestCase):
+    def test_configNamesTheAddressPeersPriorityAndCheck(self):
+        """The templated config holds what keepalived needs, nopreempt by default (no flap)."""
+        text = keepalivedConfig("10.0.0.100/24", "eth0", ["10.0.0.12"], 150, ["127.0.0.1:8080"])
+        for part in ("10.0.0.100/24 dev eth0", "priority 150", "10.0.0.12", "nopreempt",
+                     "vipcheck.py --timeout 1 127.0.0.1:8080", "state BACKUP"):
+            self.assertIn(part, text)
+        self.assertNotIn("nopreempt", keepalivedConfig("10.0.0.100/24", "eth0", ["10.0.0.12"], 150,
+                                                       ["127.0.0.1:8080"], preempt=True))
+
+    def test_badInputIsRefusedWithTheReason(self):
+        """A bad declaration fails at once, naming the field."""
+        cases = [
+            (("10.0.0.100", "eth0", ["10.0.0.2"], 100), "prefix"),
+            (("10.0.0.100/24", "eth0", "10.0.0.2", 100), "peers"),
+            (("10.0.0.100/24", "eth0", ["nope"], 100), "nope"),
+            (("10.0.0.100/24", "eth0", ["10.0.0.2"], 300), "priority"),
+            (("10.0.0.100/24", "eth 0", ["10.0.0.2"], 100), "interface"),
+        ]
+        for args, word in cases:
+            with self.assertRaises(ConfigError) as e:
+                Vip(*args)
+            self.assertIn(word, e.exception.message)
+
+    def test_isASupervisedDeploy(self):
+        """Vip(...) is a deploy the supervisor accepts: keepalived in the foreground, its config
+        rendered into the run directory."""
+        deploy = Vip("10.0.0.100/24", "eth0", ["10.0.0.12"], 150)
+        deploy.validate()
+        self.assertEqual(deploy.command[0], "keepalived")
+        self.assertIn("--dont-fork", deploy.command)
+        self.assertIn("keepalived.conf", deploy.templates)
+
+    def test_checkFailsWhenNothingListens(self):
+        """The track script exits 1 when the balancer does not accept, 0 when it does."""
+        import contextlib
+        import io
+
+        from salvusctl.balancer.vipcheck import main
+        from tests.helpers import deadPort
+
+        said = io.StringIO()
+        with contextlib.redirect_stderr(said):
+            self.assertEqual(main([f"127.0.0.1:{deadPort()}", "--timeout", "0.5"]), 1)
+        self.assertIn("balancer check failed", said.getvalue())
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        self.addCleanup(s.close)
+        self.assertEqual(main([f"127.0.0.1:{s.getsockname()[1]}"]), 0)
+
+
+class FloatingAddressTests(TestCase):
+    timeout = 120
+
+    def setUp(self):
+        why = _unavailable()
+        if why:
+            raise SkipTest(f"!!! floating-address failover NOT TESTED: {why} !!!")
+        tag = f"{os.getpid() % 10000}"
+        self.sw = f"svsw{tag}"
+        self.names = {"fe1": f"svf1{tag}", "fe2": f"svf2{tag}", "cl": f"svcl{tag}"}
+        self.net = f"10.233.{os.getpid() % 250 + 1}"
+        self.addr = {"fe1": f"{self.net}.1", "fe2": f"{self.net}.2", "cl": f"{self.net}.3"}
+        self.vip = f"{self.net}.100"
+        self.children: list[_Child] = []
+        self.addCleanup(self._destroy)
+        _run("ip", "netns", "add", self.sw)
+        _run("ip", "-n", self.sw, "link", "add", "br0", "type", "bridge")
+        _run("ip", "-n", self.sw, "link", "set", "br0", "up")
+        for role, ns in self.names.items():
+            _run("ip", "netns", "add", ns)
+            outside = f"v{role}{tag}"[:15]
+            _run("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _run("ip", "link", "set", outside, "netns", self.sw)
+            _run("ip", "-n", self.sw, "link", "set", outside, "master", "br0")
+            _run("ip", "-n", self.sw, "link", "set", outside, "up")
+            _run("ip", "-n", ns, "addr", "add", f"{self.addr[role]}/24", "dev", "eth0")
+            _run("ip", "-n", ns, "link", "set", "eth0", "up")
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        self.runDir = self.mktemp()
+
+    def _destroy(self):
+        ended = [c.kill() for c in self.children if not c.ended.called]
+        for ns in list(self.names.values()) + [self.sw]:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        return gatherResults(ended) if ended else None
+
+    def spawn(self, role: str, argv: list[str], name: str, onLine=None) -> _Child:
+        child = _Child(name, onLine)
+        full = ["ip", "netns", "exec", self.names[role], *argv]
+        reactor.spawnProcess(child, full[0], full, env=childEnv(), path=REPO)
+        self.children.append(child)
+        return child
+
+    def balancer(self, role: str) -> _Child:
+        return self.spawn(role, [sys.executable, "-m", "salvusctl.balancer.process", "--listen",
+                                 "web=0.0.0.0:8080", "--backend", "127.0.0.1:9000"], f"balancer {role}")
+
+    def keepalived(self, role: str, priority: int) -> _Child:
+        other = self.addr["fe2" if role == "fe1" else "fe1"]
+        deploy = Vip(f"{self.vip}/24", "eth0", [other], priority, check=["127.0.0.1:8080"],
+                     source=self.addr[role], name=f"vip{role}")
+        run = os.path.join(self.runDir, role)
+        os.makedirs(run)
+        values = {"run_dir": run}
+        with open(os.path.join(run, "keepalived.conf"), "w") as f:
+            f.write(substitute(deploy.templates["keepalived.conf"], values))
+        argv = [substitute(a, values) for a in deploy.command]
+        child = self.spawn(role, argv, f"keepalived {role}")
+        child.ready.addErrback(lambda f: None)  # keepalived's log lines are only kept
+        return child
+
+    def holder(self) -> str | None:
+        """Which front-end has the floating address on its interface now."""
+        for role in ("fe1", "fe2"):
+            out = subprocess.run(["ip", "-n", self.names[role], "-o", "addr", "show", "dev", "eth0"],
+                                 capture_output=True, text=True).stdout
+            if f" {self.vip}/" in out:
+                return role
+        return None
+
+    @inlineCallbacks
+    def test_killedBalancerMovesTheAddressAndItsReturnDoesNotFlap(self):
+        """SIGKILL the active front-end's balancer: the address moves to the other; connections
+        fail only until then (bounded, under 3 s), and its return moves nothing back."""
+        balancers = {}
+        for role in ("fe1", "fe2"):
+            backend = self.spawn(role, [sys.executable, "-m", "tests.balancer.nsbackend", "127.0.0.1",
+                                        "9000", role], f"backend {role}")
+            yield backend.ready
+            balancers[role] = self.balancer(role)
+            yield balancers[role].ready
+        kas = {"fe1": self.keepalived("fe1", 150), "fe2": self.keepalived("fe2", 100)}
+        ok = yield waitUntil(reactor, lambda: self.holder() is not None, timeout=20.0, step=0.1)
+        self.assertTrue(ok, "no front-end took the floating address: "
+                        + " | ".join(k.out.decode(errors="replace")[-2000:] for k in kas.values()))
+        first = self.holder()
+        other = "fe2" if first == "fe1" else "fe1"
+
+        events: list[tuple[float, str, str]] = []
+
+        def line(text: str) -> None:
+            parts = text.split()
+            if len(parts) == 3:
+                events.append((reactor.seconds(), parts[0], parts[1]))
+
+        client = self.spawn("cl", [sys.executable, "-m", "tests.balancer.vipclient", self.vip, "8080",
+                                   "6000"], "client", line)
+        ok = yield waitUntil(reactor, lambda: sum(1 for e in events if e[1] == "ok") >= 50, timeout=20.0)
+        self.assertTrue(ok, f"the client got no answers: {events[-5:]}")
+        self.assertEqual({e[2] for e in events if e[1] == "ok"}, {first})
+
+        killed_at = reactor.seconds()
+        yield balancers[first].kill("KILL")
+        ok = yield waitUntil(reactor, lambda: any(e[0] > killed_at and e[2] == other for e in events),
+                             timeout=10.0)
+        self.assertTrue(ok, f"the address did not move: holder {self.holder()}, last {events[-5:]}")
+        moved_at = next(e[0] for e in events if e[0] > killed_at and e[2] == other)
+        failed = [e for e in events if e[0] > killed_at and e[1] == "fail"]
+        self.assertEqual(self.holder(), other)
+        self.assertLess(moved_at - killed_at, 3.0, f"{len(failed)} failed connections")
+
+        # bring it back: keepalived's check passes again, the address stays where it is
+        balancers[first] = self.balancer(first)
+        yield balancers[first].ready
+        back_at = reactor.seconds()
+        yield waitUntil(reactor, lambda: False, timeout=4.0, step=0.1)
+        after = [e for e in events if e[0] > back_at]
+        self.assertEqual(self.holder(), other)
+        self.assertEqual({e[2] for e in after}, {other}, "the address flapped back")
+        client.transport.closeStdin()
+        yield client.ended
+        self.report = {"failed": len(failed), "moved_after_s": round(moved_at - killed_at, 3),
+                       "connections": len(events), "after_return": len(after)}
+        print(f"\nVIP failover: {self.report}", file=sys.stderr)
