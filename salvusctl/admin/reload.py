@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from salvusctl.admin.build import AdminService
 
-__all__ = ["diff", "apply", "LISTENER_REASON"]
+__all__ = ["diff", "apply", "entries", "applyEntries", "LISTENER_REASON"]
 
 log = Logger()
 
@@ -52,3 +52,15 @@ def diff(context: Any, old: list[Any], new: list[Any]) -> dict[str, Any] | None:
 def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> list[str]:
     """Serve the new options on the running listeners."""
     return context.services["admin"].reconfigure(list(new))
+
+
+def entries(context: Any, running: list[Any], declared: list[Any]) -> dict[str, dict[str, Any]]:
+    """The admin's entries of a host reload diff (L{salvusctl.host.reload}): C{{"admin": entry}}
+    from L{diff}, or none when the declarations are the same."""
+    entry = diff(context, running, declared)
+    return {"admin": entry} if entry else {}
+
+
+def applyEntries(context: Any, declared: list[Any], live: dict[str, dict[str, Any]]) -> Any:
+    """Apply the admin's live entry through L{apply} (the reloader passes none that needs a restart)."""
+    return apply(context, declared, live["admin"])

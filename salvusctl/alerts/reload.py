@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from salvusctl.alerts.build import EmailAlerts, WebhookAlerts, buildAlerts, checkRules, repeatInterval
 
-__all__ = ["diff", "apply"]
+__all__ = ["diff", "apply", "entries", "applyEntries"]
 
 log = Logger()
 
@@ -110,3 +110,15 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> None:
         # Queued notices keep their rows; the next retry and expiry use the new settings.
         outbox = service.outbox
         outbox.retry_initial, outbox.retry_max, outbox.expire_after = _delivery(new)
+
+
+def entries(context: Any, running: list[Any], declared: list[Any]) -> dict[str, dict[str, Any]]:
+    """The alerts's entries of a host reload diff (L{salvusctl.host.reload}): C{{"alerts": entry}}
+    from L{diff}, or none when the declarations are the same."""
+    entry = diff(context, running, declared)
+    return {"alerts": entry} if entry else {}
+
+
+def applyEntries(context: Any, declared: list[Any], live: dict[str, dict[str, Any]]) -> Any:
+    """Apply the alerts's live entry through L{apply} (the reloader passes none that needs a restart)."""
+    return apply(context, declared, live["alerts"])

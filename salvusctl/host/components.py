@@ -23,10 +23,12 @@ class Component:
     @ivar declares: the declaration classes it takes (C{"module:Class"}), for docs and checks.
     @ivar build: C{"module:function"}, called as C{build(context, declarations)}; returns an
         C{IService} or None when there is nothing to run.
-    @ivar reload: a module with C{diff(context, running, declared) -> entry | None} and
-        C{apply(context, declared, entry)} (see L{salvusctl.host.reload}); None when every change
-        needs a host restart, or, for the supervisor and the balancer, when the host's reloader
-        applies it itself (their entries still live there).
+    @ivar reload: a module with C{entries(context, running, declared) -> {entry name: entry}}
+        and C{applyEntries(context, declared, live)} (see L{salvusctl.host.reload}); None when
+        every change needs a host restart.
+    @ivar model: whether its C{reload.entries} reads a config read out of process (the digests of
+        L{salvusctl.host.model}); when not, the reloader names what differs by digest and leaves
+        the call to the apply.
     @ivar describe: C{"module:function"}, called as C{describe(declaration) -> dict}: the extra
         fields the out-of-process model keeps of a declaration (None: its digest alone).
     """
@@ -36,6 +38,7 @@ class Component:
     build: str
     reload: str | None = None
     describe: str | None = None
+    model: bool = False
 
 
 #: Start order is this order; the host stops them in reverse.
@@ -43,11 +46,11 @@ COMPONENTS: tuple[Component, ...] = (
     Component("supervisor",
               ("salvusctl.supervisor.deploy:Deploy", "salvusctl.supervisor.declare:SupervisorSettings",
                "salvusctl.supervisor.eventlistener:EventListener"),
-              "salvusctl.supervisor.build:buildSupervisor",
-              describe="salvusctl.host.model:describeDeploy"),
+              "salvusctl.supervisor.build:buildSupervisor", reload="salvusctl.supervisor.reload",
+              describe="salvusctl.host.model:describeDeploy", model=True),
     Component("balancer", ("salvusctl.balancer.declare:Balanced",),
-              "salvusctl.balancer.build:buildBalancer",
-              describe="salvusctl.host.model:describeBalanced"),
+              "salvusctl.balancer.build:buildBalancer", reload="salvusctl.balancer.reload",
+              describe="salvusctl.host.model:describeBalanced", model=True),
     Component("monitor", ("salvusctl.monitor.declare:Monitor",),
               "salvusctl.monitor.build:buildMonitor", reload="salvusctl.monitor.reload"),
     Component("alerts", ("salvusctl.alerts.declare:AlertRule", "salvusctl.alerts.declare:EmailAlerts",

@@ -22,7 +22,7 @@ from typing import Any
 
 from salvusctl.errors import ConfigError
 
-__all__ = ["diff", "apply", "LIVE_FIELDS", "RESTART_FIELDS"]
+__all__ = ["diff", "apply", "entries", "applyEntries", "LIVE_FIELDS", "RESTART_FIELDS"]
 
 # Monitor fields applied to the running service (the declaration's name -> the service's).
 LIVE_FIELDS = ("interval", "disk_interval", "buffer_rows", "deploy_dirs", "retention",
@@ -82,3 +82,15 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> list[str]:
     settings = {n: getattr(declaration, n) for n in LIVE_FIELDS}
     settings["retention"] = declaration.policies()
     return context.services["monitor"].reconfigure(**settings)
+
+
+def entries(context: Any, running: list[Any], declared: list[Any]) -> dict[str, dict[str, Any]]:
+    """The monitor's entries of a host reload diff (L{salvusctl.host.reload}): C{{"monitor": entry}}
+    from L{diff}, or none when the declarations are the same."""
+    entry = diff(context, running, declared)
+    return {"monitor": entry} if entry else {}
+
+
+def applyEntries(context: Any, declared: list[Any], live: dict[str, dict[str, Any]]) -> Any:
+    """Apply the monitor's live entry through L{apply} (the reloader passes none that needs a restart)."""
+    return apply(context, declared, live["monitor"])

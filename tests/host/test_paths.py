@@ -65,7 +65,7 @@ class ComponentTableTests(SynchronousTestCase):
                 self.assertEqual(components.resolve(target).component, row.name, target)
             if row.reload is not None:
                 module = components.resolve(row.reload)
-                self.assertTrue(callable(module.diff) and callable(module.apply), row.reload)
+                self.assertTrue(callable(module.entries) and callable(module.applyEntries), row.reload)
             if row.describe is not None:
                 self.assertTrue(callable(components.resolve(row.describe)), row.describe)
 
