@@ -110,8 +110,12 @@ def _validate(address, interface, peers, priority, check, router_id, advert_int,
         host, sep, port = str(c).rpartition(":")
         if not sep or not port.isdigit() or not host:
             raise ConfigError(f"Vip check {c!r} is not HOST:PORT")
-    if advert_int <= 0 or check_interval <= 0:
-        raise ConfigError("Vip advert_int and check_interval must be > 0")
+    if advert_int <= 0:
+        raise ConfigError("Vip advert_int must be > 0")
+    if check_interval != int(check_interval) or check_interval < 1:
+        # keepalived reads a script interval in whole seconds and ignores any other
+        raise ConfigError("Vip check_interval must be a whole number of seconds >= 1, "
+                          f"not {check_interval!r}")
     if fall < 1 or rise < 1:
         raise ConfigError("Vip fall and rise must be >= 1")
     if not _NAME.match(name):

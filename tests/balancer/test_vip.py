@@ -12,6 +12,7 @@ must not move the address back (no flap).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -24,10 +25,11 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from salvusctl.balancer.vip import Vip, keepalivedConfig
 from salvusctl.errors import ConfigError
-from salvusctl.supervisor.deploy import substitute
+from salvusctl.supervisor.service import SupervisorService
 from tests.balancer import netns
 from tests.helpers import REPO, childEnv
 from tests.store.pgtemp import waitUntil
+from tests.supervisor import scratch
 
 
 def _unavailable() -> str | None:
@@ -96,6 +98,8 @@ class VipConfigTests(SynchronousTestCase):
             (("10.0.0.100/24", "eth0", ["nope"], 100), "nope"),
             (("10.0.0.100/24", "eth0", ["10.0.0.2"], 300), "priority"),
             (("10.0.0.100/24", "eth 0", ["10.0.0.2"], 100), "interface"),
+            (("10.0.0.100/24", "eth0", ["10.0.0.2"], 100, ["127.0.0.1:8080"], 51, 1.0, 0.25),
+             "whole number"),
         ]
         for args, word in cases:
             with self.assertRaises(ConfigError) as e:
@@ -179,19 +183,21 @@ class FloatingAddressTests(TestCase):
         return self.spawn(role, [sys.executable, "-m", "salvusctl.balancer.process", "--listen",
                                  "web=0.0.0.0:8080", "--backend", "127.0.0.1:9000"], f"balancer {role}")
 
-    def keepalived(self, role: str, priority: int) -> _Child:
-        other = self.addr["fe2" if role == "fe1" else "fe1"]
-        deploy = Vip(f"{self.vip}/24", "eth0", [other], priority, check=["127.0.0.1:8080"],
-                     source=self.addr[role], name=f"vip{role}")
-        run = os.path.join(self.runDir, role)
-        os.makedirs(run)
-        values = {"run_dir": run}
-        with open(os.path.join(run, "keepalived.conf"), "w") as f:
-            f.write(substitute(deploy.templates["keepalived.conf"], values))
-        argv = [substitute(a, values) for a in deploy.command]
-        child = self.spawn(role, argv, f"keepalived {role}")
-        child.ready.addErrback(lambda f: None)  # keepalived's log lines are only kept
-        return child
+    def keepalived(self, priorities: dict[str, int]) -> SupervisorService:
+        """Both front-ends' keepalived as deploys of a real supervisor, each run inside its
+        namespace (the declared command behind C{ip netns exec}); the supervisor renders the
+        templated config into each deploy's run directory."""
+        deploys = []
+        for role, priority in priorities.items():
+            other = self.addr["fe2" if role == "fe1" else "fe1"]
+            deploy = Vip(f"{self.vip}/24", "eth0", [other], priority, check=["127.0.0.1:8080"],
+                         source=self.addr[role], name=f"vip{role}")
+            deploys.append(dataclasses.replace(
+                deploy, command=["ip", "netns", "exec", self.names[role], *deploy.command]))
+        supervisor = SupervisorService(reactor, deploys, runDir=scratch(self), reapInterval=0.2)
+        self.addCleanup(lambda: supervisor.stopService() if supervisor.running else None)
+        supervisor.startService()
+        return supervisor
 
     def holder(self) -> str | None:
         """Which front-end has the floating address on its interface now."""
@@ -203,56 +209,91 @@ class FloatingAddressTests(TestCase):
         return None
 
     @inlineCallbacks
-    def test_killedBalancerMovesTheAddressAndItsReturnDoesNotFlap(self):
-        """SIGKILL the active front-end's balancer: the address moves to the other; connections
-        fail only until then (bounded, under 3 s), and its return moves nothing back."""
-        balancers = {}
+    def startFrontEnds(self):
+        """Backends, balancers and the supervised keepalived pair; fires with the holder."""
+        self.balancers = {}
         for role in ("fe1", "fe2"):
             backend = self.spawn(role, [sys.executable, "-m", "tests.balancer.nsbackend", "127.0.0.1",
                                         "9000", role], f"backend {role}")
             yield backend.ready
-            balancers[role] = self.balancer(role)
-            yield balancers[role].ready
-        kas = {"fe1": self.keepalived("fe1", 150), "fe2": self.keepalived("fe2", 100)}
+            self.balancers[role] = self.balancer(role)
+            yield self.balancers[role].ready
+        self.supervisor = self.keepalived({"fe1": 150, "fe2": 100})
         ok = yield waitUntil(reactor, lambda: self.holder() is not None, timeout=20.0, step=0.1)
         self.assertTrue(ok, "no front-end took the floating address: "
-                        + " | ".join(k.out.decode(errors="replace")[-2000:] for k in kas.values()))
+                        + repr(self.supervisor.instanceInfos()))
         first = self.holder()
-        other = "fe2" if first == "fe1" else "fe1"
-
-        events: list[tuple[float, str, str]] = []
+        self.events: list[tuple[float, str, str]] = []
 
         def line(text: str) -> None:
             parts = text.split()
             if len(parts) == 3:
-                events.append((reactor.seconds(), parts[0], parts[1]))
+                self.events.append((reactor.seconds(), parts[0], parts[1]))
 
-        client = self.spawn("cl", [sys.executable, "-m", "tests.balancer.vipclient", self.vip, "8080",
-                                   "6000"], "client", line)
-        ok = yield waitUntil(reactor, lambda: sum(1 for e in events if e[1] == "ok") >= 50, timeout=20.0)
-        self.assertTrue(ok, f"the client got no answers: {events[-5:]}")
-        self.assertEqual({e[2] for e in events if e[1] == "ok"}, {first})
+        self.client = self.spawn("cl", [sys.executable, "-m", "tests.balancer.vipclient", self.vip,
+                                        "8080", "6000"], "client", line)
+        ok = yield waitUntil(reactor, lambda: sum(1 for e in self.events if e[1] == "ok") >= 50,
+                             timeout=20.0)
+        self.assertTrue(ok, f"the client got no answers: {self.events[-5:]}")
+        self.assertEqual({e[2] for e in self.events if e[1] == "ok"}, {first})
+        return first
 
-        killed_at = reactor.seconds()
-        yield balancers[first].kill("KILL")
-        ok = yield waitUntil(reactor, lambda: any(e[0] > killed_at and e[2] == other for e in events),
-                             timeout=10.0)
+    @inlineCallbacks
+    def moved(self, since: float, to: str, within: float):
+        """Wait for the first answer from C{to} after C{since}; fires with (seconds, failures)."""
+        events = self.events
+        ok = yield waitUntil(reactor, lambda: any(e[0] > since and e[2] == to for e in events),
+                             timeout=15.0)
         self.assertTrue(ok, f"the address did not move: holder {self.holder()}, last {events[-5:]}")
-        moved_at = next(e[0] for e in events if e[0] > killed_at and e[2] == other)
-        failed = [e for e in events if e[0] > killed_at and e[1] == "fail"]
-        self.assertEqual(self.holder(), other)
-        self.assertLess(moved_at - killed_at, 3.0, f"{len(failed)} failed connections")
+        moved_at = next(e[0] for e in events if e[0] > since and e[2] == to)
+        failed = [e for e in events if since < e[0] < moved_at and e[1] == "fail"]
+        late = [e for e in events if e[0] > moved_at and e[1] == "fail"]
+        self.assertEqual(self.holder(), to)
+        self.assertLess(moved_at - since, within, f"{len(failed)} failed connections")
+        return moved_at - since, len(failed), len(late)
+
+    @inlineCallbacks
+    def test_killedBalancerMovesTheAddressAndItsReturnDoesNotFlap(self):
+        """SIGKILL the active front-end's balancer: the address moves to the other; connections
+        fail only until then (bounded, under 3 s), and its return moves nothing back."""
+        first = yield self.startFrontEnds()
+        other = "fe2" if first == "fe1" else "fe1"
+        killed_at = reactor.seconds()
+        yield self.balancers[first].kill("KILL")
+        took, failed, late = yield self.moved(killed_at, other, 3.0)
+        self.assertEqual(late, 0, "connections failed after the address moved")
 
         # bring it back: keepalived's check passes again, the address stays where it is
-        balancers[first] = self.balancer(first)
-        yield balancers[first].ready
+        self.balancers[first] = self.balancer(first)
+        yield self.balancers[first].ready
         back_at = reactor.seconds()
         yield waitUntil(reactor, lambda: False, timeout=4.0, step=0.1)
-        after = [e for e in events if e[0] > back_at]
+        after = [e for e in self.events if e[0] > back_at]
         self.assertEqual(self.holder(), other)
         self.assertEqual({e[2] for e in after}, {other}, "the address flapped back")
-        client.transport.closeStdin()
-        yield client.ended
-        self.report = {"failed": len(failed), "moved_after_s": round(moved_at - killed_at, 3),
-                       "connections": len(events), "after_return": len(after)}
-        print(f"\nVIP failover: {self.report}", file=sys.stderr)
+        self.client.transport.closeStdin()
+        yield self.client.ended
+        print(f"\nVIP failover, balancer killed: moved after {took:.2f} s, {failed} failed, "
+              f"{len(after)} after its return all on {other}", file=sys.stderr)
+
+    @inlineCallbacks
+    def test_linkDownMovesTheAddressAndItsReturnDoesNotFlap(self):
+        """The active front-end's link goes down (a dead host, a cut cable): the other stops
+        hearing its adverts and takes the address (keepalived's master-down interval, about
+        3.6 s with a 1 s advert); the link back up moves nothing."""
+        first = yield self.startFrontEnds()
+        other = "fe2" if first == "fe1" else "fe1"
+        cut_at = reactor.seconds()
+        _run("ip", "-n", self.names[first], "link", "set", "eth0", "down")
+        took, failed, late = yield self.moved(cut_at, other, 6.0)
+        self.assertEqual(late, 0, "connections failed after the address moved")
+        # the link comes back: the address stays where it is
+        _run("ip", "-n", self.names[first], "link", "set", "eth0", "up")
+        back_at = reactor.seconds()
+        yield waitUntil(reactor, lambda: False, timeout=5.0, step=0.1)
+        after = [e for e in self.events if e[0] > back_at]
+        self.assertEqual(self.holder(), other)
+        self.assertEqual({e[2] for e in after}, {other}, "the address flapped back")
+        self.client.transport.closeStdin()
+        yield self.client.ended
+        print(f"\nVIP failover, link down: moved after {took:.2f} s, {failed} failed", file=sys.stderr)

@@ -197,3 +197,30 @@ class SupervisorHookTests(SynchronousTestCase):
         d = svc.stopService()
         clock.advance(30)
         self.successResultOf(d)
+
+
+class LinkTimerTests(SynchronousTestCase):
+    def test_aLinkIsMadeOnDemandAndClosedWhenIdle(self):
+        """The first look for a peer's link starts connecting to the address its row gives; the
+        link is closed after C{idle} seconds without a message, and made again on demand."""
+        from salvusctl.cluster.links import Links, LinkTable
+
+        cluster = MemoryCluster(MemoryReactorClock())
+        clock = cluster.clock
+        peer = Links(clock, LinkTable(cluster.store), "b", "127.0.0.2")
+        self.successResultOf(peer.start())
+        links = Links(clock, LinkTable(cluster.store), "a", "127.0.0.1", idle=60)
+        self.successResultOf(links.start())
+        self.assertFalse(links.isUp("b"))
+        self.assertEqual([c[0] for c in clock.sslClients], ["127.0.0.2"])
+        self.assertIn("b", links.links)
+        clock.advance(59)
+        self.assertIn("b", links.links)
+        clock.advance(2)
+        self.assertNotIn("b", links.links)
+        self.assertFalse(links.isUp("b"))
+        self.assertIn("b", links.links)
+        self.assertFalse(links.isUp("nobody"))
+        self.assertNotIn("nobody", links.links)  # no row: no link, the mailbox only
+        self.successResultOf(links.stop())
+        self.assertEqual(cluster.rows("SELECT host FROM cluster_links"), [("b",)])

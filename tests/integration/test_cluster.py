@@ -316,3 +316,90 @@ class TwoHostClusterTests(TestCase):
                 logs = "\n".join(f"--- {h.name} ---\n{h.tail()}" for h in hosts)
                 self.fail(f"{'a host exited' if ended else 'timed out'} waiting for {what}\n{logs}")
             yield deferLater(reactor, 0.25, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_messagesToClientsOfAnotherHost(self):
+        """Messages to connected clients between two real hosts: an app the worker host runs
+        registers 200 clients on its clients socket; the front host delivers to each (the first
+        by the mailbox, the rest over the TLS link the first made); each arrives once.  Then the
+        worker's twistd is killed: within missed x heartbeat its clients are refused as gone."""
+        tac = os.path.join(self.tmp, "clients.tac")
+        with open(tac, "w") as f:
+            f.write(_CLIENTS_TAC)
+        ns_front = self.netns.front if self.netns else None
+        ns_worker = self.netns.worker if self.netns else None
+        out = os.path.join(self.tmp, "app.out")
+        worker = self._start("worker", tac, ns_worker, SALVUS_STORE=self._store(self.pg_worker),
+                             SALVUS_ADDRESS=self.worker_addr, SALVUS_APP=_CLIENTS_APP, APP_OUT=out,
+                             SALVUS_ADMIN=f"tcp:{self.worker_admin}:interface={self.worker_reach}")
+        front = self._start("front", tac, ns_front, SALVUS_STORE=self._store(self.pg_front),
+                            SALVUS_ADDRESS=self.front_addr, SALVUS_ADMIN=f"tcp:{self.front_admin}")
+
+        @defer.inlineCallbacks
+        def registered():
+            clients = yield _rpc(self.front_reach, self.front_admin, "salvus.cluster.clients", "worker", 1000)
+            return len(clients) == 200
+
+        yield self._until(registered, "200 clients registered on the worker", front, worker)
+        paths = []
+        for i in range(200):
+            r = yield _rpc(self.front_reach, self.front_admin, "salvus.cluster.deliver", f"c{i}", {"i": i})
+            self.assertEqual((r["host"], r["instance"]), ("worker", "app:0"))
+            paths.append(r["path"])
+        self.assertEqual(paths[0], "mailbox")
+        self.assertGreater(paths.count("link"), 150, paths)
+
+        def lines():
+            with open(out) as f:
+                return f.read().splitlines()
+
+        yield self._until(lambda: defer.succeed(len(lines()) >= 200), "200 messages at the app",
+                          front, worker)
+        self.assertEqual(sorted(lines()), sorted(f"c{i} {i}" for i in range(200)))
+
+        worker.transport.signalProcess("KILL")
+        killed = reactor.seconds()
+
+        @defer.inlineCallbacks
+        def refused():
+            try:
+                yield _rpc(self.front_reach, self.front_admin, "salvus.cluster.deliver", "c7", 1)
+            except xmlrpc.client.Fault as e:
+                return "its host worker is down" in e.faultString
+            return False
+
+        yield self._until(refused, "the dead host's clients refused", front)
+        self.assertLess(reactor.seconds() - killed, 0.5 * 3 + 5)
+
+
+_CLIENTS_TAC = """
+import os, sys
+from salvusctl.admin.declaration import Admin
+from salvusctl.cluster import Cluster
+from salvusctl.host import Host
+from salvusctl.supervisor.deploy import Deploy
+
+var = os.environ["SALVUS_VAR"]
+host = Host(name=os.environ["SALVUS_HOST_NAME"], store=os.environ["SALVUS_STORE"], var=var)
+if os.environ.get("SALVUS_APP"):
+    host.add(Deploy("app", command=[sys.executable, "-c", os.environ["SALVUS_APP"]], startsecs=0.2))
+host.add(Cluster(address=os.environ["SALVUS_ADDRESS"], heartbeat=0.5, missed=3))
+host.add(Admin(os.environ["SALVUS_ADMIN"], bootstrap_user="admin", users=os.environ["SALVUS_USERS"],
+               allow_plain_http=True))
+application = host.application()
+"""
+
+_CLIENTS_APP = """
+import os
+from salvusctl.clientapi import ClientsSocket
+hub = ClientsSocket()
+for i in range(200):
+    hub.connect(f"c{i}")
+with open(os.environ["APP_OUT"], "a") as out:
+    while True:
+        message = hub.receive(timeout=120)
+        if message is None:
+            break
+        out.write(f"{message[0]} {message[1]['i']}\\n")
+        out.flush()
+"""
