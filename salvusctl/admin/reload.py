@@ -24,6 +24,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from salvusctl.admin.build import AdminService
+from salvusctl.host.components import oneEntry
 
 __all__ = ["diff", "apply", "entries", "applyEntries", "LISTENER_REASON"]
 
@@ -54,13 +55,5 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> list[str]:
     return context.services["admin"].reconfigure(list(new))
 
 
-def entries(context: Any, running: list[Any], declared: list[Any]) -> dict[str, dict[str, Any]]:
-    """The admin's entries of a host reload diff (L{salvusctl.host.reload}): C{{"admin": entry}}
-    from L{diff}, or none when the declarations are the same."""
-    entry = diff(context, running, declared)
-    return {"admin": entry} if entry else {}
-
-
-def applyEntries(context: Any, declared: list[Any], live: dict[str, dict[str, Any]]) -> Any:
-    """Apply the admin's live entry through L{apply} (the reloader passes none that needs a restart)."""
-    return apply(context, declared, live["admin"])
+# The host's reloader asks for named entries; the admin's diff gives its one entry.
+entries, applyEntries = oneEntry("admin", diff, apply)

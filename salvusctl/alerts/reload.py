@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from salvusctl.alerts.build import buildAlerts, checkRules, repeatInterval
 from salvusctl.alerts.declare import NOTIFIERS
+from salvusctl.host.components import oneEntry
 
 __all__ = ["diff", "apply", "entries", "applyEntries"]
 
@@ -109,13 +110,5 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> None:
         outbox.retry_initial, outbox.retry_max, outbox.expire_after = _delivery(new)
 
 
-def entries(context: Any, running: list[Any], declared: list[Any]) -> dict[str, dict[str, Any]]:
-    """The alerts's entries of a host reload diff (L{salvusctl.host.reload}): C{{"alerts": entry}}
-    from L{diff}, or none when the declarations are the same."""
-    entry = diff(context, running, declared)
-    return {"alerts": entry} if entry else {}
-
-
-def applyEntries(context: Any, declared: list[Any], live: dict[str, dict[str, Any]]) -> Any:
-    """Apply the alerts's live entry through L{apply} (the reloader passes none that needs a restart)."""
-    return apply(context, declared, live["alerts"])
+# The host's reloader asks for named entries; the alerts's diff gives its one entry.
+entries, applyEntries = oneEntry("alerts", diff, apply)

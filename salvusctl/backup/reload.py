@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from salvusctl.backup.build import checkSets
 from salvusctl.backup.service import sameBackup
+from salvusctl.host.components import oneEntry
 
 __all__ = ["diff", "apply", "entries", "applyEntries"]
 
@@ -50,13 +51,5 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> dict[str, list
     return context.services["backup"].reconfigure(list(new))
 
 
-def entries(context: Any, running: list[Any], declared: list[Any]) -> dict[str, dict[str, Any]]:
-    """The backup's entries of a host reload diff (L{salvusctl.host.reload}): C{{"backup": entry}}
-    from L{diff}, or none when the declarations are the same."""
-    entry = diff(context, running, declared)
-    return {"backup": entry} if entry else {}
-
-
-def applyEntries(context: Any, declared: list[Any], live: dict[str, dict[str, Any]]) -> Any:
-    """Apply the backup's live entry through L{apply} (the reloader passes none that needs a restart)."""
-    return apply(context, declared, live["backup"])
+# The host's reloader asks for named entries; the backup's diff gives its one entry.
+entries, applyEntries = oneEntry("backup", diff, apply)

@@ -9,10 +9,11 @@ the components a host declares are ever imported.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Component", "COMPONENTS", "component", "resolve", "names"]
+__all__ = ["Component", "COMPONENTS", "component", "resolve", "names", "oneEntry"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,19 @@ def resolve(target: str) -> Any:
     module, _, attribute = target.partition(":")
     loaded = importlib.import_module(module)
     return getattr(loaded, attribute) if attribute else loaded
+
+
+def oneEntry(name: str, diff: Callable[..., dict | None],
+             apply: Callable[..., Any]) -> tuple[Callable, Callable]:
+    """C{entries} and C{applyEntries} for a reload module whose C{diff(context, running, declared)}
+    gives one entry or None, and whose C{apply(context, declared, entry)} applies it: the entry is
+    named C{name} in the host's diff."""
+
+    def entries(context: Any, running: list, declared: list) -> dict[str, dict]:
+        entry = diff(context, running, declared)
+        return {name: entry} if entry else {}
+
+    def applyEntries(context: Any, declared: list, live: dict[str, dict]) -> Any:
+        return apply(context, declared, live[name])
+
+    return entries, applyEntries

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from salvusctl.errors import ConfigError
+from salvusctl.host.components import oneEntry
 
 __all__ = ["diff", "apply", "entries", "applyEntries", "LIVE_FIELDS", "RESTART_FIELDS"]
 
@@ -84,13 +85,5 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> list[str]:
     return context.services["monitor"].reconfigure(**settings)
 
 
-def entries(context: Any, running: list[Any], declared: list[Any]) -> dict[str, dict[str, Any]]:
-    """The monitor's entries of a host reload diff (L{salvusctl.host.reload}): C{{"monitor": entry}}
-    from L{diff}, or none when the declarations are the same."""
-    entry = diff(context, running, declared)
-    return {"monitor": entry} if entry else {}
-
-
-def applyEntries(context: Any, declared: list[Any], live: dict[str, dict[str, Any]]) -> Any:
-    """Apply the monitor's live entry through L{apply} (the reloader passes none that needs a restart)."""
-    return apply(context, declared, live["monitor"])
+# The host's reloader asks for named entries; the monitor's diff gives its one entry.
+entries, applyEntries = oneEntry("monitor", diff, apply)
