@@ -224,6 +224,8 @@ class BalancerService(MultiService):
         self._save_call = None
         for watcher in self.files.values():
             watcher.stop()
+        if self.shared is not None:
+            yield self.shared.stop()
         yield super().stopService()
         self.wheel.stop()
         self.budget.stop()

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from salvusctl.balancer import states
 from salvusctl.balancer.shared import MIGRATION as SHARED_MIGRATION
+from salvusctl.balancer.shared import STICKY_MIGRATION
 from salvusctl.store.migrations import Migration
 
 __all__ = ["MIGRATIONS", "saveState", "loadState", "applyState", "exportState"]
@@ -54,6 +55,7 @@ CREATE TABLE balancer_groups (
 """,
     ),
     SHARED_MIGRATION,
+    STICKY_MIGRATION,
 ]
 
 _HOST_COLUMNS = ("admin", "healthy", "weight", "down_since", "down_reason", "faults", "total", "bytes_in",

@@ -30,11 +30,16 @@ from twisted.logger import Logger
 from salvusctl.balancer import states
 from salvusctl.store.migrations import Migration
 
-__all__ = ["CHANNEL", "MIGRATION", "SharedStates"]
+__all__ = ["CHANNEL", "STICKY_CHANNEL", "MIGRATION", "STICKY_MIGRATION", "SharedStates"]
 
 log = Logger()
 
 CHANNEL = "salvus_balancer_states"
+STICKY_CHANNEL = "salvus_balancer_sticky"
+#: sticky pins made within this many seconds are written (and notified) together
+STICKY_BATCH = 0.05
+#: pins per notification (a NOTIFY payload must stay under 8000 bytes)
+STICKY_CHUNK = 100
 
 _TABLE = """
 CREATE TABLE balancer_shared (
@@ -56,6 +61,22 @@ MIGRATION = Migration(
     2,
     "balancer host states shared between front-ends",
     {"postgresql": "CREATE SEQUENCE balancer_shared_seq;\n" + _TABLE, "sqlite": _TABLE},
+)
+
+STICKY_MIGRATION = Migration(
+    3,
+    "sticky pins shared between front-ends",
+    """
+CREATE TABLE balancer_sticky (
+    service TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    client TEXT NOT NULL,
+    host TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    changed_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (service, grp, client)
+);
+""",
 )
 
 _NEXT_SEQ = {
@@ -89,6 +110,10 @@ class SharedStates:
         self.listening = False
         #: rows applied from the table (for the logs and the tests)
         self.changes = 0
+        #: (service, grp) → {client ip: host name} pinned here and not yet written
+        self._pins: dict[tuple[str, str], dict[str, str]] = {}
+        self._pinCall: Any = None
+        self._hooked: dict[int, Any] = {}
 
     # -- start -------------------------------------------------------------------------------------
 
@@ -98,13 +123,114 @@ class SharedStates:
             return self.catchUp()
         self.listening = True
         d = self.store.listen(CHANNEL, self._notified)
+        d.addCallback(lambda _: self.store.listen(STICKY_CHANNEL, self._pinsNotified))
         d.addCallback(lambda _: self.catchUp())
+        d.addCallback(lambda n: self._loadPins().addCallback(lambda _: n))
         return d
 
     def catchUp(self) -> Deferred:
         """Read every row and apply those newer than what was applied (start, housekeeping)."""
+        self.hookSticky()
         d = self.store.runQuery(f"SELECT {', '.join(_COLUMNS)} FROM balancer_shared")
         d.addCallback(self._applyRows)
+        return d
+
+    def stop(self) -> Deferred:
+        """Write the pins not yet written (the store closes after the balancer)."""
+        if self._pinCall is not None and self._pinCall.active():
+            self._pinCall.cancel()
+        return self._writePins()
+
+    # -- sticky pins -------------------------------------------------------------------------------
+
+    def _stickyGroups(self):
+        from salvusctl.balancer.schedulers.sticky import Sticky
+
+        for svc in self.balanced.values():
+            for group in svc.groups.values():
+                if isinstance(group.scheduler, Sticky) and not getattr(group, "deploy", None):
+                    yield svc.name, group
+
+    def hookSticky(self) -> None:
+        """Have every sticky scheduler report its new pins (again after a scheduler switch)."""
+        for service, group in self._stickyGroups():
+            scheduler = group.scheduler
+            if self._hooked.get(id(scheduler)) is not scheduler:
+                self._hooked[id(scheduler)] = scheduler
+                scheduler.onAssign = (lambda ip, host, key=(service, group.name):
+                                      self._pinned(key, ip, host))
+
+    def _pinned(self, key: tuple[str, str], ip: str, host: Any) -> None:
+        self._pins.setdefault(key, {})[ip] = host.name
+        if self._pinCall is None or not self._pinCall.active():
+            self._pinCall = self.reactor.callLater(STICKY_BATCH, self._writePins)
+
+    def _writePins(self) -> Deferred:
+        self._pinCall = None
+        pins, self._pins = self._pins, {}
+        now = self.reactor.seconds()
+        rows = [(s, g, ip, h, self.origin, now) for (s, g), m in pins.items() for ip, h in m.items()]
+        if not rows:
+            return succeed(None)
+        sql = ("INSERT INTO balancer_sticky (service, grp, client, host, origin, changed_at) "
+               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, grp, client) DO UPDATE SET "
+               "host = excluded.host, origin = excluded.origin, changed_at = excluded.changed_at")
+        d = self.store.runInteraction(lambda cursor: cursor.executemany(sql, rows))
+
+        def written(_):
+            for (s, g), m in pins.items():
+                items = sorted(m.items())
+                for i in range(0, len(items), STICKY_CHUNK):
+                    payload = json.dumps({"origin": self.origin, "service": s, "grp": g,
+                                          "pins": items[i:i + STICKY_CHUNK]})
+                    self.store.notify(STICKY_CHANNEL, payload)
+
+        d.addCallback(written)
+        d.addErrback(lambda f: log.warn("cannot share {n} sticky pins: {why}", n=len(rows),
+                                        why=f.getErrorMessage()))
+        return d
+
+    def _pinsNotified(self, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+            if data["origin"] == self.origin:
+                return
+            self._adopt(data["service"], data["grp"], [(ip, h) for ip, h in data["pins"]])
+        except (ValueError, TypeError, KeyError):
+            log.warn("ignoring a malformed {channel} notification: {p!r}", channel=STICKY_CHANNEL,
+                     p=payload[:200])
+
+    def _adopt(self, service: str, grp: str, pins) -> int:
+        svc = self.balanced.get(service)
+        group = svc.groups.get(grp) if svc is not None else None
+        adopt = getattr(getattr(group, "scheduler", None), "adopt", None)
+        if adopt is None:
+            return 0
+        n = 0
+        for ip, name in pins:
+            host = group.hosts.get(name)
+            if host is not None:
+                adopt(ip, host)
+                n += 1
+        return n
+
+    def _loadPins(self) -> Deferred:
+        """At start: the pins the other front-ends made within each sticky group's C{ttl}."""
+        groups = list(self._stickyGroups())
+        if not groups:
+            return succeed(0)
+        ttl = max(g.scheduler.ttl for _, g in groups)
+        now = self.reactor.seconds()
+        d = self.store.runOperation("DELETE FROM balancer_sticky WHERE changed_at < ?", (now - ttl,))
+        d.addCallback(lambda _: self.store.runQuery(
+            "SELECT service, grp, client, host FROM balancer_sticky ORDER BY changed_at"))
+
+        def got(rows):
+            return sum(self._adopt(s, g, [(ip, h)]) for s, g, ip, h in rows)
+
+        d.addCallback(got)
+        d.addErrback(lambda f: log.warn("cannot read the shared sticky pins: {why}",
+                                        why=f.getErrorMessage()))
         return d
 
     # -- publishing --------------------------------------------------------------------------------

@@ -34,17 +34,18 @@ class TwoFrontEndsTests(TestCase):
         self.one = startBackend(self, b"one", mode="echo")
         self.two = startBackend(self, b"two", mode="echo")
 
-    def decl(self):
+    def decl(self, scheduler: str = "roundrobin"):
         servers = [f"127.0.0.1:{b.port.getHost().port}" for b in (self.one, self.two)]
         # checks far apart: each front-end checks only when the test says so
-        return balanced(servers, name="web", health=HealthCheck(interval=3600.0, timeout=1.0, fall=1))
+        return balanced(servers, name="web", scheduler=scheduler,
+                        health=HealthCheck(interval=3600.0, timeout=1.0, fall=1))
 
     @inlineCallbacks
-    def frontEnd(self, name: str):
+    def frontEnd(self, name: str, scheduler: str = "roundrobin"):
         store = PostgresStore(reactor, parseStoreURL(self.db.url), pool_size=2, reconnect_delays=FAST,
                               close_timeout=5)
         store.addMigrations("balancer", persist.MIGRATIONS)
-        balancer = BalancerService(reactor, [self.decl()], store=store, store_ready=store.start,
+        balancer = BalancerService(reactor, [self.decl(scheduler)], store=store, store_ready=store.start,
                                    share=name)
 
         @inlineCallbacks
@@ -143,3 +144,34 @@ class TwoFrontEndsTests(TestCase):
         final = rows[0][0]
         yield self.within(lambda: self.host(a, 0).admin == self.host(b, 0).admin == final,
                           "the same state on both")
+
+    @inlineCallbacks
+    def test_stickyPinsAreSharedAndSurviveARestart(self):
+        """Clients pinned on A keep their backend when they come through B (the floating address
+        moved), also after B restarted."""
+        a = yield self.frontEnd("fe-a", "sticky")
+        b = yield self.frontEnd("fe-b", "sticky")
+        group_a = a.balanced["web"].groups["main"]
+        hosts_a = list(group_a.hosts.values())
+        pinned = {}
+        for i in range(40):
+            ip = f"10.1.0.{i}"
+            host = group_a.scheduler.choose(hosts_a, (ip, 40000))
+            host.active += 1  # least connections spreads the next ones
+            pinned[ip] = host.name
+        self.assertEqual(len(set(pinned.values())), 2)
+
+        def onB(balancer):
+            group = balancer.balanced["web"].groups["main"]
+            hosts = list(group.hosts.values())
+            return {ip: group.scheduler.choose(hosts, (ip, 50000)).name for ip in pinned}
+
+        def seenOnB():
+            cache = b.balanced["web"].groups["main"].scheduler._cache
+            return all(ip in cache for ip in pinned)
+
+        yield self.within(seenOnB, "sticky pins on B")
+        self.assertEqual(onB(b), pinned)
+        yield b.halt()
+        b = yield self.frontEnd("fe-b", "sticky")
+        self.assertEqual(onB(b), pinned)

@@ -35,6 +35,9 @@ class Sticky:
         self._cache: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._fallback = LeastConns()
         self._present: frozenset[int] | None = None
+        #: called as C{onAssign(ip, host)} when a client is pinned anew (shared with the other
+        #: front-ends of the store, L{salvusctl.balancer.shared}); None: nobody is told
+        self.onAssign: Any = None
 
     def choose(self, hosts, client_address):
         if not hosts:
@@ -49,11 +52,17 @@ class Sticky:
                 self._cache.move_to_end(ip)
                 return host
         host = self._fallback.choose(hosts, client_address)
-        self._cache[ip] = (host, now + self.ttl)
+        self.adopt(ip, host)
+        if self.onAssign is not None and (entry is None or entry[0] is not host):
+            self.onAssign(ip, host)
+        return host
+
+    def adopt(self, ip: str, host: Any) -> None:
+        """Pin C{ip} to C{host} for C{ttl} from now (a new choice, or another front-end's)."""
+        self._cache[ip] = (host, self._clock.seconds() + self.ttl)
         self._cache.move_to_end(ip)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
-        return host
 
     def cleanup(self) -> int:
         """Drop expired entries; returns how many went.  Entries are in last-use order."""
