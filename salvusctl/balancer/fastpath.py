@@ -95,6 +95,8 @@ class LeanConnection(tcp.Connection):
         # tcp.Connection.__init__, with a socket made non-blocking by socket() (no ioctl after)
         abstract.FileDescriptor.__init__(self, reactor)
         skt = _socket.socket(family, _STREAM_NONBLOCK)
+        # a small message forwarded is sent now, not held for the previous one's ACK (Nagle)
+        skt.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.socket = skt
         self.fileno = skt.fileno
         self.protocol = None
