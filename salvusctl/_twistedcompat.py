@@ -33,10 +33,13 @@ __all__ = [
     "closeWithoutShutdown",
     "halfCloseNow",
     "adoptListeningPort",
+    "forgetDescriptor",
+    "EPOLL_REACTOR_PRIVATES",
     "processReactor",
     "listOpenFDs",
     "spawnFileActions",
     "twistedWaitsFor",
+    "PIPE_READ_SIZE",
     "PRIVATE_HOOKS",
 ]
 
@@ -132,6 +135,26 @@ def adoptListeningPort(portClass: type, reactor: Any, fd: int, family: int, fact
     return portClass._fromListeningDescriptor(reactor, fd, family, factory)
 
 
+# -- the epoll reactor's tables (twisted.internet.epollreactor.EPollReactor privates) ----------
+
+#: The private attributes of an C{EPollReactor} instance that the balancer's lean reactor
+#: (L{salvusctl.balancer.fastreactor}, a subclass: its dispatch and main loop) and
+#: L{forgetDescriptor} read; the tests check each on a new reactor.
+EPOLL_REACTOR_PRIVATES = ("_poller", "_selectables", "_reads", "_writes", "_started",
+                          "_newTimedCalls", "_pendingTimedCalls", "_doReadOrWrite",
+                          "_disconnectSelectable")
+
+
+def forgetDescriptor(reactor: Any, fd: int) -> None:
+    """Take C{fd} out of an C{EPollReactor} for reading and writing at once: one C{epoll_ctl},
+    where C{removeReader} then C{removeWriter} look it up twice (C{_selectables}, C{_reads},
+    C{_writes}, C{_poller})."""
+    if reactor._selectables.pop(fd, None) is not None:
+        reactor._poller.unregister(fd)
+        reactor._reads.discard(fd)
+        reactor._writes.discard(fd)
+
+
 # -- child processes (twisted.internet.process privates) ---------------------------------------
 
 # C{ProcessBase} (C{twisted.internet.process.Process}, imported lazily) is the base of the
@@ -167,6 +190,50 @@ def twistedWaitsFor(pid: int) -> bool:
     return pid in process.reapProcessHandlers
 
 
+# -- reading a child's pipes in large chunks (process.ProcessReader, Process.processReaderFactory)
+
+#: What one read of a child's stdout/stderr pipe takes at most, as supervisord reads (128 KiB).
+#: Twisted's C{ProcessReader.doRead} reads 8 KiB (C{fdesc.readFromFD}): a flooding child's
+#: output then costs one reactor wakeup, one line split and one log write per 8 KiB.
+PIPE_READ_SIZE = 128 * 1024
+
+_readerClass: list[type] = []
+
+
+def largeReadProcessReader() -> type:
+    """A C{ProcessReader} subclass reading up to L{PIPE_READ_SIZE} per readable event, for a
+    C{Process} subclass's C{processReaderFactory} (the class attribute C{Process.__init__} calls
+    as C{factory(reactor, process, childFD, parentFD)} for each C{"r"} child descriptor).
+
+    Its C{doRead} is C{fdesc.readFromFD} with the larger size: the same returns (None on
+    EAGAIN/EINTR, C{CONNECTION_LOST} on another error, C{CONNECTION_DONE} at end of file) and
+    the data handed to C{dataReceived}.  Only the processes of classes that set it read so;
+    Twisted's own readers are untouched."""
+    if not _readerClass:
+        import errno
+        import os
+
+        from twisted.internet import main, process
+
+        class LargeReadProcessReader(process.ProcessReader):
+            readSize = PIPE_READ_SIZE
+
+            def doRead(self):
+                try:
+                    data = os.read(self.fd, self.readSize)
+                except OSError as e:
+                    if e.args[0] in (errno.EAGAIN, errno.EINTR):
+                        return None
+                    return main.CONNECTION_LOST
+                if not data:
+                    return main.CONNECTION_DONE
+                self.dataReceived(data)
+                return None
+
+        _readerClass.append(LargeReadProcessReader)
+    return _readerClass[0]
+
+
 # -- private hooks overridden by subclasses -----------------------------------------------------
 
 #: Base class (dotted name) -> the private methods and attributes Salvus's subclasses of it call
@@ -176,6 +243,8 @@ def twistedWaitsFor(pid: int) -> bool:
 PRIVATE_HOOKS: dict[str, tuple[str, ...]] = {
     # salvusctl.supervisor.oscalls.InstanceProcess
     "twisted.internet.process.Process": ("_fork", "_execChild", "_trySpawnInsteadOfFork", "_reactor"),
+    # salvusctl._twistedcompat.largeReadProcessReader (public names, but an assumption all the same)
+    "twisted.internet.process.ProcessReader": ("doRead", "dataReceived"),
     # salvusctl.balancer.tlslisten.TLSServerProtocol
     "twisted.protocols.tls.TLSMemoryBIOProtocol": (
         "_shutdownTLS", "_flushSendBIO", "_tlsShutdownFinished", "_aborted", "_handshakeDone",

@@ -111,6 +111,9 @@ def makeService(options: Options):
         DemoBanner(host.context).setServiceParent(service)
     reloadOnHangup(reactor, host)
     exitOnFatal(reactor, service)
+    from salvusctl.gctune import tuneCollector
+
+    tuneCollector(reactor)  # once everything started: freeze start-up's objects (tail latency)
     return service
 
 

@@ -21,6 +21,16 @@ needs:
   when the handshake is already done (loopback, a LAN), a second C{connect()}
   says so without an epoll round trip.
 
+- Accepting goes through Twisted's C{Port.doRead}: a log-buffering context, a
+  generator, a Python-level C{socket} wrapper (two enum conversions for its
+  family and type), an address object and a C{Server} that formats its log
+  prefix and C{repr} strings.  L{acceptBatch} takes the same batch of clients
+  with C{_accept()}, and L{LeanServer} makes those strings only if asked.
+  Sockets here are the C{_socket.socket} type the standard wrapper derives
+  from: the transports use only its C methods.
+- C{closeNow} on a lean transport does what C{connectionLost} does, once:
+  Twisted's removes the descriptor from the reactor three times over.
+
 Each helper falls back to the stock behaviour for anything it does not know
 (TLS transports, reactors that are not Twisted's POSIX ones such as the
 memory reactors of unit tests), so the proxy's logic is the same either way.
@@ -28,15 +38,18 @@ memory reactors of unit tests), so the proxy's logic is the same either way.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import functools
 import os
 import socket
 from typing import Any
 
-from twisted.internet import error, main, tcp
+from twisted.internet import abstract, error, main, tcp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.interfaces import ILoggingContext
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.python import failure
 
@@ -50,6 +63,8 @@ __all__ = [
     "connectTCP",
     "isPlain",
     "LeanConnection",
+    "LeanServer",
+    "acceptBatch",
 ]
 
 #: recv() size (and write-buffer pause threshold) of a proxied pair.  Twisted reads 64 KiB;
@@ -59,6 +74,7 @@ READ_SIZE = 256 * 1024
 _EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 _INPROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
 _DONE = failure.Failure(main.CONNECTION_DONE)
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
 class LeanConnection(tcp.Connection):
@@ -76,7 +92,14 @@ class LeanConnection(tcp.Connection):
 
     def __init__(self, reactor: Any, factory: Any, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        tcp.Connection.__init__(self, socket.socket(family, socket.SOCK_STREAM), None, reactor)
+        # tcp.Connection.__init__, with a socket made non-blocking by socket() (no ioctl after)
+        abstract.FileDescriptor.__init__(self, reactor)
+        skt = _socket.socket(family, _STREAM_NONBLOCK)
+        # a small message forwarded is sent now, not held for the previous one's ACK (Nagle)
+        skt.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.socket = skt
+        self.fileno = skt.fileno
+        self.protocol = None
         self.factory = factory
         self.realAddress = (host, port)
         self.family = family  # a plain int: socket.family builds an enum on every read
@@ -190,13 +213,105 @@ class _Discard:
         pass
 
 
+class LeanServer(tcp.Server):
+    """
+    An accepted client transport: C{tcp.Server} without the two strings it
+    formats for every connection (its log prefix and C{repr}), made on demand.
+    """
+
+    def __init__(self, sock: Any, protocol: Any, client: tuple, server: Any, sessionno: int,
+                 reactor: Any) -> None:
+        if len(client) != 2:
+            tcp.Server.__init__(self, sock, protocol, client, server, sessionno, reactor)  # IPv6
+            return
+        tcp.Connection.__init__(self, sock, protocol, reactor)
+        self.server = server
+        self.client = client
+        self.sessionno = sessionno
+        self.hostname = client[0]
+        reactor.addReader(self)
+        self.connected = 1
+
+    def _prefix(self) -> str:
+        protocol = getattr(self, "protocol", None)
+        if ILoggingContext.providedBy(protocol):
+            return protocol.logPrefix()
+        return protocol.__class__.__name__ if protocol is not None else "-"
+
+    @property
+    def logstr(self) -> str:  # type: ignore[override]
+        return f"{self._prefix()},{self.sessionno},{self.hostname}"
+
+    @logstr.setter
+    def logstr(self, value: str) -> None:
+        pass  # always derived
+
+    @property
+    def repstr(self) -> str:  # type: ignore[override]
+        protocol = getattr(self, "protocol", None)
+        try:
+            port = self.server.getHost().port
+        except Exception:
+            port = None
+        return f"<{protocol.__class__.__name__} #{self.sessionno} on {port}>"
+
+    @repstr.setter
+    def repstr(self, value: str) -> None:
+        pass
+
+
+def acceptBatch(port: Any, limit: int) -> int | None:
+    """
+    Accept up to C{limit} clients on a listening C{tcp.Port} and start them, as
+    C{Port.doRead} does; return how many, or None when an accept failed with
+    anything but "no more clients" (the caller then runs the stock loop, which
+    knows what to do about each such error: EMFILE, ECONNABORTED...).
+
+    A factory whose C{addressFree} is true is given no address object to build
+    its protocol (it would not read it).
+    """
+    listener = port.socket
+    accept = listener._accept  # the standard library's: (fd, address), no wrapper made
+    family, kind = port.addressFamily, port.socketType
+    factory = port.factory
+    build = factory.buildProtocol
+    addressFree = getattr(factory, "addressFree", False)
+    transport = port.transport
+    reactor = port.reactor
+    accepted = 0
+    while accepted < limit:
+        try:
+            fd, addr = accept()
+        except BlockingIOError:
+            return accepted
+        except InterruptedError:
+            continue
+        except OSError:
+            return None
+        accepted += 1
+        skt = _socket.socket(family, kind, 0, fd)
+        if len(addr) == 4:
+            # IPv6: the scope ID in the host, as Twisted does
+            host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+            addr = (host[0],) + tuple(addr[1:])
+        protocol = build(None if addressFree else _address(family, addr))
+        if protocol is None:
+            skt.close()
+            continue
+        s = port.sessionno
+        port.sessionno = s + 1
+        protocol.makeConnection(transport(skt, protocol, addr, port, s, reactor))
+    return accepted
+
+
 def _address(family: int, addr: tuple) -> Any:
     if family == socket.AF_INET6:
         return IPv6Address("TCP", *addr[:2])
     return IPv4Address("TCP", *addr)
 
 
-_PLAIN = (tcp.Server, tcp.Client, LeanConnection)
+_PLAIN = (tcp.Server, tcp.Client, LeanConnection, LeanServer)
+_LEAN = (LeanConnection, LeanServer)
 
 
 def isPlain(transport: Any) -> bool:
@@ -256,13 +371,34 @@ def closeNow(transport: Any) -> None:
         and not transport.disconnected
         and not transport.disconnecting
     ):
-        _twistedcompat.closeWithoutShutdown(transport)  # close() alone sends the FIN
         reactor = transport.reactor
+        if transport.__class__ in _LEAN and isinstance(reactor, EPollReactor):
+            _leanClose(transport, reactor)
+            return
+        _twistedcompat.closeWithoutShutdown(transport)  # close() alone sends the FIN
         reactor.removeReader(transport)
         reactor.removeWriter(transport)
         transport.connectionLost(_DONE)
     else:
         transport.loseConnection()
+
+
+def _leanClose(transport: Any, reactor: EPollReactor) -> None:
+    """C{tcp.Connection.connectionLost(CONNECTION_DONE)} without its repeated removals."""
+    skt = transport.socket
+    _twistedcompat.forgetDescriptor(reactor, skt.fileno())
+    transport.disconnected = 1
+    transport.connected = 0
+    producer = transport.producer
+    if producer is not None:
+        transport.producer = None
+        producer.stopProducing()
+    skt.close()  # close() alone sends the FIN
+    protocol = transport.protocol
+    del transport.protocol
+    del transport.socket
+    del transport.fileno
+    protocol.connectionLost(_DONE)
 
 
 def shutdownWriteNow(transport: Any) -> None:

@@ -26,6 +26,7 @@ from twisted.internet import tcp
 from twisted.logger import Logger
 
 from salvusctl._twistedcompat import adoptListeningPort
+from salvusctl.balancer.fastpath import LeanServer, acceptBatch
 
 __all__ = ["DescriptorBudget", "GuardedPort", "LOCAL_ERRNOS", "descriptorLimit", "isLocalError",
            "listenGuarded", "adoptGuarded", "openDescriptors"]
@@ -248,6 +249,17 @@ class GuardedPort(tcp.Port):
     """
 
     budget: DescriptorBudget | None = None
+    transport = LeanServer
+
+    def startListening(self) -> None:
+        """Listen, with C{TCP_NODELAY} set once on the listening socket: Linux copies it to every
+        socket accepted from it, so clients get no Nagle delay and cost no C{setsockopt} each
+        (HAProxy sets it on both sides of a pair too)."""
+        tcp.Port.startListening(self)
+        try:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # a stack that refuses it on a listener: clients keep Nagle's algorithm
 
     def doRead(self) -> None:
         budget = self.budget
@@ -258,7 +270,20 @@ class GuardedPort(tcp.Port):
                 return
             if self.numberAccepts > room:
                 self.numberAccepts = room
-        tcp.Port.doRead(self)
+        # The batch of Twisted's loop (and its adaptive size), without its per-client layers;
+        # any accept error but "no more" goes to Twisted's loop, which handles each kind.
+        limit = self.numberAccepts
+        try:
+            accepted = acceptBatch(self, limit)
+        except BaseException:
+            log.failure("balancer: accepting a client failed")
+            return
+        if accepted is None:
+            tcp.Port.doRead(self)
+        elif accepted == limit:
+            self.numberAccepts = limit + 20
+        else:
+            self.numberAccepts = max(1, accepted)
 
 
 def listenGuarded(reactor: Any, port: int, factory: Any, backlog: int, interface: str) -> GuardedPort:

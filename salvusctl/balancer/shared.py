@@ -239,8 +239,7 @@ class SharedStates:
         """Write C{host}'s admin state, weight and health as this front-end sees them now."""
         svc = self.balanced.get(service)
         g = svc.groups.get(group) if svc is not None else None
-        if g is None or getattr(g, "deploy", None):
-            # a local deploy's instances are this host's own: nothing to share
+        if g is None or _follows(g):
             return succeed(None)
         key = (service, group, host.name)
         reason = host.down_reason
@@ -309,7 +308,7 @@ class SharedStates:
         svc = self.balanced.get(row["service"])
         group = svc.groups.get(row["grp"]) if svc is not None else None
         host = group.hosts.get(row["host"]) if group is not None else None
-        if host is None or getattr(group, "deploy", None):
+        if host is None or _follows(group):
             return False
         self.applied[key] = seq
         self.changes += 1
@@ -328,3 +327,10 @@ class SharedStates:
         if host.state == states.UP:
             svc._serveQueue()
         return True
+
+
+def _follows(group: Any) -> bool:
+    """A group whose hosts come and go with deploy instances: a local deploy's are this host's
+    own, and a cluster deploy's states come from the workers themselves (both front-ends follow
+    the same published rows); a drain kept for C{worker:0@w1} must not fall on its next run."""
+    return bool(getattr(group, "deploy", None) or getattr(group, "cluster_deploy", None))

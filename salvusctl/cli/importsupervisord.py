@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -467,6 +468,12 @@ def convert(
             imports.add("from salvusctl.supervisor.eventlistener import EventListener")
         else:
             imports.add("from salvusctl.supervisor.deploy import Deploy")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", prog.name):
+            warn(
+                prog.at(),
+                f"[{prog.section}]: Salvus refuses this name (letters, digits, '_', '.', '-' "
+                "only): rename the section, or the host will not start",
+            )
         expected = [p.namespec for p in prog.processes]
         try:
             theirs = salvusNamespecs(cls(prog.name, **kwargs))

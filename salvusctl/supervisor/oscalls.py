@@ -285,7 +285,13 @@ class InstanceProcess(_twistedcompat.ProcessBase):
 
     Fast path: C{posix_spawn(setsid=True)} of the L{wrapperArgv} chain.  Fallback: fork, then the
     same work in Python in the child before exec.
+
+    Its pipes are read up to 128 KiB at a time, as supervisord reads them (Twisted's reader
+    takes 8 KiB): a flood that fills the pipe (64 KiB) costs 8x fewer reads, line splits and
+    log writes.
     """
+
+    processReaderFactory = _twistedcompat.largeReadProcessReader()
 
     def __init__(self, reactor, executable, args, environment, path, proto, uid=None, gid=None,
                  childFDs=None, deathsig: int | None = None,

@@ -74,6 +74,7 @@ class LeanConnectTests(TestCase):
         self.assertIsInstance(conn, LeanConnection)
         proto = yield client.made
         self.assertEqual(proto.transport.getPeer().port, port)
+        self.assertTrue(proto.transport.getTcpNoDelay())  # no Nagle delay toward the backend
         fastWrite(proto.transport, b"hello")
         got = yield server.full
         self.assertEqual(got, b"hello")
@@ -163,6 +164,47 @@ class LeanConnectTests(TestCase):
         yield proto.lost
 
 
+class LeanAcceptTests(TestCase):
+    """Clients accepted by a balancer's listening port (L{acceptBatch}, L{LeanServer})."""
+
+    @defer.inlineCallbacks
+    def test_acceptedTransportIsACompleteServer(self):
+        """The lean accept gives the protocol a full server transport: its peer, its log prefix
+        and repr (made on demand), and bytes both ways; a factory that needs no address gets
+        None, any other one its peer's address."""
+        from salvusctl.balancer.fastpath import LeanServer
+        from salvusctl.balancer.fdbudget import listenGuarded
+
+        for addressFree in (False, True):
+            server = _ServerFactory(until=3)
+            server.addressFree = addressFree
+            built = []
+            original = server.buildProtocol
+            server.buildProtocol = lambda addr, built=built, original=original: (
+                built.append(addr) or original(addr))
+            port = listenGuarded(reactor, 0, server, 50, "127.0.0.1")
+            self.addCleanup(port.stopListening)
+            client = socket.create_connection(("127.0.0.1", port.getHost().port))
+            self.addCleanup(client.close)
+            client.sendall(b"abc")
+            proto = yield server.made
+            self.assertIsInstance(proto.transport, LeanServer)
+            # set once on the listener, inherited by the accepted socket
+            self.assertTrue(proto.transport.getTcpNoDelay())
+            self.assertEqual(proto.transport.getPeer().port, client.getsockname()[1])
+            self.assertEqual(proto.transport.logPrefix(), "_Collect,0,127.0.0.1")
+            self.assertIn("_Collect #0 on", repr(proto.transport))
+            self.assertEqual((yield server.full), b"abc")
+            fastWrite(proto.transport, b"back")  # sent now: recv below blocks the reactor
+            self.assertEqual(client.recv(4), b"back")
+            if addressFree:
+                self.assertEqual(built, [None])
+            else:
+                self.assertEqual(built[0].port, client.getsockname()[1])
+            closeNow(proto.transport)
+            yield proto.lost
+
+
 class FallbackTests(SynchronousTestCase):
     """Anything that is not a plain TCP transport of a POSIX reactor gets the stock behaviour."""
 
@@ -199,3 +241,35 @@ class ReactorTests(SynchronousTestCase):
         self.assertEqual(seen, [1])
 
 
+
+    def test_leanLoopRunsTimedThreadAndNestedCalls(self):
+        """The loop that skips the timed-call bookkeeping still runs every call that is due,
+        later ones, ones scheduled by a call, calls from threads; a cancelled one
+        never; and a call that raises is logged without stopping the loop."""
+        import threading
+
+        from salvusctl.balancer.fastreactor import FastEPollReactor
+
+        r = FastEPollReactor()
+        seen = []
+
+        def nested():
+            seen.append("nested")
+            r.callLater(0, seen.append, "from nested")
+
+        def boom():
+            raise ZeroDivisionError("a timed call that fails")
+
+        r.callLater(0.002, seen.append, "later")
+        r.callLater(0, nested)
+        r.callLater(0.001, boom)
+        r.callLater(0.001, seen.append, "cancelled").cancel()
+        r.callWhenRunning(lambda: threading.Thread(
+            target=r.callFromThread, args=(seen.append, "thread")).start())
+        r.callLater(0.003, lambda: r.callLater(0.02, r.stop) if "thread" in seen else
+                    r.callLater(0.2, r.stop))
+        r.run(installSignalHandlers=False)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertNotIn("cancelled", seen)
+        self.assertEqual(sorted(seen), ["from nested", "later", "nested", "thread"])
+        self.assertLess(seen.index("nested"), seen.index("from nested"))

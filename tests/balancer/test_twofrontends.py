@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from salvusctl.balancer import persist
+from salvusctl.balancer import persist, shared
 from salvusctl.balancer.control import BalancerService
-from salvusctl.balancer.declare import HealthCheck
+from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
 from salvusctl.store.postgres import PostgresStore
+from salvusctl.store.testing import MemoryStore
 from salvusctl.store.url import parseStoreURL
 from tests.balancer.helpers import balanced, startBackend
 from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase, waitUntil
@@ -175,3 +177,44 @@ class TwoFrontEndsTests(TestCase):
         yield b.halt()
         b = yield self.frontEnd("fe-b", "sticky")
         self.assertEqual(onB(b), pinned)
+
+
+class SharedStatesUnitTests(SynchronousTestCase):
+    """Two front-ends on one in-memory store (its notifications delivered in-process)."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.store = MemoryStore(self.clock)
+        self.store.addMigrations("balancer", persist.MIGRATIONS)
+        self.successResultOf(self.store.start())
+
+    def frontEnd(self, name: str, decl) -> BalancerService:
+        balancer = BalancerService(self.clock, [decl], store=self.store, share=name)
+        balancer.startService()
+        self.addCleanup(lambda: balancer.running and balancer.stopService())
+        return balancer
+
+    def test_clusterDeployHostsAreNotShared(self):
+        """A host that follows a cluster deploy takes its states from the workers' published
+        rows: a drain of it on A is neither stored nor applied on B (a drain kept for
+        C{worker:0@w1} must not fall on its next run)."""
+        def decl():
+            return Balanced("web", listen=[], groups=[Group("workers", cluster_deploy="worker")])
+
+        a, b = self.frontEnd("fe-a", decl()), self.frontEnd("fe-b", decl())
+        for balancer in (a, b):
+            balancer.balanced["web"].addHost("workers", "10.0.0.5", 8001, name="worker:0@w1")
+        a.drain("web", "workers", "worker:0@w1")
+        self.assertEqual(b.balanced["web"].host("workers", "worker:0@w1").admin, "up")
+        self.assertEqual(self.successResultOf(self.store.runQuery("SELECT * FROM balancer_shared")), [])
+
+    def test_malformedNotificationIsIgnored(self):
+        """A stray payload on the channel is logged and changes nothing; the next good one applies."""
+        def decl():
+            return Balanced("web", listen=[], groups=[Group("main", [Server("10.0.0.1:80")])])
+
+        a, b = self.frontEnd("fe-a", decl()), self.frontEnd("fe-b", decl())
+        self.successResultOf(self.store.notify(shared.CHANNEL, "not json"))
+        a.drain("web", "main", "10.0.0.1:80")
+        self.clock.advance(1)
+        self.assertEqual(b.balanced["web"].host("main", "10.0.0.1:80").admin, "drain")

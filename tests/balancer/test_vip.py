@@ -27,7 +27,7 @@ from salvusctl.balancer.vip import Vip, keepalivedConfig
 from salvusctl.errors import ConfigError
 from salvusctl.supervisor.service import SupervisorService
 from tests.balancer import netns
-from tests.helpers import REPO, childEnv
+from tests.helpers import REPO, TWISTD, childEnv
 from tests.store.pgtemp import waitUntil
 from tests.supervisor import scratch
 
@@ -208,20 +208,53 @@ class FloatingAddressTests(TestCase):
                 return role
         return None
 
+    def host(self, role: str, priority: int) -> _Child:
+        """A real C{twistd -n salvus} front-end in C{role}'s namespace: C{Balanced} on :8080 and
+        C{Vip(...)}, the keepalived deploy run by the host's own supervisor."""
+        var = os.path.join(self.runDir, role)
+        os.makedirs(var)
+        other = self.addr["fe2" if role == "fe1" else "fe1"]
+        tac = os.path.join(var, "host.tac")
+        with open(tac, "w") as f:
+            f.write(f"""
+from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
+from salvusctl.balancer.vip import Vip
+from salvusctl.host import Host
+
+host = Host(name={role!r}, store="sqlite:{var}/salvus.db", var={var!r})
+host.add(Balanced("web", listen=["tcp:8080"],
+                  groups=[Group("main", [Server("127.0.0.1:9000")], health=HealthCheck(interval=2))]))
+host.add(Vip("{self.vip}/24", interface="eth0", peers=[{other!r}], priority={priority},
+             source={self.addr[role]!r}, check=["127.0.0.1:8080"]))
+application = host.application()
+""")
+        child = self.spawn(role, TWISTD + ["-n", "--pidfile=", "salvus", "--config", tac],
+                           f"twistd {role}")
+        child.ready.addErrback(lambda f: None)
+        return child
+
     @inlineCallbacks
-    def startFrontEnds(self):
-        """Backends, balancers and the supervised keepalived pair; fires with the holder."""
+    def startFrontEnds(self, hosts: bool = False):
+        """Backends, balancers and the supervised keepalived pair; fires with the holder.
+
+        C{hosts}: each front-end is one real twistd host (balancer and keepalived in it);
+        otherwise a balancer process each and keepalived under a supervisor in this process.
+        """
         self.balancers = {}
         for role in ("fe1", "fe2"):
             backend = self.spawn(role, [sys.executable, "-m", "tests.balancer.nsbackend", "127.0.0.1",
                                         "9000", role], f"backend {role}")
             yield backend.ready
-            self.balancers[role] = self.balancer(role)
-            yield self.balancers[role].ready
-        self.supervisor = self.keepalived({"fe1": 150, "fe2": 100})
-        ok = yield waitUntil(reactor, lambda: self.holder() is not None, timeout=20.0, step=0.1)
+            if hosts:
+                self.balancers[role] = self.host(role, 150 if role == "fe1" else 100)
+            else:
+                self.balancers[role] = self.balancer(role)
+                yield self.balancers[role].ready
+        if not hosts:
+            self.supervisor = self.keepalived({"fe1": 150, "fe2": 100})
+        ok = yield waitUntil(reactor, lambda: self.holder() is not None, timeout=30.0, step=0.1)
         self.assertTrue(ok, "no front-end took the floating address: "
-                        + repr(self.supervisor.instanceInfos()))
+                        + " | ".join(c.out.decode(errors="replace")[-3000:] for c in self.children))
         first = self.holder()
         self.events: list[tuple[float, str, str]] = []
 
@@ -297,3 +330,19 @@ class FloatingAddressTests(TestCase):
         self.client.transport.closeStdin()
         yield self.client.ended
         print(f"\nVIP failover, link down: moved after {took:.2f} s, {failed} failed", file=sys.stderr)
+
+    @inlineCallbacks
+    def test_killedHostMovesTheAddress(self):
+        """SIGKILL the active front-end's whole twistd host: the kernel stops its supervised
+        keepalived (the deploy's death signal), which gives the address up at once; the other
+        host takes it and new connections succeed within 3 s."""
+        first = yield self.startFrontEnds(hosts=True)
+        other = "fe2" if first == "fe1" else "fe1"
+        killed_at = reactor.seconds()
+        yield self.balancers[first].kill("KILL")
+        took, failed, late = yield self.moved(killed_at, other, 3.0)
+        self.assertEqual(late, 0, "connections failed after the address moved")
+        self.client.transport.closeStdin()
+        yield self.client.ended
+        print(f"\nVIP failover, twistd host killed: moved after {took:.2f} s, {failed} failed",
+              file=sys.stderr)

@@ -334,3 +334,15 @@ class SuperlanceConfigTests(SynchronousTestCase):
         self.assertEqual((batch.events, batch.buffer_size), (("PROCESS_STATE", "TICK_60"), 100))
         self.assertEqual(batch.command[1], "--toEmail=you@bar.com")
         self.assertEqual(batch.priority, -1)  # supervisord's pools start first and stop last
+
+
+class NameTests(SynchronousTestCase):
+    def test_nameSalvusRefusesIsWarnedWithItsLine(self):
+        """supervisord accepts C{[program:web+api]}; Salvus's deploy names do not: the warning
+        names the section's line, before the host file fails to start."""
+        base = _shortDir(self)
+        path = os.path.join(base, "supervisord.conf")
+        with open(path, "w") as f:
+            f.write("[supervisord]\n\n[program:web+api]\ncommand=/bin/cat\n")
+        _, warnings = convert(readSupervisordConf(path, {}), path)
+        self.assertIn(f"{path}:3: [program:web+api]: Salvus refuses this name", "\n".join(warnings))
