@@ -2,6 +2,11 @@
 written to rotating files, kept in a ring bounded by bytes for C{tail}, pushed to followers and,
 repeats rate-limited, to a store hook.
 
+The log files hold exactly the bytes the program wrote, line by line, as supervisord's do (tools
+that parse a program's own log format read them, and C{supervisorctl tail} shows them): the
+receive time and the detected level of each line go beside it, in the L{LogLine} records the
+store, the pages and the followers get, never into the stream.
+
 Nothing a child writes can hurt the supervisor: lines are capped (the rest of an over-long line is
 counted and dropped, not buffered), bytes are decoded with C{errors='replace'}.
 """
@@ -436,7 +441,7 @@ class InstanceLog:
         self._keep(stream, line)
         rank = LEVELS[level]
         if rank >= self.fileLevel:
-            self.files[stream].write(line.format().encode("utf-8", "replace"))
+            self.files[stream].write(raw + b"\n")
         if self.storeHook is not None and rank >= self.storeLevel:
             self.repeats.offer(line)
         for follower in list(self.followers[stream]):
@@ -463,35 +468,30 @@ class InstanceLog:
         followers = self.followers[stream]
         need = want or self.storeHook is not None or bool(followers)
         lines: list[LogLine] | None = None
-        if levels is None and dropped is None:
-            out = ""
+        if levels is None:
+            out = b""
             if LEVELS[default] >= fileLevel:
-                prefix = f"{_stamp(stamp)} {default.upper()[:4]} "
-                out = prefix + ("\n" + prefix).join(texts) + "\n"
+                out = raw + b"\n"
             if need:
-                lines = [LogLine(stamp, name, stream, default, text) for text in texts]
+                lines = [LogLine(stamp, name, stream, default, text, dropped[i] if dropped else 0)
+                         for i, text in enumerate(texts)]
         else:
             lines = [] if need else None
             parts = []
-            stampText = _stamp(stamp)
-            tags: dict[str, str | None] = {}
+            rawLines = raw.split(b"\n")  # as many as texts: 0x0A never decodes into anything else
             pos = 0
             for i, text in enumerate(texts):
-                level = levels.get(pos, default) if levels else default
+                level = levels.get(pos, default)
                 cut = dropped[i] if dropped else 0
                 if lines is not None:
                     lines.append(LogLine(stamp, name, stream, level, text, cut))
                 pos += len(text) + 1
-                tag = tags.get(level, "")
-                if tag == "":
-                    tag = f"{stampText} {level.upper()[:4]} " if LEVELS[level] >= fileLevel else None
-                    tags[level] = tag
-                if tag is not None:
-                    parts.append(f"{tag}{text} [truncated {cut} bytes]\n" if cut else f"{tag}{text}\n")
-            out = "".join(parts)
+                if LEVELS[level] >= fileLevel:
+                    parts.append(rawLines[i])
+            out = b"\n".join(parts) + b"\n" if parts else b""
         self._keepMany(stream, texts, len(joined) - len(texts) + 1)
         if out:
-            self.files[stream].write(out.encode("utf-8", "replace"))
+            self.files[stream].write(out)
         if lines is None:
             return None
         if self.storeHook is not None:
@@ -568,7 +568,7 @@ class InstanceLog:
         rows = data.split(b"\n")
         if start > 0:
             rows = rows[1:]  # the first one is cut
-        texts = [row.decode("utf-8", "replace").split(" ", 2)[-1] for row in rows if row]
+        texts = [row.decode("utf-8", "replace") for row in rows if row]
         return texts[-lines:]
 
     def follow(self, callback: Callable[[LogLine], Any], stream: str = "stdout") -> Callable[[], None]:

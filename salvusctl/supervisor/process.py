@@ -25,8 +25,10 @@ from zope.interface import Interface, implementer
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
+from salvusctl.supervisor.describe import describe
 from salvusctl.supervisor.eventlistener import processNames
 from salvusctl.supervisor.logs import InstanceLog
+from salvusctl.supervisor.spawncheck import SpawnError, checkSpawn
 from salvusctl.supervisor.states import (
     RUNNING_STATES,
     ProcessState,
@@ -108,8 +110,11 @@ class ProcessOS:
         self.helper = helper
         self.cgroups = cgroups
 
+    checkSpawn = staticmethod(checkSpawn)
+
     def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None,
               redirectStderr=False, stdin=False, name=None):
+        checkSpawn(argv, env, cwd)
         cgroup = self.cgroups.prepare(name) if self.cgroups is not None and name else None
         return oscalls.spawnInstance(self.reactor, protocol, argv, env, cwd, uid, gid, deathsig, rlimits,
                                      fast=self.fast, useHelper=self.helper, umask=umask,
@@ -402,21 +407,15 @@ class Instance:
         }
 
     def description(self, now: float) -> str:
-        if self.state in (S.RUNNING, S.STARTING, S.STOPPING) and self.pid:
-            up = int(now - self.startTime)
-            text = f"pid {self.pid}, uptime {up // 3600}:{up // 60 % 60:02d}:{up % 60:02d}"
-            if self.state == S.STARTING and self.deploy.ready is not None:
-                text += f", waiting for ready ({self.deploy.ready.kind})"
-            if self.status:
-                text += f", status: {self.status}"
-            return text
-        if self.state == S.FATAL:
-            return self.fatalReason or self.spawnerr
-        if self.state == S.BACKOFF:
-            return self.spawnerr or "Exited too quickly (process log may have details)"
-        if self.state == S.EXITED:
-            return f"exit status {self.exitstatus}"
-        return "Not started" if not self.stopTime else "Stopped"
+        """supervisord's wording (L{describe}); Salvus's readiness wait and C{STATUS=} after it."""
+        extras = []
+        if self.state == S.STARTING and self.deploy.ready is not None:
+            extras.append(f"waiting for ready ({self.deploy.ready.kind})")
+        if self.status and self.state in (S.STARTING, S.RUNNING, S.STOPPING):
+            extras.append(f"status: {self.status}")
+        spawnerr = (self.fatalReason or self.spawnerr) if self.state == S.FATAL else self.spawnerr
+        return describe(self.state.name, self.name, self.pid or 0, self.startTime, self.stopTime, now,
+                        spawnerr, ", ".join(extras))
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -525,7 +524,12 @@ class Instance:
     _inSpawn = False
 
     def _spawnFailed(self, e: Exception) -> None:
-        self.spawnerr = f"spawn failed: {e}"
+        if isinstance(e, SpawnError):
+            self.spawnerr = str(e)
+        elif isinstance(e, KeyError) and self.deploy.user is not None and "getpwnam" in str(e):
+            self.spawnerr = f"couldn't setuid to {self.deploy.user}: no such user"
+        else:
+            self.spawnerr = f"spawn failed: {e}"
         self.transport = None  # (logged once, with what follows, by _startFailed)
         if self.state != S.STARTING:
             self._change(S.STARTING)
@@ -750,6 +754,8 @@ class Instance:
         """
         self.pid = None
         why = self._startFailure()
+        if not self.spawnerr:
+            self.spawnerr = "Exited too quickly (process log may have details)"  # supervisord's
         self._change(S.BACKOFF)
         self.backoffCount += 1
         retries = self.deploy.retries

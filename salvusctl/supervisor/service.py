@@ -646,6 +646,26 @@ class SupervisorService(Service):
     def clearMainLog(self) -> None:
         self.mainLog.clear()
 
+    def spawnProblem(self, name: str) -> Exception | None:
+        """What would make a spawn of instance C{name} fail for sure (a missing or non-executable
+        command, a missing directory), found without spawning: a
+        L{salvusctl.supervisor.spawncheck.SpawnError}, or None.  supervisord's C{startProcess}
+        checks the command this way and refuses before the state changes."""
+        instance = self._instance(name)
+        check = getattr(self.os, "checkSpawn", None)
+        if check is None:
+            return None
+        from salvusctl.supervisor.spawncheck import SpawnError
+
+        try:
+            argv, env = instance.commandLine()
+            check(argv, env, instance.deploy.cwd)
+        except SpawnError as e:
+            return e
+        except Exception:
+            return None  # the spawn itself will say
+        return None
+
     def sendStdin(self, name: str, data: bytes) -> None:
         """Write C{data} to an instance's stdin pipe (C{Deploy(stdin=True)}); KeyError for an
         unknown name, L{NotRunning} or L{NoStdin} when it cannot be written."""

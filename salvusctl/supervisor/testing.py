@@ -26,6 +26,7 @@ from zope.interface import implementer
 from salvusctl.admin.extensions import ILogClearing
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor.deploy import signalNumber
+from salvusctl.supervisor.describe import describe
 from salvusctl.supervisor.process import IProcessOS, StartRefused
 from salvusctl.supervisor.states import ProcessState
 
@@ -332,14 +333,8 @@ class FakeSupervisor(SupervisorVerbsMixin):
 
     def _info(self, inst: _Instance) -> dict[str, Any]:
         now = self.clock.seconds()
-        if inst.state == "RUNNING":
-            description = f"pid {inst.pid}, uptime {_uptime(now - inst.start)}"
-        elif inst.state in ("FATAL", "BACKOFF"):
-            description = inst.spawnerr
-        elif inst.stopped:
-            description = "Stopped"
-        else:
-            description = "Not started"
+        description = describe(inst.state, inst.name, inst.pid, inst.start, inst.stop, now, inst.spawnerr,
+                               started=inst.stopped or bool(inst.start))
         return {
             "name": inst.name,
             "deploy": inst.group,
@@ -498,7 +493,3 @@ class FakeSupervisor(SupervisorVerbsMixin):
 def _startOrder(inst: _Instance) -> tuple[str, int]:
     return inst.group, int(inst.name.rpartition(":")[2])
 
-
-def _uptime(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)

@@ -56,7 +56,8 @@ class InstanceLogTests(SynchronousTestCase):
         return InstanceLog("web:0", self.dir, self.clock.seconds, **kw)
 
     def test_receive_time_and_file(self):
-        """Each line carries the time it was received, written in the file."""
+        """Each line carries the time it was received (in the store's record); the file holds
+        exactly what the program wrote, as supervisord's does: no time or level injected."""
         log = self.make()
         log.received("stdout", b"hello\nwor")
         self.clock.advance(2)
@@ -64,8 +65,18 @@ class InstanceLogTests(SynchronousTestCase):
         self.assertEqual([round(x.time, 2) for x in self.stored], [1700000000.25, 1700000002.25])
         with open(log.paths["stdout"]) as f:
             lines = f.read().splitlines()
-        self.assertEqual(lines, ["2023-11-14T22:13:20.250000Z INFO hello",
-                                 "2023-11-14T22:13:22.250000Z INFO world"])
+        self.assertEqual(lines, ["hello", "world"])
+        self.assertEqual([x.level for x in self.stored], ["info", "info"])
+
+    def test_file_holds_the_programs_bytes(self):
+        """Undecodable bytes, level words and over-long lines reach the file as written (the
+        over-long line cut at the cap, its cut counted in the store's record)."""
+        log = self.make(maxLine=16)
+        log.received("stdout", b"\xff\xfe raw\nERROR: disk\n" + b"x" * 40 + b"\n")
+        with open(log.paths["stdout"], "rb") as f:
+            data = f.read()
+        self.assertEqual(data, b"\xff\xfe raw\nERROR: disk\n" + b"x" * 16 + b"\n")
+        self.assertEqual([x.level for x in self.stored][:2], ["info", "error"])
 
     def test_binary_garbage(self):
         """Invalid UTF-8 and NULs are replaced, never raised."""
