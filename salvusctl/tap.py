@@ -114,6 +114,9 @@ def makeService(options: Options):
         DemoBanner(host.context).setServiceParent(service)
     reloadOnHangup(reactor, host)
     exitOnFatal(reactor, service)
+    from salvusctl.gctune import tuneCollector
+
+    tuneCollector(reactor)  # once everything started: freeze start-up's objects (tail latency)
     return service
 
 
@@ -133,6 +136,9 @@ def reloadOnHangup(reactor, host) -> None:
         d = host.context.reloader.reconcile()
 
         def done(changes):
+            failed = {name: entry["failed"] for name, entry in (changes or {}).items() if entry.get("failed")}
+            if failed:
+                log.error("SIGHUP: config reloaded but not all of it applied: {failed}", failed=failed)
             log.info("SIGHUP: config reloaded: {changes}", changes=changes or "no differences")
 
         def failed(failure):

@@ -15,7 +15,11 @@ front of the same nginx, with the same self-signed certificate, one core each.
 
 Prints one table and, with --json, writes the figures and the ratios
 newconn_ratio, keepalive_ratio, bulk_ratio, p99_ratio (Salvus over HAProxy,
-one core each), tls_ratios, rss_per_conn_kib and churn_rss_ratio.
+one core each), tls_ratios, host_ratios, rss_per_conn_kib and churn_rss_ratio.
+
+The host row: a twistd host as a user runs one (the balancer, the monitor sampling
+every second into SQLite, the admin with a page reloaded twice a second by a
+poller, all in one reactor) against HAProxy 1 thread again, alternating.
 
 The churn row: a fresh Salvus and a fresh HAProxy, both with 300 s idle
 timeouts, take --churn seconds of short connections (wrk, Connection: close);
@@ -36,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -210,6 +215,53 @@ application = host.application()
         waitPort(port, 30)
         return port
 
+    def startSalvusHost(self, backend: int) -> tuple[int, int, str]:
+        """A twistd host as a user runs one: its balancer in front of nginx, the monitor sampling
+        every second into SQLite, and the admin (plain HTTP on loopback, its bootstrap user), all
+        in one reactor.  Returns the balancer's port, the admin's port and the admin password."""
+        port, admin = freePort(), freePort()
+        var = os.path.join(self.tmp, "full-host")
+        os.makedirs(var)
+        tac = os.path.join(var, "host.tac")
+        with open(tac, "w") as f:
+            f.write(f"""
+from salvusctl.admin.declaration import Admin
+from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
+from salvusctl.host import Host
+from salvusctl.monitor.declare import Monitor
+host = Host(name="bench", store="sqlite:{var}/salvus.db", var="{var}")
+host.add(Balanced("web", listen=["tcp:{port}:interface=127.0.0.1"],
+                  groups=[Group("g", [Server("127.0.0.1:{backend}")], health=HealthCheck(interval=2))]))
+host.add(Monitor(interval=1))
+host.add(Admin("tcp:{admin}:interface=127.0.0.1", bootstrap_user="admin", refresh=2))
+application = host.application()
+""")
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+        self.start(twistd + ["-n", "--pidfile=", "--logfile", os.path.join(var, "log"), "salvus",
+                             "--config", tac], env=env, cwd=var, stdout=subprocess.DEVNULL)  # fmt: skip
+        waitPort(port, 30)
+        waitPort(admin, 30)
+        with open(os.path.join(var, "admin", "admin.password")) as f:
+            password = f.read().strip().splitlines()[-1].strip()
+        return port, admin, password
+
+    def pollAdmin(self, port: int, password: str, stop: threading.Event, seen: list) -> None:
+        """What an open admin page does: reload it every C{refresh} (here twice a second)."""
+        import base64
+        import urllib.request
+
+        auth = "Basic " + base64.b64encode(("admin:" + password).encode()).decode()
+        while not stop.is_set():
+            req = urllib.request.Request("http://127.0.0.1:%d/" % port, headers={"Authorization": auth})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    r.read()
+                    seen.append(r.status)
+            except Exception as e:  # noqa: BLE001 - counted, reported in the notes
+                seen.append(getattr(e, "code", type(e).__name__))
+            stop.wait(0.5)
+
     # -- measurements
 
     def wrk(self, port: int, close: bool, threads: int = 1, conns: int = 50, scheme: str = "http") -> dict:
@@ -347,6 +399,27 @@ application = host.application()
                 res[name]["ka"].append(self.wrk(port, False, scheme="https"))
             for name, port in tls.items():
                 res[name]["close"].append(self.wrk(port, True, scheme="https"))
+        # The host as a user runs it: monitor and admin in the balancer's reactor, an admin page
+        # open; against HAProxy 1 thread again (still running), alternating.
+        hport, aport, password = self.startSalvusHost(backend)
+        full = {"haproxy_again": ha1, "salvus_host": hport}
+        for name in full:
+            res[name] = {"ka": [], "close": [], "bulk": []}
+        stop, seen = threading.Event(), []
+        poller = threading.Thread(target=self.pollAdmin, args=(aport, password, stop, seen), daemon=True)
+        poller.start()
+        try:
+            for _ in range(a.rounds):
+                for name, port in full.items():
+                    res[name]["ka"].append(self.wrk(port, False))
+                for name, port in full.items():
+                    res[name]["close"].append(self.wrk(port, True))
+        finally:
+            stop.set()
+            poller.join(15)
+        ok = sum(1 for x in seen if x == 200)
+        self.notes.append("host row: %d admin page loads, %d answered 200 (%s)"
+                          % (len(seen), ok, sorted({str(x) for x in seen if x != 200}) or "all"))  # fmt: skip
         summary = {name: _summarise(r) for name, r in res.items()}
         h, s, d = summary["haproxy"], summary["salvus"], summary["direct"]
         out = {
@@ -374,6 +447,11 @@ application = host.application()
             "tls_ratios": {
                 "newconn": summary["salvus_tls"]["close_rps"] / summary["haproxy_tls"]["close_rps"],
                 "keepalive": summary["salvus_tls"]["ka_rps"] / summary["haproxy_tls"]["ka_rps"],
+            },
+            "host_ratios": {
+                "newconn": summary["salvus_host"]["close_rps"] / summary["haproxy_again"]["close_rps"],
+                "keepalive": summary["salvus_host"]["ka_rps"] / summary["haproxy_again"]["ka_rps"],
+                "p99": summary["salvus_host"]["ka_p99_ms"] / summary["haproxy_again"]["ka_p99_ms"],
             },
             "two_core_ratios": {
                 "newconn": summary["salvus2"]["close_rps"] / summary["haproxy2"]["close_rps"],
@@ -424,7 +502,8 @@ def printTable(res: dict) -> None:
     for name, label in [("direct", "nginx direct"), ("haproxy", "HAProxy 1 thread"),
                         ("salvus", "Salvus 1 process"), ("haproxy2", "HAProxy 2 threads"),
                         ("salvus2", "Salvus 2 workers"), ("haproxy_tls", "HAProxy TLS 1 thread"),
-                        ("salvus_tls", "Salvus TLS (twistd)")]:  # fmt: skip
+                        ("salvus_tls", "Salvus TLS (twistd)"), ("haproxy_again", "HAProxy 1 thread"),
+                        ("salvus_host", "Salvus host+mon+admin")]:  # fmt: skip
         x = t[name]
         bulk = "%12.0f" % x["bulk_mbs"] if "bulk_mbs" in x else "%12s" % "-"
         print("%-22s %12.0f %12.0f %10.3f %10.3f %s" % (
@@ -443,6 +522,9 @@ def printTable(res: dict) -> None:
     print("%-22s %12.2f %12.2f" % ("2 workers/2 threads", tc["keepalive"], tc["newconn"]))
     tr = res["tls_ratios"]
     print("%-22s %12.2f %12.2f" % ("Salvus/HAProxy TLS", tr["keepalive"], tr["newconn"]))
+    hr = res["host_ratios"]
+    print("%-22s %12.2f %12.2f %10s %10.2f" % ("host+mon+admin/HAProxy", hr["keepalive"], hr["newconn"], "",
+                                               hr["p99"]))  # fmt: skip
     for note in res.get("notes", []):
         print("note:", note)
     r = res["rss"]

@@ -587,6 +587,33 @@ class BoundedRequest(server.Request):
             return
         super().handleContentChunk(data)
 
+    def _onNetwork(self) -> bool:
+        """Whether this request came over TCP or TLS (False: the unix socket, no address)."""
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        return isinstance(self.getHost(), (IPv4Address, IPv6Address))
+
+    def getRequestHostname(self) -> bytes:
+        """The C{Host} header's name; C{localhost} on the unix socket when there is none.
+
+        Twisted falls back to the listening address's C{host}, which a unix socket address does
+        not have: an HTTP/1.0 request without C{Host} (nc, socat, a bare script) would end in an
+        AttributeError inside Klein instead of a page.
+        """
+        if not self._onNetwork() and not self.getHeader(b"host"):
+            return b"localhost"
+        return super().getRequestHostname()
+
+    def prePathURL(self) -> bytes:
+        """The absolute URL up to this resource; on the unix socket C{http://NAME/…} with no
+        port (Twisted reads the listening address's C{port}, which a socket path has not)."""
+        if self._onNetwork():
+            return super().prePathURL()
+        from urllib.parse import quote
+
+        path = "/".join(quote(s.decode("latin-1"), safe="") for s in self.prepath)
+        return b"http://" + self.getRequestHostname() + b"/" + path.encode("ascii")
+
     def _misdirected(self) -> tuple[int, bytes] | None:
         """The status and reason refusing this request's C{Host} header (None: accepted): 421
         for a name this listener does not answer to, 400 for none at all; see L{hostcheck}.

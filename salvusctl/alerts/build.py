@@ -5,7 +5,7 @@ monitor."""
 from __future__ import annotations
 
 from salvusctl.alerts.actions import RecordAction
-from salvusctl.alerts.declare import AlertRule, AlertSettings, EmailAlerts, WebhookAlerts
+from salvusctl.alerts.declare import NOTIFIERS, AlertRule, AlertSettings, EmailAlerts, WebhookAlerts
 from salvusctl.alerts.engine import AlertsService
 from salvusctl.alerts.outbox import NotificationOutbox
 from salvusctl.alerts.rules import Rule
@@ -43,7 +43,7 @@ def buildAlerts(context, declarations) -> AlertsService | None:
         raise ConfigError("alert rules need a Monitor(...) on the host")
     repeat = repeatInterval(declarations)
     notifiers = [(d, d.action(context.reactor)) for d in declarations
-                 if isinstance(d, EmailAlerts | WebhookAlerts)]
+                 if isinstance(d, NOTIFIERS)]
     service = AlertsService(monitor, rules, [RecordAction(context.store)] + [a for _, a in notifiers],
                             context.host.name, repeat_interval=repeat, clock=context.reactor)
     settings = [d for d in declarations if isinstance(d, AlertSettings)]

@@ -95,6 +95,8 @@ class LeanConnection(tcp.Connection):
         # tcp.Connection.__init__, with a socket made non-blocking by socket() (no ioctl after)
         abstract.FileDescriptor.__init__(self, reactor)
         skt = _socket.socket(family, _STREAM_NONBLOCK)
+        # a small message forwarded is sent now, not held for the previous one's ACK (Nagle)
+        skt.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.socket = skt
         self.fileno = skt.fileno
         self.protocol = None
@@ -339,13 +341,7 @@ def connectTCP(reactor: Any, host: str, port: int, factory: Any) -> Any:
 
 def fastWrite(transport: Any, data: bytes) -> None:
     """Send C{data} now when the transport has nothing queued; queue the rest."""
-    if (
-        transport.__class__ in _PLAIN
-        and not _twistedcompat.hasQueuedWrites(transport)
-        and transport.connected
-        and not transport.disconnecting
-        and not _twistedcompat.isWriteDisconnected(transport)
-    ):
+    if transport.__class__ in _PLAIN and _twistedcompat.canSendNow(transport):
         try:
             sent = transport.socket.send(data)
         except OSError as e:
@@ -407,13 +403,7 @@ def shutdownWriteNow(transport: Any) -> None:
     with an empty buffer.  Here the shutdown happens now and the protocol hears
     C{writeConnectionLost} as it would from Twisted.
     """
-    if (
-        transport.__class__ in _PLAIN
-        and not _twistedcompat.hasQueuedWrites(transport)
-        and transport.connected
-        and not transport.disconnecting
-        and not _twistedcompat.isWriteDisconnected(transport)
-    ):
+    if transport.__class__ in _PLAIN and _twistedcompat.canSendNow(transport):
         _twistedcompat.halfCloseNow(transport)
     else:
         transport.loseWriteConnection()

@@ -251,6 +251,16 @@ class GuardedPort(tcp.Port):
     budget: DescriptorBudget | None = None
     transport = LeanServer
 
+    def startListening(self) -> None:
+        """Listen, with C{TCP_NODELAY} set once on the listening socket: Linux copies it to every
+        socket accepted from it, so clients get no Nagle delay and cost no C{setsockopt} each
+        (HAProxy sets it on both sides of a pair too)."""
+        tcp.Port.startListening(self)
+        try:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # a stack that refuses it on a listener: clients keep Nagle's algorithm
+
     def doRead(self) -> None:
         budget = self.budget
         if budget is not None:

@@ -218,6 +218,11 @@ class ClientHub:
         d = self.registry.connect(client, self.host, connection.instance, self.reactor.seconds())
 
         def registered(serial):
+            if connection not in self.connections:
+                # The instance went while its connect was being written: take it back.
+                why = f"its instance {connection.instance}@{self.host} closed the clients socket"
+                self.registry.disconnect(client, serial, self.reactor.seconds(), why)
+                return serial
             held = self.local.get(client)
             if held is not None and held[0] is not connection:
                 held[0].clients.pop(client, None)
@@ -247,6 +252,21 @@ class ClientHub:
         d = self.registry.dropInstance(self.host, connection.instance, self.reactor.seconds(), why)
         d.addErrback(lambda f: log.warn("clients: could not drop the clients of {i}: {why}",
                                         i=connection.instance, why=f.getErrorMessage()))
+
+    def reassert(self) -> Deferred:
+        """At each heartbeat: when the registry holds fewer of this host's clients than it has
+        (the others took it for down during a pause), mark the missing ones connected again."""
+        d = self.registry.countConnected(self.host)
+
+        def check(count):
+            if count >= len(self.local):
+                return None
+            held = [(client, conn.instance, serial) for client, (conn, serial) in self.local.items()]
+            log.info("clients: the registry had {count} of this host's {n} clients; restoring them",
+                     count=count, n=len(held))
+            return self.registry.restore(self.host, held, self.reactor.seconds())
+
+        return d.addCallback(check)
 
     # -- delivery --------------------------------------------------------------------------------
 

@@ -167,6 +167,22 @@ class ClientRegistry:
             (now, why, host),
         )
 
+    def countConnected(self, host: str) -> Deferred:
+        """How many clients the registry holds as connected at C{host}."""
+        d = self.store.runQuery(
+            "SELECT COUNT(*) FROM cluster_clients WHERE host = ? AND state = 'connected'", (host,))
+        return d.addCallback(lambda rows: int(rows[0][0]))
+
+    def restore(self, host: str, held: list[tuple[str, str, int]], now: float) -> Deferred:
+        """Mark C{(client, instance, serial)} connected again at C{host} where the row is that
+        connection's and gone (the others took this host for down while it still held them); a
+        client that connected elsewhere since keeps its new row."""
+        return self.store.runInteraction(lambda cursor: cursor.executemany(
+            "UPDATE cluster_clients SET state = 'connected', since = ?, why = NULL"
+            " WHERE client = ? AND host = ? AND instance = ? AND serial = ? AND state = 'gone'",
+            [(now, client, host, instance, int(serial)) for client, instance, serial in held],
+        ))
+
     def lookup(self, client: str) -> Deferred:
         """The row of C{client} as a L{ClientEntry}, or None when it never connected."""
         d = self.store.runQuery(f"SELECT {', '.join(_COLUMNS)} FROM cluster_clients WHERE client = ?",

@@ -145,6 +145,10 @@ class ClusterService(Service):
         step logs and survives its own error (a LoopingCall whose call fails stops for good)."""
         d = self.membership.beat()
         d.addCallback(lambda _: self.mailbox.poll())
+        if self.clients is not None:
+            d.addCallback(lambda _: self.clients.reassert().addErrback(
+                lambda f: log.warn("cluster: checking this host's clients failed: {why}",
+                                   why=f.getErrorMessage())))
         if self.pool is not None:
             d.addCallback(lambda _: self.pool.refresh())
         d.addErrback(lambda f: log.failure("cluster: heartbeat step failed", f))
@@ -153,6 +157,8 @@ class ClusterService(Service):
     def _prune(self) -> Deferred:
         d = self.mailbox.prune(self.retention, self.max_messages)
         d.addCallback(lambda _: self.tables.forgetHosts(self.reactor.seconds() - self.retention))
+        if self.clients is not None:
+            d.addCallback(lambda _: self.clients.registry.prune(self.reactor.seconds() - self.retention))
         d.addErrback(lambda f: log.warn("cluster: retention run failed: {why}", why=f.getErrorMessage()))
         return d
 

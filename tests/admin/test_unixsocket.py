@@ -134,3 +134,66 @@ class StaleSocketTests(TestCase):
             f"(pid {os.getpid()}): stop it first",
         )
         self.assertFalse(os.path.exists(os.path.join(var, "admin-users")))
+
+
+class NoHostOverUnixSocketTests(TestCase):
+    """HTTP/1.0 may omit C{Host}; on the unix socket there is no address to stand in for it."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.tmp = tempDir(self)
+        os.makedirs(self.tmp, exist_ok=True)
+        users = os.path.join(self.tmp, "users")
+        writeUsers(users)
+        sockdir = os.path.join("/tmp", f"salvus-n-{os.getpid()}-{id(self) % 100000}")
+        os.makedirs(sockdir, exist_ok=True)
+        self.addCleanup(shutil.rmtree, sockdir, True)
+        self.path = os.path.join(sockdir, "admin.sock")
+        state = AdminState(services={}, clock=reactor, host_name="h")
+        self.service = AdminService(reactor, [Admin(f"unix:{self.path}", users=users)], state, self.tmp)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        yield self.service.ready
+
+    @defer.inlineCallbacks
+    def get(self, request: bytes) -> defer.Deferred:
+        raw = _Raw(request)
+        yield connectProtocol(UNIXClientEndpoint(reactor, self.path), raw)
+        answer = yield raw.done
+        return answer
+
+    @defer.inlineCallbacks
+    def test_rootWithoutHostIsServed(self):
+        """C{GET / HTTP/1.0} with no C{Host} (nc, socat, a bare script) gets the pages, not a
+        traceback from a framework asking the socket for a host name it does not have."""
+        for path, status in ((b"/", 200), (b"/metrics", 200), (b"/nowhere", 404)):
+            answer = yield self.get(b"GET " + path + b" HTTP/1.0\r\n\r\n")
+            self.assertNotIn(b"Traceback", answer)
+            self.assertNotIn(b"AttributeError", answer)
+            self.assertEqual(_status(answer), status, (path, answer[:300]))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @defer.inlineCallbacks
+    def test_urlsWithoutHostOrPortAreWellFormed(self):
+        """C{prePathURL} and C{URLPath} (Twisted reads the listening address's port) name
+        C{http://localhost/…} on the unix socket."""
+        from twisted.web.test.requesthelper import DummyChannel
+
+        from salvusctl.admin.auth import BoundedRequest
+
+        channel = DummyChannel()
+        channel.transport = DummyChannel.TCP()
+        from twisted.internet.address import UNIXAddress
+
+        channel.transport.getHost = lambda: UNIXAddress(self.path.encode())
+        request = BoundedRequest(channel)
+        request.clientproto = b"HTTP/1.0"
+        request.prepath = [b"a b", b"c"]
+        self.assertEqual(request.getRequestHostname(), b"localhost")
+        self.assertEqual(request.prePathURL(), b"http://localhost/a%20b/c")
+        self.assertEqual(str(request.URLPath()), "http://localhost/a%20b/c")
+        request.requestHeaders.setRawHeaders(b"host", [b"box:80"])
+        self.assertEqual(request.prePathURL(), b"http://box/a%20b/c")
+        yield None

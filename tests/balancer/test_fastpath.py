@@ -74,6 +74,7 @@ class LeanConnectTests(TestCase):
         self.assertIsInstance(conn, LeanConnection)
         proto = yield client.made
         self.assertEqual(proto.transport.getPeer().port, port)
+        self.assertTrue(proto.transport.getTcpNoDelay())  # no Nagle delay toward the backend
         fastWrite(proto.transport, b"hello")
         got = yield server.full
         self.assertEqual(got, b"hello")
@@ -188,6 +189,8 @@ class LeanAcceptTests(TestCase):
             client.sendall(b"abc")
             proto = yield server.made
             self.assertIsInstance(proto.transport, LeanServer)
+            # set once on the listener, inherited by the accepted socket
+            self.assertTrue(proto.transport.getTcpNoDelay())
             self.assertEqual(proto.transport.getPeer().port, client.getsockname()[1])
             self.assertEqual(proto.transport.logPrefix(), "_Collect,0,127.0.0.1")
             self.assertIn("_Collect #0 on", repr(proto.transport))

@@ -133,6 +133,36 @@ class ClientsTests(SynchronousTestCase):
         self.cluster.advance(21)
         self.assertIn("its host b is down", self.refusal(self.a, "tab-6"))
 
+    def test_aHostBackFromAPauseRestoresItsClients(self):
+        """A host the others took for down while it still held its clients (a long pause) marks
+        them connected again at its next heartbeat — but not one that connected elsewhere since."""
+        app = App(self.b.clients, "web:1")
+        app.request("connect", "tab-8")
+        app.request("connect", "tab-9")
+        self.b._loop.stop()
+        self.cluster.advance(21)
+        self.assertIn("its host b is down", self.refusal(self.a, "tab-8"))
+        elsewhere = App(self.a.clients, "web:0")
+        elsewhere.request("connect", "tab-9")
+        self.b.clients.local.pop("tab-9")  # the old connection has not heard of its close yet
+        self.b.clients.local["tab-9"] = (app.proto, 1)
+        self.b._loop.start(5.0, now=True)
+        self.cluster.advance(5)
+        self.assertEqual(self.deliver(self.a, "tab-8", "back")["host"], "b")
+        self.assertEqual(self.deliver(self.b, "tab-9", "moved")["host"], "a")
+        self.assertEqual(app.messages(), [("tab-8", "back")])
+
+    def test_goneClientsAreForgottenAfterTheRetention(self):
+        member = self.cluster.member("c", clients_socket="salvus-clients-test-c", retention=100,
+                                     prune_interval=10)
+        app = App(member.clients, "web:2")
+        app.request("connect", "tab-10")
+        app.request("disconnect", "tab-10")
+        self.cluster.advance(50)
+        self.assertEqual(len(self.cluster.rows("SELECT * FROM cluster_clients WHERE client = 'tab-10'")), 1)
+        self.cluster.advance(70)
+        self.assertEqual(self.cluster.rows("SELECT * FROM cluster_clients WHERE client = 'tab-10'"), [])
+
     def test_aCleanStopTakesItsClients(self):
         app = App(self.b.clients, "web:1")
         app.request("connect", "tab-7")
