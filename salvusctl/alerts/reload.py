@@ -16,7 +16,15 @@ from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 
-from salvusctl.alerts.build import EmailAlerts, WebhookAlerts, buildAlerts, checkRules, repeatInterval
+from salvusctl.alerts.build import (
+    EmailAlerts,
+    RestartAlerts,
+    WebhookAlerts,
+    buildAlerts,
+    checkRules,
+    repeatInterval,
+    supervisorActions,
+)
 
 __all__ = ["diff", "apply"]
 
@@ -33,6 +41,8 @@ def _notifiers(declarations: list[Any]) -> dict[str, Any]:
             label = f"email:{d.server}"
         elif isinstance(d, WebhookAlerts):
             label = f"webhook:{urlsplit(d.url).hostname or '?'}"
+        elif isinstance(d, RestartAlerts):
+            label = "restart"
         else:
             continue
         key, n = label, 1
@@ -103,7 +113,12 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> None:
             notifiers.append(same)
         else:
             notifiers.append((declaration, declaration.action(context.reactor)))
-    recorders = [a for a in service.actions if getattr(a, "records", False)]
+    from salvusctl.alerts.supervisoractions import EventAction, RestartAction
+
+    # The store's record action stays; the supervisor's (events, restarts) follow the new file.
+    recorders = [a for a in service.actions if getattr(a, "records", False)
+                 and not isinstance(a, EventAction | RestartAction)]
+    recorders += supervisorActions(context, new)
     service.reconfigure(checkRules(new), recorders + [a for _, a in notifiers], repeatInterval(new))
     service.notifiers = notifiers
     if service.outbox is not None:
