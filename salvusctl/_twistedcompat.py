@@ -30,6 +30,7 @@ __all__ = [
     "serverEndpointContextFactory",
     "hasQueuedWrites",
     "isWriteDisconnected",
+    "canSendNow",
     "closeWithoutShutdown",
     "halfCloseNow",
     "adoptListeningPort",
@@ -39,6 +40,7 @@ __all__ = [
     "listOpenFDs",
     "spawnFileActions",
     "twistedWaitsFor",
+    "PIPE_READ_SIZE",
     "PRIVATE_HOOKS",
 ]
 
@@ -102,6 +104,19 @@ def hasQueuedWrites(transport: Any) -> bool:
 def isWriteDisconnected(transport: Any) -> bool:
     """Has the write side been shut down (C{_writeDisconnected}, set by C{loseWriteConnection})?"""
     return bool(transport._writeDisconnected)
+
+
+def canSendNow(transport: Any) -> bool:
+    """May bytes go to the socket now, in order: connected, not closing, nothing queued
+    (L{hasQueuedWrites}), the write side not shut (L{isWriteDisconnected})?  One call for the
+    four checks every forwarded message makes."""
+    return bool(
+        transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataLen
+        and not transport.dataBuffer
+        and not transport._writeDisconnected
+    )
 
 
 def closeWithoutShutdown(transport: Any) -> None:
@@ -189,6 +204,50 @@ def twistedWaitsFor(pid: int) -> bool:
     return pid in process.reapProcessHandlers
 
 
+# -- reading a child's pipes in large chunks (process.ProcessReader, Process.processReaderFactory)
+
+#: What one read of a child's stdout/stderr pipe takes at most, as supervisord reads (128 KiB).
+#: Twisted's C{ProcessReader.doRead} reads 8 KiB (C{fdesc.readFromFD}): a flooding child's
+#: output then costs one reactor wakeup, one line split and one log write per 8 KiB.
+PIPE_READ_SIZE = 128 * 1024
+
+_readerClass: list[type] = []
+
+
+def largeReadProcessReader() -> type:
+    """A C{ProcessReader} subclass reading up to L{PIPE_READ_SIZE} per readable event, for a
+    C{Process} subclass's C{processReaderFactory} (the class attribute C{Process.__init__} calls
+    as C{factory(reactor, process, childFD, parentFD)} for each C{"r"} child descriptor).
+
+    Its C{doRead} is C{fdesc.readFromFD} with the larger size: the same returns (None on
+    EAGAIN/EINTR, C{CONNECTION_LOST} on another error, C{CONNECTION_DONE} at end of file) and
+    the data handed to C{dataReceived}.  Only the processes of classes that set it read so;
+    Twisted's own readers are untouched."""
+    if not _readerClass:
+        import errno
+        import os
+
+        from twisted.internet import main, process
+
+        class LargeReadProcessReader(process.ProcessReader):
+            readSize = PIPE_READ_SIZE
+
+            def doRead(self):
+                try:
+                    data = os.read(self.fd, self.readSize)
+                except OSError as e:
+                    if e.args[0] in (errno.EAGAIN, errno.EINTR):
+                        return None
+                    return main.CONNECTION_LOST
+                if not data:
+                    return main.CONNECTION_DONE
+                self.dataReceived(data)
+                return None
+
+        _readerClass.append(LargeReadProcessReader)
+    return _readerClass[0]
+
+
 # -- private hooks overridden by subclasses -----------------------------------------------------
 
 #: Base class (dotted name) -> the private methods and attributes Salvus's subclasses of it call
@@ -198,6 +257,8 @@ def twistedWaitsFor(pid: int) -> bool:
 PRIVATE_HOOKS: dict[str, tuple[str, ...]] = {
     # salvusctl.supervisor.oscalls.InstanceProcess
     "twisted.internet.process.Process": ("_fork", "_execChild", "_trySpawnInsteadOfFork", "_reactor"),
+    # salvusctl._twistedcompat.largeReadProcessReader (public names, but an assumption all the same)
+    "twisted.internet.process.ProcessReader": ("doRead", "dataReceived"),
     # salvusctl.balancer.tlslisten.TLSServerProtocol
     "twisted.protocols.tls.TLSMemoryBIOProtocol": (
         "_shutdownTLS", "_flushSendBIO", "_tlsShutdownFinished", "_aborted", "_handshakeDone",

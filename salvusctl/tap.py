@@ -133,6 +133,9 @@ def reloadOnHangup(reactor, host) -> None:
         d = host.context.reloader.reconcile()
 
         def done(changes):
+            failed = {name: entry["failed"] for name, entry in (changes or {}).items() if entry.get("failed")}
+            if failed:
+                log.error("SIGHUP: config reloaded but not all of it applied: {failed}", failed=failed)
             log.info("SIGHUP: config reloaded: {changes}", changes=changes or "no differences")
 
         def failed(failure):

@@ -121,6 +121,23 @@ class TransportTests(SynchronousTestCase):
         self.assertFalse(compat.hasQueuedWrites(conn))
         self.assertEqual(peer.recv(10), b"hello")
 
+    def test_canSendNow(self):
+        """Only a connected transport with nothing queued and its write side open may send now."""
+        conn, _, peer = self.connection()
+        self.assertTrue(compat.canSendNow(conn))
+        conn.write(b"queued")
+        self.assertFalse(compat.canSendNow(conn))
+        conn.doWrite()
+        self.assertTrue(compat.canSendNow(conn))
+        compat.halfCloseNow(conn)
+        self.assertFalse(compat.canSendNow(conn))
+        conn2, _, _ = self.connection()
+        conn2.disconnecting = True
+        self.assertFalse(compat.canSendNow(conn2))
+        conn2.disconnecting = False
+        conn2.connected = 0
+        self.assertFalse(compat.canSendNow(conn2))
+
     def test_halfCloseNow(self):
         """The peer reads EOF at once, the protocol hears writeConnectionLost, the transport
         counts as write-disconnected."""
@@ -205,6 +222,101 @@ class ProcessTests(TestCase):
             self.assertFalse(compat.twistedWaitsFor(proc.pid or -1))
 
         return waiter.ended.addCallback(ended)
+
+
+class _Reads:
+    """What a ProcessReader needs of its process: each chunk it hands over, and the end."""
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+        self.lost = []
+
+    def childDataReceived(self, name, data):
+        self.chunks.append(data)
+
+    def childConnectionLost(self, name, reason):
+        self.lost.append(reason)
+
+
+class LargeReadTests(SynchronousTestCase):
+    def _reader(self):
+        r, w = os.pipe()
+        self.addCleanup(lambda: [os.close(fd) for fd in (r, w) if _isOpen(fd)])
+        proc = _Reads()
+        reader = compat.largeReadProcessReader()(MemoryReactor(), proc, 1, r)
+        return reader, proc, w
+
+    def test_oneReadTakesWhatThePipeHolds(self):
+        """60,000 bytes waiting in the pipe come in one chunk (Twisted's own reader: 8,192)."""
+        reader, proc, w = self._reader()
+        os.write(w, b"x" * 60000)
+        self.assertIsNone(reader.doRead())
+        self.assertEqual([len(c) for c in proc.chunks], [60000])
+        self.assertGreaterEqual(compat.PIPE_READ_SIZE, 64 * 1024)
+
+    def test_emptyPipeAndEndOfFile(self):
+        """Nothing to read: None and no chunk (EAGAIN, the pipe is non-blocking); the write end
+        closed: CONNECTION_DONE, as fdesc.readFromFD returns them."""
+        from twisted.internet import main
+
+        reader, proc, w = self._reader()
+        self.assertIsNone(reader.doRead())
+        self.assertEqual(proc.chunks, [])
+        os.close(w)
+        self.assertIs(reader.doRead(), main.CONNECTION_DONE)
+
+    def test_itIsAProcessReaderAndTwistedsStillReadsLess(self):
+        """The class is Twisted's ProcessReader with only doRead changed, and Twisted's own reader
+        still reads in smaller chunks (else this class is no longer needed)."""
+        from twisted.internet import process
+
+        cls = compat.largeReadProcessReader()
+        self.assertTrue(issubclass(cls, process.ProcessReader))
+        self.assertIs(cls, compat.largeReadProcessReader())
+        r, w = os.pipe()
+        self.addCleanup(os.close, w)
+        os.write(w, b"y" * 60000)
+        proc = _Reads()
+        plain = process.ProcessReader(MemoryReactor(), proc, 1, r)
+        self.addCleanup(os.close, r)
+        plain.doRead()
+        self.assertLess(len(proc.chunks[0]), 60000)
+
+
+def _isOpen(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+class LargeReadChildTests(TestCase):
+    def test_instanceProcessPipesReadLarge(self):
+        """Process.__init__ makes each "r" pipe's reader with processReaderFactory: an instance's
+        stdout and stderr are read by the large reader, and a child's 60,000-byte write, made
+        before Salvus reads, arrives in one chunk."""
+        from twisted.internet import reactor
+
+        from salvusctl.supervisor.oscalls import spawnInstance
+
+        class Collect(_Waiter):
+            def __init__(self):
+                super().__init__()
+                self.chunks = []
+
+            def childDataReceived(self, fd, data):
+                self.chunks.append(len(data))
+
+        proto = Collect()
+        code = "import os, sys; sys.stdin.read(); os.write(1, b'z' * 60000)"
+        proc = spawnInstance(reactor, proto, [sys.executable, "-c", code], dict(os.environ), None,
+                             fast=False, stdin=True)
+        cls = compat.largeReadProcessReader()
+        self.assertIsInstance(proc.pipes[1], cls)
+        self.assertIsInstance(proc.pipes[2], cls)
+        proc.closeStdin()
+        return proto.ended.addCallback(lambda _: self.assertEqual(sum(proto.chunks), 60000))
 
 
 class HookTests(SynchronousTestCase):

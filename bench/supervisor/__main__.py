@@ -15,6 +15,11 @@
    Deploy(ready=Ready("log", ...))), supervisord its default startsecs=1, circus the spawn.
 3. CPU used by the supervisor process over 60 s (15 s with --short) with 200 idle instances.
 4. RSS of the supervisor process with 200 instances.
+5. log throughput: a program writes 2,000,000 lines of 100 bytes (5,000 with --quick); the
+   supervisor's CPU seconds from its start until every line is in its log file give lines per
+   CPU-second (per core).  6. RSS under long lines: 4 instances each write 1,500 lines of 60 KiB
+   (20 with --quick) and stay up.  Both are bench/logs's workloads (bench/logs/workloads.py),
+   run by the same code against Salvus and supervisord (circus has no log files to compare).
 
 supervisord and circus come from PyPI into a venv of the bench's own (created on first run).
 C{--quick} (CI checks the bench runs; no figure judged) uses the supervisord installed beside this
@@ -40,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from bench._common import freePort  # noqa: E402
+from bench.logs import workloads as logWorkloads  # noqa: E402
 
 N_IDLE = 200
 # The startsecs values measured (--startsecs): the first is the headline start-200 row, the workload
@@ -47,6 +53,9 @@ N_IDLE = 200
 STARTSECS_ROWS = (0.0, 1.0)
 N_CRASH = 10
 CYCLES = 5
+#: The log rows: lines of the flood, and lines of 60 KiB written by each of 4 instances.
+N_FLOOD = 2_000_000
+N_LONG_LINES = 1500
 TICK = os.sysconf("SC_CLK_TCK")
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -354,6 +363,8 @@ def main(argv=None) -> int:
                         help="where supervisor and circus are installed (created if missing)")
     parser.add_argument("--only", help="comma-separated subset of salvus,supervisord,circus")
     parser.add_argument("--rounds", type=int, default=3, help="start-200 rounds (median kept)")
+    parser.add_argument("--no-logs", action="store_true",
+                        help="skip the log throughput and long-line RSS rows")
     parser.add_argument("--no-ready", action="store_true",
                         help="skip the start-200 row where Salvus uses its readiness signal")
     parser.add_argument("--startsecs", default=",".join(f"{v:g}" for v in STARTSECS_ROWS),
@@ -429,6 +440,13 @@ def main(argv=None) -> int:
             if startsecs:
                 # What the supervisor adds to the wait every supervisor shares.
                 results[name][key[:-2] + "_net_s"] = statistics.median(values) - startsecs
+        if "salvus" in sups and "supervisord" in sups and not args.no_logs:
+            print(f"salvus, supervisord: log throughput ({N_FLOOD} lines), RSS under long lines ...",
+                  flush=True)
+            logs = logWorkloads.run(parts=("flood", "long"), quick=args.quick, nflood=N_FLOOD,
+                                    linesLong=N_LONG_LINES, supervisordBin=os.path.join(venv, "bin"))
+            for name, figures in logs.items():
+                results[name].update(figures)
     finally:
         for _sup, work in sups.values():
             shutil.rmtree(work, ignore_errors=True)
@@ -445,8 +463,8 @@ def quick(args: argparse.Namespace) -> None:
 
     The workload sizes are this script's constants: a quick run rebinds them (it is one run).
     """
-    global N_IDLE, N_CRASH, CYCLES
-    N_IDLE, N_CRASH, CYCLES = QUICK_IDLE, QUICK_CRASH, 1
+    global N_IDLE, N_CRASH, CYCLES, N_FLOOD, N_LONG_LINES
+    N_IDLE, N_CRASH, CYCLES, N_FLOOD, N_LONG_LINES = QUICK_IDLE, QUICK_CRASH, 1, 5000, 20
     args.rounds = 1
     args.startsecs = "0"
     args.venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
@@ -474,7 +492,11 @@ def tableRows(rows: list[float]) -> list[tuple[str, str, str]]:
                     f"start200_{tail}_net_ratio"))
     out.append(("start200_ready_s", f"start {N_IDLE}, each at its best signal (s)", "start200_ready_ratio"))
     out += [("idle_cpu_pct", f"idle CPU, {N_IDLE} instances (%)", "idle_cpu_ratio"),
-            ("rss_mb", f"RSS, {N_IDLE} instances (MB)", "rss_ratio")]
+            ("rss_mb", f"RSS, {N_IDLE} instances (MB)", "rss_ratio"),
+            ("lines_per_cpu_s", f"log lines per CPU-second, {N_FLOOD} lines", "log_lines_ratio"),
+            ("flood_cpu_s", "  CPU for those lines (s)", "log_cpu_ratio"),
+            ("rss_long_lines_mb", f"RSS, 4 x {N_LONG_LINES} log lines of 60 KiB (MB)",
+             "rss_long_lines_ratio")]
     return out
 
 
@@ -502,7 +524,8 @@ def report(results: dict, jsonPath: str | None, idleSeconds: float, rows: list[f
 
         print(f"{label:44} {fmt(s.get(key), 10)} {fmt(sd.get(key), 12)} {fmt(c.get(key), 10)} "
               f"{fmt(r1, 8)} {fmt(r2, 10)}")
-    print("\ntargets: respawn <= 0.1x supervisord, start-200 <= 0.5x, idle CPU <= 1x")
+    print("\ntargets: respawn <= 0.1x supervisord, start-200 <= 0.5x, idle CPU <= 1x, "
+          "log CPU per line <= 1x (lines per CPU-second >= 1x)")
     if len(rows) > 1:
         print(f"start-200 target read at startsecs={rows[0]:g}, the workload all three run; at "
               f"startsecs>0 Salvus and supervisord both wait that long before RUNNING, so the ratio "

@@ -118,6 +118,6 @@ def configInfo(deploy: Any, name: str, group: str, inuse: bool, stdout_logfile: 
         "stderr_logfile_backups": backups,
         "stderr_logfile_maxbytes": maxbytes,
         "stderr_syslog": False,
-        "serverurl": "auto",
+        "serverurl": "none",  # supervisord's for a program with no serverurl= of its own
     }
     return row

@@ -229,7 +229,8 @@ class AdminPages:
 
         def start(first: bytes):
             # Klein finishes the response when this Deferred fires: only once the client has gone.
-            return LogStream(request, first, lambda cb: sup.followLog(instance, cb, stream)).done
+            return LogStream(request, first, lambda cb: sup.followLog(instance, cb, stream),
+                             self.state.clock).done
 
         def failed(failure):
             return f"(log unavailable: {failure.getErrorMessage()})\n".encode()
@@ -250,7 +251,7 @@ class AdminPages:
             request.setResponseCode(500)
             return f"(main log unavailable: {e.strerror})\n".encode()
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return LogStream(request, first, sup.followMainLog).done
+        return LogStream(request, first, sup.followMainLog, self.state.clock).done
 
     # -- overview --------------------------------------------------------------------------------
 

@@ -32,6 +32,10 @@ __all__ = ["SupervisorNamespace", "processStruct", "API_VERSION", "RUNNING_STATE
 log = Logger()
 
 API_VERSION = "3.0"
+#: What getSupervisorVersion answers: the supervisord release whose API Salvus implements, so
+#: clients that compare it (>= 3.x, >= 4) accept it, then Salvus's version as a PEP 440 local
+#: part (C{packaging.version.Version} and C{LooseVersion} both parse it).
+SUPERVISOR_VERSION = f"4.3.0+salvus.{salvusctl.__version__}"
 RUNNING_STATES = (10, 20, 30)  # STARTING, RUNNING, BACKOFF
 SIGNALLABLE_STATES = (10, 20, 40)  # STARTING, RUNNING, STOPPING
 _MAX_INT = 2**31 - 1
@@ -150,11 +154,11 @@ class SupervisorNamespace(Namespace):
     xmlrpc_getVersion = xmlrpc_getAPIVersion
 
     def xmlrpc_getSupervisorVersion(self) -> Reply[str]:
-        """Return the version of the Salvus host answering
+        """Return the version of supervisord whose API this host answers, with Salvus's own
 
         @return version id
         """
-        return salvusctl.__version__
+        return SUPERVISOR_VERSION
 
     def xmlrpc_getIdentification(self) -> Reply[str]:
         """Return the host's name
@@ -220,20 +224,28 @@ class SupervisorNamespace(Namespace):
         return True
 
     @operator
-    def xmlrpc_shutdown(self) -> Reply[bool]:
-        """Shut down the host (refused: stop twistd through the init system)
+    def xmlrpc_shutdown(self, request) -> Reply[bool]:
+        """Shut the host down, as a SIGTERM to its twistd does, once this call is answered
 
         @return always returns True unless error
         """
-        raise rpcFault(Faults.FAILED, "shutdown is not offered over XML-RPC; stop the host's twistd")
+        from salvusctl.admin.hostcontrol import shutdownHost
+
+        return shutdownHost(self.state, request, _caller(request))
+
+    xmlrpc_shutdown.takesRequest = True
 
     @operator
-    def xmlrpc_restart(self) -> Reply[bool]:
-        """Restart the host (refused: restart twistd through the init system)
+    def xmlrpc_restart(self, request) -> Reply[bool]:
+        """Restart in place: stop every program, read the config file again, start them
 
         @return always return True unless error
         """
-        raise rpcFault(Faults.FAILED, "restart is not offered over XML-RPC; restart the host's twistd")
+        from salvusctl.admin.hostcontrol import restartHost
+
+        return restartHost(self.state, request, _caller(request))
+
+    xmlrpc_restart.takesRequest = True
 
     def xmlrpc_reloadConfig(self) -> Reply[list]:
         """Read the config file again (in a child process) and compare its process groups with
@@ -282,6 +294,8 @@ class SupervisorNamespace(Namespace):
 
         reloader = self._groupReloader("add process groups")
         sup = self._sup()
+        if name in self._groups():
+            raise rpcFault(Faults.ALREADY_ADDED, name)  # before reading: supervisord reads nothing
         log.info("adding process group {name}", name=name)
         d = _reread(lambda: reloader.applyDeploys(
             lambda new, running: withGroup(running, new.declarations("supervisor"), name)))
@@ -362,7 +376,7 @@ class SupervisorNamespace(Namespace):
         reloader = self.state.reloader()
         staged = reloader.staged() if reloader is not None else None
         if staged is not None:
-            from salvusctl.host.reload import deploysOf
+            from salvusctl.supervisor.reload import deploysOf
 
             for deploy in deploysOf(staged.declarations("supervisor")):
                 if deploy.name in running:
@@ -423,6 +437,9 @@ class SupervisorNamespace(Namespace):
             return []
         log.info("{verb} {names}", verb="starting" if starting else "stopping", names=", ".join(chosen))
         d = defer.maybeDeferred(action)
+        if starting:
+            # Answer once each has started or failed its first attempt, as supervisord does.
+            d = self._firstFailure(chosen, d)
         if not wait:
             d.addErrback(lambda f: log.warn("bulk action failed: {why}", why=f.getErrorMessage()))
             return [self._result(i, Faults.SUCCESS, "OK") for i in chosen]
@@ -436,9 +453,8 @@ class SupervisorNamespace(Namespace):
                 if starting and code == 20:
                     results.append(self._result(instance, Faults.SUCCESS, "OK"))
                 elif starting and info.get("spawnerr"):
-                    results.append(
-                        self._result(instance, Faults.SPAWN_ERROR, f"SPAWN_ERROR: {info['spawnerr']}")
-                    )
+                    fault = _spawnFault(instance, info["spawnerr"])
+                    results.append(self._result(instance, fault.faultCode, fault.faultString))
                 elif starting:
                     results.append(
                         self._result(
@@ -486,27 +502,89 @@ class SupervisorNamespace(Namespace):
         return self._startOne(instance, wait=bool(wait))
 
     def _startOne(self, instance: str, wait: bool = True) -> Any:
+        """supervisord's answers: a spawn that fails (no such command, bad directory, unknown
+        user, an exit within startsecs) is a fault at its first failed attempt, with C{spawnerr}
+        set, while the instance goes on retrying in BACKOFF; not ABNORMAL_TERMINATION once every
+        retry is spent."""
         info = self._instanceInfo(instance)
         if int(info.get("statecode", 1000)) in RUNNING_STATES:
             raise rpcFault(Faults.ALREADY_STARTED, instance)
+        problem = getattr(self._sup(), "spawnProblem", None)
+        problem = problem(instance) if problem is not None else None
+        if problem is not None:
+            fault = _spawnFault(instance, str(problem))
+            if fault.faultCode != Faults.SPAWN_ERROR:
+                raise fault  # supervisord refuses a command it cannot run before spawning
         log.info("starting {instance}", instance=instance)
-        d = defer.maybeDeferred(self._sup().startInstance, instance)
+        started = defer.maybeDeferred(self._sup().startInstance, instance)
+        d = self._firstFailure([instance], started)
 
         def failed(failure):
+            if isinstance(failure.value, Fault):
+                return failure
             if isinstance(failure.value, KeyError):
                 raise rpcFault(Faults.BAD_NAME, instance)
             after = self._instanceInfo(instance)
             if after.get("spawnerr"):
-                raise rpcFault(Faults.SPAWN_ERROR, f"{instance}: {after['spawnerr']}")
+                raise _spawnFault(instance, after["spawnerr"])
             raise rpcFault(Faults.ABNORMAL_TERMINATION, f"{instance}: {failure.getErrorMessage()}")
 
         d.addCallbacks(lambda _: True, failed)
         if not wait:
-            d.addErrback(
+            if d.called:
+                return d  # failed at once (supervisord checks the spawn before answering)
+            started.addErrback(
                 lambda f: log.warn("start of {instance} failed: {why}", instance=instance, why=f.value)
             )
+            d.addErrback(lambda f: None)
             return True
         return d
+
+    def _firstFailure(self, instances: list[str], started: defer.Deferred) -> defer.Deferred:
+        """Fires with C{started}'s outcome, or with a spawn fault as soon as one of C{instances}
+        enters BACKOFF or FATAL (then every one of them has, for a group, or is ready)."""
+        sup = self._sup()
+        result: defer.Deferred = defer.Deferred()
+        waiting = set(instances)
+        failedOne: list[str] = []
+
+        def settle(outcome: Any) -> Any:
+            if not result.called:
+                if hasattr(sup, "removeObserver"):
+                    sup.removeObserver(observer)
+                result.callback(outcome) if not isinstance(outcome, failure.Failure) else \
+                    result.errback(outcome)
+            return None
+
+        def check(name: str, code: int, ready: bool, spawnerr: str) -> None:
+            if name not in waiting:
+                return
+            if code in (30, 200):
+                waiting.discard(name)
+                failedOne.append(name)
+            elif code == 20 and ready:
+                waiting.discard(name)
+            if not waiting and failedOne:
+                if len(instances) == 1:
+                    settle(failure.Failure(_spawnFault(name, spawnerr)))
+                else:
+                    settle(None)
+
+        def observer(name, old, new, info):
+            check(name, int(new), bool(info.get("ready")), str(info.get("spawnerr") or ""))
+
+        if hasattr(sup, "addObserver"):
+            sup.addObserver(observer)
+        for name in instances:
+            if not result.called:
+                try:
+                    now = self._instanceInfo(name)
+                except Fault:
+                    continue
+                check(name, int(now.get("statecode", 1000)), bool(now.get("ready")),
+                      str(now.get("spawnerr") or ""))
+        started.addBoth(settle)
+        return result
 
     @operator
     def xmlrpc_startProcessGroup(self, name: str, wait: bool = True) -> Reply[list]:
@@ -578,9 +656,12 @@ class SupervisorNamespace(Namespace):
         @param wait Wait for each process to be fully stopped
         @return An array of process status info structs
         """
-        return self._bulk(
+        result = self._bulk(
             list(reversed(self._allInstances())), False, lambda: self._sup().stopAll(), bool(wait)
         )
+        # stopped in reverse start order; reported by name, as supervisord reports (lexically)
+        return defer.maybeDeferred(lambda: result).addCallback(
+            lambda rows: sorted(rows, key=lambda r: (r["group"], _natural(r["name"]))))
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -829,6 +910,25 @@ class SupervisorNamespace(Namespace):
         @return An array of process status info structs
         """
         return self._each(self._allInstances(), lambda c: True, self._clearOne)
+
+
+def _caller(request: Any) -> str:
+    from salvusctl.admin.auth import currentUser
+
+    try:
+        return str(currentUser(request).name)
+    except Exception:
+        return "an operator"
+
+
+def _spawnFault(instance: str, spawnerr: str) -> Fault:
+    """supervisord's fault for a failed start: NO_FILE and NOT_EXECUTABLE for a command it
+    cannot run (its C{startProcess} checks the command first), SPAWN_ERROR for the rest."""
+    if spawnerr.startswith("can't find command") or spawnerr == "command is empty":
+        return rpcFault(Faults.NO_FILE, spawnerr)
+    if spawnerr.startswith("command at "):
+        return rpcFault(Faults.NOT_EXECUTABLE, spawnerr)
+    return rpcFault(Faults.SPAWN_ERROR, f"{instance}: {spawnerr}")
 
 
 class _InfoDeploy:

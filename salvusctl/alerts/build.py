@@ -5,7 +5,14 @@ fed by the host's monitor."""
 from __future__ import annotations
 
 from salvusctl.alerts.actions import RecordAction
-from salvusctl.alerts.declare import AlertRule, AlertSettings, EmailAlerts, RestartAlerts, WebhookAlerts
+from salvusctl.alerts.declare import (
+    NOTIFIERS,
+    AlertRule,
+    AlertSettings,
+    EmailAlerts,
+    RestartAlerts,
+    WebhookAlerts,
+)
 from salvusctl.alerts.engine import AlertsService
 from salvusctl.alerts.outbox import NotificationOutbox
 from salvusctl.alerts.rules import Rule
@@ -57,7 +64,7 @@ def buildAlerts(context, declarations) -> AlertsService | None:
         raise ConfigError("alert rules need a Monitor(...) on the host")
     repeat = repeatInterval(declarations)
     notifiers = [(d, d.action(context.reactor)) for d in declarations
-                 if isinstance(d, EmailAlerts | WebhookAlerts)]
+                 if isinstance(d, NOTIFIERS)]
     recorders = [RecordAction(context.store)] + supervisorActions(context, declarations)
     service = AlertsService(monitor, rules, recorders + [a for _, a in notifiers],
                             context.host.name, repeat_interval=repeat, clock=context.reactor)

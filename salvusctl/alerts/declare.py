@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from salvusctl.alerts.actions import EmailAction, WebhookAction
 from salvusctl.alerts.rules import Rule
 from salvusctl.errors import ConfigError
 
-__all__ = ["AlertRule", "EmailAlerts", "WebhookAlerts", "RestartAlerts", "AlertSettings"]
+__all__ = ["AlertRule", "EmailAlerts", "WebhookAlerts", "RestartAlerts", "AlertSettings", "NOTIFIERS"]
 
 
 @dataclass
@@ -63,6 +64,10 @@ class EmailAlerts:
         except ValueError as e:
             raise ConfigError(f"EmailAlerts: {e}")
 
+    def label(self) -> str:
+        """How a reload diff names it (no password)."""
+        return f"email:{self.server}"
+
     def action(self, reactor) -> EmailAction:
         return EmailAction(reactor, self.server, self.sender, self.recipients, port=self.port,
                            starttls=self.starttls, username=self.username, password=self.password)
@@ -81,6 +86,10 @@ class WebhookAlerts:
             self.action(None)
         except ValueError as e:
             raise ConfigError(f"WebhookAlerts: {e}")
+
+    def label(self) -> str:
+        """How a reload diff names it: the URL's host only (its path or query may hold a token)."""
+        return f"webhook:{urlsplit(self.url).hostname or '?'}"
 
     def action(self, reactor) -> WebhookAction:
         agent = None
@@ -156,3 +165,9 @@ class AlertSettings:
                 raise ConfigError(f"AlertSettings({name}=…) must be > 0 s, not {value!r}")
         if self.retry_initial > self.retry_max:
             raise ConfigError("AlertSettings(retry_initial=…) must not exceed retry_max")
+
+
+#: The notification declarations: each has C{label()} and C{action(reactor)}, and the builder and
+#: the reloader take every declaration of these types as one notifier.  A new kind of notice is an
+#: action in L{salvusctl.alerts.actions} and a declaration added here.
+NOTIFIERS = (EmailAlerts, WebhookAlerts)

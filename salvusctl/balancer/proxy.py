@@ -124,6 +124,10 @@ class Frontend(Protocol):
         elif phase == CONNECTING:
             self.connector.disconnect()
         self.service.frontendClosed(self, phase)
+        # No cycle left (client -> backend -> its connection -> its factory -> client): the
+        # pair is freed by reference counting now, not by a later full collection.
+        self.peer = None
+        self.connector = None
 
     # -- called by the service -----------------------------------------------------------------
 
@@ -277,6 +281,7 @@ class Backend(Protocol):
             front.phase = CLOSING
             closeNow(front.transport)
         front.service.backendClosed(front, self.host)
+        self.front = None  # no cycle with the client (see Frontend.connectionLost)
 
     # producer for the client transport: pause/resume reading from the backend
     def pauseProducing(self) -> None:

@@ -2,6 +2,11 @@
 written to rotating files, kept in a ring bounded by bytes for C{tail}, pushed to followers and,
 repeats rate-limited, to a store hook.
 
+The log files hold exactly the bytes the program wrote, line by line, as supervisord's do (tools
+that parse a program's own log format read them, and C{supervisorctl tail} shows them): the
+receive time and the detected level of each line go beside it, in the L{LogLine} records the
+store, the pages and the followers get, never into the stream.
+
 Nothing a child writes can hurt the supervisor: lines are capped (the rest of an over-long line is
 counted and dropped, not buffered), bytes are decoded with C{errors='replace'}.
 """
@@ -36,10 +41,16 @@ _LEVEL_NAMES = {
 }
 
 
+def _levelOf(word: str) -> str | None:
+    """The level a matched word names.  Case folding matches a few non-ASCII spellings: C{ınfo}
+    (dotless i) upper-cases to INFO and is info; C{İNFO} (dotted capital I) names none."""
+    return _LEVEL_NAMES.get(word.lower()) or _LEVEL_NAMES.get(word.upper().lower())
+
+
 def detectLevel(text: str, default: str) -> str:
     """A line's level from a level word near its start (C{ERROR}, C{[warn]} …), else C{default}."""
     m = _LEVEL_RE.search(text, 0, 80)
-    return _LEVEL_NAMES[m.group(1).lower()] if m else default
+    return (_levelOf(m.group(1)) or default) if m else default
 
 
 _LINE_LEVEL_RE = re.compile(
@@ -50,6 +61,29 @@ _LINE_LEVEL_RE = re.compile(
 
 _UPPER_LINE_LEVEL_RE = re.compile(_LINE_LEVEL_RE.pattern, re.MULTILINE)
 _WORDS = ("DEBUG", "INFO", "NOTICE", "WARN", "ERR", "CRIT", "FATAL", "PANIC")
+
+
+_WORD_LETTERS = frozenset(b"".join(w.encode() for w in _WORDS))
+#: For L{mayHaveLevel}: every byte but the letters of the level words (either case) is deleted,
+#: lower case is made upper.
+_LETTERS_ONLY = (bytes.maketrans(bytes(range(97, 123)), bytes(range(65, 91))),
+                 bytes(b for b in range(256) if b not in _WORD_LETTERS and b - 32 not in _WORD_LETTERS))
+_BYTE_WORDS = tuple(w.encode() for w in _WORDS)
+
+
+def mayHaveLevel(raw: bytes) -> bool:
+    """False only when no line of C{raw} (ASCII, or else always True) can have a level word.
+
+    Deleting every byte that is not a letter of a level word keeps each word that was there
+    whole (its letters were next to each other), so one C{bytes.translate} and the substring
+    searches on what is left, much shorter than the chunk, rule out most chunks of a
+    flood without level words at a fraction of the cost of searching the chunk itself.  Non-ASCII
+    text may hold letters that match under case folding (C{ı} upper-cases to C{I}): it is
+    never ruled out here."""
+    if not raw.isascii():
+        return True
+    letters = raw.translate(*_LETTERS_ONLY)
+    return any(word in letters for word in _BYTE_WORDS)
 
 
 def detectLevels(text: str, default: str) -> dict[int, str] | None:
@@ -66,7 +100,10 @@ def detectLevels(text: str, default: str) -> dict[int, str] | None:
     else:
         found = _LINE_LEVEL_RE.finditer(text)  # upper() changed lengths (ß → SS): offsets differ
     names = _LEVEL_NAMES
-    levels = {m.start(): names[m.group(1).lower()] for m in found if m.end(1) - m.start() <= 80}
+    levels = {m.start(): names.get((word := m.group(1)).lower()) or _levelOf(word)
+              for m in found if m.end(1) - m.start() <= 80}
+    if None in levels.values():  # a word that names no level (İNFO): as if it were not there
+        levels = {at: level for at, level in levels.items() if level}
     return levels or None
 
 
@@ -105,8 +142,9 @@ class LineSplitter:
 
     @param deliver: C{deliver(line, dropped)} for each line.
     @param deliverMany: when given, called instead once per chunk with every complete line of
-        it, C{deliverMany(lines, dropped)} (C{dropped} None, or the bytes cut from each line):
-        a chunk of a thousand lines is split by C{bytes.split}, not a Python loop.
+        it, C{deliverMany(body, dropped)}: C{body} the lines joined by newlines (without the
+        last one), C{dropped} None, or the bytes cut from each line.  A chunk of a thousand
+        lines is not split into a thousand objects here: its receiver splits it once, as text.
     """
 
     def __init__(self, deliver: Callable[[bytes, int], None], maxLine: int = MAX_LINE,
@@ -148,7 +186,24 @@ class LineSplitter:
         if last < 0:
             self._hold(data)
             return
-        lines = data[:last].split(b"\n")
+        if self._buf and not self._dropped:
+            # The held start of a line (under the cap) joins the chunk: one copy, not a split.
+            last += len(self._buf)
+            data = bytes(self._buf) + data
+            self._buf = bytearray()
+        if (last <= self.maxLine and not self._buf and not self._dropped
+                and data.find(b"\r", 0, last) < 0):
+            # No line can be over the cap, none ends in CR, none continues a held one: the
+            # chunk's complete lines go as they came, not split here.
+            self.deliverMany(data[:last], None)
+        else:
+            self._deliverCut(data[:last])
+        if last + 1 < len(data):
+            self._hold(data[last + 1:])
+
+    def _deliverCut(self, body: bytes) -> None:
+        """C{body}'s lines joined to the held start of the first one, each capped, CRs cut."""
+        lines = body.split(b"\n")
         cap = self.maxLine
         dropped: list[int] | None = None
         if self._buf or self._dropped:
@@ -160,18 +215,16 @@ class LineSplitter:
             if first:
                 dropped = [0] * len(lines)
                 dropped[0] = first
-        if last > cap:
+        if len(body) > cap and max(map(len, lines)) > cap:
             for i, line in enumerate(lines):
                 if len(line) > cap:
                     if dropped is None:
                         dropped = [0] * len(lines)
                     dropped[i] += len(line) - cap
                     lines[i] = line[:cap]
-        if b"\r" in data:
+        if b"\r" in body:
             lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-        self.deliverMany(lines, dropped)
-        if last + 1 < len(data):
-            self._hold(data[last + 1:])
+        self.deliverMany(b"\n".join(lines), dropped)
 
     def _emit(self) -> None:
         line, dropped = bytes(self._buf), self._dropped
@@ -388,7 +441,7 @@ class InstanceLog:
         self._keep(stream, line)
         rank = LEVELS[level]
         if rank >= self.fileLevel:
-            self.files[stream].write(line.format().encode("utf-8", "replace"))
+            self.files[stream].write(raw + b"\n")
         if self.storeHook is not None and rank >= self.storeLevel:
             self.repeats.offer(line)
         for follower in list(self.followers[stream]):
@@ -399,50 +452,46 @@ class InstanceLog:
                     self.onHookError(e)
         return line
 
-    def _lines(self, stream: str, raws: list[bytes], dropped: list[int] | None, stamp: float,
+    def _lines(self, stream: str, raw: bytes, dropped: list[int] | None, stamp: float,
                want: bool = False) -> list[LogLine] | None:
-        """A chunk's complete lines at once: one decode, one level scan, one file write.
+        """A chunk's complete lines at once (C{raw}: joined by newlines): one decode, one level
+        scan, one file write.
 
         L{LogLine} records are made only when someone takes them (the store hook, a follower, or
         C{want}: a readiness pattern); the tail ring keeps the texts."""
-        joined = b"\n".join(raws).decode("utf-8", "replace")
+        joined = raw.decode("utf-8", "replace")
         texts = joined.split("\n")
         default = self.defaults[stream]
-        levels = detectLevels(joined, default)
+        levels = detectLevels(joined, default) if mayHaveLevel(raw) else None
         name = self.name
         fileLevel, storeLevel = self.fileLevel, self.storeLevel
         followers = self.followers[stream]
         need = want or self.storeHook is not None or bool(followers)
         lines: list[LogLine] | None = None
-        if levels is None and dropped is None:
-            out = ""
+        if levels is None:
+            out = b""
             if LEVELS[default] >= fileLevel:
-                prefix = f"{_stamp(stamp)} {default.upper()[:4]} "
-                out = prefix + ("\n" + prefix).join(texts) + "\n"
+                out = raw + b"\n"
             if need:
-                lines = [LogLine(stamp, name, stream, default, text) for text in texts]
+                lines = [LogLine(stamp, name, stream, default, text, dropped[i] if dropped else 0)
+                         for i, text in enumerate(texts)]
         else:
             lines = [] if need else None
             parts = []
-            stampText = _stamp(stamp)
-            tags: dict[str, str | None] = {}
+            rawLines = raw.split(b"\n")  # as many as texts: 0x0A never decodes into anything else
             pos = 0
             for i, text in enumerate(texts):
-                level = levels.get(pos, default) if levels else default
+                level = levels.get(pos, default)
                 cut = dropped[i] if dropped else 0
                 if lines is not None:
                     lines.append(LogLine(stamp, name, stream, level, text, cut))
                 pos += len(text) + 1
-                tag = tags.get(level, "")
-                if tag == "":
-                    tag = f"{stampText} {level.upper()[:4]} " if LEVELS[level] >= fileLevel else None
-                    tags[level] = tag
-                if tag is not None:
-                    parts.append(f"{tag}{text} [truncated {cut} bytes]\n" if cut else f"{tag}{text}\n")
-            out = "".join(parts)
+                if LEVELS[level] >= fileLevel:
+                    parts.append(rawLines[i])
+            out = b"\n".join(parts) + b"\n" if parts else b""
         self._keepMany(stream, texts, len(joined) - len(texts) + 1)
         if out:
-            self.files[stream].write(out.encode("utf-8", "replace"))
+            self.files[stream].write(out)
         if lines is None:
             return None
         if self.storeHook is not None:
@@ -451,8 +500,9 @@ class InstanceLog:
                 if LEVELS[line.level] >= storeLevel:
                     offer(line)
         if followers:
-            for follower in list(followers):
-                for line in lines:
+            followers = list(followers)
+            for line in lines:  # each line to every follower in turn: it is formatted once
+                for follower in followers:
                     try:
                         follower(line)
                     except Exception as e:
@@ -518,7 +568,7 @@ class InstanceLog:
         rows = data.split(b"\n")
         if start > 0:
             rows = rows[1:]  # the first one is cut
-        texts = [row.decode("utf-8", "replace").split(" ", 2)[-1] for row in rows if row]
+        texts = [row.decode("utf-8", "replace") for row in rows if row]
         return texts[-lines:]
 
     def follow(self, callback: Callable[[LogLine], Any], stream: str = "stdout") -> Callable[[], None]:
@@ -558,8 +608,8 @@ class LogSource:
         if self.onLine is not None:
             self.onLine(line)
 
-    def _lines(self, stream: str, raws: list[bytes], dropped: list[int] | None) -> None:
-        lines = self.log._lines(stream, raws, dropped, self._stamp, self.onLine is not None)
+    def _lines(self, stream: str, raw: bytes, dropped: list[int] | None) -> None:
+        lines = self.log._lines(stream, raw, dropped, self._stamp, self.onLine is not None)
         for line in lines or ():
             if self.onLine is None:
                 break

@@ -46,7 +46,9 @@ def stateEvent(name: str, old: S, new: S, info: dict[str, Any],
     if new == S.RUNNING:
         return "info", f"success: {name} entered RUNNING state"
     if new == S.BACKOFF:
-        why = info.get("spawnerr") or f"exit status {info.get('exitstatus', 0)}"
+        why = info.get("spawnerr") or ""
+        if not why or why.startswith("Exited too quickly"):
+            why = f"exit status {info.get('exitstatus', 0)}"  # supervisord's line for a quick exit
         return "warning", f"exited: {name} ({why}; not expected), BACKOFF"
     if new == S.EXITED:
         return "info", f"exited: {name} (exit status {info.get('exitstatus', 0)}; expected)"

@@ -69,13 +69,14 @@ def _prctl(option: int, arg: int) -> bool:
     return _libc.prctl(option, arg, 0, 0, 0) == 0
 
 
-def setChildSubreaper() -> bool:
+def setChildSubreaper(on: bool = True) -> bool:
     """Make this process the reaper of its orphaned descendants (Linux); True when it worked.
 
     Without it a daemon that double-forks out of an instance is re-parented to PID 1 and escapes
-    every stop; with it, the daemon becomes our child, visible, killable and reapable.
+    every stop; with it, the daemon becomes our child, visible, killable and reapable.  C{on=False}
+    gives them back to PID 1 (once nothing of ours is left to adopt).
     """
-    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
 
 
 _SETPRIV = shutil.which("setpriv") if LINUX else None
@@ -284,7 +285,13 @@ class InstanceProcess(_twistedcompat.ProcessBase):
 
     Fast path: C{posix_spawn(setsid=True)} of the L{wrapperArgv} chain.  Fallback: fork, then the
     same work in Python in the child before exec.
+
+    Its pipes are read up to 128 KiB at a time, as supervisord reads them (Twisted's reader
+    takes 8 KiB): a flood that fills the pipe (64 KiB) costs 8x fewer reads, line splits and
+    log writes.
     """
+
+    processReaderFactory = _twistedcompat.largeReadProcessReader()
 
     def __init__(self, reactor, executable, args, environment, path, proto, uid=None, gid=None,
                  childFDs=None, deathsig: int | None = None,

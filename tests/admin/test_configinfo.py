@@ -47,7 +47,7 @@ class ConfigInfoKeysTests(SynchronousTestCase):
         self.assertIs(row["redirect_stderr"], True)
         self.assertEqual((row["stdout_logfile"], row["stderr_logfile"]), ("/var/log/web.out", "none"))
         self.assertEqual((row["stdout_logfile_maxbytes"], row["stdout_logfile_backups"]), (1024, 2))
-        self.assertEqual(row["serverurl"], "auto")
+        self.assertEqual(row["serverurl"], "none")
         bare = configInfo(Deploy("w", command=["true"]), "w", "w", False)
         self.assertEqual((bare["directory"], bare["uid"]), ("none", "none"))
 

@@ -50,5 +50,7 @@ class InstancePageOutputTests(TestCase):
         page = body.decode()
         spawnerr = svc.instanceInfo("ghost:0")["spawnerr"] or svc.instanceInfo("ghost:0")["reason"]
         self.assertTrue(spawnerr)
-        self.assertIn("/nonexistent/dir", page)
+        # the command is checked first, as supervisord checks it before the fork
+        self.assertIn("find command", page)
+        self.assertIn("/nonexistent/salvus-test-program", page)
         self.assertIn('href="/logtail/ghost%3A0/stderr"', page)

@@ -70,3 +70,71 @@ class LogStreamTests(SynchronousTestCase):
         self.assertIsNone(self.request.producer)
         self.push[0](self.line("late"))
         self.assertEqual(len(self.request.written), 1)
+
+
+class GatheredWritesTests(SynchronousTestCase):
+    """With a clock, the lines of each 0.1 s go out as one write (one socket send per follower),
+    in order, and nothing is held once the client pauses or goes."""
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.request = _Request()
+        self.push = []
+        self.stream = LogStream(self.request, b"first\n", lambda cb: self.push.append(cb) or (lambda: None),
+                                self.clock)
+
+    def line(self, text):
+        return LogLine(1_700_000_000.5, "w:0", "stdout", "info", text)
+
+    def test_linesOfOneIntervalAreOneWrite(self):
+        for i in range(100):
+            self.push[0](self.line(f"n{i}"))
+        self.assertEqual(self.request.written, [b"first\n"])
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.request.written), 2)
+        self.assertEqual(self.request.written[1],
+                         b"".join(b"2023-11-14T22:13:20.500000Z INFO n%d\n" % i for i in range(100)))
+        self.push[0](self.line("later"))
+        self.clock.advance(0.1)
+        self.assertEqual(self.request.written[2], b"2023-11-14T22:13:20.500000Z INFO later\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_pauseCountsGatheredLinesAsSkipped(self):
+        for i in range(5):
+            self.push[0](self.line(f"n{i}"))
+        self.stream.pauseProducing()
+        self.push[0](self.line("while paused"))
+        self.clock.advance(0.1)
+        self.assertEqual(self.request.written, [b"first\n"])
+        self.stream.resumeProducing()
+        self.assertEqual(self.request.written[-1], b"[6 lines skipped: the client read too slowly]\n")
+
+    def test_clientGoneCancelsTheTimer(self):
+        self.push[0](self.line("x"))
+        self.request.finished.callback(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.request.written, [b"first\n"])
+
+
+class FormatOnceTests(SynchronousTestCase):
+    def test_oneLinePushedToManyFollowersIsFormattedOnce(self):
+        """Twenty followers of one log: each pushed line is formatted once, not twenty times."""
+
+        class Counted:
+            calls = 0
+
+            def format(self):
+                Counted.calls += 1
+                return "a line\n"
+
+        requests = [_Request() for _ in range(20)]
+        pushes = []
+        for request in requests:
+            LogStream(request, b"", lambda cb: pushes.append(cb) or (lambda: None))
+        line = Counted()
+        for push in pushes:
+            push(line)
+        self.assertEqual(Counted.calls, 1)
+        self.assertEqual({r.written[-1] for r in requests}, {b"a line\n"})

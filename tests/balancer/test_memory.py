@@ -62,6 +62,31 @@ class ClosedPairsLeaveTests(TestCase):
         self.assertEqual((_live(Frontend), _live(Backend)), before)
 
     @inlineCallbacks
+    def test_closedPairsAreFreedWithoutTheCycleCollector(self):
+        """
+        A closed pair holds no reference cycle (client and backend protocol, the connect's
+        handle and factory): reference counting frees it the moment it closes, so short
+        connections leave the cycle collector, whose full runs are pauses every waiting request
+        sees, nothing to find.
+        """
+        balancer, svc, port = yield self.startBalancer()
+        yield fetch(port, b"x")  # first-use allocations
+        yield waitFor(lambda: svc.open == 0)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+
+        def uncollected(kind):
+            return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+        before = (uncollected(Frontend), uncollected(Backend))
+        for _ in range(5):
+            answers = yield gatherResults([fetch(port, b"x") for _ in range(10)])
+            self.assertEqual({a for a, _ in answers}, {b"b:x"})
+        yield waitFor(lambda: svc.open == 0)
+        self.assertEqual((uncollected(Frontend), uncollected(Backend)), before)
+
+    @inlineCallbacks
     def test_anOpenConnectionKeepsItsOneEntry(self):
         """An open pair is in the wheel exactly once (its idle timeout still runs); closed, it leaves."""
         balancer, svc, port = yield self.startBalancer("echo")

@@ -106,7 +106,8 @@ class SupervisorContract:
         info = self.s.instanceInfo("web:0")
         self.assertEqual((info["state"], info["pid"], info["members"], info["ready"]),
                          ("STOPPED", 0, [], False))
-        self.assertEqual(info["description"], "Stopped")
+        # supervisord's wording: the local stop time (its "%b %d %I:%M %p")
+        self.assertRegex(info["description"], r"^[A-Z][a-z]{2} \d\d \d\d:\d\d [AP]M$")
         self.assertEqual(self.state("web:1"), "RUNNING")
         mine = [(old, new) for name, old, new, i in self.changes if name == "web:0" and i["event"] == "state"]
         self.assertEqual(mine, [(ProcessState.RUNNING, ProcessState.STOPPING),

@@ -56,7 +56,8 @@ class InstanceLogTests(SynchronousTestCase):
         return InstanceLog("web:0", self.dir, self.clock.seconds, **kw)
 
     def test_receive_time_and_file(self):
-        """Each line carries the time it was received, written in the file."""
+        """Each line carries the time it was received (in the store's record); the file holds
+        exactly what the program wrote, as supervisord's does: no time or level injected."""
         log = self.make()
         log.received("stdout", b"hello\nwor")
         self.clock.advance(2)
@@ -64,8 +65,18 @@ class InstanceLogTests(SynchronousTestCase):
         self.assertEqual([round(x.time, 2) for x in self.stored], [1700000000.25, 1700000002.25])
         with open(log.paths["stdout"]) as f:
             lines = f.read().splitlines()
-        self.assertEqual(lines, ["2023-11-14T22:13:20.250000Z INFO hello",
-                                 "2023-11-14T22:13:22.250000Z INFO world"])
+        self.assertEqual(lines, ["hello", "world"])
+        self.assertEqual([x.level for x in self.stored], ["info", "info"])
+
+    def test_file_holds_the_programs_bytes(self):
+        """Undecodable bytes, level words and over-long lines reach the file as written (the
+        over-long line cut at the cap, its cut counted in the store's record)."""
+        log = self.make(maxLine=16)
+        log.received("stdout", b"\xff\xfe raw\nERROR: disk\n" + b"x" * 40 + b"\n")
+        with open(log.paths["stdout"], "rb") as f:
+            data = f.read()
+        self.assertEqual(data, b"\xff\xfe raw\nERROR: disk\n" + b"x" * 16 + b"\n")
+        self.assertEqual([x.level for x in self.stored][:2], ["info", "error"])
 
     def test_binary_garbage(self):
         """Invalid UTF-8 and NULs are replaced, never raised."""
@@ -260,12 +271,33 @@ class BatchPathTests(SynchronousTestCase):
     is what the line-by-line path gives, whatever the chunking."""
 
     def test_same_lines_levels_and_file_as_line_by_line(self):
+        self._compare([b"plain line", b"2026 [error] boom", b"WARNING: disk", b"x" * 300 + b" ERROR late",
+                       b"crlf line\r", b"\xff\xfe garbage \xc3", b"", b"stra\xc3\x9fe INFO upper grows",
+                       b"y" * 5000, b"debug: quiet", b"CRIT at the end"])
+
+    def test_chunks_without_level_words(self):
+        """Mostly level-free chunks (ruled out without a scan of their text), letters of level
+        words apart or in other words (kept by the pre-check, refused by the scan), a dotless i
+        that upper-cases to INFO (a KeyError once), a dotted capital I that names no level, CRs,
+        over-long lines and held line starts: the same output."""
+        self._compare([b"%099d" % i for i in range(40)]
+                      + [b"e1r2r3 no word", b"terror is a word", b"FaTaLiTy",
+                         b"\xc4\xb1nfo dotless", b"\xc4\xb0NFO dotted",
+                         b"stra\xc3\x9fe \xc4\xb1nfo", b"stra\xc3\x9fe \xc4\xb0NFO",
+                         b"cr line\r", b"z" * 5000, b"0" * 10, b"", b"w-a-r-n", b"info tail"], seed=11)
+
+    def test_mayHaveLevel(self):
+        from salvusctl.supervisor.logs import mayHaveLevel
+
+        self.assertFalse(mayHaveLevel(b"0123 456\n789 -- ok\n"))
+        self.assertTrue(mayHaveLevel(b"12 [Error] x"))
+        self.assertTrue(mayHaveLevel(b"e1r2r"))  # a false alarm is allowed: the scan decides
+        self.assertTrue(mayHaveLevel("\u0131nfo".encode()))  # non-ASCII: never ruled out
+
+    def _compare(self, pieces, seed=7):
         import random
 
-        rng = random.Random(7)
-        pieces = [b"plain line", b"2026 [error] boom", b"WARNING: disk", b"x" * 300 + b" ERROR late",
-                  b"crlf line\r", b"\xff\xfe garbage \xc3", b"", b"stra\xc3\x9fe INFO upper grows",
-                  b"y" * 5000, b"debug: quiet", b"CRIT at the end"]
+        rng = random.Random(seed)
         stream = b"".join(rng.choice(pieces) + b"\n" for _ in range(3000)) + b"unfinished"
         clock = Clock()
         batch = InstanceLog("w:0", scratch(self), clock.seconds, maxLine=4096, ringSize=10**6,
