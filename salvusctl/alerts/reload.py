@@ -15,8 +15,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from salvusctl.alerts.build import buildAlerts, checkRules, repeatInterval
-from salvusctl.alerts.declare import NOTIFIERS
+from salvusctl.alerts.build import buildAlerts, checkRules, repeatInterval, supervisorActions
+from salvusctl.alerts.declare import NOTIFIERS, RestartAlerts
 from salvusctl.host.components import oneEntry
 
 __all__ = ["diff", "apply", "entries", "applyEntries"]
@@ -30,9 +30,12 @@ def _notifiers(declarations: list[Any]) -> dict[str, Any]:
     """Notification declarations by a label that names no secret (a webhook URL may hold one)."""
     out: dict[str, Any] = {}
     for d in declarations:
-        if not isinstance(d, NOTIFIERS):
+        if isinstance(d, RestartAlerts):
+            label = "restart"
+        elif isinstance(d, NOTIFIERS):
+            label = d.label()
+        else:
             continue
-        label = d.label()
         key, n = label, 1
         while key in out:
             n += 1
@@ -101,7 +104,12 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> None:
             notifiers.append(same)
         else:
             notifiers.append((declaration, declaration.action(context.reactor)))
-    recorders = [a for a in service.actions if getattr(a, "records", False)]
+    from salvusctl.alerts.supervisoractions import EventAction, RestartAction
+
+    # The store's record action stays; the supervisor's (events, restarts) follow the new file.
+    recorders = [a for a in service.actions if getattr(a, "records", False)
+                 and not isinstance(a, EventAction | RestartAction)]
+    recorders += supervisorActions(context, new)
     service.reconfigure(checkRules(new), recorders + [a for _, a in notifiers], repeatInterval(new))
     service.notifiers = notifiers
     if service.outbox is not None:
