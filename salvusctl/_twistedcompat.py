@@ -30,6 +30,7 @@ __all__ = [
     "serverEndpointContextFactory",
     "hasQueuedWrites",
     "isWriteDisconnected",
+    "canSendNow",
     "closeWithoutShutdown",
     "halfCloseNow",
     "adoptListeningPort",
@@ -103,6 +104,19 @@ def hasQueuedWrites(transport: Any) -> bool:
 def isWriteDisconnected(transport: Any) -> bool:
     """Has the write side been shut down (C{_writeDisconnected}, set by C{loseWriteConnection})?"""
     return bool(transport._writeDisconnected)
+
+
+def canSendNow(transport: Any) -> bool:
+    """May bytes go to the socket now, in order: connected, not closing, nothing queued
+    (L{hasQueuedWrites}), the write side not shut (L{isWriteDisconnected})?  One call for the
+    four checks every forwarded message makes."""
+    return bool(
+        transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataLen
+        and not transport.dataBuffer
+        and not transport._writeDisconnected
+    )
 
 
 def closeWithoutShutdown(transport: Any) -> None:

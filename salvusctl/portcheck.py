@@ -80,10 +80,11 @@ def checkListenersFree(host: Any, skip: tuple[str, ...] = (), wait: float = 0.0)
 
 
 def _checkOnce(host: Any, skip: tuple[str, ...]) -> None:
-    from salvusctl.admin.unixsocket import checkSocketFree
-
     for path in unixListeners(host):
         if path:
+            # Only a host with a unix listener (the admin's) loads the admin's socket check.
+            from salvusctl.admin.unixsocket import checkSocketFree
+
             checkSocketFree(path)
     for kind, interface, port in tcpListeners(host, skip):
         family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET

@@ -90,9 +90,12 @@ def makeService(options: Options):
         host = loadConfiguredHost(options)
         service = host.build(reactor)
         # A host already running on this var dir hands its balancer's sockets over, then stops.
-        from salvusctl.balancer.hosthandover import takeForHost
+        # Only a host that declares a balancer loads it (a supervise-only host stays small).
+        took = False
+        if "balancer" in host.context.services:
+            from salvusctl.balancer.hosthandover import takeForHost
 
-        took = takeForHost(host, service)
+            took = takeForHost(host, service)
         # Before any service starts: a taken port is one line, and no admin user is made yet.
         from salvusctl.portcheck import checkListenersFree
 
@@ -133,6 +136,9 @@ def reloadOnHangup(reactor, host) -> None:
         d = host.context.reloader.reconcile()
 
         def done(changes):
+            failed = {name: entry["failed"] for name, entry in (changes or {}).items() if entry.get("failed")}
+            if failed:
+                log.error("SIGHUP: config reloaded but not all of it applied: {failed}", failed=failed)
             log.info("SIGHUP: config reloaded: {changes}", changes=changes or "no differences")
 
         def failed(failure):

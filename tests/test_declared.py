@@ -22,9 +22,10 @@ from salvusctl.balancer.declare import Balanced, Group, Server
 from salvusctl.host import Host
 from salvusctl.host.loading import loadHost
 from salvusctl.host.model import Declared, DeclaredHost, declarationDigest, describe, digest, specDigest
-from salvusctl.host.reload import MODEL_NOTE, HostReloader, deployDiff
+from salvusctl.host.reload import MODEL_NOTE, HostReloader
 from salvusctl.monitor.build import Monitor
 from salvusctl.supervisor.deploy import Deploy
+from salvusctl.supervisor.reload import deployDiff
 from tests.helpers import childEnv
 
 CMD = [sys.executable, "-c", "pass"]

@@ -13,9 +13,10 @@ from salvusctl.balancer.declare import Balanced, Group, Server
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host
 from salvusctl.host.loading import loadHost
-from salvusctl.host.reload import HostReloader, declarationsDiffer, deployDiff
+from salvusctl.host.reload import HostReloader, declarationsDiffer
 from salvusctl.monitor.build import Monitor
 from salvusctl.supervisor.deploy import Deploy, Probe, Ready
+from salvusctl.supervisor.reload import deployDiff
 from tests.helpers import REPO
 
 CMD = [sys.executable, "-c", "pass"]
@@ -385,7 +386,7 @@ def _runningContext(host: Host):
 
     from twisted.internet.task import Clock
 
-    from salvusctl.host.reload import deploysOf
+    from salvusctl.supervisor.reload import deploysOf
     from salvusctl.supervisor.service import SupervisorService
 
     services = {}
@@ -404,7 +405,7 @@ class ExampleHostReloadTests(SynchronousTestCase):
     def assertReloads(self, label: str, running: Host, again: Host) -> None:
         from salvusctl.admin.processgroups import groupDiff, groupsOf
         from salvusctl.host.model import DeclaredHost, describe
-        from salvusctl.host.reload import SETTINGS_KEY
+        from salvusctl.supervisor.reload import SETTINGS_KEY
 
         context = _runningContext(running)
         reloader = HostReloader(running, context)
@@ -485,7 +486,7 @@ class SupervisorSettingsReloadTests(SynchronousTestCase):
 
     def test_limitsApplyLive(self):
         """max_processes and drain_timeout reach the running supervisor; the diff is then empty."""
-        from salvusctl.host.reload import SETTINGS_KEY
+        from salvusctl.supervisor.reload import SETTINGS_KEY
 
         self.next = self.host(max_processes=8, drain_timeout=5.0)
         expected = {SETTINGS_KEY: {"added": [], "changed": ["drain_timeout", "max_processes"], "removed": []}}
@@ -495,7 +496,7 @@ class SupervisorSettingsReloadTests(SynchronousTestCase):
 
     def test_directoriesNeedARestart(self):
         """A moved run directory is reported for a restart and not applied."""
-        from salvusctl.host.reload import SETTINGS_KEY
+        from salvusctl.supervisor.reload import SETTINGS_KEY
 
         self.next = self.host(max_processes=8, run_dir="/tmp/elsewhere")
         entry = self.successResultOf(self.reloader.reconcile())[SETTINGS_KEY]
@@ -506,7 +507,7 @@ class SupervisorSettingsReloadTests(SynchronousTestCase):
         """Read out of process (reread, avail): the settings are neither a deploy nor a group."""
         from salvusctl.admin.processgroups import groupDiff
         from salvusctl.host.model import DeclaredHost, describe
-        from salvusctl.host.reload import SETTINGS_KEY, deploysOf
+        from salvusctl.supervisor.reload import SETTINGS_KEY, deploysOf
 
         model = DeclaredHost(describe(self.host(max_processes=4)))
         self.assertEqual(self.reloader.diff(model), {})

@@ -121,6 +121,23 @@ class TransportTests(SynchronousTestCase):
         self.assertFalse(compat.hasQueuedWrites(conn))
         self.assertEqual(peer.recv(10), b"hello")
 
+    def test_canSendNow(self):
+        """Only a connected transport with nothing queued and its write side open may send now."""
+        conn, _, peer = self.connection()
+        self.assertTrue(compat.canSendNow(conn))
+        conn.write(b"queued")
+        self.assertFalse(compat.canSendNow(conn))
+        conn.doWrite()
+        self.assertTrue(compat.canSendNow(conn))
+        compat.halfCloseNow(conn)
+        self.assertFalse(compat.canSendNow(conn))
+        conn2, _, _ = self.connection()
+        conn2.disconnecting = True
+        self.assertFalse(compat.canSendNow(conn2))
+        conn2.disconnecting = False
+        conn2.connected = 0
+        self.assertFalse(compat.canSendNow(conn2))
+
     def test_halfCloseNow(self):
         """The peer reads EOF at once, the protocol hears writeConnectionLost, the transport
         counts as write-disconnected."""

@@ -20,6 +20,9 @@
    CPU-second (per core).  6. RSS under long lines: 4 instances each write 1,500 lines of 60 KiB
    (20 with --quick) and stay up.  Both are bench/logs's workloads (bench/logs/workloads.py),
    run by the same code against Salvus and supervisord (circus has no log files to compare).
+7. RSS and module count of a real C{twistd -n salvus --config host.tac} whose file declares only
+   the 200 instances (twistd, the plugin scan, the store: what a supervise-only host costs),
+   against the same supervisord.
 
 supervisord and circus come from PyPI into a venv of the bench's own (created on first run).
 C{--quick} (CI checks the bench runs; no figure judged) uses the supervisord installed beside this
@@ -310,6 +313,63 @@ def idleWorkload(sup, idleSeconds: float, tag: str, startsecs: float = 0.0, argv
     return {"start200_s": start200, "idle_cpu_pct": 100 * (c1 - c0) / (w1 - w0), "rss_mb": rss}
 
 
+HOST_FILE = """import os
+from salvusctl.host import Host
+from salvusctl.supervisor.deploy import Deploy
+
+var = {var!r}
+host = Host(store="sqlite:" + os.path.join(var, "salvus.db"), var=var)
+host.add(Deploy("idle", command=["/bin/sleep", {tag!r}], numprocs={n}, startsecs=0))
+"""
+
+
+def childCount(pid: int) -> int:
+    """How many processes have C{pid} as their parent."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    count += 1
+        except (OSError, IndexError, ValueError):
+            pass
+    return count
+
+
+def hostWorkload(work: str, tag: str) -> dict:
+    """A real C{twistd -n salvus --config host.tac} that declares only a supervisor of 200
+    sleepers: its RSS and module count once all run (what a user's supervise-only host costs,
+    twistd, the plugin scan and the store included)."""
+    var = os.path.join(work, "var")
+    os.makedirs(var, exist_ok=True)
+    config = os.path.join(work, "host.tac")
+    with open(config, "w") as f:
+        f.write(HOST_FILE.format(var=var, tag=tag, n=N_IDLE))
+    modules = os.path.join(work, "modules.txt")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(HERE)) + os.pathsep + env.get("PYTHONPATH", "")
+    argv = [sys.executable, os.path.join(HERE, "twistd_host.py"), modules, "-n", "--pidfile=",
+            "--logfile", os.path.join(work, "twistd.log"), "salvus", "--config", config]
+    proc = subprocess.Popen(argv,
+                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while childCount(proc.pid) < N_IDLE or not os.path.exists(modules):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the twistd host did not start {N_IDLE} instances")
+            time.sleep(0.1)
+        time.sleep(2)
+        rss = rssMB(proc.pid)
+        with open(modules) as f:
+            count = int(f.readline())
+    finally:
+        stopDaemon(proc)
+        killTagged(tag)
+    return {"host_rss_mb": rss, "host_modules": float(count)}
+
+
 def respawnWorkload(sup, work: str, tag: str) -> dict:
     """10 crashing instances x 5 cycles: exit -> next first line, stamped by the children."""
     # bash's $EPOCHREALTIME stamps without a fork, so the measured window is the supervisor's
@@ -440,6 +500,16 @@ def main(argv=None) -> int:
             if startsecs:
                 # What the supervisor adds to the wait every supervisor shares.
                 results[name][key[:-2] + "_net_s"] = statistics.median(values) - startsecs
+        if "salvus" in sups:
+            work = tempfile.mkdtemp(prefix="salvus-bench-host-")
+            print(f"salvus: twistd host of {N_IDLE} instances, RSS ...", flush=True)
+            try:
+                results["salvus"].update(hostWorkload(work, str(360000 + os.getpid() % 1000 * 10 + 9) + "4"))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            if "rss_mb" in results.get("supervisord", {}):
+                # The anchor of the host row is the same supervisord with the same 200 programs.
+                results["supervisord"]["host_rss_mb"] = results["supervisord"]["rss_mb"]
         if "salvus" in sups and "supervisord" in sups and not args.no_logs:
             print(f"salvus, supervisord: log throughput ({N_FLOOD} lines), RSS under long lines ...",
                   flush=True)
@@ -496,7 +566,9 @@ def tableRows(rows: list[float]) -> list[tuple[str, str, str]]:
             ("lines_per_cpu_s", f"log lines per CPU-second, {N_FLOOD} lines", "log_lines_ratio"),
             ("flood_cpu_s", "  CPU for those lines (s)", "log_cpu_ratio"),
             ("rss_long_lines_mb", f"RSS, 4 x {N_LONG_LINES} log lines of 60 KiB (MB)",
-             "rss_long_lines_ratio")]
+             "rss_long_lines_ratio"),
+            ("host_rss_mb", f"RSS, twistd host of {N_IDLE} instances (MB)", "host_rss_ratio"),
+            ("host_modules", "  modules loaded by that host", "host_modules_ratio")]
     return out
 
 

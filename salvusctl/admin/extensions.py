@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from zope.interface import Interface
 
+# The supervisor's own capabilities live with it, so a host that only supervises never loads the
+# admin: they are named here too, for the admin's side.
+from salvusctl.supervisor.capabilities import ILogClearing, IMainLog, IProcessStdin
+
 __all__ = ["IReconcilable", "IAlertSource", "ILogClearing", "IProcessStdin", "IMainLog"]
 
 
@@ -29,32 +33,3 @@ class IAlertSource(Interface):
 
     def alerts(include_cleared=False):
         """Return alert dicts (name, severity, subject, message, since, cleared), newest first."""
-
-
-class ILogClearing(Interface):
-    """A supervisor that can truncate an instance's captured logs."""
-
-    def clearLogs(name):
-        """Empty the stdout and stderr logs of instance C{name} (KeyError if unknown)."""
-
-
-class IProcessStdin(Interface):
-    """A supervisor whose instances may have a stdin pipe (supervisord's C{sendProcessStdin})."""
-
-    def sendStdin(name, data):
-        """Write the bytes C{data} to instance C{name}'s stdin.  Raise KeyError for an unknown
-        name, C{process.NotRunning} when no process runs, C{process.NoStdin} when it has no
-        stdin pipe (or closed it)."""
-
-
-class IMainLog(Interface):
-    """A supervisor that keeps a main log of its own events (supervisord's C{readLog}, C{maintail})."""
-
-    def mainLogPath():
-        """The path of the main log file (it may not exist yet)."""
-
-    def followMainLog(callback):
-        """Call C{callback(line)} for each new event; returns the function that stops following."""
-
-    def clearMainLog():
-        """Empty the main log file."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from salvusctl.admin.faults import Faults, rpcFault
-from salvusctl.host.reload import deployDiff, deploysOf
+from salvusctl.supervisor.reload import deployDiff, deploysOf
 
 __all__ = ["groupsOf", "groupDiff", "withGroup", "withoutGroup", "UNSTOPPED_STATES"]
 

@@ -376,7 +376,7 @@ class SupervisorNamespace(Namespace):
         reloader = self.state.reloader()
         staged = reloader.staged() if reloader is not None else None
         if staged is not None:
-            from salvusctl.host.reload import deploysOf
+            from salvusctl.supervisor.reload import deploysOf
 
             for deploy in deploysOf(staged.declarations("supervisor")):
                 if deploy.name in running:

@@ -1,18 +1,25 @@
 """The builder that turns the alert declarations (L{salvusctl.alerts.declare}: C{AlertRule},
-C{EmailAlerts}, C{WebhookAlerts}, C{AlertSettings}) into one L{AlertsService} fed by the host's
-monitor."""
+C{EmailAlerts}, C{WebhookAlerts}, C{RestartAlerts}, C{AlertSettings}) into one L{AlertsService}
+fed by the host's monitor."""
 
 from __future__ import annotations
 
 from salvusctl.alerts.actions import RecordAction
-from salvusctl.alerts.declare import AlertRule, AlertSettings, EmailAlerts, WebhookAlerts
+from salvusctl.alerts.declare import (
+    NOTIFIERS,
+    AlertRule,
+    AlertSettings,
+    EmailAlerts,
+    RestartAlerts,
+    WebhookAlerts,
+)
 from salvusctl.alerts.engine import AlertsService
 from salvusctl.alerts.outbox import NotificationOutbox
 from salvusctl.alerts.rules import Rule
 from salvusctl.errors import ConfigError
 
-__all__ = ["AlertRule", "EmailAlerts", "WebhookAlerts", "AlertSettings", "buildAlerts", "checkRules",
-           "repeatInterval"]
+__all__ = ["AlertRule", "EmailAlerts", "WebhookAlerts", "RestartAlerts", "AlertSettings", "buildAlerts",
+           "checkRules", "repeatInterval", "supervisorActions"]
 
 
 def checkRules(declarations) -> list[Rule]:
@@ -33,6 +40,20 @@ def repeatInterval(declarations) -> float:
     return settings[0].repeat_interval if settings else 3600.0
 
 
+def supervisorActions(context, declarations) -> list:
+    """The actions through the host's supervisor: its listeners hear every alert (when it has an
+    event hub), and each C{RestartAlerts} restarts what its rules' alerts name."""
+    from salvusctl.alerts.supervisoractions import EventAction, RestartAction
+
+    supervisor = context.services.get("supervisor")
+    restarts = [d for d in declarations if isinstance(d, RestartAlerts)]
+    if restarts and supervisor is None:
+        raise ConfigError("RestartAlerts restarts deploys: the host runs no supervisor")
+    hub = getattr(supervisor, "eventHub", None)
+    actions: list = [EventAction(hub)] if hub is not None else []
+    return actions + [RestartAction(supervisor, d.rules) for d in restarts]
+
+
 def buildAlerts(context, declarations) -> AlertsService | None:
     """The host's alerts: rules over the monitor's samples, recorded and notified."""
     rules = checkRules(declarations)
@@ -43,8 +64,9 @@ def buildAlerts(context, declarations) -> AlertsService | None:
         raise ConfigError("alert rules need a Monitor(...) on the host")
     repeat = repeatInterval(declarations)
     notifiers = [(d, d.action(context.reactor)) for d in declarations
-                 if isinstance(d, EmailAlerts | WebhookAlerts)]
-    service = AlertsService(monitor, rules, [RecordAction(context.store)] + [a for _, a in notifiers],
+                 if isinstance(d, NOTIFIERS)]
+    recorders = [RecordAction(context.store)] + supervisorActions(context, declarations)
+    service = AlertsService(monitor, rules, recorders + [a for _, a in notifiers],
                             context.host.name, repeat_interval=repeat, clock=context.reactor)
     settings = [d for d in declarations if isinstance(d, AlertSettings)]
     delivery = settings[0] if settings else AlertSettings()

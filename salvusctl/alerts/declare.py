@@ -1,15 +1,17 @@
-"""The alerts' declarations (rules, e-mail and webhook notices, settings): no service code."""
+"""The alerts' declarations (rules, e-mail and webhook notices, restarts, settings): no service
+code."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from salvusctl.alerts.actions import EmailAction, WebhookAction
 from salvusctl.alerts.rules import Rule
 from salvusctl.errors import ConfigError
 
-__all__ = ["AlertRule", "EmailAlerts", "WebhookAlerts", "AlertSettings"]
+__all__ = ["AlertRule", "EmailAlerts", "WebhookAlerts", "RestartAlerts", "AlertSettings", "NOTIFIERS"]
 
 
 @dataclass
@@ -62,6 +64,10 @@ class EmailAlerts:
         except ValueError as e:
             raise ConfigError(f"EmailAlerts: {e}")
 
+    def label(self) -> str:
+        """How a reload diff names it (no password)."""
+        return f"email:{self.server}"
+
     def action(self, reactor) -> EmailAction:
         return EmailAction(reactor, self.server, self.sender, self.recipients, port=self.port,
                            starttls=self.starttls, username=self.username, password=self.password)
@@ -81,6 +87,10 @@ class WebhookAlerts:
         except ValueError as e:
             raise ConfigError(f"WebhookAlerts: {e}")
 
+    def label(self) -> str:
+        """How a reload diff names it: the URL's host only (its path or query may hold a token)."""
+        return f"webhook:{urlsplit(self.url).hostname or '?'}"
+
     def action(self, reactor) -> WebhookAction:
         agent = None
         if reactor is not None:
@@ -88,6 +98,45 @@ class WebhookAlerts:
 
             agent = Agent(reactor)
         return WebhookAction(agent, self.url, self.headers)
+
+
+@dataclass
+class RestartAlerts:
+    """Restart the instance an alert of one of C{rules} names (monit's C{then restart}):
+    C{RestartAlerts(["rss:web"])} with C{AlertRule("rss", 500, seconds=60, deploy="web")}.
+
+    Once per firing: while the alert stays firing its instance is not restarted again.  Only
+    rules about instances (not C{host_cpu}, C{host_free_ram}, C{disk}); the host needs a
+    supervisor.
+    """
+
+    component: ClassVar[str] = "alerts"
+    rules: list[str]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rules, str):
+            self.rules = [self.rules]
+
+    def validate(self, host) -> None:
+        from salvusctl.alerts.rules import RULE_KINDS
+
+        rules = self.rules
+        if not isinstance(rules, list | tuple) or not rules or not all(
+            isinstance(r, str) and r for r in rules
+        ):
+            raise ConfigError(f"RestartAlerts(rules=…) needs a list of alert rule names, not {rules!r}")
+        if not hasattr(host, "declarations"):
+            return
+        declared = {d.rule().label: d for d in host.declarations("alerts") if isinstance(d, AlertRule)}
+        for name in rules:
+            if name not in declared:
+                known = ", ".join(sorted(declared)) or "none declared"
+                raise ConfigError(f"RestartAlerts: no alert rule named {name!r} (rules: {known})")
+            if not RULE_KINDS[declared[name].kind][2]:
+                raise ConfigError(f"RestartAlerts: rule {name!r} is about the host, not an instance:"
+                                  " there is nothing to restart")
+        if not host.declarations("supervisor"):
+            raise ConfigError("RestartAlerts restarts deploys: the host declares none")
 
 
 @dataclass
@@ -116,3 +165,9 @@ class AlertSettings:
                 raise ConfigError(f"AlertSettings({name}=…) must be > 0 s, not {value!r}")
         if self.retry_initial > self.retry_max:
             raise ConfigError("AlertSettings(retry_initial=…) must not exceed retry_max")
+
+
+#: The notification declarations: each has C{label()} and C{action(reactor)}, and the builder and
+#: the reloader take every declaration of these types as one notifier.  A new kind of notice is an
+#: action in L{salvusctl.alerts.actions} and a declaration added here.
+NOTIFIERS = (EmailAlerts, WebhookAlerts)

@@ -41,6 +41,9 @@ class Alert:
     fired_at: float
     cleared: bool = False
     cleared_at: float | None = None
+    #: The measured value (L{salvusctl.alerts.rules.Reading}): when firing, the one that fired
+    #: it; when cleared, the one that cleared it; None when the rule measures nothing.
+    value: Any = None
 
     @property
     def title(self) -> str:
@@ -60,6 +63,7 @@ class Alert:
             "fired_at": self.fired_at,
             "cleared": self.cleared,
             "cleared_at": self.cleared_at,
+            "value": self.value,
             "title": self.title,
         }
 
@@ -197,23 +201,26 @@ class AlertsService(Service):
                 log.failure("alert rule {rule} failed", rule=rule.label)
                 continue
             seen = set()
-            for subject, (holds, message) in results.items():
+            for subject, reading in results.items():
+                holds, message = reading
                 seen.add(subject)
-                pending.extend(self._step(rule, subject, holds, message, now))
+                pending.extend(self._step(rule, subject, holds, message, now,
+                                          getattr(reading, "value", None)))
             # Subjects that vanished (an instance removed, a mount gone) clear.
             for (label, subject), state in list(self._states.items()):
                 if label == rule.label and subject not in seen and state.firing is not None:
                     pending.extend(self._step(rule, subject, False, f"{subject} is gone", now))
         return DeferredList(pending, consumeErrors=True) if pending else None
 
-    def _step(self, rule: Rule, subject: str, holds: bool, message: str, now: float):
+    def _step(self, rule: Rule, subject: str, holds: bool, message: str, now: float,
+              value: Any = None):
         state = self._states.setdefault((rule.label, subject), _State())
         if holds:
             if state.since is None:
                 state.since = now
             if state.firing is None and now - state.since >= rule.holdSeconds:
                 alert = Alert(rule.label, rule.kind, subject, rule.severity, message,
-                              self.host_name, now)
+                              self.host_name, now, value=value)
                 state.firing = alert
                 recent = state.last_notified is not None and (
                     now - state.last_notified < self.repeat_interval
@@ -236,7 +243,7 @@ class AlertsService(Service):
         state.since = None
         if state.firing is None:
             return []
-        alert = replace(state.firing, cleared=True, cleared_at=now, message=message)
+        alert = replace(state.firing, cleared=True, cleared_at=now, message=message, value=value)
         state.firing = None
         self.cleared.append(alert)
         return self._dispatch(alert, notify=state.notified)

@@ -12,13 +12,14 @@ starts at once.  Rules without a running monitor need a restart (the monitor's e
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 
-from salvusctl.alerts.build import EmailAlerts, WebhookAlerts, buildAlerts, checkRules, repeatInterval
+from salvusctl.alerts.build import buildAlerts, checkRules, repeatInterval, supervisorActions
+from salvusctl.alerts.declare import NOTIFIERS, RestartAlerts
+from salvusctl.host.components import oneEntry
 
-__all__ = ["diff", "apply"]
+__all__ = ["diff", "apply", "entries", "applyEntries"]
 
 log = Logger()
 
@@ -29,10 +30,10 @@ def _notifiers(declarations: list[Any]) -> dict[str, Any]:
     """Notification declarations by a label that names no secret (a webhook URL may hold one)."""
     out: dict[str, Any] = {}
     for d in declarations:
-        if isinstance(d, EmailAlerts):
-            label = f"email:{d.server}"
-        elif isinstance(d, WebhookAlerts):
-            label = f"webhook:{urlsplit(d.url).hostname or '?'}"
+        if isinstance(d, RestartAlerts):
+            label = "restart"
+        elif isinstance(d, NOTIFIERS):
+            label = d.label()
         else:
             continue
         key, n = label, 1
@@ -95,7 +96,7 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> None:
     kept = list(service.notifiers)
     notifiers = []
     for declaration in new:
-        if not isinstance(declaration, EmailAlerts | WebhookAlerts):
+        if not isinstance(declaration, NOTIFIERS):
             continue
         same = next((pair for pair in kept if pair[0] == declaration), None)
         if same is not None:
@@ -103,10 +104,19 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> None:
             notifiers.append(same)
         else:
             notifiers.append((declaration, declaration.action(context.reactor)))
-    recorders = [a for a in service.actions if getattr(a, "records", False)]
+    from salvusctl.alerts.supervisoractions import EventAction, RestartAction
+
+    # The store's record action stays; the supervisor's (events, restarts) follow the new file.
+    recorders = [a for a in service.actions if getattr(a, "records", False)
+                 and not isinstance(a, EventAction | RestartAction)]
+    recorders += supervisorActions(context, new)
     service.reconfigure(checkRules(new), recorders + [a for _, a in notifiers], repeatInterval(new))
     service.notifiers = notifiers
     if service.outbox is not None:
         # Queued notices keep their rows; the next retry and expiry use the new settings.
         outbox = service.outbox
         outbox.retry_initial, outbox.retry_max, outbox.expire_after = _delivery(new)
+
+
+# The host's reloader asks for named entries; the alerts's diff gives its one entry.
+entries, applyEntries = oneEntry("alerts", diff, apply)

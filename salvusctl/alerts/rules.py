@@ -15,7 +15,7 @@ from typing import Any
 from salvusctl.errors import ConfigError
 from salvusctl.units import humanBytes
 
-__all__ = ["Rule", "RULE_KINDS", "DOWN_STATES", "MB"]
+__all__ = ["Rule", "Reading", "RULE_KINDS", "DOWN_STATES", "MB"]
 
 MB = 1024 * 1024
 DOWN_STATES = frozenset({"EXITED", "BACKOFF", "FATAL", "UNKNOWN"})
@@ -34,6 +34,26 @@ RULE_KINDS: dict[str, tuple[str, bool, bool]] = {
     "threads": ("threads of an instance's process tree", True, True),
     "fds": ("open fds of an instance's process tree", True, True),
 }
+
+
+class Reading(tuple):
+    """One subject's C{(holds, message)}, with the measured C{value} beside it.
+
+    A 2-tuple, so C{holds, message = reading} reads it as before; C{value} is the number the
+    threshold is compared with, in the threshold's unit (MB for C{rss}, % for C{cpu} …), or the
+    state for C{down} and C{fatal}, or None.  Event listeners and webhooks get it as such.
+    """
+
+    value: Any
+
+    def __new__(cls, holds: bool, message: str, value: Any = None) -> Reading:
+        self = super().__new__(cls, (holds, message))
+        self.value = value
+        return self
+
+
+def _mb(v: float) -> float:
+    return round(v / MB, 1)
 
 
 @dataclass(frozen=True)
@@ -85,28 +105,31 @@ class Rule:
         return 0.0 if self.kind == "flapping" else float(self.seconds)
 
     def evaluate(self, snapshot: Mapping[str, Any], now: float, firstSeen: Mapping[str, float]):
-        """{subject: (condition holds, message)} for every subject this rule covers now.
+        """{subject: L{Reading} (condition holds, message; and the value)} for every subject this
+        rule covers now.
 
         @param firstSeen: when the engine first saw each instance (a stale rule's start for an
             instance never sampled).
         """
         kind = self.kind
         t = self.threshold
-        out: dict[str, tuple[bool, str]] = {}
+        out: dict[str, Reading] = {}
         if not RULE_KINDS[kind][2]:
             host = snapshot.get("host") or {}
             if kind == "host_cpu" and host.get("cpu_percent") is not None:
                 v = host["cpu_percent"]
-                out["host"] = (v > t, f"host cpu {v:.0f}% (limit {t:g}%)")
+                out["host"] = Reading(v > t, f"host cpu {v:.0f}% (limit {t:g}%)", v)
             elif kind == "host_free_ram" and host.get("mem_available") is not None:
                 v = host["mem_available"]
-                out["host"] = (v < t * MB, f"host available RAM {humanBytes(v)} (limit {t:g} MB)")
+                out["host"] = Reading(v < t * MB, f"host available RAM {humanBytes(v)} (limit {t:g} MB)",
+                                      _mb(v))
             elif kind == "disk":
                 for m in host.get("mounts", ()):
-                    out[m["mountpoint"]] = (
+                    out[m["mountpoint"]] = Reading(
                         m["percent"] > t,
                         f"disk {m['mountpoint']} {m['percent']:.0f}% used (limit {t:g}%),"
                         f" {humanBytes(m['free'])} free",
+                        m["percent"],
                     )
             return out
         for name, e in (snapshot.get("instances") or {}).items():
@@ -115,33 +138,35 @@ class Rule:
             state = e.get("state")
             running = state == "RUNNING"
             if kind == "down":
-                out[name] = (state in DOWN_STATES, f"{name} is {state}")
+                out[name] = Reading(state in DOWN_STATES, f"{name} is {state}", state)
             elif kind == "fatal":
-                out[name] = (state == "FATAL", f"{name} is {state}")
+                out[name] = Reading(state == "FATAL", f"{name} is {state}", state)
             elif kind == "flapping":
                 starts = [s for s in e.get("starts", ()) if now - s <= self.seconds]
-                out[name] = (
+                out[name] = Reading(
                     len(starts) >= t,
                     f"{name} started {len(starts)} times in {self.seconds:g}s (limit {t:g})",
+                    len(starts),
                 )
             elif kind == "stale":
                 if not running:
-                    out[name] = (False, f"{name} is {state}")
+                    out[name] = Reading(False, f"{name} is {state}")
                     continue
                 last = e.get("sampled_at", firstSeen.get(name, now))
                 age = now - last
-                out[name] = (age > t, f"{name} sent no sample for {age:.0f}s (limit {t:g}s)")
+                out[name] = Reading(age > t, f"{name} sent no sample for {age:.0f}s (limit {t:g}s)",
+                                    round(age, 1))
             elif not running or e.get("sampled_at") is None:
-                out[name] = (False, f"{name} is {state}")
+                out[name] = Reading(False, f"{name} is {state}")
             elif kind == "cpu":
                 v = e.get("cpu_percent") or 0.0
-                out[name] = (v > t, f"{name} cpu {v:.0f}% (limit {t:g}%)")
+                out[name] = Reading(v > t, f"{name} cpu {v:.0f}% (limit {t:g}%)", v)
             elif kind == "rss":
                 v = e.get("rss") or 0
-                out[name] = (v > t * MB, f"{name} rss {humanBytes(v)} (limit {t:g} MB)")
+                out[name] = Reading(v > t * MB, f"{name} rss {humanBytes(v)} (limit {t:g} MB)", _mb(v))
             elif kind in ("threads", "fds"):
                 v = e.get(kind)
                 if v is None:
                     continue
-                out[name] = (v > t, f"{name} has {v} {kind} (limit {t:g})")
+                out[name] = Reading(v > t, f"{name} has {v} {kind} (limit {t:g})", v)
         return out

@@ -16,8 +16,9 @@ from twisted.logger import Logger
 
 from salvusctl.backup.build import checkSets
 from salvusctl.backup.service import sameBackup
+from salvusctl.host.components import oneEntry
 
-__all__ = ["diff", "apply"]
+__all__ = ["diff", "apply", "entries", "applyEntries"]
 
 log = Logger()
 
@@ -48,3 +49,7 @@ def diff(context: Any, old: list[Any], new: list[Any]) -> dict[str, Any] | None:
 def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> dict[str, list[str]]:
     """Give the running backup service the new sets."""
     return context.services["backup"].reconfigure(list(new))
+
+
+# The host's reloader asks for named entries; the backup's diff gives its one entry.
+entries, applyEntries = oneEntry("backup", diff, apply)

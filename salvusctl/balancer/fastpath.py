@@ -341,13 +341,7 @@ def connectTCP(reactor: Any, host: str, port: int, factory: Any) -> Any:
 
 def fastWrite(transport: Any, data: bytes) -> None:
     """Send C{data} now when the transport has nothing queued; queue the rest."""
-    if (
-        transport.__class__ in _PLAIN
-        and not _twistedcompat.hasQueuedWrites(transport)
-        and transport.connected
-        and not transport.disconnecting
-        and not _twistedcompat.isWriteDisconnected(transport)
-    ):
+    if transport.__class__ in _PLAIN and _twistedcompat.canSendNow(transport):
         try:
             sent = transport.socket.send(data)
         except OSError as e:
@@ -409,13 +403,7 @@ def shutdownWriteNow(transport: Any) -> None:
     with an empty buffer.  Here the shutdown happens now and the protocol hears
     C{writeConnectionLost} as it would from Twisted.
     """
-    if (
-        transport.__class__ in _PLAIN
-        and not _twistedcompat.hasQueuedWrites(transport)
-        and transport.connected
-        and not transport.disconnecting
-        and not _twistedcompat.isWriteDisconnected(transport)
-    ):
+    if transport.__class__ in _PLAIN and _twistedcompat.canSendNow(transport):
         _twistedcompat.halfCloseNow(transport)
     else:
         transport.loseWriteConnection()

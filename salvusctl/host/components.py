@@ -9,10 +9,11 @@ the components a host declares are ever imported.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Component", "COMPONENTS", "component", "resolve", "names"]
+__all__ = ["Component", "COMPONENTS", "component", "resolve", "names", "oneEntry"]
 
 
 @dataclass(frozen=True)
@@ -20,13 +21,17 @@ class Component:
     """One component of a host.
 
     @ivar name: what its declarations carry as C{component}, and its service's name in the host.
-    @ivar declares: the declaration classes it takes (C{"module:Class"}), for docs and checks.
+    @ivar declares: the modules that hold its declarations (what a C{.tac} imports): a test checks
+        that they load no service code.  A new declaration class in one of them needs no change
+        here.
     @ivar build: C{"module:function"}, called as C{build(context, declarations)}; returns an
         C{IService} or None when there is nothing to run.
-    @ivar reload: a module with C{diff(context, running, declared) -> entry | None} and
-        C{apply(context, declared, entry)} (see L{salvusctl.host.reload}); None when every change
-        needs a host restart, or, for the supervisor and the balancer, when the host's reloader
-        applies it itself (their entries still live there).
+    @ivar reload: a module with C{entries(context, running, declared) -> {entry name: entry}}
+        and C{applyEntries(context, declared, live)} (see L{salvusctl.host.reload}); None when
+        every change needs a host restart.
+    @ivar model: whether its C{reload.entries} reads a config read out of process (the digests of
+        L{salvusctl.host.model}); when not, the reloader names what differs by digest and leaves
+        the call to the apply.
     @ivar describe: C{"module:function"}, called as C{describe(declaration) -> dict}: the extra
         fields the out-of-process model keeps of a declaration (None: its digest alone).
     """
@@ -36,28 +41,28 @@ class Component:
     build: str
     reload: str | None = None
     describe: str | None = None
+    model: bool = False
 
 
 #: Start order is this order; the host stops them in reverse.
 COMPONENTS: tuple[Component, ...] = (
     Component("supervisor",
-              ("salvusctl.supervisor.deploy:Deploy", "salvusctl.supervisor.declare:SupervisorSettings",
-               "salvusctl.supervisor.eventlistener:EventListener"),
-              "salvusctl.supervisor.build:buildSupervisor",
-              describe="salvusctl.host.model:describeDeploy"),
-    Component("balancer", ("salvusctl.balancer.declare:Balanced",),
-              "salvusctl.balancer.build:buildBalancer",
-              describe="salvusctl.host.model:describeBalanced"),
-    Component("monitor", ("salvusctl.monitor.declare:Monitor",),
+              ("salvusctl.supervisor.deploy", "salvusctl.supervisor.declare",
+               "salvusctl.supervisor.eventlistener"),
+              "salvusctl.supervisor.build:buildSupervisor", reload="salvusctl.supervisor.reload",
+              describe="salvusctl.host.model:describeDeploy", model=True),
+    Component("balancer", ("salvusctl.balancer.declare",),
+              "salvusctl.balancer.build:buildBalancer", reload="salvusctl.balancer.reload",
+              describe="salvusctl.host.model:describeBalanced", model=True),
+    Component("monitor", ("salvusctl.monitor.declare",),
               "salvusctl.monitor.build:buildMonitor", reload="salvusctl.monitor.reload"),
-    Component("alerts", ("salvusctl.alerts.declare:AlertRule", "salvusctl.alerts.declare:EmailAlerts",
-                         "salvusctl.alerts.declare:WebhookAlerts", "salvusctl.alerts.declare:AlertSettings"),
+    Component("alerts", ("salvusctl.alerts.declare",),
               "salvusctl.alerts.build:buildAlerts", reload="salvusctl.alerts.reload"),
-    Component("backup", ("salvusctl.backup.declaration:Backup",),
+    Component("backup", ("salvusctl.backup.declaration",),
               "salvusctl.backup.build:buildBackup", reload="salvusctl.backup.reload"),
-    Component("cluster", ("salvusctl.cluster.declare:Cluster",),
+    Component("cluster", ("salvusctl.cluster.declare",),
               "salvusctl.cluster.build:buildCluster"),
-    Component("admin", ("salvusctl.admin.declaration:Admin",),
+    Component("admin", ("salvusctl.admin.declaration",),
               "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload"),
 )
 
@@ -79,3 +84,19 @@ def resolve(target: str) -> Any:
     module, _, attribute = target.partition(":")
     loaded = importlib.import_module(module)
     return getattr(loaded, attribute) if attribute else loaded
+
+
+def oneEntry(name: str, diff: Callable[..., dict | None],
+             apply: Callable[..., Any]) -> tuple[Callable, Callable]:
+    """C{entries} and C{applyEntries} for a reload module whose C{diff(context, running, declared)}
+    gives one entry or None, and whose C{apply(context, declared, entry)} applies it: the entry is
+    named C{name} in the host's diff."""
+
+    def entries(context: Any, running: list, declared: list) -> dict[str, dict]:
+        entry = diff(context, running, declared)
+        return {name: entry} if entry else {}
+
+    def applyEntries(context: Any, declared: list, live: dict[str, dict]) -> Any:
+        return apply(context, declared, live[name])
+
+    return entries, applyEntries

@@ -21,8 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from salvusctl.errors import ConfigError
+from salvusctl.host.components import oneEntry
 
-__all__ = ["diff", "apply", "LIVE_FIELDS", "RESTART_FIELDS"]
+__all__ = ["diff", "apply", "entries", "applyEntries", "LIVE_FIELDS", "RESTART_FIELDS"]
 
 # Monitor fields applied to the running service (the declaration's name -> the service's).
 LIVE_FIELDS = ("interval", "disk_interval", "buffer_rows", "deploy_dirs", "retention",
@@ -82,3 +83,7 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> list[str]:
     settings = {n: getattr(declaration, n) for n in LIVE_FIELDS}
     settings["retention"] = declaration.policies()
     return context.services["monitor"].reconfigure(**settings)
+
+
+# The host's reloader asks for named entries; the monitor's diff gives its one entry.
+entries, applyEntries = oneEntry("monitor", diff, apply)

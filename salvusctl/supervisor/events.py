@@ -4,6 +4,8 @@ A leaf module: no I/O, no Twisted.  The names, the type hierarchy (subscribing t
 C{PROCESS_STATE} receives every C{PROCESS_STATE_*}) and the payload text are supervisord 4.3's,
 byte for byte, so listeners written for supervisord (superlance's C{memmon}, C{httpok},
 C{crashmail}, anything on C{supervisor.childutils}) parse what Salvus sends unchanged.
+C{ALERT}, C{ALERT_FIRED} and C{ALERT_RESOLVED} are Salvus's own (its alert rules as event
+sources), with a payload in the same C{key:value} style.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "remoteCommunicationPayload",
     "groupPayload",
     "tickPayload",
+    "alertPayload",
     "timeslice",
     "TICK_PERIODS",
     "COMM_BEGIN",
@@ -62,11 +65,15 @@ EVENT_TYPES: dict[str, str | None] = {
     "PROCESS_GROUP_ADDED": "PROCESS_GROUP",
     "PROCESS_GROUP_REMOVED": "PROCESS_GROUP",
     "EVENT_BUFFER_OVERFLOW": "EVENT",
+    # Salvus's own: its alert rules firing and clearing (salvusctl.alerts.supervisoractions).
+    "ALERT": "EVENT",
+    "ALERT_FIRED": "ALERT",
+    "ALERT_RESOLVED": "ALERT",
 }
 
 # Types that are only ever subscribed to, never sent.
 ABSTRACT = frozenset({"EVENT", "PROCESS_STATE", "PROCESS_COMMUNICATION", "PROCESS_LOG",
-                      "SUPERVISOR_STATE_CHANGE", "TICK", "PROCESS_GROUP"})
+                      "SUPERVISOR_STATE_CHANGE", "TICK", "PROCESS_GROUP", "ALERT"})
 
 TICK_PERIODS = {"TICK_5": 5, "TICK_60": 60, "TICK_3600": 3600}
 
@@ -179,6 +186,39 @@ def groupPayload(group: str) -> str:
 
 def tickPayload(when: int) -> str:
     return f"when:{when}"
+
+
+def _token(value: Any) -> str:
+    """A header value with no colon, space or newline: C{supervisor.childutils.get_headers}
+    splits tokens on spaces and each on I{every} colon, and instance names and rule names hold
+    colons (C{web:0}, C{rss:web}).  Percent-encoded, so C{urllib.parse.unquote} gives it back."""
+    from urllib.parse import quote
+
+    if isinstance(value, float):
+        value = f"{value:g}"
+    return quote(str(value), safe="")
+
+
+def alertPayload(*, rule: str, kind: str, subject: str, severity: str, host: str, value: Any,
+                 message: str, fired_at: float, cleared_at: float | None = None,
+                 groupname: str | None = None, processname: str | None = None) -> str:
+    """C{ALERT_FIRED} / C{ALERT_RESOLVED}: one header line of C{key:value} tokens (values
+    percent-encoded, see L{_token}), a newline, the alert's one-line message.
+
+    C{groupname} and C{processname} are there, as in C{PROCESS_STATE} payloads, when the subject
+    is an instance; C{value} is absent when the rule measures nothing; C{cleared_at} only when
+    resolved.
+    """
+    items: list[tuple[str, Any]] = [("rule", rule), ("kind", kind), ("subject", subject),
+                                    ("severity", severity), ("host", host)]
+    if groupname is not None and processname is not None:
+        items += [("groupname", groupname), ("processname", processname)]
+    if value is not None:
+        items.append(("value", value))
+    items.append(("fired_at", int(fired_at)))
+    if cleared_at is not None:
+        items.append(("cleared_at", int(cleared_at)))
+    return _pairs((k, _token(v)) for k, v in items) + "\n" + message.replace("\n", " ")
 
 
 def timeslice(period: int, when: float) -> int:

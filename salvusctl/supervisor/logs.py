@@ -99,8 +99,12 @@ def detectLevels(text: str, default: str) -> dict[int, str] | None:
         found = _UPPER_LINE_LEVEL_RE.finditer(upper)  # case-sensitive on the upper copy: faster
     else:
         found = _LINE_LEVEL_RE.finditer(text)  # upper() changed lengths (ß → SS): offsets differ
-    levels = {m.start(): _levelOf(m.group(1)) for m in found if m.end(1) - m.start() <= 80}
-    return {at: level for at, level in levels.items() if level} or None
+    names = _LEVEL_NAMES
+    levels = {m.start(): names.get((word := m.group(1)).lower()) or _levelOf(word)
+              for m in found if m.end(1) - m.start() <= 80}
+    if None in levels.values():  # a word that names no level (İNFO): as if it were not there
+        levels = {at: level for at, level in levels.items() if level}
+    return levels or None
 
 
 _stampCache: list = [None, ""]

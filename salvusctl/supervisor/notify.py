@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import Attribute, Interface, implementer
 
-__all__ = ["NotifySocket", "parseNotification", "abstractName"]
+__all__ = ["NotifySocket", "INotifyChannel", "parseNotification", "abstractName"]
 
 log = Logger()
 
@@ -41,6 +41,16 @@ def parseNotification(data: bytes) -> dict[str, str]:
     return fields
 
 
+class INotifyChannel(Interface):
+    """An open C{NOTIFY_SOCKET} (see C{IProcessOS.openNotify}): L{NotifySocket}, or a fake."""
+
+    address = Attribute("The value of an instance's C{NOTIFY_SOCKET}.")
+
+    def close():
+        """Stop receiving notifications."""
+
+
+
 def abstractName(token: str) -> str:
     """The abstract socket name for a supervisor's token (its run directory's hash).
 
@@ -53,7 +63,7 @@ def abstractName(token: str) -> str:
     return f"salvus-notify-{token}"
 
 
-@implementer(IReadDescriptor)
+@implementer(IReadDescriptor, INotifyChannel)
 class NotifySocket:
     """A bound C{AF_UNIX}/C{SOCK_DGRAM} socket that hands each notification to C{deliver(pid, fields)}.
 

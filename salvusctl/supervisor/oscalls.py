@@ -69,13 +69,14 @@ def _prctl(option: int, arg: int) -> bool:
     return _libc.prctl(option, arg, 0, 0, 0) == 0
 
 
-def setChildSubreaper() -> bool:
+def setChildSubreaper(on: bool = True) -> bool:
     """Make this process the reaper of its orphaned descendants (Linux); True when it worked.
 
     Without it a daemon that double-forks out of an instance is re-parented to PID 1 and escapes
-    every stop; with it, the daemon becomes our child, visible, killable and reapable.
+    every stop; with it, the daemon becomes our child, visible, killable and reapable.  C{on=False}
+    gives them back to PID 1 (once nothing of ours is left to adopt).
     """
-    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
 
 
 _SETPRIV = shutil.which("setpriv") if LINUX else None

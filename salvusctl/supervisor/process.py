@@ -1,8 +1,11 @@
 """One record per instance: its state machine, its process protocol, its stop sequence.
 
-An L{Instance} is driven only by the reactor it is given (C{callLater}, C{seconds}) and by the
-operating-system facade it is given (L{ProcessOS} for real, a fake in tests), so the lifecycle
-arithmetic (startsecs, backoff, flapping, stopwaitsecs) runs under a C{Clock}.
+An L{Instance} is driven only by the reactor it is given (C{callLater}, C{seconds}), by the
+operating-system facade it is given (an L{IProcessOS}: L{ProcessOS} for real,
+C{salvusctl.supervisor.testing.FakeOS} in tests), and by its owner (an L{IInstanceOwner}, the
+supervisor service), so the lifecycle arithmetic (startsecs, backoff, flapping, stopwaitsecs) runs
+under a C{Clock}.  Neither the instance nor the service asks which OS it was given: whatever
+differs between the real one and a fake is a method of L{IProcessOS}.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.cgroups import CgroupTree
@@ -28,6 +31,7 @@ from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
 from salvusctl.supervisor.describe import describe
 from salvusctl.supervisor.eventlistener import processNames
 from salvusctl.supervisor.logs import InstanceLog
+from salvusctl.supervisor.notify import INotifyChannel, NotifySocket, abstractName
 from salvusctl.supervisor.spawncheck import SpawnError, checkSpawn
 from salvusctl.supervisor.states import (
     RUNNING_STATES,
@@ -35,8 +39,8 @@ from salvusctl.supervisor.states import (
     checkTransition,
 )
 
-__all__ = ["Instance", "InstanceProtocol", "IProcessOS", "ProcessOS", "StartRefused", "InstanceStopped",
-           "InstanceFatal", "NotRunning", "NoStdin"]
+__all__ = ["Instance", "InstanceProtocol", "IProcessOS", "IInstanceOwner", "INotifyChannel", "ProcessOS",
+           "StartRefused", "InstanceStopped", "InstanceFatal", "NotRunning", "NoStdin"]
 
 log = Logger()
 S = ProcessState
@@ -96,6 +100,83 @@ class IProcessOS(Interface):
 
     def starttime(pid):
         """The start time of C{pid} (clock ticks since boot), 0 when unknown."""
+
+    cgroups = Attribute("The instances' L{CgroupTree}, or None where processes are tracked without "
+                        "cgroups.")
+
+    batchStarttimes = Attribute(
+        "True when a just-spawned leader's start time is best read after the reactor turn's "
+        "spawns (a /proc read each); False when it can be asked at once.")
+
+    def prepare(token, registry, useCgroups, subreaper):
+        """Make the OS ready for a supervisor about to start (child subreaper, spawn helper, the
+        choice of process tracking) and kill what a killed predecessor with the same C{token}
+        left (by its pid C{registry}); return the killed leftovers {pid: starttime}."""
+
+    def release(subreaper):
+        """Undo L{prepare} once every instance has stopped (remove the instance cgroups, stop
+        being a child subreaper)."""
+
+    def busyCgroups():
+        """The names of instance cgroups that still hold processes; None without cgroups."""
+
+    def adopted():
+        """Reap exited orphans and return the processes adopted since the last call that belong
+        to an instance: {pid: (instance name, starttime)}."""
+
+    def openNotify(name, deliver):
+        """Open the C{NOTIFY_SOCKET} of instances with C{ready='notify'}: an L{INotifyChannel}
+        whose C{address} goes into their environment; each notification is passed to
+        C{deliver(pid, fields)}."""
+
+    def marker(pid):
+        """The C{SALVUS_INSTANCE} environment marker of C{pid}, or None (unknown or unreadable)."""
+
+    def parent(pid):
+        """The parent pid of C{pid}, or None when it is gone."""
+
+
+class IInstanceOwner(Interface):
+    """What an L{Instance} needs of the supervisor that owns it (L{SupervisorService}).
+
+    The instance reads the owner's shared state and tells it of every change; the owner keeps the
+    counts, the pid registry, the events and the observers that span instances.
+    """
+
+    reactor = Attribute("The injected reactor (C{IReactorTime}, C{IReactorProcess}).")
+    os = Attribute("The L{IProcessOS} instances spawn and signal through.")
+    runDir = Attribute("The supervisor's run directory (each instance has its own under it).")
+    token = Attribute("This supervisor's token: the prefix of every instance's environment marker.")
+    hostName = Attribute("The host's name (the C{{host}} template of commands).")
+    mainLog = Attribute("The supervisor's main log (C{write(level, text, name)}).")
+    eventHub = Attribute("supervisord's events (C{output(instance, stream, data)}), or None.")
+    inheritEnv = Attribute("Whether instances start with the host's environment.")
+    serverURL = Attribute("The admin socket children are told of (C{SUPERVISOR_SERVER_URL}), or None.")
+    clientsSocket = Attribute("The cluster's clients hub socket path for C{SALVUS_CLIENTS_SOCKET}, or None.")
+
+    def notifySocket():
+        """The C{NOTIFY_SOCKET} address of instances with C{ready='notify'}."""
+
+    def stateChanged(instance, old, new):
+        """C{instance} went from state C{old} to C{new}."""
+
+    def readyChanged(instance):
+        """C{instance.ready} changed."""
+
+    def membersChanged(instance):
+        """The processes of C{instance} (C{instance.members}) changed."""
+
+    def refuseStart(instance):
+        """Why C{instance} may not start now (a process limit), or None."""
+
+    def leaderStarttime(instance):
+        """The start time of C{instance}'s just-spawned leader; 0 while not yet known."""
+
+    def probe(instance):
+        """A Deferred firing True when C{instance} answers its probe."""
+
+    def beforeStop(instance):
+        """A Deferred firing once the hooks that run before C{instance} stops (drains) are done."""
 
 
 @implementer(IProcessOS)
@@ -208,6 +289,60 @@ class ProcessOS:
         if self.reaper is not None:
             self.reaper.scan()
 
+    batchStarttimes = True
+
+    def prepare(self, token: str, registry: oscalls.PidRegistry, useCgroups: bool,
+                subreaper: bool) -> dict[int, int]:
+        if subreaper:
+            oscalls.setChildSubreaper()
+        if self.fast and self.helper:
+            # Cached on disk after the first build; the first build runs as a child process, and
+            # spawns go through setpriv until it is done.
+            oscalls.buildSpawnHelper(self.reactor)
+        self._chooseTracking(token, useCgroups)
+        return oscalls.cleanLeftovers(registry, token, self.cgroups)
+
+    def _chooseTracking(self, token: str, useCgroups: bool) -> None:
+        """Decide (once per start) how instances' processes are found, and say so in the log."""
+        why = "turned off: SupervisorService(cgroups=False)"
+        if useCgroups and self.cgroups is None:
+            self.cgroups, why = CgroupTree.probe(token)
+        if self.cgroups is not None:
+            log.info("process tracking: cgroup v2, each instance in its own cgroup under {base}",
+                     base=self.cgroups.base)
+            return
+        log.info("process tracking: process group, session, SALVUS_INSTANCE environment marker and "
+                 "child subreaper; no cgroup ({why}), so a daemon that clears its environment and "
+                 "leaves the session is not caught", why=why)
+
+    def release(self, subreaper: bool) -> None:
+        if self.cgroups is not None:
+            self.cgroups.removeAll()
+        if subreaper:
+            # Nothing of ours is left to adopt: stop collecting other code's orphans.
+            oscalls.setChildSubreaper(False)
+
+    def busyCgroups(self) -> list[str] | None:
+        if self.cgroups is None:
+            return None
+        return [name for name in self.cgroups.names() if self.cgroups.pids(name)]
+
+    def adopted(self) -> dict[int, tuple[str, int]]:
+        if self.reaper is None:
+            return {}
+        self.reaper.scan()
+        return self.reaper.takeFresh()
+
+    def openNotify(self, name: str, deliver: Callable[[int, dict[str, str]], None]) -> NotifySocket:
+        return NotifySocket(self.reactor, abstractName(name), deliver)
+
+    def marker(self, pid: int) -> str | None:
+        return oscalls.readMarker(pid)
+
+    def parent(self, pid: int) -> int | None:
+        st = oscalls.readStat(pid)
+        return None if st is None else st.ppid
+
 
 class InstanceProtocol(ProcessProtocol):
     """Feeds output to the instance's log and tells the instance when its process exits.
@@ -233,7 +368,7 @@ class InstanceProtocol(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         stream = "stderr" if childFD == 2 else "stdout"
-        hub = getattr(self.instance.owner, "eventHub", None)
+        hub = self.instance.owner.eventHub
         if hub is not None:
             data = hub.output(self.instance, stream, data)
             if not data:
@@ -251,12 +386,13 @@ class InstanceProtocol(ProcessProtocol):
 class Instance:
     """One supervised instance (C{deploy:N}) and everything known about it.
 
-    @param owner: the supervisor service; gives C{reactor}, C{os} (a L{ProcessOS}), C{runDir},
-        C{token}, and is told of changes (C{_stateChanged}, C{_readyChanged}, C{_membersChanged})
-        and asked for permission (C{_refuseStart}), probes (C{_probe}) and drains (C{_beforeStop}).
+    @param owner: its L{IInstanceOwner} (the supervisor service): gives C{reactor}, C{os} (an
+        L{IProcessOS}), C{runDir}, C{token}, and is told of changes (C{stateChanged},
+        C{readyChanged}, C{membersChanged}) and asked for permission (C{refuseStart}), probes
+        (C{probe}) and drains (C{beforeStop}).
     """
 
-    def __init__(self, owner: Any, deploy: Deploy, index: int, port: int | None, log: InstanceLog):
+    def __init__(self, owner: IInstanceOwner, deploy: Deploy, index: int, port: int | None, log: InstanceLog):
         self.owner = owner
         self.reactor = owner.reactor
         self.deploy = deploy
@@ -312,7 +448,7 @@ class Instance:
             "index": self.index,
             "deploy": self.deploy.name,
             "run_dir": self.runDir,
-            "host": getattr(self.owner, "hostName", ""),
+            "host": self.owner.hostName,
             "group": self.deploy.groupName,
             "numprocs": self.deploy.numprocs,
         }
@@ -347,20 +483,20 @@ class Instance:
     def commandLine(self) -> tuple[list[str], dict[str, str]]:
         values = self.values()
         argv = [substitute(a, values) for a in self.deploy.command]
-        env = _inheritedEnvironment() if getattr(self.owner, "inheritEnv", True) else {}
+        env = _inheritedEnvironment() if self.owner.inheritEnv else {}
         env.update({k: substitute(str(v), values) for k, v in self.deploy.env.items()})
         env[oscalls.MARKER] = self.marker
         if self.port is not None:
             env.setdefault("PORT", str(self.port))
         env.setdefault("SALVUS_RUN_DIR", self.runDir)
         env.update(_supervisorEnvironment(self))
-        clients = getattr(self.owner, "clientsSocket", None)
+        clients = self.owner.clientsSocket
         if clients:
             env["SALVUS_CLIENTS_SOCKET"] = clients  # the cluster's clients hub (docs/cluster.md)
         ready, probe = self.deploy.ready, self.deploy.probe
         watchdog = probe is not None and probe.kind == "watchdog"
         if watchdog or (ready is not None and ready.kind == "notify"):
-            env["NOTIFY_SOCKET"] = self.owner._notifySocket()
+            env["NOTIFY_SOCKET"] = self.owner.notifySocket()
         if watchdog:
             env["WATCHDOG_USEC"] = str(int(probe.timeout * 1_000_000))
         return argv, env
@@ -373,9 +509,9 @@ class Instance:
         if new != S.RUNNING and self.ready:
             # Out of the pool first, then the state change.
             self.ready = False
-            self.owner._readyChanged(self)
+            self.owner.readyChanged(self)
         self.state = new
-        self.owner._stateChanged(self, old, new)
+        self.owner.stateChanged(self, old, new)
 
     def info(self) -> dict[str, Any]:
         """The supervisord-shaped info dict (plus Salvus extras: ready, reason, members)."""
@@ -440,7 +576,7 @@ class Instance:
         self.backoffCount = 0
         self.restarts.clear()
         self.fatalReason = ""
-        reason = self.owner._refuseStart(self)
+        reason = self.owner.refuseStart(self)
         if reason:
             self.spawnerr = reason
             self._startWaiters.remove(d)
@@ -450,7 +586,7 @@ class Instance:
 
     def _spawn(self) -> None:
         self._timer = None
-        reason = self.owner._refuseStart(self)
+        reason = self.owner.refuseStart(self)
         if reason:
             self._fatal(reason)
             return
@@ -509,8 +645,8 @@ class Instance:
         self.transport = transport
         self.pid = transport.pid
         self.owner.mainLog.write("info", f"spawned: {self.name!r} with pid {self.pid}", self.name)
-        self.members = {self.pid: self.owner._leaderStarttime(self)} if self.pid else {}
-        self.owner._membersChanged(self)
+        self.members = {self.pid: self.owner.leaderStarttime(self)} if self.pid else {}
+        self.owner.membersChanged(self)
         ready = self.deploy.ready
         if ready is not None:
             self._timer = self.reactor.callLater(ready.timeout, self._notReady)
@@ -625,7 +761,7 @@ class Instance:
         if ready == self.ready:
             return
         self.ready = ready
-        self.owner._readyChanged(self)
+        self.owner.readyChanged(self)
         if ready:
             waiters, self._startWaiters = self._startWaiters, []
             for d in waiters:
@@ -670,7 +806,7 @@ class Instance:
                 self._autoRestart(f"exited with status {self.exitstatus}")
             else:
                 self.members = {}
-                self.owner._membersChanged(self)
+                self.owner.membersChanged(self)
                 self._failWaiters(InstanceStopped(f"{self.name} exited with status {self.exitstatus}"))
 
     def _reapLeftovers(self, leader: int | None, known: Mapping[int, int]) -> None:
@@ -681,7 +817,7 @@ class Instance:
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
         deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
         self._leftovers.update(found)
-        self.owner._membersChanged(self)
+        self.owner.membersChanged(self)
         if self._leftoverCall is None:
             self._leftoverCall = self.reactor.callLater(STOP_POLL, self._pollLeftovers, deadline)
 
@@ -699,7 +835,7 @@ class Instance:
         changed = alive != self._leftovers
         self._leftovers = alive
         if changed:
-            self.owner._membersChanged(self)
+            self.owner.membersChanged(self)
         if not alive:
             return
         if self.reactor.seconds() >= deadline:
@@ -724,7 +860,7 @@ class Instance:
         changed = bool(self._leftovers)
         self._leftovers = {}
         if changed:
-            self.owner._membersChanged(self)
+            self.owner.membersChanged(self)
 
     def adoptLeftovers(self, found: Mapping[int, int]) -> None:
         """Processes of this instance found after its process exited (a daemon re-parented to
@@ -734,7 +870,7 @@ class Instance:
             return
         self.owner.os.signal(fresh, self.deploy.stopSignalNumber)
         self._leftovers.update(fresh)
-        self.owner._membersChanged(self)
+        self.owner.membersChanged(self)
         if self._leftoverCall is None:
             deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
             self._leftoverCall = self.reactor.callLater(STOP_POLL, self._pollLeftovers, deadline)
@@ -875,7 +1011,7 @@ class Instance:
             return
         self._probing = True
         pid = self.pid
-        d = maybeDeferred(self.owner._probe, self)
+        d = maybeDeferred(self.owner.probe, self)
         d.addErrback(lambda f: False)
         d.addCallback(self._startProbed if starting else self._probed, pid)
 
@@ -955,7 +1091,7 @@ class Instance:
             return d
         self._stopping = d = Deferred()
         self._stopWaiters.append(d)
-        first = self.owner._beforeStop(self) if hooks and self.state == S.RUNNING else _succeeded(None)
+        first = self.owner.beforeStop(self) if hooks and self.state == S.RUNNING else _succeeded(None)
         first.addBoth(lambda _: self._signalStop(restarting))
         return d
 
@@ -977,7 +1113,7 @@ class Instance:
         leader = self.pid
         found = self.owner.os.members(leader, self.marker, self.members)
         self.members = found
-        self.owner._membersChanged(self)
+        self.owner.membersChanged(self)
         self._stopGroup = leader
         self.owner.os.signal(found, self.deploy.stopSignalNumber, [leader] if leader else [])
         deadline = self.reactor.seconds() + self.deploy.stopwaitsecs
@@ -1026,7 +1162,7 @@ class Instance:
     def _finishStop(self, changeState: bool = True) -> None:
         self.pid = None
         self.members = {}
-        self.owner._membersChanged(self)
+        self.owner.membersChanged(self)
         if changeState and self.state == S.STOPPING:
             self.stopTime = self.reactor.seconds()
             self._change(S.STOPPED)
@@ -1075,7 +1211,7 @@ def _supervisorEnvironment(instance: Instance) -> dict[str, str]:
     child (an event listener above all) finds the host's admin socket."""
     name, group = processNames(instance)
     env = {"SUPERVISOR_ENABLED": "1", "SUPERVISOR_PROCESS_NAME": name, "SUPERVISOR_GROUP_NAME": group}
-    url = getattr(instance.owner, "serverURL", None)
+    url = instance.owner.serverURL
     if url:
         env["SUPERVISOR_SERVER_URL"] = url
     return env

@@ -34,17 +34,23 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from salvusctl.admin.extensions import IMainLog, IProcessStdin
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
-from salvusctl.supervisor.cgroups import CgroupTree
+from salvusctl.supervisor.capabilities import IMainLog, IProcessStdin
 from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
 from salvusctl.supervisor.eventlistener import EventHub
 from salvusctl.supervisor.logs import InstanceLog, LogLine
 from salvusctl.supervisor.mainlog import MainLog, stateEvent
-from salvusctl.supervisor.notify import NotifySocket, abstractName
-from salvusctl.supervisor.process import KILL_GRACE, STOP_POLL, Instance, ProcessOS, StartRefused
+from salvusctl.supervisor.process import (
+    KILL_GRACE,
+    STOP_POLL,
+    IInstanceOwner,
+    INotifyChannel,
+    Instance,
+    ProcessOS,
+    StartRefused,
+)
 from salvusctl.supervisor.states import RUNNING_STATES, ProcessState
 
 __all__ = ["SupervisorService", "DependencyFailed", "RollFailed", "StartRefused"]
@@ -64,7 +70,7 @@ class RollFailed(Exception):
     """A rolling restart stopped: a new instance could not be made ready."""
 
 
-@implementer(ISupervisor, IProcessStdin, IMainLog)
+@implementer(ISupervisor, IProcessStdin, IMainLog, IInstanceOwner)
 class SupervisorService(Service):
     """Runs the instances of a set of L{Deploy} declarations.
 
@@ -129,7 +135,7 @@ class SupervisorService(Service):
         self._saveCall = None
         self._lastSave = -1e9
         self._pendingStarttimes: list[tuple[Instance, int]] = []
-        self._notify: NotifySocket | None = None
+        self._notify: INotifyChannel | None = None
         self.ready: Deferred | None = None
         # supervisord's events and listener pools; serverURL is the admin socket children are
         # told of (SUPERVISOR_SERVER_URL), set by the admin when it listens on a unix socket.
@@ -216,21 +222,13 @@ class SupervisorService(Service):
         _makedirs(self.runDir)
         _makedirs(self.logDir)
         self._lock()
-        if isinstance(self.os, ProcessOS):
-            if self.subreaper:
-                oscalls.setChildSubreaper()
-            if self.os.fast and self.os.helper:
-                # Cached on disk after the first build; the first build runs as a child process,
-                # and spawns go through setpriv until it is done.
-                oscalls.buildSpawnHelper(self.reactor)
-            self._chooseTracking()
-            self.leftoversKilled = oscalls.cleanLeftovers(self.registry, self.token, self.os.cgroups)
-            if self.leftoversKilled:
-                log.warn("killed {n} processes left by a previous run: {pids}",
-                         n=len(self.leftoversKilled), pids=sorted(self.leftoversKilled))
+        self.leftoversKilled = self.os.prepare(self.token, self.registry, self.useCgroups, self.subreaper)
+        if self.leftoversKilled:
+            log.warn("killed {n} processes left by a previous run: {pids}",
+                     n=len(self.leftoversKilled), pids=sorted(self.leftoversKilled))
         Service.startService(self)
         if self.reapInterval:
-            self._reapLoop = LoopingCall(self._reapPass)
+            self._reapLoop = LoopingCall(self.reapPass)
             self._reapLoop.clock = self.reactor
             self._reapLoop.start(self.reapInterval, now=False).addErrback(
                 lambda f: log.failure("reaper stopped", f))
@@ -261,11 +259,7 @@ class SupervisorService(Service):
                 self._notify.close()
                 self._notify = None
             self._unlock()
-            if isinstance(self.os, ProcessOS) and self.os.cgroups is not None:
-                self.os.cgroups.removeAll()
-            if isinstance(self.os, ProcessOS) and self.subreaper:
-                # Nothing of ours is left to adopt: stop collecting other code's orphans.
-                oscalls._prctl(oscalls.PR_SET_CHILD_SUBREAPER, 0)
+            self.os.release(self.subreaper)
             return result
 
         d.addBoth(stopped)
@@ -275,39 +269,25 @@ class SupervisorService(Service):
     def _cgroupsEmptied(self) -> Deferred:
         """Fires once every instance cgroup is empty (what C{cgroup.kill} ended has exited), or
         after L{KILL_GRACE} seconds, saying which still hold processes."""
-        tree = self.os.cgroups if isinstance(self.os, ProcessOS) else None
-        if tree is None:
+        if self.os.busyCgroups() is None:
             return succeed(None)
         deadline = self.reactor.seconds() + KILL_GRACE
         done: Deferred = Deferred()
 
         def poll():
-            busy = [name for name in tree.names() if tree.pids(name)]
+            busy = self.os.busyCgroups() or []
             if not busy or self.reactor.seconds() >= deadline:
                 if busy:
                     log.error("cgroups {names} still hold processes after SIGKILL", names=busy)
                 done.callback(None)
                 return
             for name in busy:
-                tree.kill(name)
+                self.os.killAll(name)  # a bare instance name is a marker without its token
             self.os.reap()
             self.reactor.callLater(STOP_POLL, poll)
 
         poll()
         return done
-
-    def _chooseTracking(self) -> None:
-        """Decide (once per start) how instances' processes are found, and say so in the log."""
-        why = "turned off: SupervisorService(cgroups=False)"
-        if self.useCgroups and self.os.cgroups is None:
-            self.os.cgroups, why = CgroupTree.probe(self.token)
-        if self.os.cgroups is not None:
-            log.info("process tracking: cgroup v2, each instance in its own cgroup under {base}",
-                     base=self.os.cgroups.base)
-            return
-        log.info("process tracking: process group, session, SALVUS_INSTANCE environment marker and "
-                 "child subreaper; no cgroup ({why}), so a daemon that clears its environment and "
-                 "leaves the session is not caught", why=why)
 
     def _lock(self) -> None:
         path = _join(self.runDir, "supervisor.lock")
@@ -326,13 +306,11 @@ class SupervisorService(Service):
             self._lockFile.close()
             self._lockFile = None
 
-    def _reapPass(self) -> None:
+    def reapPass(self) -> None:
+        """Reap exited orphans and give each adopted process to its instance (every
+        C{reapInterval} seconds; a test calls it to run one pass now)."""
         try:
-            if not isinstance(self.os, ProcessOS):
-                self.os.reap()
-                return
-            self.reaper.scan()
-            for pid, (iname, starttime) in self.reaper.takeFresh().items():
+            for pid, (iname, starttime) in self.os.adopted().items():
                 instance = self.instances.get(iname)
                 if instance is None:
                     continue
@@ -342,13 +320,13 @@ class SupervisorService(Service):
                     instance.adoptLeftovers({pid: starttime})
                 elif pid not in instance.members:
                     instance.members[pid] = starttime
-                    self._membersChanged(instance)
+                    self.membersChanged(instance)
         except Exception:
             log.failure("reaper pass failed")
 
     # -- callbacks from instances -----------------------------------------------------------------
 
-    def _stateChanged(self, instance: Instance, old: ProcessState, new: ProcessState) -> None:
+    def stateChanged(self, instance: Instance, old: ProcessState, new: ProcessState) -> None:
         wasLive, isLive = old in RUNNING_STATES, new in RUNNING_STATES
         if wasLive != isLive and self.instances.get(instance.name) is instance:
             step = 1 if isLive else -1
@@ -376,7 +354,7 @@ class SupervisorService(Service):
             self._live[deploy] = self._live.get(deploy, 0) - 1
             self._liveTotal -= 1
 
-    def _readyChanged(self, instance: Instance) -> None:
+    def readyChanged(self, instance: Instance) -> None:
         if not self.observers:
             return
         info = instance.info()
@@ -387,7 +365,7 @@ class SupervisorService(Service):
             except Exception:
                 log.failure("observer {o!r} failed", o=observer)
 
-    def _membersChanged(self, instance: Instance) -> None:
+    def membersChanged(self, instance: Instance) -> None:
         tracked = instance.tracked()
         if self.registry.entries.get(instance.name, {}) == tracked:
             return
@@ -401,14 +379,14 @@ class SupervisorService(Service):
             delay = max(0.0, self._lastSave + 1.0 - self.reactor.seconds())
             self._saveCall = self.reactor.callLater(delay, self._saveRegistry)
 
-    def _leaderStarttime(self, instance: Instance) -> int:
+    def leaderStarttime(self, instance: Instance) -> int:
         """The start time of an instance's just-spawned leader (what tells it from a recycled pid).
 
         On the real OS it is read after the spawns of this reactor turn, not between them: a burst
         of starts reaches its last spawn (and so its last RUNNING) sooner, and the children have
         finished their exec by then.  0 meanwhile means "not known", as when it cannot be read.
         """
-        if not isinstance(self.os, ProcessOS):
+        if not self.os.batchStarttimes:
             return self.os.starttime(instance.pid)
         if not self._pendingStarttimes:
             self.reactor.callLater(0, self._readStarttimes)
@@ -426,7 +404,7 @@ class SupervisorService(Service):
             starttime = self.os.starttime(pid)
             if starttime:
                 instance.members[pid] = starttime
-                self._membersChanged(instance)
+                self.membersChanged(instance)
 
     def _saveRegistry(self) -> None:
         if self._saveCall is not None and self._saveCall.active():
@@ -438,16 +416,14 @@ class SupervisorService(Service):
         except OSError as e:
             log.error("cannot write pid registry {path}: {e}", path=self.registry.path, e=e)
 
-    def _notifySocket(self) -> str:
+    def notifySocket(self) -> str:
         """The C{NOTIFY_SOCKET} of C{ready='notify'} instances: one socket, opened at the first
-        such spawn (on a fake OS, tests deliver to L{_notified} themselves)."""
-        if not isinstance(self.os, ProcessOS):
-            return "@" + abstractName(self.token)
+        such spawn (on a fake OS, tests deliver to L{notified} themselves)."""
         if self._notify is None:
-            self._notify = NotifySocket(self.reactor, abstractName(self.token), self._notified)
+            self._notify = self.os.openNotify(self.token, self.notified)
         return self._notify.address
 
-    def _notified(self, pid: int, fields: dict[str, str]) -> None:
+    def notified(self, pid: int, fields: dict[str, str]) -> None:
         """A notification from C{pid}: the instance whose leader or member it is, or whose
         environment marker it carries (a worker process that its leader forked)."""
         instance = self._instanceOfPid(pid)
@@ -460,17 +436,17 @@ class SupervisorService(Service):
         """The instance C{pid} belongs to: a leader or known member, else by its environment
         marker, else through its parents (a sender that already exited has no environment left)."""
         known = self._knownPid(pid)
-        if known is not None or not isinstance(self.os, ProcessOS):
+        if known is not None:
             return known
-        marker = oscalls.readMarker(pid)
+        marker = self.os.marker(pid)
         prefix = f"{self.token}/"
         if marker and marker.startswith(prefix):
             return self.instances.get(marker[len(prefix):])
         for _ in range(32):
-            st = oscalls.readStat(pid)
-            if st is None or st.ppid <= 1:
+            parent = self.os.parent(pid)
+            if parent is None or parent <= 1:
                 return None
-            pid = st.ppid
+            pid = parent
             known = self._knownPid(pid)
             if known is not None:
                 return known
@@ -483,7 +459,7 @@ class SupervisorService(Service):
                 return instance
         return None
 
-    def _refuseStart(self, instance: Instance) -> str | None:
+    def refuseStart(self, instance: Instance) -> str | None:
         limit = instance.deploy.max_processes
         if self.maxProcesses is None and limit is None:
             return None
@@ -496,7 +472,7 @@ class SupervisorService(Service):
                         f"{limit} simultaneous processes")
         return None
 
-    def _beforeStop(self, instance: Instance) -> Deferred:
+    def beforeStop(self, instance: Instance) -> Deferred:
         if not self.beforeStopHooks:
             return succeed(None)
         info = instance.info()
@@ -508,7 +484,7 @@ class SupervisorService(Service):
             calls.append(d)
         return DeferredList(calls)
 
-    def _probe(self, instance: Instance) -> Deferred:
+    def probe(self, instance: Instance) -> Deferred:
         if self.prober is not None:
             return maybeDeferred(self.prober, instance)
         probe = instance.deploy.probe

@@ -23,14 +23,16 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from salvusctl.admin.extensions import ILogClearing
 from salvusctl.interfaces import ISupervisor
+from salvusctl.supervisor.capabilities import ILogClearing
 from salvusctl.supervisor.deploy import signalNumber
 from salvusctl.supervisor.describe import describe
-from salvusctl.supervisor.process import IProcessOS, StartRefused
+from salvusctl.supervisor.notify import abstractName
+from salvusctl.supervisor.process import INotifyChannel, IProcessOS, StartRefused
 from salvusctl.supervisor.states import ProcessState
 
-__all__ = ["FakeOS", "FakeTransport", "Spawned", "FakeSupervisor", "SupervisorVerbsMixin", "STATES"]
+__all__ = ["FakeOS", "FakeNotifyChannel", "FakeTransport", "Spawned", "FakeSupervisor",
+           "SupervisorVerbsMixin", "STATES"]
 
 
 @dataclass
@@ -80,6 +82,11 @@ class FakeOS:
         self.spawned: list[Spawned] = []
         self.signals: list[tuple[tuple[int, ...], int]] = []
         self.failSpawn: Exception | None = None
+        self.adoptions: dict[int, tuple[str, int]] = {}
+        #: environment markers and parents of processes the fake knows beyond its own
+        self.markers: dict[int, str] = {}
+        self.parents: dict[int, int] = {}
+        self.notifyChannel: FakeNotifyChannel | None = None
         self._next = 1000
 
     def spawn(self, protocol, argv, env, cwd, uid, gid, deathsig, rlimits, umask=None,
@@ -147,6 +154,58 @@ class FakeOS:
 
     def starttime(self, pid):
         return 1
+
+    # No cgroups, no subreaper, no /proc: a start time is known at once.
+    cgroups = None
+    batchStarttimes = False
+
+    def prepare(self, token, registry, useCgroups, subreaper):
+        """Nothing was left by a predecessor."""
+        return {}
+
+    def release(self, subreaper):
+        pass
+
+    def busyCgroups(self):
+        return None
+
+    def adopted(self):
+        """The orphans a test made adoptable with L{adopt}, once."""
+        fresh, self.adoptions = self.adoptions, {}
+        return fresh
+
+    def adopt(self, pid: int, instance: str, starttime: int = 1) -> None:
+        """Make C{pid} an orphan of C{instance} that the supervisor's next reaper pass adopts."""
+        self.adoptions[pid] = (instance, starttime)
+
+    def openNotify(self, name, deliver):
+        self.notifyChannel = FakeNotifyChannel("@" + abstractName(name), deliver)
+        return self.notifyChannel
+
+    def notify(self, pid: int, fields: dict[str, str]) -> None:
+        """Deliver a C{NOTIFY_SOCKET} datagram from C{pid}, as the real socket does."""
+        if self.notifyChannel is None or self.notifyChannel.closed:
+            raise RuntimeError("no NOTIFY_SOCKET is open (no instance with ready='notify' started)")
+        self.notifyChannel.deliver(pid, dict(fields))
+
+    def marker(self, pid):
+        return self.markers.get(pid)
+
+    def parent(self, pid):
+        return self.parents.get(pid)
+
+
+@implementer(INotifyChannel)
+class FakeNotifyChannel:
+    """The fake's C{NOTIFY_SOCKET}: L{FakeOS.notify} delivers through it."""
+
+    def __init__(self, address: str, deliver):
+        self.address = address
+        self.deliver = deliver
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
 
 # supervisord's process state codes, by name (L{ProcessState} has the same numbers)

@@ -213,4 +213,4 @@ class AlertListTests(SynchronousTestCase):
         self.assertEqual([(a["subject"], a["cleared"]) for a in listed], [("web:0", True), ("web:1", False)])
         self.assertEqual(listed[0]["cleared_at"], 30.0)
         self.assertEqual(set(listed[0]), {"rule", "kind", "subject", "severity", "message", "host",
-                                          "fired_at", "cleared", "cleared_at", "title"})
+                                          "fired_at", "cleared", "cleared_at", "value", "title"})

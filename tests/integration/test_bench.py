@@ -20,7 +20,8 @@ from tests.helpers import REPO, childEnv
 QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAProxy",
          "admin/rpc_vs_supervisord.py": b"getState_per_s", "monitor": b"ingest rows/s",
          "supervisor": (b"crash->respawn median", b"log lines per CPU-second", b"log lines of 60 KiB"),
-         "logs": b"lines per CPU-second", "cluster/clients.py": b"p50 vs mailbox"}
+         "logs": b"lines per CPU-second", "cluster/clients.py": b"p50 vs mailbox",
+         "balancer/pathcost.py": b"Python calls (cProfile)"}
 
 
 def benchmarks() -> set[str]:
@@ -71,6 +72,10 @@ class QuickBenchTests(TestCase):
         if missing:
             raise SkipTest(f"not installed: {', '.join(missing)}")
         return self._bench("balancer")
+
+    def test_balancer_pathcost(self):
+        """bench/balancer/pathcost.py --quick: 100 connections counted under cProfile."""
+        return self._bench("balancer/pathcost.py")
 
     def test_admin(self):
         """bench/admin --quick: salvus's XML-RPC against supervisord's, 20 calls."""

@@ -54,8 +54,8 @@ class LiveCountTests(Harness):
         """An instance already alive does not count against itself (a start while STARTING)."""
         svc = self.make(deploy("a", numprocs=2, startsecs=5, max_processes=1))
         svc.startInstance("a:0")
-        self.assertIsNone(svc._refuseStart(svc.instances["a:0"]))
-        self.assertIn("limit of 1", svc._refuseStart(svc.instances["a:1"]))
+        self.assertIsNone(svc.refuseStart(svc.instances["a:0"]))
+        self.assertIn("limit of 1", svc.refuseStart(svc.instances["a:1"]))
 
 
 class EnvironmentTests(Harness):

@@ -11,7 +11,15 @@ from zope.interface.verify import verifyObject
 
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe, Ready
-from salvusctl.supervisor.process import InstanceFatal, IProcessOS, ProcessOS, StartRefused
+from salvusctl.supervisor.notify import NotifySocket
+from salvusctl.supervisor.process import (
+    IInstanceOwner,
+    INotifyChannel,
+    InstanceFatal,
+    IProcessOS,
+    ProcessOS,
+    StartRefused,
+)
 from salvusctl.supervisor.service import DependencyFailed, SupervisorService
 from salvusctl.supervisor.testing import FakeOS
 from tests.supervisor import scratch
@@ -47,6 +55,23 @@ class StartTests(Harness):
         verifyObject(ISupervisor, self.make(deploy()))
         verifyObject(IProcessOS, self.fake)
         verifyObject(IProcessOS, ProcessOS(self.clock))
+
+    def test_ownerInterface(self):
+        """An instance meets its supervisor only through IInstanceOwner, which the real service
+        provides; a fake owner for an instance's own tests can check itself against the same."""
+        verifyObject(IInstanceOwner, self.make(deploy()))
+        verifyObject(INotifyChannel, self.fake.openNotify("t", lambda pid, fields: None))
+        self.assertTrue(INotifyChannel.implementedBy(NotifySocket))
+
+    def test_orphanAdoptedThroughTheOS(self):
+        """An orphan the OS reports adopted becomes a member of its running instance at the next
+        reaper pass: the service asks the OS, whichever it is, and never which one it is."""
+        svc = self.make(deploy(startsecs=0))
+        svc.startService()
+        self.clock.advance(0.1)
+        self.fake.adopt(4242, "web:0")
+        svc.reapPass()
+        self.assertIn(4242, svc.instances["web:0"].members)
 
     def test_running_after_startsecs(self):
         """STARTING turns RUNNING only once the process has lived startsecs."""
@@ -584,13 +609,13 @@ class ReadyTests(Harness):
         self.assertIn("NOTIFY_SOCKET", self.fake.latest().env)
         self.clock.advance(0.2)
         self.assertEqual(self.state("web:0"), "STARTING")
-        svc._notified(self.pid("web:0"), {"STATUS": "loading"})
+        self.fake.notify(self.pid("web:0"), {"STATUS": "loading"})
         self.assertEqual(self.state("web:0"), "STARTING")
         self.assertEqual(svc.instanceInfo("web:0")["status"], "loading")
         # supervisord says nothing while STARTING; Salvus's extras stand alone
         self.assertEqual(svc.instanceInfo("web:0")["description"],
                          "waiting for ready (notify), status: loading")
-        svc._notified(self.pid("web:0"), {"READY": "1", "STATUS": "serving"})
+        self.fake.notify(self.pid("web:0"), {"READY": "1", "STATUS": "serving"})
         self.assertEqual(self.state("web:0"), "RUNNING")
         self.successResultOf(d)
         self.assertEqual(svc.instanceInfo("web:0")["status"], "serving")
@@ -599,7 +624,7 @@ class ReadyTests(Harness):
         """A pid that is no instance's cannot make anything ready."""
         svc = self.make(deploy(ready="notify"))
         d = svc.startInstance("web:0")
-        svc._notified(424242, {"READY": "1"})
+        self.fake.notify(424242, {"READY": "1"})
         self.assertEqual(self.state("web:0"), "STARTING")
         self.assertNoResult(d)
 
@@ -637,9 +662,9 @@ class ReadyTests(Harness):
         pid = self.pid("web:0")
         self.fake.stubborn.add(pid)  # keeps its signals on record
         self.clock.advance(2)
-        svc._notified(pid, {"EXTEND_TIMEOUT_USEC": "5000000"})
-        svc._notified(pid, {"EXTEND_TIMEOUT_USEC": "1000"})  # shorter: ignored
-        svc._notified(pid, {"EXTEND_TIMEOUT_USEC": "soon"})  # garbage: ignored
+        self.fake.notify(pid, {"EXTEND_TIMEOUT_USEC": "5000000"})
+        self.fake.notify(pid, {"EXTEND_TIMEOUT_USEC": "1000"})  # shorter: ignored
+        self.fake.notify(pid, {"EXTEND_TIMEOUT_USEC": "soon"})  # garbage: ignored
         self.clock.advance(4.9)
         self.assertEqual(self.fake.live[pid].signals, [])
         self.clock.advance(0.2)
@@ -700,7 +725,7 @@ class ReadyTests(Harness):
                         deploy("web", depends_on=["db"], startsecs=0))
         svc.startAll()
         self.assertEqual(self.state("web:0"), "STOPPED")
-        svc._notified(self.pid("db:0"), {"READY": "1"})
+        self.fake.notify(self.pid("db:0"), {"READY": "1"})
         self.assertEqual(self.state("web:0"), "RUNNING")
 
     def test_bad_ready_declarations(self):
@@ -746,7 +771,7 @@ class WatchdogTests(Harness):
         first = self.pid("web:0")
         for _ in range(10):
             self.clock.advance(3)
-            svc._notified(first, {"WATCHDOG": "1"})
+            self.fake.notify(first, {"WATCHDOG": "1"})
         self.assertEqual(self.pid("web:0"), first)
         self.assertTrue(svc.instanceInfo("web:0")["ready"])
         for _ in range(7):
@@ -760,7 +785,7 @@ class WatchdogTests(Harness):
         """WATCHDOG=trigger is the instance asking to be restarted: it is, at once."""
         svc = self.make_watchdog()
         first = self.pid("web:0")
-        svc._notified(first, {"WATCHDOG": "trigger"})
+        self.fake.notify(first, {"WATCHDOG": "trigger"})
         self.clock.advance(0)
         self.clock.advance(0.1)
         self.assertNotEqual(self.pid("web:0"), first)
@@ -774,7 +799,7 @@ class WatchdogTests(Harness):
         svc.startInstance("web:0")
         self.clock.advance(2)
         self.assertEqual(self.state("web:0"), "STARTING")
-        svc._notified(self.pid("web:0"), {"WATCHDOG": "1"})
+        self.fake.notify(self.pid("web:0"), {"WATCHDOG": "1"})
         self.clock.advance(0.5)
         self.assertEqual(self.state("web:0"), "RUNNING")
 

@@ -29,7 +29,7 @@ class TCPProbeCloseTests(TestCase):
         service = SupervisorService(reactor, [], runDir=self.mktemp(), os=object())
         instance = SimpleNamespace(deploy=SimpleNamespace(probe=Probe(kind="tcp")),
                                    port=port.getHost().port)
-        ok = yield service._probe(instance)
+        ok = yield service.probe(instance)
         self.assertTrue(ok)
         reason = yield factory.lost
         self.assertIsInstance(reason, ConnectionDone)

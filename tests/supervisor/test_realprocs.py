@@ -450,7 +450,7 @@ class ReaperTests(RealTestCase):
             t = reactor.spawnProcess(proto, "/bin/sh", ["/bin/sh", "-c", "exit 7"], env={})
             ended = Deferred()
             proto.processEnded = lambda reason, ended=ended: ended.callback(reason.value.exitCode)
-            svc._reapPass()
+            svc.reapPass()
             codes.append((yield ended))
             self.assertIsNone(t.pid)
         self.assertEqual(set(codes), {7})
