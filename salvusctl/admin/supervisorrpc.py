@@ -876,7 +876,12 @@ class SupervisorNamespace(Namespace):
     def _clearOne(self, instance: str) -> bool:
         sup = self._sup()
         if ILogClearing.providedBy(sup):
-            sup.clearLogs(instance)
+            try:
+                sup.clearLogs(instance)
+            except KeyError:
+                raise rpcFault(Faults.BAD_NAME, instance)
+            except OSError as e:
+                raise rpcFault(Faults.FAILED, f"{instance}: {e.strerror}")
             return True
         info = self._instanceInfo(instance)
         paths = [p for p in (info.get("stdout_logfile"), info.get("stderr_logfile")) if p]

@@ -39,7 +39,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from salvusctl.errors import ConfigError
+from salvusctl.errors import ConfigError, OperationFailed
 from salvusctl.host.components import COMPONENTS, component, resolve
 from salvusctl.host.model import Declared, declarationDigest
 
@@ -252,6 +252,12 @@ class HostReloader:
             try:
                 module = resolve(row.reload)
                 yield defer.maybeDeferred(module.applyEntries, self.context, new.declarations(name), live)
+            except OperationFailed as e:
+                # A reason the operator can act on (a program that went FATAL): one line.
+                log.error("reload: applying the {component} changes failed: {reason}",
+                          component=name, reason=str(e))
+                for entry in live.values():
+                    entry["failed"] = f"{type(e).__name__}: {e}"
             except Exception as e:
                 log.failure("reload: applying the {component} changes failed", component=name)
                 for entry in live.values():
