@@ -19,6 +19,7 @@ from salvusctl.backup.rpc import BackupXMLRPC, rpcSafe
 from salvusctl.backup.service import BackupService
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host, HostContext
+from salvusctl.store.dialects import SQLITE
 
 from .fakes import FakeSupervisor
 from .helpers import TempPostgres, tempPath
@@ -26,6 +27,7 @@ from .helpers import TempPostgres, tempPath
 
 class _FakeStore:
     dialect = "sqlite"
+    sql = SQLITE
 
     def __init__(self):
         self.migrations = {}
