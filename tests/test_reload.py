@@ -154,7 +154,7 @@ class HostReloaderTests(SynchronousTestCase):
     def test_badServiceEditChangesNothing(self):
         """An edit only a service's own checks refuse (two backup sets with one name) fails the
         reload before the supervisor or the monitor is touched."""
-        from salvusctl.backup.declaration import Backup
+        from salvusctl.backup.declare import Backup
 
         self.next = _host([Deploy("a", command=CMD)], monitor=9.0)
         for _ in range(2):

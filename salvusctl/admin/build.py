@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from salvusctl.admin.auth import LoginRateLimiter, PasswordChecks
 from salvusctl.admin.certs import ensureCertificate
-from salvusctl.admin.declaration import Admin, isLoopback, parseListener
+from salvusctl.admin.declare import Admin, isLoopback, parseListener
 from salvusctl.admin.hostcheck import HostNames, certificateNames
 from salvusctl.admin.metrics import TransitionCounter
 from salvusctl.admin.site import makeSite

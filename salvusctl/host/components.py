@@ -58,11 +58,11 @@ COMPONENTS: tuple[Component, ...] = (
               "salvusctl.monitor.build:buildMonitor", reload="salvusctl.monitor.reload"),
     Component("alerts", ("salvusctl.alerts.declare",),
               "salvusctl.alerts.build:buildAlerts", reload="salvusctl.alerts.reload"),
-    Component("backup", ("salvusctl.backup.declaration",),
+    Component("backup", ("salvusctl.backup.declare",),
               "salvusctl.backup.build:buildBackup", reload="salvusctl.backup.reload"),
     Component("cluster", ("salvusctl.cluster.declare",),
               "salvusctl.cluster.build:buildCluster"),
-    Component("admin", ("salvusctl.admin.declaration",),
+    Component("admin", ("salvusctl.admin.declare",),
               "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload"),
 )
 
