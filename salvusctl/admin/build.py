@@ -19,8 +19,9 @@ from salvusctl.admin.metrics import TransitionCounter
 from salvusctl.admin.site import makeSite
 from salvusctl.admin.state import AdminOptions, AdminState
 from salvusctl.admin.tls import tlsEndpoint
-from salvusctl.admin.unixsocket import SocketInUse, clearStaleSocket
+from salvusctl.admin.unixsocket import clearStaleSocket, makeSocketDirectory
 from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser, writePasswordFile
+from salvusctl.errors import ConfigError
 
 __all__ = ["buildAdmin", "AdminService"]
 
@@ -248,9 +249,10 @@ class AdminService(Service):
         """Remove a stale socket at C{path} (see L{clearStaleSocket}); a failed Deferred with one
         clear line when a live process serves it."""
         try:
+            makeSocketDirectory(path)
             if clearStaleSocket(path):
                 log.warn("admin: replaced the stale socket {path} (nobody answered on it)", path=path)
-        except SocketInUse as e:
+        except ConfigError as e:
             return defer.fail(e)
         return None
 
