@@ -68,7 +68,8 @@ COMPONENTS: tuple[Component, ...] = (
     Component("cluster", ("salvusctl.cluster.declare",),
               "salvusctl.cluster.build:buildCluster"),
     Component("admin", ("salvusctl.admin.declare",),
-              "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload"),
+              "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload",
+              wire="salvusctl.admin.build:wireAdmin"),
 )
 
 _BY_NAME = {c.name: c for c in COMPONENTS}
