@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet import defer, reactor, threads
 
 from salvusctl.admin.build import AdminService
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.admin.state import AdminState
 from salvusctl.cli import run
 from salvusctl.cluster.service import ClusterService
