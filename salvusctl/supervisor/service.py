@@ -37,7 +37,7 @@ from zope.interface import implementer
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
-from salvusctl.supervisor.capabilities import IMainLog, IProcessStdin
+from salvusctl.supervisor.capabilities import ILogClearing, IMainLog, IProcessStdin
 from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
 from salvusctl.supervisor.eventlistener import EventHub
 from salvusctl.supervisor.logs import InstanceLog, LogLine
@@ -70,7 +70,7 @@ class RollFailed(Exception):
     """A rolling restart stopped: a new instance could not be made ready."""
 
 
-@implementer(ISupervisor, IProcessStdin, IMainLog, IInstanceOwner)
+@implementer(ISupervisor, ILogClearing, IProcessStdin, IMainLog, IInstanceOwner)
 class SupervisorService(Service):
     """Runs the instances of a set of L{Deploy} declarations.
 
@@ -604,6 +604,11 @@ class SupervisorService(Service):
     def followLog(self, name: str, callback: Callable[[LogLine], Any], stream: str = "stdout"):
         """Call C{callback(LogLine)} for each new line; returns a function that stops following."""
         return self._instance(name).log.follow(callback, stream)
+
+    def clearLogs(self, name: str) -> None:
+        """Empty instance C{name}'s stdout and stderr logs: the files and what L{tailLog} returns
+        (L{ILogClearing}; KeyError for an unknown name)."""
+        self._instance(name).log.clear()
 
     def setStoreHook(self, hook: Callable[[LogLine], Any] | None) -> None:
         """Send every instance's lines at or above its deploy's C{store_level} to C{hook(LogLine)}

@@ -27,7 +27,7 @@ MAX_REQUESTS = 3000  # per loop: bounded in count as well as in time
 
 _WORKER_TAC = """\
 import os, sys
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.cluster import Cluster
 from salvusctl.host import Host
 from salvusctl.supervisor.deploy import Deploy, Probe, Ready
