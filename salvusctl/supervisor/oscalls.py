@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.utils import getProcessOutputAndValue
 
 from salvusctl import _twistedcompat
+from salvusctl.supervisor import clonespawn
 
 __all__ = [
     "MARKER",
@@ -307,6 +308,15 @@ class InstanceProcess(_twistedcompat.ProcessBase):
         self._wrapped = (wrapperArgv(list(args), path, uid, gid, deathsig, self._rlimits, useHelper,
                                      umask=umask, cgroup=cgroup)
                          if fast else None)
+        # Born in its cgroup (clonespawn) where that is built: the helper then need not join it,
+        # a migration that costs the kernel an RCU grace period (most of a respawn).
+        self._cloneInto = None
+        self._joiningArgv = self._wrapped
+        if (cgroup is not None and self._wrapped is not None and "-g" in self._wrapped
+                and clonespawn.library() is not None):
+            self._cloneInto = os.path.dirname(cgroup)
+            self._wrapped = wrapperArgv(list(args), path, uid, gid, deathsig, self._rlimits, useHelper,
+                                        umask=umask, cgroup=None)
         if self._wrapped is not None:
             path = uid = gid = None
         # The helper closes every descriptor above 2 itself: no need to list and test ours
@@ -339,11 +349,20 @@ class InstanceProcess(_twistedcompat.ProcessBase):
                     pass
                 else:
                     fdState.append((fd, isCloseOnExec))
+        actions = _twistedcompat.spawnFileActions(fdState, fdmap)
+        if self._cloneInto is not None:
+            try:
+                # (Its child resets every signal: no list of the ignored ones to compute.)
+                self.pid = clonespawn.spawn(self._wrapped[0], self._wrapped, environment, self._cloneInto,
+                                            actions, ())
+                self.status = -1
+                return True
+            except clonespawn.Unavailable:
+                self._wrapped = self._joiningArgv  # the helper joins the cgroup itself
         setSigDef = _ignoredSignals(_twistedcompat.processReactor(self))
         self.pid = os.posix_spawn(
             self._wrapped[0], self._wrapped, environment,
-            file_actions=_twistedcompat.spawnFileActions(fdState, fdmap),
-            setsigdef=setSigDef, setsid=True,
+            file_actions=actions, setsigdef=setSigDef, setsid=True,
         )
         self.status = -1
         return True
