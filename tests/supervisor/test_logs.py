@@ -320,11 +320,25 @@ class BatchPathTests(SynchronousTestCase):
                   8: "debug", 9: "error", 13: "critical", 14: "info"}
         self.assertEqual(detectLevels(text, "info"), {starts[i]: lv for i, lv in expect.items()})
         self.assertIsNone(detectLevels("INFORMATION\nERRORS\nWARNINGS", "info"))
+        # Long lines (only their first 81 characters are searched): the same levels, and a word
+        # cut at the 81st character (ERRX, ERROR) is none.
+        long = [t + " " + "y" * 600 for t in lines] + ["x" * 77 + " ERRX INFO", "x" * 78 + " ERROR"]
+        text = "\n".join(long)
+        starts = [sum(len(t) + 1 for t in long[:i]) for i in range(len(long))]
+        self.assertEqual(detectLevels(text, "info"), {starts[i]: lv for i, lv in expect.items()})
+        self.assertIsNone(detectLevels("y" * 900 + " ERROR\n" + "z" * 80 + "INFO", "info"))
 
     def test_level_filters_by_file_level_without_records(self):
         """No follower nor store: the levels still decide what a file above debug keeps."""
         self._compare([b"plain", b"2026 [error] boom", b"debug: quiet", b"WARNING x", b"INFORMATION"],
                       follow=False, fileLevel="warning")
+
+    def test_long_lines_and_file_level(self):
+        """Lines of 4 KiB (their heads searched), a debug word deciding what a file at info keeps."""
+        self._compare([b"y" * 4000, b"INFO " + b"y" * 4000, b"debug " + b"z" * 3000, b"x" * 79 + b"ERROR",
+                       b"ok DEBUG", b"WARN then DEBUG " + b"y" * 500], seed=5)
+        self._compare([b"y" * 4000, b"INFO " + b"y" * 4000, b"debug " + b"z" * 3000, b"ok DEBUG",
+                       b"WARN then DEBUG " + b"y" * 500, b"plain"], seed=5, follow=False, fileLevel="info")
 
     def test_mayHaveLevel(self):
         from salvusctl.supervisor.logs import mayHaveLevel
