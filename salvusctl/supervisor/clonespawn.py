@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import os
 import platform
-import shutil
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
+
+from salvusctl.supervisor.buildcache import cachedBuild
 
 __all__ = ["Unavailable", "library", "build", "spawn"]
 
@@ -50,24 +50,7 @@ def _target() -> tuple[str, str | None] | None:
         return None
     if os.environ.get("SALVUS_CLONE_SPAWN") == "0" or os.environ.get("SALVUS_SPAWN_HELPER") == "0":
         return None
-    try:
-        with open(_SOURCE, "rb") as f:
-            source = f.read()
-    except OSError:
-        return None
-    digest = hashlib.sha1(source + platform.machine().encode()).hexdigest()[:12]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(cache, "salvus", f"salvus-clonespawn-{digest}.so")
-    if os.path.exists(path):
-        return path, None
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    except OSError:
-        return None
-    return path, cc
+    return cachedBuild(_SOURCE, "salvus-clonespawn", os.path.exists, suffix=".so")
 
 
 def _load(path: str) -> ctypes.CDLL | None:

@@ -11,10 +11,8 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import hashlib
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -28,6 +26,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 
 from salvusctl import _twistedcompat
 from salvusctl.supervisor import clonespawn
+from salvusctl.supervisor.buildcache import cachedBuild
 
 __all__ = [
     "MARKER",
@@ -185,24 +184,8 @@ def _helperTarget() -> tuple[str, str] | None:
     """(the cached helper's path, the C compiler to build it with), or None when it cannot be had."""
     if not LINUX or os.environ.get("SALVUS_SPAWN_HELPER") == "0":
         return None
-    try:
-        with open(_HELPER_SOURCE, "rb") as f:
-            source = f.read()
-    except OSError:
-        return None
-    digest = hashlib.sha1(source + platform.machine().encode()).hexdigest()[:12]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(cache, "salvus", f"salvus-spawn-{digest}")
-    if os.access(path, os.X_OK):
-        return path, ""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    except OSError:
-        return None
-    return path, cc
+    target = cachedBuild(_HELPER_SOURCE, "salvus-spawn", lambda path: os.access(path, os.X_OK))
+    return None if target is None else (target[0], target[1] or "")
 
 
 def _compileCommands(cc: str, output: str) -> list[list[str]]:
