@@ -20,6 +20,9 @@
    CPU-second (per core).  6. RSS under long lines: 4 instances each write 1,500 lines of 60 KiB
    (20 with --quick) and stay up.  Both are bench/logs's workloads (bench/logs/workloads.py),
    run by the same code against Salvus and supervisord (circus has no log files to compare).
+   Then log-shaped floods (level words in every line or in 30%, lines of 24 B and 4 KiB; 500,000
+   lines each, 5,000 with --quick), the two supervisors interleaved over 3 rounds: median CPU
+   microseconds a line.
 7. RSS and module count of a real C{twistd -n salvus --config host.tac} whose file declares only
    the 200 instances (twistd, the plugin scan, the store: what a supervise-only host costs),
    against the same supervisord.
@@ -59,6 +62,10 @@ CYCLES = 5
 #: The log rows: lines of the flood, and lines of 60 KiB written by each of 4 instances.
 N_FLOOD = 2_000_000
 N_LONG_LINES = 1500
+#: The log-shaped floods (bench/logs/workloads.py FLOOD_KINDS): lines of each, and rounds
+#: (the supervisors interleaved, medians).
+N_FLOODS = 500_000
+FLOOD_ROUNDS = 3
 TICK = os.sysconf("SC_CLK_TCK")
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -549,8 +556,9 @@ def main(argv=None) -> int:
         if "salvus" in sups and "supervisord" in sups and not args.no_logs:
             print(f"salvus, supervisord: log throughput ({N_FLOOD} lines), RSS under long lines ...",
                   flush=True)
-            logs = logWorkloads.run(parts=("flood", "long"), quick=args.quick, nflood=N_FLOOD,
-                                    linesLong=N_LONG_LINES, supervisordBin=os.path.join(venv, "bin"))
+            logs = logWorkloads.run(parts=("flood", "long", "floods"), quick=args.quick, nflood=N_FLOOD,
+                                    linesLong=N_LONG_LINES, supervisordBin=os.path.join(venv, "bin"),
+                                    nfloods=N_FLOODS, rounds=FLOOD_ROUNDS)
             for name, figures in logs.items():
                 results[name].update(figures)
     finally:
@@ -569,8 +577,9 @@ def quick(args: argparse.Namespace) -> None:
 
     The workload sizes are this script's constants: a quick run rebinds them (it is one run).
     """
-    global N_IDLE, N_CRASH, CYCLES, N_FLOOD, N_LONG_LINES
+    global N_IDLE, N_CRASH, CYCLES, N_FLOOD, N_LONG_LINES, N_FLOODS, FLOOD_ROUNDS
     N_IDLE, N_CRASH, CYCLES, N_FLOOD, N_LONG_LINES = QUICK_IDLE, QUICK_CRASH, 1, 5000, 20
+    N_FLOODS, FLOOD_ROUNDS = 5000, 1
     args.rounds = 1
     args.startsecs = "0"
     args.venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
@@ -601,6 +610,9 @@ def tableRows(rows: list[float]) -> list[tuple[str, str, str]]:
             ("rss_mb", f"RSS, {N_IDLE} instances (MB)", "rss_ratio"),
             ("lines_per_cpu_s", f"log lines per CPU-second, {N_FLOOD} lines", "log_lines_ratio"),
             ("flood_cpu_s", "  CPU for those lines (s)", "log_cpu_ratio"),
+            *((f"flood_{kind}_us_per_line", f"  CPU us a line, {kind} ({width} B)",
+               f"log_{kind}_us_ratio")
+              for kind, (width, *_rest) in logWorkloads.FLOOD_KINDS.items()),
             ("rss_long_lines_mb", f"RSS, 4 x {N_LONG_LINES} log lines of 60 KiB (MB)",
              "rss_long_lines_ratio"),
             ("host_rss_mb", f"RSS, twistd host of {N_IDLE} instances (MB)", "host_rss_ratio"),

@@ -501,8 +501,7 @@ class BalancerService(MultiService):
                 svc.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
                 svc.groups[g.name].deploy = g.deploy
                 svc.groups[g.name].cluster_deploy = g.cluster_deploy
-                for server in g.servers:
-                    svc.addServer(g.name, server)
+                svc.groups[g.name].fixed = {svc.addServer(g.name, server).name for server in g.servers}
             elif kind == "set-scheduler":
                 g = groups[op["group"]]
                 svc.setScheduler(g.name, g.scheduler, g.scheduler_options)
