@@ -333,7 +333,7 @@ class InstanceProcess(_twistedcompat.ProcessBase):
                 else:
                     fdState.append((fd, isCloseOnExec))
         actions = _twistedcompat.spawnFileActions(fdState, fdmap)
-        if self._cloneInto is not None:
+        if self._cloneInto is not None and _firstCloneThisTurn(_twistedcompat.processReactor(self)):
             try:
                 # (Its child resets every signal: no list of the ignored ones to compute.)
                 self.pid = clonespawn.spawn(self._wrapped[0], self._wrapped, environment, self._cloneInto,
@@ -341,7 +341,9 @@ class InstanceProcess(_twistedcompat.ProcessBase):
                 self.status = -1
                 return True
             except clonespawn.Unavailable:
-                self._wrapped = self._joiningArgv  # the helper joins the cgroup itself
+                pass
+        if self._cloneInto is not None:
+            self._wrapped = self._joiningArgv  # the helper joins the cgroup itself
         setSigDef = _ignoredSignals(_twistedcompat.processReactor(self))
         self.pid = os.posix_spawn(
             self._wrapped[0], self._wrapped, environment,
@@ -365,6 +367,30 @@ class InstanceProcess(_twistedcompat.ProcessBase):
         if self._umask is not None:
             os.umask(self._umask)
         super()._execChild(path, uid, gid, executable, args, environment)
+
+
+_clonedThisTurn = False
+
+
+def _firstCloneThisTurn(reactor) -> bool:
+    """True for the first spawn of a reactor turn.  A lone spawn (a respawn) is created in its
+    cgroup, sparing it a migration's RCU grace period; the rest of a burst (start 200) joins
+    through the helper, where the kernel keeps migrations on its fast path and the supervisor
+    does not wait for each cgroup (measured here: a burst of 200 is ~30 % slower all cloned)."""
+    global _clonedThisTurn
+    if _clonedThisTurn:
+        return False
+    try:
+        reactor.callLater(0, _newTurn)
+    except Exception:
+        return True
+    _clonedThisTurn = True
+    return True
+
+
+def _newTurn() -> None:
+    global _clonedThisTurn
+    _clonedThisTurn = False
 
 
 def _joinCgroup(procs: str, pid: int) -> bool:
