@@ -23,7 +23,7 @@ if ROOT not in sys.path:
 BIN = os.path.dirname(sys.executable)
 TICK = os.sysconf("SC_CLK_TCK")
 
-from bench._common import freePort, waitPort  # noqa: E402
+from bench._common import freePort, stopAll, waitPort  # noqa: E402
 
 #: Every workload, in the order they run: the large log's tails, the followers, the flood, the
 #: long lines.
@@ -413,13 +413,7 @@ def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100
             for who, fig in floodsFigures(targets, list(floods), nfloods, rounds, progress).items():
                 figures[who].update(fig)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stopAll(procs, 20)
         shutil.rmtree(tmp, True)
     return figures
 
@@ -543,11 +537,5 @@ def balancerFigures(*, seconds: float = 5.0, rounds: int = 3, quick: bool = Fals
                 runs.setdefault(key, []).append(value)
         return {key: statistics.median(values) for key, values in runs.items()}
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stopAll(procs[::-1], 20)
         shutil.rmtree(tmp, True)
