@@ -7,12 +7,15 @@ block: these helpers are synchronous on purpose.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
 from collections.abc import Sequence
 
-__all__ = ["freePort", "waitPort", "stopAll"]
+__all__ = ["freePort", "waitPort", "stopAll", "cpuSeconds", "rssMB"]
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def freePort() -> int:
@@ -46,3 +49,19 @@ def stopAll(procs: Sequence[subprocess.Popen], timeout: float) -> None:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def cpuSeconds(pid: int) -> float:
+    """User plus system CPU time of process C{pid} so far, in seconds (from C{/proc})."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rssMB(pid: int) -> float:
+    """Resident memory of process C{pid} now, in MiB (NaN once it has gone)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")

@@ -23,7 +23,7 @@ if ROOT not in sys.path:
 BIN = os.path.dirname(sys.executable)
 TICK = os.sysconf("SC_CLK_TCK")
 
-from bench._common import freePort, stopAll, waitPort  # noqa: E402
+from bench._common import cpuSeconds, freePort, rssMB, stopAll, waitPort  # noqa: E402
 
 #: Every workload, in the order they run: the large log's tails, the followers, the flood, the
 #: long lines.
@@ -115,20 +115,6 @@ stdout_logfile={tmp}/sd/long-%(process_num)d.log
 stdout_logfile_maxbytes=0
 """,
 }
-
-
-def cpuSeconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rssMB(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def makeBigLog(path: str, size: int) -> None:

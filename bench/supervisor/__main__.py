@@ -50,7 +50,7 @@ import xmlrpc.client
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from bench._common import freePort  # noqa: E402
+from bench._common import cpuSeconds, freePort, rssMB  # noqa: E402
 from bench.logs import workloads as logWorkloads  # noqa: E402
 
 N_IDLE = 200
@@ -66,7 +66,6 @@ N_LONG_LINES = 1500
 #: (the supervisors interleaved, medians).
 N_FLOODS = 500_000
 FLOOD_ROUNDS = 3
-TICK = os.sysconf("SC_CLK_TCK")
 BASH = shutil.which("bash") or "/bin/bash"
 
 
@@ -79,20 +78,6 @@ def ensureVenv(path: str) -> str:
         pip = os.path.join(path, "bin", "pip")
         subprocess.run([pip, "install", "-q", "supervisor", "circus"], check=True)
     return path
-
-
-def cpuSeconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rssMB(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def killTagged(tag: str) -> None:
