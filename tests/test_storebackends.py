@@ -24,7 +24,7 @@ BACKEND_NAMES = {"sqlite", "postgresql", "postgres"}
 # Backups dump *target* databases (a PostgreSQL or MySQL the user names, with pg_dump or
 # mysqldump), whatever the store is: their kinds are not store backends.
 NOT_STORE_BACKENDS = {
-    "backup/declaration.py",
+    "backup/declare.py",
     "backup/dbtools.py",
     "backup/job.py",
     "backup/layout.py",

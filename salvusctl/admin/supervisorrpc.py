@@ -291,13 +291,14 @@ class SupervisorNamespace(Namespace):
         """
         from salvusctl.admin.processgroups import withGroup
         from salvusctl.admin.salvusrpc import _reread
+        from salvusctl.supervisor.reload import applyDeploys
 
         reloader = self._groupReloader("add process groups")
         sup = self._sup()
         if name in self._groups():
             raise rpcFault(Faults.ALREADY_ADDED, name)  # before reading: supervisord reads nothing
         log.info("adding process group {name}", name=name)
-        d = _reread(lambda: reloader.applyDeploys(
+        d = _reread(lambda: applyDeploys(reloader,
             lambda new, running: withGroup(running, new.declarations("supervisor"), name)))
 
         def startFailed(failure):
@@ -322,6 +323,7 @@ class SupervisorNamespace(Namespace):
         """
         from salvusctl.admin.processgroups import withoutGroup
         from salvusctl.admin.salvusrpc import _reread
+        from salvusctl.supervisor.reload import applyDeploys
 
         reloader = self._groupReloader("remove process groups")
 
@@ -330,7 +332,7 @@ class SupervisorNamespace(Namespace):
             return withoutGroup(running, name, codes)
 
         log.info("removing process group {name}", name=name)
-        d = _reread(lambda: reloader.applyDeploys(choose, load=False))
+        d = _reread(lambda: applyDeploys(reloader, choose, load=False))
         return d.addCallback(lambda _: True)
 
     def xmlrpc_getProcessInfo(self, name: str) -> Reply[dict]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Component", "COMPONENTS", "component", "resolve", "names", "oneEntry"]
+__all__ = ["Component", "COMPONENTS", "component", "resolve", "names", "oneEntry", "wire"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class Component:
         the call to the apply.
     @ivar describe: C{"module:function"}, called as C{describe(declaration) -> dict}: the extra
         fields the out-of-process model keeps of a declaration (None: its digest alone).
+    @ivar wire: C{"module:function"}, called as C{wire(context, service)} once every builder ran:
+        where a component plugs itself into the others (hooks, load sources), so that no builder
+        reaches into a service built before it; None when it needs nothing of the others.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Component:
     reload: str | None = None
     describe: str | None = None
     model: bool = False
+    wire: str | None = None
 
 
 #: Start order is this order; the host stops them in reverse.
@@ -55,15 +59,17 @@ COMPONENTS: tuple[Component, ...] = (
               "salvusctl.balancer.build:buildBalancer", reload="salvusctl.balancer.reload",
               describe="salvusctl.host.model:describeBalanced", model=True),
     Component("monitor", ("salvusctl.monitor.declare",),
-              "salvusctl.monitor.build:buildMonitor", reload="salvusctl.monitor.reload"),
+              "salvusctl.monitor.build:buildMonitor", reload="salvusctl.monitor.reload",
+              wire="salvusctl.monitor.build:wireMonitor"),
     Component("alerts", ("salvusctl.alerts.declare",),
               "salvusctl.alerts.build:buildAlerts", reload="salvusctl.alerts.reload"),
-    Component("backup", ("salvusctl.backup.declaration",),
+    Component("backup", ("salvusctl.backup.declare",),
               "salvusctl.backup.build:buildBackup", reload="salvusctl.backup.reload"),
     Component("cluster", ("salvusctl.cluster.declare",),
               "salvusctl.cluster.build:buildCluster"),
-    Component("admin", ("salvusctl.admin.declaration",),
-              "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload"),
+    Component("admin", ("salvusctl.admin.declare",),
+              "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload",
+              wire="salvusctl.admin.build:wireAdmin"),
 )
 
 _BY_NAME = {c.name: c for c in COMPONENTS}
@@ -100,3 +106,13 @@ def oneEntry(name: str, diff: Callable[..., dict | None],
         return apply(context, declared, live[name])
 
     return entries, applyEntries
+
+
+def wire(context: Any) -> None:
+    """The wiring phase: each built component's C{wire} entry, in table order, over the whole
+    context.  Run once every builder ran, and again after a reload applied its changes (what the
+    reload added — a least-load group, say — is plugged in the same way); each C{wire} is
+    idempotent for that reason."""
+    for entry in COMPONENTS:
+        if entry.wire is not None and entry.name in context.services:
+            resolve(entry.wire)(context, context.services[entry.name])

@@ -40,7 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from salvusctl.errors import ConfigError, OperationFailed
-from salvusctl.host.components import COMPONENTS, component, resolve
+from salvusctl.host.components import COMPONENTS, component, resolve, wire
 from salvusctl.host.model import Declared, declarationDigest
 
 __all__ = ["HostReloader", "declarationsDiffer", "MODEL_NOTE", "HOST_REASON"]
@@ -204,26 +204,22 @@ class HostReloader:
             return defer.maybeDeferred(self.load)
         return self.reader.read(fresh=True).addCallback(lambda _: self.load())
 
-    def applyDeploys(self, choose: Any, load: bool = True) -> defer.Deferred:
-        """Give the supervisor the deploy list C{choose(new_host_or_None, running_deploys)}
-        returns, through C{SupervisorService.reload}, the same step L{reconcile} takes.
+    def applyTo(self, component: str, step: Any, load: bool = True) -> defer.Deferred:
+        """Run C{step(new_host_or_None, service)} on one component's running service, as one
+        reload: under L{reconcile}'s lock, after its read (C{load}: the config is read as for
+        L{reconcile}; without it nothing is read and C{step} gets None).
 
-        C{supervisorctl add / remove / update} come here one process group at a time: they share
-        L{reconcile}'s lock, its read (C{load}: the config is read as for L{reconcile}; without
-        it nothing is read) and its apply, so there is one way a config reaches what runs.
+        A partial reload of one component (C{supervisorctl add / remove}, one process group at a
+        time: L{salvusctl.supervisor.reload.applyDeploys}) comes here, so there is one way a
+        config reaches what runs and no component is named in this module.
         """
-        supervisor = self.context.services.get("supervisor")
-        if supervisor is None or not hasattr(supervisor, "deploys"):
-            return defer.fail(ConfigError("this host runs no supervisor"))
-
-        def apply(new):
-            deploys = choose(new, dict(supervisor.deploys))
-            log.info("reload: supervisor deploys {names}", names=[d.name for d in deploys])
-            return supervisor.reload(deploys)
+        service = self.context.services.get(component)
+        if service is None:
+            return defer.fail(ConfigError(f"this host runs no {component}"))
 
         def run():
             first = self.loadForApply() if load else defer.succeed(None)
-            return first.addCallback(apply)
+            return first.addCallback(step, service)
 
         return self._exclusive(run)
 
@@ -265,6 +261,11 @@ class HostReloader:
             else:
                 if len(live) == len(keys):
                     self._running[name] = new.declarations(name)
+        if any(not e.get("restart") for e in changes.values()):
+            try:
+                wire(self.context)
+            except Exception:
+                log.failure("reload: wiring the components after the reload failed")
         for name, entry in sorted(changes.items()):
             if entry.get("restart"):
                 log.warn("reload: {component} changed; restart the host to apply it ({reason})",

@@ -61,7 +61,7 @@ PROGRAMS = {
 }
 
 TAC = """
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.host import Host
 from salvusctl.supervisor import Deploy
 

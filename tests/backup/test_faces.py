@@ -13,7 +13,7 @@ from twisted.web import xmlrpc as twisted_xmlrpc
 from salvusctl.admin.faults import Faults
 from salvusctl.backup.build import buildBackup
 from salvusctl.backup.cli import backupMain, formatSize, restoreMain
-from salvusctl.backup.declaration import Backup
+from salvusctl.backup.declare import Backup
 from salvusctl.backup.records import BACKUP_MIGRATIONS
 from salvusctl.backup.rpc import BackupXMLRPC, rpcSafe
 from salvusctl.backup.service import BackupService

@@ -378,7 +378,7 @@ class TwoHostClusterTests(TwoHosts):
 
 _CLIENTS_TAC = """
 import os, sys
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.cluster import Cluster
 from salvusctl.host import Host
 from salvusctl.supervisor.deploy import Deploy

@@ -25,7 +25,7 @@ from tests.integration.helpers import OPERATOR, SUPERVISORCTL, rpcCall
 
 _TAC = """\
 import sys
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.balancer.declare import Balanced, Group, Server
 from salvusctl.host import Host
 from salvusctl.supervisor.deploy import Deploy

@@ -159,7 +159,7 @@ class RealTwoFrontEndsTests(TestCase):
 #: states from the deploy's hosts, not from the operator), its admin on plain HTTP for the test.
 _FRONTEND_TAC = """
 import os
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
 from salvusctl.host import Host
 

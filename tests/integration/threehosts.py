@@ -288,7 +288,7 @@ import json, os, sys, time
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.cluster import Cluster
 from salvusctl.cluster.service import ClusterService
 from salvusctl.host import Host
