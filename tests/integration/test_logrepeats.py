@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import sys
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from salvusctl.host import Host
 from salvusctl.monitor import Monitor
 from salvusctl.supervisor import Deploy
-from tests.helpers import waitFor
 from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase
 
 REPEATER = ("import signal\nprint('starting', flush=True)\n"
@@ -54,13 +54,20 @@ class RepeatedLinesInTheStoreTests(TestCase):
         yield supervisor.ready
 
         def rows():
-            return db.query("SELECT text, level FROM logs WHERE instance = 'chatty:0' "
-                            "AND stream = 'stdout' ORDER BY received_at, text")
+            # In a thread: the host's store may hold a lock on logs (a new day's partition) in a
+            # transaction only the reactor can finish; a query made in the reactor would wait on it.
+            return threads.deferToThread(
+                db.query, "SELECT text, level FROM logs WHERE instance = 'chatty:0' "
+                          "AND stream = 'stdout' ORDER BY received_at, text")
 
-        yield waitFor(lambda: any(text == "done" for text, _ in rows()), timeout=30)
+        for _ in range(300):
+            found = yield rows()
+            if any(text == "done" for text, _ in found):
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
         logfile = supervisor.instanceInfo("chatty:0")["stdout_logfile"]
         yield stop()
-        texts = [text for text, _ in rows()]  # lines of one read share a receive time
+        texts = [text for text, _ in (yield rows())]  # lines of one read share a receive time
         self.assertEqual(len(texts), 4, texts)
         self.assertEqual(sorted(texts[:3]), ["ERROR probe failed: connection reset by peer", "done",
                                              "starting"])
