@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError"]
+__all__ = ["ConfigError", "OperationFailed"]
 
 
 class ConfigError(Exception):
@@ -23,3 +23,12 @@ class ConfigError(Exception):
         if self.filename:
             where = self.filename + (f":{self.lineno}" if self.lineno else "") + ": "
         return where + self.message
+
+
+class OperationFailed(Exception):
+    """An action was tried and did not succeed, for a reason the operator can act on.
+
+    A program that went FATAL while a reload started it, a start a limit refused: the message is
+    the whole story, so it is logged and answered as one line, never as a traceback (those are
+    kept for the failures nobody expected).
+    """

@@ -31,7 +31,12 @@ class IStore(Interface):
     full the oldest queued write fails with QueueFull.
     """
 
-    dialect = Attribute("C{'sqlite'} or C{'postgresql'}: for the few statements that differ.")
+    dialect = Attribute("The backend's name (C{'sqlite'}, C{'postgresql'}), for display: code asks C{sql}.")
+    sql = Attribute(
+        "The L{salvusctl.store.dialects.SQLDialect} this store speaks: the capabilities (shared,"
+        " serialKey, coveringIndexes …) the few statements that differ choose between, so a new"
+        " backend changes no service."
+    )
     url = Attribute("The store URL this store was made from (password removed).")
 
     def addMigrations(component, steps):

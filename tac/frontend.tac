@@ -10,7 +10,7 @@
 # default SQLite store the host is a cluster of one, and those are its only backends).
 import os
 
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
 from salvusctl.cluster import Cluster
 from salvusctl.host import Host

@@ -9,11 +9,11 @@ import glob
 import os
 import shutil
 
-from salvusctl.admin.declaration import Admin
-from salvusctl.backup.declaration import Backup
+from salvusctl.admin.declare import Admin
+from salvusctl.backup.declare import Backup
 from salvusctl.host import Host
 from salvusctl.monitor.declare import Monitor
-from salvusctl.supervisor.deploy import Deploy, Probe, Ready
+from salvusctl.supervisor.declare import Deploy, Probe, Ready
 
 var = os.path.abspath(os.environ.get("SALVUS_VAR", "var"))
 pg_port = int(os.environ.get("SALVUS_PG_PORT", "5433"))

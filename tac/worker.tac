@@ -8,12 +8,12 @@
 import os
 import sys
 
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.alerts.declare import AlertRule
 from salvusctl.cluster import Cluster
 from salvusctl.host import Host
 from salvusctl.monitor.declare import Monitor
-from salvusctl.supervisor.deploy import Deploy, Probe, Ready
+from salvusctl.supervisor.declare import Deploy, Probe, Ready
 
 var = os.environ.get("SALVUS_VAR", "var")
 address = os.environ.get("SALVUS_ADDRESS", "127.0.0.1")

@@ -16,7 +16,7 @@ from salvusctl.host.loading import loadHost
 from salvusctl.host.reload import HostReloader, declarationsDiffer
 from salvusctl.monitor.build import Monitor
 from salvusctl.supervisor.deploy import Deploy, Probe, Ready
-from salvusctl.supervisor.reload import deployDiff
+from salvusctl.supervisor.reload import applyDeploys, deployDiff
 from tests.helpers import REPO
 
 CMD = [sys.executable, "-c", "pass"]
@@ -154,7 +154,7 @@ class HostReloaderTests(SynchronousTestCase):
     def test_badServiceEditChangesNothing(self):
         """An edit only a service's own checks refuse (two backup sets with one name) fails the
         reload before the supervisor or the monitor is touched."""
-        from salvusctl.backup.declaration import Backup
+        from salvusctl.backup.declare import Backup
 
         self.next = _host([Deploy("a", command=CMD)], monitor=9.0)
         for _ in range(2):
@@ -321,10 +321,10 @@ class OutOfProcessTests(SynchronousTestCase):
 
         pending = Deferred()
         self.supervisor.reload = lambda deploys: pending
-        first = self.reloader.applyDeploys(lambda new, running: list(running.values()), load=False)
+        first = applyDeploys(self.reloader, lambda new, running: list(running.values()), load=False)
         failure = self.failureResultOf(self.reloader.reconcile(), ConfigError)
         self.assertIn("already in progress", str(failure.value))
-        self.failureResultOf(self.reloader.applyDeploys(lambda new, running: []), ConfigError)
+        self.failureResultOf(applyDeploys(self.reloader, lambda new, running: []), ConfigError)
         pending.callback({})
         self.successResultOf(first)
         self.assertEqual(self.loads, 0)  # load=False: the config was not read at all
@@ -336,7 +336,7 @@ class OutOfProcessTests(SynchronousTestCase):
             seen.append(([d.name for d in new.declarations("supervisor")], sorted(running)))
             return list(running.values())
 
-        self.successResultOf(self.reloader.applyDeploys(choose))
+        self.successResultOf(applyDeploys(self.reloader, choose))
         self.assertEqual(seen, [(["a", "c"], ["a", "b"])])
 
 

@@ -32,7 +32,7 @@ import sys
 sys.path.insert(0, {root!r})
 from twisted.internet import reactor
 from salvusctl.admin.build import AdminService
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.admin.state import AdminState
 from salvusctl.testing import FakeSupervisor
 sup = FakeSupervisor({{"w": {n}}}, clock=reactor)

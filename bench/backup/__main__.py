@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from twisted.internet.defer import ensureDeferred  # noqa: E402
 from twisted.internet.task import react  # noqa: E402
 
-from salvusctl.backup.declaration import Backup  # noqa: E402
+from salvusctl.backup.declare import Backup  # noqa: E402
 from salvusctl.backup.job import BackupJob  # noqa: E402
 from salvusctl.backup.records import BACKUP_MIGRATIONS, Records  # noqa: E402
 from salvusctl.store.sqlite import SQLiteStore  # noqa: E402

@@ -225,7 +225,7 @@ application = host.application()
         tac = os.path.join(var, "host.tac")
         with open(tac, "w") as f:
             f.write(f"""
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
 from salvusctl.host import Host
 from salvusctl.monitor.declare import Monitor

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from twisted.internet import reactor  # noqa: E402
 
 from salvusctl.admin.build import AdminService  # noqa: E402
-from salvusctl.admin.declaration import Admin  # noqa: E402
+from salvusctl.admin.declare import Admin  # noqa: E402
 from salvusctl.admin.state import AdminState  # noqa: E402
 from salvusctl.supervisor.deploy import Deploy  # noqa: E402
 from salvusctl.supervisor.service import SupervisorService  # noqa: E402

@@ -347,7 +347,7 @@ def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100
 # -- the balancer's p99 beside tail -f followers, in one real host ------------------------------
 
 HOST_TAC = """
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
 from salvusctl.host import Host
 from salvusctl.supervisor.deploy import Deploy

@@ -3,6 +3,6 @@
 A host's C{.tac} adds C{Admin("ssl:8443", "unix:var/admin.sock")}; see docs/admin.md.
 """
 
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 
 __all__ = ["Admin"]

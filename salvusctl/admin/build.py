@@ -13,16 +13,17 @@ from twisted.logger import Logger
 
 from salvusctl.admin.auth import LoginRateLimiter, PasswordChecks
 from salvusctl.admin.certs import ensureCertificate
-from salvusctl.admin.declaration import Admin, isLoopback, parseListener
+from salvusctl.admin.declare import Admin, isLoopback, parseListener
 from salvusctl.admin.hostcheck import HostNames, certificateNames
 from salvusctl.admin.metrics import TransitionCounter
 from salvusctl.admin.site import makeSite
 from salvusctl.admin.state import AdminOptions, AdminState
 from salvusctl.admin.tls import tlsEndpoint
-from salvusctl.admin.unixsocket import SocketInUse, clearStaleSocket
+from salvusctl.admin.unixsocket import clearStaleSocket, makeSocketDirectory
 from salvusctl.admin.users import UsersFile, UsersFileError, ensureAdminUser, writePasswordFile
+from salvusctl.errors import ConfigError
 
-__all__ = ["buildAdmin", "AdminService"]
+__all__ = ["buildAdmin", "wireAdmin", "AdminService"]
 
 log = Logger()
 
@@ -248,9 +249,10 @@ class AdminService(Service):
         """Remove a stale socket at C{path} (see L{clearStaleSocket}); a failed Deferred with one
         clear line when a live process serves it."""
         try:
+            makeSocketDirectory(path)
             if clearStaleSocket(path):
                 log.warn("admin: replaced the stale socket {path} (nobody answered on it)", path=path)
-        except SocketInUse as e:
+        except ConfigError as e:
             return defer.fail(e)
         return None
 
@@ -290,12 +292,16 @@ def buildAdmin(context: Any, declarations: list[Admin]) -> AdminService | None:
     """One service for all of a host's C{Admin} declarations (None when there are none)."""
     if not declarations:
         return None
-    _tellChildrenTheSocket(context.services.get("supervisor"), declarations)
     state = AdminState(
         services=context.services, clock=context.reactor, host_name=context.host.name, store=context.store,
         context=context,
     )
     return AdminService(context.reactor, list(declarations), state, context.var_dir)
+
+
+def wireAdmin(context: Any, service: AdminService) -> None:
+    """The host's wiring phase for the admin: the supervisor's children learn its socket."""
+    _tellChildrenTheSocket(context.services.get("supervisor"), service.declarations)
 
 
 def _tellChildrenTheSocket(supervisor: Any, declarations: list[Admin]) -> None:

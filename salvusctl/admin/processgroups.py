@@ -4,7 +4,7 @@ A supervisord process group is a Salvus group: a deploy's C{group=}, its own nam
 none (the usual case, where group and deploy are one).  These functions are pure: they take the
 running deploys (name -> declaration) and the declared ones (a L{Host}'s or a
 L{salvusctl.host.model.DeclaredHost}'s), and return names, or the deploy list to hand to
-C{SupervisorService.reload} through L{salvusctl.host.reload.HostReloader.applyDeploys}.  Faults carry
+C{SupervisorService.reload} through L{salvusctl.supervisor.reload.applyDeploys}.  Faults carry
 supervisord's codes, so C{supervisorctl} prints its own messages.
 """
 

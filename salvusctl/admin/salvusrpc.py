@@ -473,7 +473,7 @@ class SalvusNamespace(Namespace):
             count, oldest, newest = rows[0] if rows else (0, None, None)
             return {
                 "url": store.url,
-                "dialect": store.dialect,
+                "dialect": store.sql.name,
                 "samples": int(count or 0),
                 "oldest": float(oldest or 0),
                 "newest": float(newest or 0),

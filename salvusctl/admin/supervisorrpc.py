@@ -301,13 +301,14 @@ class SupervisorNamespace(Namespace):
         """
         from salvusctl.admin.processgroups import withGroup
         from salvusctl.admin.salvusrpc import _reread
+        from salvusctl.supervisor.reload import applyDeploys
 
         reloader = self._groupReloader("add process groups")
         sup = self._sup()
         if name in self._groups():
             raise rpcFault(Faults.ALREADY_ADDED, name)  # before reading: supervisord reads nothing
         log.info("adding process group {name}", name=name)
-        d = _reread(lambda: reloader.applyDeploys(
+        d = _reread(lambda: applyDeploys(reloader,
             lambda new, running: withGroup(running, new.declarations("supervisor"), name)))
 
         def startFailed(failure):
@@ -332,6 +333,7 @@ class SupervisorNamespace(Namespace):
         """
         from salvusctl.admin.processgroups import withoutGroup
         from salvusctl.admin.salvusrpc import _reread
+        from salvusctl.supervisor.reload import applyDeploys
 
         reloader = self._groupReloader("remove process groups")
 
@@ -340,7 +342,7 @@ class SupervisorNamespace(Namespace):
             return withoutGroup(running, name, codes)
 
         log.info("removing process group {name}", name=name)
-        d = _reread(lambda: reloader.applyDeploys(choose, load=False))
+        d = _reread(lambda: applyDeploys(reloader, choose, load=False))
         return d.addCallback(lambda _: True)
 
     def xmlrpc_getProcessInfo(self, name: str) -> Reply[dict]:
@@ -886,7 +888,12 @@ class SupervisorNamespace(Namespace):
     def _clearOne(self, instance: str) -> bool:
         sup = self._sup()
         if ILogClearing.providedBy(sup):
-            sup.clearLogs(instance)
+            try:
+                sup.clearLogs(instance)
+            except KeyError:
+                raise rpcFault(Faults.BAD_NAME, instance)
+            except OSError as e:
+                raise rpcFault(Faults.FAILED, f"{instance}: {e.strerror}")
             return True
         info = self._instanceInfo(instance)
         paths = [p for p in (info.get("stdout_logfile"), info.get("stderr_logfile")) if p]

@@ -16,7 +16,7 @@ import stat
 
 from salvusctl.errors import ConfigError
 
-__all__ = ["SocketInUse", "checkSocketFree", "clearStaleSocket"]
+__all__ = ["SocketInUse", "checkSocketFree", "clearStaleSocket", "makeSocketDirectory"]
 
 
 class SocketInUse(ConfigError):
@@ -81,3 +81,19 @@ def clearStaleSocket(path: str) -> bool:
         except FileNotFoundError:
             pass
     return removed
+
+
+def makeSocketDirectory(path: str) -> None:
+    """Make the directories above the socket C{path} (0700) when they do not exist yet.
+
+    A fresh host's C{unix:var/run/admin.sock} has no C{var/run} yet; the listener (and its lock
+    file) would fail with a traceback.  One that cannot be made is one line naming it.
+
+    @raise ConfigError: the directory cannot be made.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"admin socket {path}: cannot make its directory {directory}: "
+                          f"{e.strerror}") from None

@@ -4,7 +4,7 @@ The public face for C{.tac} files is L{Backup} and L{Retention}; the service, XM
 in their own modules (C{service}, C{rpc}, C{cli}).
 """
 
-from salvusctl.backup.declaration import Backup
+from salvusctl.backup.declare import Backup
 from salvusctl.backup.retention import Retention
 
 __all__ = ["Backup", "Retention"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from salvusctl.backup.declaration import Backup
+from salvusctl.backup.declare import Backup
 from salvusctl.backup.records import BACKUP_MIGRATIONS
 from salvusctl.backup.service import BackupService
 from salvusctl.errors import ConfigError

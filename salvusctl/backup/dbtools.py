@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from salvusctl.backup.declaration import Database
+from salvusctl.backup.declare import Database
 
 __all__ = [
     "clientEnv",

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
 from salvusctl.backup import dbtools
-from salvusctl.backup.declaration import Backup, Database
+from salvusctl.backup.declare import Backup, Database
 from salvusctl.backup.layout import (
     FORMAT,
     MANIFEST,

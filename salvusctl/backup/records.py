@@ -56,10 +56,7 @@ BACKUP_MIGRATIONS = [
     Migration(
         1,
         "backup runs and restores",
-        {
-            "sqlite": _TABLES.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT"),
-            "postgresql": _TABLES.format(pk="BIGSERIAL PRIMARY KEY"),
-        },
+        lambda sql: _TABLES.format(pk=sql.serialKey),
     )
 ]
 

@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, suc
 from twisted.logger import Logger
 
 from salvusctl.backup import dbtools
-from salvusctl.backup.declaration import Database, parseDatabase
+from salvusctl.backup.declare import Database, parseDatabase
 from salvusctl.backup.hashtree import compareTrees
 from salvusctl.backup.job import BackupJob, hashtreeCommand
 from salvusctl.backup.layout import readManifest

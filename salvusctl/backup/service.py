@@ -11,7 +11,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from salvusctl.backup.declaration import Backup
+from salvusctl.backup.declare import Backup
 from salvusctl.backup.job import AlreadyRunning, BackupJob
 from salvusctl.backup.layout import scanRuns
 from salvusctl.backup.records import Records

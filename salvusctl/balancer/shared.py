@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from salvusctl.balancer import states
+from salvusctl.store.dialects import SQLDialect
 from salvusctl.store.migrations import Migration
 
 __all__ = ["CHANNEL", "STICKY_CHANNEL", "MIGRATION", "STICKY_MIGRATION", "SharedStates"]
@@ -60,7 +61,7 @@ CREATE TABLE balancer_shared (
 MIGRATION = Migration(
     2,
     "balancer host states shared between front-ends",
-    {"postgresql": "CREATE SEQUENCE balancer_shared_seq;\n" + _TABLE, "sqlite": _TABLE},
+    lambda sql: ("CREATE SEQUENCE balancer_shared_seq;\n" if sql.sequences else "") + _TABLE,
 )
 
 STICKY_MIGRATION = Migration(
@@ -79,11 +80,12 @@ CREATE TABLE balancer_sticky (
 """,
 )
 
-_NEXT_SEQ = {
-    "postgresql": "nextval('balancer_shared_seq')",
-    # one writer at a time on SQLite: the maximum is safe there
-    "sqlite": "(SELECT COALESCE(MAX(seq), 0) + 1 FROM balancer_shared)",
-}
+def _nextSeq(sql: SQLDialect) -> str:
+    if sql.sequences:
+        return "nextval('balancer_shared_seq')"
+    # without sequences the store has one writer at a time (SQLite): the maximum is safe there
+    return "(SELECT COALESCE(MAX(seq), 0) + 1 FROM balancer_shared)"
+
 
 _COLUMNS = ("service", "grp", "host", "admin", "weight", "healthy", "reason", "origin", "seq")
 
@@ -247,7 +249,7 @@ class SharedStates:
             reason = reason.split(PEER_MARK, 1)[0]
         sql = ("INSERT INTO balancer_shared (service, grp, host, admin, weight, healthy, reason, "
                "origin, seq, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-               f"{_NEXT_SEQ[self.store.dialect]}, ?) ON CONFLICT (service, grp, host) DO UPDATE SET "
+               f"{_nextSeq(self.store.sql)}, ?) ON CONFLICT (service, grp, host) DO UPDATE SET "
                "admin = excluded.admin, weight = excluded.weight, healthy = excluded.healthy, "
                "reason = excluded.reason, origin = excluded.origin, seq = excluded.seq, "
                "changed_at = excluded.changed_at")

@@ -472,7 +472,7 @@ def convert(
             declaration, cls = "EventListener", EventListener
             imports.add("from salvusctl.supervisor.eventlistener import EventListener")
         else:
-            imports.add("from salvusctl.supervisor.deploy import Deploy")
+            imports.add("from salvusctl.supervisor.declare import Deploy")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", prog.name):
             warn(
                 prog.at(),
@@ -519,7 +519,7 @@ def convert(
             )
     admin = []
     if listeners:
-        imports.add("from salvusctl.admin.declaration import Admin")
+        imports.add("from salvusctl.admin.declare import Admin")
         kwargs: dict[str, Any] = {"users": None, "bootstrap_user": users[0] if users else "admin"}
         raw = {"users": 'os.path.join(var, "admin-users")'}
         if plain:

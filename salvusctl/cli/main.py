@@ -656,8 +656,11 @@ def cmdDiff(remote: Remote, args, out: Output) -> int:
 
 
 def cmdReconcile(remote: Remote, args, out: Output) -> int:
-    _printDiff(remote("salvus.reconcile"), out, always=False)
-    return ExitCode.OK
+    """Exit FAILED when a service could not apply its part: what runs is not what the file says."""
+    applied = remote("salvus.reconcile")
+    _printDiff(applied, out, always=False)
+    failed = any(changes.get("failed") for changes in applied.values())
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def cmdCluster(remote: Remote, args, out: Output) -> int:

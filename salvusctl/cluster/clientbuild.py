@@ -21,7 +21,7 @@ def attachClients(cluster: Any, socket_name: str, identify: Callable[[int], str 
     """
     registry = ClientRegistry(cluster.store, migrate=migrate)
     if links is None:
-        links = getattr(cluster.store, "dialect", None) == "postgresql"
+        links = cluster.store.sql.shared
     made = None
     if links is True or isinstance(links, dict):
         from salvusctl.cluster.links import Links, LinkTable

@@ -8,7 +8,10 @@ The publisher follows the supervisor through the same two points a local balance
 - before the supervisor signals a published instance (a stop, a rolling restart) it is published
   as C{drain}, and the stop waits C{drain_delay} seconds, time for the front-ends to stop sending
   it new connections;
-- an instance that is no longer ready is withdrawn.
+- an instance that is no longer ready is withdrawn;
+- a changed declaration of a published deploy, applied by a reload, is a rolling restart (the
+  supervisor's C{addRolling}), exactly as for a deploy a local balanced group follows: the
+  front-ends balancing it have no way to hold their clients while every instance restarts at once.
 
 Each change is followed by a NOTIFY on C{salvus_cluster_hosts}, which front-ends listen to.  At
 start the host's rows are replaced whole (what a crash left behind goes); at a clean stop they are
@@ -30,6 +33,11 @@ log = Logger()
 
 READY = "ready"
 DRAIN = "drain"
+
+
+def _hasPort(deploy: Any) -> bool:
+    """The publisher's default: a deploy whose instances have a port is published."""
+    return getattr(deploy, "port", None) is not None
 
 
 def _stateName(state: Any) -> str:
@@ -60,6 +68,9 @@ class InstancePublisher:
         #: instance name -> (deploy, port, state) as last published.
         self.published: dict[str, tuple[str, int, str]] = {}
         self.running = False
+        # what this publisher asked the supervisor to roll: deploy names, or the rule for "every
+        # deploy with a port" (one object, so removeRolling undoes exactly that addRolling)
+        self._rolling: list[Any] = sorted(self.deploys) if self.deploys is not None else [_hasPort]
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -68,6 +79,9 @@ class InstancePublisher:
         self.running = True
         self.supervisor.addObserver(self._observe)
         self.supervisor.addBeforeStop(self._beforeStop)
+        if callable(getattr(self.supervisor, "addRolling", None)):
+            for key in self._rolling:
+                self.supervisor.addRolling(key)
         self.published = {}
         for info in self.supervisor.instanceInfos():
             if self._wanted(info) and self._isReady(info):
@@ -85,6 +99,9 @@ class InstancePublisher:
         self.running = False
         self.supervisor.removeObserver(self._observe)
         self.supervisor.removeBeforeStop(self._beforeStop)
+        if callable(getattr(self.supervisor, "removeRolling", None)):
+            for key in self._rolling:
+                self.supervisor.removeRolling(key)
         if not self.published or self.drain_delay <= 0:
             return None
         self.published = {name: (deploy, port, DRAIN) for name, (deploy, port, _) in self.published.items()}

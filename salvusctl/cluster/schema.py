@@ -77,9 +77,6 @@ MIGRATIONS = [
     Migration(
         1,
         "cluster hosts, messages, deliveries and published instances",
-        {
-            "sqlite": _COMMON.format(messages=_MESSAGES.format(id="INTEGER PRIMARY KEY AUTOINCREMENT")),
-            "postgresql": _COMMON.format(messages=_MESSAGES.format(id="BIGSERIAL PRIMARY KEY")),
-        },
+        lambda sql: _COMMON.format(messages=_MESSAGES.format(id=sql.serialKey)),
     ),
 ]

@@ -93,7 +93,7 @@ class ClusterService(Service):
     @property
     def shared(self) -> bool:
         """True when other hosts can share this store (PostgreSQL)."""
-        return getattr(self.store, "dialect", None) == "postgresql"
+        return self.store.sql.shared
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ class ClusterService(Service):
     def _begin(self):
         if not self.shared:
             log.info("cluster: the store is {dialect}: {name} is a cluster of one (point every host at"
-                     " one PostgreSQL store to see its peers)", dialect=self.store.dialect,
+                     " one PostgreSQL store to see its peers)", dialect=self.store.sql.name,
                      name=self.host_name)
         if not self._listening:
             self._listening = True

@@ -27,14 +27,11 @@ HOST_COLUMNS = (
 )
 MESSAGE_COLUMNS = ("id", "uid", "sender", "recipient", "kind", "body", "created", "reply_to")
 
-# C{last_seen} is the database's clock when the row is written (PostgreSQL), never the stamp of
-# when the beat was made: a beat queued through an outage and replayed afterwards says when the
-# database saw it, so every reader compares it with that same clock.  On SQLite (one host, no
-# queue) the database's clock is the host's, as the injected reactor tells it.
-_DB_NOW = {
-    "postgresql": "CAST(EXTRACT(EPOCH FROM now()) AS DOUBLE PRECISION)",
-    "sqlite": "?",
-}
+# C{last_seen} is the database's clock when the row is written (C{store.sql.dbClock}), never the
+# stamp of when the beat was made: a beat queued through an outage and replayed afterwards says
+# when the database saw it, so every reader compares it with that same clock.  Where the store has
+# no clock of its own (SQLite: one host, no queue) the database's clock is the host's, as the
+# injected reactor tells it.
 
 _UPSERT_HOST = (
     "INSERT INTO cluster_hosts (name, address, admin_url, started, last_seen, heartbeat, missed,"
@@ -66,10 +63,6 @@ class ClusterTables:
         if migrate:
             store.addMigrations("cluster", MIGRATIONS)
 
-    @property
-    def dialect(self) -> str:
-        return self.store.dialect
-
     # -- membership ------------------------------------------------------------------------------
 
     def beat(self, name: str, address: str | None, admin_url: str | None, started: float, now: float,
@@ -82,8 +75,9 @@ class ClusterTables:
         A host's first row records the newest message id as C{since_message}: broadcasts sent
         before it ever joined are not for it; those sent while it was down are.
         """
-        if self.dialect == "postgresql":
-            sql = _UPSERT_HOST.format(now=_DB_NOW["postgresql"])
+        clock = self.store.sql.dbClock
+        if clock is not None:
+            sql = _UPSERT_HOST.format(now=clock)
             args: tuple = (name, address, admin_url, started, heartbeat, missed, version)
         else:
             sql = _UPSERT_HOST.format(now="?")
@@ -114,12 +108,12 @@ class ClusterTables:
         whose clock is the host's).  Liveness is judged on the database's clock alone, so host
         clocks need not agree and a replayed beat is judged by when it was written.
         """
-        if self.dialect != "postgresql":
+        dialect = self.store.sql
+        if dialect.dbClock is None or dialect.serverStarted is None:
             return self.hosts().addCallback(lambda rows: (rows, None, None))
         cols = ", ".join("h." + c for c in HOST_COLUMNS)
         d = self.store.runQuery(
-            "SELECT CAST(EXTRACT(EPOCH FROM now()) AS DOUBLE PRECISION),"
-            " CAST(EXTRACT(EPOCH FROM pg_postmaster_start_time()) AS DOUBLE PRECISION),"
+            f"SELECT {dialect.dbClock}, {dialect.serverStarted},"
             f" {cols} FROM (SELECT 1) AS one LEFT JOIN cluster_hosts h ON TRUE ORDER BY h.name"
         )
 

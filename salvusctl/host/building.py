@@ -4,8 +4,9 @@ L{build} turns a validated L{salvusctl.host.Host} into one L{HostService}: a C{M
 named children, the store first, then one service per component in the order of
 L{salvusctl.host.components.COMPONENTS}, started in that order and stopped in reverse, one child at
 a time, waiting for each.  Each component's builder receives a L{HostContext} and all of the
-component's declarations; after every builder ran, the host's reloader is made over the same
-context.
+component's declarations.  Once every builder ran, one wiring phase calls each component's
+C{wire} entry with the whole context (a component plugs into the others there, whichever was
+built first), and the host's reloader is made over the same context.
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ def build(host: Any, reactor: Any) -> tuple[HostService, HostContext]:
         service.setName(entry.name)
         service.setServiceParent(top)
         context.services[entry.name] = service
+    for entry in COMPONENTS:
+        if entry.wire is not None and entry.name in context.services:
+            resolve(entry.wire)(context, context.services[entry.name])
     from salvusctl.host.reload import HostReloader
 
     context.reloader = HostReloader(host, context)

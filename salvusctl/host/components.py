@@ -34,6 +34,9 @@ class Component:
         the call to the apply.
     @ivar describe: C{"module:function"}, called as C{describe(declaration) -> dict}: the extra
         fields the out-of-process model keeps of a declaration (None: its digest alone).
+    @ivar wire: C{"module:function"}, called as C{wire(context, service)} once every builder ran:
+        where a component plugs itself into the others (hooks, load sources), so that no builder
+        reaches into a service built before it; None when it needs nothing of the others.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Component:
     reload: str | None = None
     describe: str | None = None
     model: bool = False
+    wire: str | None = None
 
 
 #: Start order is this order; the host stops them in reverse.
@@ -55,15 +59,17 @@ COMPONENTS: tuple[Component, ...] = (
               "salvusctl.balancer.build:buildBalancer", reload="salvusctl.balancer.reload",
               describe="salvusctl.host.model:describeBalanced", model=True),
     Component("monitor", ("salvusctl.monitor.declare",),
-              "salvusctl.monitor.build:buildMonitor", reload="salvusctl.monitor.reload"),
+              "salvusctl.monitor.build:buildMonitor", reload="salvusctl.monitor.reload",
+              wire="salvusctl.monitor.build:wireMonitor"),
     Component("alerts", ("salvusctl.alerts.declare",),
               "salvusctl.alerts.build:buildAlerts", reload="salvusctl.alerts.reload"),
-    Component("backup", ("salvusctl.backup.declaration",),
+    Component("backup", ("salvusctl.backup.declare",),
               "salvusctl.backup.build:buildBackup", reload="salvusctl.backup.reload"),
     Component("cluster", ("salvusctl.cluster.declare",),
               "salvusctl.cluster.build:buildCluster"),
-    Component("admin", ("salvusctl.admin.declaration",),
-              "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload"),
+    Component("admin", ("salvusctl.admin.declare",),
+              "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload",
+              wire="salvusctl.admin.build:wireAdmin"),
 )
 
 _BY_NAME = {c.name: c for c in COMPONENTS}

@@ -58,12 +58,12 @@ def defaultHost(
     @param admin_http_port: plain HTTP on 127.0.0.1 only, for C{supervisorctl} (default: env
         C{SALVUS_ADMIN_HTTP_PORT}, else 9001).
     """
-    from salvusctl.admin.declaration import Admin
+    from salvusctl.admin.declare import Admin
     from salvusctl.alerts.declare import AlertRule
-    from salvusctl.backup.declaration import Backup
+    from salvusctl.backup.declare import Backup
     from salvusctl.balancer.declare import Balanced, Group, HealthCheck
     from salvusctl.monitor.declare import Monitor
-    from salvusctl.supervisor.deploy import Deploy, Probe, Ready
+    from salvusctl.supervisor.declare import Deploy, Probe, Ready
 
     web_port = _port(web_port, "SALVUS_WEB_PORT", DEFAULT_WEB_PORT)
     admin_port = _port(admin_port, "SALVUS_ADMIN_PORT", DEFAULT_ADMIN_PORT)

@@ -39,7 +39,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from salvusctl.errors import ConfigError
+from salvusctl.errors import ConfigError, OperationFailed
 from salvusctl.host.components import COMPONENTS, component, resolve
 from salvusctl.host.model import Declared, declarationDigest
 
@@ -204,26 +204,22 @@ class HostReloader:
             return defer.maybeDeferred(self.load)
         return self.reader.read(fresh=True).addCallback(lambda _: self.load())
 
-    def applyDeploys(self, choose: Any, load: bool = True) -> defer.Deferred:
-        """Give the supervisor the deploy list C{choose(new_host_or_None, running_deploys)}
-        returns, through C{SupervisorService.reload}, the same step L{reconcile} takes.
+    def applyTo(self, component: str, step: Any, load: bool = True) -> defer.Deferred:
+        """Run C{step(new_host_or_None, service)} on one component's running service, as one
+        reload: under L{reconcile}'s lock, after its read (C{load}: the config is read as for
+        L{reconcile}; without it nothing is read and C{step} gets None).
 
-        C{supervisorctl add / remove / update} come here one process group at a time: they share
-        L{reconcile}'s lock, its read (C{load}: the config is read as for L{reconcile}; without
-        it nothing is read) and its apply, so there is one way a config reaches what runs.
+        A partial reload of one component (C{supervisorctl add / remove}, one process group at a
+        time: L{salvusctl.supervisor.reload.applyDeploys}) comes here, so there is one way a
+        config reaches what runs and no component is named in this module.
         """
-        supervisor = self.context.services.get("supervisor")
-        if supervisor is None or not hasattr(supervisor, "deploys"):
-            return defer.fail(ConfigError("this host runs no supervisor"))
-
-        def apply(new):
-            deploys = choose(new, dict(supervisor.deploys))
-            log.info("reload: supervisor deploys {names}", names=[d.name for d in deploys])
-            return supervisor.reload(deploys)
+        service = self.context.services.get(component)
+        if service is None:
+            return defer.fail(ConfigError(f"this host runs no {component}"))
 
         def run():
             first = self.loadForApply() if load else defer.succeed(None)
-            return first.addCallback(apply)
+            return first.addCallback(step, service)
 
         return self._exclusive(run)
 
@@ -252,6 +248,12 @@ class HostReloader:
             try:
                 module = resolve(row.reload)
                 yield defer.maybeDeferred(module.applyEntries, self.context, new.declarations(name), live)
+            except OperationFailed as e:
+                # A reason the operator can act on (a program that went FATAL): one line.
+                log.error("reload: applying the {component} changes failed: {reason}",
+                          component=name, reason=str(e))
+                for entry in live.values():
+                    entry["failed"] = f"{type(e).__name__}: {e}"
             except Exception as e:
                 log.failure("reload: applying the {component} changes failed", component=name)
                 for entry in live.values():

@@ -11,7 +11,7 @@ from salvusctl.interfaces import ISupervisor
 from salvusctl.monitor.declare import Monitor
 from salvusctl.monitor.service import MonitorService
 
-__all__ = ["Monitor", "buildMonitor", "bindLoadSources"]
+__all__ = ["Monitor", "buildMonitor", "wireMonitor", "bindLoadSources"]
 
 log = Logger()
 
@@ -44,7 +44,7 @@ def wireLogHook(service, supervisor, monitor: MonitorService) -> bool:
 
 
 def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
-    """One monitor per host: wire it to the supervisor (states, log hook) and the balancer."""
+    """One monitor per host, observing the supervisor's states; L{wireMonitor} plugs it in."""
     if len(declarations) > 1:
         raise ConfigError("a host has one Monitor(...); merge the declarations")
     decl = declarations[0] if declarations else Monitor()
@@ -76,13 +76,18 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
         mounts=decl.mounts,
         synchronous_commit=decl.synchronous_commit,
     )
-    wireLogHook(context.services.get("supervisor"), supervisor, monitor)
-    # The balancer's least-load groups: give their load sources this host's instance loads.
-    addresses = [decl.address] if decl.address else []
     if decl.load_source is not None:
-        decl.load_source.bind(monitor, addresses)
-    bindLoadSources(context.services.get("balancer"), monitor, addresses)
+        decl.load_source.bind(monitor, [decl.address] if decl.address else [])
     return monitor
+
+
+def wireMonitor(context, monitor: MonitorService) -> None:
+    """The host's wiring phase for the monitor: the supervisor's per-line log hook, and this
+    host's instance loads for the balancer's least-load groups."""
+    service = context.services.get("supervisor")
+    wireLogHook(service, findSupervisor(service), monitor)
+    address = getattr(monitor, "address", None)
+    bindLoadSources(context.services.get("balancer"), monitor, [address] if address else [])
 
 
 def bindLoadSources(balancer: Any, monitor: Any, addresses: list[str]) -> int:

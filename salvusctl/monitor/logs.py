@@ -62,7 +62,7 @@ class LogWriter:
     @inlineCallbacks
     def insert(self, cursor, rows: list[tuple], now: float):
         """Write rows inside the caller's transaction (the monitor's per-tick flush)."""
-        if self._store.dialect == "postgresql":
+        if self._store.sql.partitions:
             days = {int(r[6] // DAY) for r in rows} - self._days
             if days:
                 yield cursor.execute("SELECT pg_advisory_xact_lock(?)", (_PARTITION_LOCK,))
@@ -73,7 +73,7 @@ class LogWriter:
                     )
                 # Remembered optimistically; a rolled-back transaction re-creates next time.
                 self._days |= days
-        yield insertMany(cursor, self._store.dialect, _INSERT_PREFIX, [(*r, now) for r in rows])
+        yield insertMany(cursor, self._store.sql, _INSERT_PREFIX, [(*r, now) for r in rows])
 
     def search(
         self,

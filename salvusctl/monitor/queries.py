@@ -44,7 +44,7 @@ def runningWithStatus(store) -> Deferred:
     """Every running service (its C{services} row) with its newest stored sample under C{sample}
     (None before its first sample)."""
     svc = ", ".join(f"sv.{c}" for c in _SERVICE_COLUMNS[:-1])
-    if store.dialect == "postgresql":
+    if store.sql.lateralJoins:
         sql = (
             f"SELECT {svc}, {_st('st')} FROM services sv LEFT JOIN LATERAL"
             f" (SELECT * FROM status s WHERE s.service_id = sv.id ORDER BY s.timestamp DESC LIMIT 1)"
@@ -101,7 +101,7 @@ def history(store, host: str, name: str, since: float, until: float | None = Non
     C{tests/monitor/test_pg.py}.  SQLite gets one query with C{IN (subquery)}.
     """
     end = _FOREVER if until is None else until
-    if store.dialect == "postgresql":
+    if store.sql.sampledStatistics:
         return _pgHistory(store, host, name, since, end)
     # Ordered by the bare column, SQLite walks the index on timestamp alone (every instance's
     # hour, ≈ 25 ms at a million rows); the unary + makes it probe the (service_id, timestamp)

@@ -1,10 +1,10 @@
 """C{cap_table}-style retention: keep each table within an age and a row count.
 
 Run inside one store transaction
-(C{store.runInteraction(applyRetention, dialect, policies, now, batch)}), by the monitor soon
-after it starts, then periodically, and on demand (C{MonitorService.runRetention}).  On
-PostgreSQL the partitioned C{logs} table loses whole day partitions past the age limit (no
-row-by-row delete, no bloat); a row-count cap still deletes the oldest rows.
+(C{store.runInteraction(applyRetention, store.sql, policies, now, batch)}), by the monitor soon
+after it starts, then periodically, and on demand (C{MonitorService.runRetention}).  On a
+store with partitions (PostgreSQL) the partitioned C{logs} table loses whole day partitions past
+the age limit (no row-by-row delete, no bloat); a row-count cap still deletes the oldest rows.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from twisted.internet.defer import inlineCallbacks
 
 from salvusctl.monitor.schema import DAY, LOG_PARTITION_PREFIX
+from salvusctl.store.dialects import SQLDialect, dialectNamed
 
 __all__ = ["RetentionPolicy", "DEFAULT_RETENTION", "applyRetention", "TIME_COLUMNS"]
 
@@ -75,28 +76,29 @@ def _dropLogPartitions(cursor, cutoff: float):
     return dropped
 
 
-def _older(dialect: str, table: str, column: str, batch: int | None) -> str:
+def _older(sql: SQLDialect, table: str, column: str, batch: int | None) -> str:
     """A DELETE of C{table}'s rows with C{column < ?}, at most C{batch} of them (the oldest
     first, so a backlog goes in age order) when C{batch} is set: its C{?} are the cutoff, then
     the batch."""
     if batch is None:
         return f"DELETE FROM {table} WHERE {column} < ?"
-    # The status tables have no key of their own: the row's physical address is one (tableoid
-    # too on PostgreSQL, where the ctid of a partitioned table's rows repeats across partitions).
-    key = "tableoid, ctid" if dialect == "postgresql" else "rowid"
+    # The status tables have no key of their own: the row's physical address is one.
+    key = sql.rowKey
     return (f"DELETE FROM {table} WHERE ({key}) IN"
             f" (SELECT {key} FROM {table} WHERE {column} < ? ORDER BY {column} LIMIT ?)")
 
 
 @inlineCallbacks
-def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], now: float,
+def applyRetention(cursor, sql: SQLDialect | str, policies: dict[str, RetentionPolicy], now: float,
                    batch: int | None = None):
     """Apply every policy; returns {table: rows deleted (or partitions dropped for PG logs)}.
 
+    @param sql: the store's L{SQLDialect} (C{store.sql}), or its name.
     @param batch: at most this many rows deleted per table and rule in this run (None: all), so
         that one run after a long stop holds the store's lock for a bounded time; a table whose
         count reached C{batch} has more left for the next run.
     """
+    sql = dialectNamed(sql)
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"retention batch must be a positive integer, not {batch!r}")
     limit = () if batch is None else (batch,)
@@ -124,9 +126,9 @@ def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], n
             continue
         if policy.max_age is not None:
             cutoff = now - policy.max_age
-            if table == "logs" and dialect == "postgresql":
+            if table == "logs" and sql.partitions:
                 count += yield _dropLogPartitions(cursor, cutoff)
-            yield cursor.execute(_older(dialect, table, column, batch), (cutoff, *limit))
+            yield cursor.execute(_older(sql, table, column, batch), (cutoff, *limit))
             count += max(cursor.rowcount or 0, 0)
         if policy.max_rows is not None:
             yield cursor.execute(
@@ -135,7 +137,7 @@ def applyRetention(cursor, dialect: str, policies: dict[str, RetentionPolicy], n
             )
             row = cursor.fetchone()
             if row is not None:
-                yield cursor.execute(_older(dialect, table, column, batch), (row[0], *limit))
+                yield cursor.execute(_older(sql, table, column, batch), (row[0], *limit))
                 count += max(cursor.rowcount or 0, 0)
         removed[table] = count
     return removed

@@ -1,14 +1,15 @@
-"""The monitor's tables, as store migrations for both dialects.
+"""The monitor's tables, as store migrations written from the store's SQL capabilities.
 
 The foundation owns C{services} and C{status}; the monitor adds the columns it samples beyond the
 foundation's set (threads, fds, process state, process count), and its own tables: per-process
-samples, host samples, disk samples, alerts, and deploy log lines.  On PostgreSQL the log table is
-partitioned by day (declarative range partitioning on the line's receive time) so that retention
-drops whole partitions instead of deleting rows.
+samples, host samples, disk samples, alerts, and deploy log lines.  On a store with partitions
+(PostgreSQL) the log table is partitioned by day (declarative range partitioning on the line's
+receive time) so that retention drops whole partitions instead of deleting rows.
 """
 
 from __future__ import annotations
 
+from salvusctl.store.dialects import SQLDialect
 from salvusctl.store.migrations import Migration
 
 __all__ = ["MONITOR_MIGRATIONS", "LOG_PARTITION_PREFIX", "DAY"]
@@ -86,7 +87,9 @@ CREATE INDEX alerts_open ON alerts (rule, subject, cleared_at);
 CREATE INDEX alerts_time ON alerts (fired_at);
 """
 
-_LOGS_SQLITE = """
+# On a store with partitions the parent table only: day partitions are created on demand by the
+# writer (see logs.py).
+_LOGS = """
 CREATE TABLE logs (
     host TEXT,
     deploy TEXT NOT NULL,
@@ -96,26 +99,15 @@ CREATE TABLE logs (
     text TEXT NOT NULL,
     received_at DOUBLE PRECISION NOT NULL,
     recorded_at DOUBLE PRECISION NOT NULL
-);
+){partition};
 CREATE INDEX logs_deploy_time ON logs (deploy, received_at);
 CREATE INDEX logs_time ON logs (received_at);
 """
 
-# The parent table only: day partitions are created on demand by the writer (see logs.py).
-_LOGS_POSTGRESQL = """
-CREATE TABLE logs (
-    host TEXT,
-    deploy TEXT NOT NULL,
-    instance TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    level TEXT NOT NULL,
-    text TEXT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL,
-    recorded_at DOUBLE PRECISION NOT NULL
-) PARTITION BY RANGE (received_at);
-CREATE INDEX logs_deploy_time ON logs (deploy, received_at);
-CREATE INDEX logs_time ON logs (received_at);
-"""
+
+def _logs(sql: SQLDialect) -> str:
+    return _LOGS.format(partition=" PARTITION BY RANGE (received_at)" if sql.partitions else "")
+
 
 # (table, its key per tick, the index the key replaces or None)
 TICK_KEYS = (
@@ -129,18 +121,20 @@ _HISTORY_COLUMNS = ("load, percent_mem, percent_cpu, cputime, walltime, virtual_
                     " threads, fds, state, nprocs")
 
 
-def _tickKeys(dialect: str) -> str:
+def _tickKeys(sql: SQLDialect) -> str:
     statements = []
+    row = sql.rowId
     for table, key, replaced in TICK_KEYS:
         columns = ", ".join(key)
-        if dialect == "postgresql":
+        if sql.deleteUsing:
+            # A self-join that keeps the lowest address per key (ctid has no MIN on PostgreSQL 15).
             same = " AND ".join(f"a.{c} = b.{c}" for c in key)
-            statements.append(f"DELETE FROM {table} a USING {table} b WHERE {same} AND a.ctid > b.ctid;")
+            statements.append(f"DELETE FROM {table} a USING {table} b WHERE {same} AND a.{row} > b.{row};")
         else:
             statements.append(
-                f"DELETE FROM {table} WHERE rowid NOT IN (SELECT MIN(rowid) FROM {table} GROUP BY {columns});"
+                f"DELETE FROM {table} WHERE {row} NOT IN (SELECT MIN({row}) FROM {table} GROUP BY {columns});"
             )
-        if table == "status" and dialect == "postgresql":
+        if table == "status" and sql.coveringIndexes:
             # The covering history index becomes the unique one: no extra index to maintain.
             statements.append(
                 f"CREATE UNIQUE INDEX status_tick ON status ({columns}) INCLUDE ({_HISTORY_COLUMNS});"
@@ -152,9 +146,6 @@ def _tickKeys(dialect: str) -> str:
                 statements.append(f"DROP INDEX {replaced};")
     return "\n".join(statements) + "\n"
 
-
-_TICK_KEYS_SQLITE = _tickKeys("sqlite")
-_TICK_KEYS_POSTGRESQL = _tickKeys("postgresql")
 
 # The alerts' notification outbox (salvusctl/alerts/outbox.py).  Here because the alerts need a
 # monitor, and its migrations are registered before the store starts even when a reload adds the
@@ -177,36 +168,30 @@ CREATE TABLE alert_notifications (
 CREATE INDEX alert_notifications_host ON alert_notifications (host, delivered_at, id);
 """
 
+_STATUS_HISTORY = """
+CREATE INDEX status_history ON status (service_id, timestamp) INCLUDE (load, percent_mem,
+    percent_cpu, cputime, walltime, virtual_size, resident_size, threads, fds, state, nprocs)
+"""
+
 MONITOR_MIGRATIONS = [
     Migration(1, "status columns sampled by the monitor", _STATUS_EXTRA),
     Migration(
         2,
         "process, host, disk samples and alerts",
-        {
-            "sqlite": _TABLES.format(bigint="INTEGER", serial="INTEGER"),
-            "postgresql": _TABLES.format(bigint="BIGINT", serial="BIGSERIAL"),
-        },
+        lambda sql: _TABLES.format(bigint=sql.bigint, serial=sql.serial),
     ),
-    Migration(3, "deploy log lines", {"sqlite": _LOGS_SQLITE, "postgresql": _LOGS_POSTGRESQL}),
+    Migration(3, "deploy log lines", _logs),
     # "One instance's last hour" and "latest of every instance" as index-only scans: at a million
     # rows the samples of one instance sit on as many heap pages as rows, and reading those was
     # most of the query's time.  SQLite keeps its rows by rowid and has no INCLUDE: nothing to do.
     Migration(
         4,
         "covering index for status history and latest",
-        {
-            "sqlite": "",
-            "postgresql": """
-CREATE INDEX status_history ON status (service_id, timestamp) INCLUDE (load, percent_mem,
-    percent_cpu, cputime, walltime, virtual_size, resident_size, threads, fds, state, nprocs)
-""",
-        },
+        lambda sql: _STATUS_HISTORY if sql.coveringIndexes else "",
     ),
     # A tick's rows are written again when the commit's acknowledgement is lost (the store
     # replays the write): a unique key per row of a tick lets that second write insert nothing.
     # Duplicates already stored are removed first, keeping the first copy.
-    Migration(5, "one row per tick: unique sample keys", {"sqlite": _TICK_KEYS_SQLITE,
-                                                          "postgresql": _TICK_KEYS_POSTGRESQL}),
-    Migration(6, "alert notification outbox", {"sqlite": _OUTBOX.format(serial="INTEGER"),
-                                                 "postgresql": _OUTBOX.format(serial="BIGSERIAL")}),
+    Migration(5, "one row per tick: unique sample keys", _tickKeys),
+    Migration(6, "alert notification outbox", lambda sql: _OUTBOX.format(serial=sql.serial)),
 ]

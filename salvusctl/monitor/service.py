@@ -694,11 +694,12 @@ class MonitorService(Service):
 
     @inlineCallbacks
     def _writeBatch(self, cursor, batch: list[_Buffered], exits: list[_Instance], now: float):
-        if self._store.dialect == "postgresql" and not self.synchronous_commit:
+        relaxed = self._store.sql.relaxedCommit
+        if relaxed is not None and not self.synchronous_commit:
             # Samples are replaceable: a server crash may lose the last fraction of a second of
             # them, in exchange for not waiting on the WAL flush at every tick's commit
             # (Monitor(synchronous_commit=True) waits; docs/store.md, "Durability").
-            yield cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            yield cursor.execute(relaxed)
         status, process, host, disk, logs = [], [], [], [], []
         for item in batch:
             if item.kind == "status":
@@ -715,7 +716,7 @@ class MonitorService(Service):
                           (_HOST_INSERT, host), (_DISK_INSERT, disk)):
             # Idempotent: the store replays a write whose acknowledgement was lost, and each of
             # these rows has a unique key per tick (schema.TICK_KEYS), so the replay adds nothing.
-            yield insertMany(cursor, self._store.dialect, sql, rows, suffix=" ON CONFLICT DO NOTHING")
+            yield insertMany(cursor, self._store.sql, sql, rows, suffix=" ON CONFLICT DO NOTHING")
         if logs:
             yield self._logs.insert(cursor, logs, now)
         for record in exits:
@@ -755,7 +756,7 @@ class MonitorService(Service):
         Fires with {table: rows or partitions removed}.
         """
         when = self._reactor.seconds() if now is None else now
-        d = self._store.runInteraction(applyRetention, self._store.dialect, self.retention, when,
+        d = self._store.runInteraction(applyRetention, self._store.sql, self.retention, when,
                                        batch)
 
         def logged(removed):

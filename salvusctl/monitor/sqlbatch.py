@@ -12,11 +12,13 @@ from collections.abc import Sequence
 
 from twisted.internet.defer import inlineCallbacks
 
+from salvusctl.store.dialects import SQLDialect
+
 __all__ = ["insertMany"]
 
 
 @inlineCallbacks
-def insertMany(cursor, dialect: str, prefix: str, rows: Sequence[tuple], chunk: int = 400,
+def insertMany(cursor, sql: SQLDialect, prefix: str, rows: Sequence[tuple], chunk: int = 400,
                suffix: str = ""):
     """Insert C{rows} with C{prefix} (C{"INSERT INTO t (a, b)"}) inside the caller's transaction.
 
@@ -29,7 +31,7 @@ def insertMany(cursor, dialect: str, prefix: str, rows: Sequence[tuple], chunk: 
         return 0
     width = len(rows[0])
     one = "(" + ", ".join("?" for _ in range(width)) + ")"
-    if dialect != "postgresql":
+    if not sql.multiRowInsert:
         yield cursor.executemany(f"{prefix} VALUES {one}{suffix}", rows)
         return len(rows)
     for start in range(0, len(rows), chunk):

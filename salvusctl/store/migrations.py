@@ -7,7 +7,10 @@ each step exactly once (the PostgreSQL store holds an advisory lock while migrat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from salvusctl.store.dialects import SQLDialect, dialectNamed
 
 __all__ = ["Migration", "CORE_MIGRATIONS", "MIGRATIONS_TABLE"]
 
@@ -18,18 +21,25 @@ MIGRATIONS_TABLE = "salvus_migrations"
 class Migration:
     """One schema step.
 
-    @ivar sql: statements run in one transaction; either one string for every dialect or a dict
-        keyed by dialect (C{'sqlite'}, C{'postgresql'}).  Statements are separated by C{;} at the
-        end of a line.
+    @ivar sql: statements run in one transaction: one string for every dialect, or a function of
+        the store's L{SQLDialect} that writes them from its capabilities (what services outside
+        the store use, so a new backend needs no new text there), or a dict keyed by dialect name
+        (the store's own tables).  Statements are separated by C{;} at the end of a line.
     """
 
     version: int
     description: str
-    sql: str | dict[str, str]
+    sql: str | dict[str, str] | Callable[[SQLDialect], str]
 
-    def statements(self, dialect: str) -> list[str]:
-        """The statements of this step for one dialect."""
-        text = self.sql if isinstance(self.sql, str) else self.sql[dialect]
+    def statements(self, dialect: SQLDialect | str) -> list[str]:
+        """The statements of this step for one dialect (a descriptor or its name)."""
+        dialect = dialectNamed(dialect)
+        if isinstance(self.sql, str):
+            text = self.sql
+        elif isinstance(self.sql, dict):
+            text = self.sql[dialect.name]
+        else:
+            text = self.sql(dialect)
         parts = [p.strip() for p in text.split(";\n")]
         return [p.rstrip(";").strip() for p in parts if p.strip()]
 

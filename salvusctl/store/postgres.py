@@ -44,6 +44,7 @@ from txpostgres import reconnection, txpostgres
 from zope.interface import implementer
 
 from salvusctl.interfaces import IStore
+from salvusctl.store.dialects import POSTGRESQL
 from salvusctl.store.domain import DomainQueries
 from salvusctl.store.errors import QueueFull, StoreClosed, StoreError, StoreUnavailable
 from salvusctl.store.migrations import CORE_MIGRATIONS, MIGRATIONS_TABLE, Migration
@@ -162,6 +163,7 @@ class PostgresStore(DomainQueries):
     """
 
     dialect = "postgresql"
+    sql = POSTGRESQL
 
     #: Makes each pooled connection: C{(reactor, cooperator, detector=)} -> a txpostgres
     #: C{Connection}.  Tests put a scripted connection here to drive the queue on a C{Clock}.
@@ -477,7 +479,7 @@ class PostgresStore(DomainQueries):
                 for step in sorted(steps, key=lambda s: s.version):
                     if (component, step.version) in have:
                         continue
-                    for statement in step.statements(self.dialect):
+                    for statement in step.statements(self.sql):
                         d.addCallback(lambda _, s=statement: cursor.execute(s))
                     d.addCallback(
                         lambda _, c=component, s=step: cursor.execute(

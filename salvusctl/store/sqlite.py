@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from salvusctl.interfaces import IStore
+from salvusctl.store.dialects import SQLITE
 from salvusctl.store.domain import DomainQueries
 from salvusctl.store.errors import StoreClosed, StoreCorrupt, StoreError
 from salvusctl.store.migrations import CORE_MIGRATIONS, MIGRATIONS_TABLE, Migration
@@ -100,6 +101,7 @@ class SQLiteStore(DomainQueries):
     """
 
     dialect = "sqlite"
+    sql = SQLITE
 
     def __init__(self, reactor, path: str, busy_timeout_ms: int = 10000):
         self._reactor = reactor
@@ -219,7 +221,7 @@ class SQLiteStore(DomainQueries):
                     if (component, step.version) in done:
                         continue
                     try:
-                        for statement in step.statements(self.dialect):
+                        for statement in step.statements(self.sql):
                             conn.execute(statement)
                     except sqlite3.Error as e:
                         raise StoreError(

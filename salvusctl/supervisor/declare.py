@@ -1,4 +1,10 @@
-"""The supervisor's host-wide declaration, C{SupervisorSettings(...)} (deploys: supervisor.deploy)."""
+"""The supervisor's declarations: C{SupervisorSettings(...)} here, and the deploys'.
+
+Every service's declarations are imported from its C{declare} module.  C{Deploy} and its parts
+(C{Probe}, C{Ready}, C{Backoff}, C{Flapping}) are written in L{salvusctl.supervisor.deploy}, with
+the validation and templating they need; they are re-exported here.  C{EventListener} stays with
+its pool and protocol in L{salvusctl.supervisor.eventlistener}.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from salvusctl.errors import ConfigError
+from salvusctl.supervisor.deploy import Backoff, Deploy, Flapping, Probe, Ready
 
-__all__ = ["SupervisorSettings"]
+__all__ = ["SupervisorSettings", "Deploy", "Probe", "Ready", "Backoff", "Flapping"]
 
 
 @dataclass

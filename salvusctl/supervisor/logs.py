@@ -278,6 +278,17 @@ class RotatingFile:
         if self._f is not None:
             self._f.flush()
 
+    def truncate(self) -> None:
+        """Empty the current file (its rotated backups stay), so the next write starts it again
+        and size rotation counts from zero."""
+        if self._f is not None:
+            self._f.flush()
+            self._f.truncate(0)
+        elif os.path.exists(self.path):
+            with open(self.path, "r+b") as f:
+                f.truncate(0)
+        self._size = 0
+
     def rotate(self) -> None:
         """Shift C{path.N} to C{path.N+1}, drop the oldest, start a fresh C{path}."""
         self.close()
@@ -570,6 +581,15 @@ class InstanceLog:
             rows = rows[1:]  # the first one is cut
         texts = [row.decode("utf-8", "replace") for row in rows if row]
         return texts[-lines:]
+
+    def clear(self) -> None:
+        """Empty both streams: the log files and the tail rings (supervisord's
+        C{clearProcessLogs}); followers keep following the lines written from now on."""
+        for stream in self.paths:
+            self.files[stream].truncate()
+            self.rings[stream].clear()
+            self._ringBytes[stream] = 0
+            self._evicted[stream] = False
 
     def follow(self, callback: Callable[[LogLine], Any], stream: str = "stdout") -> Callable[[], None]:
         """Call C{callback(LogLine)} for each new line; returns the function that stops following."""

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from salvusctl.errors import OperationFailed
 from salvusctl.supervisor import oscalls
 from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
@@ -50,7 +51,7 @@ STOP_POLL = 0.05
 KILL_GRACE = 5.0
 
 
-class StartRefused(Exception):
+class StartRefused(OperationFailed):
     """A start was refused (a limit, a stopping instance …); the message says why."""
 
 
@@ -58,7 +59,7 @@ class InstanceStopped(Exception):
     """The instance was stopped before it became RUNNING."""
 
 
-class InstanceFatal(Exception):
+class InstanceFatal(OperationFailed):
     """The instance went FATAL; the message carries the reason."""
 
 

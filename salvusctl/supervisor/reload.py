@@ -23,7 +23,8 @@ from twisted.logger import Logger
 from salvusctl.host.model import Declared, declarationDigest, specDigest
 from salvusctl.supervisor.declare import SupervisorSettings
 
-__all__ = ["entries", "applyEntries", "deployDiff", "deploysOf", "isDeploy", "SETTINGS_KEY", "LIVE_SETTINGS"]
+__all__ = ["entries", "applyEntries", "applyDeploys", "deployDiff", "deploysOf", "isDeploy", "SETTINGS_KEY",
+           "LIVE_SETTINGS"]
 
 log = Logger()
 
@@ -37,6 +38,21 @@ MODEL_NOTE = (
     "read out of process: which of these changes apply live, and which need a restart, is decided "
     "when they are applied (salvusctl reconcile, SIGHUP)"
 )
+
+
+def applyDeploys(reloader: Any, choose: Any, load: bool = True) -> defer.Deferred:
+    """Give the supervisor the deploy list C{choose(new_host_or_None, running_deploys)} returns,
+    through C{SupervisorService.reload}: the same step a whole reload takes, under its lock.
+
+    @param reloader: the host's L{salvusctl.host.reload.HostReloader}.
+    """
+
+    def apply(new, supervisor):
+        deploys = choose(new, dict(supervisor.deploys))
+        log.info("reload: supervisor deploys {names}", names=[d.name for d in deploys])
+        return supervisor.reload(deploys)
+
+    return reloader.applyTo("supervisor", apply, load=load)
 
 
 def isDeploy(declaration: Any) -> bool:

@@ -37,7 +37,7 @@ from zope.interface import implementer
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor import oscalls
-from salvusctl.supervisor.capabilities import IMainLog, IProcessStdin
+from salvusctl.supervisor.capabilities import ILogClearing, IMainLog, IProcessStdin
 from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
 from salvusctl.supervisor.eventlistener import EventHub
 from salvusctl.supervisor.logs import InstanceLog, LogLine
@@ -71,7 +71,7 @@ class RollFailed(Exception):
     """A rolling restart stopped: a new instance could not be made ready."""
 
 
-@implementer(ISupervisor, IProcessStdin, IMainLog, IInstanceOwner)
+@implementer(ISupervisor, ILogClearing, IProcessStdin, IMainLog, IInstanceOwner)
 class SupervisorService(Service):
     """Runs the instances of a set of L{Deploy} declarations.
 
@@ -535,24 +535,34 @@ class SupervisorService(Service):
         if hook in self.beforeStopHooks:
             self.beforeStopHooks.remove(hook)
 
-    def addRolling(self, deploy: str) -> None:
+    def addRolling(self, deploy: str | Callable[[Deploy], bool]) -> None:
         """Apply a changed declaration of C{deploy} as a rolling restart (see L{reload}).
 
-        A balanced group that follows the deploy asks for this: restarting every instance at
-        once would leave it with no host, and its clients with failed requests.
+        Whoever sends the deploy's instances traffic asks for this: a balanced group that follows
+        it, or the cluster's publisher for the front-ends that balance it from other hosts.
+        Restarting every instance at once would leave them no backend, and their clients with
+        failed requests.  C{deploy} is a deploy's name, or a rule over declarations (the
+        publisher's "every deploy with a port", which covers deploys a reload adds later).
+        Each C{addRolling} is undone by one L{removeRolling} with the same argument.
         """
         self._rolling[deploy] = self._rolling.get(deploy, 0) + 1
 
-    def removeRolling(self, deploy: str) -> None:
+    def removeRolling(self, deploy: str | Callable[[Deploy], bool]) -> None:
         count = self._rolling.get(deploy, 0) - 1
         if count > 0:
             self._rolling[deploy] = count
         else:
             self._rolling.pop(deploy, None)
 
+    def rolls(self, declaration: Deploy) -> bool:
+        """Whether a changed C{declaration} is applied as a rolling restart."""
+        return any(key == declaration.name if isinstance(key, str) else key(declaration)
+                   for key in self._rolling)
+
     def rollingDeploys(self) -> list[str]:
         """The deploys whose changes are applied as rolling restarts (sorted)."""
-        return sorted(self._rolling)
+        named = {key for key in self._rolling if isinstance(key, str)}
+        return sorted(named | {name for name, d in self.deploys.items() if self.rolls(d)})
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -606,6 +616,11 @@ class SupervisorService(Service):
     def followLog(self, name: str, callback: Callable[[LogLine], Any], stream: str = "stdout"):
         """Call C{callback(LogLine)} for each new line; returns a function that stops following."""
         return self._instance(name).log.follow(callback, stream)
+
+    def clearLogs(self, name: str) -> None:
+        """Empty instance C{name}'s stdout and stderr logs: the files and what L{tailLog} returns
+        (L{ILogClearing}; KeyError for an unknown name)."""
+        self._instance(name).log.clear()
 
     def setStoreHook(self, hook: Callable[[LogLine], Any] | None) -> None:
         """Send every instance's lines at or above its deploy's C{store_level} to C{hook(LogLine)}
@@ -840,7 +855,7 @@ class SupervisorService(Service):
         Unchanged deploys keep running; a deploy whose only change is C{numprocs} is scaled (the
         instances it keeps are not touched); changed ones are stopped and started again with the
         new declaration; removed ones are stopped and forgotten; added ones are started (if
-        autostart).  A changed deploy that a balanced group follows (L{addRolling}) is instead
+        autostart).  A changed deploy that a balanced group or the cluster follows (L{addRolling}) is instead
         replaced one instance at a time (L{_roll}), so its group always has ready hosts;
         C{rolling=False} restarts it at once like any other.  Fires with {'added', 'changed',
         'scaled', 'removed', 'rolled'}: lists of deploy names ('rolled' is part of 'changed').
@@ -855,7 +870,8 @@ class SupervisorService(Service):
         changed = [n for n in new if n in self.deploys and new[n].spec() != self.deploys[n].spec()]
         scaled = [n for n in changed if _unscaled(new[n]) == _unscaled(self.deploys[n])]
         changed = [n for n in changed if n not in scaled]
-        rolled = [n for n in changed if rolling and self.running and n in self._rolling]
+        rolled = [n for n in changed if rolling and self.running
+                  and (self.rolls(new[n]) or self.rolls(self.deploys[n]))]
         allChanged = changed
         changed = [n for n in changed if n not in rolled]
         shrunk: list[Instance] = []

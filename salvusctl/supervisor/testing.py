@@ -465,7 +465,6 @@ class FakeSupervisor(SupervisorVerbsMixin):
         inst.pid = self._nextPid
         inst.start = self.clock.seconds()
         inst.spawnerr = ""
-        inst.stdout.append(f"{name} started with pid {inst.pid}")
         self._set(inst, "RUNNING")
         return defer.succeed(None)
 

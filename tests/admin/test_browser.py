@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.build import AdminService
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.admin.state import AdminState
 from salvusctl.testing import FakeAlerts, FakeBalancer, FakeMonitor, FakeSupervisor
 from tests.admin.helpers import OP, VIEW, tempDir, writeUsers

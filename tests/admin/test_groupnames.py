@@ -2,7 +2,7 @@
 
 For deploy C{web} in group C{g}, C{supervisorctl status} prints C{g:web:0} (supervisord's
 C{group:process} form); an operator types that back, or the instance's own name C{web:0}.  Both
-reach the instance through XML-RPC and through the real C{supervisorctl}, against a real admin on
+reach the instance through XML-RPC, the real C{supervisorctl} and C{salvusctl}, against a real admin on
 real sockets over a real supervisor with real child processes.
 """
 
@@ -18,7 +18,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.build import AdminService
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.admin.state import AdminState
 from salvusctl.supervisor import Deploy
 from salvusctl.supervisor.service import SupervisorService
@@ -140,6 +140,36 @@ class GroupedInstanceNamesTests(TestCase):
         self.assertIn("up", out.decode())
         out, err, code = yield self.ctl("stop", "g:nope:0")
         self.assertIn("no such process", out.decode())
+
+    def salvusctl(self, *args):
+        from tests.helpers import childEnv
+
+        env = childEnv(SALVUS_USER=OP[0], SALVUS_PASSWORD=OP[1], HOME=self.tmp)
+        d = getProcessOutputAndValue(sys.executable, ["-m", "salvusctl.cli", "-s", f"unix://{self.sock}",
+                                                      *args], env=env, path=self.tmp, reactor=reactor)
+        return d.addCallback(lambda r: (r[0].decode(), r[1].decode(), r[2]))
+
+    @defer.inlineCallbacks
+    def test_salvusctlStopStartOneByOne(self):
+        """C{salvusctl stop g:web:0} and C{stop web:1} each stop that instance alone; start and
+        tail reach one instance by either spelling; an unknown one is exit 6 in one line."""
+        for name, other in (("g:web:0", "web:1"), ("web:1", "web:0")):
+            out, err, code = yield self.salvusctl("stop", name)
+            self.assertEqual(code, 0, (out, err))
+            bare = name.removeprefix("g:")
+            self.assertEqual(self.state(bare), "STOPPED")
+            self.assertEqual(self.state(other), "RUNNING")
+            out, err, code = yield self.salvusctl("start", name)
+            self.assertEqual(code, 0, (out, err))
+            self.assertEqual(self.state(bare), "RUNNING")
+        out, err, code = yield self.salvusctl("restart", "g:web:0")
+        self.assertEqual((code, self.state("web:0"), self.state("web:1")), (0, "RUNNING", "RUNNING"), err)
+        out, err, code = yield self.salvusctl("tail", "g:web:1")
+        self.assertEqual(code, 0, err)
+        self.assertIn("up", out)
+        out, err, code = yield self.salvusctl("stop", "g:nope:0")
+        self.assertEqual(code, 6, (out, err))
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
 
 
 def _until(predicate, timeout: float = 10.0):

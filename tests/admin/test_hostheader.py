@@ -16,7 +16,7 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from salvusctl.admin.build import AdminService
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.admin.hostcheck import HostNames, parseHostHeader
 from salvusctl.admin.state import AdminState
 from salvusctl.testing import FakeSupervisor

@@ -52,12 +52,13 @@ class PageTests(SynchronousTestCase):
         self.assertNotIn("<script", body)
 
     def test_deploysTable(self):
+        self.h.supervisor.emit("web:0", "serving on 8000")
         response, body = self.get("/deploys")
         self.assertIn('id="inst-web-0"', body)
         self.assertIn("14.0%", body)  # the latest cpu sample of web:0
         self.assertIn("55.3 MiB", body)
         self.assertIn('action="/deploys/web%3A0/stop"', body)
-        self.assertIn("<code>web:0 started with pid", body)  # the last line of output
+        self.assertIn("<code>serving on 8000", body)  # the last line of output
 
     def test_viewerSeesNoButtons(self):
         _, body = self.get("/deploys", user=VIEW)
@@ -161,12 +162,13 @@ class PageTests(SynchronousTestCase):
         self.assertEqual(self.h.supervisor.instanceInfo("web:0")["state"], "RUNNING")
 
     def test_instanceHistory(self):
+        self.h.supervisor.emit("web:0", "serving on 8000")
         response, body = self.get("/instance/web:0")
         self.assertEqual(response.code, 200)
         self.assertEqual(body.count("<svg"), 2)
         self.assertIn("10 samples", body)
         self.assertIn("<polyline", body)
-        self.assertIn("web:0 started with pid", body)
+        self.assertIn("serving on 8000", body)
         _, body = self.get("/instance/web:0?minutes=5")
         self.assertIn("last 5 minutes, 5 samples", body)
         response, body = self.get("/instance/ghost:9")

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from salvusctl.admin.build import AdminService
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.admin.extensions import IAlertSource, ILogClearing, IReconcilable
 from salvusctl.admin.faults import Faults
 from salvusctl.admin.state import AdminState

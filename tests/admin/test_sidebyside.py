@@ -61,7 +61,7 @@ PROGRAMS = {
 }
 
 TAC = """
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.host import Host
 from salvusctl.supervisor import Deploy
 
@@ -104,8 +104,11 @@ class _Proc(protocol.ProcessProtocol):
         self.ended.callback(reason.value)
 
 
-class SideBySideTests(TestCase):
+class SideBySideBase(TestCase):
+    """Both hosts on L{programs}, ready once L{isReady} holds for each; the helpers, no tests."""
+
     timeout = 120
+    programs = PROGRAMS
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -126,7 +129,10 @@ class SideBySideTests(TestCase):
             except AssertionError:
                 raise AssertionError(f"{which} does not answer: {getattr(self, 'lastError', '')}; "
                                      f"{self.tail(which)}")
-            yield waitFor(lambda w=which: self.state(w, "ticker") == "RUNNING", timeout=30)
+            yield waitFor(lambda w=which: self.isReady(w), timeout=30)
+
+    def isReady(self, which: str) -> bool:
+        return self.state(which, "ticker") == "RUNNING"
 
     def vanish(self) -> None:
         """Remove badcmd's command and badcwd's directory (KNOWN["vanishing"])."""
@@ -162,7 +168,7 @@ class SideBySideTests(TestCase):
                  "[rpcinterface:supervisor]",
                  "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
                  "", "[supervisorctl]", f"serverurl=unix://{self.sock['supervisord']}", ""]
-        for name, (options, _) in PROGRAMS.items():
+        for name, (options, _) in self.programs.items():
             lines.append(f"[program:{name}]")
             lines += [f"{k}={v}" % {"dir": self.dir} for k, v in options.items()]
             lines.append("")
@@ -175,7 +181,7 @@ class SideBySideTests(TestCase):
         users = os.path.join(self.dir, "users")
         writeUsers(users)
         deploys = "\n".join(f"host.add(Deploy({name!r}, {args % {'dir': self.dir}}))"
-                            for name, (_, args) in PROGRAMS.items())
+                            for name, (_, args) in self.programs.items())
         tac = os.path.join(self.dir, "host.tac")
         with open(tac, "w") as f:
             f.write(TAC.format(var=var, sock=self.sock["salvus"], users=users, deploys=deploys))
@@ -251,7 +257,9 @@ class SideBySideTests(TestCase):
         salvus = yield self.ctl("salvus", *args)
         return reference, salvus
 
-    # -- the comparisons ------------------------------------------------------------------------
+
+class SideBySideTests(SideBySideBase):
+    """The comparisons on PROGRAMS."""
 
     def assertSameInfo(self, reference: dict, salvus: dict, name: str) -> None:
         self.assertEqual(set(reference), set(salvus), name)

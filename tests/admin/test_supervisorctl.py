@@ -17,7 +17,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.build import AdminService
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.admin.state import AdminState
 from salvusctl.testing import FakeSupervisor
 from tests.admin.helpers import OP, VIEW, tempDir, writeUsers

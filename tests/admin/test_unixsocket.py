@@ -13,9 +13,10 @@ from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.build import AdminService
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.admin.state import AdminState
 from salvusctl.admin.unixsocket import SocketInUse
+from salvusctl.errors import ConfigError
 from tests.admin.helpers import OP, basic, tempDir, writeUsers
 from tests.admin.test_hostheader import _Raw, _status
 
@@ -71,6 +72,30 @@ class StaleSocketTests(TestCase):
         self.leaveSocket()
         self.assertFalse(os.path.lexists(self.path + ".lock"))
         return self.assertServes(self.service())
+
+    def test_socketDirectoryThatDoesNotExistYetIsCreated(self):
+        """C{unix:var/run/admin.sock} on a fresh host: the directories are made (0700, as the
+        admin's other private directories), never a traceback at start."""
+        self.path = os.path.join(self.sockdir, "not", "yet", "admin.sock")
+        d = self.assertServes(self.service())
+
+        def check(_):
+            self.assertEqual(os.stat(os.path.dirname(self.path)).st_mode & 0o777, 0o700)
+            self.assertEqual(self.flushLoggedErrors(), [])
+
+        return d.addCallback(check)
+
+    def test_socketDirectoryThatCannotBeMadeIsOneLine(self):
+        """A file where the directory should be: the start fails with one line naming both."""
+        blocker = os.path.join(self.sockdir, "file")
+        open(blocker, "w").close()
+        self.path = os.path.join(blocker, "admin.sock")
+        service = self.service()
+        with self.assertRaises(ConfigError) as caught:
+            service.startService()
+        self.assertEqual(str(caught.exception),
+                         f"admin socket {self.path}: cannot make its directory {blocker}: File exists")
+        self.assertEqual(service.ports, [])
 
     def test_lockNamingALiveUnrelatedPidIsReplaced(self):
         """After a reboot the lock's pid may belong to another process: the socket that nobody

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from salvusctl.backup.declaration import Backup
+from salvusctl.backup.declare import Backup
 from salvusctl.backup.layout import MANIFEST, readManifest, scanRuns
 from salvusctl.backup.retention import Retention
 from salvusctl.backup.service import BackupService

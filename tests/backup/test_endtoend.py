@@ -14,7 +14,7 @@ from twisted.web import server
 from twisted.web import xmlrpc as twisted_xmlrpc
 
 from salvusctl.backup.cli import backupMain, restoreMain
-from salvusctl.backup.declaration import Backup
+from salvusctl.backup.declare import Backup
 from salvusctl.backup.rpc import BackupXMLRPC
 from salvusctl.backup.service import BackupService
 

@@ -13,12 +13,13 @@ from twisted.web import xmlrpc as twisted_xmlrpc
 from salvusctl.admin.faults import Faults
 from salvusctl.backup.build import buildBackup
 from salvusctl.backup.cli import backupMain, formatSize, restoreMain
-from salvusctl.backup.declaration import Backup
+from salvusctl.backup.declare import Backup
 from salvusctl.backup.records import BACKUP_MIGRATIONS
 from salvusctl.backup.rpc import BackupXMLRPC, rpcSafe
 from salvusctl.backup.service import BackupService
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host, HostContext
+from salvusctl.store.dialects import SQLITE
 
 from .fakes import FakeSupervisor
 from .helpers import TempPostgres, tempPath
@@ -26,6 +27,7 @@ from .helpers import TempPostgres, tempPath
 
 class _FakeStore:
     dialect = "sqlite"
+    sql = SQLITE
 
     def __init__(self):
         self.migrations = {}

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.backup.dbtools import MysqlInsertCounter, PgCopyCounter, countQuery, parseCounts
-from salvusctl.backup.declaration import Backup, parseDatabase
+from salvusctl.backup.declare import Backup, parseDatabase
 from salvusctl.backup.hashtree import compareTrees, hashTree
 from salvusctl.backup.layout import makeRunId, runStarted
 from salvusctl.backup.restore import Restorer

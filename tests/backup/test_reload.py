@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.backup import reload
-from salvusctl.backup.declaration import Backup, Retention
+from salvusctl.backup.declare import Backup, Retention
 from salvusctl.backup.service import BackupService
 from salvusctl.errors import ConfigError
 

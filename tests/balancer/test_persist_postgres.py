@@ -17,6 +17,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from salvusctl.balancer import persist
 from salvusctl.balancer.service import BalancedService
+from salvusctl.store.dialects import POSTGRESQL
 from tests.balancer.helpers import balanced
 
 
@@ -35,6 +36,7 @@ class SyncPostgres:
     """Enough of IStore for the balancer's persistence, run synchronously."""
 
     dialect = "postgresql"
+    sql = POSTGRESQL
 
     def __init__(self, conn):
         self.conn = conn

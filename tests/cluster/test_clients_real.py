@@ -12,7 +12,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.build import AdminService
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.admin.state import AdminState
 from salvusctl.cli import ExitCode, run
 from salvusctl.clientapi import ClientsSocket, HubError, clientsService

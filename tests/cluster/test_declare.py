@@ -8,7 +8,7 @@ import sys
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.balancer.declare import Balanced, Group, Server
 from salvusctl.cluster import Cluster
 from salvusctl.cluster.service import ClusterService

@@ -164,3 +164,44 @@ class ClusterPoolTests(SynchronousTestCase):
         rows = self.cluster.rows("SELECT instance FROM cluster_instances WHERE host = 'w2'")
         self.assertEqual(rows, [("worker:0",)])
         self.assertIn("worker:0@w2", self.hosts())
+
+
+class PublishedDeploysRollTests(SynchronousTestCase):
+    """A changed deploy a worker host publishes is applied as a rolling restart, as one a local
+    balanced group follows: the front-ends balancing it cannot hold their clients through a
+    restart of every instance at once."""
+
+    def setUp(self):
+        from salvusctl.supervisor.deploy import Deploy
+        from salvusctl.supervisor.service import SupervisorService
+
+        self.clock = MemoryReactorClock()
+        self.cluster = MemoryCluster(self.clock)
+        self.supervisor = SupervisorService(self.clock, [
+            Deploy("worker", ["true"], port=9000, numprocs=2),
+            Deploy("batch", ["true"]),
+        ], runDir=self.mktemp())
+        self.Deploy = Deploy
+
+    def tearDown(self):
+        self.cluster.stopAll(self)
+
+    def test_everyDeployWithAPortRollsWhilePublished(self):
+        """The default publisher (every deploy with a port) covers a deploy a reload adds
+        later too; stopping the cluster service withdraws the request."""
+        member = self.cluster.member("w1", supervisor=self.supervisor)
+        self.assertEqual(self.supervisor.rollingDeploys(), ["worker"])
+        self.assertTrue(self.supervisor.rolls(self.Deploy("later", ["true"], port=9100)))
+        self.assertFalse(self.supervisor.rolls(self.Deploy("later", ["true"])))
+        d = member.stopService()
+        self.cluster.advance(10)
+        self.successResultOf(d)
+        self.assertEqual(self.supervisor.rollingDeploys(), [])
+
+    def test_namedDeploysRoll(self):
+        self.cluster.member("w1", supervisor=self.supervisor, publish=["batch"])
+        self.assertEqual(self.supervisor.rollingDeploys(), ["batch"])
+
+    def test_publishingNothingRollsNothing(self):
+        self.cluster.member("w1", supervisor=self.supervisor, publish=[])
+        self.assertEqual(self.supervisor.rollingDeploys(), [])

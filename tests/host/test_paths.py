@@ -18,6 +18,8 @@ OLD_PATHS = {
     "salvusctl.declared": ("salvusctl.host.model", "DeclaredHost"),
     "salvusctl.defaulthost": ("salvusctl.host.demo", "defaultHost"),
     "salvusctl.reload": ("salvusctl.host.reload", "HostReloader"),
+    "salvusctl.admin.declaration": ("salvusctl.admin.declare", "Admin"),
+    "salvusctl.backup.declaration": ("salvusctl.backup.declare", "Backup"),
 }
 
 

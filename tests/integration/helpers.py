@@ -23,7 +23,7 @@ from twisted.web.server import Site
 from salvusctl.admin import Admin
 from salvusctl.admin.users import UsersFile
 from salvusctl.alerts.build import AlertRule
-from salvusctl.backup.declaration import Backup
+from salvusctl.backup.declare import Backup
 from salvusctl.balancer.declare import Group, Server
 from salvusctl.host import Host
 from salvusctl.monitor.build import Monitor

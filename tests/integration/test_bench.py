@@ -21,6 +21,7 @@ QUICK = {"backup": b"full_seconds", "store": b"writes", "balancer": b"Salvus/HAP
          "admin/rpc_vs_supervisord.py": b"getState_per_s", "monitor": b"ingest rows/s",
          "supervisor": (b"crash->respawn median", b"log lines per CPU-second", b"log lines of 60 KiB"),
          "logs": b"lines per CPU-second", "cluster/clients.py": b"p50 vs mailbox",
+         "cluster/netns.py": b"kill -9 of c",
          "balancer/pathcost.py": b"Python calls (cProfile)"}
 
 
@@ -97,6 +98,17 @@ class QuickBenchTests(TestCase):
         if not os.environ.get("SALVUS_TEST_POSTGRES"):
             raise SkipTest("SALVUS_TEST_POSTGRES is not set: bench/cluster needs PostgreSQL")
         return self._bench("cluster/clients.py")
+
+    def test_cluster_netns(self):
+        """bench/cluster/netns.py --quick: three twistd hosts in namespaces, 100 clients."""
+        from tests.integration.threehosts import netnsUnavailable
+
+        if not os.environ.get("SALVUS_TEST_POSTGRES"):
+            raise SkipTest("SALVUS_TEST_POSTGRES is not set: bench/cluster needs PostgreSQL")
+        reason = netnsUnavailable()
+        if reason:
+            raise SkipTest(f"network namespaces unavailable ({reason}): bench/cluster/netns.py not run")
+        return self._bench("cluster/netns.py")
 
     def test_logs(self):
         """bench/logs --quick: an 8 MiB log tailed, 5,000 lines and 4 x 20 long lines, salvus and

@@ -139,7 +139,9 @@ def _get(address: str, port: int) -> defer.Deferred:
     return threads.deferToThread(get)
 
 
-class TwoHostClusterTests(TestCase):
+class TwoHosts(TestCase):
+    """Two hosts' set-up: their namespaces (or loopback), a database, the users file."""
+
     skip = POSTGRES_SKIP
     timeout = 150
 
@@ -223,6 +225,24 @@ class TwoHostClusterTests(TestCase):
         return proto
 
     @defer.inlineCallbacks
+    def _until(self, predicate, what: str, *hosts: _Host, timeout: float = 60.0):
+        deadline = reactor.seconds() + timeout
+        while True:
+            try:
+                ok = yield predicate()
+            except Exception:
+                ok = False
+            if ok:
+                return
+            ended = [h for h in hosts if h.ended.called]
+            if ended or reactor.seconds() > deadline:
+                logs = "\n".join(f"--- {h.name} ---\n{h.tail()}" for h in hosts)
+                self.fail(f"{'a host exited' if ended else 'timed out'} waiting for {what}\n{logs}")
+            yield deferLater(reactor, 0.25, lambda: None)
+
+
+class TwoHostClusterTests(TwoHosts):
+    @defer.inlineCallbacks
     def test_frontEndBalancesAWorkerOnAnotherHostAndPingGetsPong(self):
         ns_front = self.netns.front if self.netns else None
         ns_worker = self.netns.worker if self.netns else None
@@ -302,22 +322,6 @@ class TwoHostClusterTests(TestCase):
         self.assertNotIn("Traceback", front.output.decode(errors="replace"))
 
     @defer.inlineCallbacks
-    def _until(self, predicate, what: str, *hosts: _Host, timeout: float = 60.0):
-        deadline = reactor.seconds() + timeout
-        while True:
-            try:
-                ok = yield predicate()
-            except Exception:
-                ok = False
-            if ok:
-                return
-            ended = [h for h in hosts if h.ended.called]
-            if ended or reactor.seconds() > deadline:
-                logs = "\n".join(f"--- {h.name} ---\n{h.tail()}" for h in hosts)
-                self.fail(f"{'a host exited' if ended else 'timed out'} waiting for {what}\n{logs}")
-            yield deferLater(reactor, 0.25, lambda: None)
-
-    @defer.inlineCallbacks
     def test_messagesToClientsOfAnotherHost(self):
         """Messages to connected clients between two real hosts: an app the worker host runs
         registers 200 clients on its clients socket; the front host delivers to each (the first
@@ -374,7 +378,7 @@ class TwoHostClusterTests(TestCase):
 
 _CLIENTS_TAC = """
 import os, sys
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.cluster import Cluster
 from salvusctl.host import Host
 from salvusctl.supervisor.deploy import Deploy

@@ -23,7 +23,7 @@ from tests.helpers import TWISTD, childEnv, waitFor
 _TAC = """\
 import sys
 from salvusctl.alerts.build import AlertRule
-from salvusctl.backup.declaration import Backup
+from salvusctl.backup.declare import Backup
 from salvusctl.host import Host
 from salvusctl.monitor.build import Monitor
 from salvusctl.supervisor.deploy import Deploy

@@ -25,7 +25,7 @@ from tests.integration.helpers import OPERATOR, SUPERVISORCTL, rpcCall
 
 _TAC = """\
 import sys
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.balancer.declare import Balanced, Group, Server
 from salvusctl.host import Host
 from salvusctl.supervisor.deploy import Deploy
@@ -203,3 +203,34 @@ class ReloadRealHostTests(TestCase):
             self.assertEqual({n: self.pid(n) for n in before}, before, kind)
             self.assertEqual(self.weight(), 1, kind)
             self.assertEqual(sorted(self.services["supervisor"].deploys), ["change", "gone", "keep"])
+
+    @defer.inlineCallbacks
+    def test_addedProgramThatFailsIsOneLineAndNoTraceback(self):
+        """An added program that cannot start: salvusctl reconcile used to exit 1 after about 8 s
+        while the host logged a CRITICAL traceback.  Now one line names the program and its
+        reason, the host logs no traceback, and the rest of the edit is applied."""
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        tracebacks = []
+
+        def observe(event):
+            if event.get("log_level") == LogLevel.critical or event.get("log_failure"):
+                tracebacks.append(event.get("log_format"))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        before = {n: self.pid(n) for n in ("keep:0", "change:0", "gone:0")}
+        self.write(BEFORE + 'host.add(Deploy("bad", command=[sys.executable, "-c", '
+                            '"import sys; sys.exit(3)"], startsecs=0.5, startretries=0))\n'
+                   + 'host.add(Deploy("new", command=SLEEP, startsecs=0.1))\n')
+        started = reactor.seconds()
+        out, err, code = yield self.command(sys.executable, "-m", "salvusctl.cli", "reconcile")
+        took = reactor.seconds() - started
+        self.assertEqual((out, code), ("", 1), err)
+        self.assertEqual(err, "salvusctl: supervisor: not applied: InstanceFatal: bad:0: Exited too "
+                              "quickly (process log may have details)\n")
+        self.assertLess(took, 5)
+        yield waitFor(lambda: self.pid("new:0"))
+        self.assertEqual({n: self.pid(n) for n in before}, before)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(tracebacks, [])

@@ -26,7 +26,7 @@ MAX_REQUESTS = 3000  # per loop: bounded in count as well as in time
 
 _TAC = """\
 import sys
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck
 from salvusctl.host import Host
 from salvusctl.supervisor.deploy import Deploy, Probe

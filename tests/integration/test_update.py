@@ -24,7 +24,7 @@ from tests.integration.helpers import OPERATOR, SUPERVISORCTL, VIEWER, rpcCall
 
 _TAC = """\
 import os, sys
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.balancer.declare import Balanced, Group
 from salvusctl.host import Host
 from salvusctl.supervisor.deploy import Deploy

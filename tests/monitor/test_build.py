@@ -12,7 +12,7 @@ from salvusctl.alerts.actions import EmailAction, RecordAction, WebhookAction
 from salvusctl.alerts.build import AlertRule, AlertSettings, EmailAlerts, WebhookAlerts, buildAlerts
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host, HostContext
-from salvusctl.monitor.build import Monitor, buildMonitor
+from salvusctl.monitor.build import Monitor, buildMonitor, wireMonitor
 from salvusctl.monitor.loadsource import MonitorLoadSource
 from salvusctl.monitor.retention import RetentionPolicy
 from salvusctl.monitor.service import MonitorService
@@ -95,6 +95,8 @@ class BuildTests(SynchronousTestCase):
         supervisor = HookedSupervisor()
         ctx = self.context(supervisor=supervisor, balancer=balancer)
         monitor = buildMonitor(ctx, [Monitor(address="10.0.0.5")])
+        self.assertFalse(source.bound)  # the builder reaches into no other service
+        wireMonitor(ctx, monitor)
         self.assertEqual(supervisor.hooks, [monitor.storeLogLine])
         self.assertTrue(source.bound)
         self.successResultOf(ctx.store.start())
@@ -115,6 +117,7 @@ class BuildTests(SynchronousTestCase):
                                        runDir=os.path.join(tempDir(self), "run"))
         ctx = self.context(supervisor=supervisor)
         monitor = buildMonitor(ctx, [Monitor()])
+        wireMonitor(ctx, monitor)
         hook = supervisor.instances["web:0"].log.storeHook
         self.assertEqual(hook, monitor.storeLogLine)
         self.successResultOf(ctx.store.start())

@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from salvusctl.monitor.schema import MONITOR_MIGRATIONS
 from salvusctl.monitor.service import MonitorService
 from salvusctl.store import makeStore
+from salvusctl.store.dialects import POSTGRESQL
 from tests.monitor.fakes import FakeSampler, FakeSupervisor, inline
 from tests.store.pgtemp import POSTGRES_SKIP, TempDatabase
 
@@ -137,6 +138,7 @@ class SynchronousCommitTests(TestCase):
     def batchStatements(self, **options) -> list[str]:
         class PG:
             dialect = "postgresql"
+            sql = POSTGRESQL
 
             def addMigrations(self, component, steps):
                 pass

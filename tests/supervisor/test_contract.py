@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import inlineCallbacks, maybeDeferred, succeed
 from twisted.trial.unittest import TestCase
 from zope.interface import providedBy
 from zope.interface.verify import verifyObject
@@ -25,11 +25,14 @@ from salvusctl.supervisor.process import StartRefused
 from salvusctl.supervisor.service import SupervisorService
 from salvusctl.supervisor.states import ProcessState
 from salvusctl.supervisor.testing import FakeSupervisor
+from tests.helpers import waitFor
 from tests.supervisor import scratch
 
 #: deploy -> number of instances
 LAYOUT = {"worker": 1, "web": 2}
-SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)"]
+SLEEPER = [sys.executable, "-c",
+           "import sys, time; print('up', flush=True); print('err', file=sys.stderr, flush=True);"
+           " time.sleep(600)"]
 #: what ISupervisor promises every info has
 PROMISED = {"name", "group", "state", "statecode", "pid", "start", "stop", "now", "exitstatus", "spawnerr",
             "description", "port", "logfile", "stdout_logfile", "stderr_logfile"}
@@ -194,6 +197,23 @@ class SupervisorContract:
         self.assertTrue(callable(stop))
         stop()
 
+    def wrote(self, name: str) -> Any:
+        """Fires once instance C{name} has output on both streams (the real one's program writes
+        a line to each; a fake's test writes them)."""
+        raise NotImplementedError
+
+    @inlineCallbacks
+    def test_clearLogsEmptiesBothStreamsOfThatInstanceOnly(self):
+        """supervisord's clearProcessLogs: both streams of one instance are emptied, its
+        neighbours keep theirs; an unknown name is a KeyError (the admin's BAD_NAME)."""
+        yield self.wrote("web:0")
+        yield self.wrote("web:1")
+        self.assertEqual(self.s.clearLogs("web:0"), None)
+        self.assertEqual((self.s.tailLog("web:0"), self.s.tailLog("web:0", stream="stderr")), ([], []))
+        self.assertEqual((self.s.tailLog("web:1"), self.s.tailLog("web:1", stream="stderr")),
+                         (["up"], ["err"]))
+        self.assertRaises(KeyError, self.s.clearLogs, "nosuch:0")
+
     def test_removedObserverIsNotCalled(self):
         self.s.removeObserver(self.observe)
         d = self.s.stopInstance("web:1")
@@ -212,17 +232,46 @@ class RealSupervisorContractTests(SupervisorContract, TestCase):
         yield supervisor.ready
         return supervisor
 
+    def wrote(self, name):
+        return waitFor(lambda: self.s.tailLog(name) and self.s.tailLog(name, stream="stderr"), timeout=10)
+
+    @inlineCallbacks
+    def test_clearLogsEmptiesTheFiles(self):
+        """The real supervisor's logs are files as well: clearLogs truncates both, and what the
+        program writes next starts them again."""
+        yield self.wrote("web:0")
+        info = self.s.instanceInfo("web:0")
+        self.s.clearLogs("web:0")
+        for key in ("stdout_logfile", "stderr_logfile"):
+            with open(info[key], "rb") as f:
+                self.assertEqual(f.read(), b"", key)
+
 
 class FakeSupervisorContractTests(SupervisorContract, TestCase):
     def make(self):
         return FakeSupervisor(dict(LAYOUT))
 
+    def wrote(self, name):
+        self.s.emit(name, "up")
+        self.s.emit(name, "err", stream="stderr")
+        return succeed(None)
+
     def test_providesWhatTheRealOneProvides(self):
-        """Beyond ISupervisor, the fake offers only log clearing (ILogClearing: it keeps its
-        output in memory, not in files); no config diff the real supervisor does not have."""
+        """The fake provides no interface the real supervisor lacks (log clearing included: both
+        offer ILogClearing, and the contract above runs it on both)."""
         real = SupervisorService(reactor, [], runDir=scratch(self))
         extra = {i.__name__ for i in providedBy(self.s)} - {i.__name__ for i in providedBy(real)}
-        self.assertEqual(extra, {"ILogClearing"})
+        self.assertEqual(extra, set())
+
+    def test_noFakeOnlyMethodBeyondTheTestHelpers(self):
+        """Every public method of the fake is the real supervisor's, except the helpers a test
+        drives it with; a service method only the fake has would let tests assert what no host
+        does."""
+        def public(cls):
+            return {n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))}
+
+        helpers = {"addInstance", "setState", "emit", "failNextStart", "signals"}
+        self.assertEqual(public(FakeSupervisor) - public(SupervisorService), helpers)
 
     def test_portsAndHandDrivenInstances(self):
         """The test helpers: declared ports count up per deploy; an instance added by hand and

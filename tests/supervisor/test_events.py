@@ -348,6 +348,23 @@ class OtherEventTests(SynchronousTestCase):
         self.assertEqual(self.payloads(), [
             ("PROCESS_COMMUNICATION_STDOUT", "processname:0 groupname:talk pid:5\nhello")])
 
+    def test_communication_capture_on_stderr(self):
+        """stderr has its own capture mode: the block becomes PROCESS_COMMUNICATION_STDERR."""
+        inst = FakeInstance(Deploy("talk", ["true"], stderr_capture_maxbytes=1024))
+        inst.pid = 6
+        kept = self.hub.output(inst, "stderr", b"<!--XSUPERVISOR:BEGIN-->err<!--XSUPERVISOR:END-->\n")
+        self.assertEqual(kept, b"\n")
+        self.assertEqual(self.payloads(), [
+            ("PROCESS_COMMUNICATION_STDERR", "processname:0 groupname:talk pid:6\nerr")])
+
+    def test_stdout_log_events_when_enabled(self):
+        """stdout_events_enabled sends PROCESS_LOG_STDOUT per chunk, as supervisord does."""
+        loud = FakeInstance(Deploy("loud", ["true"], stdout_events_enabled=True))
+        loud.pid = 8
+        self.assertEqual(self.hub.output(loud, "stdout", b"out\n"), b"out\n")
+        self.assertEqual(self.payloads(), [
+            ("PROCESS_LOG_STDOUT", "processname:0 groupname:loud pid:8 channel:stdout\nout\n")])
+
     def test_capture_off_by_default(self):
         inst = FakeInstance(Deploy("talk", ["true"]))
         data = b"<!--XSUPERVISOR:BEGIN-->x<!--XSUPERVISOR:END-->"

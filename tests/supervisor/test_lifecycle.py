@@ -565,6 +565,25 @@ class ReloadTests(Harness):
         self.assertIs(svc.deploys["w"], running)
         self.flushLoggedErrors()
 
+    def test_reload_rolls_a_deploy_a_rule_covers(self):
+        """addRolling with a rule (the cluster publisher's "every deploy with a port") rolls each
+        changed deploy it matches, and only those; removeRolling with the same rule undoes it."""
+        def rule(d):
+            return d.port is not None
+
+        svc = self.make(deploy("w", numprocs=2, startsecs=0, port="auto"), deploy("b", startsecs=0))
+        svc.startService()
+        svc.addRolling(rule)
+        self.assertEqual(svc.rollingDeploys(), ["w"])
+        d = svc.reload([deploy("w", numprocs=2, startsecs=0, port="auto", env={"X": "1"}),
+                        deploy("b", startsecs=0, env={"X": "1"})])
+        for _ in range(20):
+            self.clock.advance(0.1)
+        result = self.successResultOf(d)
+        self.assertEqual((result["changed"], result["rolled"]), (["w", "b"], ["w"]))
+        svc.removeRolling(rule)
+        self.assertEqual(svc.rollingDeploys(), [])
+
     def test_reload_without_rolling_restarts_at_once(self):
         """rolling=False (and a deploy nothing follows) restarts every instance together."""
         svc = self.make(deploy("w", numprocs=2, startsecs=0))

@@ -151,6 +151,23 @@ class RotationTests(SynchronousTestCase):
         with open(path + ".2", "rb") as fh:
             self.assertTrue(fh.read().startswith(b"04"))
 
+    def test_truncate_empties_and_size_counts_from_zero(self):
+        """A cleared log (clearProcessLogs) is empty, appends start it again, and the size
+        rotation counts from the truncation, not from what the file held before."""
+        clock = Clock()
+        path = os.path.join(scratch(self), "a.log")
+        f = RotatingFile(path, maxBytes=100, backups=2, rotateSeconds=None, now=clock.seconds)
+        f.write(b"x" * 90)
+        f.truncate()
+        f.write(b"y" * 60)
+        f.flush()
+        self.assertEqual(os.listdir(os.path.dirname(path)), ["a.log"])  # no rotation: 60 < 100
+        with open(path, "rb") as fh:
+            self.assertEqual(fh.read(), b"y" * 60)
+        f.close()
+        f.truncate()  # closed: the file on disk is emptied
+        self.assertEqual(os.path.getsize(path), 0)
+
     def test_time_rotation(self):
         clock = Clock()
         path = os.path.join(scratch(self), "a.log")

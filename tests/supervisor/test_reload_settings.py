@@ -16,7 +16,7 @@ from tests.integration.helpers import OPERATOR, SUPERVISORCTL
 
 _TAC = """\
 import sys
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.host import Host
 from salvusctl.supervisor.build import SupervisorSettings
 from salvusctl.supervisor.deploy import Deploy

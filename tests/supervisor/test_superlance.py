@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 
-from salvusctl.admin.declaration import Admin
+from salvusctl.admin.declare import Admin
 from salvusctl.host import Host
 from salvusctl.supervisor import Deploy, EventListener
 from tests.admin.helpers import writeUsers
