@@ -127,6 +127,56 @@ class ProcessNameTests(sbs.SideBySideTests):
         self.assertIn("ticker: started", outputs["salvus"])
 
 
+def _ansible() -> str | None:
+    """The C{ansible} command (PyPI's C{ansible}, which carries community.general): next to
+    this Python, or named by C{SALVUS_TEST_ANSIBLE}."""
+    candidates = [os.environ.get("SALVUS_TEST_ANSIBLE", ""), os.path.join(sbs.BIN, "ansible")]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+class AnsibleTests(ProcessNameTests):
+    """Ansible's community.general.supervisorctl module, run for real, by the program's name."""
+
+    def setUp(self):
+        if _ansible() is None:
+            raise SkipTest("needs ansible (pip install ansible, or SALVUS_TEST_ANSIBLE=/path/to/ansible)")
+        return super().setUp()
+
+    def ansible(self, which: str, **args: str) -> defer.Deferred:
+        options = {"server_url": f"unix://{self.sock[which]}", "supervisorctl_path": sbs.SUPERVISORCTL}
+        if which == "salvus":
+            options.update(username=OP[0], password=OP[1])
+        options.update(args)
+        argv = ["localhost", "-i", "localhost,", "-c", "local",
+                "-e", f"ansible_python_interpreter={sys.executable}",
+                "-m", "community.general.supervisorctl",
+                "-a", " ".join(f"{k}={v}" for k, v in options.items())]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.dir, "LANG": "C.UTF-8",
+               "ANSIBLE_LOCAL_TEMP": os.path.join(self.dir, "ansible-tmp"),
+               "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_NOCOLOR": "1"}
+        d = getProcessOutputAndValue(_ansible(), argv, env=env, path=self.dir, reactor=reactor)
+        return d.addCallback(lambda r: (r[0].decode() + r[1].decode(), r[2]))
+
+    @defer.inlineCallbacks
+    def test_ansibleStopsAndStartsByTheProgramsName(self):
+        """C{name=ticker state=stopped} then C{started}: changed, as against supervisord."""
+        for which in ("supervisord", "salvus"):
+            output, code = yield self.ansible(which, name="ticker", state="stopped")
+            self.assertEqual(code, 0, output)
+            self.assertIn("CHANGED", output, which)
+            self.assertEqual(self.state(which, "ticker"), "STOPPED", which)
+            output, code = yield self.ansible(which, name="ticker", state="started")
+            self.assertEqual(code, 0, output)
+            self.assertIn("CHANGED", output, which)
+            yield waitFor(lambda w=which: self.state(w, "ticker") == "RUNNING", timeout=20)
+            output, code = yield self.ansible(which, name="pool:", state="restarted")
+            self.assertEqual(code, 0, output)
+
+
+for _name in [n for n in vars(ProcessNameTests) if n.startswith("test_")]:
+    setattr(AnsibleTests, _name, None)
+
+
 # The harness's own comparisons run in test_sidebyside; here only the name tests.
 for _name in [n for n in vars(sbs.SideBySideTests) if n.startswith("test_")]:
     setattr(ProcessNameTests, _name, None)
