@@ -534,7 +534,8 @@ def _checkRlimit(key: str, soft: int, hard: int) -> None:
 
 
 def validateDeploys(deploys: Sequence[Deploy]) -> None:
-    """Checks across deploys: unique names, known dependencies, no cycle, no port clash."""
+    """Checks across deploys: unique names (of deploys and of instances), known dependencies,
+    no cycle, no port clash."""
     byName: dict[str, Deploy] = {}
     for d in deploys:
         if d.name in byName:
@@ -551,6 +552,16 @@ def validateDeploys(deploys: Sequence[Deploy]) -> None:
             if p in owner:
                 raise ConfigError(f"deploy {d.name!r}: port {p} clashes with deploy {owner[p]!r}")
             owner[p] = d.name
+    named: dict[str, str] = {}
+    for d in deploys:
+        try:
+            names = d.instanceNames()
+        except ProcessNameError:
+            continue  # that deploy's own validate() says why
+        for n in names:
+            if n in named:
+                raise ConfigError(f"deploy {d.name!r}: instance name {n!r} is also deploy {named[n]!r}'s")
+            named[n] = d.name
 
 
 def startOrder(deploys: Sequence[Deploy]) -> list[list[Deploy]]:

@@ -74,6 +74,20 @@ class DeployNamesTests(SynchronousTestCase):
             Deploy("pool", [sys.executable], process_name=3).validate()
 
 
+class InstanceNameClashTests(SynchronousTestCase):
+    def test_twoDeploysCannotNameAnInstanceAlike(self):
+        """pool_00 of pool (numprocs=2) and a deploy pool_00 would be one instance: refused."""
+        from salvusctl.supervisor.deploy import validateDeploys
+
+        deploys = [Deploy("pool", [sys.executable], numprocs=2, process_name="supervisord"),
+                   Deploy("pool_00", [sys.executable], process_name="supervisord")]
+        with self.assertRaises(ConfigError) as caught:
+            validateDeploys(deploys)
+        self.assertIn("'pool_00'", str(caught.exception))
+        validateDeploys([Deploy("pool", [sys.executable], numprocs=2, process_name="supervisord"),
+                         Deploy("pool_00", [sys.executable])])  # pool_00:0 is another name
+
+
 class FakeSupervisorNamesTests(SynchronousTestCase):
     def test_fakeAcceptsBothSpellings(self):
         """The fake finds web:1 by its name and by the supervisord-style web_01 a test adds."""
