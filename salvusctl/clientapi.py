@@ -18,8 +18,11 @@ Twisted::
     service.setServiceParent(application)
     service.hub.connect("tab-41")        # a Deferred of the serial
 
-The Twisted helper reconnects with backoff (C{ClientService}) and registers again the clients it
-held when the host restarts.  This module needs only the standard library unless the Twisted
+Both wait for the socket: the supervisor may start an instance before its host listens (the host
+listens once the shared store answered).  The blocking helper retries its connect for
+C{connect_timeout} seconds (10 by default) and then raises L{HubError}; the Twisted helper
+reconnects with backoff (C{ClientService}, first retry after 50 ms) and registers again the
+clients it held when the host restarts.  This module needs only the standard library unless the Twisted
 helper is used.
 """
 
@@ -28,7 +31,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["ClientsSocket", "ClientsProtocol", "clientsService", "HubError", "ENV", "socketAddress"]
@@ -48,14 +53,50 @@ def socketAddress(address: str | None = None) -> str:
     return "\0" + address[1:] if address.startswith("@") else address
 
 
+#: Errors of a connect to a socket nobody listens on yet (abstract: refused; a path: missing).
+_NOT_YET = (ConnectionRefusedError, FileNotFoundError)
+
+
+def connectUnix(address: str, timeout: float, connect_timeout: float,
+                clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], None] = time.sleep) -> socket.socket:
+    """A connected Unix socket to C{address}, retried while nobody listens there yet (5 ms, then
+    doubling to 200 ms) for at most C{connect_timeout} seconds, because an instance can start
+    before its host's hub listens.  Other errors (permission) are raised at once.
+
+    @raise HubError: nobody listened within C{connect_timeout} seconds."""
+    deadline = clock() + connect_timeout
+    delay = 0.005
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+            return sock
+        except _NOT_YET as e:
+            sock.close()
+            left = deadline - clock()
+            if left <= 0:
+                shown = "@" + address[1:] if address.startswith("\0") else address
+                raise HubError(f"nobody listens on the clients socket {shown} after {connect_timeout}s"
+                               f" ({e.strerror or e}): is this host's Cluster(...) up?") from e
+            sleep(min(delay, left))
+            delay = min(delay * 2, 0.2)
+        except BaseException:
+            sock.close()
+            raise
+
+
 class ClientsSocket:
     """A blocking connection to the hub.  Messages that arrive while waiting for a reply are kept
-    for L{receive}, in order."""
+    for L{receive}, in order.
 
-    def __init__(self, address: str | None = None, timeout: float = 10.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(socketAddress(address))
+    @param timeout: how long a request waits for the hub's answer.
+    @param connect_timeout: how long to wait for the hub to listen (see L{connectUnix})."""
+
+    def __init__(self, address: str | None = None, timeout: float = 10.0, connect_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self.sock = connectUnix(socketAddress(address), timeout, connect_timeout, clock, sleep)
         self.timeout = timeout
         self._buffer = b""
         self._messages: deque = deque()
@@ -175,7 +216,7 @@ def clientsService(reactor: Any, onMessage: Any, address: str | None = None) -> 
     """A C{ClientService} connected to the hub, with C{.hub}: C{connect(client)} and
     C{disconnect(client)} Deferreds that wait for the connection; registered clients are
     registered again after a reconnect (a restarted host forgot them)."""
-    from twisted.application.internet import ClientService
+    from twisted.application.internet import ClientService, backoffPolicy
     from twisted.internet.endpoints import UNIXClientEndpoint
     from twisted.internet.protocol import Factory
 
@@ -207,6 +248,8 @@ def clientsService(reactor: Any, onMessage: Any, address: str | None = None) -> 
             return service.whenConnected().addCallback(lambda p: p.disconnect(client))
 
     endpoint = UNIXClientEndpoint(reactor, socketAddress(address))
-    service = ClientService(endpoint, Factory.forProtocol(build), clock=reactor)
+    # A first retry soon: the instance usually started just before its host listens.
+    service = ClientService(endpoint, Factory.forProtocol(build), clock=reactor,
+                            retryPolicy=backoffPolicy(initialDelay=0.05, maxDelay=5.0))
     service.hub = Hub()
     return service

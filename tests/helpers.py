@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Callable
 
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,3 +104,43 @@ class PendingPort:
         self.listener.close()
         for s in self.fillers:
             s.close()
+
+
+class LoadLoops:
+    """Client loops that keep requests going, one after another in each loop, until L{stop}.
+
+    Each loop makes at most C{limit} requests, so the load is bounded in count as well as in time.
+    A request's result is appended to C{bodies}; a request that fails is counted in C{failures}
+    as C{"Type: message"} and the loop goes on, so a test sees every request that did not succeed
+    while something changed under the load.
+    """
+
+    def __init__(self, request: Callable[[], Deferred], loops: int, limit: int):
+        self.bodies: list = []
+        self.failures: list[str] = []
+        self._stopped = False
+        self._loops = [self._loop(request, limit) for _ in range(loops)]
+
+    @inlineCallbacks
+    def _loop(self, request: Callable[[], Deferred], limit: int):
+        for _ in range(limit):
+            if self._stopped:
+                return
+            try:
+                self.bodies.append((yield request()))
+            except Exception as e:
+                self.failures.append(f"{type(e).__name__}: {e}")
+
+    def stop(self) -> Deferred:
+        """No new request in any loop; fires once the requests under way have ended."""
+        self._stopped = True
+        return gatherResults(self._loops)
+
+    @inlineCallbacks
+    def during(self, action: Callable[[], Deferred]) -> Deferred:
+        """Run C{action()}, then L{stop} (also when it fails); fires with its result."""
+        try:
+            result = yield action()
+        finally:
+            yield self.stop()
+        return result

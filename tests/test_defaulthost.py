@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet import ssl as tssl
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
@@ -24,13 +24,8 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from salvusctl.errors import ConfigError
 from salvusctl.host.demo import defaultHost
 from salvusctl.host.loading import loadHost
+from tests.demohost import TWISTD_INT, Collect
 from tests.helpers import REPO, childEnv, freePort
-
-# A test run as a background job inherits SIGINT ignored, and twistd would then ignore Ctrl-C:
-# give the child Python's own SIGINT handler first, as an interactive shell would.
-TWISTD_INT = [sys.executable, "-c",
-              "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-              "from twisted.scripts.twistd import run; run()"]
 
 
 def basic(user: str, password: str) -> dict:
@@ -38,20 +33,6 @@ def basic(user: str, password: str) -> dict:
 
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {b"Authorization": [f"Basic {token}".encode()]}
-
-
-class _Collect(ProcessProtocol):
-    def __init__(self):
-        self.output = b""
-        self.ended: Deferred = Deferred()
-
-    def outReceived(self, data):
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback((getattr(reason.value, "exitCode", None), getattr(reason.value, "signal", None)))
 
 
 class _Get(Protocol):
@@ -99,7 +80,7 @@ class DemoHostTests(TestCase):
         os.makedirs(tmp)
         var = os.path.join(tmp, "var")
         web, admin = freePort(), freePort()
-        proto = _Collect()
+        proto = Collect()
         env = childEnv(SALVUS_WEB_PORT=str(web), SALVUS_ADMIN_PORT=str(admin),
                        SALVUS_ADMIN_HTTP_PORT=str(freePort()))
         process = reactor.spawnProcess(proto, sys.executable,

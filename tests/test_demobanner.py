@@ -17,8 +17,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from salvusctl.demo.banner import bannerLines
-from tests.helpers import childEnv, freePort
-from tests.test_defaulthost import TWISTD_INT, _Collect
+from tests.demohost import DemoHost
+from tests.helpers import childEnv
 
 SALVUSCTL = os.path.join(os.path.dirname(sys.executable), "salvusctl")
 
@@ -48,33 +48,16 @@ class BareSalvusctlTests(TestCase):
 
     @inlineCallbacks
     def test_bare_salvusctl_status_and_restart_reach_the_demo_host(self):
-        tmp = os.path.abspath(self.mktemp())
-        os.makedirs(tmp)
-        web, admin = freePort(), freePort()
-        proto = _Collect()
-        env = childEnv(SALVUS_WEB_PORT=str(web), SALVUS_ADMIN_PORT=str(admin),
-                       SALVUS_ADMIN_HTTP_PORT=str(freePort()))
-        process = reactor.spawnProcess(proto, sys.executable, TWISTD_INT + ["-n", "--pidfile=", "salvus"],
-                                       env=env, path=tmp)
-
-        def stop():
-            if not proto.ended.called:
-                process.signalProcess("INT")
-                return proto.ended
-
-        self.addCleanup(stop)
-        deadline = reactor.seconds() + 40
-        while b"salvus demo: next, try:" not in proto.output and not proto.ended.called:
-            self.assertLess(reactor.seconds(), deadline, proto.output.decode(errors="replace")[-3000:])
-            yield deferLater(reactor, 0.1, lambda: None)
-        text = proto.output.decode(errors="replace")
+        demo = DemoHost(self)
+        yield demo.start(patience=40)
+        tmp, web, admin = demo.tmp, demo.web, demo.admin
+        text = demo.proto.output.decode(errors="replace")
         self.assertIn(f"salvus demo: open http://127.0.0.1:{web}/  (the balanced demo workers)", text)
         self.assertIn(f"salvus demo: open https://127.0.0.1:{admin}/  (the admin pages, user admin)", text)
         conf = os.path.join(tmp, "var", "salvusctl.conf")
         self.assertIn(f"salvus demo: the admin password is in {conf} (password = …, mode 0600)", text)
         self.assertEqual(stat.S_IMODE(os.stat(conf).st_mode), 0o600)
-        with open(os.path.join(tmp, "var", "admin", "admin.password")) as f:
-            password = f.read().strip()
+        password = demo.password()
         self.assertNotIn(password, text)
         with open(conf) as f:
             self.assertIn(f"password = {password}\n", f.read())

@@ -14,8 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from salvusctl.admin.users import writePasswordFile
 from salvusctl.tap import UMASK_BITS, tightenUmask
+from tests.demohost import TWISTD_INT, Collect
 from tests.helpers import childEnv, freePort
-from tests.test_defaulthost import TWISTD_INT, _Collect
 
 #: Files that hold a secret: owner-only, whatever the umask.
 SECRETS = ("admin-users", "admin/admin.key", "admin/admin.password", "salvusctl.conf")
@@ -37,7 +37,7 @@ class DemoHostFilesTests(TestCase):
         var, logfile = os.path.join(tmp, "var"), os.path.join(tmp, "twistd.log")
         env = childEnv(SALVUS_WEB_PORT=str(freePort()), SALVUS_ADMIN_PORT=str(freePort()),
                        SALVUS_ADMIN_HTTP_PORT=str(freePort()))
-        proto = _Collect()
+        proto = Collect()
         argv = TWISTD_INT + ["-n", "--pidfile=", f"--logfile={logfile}", "salvus", "--var", var]
         process = reactor.spawnProcess(proto, sys.executable, argv, env=env, path=tmp)
 

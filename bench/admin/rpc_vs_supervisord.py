@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import xmlrpc.client
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 BIN = os.path.dirname(sys.executable)
+
+from bench._common import freePort, stopAll  # noqa: E402
 
 SERVER = r"""
 import sys
@@ -60,12 +61,6 @@ numprocs={n}
 process_name=%(process_num)d
 startsecs=0
 """
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def waitUp(url: str, expect_running: int, timeout: float = 20.0) -> None:
@@ -180,13 +175,7 @@ def main() -> None:
         first, cached = scryptCost()
         figures["auth"] = {"scrypt_first_check_ms": first * 1000, "cached_check_us": cached * 1e6}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stopAll(procs, 10)
         shutil.rmtree(tmp, True)
 
     s, d = figures["salvus"], figures["supervisord"]

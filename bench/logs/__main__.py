@@ -13,6 +13,11 @@
    lines per CPU-second.
 3. RSS under long lines: 4 instances each write 1,500 lines of 60 KiB (about 350 MiB in all) and
    stay up; the server's RSS once every line is in the files.
+3b. floods shaped like logs (FLOOD_KINDS in workloads.py): lines of 100 bytes without a level word,
+   with one in every line, with one in 30% of them; lines of 24 bytes and of 4 KiB (30%).  The
+   "_classified" rows run Salvus's program with log_level=info: the lines' levels decide what
+   its log file keeps.  Both supervisors interleaved over
+   --rounds rounds, their order alternating; the median CPU microseconds a line.
 4. followers: 20 connections to /logtail (what `supervisorctl tail -f` opens) follow a program
    printing 100 lines a second; the p99 of getState calls without and with them.
 5. balancer beside followers (Salvus only; nginx and wrk): one twistd host with a balancer in
@@ -32,7 +37,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from bench.logs.workloads import BALANCER, FOLLOWERS, PARTS, balancerFigures, run  # noqa: E402
+from bench.logs.workloads import BALANCER, FLOOD_KINDS, FOLLOWERS, PARTS, balancerFigures, run  # noqa: E402
 
 
 def main() -> None:
@@ -41,6 +46,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024, help="the large log's size")
     parser.add_argument("--flood-lines", type=int, default=200_000, help="lines of the flood")
     parser.add_argument("--only", help="comma-separated subset of tail,followers,flood,long,balancer")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the floods part")
+    parser.add_argument("--floods-lines", type=int, default=200_000, help="lines of each log-shaped flood")
     parser.add_argument("--quick", action="store_true", help="an 8 MiB log, small floods (no figures judged)")
     args = parser.parse_args()
     size = (8 if args.quick else args.size_mib) << 20
@@ -51,7 +58,9 @@ def main() -> None:
     figures = {"salvus": {}, "supervisord": {}}
     if set(parts) - {BALANCER}:
         figures = run(parts=tuple(p for p in parts if p != BALANCER), size=size, calls=calls,
-                      quick=args.quick, nflood=nflood, nlong=nlong, wlong=wlong, linesLong=linesLong)
+                      quick=args.quick, nflood=nflood, nlong=nlong, wlong=wlong, linesLong=linesLong,
+                      nfloods=5000 if args.quick else args.floods_lines,
+                      rounds=1 if args.quick else args.rounds)
     balancer = {}
     if BALANCER in parts:
         balancer = balancerFigures(seconds=1 if args.quick else 5, rounds=1 if args.quick else 3,
@@ -73,7 +82,8 @@ def main() -> None:
         ("lines per second (wall)", "lines_per_s_wall", "%.0f"),
         (f"RSS, {nlong} x {linesLong} lines of 60 KiB, MB", "rss_long_lines_mb", "%.1f"),
         ("  growth while they wrote, MB", "rss_long_lines_growth_mb", "%.1f"),
-    ]
+    ] + [(f"flood {kind} ({FLOOD_KINDS[kind][0]} B): CPU us a line", f"flood_{kind}_us_per_line", "%.3f")
+         for kind in FLOOD_KINDS]
     if s:
         print(f"| {'metric':<44} | {'Salvus':>10} | {'supervisord':>11} | {'Salvus/supervisord':>18} |")
         print(f"| {'-' * 44} | {'-' * 10} | {'-' * 11} | {'-' * 18} |")

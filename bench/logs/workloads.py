@@ -23,11 +23,36 @@ if ROOT not in sys.path:
 BIN = os.path.dirname(sys.executable)
 TICK = os.sysconf("SC_CLK_TCK")
 
-from bench._common import freePort, waitPort  # noqa: E402
+from bench._common import cpuSeconds, freePort, rssMB, stopAll, waitPort  # noqa: E402
 
 #: Every workload, in the order they run: the large log's tails, the followers, the flood, the
 #: long lines.
-PARTS = ("tail", "followers", "flood", "long")
+PARTS = ("tail", "followers", "flood", "long", "floods")
+#: The "floods" part: log-shaped floods, the supervisors interleaved over rounds (medians).  Each
+#: kind: (bytes a line with its newline, lines of every 10 that hold a level word, share of
+#: C{nfloods} lines, Salvus's log_level).  At log_level "info" the lines' levels decide what the
+#: file keeps; at "debug" no line's level changes what Salvus does with it.
+FLOOD_KINDS = {
+    "plain": (100, 0, 1.0, "debug"),
+    "level": (100, 10, 1.0, "debug"),
+    "level_classified": (100, 10, 1.0, "info"),
+    "mixed": (100, 3, 1.0, "debug"),
+    "mixed_classified": (100, 3, 1.0, "info"),
+    "short_classified": (24, 3, 1.0, "info"),
+    "long4k_classified": (4096, 3, 0.05, "info"),
+}
+KIND_FLOOD = """import sys
+w = sys.stdout.write
+words = ('INFO', 'WARNING', 'ERROR')
+width, n, every = {width}, {n}, {every}
+for i in range(n):
+    if i % 10 < every:
+        head = ('%s %d ' % (words[i % 3], i) if width < 60
+                else '2026-12-03 17:00:00,123 %s app.worker: request %d ' % (words[i % 3], i))
+    else:
+        head = 'ok %d ' % i if width < 60 else '2026-12-03 17:00:00,123 app.worker: handled %d ' % i
+    w(head.ljust(width - 1, 'x')[:width - 1] + '\\n')
+"""
 #: Run by L{balancerFigures}, not L{run}: a twistd host with a balancer, Salvus alone.
 BALANCER = "balancer"
 FLOOD = "import sys\nw = sys.stdout.write\nfor i in range({n}):\n    w('%099d\\n' % i)\n"
@@ -90,20 +115,6 @@ stdout_logfile={tmp}/sd/long-%(process_num)d.log
 stdout_logfile_maxbytes=0
 """,
 }
-
-
-def cpuSeconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rssMB(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def makeBigLog(path: str, size: int) -> None:
@@ -261,9 +272,41 @@ def measure(who: str, pid: int, url: str, names: dict[str, str], longs: list[str
     return fig
 
 
+def kindLines(kind: str, nfloods: int) -> int:
+    return max(1, int(nfloods * FLOOD_KINDS[kind][2]))
+
+
+def floodsFigures(servers: dict, kinds: list[str], nfloods: int, rounds: int,
+                  progress) -> dict[str, dict[str, float]]:
+    """Each kind's flood on each server, C{rounds} times, the servers' order alternating each
+    round (the machine is shared: drift hits both): the median CPU microseconds a line."""
+    cpu: dict[tuple[str, str], list[float]] = {}
+    order = list(servers)
+    for r in range(rounds):
+        progress(f"floods, round {r + 1} of {rounds} ...", flush=True)
+        for kind in kinds:
+            width = FLOOD_KINDS[kind][0]
+            n = kindLines(kind, nfloods)
+            for who in (order if r % 2 == 0 else order[::-1]):
+                pid, proxy, name, path = servers[who][kind]
+                have = os.path.getsize(path) if os.path.exists(path) else 0
+                before = cpuSeconds(pid)
+                proxy.supervisor.startProcess(name, False)
+                waitSize([path], have + n * width, 300)
+                cpu.setdefault((who, kind), []).append(cpuSeconds(pid) - before)
+    out: dict[str, dict[str, float]] = {who: {} for who in servers}
+    for (who, kind), seconds in cpu.items():
+        n = kindLines(kind, nfloods)
+        median = statistics.median(seconds)
+        out[who][f"flood_{kind}_us_per_line"] = median / n * 1e6
+        out[who][f"flood_{kind}_lines_per_cpu_s"] = n / max(median, 1.0 / TICK)
+    return out
+
+
 def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100, quick: bool = False,
         nflood: int = 200_000, nlong: int = 4, wlong: int = 60 * 1024, linesLong: int = 1500,
-        supervisordBin: str = BIN, progress=print) -> dict[str, dict[str, float]]:
+        supervisordBin: str = BIN, progress=print, nfloods: int = 200_000, rounds: int = 5,
+        kinds: tuple[str, ...] = tuple(FLOOD_KINDS)) -> dict[str, dict[str, float]]:
     """Start a Salvus host (bench/logs/salvus_host.py) and a supervisord with the programs
     C{parts} need, run those workloads on each in turn, stop both: C{{"salvus": figures,
     "supervisord": figures}}."""
@@ -286,10 +329,15 @@ def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100
             progress(f"writing a {size >> 20} MiB log ...", flush=True)
             makeBigLog(big, size)
         os.makedirs(os.path.join(tmp, "sd"))
+        floods = kinds if "floods" in parts else ()
         for script, text in (("flood.py", FLOOD.format(n=nflood)), ("ticker.py", TICKER),
                              ("long.py", LONG.format(width=wlong, n=linesLong))):
             with open(os.path.join(tmp, script), "w") as f:
                 f.write(text)
+        for kind in floods:
+            width, every, _share, _level = FLOOD_KINDS[kind]
+            with open(os.path.join(tmp, f"flood_{kind}.py"), "w") as f:
+                f.write(KIND_FLOOD.format(width=width, every=every, n=kindLines(kind, nfloods)))
         sport, dport = freePort(), freePort()
         deploys = {
             "big": {"name": "big", "command": ["sleep", "100000"], "startsecs": 0, "log_max_bytes": 0},
@@ -301,6 +349,12 @@ def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100
                      "startsecs": 0, "numprocs": nlong, "autostart": False, "autorestart": "never",
                      "log_max_bytes": 0},
         }
+        for kind in floods:
+            deploys[f"flood_{kind}"] = {
+                "name": f"flood_{kind}", "command": [sys.executable, os.path.join(tmp, f"flood_{kind}.py")],
+                "startsecs": 0, "autostart": False, "autorestart": "never", "log_max_bytes": 0,
+                "log_level": FLOOD_KINDS[kind][3]}
+            programs.add(f"flood_{kind}")
         spec = {"run_dir": os.path.join(tmp, "run"), "log_dir": logs, "port": sport, "users": users,
                 "deploys": [d for name, d in deploys.items() if name in programs]}
         with open(os.path.join(tmp, "spec.json"), "w") as f:
@@ -313,6 +367,7 @@ def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100
             raise SystemExit(f"the Salvus host did not start: {line}")
         conf = os.path.join(tmp, "supervisord.conf")
         text = SUPERVISORD_CONF + "".join(v for k, v in SUPERVISORD_PROGRAMS.items() if k in programs)
+        text += "".join(SUPERVISORD_PROGRAMS["flood"].replace("flood", f"flood_{kind}") for kind in floods)
         with open(conf, "w") as f:
             f.write(text.format(tmp=tmp, port=dport, big=big, python=sys.executable, nlong=nlong))
         sd = subprocess.Popen([os.path.join(supervisordBin, "supervisord"), "-c", conf],
@@ -332,14 +387,19 @@ def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100
         for who, server in servers.items():
             figures[who] = measure(who, *server, parts=parts, calls=calls, quick=quick, nflood=nflood,
                                    nlong=nlong, wlong=wlong, linesLong=linesLong)
+        if floods:
+            sproxy = xmlrpc.client.ServerProxy(f"http://bench:bench-pw@127.0.0.1:{sport}/RPC2")
+            dproxy = xmlrpc.client.ServerProxy(f"http://bench:bench-pw@127.0.0.1:{dport}/RPC2")
+            targets = {
+                "salvus": {k: (salvus.pid, sproxy, f"flood_{k}:0",
+                                  os.path.join(logs, f"flood_{k}-0.stdout.log")) for k in floods},
+                "supervisord": {k: (sd.pid, dproxy, f"flood_{k}", os.path.join(tmp, "sd", f"flood_{k}.log"))
+                                for k in floods},
+            }
+            for who, fig in floodsFigures(targets, list(floods), nfloods, rounds, progress).items():
+                figures[who].update(fig)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stopAll(procs, 20)
         shutil.rmtree(tmp, True)
     return figures
 
@@ -463,11 +523,5 @@ def balancerFigures(*, seconds: float = 5.0, rounds: int = 3, quick: bool = Fals
                 runs.setdefault(key, []).append(value)
         return {key: statistics.median(values) for key, values in runs.items()}
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stopAll(procs[::-1], 20)
         shutil.rmtree(tmp, True)

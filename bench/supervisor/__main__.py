@@ -20,6 +20,9 @@
    CPU-second (per core).  6. RSS under long lines: 4 instances each write 1,500 lines of 60 KiB
    (20 with --quick) and stay up.  Both are bench/logs's workloads (bench/logs/workloads.py),
    run by the same code against Salvus and supervisord (circus has no log files to compare).
+   Then log-shaped floods (level words in every line or in 30%, lines of 24 B and 4 KiB; 500,000
+   lines each, 5,000 with --quick), the two supervisors interleaved over 3 rounds: median CPU
+   microseconds a line.
 7. RSS and module count of a real C{twistd -n salvus --config host.tac} whose file declares only
    the 200 instances (twistd, the plugin scan, the store: what a supervise-only host costs),
    against the same supervisord.
@@ -47,7 +50,7 @@ import xmlrpc.client
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from bench._common import freePort  # noqa: E402
+from bench._common import cpuSeconds, freePort, rssMB  # noqa: E402
 from bench.logs import workloads as logWorkloads  # noqa: E402
 
 N_IDLE = 200
@@ -59,7 +62,10 @@ CYCLES = 5
 #: The log rows: lines of the flood, and lines of 60 KiB written by each of 4 instances.
 N_FLOOD = 2_000_000
 N_LONG_LINES = 1500
-TICK = os.sysconf("SC_CLK_TCK")
+#: The log-shaped floods (bench/logs/workloads.py FLOOD_KINDS): lines of each, and rounds
+#: (the supervisors interleaved, medians).
+N_FLOODS = 500_000
+FLOOD_ROUNDS = 3
 BASH = shutil.which("bash") or "/bin/bash"
 
 
@@ -72,20 +78,6 @@ def ensureVenv(path: str) -> str:
         pip = os.path.join(path, "bin", "pip")
         subprocess.run([pip, "install", "-q", "supervisor", "circus"], check=True)
     return path
-
-
-def cpuSeconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rssMB(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def killTagged(tag: str) -> None:
@@ -270,6 +262,20 @@ autostart = {not trigger}
         return float(line.split()[1])
 
 
+class Floor(_Supervisor):
+    """A bare fork+exec loop (floor.py): the least any supervisor can take to respawn.  It runs
+    only the respawn workload."""
+
+    name = "floor"
+    hasStartsecs = False
+
+    def launch(self, program, argv, numprocs, tag, trigger=False, startsecs=0.0, ready=None):
+        t0 = time.time()
+        proc = subprocess.Popen([sys.executable, os.path.join(HERE, "floor.py"), str(numprocs), *argv],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return proc, t0
+
+
 # -- workloads -------------------------------------------------------------------------------------
 
 
@@ -423,6 +429,11 @@ def main(argv=None) -> int:
                         help="where supervisor and circus are installed (created if missing)")
     parser.add_argument("--only", help="comma-separated subset of salvus,supervisord,circus")
     parser.add_argument("--rounds", type=int, default=3, help="start-200 rounds (median kept)")
+    parser.add_argument("--respawn-rounds", type=int, default=1,
+                        help="crash->respawn rounds, interleaved (the median of each one's medians kept)")
+    parser.add_argument("--respawn-only", action="store_true", help="only the crash->respawn rows")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the bare fork+exec loop that is the respawn rows' floor")
     parser.add_argument("--no-logs", action="store_true",
                         help="skip the log throughput and long-line RSS rows")
     parser.add_argument("--no-ready", action="store_true",
@@ -446,6 +457,7 @@ def main(argv=None) -> int:
     venv = args.venv if args.quick else ensureVenv(args.venv)
     idleSeconds = 1 if args.quick else 15 if args.short else 60
     results: dict[str, dict] = {}
+    respawners: dict[str, tuple] = {}
     kinds = [Salvus, Supervisord, Circus]
     if args.only:
         kinds = [k for k in kinds if k.name in args.only.split(",")]
@@ -454,10 +466,26 @@ def main(argv=None) -> int:
         work = tempfile.mkdtemp(prefix=f"salvus-bench-{kind.name}-")
         sups[kind.name] = (kind(venv, work), work)
     try:
-        for i, (name, (sup, work)) in enumerate(sups.items()):
-            tag = str(360000 + os.getpid() % 1000 * 10 + i)
-            print(f"{name}: respawn ...", flush=True)
-            results[name] = respawnWorkload(sup, work, tag + "1")
+        respawnRuns: dict[str, list[dict]] = {}
+        respawners = dict(sups)
+        if not args.no_floor:
+            work = tempfile.mkdtemp(prefix="salvus-bench-floor-")
+            respawners["floor"] = (Floor(venv, work), work)
+        for r in range(args.respawn_rounds):
+            # Interleaved (salvus, supervisord, circus, floor, salvus, ...): the machine's load
+            # drifts, and each sees it alike.
+            for i, (name, (sup, work)) in enumerate(respawners.items()):
+                tag = str(360000 + os.getpid() % 1000 * 10 + i)
+                roundDir = os.path.join(work, f"respawn{r}")
+                os.makedirs(roundDir, exist_ok=True)
+                print(f"{name}: respawn (round {r + 1}/{args.respawn_rounds}) ...", flush=True)
+                respawnRuns.setdefault(name, []).append(respawnWorkload(sup, roundDir, tag + "1"))
+        for name, runs in respawnRuns.items():
+            results[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            results[name]["respawn_median_runs_ms"] = [run["respawn_median_ms"] for run in runs]
+        if args.respawn_only:
+            report(results, args.json, 0, [0.0])
+            return 0
         # start-200 in interleaved rounds (the machine's load drifts; each supervisor sees it
         # alike), idle CPU and RSS in the last round of the headline startsecs.
         runs: dict[tuple[str, float], list[float]] = {}
@@ -513,12 +541,13 @@ def main(argv=None) -> int:
         if "salvus" in sups and "supervisord" in sups and not args.no_logs:
             print(f"salvus, supervisord: log throughput ({N_FLOOD} lines), RSS under long lines ...",
                   flush=True)
-            logs = logWorkloads.run(parts=("flood", "long"), quick=args.quick, nflood=N_FLOOD,
-                                    linesLong=N_LONG_LINES, supervisordBin=os.path.join(venv, "bin"))
+            logs = logWorkloads.run(parts=("flood", "long", "floods"), quick=args.quick, nflood=N_FLOOD,
+                                    linesLong=N_LONG_LINES, supervisordBin=os.path.join(venv, "bin"),
+                                    nfloods=N_FLOODS, rounds=FLOOD_ROUNDS)
             for name, figures in logs.items():
                 results[name].update(figures)
     finally:
-        for _sup, work in sups.values():
+        for _sup, work in respawners.values():
             shutil.rmtree(work, ignore_errors=True)
     report(results, args.json, idleSeconds, rows)
     return 0
@@ -533,8 +562,9 @@ def quick(args: argparse.Namespace) -> None:
 
     The workload sizes are this script's constants: a quick run rebinds them (it is one run).
     """
-    global N_IDLE, N_CRASH, CYCLES, N_FLOOD, N_LONG_LINES
+    global N_IDLE, N_CRASH, CYCLES, N_FLOOD, N_LONG_LINES, N_FLOODS, FLOOD_ROUNDS
     N_IDLE, N_CRASH, CYCLES, N_FLOOD, N_LONG_LINES = QUICK_IDLE, QUICK_CRASH, 1, 5000, 20
+    N_FLOODS, FLOOD_ROUNDS = 5000, 1
     args.rounds = 1
     args.startsecs = "0"
     args.venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
@@ -565,6 +595,9 @@ def tableRows(rows: list[float]) -> list[tuple[str, str, str]]:
             ("rss_mb", f"RSS, {N_IDLE} instances (MB)", "rss_ratio"),
             ("lines_per_cpu_s", f"log lines per CPU-second, {N_FLOOD} lines", "log_lines_ratio"),
             ("flood_cpu_s", "  CPU for those lines (s)", "log_cpu_ratio"),
+            *((f"flood_{kind}_us_per_line", f"  CPU us a line, {kind} ({width} B)",
+               f"log_{kind}_us_ratio")
+              for kind, (width, *_rest) in logWorkloads.FLOOD_KINDS.items()),
             ("rss_long_lines_mb", f"RSS, 4 x {N_LONG_LINES} log lines of 60 KiB (MB)",
              "rss_long_lines_ratio"),
             ("host_rss_mb", f"RSS, twistd host of {N_IDLE} instances (MB)", "host_rss_ratio"),
@@ -582,21 +615,30 @@ def report(results: dict, jsonPath: str | None, idleSeconds: float, rows: list[f
     s = results.get("salvus", {})
     sd = results.get("supervisord", {})
     c = results.get("circus", {})
+    fl = results.get("floor", {})
     out: dict = {"figures": results, "idle_seconds": idleSeconds, "startsecs_rows": rows}
     print()
-    print(f"{'metric':44} {'salvus':>10} {'supervisord':>12} {'circus':>10} {'vs supd':>8} {'vs circus':>10}")
+    print(f"{'metric':44} {'salvus':>10} {'supervisord':>12} {'circus':>10} {'floor':>8} {'vs supd':>8} "
+          f"{'vs circus':>10} {'vs floor':>9}")
     for key, label, ratioKey in tableRows(rows):
+        if not any(key in f for f in (s, sd, c, fl)):
+            continue
         r1 = _ratio(s.get(key), sd.get(key))
         r2 = _ratio(s.get(key), c.get(key))
+        r3 = _ratio(s.get(key), fl.get(key))
         out[ratioKey] = r1
         out["circus_" + ratioKey] = r2
+        if key in fl:
+            out["floor_" + ratioKey] = r3
+            out["supervisord_floor_" + ratioKey] = _ratio(sd.get(key), fl.get(key))
 
         def fmt(v, w):
             return f"{v:>{w}.3f}" if isinstance(v, float) else f"{'-':>{w}}"
 
         print(f"{label:44} {fmt(s.get(key), 10)} {fmt(sd.get(key), 12)} {fmt(c.get(key), 10)} "
-              f"{fmt(r1, 8)} {fmt(r2, 10)}")
-    print("\ntargets: respawn <= 0.1x supervisord, start-200 <= 0.5x, idle CPU <= 1x, "
+              f"{fmt(fl.get(key), 8)} {fmt(r1, 8)} {fmt(r2, 10)} {fmt(r3, 9)}")
+    print("\nfloor: a bare fork+exec loop (bench/supervisor/floor.py), the least a respawn can take")
+    print("targets: respawn <= 0.1x supervisord, start-200 <= 0.5x, idle CPU <= 1x, "
           "log CPU per line <= 1x (lines per CPU-second >= 1x)")
     if len(rows) > 1:
         print(f"start-200 target read at startsecs={rows[0]:g}, the workload all three run; at "

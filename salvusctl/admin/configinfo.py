@@ -78,6 +78,18 @@ def _retries(deploy: Any) -> int:
     return _MAX_INT if retries is None else _int(retries, 3)
 
 
+def _stream(deploy: Any, stream: str, logfile: str, backups: int, maxbytes: int) -> dict[str, Any]:
+    """The six keys of one output stream (C{stdout} or C{stderr}), in supervisord's order."""
+    return {
+        f"{stream}_capture_maxbytes": _int(getattr(deploy, f"{stream}_capture_maxbytes", 0)),
+        f"{stream}_events_enabled": bool(getattr(deploy, f"{stream}_events_enabled", False)),
+        f"{stream}_logfile": logfile or "none",
+        f"{stream}_logfile_backups": backups,
+        f"{stream}_logfile_maxbytes": maxbytes,
+        f"{stream}_syslog": False,
+    }
+
+
 def configInfo(deploy: Any, name: str, group: str, inuse: bool, stdout_logfile: str = "",
                stderr_logfile: str = "") -> dict[str, Any]:
     """One row of C{getAllConfigInfo} for instance C{name} of C{group}, from C{deploy} (a
@@ -104,20 +116,10 @@ def configInfo(deploy: Any, name: str, group: str, inuse: bool, stdout_logfile: 
         "redirect_stderr": redirect,
         "startretries": _retries(deploy),
         "startsecs": _number(getattr(deploy, "startsecs", 1)),
-        "stdout_capture_maxbytes": _int(getattr(deploy, "stdout_capture_maxbytes", 0)),
-        "stdout_events_enabled": bool(getattr(deploy, "stdout_events_enabled", False)),
-        "stdout_logfile": stdout_logfile or "none",
-        "stdout_logfile_backups": backups,
-        "stdout_logfile_maxbytes": maxbytes,
-        "stdout_syslog": False,
+        **_stream(deploy, "stdout", stdout_logfile, backups, maxbytes),
         "stopsignal": _stopsignal(deploy),
         "stopwaitsecs": _number(getattr(deploy, "stopwaitsecs", 10)),
-        "stderr_capture_maxbytes": _int(getattr(deploy, "stderr_capture_maxbytes", 0)),
-        "stderr_events_enabled": bool(getattr(deploy, "stderr_events_enabled", False)),
-        "stderr_logfile": stderr_logfile or "none",
-        "stderr_logfile_backups": backups,
-        "stderr_logfile_maxbytes": maxbytes,
-        "stderr_syslog": False,
+        **_stream(deploy, "stderr", stderr_logfile, backups, maxbytes),
         "serverurl": "none",  # supervisord's for a program with no serverurl= of its own
     }
     return row

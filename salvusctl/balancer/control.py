@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from salvusctl.balancer import declare, persist, states
 from salvusctl.balancer.backends import BackendsFile
+from salvusctl.balancer.configdiff import diffServices
 from salvusctl.balancer.dns import DNSCache
 from salvusctl.balancer.fdbudget import DescriptorBudget, openDescriptors
 from salvusctl.balancer.schedulers.sticky import Sticky
@@ -470,47 +471,12 @@ class BalancerService(MultiService):
         add-group, remove-group, add-host, remove-host, set-weight, set-scheduler, set-active,
         set-state (a host not in admin state up).
         """
-        wanted = {d.name: d for d in (declared if declared is not None else self.declared.values())}
-        ops: list[dict] = []
-        for name in wanted.keys() - self.balanced.keys():
-            ops.append({"op": "add-service", "service": name})
-        for name in self.balanced.keys() - wanted.keys():
-            ops.append({"op": "remove-service", "service": name})
-        for name in sorted(wanted.keys() & self.balanced.keys()):
-            want = wanted[name].asData()
-            svc = self.balanced[name]
-            have = svc.runningConfig()
-            for g in want["groups"].keys() - have["groups"].keys():
-                ops.append({"op": "add-group", "service": name, "group": g})
-            for g in have["groups"].keys() - want["groups"].keys():
-                ops.append({"op": "remove-group", "service": name, "group": g})
-            if want["active"] != have["active"]:
-                ops.append({"op": "set-active", "service": name, "group": want["active"],
-                            "running": have["active"]})
-            for g in sorted(want["groups"].keys() & have["groups"].keys()):
-                wg, hg = want["groups"][g], have["groups"][g]
-                if wg["scheduler"] != hg["scheduler"]:
-                    ops.append({"op": "set-scheduler", "service": name, "group": g,
-                                "scheduler": wg["scheduler"], "running": hg["scheduler"]})
-                if wg.get("deploy") or wg.get("cluster_deploy"):
-                    continue  # its hosts follow the deploy's instances, not the declaration
-                for h in sorted(wg["hosts"].keys() - hg["hosts"].keys()):
-                    ops.append({"op": "add-host", "service": name, "group": g, "host": h})
-                for h in sorted(hg["hosts"].keys() - wg["hosts"].keys()):
-                    ops.append({"op": "remove-host", "service": name, "group": g, "host": h})
-                for h in sorted(wg["hosts"].keys() & hg["hosts"].keys()):
-                    wh, hh = wg["hosts"][h], hg["hosts"][h]
-                    if (wh["address"], wh["port"]) != (hh["address"], hh["port"]):
-                        ops.append({"op": "remove-host", "service": name, "group": g, "host": h})
-                        ops.append({"op": "add-host", "service": name, "group": g, "host": h})
-                    elif wh["weight"] != hh["weight"]:
-                        ops.append({"op": "set-weight", "service": name, "group": g, "host": h,
-                                    "weight": wh["weight"], "running": hh["weight"]})
-                    admin = svc.groups[g].hosts[h].admin
-                    if admin != states.UP:
-                        ops.append({"op": "set-state", "service": name, "group": g, "host": h,
-                                    "state": states.UP, "running": admin})
-        return ops
+        wanted = declared if declared is not None else list(self.declared.values())
+        return diffServices(
+            {d.name: d.asData() for d in wanted},
+            {name: svc.runningConfig() for name, svc in self.balanced.items()},
+            lambda service, group, host: self.balanced[service].groups[group].hosts[host].admin,
+            up=states.UP)
 
     def reconcile(self, declared: list[declare.Balanced] | None = None) -> Deferred:
         """Apply L{diff}: make the running state match the declared config.  Fires with the ops."""
@@ -535,8 +501,7 @@ class BalancerService(MultiService):
                 svc.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
                 svc.groups[g.name].deploy = g.deploy
                 svc.groups[g.name].cluster_deploy = g.cluster_deploy
-                for server in g.servers:
-                    svc.addServer(g.name, server)
+                svc.groups[g.name].fixed = {svc.addServer(g.name, server).name for server in g.servers}
             elif kind == "set-scheduler":
                 g = groups[op["group"]]
                 svc.setScheduler(g.name, g.scheduler, g.scheduler_options)

@@ -241,6 +241,9 @@ class HostGroup:
         self.deploy: str | None = None
         # the deploy whose instances on every cluster host are its hosts (salvusctl.cluster.pool)
         self.cluster_deploy: str | None = None
+        # the names of the servers its declaration lists: in a group that follows a deploy these
+        # stay while instances come and go, so their operator states are shared (balancer.shared)
+        self.fixed: set[str] = set()
         # until when (reactor seconds) new clients wait for a host instead of being refused when
         # the rotation is empty: a planned stop of the deploy's instances set it (a restart that
         # is a stop and then a start, as supervisorctl's restart and update are)

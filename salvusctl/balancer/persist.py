@@ -68,11 +68,14 @@ def _rows(services: dict[str, Any], now: float) -> tuple[list, list]:
     for svc in services.values():
         for group_name, group in svc.groups.items():
             groups.append((svc.name, group_name, group.scheduler.name, 1 if svc.active == group_name else 0))
+            kept = group.hosts.values()
             if getattr(group, "deploy", None):
                 # Hosts that follow a deploy's instances come and go with them: a drain caught
-                # mid-restart must not be restored onto the next run's instance.
-                continue
-            for host in group.hosts.values():
+                # mid-restart must not be restored onto the next run's instance.  The servers the
+                # group's declaration lists stay, and so do their states.
+                fixed = getattr(group, "fixed", ())
+                kept = [h for h in kept if h.name in fixed]
+            for host in kept:
                 hosts.append((svc.name, group_name, host.name, host.admin, 1 if host.healthy else 0,
                               host.weight, host.down_since, host.down_reason)
                              + tuple(getattr(host, c) for c in _COUNTERS)
@@ -138,7 +141,7 @@ def applyState(services: dict[str, Any], hosts: list[dict], groups: list[dict]) 
     for row in hosts:
         svc = services.get(row["service"])
         group = svc.groups.get(row["grp"]) if svc is not None else None
-        if group is not None and getattr(group, "deploy", None):
+        if group is not None and getattr(group, "deploy", None) and row["host"] not in group.fixed:
             continue
         host = group.hosts.get(row["host"]) if group is not None else None
         if host is None:

@@ -38,10 +38,10 @@ def entries(context: Any, running: list[Any], declared: list[Any]) -> dict[str, 
 
 @defer.inlineCallbacks
 def applyEntries(context: Any, declared: list[Any], live: dict[str, dict[str, Any]]):
-    """Reconcile the running balancer with C{declared}, then wire what the reload added."""
+    """Reconcile the running balancer with C{declared} and follow its deploys (the host's wiring
+    phase, run after the reload, binds the load sources of the groups it added)."""
     balancer = context.services["balancer"]
     yield balancer.reconcile(declared)
-    _bindLoadSources(balancer, context.services.get("monitor"))
     yield _followDeploys(context, balancer, context.services.get("supervisor"), declared)
 
 
@@ -73,13 +73,3 @@ def _followDeploys(context: Any, balancer: Any, supervisor: Any, declared: list[
                    ).setServiceParent(balancer)
     return defer.gatherResults(stops)
 
-
-def _bindLoadSources(balancer: Any, monitor: Any) -> None:
-    """A least-load group added by the reload got an unbound C{MonitorLoadSource()} from the
-    file, as at build time: bind it to the running monitor, as the monitor's builder does."""
-    if monitor is None:
-        return
-    from salvusctl.monitor.build import bindLoadSources
-
-    address = getattr(monitor, "address", None)
-    bindLoadSources(balancer, monitor, [address] if address else [])

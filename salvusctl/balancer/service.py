@@ -104,8 +104,7 @@ class BalancedService(Service):
             self.addGroup(g.name, g.scheduler, g.scheduler_options, g.health, g.agent, g.slowstart)
             self.groups[g.name].deploy = g.deploy
             self.groups[g.name].cluster_deploy = g.cluster_deploy
-            for server in g.servers:
-                self.addServer(g.name, server)
+            self.groups[g.name].fixed = {self.addServer(g.name, server).name for server in g.servers}
         self.active_group = self.groups.get(self.active) if self.active else None
 
     # -- configuration -----------------------------------------------------------------------------

@@ -241,7 +241,7 @@ class SharedStates:
         """Write C{host}'s admin state, weight and health as this front-end sees them now."""
         svc = self.balanced.get(service)
         g = svc.groups.get(group) if svc is not None else None
-        if g is None or _follows(g):
+        if g is None or not _shared(g, host.name):
             return succeed(None)
         key = (service, group, host.name)
         reason = host.down_reason
@@ -310,7 +310,7 @@ class SharedStates:
         svc = self.balanced.get(row["service"])
         group = svc.groups.get(row["grp"]) if svc is not None else None
         host = group.hosts.get(row["host"]) if group is not None else None
-        if host is None or _follows(group):
+        if host is None or not _shared(group, host.name):
             return False
         self.applied[key] = seq
         self.changes += 1
@@ -336,3 +336,10 @@ def _follows(group: Any) -> bool:
     own, and a cluster deploy's states come from the workers themselves (both front-ends follow
     the same published rows); a drain kept for C{worker:0@w1} must not fall on its next run."""
     return bool(getattr(group, "deploy", None) or getattr(group, "cluster_deploy", None))
+
+
+def _shared(group: Any, name: str) -> bool:
+    """Whether host C{name}'s states are shared: every host of a group of declared or added
+    servers, and in a group that follows a deploy only the servers its declaration lists (they
+    stay put; its instances' states come from the deploy)."""
+    return not _follows(group) or name in getattr(group, "fixed", ())

@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from salvusctl.balancer import declare
+from salvusctl.balancer.configdiff import diffServices
 from salvusctl.balancer.schedulers import makeScheduler
 from salvusctl.errors import ConfigError
 from salvusctl.interfaces import IBalancerControl
@@ -330,41 +331,9 @@ class FakeBalancer:
         """What differs between the running state and the declared one (the real ops, same order);
         C{declared}: a new declaration to compare with instead (a reload's)."""
         wanted = self.declared if declared is None else {d.name: _declared(d) for d in declared}
-        ops: list[dict[str, Any]] = []
-        for name in wanted.keys() - self.services.keys():
-            ops.append({"op": "add-service", "service": name})
-        for name in self.services.keys() - wanted.keys():
-            ops.append({"op": "remove-service", "service": name})
-        for name in sorted(wanted.keys() & self.services.keys()):
-            want, have = wanted[name], self.services[name]
-            for g in want["groups"].keys() - have["groups"].keys():
-                ops.append({"op": "add-group", "service": name, "group": g})
-            for g in have["groups"].keys() - want["groups"].keys():
-                ops.append({"op": "remove-group", "service": name, "group": g})
-            if want["active"] != have["active"]:
-                ops.append({"op": "set-active", "service": name, "group": want["active"],
-                            "running": have["active"]})
-            for g in sorted(want["groups"].keys() & have["groups"].keys()):
-                wg, hg = want["groups"][g], have["groups"][g]
-                if wg["scheduler"] != hg["scheduler"]:
-                    ops.append({"op": "set-scheduler", "service": name, "group": g,
-                                "scheduler": wg["scheduler"], "running": hg["scheduler"]})
-                for h in sorted(wg["hosts"].keys() - hg["hosts"].keys()):
-                    ops.append({"op": "add-host", "service": name, "group": g, "host": h})
-                for h in sorted(hg["hosts"].keys() - wg["hosts"].keys()):
-                    ops.append({"op": "remove-host", "service": name, "group": g, "host": h})
-                for h in sorted(wg["hosts"].keys() & hg["hosts"].keys()):
-                    wh, hh = wg["hosts"][h], hg["hosts"][h]
-                    if (wh["address"], wh["port"]) != (hh["address"], hh["port"]):
-                        ops.append({"op": "remove-host", "service": name, "group": g, "host": h})
-                        ops.append({"op": "add-host", "service": name, "group": g, "host": h})
-                    elif wh["weight"] != hh["weight"]:
-                        ops.append({"op": "set-weight", "service": name, "group": g, "host": h,
-                                    "weight": wh["weight"], "running": hh["weight"]})
-                    if hh["admin"] != "up":
-                        ops.append({"op": "set-state", "service": name, "group": g, "host": h,
-                                    "state": "up", "running": hh["admin"]})
-        return ops
+        return diffServices(
+            wanted, self.services,
+            lambda service, group, host: self.services[service]["groups"][group]["hosts"][host]["admin"])
 
     def reconcile(self, declared: list[declare.Balanced] | None = None) -> defer.Deferred:
         """Apply L{diff} (C{declared} becomes the declaration); fires with its operations."""

@@ -21,7 +21,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
-from salvusctl.host.components import COMPONENTS, resolve
+from salvusctl.host.components import COMPONENTS, resolve, wire
 from salvusctl.store import makeStore
 
 __all__ = ["build", "HostContext", "HostService", "StoreService", "exitOnFatal", "BUILD_ORDER"]
@@ -143,9 +143,7 @@ def build(host: Any, reactor: Any) -> tuple[HostService, HostContext]:
         service.setName(entry.name)
         service.setServiceParent(top)
         context.services[entry.name] = service
-    for entry in COMPONENTS:
-        if entry.wire is not None and entry.name in context.services:
-            resolve(entry.wire)(context, context.services[entry.name])
+    wire(context)
     from salvusctl.host.reload import HostReloader
 
     context.reloader = HostReloader(host, context)

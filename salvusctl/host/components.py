@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Component", "COMPONENTS", "component", "resolve", "names", "oneEntry"]
+__all__ = ["Component", "COMPONENTS", "component", "resolve", "names", "oneEntry", "wire"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,13 @@ def oneEntry(name: str, diff: Callable[..., dict | None],
         return apply(context, declared, live[name])
 
     return entries, applyEntries
+
+
+def wire(context: Any) -> None:
+    """The wiring phase: each built component's C{wire} entry, in table order, over the whole
+    context.  Run once every builder ran, and again after a reload applied its changes (what the
+    reload added — a least-load group, say — is plugged in the same way); each C{wire} is
+    idempotent for that reason."""
+    for entry in COMPONENTS:
+        if entry.wire is not None and entry.name in context.services:
+            resolve(entry.wire)(context, context.services[entry.name])

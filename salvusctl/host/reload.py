@@ -40,7 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from salvusctl.errors import ConfigError, OperationFailed
-from salvusctl.host.components import COMPONENTS, component, resolve
+from salvusctl.host.components import COMPONENTS, component, resolve, wire
 from salvusctl.host.model import Declared, declarationDigest
 
 __all__ = ["HostReloader", "declarationsDiffer", "MODEL_NOTE", "HOST_REASON"]
@@ -261,6 +261,11 @@ class HostReloader:
             else:
                 if len(live) == len(keys):
                     self._running[name] = new.declarations(name)
+        if any(not e.get("restart") for e in changes.values()):
+            try:
+                wire(self.context)
+            except Exception:
+                log.failure("reload: wiring the components after the reload failed")
         for name, entry in sorted(changes.items()):
             if entry.get("restart"):
                 log.warn("reload: {component} changed; restart the host to apply it ({reason})",

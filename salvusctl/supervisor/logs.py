@@ -18,6 +18,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 from salvusctl.supervisor.deploy import LEVELS
@@ -59,7 +60,6 @@ _LINE_LEVEL_RE = re.compile(
 )
 
 
-_UPPER_LINE_LEVEL_RE = re.compile(_LINE_LEVEL_RE.pattern, re.MULTILINE)
 _WORDS = ("DEBUG", "INFO", "NOTICE", "WARN", "ERR", "CRIT", "FATAL", "PANIC")
 
 
@@ -69,6 +69,12 @@ _WORD_LETTERS = frozenset(b"".join(w.encode() for w in _WORDS))
 _LETTERS_ONLY = (bytes.maketrans(bytes(range(97, 123)), bytes(range(65, 91))),
                  bytes(b for b in range(256) if b not in _WORD_LETTERS and b - 32 not in _WORD_LETTERS))
 _BYTE_WORDS = tuple(w.encode() for w in _WORDS)
+#: {a file level: the words (of L{_WORDS}) that may name a level below it}.  A word is a prefix
+#: of the longer ones it may begin (WARN of WARNING).
+_WORDS_BELOW = {rank: tuple(w for w in _WORDS
+                            if any(LEVELS[level] < rank for word, level in _LEVEL_NAMES.items()
+                                   if word.upper().startswith(w)))
+                for rank in LEVELS.values()}
 
 
 def mayHaveLevel(raw: bytes) -> bool:
@@ -86,19 +92,102 @@ def mayHaveLevel(raw: bytes) -> bool:
     return any(word in letters for word in _BYTE_WORDS)
 
 
-def detectLevels(text: str, default: str) -> dict[int, str] | None:
+#: For L{_findLevels}: the words found by substring search, and the longer word each may begin.
+_LONGER = {"WARN": "WARNING", "ERR": "ERROR", "CRIT": "CRITICAL"}
+
+
+def _isWord(ch: str) -> bool:
+    """C{\\w} of C{re} for one character: what a word boundary looks at."""
+    return ch.isalnum() or ch == "_"
+
+
+def _findLevels(upper: str, rows: bool = False) -> dict[int, str]:
+    """L{detectLevels} on an upper-cased chunk by substring search instead of the regex.
+
+    Each level word is looked for with C{str.find} (a C scan much faster than the regex trying
+    eleven alternatives at every position of every line); only the hits, one or two a line at
+    most in real logs, cost a Python step: their word boundaries and line start are checked
+    here.  Per line the leftmost whole word wins, and counts only when it ends within the
+    line's first 80 characters: what C{_LINE_LEVEL_RE} finds.
+
+    @param rows: C{upper} is made of rows of C{_ROW} characters (see L{_heads}): the keys are
+        row numbers, not offsets."""
+    best: dict[int, tuple[int, str]] = {}
+    find, rfind, n = upper.find, upper.rfind, len(upper)
+    for word in _WORDS:
+        size = len(word)
+        longer = _LONGER.get(word)
+        at = find(word)
+        while at >= 0:
+            nxt = at + size
+            if at == 0 or not _isWord(upper[at - 1]):
+                found = None
+                if nxt >= n or not _isWord(upper[nxt]):
+                    found = word
+                elif longer is not None and upper.startswith(longer[size:], nxt):
+                    end = at + len(longer)
+                    if end >= n or not _isWord(upper[end]):
+                        found, nxt = longer, end
+                if found is not None:
+                    if rows:
+                        key, start = divmod(at, _ROW)
+                        start = at - start
+                    else:
+                        key = start = rfind("\n", 0, at) + 1
+                    have = best.get(key)
+                    if have is None or at < have[0]:
+                        best[key] = (at, found if nxt - start <= 80 else "")
+            at = find(word, at + 1)
+    names = _LEVEL_NAMES
+    return {key: names[word.lower()] for key, (_, word) in best.items() if word}
+
+
+#: A row of L{_heads}: a line's first 81 characters (a word ending at 80 and the character after
+#: it), padded with spaces, and the newline.
+_ROW = 82
+
+
+def _heads(lines: list[str]) -> str:
+    """The first 81 characters of each line, padded to rows of one width: for long lines the
+    words are looked for in the heads only, not in all the text.
+
+    Cutting a line can make a word of what was the start of a longer one (C{ERRX} cut after
+    C{ERR}), but only where the cut is, past the 80th character, where no word counts."""
+    return "\n".join([t[:81].ljust(81) for t in lines])
+
+
+#: Lines longer than this on average: L{detectLevels} reads their heads only.
+LONG_LINES = 256
+
+
+def detectLevels(text: str, default: str, lines: list[str] | None = None,
+                 words: tuple[str, ...] = _WORDS) -> dict[int, str] | None:
     """{offset of a line in C{text}: its level} for the lines of C{text} (joined by newlines)
     that have a level word within their first 80 characters, None when no line has one.
 
     One pass for a whole chunk: a chunk without any level word (most floods) costs one
-    C{upper()} and a few substring searches, not a regex over every line."""
+    C{upper()} and a few substring searches, not a regex over every line.
+
+    @param lines: C{text.split("\\n")}, when the caller has it.
+    @param words: None is returned, without a scan, when none of these is in the text: the
+        caller that only needs to know of some levels names their words."""
+    if lines is None:
+        lines = text.split("\n")
+    if text.isascii() and len(text) > LONG_LINES * len(lines):  # ASCII: upper() is 1:1
+        heads = _heads(lines).upper()
+        if not any(word in heads for word in words):
+            return None
+        found = _findLevels(heads, rows=True)
+        if not found:
+            return None
+        starts = [0, *accumulate(map(len, lines))]
+        return {starts[row] + row: level for row, level in found.items()}
     upper = text.upper()
-    if not any(word in upper for word in _WORDS):
+    if not any(word in upper for word in words):
         return None
-    if len(upper) == len(text):
-        found = _UPPER_LINE_LEVEL_RE.finditer(upper)  # case-sensitive on the upper copy: faster
-    else:
-        found = _LINE_LEVEL_RE.finditer(text)  # upper() changed lengths (ß → SS): offsets differ
+    if len(upper) == len(text):  # the upper copy maps 1:1 onto the text
+        return _findLevels(upper) or None
+    found = _LINE_LEVEL_RE.finditer(text)  # upper() changed lengths (ß → SS): offsets differ
     names = _LEVEL_NAMES
     levels = {m.start(): names.get((word := m.group(1)).lower()) or _levelOf(word)
               for m in found if m.end(1) - m.start() <= 80}
@@ -473,11 +562,20 @@ class InstanceLog:
         joined = raw.decode("utf-8", "replace")
         texts = joined.split("\n")
         default = self.defaults[stream]
-        levels = detectLevels(joined, default) if mayHaveLevel(raw) else None
         name = self.name
         fileLevel, storeLevel = self.fileLevel, self.storeLevel
         followers = self.followers[stream]
         need = want or self.storeHook is not None or bool(followers)
+        # The levels are looked for only when something depends on them: records someone takes,
+        # or a file level that some line's level could fall below; then only the words of those
+        # levels can change what the file keeps.
+        levels = None
+        if need or LEVELS[default] < fileLevel:
+            words = _WORDS
+        else:
+            words = _WORDS_BELOW[fileLevel]
+        if words and (len(raw) > LONG_LINES * len(texts) or mayHaveLevel(raw)):
+            levels = detectLevels(joined, default, texts, words)
         lines: list[LogLine] | None = None
         if levels is None:
             out = b""

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from salvusctl.errors import OperationFailed
-from salvusctl.supervisor import oscalls
+from salvusctl.supervisor import clonespawn, oscalls
 from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.deploy import RLIMITS, Deploy, substitute
 from salvusctl.supervisor.describe import describe
@@ -301,7 +301,16 @@ class ProcessOS:
             # spawns go through setpriv until it is done.
             oscalls.buildSpawnHelper(self.reactor)
         self._chooseTracking(token, useCgroups)
+        if self.cgroups is not None and self.fast and self.helper:
+            clonespawn.build(self.reactor).addCallback(self._cloneSpawnReady)
         return oscalls.cleanLeftovers(registry, token, self.cgroups)
+
+    @staticmethod
+    def _cloneSpawnReady(ok: bool) -> None:
+        if ok:
+            log.info("spawn: each instance is created inside its cgroup (clone3 CLONE_INTO_CGROUP)")
+        else:
+            log.info("spawn: each instance joins its cgroup after spawn (clone3 into a cgroup unavailable)")
 
     def _chooseTracking(self, token: str, useCgroups: bool) -> None:
         """Decide (once per start) how instances' processes are found, and say so in the log."""

@@ -8,76 +8,28 @@ real sockets over a real supervisor with real child processes.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import xmlrpc.client as xmlrpclib
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from salvusctl.admin.build import AdminService
-from salvusctl.admin.declare import Admin
-from salvusctl.admin.state import AdminState
 from salvusctl.supervisor import Deploy
-from salvusctl.supervisor.service import SupervisorService
-from tests.admin.helpers import OP, tempDir, writeUsers
-from tests.admin.test_supervisorctl import SUPERVISORCTL
-from tests.supervisor import scratch
+from tests.admin.helpers import OP
+from tests.admin.supervised import SupervisedAdmin
 
 CHILD = ("import signal, sys; print('up', flush=True); "
          "print('err line', file=sys.stderr, flush=True); signal.pause()")
 
 
-class GroupedInstanceNamesTests(TestCase):
+class GroupedInstanceNamesTests(SupervisedAdmin, TestCase):
     timeout = 60
 
-    @defer.inlineCallbacks
     def setUp(self):
-        self.tmp = tempDir(self)
-        os.makedirs(self.tmp, exist_ok=True)
-        self.sockdir = os.path.join("/tmp", f"salvus-g-{os.getpid()}-{id(self) % 100000}")
-        os.makedirs(self.sockdir, exist_ok=True)
-        self.addCleanup(shutil.rmtree, self.sockdir, True)
-        self.sock = os.path.join(self.sockdir, "admin.sock")
-        users = os.path.join(self.tmp, "users")
-        writeUsers(users)
-        deploys = [
+        return self.startSupervisedAdmin([
             Deploy("web", command=[sys.executable, "-c", CHILD], numprocs=2, group="g", startsecs=0),
             Deploy("api", command=[sys.executable, "-c", CHILD], group="g", startsecs=0),
-        ]
-        self.sup = SupervisorService(reactor, deploys, runDir=scratch(self), reapInterval=0.2)
-        self.sup.startService()
-        self.addCleanup(lambda: self.sup.stopService() if self.sup.running else None)
-        yield self.sup.ready
-        state = AdminState(services={"supervisor": self.sup}, clock=reactor, host_name="testhost")
-        declaration = Admin(f"unix:{self.sock}", "tcp:0:interface=127.0.0.1", users=users)
-        declaration.validate(None)
-        self.admin = AdminService(reactor, [declaration], state, self.tmp)
-        self.admin.startService()
-        self.addCleanup(self.admin.stopService)
-        ports = yield self.admin.ready
-        port = [p for p in ports if hasattr(p.getHost(), "port")][0].getHost().port
-        self.http = f"http://127.0.0.1:{port}"
-
-    def rpc(self, method: str, *args):
-        """One XML-RPC call over the admin's TCP socket, in a thread (the reactor keeps running)."""
-        url = f"http://{OP[0]}:{OP[1]}@127.0.0.1:{self.http.rsplit(':', 1)[1]}/RPC2"
-
-        def call():
-            proxy = xmlrpclib.ServerProxy(url)
-            try:
-                return getattr(proxy, method)(*args)
-            except xmlrpclib.Fault as f:
-                return ("fault", f.faultCode, f.faultString)
-
-        return threads.deferToThread(call)
-
-    def ctl(self, *args):
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.tmp, "LANG": "C.UTF-8"}
-        argv = ["-s", f"unix://{self.sock}", "-u", OP[0], "-p", OP[1], *args]
-        return getProcessOutputAndValue(SUPERVISORCTL, argv, env=env, path=self.tmp, reactor=reactor)
+        ], "g")
 
     def state(self, instance: str) -> str:
         return self.sup.instanceInfo(instance)["state"]

@@ -154,9 +154,13 @@ class SideBySideBase(TestCase):
         self.procs[which] = proc
 
         def kill():
+            # TERM first: both stop their programs on it (a SIGKILLed supervisord leaves its
+            # children running); KILL only if it is still there after 10 s.
             if not proc.ended.called:
-                proc.transport.signalProcess("KILL")
-                return proc.ended
+                proc.transport.signalProcess("TERM")
+                late = reactor.callLater(
+                    10, lambda: proc.ended.called or proc.transport.signalProcess("KILL"))
+                return proc.ended.addBoth(lambda r: late.active() and late.cancel())
 
         self.addCleanup(kill)
 

@@ -9,24 +9,19 @@ stopped process, NO_FILE for one with no stdin pipe, BAD_NAME for an unknown one
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import xmlrpc.client as xmlrpclib
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from salvusctl.admin.build import AdminService
-from salvusctl.admin.declare import Admin
 from salvusctl.admin.faults import Faults
-from salvusctl.admin.state import AdminState
 from salvusctl.supervisor import Deploy
-from salvusctl.supervisor.service import SupervisorService
-from tests.admin.helpers import OP, tempDir, writeUsers
+from tests.admin.helpers import OP
+from tests.admin.supervised import SupervisedAdmin, ctlEnv
 from tests.admin.test_supervisorctl import SUPERVISORCTL
 from tests.helpers import waitFor
-from tests.supervisor import scratch
 
 ECHO = ("import sys\n"
         "print('up', flush=True)\n"
@@ -35,48 +30,16 @@ ECHO = ("import sys\n"
 SLEEP = "import signal; print('up', flush=True); signal.pause()"
 
 
-class SendProcessStdinTests(TestCase):
+class SendProcessStdinTests(SupervisedAdmin, TestCase):
     timeout = 60
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.tmp = tempDir(self)
-        os.makedirs(self.tmp, exist_ok=True)
-        self.sockdir = os.path.join("/tmp", f"salvus-in-{os.getpid()}-{id(self) % 100000}")
-        os.makedirs(self.sockdir, exist_ok=True)
-        self.addCleanup(shutil.rmtree, self.sockdir, True)
-        self.sock = os.path.join(self.sockdir, "admin.sock")
-        users = os.path.join(self.tmp, "users")
-        writeUsers(users)
-        deploys = [
+        yield self.startSupervisedAdmin([
             Deploy("echo", command=[sys.executable, "-c", ECHO], stdin=True, startsecs=0),
             Deploy("deaf", command=[sys.executable, "-c", SLEEP], startsecs=0),
-        ]
-        self.sup = SupervisorService(reactor, deploys, runDir=scratch(self), reapInterval=0.2)
-        self.sup.startService()
-        self.addCleanup(lambda: self.sup.stopService() if self.sup.running else None)
-        yield self.sup.ready
-        state = AdminState(services={"supervisor": self.sup}, clock=reactor, host_name="testhost")
-        declaration = Admin(f"unix:{self.sock}", "tcp:0:interface=127.0.0.1", users=users)
-        declaration.validate(None)
-        self.admin = AdminService(reactor, [declaration], state, self.tmp)
-        self.admin.startService()
-        self.addCleanup(self.admin.stopService)
-        ports = yield self.admin.ready
-        self.port = [p for p in ports if hasattr(p.getHost(), "port")][0].getHost().port
+        ], "in")
         yield waitFor(lambda: "up" in self.sup.tailLog("echo:0"), timeout=20)
-
-    def rpc(self, method: str, *args):
-        """One XML-RPC call over the admin's TCP socket, in a thread (the reactor keeps running)."""
-        url = f"http://{OP[0]}:{OP[1]}@127.0.0.1:{self.port}/RPC2"
-
-        def call():
-            try:
-                return getattr(xmlrpclib.ServerProxy(url), method)(*args)
-            except xmlrpclib.Fault as f:
-                return ("fault", f.faultCode, f.faultString)
-
-        return threads.deferToThread(call)
 
     @defer.inlineCallbacks
     def test_xmlrpc_client(self):
@@ -103,7 +66,7 @@ class SendProcessStdinTests(TestCase):
     @defer.inlineCallbacks
     def test_supervisorctl_fg(self):
         """C{supervisorctl fg echo:0} with two lines on its stdin: the instance reads both."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.tmp, "LANG": "C.UTF-8"}
+        env = ctlEnv(self.tmp)
         argv = ["-s", f"unix://{self.sock}", "-u", OP[0], "-p", OP[1], "fg", "echo:0"]
         stdin = os.path.join(self.tmp, "typed")
         with open(stdin, "w") as f:

@@ -9,8 +9,8 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from salvusctl.balancer.declare import Balanced, Group, HealthCheck, Server
 from tests.helpers import deadPort
 
-__all__ = ["NamedBackend", "startBackend", "fetch", "HoldingClient", "openHolding", "deadPort",
-           "balanced", "tempdir"]
+__all__ = ["NamedBackend", "startBackend", "fetch", "request", "HoldingClient", "openHolding",
+           "deadPort", "balanced", "tempdir"]
 
 
 class _NamedProtocol(Protocol):
@@ -100,6 +100,60 @@ def fetch(port: int, send: bytes = b"hello") -> Deferred:
     """Connect, send, collect until the peer closes; fires with (data, closed_cleanly)."""
     done: Deferred = Deferred()
     reactor.connectTCP("127.0.0.1", port, _CollectFactory(send, done))
+    return done
+
+
+class _Patient(Protocol):
+    def __init__(self, done: Deferred):
+        self.done = done
+        self.data = b""
+
+    def connectionMade(self):
+        self.transport.write(b"hello")
+
+    def dataReceived(self, data):
+        self.data += data
+
+    def connectionLost(self, reason):
+        if not self.done.called:
+            self.done.callback(self.data)
+
+
+class _PatientFactory(ClientFactory):
+    noisy = False
+
+    def __init__(self, done: Deferred):
+        self.done = done
+        self.proto = None
+
+    def buildProtocol(self, addr):
+        self.proto = _Patient(self.done)
+        return self.proto
+
+    def clientConnectionFailed(self, connector, reason):
+        if not self.done.called:
+            self.done.callback(None)
+
+
+def request(port: int, patience: float) -> Deferred:
+    """One client that sends C{hello}: fires with the answer, b"" if closed unanswered, None if
+    refused, or "hung" after C{patience} seconds without an end (then it is aborted).
+
+    Unlike L{fetch} it never errs and never waits forever, so a test can count every kind of end
+    among many clients at once.
+    """
+    done: Deferred = Deferred()
+    factory = _PatientFactory(done)
+    reactor.connectTCP("127.0.0.1", port, factory)
+
+    def hung():
+        if not done.called:
+            done.callback("hung")
+            if factory.proto is not None:
+                factory.proto.transport.abortConnection()
+
+    call = reactor.callLater(patience, hung)
+    done.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
     return done
 
 

@@ -20,7 +20,7 @@ from salvusctl.balancer.control import BalancerService
 from salvusctl.balancer.declare import HealthCheck
 from salvusctl.balancer.fastpath import LeanConnection, connectTCP
 from tests.balancer import netns
-from tests.balancer.helpers import balanced
+from tests.balancer.helpers import balanced, request
 from tests.helpers import freePort, waitFor
 
 
@@ -71,55 +71,6 @@ class LeanConnectLostTests(TestCase):
         self.assertNotIn(conn, reactor.getWriters())
         conn.disconnect()  # a later timeout or client close finds nothing left to do
         self.assertEqual(self.flushLoggedErrors(), [])
-
-
-class _Client(protocol.Protocol):
-    def __init__(self, done: Deferred):
-        self.done = done
-        self.data = b""
-
-    def connectionMade(self):
-        self.transport.write(b"hello")
-
-    def dataReceived(self, data):
-        self.data += data
-
-    def connectionLost(self, reason):
-        if not self.done.called:
-            self.done.callback(self.data)
-
-
-class _ClientFactory(protocol.ClientFactory):
-    noisy = False
-
-    def __init__(self, done: Deferred):
-        self.done = done
-        self.proto = None
-
-    def buildProtocol(self, addr):
-        self.proto = _Client(self.done)
-        return self.proto
-
-    def clientConnectionFailed(self, connector, reason):
-        self.done.callback(None)
-
-
-def request(port: int, patience: float) -> Deferred:
-    """One client: fires with the answer, b"" if closed unanswered, None if refused, "hung"
-    when nothing happened within C{patience} seconds (then it is aborted)."""
-    done: Deferred = Deferred()
-    factory = _ClientFactory(done)
-    reactor.connectTCP("127.0.0.1", port, factory)
-
-    def hung():
-        if not done.called:
-            done.callback("hung")
-            if factory.proto is not None:
-                factory.proto.transport.abortConnection()
-
-    call = reactor.callLater(patience, hung)
-    done.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
-    return done
 
 
 class RoundTripFaultTests(TestCase):

@@ -19,6 +19,7 @@ from twisted.internet import protocol, reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from tests.balancer.helpers import request
 from tests.helpers import childEnv
 
 LIMIT = 256
@@ -60,56 +61,6 @@ class _SlowBackend(protocol.Factory):
     protocol = _SlowReply
     noisy = False
     received = 0
-
-
-class _Client(protocol.Protocol):
-    def __init__(self, done: Deferred):
-        self.done = done
-        self.data = b""
-
-    def connectionMade(self):
-        self.transport.write(b"hello")
-
-    def dataReceived(self, data):
-        self.data += data
-
-    def connectionLost(self, reason):
-        if not self.done.called:
-            self.done.callback(self.data)
-
-
-class _ClientFactory(protocol.ClientFactory):
-    noisy = False
-
-    def __init__(self, done: Deferred):
-        self.done = done
-        self.proto = None
-
-    def buildProtocol(self, addr):
-        self.proto = _Client(self.done)
-        return self.proto
-
-    def clientConnectionFailed(self, connector, reason):
-        if not self.done.called:
-            self.done.callback(None)
-
-
-def request(port: int, patience: float) -> Deferred:
-    """One client: fires with the answer, b"" if closed unanswered, None if refused, or "hung"
-    after C{patience} seconds without an end (then it is aborted)."""
-    done: Deferred = Deferred()
-    factory = _ClientFactory(done)
-    reactor.connectTCP("127.0.0.1", port, factory)
-
-    def hung():
-        if not done.called:
-            done.callback("hung")
-            if factory.proto is not None:
-                factory.proto.transport.abortConnection()
-
-    call = reactor.callLater(patience, hung)
-    done.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
-    return done
 
 
 class _Child(protocol.ProcessProtocol):

@@ -43,12 +43,12 @@ class TwoFrontEndsTests(TestCase):
                         health=HealthCheck(interval=3600.0, timeout=1.0, fall=1))
 
     @inlineCallbacks
-    def frontEnd(self, name: str, scheduler: str = "roundrobin"):
+    def frontEnd(self, name: str, scheduler: str = "roundrobin", decl=None):
         store = PostgresStore(reactor, parseStoreURL(self.db.url), pool_size=2, reconnect_delays=FAST,
                               close_timeout=5)
         store.addMigrations("balancer", persist.MIGRATIONS)
-        balancer = BalancerService(reactor, [self.decl(scheduler)], store=store, store_ready=store.start,
-                                   share=name)
+        balancer = BalancerService(reactor, [decl or self.decl(scheduler)], store=store,
+                                   store_ready=store.start, share=name)
 
         @inlineCallbacks
         def stop():
@@ -96,6 +96,45 @@ class TwoFrontEndsTests(TestCase):
         # set back up on the restarted B: A follows
         b.enable("web", "main", name)
         yield self.within(lambda: self.host(a, 0).state == "up", "up on A")
+
+    @inlineCallbacks
+    def test_fixedServersOfAClusterDeployGroupAreShared(self):
+        """tac/frontend.tac's C{workers} group follows the cluster's C{worker} deploy and lists fixed
+        servers too: a drain and a weight of a fixed server on A are in force on B within a second
+        and survive B's restart; a drain of a deploy instance stays A's own (no row)."""
+        def decl():
+            servers = [Server(f"127.0.0.1:{b.port.getHost().port}") for b in (self.one, self.two)]
+            return Balanced("web", listen=["tcp:0:interface=127.0.0.1"],
+                            groups=[Group("workers", servers, cluster_deploy="worker",
+                                          health=HealthCheck(interval=3600.0, timeout=1.0, fall=1))])
+
+        def hosts(balancer):
+            return balancer.balanced["web"].groups["workers"].hosts
+
+        a = yield self.frontEnd("fe-a", decl=decl())
+        b = yield self.frontEnd("fe-b", decl=decl())
+        for balancer in (a, b):  # as the cluster's pool adds a published instance
+            balancer.balanced["web"].addHost("workers", "127.0.0.1", self.one.port.getHost().port,
+                                             name="worker:0@w1")
+        fixed = [h for h in hosts(a) if h != "worker:0@w1"]
+        a.drain("web", "workers", "worker:0@w1")
+        a.drain("web", "workers", fixed[0])
+        a.setWeight("web", "workers", fixed[1], 5)
+        yield self.within(lambda: hosts(b)[fixed[0]].admin == "drain" and hosts(b)[fixed[1]].weight == 5,
+                          "fixed server's drain and weight on B")
+        yield waitUntil(reactor, lambda: not a.shared.pending)
+        self.assertEqual(hosts(b)["worker:0@w1"].admin, "up")
+        rows = yield a.store.runQuery("SELECT host, admin, weight FROM balancer_shared ORDER BY host")
+        self.assertEqual(sorted(rows), sorted([(fixed[0], "drain", 1), (fixed[1], "up", 5)]))
+
+        b.enable("web", "workers", fixed[0])
+        yield self.within(lambda: hosts(a)[fixed[0]].admin == "up", "up on A")
+        b.disable("web", "workers", fixed[1])
+        yield waitUntil(reactor, lambda: not b.shared.pending)
+        yield b.halt()
+        b = yield self.frontEnd("fe-b", decl=decl())
+        self.assertEqual((hosts(b)[fixed[0]].admin, hosts(b)[fixed[1]].admin, hosts(b)[fixed[1]].weight),
+                         ("up", "maint", 5))
 
     @inlineCallbacks
     def test_changesWhileAwayAreSeenAtStart(self):
@@ -207,6 +246,32 @@ class SharedStatesUnitTests(SynchronousTestCase):
         a.drain("web", "workers", "worker:0@w1")
         self.assertEqual(b.balanced["web"].host("workers", "worker:0@w1").admin, "up")
         self.assertEqual(self.successResultOf(self.store.runQuery("SELECT * FROM balancer_shared")), [])
+
+    def test_fixedServersOfAFollowingGroupAreShared(self):
+        """A group that follows a deploy (on this host or cluster-wide) and also lists servers: the
+        listed servers' states are shared like any group's, its instances' are not."""
+        for follow in ({"cluster_deploy": "worker"}, {"deploy": "worker"}):
+            store = MemoryStore(self.clock)
+            store.addMigrations("balancer", persist.MIGRATIONS)
+            self.successResultOf(store.start())
+            self.store = store
+
+            def decl(follow=follow):
+                group = Group("workers", [Server("10.0.0.9:80")], **follow)
+                return Balanced("web", listen=[], groups=[group])
+
+            a, b = self.frontEnd("fe-a", decl()), self.frontEnd("fe-b", decl())
+            for balancer in (a, b):
+                balancer.balanced["web"].addHost("workers", "10.0.0.5", 8001, name="worker:0")
+            a.drain("web", "workers", "worker:0")
+            a.drain("web", "workers", "10.0.0.9:80")
+            self.clock.advance(1)
+            self.assertEqual(b.balanced["web"].host("workers", "10.0.0.9:80").admin, "drain", follow)
+            self.assertEqual(b.balanced["web"].host("workers", "worker:0").admin, "up", follow)
+            rows = self.successResultOf(store.runQuery("SELECT host, admin FROM balancer_shared"))
+            self.assertEqual([tuple(r) for r in rows], [("10.0.0.9:80", "drain")], follow)
+            a.stopService()
+            b.stopService()
 
     def test_malformedNotificationIsIgnored(self):
         """A stray payload on the channel is logged and changes nothing; the next good one applies."""

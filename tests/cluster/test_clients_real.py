@@ -4,66 +4,27 @@ real admin."""
 
 from __future__ import annotations
 
-import io
-import os
 import secrets
 
 from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
-from salvusctl.admin.build import AdminService
-from salvusctl.admin.declare import Admin
-from salvusctl.admin.state import AdminState
-from salvusctl.cli import ExitCode, run
+from salvusctl.cli import ExitCode
 from salvusctl.clientapi import ClientsSocket, HubError, clientsService
 from salvusctl.cluster.clients import ClientRegistry
-from salvusctl.cluster.service import ClusterService
-from salvusctl.cluster.tables import ClusterTables
-from salvusctl.store.sqlite import SQLiteStore
-from tests.admin.helpers import OP, tempDir, writeUsers
+from tests.cluster.realadmin import RealClusterAdmin
 from tests.helpers import waitFor
 
 
-class ClientsOverRealSocketsTests(TestCase):
+class ClientsOverRealSocketsTests(RealClusterAdmin, TestCase):
     timeout = 60
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.tmp = tempDir(self)
-        os.makedirs(self.tmp, exist_ok=True)
-        users = os.path.join(self.tmp, "users")
-        writeUsers(users)
-        self.store = SQLiteStore(reactor, os.path.join(self.tmp, "salvus.db"))
-        ClusterTables(self.store)
-        ClientRegistry(self.store)
-        yield self.store.start()
-        self.addCleanup(self.store.close)
-        self.members = {}
         tag = secrets.token_hex(4)
-        for name in ("front", "w1"):
-            member = ClusterService(reactor, self.store, name, address="127.0.0.1", heartbeat=0.5,
-                                    tables=ClusterTables(self.store, migrate=False),
-                                    clients_socket=f"salvus-clients-test-{tag}-{name}")
-            member.startService()
-            self.addCleanup(member.stopService)
-            yield member.joined
-            self.members[name] = member
-        state = AdminState(services={"cluster": self.members["front"]}, clock=reactor, host_name="front")
-        self.admin = AdminService(reactor, [Admin("tcp:0:interface=127.0.0.1", users=users)], state, self.tmp)
-        self.admin.startService()
-        self.addCleanup(self.admin.stopService)
-        ports = yield self.admin.ready
-        self.url = f"http://127.0.0.1:{ports[0].getHost().port}"
-
-    def cli(self, *argv, user=OP):
-        env = {"SALVUS_URL": self.url, "SALVUS_USER": user[0], "SALVUS_PASSWORD": user[1], "HOME": self.tmp}
-        out, err = io.StringIO(), io.StringIO()
-
-        def call():
-            code = run(list(argv), env, out, err, io.StringIO())
-            return code, out.getvalue(), err.getvalue()
-
-        return threads.deferToThread(call)
+        yield self.startCluster(("front", "w1"), registries=(ClientRegistry,),
+                                options=lambda name: {"clients_socket": f"salvus-clients-test-{tag}-{name}"})
+        yield self.startAdmin("front")
 
     @defer.inlineCallbacks
     def test_twistedHelperGetsWhatTheCLIDelivers(self):

@@ -18,7 +18,7 @@ import signal
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.helpers import REPO, waitFor
+from tests.helpers import REPO, LoadLoops, waitFor
 from tests.integration.test_cluster import TwoHosts, _rpc
 from tests.integration.test_rolling import REQUEST_TIMEOUT, _Factory
 
@@ -119,34 +119,22 @@ class ClusterRollTests(TwoHosts):
         self.assertEqual(sorted(before), ["worker:0", "worker:1"])
         self.assertEqual({_environ(pid)["MODE"] for pid in before.values()}, {"one"})
 
-        state = {"stop": False}
-        bodies: list[str] = []
-        failures: list[str] = []
-
-        @defer.inlineCallbacks
-        def loop():
-            for _ in range(MAX_REQUESTS):
-                if state["stop"]:
-                    return
-                try:
-                    bodies.append((yield _get(self.front_reach, self.web)))
-                except Exception as e:
-                    failures.append(f"{type(e).__name__}: {e}")
+        load = LoadLoops(lambda: _get(self.front_reach, self.web), LOOPS, MAX_REQUESTS)
+        bodies, failures = load.bodies, load.failures
 
         def reloaded() -> bool:
             return "SIGHUP: config reloaded" in worker.output.decode(errors="replace")
 
-        loops = [loop() for _ in range(LOOPS)]
-        try:
+        @defer.inlineCallbacks
+        def reload():
             yield waitFor(lambda: len(bodies) >= 20, timeout=20)
             self.writeWorker("two")
             worker.transport.signalProcess(signal.SIGHUP)
             yield waitFor(reloaded, timeout=90)
             counted = len(bodies)
             yield waitFor(lambda: len(bodies) >= counted + 20, timeout=20)  # serving after it too
-        finally:
-            state["stop"] = True
-            yield defer.gatherResults(loops)
+
+        yield load.during(reload)
 
         log = worker.output.decode(errors="replace")
         print(f"\nrequests through the front-end during the reload: {len(bodies)} answered, "

@@ -20,8 +20,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from salvusctl.cli.main import ExitCode
-from tests.helpers import childEnv, freePort
-from tests.test_defaulthost import TWISTD_INT, _Collect
+from tests.demohost import DemoHost
+from tests.helpers import childEnv
 from tests.test_docs import SHELLS, blocks
 
 BIN = os.path.dirname(sys.executable)
@@ -43,27 +43,9 @@ class ReadmeCommandsTests(TestCase):
 
     @inlineCallbacks
     def test_operatingCommandsWorkAsWritten(self):
-        tmp = os.path.abspath(self.mktemp())
-        os.makedirs(tmp)
-        web, admin, http = freePort(), freePort(), freePort()
-        proto = _Collect()
-        env = childEnv(SALVUS_WEB_PORT=str(web), SALVUS_ADMIN_PORT=str(admin),
-                       SALVUS_ADMIN_HTTP_PORT=str(http))
-        process = reactor.spawnProcess(proto, sys.executable, TWISTD_INT + ["-n", "--pidfile=", "salvus"],
-                                       env=env, path=tmp)
-
-        def stop():
-            if not proto.ended.called:
-                process.signalProcess("INT")
-                return proto.ended
-
-        self.addCleanup(stop)
-        deadline = reactor.seconds() + 60
-        while b"salvus demo: next, try:" not in proto.output and not proto.ended.called:
-            self.assertLess(reactor.seconds(), deadline, proto.output.decode(errors="replace")[-3000:])
-            yield deferLater(reactor, 0.1, lambda: None)
-        with open(os.path.join(tmp, "var", "admin", "admin.password")) as f:
-            password = f.read().strip()
+        demo = DemoHost(self)
+        yield demo.start(patience=60)
+        tmp, admin, http, password = demo.tmp, demo.admin, demo.http, demo.password()
         # The reader's shell: the venv's commands on PATH, no SALVUS_* settings of its own but the
         # password the README says the prompt asks for (no tty here, so the CLI reads it from env).
         shell = {k: v for k, v in childEnv(HOME=tmp).items() if not k.startswith("SALVUS_")}

@@ -21,7 +21,7 @@ from salvusctl.balancer.declare import Group, HealthCheck
 from salvusctl.host import Host
 from salvusctl.supervisor import Deploy
 from salvusctl.supervisor.deploy import Probe
-from tests.helpers import REPO, childEnv, waitFor
+from tests.helpers import REPO, LoadLoops, childEnv, waitFor
 from tests.integration.helpers import OPERATOR
 
 LOOPS = 4  # concurrent client loops
@@ -141,27 +141,9 @@ class RollingRestartTests(TestCase):
     def underLoad(self, action) -> defer.Deferred:
         """Run C{action()} while LOOPS client loops GET through the balancer; fires with
         (action's result, bodies, failures)."""
-        state = {"stop": False}
-        bodies: list[str] = []
-        failures: list[str] = []
-
-        @defer.inlineCallbacks
-        def loop():
-            for _ in range(MAX_REQUESTS):
-                if state["stop"]:
-                    return
-                try:
-                    bodies.append((yield _get(self.port)))
-                except Exception as e:
-                    failures.append(f"{type(e).__name__}: {e}")
-
-        loops = [loop() for _ in range(LOOPS)]
-        try:
-            result = yield action()
-        finally:
-            state["stop"] = True
-            yield defer.gatherResults(loops)
-        return result, bodies, failures
+        load = LoadLoops(lambda: _get(self.port), LOOPS, MAX_REQUESTS)
+        result = yield load.during(action)
+        return result, load.bodies, load.failures
 
     @defer.inlineCallbacks
     def test_rollingRestartUnderLoadFailsNoRequest(self):

@@ -17,7 +17,7 @@ from twisted.internet import defer, protocol, reactor, utils
 from twisted.trial.unittest import TestCase
 
 from salvusctl.admin.users import UsersFile
-from tests.helpers import REPO, TWISTD, childEnv, freePort, waitFor
+from tests.helpers import REPO, TWISTD, LoadLoops, childEnv, freePort, waitFor
 from tests.integration.helpers import OPERATOR, SUPERVISORCTL, rpcCall
 from tests.integration.test_rolling import _get
 
@@ -126,29 +126,16 @@ class RollingReloadTests(TestCase):
     def underLoad(self, action, done) -> defer.Deferred:
         """Run C{action()}, keep LOOPS client loops going through the balancer until C{done()}
         is true; fires with (bodies, failures)."""
-        state = {"stop": False}
-        bodies: list[str] = []
-        failures: list[str] = []
+        load = LoadLoops(lambda: _get(self.port), LOOPS, MAX_REQUESTS)
 
         @defer.inlineCallbacks
-        def loop():
-            for _ in range(MAX_REQUESTS):
-                if state["stop"]:
-                    return
-                try:
-                    bodies.append((yield _get(self.port)))
-                except Exception as e:
-                    failures.append(f"{type(e).__name__}: {e}")
-
-        loops = [loop() for _ in range(LOOPS)]
-        try:
-            yield waitFor(lambda: len(bodies) >= 20, timeout=20)
+        def changed():
+            yield waitFor(lambda: len(load.bodies) >= 20, timeout=20)
             yield action()
             yield waitFor(done, timeout=60)
-        finally:
-            state["stop"] = True
-            yield defer.gatherResults(loops)
-        return bodies, failures
+
+        yield load.during(changed)
+        return load.bodies, load.failures
 
     @defer.inlineCallbacks
     def assertReplaced(self, before: dict[str, int], bodies: list[str], failures: list[str]):

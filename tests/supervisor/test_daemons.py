@@ -20,7 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from salvusctl.supervisor import Backoff, Deploy
+from salvusctl.supervisor import Backoff, Deploy, clonespawn
 from salvusctl.supervisor.cgroups import CgroupTree
 from salvusctl.supervisor.service import SupervisorService
 from tests.helpers import waitFor
@@ -176,6 +176,17 @@ class CgroupDaemonTests(DaemonTests):
         yield waitFor(lambda: survivors(self.token), timeout=20)
         yield svc.stopInstance("d:0")
         self.assertEqual(survivors(self.token), [])
+
+
+class HelperJoinsCgroupDaemonTests(CgroupDaemonTests):
+    """Without the clone3 spawn (an older kernel, no compiler): the helper joins the cgroup by
+    writing its pid to C{cgroup.procs} before it execs."""
+
+    def setUp(self):
+        super().setUp()
+        saved = clonespawn._lib
+        self.addCleanup(setattr, clonespawn, "_lib", saved)
+        clonespawn._lib = None
 
 
 class ForkPathCgroupDaemonTests(CgroupDaemonTests):

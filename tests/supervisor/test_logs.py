@@ -303,6 +303,43 @@ class BatchPathTests(SynchronousTestCase):
                          b"stra\xc3\x9fe \xc4\xb1nfo", b"stra\xc3\x9fe \xc4\xb0NFO",
                          b"cr line\r", b"z" * 5000, b"0" * 10, b"", b"w-a-r-n", b"info tail"], seed=11)
 
+    def test_level_word_edges(self):
+        """The substring search finds what the regex found: a word at the start or the end of a
+        line or of the chunk, any case, never inside a longer word (INFORMATION, ERRORS, _INFO),
+        WARN/WARNING, ERR/ERROR and CRIT/CRITICAL told apart, the leftmost word of a line
+        deciding, and only when it ends within the first 80 characters."""
+        from salvusctl.supervisor.logs import detectLevels
+
+        text = "\n".join(["INFO at start", "at the end ERROR", "mixed WaRnInG case", "INFORMATION only",
+                          "ERRORS and _INFO and INFO_ and xDEBUG", "Err: short", "CRITICALITY crit",
+                          "warnings WARN", "debug then error", "x" * 76 + " ERR", "x" * 77 + " ERR",
+                          "x" * 75 + " ERROR then INFO", "", "[fatal] panic", "notice"])
+        lines = text.split("\n")
+        starts = [sum(len(t) + 1 for t in lines[:i]) for i in range(len(lines))]
+        expect = {0: "info", 1: "error", 2: "warning", 5: "error", 6: "critical", 7: "warning",
+                  8: "debug", 9: "error", 13: "critical", 14: "info"}
+        self.assertEqual(detectLevels(text, "info"), {starts[i]: lv for i, lv in expect.items()})
+        self.assertIsNone(detectLevels("INFORMATION\nERRORS\nWARNINGS", "info"))
+        # Long lines (only their first 81 characters are searched): the same levels, and a word
+        # cut at the 81st character (ERRX, ERROR) is none.
+        long = [t + " " + "y" * 600 for t in lines] + ["x" * 77 + " ERRX INFO", "x" * 78 + " ERROR"]
+        text = "\n".join(long)
+        starts = [sum(len(t) + 1 for t in long[:i]) for i in range(len(long))]
+        self.assertEqual(detectLevels(text, "info"), {starts[i]: lv for i, lv in expect.items()})
+        self.assertIsNone(detectLevels("y" * 900 + " ERROR\n" + "z" * 80 + "INFO", "info"))
+
+    def test_level_filters_by_file_level_without_records(self):
+        """No follower nor store: the levels still decide what a file above debug keeps."""
+        self._compare([b"plain", b"2026 [error] boom", b"debug: quiet", b"WARNING x", b"INFORMATION"],
+                      follow=False, fileLevel="warning")
+
+    def test_long_lines_and_file_level(self):
+        """Lines of 4 KiB (their heads searched), a debug word deciding what a file at info keeps."""
+        self._compare([b"y" * 4000, b"INFO " + b"y" * 4000, b"debug " + b"z" * 3000, b"x" * 79 + b"ERROR",
+                       b"ok DEBUG", b"WARN then DEBUG " + b"y" * 500], seed=5)
+        self._compare([b"y" * 4000, b"INFO " + b"y" * 4000, b"debug " + b"z" * 3000, b"ok DEBUG",
+                       b"WARN then DEBUG " + b"y" * 500, b"plain"], seed=5, follow=False, fileLevel="info")
+
     def test_mayHaveLevel(self):
         from salvusctl.supervisor.logs import mayHaveLevel
 
@@ -311,18 +348,22 @@ class BatchPathTests(SynchronousTestCase):
         self.assertTrue(mayHaveLevel(b"e1r2r"))  # a false alarm is allowed: the scan decides
         self.assertTrue(mayHaveLevel("\u0131nfo".encode()))  # non-ASCII: never ruled out
 
-    def _compare(self, pieces, seed=7):
+    def _compare(self, pieces, seed=7, follow=True, **kw):
         import random
 
         rng = random.Random(seed)
         stream = b"".join(rng.choice(pieces) + b"\n" for _ in range(3000)) + b"unfinished"
         clock = Clock()
         batch = InstanceLog("w:0", scratch(self), clock.seconds, maxLine=4096, ringSize=10**6,
-                            tailBytes=10**9)
+                            tailBytes=10**9, **kw)
         single = InstanceLog("w:0", scratch(self), clock.seconds, maxLine=4096, ringSize=10**6,
-                             tailBytes=10**9)
+                             tailBytes=10**9, **kw)
         for splitter in single._default.splitters.values():
             splitter.deliverMany = None  # the line-by-line path
+        got: dict[str, list] = {"batch": [], "single": []}
+        if follow:  # records someone takes: the levels are detected and must agree
+            batch.follow(lambda line: got["batch"].append((line.level, line.text)))
+            single.follow(lambda line: got["single"].append((line.level, line.text)))
         pos = 0
         while pos < len(stream):
             n = rng.randint(1, 9000)
@@ -334,5 +375,8 @@ class BatchPathTests(SynchronousTestCase):
         single.ended()
         self.assertEqual(list(batch.rings["stdout"]), list(single.rings["stdout"]))
         self.assertEqual(len(batch.rings["stdout"]), 3001)
+        self.assertEqual(got["batch"], got["single"])
+        if follow:
+            self.assertEqual(len(got["batch"]), 3001)
         with open(batch.paths["stdout"], "rb") as a, open(single.paths["stdout"], "rb") as b:
             self.assertEqual(a.read(), b.read())
