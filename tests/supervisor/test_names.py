@@ -95,3 +95,13 @@ class FakeSupervisorNamesTests(SynchronousTestCase):
         self.assertEqual(fake.instanceInfo("web:1")["name"], "web:1")
         fake.addInstance("pool_01")
         self.assertEqual(fake.instanceInfo("pool_01")["group"], "pool")
+
+
+class DeclaredModelNamesTests(SynchronousTestCase):
+    def test_declaredHostModelNamesAsTheDeploy(self):
+        """A host read in another process (reread, avail) names instances as the deploy does."""
+        from salvusctl.host.model import Declared, _entry
+
+        d = Deploy("pool", [sys.executable], numprocs=2, process_name="supervisord")
+        self.assertEqual(Declared(_entry(d)).instanceNames(), ["pool_00", "pool_01"])
+        self.assertEqual(Declared(_entry(Deploy("web", [sys.executable]))).instanceNames(), ["web:0"])
