@@ -311,6 +311,14 @@ class MonitorService(Service):
             if loop is not None and loop.running:
                 loop.stop()
         self._cancelRetentionSoon()
+        # The supervisor stops after the monitor: the repeats it is still counting are handed
+        # over now, so the last write below stores their counts.
+        flushRepeats = getattr(self._supervisor, "flushRepeats", None)
+        if flushRepeats is not None:
+            try:
+                flushRepeats()
+            except Exception:
+                log.failure("monitor: the supervisor's repeated lines could not be flushed")
         # One last write of what is buffered (the store closes after the monitor stops), but a
         # store that is down must not hold the host's shutdown for ever.
         if self._flushing is not None:

@@ -701,9 +701,14 @@ class InstanceLog:
 
         return cancel
 
-    def close(self) -> None:
+    def flushRepeats(self) -> None:
+        """End the repeat window now: each line counted in it reaches the store hook as its
+        summary (what a store about to close must still be given)."""
         if self.storeHook is not None:
             self.repeats.flush()
+
+    def close(self) -> None:
+        self.flushRepeats()
         for f in self.files.values():
             f.close()
 

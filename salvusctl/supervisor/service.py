@@ -630,6 +630,15 @@ class SupervisorService(Service):
         for instance in self.instances.values():
             instance.log.storeHook = hook
 
+    def flushRepeats(self) -> None:
+        """Give the store hook every instance's counted repeats now, as their summaries.
+
+        The monitor stops (its last write to the store) before the supervisor stops its
+        instances: it calls this first, so the counts of a window still open at shutdown are
+        stored, not lost."""
+        for instance in self.instances.values():
+            instance.log.flushRepeats()
+
     def signalInstance(self, name: str, sig: int | str) -> None:
         instance = self._instance(name)
         number = signalNumber(sig)
