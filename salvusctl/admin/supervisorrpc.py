@@ -26,6 +26,7 @@ from salvusctl.admin.faults import Faults, rpcFault
 from salvusctl.admin.logfiles import readFileRange, readRange, tailFileRange, tailRange
 from salvusctl.admin.rpcbase import Namespace, operator, toFault
 from salvusctl.admin.verbs import Reply
+from salvusctl.supervisor.names import legacyIndex
 
 __all__ = ["SupervisorNamespace", "processStruct", "API_VERSION", "RUNNING_STATES", "SIGNALLABLE_STATES"]
 
@@ -129,6 +130,15 @@ class SupervisorNamespace(Namespace):
             return group, process
         if sep and process in groups.get(group, ()):
             return group, process
+        if legacyIndex(name) is not None:
+            # Salvus's older spelling (web:0) of a process named web or web_00: the supervisor
+            # resolves it, and says once in its log which name to use.
+            try:
+                info = self._sup().instanceInfo(name)
+            except KeyError:
+                pass
+            else:
+                return str(info.get("group") or info["name"]), str(info["name"])
         members = groups.get(name)
         if members and len(members) == 1:
             return name, members[0]

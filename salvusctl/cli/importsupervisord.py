@@ -71,6 +71,8 @@ _SERVER_OPTIONS = {
     "inet_http_server": ("port", "username", "password"),
     "unix_http_server": ("file", "chmod", "chown", "username", "password"),
 }
+# The process_name keys a Deploy expands itself (others: Salvus's names, and a warning).
+_NAME_KEYS = {"program_name", "process_num", "group_name", "numprocs"}
 # [program:x] options this converter maps; anything else is named as not supported.
 _MAPPED = {
     "command",
@@ -187,6 +189,9 @@ def _deployArgs(
     kwargs["command"] = argv
     if prog.numprocs != 1:
         kwargs["numprocs"] = prog.numprocs
+    if prog.kind == "program" and set(re.findall(r"%\((\w+)\)", prog.process_name)) <= _NAME_KEYS:
+        # supervisord's template as written, so the host's processes keep their names.
+        kwargs["process_name"] = prog.process_name
     directory = _perProcess(prog, "directory", [p.directory for p in procs], warn)
     if directory is not None:
         kwargs["cwd"] = directory

@@ -145,6 +145,7 @@ def describeDeploy(declaration: Any) -> dict[str, Any]:
             "priority": int(getattr(declaration, "priority", 999)),
             "command": " ".join(str(a) for a in getattr(declaration, "command", ())),
             "directory": str(getattr(declaration, "cwd", None) or ""),
+            "process_name": getattr(declaration, "process_name", None),
         },
     }
 
@@ -201,6 +202,7 @@ class Declared:
         self.priority: int = config.get("priority", 999)
         self.command: str = config.get("command", "")
         self.directory: str = config.get("directory", "")
+        self._config = config
         self._data = entry.get("data")
 
     def asData(self) -> dict:
@@ -209,7 +211,10 @@ class Declared:
         return self._data
 
     def instanceNames(self) -> list[str]:
-        return [f"{self.name}:{i}" for i in range(self.numprocs)]
+        from salvusctl.supervisor.names import processNames
+
+        template = (self._config or {}).get("process_name")
+        return processNames(self.name or "", self.numprocs, template, self.groupName)
 
     def __repr__(self) -> str:
         return f"<Declared {self.component} {self.label!r} {self.digest[:12]}>"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from salvusctl.errors import ConfigError
+from salvusctl.supervisor.names import ProcessNameError, processNames
 
 __all__ = [
     "Deploy",
@@ -182,7 +183,13 @@ class Ready:
 
 @dataclass(eq=True)
 class Deploy:
-    """One deploy: a command run as C{numprocs} instances named C{name:0} … C{name:N-1}.
+    """One deploy: a command run as C{numprocs} instances, named as supervisord names processes.
+
+    @ivar process_name: supervisord's C{process_name} template (C{%(program_name)s},
+        C{%(process_num)d}, C{%(group_name)s}, C{%(numprocs)d}), or C{"supervisord"}
+        (L{names.SUPERVISORD_NAMES}): the deploy's own name for one instance (C{ticker}),
+        C{ticker_00} … for more, so supervisorctl, superlance and the tools written for
+        supervisord find it by the name they type. None: Salvus's C{name:0} … C{name:N-1}.
 
     @ivar command: argv list; C{{port}}, C{{name}}, C{{index}}, C{{run_dir}} … are substituted.
     @ivar port: C{None}; an int base (instance I{i} gets C{port + i}); or C{'auto'} (a free port
@@ -254,6 +261,7 @@ class Deploy:
     stderr_events_enabled: bool = False
     stdout_capture_maxbytes: int = 0
     stderr_capture_maxbytes: int = 0
+    process_name: str | None = None
 
     component = "supervisor"
 
@@ -293,7 +301,11 @@ class Deploy:
         return signalNumber(self.deathsig) if self.deathsig is not None else self.stopSignalNumber
 
     def instanceNames(self) -> list[str]:
-        return [f"{self.name}:{i}" for i in range(self.numprocs)]
+        """The instances' names, in index order (what supervisorctl prints and types back)."""
+        return processNames(self.name, self.numprocs, self.process_name, self.groupName)
+
+    def instanceName(self, index: int) -> str:
+        return self.instanceNames()[index]
 
     def fixedPorts(self) -> list[int]:
         """The TCP ports this deploy's instances are given, when fixed."""
@@ -365,6 +377,12 @@ class Deploy:
                 raise ConfigError(f"command {executable!r} not found on PATH")
         if not isinstance(self.numprocs, int) or self.numprocs < 1:
             raise ConfigError(f"numprocs must be an int >= 1, not {self.numprocs!r}")
+        if self.process_name is not None and not isinstance(self.process_name, str):
+            raise ConfigError(f"process_name must be a string template, not {self.process_name!r}")
+        try:
+            self.instanceNames()
+        except ProcessNameError as e:
+            raise ConfigError(str(e)) from None
         if self.cwd is not None and not os.path.isdir(self.cwd):
             raise ConfigError(f"working directory {self.cwd!r} does not exist")
         pw = None
@@ -516,7 +534,8 @@ def _checkRlimit(key: str, soft: int, hard: int) -> None:
 
 
 def validateDeploys(deploys: Sequence[Deploy]) -> None:
-    """Checks across deploys: unique names, known dependencies, no cycle, no port clash."""
+    """Checks across deploys: unique names (of deploys and of instances), known dependencies,
+    no cycle, no port clash."""
     byName: dict[str, Deploy] = {}
     for d in deploys:
         if d.name in byName:
@@ -533,6 +552,16 @@ def validateDeploys(deploys: Sequence[Deploy]) -> None:
             if p in owner:
                 raise ConfigError(f"deploy {d.name!r}: port {p} clashes with deploy {owner[p]!r}")
             owner[p] = d.name
+    named: dict[str, str] = {}
+    for d in deploys:
+        try:
+            names = d.instanceNames()
+        except ProcessNameError:
+            continue  # that deploy's own validate() says why
+        for n in names:
+            if n in named:
+                raise ConfigError(f"deploy {d.name!r}: instance name {n!r} is also deploy {named[n]!r}'s")
+            named[n] = d.name
 
 
 def startOrder(deploys: Sequence[Deploy]) -> list[list[Deploy]]:

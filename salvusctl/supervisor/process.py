@@ -407,7 +407,7 @@ class Instance:
         self.reactor = owner.reactor
         self.deploy = deploy
         self.index = index
-        self.name = f"{deploy.name}:{index}"
+        self.name = deploy.instanceName(index)
         self.port = port
         self.log = log
         self.state = S.STOPPED

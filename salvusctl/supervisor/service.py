@@ -42,6 +42,7 @@ from salvusctl.supervisor.deploy import Deploy, signalNumber, validateDeploys
 from salvusctl.supervisor.eventlistener import EventHub
 from salvusctl.supervisor.logs import InstanceLog, LogLine
 from salvusctl.supervisor.mainlog import MainLog, stateEvent
+from salvusctl.supervisor.names import legacyIndex
 from salvusctl.supervisor.process import (
     KILL_GRACE,
     STOP_POLL,
@@ -120,6 +121,7 @@ class SupervisorService(Service):
         self.registry = oscalls.PidRegistry(_join(self.runDir, "pids.json"))
         self.deploys: dict[str, Deploy] = {}
         self.instances: dict[str, Instance] = {}
+        self._warnedNames: set[str] = set()
         # Instances in a RUNNING_STATES state, by deploy name and in all: the limits are checked
         # at every start, and counting them there would make starting n instances O(n^2).
         self._live: dict[str, int] = {}
@@ -158,8 +160,7 @@ class SupervisorService(Service):
     def _addInstances(self, deploy: Deploy) -> list[Instance]:
         """Create the deploy's instances that do not exist yet."""
         made = []
-        for index in range(deploy.numprocs):
-            name = f"{deploy.name}:{index}"
+        for index, name in enumerate(deploy.instanceNames()):
             if name in self.instances:
                 continue
             self.instances[name] = instance = self._makeInstance(deploy, index, self._portFor(deploy, index))
@@ -167,7 +168,7 @@ class SupervisorService(Service):
         return made
 
     def _makeInstance(self, deploy: Deploy, index: int, port: int | None) -> Instance:
-        name = f"{deploy.name}:{index}"
+        name = deploy.instanceName(index)
         instanceLog = InstanceLog(
             name, self.logDir, self.reactor.seconds, fileLevel=deploy.log_level,
             storeLevel=deploy.store_level, maxBytes=deploy.log_max_bytes, backups=deploy.log_backups,
@@ -192,7 +193,7 @@ class SupervisorService(Service):
         if deploy.port is None:
             return None
         if deploy.port == "auto":
-            old = self.instances.get(f"{deploy.name}:{index}")
+            old = self.instances.get(deploy.instanceName(index))
             if old is not None and old.port is not None:
                 return old.port
             s = socket.socket()
@@ -569,7 +570,18 @@ class SupervisorService(Service):
         try:
             return self.instances[name]
         except KeyError:
-            raise KeyError(f"no instance {name!r}")
+            pass
+        legacy = legacyIndex(name)
+        deploy = self.deploys.get(legacy[0]) if legacy is not None else None
+        if legacy is not None and deploy is not None and legacy[1] < deploy.numprocs:
+            instance = self.instances.get(deploy.instanceName(legacy[1]))
+            if instance is not None:
+                if name not in self._warnedNames:
+                    self._warnedNames.add(name)
+                    log.warn("{old} is the older spelling of instance {name}: use {name}",
+                             old=name, name=instance.name)
+                return instance
+        raise KeyError(f"no instance {name!r}")
 
     def _deploy(self, name: str) -> Deploy:
         try:
@@ -875,8 +887,7 @@ class SupervisorService(Service):
         for name in new:
             if name in self.deploys and name not in allChanged:
                 # Same processes (priority or numprocs aside): adopt the declaration in place.
-                old = self.deploys[name]
-                shrunk += [self.instances[f"{name}:{i}"] for i in range(new[name].numprocs, old.numprocs)]
+                shrunk += [i for i in self._instancesOf(name) if i.index >= new[name].numprocs]
                 for instance in self._instancesOf(name):
                     instance.deploy = new[name]
                 self.deploys[name] = new[name]
@@ -989,8 +1000,12 @@ def _commandProbe(reactor, instance: Instance, probe) -> Deferred:
 
 
 def _unscaled(deploy: Deploy) -> tuple:
-    """A deploy's spec without its instance count: equal means "only scaled"."""
-    return tuple(item for item in deploy.spec() if item[0] != "numprocs")
+    """A deploy's spec without its instance count: equal means "only scaled".
+
+    Scaling between one instance and more renames the first (C{web} becomes C{web_00} under the
+    default names, as in supervisord), so its first name is part of it.
+    """
+    return tuple(item for item in deploy.spec() if item[0] != "numprocs") + (deploy.instanceName(0),)
 
 
 def _gather(ds: list[Deferred]) -> Deferred:

@@ -27,6 +27,7 @@ from salvusctl.interfaces import ISupervisor
 from salvusctl.supervisor.capabilities import ILogClearing
 from salvusctl.supervisor.deploy import signalNumber
 from salvusctl.supervisor.describe import describe
+from salvusctl.supervisor.names import legacyIndex, processNames
 from salvusctl.supervisor.notify import abstractName
 from salvusctl.supervisor.process import INotifyChannel, IProcessOS, StartRefused
 from salvusctl.supervisor.states import ProcessState
@@ -222,9 +223,10 @@ STATES = {
 
 
 class _Instance:
-    def __init__(self, name: str, group: str, port: int | None):
+    def __init__(self, name: str, group: str, port: int | None, index: int = 0):
         self.name = name
         self.group = group
+        self.index = index
         self.state = "STOPPED"
         self.pid = 0
         self.start = 0.0
@@ -335,10 +337,9 @@ class FakeSupervisor(SupervisorVerbsMixin):
                 self._start(name)
 
     def _addDeploy(self, deploy: str, count: int) -> None:
-        for i in range(count):
-            name = f"{deploy}:{i}"
+        for i, name in enumerate(processNames(deploy, count)):
             port = self.ports[deploy] + i if deploy in self.ports else 8000 + len(self._instances)
-            self._instances[name] = _Instance(name, deploy, port)
+            self._instances[name] = _Instance(name, deploy, port, i)
 
     # -- test helpers ----------------------------------------------------------------------------
 
@@ -346,8 +347,8 @@ class FakeSupervisor(SupervisorVerbsMixin):
                     port: int | None = None, **info: Any) -> dict[str, Any]:
         """Add one instance C{deploy:N} in C{state} (no observer is called); C{info}: more keys
         of its info dict (C{directory}, C{user} …).  Returns its info."""
-        deploy = name.partition(":")[0]
-        inst = self._instances[name] = _Instance(name, deploy, port)
+        deploy, index = _deployOf(name)
+        inst = self._instances[name] = _Instance(name, deploy, port, index)
         inst.extra = dict(info)
         inst.state = state
         if state in ("STARTING", "RUNNING", "STOPPING"):
@@ -388,7 +389,12 @@ class FakeSupervisor(SupervisorVerbsMixin):
         try:
             return self._instances[name]
         except KeyError:
-            raise KeyError(f"no instance {name!r}")
+            pass
+        legacy = legacyIndex(name)  # the older spelling, as the real supervisor accepts it
+        for inst in self._instances.values():
+            if legacy is not None and (inst.group, inst.index) == legacy:
+                return inst
+        raise KeyError(f"no instance {name!r}")
 
     def _info(self, inst: _Instance) -> dict[str, Any]:
         now = self.clock.seconds()
@@ -549,5 +555,16 @@ class FakeSupervisor(SupervisorVerbsMixin):
 
 
 def _startOrder(inst: _Instance) -> tuple[str, int]:
-    return inst.group, int(inst.name.rpartition(":")[2])
+    return inst.group, inst.index
+
+
+def _deployOf(name: str) -> tuple[str, int]:
+    """(deploy, index) of an instance name a test gives: C{web}, C{web_01} or C{web:1}."""
+    legacy = legacyIndex(name)
+    if legacy is not None:
+        return legacy
+    stem, sep, num = name.rpartition("_")
+    if sep and stem and num.isdigit():
+        return stem, int(num)
+    return name, 0
 

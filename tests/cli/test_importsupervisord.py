@@ -45,10 +45,13 @@ PASSWORD = "operator-password-1"
 
 
 def salvusNameToday(conf, namespec: str) -> str:
-    """The name Salvus prints today for the process supervisord prints as C{namespec}: the
-    instance of program P in group G is C{P:i} (G == P) or C{G:P:i}, counted from 0."""
+    """The name Salvus prints for the process supervisord prints as C{namespec}: a program's
+    own (the converter carries its process_name over), an event listener's instance of P in
+    group G C{P:i} (G == P) or C{G:P:i}, counted from 0."""
     for prog in conf.programs:
         for i, p in enumerate(prog.processes):
+            if p.namespec == namespec and prog.kind == "program":
+                return namespec
             if p.namespec == namespec:
                 return f"{prog.name}:{i}" if prog.group == prog.name else f"{prog.group}:{prog.name}:{i}"
     raise KeyError(namespec)

@@ -184,6 +184,28 @@ class SuperlanceTests(TestCase):
         self.assertIn("web:0 is in RUNNING state, restarting", err)
 
     @defer.inlineCallbacks
+    def test_httpok_p_takes_the_programs_own_name(self):
+        """httpok's C{-p web}, as written for supervisord, finds a C{process_name="supervisord"}
+        deploy's one instance C{web} and restarts it."""
+        port = freePort()
+        flag = os.path.join(self.dir, "hang")
+        yield self.host(
+            Deploy("web", [sys.executable, "-c", WEB, flag, str(port)], startsecs=0.5,
+                   process_name="supervisord"),
+            EventListener("httpok", [os.path.join(BIN, "httpok"), "-p", "web", "-t", "2",
+                                     f"http://127.0.0.1:{port}/"], events=["TICK_5"]),
+        )
+        first = yield waitFor(lambda: self.running("web"), timeout=15)
+        with open(flag, "w"):
+            pass
+        yield self.waitOr(lambda: self.sup.instanceInfo("web")["state"] == "RUNNING"
+                          and self.pid("web") not in (0, first), 25, "httpok:0")
+        yield self.waitOr(lambda: "web restarted" in "\n".join(
+            self.sup.tailLog("httpok:0", stream="stderr")), 10, "httpok:0")
+        self.assertIn("web is in RUNNING state, restarting",
+                      "\n".join(self.sup.tailLog("httpok:0", stream="stderr")))
+
+    @defer.inlineCallbacks
     def test_childutils_rpc_and_remote_communication(self):
         """C{childutils.getRPCInterface} on the environment a child gets reaches the host with
         no password; its C{sendRemoteCommEvent} reaches a REMOTE_COMMUNICATION listener."""
