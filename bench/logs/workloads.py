@@ -40,7 +40,11 @@ FLOOD_KINDS = {
     "mixed_classified": (100, 3, 1.0, "info"),
     "short_classified": (24, 3, 1.0, "info"),
     "long4k_classified": (4096, 3, 0.05, "info"),
+    "mixed_followed": (100, 3, 0.5, "debug"),
 }
+#: The kinds run with one C{tail -f} follower attached (C{/logtail/<name>}, what C{supervisorctl
+#: tail -f} opens) for the whole flood: their CPU counts until the follower has received it all.
+FOLLOWED_KINDS = ("mixed_followed",)
 KIND_FLOOD = """import sys
 w = sys.stdout.write
 words = ('INFO', 'WARNING', 'ERROR')
@@ -153,6 +157,8 @@ def latencies(fn, calls: int) -> tuple[float, float]:
 DRAIN = r"""
 import base64, selectors, socket, sys
 host, port, name, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+target = int(sys.argv[5]) if len(sys.argv) > 5 else 0  # exit once this many lines came
+lines = 0
 auth = base64.b64encode(b"bench:bench-pw").decode()
 sel = selectors.DefaultSelector()
 for _ in range(n):
@@ -173,6 +179,11 @@ while True:
         if not data:
             sel.unregister(key.fileobj)
         got += len(data)
+        if target:
+            lines += data.count(b"\n")
+            if lines >= target:
+                print(got, flush=True)
+                sys.exit(0)
 """
 
 
@@ -276,6 +287,22 @@ def kindLines(kind: str, nfloods: int) -> int:
     return max(1, int(nfloods * FLOOD_KINDS[kind][2]))
 
 
+def followFlood(url: str, name: str, path: str, target: int) -> subprocess.Popen:
+    """One C{tail -f} follower of C{name} (its log C{path} created first: supervisord's
+    C{/logtail} refuses a file not there yet), connected, that exits once C{target} lines came
+    (lines, not bytes: Salvus's stream stamps each line, supervisord's is the file's bytes)."""
+    if not os.path.exists(path):
+        open(path, "ab").close()
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    drain = subprocess.Popen([sys.executable, "-c", DRAIN, host, port, name, "1", str(target)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if drain.stdout.readline().strip() != "CONNECTED":
+        drain.kill()
+        raise SystemExit("the follower did not connect")
+    time.sleep(0.3)  # its first 1600 bytes served, before the CPU count starts
+    return drain
+
+
 def floodsFigures(servers: dict, kinds: list[str], nfloods: int, rounds: int,
                   progress) -> dict[str, dict[str, float]]:
     """Each kind's flood on each server, C{rounds} times, the servers' order alternating each
@@ -290,10 +317,21 @@ def floodsFigures(servers: dict, kinds: list[str], nfloods: int, rounds: int,
             for who in (order if r % 2 == 0 else order[::-1]):
                 pid, proxy, name, path = servers[who][kind]
                 have = os.path.getsize(path) if os.path.exists(path) else 0
-                before = cpuSeconds(pid)
-                proxy.supervisor.startProcess(name, False)
-                waitSize([path], have + n * width, 300)
-                cpu.setdefault((who, kind), []).append(cpuSeconds(pid) - before)
+                drain = None
+                if kind in FOLLOWED_KINDS:
+                    drain = followFlood(servers[who]["url"], name, path, n)
+                try:
+                    before = cpuSeconds(pid)
+                    proxy.supervisor.startProcess(name, False)
+                    waitSize([path], have + n * width, 300)
+                    if drain is not None:
+                        if not drain.stdout.readline().strip():
+                            raise SystemExit(f"{who}: the follower of {name} got nothing")
+                    cpu.setdefault((who, kind), []).append(cpuSeconds(pid) - before)
+                finally:
+                    if drain is not None:
+                        drain.kill()
+                        drain.wait()
     out: dict[str, dict[str, float]] = {who: {} for who in servers}
     for (who, kind), seconds in cpu.items():
         n = kindLines(kind, nfloods)
@@ -396,6 +434,8 @@ def run(*, parts: tuple[str, ...] = PARTS, size: int = 1 << 30, calls: int = 100
                 "supervisord": {k: (sd.pid, dproxy, f"flood_{k}", os.path.join(tmp, "sd", f"flood_{k}.log"))
                                 for k in floods},
             }
+            targets["salvus"]["url"] = f"http://127.0.0.1:{sport}"
+            targets["supervisord"]["url"] = f"http://127.0.0.1:{dport}"
             for who, fig in floodsFigures(targets, list(floods), nfloods, rounds, progress).items():
                 figures[who].update(fig)
     finally:
