@@ -23,14 +23,15 @@ from typing import Any, NamedTuple
 
 from salvusctl.supervisor.deploy import LEVELS
 
-__all__ = ["LogLine", "LineSplitter", "RotatingFile", "RepeatLimiter", "InstanceLog", "LogSource",
+__all__ = ["LogLine", "LineSplitter", "RotatingFile", "RepeatLimiter", "TailRing", "InstanceLog", "LogSource",
            "detectLevel", "MAX_LINE", "TAIL_BYTES"]
 
 MAX_LINE = 64 * 1024
 #: What each stream's tail ring may hold by default (the text of its lines).
 TAIL_BYTES = 1024 * 1024
-#: What a kept line costs beyond its text (the str object and the ring's slot), for the byte bound.
-_LINE_OVERHEAD = 64
+#: What an entry of the tail ring costs beyond its bytes (the bytes object's header, the ring's
+#: slot and tuple), for the byte bound: a ring of one-line entries is bounded too.
+_ENTRY_OVERHEAD = 112
 
 _LEVEL_RE = re.compile(
     r"\b(DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|CRIT|CRITICAL|FATAL|PANIC)\b", re.IGNORECASE
@@ -75,6 +76,38 @@ _WORDS_BELOW = {rank: tuple(w for w in _WORDS
                             if any(LEVELS[level] < rank for word, level in _LEVEL_NAMES.items()
                                    if word.upper().startswith(w)))
                 for rank in LEVELS.values()}
+
+
+_BYTE_WORDS_BELOW = {rank: tuple(w.encode() for w in words) for rank, words in _WORDS_BELOW.items()}
+
+
+def _mayHaveWords(data: bytes, start: int, end: int, words: tuple[bytes, ...]) -> bool:
+    """False only when no line of C{data[start:end]} (whole lines) can hold one of C{words}
+    (upper case) within its first 80 characters: then every line's level is the default, and
+    the chunk is written and kept without being decoded or split.
+
+    Long lines: their first 81 bytes only, found by one C{find} a line (a chunk of 4 KiB lines
+    is 32 steps, not a copy of its text); every head ASCII, bytes are characters.  Short ones:
+    L{mayHaveLevel}'s letter filter on the whole object (bytes around the lines can only add
+    false alarms, which the full scan then settles)."""
+    sample = min(end, start + 4 * LONG_LINES)
+    if data.count(b"\n", start, sample) * LONG_LINES < sample - start:  # long lines (a sample)
+        heads = []
+        find = data.find
+        pos = start
+        while pos < end:
+            nl = find(b"\n", pos, end)
+            heads.append(data[pos:min(pos + 81, nl)])
+            pos = nl + 1
+        joined = b"\n".join(heads)
+        if not joined.isascii():
+            return True
+        joined = joined.upper()
+        return any(word in joined for word in words)
+    if not data.isascii():
+        return True
+    letters = data.translate(*_LETTERS_ONLY)
+    return any(word in letters for word in words)
 
 
 def mayHaveLevel(raw: bytes) -> bool:
@@ -226,6 +259,22 @@ class LogLine(NamedTuple):
         return f"{_stamp(self.time)} {self.level.upper()[:4]} {self.text}{tail}\n"
 
 
+def _overCap(data: bytes, start: int, end: int, cap: int) -> bool:
+    """Whether a line of C{data[start:end]} (lines split by newlines) is longer than C{cap}.
+
+    Each step looks for the last newline within C{cap + 1} bytes of the current line start:
+    none means the line there is over the cap; one moves past every line before it.  A chunk
+    of short lines costs one C{rfind} per C{cap} bytes, not a step per line."""
+    pos = start
+    rfind = data.rfind
+    while end - pos > cap:
+        nl = rfind(b"\n", pos, pos + cap + 1)
+        if nl < 0:
+            return True
+        pos = nl + 1
+    return False
+
+
 class LineSplitter:
     """Bytes in, complete lines out; at most C{maxLine} bytes of one line are ever held.
 
@@ -234,12 +283,19 @@ class LineSplitter:
         it, C{deliverMany(body, dropped)}: C{body} the lines joined by newlines (without the
         last one), C{dropped} None, or the bytes cut from each line.  A chunk of a thousand
         lines is not split into a thousand objects here: its receiver splits it once, as text.
+    @param deliverChunk: when given (with C{deliverMany}), the lines that need no cutting (none
+        over the cap, no CR) go to it instead, as they came and uncopied:
+        C{deliverChunk(pieces)}, each piece C{(data, start, end)} with C{data[start:end]} whole
+        lines, each ending in a newline.  A read of 128 KiB is one or two pieces: the start of a
+        line held from the previous read, completed, and the read's own complete lines.
     """
 
     def __init__(self, deliver: Callable[[bytes, int], None], maxLine: int = MAX_LINE,
-                 deliverMany: Callable[[list[bytes], list[int] | None], None] | None = None):
+                 deliverMany: Callable[[bytes, list[int] | None], None] | None = None,
+                 deliverChunk: Callable[[list[tuple[bytes, int, int]]], None] | None = None):
         self.deliver = deliver
         self.deliverMany = deliverMany
+        self.deliverChunk = deliverChunk
         self.maxLine = maxLine
         self._buf = bytearray()
         self._dropped = 0
@@ -275,15 +331,49 @@ class LineSplitter:
         if last < 0:
             self._hold(data)
             return
+        chunk = self.deliverChunk
+        if chunk is None:
+            self._feedJoined(data, last)
+            return
+        cap = self.maxLine
+        pieces: list[tuple[bytes, int, int]] = []
+        start = 0
+        if self._buf or self._dropped:
+            # The held start of a line and its end in this read: one line, copied once (it is
+            # short, or at most the cap).
+            nl = data.find(b"\n")
+            if not self._dropped and len(self._buf) + nl <= cap and data.find(b"\r", 0, nl) < 0 \
+                    and not self._buf.endswith(b"\r"):
+                line = b"".join((self._buf, memoryview(data)[:nl + 1]))
+                self._buf = bytearray()
+                pieces.append((line, 0, len(line)))
+            else:
+                self._deliverCut(data[:nl])
+            start = nl + 1
+        if start <= last:
+            if data.find(b"\r", start, last) < 0 and not _overCap(data, start, last, cap):
+                pieces.append((data, start, last + 1))
+            else:
+                if pieces:
+                    chunk(pieces)
+                    pieces = []
+                self._deliverCut(data[start:last])
+        if pieces:
+            chunk(pieces)
+        if last + 1 < len(data):
+            self._hold(data[last + 1:])
+
+    def _feedJoined(self, data: bytes, last: int) -> None:
+        """L{_feedMany} without C{deliverChunk}: the complete lines joined, to C{deliverMany}."""
         if self._buf and not self._dropped:
             # The held start of a line (under the cap) joins the chunk: one copy, not a split.
             last += len(self._buf)
             data = bytes(self._buf) + data
             self._buf = bytearray()
-        if (last <= self.maxLine and not self._buf and not self._dropped
-                and data.find(b"\r", 0, last) < 0):
-            # No line can be over the cap, none ends in CR, none continues a held one: the
-            # chunk's complete lines go as they came, not split here.
+        if (not self._buf and not self._dropped and data.find(b"\r", 0, last) < 0
+                and not _overCap(data, 0, last, self.maxLine)):
+            # No line is over the cap, none ends in CR, none continues a held one: the chunk's
+            # complete lines go as they came, not split here.
             self.deliverMany(data[:last], None)
         else:
             self._deliverCut(data[:last])
@@ -479,6 +569,112 @@ class RepeatLimiter:
             self.emit(LogLine(self.now(), first.instance, first.stream, first.level,
                               f"{first.text} [repeated {count} more times in {elapsed:.0f}s]"))
 
+class TailRing:
+    """A stream's newest lines for C{tail}, at most C{maxLines} of them and C{maxBytes} of memory,
+    kept as the chunks they came in, counted and decoded only when a tail asks.
+
+    A read of a flood is one entry here (the bytes object the pipe gave, and where its complete
+    lines are), not a thousand strings, and adding one costs no scan of it: the same for lines
+    of 24 bytes or of 4 KiB.  What an entry costs is the whole object it keeps alive, so that is
+    what the byte bound counts; an entry using less than half of its object keeps a copy of its
+    part instead.  The newest line is always kept (it is at most the splitter's cap).  The line bound is applied when the lines are read: the ring serves at most the
+    newest C{maxLines}."""
+
+    def __init__(self, maxLines: int, maxBytes: int):
+        self.maxLines = maxLines
+        self.maxBytes = maxBytes
+        #: [data, start, end, lines or None until counted]
+        self._chunks: deque[list] = deque()
+        self._bytes = 0  # the size of the objects the entries keep alive
+        self._dropped = False
+
+    def add(self, data: bytes, start: int, end: int, lines: int | None = None) -> None:
+        """C{data[start:end]}: whole lines, each ending in a newline (C{lines} of them, if known)."""
+        if end - start > self.maxBytes:
+            # Only the newest lines that fit (at least the newest one) are kept, as a copy.
+            cut = data.find(b"\n", end - self.maxBytes - 1, end - 1) + 1
+            if cut <= 0:
+                cut = max(start, data.rfind(b"\n", start, end - 1) + 1)
+            data, start, end, lines = data[cut:end], 0, end - cut, None
+            self._dropped = True
+        elif (end - start) * 2 < len(data):
+            data, start, end = data[start:end], 0, end - start
+        chunks = self._chunks
+        chunks.append([data, start, end, lines])
+        self._bytes += len(data) + _ENTRY_OVERHEAD
+        while self._bytes > self.maxBytes and len(chunks) > 1:
+            self._bytes -= len(chunks.popleft()[0]) + _ENTRY_OVERHEAD
+            self._dropped = True
+
+    def _count(self, entry: list) -> int:
+        if entry[3] is None:
+            entry[3] = entry[0].count(b"\n", entry[1], entry[2])
+        return entry[3]
+
+    def _held(self) -> tuple[int, int]:
+        """(index of the oldest entry served, lines of it not served): the newest entries
+        holding C{maxLines} lines, counted from the newest until they do."""
+        need = self.maxLines
+        for index in range(len(self._chunks) - 1, -1, -1):
+            lines = self._count(self._chunks[index])
+            if lines >= need:
+                return index, lines - need
+            need -= lines
+        return 0, 0
+
+    def _texts(self, index: int, skip: int = 0) -> list[str]:
+        data, start, end, _lines = self._chunks[index]
+        texts = data[start:end].decode("utf-8", "replace").split("\n")
+        texts.pop()  # after the last newline
+        if skip:
+            del texts[:skip]
+        return texts
+
+    def last(self, n: int) -> list[str]:
+        """The newest C{n} lines (fewer if fewer are served), oldest first: only the entries that
+        hold them are decoded."""
+        n = min(n, self.maxLines)
+        if n <= 0:
+            return []
+        got: list[list[str]] = []
+        have = 0
+        for index in range(len(self._chunks) - 1, -1, -1):
+            if have >= n:
+                break
+            texts = self._texts(index)
+            got.append(texts)
+            have += len(texts)
+        out = [text for texts in reversed(got) for text in texts]
+        return out[-n:]
+
+    @property
+    def evicted(self) -> bool:
+        """Whether lines received since the last clear are no longer served (a tail may then
+        read older ones from the file)."""
+        if self._dropped:
+            return True
+        index, skip = self._held()
+        return index > 0 or skip > 0
+
+    def __len__(self) -> int:
+        index, skip = self._held()
+        return sum(self._count(self._chunks[i]) for i in range(index, len(self._chunks))) - skip
+
+    def __iter__(self):
+        index, skip = self._held()
+        for i in range(index, len(self._chunks)):
+            yield from self._texts(i, skip if i == index else 0)
+
+    def heldBytes(self) -> int:
+        """What the entries keep alive, in bytes (the figure the byte bound holds)."""
+        return self._bytes
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._bytes = 0
+        self._dropped = False
+
+
 class InstanceLog:
     """Both streams of one instance: files, a tail ring, followers and the store hook.
 
@@ -511,9 +707,7 @@ class InstanceLog:
         }
         self.ringSize = ringSize
         self.tailBytes = tailBytes
-        self.rings: dict[str, deque[str]] = {s: deque(maxlen=ringSize) for s in self.paths}
-        self._ringBytes = {s: 0 for s in self.paths}
-        self._evicted = {s: False for s in self.paths}
+        self.rings = {s: TailRing(ringSize, tailBytes) for s in self.paths}
         self.repeats = RepeatLimiter(self._store, repeatWindow, now, callLater)
         self.followers: dict[str, list[Callable[[LogLine], Any]]] = {s: [] for s in self.paths}
         self.maxLine = maxLine
@@ -538,10 +732,11 @@ class InstanceLog:
         text = raw.decode("utf-8", "replace")
         level = detectLevel(text, self.defaults[stream])
         line = LogLine(stamp, self.name, stream, level, text, dropped)
-        self._keep(stream, line)
+        data = raw + b"\n"
+        self.rings[stream].add(data, 0, len(data), 1)
         rank = LEVELS[level]
         if rank >= self.fileLevel:
-            self.files[stream].write(raw + b"\n")
+            self.files[stream].write(data)
         if self.storeHook is not None and rank >= self.storeLevel:
             self.repeats.offer(line)
         for follower in list(self.followers[stream]):
@@ -552,15 +747,41 @@ class InstanceLog:
                     self.onHookError(e)
         return line
 
-    def _lines(self, stream: str, raw: bytes, dropped: list[int] | None, stamp: float,
+    def _chunk(self, stream: str, pieces: list[tuple[bytes, int, int]], stamp: float,
                want: bool = False) -> list[LogLine] | None:
-        """A chunk's complete lines at once (C{raw}: joined by newlines): one decode, one level
-        scan, one file write.
+        """Whole lines as they came from the pipe (see L{LineSplitter}'s C{deliverChunk}).
+
+        When nobody takes records and no line can hold a level word that changes what the file
+        keeps, the pieces go to the file and to the tail ring as they are: no decode, no split,
+        no copy, whatever the line length.  Otherwise they are joined for L{_lines}."""
+        if not (want or self.storeHook is not None or self.followers[stream]):
+            default = LEVELS[self.defaults[stream]]
+            words = _BYTE_WORDS if default < self.fileLevel else _BYTE_WORDS_BELOW[self.fileLevel]
+            if not words or not any(_mayHaveWords(data, start, end, words) for data, start, end in pieces):
+                ring, file = self.rings[stream], self.files[stream]
+                keep = default >= self.fileLevel
+                for data, start, end in pieces:
+                    ring.add(data, start, end)
+                    if keep:
+                        file.write(data if start == 0 and end == len(data) else memoryview(data)[start:end])
+                return None
+        if len(pieces) == 1 and pieces[0][1] == 0 and pieces[0][2] == len(pieces[0][0]):
+            raw = pieces[0][0]
+        else:
+            raw = b"".join([memoryview(data)[start:end] for data, start, end in pieces])
+        return self._lines(stream, raw, None, stamp, want, ended=True)
+
+    def _lines(self, stream: str, raw: bytes, dropped: list[int] | None, stamp: float,
+               want: bool = False, ended: bool = False) -> list[LogLine] | None:
+        """A chunk's complete lines at once (C{raw}: joined by newlines, with one after the last
+        when C{ended}): one decode, one level scan, one file write.
 
         L{LogLine} records are made only when someone takes them (the store hook, a follower, or
-        C{want}: a readiness pattern); the tail ring keeps the texts."""
+        C{want}: a readiness pattern); the tail ring keeps the bytes."""
         joined = raw.decode("utf-8", "replace")
         texts = joined.split("\n")
+        if ended:
+            texts.pop()
         default = self.defaults[stream]
         name = self.name
         fileLevel, storeLevel = self.fileLevel, self.storeLevel
@@ -580,7 +801,7 @@ class InstanceLog:
         if levels is None:
             out = b""
             if LEVELS[default] >= fileLevel:
-                out = raw + b"\n"
+                out = raw if ended else raw + b"\n"
             if need:
                 lines = [LogLine(stamp, name, stream, default, text, dropped[i] if dropped else 0)
                          for i, text in enumerate(texts)]
@@ -588,6 +809,8 @@ class InstanceLog:
             lines = [] if need else None
             parts = []
             rawLines = raw.split(b"\n")  # as many as texts: 0x0A never decodes into anything else
+            if ended:
+                rawLines.pop()
             pos = 0
             for i, text in enumerate(texts):
                 level = levels.get(pos, default)
@@ -598,7 +821,11 @@ class InstanceLog:
                 if LEVELS[level] >= fileLevel:
                     parts.append(rawLines[i])
             out = b"\n".join(parts) + b"\n" if parts else b""
-        self._keepMany(stream, texts, len(joined) - len(texts) + 1)
+        if ended:
+            self.rings[stream].add(raw, 0, len(raw), len(texts))
+        else:
+            kept = raw + b"\n"
+            self.rings[stream].add(kept, 0, len(kept), len(texts))
         if out:
             self.files[stream].write(out)
         if lines is None:
@@ -619,28 +846,6 @@ class InstanceLog:
                             self.onHookError(e)
         return lines
 
-    def _keepMany(self, stream: str, texts: list[str], textBytes: int) -> None:
-        """Into the tail ring: at most C{ringSize} lines (the deque's own bound, evicting in C)
-        and C{tailBytes} of text.  C{_ringBytes} is an upper bound of what the ring holds (lines
-        the deque let go are not subtracted); only when it passes C{tailBytes} is the ring
-        measured and trimmed, so a flood of short lines costs no Python step per line."""
-        ring = self.rings[stream]
-        if len(ring) + len(texts) > self.ringSize:
-            self._evicted[stream] = True
-        ring.extend(texts)
-        held = self._ringBytes[stream] + textBytes + _LINE_OVERHEAD * len(texts)
-        if held > self.tailBytes:
-            held = sum(map(len, ring)) + _LINE_OVERHEAD * len(ring)
-            while len(ring) > 1 and held > self.tailBytes:
-                held -= len(ring.popleft()) + _LINE_OVERHEAD
-                self._evicted[stream] = True
-        self._ringBytes[stream] = held
-
-    def _keep(self, stream: str, line: LogLine) -> None:
-        """Into the tail ring, which holds at most C{ringSize} lines and C{tailBytes} of text
-        (always the newest line, itself capped at C{maxLine})."""
-        self._keepMany(stream, [line.text], len(line.text))
-
     def _store(self, line: LogLine) -> None:
         try:
             self.storeHook(line)
@@ -658,9 +863,9 @@ class InstanceLog:
         if lines <= 0:
             return []
         ring = self.rings[stream]
-        if len(ring) >= lines or not self._evicted[stream]:
-            return list(ring)[-lines:]
-        kept = list(ring)
+        kept = ring.last(lines)
+        if len(kept) >= lines or not ring.evicted:
+            return kept
         older = self._fileTail(stream, lines)
         return older if len(older) > len(kept) else kept
 
@@ -686,8 +891,6 @@ class InstanceLog:
         for stream in self.paths:
             self.files[stream].truncate()
             self.rings[stream].clear()
-            self._ringBytes[stream] = 0
-            self._evicted[stream] = False
 
     def follow(self, callback: Callable[[LogLine], Any], stream: str = "stdout") -> Callable[[], None]:
         """Call C{callback(LogLine)} for each new line; returns the function that stops following."""
@@ -722,7 +925,8 @@ class LogSource:
         self._stamp = 0.0
         self.splitters = {
             s: LineSplitter(lambda line, dropped, s=s: self._line(s, line, dropped), log.maxLine,
-                            lambda lines, dropped, s=s: self._lines(s, lines, dropped))
+                            lambda lines, dropped, s=s: self._lines(s, lines, dropped),
+                            lambda pieces, s=s: self._chunk(s, pieces))
             for s in log.paths
         }
 
@@ -733,6 +937,13 @@ class LogSource:
 
     def _lines(self, stream: str, raw: bytes, dropped: list[int] | None) -> None:
         lines = self.log._lines(stream, raw, dropped, self._stamp, self.onLine is not None)
+        for line in lines or ():
+            if self.onLine is None:
+                break
+            self.onLine(line)
+
+    def _chunk(self, stream: str, pieces: list[tuple[bytes, int, int]]) -> None:
+        lines = self.log._chunk(stream, pieces, self._stamp, self.onLine is not None)
         for line in lines or ():
             if self.onLine is None:
                 break

@@ -283,6 +283,46 @@ class TailBytesTests(SynchronousTestCase):
         self.assertEqual(log.tail(2), ["line 2998", "line 2999"])
 
 
+class TailRingTests(SynchronousTestCase):
+    """The ring keeps chunks, not lines: bounds, and what it serves, seen from outside."""
+
+    def test_line_bound_served_from_the_newest(self):
+        from salvusctl.supervisor.logs import TailRing
+
+        ring = TailRing(maxLines=5, maxBytes=10**6)
+        data = b"".join(b"%d\n" % i for i in range(8))
+        ring.add(b"junk" + data, 4, 4 + len(data))
+        self.assertEqual(list(ring), ["3", "4", "5", "6", "7"])
+        self.assertEqual(len(ring), 5)
+        self.assertTrue(ring.evicted)
+        self.assertEqual(ring.last(2), ["6", "7"])
+        self.assertEqual(ring.last(100), ["3", "4", "5", "6", "7"])
+
+    def test_byte_bound_keeps_whole_entries_and_the_newest_line(self):
+        from salvusctl.supervisor.logs import TailRing
+
+        ring = TailRing(maxLines=10**6, maxBytes=4096)
+        for i in range(10):
+            ring.add(b"%d" % i + b"a" * 998 + b"\n", 0, 1000)
+        self.assertLessEqual(ring.heldBytes(), 4096)
+        self.assertEqual([t[0] for t in ring], ["7", "8", "9"])
+        ring.add(b"c\n" + b"b" * 9999 + b"\n", 0, 10002)  # a line over the bound: it alone is kept
+        self.assertEqual(ring.last(5), ["b" * 9999])
+        ring.clear()
+        self.assertFalse(ring.evicted)
+        self.assertEqual(ring.last(5), [])
+
+    def test_an_entry_using_little_of_its_object_keeps_a_copy(self):
+        """A read whose complete lines are a few bytes of it does not keep the whole read alive."""
+        from salvusctl.supervisor.logs import TailRing
+
+        ring = TailRing(maxLines=100, maxBytes=10**6)
+        big = b"ok\n" + b"x" * 100000
+        ring.add(big, 0, 3)
+        self.assertLess(ring.heldBytes(), 1000)
+        self.assertEqual(list(ring), ["ok"])
+
+
 class BatchPathTests(SynchronousTestCase):
     """A chunk's lines are handled at once (one decode, one level scan, one write); what comes out
     is what the line-by-line path gives, whatever the chunking."""
@@ -339,6 +379,23 @@ class BatchPathTests(SynchronousTestCase):
                        b"ok DEBUG", b"WARN then DEBUG " + b"y" * 500], seed=5)
         self._compare([b"y" * 4000, b"INFO " + b"y" * 4000, b"debug " + b"z" * 3000, b"ok DEBUG",
                        b"WARN then DEBUG " + b"y" * 500, b"plain"], seed=5, follow=False, fileLevel="info")
+
+    def test_chunks_as_they_came(self):
+        """Nobody takes records and the file keeps every level: lines go to the file and the
+        tail ring as the pipe gave them, never decoded, yet the ring serves the same texts and
+        the file the same bytes as line by line, CRs, over-long lines and held starts included."""
+        pieces = [b"%099d" % i for i in range(40)] + [b"ERROR x", b"cr line\r", b"z" * 5000, b"",
+                                                      b"\xff\xfe raw", b"y" * 300]
+        self._compare(pieces, seed=3, follow=False)
+        self._compare([b"y" * 4000, b"x" * 600, b"INFO " + b"w" * 3000], seed=4, follow=False)
+
+    def test_chunks_at_a_file_level_with_words_below_it(self):
+        """A file at info, 4 KiB lines whose heads hold no debug word: written whole; one that
+        does sends its chunk to the level scan, which leaves that line out of the file."""
+        self._compare([b"2026 INFO " + b"y" * 4000, b"plain " + b"x" * 4000],
+                      seed=9, follow=False, fileLevel="info")
+        self._compare([b"2026 INFO " + b"y" * 4000, b"DEBUG " + b"x" * 4000, b"z" * 90],
+                      seed=9, follow=False, fileLevel="info")
 
     def test_mayHaveLevel(self):
         from salvusctl.supervisor.logs import mayHaveLevel
