@@ -577,8 +577,8 @@ class TailRing:
     lines are), not a thousand strings, and adding one costs no scan of it: the same for lines
     of 24 bytes or of 4 KiB.  What an entry costs is the whole object it keeps alive, so that is
     what the byte bound counts; an entry using less than half of its object keeps a copy of its
-    part instead.  The newest line is always kept (it is at most the splitter's cap).  The line bound is applied when the lines are read: the ring serves at most the
-    newest C{maxLines}."""
+    part instead.  The newest line is always kept (it is at most the splitter's cap).  The line
+    bound is applied when the lines are read: the ring serves at most the newest C{maxLines}."""
 
     def __init__(self, maxLines: int, maxBytes: int):
         self.maxLines = maxLines
