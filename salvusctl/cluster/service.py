@@ -154,6 +154,32 @@ class ClusterService(Service):
         d.addErrback(lambda f: log.failure("cluster: heartbeat step failed", f))
         return d
 
+    def reconfigure(self, retention: float, max_messages: int, prune_interval: float,
+                    drain_delay: float) -> list[str]:
+        """Take a reload's retention and drain settings; returns the names that changed.
+
+        The next retention run (and the next stop's drain) reads them; a new interval restarts
+        the retention loop on the injected clock, its first run one new interval away.
+        """
+        before = (self.retention, self.max_messages, self.prune_interval, self.drainDelay())
+        self.retention, self.max_messages = float(retention), int(max_messages)
+        self.prune_interval = float(prune_interval)
+        if self.publisher is not None:
+            self.publisher.drain_delay = drain_delay
+        names = ("retention", "max_messages", "prune_interval", "drain_delay")
+        after = (self.retention, self.max_messages, self.prune_interval, self.drainDelay())
+        changed = [n for n, a, b in zip(names, before, after, strict=True) if a != b]
+        if "prune_interval" in changed and self._pruneLoop is not None and self._pruneLoop.running:
+            self._pruneLoop.stop()
+            self._pruneLoop = LoopingCall(self._prune)
+            self._pruneLoop.clock = self.reactor
+            self._pruneLoop.start(self.prune_interval, now=False)
+        return changed
+
+    def drainDelay(self) -> float | None:
+        """Seconds a stopping instance stays published as draining (None: nothing is published)."""
+        return None if self.publisher is None else self.publisher.drain_delay
+
     def _prune(self) -> Deferred:
         d = self.mailbox.prune(self.retention, self.max_messages)
         d.addCallback(lambda _: self.tables.forgetHosts(self.reactor.seconds() - self.retention))

@@ -66,7 +66,7 @@ COMPONENTS: tuple[Component, ...] = (
     Component("backup", ("salvusctl.backup.declare",),
               "salvusctl.backup.build:buildBackup", reload="salvusctl.backup.reload"),
     Component("cluster", ("salvusctl.cluster.declare",),
-              "salvusctl.cluster.build:buildCluster"),
+              "salvusctl.cluster.build:buildCluster", reload="salvusctl.cluster.reload"),
     Component("admin", ("salvusctl.admin.declare",),
               "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload",
               wire="salvusctl.admin.build:wireAdmin"),

@@ -4,8 +4,8 @@ A L{HostReloader} re-reads the host's config through C{host.source} (the C{.tac}
 default host again) into a new L{Host}, validates all of it before anything changes (a bad file is
 one L{ConfigError} line naming the file and line, and nothing is touched), and compares it with
 the running host component by component, each through the C{reload} module its row of
-L{salvusctl.host.components.COMPONENTS} names.  There are no special cases here: the supervisor,
-the balancer, the monitor, the alerts, the backup and the admin each own their reload module with
+L{salvusctl.host.components.COMPONENTS} names.  There are no special cases here: every
+component owns its reload module with
 
   - C{entries(context, running, declared) -> {entry name: entry}}: what differs between the
     declarations the component runs with and the file's, as named entries (usually one, named
@@ -15,8 +15,8 @@ the balancer, the monitor, the alerts, the backup and the admin each own their r
   - C{applyEntries(context, declared, live)}: apply those of its entries that need no restart (a
     Deferred or a plain value).
 
-A component without a reload module (the cluster), and the host's store URL, name and state
-directory, are reported with C{restart: True} ("restart the host to apply") and left alone.
+A component without a reload module, and the host's store URL, name and state directory, are
+reported with C{restart: True} ("restart the host to apply") and left alone.
 
 L{HostReloader.reconcile} applies the live entries component by component, in start order.  An
 entry marked C{restart} is never half applied; a component whose apply fails is logged with its
