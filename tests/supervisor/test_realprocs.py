@@ -14,7 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from salvusctl.supervisor import oscalls
-from salvusctl.supervisor.deploy import Deploy, Probe
+from salvusctl.supervisor.deploy import Deploy, Probe, Ready
 from salvusctl.supervisor.service import SupervisorService
 from tests.helpers import waitFor
 from tests.supervisor import scratch
@@ -521,14 +521,19 @@ class ProbeTests(RealTestCase):
 
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
-        listen = ("import socket, sys, time\n"
+        # RUNNING once it listens (its "listening" line), not after a guessed startsecs: under
+        # load a child slower to listen than three probe intervals would be restarted.  Each
+        # probe it accepts is a line, so the test waits for probes by count, not for a time.
+        listen = ("import socket, sys\n"
                   "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)\n"
-                  "while True: s.accept()[0].close()\n")
-        svc = self.service(Deploy("talk", command=[sys.executable, "-c", listen, "{port}"], startsecs=0,
-                                  port="auto", probe=Probe(kind="tcp", interval=0.05, timeout=1.0)))
+                  "print('listening', flush=True)\n"
+                  "while True: s.accept()[0].close(); print('probed', flush=True)\n")
+        svc = self.service(Deploy("talk", command=[sys.executable, "-c", listen, "{port}"],
+                                  ready=Ready("log", pattern="^listening$"), port="auto",
+                                  probe=Probe(kind="tcp", interval=0.05, timeout=1.0)))
         svc.startService()
         yield waitFor(lambda: svc.instanceInfo("talk:0")["ready"])
-        yield deferLater(reactor, 0.3, lambda: None)  # several more probes
+        yield waitFor(lambda: svc.tailLog("talk:0").count("probed") >= 6)  # several more probes
         self.assertEqual(svc.instanceInfo("talk:0")["restarts"], 0)
         self.assertEqual([line for line in lines if "factory" in line.lower()], [])
         yield svc.stopService()
