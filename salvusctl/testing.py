@@ -14,5 +14,5 @@ from salvusctl.cluster.testing import FakeCluster
 from salvusctl.monitor.testing import FakeMonitor
 from salvusctl.supervisor.testing import STATES, FakeSupervisor, SupervisorVerbsMixin
 
-__all__ = ["FakeSupervisor", "SupervisorVerbsMixin", "FakeBalancer", "FakeMonitor", "FakeAlerts", "FakeCluster",
-           "STATES"]
+__all__ = ["FakeSupervisor", "SupervisorVerbsMixin", "FakeBalancer", "FakeMonitor", "FakeAlerts",
+           "FakeCluster", "STATES"]
