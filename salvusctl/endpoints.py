@@ -14,7 +14,10 @@ from typing import Any
 
 from salvusctl import _twistedcompat
 
-__all__ = ["EndpointString", "parseEndpoint", "checkServerEndpoint"]
+__all__ = ["EndpointString", "parseEndpoint", "parseListener", "checkServerEndpoint", "LISTEN_KINDS"]
+
+#: The kinds of endpoint a Salvus listener (the admin's, a balanced service's) binds.
+LISTEN_KINDS = ("tcp", "tcp6", "ssl", "unix")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,18 @@ def parseEndpoint(description: str) -> EndpointString:
         raise ValueError(str(e)) from e
     kind = str(words[0]).lower() if words else ""
     return EndpointString(description, kind, tuple(str(w) for w in words[1:]), dict(options))
+
+
+def parseListener(description: str, label: str) -> EndpointString:
+    """Split a listener's endpoint string and check its kind is one of L{LISTEN_KINDS}; ValueError
+    with one line that names the listener by C{label} (C{"admin listener"} …) and the string."""
+    try:
+        parsed = parseEndpoint(description)
+    except ValueError as e:
+        raise ValueError(f"bad {label} {description!r}: {e}")
+    if parsed.kind not in LISTEN_KINDS:
+        raise ValueError(f"{label} {description!r}: use tcp:, tcp6:, ssl: or unix:")
+    return parsed
 
 
 def checkServerEndpoint(description: str) -> None:

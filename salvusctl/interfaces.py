@@ -14,6 +14,7 @@ __all__ = [
     "ILoadSource",
     "IAlertAction",
     "ISupervisor",
+    "supervisorOf",
     "IBalancerControl",
     "IMonitor",
     "IClusterStore",
@@ -191,6 +192,18 @@ class ISupervisor(Interface):
 
     def removeObserver(observer):
         """Undo L{addObserver}."""
+
+
+def supervisorOf(service: object) -> object:
+    """The L{ISupervisor} behind a supervisor component's service: the service itself, or the
+    object it holds as C{supervisor} (a wrapper, a test's stand-in); None when it has none."""
+    if service is None or ISupervisor.providedBy(service):
+        return service
+    for attr in ("supervisor", "_supervisor", "control"):
+        candidate = getattr(service, attr, None)
+        if candidate is not None and ISupervisor.providedBy(candidate):
+            return candidate
+    return None
 
 
 class IBalancerControl(Interface):

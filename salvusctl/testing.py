@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from salvusctl.alerts.testing import FakeAlerts
 from salvusctl.balancer.testing import FakeBalancer
+from salvusctl.cluster.testing import FakeCluster
 from salvusctl.monitor.testing import FakeMonitor
 from salvusctl.supervisor.testing import STATES, FakeSupervisor, SupervisorVerbsMixin
 
-__all__ = ["FakeSupervisor", "SupervisorVerbsMixin", "FakeBalancer", "FakeMonitor", "FakeAlerts", "STATES"]
+__all__ = ["FakeSupervisor", "SupervisorVerbsMixin", "FakeBalancer", "FakeMonitor", "FakeAlerts",
+           "FakeCluster", "STATES"]

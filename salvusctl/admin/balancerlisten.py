@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from salvusctl.endpoints import LISTEN_KINDS
+
 __all__ = ["checkListen", "KINDS"]
 
-#: The endpoint kinds a live-added service may use.
-KINDS = ("tcp", "tcp6", "ssl", "unix")
+#: The endpoint kinds a live-added service may use (the admin's own listeners take the same).
+KINDS = LISTEN_KINDS
 
 
 def checkListen(listen: Any) -> list[str]:
@@ -27,18 +29,13 @@ def checkListen(listen: Any) -> list[str]:
     C{unix:} endpoint; network ones with an explicit C{interface=}; each parses as a server
     endpoint (for C{ssl:}, its key and certificate files are read and loaded).
     """
-    from salvusctl.endpoints import checkServerEndpoint, parseEndpoint
+    from salvusctl.endpoints import checkServerEndpoint, parseListener
 
     if not isinstance(listen, list) or not listen or not all(isinstance(x, str) and x for x in listen):
         raise ValueError("listen must be a non-empty array of endpoint strings")
     for description in listen:
-        try:
-            parsed = parseEndpoint(description)
-        except ValueError as e:
-            raise ValueError(f"bad listen endpoint {description!r}: {e}")
+        parsed = parseListener(description, "listen endpoint")
         kind, kwargs = parsed.kind, parsed.options
-        if kind not in KINDS:
-            raise ValueError(f"listen endpoint {description!r}: use tcp:, tcp6:, ssl: or unix:")
         if kind != "unix" and not str(kwargs.get("interface", "")).strip():
             raise ValueError(
                 f"listen endpoint {description!r} names no interface: add interface=127.0.0.1 "

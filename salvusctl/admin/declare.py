@@ -9,26 +9,21 @@ from salvusctl.errors import ConfigError
 
 __all__ = ["Admin", "parseListener", "isLoopback"]
 
-_KINDS = ("tcp", "tcp6", "ssl", "unix")
-
-
 def parseListener(description: str) -> tuple[str, list[Any], dict[str, Any]]:
     """(kind, args, kwargs) of a server endpoint string; ConfigError if it does not parse.
 
     An C{ssl:} listener without C{privateKey=} is accepted as is: the admin makes its own
     certificate for it at start.
     """
-    from salvusctl.endpoints import checkServerEndpoint, parseEndpoint
+    from salvusctl.endpoints import checkServerEndpoint, parseListener
 
     if not isinstance(description, str) or not description:
         raise ConfigError(f"admin listener must be an endpoint string, not {description!r}")
     try:
-        parsed = parseEndpoint(description)
+        parsed = parseListener(description, "admin listener")
     except ValueError as e:
-        raise ConfigError(f"bad admin listener {description!r}: {e}")
+        raise ConfigError(str(e))
     kind, kwargs = parsed.kind, parsed.options
-    if kind not in _KINDS:
-        raise ConfigError(f"admin listener {description!r}: use tcp:, ssl: or unix: endpoints")
     if kind == "ssl" and "sslmethod" in kwargs:
         raise ConfigError(f"admin listener {description!r}: sslmethod= is not supported "
                           "(the admin accepts TLS 1.2 and 1.3 only)")

@@ -706,12 +706,11 @@ class AdminPages:
             headers.append("Controls")
         body += table(headers, rows, class_="cluster-hosts")
         body += "<h2>Messages</h2>" + unread
+        from salvusctl.cluster.domain import deliveriesText
+
         mrows = []
         for m in messages:
-            deliveries = ", ".join(
-                f"{d.get('host')}: {d.get('state')}" + (f" ({d.get('result')})" if d.get("result") else "")
-                for d in m.get("deliveries", [])
-            ) or "waiting"
+            deliveries = deliveriesText(m)
             text = str(m.get("body", ""))
             mrows.append([
                 esc(m.get("id")), esc(_utc(m.get("created"))), esc(m.get("sender")), esc(m.get("recipient")),

@@ -4,6 +4,8 @@ fed by the host's monitor."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from salvusctl.alerts.actions import RecordAction
 from salvusctl.alerts.declare import (
     NOTIFIERS,
@@ -40,12 +42,11 @@ def repeatInterval(declarations) -> float:
     return settings[0].repeat_interval if settings else 3600.0
 
 
-def supervisorActions(context, declarations) -> list:
-    """The actions through the host's supervisor: its listeners hear every alert (when it has an
-    event hub), and each C{RestartAlerts} restarts what its rules' alerts name."""
+def supervisorActions(supervisor: Any, declarations: list) -> list:
+    """The actions through the host's supervisor service: its listeners hear every alert (when it
+    has an event hub), and each C{RestartAlerts} restarts what its rules' alerts name."""
     from salvusctl.alerts.supervisoractions import EventAction, RestartAction
 
-    supervisor = context.services.get("supervisor")
     restarts = [d for d in declarations if isinstance(d, RestartAlerts)]
     if restarts and supervisor is None:
         raise ConfigError("RestartAlerts restarts deploys: the host runs no supervisor")
@@ -54,18 +55,19 @@ def supervisorActions(context, declarations) -> list:
     return actions + [RestartAction(supervisor, d.rules) for d in restarts]
 
 
-def buildAlerts(context, declarations) -> AlertsService | None:
-    """The host's alerts: rules over the monitor's samples, recorded and notified."""
+def buildAlerts(context: Any, declarations: list, monitor: Any = None,
+                supervisor: Any = None) -> AlertsService | None:
+    """The host's alerts: rules over C{monitor}'s samples, recorded and notified (and, through
+    C{supervisor}, heard by its event listeners and acted on by C{RestartAlerts})."""
     rules = checkRules(declarations)
     if not rules:
         return None
-    monitor = context.services.get("monitor")
     if monitor is None or not hasattr(monitor, "addSampleObserver"):
         raise ConfigError("alert rules need a Monitor(...) on the host")
     repeat = repeatInterval(declarations)
     notifiers = [(d, d.action(context.reactor)) for d in declarations
                  if isinstance(d, NOTIFIERS)]
-    recorders = [RecordAction(context.store)] + supervisorActions(context, declarations)
+    recorders = [RecordAction(context.store)] + supervisorActions(supervisor, declarations)
     service = AlertsService(monitor, rules, recorders + [a for _, a in notifiers],
                             context.host.name, repeat_interval=repeat, clock=context.reactor)
     settings = [d for d in declarations if isinstance(d, AlertSettings)]

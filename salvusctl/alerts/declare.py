@@ -4,7 +4,7 @@ code."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from salvusctl.alerts.actions import EmailAction, WebhookAction
@@ -41,11 +41,31 @@ class AlertRule:
                 raise ConfigError(f"AlertRule({self.kind!r}, deploy={self.deploy!r}): no such deploy")
 
 
-@dataclass
-class EmailAlerts:
-    """Mail notifications: server, sender, recipients; optional STARTTLS and login."""
+class Notifier:
+    """What the notice declarations share: each makes one action (C{action(reactor)}), and is
+    valid when that action can be made (its own checks raise ValueError, said here as one
+    L{ConfigError} line naming the declaration)."""
 
     component: ClassVar[str] = "alerts"
+
+    def validate(self, host) -> None:
+        try:
+            self.action(None)
+        except ValueError as e:
+            raise ConfigError(f"{type(self).__name__}: {e}")
+
+    def label(self) -> str:
+        """How a reload diff names it (never a secret)."""
+        raise NotImplementedError
+
+    def action(self, reactor) -> Any:
+        raise NotImplementedError
+
+
+@dataclass
+class EmailAlerts(Notifier):
+    """Mail notifications: server, sender, recipients; optional STARTTLS and login."""
+
     server: str
     sender: str
     recipients: list[str]
@@ -59,10 +79,7 @@ class EmailAlerts:
             raise ConfigError("EmailAlerts(server=…) needs the SMTP server's host name")
         if not isinstance(self.port, int) or not 0 < self.port < 65536:
             raise ConfigError(f"EmailAlerts(port=…) must be a TCP port, not {self.port!r}")
-        try:
-            self.action(None)
-        except ValueError as e:
-            raise ConfigError(f"EmailAlerts: {e}")
+        super().validate(host)
 
     def label(self) -> str:
         """How a reload diff names it (no password)."""
@@ -74,18 +91,11 @@ class EmailAlerts:
 
 
 @dataclass
-class WebhookAlerts:
+class WebhookAlerts(Notifier):
     """JSON POST notifications to C{url} (with optional extra headers, e.g. a token)."""
 
-    component: ClassVar[str] = "alerts"
     url: str
     headers: dict[str, str] = field(default_factory=dict)
-
-    def validate(self, host) -> None:
-        try:
-            self.action(None)
-        except ValueError as e:
-            raise ConfigError(f"WebhookAlerts: {e}")
 
     def label(self) -> str:
         """How a reload diff names it: the URL's host only (its path or query may hold a token)."""

@@ -15,9 +15,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from salvusctl.alerts.build import buildAlerts, checkRules, repeatInterval, supervisorActions
+from salvusctl.alerts.build import checkRules, repeatInterval, supervisorActions
 from salvusctl.alerts.declare import NOTIFIERS, RestartAlerts
-from salvusctl.host.components import oneEntry
+from salvusctl.host.components import buildOne, component, oneEntry, peers
 
 __all__ = ["diff", "apply", "entries", "applyEntries"]
 
@@ -75,7 +75,7 @@ def diff(context: Any, old: list[Any], new: list[Any]) -> dict[str, Any] | None:
     if not any(entry.values()):
         return None
     if after and context.services.get("alerts") is None:
-        monitor = context.services.get("monitor")
+        monitor = peers(context, component("alerts"))["monitor"]
         if monitor is None or not hasattr(monitor, "addSampleObserver"):
             entry.update(restart=True, reason=NO_MONITOR)
     return entry
@@ -85,7 +85,7 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> None:
     """Give the running alerts service the new declarations (or start one for the first rules)."""
     service = context.services.get("alerts")
     if service is None:
-        service = buildAlerts(context, new)
+        service = buildOne(context, component("alerts"), new)
         if service is None:
             return  # notification settings without any rule: nothing runs them yet
         service.setName("alerts")
@@ -109,7 +109,7 @@ def apply(context: Any, new: list[Any], entry: dict[str, Any]) -> None:
     # The store's record action stays; the supervisor's (events, restarts) follow the new file.
     recorders = [a for a in service.actions if getattr(a, "records", False)
                  and not isinstance(a, EventAction | RestartAction)]
-    recorders += supervisorActions(context, new)
+    recorders += supervisorActions(peers(context, component("alerts"))["supervisor"], new)
     service.reconfigure(checkRules(new), recorders + [a for _, a in notifiers], repeatInterval(new))
     service.notifiers = notifiers
     if service.outbox is not None:

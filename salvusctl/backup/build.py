@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from salvusctl.backup.declare import Backup
 from salvusctl.backup.records import BACKUP_MIGRATIONS
 from salvusctl.backup.service import BackupService
 from salvusctl.errors import ConfigError
-from salvusctl.interfaces import ISupervisor
+from salvusctl.interfaces import supervisorOf
 
 __all__ = ["buildBackup", "checkSets"]
-
-
-def _findSupervisor(context):
-    """The host's L{ISupervisor}: the supervisor service itself or an object it holds."""
-    service = context.services.get("supervisor")
-    if service is None:
-        return None
-    if ISupervisor.providedBy(service):
-        return service
-    for attribute in ("supervisor", "control"):
-        candidate = getattr(service, attribute, None)
-        if candidate is not None and ISupervisor.providedBy(candidate):
-            return candidate
-    return None
 
 
 def checkSets(declarations: list[Backup], host=None) -> None:
@@ -41,8 +29,11 @@ def checkSets(declarations: list[Backup], host=None) -> None:
         destinations.add(where)
 
 
-def buildBackup(context, declarations: list[Backup]) -> BackupService | None:
-    """Validate the sets together (names and destinations unique) and build the service.
+def buildBackup(context: Any, declarations: list[Backup],
+                supervisor: Any = None) -> BackupService | None:
+    """Validate the sets together (names and destinations unique) and build the service over the
+    host's C{supervisor} service (a restore stops and starts the deploys of its database); stale
+    runs are marked once the store has started.
 
     The store learns the backup tables here, before it starts.
     """
@@ -50,13 +41,12 @@ def buildBackup(context, declarations: list[Backup]) -> BackupService | None:
         return None
     checkSets(declarations, context.host)
     context.store.addMigrations("backup", BACKUP_MIGRATIONS)
-    store_service = context.services.get("store")
     return BackupService(
         context.reactor,
         context.store,
         list(declarations),
         host_name=context.host.name,
         work_dir=context.path("backup"),
-        supervisor=lambda: _findSupervisor(context),
-        ready=(lambda: getattr(store_service, "ready", None)),
+        supervisor=supervisorOf(supervisor),
+        ready=context.storeReady,
     )

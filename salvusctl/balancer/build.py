@@ -11,8 +11,11 @@ from salvusctl.balancer.declare import Balanced
 __all__ = ["buildBalancer"]
 
 
-def buildBalancer(context: Any, declarations: list[Balanced]) -> BalancerService | None:
-    """Build the balancer of a host; None when the host balances nothing.
+def buildBalancer(context: Any, declarations: list[Balanced],
+                  supervisor: Any = None) -> BalancerService | None:
+    """Build the balancer of a host; None when the host balances nothing.  Its groups that take
+    their hosts from a deploy follow the C{supervisor} service; saved host states are restored
+    once the store has started.
 
     The host's balancer drains at stop (each declaration's C{stop_timeout}, the longest wins) and
     hands its listening sockets to a successor host over C{<var>/balancer.sock}
@@ -28,9 +31,7 @@ def buildBalancer(context: Any, declarations: list[Balanced]) -> BalancerService
     ready = None
     if store is not None:
         store.addMigrations("balancer", persist.MIGRATIONS)
-        store_service = context.services.get("store")
-        if store_service is not None:
-            ready = lambda: _settled(store_service.ready)  # noqa: E731
+        ready = lambda: _settled(context.storeReady())  # noqa: E731
     resolver = None
     if any(d.dns == "names" for d in declarations):
         from salvusctl.balancer.dns import namesResolver
@@ -53,11 +54,12 @@ def buildBalancer(context: Any, declarations: list[Balanced]) -> BalancerService
                                handover_path=handoverPath(var_dir) if var_dir else None,
                                onHandedOver=handedOver,
                                share=_frontEndName(context) if store is not None else None)
-    _followDeploys(context, balancer, declarations)
+    _followDeploys(context, balancer, supervisor, declarations)
     return balancer
 
 
-def _followDeploys(context: Any, balancer: BalancerService, declarations: list[Balanced]) -> None:
+def _followDeploys(context: Any, balancer: BalancerService, supervisor: Any,
+                   declarations: list[Balanced]) -> None:
     """One L{DeployPool} child per group that takes its hosts from a deploy."""
     from salvusctl.balancer.deploys import DeployPool
     from salvusctl.errors import ConfigError
@@ -66,7 +68,6 @@ def _followDeploys(context: Any, balancer: BalancerService, declarations: list[B
         for group in decl.groups:
             if group.deploy is None:
                 continue
-            supervisor = getattr(context, "services", {}).get("supervisor")
             if supervisor is None:
                 raise ConfigError(f"service {decl.name!r} group {group.name!r}: deploy "
                                   f"{group.deploy!r} needs the host's supervisor")

@@ -423,12 +423,7 @@ class BalancerService(MultiService):
 
         A bad declaration, or a name already taken, is a ValueError and adds nothing.
         """
-        try:
-            decl.validate(None)
-        except ConfigError as e:
-            raise ValueError(e.message)
-        if decl.name in self.balanced:
-            raise ValueError(f"balanced service {decl.name!r} already exists")
+        declare.checkAdded(decl, self.balanced)
         svc = self._add(decl)
         if self.running:
             self.dns[decl.name].refresh([h for _, h in svc.hosts()])

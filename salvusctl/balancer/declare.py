@@ -23,7 +23,7 @@ from salvusctl.balancer.health import AgentCheck, HealthCheck
 from salvusctl.errors import ConfigError
 
 __all__ = ["Balanced", "Group", "Server", "HealthCheck", "AgentCheck", "ALL_DOWN_POLICIES",
-           "parseAddress"]
+           "parseAddress", "checkAdded"]
 
 ALL_DOWN_POLICIES = ("refuse", "aggressive")
 
@@ -272,3 +272,15 @@ class Balanced:
                 for g in self.groups
             },
         }
+
+
+def checkAdded(decl: Balanced, names: Any) -> None:
+    """A balanced service added live: its declaration valid and its name not among C{names};
+    ValueError with the one line an operator reads.  The balancer and its fake both ask here, so
+    they refuse the same declarations."""
+    try:
+        decl.validate(None)
+    except ConfigError as e:
+        raise ValueError(e.message)
+    if decl.name in names:
+        raise ValueError(f"balanced service {decl.name!r} already exists")

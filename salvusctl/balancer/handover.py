@@ -231,6 +231,34 @@ def serveHandover(reactor: Any, path: str, source: IHandoverSource, backlog: int
     return reactor.listenUNIX(path, HandoverServerFactory(source), backlog=backlog)
 
 
+class ProcessSockets:
+    """The two Unix sockets of a balancer process, single or the master of workers: the
+    hand-over control socket (C{args.control}) and the C{--stats} socket (C{args.stats}), which
+    answers through the process's own C{statsAnswer}.  Both set C{controlPort} / C{statsPort}."""
+
+    reactor: Any
+    args: Any
+    controlPort: Any
+    statsPort: Any
+
+    def serveControl(self) -> None:
+        """Answer hand-over requests on the control path."""
+        path = self.args.control
+        if path:
+            self.controlPort = serveHandover(self.reactor, path, self, backlog=8)
+
+    def serveStats(self) -> None:
+        """Answer C{stats} and C{snapshot} on the C{--stats} socket (L{salvusctl.balancer.stats})."""
+        path = getattr(self.args, "stats", None)
+        if path and self.statsPort is None:
+            from salvusctl.balancer.stats import serveStats
+
+            self.statsPort = serveStats(self.reactor, path, self.statsAnswer)
+
+    def statsAnswer(self, command: str) -> Any:
+        raise NotImplementedError
+
+
 def _recvExactly(sock: socket.socket, size: int) -> bytes:
     chunks = []
     while size:

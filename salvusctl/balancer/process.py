@@ -35,9 +35,9 @@ from salvusctl.balancer.handover import (
     Drainer,
     HandoverError,
     IHandoverSource,
+    ProcessSockets,
     Takeover,
     bindTCP,
-    serveHandover,
     takeOver,
 )
 from salvusctl.balancer.persist import exportState
@@ -219,7 +219,7 @@ def buildDeclarations(args: argparse.Namespace) -> list[Balanced]:
 
 
 @implementer(IHandoverSource)
-class ProxyProcess:
+class ProxyProcess(ProcessSockets):
     """
     One serving balancer process (a single process, or one worker): the
     balancer service of L{salvusctl.balancer.control} on sockets it owns.
@@ -264,21 +264,6 @@ class ProxyProcess:
             if svc is None:
                 raise HandoverError("no balanced service for the listener %r" % (name,))
             svc.adoptSocket(sock.fileno(), sock.family)
-
-    def serveControl(self) -> None:
-        """Answer hand-over requests on the control path."""
-        path = self.args.control
-        if not path:
-            return
-        self.controlPort = serveHandover(self.reactor, path, self, backlog=8)
-
-    def serveStats(self) -> None:
-        """Answer C{stats} and C{snapshot} on the C{--stats} socket (L{salvusctl.balancer.stats})."""
-        path = getattr(self.args, "stats", None)
-        if path:
-            from salvusctl.balancer.stats import serveStats
-
-            self.statsPort = serveStats(self.reactor, path, self.statsAnswer)
 
     def statsAnswer(self, command: str) -> dict:
         from salvusctl.balancer.stats import statsOf

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from salvusctl.admin.shapes import balancerDiff
+from salvusctl.host.components import component, peers
 
 __all__ = ["entries", "applyEntries"]
 
@@ -42,7 +43,7 @@ def applyEntries(context: Any, declared: list[Any], live: dict[str, dict[str, An
     phase, run after the reload, binds the load sources of the groups it added)."""
     balancer = context.services["balancer"]
     yield balancer.reconcile(declared)
-    yield _followDeploys(context, balancer, context.services.get("supervisor"), declared)
+    yield _followDeploys(context, balancer, peers(context, component("balancer"))["supervisor"], declared)
 
 
 def _followDeploys(context: Any, balancer: Any, supervisor: Any, declared: list[Any]) -> defer.Deferred:

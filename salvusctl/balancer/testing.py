@@ -309,12 +309,7 @@ class FakeBalancer:
 
     def addBalancedService(self, decl: declare.Balanced) -> defer.Deferred:
         """Add a balanced service from its declaration (validated first); fires at once."""
-        try:
-            decl.validate(None)
-        except ConfigError as e:
-            raise ValueError(e.message)
-        if decl.name in self.services:
-            raise ValueError(f"balanced service {decl.name!r} already exists")
+        declare.checkAdded(decl, self.services)
         self._addDeclared(decl)
         return defer.succeed([])
 

@@ -36,6 +36,7 @@ from zope.interface import implementer
 from salvusctl.balancer.handover import (
     HandoverError,
     IHandoverSource,
+    ProcessSockets,
     Takeover,
     encodeMessage,
     serveHandover,
@@ -218,7 +219,7 @@ def runWorker(reactor: Any, args: argparse.Namespace) -> Any:
 
 
 @implementer(IHandoverSource)
-class Master:
+class Master(ProcessSockets):
     """Holds the listening sockets and runs C{args.workers} workers on them."""
 
     def __init__(self, reactor: Any, args: argparse.Namespace, out: Any = None) -> None:
@@ -303,20 +304,6 @@ class Master:
     def _respawn(self, index: int) -> None:
         if not self.stopping and index not in self.workers:
             self.spawn(index)
-
-    def serveControl(self) -> None:
-        path = self.args.control
-        if not path:
-            return
-        self.controlPort = serveHandover(self.reactor, path, self, backlog=8)
-
-    def serveStats(self) -> None:
-        """The C{--stats} socket: the workers' counters, summed."""
-        path = getattr(self.args, "stats", None)
-        if path and self.statsPort is None:
-            from salvusctl.balancer.stats import serveStats
-
-            self.statsPort = serveStats(self.reactor, path, self.statsAnswer)
 
     def statsAnswer(self, command: str) -> Any:
         if command == "snapshot":

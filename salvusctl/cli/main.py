@@ -727,12 +727,11 @@ def cmdCluster(remote: Remote, args, out: Output) -> int:
             out.result(f"pong from {host} in {float(rtt) * 1000:.1f} ms")
         return ExitCode.FAILED if failed else ExitCode.OK
     messages = remote("salvus.cluster.messages", args.host or "", args.kind or "", args.limit)
+    from salvusctl.cluster.domain import deliveriesText
+
     rows = [("ID", "SENT (UTC)", "FROM", "TO", "KIND", "BODY", "DELIVERIES")]
     for m in messages:
-        deliveries = ", ".join(
-            f"{d.get('host')}:{d.get('state')}" + (f" {d.get('result')}" if d.get("result") else "")
-            for d in m.get("deliveries", [])
-        ) or "waiting"
+        deliveries = deliveriesText(m)
         text = str(m.get("body", ""))
         rows.append((m.get("id"), _when(m.get("created")), m.get("sender"), m.get("recipient"),
                      m.get("kind"), text if len(text) <= 60 else text[:57] + "...", deliveries))

@@ -7,12 +7,15 @@ from typing import Any
 from salvusctl.cluster.declare import Cluster
 from salvusctl.cluster.service import ClusterService
 from salvusctl.errors import ConfigError
+from salvusctl.interfaces import supervisorOf
 
 __all__ = ["buildCluster"]
 
 
-def buildCluster(context: Any, declarations: list[Cluster]) -> ClusterService | None:
-    """Build this host's cluster member, wired to its supervisor and balancer (built before it).
+def buildCluster(context: Any, declarations: list[Cluster], supervisor: Any = None,
+                 balancer: Any = None) -> ClusterService | None:
+    """Build this host's cluster member over the services built before it: its C{supervisor} (whose
+    instances it publishes) and its C{balancer} (it joins once the store has started).
 
     The balancer's C{cluster_deploy} groups are fed from here: the balancer is built first and
     knows nothing of the cluster, as the monitor binds least-load sources into it.
@@ -22,16 +25,10 @@ def buildCluster(context: Any, declarations: list[Cluster]) -> ClusterService | 
     if len(declarations) > 1:
         raise ConfigError("a host has one Cluster(...); merge the declarations")
     decl = declarations[0]
-    from salvusctl.monitor.build import findSupervisor
+    supervisor = supervisorOf(supervisor)
+    from salvusctl.balancer.build import _settled
 
-    supervisor = findSupervisor(context.services.get("supervisor"))
-    balancer = context.services.get("balancer")
-    store_service = context.services.get("store")
-    ready = None
-    if store_service is not None:
-        from salvusctl.balancer.build import _settled
-
-        ready = lambda: _settled(store_service.ready)  # noqa: E731
+    ready = lambda: _settled(context.storeReady())  # noqa: E731
     clients_socket, identify = _clientsSocket(decl.hostName(context.host), supervisor)
     return ClusterService(
         context.reactor,

@@ -25,6 +25,7 @@ __all__ = [
     "decodeBody",
     "poolMembers",
     "memberName",
+    "deliveriesText",
 ]
 
 UP = "up"  # heartbeating
@@ -162,6 +163,16 @@ def decodeBody(text: Any) -> Any:
         return json.loads(text)
     except ValueError as e:
         raise BadMessage(f"message body is not valid JSON ({e}): {text[:60]!r}")
+
+
+def deliveriesText(message: dict[str, Any]) -> str:
+    """A listed message's deliveries as one line, C{"w1: acked, w2: failed (why)"}, or
+    C{"waiting"} before any receiver has it: what the C{/cluster} page and C{salvusctl cluster
+    messages} both show."""
+    return ", ".join(
+        f"{d.get('host')}: {d.get('state')}" + (f" ({d.get('result')})" if d.get("result") else "")
+        for d in message.get("deliveries", [])
+    ) or "waiting"
 
 
 def memberName(host: str, instance: str) -> str:

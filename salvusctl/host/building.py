@@ -4,7 +4,8 @@ L{build} turns a validated L{salvusctl.host.Host} into one L{HostService}: a C{M
 named children, the store first, then one service per component in the order of
 L{salvusctl.host.components.COMPONENTS}, started in that order and stopped in reverse, one child at
 a time, waiting for each.  Each component's builder receives a L{HostContext} and all of the
-component's declarations.  Once every builder ran, one wiring phase calls each component's
+component's declarations, and the services built before it that its row C{needs}, as keyword
+arguments.  Once every builder ran, one wiring phase calls each component's
 C{wire} entry with the whole context (a component plugs into the others there, whichever was
 built first), and the host's reloader is made over the same context.
 """
@@ -21,7 +22,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
-from salvusctl.host.components import COMPONENTS, resolve, wire
+from salvusctl.host.components import COMPONENTS, buildOne, wire
 from salvusctl.store import makeStore
 
 __all__ = ["build", "HostContext", "HostService", "StoreService", "exitOnFatal", "BUILD_ORDER"]
@@ -48,6 +49,11 @@ class HostContext:
     var_dir: str
     services: dict[str, IService] = field(default_factory=dict)
     reloader: Any = None
+
+    def storeReady(self) -> Deferred | None:
+        """The store service's C{ready}: fires once the store has started (None before the host
+        starts).  A service that reads the store at start waits for it."""
+        return getattr(self.services.get("store"), "ready", None)
 
     def path(self, *parts: str) -> str:
         """A path under the host's state directory."""
@@ -137,7 +143,7 @@ def build(host: Any, reactor: Any) -> tuple[HostService, HostContext]:
         declarations = host.declarations(entry.name)
         if not declarations:
             continue
-        service = resolve(entry.build)(context, declarations)
+        service = buildOne(context, entry, declarations)
         if service is None:
             continue
         service.setName(entry.name)

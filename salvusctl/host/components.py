@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Component", "COMPONENTS", "component", "resolve", "names", "oneEntry", "wire"]
+__all__ = ["Component", "COMPONENTS", "component", "resolve", "names", "oneEntry", "wire", "peers",
+           "buildOne"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Component:
         the call to the apply.
     @ivar describe: C{"module:function"}, called as C{describe(declaration) -> dict}: the extra
         fields the out-of-process model keeps of a declaration (None: its digest alone).
+    @ivar needs: the components built before it whose services its builder takes: L{buildOne}
+        passes each as a keyword argument named after it, None when the host
+        runs none, so a builder names what it depends on and never searches the host for it.
     @ivar wire: C{"module:function"}, called as C{wire(context, service)} once every builder ran:
         where a component plugs itself into the others (hooks, load sources), so that no builder
         reaches into a service built before it; None when it needs nothing of the others.
@@ -46,6 +50,7 @@ class Component:
     describe: str | None = None
     model: bool = False
     wire: str | None = None
+    needs: tuple[str, ...] = ()
 
 
 #: Start order is this order; the host stops them in reverse.
@@ -57,16 +62,20 @@ COMPONENTS: tuple[Component, ...] = (
               describe="salvusctl.host.model:describeDeploy", model=True),
     Component("balancer", ("salvusctl.balancer.declare",),
               "salvusctl.balancer.build:buildBalancer", reload="salvusctl.balancer.reload",
-              describe="salvusctl.host.model:describeBalanced", model=True),
+              describe="salvusctl.host.model:describeBalanced", model=True,
+              needs=("supervisor",)),
     Component("monitor", ("salvusctl.monitor.declare",),
               "salvusctl.monitor.build:buildMonitor", reload="salvusctl.monitor.reload",
-              wire="salvusctl.monitor.build:wireMonitor"),
+              wire="salvusctl.monitor.build:wireMonitor", needs=("supervisor",)),
     Component("alerts", ("salvusctl.alerts.declare",),
-              "salvusctl.alerts.build:buildAlerts", reload="salvusctl.alerts.reload"),
+              "salvusctl.alerts.build:buildAlerts", reload="salvusctl.alerts.reload",
+              needs=("monitor", "supervisor")),
     Component("backup", ("salvusctl.backup.declare",),
-              "salvusctl.backup.build:buildBackup", reload="salvusctl.backup.reload"),
+              "salvusctl.backup.build:buildBackup", reload="salvusctl.backup.reload",
+              needs=("supervisor",)),
     Component("cluster", ("salvusctl.cluster.declare",),
-              "salvusctl.cluster.build:buildCluster", reload="salvusctl.cluster.reload"),
+              "salvusctl.cluster.build:buildCluster", reload="salvusctl.cluster.reload",
+              needs=("supervisor", "balancer")),
     Component("admin", ("salvusctl.admin.declare",),
               "salvusctl.admin.build:buildAdmin", reload="salvusctl.admin.reload",
               wire="salvusctl.admin.build:wireAdmin"),
@@ -90,6 +99,18 @@ def resolve(target: str) -> Any:
     module, _, attribute = target.partition(":")
     loaded = importlib.import_module(module)
     return getattr(loaded, attribute) if attribute else loaded
+
+
+def peers(context: Any, entry: Component) -> dict[str, Any]:
+    """The services C{entry} needs, by name, from those built so far (None for one not built)."""
+    return {name: context.services.get(name) for name in entry.needs}
+
+
+def buildOne(context: Any, entry: Component, declarations: list) -> Any:
+    """Call C{entry}'s builder with its declarations and the services it L{needs<Component>}: the
+    one way a component is built, at start (L{salvusctl.host.building}) and when a reload adds
+    it."""
+    return resolve(entry.build)(context, declarations, **peers(context, entry))
 
 
 def oneEntry(name: str, diff: Callable[..., dict | None],

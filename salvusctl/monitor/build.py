@@ -7,7 +7,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from salvusctl.errors import ConfigError
-from salvusctl.interfaces import ISupervisor
+from salvusctl.interfaces import supervisorOf
 from salvusctl.monitor.declare import Monitor
 from salvusctl.monitor.service import MonitorService
 
@@ -16,17 +16,8 @@ __all__ = ["Monitor", "buildMonitor", "wireMonitor", "bindLoadSources"]
 log = Logger()
 
 
-def findSupervisor(service) -> Any:
-    """The L{ISupervisor} behind the supervisor component's service (itself or an attribute)."""
-    if service is None:
-        return None
-    if ISupervisor.providedBy(service):
-        return service
-    for attr in ("supervisor", "_supervisor"):
-        candidate = getattr(service, attr, None)
-        if candidate is not None and ISupervisor.providedBy(candidate):
-            return candidate
-    return None
+#: Kept for callers of the monitor's old helper; L{supervisorOf} is the one lookup.
+findSupervisor = supervisorOf
 
 
 def wireLogHook(service, supervisor, monitor: MonitorService) -> bool:
@@ -43,8 +34,9 @@ def wireLogHook(service, supervisor, monitor: MonitorService) -> bool:
     return False
 
 
-def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
-    """One monitor per host, observing the supervisor's states; L{wireMonitor} plugs it in."""
+def buildMonitor(context: Any, declarations: list[Monitor], supervisor: Any = None) -> MonitorService:
+    """One monitor per host, observing the states of the C{supervisor} service; L{wireMonitor}
+    plugs it in."""
     if len(declarations) > 1:
         raise ConfigError("a host has one Monitor(...); merge the declarations")
     decl = declarations[0] if declarations else Monitor()
@@ -58,11 +50,10 @@ def buildMonitor(context, declarations: list[Monitor]) -> MonitorService:
         publisher = MemcachePublisher(
             reactor, clientFromString(reactor, decl.memcached), expire=decl.memcached_expire
         )
-    supervisor = findSupervisor(context.services.get("supervisor"))
     monitor = MonitorService(
         reactor,
         context.store,
-        supervisor,
+        supervisorOf(supervisor),
         host_name=context.host.name,
         interval=decl.interval,
         disk_interval=decl.disk_interval,
@@ -85,7 +76,7 @@ def wireMonitor(context, monitor: MonitorService) -> None:
     """The host's wiring phase for the monitor: the supervisor's per-line log hook, and this
     host's instance loads for the balancer's least-load groups."""
     service = context.services.get("supervisor")
-    wireLogHook(service, findSupervisor(service), monitor)
+    wireLogHook(service, supervisorOf(service), monitor)
     address = getattr(monitor, "address", None)
     bindLoadSources(context.services.get("balancer"), monitor, [address] if address else [])
 

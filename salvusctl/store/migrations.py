@@ -44,19 +44,15 @@ class Migration:
         return [p.rstrip(";").strip() for p in parts if p.strip()]
 
 
-CORE_MIGRATIONS = [
-    Migration(
-        1,
-        "services and status",
-        {
-            "sqlite": """
+#: The foundation tables, one text for every backend; what differs is the store's own words below.
+_CORE_TABLES = """
 CREATE TABLE services (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {serialKey},
     type TEXT NOT NULL,
     site TEXT,
     address TEXT,
     port INTEGER,
-    running BOOLEAN NOT NULL DEFAULT 1,
+    running BOOLEAN NOT NULL DEFAULT {true},
     "user" TEXT,
     pid INTEGER,
     monitor_pid INTEGER,
@@ -66,7 +62,7 @@ CREATE TABLE services (
 );
 CREATE INDEX services_running ON services (running, id);
 CREATE TABLE status (
-    service_id INTEGER NOT NULL REFERENCES services (id),
+    service_id {bigint} NOT NULL REFERENCES services (id),
     timestamp DOUBLE PRECISION NOT NULL,
     load DOUBLE PRECISION,
     percent_mem DOUBLE PRECISION,
@@ -76,37 +72,19 @@ CREATE TABLE status (
     virtual_size BIGINT,
     resident_size BIGINT
 );
-CREATE INDEX status_service_time ON status (service_id, timestamp);
-""",
-            "postgresql": """
-CREATE TABLE services (
-    id BIGSERIAL PRIMARY KEY,
-    type TEXT NOT NULL,
-    site TEXT,
-    address TEXT,
-    port INTEGER,
-    running BOOLEAN NOT NULL DEFAULT TRUE,
-    "user" TEXT,
-    pid INTEGER,
-    monitor_pid INTEGER,
-    host TEXT,
-    started_at DOUBLE PRECISION,
-    stopped_at DOUBLE PRECISION
-);
-CREATE INDEX services_running ON services (running, id);
-CREATE TABLE status (
-    service_id BIGINT NOT NULL REFERENCES services (id),
-    timestamp DOUBLE PRECISION NOT NULL,
-    load DOUBLE PRECISION,
-    percent_mem DOUBLE PRECISION,
-    percent_cpu DOUBLE PRECISION,
-    cputime DOUBLE PRECISION,
-    walltime DOUBLE PRECISION,
-    virtual_size BIGINT,
-    resident_size BIGINT
-);
-CREATE INDEX status_service_time ON status (service_id, timestamp DESC);
-""",
-        },
-    ),
-]
+CREATE INDEX status_service_time ON status (service_id, timestamp{newest});
+"""
+
+#: The words of the foundation tables that are each store's own: the statements stay the text they
+#: always were on both stores.
+_CORE_WORDS = {
+    "sqlite": {"true": "1", "newest": ""},
+    "postgresql": {"true": "TRUE", "newest": " DESC"},
+}
+
+
+def _coreTables(sql: SQLDialect) -> str:
+    return _CORE_TABLES.format(serialKey=sql.serialKey, bigint=sql.bigint, **_CORE_WORDS[sql.name])
+
+
+CORE_MIGRATIONS = [Migration(1, "services and status", _coreTables)]

@@ -62,7 +62,7 @@ class DeclarationTests(SynchronousTestCase):
 
     def test_badDeclarations(self):
         self.assertConfigError(Admin(), "at least one listener")
-        self.assertConfigError(Admin("udp:53"), "use tcp:, ssl: or unix:")
+        self.assertConfigError(Admin("udp:53"), "use tcp:, tcp6:, ssl: or unix:")
         self.assertConfigError(Admin("ssl:8443:privateKey=/nonexistent.pem"), "bad admin listener")
         self.assertConfigError(Admin("ssl:8443", refresh=-1), "refresh")
         self.assertConfigError(Admin("ssl:8443", project_url="javascript:alert(1)"), "project_url")

@@ -56,7 +56,7 @@ class AlertsReloadTests(SynchronousTestCase):
         )
         self.mail = EmailAlerts("smtp.example.org", "salvus@example.org", ["ops@example.org"])
         self.old = self.rules(100)
-        self.service = buildAlerts(self.context, self.old)
+        self.service = buildAlerts(self.context, self.old, monitor=self.monitor)
         # The e-mail action sees notifications only; the record action sees every change.
         self.collect, self.records = Collect(), Collect()
         self.records.records = True
@@ -164,7 +164,7 @@ class ActionsReloadTests(SynchronousTestCase):
         mail = EmailAlerts("smtp.example.org", "salvus@example.org", ["ops@example.org"])
         hook = WebhookAlerts("https://hooks.example.org/T0/SECRET")
         old = [AlertRule("fatal"), mail, hook]
-        service = buildAlerts(self.context, old)
+        service = buildAlerts(self.context, old, monitor=self.context.services["monitor"])
         self.context.services["alerts"] = service
         email_action = service.actions[1]
         new = [AlertRule("fatal"), EmailAlerts("smtp.example.org", "salvus@example.org", ["ops@example.org"]),

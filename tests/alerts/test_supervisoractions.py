@@ -266,7 +266,8 @@ class ReloadTests(SynchronousTestCase):
                                   services={"monitor": monitor, "store": MultiService(),
                                             "supervisor": supervisor})
         old = [AlertRule("rss", 100, deploy="web")]
-        service = context.services["alerts"] = buildAlerts(context, old)
+        service = context.services["alerts"] = buildAlerts(context, old, monitor=monitor,
+                                                                 supervisor=supervisor)
         service.startService()
         self.addCleanup(service.stopService)
         new = old + [RestartAlerts(["rss:web"])]

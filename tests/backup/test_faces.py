@@ -60,9 +60,10 @@ class BuildTests(SynchronousTestCase):
     def test_buildsOneServiceAndRegistersTables(self):
         """All declarations become one service; the store learns the backup tables first."""
         supervisor = FakeSupervisor(running=["web"])
-        context = self.context({"supervisor": _SupervisorService(supervisor)})
+        context = self.context()
         service = buildBackup(context, [Backup("a", "/b/a", paths={"x": "/x"}, every=60),
-                                        Backup("b", "/b/b", paths={"x": "/x"})])
+                                        Backup("b", "/b/b", paths={"x": "/x"})],
+                              supervisor=_SupervisorService(supervisor))
         self.assertIsInstance(service, BackupService)
         self.assertEqual(sorted(service.jobs), ["a", "b"])
         self.assertIs(context.store.migrations["backup"], BACKUP_MIGRATIONS)

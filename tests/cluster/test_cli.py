@@ -66,7 +66,7 @@ class ClusterCLITests(RealClusterAdmin, TestCase):
         code, out, err = yield self.cli("cluster", "messages", "--kind", "note")
         self.assertEqual(code, ExitCode.OK, err)
         self.assertIn('{"text":"hi"}', out)
-        self.assertIn("w1:acked", out)
+        self.assertIn("w1: acked", out)
 
     @defer.inlineCallbacks
     def test_sendErrors(self):

@@ -94,7 +94,7 @@ class BuildTests(SynchronousTestCase):
             Group("workers", scheduler="leastload", scheduler_options={"source": source})])])
         supervisor = HookedSupervisor()
         ctx = self.context(supervisor=supervisor, balancer=balancer)
-        monitor = buildMonitor(ctx, [Monitor(address="10.0.0.5")])
+        monitor = buildMonitor(ctx, [Monitor(address="10.0.0.5")], supervisor=supervisor)
         self.assertFalse(source.bound)  # the builder reaches into no other service
         wireMonitor(ctx, monitor)
         self.assertEqual(supervisor.hooks, [monitor.storeLogLine])
@@ -116,7 +116,7 @@ class BuildTests(SynchronousTestCase):
         supervisor = SupervisorService(Clock(), [Deploy("web", command=["true"], autostart=False)],
                                        runDir=os.path.join(tempDir(self), "run"))
         ctx = self.context(supervisor=supervisor)
-        monitor = buildMonitor(ctx, [Monitor()])
+        monitor = buildMonitor(ctx, [Monitor()], supervisor=supervisor)
         wireMonitor(ctx, monitor)
         hook = supervisor.instances["web:0"].log.storeHook
         self.assertEqual(hook, monitor.storeLogLine)
@@ -172,9 +172,9 @@ class BuildTests(SynchronousTestCase):
             buildAlerts(self.context(), [AlertRule("fatal")])
         monitor = buildMonitor(self.context(), [])
         with self.assertRaises(ConfigError) as e:
-            buildAlerts(self.context(monitor=monitor), [AlertRule("fatal"), AlertRule("fatal")])
+            buildAlerts(self.context(), [AlertRule("fatal"), AlertRule("fatal")], monitor=monitor)
         self.assertIn("share the name", str(e.exception))
-        self.assertIsNone(buildAlerts(self.context(monitor=monitor), [AlertSettings()]))
+        self.assertIsNone(buildAlerts(self.context(), [AlertSettings()], monitor=monitor))
 
     def test_oneMonitorPerHost(self):
         with self.assertRaises(ConfigError):

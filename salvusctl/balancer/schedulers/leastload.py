@@ -10,7 +10,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from salvusctl.balancer.schedulers.leastconns import LeastConns
+from salvusctl.balancer.schedulers.leastconns import LeastConns, Turns, lowest
 from salvusctl.interfaces import ILoadSource, IScheduler
 
 __all__ = ["LeastLoad", "StaticLoadSource"]
@@ -40,29 +40,20 @@ class LeastLoad:
         if source is None:
             raise TypeError("leastload needs a load source (source=...)")
         self.source = source
-        self._cursor = 0
+        self._turns = Turns()
         self._fallback = LeastConns()
+
+    def _loadPerWeight(self, host: Any) -> float | None:
+        load = self.source.loadOf(host)
+        return None if load is None else float(load) / (host.currentWeight() or 1e-9)
 
     def choose(self, hosts, client_address):
         if not hosts:
             return None
-        best = None
-        ties: list = []
-        for h in hosts:
-            load = self.source.loadOf(h)
-            if load is None:
-                continue
-            w = h.currentWeight() or 1e-9
-            score = float(load) / w
-            if best is None or score < best:
-                best, ties = score, [h]
-            elif score == best:
-                ties.append(h)
+        ties = lowest(hosts, self._loadPerWeight)
         if not ties:
             return self._fallback.choose(hosts, client_address)
-        n = self._cursor
-        self._cursor = n + 1
-        return ties[n % len(ties)]
+        return self._turns.next(ties)
 
     def hostsChanged(self, hosts):
         pass

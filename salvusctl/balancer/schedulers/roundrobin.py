@@ -6,6 +6,7 @@ from typing import Any
 
 from zope.interface import implementer
 
+from salvusctl.balancer.schedulers.leastconns import Turns
 from salvusctl.interfaces import IScheduler
 
 __all__ = ["RoundRobin"]
@@ -18,14 +19,10 @@ class RoundRobin:
     name = "roundrobin"
 
     def __init__(self, clock: Any = None, rng: Any = None):
-        self._next = 0
+        self._turns = Turns()
 
     def choose(self, hosts, client_address):
-        if not hosts:
-            return None
-        n = self._next
-        self._next = n + 1
-        return hosts[n % len(hosts)]
+        return self._turns.next(hosts)
 
     def hostsChanged(self, hosts):
         pass
