@@ -226,8 +226,10 @@ def serveHandover(reactor: Any, path: str, source: IHandoverSource, backlog: int
     A socket file left behind by a process that died without cleaning up would make the
     listen fail, and no successor could ever take over: it is removed first.
     """
-    if os.path.exists(path):
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass  # (also when a predecessor's closing port removed it a moment ago)
     return reactor.listenUNIX(path, HandoverServerFactory(source), backlog=backlog)
 
 

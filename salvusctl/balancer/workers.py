@@ -349,7 +349,19 @@ class Master(ProcessSockets):
         return d
 
     def handedOver(self, kind: str) -> None:
-        pass
+        """The successor has our sockets: give up the control and stats paths now.
+
+        Before "released" goes out, as L{ProxyProcess.stopAccepting} does: a closing Unix port
+        removes its socket file, and the successor binds the same paths once it reads
+        "released".  Closed later (at shutdown), our port removed the successor's file, or the
+        successor's unlink of ours failed and its start-up with it.
+        """
+        if kind != "take":
+            return
+        for port in (self.controlPort, self.statsPort):
+            if port is not None:
+                port.stopListening()
+        self.controlPort = self.statsPort = None
 
     def handoverDone(self, kind: str) -> None:
         if kind == "take":

@@ -8,10 +8,12 @@ import os
 import signal
 
 from twisted.internet import defer, reactor, task
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from salvusctl.balancer.workers import mergeStates, zeroCounters
 from tests.balancer.test_handover import ProcessCase
+from tests.helpers import LoadLoops, waitFor
 
 
 class WorkerTests(ProcessCase):
@@ -69,23 +71,28 @@ class WorkerTests(ProcessCase):
 
     @defer.inlineCallbacks
     def test_groupHandoverDropsNothing(self):
-        """A new master with its own workers takes over from the old group while clients connect."""
+        """A new master with its own workers takes over from the old group while clients connect.
+
+        Each step waits for its event (traffic through the old group, the new group's ready line,
+        the old master's exit, traffic through the new group alone), never for a time; the client
+        loops are bounded in count, so on a loaded machine they cannot starve the masters forever.
+        """
         old = self.spawn(0, ["--workers", "2", "--drain-timeout", "5", "--hard-stop", "10"])
         info = yield old.ready
         port = info["ports"]["web"]
-        stop, results = [], {"ok": 0, "failed": []}
-        running = self.stream(port, stop, results)
-        yield task.deferLater(reactor, 0.5, lambda: None)
-        before = results["ok"]
+        loops = LoadLoops(lambda: self.request(port), loops=8, limit=5000)
+        yield waitFor(lambda: len(loops.bodies) >= 100 or loops.failures)
+        before = len(loops.bodies)
         new = self.spawn(port, ["--workers", "2"])
-        newInfo = yield new.ready
-        code = yield old.ended
-        yield task.deferLater(reactor, 0.5, lambda: None)
-        stop.append(True)
-        yield running
-        self.assertEqual(results["failed"], [])
+        newInfo = yield self.within(new.ready, 60, "the new group's ready line", old, new)
+        code = yield self.within(old.ended, 60, "the old master's exit", old, new)
+        after = len(loops.bodies)
+        yield waitFor(lambda: len(loops.bodies) >= after + 20 or loops.failures, timeout=30)
+        yield loops.stop()
+        self.assertEqual(loops.failures, [])
+        self.assertEqual(set(loops.bodies), {b"ok ping\n"})
         self.assertEqual(code, 0)
-        self.assertGreater(results["ok"], before + 20)
+        self.assertGreater(len(loops.bodies), before + 20)
         self.assertEqual(newInfo["ports"]["web"], port)
         # The group's counters (summed over the old workers) were handed to the new group.
         self.assertGreaterEqual(newInfo["inherited"], before)
@@ -94,6 +101,30 @@ class WorkerTests(ProcessCase):
                 os.kill(pid, 0)
         new.transport.signalProcess("TERM")
         yield new.ended
+
+    def within(self, d, seconds, what, *procs):
+        """A Deferred with C{d}'s result, or failing after C{seconds} with C{what} and the
+        balancers' stderr: a step that never comes says which one it was, not only that the test
+        ran out of time.  C{d} itself is left alone (the clean-up still waits on it)."""
+        waiter = defer.Deferred()
+
+        def passOn(result):
+            if not waiter.called:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+            return result
+
+        def late():
+            if not waiter.called:
+                errs = " | ".join(p.err[-2000:].decode(errors="replace") for p in procs)
+                waiter.errback(AssertionError("no %s after %s s; stderr: %s" % (what, seconds, errs)))
+
+        timer = reactor.callLater(seconds, late)
+        d.addBoth(passOn)
+        waiter.addBoth(lambda result: (timer.cancel() if timer.active() else None, result)[1])
+        return waiter
 
 
 def _alive(pid: int) -> bool:
