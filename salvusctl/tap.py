@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import sys
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from salvusctl.errors import ConfigError
 from salvusctl.host.building import exitOnFatal
 
 __all__ = ["Options", "makeService", "reloadOnHangup", "exitOnFatal"]
+
+log = Logger(namespace="salvus.host")
 
 
 class Options(usage.Options):
@@ -82,12 +85,28 @@ def tightenUmask(bits: int = UMASK_BITS) -> int:
 
 
 def makeService(options: Options):
-    """Build the host's service tree; a bad config exits with one line, never a traceback."""
-    from twisted.internet import reactor
+    """Build the host's service tree; a bad config exits with one line, never a traceback.
 
+    The config is read before the reactor is imported: a host none of whose components speaks
+    TLS starts without pyOpenSSL (L{salvusctl.host.lean}), which saves a supervise-only host a
+    quarter of its memory.
+    """
     tightenUmask()
     try:
         host = loadConfiguredHost(options)
+    except ConfigError as e:
+        sys.stderr.write(f"salvus: error: {e}\n")
+        sys.stderr.flush()
+        raise SystemExit(1)
+    from salvusctl.host.lean import needsTLS, withoutTLS
+
+    lean = not needsTLS(host.declarations()) and withoutTLS()
+    from twisted.internet import reactor
+
+    if lean:
+        log.info("TLS not loaded: no component of this host speaks it "
+                 "(a reload that adds one asks for a restart)")
+    try:
         service = host.build(reactor)
         # A host already running on this var dir hands its balancer's sockets over, then stops.
         # Only a host that declares a balancer loads it (a supervise-only host stays small).

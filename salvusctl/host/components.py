@@ -35,6 +35,9 @@ class Component:
         the call to the apply.
     @ivar describe: C{"module:function"}, called as C{describe(declaration) -> dict}: the extra
         fields the out-of-process model keeps of a declaration (None: its digest alone).
+    @ivar tls: whether it may speak TLS (HTTPS, TLS endpoints, STARTTLS, TLS health checks): a
+        host whose components all say False starts without loading pyOpenSSL
+        (L{salvusctl.host.lean}).
     @ivar needs: the components built before it whose services its builder takes: L{buildOne}
         passes each as a keyword argument named after it, None when the host
         runs none, so a builder names what it depends on and never searches the host for it.
@@ -51,6 +54,7 @@ class Component:
     model: bool = False
     wire: str | None = None
     needs: tuple[str, ...] = ()
+    tls: bool = True
 
 
 #: Start order is this order; the host stops them in reverse.
@@ -59,14 +63,14 @@ COMPONENTS: tuple[Component, ...] = (
               ("salvusctl.supervisor.deploy", "salvusctl.supervisor.declare",
                "salvusctl.supervisor.eventlistener"),
               "salvusctl.supervisor.build:buildSupervisor", reload="salvusctl.supervisor.reload",
-              describe="salvusctl.host.model:describeDeploy", model=True),
+              describe="salvusctl.host.model:describeDeploy", model=True, tls=False),
     Component("balancer", ("salvusctl.balancer.declare",),
               "salvusctl.balancer.build:buildBalancer", reload="salvusctl.balancer.reload",
               describe="salvusctl.host.model:describeBalanced", model=True,
               needs=("supervisor",)),
     Component("monitor", ("salvusctl.monitor.declare",),
               "salvusctl.monitor.build:buildMonitor", reload="salvusctl.monitor.reload",
-              wire="salvusctl.monitor.build:wireMonitor", needs=("supervisor",)),
+              wire="salvusctl.monitor.build:wireMonitor", needs=("supervisor",), tls=False),
     Component("alerts", ("salvusctl.alerts.declare",),
               "salvusctl.alerts.build:buildAlerts", reload="salvusctl.alerts.reload",
               needs=("monitor", "supervisor")),

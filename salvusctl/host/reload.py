@@ -41,6 +41,8 @@ from twisted.logger import Logger
 
 from salvusctl.errors import ConfigError, OperationFailed
 from salvusctl.host.components import COMPONENTS, component, resolve, wire
+from salvusctl.host.lean import RESTART_REASON as TLS_REASON
+from salvusctl.host.lean import tlsBlocked
 from salvusctl.host.model import Declared, declarationDigest
 
 __all__ = ["HostReloader", "declarationsDiffer", "MODEL_NOTE", "HOST_REASON"]
@@ -156,7 +158,12 @@ class HostReloader:
         for name in sorted(names, key=lambda n: (_ORDER.get(n, len(_ORDER)), n)):
             row = component(name)
             old, declared = self.running(name), new.declarations(name)
-            if row is None or row.reload is None:
+            if row is not None and row.tls and declared and tlsBlocked():
+                # Checked before the component's reload module is imported: it may load TLS.
+                entries = ({name: dict(_namedEntry(name, old, declared), restart=True,
+                                       reason=TLS_REASON)}
+                           if declarationsDiffer(old, declared) else {})
+            elif row is None or row.reload is None:
                 entries = ({name: dict(_namedEntry(name, old, declared), restart=True)}
                            if declarationsDiffer(old, declared) else {})
             elif _fromModel(declared) and not row.model:
