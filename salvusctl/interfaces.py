@@ -9,6 +9,7 @@ from __future__ import annotations
 from zope.interface import Attribute, Interface
 
 __all__ = [
+    "IBackup",
     "IStore",
     "IScheduler",
     "ILoadSource",
@@ -362,3 +363,31 @@ class ICluster(Interface):
 
     def addHandler(kind, handler):
         """Run C{handler(message)} for each message of C{kind} this host receives."""
+
+
+class IBackup(Interface):
+    """The backup service as the admin (C{backup.*} verbs, its pages) and the CLI use it.
+
+    Implemented by L{salvusctl.backup.service.BackupService} and, for tests, by
+    L{salvusctl.backup.testing.FakeBackup}; one contract suite (C{tests/backup/test_contract.py})
+    runs against both.  An unknown set or run fails with
+    L{salvusctl.backup.service.UnknownBackup}.
+    """
+
+    def run(name=None):
+        """Back up set C{name} (the only one when None) now; fires with the run's summary."""
+
+    def status():
+        """Each set's state (idle or running), its last run and when it is next due."""
+
+    def listRuns(name=None):
+        """Fires with the runs of one set (or all), oldest first."""
+
+    def runLog(run_id):
+        """Fires with a run's log text."""
+
+    def verify(run_id=None, name=None):
+        """Fires with a report of a run restored into scratch space and checked."""
+
+    def restore(run_id=None, dry_run=False, name=None):
+        """Restore a run (default: the newest good one); fires with its steps and outcome."""

@@ -9,10 +9,11 @@ in plain attributes that a test can read, and takes a clock so that times are de
 from __future__ import annotations
 
 from salvusctl.alerts.testing import FakeAlerts
+from salvusctl.backup.testing import FakeBackup
 from salvusctl.balancer.testing import FakeBalancer
 from salvusctl.cluster.testing import FakeCluster
 from salvusctl.monitor.testing import FakeMonitor
 from salvusctl.supervisor.testing import STATES, FakeSupervisor, SupervisorVerbsMixin
 
 __all__ = ["FakeSupervisor", "SupervisorVerbsMixin", "FakeBalancer", "FakeMonitor", "FakeAlerts",
-           "FakeCluster", "STATES"]
+           "FakeCluster", "FakeBackup", "STATES"]

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from salvusctl.backup.declare import Backup
 from salvusctl.backup.job import AlreadyRunning, BackupJob
@@ -17,6 +18,7 @@ from salvusctl.backup.layout import scanRuns
 from salvusctl.backup.records import Records
 from salvusctl.backup.restore import RestoreError, Restorer
 from salvusctl.backup.schedule import Scheduler
+from salvusctl.interfaces import IBackup
 
 __all__ = ["BackupService", "UnknownBackup", "sameBackup"]
 
@@ -30,6 +32,7 @@ class UnknownBackup(KeyError):
         return str(self.args[0]) if self.args else "unknown backup"
 
 
+@implementer(IBackup)
 class BackupService(Service):
     """Runs the declared backup sets on their schedules and restores / verifies their runs.
 

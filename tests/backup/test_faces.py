@@ -17,6 +17,7 @@ from salvusctl.backup.declare import Backup
 from salvusctl.backup.records import BACKUP_MIGRATIONS
 from salvusctl.backup.rpc import BackupXMLRPC, rpcSafe
 from salvusctl.backup.service import BackupService
+from salvusctl.backup.testing import FakeBackup
 from salvusctl.errors import ConfigError
 from salvusctl.host import Host, HostContext
 from salvusctl.store.dialects import SQLITE
@@ -110,36 +111,17 @@ def _valid(decl: Backup) -> Backup:
     return decl
 
 
-class _Service:
-    """Canned verbs, so the XML-RPC face is tested on its own."""
-
-    def run(self, name=None):
-        return succeed({"run_id": "a-1", "outcome": "ok", "snapshot_size": 2**40, "base_run": None})
-
-    def status(self):
-        return [{"backup": "a", "state": "idle", "last": None}]
-
-    def restore(self, run_id=None, dry_run=False, name=None):
-        from salvusctl.backup.restore import RestoreError
-
-        raise RestoreError("no good run")
-
-    def verify(self, run_id=None):
-        from salvusctl.backup.service import UnknownBackup
-
-        raise UnknownBackup("run 'x' belongs to no backup set")
-
-    def listRuns(self, name=None):
-        return succeed([])
-
-    def runLog(self, run_id):
-        return succeed("log")
+def _service(size: int = 1000) -> FakeBackup:
+    """The public fake (it passes the real service's contract suite), one set named C{a}."""
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    return FakeBackup({"a": "/srv/backups"}, clock, host_name="alpha", size=size)
 
 
 class RPCTests(SynchronousTestCase):
     def test_resultsMarshalForAnyClient(self):
         """None becomes '' and 64-bit sizes become doubles, so xmlrpc.client can dump them."""
-        rpc = BackupXMLRPC(_Service())
+        rpc = BackupXMLRPC(_service(size=2**40))
         result = self.successResultOf(rpc.xmlrpc_run())
         self.assertEqual(result["snapshot_size"], float(2**40))
         self.assertEqual(result["base_run"], "")
@@ -148,9 +130,10 @@ class RPCTests(SynchronousTestCase):
 
     def test_errorsAreFaultsOfTheOneTable(self):
         """Refused requests and unknown runs use the admin's fault table, as every other verb."""
-        rpc = BackupXMLRPC(_Service())
+        rpc = BackupXMLRPC(_service())
         fault = self.failureResultOf(rpc.xmlrpc_restore(), twisted_xmlrpc.Fault).value
-        self.assertEqual((fault.faultCode, fault.faultString), (Faults.REFUSED, "REFUSED: no good run"))
+        self.assertEqual((fault.faultCode, fault.faultString),
+                         (Faults.REFUSED, "REFUSED: backup a: no good run to restore in /srv/backups"))
         fault = self.failureResultOf(rpc.xmlrpc_verify("x"), twisted_xmlrpc.Fault).value
         self.assertEqual(fault.faultCode, Faults.BAD_NAME)
 
@@ -240,7 +223,8 @@ class AdminArgumentTests(SynchronousTestCase):
         from salvusctl.admin.state import AdminState
 
         state = AdminState(services={}, clock=Clock(), host_name="h")
-        return BackupNamespace(state, _Service()).methods()
+        self.backup = _service()
+        return BackupNamespace(state, self.backup).methods()
 
     def test_wrongTypesAreBadArguments(self):
         """A dict for a name or a string for dry_run was passed on into the backup service; now it
@@ -262,5 +246,7 @@ class AdminArgumentTests(SynchronousTestCase):
 
     def test_rightTypesStillCall(self):
         methods = self.methods()
-        self.assertEqual(self.successResultOf(methods["log"]("a-1")), "log")
         self.assertEqual(self.successResultOf(methods["list"]()), [])
+        run = self.successResultOf(methods["run"]("a"))
+        self.assertIn(run["run_id"], self.successResultOf(methods["log"](run["run_id"])))
+        self.assertEqual([r["run_id"] for r in self.successResultOf(methods["list"]("a"))], [run["run_id"]])
