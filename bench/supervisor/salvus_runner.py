@@ -14,6 +14,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+# A supervisor speaks no TLS: start as a supervise-only host does (salvusctl.host.lean).
+from salvusctl.host.lean import withoutTLS  # noqa: E402
+
+withoutTLS()
 from twisted.internet import reactor  # noqa: E402
 
 from salvusctl.supervisor.deploy import Deploy, Flapping, Ready  # noqa: E402
