@@ -39,6 +39,19 @@ def lineBytes(line: Any) -> bytes:
     return data
 
 
+#: The same for a chunk of lines pushed at once (L{LogStream.lines}): formatted once for all.
+_lastLines: list[Any] = [None, b""]
+
+
+def linesBytes(lines: list[Any]) -> bytes:
+    """A chunk of pushed lines as the log file shows them, formatted once for every follower."""
+    if lines is _lastLines[0]:
+        return _lastLines[1]
+    data = b"".join(lineBytes(line) for line in lines)
+    _lastLines[0], _lastLines[1] = lines, data
+    return data
+
+
 @implementer(IPushProducer)
 class LogStream:
     """Writes C{first}, then each line C{follow(callback)} pushes, until the client goes away.
@@ -59,13 +72,33 @@ class LogStream:
         self.clock = clock
         self.interval = interval
         self._pending: list[bytes] = []
+        self._pendingLines = 0  # lines in _pending beyond one per entry (chunks), for skipped
         self._timer: Any = None
         self.done: defer.Deferred = defer.Deferred()
         request.registerProducer(self, True)
         if first:
             request.write(first)
-        self._cancel = follow(self.line)
+        self._cancel = follow(self)
         request.notifyFinish().addBoth(self._finished)
+
+    def __call__(self, line: Any) -> None:
+        """A follower is a callable of one line (what every log's C{follow} takes)."""
+        self.line(line)
+
+    def lines(self, lines: list[Any]) -> None:
+        """A chunk of lines at once (a log that pushes chunks): one formatted block, shared."""
+        if self.done.called or not lines:
+            return
+        if self.paused:
+            self.skipped += len(lines)
+            return
+        if self.clock is None:
+            self.request.write(linesBytes(lines))
+            return
+        self._pending.append(linesBytes(lines))
+        self._pendingLines += len(lines) - 1
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.interval, self._flush)
 
     def line(self, line: Any) -> None:
         if self.done.called:
@@ -82,7 +115,7 @@ class LogStream:
 
     def _flush(self) -> None:
         self._timer = None
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pendingLines = self._pending, [], 0
         if pending and not self.done.called:
             self.request.write(b"".join(pending))
 
@@ -90,8 +123,9 @@ class LogStream:
 
     def pauseProducing(self) -> None:
         self.paused = True
-        self.skipped += len(self._pending)  # gathered, not yet written: skipped like the rest
-        self._pending = []
+        # Gathered, not yet written: skipped like the rest.
+        self.skipped += len(self._pending) + self._pendingLines
+        self._pending, self._pendingLines = [], 0
 
     def resumeProducing(self) -> None:
         self.paused = False
@@ -106,7 +140,7 @@ class LogStream:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._pending = []
+        self._pending, self._pendingLines = [], 0
         cancel, self._cancel = self._cancel, None
         if cancel is not None:
             cancel()

@@ -138,3 +138,46 @@ class FormatOnceTests(SynchronousTestCase):
             push(line)
         self.assertEqual(Counted.calls, 1)
         self.assertEqual({r.written[-1] for r in requests}, {b"a line\n"})
+
+
+class ChunkFollowersTests(SynchronousTestCase):
+    """Followers of a real L{InstanceLog}: a chunk of lines reaches each L{LogStream} in one
+    call, formatted once for all of them, with the same bytes a line-at-a-time follower gets."""
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+
+        from salvusctl.supervisor.logs import InstanceLog
+        from tests.supervisor import scratch
+
+        directory = scratch(self)
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000.5)
+        self.log = InstanceLog("w", directory, self.clock.seconds)
+
+    def test_chunkIsOneCallPerFollowerAndTheSameBytes(self):
+        calls = []
+        requests = [_Request() for _ in range(20)]
+        streams = [LogStream(r, b"", self.log.follow) for r in requests]
+        for stream in streams:
+            original = stream.lines
+            stream.lines = lambda lines, _o=original: calls.append(len(lines)) or _o(lines)
+        perLine = []
+        self.log.follow(perLine.append)
+        self.log.received("stdout", b"".join(b"line %d\n" % i for i in range(50)))
+        self.assertEqual(calls, [50] * 20)
+        expected = b"".join(line.format().encode() for line in perLine)
+        self.assertEqual(len(perLine), 50)
+        self.assertEqual({r.written[-1] for r in requests}, {expected})
+        # Formatted once: every follower was handed the very same bytes object.
+        self.assertEqual(len({id(r.written[-1]) for r in requests}), 1)
+
+    def test_pausedFollowerCountsAChunksLines(self):
+        request = _Request()
+        stream = LogStream(request, b"", self.log.follow, self.clock)
+        self.log.received("stdout", b"a\nb\nc\n")
+        stream.pauseProducing()
+        self.log.received("stdout", b"d\ne\n")
+        self.clock.advance(0.1)
+        stream.resumeProducing()
+        self.assertEqual(request.written, [b"[5 lines skipped: the client read too slowly]\n"])
