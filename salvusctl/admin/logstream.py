@@ -22,33 +22,38 @@ from zope.interface import implementer
 __all__ = ["LogStream", "lineBytes"]
 
 
-#: The last line formatted and its bytes: every follower of a log is pushed the same line object
-#: in turn, so it is formatted once, not once per follower.  The line is held, so its identity
-#: cannot be reused by another object while it is here.
-_lastLine: list[Any] = [None, b""]
+#: The last line formatted and its bytes, per form (stamped, raw): every follower of a log is
+#: pushed the same line object in turn, so it is formatted once, not once per follower.  The
+#: line is held, so its identity cannot be reused by another object while it is here.
+_lastLine: dict[bool, list[Any]] = {False: [None, b""], True: [None, b""]}
+#: The same for a chunk of lines pushed at once (L{LogStream.lines}).
+_lastLines: dict[bool, list[Any]] = {False: [None, b""], True: [None, b""]}
 
 
-def lineBytes(line: Any) -> bytes:
-    """A pushed line as the log file shows it (a C{LogLine} formats itself; text gets a newline)."""
-    if line is _lastLine[0]:
-        return _lastLine[1]
-    fmt = getattr(line, "format", None)
-    text = fmt() if callable(fmt) else f"{line}\n"
+def lineBytes(line: Any, raw: bool = False) -> bytes:
+    """A pushed line's bytes: C{raw}, what the program wrote (a C{LogLine}'s text and its
+    newline, as its log file holds it); else as Salvus's own log shows it (a C{LogLine} formats
+    itself with its receive time and level; plain text gets a newline)."""
+    last = _lastLine[raw]
+    if line is last[0]:
+        return last[1]
+    if raw and hasattr(line, "text"):
+        text = line.text + "\n"
+    else:
+        fmt = getattr(line, "format", None)
+        text = fmt() if callable(fmt) else f"{line}\n"
     data = text.encode("utf-8", "replace")
-    _lastLine[0], _lastLine[1] = line, data
+    last[0], last[1] = line, data
     return data
 
 
-#: The same for a chunk of lines pushed at once (L{LogStream.lines}): formatted once for all.
-_lastLines: list[Any] = [None, b""]
-
-
-def linesBytes(lines: list[Any]) -> bytes:
-    """A chunk of pushed lines as the log file shows them, formatted once for every follower."""
-    if lines is _lastLines[0]:
-        return _lastLines[1]
-    data = b"".join(lineBytes(line) for line in lines)
-    _lastLines[0], _lastLines[1] = lines, data
+def linesBytes(lines: list[Any], raw: bool = False) -> bytes:
+    """A chunk of pushed lines (see L{lineBytes}), formatted once for every follower."""
+    last = _lastLines[raw]
+    if lines is last[0]:
+        return last[1]
+    data = b"".join(lineBytes(line, raw) for line in lines)
+    last[0], last[1] = lines, data
     return data
 
 
@@ -59,13 +64,17 @@ class LogStream:
     @param follow: registers a line callback and returns the function that unregisters it.
     @param clock: an C{IReactorTime}; with one, lines are gathered for C{interval} seconds and
         written together; without, each is written as it comes.
+    @param raw: write each line as the program wrote it (a process log: C{supervisorctl tail -f}
+        shows what the log file holds, as under supervisord); else with Salvus's receive time
+        and level (the main log, whose file is written that way).
     @ivar done: fires (with C{b""}) once the client has gone; Klein ends the response then.
     """
 
     def __init__(self, request: Any, first: bytes,
                  follow: Callable[[Callable[[Any], None]], Callable[[], None]],
-                 clock: Any = None, interval: float = 0.1):
+                 clock: Any = None, interval: float = 0.1, raw: bool = False):
         self.request = request
+        self.raw = raw
         self._cancel: Callable[[], None] | None = None
         self.paused = False
         self.skipped = 0
@@ -93,9 +102,9 @@ class LogStream:
             self.skipped += len(lines)
             return
         if self.clock is None:
-            self.request.write(linesBytes(lines))
+            self.request.write(linesBytes(lines, self.raw))
             return
-        self._pending.append(linesBytes(lines))
+        self._pending.append(linesBytes(lines, self.raw))
         self._pendingLines += len(lines) - 1
         if self._timer is None:
             self._timer = self.clock.callLater(self.interval, self._flush)
@@ -107,9 +116,9 @@ class LogStream:
             self.skipped += 1
             return
         if self.clock is None:
-            self.request.write(lineBytes(line))
+            self.request.write(lineBytes(line, self.raw))
             return
-        self._pending.append(lineBytes(line))
+        self._pending.append(lineBytes(line, self.raw))
         if self._timer is None:
             self._timer = self.clock.callLater(self.interval, self._flush)
 

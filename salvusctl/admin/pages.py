@@ -229,8 +229,9 @@ class AdminPages:
 
         def start(first: bytes):
             # Klein finishes the response when this Deferred fires: only once the client has gone.
+            # Raw: the first bytes come from the log file, and so must the rest (as supervisord).
             return LogStream(request, first, lambda cb: sup.followLog(instance, cb, stream),
-                             self.state.clock).done
+                             self.state.clock, raw=True).done
 
         def failed(failure):
             return f"(log unavailable: {failure.getErrorMessage()})\n".encode()
