@@ -157,3 +157,31 @@ class LogStream:
             self.request.unregisterProducer()
         if not self.done.called:
             self.done.callback(b"")
+
+
+class RawLogStream(LogStream):
+    """A L{LogStream} of a process log: what the program wrote, as its log file holds it.
+
+    Its C{chunk} method takes the bytes of whole lines as the supervisor received them, so the
+    supervisor makes no per-line record for it (L{salvusctl.supervisor.logs.InstanceLog.follow});
+    a supervisor that pushes lines one at a time (a fake) is served through C{__call__}."""
+
+    def __init__(self, request: Any, first: bytes,
+                 follow: Callable[[Callable[[Any], None]], Callable[[], None]],
+                 clock: Any = None, interval: float = 0.1):
+        super().__init__(request, first, follow, clock, interval, raw=True)
+
+    def chunk(self, data: bytes, count: int) -> None:
+        """C{count} whole lines, as written (one shared bytes object for every follower)."""
+        if self.done.called or not data:
+            return
+        if self.paused:
+            self.skipped += count
+            return
+        if self.clock is None:
+            self.request.write(data)
+            return
+        self._pending.append(data)
+        self._pendingLines += count - 1
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.interval, self._flush)

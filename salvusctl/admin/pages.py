@@ -28,7 +28,7 @@ from salvusctl.admin.charts import lineChart
 from salvusctl.admin.extensions import IAlertSource
 from salvusctl.admin.faults import Faults, rpcFault
 from salvusctl.admin.html import button, esc, layout, table, url
-from salvusctl.admin.logstream import LogStream
+from salvusctl.admin.logstream import LogStream, RawLogStream
 from salvusctl.admin.metrics import CONTENT_TYPE, renderMetrics
 from salvusctl.admin.rpc import RPCRoot
 from salvusctl.admin.salvusrpc import HOST_STATES
@@ -230,8 +230,8 @@ class AdminPages:
         def start(first: bytes):
             # Klein finishes the response when this Deferred fires: only once the client has gone.
             # Raw: the first bytes come from the log file, and so must the rest (as supervisord).
-            return LogStream(request, first, lambda cb: sup.followLog(instance, cb, stream),
-                             self.state.clock, raw=True).done
+            return RawLogStream(request, first, lambda cb: sup.followLog(instance, cb, stream),
+                                self.state.clock).done
 
         def failed(failure):
             return f"(log unavailable: {failure.getErrorMessage()})\n".encode()

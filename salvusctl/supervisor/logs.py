@@ -710,6 +710,8 @@ class InstanceLog:
         self.rings = {s: TailRing(ringSize, tailBytes) for s in self.paths}
         self.repeats = RepeatLimiter(self._store, repeatWindow, now, callLater)
         self.followers: dict[str, list[Callable[[LogLine], Any]]] = {s: [] for s in self.paths}
+        # Followers that take the bytes as written (see L{follow}): no record is made for them.
+        self.byteFollowers: dict[str, list[Any]] = {s: [] for s in self.paths}
         self.maxLine = maxLine
         self.defaults = {"stdout": "info", "stderr": "info"}
         self._default = self.source()
@@ -745,7 +747,18 @@ class InstanceLog:
             except Exception as e:
                 if self.onHookError is not None:
                     self.onHookError(e)
+        if self.byteFollowers[stream]:
+            self._toBytes(stream, data, 1)
         return line
+
+    def _toBytes(self, stream: str, data: bytes, count: int) -> None:
+        """Hand C{count} whole lines, as written, to each byte follower of C{stream}."""
+        for follower in list(self.byteFollowers[stream]):
+            try:
+                follower.chunk(data, count)
+            except Exception as e:
+                if self.onHookError is not None:
+                    self.onHookError(e)
 
     def _chunk(self, stream: str, pieces: list[tuple[bytes, int, int]], stamp: float,
                want: bool = False) -> list[LogLine] | None:
@@ -764,6 +777,9 @@ class InstanceLog:
                     ring.add(data, start, end)
                     if keep:
                         file.write(data if start == 0 and end == len(data) else memoryview(data)[start:end])
+                if self.byteFollowers[stream]:
+                    whole = b"".join([memoryview(data)[start:end] for data, start, end in pieces])
+                    self._toBytes(stream, whole, whole.count(b"\n"))
                 return None
         if len(pieces) == 1 and pieces[0][1] == 0 and pieces[0][2] == len(pieces[0][0]):
             raw = pieces[0][0]
@@ -821,13 +837,12 @@ class InstanceLog:
                 if LEVELS[level] >= fileLevel:
                     parts.append(rawLines[i])
             out = b"\n".join(parts) + b"\n" if parts else b""
-        if ended:
-            self.rings[stream].add(raw, 0, len(raw), len(texts))
-        else:
-            kept = raw + b"\n"
-            self.rings[stream].add(kept, 0, len(kept), len(texts))
+        kept = raw if ended else raw + b"\n"
+        self.rings[stream].add(kept, 0, len(kept), len(texts))
         if out:
             self.files[stream].write(out)
+        if self.byteFollowers[stream]:
+            self._toBytes(stream, kept, len(texts))
         if lines is None:
             return None
         if self.storeHook is not None:
@@ -901,16 +916,20 @@ class InstanceLog:
         """Call C{callback(LogLine)} for each new line; returns the function that stops following.
 
         A C{callback} that also has a C{lines(list_of_LogLine)} method is given each chunk's lines
-        in one call instead (what L{salvusctl.admin.logstream.LogStream} does: with 20
-        C{tail -f} followers of a flooding program, a call per line per follower was most of
-        the supervisor's CPU per logged line)."""
+        in one call instead; one with a C{chunk(data, count)} method is given the bytes as the
+        program wrote them (C{count} whole lines, as the log file and the tail hold them) and
+        no record is made for it (what C{supervisorctl tail -f} reads:
+        L{salvusctl.admin.logstream.RawLogStream}).  With 20 C{tail -f} followers of a
+        flooding program, a call and a record per line per follower were most of the
+        supervisor's CPU per logged line."""
         if stream not in self.followers:
             raise KeyError(f"unknown stream {stream!r} (stdout or stderr)")
-        self.followers[stream].append(callback)
+        table = self.byteFollowers if callable(getattr(callback, "chunk", None)) else self.followers
+        table[stream].append(callback)
 
         def cancel() -> None:
-            if callback in self.followers[stream]:
-                self.followers[stream].remove(callback)
+            if callback in table[stream]:
+                table[stream].remove(callback)
 
         return cancel
 

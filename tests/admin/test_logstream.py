@@ -181,3 +181,44 @@ class ChunkFollowersTests(SynchronousTestCase):
         self.clock.advance(0.1)
         stream.resumeProducing()
         self.assertEqual(request.written, [b"[5 lines skipped: the client read too slowly]\n"])
+
+    def test_rawFollowersShareTheBytesAsWritten(self):
+        """C{tail -f} followers (L{RawLogStream}) get the program's bytes, exactly as the log file
+        holds them, one shared object per chunk, and no line record is made for them."""
+        from salvusctl.admin.logstream import RawLogStream
+
+        made = []
+        original = self.log._lines
+        self.log._lines = lambda *a, **kw: made.append(1) or original(*a, **kw)
+        requests = [_Request() for _ in range(20)]
+        for request in requests:
+            RawLogStream(request, b"", self.log.follow)
+        data = b"".join(b"line %d \xff\n" % i for i in range(50))
+        self.log.received("stdout", data)
+        self.assertEqual(made, [])
+        self.assertEqual({r.written[-1] for r in requests}, {data})
+        self.assertEqual(len({id(r.written[-1]) for r in requests}), 1)
+        with open(self.log.paths["stdout"], "rb") as f:
+            self.assertEqual(f.read(), data)
+
+    def test_rawFollowerOfAFakeThatPushesLines(self):
+        """A supervisor that pushes L{LogLine}s one at a time: each line's text, no time or level."""
+        from salvusctl.admin.logstream import RawLogStream
+
+        request = _Request()
+        pushed = []
+        RawLogStream(request, b"", lambda cb: pushed.append(cb) or (lambda: None))
+        pushed[0](LogLine(1_700_000_000.5, "w", "stdout", "warn", "careful"))
+        self.assertEqual(request.written, [b"careful\n"])
+
+    def test_pausedRawFollowerCountsLines(self):
+        from salvusctl.admin.logstream import RawLogStream
+
+        request = _Request()
+        stream = RawLogStream(request, b"", self.log.follow, self.clock)
+        self.log.received("stdout", b"a\nb\nc\n")
+        stream.pauseProducing()
+        self.log.received("stdout", b"d\ne\n")
+        self.clock.advance(0.1)
+        stream.resumeProducing()
+        self.assertEqual(request.written, [b"[5 lines skipped: the client read too slowly]\n"])
